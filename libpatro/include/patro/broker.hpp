@@ -1,0 +1,50 @@
+// patro::Broker: routes requests from clients to the servers that own the objects, by the object
+// id frame, without decoding request bodies. patro-broker is a thin main over it; patronize()
+// embeds one when no broker is configured.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "patro/options.hpp"
+
+namespace patro {
+
+/// Counters a broker keeps.
+struct BrokerStats {
+  uint64_t routed = 0;    ///< requests forwarded to servers
+  uint64_t replies = 0;   ///< replies forwarded to clients
+  uint64_t dropped = 0;   ///< messages dropped (malformed and unanswerable, or peer gone)
+  uint64_t rejected = 0;  ///< requests answered with an error by the broker
+  uint64_t servers = 0;   ///< registered servers now
+  uint64_t clients = 0;   ///< live clients now
+};
+
+/// A broker. Binds in the constructor (throws Error on failure); run() serves until stop().
+/// run() and stop() may be called from different threads; everything else from run()'s thread
+/// or before it starts.
+class Broker {
+ public:
+  explicit Broker(const BrokerOptions& options);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  /// The endpoints actually bound (with the port chosen for "*").
+  std::string frontend_endpoint() const;
+  std::string backend_endpoint() const;
+
+  /// Serves until stop() is called.
+  void run();
+  /// Makes run() return soon; safe from any thread and from a signal handler's helper thread.
+  void stop();
+  /// A snapshot of the counters (safe from any thread).
+  BrokerStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace patro

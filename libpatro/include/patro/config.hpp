@@ -1,0 +1,66 @@
+// patro::Config: how a client reaches served objects (broker endpoints and object references).
+// patronize() returns one; it travels as one line of text (to_string, to_file) and is read back
+// with Config::parse or by get_proxies.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "patro/value.hpp"
+
+namespace patro {
+
+namespace detail {
+class Server;
+}
+
+/// One served object named in a config.
+struct ObjectEntry {
+  ObjectId id;
+  std::string type_name;  // Perl's ref
+  std::string reftype;    // Perl's reftype
+};
+
+class Config {
+ public:
+  Config() = default;
+  Config(std::vector<std::string> brokers, std::vector<ObjectEntry> objects);
+
+  /// Parses config text (one line of JSON); throws Error(bad_config) saying what is wrong.
+  static Config parse(std::string_view text);
+  /// Reads a config file; throws Error(bad_config).
+  static Config from_file(const std::string& path);
+
+  /// One line of JSON, without a trailing newline.
+  std::string to_string() const;
+  /// Writes to_string() and a newline to path; throws Error(invalid_argument) on failure.
+  void to_file(const std::string& path) const;
+
+  /// Client endpoints of the brokers, in fail-over order.
+  const std::vector<std::string>& brokers() const noexcept { return brokers_; }
+  const std::vector<ObjectEntry>& objects() const noexcept { return objects_; }
+
+  /// For a config returned by patronize(): whether its server is running. The server runs while
+  /// a copy of this Config lives, until stop() or until it shuts itself down.
+  bool serving() const;
+  /// Stops the server (if this config has one) and waits for its threads; idempotent.
+  void stop() const;
+  /// Blocks until the server stops.
+  void wait() const;
+
+  /// The server endpoint (broker back end) that other servers register with, when this config
+  /// came from patronize() with an embedded broker; empty otherwise.
+  std::string server_endpoint() const;
+
+  // Used by patronize().
+  void attach_server(std::shared_ptr<detail::Server> server) { server_ = std::move(server); }
+
+ private:
+  std::vector<std::string> brokers_;
+  std::vector<ObjectEntry> objects_;
+  std::shared_ptr<detail::Server> server_;
+};
+
+}  // namespace patro

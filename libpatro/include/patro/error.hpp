@@ -1,0 +1,58 @@
+// Patro's errors: everything that came from the network, a file or a user is reported as a
+// patro::Error with a code. Codes are classified so callers can decide what to retry.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace patro {
+
+/// Error codes. The numeric values travel on the wire; never renumber.
+enum class Errc : int {
+  ok = 0,
+  timeout = 1,             ///< no answer by the call's deadline
+  broker_unreachable = 2,  ///< nothing answers at the broker address, or it went silent
+  server_unavailable = 3,  ///< the server owning the object is not registered (died, or never was)
+  disconnected = 4,        ///< the connection was closed
+  outcome_unknown = 5,  ///< the server died mid-call; a non-idempotent call may or may not have run
+  bad_config = 6,       ///< a config that cannot be parsed or names no broker
+  unknown_object = 7,   ///< no such object on its server
+  unknown_method = 8,
+  type_mismatch = 9,  ///< e.g. indexing into a string, pushing onto a hash, as<int>() of "x"
+  index_out_of_range = 10,
+  invalid_argument = 11,
+  bad_message = 12,  ///< a malformed or truncated message
+  message_too_large = 13,
+  not_callable = 14,
+  remote_exception = 15,  ///< served code threw (see patro::RemoteError)
+  unsupported = 16,
+  overloaded = 17,  ///< a limit on in-flight work was reached; retry later
+  internal = 18,
+  not_found = 19,  ///< a name unknown to the broker's registry
+};
+
+/// How a caller may react to an error (the classification of KJ's exceptions).
+enum class ErrorKind {
+  failed,        ///< the request is wrong or failed; retrying the same thing fails again
+  overloaded,    ///< try again later
+  disconnected,  ///< a peer went away; reconnecting or failing over may help
+  unimplemented  ///< the peer does not support this
+};
+
+/// The name of a code, such as "type_mismatch".
+const char* errc_name(Errc code) noexcept;
+/// The classification of a code.
+ErrorKind error_kind(Errc code) noexcept;
+
+/// An error with a code and a message that says what went wrong.
+class Error : public std::runtime_error {
+ public:
+  Error(Errc code, const std::string& message);
+  Errc code() const noexcept { return code_; }
+  ErrorKind kind() const noexcept { return error_kind(code_); }
+
+ private:
+  Errc code_;
+};
+
+}  // namespace patro

@@ -1,0 +1,70 @@
+// Every limit and default of Patro in one place, in typed option structs.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace patro {
+
+using namespace std::chrono_literals;
+
+/// Limits that protect a process from its peers.
+struct Limits {
+  /// Largest message body accepted or sent. Larger requests get Errc::message_too_large.
+  size_t max_message_size = 16u << 20;
+  /// FlatBuffers verifier: the deepest nesting and the most tables in one body.
+  unsigned max_depth = 128;
+  unsigned max_tables = 1'000'000;
+  /// Largest index a write may extend an array to (Perl would allocate it; we refuse past this).
+  int64_t max_array_extend = 16 << 20;
+};
+
+/// Heartbeats, between every client or server and its broker, in both directions. A peer that is
+/// silent for liveness × interval is dead.
+struct Heartbeat {
+  std::chrono::milliseconds interval = 1000ms;
+  unsigned liveness = 3;
+  std::chrono::milliseconds window() const { return interval * liveness; }
+};
+
+/// Options of a broker (patro-broker, or the one patronize() embeds).
+struct BrokerOptions {
+  /// Where clients connect (ROUTER). "tcp://127.0.0.1:*" picks a free port.
+  std::string frontend = "tcp://127.0.0.1:7170";
+  /// Where servers connect (ROUTER).
+  std::string backend = "tcp://127.0.0.1:7171";
+  /// The client endpoint that servers write into their configs. Empty: the bound front end
+  /// (set it when binding a wildcard address such as tcp://0.0.0.0:7170).
+  std::string advertise;
+  Heartbeat heartbeat;
+  Limits limits;
+  /// Most names in the registry.
+  size_t max_names = 100'000;
+};
+
+/// Options of a client connection (one get_proxies() call).
+struct ClientOptions {
+  /// Deadline of each call.
+  std::chrono::milliseconds call_timeout = 30s;
+  /// How long get_proxies waits for the broker to answer.
+  std::chrono::milliseconds connect_timeout = 5s;
+  Heartbeat heartbeat;
+  Limits limits;
+};
+
+/// Options of a server (patronize).
+struct ServerOptions {
+  /// The broker's server endpoint (its back end) to register with. Empty: patronize starts a
+  /// broker inside this process on 127.0.0.1 with free ports.
+  std::string broker;
+  /// How long patronize() waits for the broker to accept the registration.
+  std::chrono::milliseconds connect_timeout = 5s;
+  /// Worker threads; 0 means $PATRO_THREADS, or 4 when that is unset.
+  unsigned threads = 0;
+  Heartbeat heartbeat;
+  Limits limits;
+};
+
+}  // namespace patro

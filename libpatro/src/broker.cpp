@@ -1,0 +1,530 @@
+// The broker: Majordomo's shape (server, client records; find-or-create; heartbeats), minus its
+// faults: every peer is heartbeated, expiry is a heap, frames that peers control never assert,
+// ROUTER_MANDATORY makes a gone peer visible, and a request for a dead server gets a definite
+// answer. Request bodies are never decoded: routing uses the fixed-size id frames only, and the
+// frames are moved, not copied.
+#include "patro/broker.hpp"
+
+#include <atomic>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "ids.hpp"
+#include "log.hpp"
+#include "wire.hpp"
+
+namespace patro {
+
+using detail::Command;
+using detail::Multipart;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+std::string routing_of(const zmq::message_t& m) {
+  return std::string(m.to_string_view());
+}
+zmq::message_t routing_frame(const std::string& r) {
+  return zmq::message_t(r.data(), r.size());
+}
+
+std::string printable(const std::string& routing) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : routing) {
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  }
+  return out;
+}
+}  // namespace
+
+struct Broker::Impl {
+  struct Binding {
+    ObjectId id;
+    std::string type_name;
+    std::string reftype;
+  };
+  struct ServerRec {
+    std::vector<std::string> lanes;           // routing ids; empty string: lane not registered
+    std::unordered_set<std::string> clients;  // routing ids of clients that sent it requests
+    std::vector<std::string> names;
+  };
+  struct LaneRec {
+    uint64_t server = 0;
+    Clock::time_point expiry;
+  };
+  struct ClientRec {
+    uint64_t client_id = 0;
+    Clock::time_point expiry;
+    std::unordered_set<uint64_t> servers;
+    uint64_t last_server = 0;
+  };
+  struct Expiry {
+    Clock::time_point when;
+    bool client;
+    std::string routing;
+    bool operator>(const Expiry& o) const { return when > o.when; }
+  };
+
+  BrokerOptions opts;
+  zmq::context_t ctx{1};
+  zmq::socket_t front{ctx, zmq::socket_type::router};
+  zmq::socket_t back{ctx, zmq::socket_type::router};
+  zmq::socket_t ctl{ctx, zmq::socket_type::pull};
+  std::string ctl_endpoint;
+  std::string front_endpoint, back_endpoint, advertised;
+
+  std::unordered_map<uint64_t, ServerRec> servers;
+  std::unordered_map<std::string, LaneRec> lanes;
+  std::unordered_map<std::string, ClientRec> clients;
+  std::unordered_map<std::string, Binding> names;
+  std::priority_queue<Expiry, std::vector<Expiry>, std::greater<>> expiries;
+  Clock::time_point next_heartbeat;
+
+  std::atomic<uint64_t> routed{0}, replies{0}, dropped{0}, rejected{0}, n_servers{0}, n_clients{0};
+  std::atomic<bool> stopping{false};
+
+  explicit Impl(const BrokerOptions& o) : opts(o) {
+    const int64_t hard_cap =
+        static_cast<int64_t>(std::min<size_t>(opts.limits.max_message_size * 2 + 65536, INT32_MAX));
+    for (zmq::socket_t* s : {&front, &back}) {
+      s->set(zmq::sockopt::router_mandatory, 1);
+      s->set(zmq::sockopt::maxmsgsize, hard_cap);
+      s->set(zmq::sockopt::linger, 0);
+      s->set(zmq::sockopt::sndhwm, 100000);
+      s->set(zmq::sockopt::rcvhwm, 100000);
+    }
+    try {
+      front.bind(opts.frontend);
+      back.bind(opts.backend);
+    } catch (const zmq::error_t& e) {
+      throw Error(Errc::invalid_argument,
+                  "broker cannot bind " + opts.frontend + " / " + opts.backend + ": " + e.what());
+    }
+    front_endpoint = front.get(zmq::sockopt::last_endpoint);
+    back_endpoint = back.get(zmq::sockopt::last_endpoint);
+    advertised = opts.advertise.empty() ? front_endpoint : opts.advertise;
+    ctl_endpoint = "inproc://patro-broker-ctl-" + std::to_string(detail::random_id());
+    ctl.bind(ctl_endpoint);
+  }
+
+  std::chrono::milliseconds window() const { return opts.heartbeat.window(); }
+
+  void send_front(Multipart& m) {
+    if (!detail::send_multipart(front, m)) ++dropped;
+  }
+  void send_back(Multipart& m) {
+    if (!detail::send_multipart(back, m)) ++dropped;
+  }
+
+  void reject(zmq::message_t routing, uint64_t request_id, Errc code, const std::string& text) {
+    ++rejected;
+    Multipart m;
+    m.push_back(std::move(routing));
+    m.push_back(detail::header_frame(Command::reply));
+    m.push_back(detail::u64_frame(request_id));
+    m.push_back(detail::error_reply(request_id, code, text));
+    send_front(m);
+  }
+
+  ClientRec& touch_client(const std::string& routing, uint64_t client_id, Clock::time_point now) {
+    auto [it, inserted] = clients.try_emplace(routing);
+    it->second.expiry = now + window();
+    if (client_id != 0) it->second.client_id = client_id;
+    if (inserted) {
+      n_clients = clients.size();
+      expiries.push({it->second.expiry, true, routing});
+      PATRO_LOG(debug, "broker") << "client " << printable(routing) << " connected";
+    }
+    return it->second;
+  }
+
+  // --- front end: clients ---
+
+  void on_front(Multipart& f, Clock::time_point now) {
+    if (f.size() < 2) return void(++dropped);
+    const auto cmd = detail::parse_header(f[1]);
+    if (!cmd) {
+      PATRO_LOG(debug, "broker") << "dropped a client message with a bad header";
+      return void(++dropped);
+    }
+    const std::string routing = routing_of(f[0]);
+    switch (*cmd) {
+      case Command::request:
+        return on_request(f, routing, now);
+      case Command::heartbeat: {
+        auto id = f.size() == 3 ? detail::parse_u64(f[2]) : std::nullopt;
+        if (!id) return void(++dropped);
+        touch_client(routing, *id, now);
+        return;
+      }
+      case Command::hello:
+        return on_hello(f, routing, now);
+      case Command::lookup:
+        return on_lookup(f, routing, now);
+      case Command::disconnect: {
+        auto it = clients.find(routing);
+        if (it != clients.end()) drop_client(it);
+        return;
+      }
+      default:
+        PATRO_LOG(debug, "broker")
+            << "dropped unexpected " << detail::command_name(*cmd) << " from a client";
+        ++dropped;
+    }
+  }
+
+  void on_request(Multipart& f, const std::string& routing, Clock::time_point now) {
+    // [routing][hdr][object id][request id][body]
+    std::optional<uint64_t> request_id = f.size() >= 4 ? detail::parse_u64(f[3]) : std::nullopt;
+    if (!request_id) return void(++dropped);  // nothing to answer to
+    auto oid = detail::parse_object_id(f[2]);
+    if (f.size() != 5 || !oid)
+      return reject(std::move(f[0]), *request_id, Errc::bad_message,
+                    "a request needs 5 frames with a 16-byte object id");
+    if (f[4].size() > opts.limits.max_message_size)
+      return reject(std::move(f[0]), *request_id, Errc::message_too_large,
+                    "request body of " + std::to_string(f[4].size()) +
+                        " bytes is over the broker's limit of " +
+                        std::to_string(opts.limits.max_message_size));
+    ClientRec& client = touch_client(routing, 0, now);
+    auto sit = servers.find(oid->server);
+    if (sit == servers.end())
+      return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
+                    "no server " + ObjectId{oid->server, 0}.to_hex().substr(0, 16) +
+                        " is registered (it went away, or never was)");
+    ServerRec& server = sit->second;
+    // Requests from one client go to one lane, so they run in the order the client sent them.
+    const size_t n = server.lanes.size();
+    size_t lane = std::hash<std::string>{}(routing) % n;
+    for (size_t i = 0; i < n && server.lanes[lane].empty(); ++i) lane = (lane + 1) % n;
+    if (server.lanes[lane].empty())
+      return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
+                    "the server is registering");
+    if (client.last_server != oid->server) {
+      client.last_server = oid->server;
+      client.servers.insert(oid->server);
+      server.clients.insert(routing);
+    }
+    Multipart out;
+    out.reserve(6);
+    out.push_back(routing_frame(server.lanes[lane]));
+    out.push_back(std::move(f[1]));
+    out.push_back(std::move(f[0]));
+    out.push_back(std::move(f[2]));
+    out.push_back(std::move(f[3]));
+    out.push_back(std::move(f[4]));
+    send_back(out);
+    ++routed;
+  }
+
+  void on_hello(Multipart& f, const std::string& routing, Clock::time_point now) {
+    auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+    const wire::Control* c = f.size() == 4 ? detail::verified_control(f[3], opts.limits) : nullptr;
+    const wire::Hello* hello = c ? c->body_as_Hello() : nullptr;
+    if (!request_id || !hello) return void(++dropped);
+    touch_client(routing, hello->client_id(), now);
+    flatbuffers::FlatBufferBuilder fb(128);
+    auto w = wire::CreateWelcome(fb, static_cast<uint32_t>(opts.heartbeat.interval.count()),
+                                 opts.heartbeat.liveness, opts.limits.max_message_size);
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Welcome, w.Union()),
+              wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(std::move(f[0]));
+    out.push_back(detail::header_frame(Command::welcome));
+    out.push_back(std::move(f[2]));
+    out.push_back(detail::body_frame(fb));
+    send_front(out);
+  }
+
+  void on_lookup(Multipart& f, const std::string& routing, Clock::time_point now) {
+    auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+    const wire::Control* c = f.size() == 4 ? detail::verified_control(f[3], opts.limits) : nullptr;
+    const wire::Lookup* lookup = c ? c->body_as_Lookup() : nullptr;
+    if (!request_id || !lookup || !lookup->name()) return void(++dropped);
+    touch_client(routing, 0, now);
+    const std::string name = lookup->name()->str();
+    flatbuffers::FlatBufferBuilder fb(256);
+    auto it = names.find(name);
+    flatbuffers::Offset<wire::NameBinding> nb;
+    if (it != names.end()) {
+      nb = wire::CreateNameBindingDirect(fb, name.c_str(), it->second.id.server,
+                                         it->second.id.object, it->second.type_name.c_str(),
+                                         it->second.reftype.c_str());
+    }
+    auto lr = wire::CreateLookupReply(fb, it != names.end(), nb);
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::LookupReply, lr.Union()),
+              wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(std::move(f[0]));
+    out.push_back(detail::header_frame(Command::lookup_reply));
+    out.push_back(std::move(f[2]));
+    out.push_back(detail::body_frame(fb));
+    send_front(out);
+  }
+
+  // --- back end: servers ---
+
+  void on_back(Multipart& f, Clock::time_point now) {
+    if (f.size() < 2) return void(++dropped);
+    const auto cmd = detail::parse_header(f[1]);
+    if (!cmd) {
+      PATRO_LOG(debug, "broker") << "dropped a server message with a bad header";
+      return void(++dropped);
+    }
+    const std::string routing = routing_of(f[0]);
+    auto lit = lanes.find(routing);
+    switch (*cmd) {
+      case Command::reply: {
+        // [routing][hdr][client routing][request id][body]
+        if (f.size() != 5 || lit == lanes.end()) return void(++dropped);
+        lit->second.expiry = now + window();
+        Multipart out;
+        out.reserve(4);
+        out.push_back(std::move(f[2]));
+        out.push_back(std::move(f[1]));
+        out.push_back(std::move(f[3]));
+        out.push_back(std::move(f[4]));
+        send_front(out);
+        ++replies;
+        return;
+      }
+      case Command::heartbeat:
+        if (lit == lanes.end()) return send_to_lane(routing, Command::disconnect);
+        lit->second.expiry = now + window();
+        return;
+      case Command::register_server:
+        return on_register(f, routing, now);
+      case Command::disconnect:
+        if (lit != lanes.end()) drop_lane(lit, "disconnected");
+        return;
+      default:
+        PATRO_LOG(debug, "broker")
+            << "dropped unexpected " << detail::command_name(*cmd) << " from a server";
+        ++dropped;
+    }
+  }
+
+  void send_to_lane(const std::string& routing, Command c) {
+    Multipart out;
+    out.push_back(routing_frame(routing));
+    out.push_back(detail::header_frame(c));
+    send_back(out);
+  }
+
+  void on_register(Multipart& f, const std::string& routing, Clock::time_point now) {
+    const wire::Control* c = f.size() == 3 ? detail::verified_control(f[2], opts.limits) : nullptr;
+    const wire::Register* reg = c ? c->body_as_Register() : nullptr;
+    if (!reg || reg->lanes() == 0 || reg->lanes() > 1024 || reg->lane() >= reg->lanes()) {
+      PATRO_LOG(warn, "broker") << "dropped a malformed REGISTER";
+      return void(++dropped);
+    }
+    auto lit = lanes.find(routing);
+    if (lit != lanes.end() && lit->second.server != reg->server_id()) drop_lane(lit, "re-used");
+    auto [sit, inserted] = servers.try_emplace(reg->server_id());
+    ServerRec& server = sit->second;
+    if (server.lanes.size() != reg->lanes()) server.lanes.resize(reg->lanes());
+    // A lane that registers again from a new socket replaces its old socket.
+    const std::string old = server.lanes[reg->lane()];
+    if (!old.empty() && old != routing) lanes.erase(old);
+    server.lanes[reg->lane()] = routing;
+    auto [nl, lane_new] = lanes.try_emplace(routing);
+    nl->second.server = reg->server_id();
+    nl->second.expiry = now + window();
+    if (lane_new) expiries.push({nl->second.expiry, false, routing});
+    if (reg->names()) {
+      for (const auto* nb : *reg->names()) {
+        if (!nb->name()) continue;
+        std::string name = nb->name()->str();
+        if (names.size() >= opts.max_names && !names.count(name)) {
+          PATRO_LOG(warn, "broker") << "name registry full; not binding '" << name << "'";
+          continue;
+        }
+        names[name] = Binding{{nb->server(), nb->object()},
+                              nb->type_name() ? nb->type_name()->str() : std::string(),
+                              nb->reftype() ? nb->reftype()->str() : std::string()};
+        if (std::find(server.names.begin(), server.names.end(), name) == server.names.end())
+          server.names.push_back(name);
+      }
+    }
+    if (inserted) {
+      n_servers = servers.size();
+      PATRO_LOG(info, "broker") << "server " << ObjectId{reg->server_id(), 0}.to_hex().substr(0, 16)
+                                << " registered (" << reg->lanes() << " lanes)";
+    }
+    flatbuffers::FlatBufferBuilder fb(128);
+    auto r = wire::CreateRegisteredDirect(fb, advertised.c_str());
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Registered, r.Union()),
+              wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(routing_frame(routing));
+    out.push_back(detail::header_frame(Command::registered));
+    out.push_back(detail::body_frame(fb));
+    send_back(out);
+  }
+
+  void drop_lane(std::unordered_map<std::string, LaneRec>::iterator lit, const char* why) {
+    const uint64_t server_id = lit->second.server;
+    const std::string routing = lit->first;
+    lanes.erase(lit);
+    auto sit = servers.find(server_id);
+    if (sit == servers.end()) return;
+    bool any = false;
+    for (auto& l : sit->second.lanes) {
+      if (l == routing) l.clear();
+      any = any || !l.empty();
+    }
+    if (!any) drop_server(sit, why);
+  }
+
+  void drop_server(std::unordered_map<uint64_t, ServerRec>::iterator sit, const char* why) {
+    const uint64_t server_id = sit->first;
+    PATRO_LOG(info, "broker") << "server " << ObjectId{server_id, 0}.to_hex().substr(0, 16)
+                              << " dropped: " << why;
+    for (const std::string& name : sit->second.names) {
+      auto nit = names.find(name);
+      if (nit != names.end() && nit->second.id.server == server_id) names.erase(nit);
+    }
+    for (const std::string& c : sit->second.clients) {
+      auto cit = clients.find(c);
+      if (cit == clients.end()) continue;
+      cit->second.servers.erase(server_id);
+      if (cit->second.last_server == server_id) cit->second.last_server = 0;
+      Multipart out;
+      out.push_back(routing_frame(c));
+      out.push_back(detail::header_frame(Command::server_down));
+      out.push_back(detail::u64_frame(server_id));
+      send_front(out);
+    }
+    for (const auto& l : sit->second.lanes)
+      if (!l.empty()) lanes.erase(l);
+    servers.erase(sit);
+    n_servers = servers.size();
+  }
+
+  void drop_client(std::unordered_map<std::string, ClientRec>::iterator cit) {
+    const ClientRec& client = cit->second;
+    PATRO_LOG(debug, "broker") << "client " << printable(cit->first) << " gone";
+    for (uint64_t s : client.servers) {
+      auto sit = servers.find(s);
+      if (sit == servers.end()) continue;
+      sit->second.clients.erase(cit->first);
+      if (client.client_id == 0) continue;
+      for (const auto& l : sit->second.lanes) {
+        if (l.empty()) continue;
+        Multipart out;
+        out.push_back(routing_frame(l));
+        out.push_back(detail::header_frame(Command::client_gone));
+        out.push_back(detail::u64_frame(client.client_id));
+        send_back(out);
+        break;  // one lane tells the whole server
+      }
+    }
+    clients.erase(cit);
+    n_clients = clients.size();
+  }
+
+  void expire(Clock::time_point now) {
+    while (!expiries.empty() && expiries.top().when <= now) {
+      Expiry e = expiries.top();
+      expiries.pop();
+      if (e.client) {
+        auto it = clients.find(e.routing);
+        if (it == clients.end()) continue;
+        if (it->second.expiry > now) {
+          expiries.push({it->second.expiry, true, e.routing});
+        } else {
+          drop_client(it);
+        }
+      } else {
+        auto it = lanes.find(e.routing);
+        if (it == lanes.end()) continue;
+        if (it->second.expiry > now) {
+          expiries.push({it->second.expiry, false, e.routing});
+        } else {
+          drop_lane(it, "missed heartbeats");
+        }
+      }
+    }
+  }
+
+  void heartbeat_all() {
+    for (const auto& [routing, lane] : lanes) send_to_lane(routing, Command::heartbeat);
+    for (const auto& [routing, client] : clients) {
+      Multipart out;
+      out.push_back(routing_frame(routing));
+      out.push_back(detail::header_frame(Command::heartbeat));
+      send_front(out);
+    }
+  }
+
+  void run() {
+    PATRO_LOG(info, "broker") << "serving clients at " << front_endpoint << ", servers at "
+                              << back_endpoint;
+    next_heartbeat = Clock::now() + opts.heartbeat.interval;
+    zmq::pollitem_t items[] = {{front.handle(), 0, ZMQ_POLLIN, 0},
+                               {back.handle(), 0, ZMQ_POLLIN, 0},
+                               {ctl.handle(), 0, ZMQ_POLLIN, 0}};
+    Multipart msg;
+    while (!stopping.load(std::memory_order_relaxed)) {
+      auto now = Clock::now();
+      auto until = next_heartbeat;
+      if (!expiries.empty()) until = std::min(until, expiries.top().when);
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
+      if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+      try {
+        zmq::poll(items, 3, wait + std::chrono::milliseconds(1));
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        throw;
+      }
+      if (items[2].revents & ZMQ_POLLIN) break;
+      now = Clock::now();
+      // Bounded batches, so neither side starves the other or the timers.
+      for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i) on_back(msg, now);
+      for (int i = 0; i < 256 && detail::recv_multipart(front, msg, true); ++i) on_front(msg, now);
+      now = Clock::now();
+      if (now >= next_heartbeat) {
+        heartbeat_all();
+        next_heartbeat = now + opts.heartbeat.interval;
+      }
+      expire(now);
+    }
+    PATRO_LOG(info, "broker") << "stopped";
+  }
+};
+
+Broker::Broker(const BrokerOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+Broker::~Broker() = default;
+std::string Broker::frontend_endpoint() const {
+  return impl_->front_endpoint;
+}
+std::string Broker::backend_endpoint() const {
+  return impl_->back_endpoint;
+}
+void Broker::run() {
+  impl_->run();
+}
+
+void Broker::stop() {
+  impl_->stopping = true;
+  zmq::socket_t s(impl_->ctx, zmq::socket_type::push);
+  s.set(zmq::sockopt::linger, 1000);
+  s.connect(impl_->ctl_endpoint);
+  (void)s.send(zmq::str_buffer("stop"), zmq::send_flags::dontwait);
+}
+
+BrokerStats Broker::stats() const {
+  BrokerStats s;
+  s.routed = impl_->routed;
+  s.replies = impl_->replies;
+  s.dropped = impl_->dropped;
+  s.rejected = impl_->rejected;
+  s.servers = impl_->n_servers;
+  s.clients = impl_->n_clients;
+  return s;
+}
+
+}  // namespace patro

@@ -1,0 +1,468 @@
+#include "executor.hpp"
+
+#include "log.hpp"
+
+namespace patro::detail {
+
+namespace {
+
+std::string describe(const PathElem& e) {
+  if (const auto* k = std::get_if<std::string>(&e)) return "key '" + *k + "'";
+  return "index " + std::to_string(std::get<int64_t>(e));
+}
+
+std::string where(const Path& path, size_t n) {
+  Path prefix(path.begin(), path.begin() + static_cast<std::ptrdiff_t>(n));
+  return prefix.empty() ? std::string("the object") : "the element at " + path_to_string(prefix);
+}
+
+/// The element of a container (null when missing). Errc::type_mismatch where Perl would die with
+/// "Not a HASH/ARRAY reference".
+Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
+  MutexLock lock(n.mu);
+  if (n.kind == NodeKind::hash) {
+    const auto* k = std::get_if<std::string>(&e);
+    if (!k)
+      throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
+                                           ", which is a HASH; use a string key");
+    auto& h = static_cast<HashNode&>(n);
+    auto it = h.items.find(*k);
+    return it == h.items.end() ? Value() : it->second;
+  }
+  if (n.kind == NodeKind::array) {
+    const auto* i = std::get_if<int64_t>(&e);
+    if (!i)
+      throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
+                                           ", which is an ARRAY; use an index");
+    return array_get(static_cast<ArrayNode&>(n), *i);
+  }
+  throw Error(Errc::type_mismatch,
+              "cannot use " + describe(e) + " on " + where(path, depth) + ", which is a SCALAR");
+}
+
+[[noreturn]] void not_a_container(const Value& v, const Path& path, size_t depth) {
+  throw Error(Errc::type_mismatch, "cannot index into " + where(path, depth) + ", which is " +
+                                       type_name(v.type()) + " " + v.to_string().substr(0, 40));
+}
+
+/// The node at path[0, n), or null if something on the way is missing. No autovivification.
+std::shared_ptr<Node> node_at(std::shared_ptr<Node> cur, const Path& path, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    Value v = element(*cur, path[i], path, i);
+    if (v.is_null()) return nullptr;
+    auto next = node_of(v);
+    if (!next) not_a_container(v, path, i + 1);
+    cur = std::move(next);
+  }
+  return cur;
+}
+
+std::shared_ptr<Node> new_container_for(const PathElem& next) {
+  if (std::holds_alternative<int64_t>(next)) return std::make_shared<ArrayNode>();
+  return std::make_shared<HashNode>();
+}
+
+/// The node at path[0, n), creating containers on the way as Perl's autovivification does: a
+/// hash where the next step is a key, an array where it is an index. `last` says what to create
+/// at the end when the path itself is missing.
+std::shared_ptr<Node> vivify(std::shared_ptr<Node> cur, const Path& path, size_t n,
+                             const PathElem* last, const Limits& limits) {
+  for (size_t i = 0; i < n; ++i) {
+    const PathElem& e = path[i];
+    const PathElem* next = i + 1 < n ? &path[i + 1] : last;
+    MutexLock lock(cur->mu);
+    Value* slot = nullptr;
+    Value tmp;
+    if (cur->kind == NodeKind::hash) {
+      const auto* k = std::get_if<std::string>(&e);
+      if (!k)
+        throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
+                                             ", which is a HASH; use a string key");
+      slot = &static_cast<HashNode&>(*cur).items[*k];
+    } else if (cur->kind == NodeKind::array) {
+      const auto* idx = std::get_if<int64_t>(&e);
+      if (!idx)
+        throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
+                                             ", which is an ARRAY; use an index");
+      auto& a = static_cast<ArrayNode&>(*cur);
+      tmp = array_get(a, *idx);
+      if (tmp.is_null()) {
+        if (next == nullptr) return nullptr;
+        auto made = new_container_for(*next);
+        array_set(a, *idx, reference_to(made), limits);
+        cur = std::move(made);
+        continue;
+      }
+      slot = &tmp;
+    } else {
+      throw Error(Errc::type_mismatch,
+                  "cannot use " + describe(e) + " on " + where(path, i) + ", which is a SCALAR");
+    }
+    if (slot->is_null()) {
+      if (next == nullptr) return nullptr;
+      auto made = new_container_for(*next);
+      *slot = reference_to(made);
+      cur = std::move(made);
+      continue;
+    }
+    auto child = node_of(*slot);
+    if (!child) not_a_container(*slot, path, i + 1);
+    cur = std::move(child);
+  }
+  return cur;
+}
+
+ArrayNode& want_array(Node& n, const Path& path, const char* op) {
+  if (n.kind != NodeKind::array)
+    throw Error(Errc::type_mismatch, std::string("cannot ") + op + " " + where(path, path.size()) +
+                                         ", which is a " + n.reftype() + ", not an ARRAY");
+  return static_cast<ArrayNode&>(n);
+}
+
+int64_t int_arg(const ValueArray& args, size_t i, const char* op, const char* what) {
+  if (i >= args.size()) throw Error(Errc::invalid_argument, std::string(op) + " needs " + what);
+  if (args[i].type() != Type::integer)
+    throw Error(Errc::type_mismatch, std::string(op) + ": " + what + " must be an integer, not " +
+                                         type_name(args[i].type()));
+  return *args[i].if_int();
+}
+
+const Value& arg(const ValueArray& args, size_t i, const char* op) {
+  if (i >= args.size())
+    throw Error(Errc::invalid_argument,
+                std::string(op) + " needs " + std::to_string(i + 1) + " argument(s)");
+  return args[i];
+}
+
+}  // namespace
+
+Value Executor::resolve_ref(const wire::Ref& ref) {
+  const ObjectId id{ref.server(), ref.object()};
+  if (id.server != objects_.server_id()) {
+    // An object of another server: stored as a reference that clients can follow.
+    return Value(Reference{nullptr,
+                           nullptr,
+                           id,
+                           {},
+                           ref.type_name() ? ref.type_name()->str() : std::string(),
+                           ref.reftype() ? ref.reftype()->str() : std::string()});
+  }
+  auto node = objects_.find(id);
+  if (!node)
+    throw Error(Errc::unknown_object,
+                "an argument names object " + id.to_hex() + ", which this server does not have");
+  const Path path = decode_path(ref.path());
+  if (path.empty()) return reference_to(node);
+  // A proxy to an element stands for what is stored there, as $h->{x} does in Perl.
+  auto parent = node_at(node, path, path.size() - 1);
+  if (!parent) return Value();
+  return element(*parent, path.back(), path, path.size() - 1);
+}
+
+flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilder& fb,
+                                                   const Reference& r) {
+  ObjectId id = r.node ? objects_.add(r.node) : r.id;
+  const std::string type_name = r.node ? r.node->type_name() : r.type_name;
+  const std::string reftype = r.node ? r.node->reftype() : r.reftype;
+  return wire::CreateRefDirect(fb, id.server, id.object, type_name.c_str(), reftype.c_str());
+}
+
+zmq::message_t Executor::execute(const wire::Request& req) {
+  ValueArray results;
+  try {
+    results = run(req);
+  } catch (const Error& e) {
+    return error_reply(req.request_id(), e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    return error_reply(req.request_id(), Errc::overloaded, "out of memory running the request");
+  } catch (const std::exception& e) {
+    PATRO_LOG(error, "server") << "internal error: " << e.what();
+    return error_reply(req.request_id(), Errc::internal, e.what());
+  }
+  fb_.Clear();
+  const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
+    return write_ref(fb, r);
+  };
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> rs;
+  try {
+    rs = encode_values(fb_, results, refs);
+  } catch (const std::exception& e) {
+    return error_reply(req.request_id(), Errc::internal, e.what());
+  }
+  wire::ReplyBuilder b(fb_);
+  b.add_request_id(req.request_id());
+  b.add_status(wire::Status::Ok);
+  b.add_results(rs);
+  fb_.Finish(b.Finish(), wire::ReplyIdentifier());
+  if (fb_.GetSize() > limits_.max_message_size)
+    return error_reply(req.request_id(), Errc::message_too_large,
+                       "the reply of " + std::to_string(fb_.GetSize()) +
+                           " bytes is over the limit of " +
+                           std::to_string(limits_.max_message_size));
+  return body_frame(fb_);
+}
+
+ValueArray Executor::run(const wire::Request& req) {
+  const ObjectId id{req.server(), req.object()};
+  std::shared_ptr<Node> root = objects_.find(id);
+  if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
+  const Path path = decode_path(req.path());
+  const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
+  ValueArray args = decode_values(req.args(), refs);
+  const size_t n = path.size();
+  const wire::Op op = req.op();
+
+  switch (op) {
+    case wire::Op::Get: {
+      if (n == 0) {
+        if (root->kind == NodeKind::scalar) {
+          MutexLock lock(root->mu);
+          return {static_cast<ScalarNode&>(*root).value};
+        }
+        return {reference_to(root)};
+      }
+      auto parent = node_at(root, path, n - 1);
+      if (!parent) return {Value()};
+      return {element(*parent, path.back(), path, n - 1)};
+    }
+
+    case wire::Op::Set: {
+      const Value& v = arg(args, 0, "set");
+      if (n == 0) {
+        MutexLock lock(root->mu);
+        switch (root->kind) {
+          case NodeKind::scalar:
+            static_cast<ScalarNode&>(*root).value = stored_form(v);
+            break;
+          case NodeKind::hash: {
+            if (!v.if_hash()) v.throw_mismatch("hash (to replace a HASH's contents)");
+            ValueHash fresh;
+            for (const auto& [k, e] : *v.if_hash()) fresh.emplace(k, stored_form(e));
+            static_cast<HashNode&>(*root).items = std::move(fresh);
+            break;
+          }
+          case NodeKind::array: {
+            if (!v.if_array()) v.throw_mismatch("array (to replace an ARRAY's contents)");
+            std::deque<Value> fresh;
+            for (const auto& e : *v.if_array()) fresh.push_back(stored_form(e));
+            static_cast<ArrayNode&>(*root).items = std::move(fresh);
+            break;
+          }
+        }
+        return {};
+      }
+      auto parent = vivify(root, path, n - 1, &path.back(), limits_);
+      Value stored = stored_form(v);
+      MutexLock lock(parent->mu);
+      if (parent->kind == NodeKind::hash) {
+        const auto* k = std::get_if<std::string>(&path.back());
+        if (!k)
+          throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
+                                               where(path, n - 1) +
+                                               ", which is a HASH; use a string key");
+        static_cast<HashNode&>(*parent).items.insert_or_assign(*k, std::move(stored));
+      } else if (parent->kind == NodeKind::array) {
+        const auto* i = std::get_if<int64_t>(&path.back());
+        if (!i)
+          throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
+                                               where(path, n - 1) +
+                                               ", which is an ARRAY; use an index");
+        array_set(static_cast<ArrayNode&>(*parent), *i, std::move(stored), limits_);
+      } else {
+        throw Error(Errc::type_mismatch,
+                    "cannot index into " + where(path, n - 1) + ", which is a SCALAR");
+      }
+      return {};
+    }
+
+    case wire::Op::Add: {
+      const Value& delta = arg(args, 0, "add");
+      if (n == 0) {
+        if (root->kind != NodeKind::scalar)
+          throw Error(Errc::type_mismatch,
+                      std::string("cannot add to the object, which is a ") + root->reftype());
+        MutexLock lock(root->mu);
+        auto& s = static_cast<ScalarNode&>(*root);
+        s.value = numeric_add(s.value, delta);
+        return {s.value};
+      }
+      auto parent = vivify(root, path, n - 1, &path.back(), limits_);
+      MutexLock lock(parent->mu);
+      if (parent->kind == NodeKind::hash) {
+        const auto* k = std::get_if<std::string>(&path.back());
+        if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
+        Value& slot = static_cast<HashNode&>(*parent).items[*k];
+        slot = numeric_add(slot, delta);
+        return {slot};
+      }
+      if (parent->kind == NodeKind::array) {
+        const auto* i = std::get_if<int64_t>(&path.back());
+        if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
+        auto& a = static_cast<ArrayNode&>(*parent);
+        Value sum = numeric_add(array_get(a, *i), delta);
+        array_set(a, *i, sum, limits_);
+        return {sum};
+      }
+      throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
+    }
+
+    case wire::Op::Erase:
+    case wire::Op::Exists: {
+      const bool erase = op == wire::Op::Erase;
+      if (n == 0)
+        throw Error(Errc::invalid_argument, std::string(erase ? "erase" : "exists") +
+                                                " needs an element: a key or an index");
+      auto parent = node_at(root, path, n - 1);
+      if (!parent) return {erase ? Value() : Value(false)};
+      MutexLock lock(parent->mu);
+      if (parent->kind == NodeKind::hash) {
+        const auto* k = std::get_if<std::string>(&path.back());
+        if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
+        auto& h = static_cast<HashNode&>(*parent);
+        auto it = h.items.find(*k);
+        if (!erase) return {Value(it != h.items.end())};
+        if (it == h.items.end()) return {Value()};
+        Value old = std::move(it->second);
+        h.items.erase(it);
+        return {old};
+      }
+      if (parent->kind == NodeKind::array) {
+        const auto* i = std::get_if<int64_t>(&path.back());
+        if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
+        auto& a = static_cast<ArrayNode&>(*parent);
+        if (erase) return {array_erase(a, *i)};
+        auto idx = array_index(*i, a.items.size());
+        return {Value(idx && *idx < a.items.size())};
+      }
+      throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
+    }
+
+    case wire::Op::Size:
+    case wire::Op::Keys:
+    case wire::Op::Values:
+    case wire::Op::Clear: {
+      auto node = node_at(root, path, n);
+      if (!node) {
+        if (op == wire::Op::Size) return {Value(0)};
+        return {};
+      }
+      MutexLock lock(node->mu);
+      if (node->kind == NodeKind::hash) {
+        auto& h = static_cast<HashNode&>(*node);
+        switch (op) {
+          case wire::Op::Size:
+            return {Value(static_cast<int64_t>(h.items.size()))};
+          case wire::Op::Clear:
+            h.items.clear();
+            return {};
+          default: {
+            ValueArray out;
+            out.reserve(h.items.size());
+            for (const auto& [k, v] : h.items) out.push_back(op == wire::Op::Keys ? Value(k) : v);
+            return out;
+          }
+        }
+      }
+      if (node->kind == NodeKind::array) {
+        auto& a = static_cast<ArrayNode&>(*node);
+        switch (op) {
+          case wire::Op::Size:
+            return {Value(static_cast<int64_t>(a.items.size()))};
+          case wire::Op::Clear:
+            a.items.clear();
+            return {};
+          case wire::Op::Keys: {
+            ValueArray out;
+            out.reserve(a.items.size());
+            for (size_t i = 0; i < a.items.size(); ++i) out.emplace_back(static_cast<int64_t>(i));
+            return out;
+          }
+          default:
+            return ValueArray(a.items.begin(), a.items.end());
+        }
+      }
+      throw Error(Errc::type_mismatch, "a SCALAR has no elements");
+    }
+
+    case wire::Op::Push:
+    case wire::Op::Unshift:
+    case wire::Op::Splice:
+    case wire::Op::Resize: {
+      static const PathElem kIndex = int64_t{0};
+      auto node = n == 0 ? root : vivify(root, path, n, &kIndex, limits_);
+      for (auto& a : args) a = stored_form(std::move(a));
+      MutexLock lock(node->mu);
+      switch (op) {
+        case wire::Op::Push: {
+          auto& a = want_array(*node, path, "push onto");
+          for (auto& v : args) a.items.push_back(std::move(v));
+          return {Value(static_cast<int64_t>(a.items.size()))};
+        }
+        case wire::Op::Unshift: {
+          auto& a = want_array(*node, path, "unshift onto");
+          a.items.insert(a.items.begin(), std::make_move_iterator(args.begin()),
+                         std::make_move_iterator(args.end()));
+          return {Value(static_cast<int64_t>(a.items.size()))};
+        }
+        case wire::Op::Resize: {
+          auto& a = want_array(*node, path, "resize");
+          array_resize(a, int_arg(args, 0, "resize", "a size"), limits_);
+          return {};
+        }
+        default: {
+          auto& a = want_array(*node, path, "splice");
+          const int64_t offset = int_arg(args, 0, "splice", "an offset");
+          std::optional<int64_t> length;
+          size_t first = 1;
+          if (args.size() >= 2) {
+            if (!args[1].is_null()) length = int_arg(args, 1, "splice", "a length");
+            first = 2;
+          }
+          ValueArray repl(
+              std::make_move_iterator(args.begin() + static_cast<std::ptrdiff_t>(first)),
+              std::make_move_iterator(args.end()));
+          return array_splice(a, offset, length, std::move(repl));
+        }
+      }
+    }
+
+    case wire::Op::Pop:
+    case wire::Op::Shift: {
+      auto node = node_at(root, path, n);
+      if (!node) return {Value()};
+      MutexLock lock(node->mu);
+      auto& a = want_array(*node, path, op == wire::Op::Pop ? "pop from" : "shift from");
+      if (a.items.empty()) return {Value()};
+      Value v;
+      if (op == wire::Op::Pop) {
+        v = std::move(a.items.back());
+        a.items.pop_back();
+      } else {
+        v = std::move(a.items.front());
+        a.items.pop_front();
+      }
+      return {v};
+    }
+
+    case wire::Op::Describe: {
+      Value v;
+      if (n == 0) {
+        v = reference_to(root);
+      } else {
+        auto parent = node_at(root, path, n - 1);
+        if (parent) v = element(*parent, path.back(), path, n - 1);
+      }
+      const Reference* r = v.if_reference();
+      if (!r) return {Value(""), Value("")};
+      if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
+      return {Value(r->type_name), Value(r->reftype)};
+    }
+
+    case wire::Op::Call:
+      throw Error(Errc::not_callable,
+                  std::string("the object is a ") + root->reftype() + ", which has no methods");
+  }
+  throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
+}
+
+}  // namespace patro::detail

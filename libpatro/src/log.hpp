@@ -1,0 +1,35 @@
+// Logging to stderr with levels. The level comes from PATRO_LOG_LEVEL (error, warn, info, debug;
+// default warn).
+#pragma once
+
+#include <sstream>
+#include <string>
+
+namespace patro::detail {
+
+enum class LogLevel { error = 0, warn = 1, info = 2, debug = 3 };
+
+LogLevel log_level() noexcept;
+void log_line(LogLevel level, const std::string& who, const std::string& text) noexcept;
+
+}  // namespace patro::detail
+
+// PATRO_LOG(info, "broker") << "bound " << endpoint;
+#define PATRO_LOG(level, who)                                            \
+  if (::patro::detail::LogLevel::level > ::patro::detail::log_level()) { \
+  } else                                                                 \
+    ::patro::detail::LogStream(::patro::detail::LogLevel::level, who).stream()
+
+namespace patro::detail {
+class LogStream {
+ public:
+  LogStream(LogLevel level, const char* who) : level_(level), who_(who) {}
+  ~LogStream() { log_line(level_, who_, out_.str()); }
+  std::ostringstream& stream() { return out_; }
+
+ private:
+  LogLevel level_;
+  const char* who_;
+  std::ostringstream out_;
+};
+}  // namespace patro::detail

@@ -1,0 +1,79 @@
+// Served objects as the server holds them. Every node has its own mutex; an operation on a node
+// holds it for the whole operation, so concurrent clients never corrupt a container or lose an
+// update. Functions marked REQUIRES(n.mu) must be called with that mutex held.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mutex.hpp"
+#include "patro/options.hpp"
+#include "patro/value.hpp"
+
+namespace patro::detail {
+
+enum class NodeKind { hash, array, scalar };
+
+class Node {
+ public:
+  explicit Node(NodeKind kind) : kind(kind) {}
+  virtual ~Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  /// Perl's ref() of the object: a class name, or the basic type.
+  virtual std::string type_name() const { return reftype(); }
+  /// Perl's reftype(): HASH, ARRAY, SCALAR, ...
+  const char* reftype() const;
+
+  const NodeKind kind;
+  mutable Mutex mu;
+};
+
+class HashNode final : public Node {
+ public:
+  HashNode() : Node(NodeKind::hash) {}
+  ValueHash items PATRO_GUARDED_BY(mu);
+};
+
+class ArrayNode final : public Node {
+ public:
+  ArrayNode() : Node(NodeKind::array) {}
+  std::deque<Value> items PATRO_GUARDED_BY(mu);
+};
+
+class ScalarNode final : public Node {
+ public:
+  ScalarNode() : Node(NodeKind::scalar) {}
+  Value value PATRO_GUARDED_BY(mu);
+};
+
+/// What a value becomes when stored in a served container: copied arrays and hashes become served
+/// containers (Perl's [...] and {...} make references); everything else is stored as it is.
+Value stored_form(Value v);
+
+/// A reference Value to a local node.
+Value reference_to(const std::shared_ptr<Node>& node);
+/// The local node a Value refers to, or null.
+std::shared_ptr<Node> node_of(const Value& v);
+
+// Array semantics shared by the local API and the remote operations (Perl's).
+/// Normalizes a possibly negative index; nullopt when it is before the start.
+std::optional<size_t> array_index(int64_t index, size_t size);
+Value array_get(const ArrayNode& a, int64_t index) PATRO_REQUIRES(a.mu);
+/// Extends with nulls past the end (up to limits.max_array_extend); an index before the start is
+/// Errc::index_out_of_range, as Perl's "Modification of non-creatable array value attempted".
+void array_set(ArrayNode& a, int64_t index, Value v, const Limits& limits) PATRO_REQUIRES(a.mu);
+/// Perl's delete $a[i]: the element becomes null, and trailing nulls at the end are removed.
+Value array_erase(ArrayNode& a, int64_t index) PATRO_REQUIRES(a.mu);
+/// Perl's splice. length nullopt: to the end.
+ValueArray array_splice(ArrayNode& a, int64_t offset, std::optional<int64_t> length,
+                        ValueArray replacement) PATRO_REQUIRES(a.mu);
+void array_resize(ArrayNode& a, int64_t size, const Limits& limits) PATRO_REQUIRES(a.mu);
+
+/// current + delta for numbers (null counts as 0); Errc::type_mismatch otherwise.
+Value numeric_add(const Value& current, const Value& delta);
+
+}  // namespace patro::detail

@@ -1,0 +1,149 @@
+#include <sys/stat.h>
+
+#include "connection.hpp"
+#include "patro/client.hpp"
+
+namespace patro {
+
+using detail::Connection;
+using wire::Op;
+
+namespace {
+const Value& first(const ValueArray& results) {
+  static const Value null;
+  return results.empty() ? null : results.front();
+}
+}  // namespace
+
+Proxy::Proxy(const Value& v) {
+  const Reference* r = v.if_reference();
+  if (r == nullptr || !r->conn)
+    throw Error(Errc::type_mismatch, "a proxy needs a reference to a remote object, not " +
+                                         std::string(type_name(v.type())) + " " +
+                                         v.to_string().substr(0, 40));
+  conn_ = r->conn;
+  id_ = r->id;
+  path_ = r->path;
+}
+
+Proxy::Proxy(std::shared_ptr<detail::Connection> conn, ObjectId id, Path path)
+    : conn_(std::move(conn)), id_(id), path_(std::move(path)) {}
+
+Proxy Proxy::child(PathElem e) const {
+  Path p = path_;
+  p.push_back(std::move(e));
+  return Proxy(conn_, id_, std::move(p));
+}
+
+void Proxy::operator=(const Proxy& other) && {
+  set(Value(other));
+}
+void Proxy::operator=(Proxy&& other) && {
+  set(Value(other));
+}
+Proxy& Proxy::operator=(const Value& v) & {
+  set(v);
+  return *this;
+}
+void Proxy::operator=(const Value& v) && {
+  set(v);
+}
+
+Value Proxy::get() const {
+  return first(conn_->call(id_, Op::Get, path_, {}));
+}
+void Proxy::set(const Value& v) const {
+  conn_->call(id_, Op::Set, path_, {v});
+}
+Value Proxy::erase() const {
+  return first(conn_->call(id_, Op::Erase, path_, {}));
+}
+bool Proxy::exists() const {
+  return first(conn_->call(id_, Op::Exists, path_, {})).as<bool>();
+}
+size_t Proxy::size() const {
+  return first(conn_->call(id_, Op::Size, path_, {})).as<size_t>();
+}
+std::vector<Value> Proxy::keys() const {
+  return conn_->call(id_, Op::Keys, path_, {}, {}, wire::CallContext::List);
+}
+std::vector<Value> Proxy::values() const {
+  return conn_->call(id_, Op::Values, path_, {}, {}, wire::CallContext::List);
+}
+size_t Proxy::list_op_size(detail_op op, std::vector<Value> items) const {
+  return first(conn_->call(id_, op == detail_op::push ? Op::Push : Op::Unshift, path_, items))
+      .as<size_t>();
+}
+Value Proxy::pop() const {
+  return first(conn_->call(id_, Op::Pop, path_, {}));
+}
+Value Proxy::shift() const {
+  return first(conn_->call(id_, Op::Shift, path_, {}));
+}
+std::vector<Value> Proxy::splice(int64_t offset) const {
+  return conn_->call(id_, Op::Splice, path_, {Value(offset)}, {}, wire::CallContext::List);
+}
+std::vector<Value> Proxy::splice(int64_t offset, int64_t length,
+                                 const std::vector<Value>& replacement) const {
+  ValueArray args{Value(offset), Value(length)};
+  args.insert(args.end(), replacement.begin(), replacement.end());
+  return conn_->call(id_, Op::Splice, path_, args, {}, wire::CallContext::List);
+}
+void Proxy::clear() const {
+  conn_->call(id_, Op::Clear, path_, {});
+}
+void Proxy::resize(int64_t size) const {
+  conn_->call(id_, Op::Resize, path_, {Value(size)});
+}
+Value Proxy::add(const Value& delta) const {
+  return first(conn_->call(id_, Op::Add, path_, {delta}));
+}
+
+std::string ref(const Proxy& p) {
+  auto r = p.connection()->call(p.id(), Op::Describe, p.path(), {});
+  return r.empty() ? std::string() : r[0].as<std::string>();
+}
+
+std::string reftype(const Proxy& p) {
+  auto r = p.connection()->call(p.id(), Op::Describe, p.path(), {});
+  return r.size() < 2 ? std::string() : r[1].as<std::string>();
+}
+
+std::vector<Proxy> get_proxies(const Config& config, const ClientOptions& options) {
+  auto conn = std::make_shared<Connection>(config.brokers(), options);
+  conn->connect();
+  std::vector<Proxy> out;
+  out.reserve(config.objects().size());
+  for (const auto& o : config.objects()) out.emplace_back(conn, o.id);
+  return out;
+}
+
+std::vector<Proxy> get_proxies(std::string_view text_or_file, const ClientOptions& options) {
+  std::string_view t = text_or_file;
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t' || t.front() == '\n'))
+    t.remove_prefix(1);
+  if (!t.empty() && t.front() == '{') return get_proxies(Config::parse(t), options);
+  const std::string path(text_or_file);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(Errc::bad_config,
+                "'" + path.substr(0, 80) + "' is neither config text nor a readable file");
+  return get_proxies(Config::from_file(path), options);
+}
+
+std::vector<Proxy> get_proxies(const char* text_or_file, const ClientOptions& options) {
+  return get_proxies(std::string_view(text_or_file), options);
+}
+
+Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
+                const ClientOptions& options) {
+  auto conn = std::make_shared<Connection>(std::vector<std::string>{broker_endpoint}, options);
+  conn->connect();
+  auto info = conn->lookup(name);
+  if (!info)
+    throw Error(Errc::not_found,
+                "no object is registered as '" + name + "' at the broker " + broker_endpoint);
+  return Proxy(conn, info->id);
+}
+
+}  // namespace patro

@@ -1,0 +1,295 @@
+#include "server.hpp"
+
+#include <cstdlib>
+
+#include "executor.hpp"
+#include "ids.hpp"
+#include "log.hpp"
+#include "wire.hpp"
+
+namespace patro::detail {
+
+using Clock = std::chrono::steady_clock;
+
+struct Server::Lane {
+  unsigned index = 0;
+  std::thread thread;
+  zmq::socket_t ctl;  // PULL: a message here means stop
+  std::string ctl_endpoint;
+};
+
+namespace {
+unsigned thread_count(const ServerOptions& o) {
+  if (o.threads > 0) return o.threads;
+  if (const char* env = std::getenv("PATRO_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<unsigned>(n);
+    PATRO_LOG(warn, "server") << "ignoring PATRO_THREADS='" << env << "' (want 1..1024)";
+  }
+  return 4;
+}
+
+std::shared_ptr<Node> served_node(const Value& v) {
+  if (auto node = node_of(v)) return node;
+  Value stored = stored_form(v);
+  if (auto node = node_of(stored)) return node;
+  // A plain scalar value is served as a scalar reference, as Perl's \$x.
+  auto s = std::make_shared<ScalarNode>();
+  MutexLock lock(s->mu);
+  s->value = std::move(stored);
+  return s;
+}
+}  // namespace
+
+Server::Server(const ServerOptions& options, std::vector<Named> objects)
+    : options_(options), objects_(random_id()), served_(std::move(objects)) {
+  options_.threads = thread_count(options_);
+  for (auto& named : served_) {
+    if (const Reference* r = named.object.if_reference(); r && !r->node)
+      throw Error(Errc::invalid_argument,
+                  "cannot serve a proxy; serve the object on its own server");
+    auto node = served_node(named.object);
+    named.object = reference_to(node);
+    const ObjectId id = objects_.add(node);
+    entries_.push_back(ObjectEntry{id, node->type_name(), node->reftype()});
+  }
+}
+
+Server::~Server() {
+  stop();
+}
+
+Config Server::start() {
+  if (options_.broker.empty()) {
+    BrokerOptions bo;
+    bo.frontend = "tcp://127.0.0.1:*";
+    bo.backend = "tcp://127.0.0.1:*";
+    bo.heartbeat = options_.heartbeat;
+    bo.limits = options_.limits;
+    broker_ = std::make_unique<Broker>(bo);
+    broker_endpoint_ = broker_->backend_endpoint();
+    broker_thread_ = std::thread([this] { broker_->run(); });
+  } else {
+    broker_endpoint_ = options_.broker;
+  }
+  running_ = true;
+  for (unsigned i = 0; i < options_.threads; ++i) {
+    auto lane = std::make_unique<Lane>();
+    lane->index = i;
+    lane->ctl = zmq::socket_t(ctx_, zmq::socket_type::pull);
+    lane->ctl_endpoint =
+        "inproc://patro-lane-" + std::to_string(objects_.server_id()) + "-" + std::to_string(i);
+    lane->ctl.bind(lane->ctl_endpoint);
+    lanes_.push_back(std::move(lane));
+  }
+  for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
+
+  std::string client_endpoint;
+  {
+    MutexLock lock(mu_);
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    while (registered_ < lanes_.size()) {
+      if (cv_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
+    }
+    if (registered_ < lanes_.size()) {
+      lock.unlock();
+      stop();
+      throw Error(Errc::broker_unreachable,
+                  "the broker at " + broker_endpoint_ + " did not accept the registration within " +
+                      std::to_string(options_.connect_timeout.count()) + " ms");
+    }
+    client_endpoint = client_endpoint_;
+  }
+  PATRO_LOG(info, "server") << "serving " << entries_.size() << " object(s) with " << lanes_.size()
+                            << " threads; clients connect to " << client_endpoint;
+  return Config({client_endpoint}, entries_);
+}
+
+void Server::lane_registered(const std::string& client_endpoint) {
+  MutexLock lock(mu_);
+  ++registered_;
+  client_endpoint_ = client_endpoint;
+  cv_.notify_all();
+}
+
+void Server::stop() {
+  {
+    MutexLock lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  for (auto& lane : lanes_) {
+    zmq::socket_t s(ctx_, zmq::socket_type::push);
+    s.set(zmq::sockopt::linger, 1000);
+    s.connect(lane->ctl_endpoint);
+    (void)s.send(zmq::str_buffer("stop"), zmq::send_flags::dontwait);
+  }
+  for (auto& lane : lanes_)
+    if (lane->thread.joinable()) lane->thread.join();
+  if (broker_) {
+    broker_->stop();
+    if (broker_thread_.joinable()) broker_thread_.join();
+  }
+  {
+    MutexLock lock(mu_);
+    running_ = false;
+    cv_.notify_all();
+  }
+}
+
+void Server::wait() {
+  MutexLock lock(mu_);
+  while (running_) cv_.wait(lock.native());
+}
+
+void Server::lane_main(Lane& lane) {
+  const uint64_t server_id = objects_.server_id();
+  Executor executor(objects_, options_.limits);
+  bool counted = false;  // this lane told start() it registered
+
+  // The registration message, built once.
+  flatbuffers::FlatBufferBuilder fb(512);
+  {
+    std::vector<flatbuffers::Offset<wire::NameBinding>> names;
+    for (size_t i = 0; i < served_.size(); ++i) {
+      if (served_[i].name.empty()) continue;
+      names.push_back(wire::CreateNameBindingDirect(
+          fb, served_[i].name.c_str(), entries_[i].id.server, entries_[i].id.object,
+          entries_[i].type_name.c_str(), entries_[i].reftype.c_str()));
+    }
+    auto reg = wire::CreateRegister(fb, server_id, lane.index, static_cast<uint32_t>(lanes_.size()),
+                                    fb.CreateVector(names));
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
+              wire::ControlIdentifier());
+  }
+  const std::string reg_body(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
+
+  auto make_socket = [&] {
+    zmq::socket_t s(ctx_, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 200);
+    s.set(zmq::sockopt::sndhwm, 100000);
+    s.set(zmq::sockopt::rcvhwm, 100000);
+    s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(std::min<size_t>(
+                                        options_.limits.max_message_size * 2 + 65536, INT32_MAX)));
+    s.connect(broker_endpoint_);
+    return s;
+  };
+  auto send_register = [&](zmq::socket_t& s) {
+    Multipart m;
+    m.push_back(header_frame(Command::register_server));
+    m.push_back(zmq::message_t(reg_body.data(), reg_body.size()));
+    send_multipart(s, m, false);
+  };
+  auto send_simple = [&](zmq::socket_t& s, Command c) {
+    Multipart m;
+    m.push_back(header_frame(c));
+    send_multipart(s, m, true);
+  };
+
+  zmq::socket_t sock = make_socket();
+  send_register(sock);
+  const auto interval = options_.heartbeat.interval;
+  auto last_heard = Clock::now();
+  auto next_heartbeat = last_heard + interval;
+  zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
+                             {lane.ctl.handle(), 0, ZMQ_POLLIN, 0}};
+  Multipart msg;
+  for (;;) {
+    auto now = Clock::now();
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat - now);
+    if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+    items[0].socket = sock.handle();
+    try {
+      zmq::poll(items, 2, wait + std::chrono::milliseconds(1));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) break;
+    for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
+      last_heard = Clock::now();
+      const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
+      if (!cmd) continue;
+      switch (*cmd) {
+        case Command::request: {
+          // [hdr][client routing][object id][request id][body]
+          if (msg.size() != 5) break;
+          auto request_id = parse_u64(msg[3]);
+          if (!request_id) break;
+          zmq::message_t reply;
+          const wire::Request* req = verified_request(msg[4], options_.limits);
+          if (req == nullptr) {
+            reply = error_reply(
+                *request_id,
+                msg[4].size() > options_.limits.max_message_size ? Errc::message_too_large
+                                                                 : Errc::bad_message,
+                "the request body failed verification (" + std::to_string(msg[4].size()) +
+                    " bytes): malformed, truncated, too deep or too large");
+          } else {
+            reply = executor.execute(*req);
+          }
+          Multipart out;
+          out.reserve(4);
+          out.push_back(std::move(msg[0]));  // the REQUEST header becomes a REPLY header
+          static_cast<uint8_t*>(out.back().data())[3] = static_cast<uint8_t>(Command::reply);
+          out.push_back(std::move(msg[1]));
+          out.push_back(std::move(msg[3]));
+          out.push_back(std::move(reply));
+          send_multipart(sock, out, false);
+          break;
+        }
+        case Command::registered:
+          if (!counted) {
+            counted = true;
+            const wire::Control* c =
+                msg.size() == 2 ? verified_control(msg[1], options_.limits) : nullptr;
+            const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
+            lane_registered(r && r->client_endpoint() ? r->client_endpoint()->str()
+                                                      : std::string());
+          }
+          break;
+        case Command::disconnect:
+          // The broker does not know this lane (it restarted): register again.
+          PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
+          send_register(sock);
+          break;
+        default:
+          break;  // heartbeats; CLIENT_GONE matters once locks exist
+      }
+    }
+    now = Clock::now();
+    if (now >= next_heartbeat) {
+      send_simple(sock, Command::heartbeat);
+      next_heartbeat = now + interval;
+    }
+    if (now - last_heard > options_.heartbeat.window()) {
+      // The broker went silent: a new socket, and register again (Majordomo's reconnect).
+      PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker " << broker_endpoint_
+                                << " silent for " << options_.heartbeat.window().count()
+                                << " ms; reconnecting";
+      sock.set(zmq::sockopt::linger, 0);
+      sock.close();
+      sock = make_socket();
+      send_register(sock);
+      last_heard = now;
+    }
+  }
+  send_simple(sock, Command::disconnect);
+  sock.close();
+  lane.ctl.close();
+}
+
+}  // namespace patro::detail
+
+namespace patro {
+
+Config detail::patronize_values(const ServerOptions& options, std::vector<Named> objects) {
+  auto server = std::make_shared<detail::Server>(options, std::move(objects));
+  Config cfg = server->start();
+  cfg.attach_server(std::move(server));
+  return cfg;
+}
+
+}  // namespace patro

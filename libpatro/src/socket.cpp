@@ -1,0 +1,65 @@
+#include "socket.hpp"
+
+#if defined(__SANITIZE_THREAD__)
+#define PATRO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PATRO_TSAN 1
+#endif
+#endif
+
+#ifdef PATRO_TSAN
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
+namespace patro::detail {
+
+bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait) {
+  out.clear();
+  const auto flags = dontwait ? zmq::recv_flags::dontwait : zmq::recv_flags::none;
+  for (;;) {
+    zmq::message_t msg;
+    auto r = s.recv(msg, out.empty() ? flags : zmq::recv_flags::none);
+    if (!r) {
+      if (out.empty()) return false;
+      continue;  // cannot happen for the rest of a multipart message; retry on EINTR
+    }
+#ifdef PATRO_TSAN
+    __tsan_acquire(msg.data());
+#endif
+    const bool more = msg.more();
+    out.push_back(std::move(msg));
+    if (!more) return true;
+  }
+}
+
+bool send_multipart(zmq::socket_t& s, Multipart& frames, bool dontwait) {
+  const size_t n = frames.size();
+  for (size_t i = 0; i < n; ++i) {
+    auto flags = i + 1 < n ? zmq::send_flags::sndmore : zmq::send_flags::none;
+    if (dontwait) flags = flags | zmq::send_flags::dontwait;
+#ifdef PATRO_TSAN
+    __tsan_release(frames[i].data());
+#endif
+    try {
+      if (!s.send(frames[i], flags)) return false;  // EAGAIN: nothing of the message was queued
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EHOSTUNREACH) return false;
+      throw;
+    }
+  }
+  return true;
+}
+
+bool poll_in(zmq::socket_t& s, std::chrono::milliseconds timeout) {
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  try {
+    return zmq::poll(&item, 1, timeout) > 0 && (item.revents & ZMQ_POLLIN);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return false;
+    throw;
+  }
+}
+
+}  // namespace patro::detail

@@ -1,0 +1,312 @@
+#include "wire.hpp"
+
+#include <cstring>
+
+namespace patro::detail {
+
+const char* command_name(Command c) noexcept {
+  switch (c) {
+    case Command::hello:
+      return "HELLO";
+    case Command::welcome:
+      return "WELCOME";
+    case Command::request:
+      return "REQUEST";
+    case Command::reply:
+      return "REPLY";
+    case Command::heartbeat:
+      return "HEARTBEAT";
+    case Command::disconnect:
+      return "DISCONNECT";
+    case Command::lookup:
+      return "LOOKUP";
+    case Command::lookup_reply:
+      return "LOOKUP_REPLY";
+    case Command::register_server:
+      return "REGISTER";
+    case Command::registered:
+      return "REGISTERED";
+    case Command::server_down:
+      return "SERVER_DOWN";
+    case Command::client_gone:
+      return "CLIENT_GONE";
+  }
+  return "?";
+}
+
+zmq::message_t header_frame(Command c) {
+  const uint8_t h[4] = {'P', 'T', kWireVersion, static_cast<uint8_t>(c)};
+  return zmq::message_t(h, sizeof h);
+}
+
+std::optional<Command> parse_header(const zmq::message_t& frame) noexcept {
+  if (frame.size() != 4) return std::nullopt;
+  const auto* h = static_cast<const uint8_t*>(frame.data());
+  if (h[0] != 'P' || h[1] != 'T' || h[2] != kWireVersion) return std::nullopt;
+  if (h[3] < static_cast<uint8_t>(Command::hello) ||
+      h[3] > static_cast<uint8_t>(Command::client_gone))
+    return std::nullopt;
+  return static_cast<Command>(h[3]);
+}
+
+namespace {
+void put_u64(uint8_t* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v);
+    v >>= 8;
+  }
+}
+uint64_t get_u64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+}  // namespace
+
+zmq::message_t u64_frame(uint64_t v) {
+  zmq::message_t m(8);
+  put_u64(static_cast<uint8_t*>(m.data()), v);
+  return m;
+}
+
+std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept {
+  if (frame.size() != 8) return std::nullopt;
+  return get_u64(static_cast<const uint8_t*>(frame.data()));
+}
+
+zmq::message_t object_id_frame(const ObjectId& id) {
+  zmq::message_t m(16);
+  auto* p = static_cast<uint8_t*>(m.data());
+  put_u64(p, id.server);
+  put_u64(p + 8, id.object);
+  return m;
+}
+
+std::optional<ObjectId> parse_object_id(const zmq::message_t& frame) noexcept {
+  if (frame.size() != 16) return std::nullopt;
+  const auto* p = static_cast<const uint8_t*>(frame.data());
+  return ObjectId{get_u64(p), get_u64(p + 8)};
+}
+
+zmq::message_t body_frame(const flatbuffers::FlatBufferBuilder& fb) {
+  return zmq::message_t(fb.GetBufferPointer(), fb.GetSize());
+}
+
+const wire::Request* verified_request(const zmq::message_t& f, const Limits& l) {
+  return verified_root<wire::Request>(f, wire::RequestIdentifier(), l);
+}
+const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l) {
+  return verified_root<wire::Reply>(f, wire::ReplyIdentifier(), l);
+}
+const wire::Control* verified_control(const zmq::message_t& f, const Limits& l) {
+  return verified_root<wire::Control>(f, wire::ControlIdentifier(), l);
+}
+
+flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,
+                                              const RefWriter& refs) {
+  // Children and strings must be built before the table that holds them.
+  flatbuffers::Offset<flatbuffers::String> s;
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> bytes;
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> items;
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> keys;
+  flatbuffers::Offset<wire::Ref> ref;
+  wire::Kind kind = wire::Kind::Null;
+  switch (v.type()) {
+    case Type::null:
+      break;
+    case Type::boolean:
+      kind = wire::Kind::Bool;
+      break;
+    case Type::integer:
+      kind = wire::Kind::Int;
+      break;
+    case Type::number:
+      kind = wire::Kind::Double;
+      break;
+    case Type::string:
+      kind = wire::Kind::String;
+      s = fb.CreateString(*v.if_string());
+      break;
+    case Type::bytes: {
+      kind = wire::Kind::Bytes;
+      const std::string& d = v.if_bytes()->data;
+      bytes = fb.CreateVector(reinterpret_cast<const uint8_t*>(d.data()), d.size());
+      break;
+    }
+    case Type::array:
+      kind = wire::Kind::Array;
+      items = encode_values(fb, *v.if_array(), refs);
+      break;
+    case Type::hash: {
+      kind = wire::Kind::Hash;
+      const ValueHash& h = *v.if_hash();
+      std::vector<flatbuffers::Offset<wire::Value>> vals;
+      std::vector<flatbuffers::Offset<flatbuffers::String>> ks;
+      vals.reserve(h.size());
+      ks.reserve(h.size());
+      for (const auto& [k, e] : h) {
+        ks.push_back(fb.CreateString(k));
+        vals.push_back(encode_value(fb, e, refs));
+      }
+      keys = fb.CreateVector(ks);
+      items = fb.CreateVector(vals);
+      break;
+    }
+    case Type::reference:
+      kind = wire::Kind::Ref;
+      ref = refs(fb, *v.if_reference());
+      break;
+  }
+  wire::ValueBuilder b(fb);
+  b.add_kind(kind);
+  switch (v.type()) {
+    case Type::boolean:
+      b.add_b(*v.if_bool());
+      break;
+    case Type::integer:
+      b.add_i(*v.if_int());
+      break;
+    case Type::number:
+      b.add_d(*v.if_double());
+      break;
+    default:
+      break;
+  }
+  if (!s.IsNull()) b.add_s(s);
+  if (!bytes.IsNull()) b.add_bytes(bytes);
+  if (!items.IsNull()) b.add_items(items);
+  if (!keys.IsNull()) b.add_keys(keys);
+  if (!ref.IsNull()) b.add_ref(ref);
+  return b.Finish();
+}
+
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> encode_values(
+    flatbuffers::FlatBufferBuilder& fb, const ValueArray& vs, const RefWriter& refs) {
+  std::vector<flatbuffers::Offset<wire::Value>> out;
+  out.reserve(vs.size());
+  for (const Value& e : vs) out.push_back(encode_value(fb, e, refs));
+  return fb.CreateVector(out);
+}
+
+Value decode_value(const wire::Value* v, const RefReader& refs) {
+  if (v == nullptr) return Value();
+  switch (v->kind()) {
+    case wire::Kind::Null:
+      return Value();
+    case wire::Kind::Bool:
+      return Value(v->b());
+    case wire::Kind::Int:
+      return Value(v->i());
+    case wire::Kind::Double:
+      return Value(v->d());
+    case wire::Kind::String:
+      return Value(v->s() ? v->s()->str() : std::string());
+    case wire::Kind::Bytes:
+      return Value(Bytes{v->bytes() ? std::string(reinterpret_cast<const char*>(v->bytes()->data()),
+                                                  v->bytes()->size())
+                                    : std::string()});
+    case wire::Kind::Array:
+      return Value(decode_values(v->items(), refs));
+    case wire::Kind::Hash: {
+      ValueHash h;
+      const auto* ks = v->keys();
+      const auto* vs = v->items();
+      const size_t n = ks ? ks->size() : 0;
+      if ((vs ? vs->size() : 0) != n)
+        throw Error(Errc::bad_message, "a hash value has " + std::to_string(n) + " keys but " +
+                                           std::to_string(vs ? vs->size() : 0) + " values");
+      for (size_t i = 0; i < n; ++i)
+        h.insert_or_assign(ks->Get(i)->str(), decode_value(vs->Get(i), refs));
+      return Value(std::move(h));
+    }
+    case wire::Kind::Ref:
+      if (v->ref() == nullptr) throw Error(Errc::bad_message, "a reference value without a ref");
+      return refs(*v->ref());
+  }
+  throw Error(Errc::bad_message,
+              "unknown value kind " + std::to_string(static_cast<int>(v->kind())));
+}
+
+ValueArray decode_values(const flatbuffers::Vector<flatbuffers::Offset<wire::Value>>* vs,
+                         const RefReader& refs) {
+  ValueArray out;
+  if (vs == nullptr) return out;
+  out.reserve(vs->size());
+  for (const auto* e : *vs) out.push_back(decode_value(e, refs));
+  return out;
+}
+
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::PathElem>>> encode_path(
+    flatbuffers::FlatBufferBuilder& fb, const Path& path) {
+  if (path.empty()) return 0;
+  std::vector<flatbuffers::Offset<wire::PathElem>> out;
+  out.reserve(path.size());
+  for (const PathElem& e : path) {
+    if (const auto* k = std::get_if<std::string>(&e)) {
+      out.push_back(wire::CreatePathElem(fb, fb.CreateString(*k), 0, false));
+    } else {
+      out.push_back(wire::CreatePathElem(fb, 0, std::get<int64_t>(e), true));
+    }
+  }
+  return fb.CreateVector(out);
+}
+
+Path decode_path(const flatbuffers::Vector<flatbuffers::Offset<wire::PathElem>>* path) {
+  Path out;
+  if (path == nullptr) return out;
+  out.reserve(path->size());
+  for (const auto* e : *path) {
+    if (e->is_index()) {
+      out.emplace_back(e->index());
+    } else {
+      out.emplace_back(e->key() ? e->key()->str() : std::string());
+    }
+  }
+  return out;
+}
+
+std::string path_to_string(const Path& path) {
+  std::string out;
+  for (const PathElem& e : path) {
+    if (const auto* k = std::get_if<std::string>(&e)) {
+      out += "{" + *k + "}";
+    } else {
+      out += "[" + std::to_string(std::get<int64_t>(e)) + "]";
+    }
+  }
+  return out;
+}
+
+zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& text,
+                           const std::string& type) {
+  flatbuffers::FlatBufferBuilder fb(256);
+  auto t = fb.CreateString(text);
+  auto ty = type.empty() ? flatbuffers::Offset<flatbuffers::String>() : fb.CreateString(type);
+  wire::ReplyBuilder b(fb);
+  b.add_request_id(request_id);
+  b.add_status(wire::Status::Error);
+  b.add_error_code(static_cast<int32_t>(code));
+  b.add_error_text(t);
+  if (!ty.IsNull()) b.add_error_type(ty);
+  fb.Finish(b.Finish(), wire::ReplyIdentifier());
+  return body_frame(fb);
+}
+
+bool idempotent(wire::Op op) noexcept {
+  switch (op) {
+    case wire::Op::Get:
+    case wire::Op::Set:
+    case wire::Op::Exists:
+    case wire::Op::Size:
+    case wire::Op::Keys:
+    case wire::Op::Values:
+    case wire::Op::Clear:
+    case wire::Op::Resize:
+    case wire::Op::Describe:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace patro::detail

@@ -1,0 +1,126 @@
+// The Patro wire, version 1: frame layout, commands, and the codec between patro::Value and the
+// FlatBuffers bodies of schemas/. Every inbound body is verified before use.
+//
+// Frames (a ROUTER adds or strips the peer's routing id in front):
+//   client -> broker   HELLO     [hdr][request id:8][Control(Hello)]
+//                      REQUEST   [hdr][object id:16][request id:8][Request]
+//                      LOOKUP    [hdr][request id:8][Control(Lookup)]
+//                      HEARTBEAT [hdr][client id:8]
+//                      DISCONNECT[hdr]
+//   broker -> client   WELCOME   [hdr][request id:8][Control(Welcome)]
+//                      REPLY     [hdr][request id:8][Reply]     (also the broker's own errors)
+//                      LOOKUP_REPLY [hdr][request id:8][Control(LookupReply)]
+//                      HEARTBEAT [hdr]
+//                      DISCONNECT[hdr]                          (unknown to me: say hello again)
+//                      SERVER_DOWN [hdr][server id:8]
+//   server -> broker   REGISTER  [hdr][Control(Register)]
+//                      HEARTBEAT [hdr]
+//                      REPLY     [hdr][client routing id][request id:8][Reply]
+//                      DISCONNECT[hdr]
+//   broker -> server   REGISTERED[hdr][Control(Registered)]
+//                      REQUEST   [hdr][client routing id][object id:16][request id:8][Request]
+//                      HEARTBEAT [hdr]
+//                      DISCONNECT[hdr]                          (unknown to me: register again)
+//                      CLIENT_GONE [hdr][client id:8]
+// hdr is 4 bytes: 'P' 'T' version command. Integers in id frames are big-endian.
+#pragma once
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "patro/options.hpp"
+#include "patro/value.hpp"
+#include "socket.hpp"
+
+#include "control_generated.h"
+#include "reply_generated.h"
+#include "request_generated.h"
+#include "value_generated.h"
+
+namespace patro::detail {
+
+inline constexpr uint8_t kWireVersion = 1;
+
+enum class Command : uint8_t {
+  hello = 1,
+  welcome = 2,
+  request = 3,
+  reply = 4,
+  heartbeat = 5,
+  disconnect = 6,
+  lookup = 7,
+  lookup_reply = 8,
+  register_server = 9,
+  registered = 10,
+  server_down = 11,
+  client_gone = 12,
+};
+const char* command_name(Command c) noexcept;
+
+zmq::message_t header_frame(Command c);
+/// The command of a header frame; nullopt if it is not a Patro v1 header.
+std::optional<Command> parse_header(const zmq::message_t& frame) noexcept;
+
+zmq::message_t u64_frame(uint64_t v);
+std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept;
+zmq::message_t object_id_frame(const ObjectId& id);
+std::optional<ObjectId> parse_object_id(const zmq::message_t& frame) noexcept;
+
+/// Copies a finished builder into a message.
+zmq::message_t body_frame(const flatbuffers::FlatBufferBuilder& fb);
+
+/// Verifies a body against its root type and identifier within the limits; nullptr if bad.
+template <class T>
+const T* verified_root(const zmq::message_t& frame, const char* identifier, const Limits& limits) {
+  const auto* data = static_cast<const uint8_t*>(frame.data());
+  const size_t size = frame.size();
+  if (size < 8 || size > limits.max_message_size) return nullptr;
+  if (!flatbuffers::BufferHasIdentifier(data, identifier)) return nullptr;
+  flatbuffers::Verifier::Options opts;
+  opts.max_depth = limits.max_depth;
+  opts.max_tables = limits.max_tables;
+  flatbuffers::Verifier verifier(data, size, opts);
+  if (!verifier.VerifyBuffer<T>(identifier)) return nullptr;
+  return flatbuffers::GetRoot<T>(data);
+}
+
+const wire::Request* verified_request(const zmq::message_t& f, const Limits& l);
+const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l);
+const wire::Control* verified_control(const zmq::message_t& f, const Limits& l);
+
+// --- Values ---
+
+/// How references are written: the server turns local nodes into ids, the client sends ids and
+/// paths of proxies.
+using RefWriter = std::function<flatbuffers::Offset<wire::Ref>(flatbuffers::FlatBufferBuilder&,
+                                                               const Reference&)>;
+/// How references are read: the server resolves ids to its own objects, the client makes
+/// remote references bound to its connection.
+using RefReader = std::function<Value(const wire::Ref&)>;
+
+flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,
+                                              const RefWriter& refs);
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> encode_values(
+    flatbuffers::FlatBufferBuilder& fb, const ValueArray& vs, const RefWriter& refs);
+/// Decodes a verified value. Throws Error(bad_message) for an unknown kind.
+Value decode_value(const wire::Value* v, const RefReader& refs);
+ValueArray decode_values(const flatbuffers::Vector<flatbuffers::Offset<wire::Value>>* vs,
+                         const RefReader& refs);
+
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::PathElem>>> encode_path(
+    flatbuffers::FlatBufferBuilder& fb, const Path& path);
+Path decode_path(const flatbuffers::Vector<flatbuffers::Offset<wire::PathElem>>* path);
+std::string path_to_string(const Path& path);
+
+/// A Reply body carrying an error.
+zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& text,
+                           const std::string& type = {});
+
+/// Whether an operation may be retried blindly (its effect does not depend on being run once).
+bool idempotent(wire::Op op) noexcept;
+
+}  // namespace patro::detail
