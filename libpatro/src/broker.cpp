@@ -85,6 +85,7 @@ struct Broker::Impl {
 
   std::atomic<uint64_t> routed{0}, replies{0}, dropped{0}, rejected{0}, n_servers{0}, n_clients{0};
   std::atomic<bool> stopping{false};
+  detail::AlignedScratch scratch;  // for control bodies that arrive misaligned
 
   explicit Impl(const BrokerOptions& o) : opts(o) {
     const int64_t hard_cap =
@@ -222,7 +223,8 @@ struct Broker::Impl {
 
   void on_hello(Multipart& f, const std::string& routing, Clock::time_point now) {
     auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-    const wire::Control* c = f.size() == 4 ? detail::verified_control(f[3], opts.limits) : nullptr;
+    const wire::Control* c =
+        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
     const wire::Hello* hello = c ? c->body_as_Hello() : nullptr;
     if (!request_id || !hello) return void(++dropped);
     touch_client(routing, hello->client_id(), now);
@@ -241,7 +243,8 @@ struct Broker::Impl {
 
   void on_lookup(Multipart& f, const std::string& routing, Clock::time_point now) {
     auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-    const wire::Control* c = f.size() == 4 ? detail::verified_control(f[3], opts.limits) : nullptr;
+    const wire::Control* c =
+        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
     const wire::Lookup* lookup = c ? c->body_as_Lookup() : nullptr;
     if (!request_id || !lookup || !lookup->name()) return void(++dropped);
     touch_client(routing, 0, now);
@@ -315,7 +318,8 @@ struct Broker::Impl {
   }
 
   void on_register(Multipart& f, const std::string& routing, Clock::time_point now) {
-    const wire::Control* c = f.size() == 3 ? detail::verified_control(f[2], opts.limits) : nullptr;
+    const wire::Control* c =
+        f.size() == 3 ? detail::verified_control(f[2], opts.limits, scratch) : nullptr;
     const wire::Register* reg = c ? c->body_as_Register() : nullptr;
     if (!reg || reg->lanes() == 0 || reg->lanes() > 1024 || reg->lane() >= reg->lanes()) {
       PATRO_LOG(warn, "broker") << "dropped a malformed REGISTER";

@@ -76,7 +76,8 @@ void Connection::connect() {
     try {
       zmq::message_t body =
           exchange(rid, std::move(m), Clock::now() + options_.connect_timeout, 0, wire::Op::Get);
-      const wire::Control* c = verified_control(body, options_.limits);
+      AlignedScratch scratch;
+      const wire::Control* c = verified_control(body, options_.limits, scratch);
       if (c && c->body_as_Welcome()) {
         endpoint_ = endpoint;
         if (!heartbeat_.joinable()) heartbeat_ = std::thread([this] { heartbeat_main(); });
@@ -343,7 +344,8 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   m.push_back(body_frame(fb));
   zmq::message_t body = exchange(rid, std::move(m), Clock::now() + timeout, id.server, op);
 
-  const wire::Reply* reply = verified_reply(body, options_.limits);
+  AlignedScratch scratch;
+  const wire::Reply* reply = verified_reply(body, options_.limits, scratch);
   if (reply == nullptr) throw Error(Errc::bad_message, "a reply failed verification");
   if (reply->status() != wire::Status::Ok) {
     const int code = reply->error_code();
@@ -380,7 +382,8 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   m.push_back(body_frame(fb));
   zmq::message_t body =
       exchange(rid, std::move(m), Clock::now() + options_.call_timeout, 0, wire::Op::Describe);
-  const wire::Control* c = verified_control(body, options_.limits);
+  AlignedScratch scratch;
+  const wire::Control* c = verified_control(body, options_.limits, scratch);
   const wire::LookupReply* lr = c ? c->body_as_LookupReply() : nullptr;
   if (!lr) throw Error(Errc::bad_message, "a lookup reply failed verification");
   if (!lr->found() || !lr->binding()) return std::nullopt;

@@ -15,10 +15,11 @@ void log_line(LogLevel level, const std::string& who, const std::string& text) n
 }  // namespace patro::detail
 
 // PATRO_LOG(info, "broker") << "bound " << endpoint;
-#define PATRO_LOG(level, who)                                            \
-  if (::patro::detail::LogLevel::level > ::patro::detail::log_level()) { \
-  } else                                                                 \
-    ::patro::detail::LogStream(::patro::detail::LogLevel::level, who).stream()
+// A for statement rather than if/else, so that the macro is safe inside an unbraced if.
+#define PATRO_LOG(level, who)                                                                  \
+  for (bool patro_log_once = ::patro::detail::LogLevel::level <= ::patro::detail::log_level(); \
+       patro_log_once; patro_log_once = false)                                                 \
+  ::patro::detail::LogStream(::patro::detail::LogLevel::level, who).stream()
 
 namespace patro::detail {
 class LogStream {

@@ -195,6 +195,7 @@ void Server::lane_main(Lane& lane) {
   zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
                              {lane.ctl.handle(), 0, ZMQ_POLLIN, 0}};
   Multipart msg;
+  AlignedScratch scratch;
   for (;;) {
     auto now = Clock::now();
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat - now);
@@ -219,7 +220,7 @@ void Server::lane_main(Lane& lane) {
           auto request_id = parse_u64(msg[3]);
           if (!request_id) break;
           zmq::message_t reply;
-          const wire::Request* req = verified_request(msg[4], options_.limits);
+          const wire::Request* req = verified_request(msg[4], options_.limits, scratch);
           if (req == nullptr) {
             reply = error_reply(
                 *request_id,
@@ -244,7 +245,7 @@ void Server::lane_main(Lane& lane) {
           if (!counted) {
             counted = true;
             const wire::Control* c =
-                msg.size() == 2 ? verified_control(msg[1], options_.limits) : nullptr;
+                msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
             const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
             lane_registered(r && r->client_endpoint() ? r->client_endpoint()->str()
                                                       : std::string());

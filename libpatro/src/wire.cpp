@@ -92,14 +92,22 @@ zmq::message_t body_frame(const flatbuffers::FlatBufferBuilder& fb) {
   return zmq::message_t(fb.GetBufferPointer(), fb.GetSize());
 }
 
-const wire::Request* verified_request(const zmq::message_t& f, const Limits& l) {
-  return verified_root<wire::Request>(f, wire::RequestIdentifier(), l);
+const uint8_t* aligned_bytes(const zmq::message_t& frame, AlignedScratch& scratch) {
+  const auto* data = static_cast<const uint8_t*>(frame.data());
+  if (reinterpret_cast<uintptr_t>(data) % alignof(uint64_t) == 0) return data;
+  scratch.resize((frame.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+  std::memcpy(scratch.data(), data, frame.size());
+  return reinterpret_cast<const uint8_t*>(scratch.data());
 }
-const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l) {
-  return verified_root<wire::Reply>(f, wire::ReplyIdentifier(), l);
+
+const wire::Request* verified_request(const zmq::message_t& f, const Limits& l, AlignedScratch& s) {
+  return verified_root<wire::Request>(f, wire::RequestIdentifier(), l, s);
 }
-const wire::Control* verified_control(const zmq::message_t& f, const Limits& l) {
-  return verified_root<wire::Control>(f, wire::ControlIdentifier(), l);
+const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l, AlignedScratch& s) {
+  return verified_root<wire::Reply>(f, wire::ReplyIdentifier(), l, s);
+}
+const wire::Control* verified_control(const zmq::message_t& f, const Limits& l, AlignedScratch& s) {
+  return verified_root<wire::Control>(f, wire::ControlIdentifier(), l, s);
 }
 
 flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,

@@ -73,12 +73,22 @@ std::optional<ObjectId> parse_object_id(const zmq::message_t& frame) noexcept;
 /// Copies a finished builder into a message.
 zmq::message_t body_frame(const flatbuffers::FlatBufferBuilder& fb);
 
+/// Storage for a body that arrived misaligned. libzmq gives no alignment guarantee for frame data
+/// and FlatBuffers reads 4- and 8-byte scalars in place, so such a body is verified and read in an
+/// aligned copy. The root a verified_* call returns points into the frame or into this scratch;
+/// keep both alive while using it.
+using AlignedScratch = std::vector<uint64_t>;
+
+/// The frame's bytes at an 8-byte aligned address: the frame itself, or a copy in scratch.
+const uint8_t* aligned_bytes(const zmq::message_t& frame, AlignedScratch& scratch);
+
 /// Verifies a body against its root type and identifier within the limits; nullptr if bad.
 template <class T>
-const T* verified_root(const zmq::message_t& frame, const char* identifier, const Limits& limits) {
-  const auto* data = static_cast<const uint8_t*>(frame.data());
+const T* verified_root(const zmq::message_t& frame, const char* identifier, const Limits& limits,
+                       AlignedScratch& scratch) {
   const size_t size = frame.size();
   if (size < 8 || size > limits.max_message_size) return nullptr;
+  const uint8_t* data = aligned_bytes(frame, scratch);
   if (!flatbuffers::BufferHasIdentifier(data, identifier)) return nullptr;
   flatbuffers::Verifier::Options opts;
   opts.max_depth = limits.max_depth;
@@ -88,9 +98,9 @@ const T* verified_root(const zmq::message_t& frame, const char* identifier, cons
   return flatbuffers::GetRoot<T>(data);
 }
 
-const wire::Request* verified_request(const zmq::message_t& f, const Limits& l);
-const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l);
-const wire::Control* verified_control(const zmq::message_t& f, const Limits& l);
+const wire::Request* verified_request(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
+const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
+const wire::Control* verified_control(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
 
 // --- Values ---
 

@@ -1,0 +1,53 @@
+// Child processes for multi-process tests: started with fork+exec, killed when the test ends
+// (passed or failed) and when the test process itself dies (PR_SET_PDEATHSIG).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace patro::test {
+
+class Process {
+ public:
+  /// Starts argv[0] with the arguments; stdout goes to stdout_file if given.
+  explicit Process(std::vector<std::string> argv, const std::string& stdout_file = {});
+  ~Process();
+  Process(Process&& o) noexcept : pid_(o.pid_), status_(o.status_) { o.pid_ = -1; }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  int pid() const noexcept { return pid_; }
+  void signal(int sig) const;
+  /// Waits up to timeout for the exit; the exit code (128+signal if killed), or nullopt.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  /// SIGTERM, then SIGKILL after grace; returns the exit code.
+  int stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+
+ private:
+  int pid_ = -1;
+  std::optional<int> status_;
+};
+
+/// A directory under /tmp removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const noexcept { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// Waits until path exists and is non-empty (a config file being written); false on timeout.
+bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout);
+std::string read_file(const std::string& path);
+/// The path of a program built in the tree, from the environment variable that meson sets.
+std::string program(const char* env_var);
+
+}  // namespace patro::test

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what Patro needs to build and test, from Debian's packages. Run as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  g++ clang meson ninja-build pkg-config \
+  libzmq3-dev cppzmq-dev flatbuffers-compiler libflatbuffers-dev libboost-dev doctest-dev \
+  iproute2 procps >/dev/null

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds Patro three ways and runs every test in each: a plain build, AddressSanitizer +
+# UndefinedBehaviorSanitizer, and ThreadSanitizer. Warnings are errors. Usage:
+#   tools/run-tests.sh [plain|asan|tsan]...      (default: all three)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=(plain asan tsan)
+export PATRO_LOG_LEVEL=${PATRO_LOG_LEVEL:-warn}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+status=0
+for v in "${variants[@]}"; do
+  case "$v" in
+    plain) opts=() ;;
+    asan) opts=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
+    tsan) opts=(-Db_sanitize=thread -Db_lundef=false) ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+  dir=build-ci-$v
+  echo "=== $v build"
+  if [ ! -d "$dir" ]; then
+    meson setup "$dir" -Dwerror=true "${opts[@]}" >/dev/null
+  fi
+  ninja -C "$dir" -j2
+  echo "=== $v tests"
+  if ! meson test -C "$dir" --print-errorlogs --num-processes 1; then
+    status=1
+  fi
+  if [ "$v" = plain ]; then
+    # A program outside the tree builds against the library through pkg-config.
+    echo "=== building an outside program with pkg-config (uninstalled patro.pc)"
+    out=$(mktemp -d /tmp/patro-pkgconfig-XXXXXX)
+    # shellcheck disable=SC2046
+    if c++ -std=c++20 examples/hash_client.cpp -o "$out/client" \
+        $(PKG_CONFIG_PATH="$dir/meson-uninstalled" pkg-config --cflags --libs patro); then
+      rc=0; LD_LIBRARY_PATH="$dir/libpatro" "$out/client" >/dev/null 2>&1 || rc=$?
+      if [ "$rc" = 2 ]; then echo "pkg-config build: ok"; else echo "pkg-config build: runs badly ($rc)"; status=1; fi
+    else
+      echo "pkg-config build: FAILED"; status=1
+    fi
+    rm -rf "$out"
+  fi
+done
+# Nothing may be left behind by the tests.
+if pgrep -f 'patro-(broker|test-server|test-client|example)' >/dev/null; then
+  echo "processes left behind:"; pgrep -af 'patro-(broker|test-server|test-client|example)'; status=1
+fi
+if ls /dev/shm | grep -qi patro; then
+  echo "/dev/shm segments left behind:"; ls /dev/shm | grep -i patro; status=1
+fi
+exit $status
