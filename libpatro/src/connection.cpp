@@ -307,9 +307,9 @@ void Connection::heartbeat_main() {
 
 ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
                             const ValueArray& args, std::string_view name,
-                            wire::CallContext context) {
+                            wire::CallContext context, const CallExtras& extras) {
   const uint64_t rid = next_request_id_++;
-  const auto timeout = options_.call_timeout;
+  const auto timeout = extras.timeout.value_or(options_.call_timeout);
   flatbuffers::FlatBufferBuilder fb(256);
   const RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
     if (r.node)
@@ -323,7 +323,8 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   wire::RequestBuilder b(fb);
   b.add_request_id(rid);
   b.add_client_id(client_id_);
-  b.add_timeout_ms(static_cast<uint32_t>(timeout.count()));
+  b.add_timeout_ms(static_cast<uint32_t>(
+      std::min<int64_t>(timeout.count(), std::numeric_limits<uint32_t>::max())));
   b.add_server(id.server);
   b.add_object(id.object);
   b.add_op(op);
@@ -331,6 +332,7 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   if (!a.IsNull()) b.add_args(a);
   if (!n.IsNull()) b.add_name(n);
   b.add_context(context);
+  if (extras.fence != 0) b.add_fence_token(extras.fence);
   fb.Finish(b.Finish(), wire::RequestIdentifier());
   if (fb.GetSize() > options_.limits.max_message_size)
     throw Error(Errc::message_too_large, "the request of " + std::to_string(fb.GetSize()) +
@@ -349,9 +351,9 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   if (reply == nullptr) throw Error(Errc::bad_message, "a reply failed verification");
   if (reply->status() != wire::Status::Ok) {
     const int code = reply->error_code();
-    const Errc errc = code > 0 && code <= static_cast<int>(Errc::not_found)
-                          ? static_cast<Errc>(code)
-                          : Errc::internal;
+    const bool known =
+        code != 0 && std::string_view(errc_name(static_cast<Errc>(code))) != "unknown_error";
+    const Errc errc = known ? static_cast<Errc>(code) : Errc::internal;
     std::string text = reply->error_text() ? reply->error_text()->str() : std::string();
     // The server's text already starts with the code's name; keep only its message.
     const std::string prefix = std::string(errc_name(errc)) + ": ";

@@ -25,6 +25,14 @@ struct NameInfo {
   std::string reftype;
 };
 
+/// Per-call settings beyond the operation itself.
+struct CallExtras {
+  /// The call's deadline; none: ClientOptions::call_timeout.
+  std::optional<std::chrono::milliseconds> timeout;
+  /// A fencing token to send (0: none).
+  uint64_t fence = 0;
+};
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(std::vector<std::string> brokers, const ClientOptions& options);
@@ -37,8 +45,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   /// Runs one operation and returns its results; throws Error.
   ValueArray call(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
-                  std::string_view name = {},
-                  wire::CallContext context = wire::CallContext::Scalar);
+                  std::string_view name = {}, wire::CallContext context = wire::CallContext::Scalar,
+                  const CallExtras& extras = {});
 
   /// Resolves a name in the broker's registry.
   std::optional<NameInfo> lookup(const std::string& name);

@@ -44,6 +44,8 @@ const char* errc_name(Errc code) noexcept {
       return "internal";
     case Errc::not_found:
       return "not_found";
+    case Errc::fenced:
+      return "fenced";
   }
   return "unknown_error";
 }

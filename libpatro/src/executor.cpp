@@ -202,10 +202,49 @@ zmq::message_t Executor::execute(const wire::Request& req) {
   return body_frame(fb_);
 }
 
+uint64_t Executor::lock_object(const wire::Request& req) {
+  const ObjectId id{req.server(), req.object()};
+  std::shared_ptr<Node> root = objects_.find(id);
+  if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
+  const Path path = decode_path(req.path());
+  if (path.empty()) return id.object;
+  auto parent = node_at(root, path, path.size() - 1);
+  Value v = parent ? element(*parent, path.back(), path, path.size() - 1) : Value();
+  auto node = node_of(v);
+  if (!node)
+    throw Error(Errc::type_mismatch, "cannot lock " + where(path, path.size()) + ", which is " +
+                                         type_name(v.type()) + ", not an object");
+  return objects_.add(node).object;
+}
+
+namespace {
+bool mutating(wire::Op op) {
+  switch (op) {
+    case wire::Op::Get:
+    case wire::Op::Exists:
+    case wire::Op::Size:
+    case wire::Op::Keys:
+    case wire::Op::Values:
+    case wire::Op::Describe:
+      return false;
+    default:
+      return true;
+  }
+}
+}  // namespace
+
 ValueArray Executor::run(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
+  if (req.fence_token() != 0 && locks_ != nullptr && mutating(req.op())) {
+    // Kleppmann's fencing: a holder whose grant is older than the newest is refused.
+    const uint64_t newest = locks_->token(id.object);
+    if (newest > req.fence_token())
+      throw Error(Errc::fenced, "the call's fencing token " + std::to_string(req.fence_token()) +
+                                    " is older than the newest lock grant " +
+                                    std::to_string(newest));
+  }
   const Path path = decode_path(req.path());
   const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
   ValueArray args = decode_values(req.args(), refs);
@@ -461,6 +500,13 @@ ValueArray Executor::run(const wire::Request& req) {
     case wire::Op::Call:
       throw Error(Errc::not_callable,
                   std::string("the object is a ") + root->reftype() + ", which has no methods");
+
+    case wire::Op::Lock:
+    case wire::Op::Unlock:
+    case wire::Op::Wait:
+    case wire::Op::Notify:
+    case wire::Op::LockState:
+      break;  // the server's lanes run these against the lock table
   }
   throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
 }

@@ -5,6 +5,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "lock_table.hpp"
 #include "object_table.hpp"
 #include "patro/options.hpp"
 #include "wire.hpp"
@@ -13,10 +14,16 @@ namespace patro::detail {
 
 class Executor {
  public:
-  Executor(ObjectTable& objects, const Limits& limits) : objects_(objects), limits_(limits) {}
+  /// locks (may be null) is consulted for fencing tokens.
+  Executor(ObjectTable& objects, const Limits& limits, LockTable* locks = nullptr)
+      : objects_(objects), limits_(limits), locks_(locks) {}
 
   /// The Reply body for req. Never throws for anything a peer sent.
   zmq::message_t execute(const wire::Request& req);
+
+  /// The object whose lock a lock request names: the request's object, or the object stored at
+  /// its path. Throws Error (unknown_object, type_mismatch).
+  uint64_t lock_object(const wire::Request& req);
 
  private:
   ValueArray run(const wire::Request& req);
@@ -25,6 +32,7 @@ class Executor {
 
   ObjectTable& objects_;
   const Limits& limits_;
+  LockTable* locks_;
   flatbuffers::FlatBufferBuilder fb_{1024};
 };
 

@@ -9,6 +9,12 @@ using detail::Connection;
 using wire::Op;
 
 namespace {
+ValueArray run(const Proxy& p, Op op, const ValueArray& args,
+               wire::CallContext context = wire::CallContext::Scalar) {
+  return p.connection()->call(p.id(), op, p.path(), args, {}, context,
+                              detail::CallExtras{std::nullopt, p.fence()});
+}
+
 const Value& first(const ValueArray& results) {
   static const Value null;
   return results.empty() ? null : results.front();
@@ -32,7 +38,15 @@ Proxy::Proxy(std::shared_ptr<detail::Connection> conn, ObjectId id, Path path)
 Proxy Proxy::child(PathElem e) const {
   Path p = path_;
   p.push_back(std::move(e));
-  return Proxy(conn_, id_, std::move(p));
+  Proxy c(conn_, id_, std::move(p));
+  c.fence_ = fence_;
+  return c;
+}
+
+Proxy Proxy::fenced(uint64_t token) const {
+  Proxy c = *this;
+  c.fence_ = token;
+  return c;
 }
 
 void Proxy::operator=(const Proxy& other) && {
@@ -50,62 +64,61 @@ void Proxy::operator=(const Value& v) && {
 }
 
 Value Proxy::get() const {
-  return first(conn_->call(id_, Op::Get, path_, {}));
+  return first(run(*this, Op::Get, {}));
 }
 void Proxy::set(const Value& v) const {
-  conn_->call(id_, Op::Set, path_, {v});
+  run(*this, Op::Set, {v});
 }
 Value Proxy::erase() const {
-  return first(conn_->call(id_, Op::Erase, path_, {}));
+  return first(run(*this, Op::Erase, {}));
 }
 bool Proxy::exists() const {
-  return first(conn_->call(id_, Op::Exists, path_, {})).as<bool>();
+  return first(run(*this, Op::Exists, {})).as<bool>();
 }
 size_t Proxy::size() const {
-  return first(conn_->call(id_, Op::Size, path_, {})).as<size_t>();
+  return first(run(*this, Op::Size, {})).as<size_t>();
 }
 std::vector<Value> Proxy::keys() const {
-  return conn_->call(id_, Op::Keys, path_, {}, {}, wire::CallContext::List);
+  return run(*this, Op::Keys, {}, wire::CallContext::List);
 }
 std::vector<Value> Proxy::values() const {
-  return conn_->call(id_, Op::Values, path_, {}, {}, wire::CallContext::List);
+  return run(*this, Op::Values, {}, wire::CallContext::List);
 }
 size_t Proxy::list_op_size(detail_op op, std::vector<Value> items) const {
-  return first(conn_->call(id_, op == detail_op::push ? Op::Push : Op::Unshift, path_, items))
-      .as<size_t>();
+  return first(run(*this, op == detail_op::push ? Op::Push : Op::Unshift, items)).as<size_t>();
 }
 Value Proxy::pop() const {
-  return first(conn_->call(id_, Op::Pop, path_, {}));
+  return first(run(*this, Op::Pop, {}));
 }
 Value Proxy::shift() const {
-  return first(conn_->call(id_, Op::Shift, path_, {}));
+  return first(run(*this, Op::Shift, {}));
 }
 std::vector<Value> Proxy::splice(int64_t offset) const {
-  return conn_->call(id_, Op::Splice, path_, {Value(offset)}, {}, wire::CallContext::List);
+  return run(*this, Op::Splice, {Value(offset)}, wire::CallContext::List);
 }
 std::vector<Value> Proxy::splice(int64_t offset, int64_t length,
                                  const std::vector<Value>& replacement) const {
   ValueArray args{Value(offset), Value(length)};
   args.insert(args.end(), replacement.begin(), replacement.end());
-  return conn_->call(id_, Op::Splice, path_, args, {}, wire::CallContext::List);
+  return run(*this, Op::Splice, args, wire::CallContext::List);
 }
 void Proxy::clear() const {
-  conn_->call(id_, Op::Clear, path_, {});
+  run(*this, Op::Clear, {});
 }
 void Proxy::resize(int64_t size) const {
-  conn_->call(id_, Op::Resize, path_, {Value(size)});
+  run(*this, Op::Resize, {Value(size)});
 }
 Value Proxy::add(const Value& delta) const {
-  return first(conn_->call(id_, Op::Add, path_, {delta}));
+  return first(run(*this, Op::Add, {delta}));
 }
 
 std::string ref(const Proxy& p) {
-  auto r = p.connection()->call(p.id(), Op::Describe, p.path(), {});
+  auto r = run(p, Op::Describe, {});
   return r.empty() ? std::string() : r[0].as<std::string>();
 }
 
 std::string reftype(const Proxy& p) {
-  auto r = p.connection()->call(p.id(), Op::Describe, p.path(), {});
+  auto r = run(p, Op::Describe, {});
   return r.size() < 2 ? std::string() : r[1].as<std::string>();
 }
 

@@ -1,5 +1,9 @@
 #include "server.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 
 #include "executor.hpp"
@@ -45,6 +49,17 @@ std::shared_ptr<Node> served_node(const Value& v) {
 Server::Server(const ServerOptions& options, std::vector<Named> objects)
     : options_(options), objects_(random_id()), served_(std::move(objects)) {
   options_.threads = thread_count(options_);
+  patro::remove_stale_lock_segments();
+  if (options_.name.empty()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "pid%d-%016llx", static_cast<int>(getpid()),
+                  static_cast<unsigned long long>(objects_.server_id()));
+    options_.name = buf;
+  }
+  LockLimits ll;
+  ll.max_depth = options_.limits.max_lock_depth;
+  ll.max_waiters = options_.limits.max_lock_waiters;
+  locks_ = std::make_unique<LockTable>(options_.name, options_.steal_lock_ok, ll);
   for (auto& named : served_) {
     if (const Reference* r = named.object.if_reference(); r && !r->node)
       throw Error(Errc::invalid_argument,
@@ -84,6 +99,7 @@ Config Server::start() {
     lanes_.push_back(std::move(lane));
   }
   for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
+  timer_thread_ = std::thread([this] { timer_main(); });
 
   std::string client_endpoint;
   {
@@ -119,6 +135,8 @@ void Server::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  if (locks_) locks_->stop_timer();
+  if (timer_thread_.joinable()) timer_thread_.join();
   for (auto& lane : lanes_) {
     zmq::socket_t s(ctx_, zmq::socket_type::push);
     s.set(zmq::sockopt::linger, 1000);
@@ -131,6 +149,7 @@ void Server::stop() {
     broker_->stop();
     if (broker_thread_.joinable()) broker_thread_.join();
   }
+  locks_.reset();  // removes the segments from /dev/shm
   {
     MutexLock lock(mu_);
     running_ = false;
@@ -145,7 +164,7 @@ void Server::wait() {
 
 void Server::lane_main(Lane& lane) {
   const uint64_t server_id = objects_.server_id();
-  Executor executor(objects_, options_.limits);
+  Executor executor(objects_, options_.limits, locks_.get());
   bool counted = false;  // this lane told start() it registered
 
   // The registration message, built once.
@@ -208,7 +227,23 @@ void Server::lane_main(Lane& lane) {
       PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
       break;
     }
-    if (items[1].revents & ZMQ_POLLIN) break;
+    if (items[1].revents & ZMQ_POLLIN) {
+      // One frame: stop. Three: [routing][request id][body], a reply to send for the timer.
+      bool stop = false;
+      while (recv_multipart(lane.ctl, msg, true)) {
+        if (msg.size() != 3) {
+          stop = true;
+          break;
+        }
+        Multipart out;
+        out.push_back(header_frame(Command::reply));
+        out.push_back(std::move(msg[0]));
+        out.push_back(std::move(msg[1]));
+        out.push_back(std::move(msg[2]));
+        send_multipart(sock, out, false);
+      }
+      if (stop) break;
+    }
     for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
       last_heard = Clock::now();
       const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
@@ -228,6 +263,9 @@ void Server::lane_main(Lane& lane) {
                                                                  : Errc::bad_message,
                 "the request body failed verification (" + std::to_string(msg[4].size()) +
                     " bytes): malformed, truncated, too deep or too large");
+          } else if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockState) {
+            run_sync(*req, msg[1], executor, sock);
+            break;
           } else {
             reply = executor.execute(*req);
           }
@@ -256,8 +294,17 @@ void Server::lane_main(Lane& lane) {
           PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
           send_register(sock);
           break;
+        case Command::client_gone: {
+          // A client died or left: its locks are released and its waits dropped.
+          auto client_id = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
+          if (!client_id) break;
+          std::vector<DeferredReply> owed;
+          locks_->drop_monitor(*client_id, owed);
+          send_owed(owed, sock);
+          break;
+        }
         default:
-          break;  // heartbeats; CLIENT_GONE matters once locks exist
+          break;  // heartbeats
       }
     }
     now = Clock::now();
@@ -282,9 +329,133 @@ void Server::lane_main(Lane& lane) {
   lane.ctl.close();
 }
 
+namespace {
+zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results) {
+  flatbuffers::FlatBufferBuilder fb(128);
+  const RefWriter no_refs = [](flatbuffers::FlatBufferBuilder&, const Reference&) {
+    return flatbuffers::Offset<wire::Ref>();
+  };
+  auto rs = encode_values(fb, results, no_refs);
+  wire::ReplyBuilder b(fb);
+  b.add_request_id(request_id);
+  b.add_status(wire::Status::Ok);
+  b.add_results(rs);
+  fb.Finish(b.Finish(), wire::ReplyIdentifier());
+  return body_frame(fb);
+}
+
+ValueArray outcome_values(const SyncOutcome& o) {
+  return {Value(o.ok), Value(o.count), Value(o.error), Value(static_cast<int64_t>(o.token))};
+}
+
+void send_reply(zmq::socket_t& sock, zmq::message_t routing, uint64_t request_id,
+                zmq::message_t body) {
+  Multipart out;
+  out.reserve(4);
+  out.push_back(header_frame(Command::reply));
+  out.push_back(std::move(routing));
+  out.push_back(u64_frame(request_id));
+  out.push_back(std::move(body));
+  send_multipart(sock, out, false);
+}
+
+std::optional<int64_t> timeout_arg(const ValueArray& args) {
+  if (args.empty() || args[0].is_null()) return std::nullopt;
+  return args[0].as<int64_t>();
+}
+
+int64_t count_arg(const ValueArray& args) {
+  return args.empty() ? 1 : args[0].as<int64_t>();
+}
+}  // namespace
+
+void Server::run_sync(const wire::Request& req, const zmq::message_t& routing, Executor& executor,
+                      zmq::socket_t& sock) {
+  const uint64_t request_id = req.request_id();
+  std::vector<DeferredReply> owed;
+  std::optional<ValueArray> results;
+  try {
+    const RefReader no_refs = [](const wire::Ref&) -> Value {
+      throw Error(Errc::type_mismatch, "a lock operation takes no references");
+    };
+    const ValueArray args = decode_values(req.args(), no_refs);
+    const uint64_t object = executor.lock_object(req);
+    const Caller caller{req.client_id(), request_id, std::string(routing.to_string_view())};
+    std::optional<SyncOutcome> o;
+    switch (req.op()) {
+      case wire::Op::Lock:
+        o = locks_->lock(object, caller, timeout_arg(args), args.size() > 1 && args[1].as<bool>(),
+                         owed);
+        break;
+      case wire::Op::Unlock:
+        o = locks_->unlock(object, caller.monitor, count_arg(args), owed);
+        break;
+      case wire::Op::Wait:
+        o = locks_->wait(object, caller, timeout_arg(args), owed);
+        break;
+      case wire::Op::Notify:
+        o = locks_->notify(object, caller.monitor, count_arg(args));
+        break;
+      default:
+        results = ValueArray{Value(locks_->state(object, caller.monitor))};
+        break;
+    }
+    if (o) results = outcome_values(*o);
+  } catch (const Error& e) {
+    send_reply(sock, zmq::message_t(routing.data(), routing.size()), request_id,
+               error_reply(request_id, e.code(), e.what()));
+    return;
+  }
+  // No results: the caller is parked; its reply comes with a grant or at its deadline.
+  if (results)
+    send_reply(sock, zmq::message_t(routing.data(), routing.size()), request_id,
+               sync_reply(request_id, *results));
+  send_owed(owed, sock);
+}
+
+void Server::send_owed(std::vector<DeferredReply>& owed, zmq::socket_t& sock) {
+  for (const DeferredReply& d : owed)
+    send_reply(sock, zmq::message_t(d.routing.data(), d.routing.size()), d.request_id,
+               sync_reply(d.request_id, outcome_values(d.outcome)));
+  owed.clear();
+}
+
+void Server::timer_main() {
+  // Replies for expired waiters go out through lane 0, which owns a socket to the broker.
+  zmq::socket_t push(ctx_, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 0);
+  push.connect(lanes_.front()->ctl_endpoint);
+  std::vector<DeferredReply> owed;
+  while (locks_->timer_step(owed)) {
+    for (const DeferredReply& d : owed) {
+      Multipart m;
+      m.push_back(zmq::message_t(d.routing.data(), d.routing.size()));
+      m.push_back(u64_frame(d.request_id));
+      m.push_back(sync_reply(d.request_id, outcome_values(d.outcome)));
+      send_multipart(push, m, false);
+    }
+    owed.clear();
+  }
+}
+
 }  // namespace patro::detail
 
 namespace patro {
+
+size_t remove_stale_lock_segments() {
+  size_t removed = 0;
+  for (const std::string& name : detail::LockTable::servers()) {
+    // Default names start with the owning process id: "pid1234-…".
+    if (name.rfind("pid", 0) != 0) continue;
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + 3, &end, 10);
+    if (end == name.c_str() + 3 || *end != '-' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    detail::LockTable::remove(name);
+    ++removed;
+  }
+  return removed;
+}
 
 Config detail::patronize_values(const ServerOptions& options, std::vector<Named> objects) {
   auto server = std::make_shared<detail::Server>(options, std::move(objects));

@@ -11,12 +11,17 @@
 
 #include <zmq.hpp>
 
+#include "lock_table.hpp"
 #include "mutex.hpp"
 #include "object_table.hpp"
 #include "patro/broker.hpp"
 #include "patro/server.hpp"
+#include "socket.hpp"
+#include "wire.hpp"
 
 namespace patro::detail {
+
+class Executor;
 
 class Server : public std::enable_shared_from_this<Server> {
  public:
@@ -37,6 +42,11 @@ class Server : public std::enable_shared_from_this<Server> {
   struct Lane;
   void lane_main(Lane& lane);
   void lane_registered(const std::string& client_endpoint) PATRO_EXCLUDES(mu_);
+  /// Runs a lock operation; its reply and the replies it owes parked callers go out on sock.
+  void run_sync(const wire::Request& req, const zmq::message_t& routing, Executor& executor,
+                zmq::socket_t& sock);
+  void send_owed(std::vector<DeferredReply>& owed, zmq::socket_t& sock);
+  void timer_main();
 
   ServerOptions options_;
   zmq::context_t ctx_{1};
@@ -47,6 +57,8 @@ class Server : public std::enable_shared_from_this<Server> {
   std::thread broker_thread_;
   std::string broker_endpoint_;
   std::vector<std::unique_ptr<Lane>> lanes_;
+  std::unique_ptr<LockTable> locks_;
+  std::thread timer_thread_;
   std::atomic<bool> running_{false};
 
   Mutex mu_;

@@ -93,6 +93,11 @@ class Proxy {
   /// Adds delta to the number held, atomically on the server, and returns the new value.
   Value add(const Value& delta) const;
 
+  /// A proxy that sends a fencing token (SyncResult::token) with every call: the server refuses a
+  /// mutating call through it with Errc::fenced once a newer lock grant exists for the object.
+  Proxy fenced(uint64_t token) const;
+  uint64_t fence() const noexcept { return fence_; }
+
   const ObjectId& id() const noexcept { return id_; }
   const Path& path() const noexcept { return path_; }
   const std::shared_ptr<detail::Connection>& connection() const noexcept { return conn_; }
@@ -107,6 +112,7 @@ class Proxy {
   std::shared_ptr<detail::Connection> conn_;
   ObjectId id_;
   Path path_;
+  uint64_t fence_ = 0;
 };
 
 /// Connects to the broker named in the config and returns proxies to its objects in the order

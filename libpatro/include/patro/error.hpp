@@ -29,6 +29,7 @@ enum class Errc : int {
   overloaded = 17,  ///< a limit on in-flight work was reached; retry later
   internal = 18,
   not_found = 19,  ///< a name unknown to the broker's registry
+  fenced = 20,     ///< the call carried a fencing token older than the newest lock grant
 };
 
 /// How a caller may react to an error (the classification of KJ's exceptions).

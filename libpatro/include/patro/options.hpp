@@ -19,6 +19,10 @@ struct Limits {
   unsigned max_tables = 1'000'000;
   /// Largest index a write may extend an array to (Perl would allocate it; we refuse past this).
   int64_t max_array_extend = 16 << 20;
+  /// Deepest a monitor may stack one lock (deeper: SyncError::deep_recursion).
+  uint32_t max_lock_depth = 10000;
+  /// Most lock and wait requests parked at once on one server.
+  size_t max_lock_waiters = 100000;
 };
 
 /// Heartbeats, between every client or server and its broker, in both directions. A peer that is
@@ -50,6 +54,9 @@ struct ClientOptions {
   std::chrono::milliseconds call_timeout = 30s;
   /// How long get_proxies waits for the broker to answer.
   std::chrono::milliseconds connect_timeout = 5s;
+  /// Deadline of a lock or wait call given no timeout (it still fails at once if the server or
+  /// the broker dies). A call that can hang forever is a bug.
+  std::chrono::milliseconds max_lock_wait = std::chrono::hours(24);
   Heartbeat heartbeat;
   Limits limits;
 };
@@ -63,6 +70,12 @@ struct ServerOptions {
   std::chrono::milliseconds connect_timeout = 5s;
   /// Worker threads; 0 means $PATRO_THREADS, or 4 when that is unset.
   unsigned threads = 0;
+  /// Names the server's lock segments in /dev/shm (patro-NAME-locks…). A server that starts and
+  /// finds segments of its own name (left by a crash) removes and recreates them. Empty: a name
+  /// made of the process id and the server id.
+  std::string name;
+  /// Whether a monitor may steal a lock from another (Perl Patro's steal_lock_ok). Off by default.
+  bool steal_lock_ok = false;
   Heartbeat heartbeat;
   Limits limits;
 };

@@ -10,4 +10,5 @@
 #include "patro/options.hpp"
 #include "patro/server.hpp"
 #include "patro/signals.hpp"
+#include "patro/sync.hpp"
 #include "patro/value.hpp"

@@ -47,6 +47,10 @@ Config patronize(const ServerOptions& options, Objects&&... objects) {
   return detail::patronize_values(options, std::move(list));
 }
 
+/// Removes lock segments in /dev/shm left by servers (with default names) whose process is gone,
+/// and returns how many. patronize() does this on every start.
+size_t remove_stale_lock_segments();
+
 template <class... Objects>
 requires(sizeof...(Objects) == 0 ||
          !std::is_same_v<std::remove_cvref_t<std::tuple_element_t<0, std::tuple<Objects...>>>,
