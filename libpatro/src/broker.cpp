@@ -359,7 +359,9 @@ struct Broker::Impl {
                                 << " registered (" << reg->lanes() << " lanes)";
     }
     flatbuffers::FlatBufferBuilder fb(128);
-    auto r = wire::CreateRegisteredDirect(fb, advertised.c_str());
+    auto r = wire::CreateRegisteredDirect(fb, advertised.c_str(),
+                                          static_cast<uint32_t>(opts.heartbeat.interval.count()),
+                                          opts.heartbeat.liveness);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Registered, r.Union()),
               wire::ControlIdentifier());
     Multipart out;

@@ -9,7 +9,11 @@
 namespace patro::detail {
 
 Connection::Connection(std::vector<std::string> brokers, const ClientOptions& options)
-    : brokers_(std::move(brokers)), options_(options), client_id_(random_id()) {
+    : brokers_(std::move(brokers)),
+      options_(options),
+      client_id_(random_id()),
+      heartbeat_ms_(options.heartbeat.interval.count()),
+      broker_window_ms_(options.heartbeat.window().count()) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(Errc::internal, "eventfd failed");
@@ -80,6 +84,10 @@ void Connection::connect() {
       const wire::Control* c = verified_control(body, options_.limits, scratch);
       if (c && c->body_as_Welcome()) {
         endpoint_ = endpoint;
+        const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
+        if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
+        if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
+          broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
         if (!heartbeat_.joinable()) heartbeat_ = std::thread([this] { heartbeat_main(); });
         return;
       }
@@ -201,7 +209,7 @@ void Connection::pump(uint64_t request_id, Clock::time_point until) {
         send_multipart(sock_, hb, true);
       } catch (const zmq::error_t&) {
       }
-      next_heartbeat_ = now + options_.heartbeat.interval;
+      next_heartbeat_ = now + std::chrono::milliseconds(heartbeat_ms_.load());
     }
     bool got = false;
     while (recv_multipart(sock_, msg, true)) {
@@ -209,10 +217,11 @@ void Connection::pump(uint64_t request_id, Clock::time_point until) {
       last_heard_ = Clock::now();
       dispatch(msg);
     }
-    if (!got && now - last_heard_ > options_.heartbeat.window()) {
+    const std::chrono::milliseconds broker_window(broker_window_ms_.load());
+    if (!got && now - last_heard_ > broker_window) {
       fail_pending(Errc::broker_unreachable,
                    "the broker at " + endpoint_ + " has been silent for more than " +
-                       std::to_string(options_.heartbeat.window().count()) + " ms",
+                       std::to_string(broker_window.count()) + " ms",
                    std::nullopt);
       last_heard_ = now;  // each call after this gets its own full window
     }
@@ -290,7 +299,7 @@ void Connection::heartbeat_main() {
   for (;;) {
     {
       MutexLock lock(state_mu_);
-      state_cv_.wait_for(lock.native(), options_.heartbeat.interval / 2,
+      state_cv_.wait_for(lock.native(), std::chrono::milliseconds(heartbeat_ms_.load()) / 2,
                          [&]() PATRO_NO_TSA { return stopping_; });
       if (stopping_) return;
     }

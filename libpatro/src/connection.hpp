@@ -91,6 +91,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Mutex io_mu_;
   zmq::socket_t sock_ PATRO_GUARDED_BY(io_mu_);
+  // The faster of ours and the broker's (from its Welcome), so the broker never thinks us dead.
+  std::atomic<int64_t> heartbeat_ms_{0};
+  // How long the broker may be silent before we call it gone: its interval times its liveness.
+  std::atomic<int64_t> broker_window_ms_{0};
   Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
   Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
 

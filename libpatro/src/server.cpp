@@ -208,7 +208,9 @@ void Server::lane_main(Lane& lane) {
 
   zmq::socket_t sock = make_socket();
   send_register(sock);
-  const auto interval = options_.heartbeat.interval;
+  // Ours until the broker says its own (in Registered): then the faster interval, and its window.
+  auto interval = options_.heartbeat.interval;
+  auto window = options_.heartbeat.window();
   auto last_heard = Clock::now();
   auto next_heartbeat = last_heard + interval;
   zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
@@ -279,16 +281,23 @@ void Server::lane_main(Lane& lane) {
           send_multipart(sock, out, false);
           break;
         }
-        case Command::registered:
+        case Command::registered: {
+          const wire::Control* c =
+              msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
+          const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
+          if (r && r->heartbeat_ms() > 0) {
+            interval =
+                std::min(options_.heartbeat.interval, std::chrono::milliseconds(r->heartbeat_ms()));
+            if (r->liveness() > 0)
+              window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
+          }
           if (!counted) {
             counted = true;
-            const wire::Control* c =
-                msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
-            const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
             lane_registered(r && r->client_endpoint() ? r->client_endpoint()->str()
                                                       : std::string());
           }
           break;
+        }
         case Command::disconnect:
           // The broker does not know this lane (it restarted): register again.
           PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
@@ -312,11 +321,10 @@ void Server::lane_main(Lane& lane) {
       send_simple(sock, Command::heartbeat);
       next_heartbeat = now + interval;
     }
-    if (now - last_heard > options_.heartbeat.window()) {
+    if (now - last_heard > window) {
       // The broker went silent: a new socket, and register again (Majordomo's reconnect).
       PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker " << broker_endpoint_
-                                << " silent for " << options_.heartbeat.window().count()
-                                << " ms; reconnecting";
+                                << " silent for " << window.count() << " ms; reconnecting";
       sock.set(zmq::sockopt::linger, 0);
       sock.close();
       sock = make_socket();

@@ -1,31 +1,105 @@
-// A client for multi-process tests.
-//   patro-test-client push CONFIG INDEX TAG N     pushes "TAG-0" .. "TAG-(N-1)" onto object INDEX
-//   patro-test-client add CONFIG INDEX KEY N      N times p[KEY].add(1) on object INDEX
+// A client for multi-process tests. Object INDEX is the position in the server's config.
+//   push CONFIG INDEX TAG N          pushes "TAG-0" .. "TAG-(N-1)" onto the array
+//   add CONFIG INDEX KEY N           N times p[KEY].add(1)
+//   sync-incr CONFIG INDEX KEY N     N read-modify-write increments of p[KEY] inside synchronize
+//   produce CONFIG INDEX N CAP STOPS bounded queue (capacity CAP, wait/notify): pushes 1..N, then
+//                                    STOPS zeros, one for each consumer
+//   consume CONFIG INDEX OUT         takes items until a 0; writes them to OUT, one per line
+//   hold CONFIG INDEX TOKENFILE      locks, writes the grant's token to TOKENFILE, sleeps (60 s)
+//   wait-notified CONFIG INDEX       locks, waits up to 20 s for a notify; exit 0 if notified
+// Exit status: 0 done, 1 a Patro error, 2 bad usage, 3 a lock or wait that failed.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include <patro/patro.hpp>
 
-int main(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: %s push|add CONFIG INDEX TAG|KEY N\n", argv[0]);
-    return 2;
+using namespace std::chrono_literals;
+
+namespace {
+
+int usage(const char* argv0) {
+  std::fprintf(stderr, "usage: %s MODE CONFIG INDEX ARGS... (see the source)\n", argv0);
+  return 2;
+}
+
+// One step of the bounded queue: holds the lock, waits while full (producer) or empty
+// (consumer), then acts and notifies everyone. Bounded: a wait that times out fails the run.
+bool with_queue(const patro::Proxy& q, bool producer, size_t capacity, patro::Value& item) {
+  if (!patro::lock(q, 20s)) return false;
+  for (int rounds = 0; producer ? q.size() >= capacity : q.size() == 0; ++rounds) {
+    if (rounds > 10000 || !patro::wait(q, 20s)) return false;
   }
-  const std::string cmd = argv[1];
-  const int n = std::atoi(argv[5]);
+  if (producer)
+    q.push(item);
+  else
+    item = q.shift();
+  patro::notify(q, -1);
+  return static_cast<bool>(patro::unlock(q));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) return usage(argv[0]);
+  const std::string mode = argv[1];
   try {
     auto ps = patro::get_proxies(argv[2]);
     patro::Proxy p = ps.at(static_cast<size_t>(std::atoi(argv[3])));
-    const std::string tag = argv[4];
-    for (int i = 0; i < n; ++i) {
-      if (cmd == "push") {
-        p.push(tag + "-" + std::to_string(i));
-      } else if (cmd == "add") {
-        p[tag].add(1);
-      } else {
-        return 2;
+    if (mode == "push" && argc == 6) {
+      const int n = std::atoi(argv[5]);
+      for (int i = 0; i < n; ++i) p.push(std::string(argv[4]) + "-" + std::to_string(i));
+    } else if (mode == "add" && argc == 6) {
+      const int n = std::atoi(argv[5]);
+      for (int i = 0; i < n; ++i) p[argv[4]].add(1);
+    } else if (mode == "sync-incr" && argc == 6) {
+      const int n = std::atoi(argv[5]);
+      patro::Proxy v = p[argv[4]];
+      for (int i = 0; i < n; ++i) {
+        auto done = patro::synchronize(
+            p,
+            [&] {
+              const int64_t x = v.get().as<int64_t>();  // get, add, set: safe only under the lock
+              v = x + 1;
+            },
+            {.timeout = 60s});
+        if (!done) return 3;
       }
+    } else if (mode == "produce" && argc == 7) {
+      const int n = std::atoi(argv[4]);
+      const size_t cap = static_cast<size_t>(std::atoi(argv[5]));
+      const int stops = std::atoi(argv[6]);
+      for (int i = 1; i <= n + stops; ++i) {
+        patro::Value item = i <= n ? i : 0;
+        if (!with_queue(p, true, cap, item)) return 3;
+      }
+    } else if (mode == "consume" && argc == 5) {
+      std::ofstream out(argv[4]);
+      for (int i = 0; i < 100000; ++i) {
+        patro::Value item;
+        if (!with_queue(p, false, 0, item)) return 3;
+        if (item == 0) break;
+        out << item.as<int64_t>() << '\n';
+      }
+    } else if (mode == "hold" && argc == 5) {
+      auto r = patro::lock(p, 20s);
+      if (!r) return 3;
+      {
+        std::ofstream out(std::string(argv[4]) + ".tmp");
+        out << r.token << '\n';
+      }
+      std::rename((std::string(argv[4]) + ".tmp").c_str(), argv[4]);
+      std::this_thread::sleep_for(60s);
+    } else if (mode == "wait-notified" && argc == 4) {
+      if (!patro::lock(p, 20s)) return 3;
+      auto w = patro::wait(p, 20s);
+      if (!w) return 3;
+      patro::unlock(p, -1);
+    } else {
+      return usage(argv[0]);
     }
   } catch (const patro::Error& e) {
     std::fprintf(stderr, "test-client: %s\n", e.what());

@@ -3,6 +3,7 @@
 // and writes its config to CONFIG. Runs until SIGTERM/SIGINT.
 //
 //   patro-test-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--liveness N] [--threads N]
+//                            [--name NAME] [--steal 0|1]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -26,6 +27,10 @@ int main(int argc, char** argv) {
       opts.heartbeat.liveness = static_cast<unsigned>(std::atoi(argv[i + 1]));
     else if (a == "--threads")
       opts.threads = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    else if (a == "--name")
+      opts.name = argv[i + 1];
+    else if (a == "--steal")
+      opts.steal_lock_ok = std::string(argv[i + 1]) == "1";
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
