@@ -160,15 +160,15 @@ struct LockTable::Shm {
     if (r.holder != 0 && r.holder != thief && !is_stolen(r, r.holder)) r.stolen.push_back(r.holder);
     grant(r, thief, 1);
   }
-  bool park(LockRec& r, const Caller& c, std::optional<int64_t> timeout_ms, WaitKind kind,
-            uint32_t depth, bool steal_at_deadline, const LockLimits& limits) {
+  bool park(LockRec& r, const Caller& c, int64_t timeout_ms, WaitKind kind, uint32_t depth,
+            bool steal_at_deadline, const LockLimits& limits) {
     if (header->waiters >= limits.max_waiters || c.routing.size() > sizeof(Waiter::routing))
       return false;
     Waiter w;
     w.monitor = c.monitor;
     w.request_id = c.request_id;
-    w.deadline_ns = timeout_ms ? now_ns() + *timeout_ms * 1000000 : kNever;
-    if (timeout_ms && *timeout_ms > (kNever - now_ns()) / 1000000) w.deadline_ns = kNever;
+    const int64_t now = now_ns();
+    w.deadline_ns = timeout_ms > (kNever - now) / 1000000 ? kNever : now + timeout_ms * 1000000;
     w.depth = depth;
     w.kind = kind;
     w.steal = steal_at_deadline;
@@ -214,7 +214,7 @@ void LockTable::remove(const std::string& name) {
 
 std::optional<SyncOutcome> LockTable::lock(uint64_t object, const Caller& c,
                                            std::optional<int64_t> timeout_ms, bool steal,
-                                           std::vector<DeferredReply>& owed) {
+                                           int64_t bound_ms, std::vector<DeferredReply>& owed) {
   (void)owed;
   bip::scoped_lock<bip::named_mutex> guard(*shm_->mutex);
   LockRec& r = shm_->record(object);
@@ -237,7 +237,8 @@ std::optional<SyncOutcome> LockTable::lock(uint64_t object, const Caller& c,
     }
   }
   if (timeout_ms && *timeout_ms <= 0) return SyncOutcome{false, 0, kTimeout, 0};
-  if (!shm_->park(r, c, timeout_ms, WaitKind::lock, 1, steal, limits_))
+  const int64_t budget = timeout_ms ? std::min(*timeout_ms, bound_ms) : bound_ms;
+  if (!shm_->park(r, c, budget, WaitKind::lock, 1, steal && timeout_ms.has_value(), limits_))
     return SyncOutcome{false, 0, kTooManyWaiters, 0};
   return std::nullopt;
 }
@@ -263,7 +264,7 @@ SyncOutcome LockTable::unlock(uint64_t object, uint64_t monitor, int64_t count,
 }
 
 std::optional<SyncOutcome> LockTable::wait(uint64_t object, const Caller& c,
-                                           std::optional<int64_t> timeout_ms,
+                                           std::optional<int64_t> timeout_ms, int64_t bound_ms,
                                            std::vector<DeferredReply>& owed) {
   bip::scoped_lock<bip::named_mutex> guard(*shm_->mutex);
   LockRec* r = shm_->find(object);
@@ -273,7 +274,8 @@ std::optional<SyncOutcome> LockTable::wait(uint64_t object, const Caller& c,
   r->depth = 0;
   shm_->grant_next(*r, owed);
   if (timeout_ms && *timeout_ms <= 0) return SyncOutcome{false, 0, kTimeout, 0};
-  if (!shm_->park(*r, c, timeout_ms, WaitKind::wait, saved, false, limits_))
+  const int64_t budget = timeout_ms ? std::min(*timeout_ms, bound_ms) : bound_ms;
+  if (!shm_->park(*r, c, budget, WaitKind::wait, saved, false, limits_))
     return SyncOutcome{false, 0, kTooManyWaiters, 0};
   return std::nullopt;
 }

@@ -68,14 +68,15 @@ class LockTable {
   const std::string& name() const noexcept { return name_; }
 
   // Each appends to `owed` the replies due to other, parked callers. nullopt: the caller is parked.
-  /// timeout: none blocks until granted; <= 0 tries once.
+  /// timeout: none blocks until granted (but at most bound_ms); <= 0 tries once. steal with no
+  /// timeout steals at once; with one, when it expires.
   std::optional<SyncOutcome> lock(uint64_t object, const Caller& c,
-                                  std::optional<int64_t> timeout_ms, bool steal,
+                                  std::optional<int64_t> timeout_ms, bool steal, int64_t bound_ms,
                                   std::vector<DeferredReply>& owed);
   SyncOutcome unlock(uint64_t object, uint64_t monitor, int64_t count,
                      std::vector<DeferredReply>& owed);
   std::optional<SyncOutcome> wait(uint64_t object, const Caller& c,
-                                  std::optional<int64_t> timeout_ms,
+                                  std::optional<int64_t> timeout_ms, int64_t bound_ms,
                                   std::vector<DeferredReply>& owed);
   SyncOutcome notify(uint64_t object, uint64_t monitor, int64_t count);
   /// Patro's lock_state code: 0 NULL, 1 WAIT, 2 NOTIFY, 3 STOLEN, 4 + depth - 1 LOCK.

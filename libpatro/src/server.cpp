@@ -372,6 +372,13 @@ std::optional<int64_t> timeout_arg(const ValueArray& args) {
   return args[0].as<int64_t>();
 }
 
+// The bound on a wait with no timeout (ClientOptions::max_lock_wait), the last argument.
+int64_t bound_arg(const ValueArray& args, size_t index) {
+  constexpr int64_t kDay = 24LL * 3600 * 1000;
+  if (args.size() <= index || args[index].is_null()) return kDay;
+  return std::max<int64_t>(args[index].as<int64_t>(), 0);
+}
+
 int64_t count_arg(const ValueArray& args) {
   return args.empty() ? 1 : args[0].as<int64_t>();
 }
@@ -393,13 +400,13 @@ void Server::run_sync(const wire::Request& req, const zmq::message_t& routing, E
     switch (req.op()) {
       case wire::Op::Lock:
         o = locks_->lock(object, caller, timeout_arg(args), args.size() > 1 && args[1].as<bool>(),
-                         owed);
+                         bound_arg(args, 2), owed);
         break;
       case wire::Op::Unlock:
         o = locks_->unlock(object, caller.monitor, count_arg(args), owed);
         break;
       case wire::Op::Wait:
-        o = locks_->wait(object, caller, timeout_arg(args), owed);
+        o = locks_->wait(object, caller, timeout_arg(args), bound_arg(args, 1), owed);
         break;
       case wire::Op::Notify:
         o = locks_->notify(object, caller.monitor, count_arg(args));

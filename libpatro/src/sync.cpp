@@ -18,13 +18,18 @@ Value timeout_arg(const Timeout& t) {
   return t ? Value(t->count()) : Value();
 }
 
-// How long the client waits for the server's answer: the lock's own timeout plus the ordinary
-// call deadline as grace, or max_lock_wait when the lock blocks without a timeout.
+// "No timeout" still has a bound, max_lock_wait, and the server applies it too: a server that
+// granted a lock after its client had given up would leave a lock that nobody knows it holds.
+Value bound_arg(const Proxy& p) {
+  return Value(p.connection()->options().max_lock_wait.count());
+}
+
+// How long the client waits for the server's answer: the server's own bound plus the ordinary
+// call deadline as grace, so the server's answer (grant or timeout) always comes first.
 std::chrono::milliseconds deadline_for(const Proxy& p, const Timeout& t) {
   const ClientOptions& o = p.connection()->options();
-  if (!t) return o.max_lock_wait;
-  const auto budget = std::max(*t, std::chrono::milliseconds(0));
-  return budget >= o.max_lock_wait ? o.max_lock_wait : budget + o.call_timeout;
+  const auto budget = t ? std::max(*t, std::chrono::milliseconds(0)) : o.max_lock_wait;
+  return std::min(budget, o.max_lock_wait) + o.call_timeout;
 }
 
 ValueArray run(const Proxy& p, wire::Op op, ValueArray args, Timeout deadline = std::nullopt) {
@@ -50,8 +55,8 @@ std::string LockState::name() const {
 }
 
 SyncResult lock(const Proxy& p, Timeout timeout, bool steal) {
-  return outcome(
-      run(p, wire::Op::Lock, {timeout_arg(timeout), Value(steal)}, deadline_for(p, timeout)));
+  return outcome(run(p, wire::Op::Lock, {timeout_arg(timeout), Value(steal), bound_arg(p)},
+                     deadline_for(p, timeout)));
 }
 
 SyncResult unlock(const Proxy& p, int64_t count) {
@@ -59,7 +64,8 @@ SyncResult unlock(const Proxy& p, int64_t count) {
 }
 
 SyncResult wait(const Proxy& p, Timeout timeout) {
-  return outcome(run(p, wire::Op::Wait, {timeout_arg(timeout)}, deadline_for(p, timeout)));
+  return outcome(
+      run(p, wire::Op::Wait, {timeout_arg(timeout), bound_arg(p)}, deadline_for(p, timeout)));
 }
 
 SyncResult notify(const Proxy& p, int64_t count) {

@@ -88,6 +88,7 @@ TEST_CASE("1,000 waiters on one lock with 4 worker threads: FIFO grants, no stal
   so.threads = 4;
   so.name = "waiters-test";
   so.heartbeat.interval = 200ms;
+  so.heartbeat.liveness = 10;
   patro::Hash locked{{"x", 1}}, other{{"y", 2}};
   auto cfg = patro::patronize(so, locked, other);
   const patro::ObjectId obj = cfg.objects().at(0).id;

@@ -17,6 +17,7 @@ namespace {
 patro::ServerOptions options(bool steal_ok = false) {
   patro::ServerOptions o;
   o.heartbeat.interval = 100ms;
+  o.heartbeat.liveness = 10;
   o.threads = 4;
   o.steal_lock_ok = steal_ok;
   o.limits.max_lock_depth = 50;

@@ -25,6 +25,7 @@ patro::Error error_of(F&& f) {
 patro::ServerOptions fast_options() {
   patro::ServerOptions o;
   o.heartbeat.interval = std::chrono::milliseconds(100);
+  o.heartbeat.liveness = 10;
   o.threads = 2;
   return o;
 }

@@ -63,6 +63,7 @@ zmq::message_t bytes(const std::string& s) {
 TEST_CASE("bad messages at the broker and at a server") {
   patro::ServerOptions so;
   so.heartbeat.interval = std::chrono::milliseconds(100);
+  so.heartbeat.liveness = 10;
   so.limits.max_message_size = 64 * 1024;
   patro::Hash h{{"abc", 123}};
   auto cfg = patro::patronize(so, h);
