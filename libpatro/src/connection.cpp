@@ -307,7 +307,8 @@ void Connection::heartbeat_main() {
 
 ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
                             const ValueArray& args, std::string_view name,
-                            wire::CallContext context) {
+                            wire::CallContext context,
+                            std::vector<std::pair<uint32_t, Value>>* changed) {
   const uint64_t rid = next_request_id_++;
   const auto timeout = options_.call_timeout;
   flatbuffers::FlatBufferBuilder fb(256);
@@ -356,6 +357,10 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
     // The server's text already starts with the code's name; keep only its message.
     const std::string prefix = std::string(errc_name(errc)) + ": ";
     if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+    if (reply->error_type() || reply->error_number() != 0)
+      throw RemoteError(errc, text,
+                        reply->error_type() ? reply->error_type()->str() : std::string(),
+                        reply->error_number());
     throw Error(errc, text);
   }
   auto self = shared_from_this();
@@ -367,6 +372,10 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
                            r.type_name() ? r.type_name()->str() : std::string(),
                            r.reftype() ? r.reftype()->str() : std::string()});
   };
+  if (changed && reply->changed_args()) {
+    for (const auto* c : *reply->changed_args())
+      changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
+  }
   return decode_values(reply->results(), read_ref);
 }
 

@@ -35,10 +35,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Says hello to the first broker that answers; throws Error(broker_unreachable).
   void connect();
 
-  /// Runs one operation and returns its results; throws Error.
+  /// Runs one operation and returns its results; throws Error (RemoteError for what served code
+  /// threw or a failed server-side system call). The arguments the call changed go to changed.
   ValueArray call(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
-                  std::string_view name = {},
-                  wire::CallContext context = wire::CallContext::Scalar);
+                  std::string_view name = {}, wire::CallContext context = wire::CallContext::Scalar,
+                  std::vector<std::pair<uint32_t, Value>>* changed = nullptr);
 
   /// Resolves a name in the broker's registry.
   std::optional<NameInfo> lookup(const std::string& name);

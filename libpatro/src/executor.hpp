@@ -7,13 +7,15 @@
 
 #include "object_table.hpp"
 #include "patro/options.hpp"
+#include "served_ops.hpp"
 #include "wire.hpp"
 
 namespace patro::detail {
 
 class Executor {
  public:
-  Executor(ObjectTable& objects, const Limits& limits) : objects_(objects), limits_(limits) {}
+  Executor(ObjectTable& objects, const ServerOptions& options)
+      : objects_(objects), options_(options), limits_(options.limits) {}
 
   /// The Reply body for req. Never throws for anything a peer sent.
   zmq::message_t execute(const wire::Request& req);
@@ -24,7 +26,9 @@ class Executor {
   flatbuffers::Offset<wire::Ref> write_ref(flatbuffers::FlatBufferBuilder& fb, const Reference& r);
 
   ObjectTable& objects_;
+  const ServerOptions& options_;
   const Limits& limits_;
+  ChangedArgs changed_;  // arguments the current request's call changed
   flatbuffers::FlatBufferBuilder fb_{1024};
 };
 

@@ -145,7 +145,7 @@ void Server::wait() {
 
 void Server::lane_main(Lane& lane) {
   const uint64_t server_id = objects_.server_id();
-  Executor executor(objects_, options_.limits);
+  Executor executor(objects_, options_);
   bool counted = false;  // this lane told start() it registered
 
   // The registration message, built once.

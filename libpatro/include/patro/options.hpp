@@ -63,6 +63,10 @@ struct ServerOptions {
   std::chrono::milliseconds connect_timeout = 5s;
   /// Worker threads; 0 means $PATRO_THREADS, or 4 when that is unset.
   unsigned threads = 0;
+  /// Refuse open, close, sysopen, opendir and closedir through proxies to served file and
+  /// directory handles (Perl Patro's default; its :insecure tag is false here). Pipe modes are
+  /// refused either way.
+  bool secure_filehandles = true;
   Heartbeat heartbeat;
   Limits limits;
 };
