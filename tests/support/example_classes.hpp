@@ -112,8 +112,16 @@ inline void register_example_classes() {
             return ctx.swapped() ? cents_of(o) - m.cents : m.cents - cents_of(o);
           })
       .op("*", [](const Money& m, int64_t k) { return Money{m.cents * k}; })
-      .op("/", [](const Money& m, int64_t k) { return m.cents / k; })
-      .op("%", [](const Money& m, int64_t k) { return m.cents % k; })
+      .op("/",
+          [](const Money& m, int64_t k) {
+            if (k == 0) throw std::domain_error("Illegal division by zero");
+            return m.cents / k;
+          })
+      .op("%",
+          [](const Money& m, int64_t k) {
+            if (k == 0) throw std::domain_error("Illegal modulus zero");
+            return m.cents % k;
+          })
       .op("-=", [](Money& m, int64_t c) { m.cents -= c; })
       .op("*=", [](Money& m, int64_t k) { m.cents *= k; })
       .op("/=", [](Money& m, int64_t k) { m.cents /= k; })
