@@ -367,6 +367,10 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
     // The server's text already starts with the code's name; keep only its message.
     const std::string prefix = std::string(errc_name(errc)) + ": ";
     if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+    if (reply->error_type() || reply->error_number() != 0)
+      throw RemoteError(errc, text,
+                        reply->error_type() ? reply->error_type()->str() : std::string(),
+                        reply->error_number());
     throw Error(errc, text);
   }
   auto self = shared_from_this();
@@ -378,6 +382,10 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
                            r.type_name() ? r.type_name()->str() : std::string(),
                            r.reftype() ? r.reftype()->str() : std::string()});
   };
+  if (extras.changed && reply->changed_args()) {
+    for (const auto* c : *reply->changed_args())
+      extras.changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
+  }
   return decode_values(reply->results(), read_ref);
 }
 

@@ -31,6 +31,8 @@ struct CallExtras {
   std::optional<std::chrono::milliseconds> timeout;
   /// A fencing token to send (0: none).
   uint64_t fence = 0;
+  /// Where to put the arguments the call changed (index, new value), if wanted.
+  std::vector<std::pair<uint32_t, Value>>* changed = nullptr;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -43,7 +45,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Says hello to the first broker that answers; throws Error(broker_unreachable).
   void connect();
 
-  /// Runs one operation and returns its results; throws Error.
+  /// Runs one operation and returns its results; throws Error (RemoteError for what served code
+  /// threw or a failed server-side system call). The arguments the call changed go to changed.
   ValueArray call(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
                   std::string_view name = {}, wire::CallContext context = wire::CallContext::Scalar,
                   const CallExtras& extras = {});

@@ -15,6 +15,13 @@ const char* Node::reftype() const {
       return "ARRAY";
     case NodeKind::scalar:
       return "SCALAR";
+    case NodeKind::object:
+      return "OBJECT";
+    case NodeKind::code:
+      return "CODE";
+    case NodeKind::file:
+    case NodeKind::dir:
+      return "GLOB";
   }
   return "?";
 }

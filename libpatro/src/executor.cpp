@@ -1,6 +1,7 @@
 #include "executor.hpp"
 
 #include "log.hpp"
+#include "object_node.hpp"
 
 namespace patro::detail {
 
@@ -36,8 +37,9 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
                                            ", which is an ARRAY; use an index");
     return array_get(static_cast<ArrayNode&>(n), *i);
   }
-  throw Error(Errc::type_mismatch,
-              "cannot use " + describe(e) + " on " + where(path, depth) + ", which is a SCALAR");
+  if (n.kind == NodeKind::object) return object_property(static_cast<ObjectNode&>(n), e);
+  throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
+                                       ", which is a " + n.reftype());
 }
 
 [[noreturn]] void not_a_container(const Value& v, const Path& path, size_t depth) {
@@ -169,8 +171,11 @@ flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilde
 
 zmq::message_t Executor::execute(const wire::Request& req) {
   ValueArray results;
+  changed_.clear();
   try {
     results = run(req);
+  } catch (const RemoteError& e) {
+    return error_reply(req.request_id(), e.code(), e.what(), e.type(), e.error_number());
   } catch (const Error& e) {
     return error_reply(req.request_id(), e.code(), e.what());
   } catch (const std::bad_alloc&) {
@@ -184,8 +189,15 @@ zmq::message_t Executor::execute(const wire::Request& req) {
     return write_ref(fb, r);
   };
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> rs;
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::ChangedArg>>> changed;
   try {
     rs = encode_values(fb_, results, refs);
+    if (!changed_.empty()) {
+      std::vector<flatbuffers::Offset<wire::ChangedArg>> cs;
+      for (const auto& [index, value] : changed_)
+        cs.push_back(wire::CreateChangedArg(fb_, index, encode_value(fb_, value, refs)));
+      changed = fb_.CreateVector(cs);
+    }
   } catch (const std::exception& e) {
     return error_reply(req.request_id(), Errc::internal, e.what());
   }
@@ -193,6 +205,7 @@ zmq::message_t Executor::execute(const wire::Request& req) {
   b.add_request_id(req.request_id());
   b.add_status(wire::Status::Ok);
   b.add_results(rs);
+  if (!changed.IsNull()) b.add_changed_args(changed);
   fb_.Finish(b.Finish(), wire::ReplyIdentifier());
   if (fb_.GetSize() > limits_.max_message_size)
     return error_reply(req.request_id(), Errc::message_too_large,
@@ -287,6 +300,10 @@ ValueArray Executor::run(const wire::Request& req) {
             static_cast<ArrayNode&>(*root).items = std::move(fresh);
             break;
           }
+          default:
+            throw Error(Errc::type_mismatch,
+                        std::string("cannot replace a served ") + root->type_name() +
+                            " (set one of its properties, or an element of a container)");
         }
         return {};
       }
@@ -307,6 +324,8 @@ ValueArray Executor::run(const wire::Request& req) {
                                                where(path, n - 1) +
                                                ", which is an ARRAY; use an index");
         array_set(static_cast<ArrayNode&>(*parent), *i, std::move(stored), limits_);
+      } else if (parent->kind == NodeKind::object) {
+        set_object_property(static_cast<ObjectNode&>(*parent), path.back(), v);
       } else {
         throw Error(Errc::type_mismatch,
                     "cannot index into " + where(path, n - 1) + ", which is a SCALAR");
@@ -497,16 +516,39 @@ ValueArray Executor::run(const wire::Request& req) {
       return {Value(r->type_name), Value(r->reftype)};
     }
 
-    case wire::Op::Call:
-      throw Error(Errc::not_callable,
-                  std::string("the object is a ") + root->reftype() + ", which has no methods");
-
     case wire::Op::Lock:
     case wire::Op::Unlock:
     case wire::Op::Wait:
     case wire::Op::Notify:
     case wire::Op::LockState:
       break;  // the server's lanes run these against the lock table
+
+    case wire::Op::Call:
+    case wire::Op::Can:
+    case wire::Op::Operator:
+    case wire::Op::Convert:
+    case wire::Op::File: {
+      // Served objects, callables and handles (served_ops.cpp), at the object or at an element.
+      std::shared_ptr<Node> target = root;
+      if (n > 0) {
+        auto parent = node_at(root, path, n - 1);
+        const Value v = parent ? element(*parent, path.back(), path, n - 1) : Value();
+        target = node_of(v);
+        if (!target) {
+          if (op == wire::Op::Can) return {Value(false)};
+          throw Error(op == wire::Op::Call ? Errc::not_callable : Errc::type_mismatch,
+                      where(path, n) + " is " + type_name(v.type()) + " " +
+                          v.to_string().substr(0, 40) + ", not a served object" +
+                          (op == wire::Op::Call ? " (Not a CODE reference)" : ""));
+        }
+      }
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::milliseconds(std::min<uint32_t>(
+                                req.timeout_ms() ? req.timeout_ms() : 30000, 3'600'000));
+      const std::string name = req.name() ? req.name()->str() : std::string();
+      ServedCall call{op, name, args, req.context(), options_, deadline, changed_};
+      return run_served(target, call);
+    }
   }
   throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
 }

@@ -8,6 +8,7 @@
 #include "lock_table.hpp"
 #include "object_table.hpp"
 #include "patro/options.hpp"
+#include "served_ops.hpp"
 #include "wire.hpp"
 
 namespace patro::detail {
@@ -15,8 +16,8 @@ namespace patro::detail {
 class Executor {
  public:
   /// locks (may be null) is consulted for fencing tokens.
-  Executor(ObjectTable& objects, const Limits& limits, LockTable* locks = nullptr)
-      : objects_(objects), limits_(limits), locks_(locks) {}
+  Executor(ObjectTable& objects, const ServerOptions& options, LockTable* locks = nullptr)
+      : objects_(objects), options_(options), limits_(options.limits), locks_(locks) {}
 
   /// The Reply body for req. Never throws for anything a peer sent.
   zmq::message_t execute(const wire::Request& req);
@@ -31,8 +32,10 @@ class Executor {
   flatbuffers::Offset<wire::Ref> write_ref(flatbuffers::FlatBufferBuilder& fb, const Reference& r);
 
   ObjectTable& objects_;
+  const ServerOptions& options_;
   const Limits& limits_;
   LockTable* locks_;
+  ChangedArgs changed_;  // arguments the current request's call changed
   flatbuffers::FlatBufferBuilder fb_{1024};
 };
 

@@ -14,7 +14,9 @@
 
 namespace patro::detail {
 
-enum class NodeKind { hash, array, scalar };
+// object, code, file and dir are served objects (object_node.hpp, code_node.hpp,
+// filehandle_node.hpp); their operations are in served_ops.cpp.
+enum class NodeKind { hash, array, scalar, object, code, file, dir };
 
 class Node {
  public:

@@ -164,7 +164,7 @@ void Server::wait() {
 
 void Server::lane_main(Lane& lane) {
   const uint64_t server_id = objects_.server_id();
-  Executor executor(objects_, options_.limits, locks_.get());
+  Executor executor(objects_, options_, locks_.get());
   bool counted = false;  // this lane told start() it registered
 
   // The registration message, built once.

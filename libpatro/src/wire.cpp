@@ -286,7 +286,7 @@ std::string path_to_string(const Path& path) {
 }
 
 zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& text,
-                           const std::string& type) {
+                           const std::string& type, int error_number) {
   flatbuffers::FlatBufferBuilder fb(256);
   auto t = fb.CreateString(text);
   auto ty = type.empty() ? flatbuffers::Offset<flatbuffers::String>() : fb.CreateString(type);
@@ -296,6 +296,7 @@ zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& te
   b.add_error_code(static_cast<int32_t>(code));
   b.add_error_text(t);
   if (!ty.IsNull()) b.add_error_type(ty);
+  if (error_number != 0) b.add_error_number(error_number);
   fb.Finish(b.Finish(), wire::ReplyIdentifier());
   return body_frame(fb);
 }
@@ -311,6 +312,7 @@ bool idempotent(wire::Op op) noexcept {
     case wire::Op::Clear:
     case wire::Op::Resize:
     case wire::Op::Describe:
+    case wire::Op::Can:
       return true;
     default:
       return false;

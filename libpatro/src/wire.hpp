@@ -128,7 +128,7 @@ std::string path_to_string(const Path& path);
 
 /// A Reply body carrying an error.
 zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& text,
-                           const std::string& type = {});
+                           const std::string& type = {}, int error_number = 0);
 
 /// Whether an operation may be retried blindly (its effect does not depend on being run once).
 bool idempotent(wire::Op op) noexcept;

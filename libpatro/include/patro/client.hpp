@@ -3,6 +3,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,50 @@
 #include "patro/value.hpp"
 
 namespace patro {
+
+/// Perl's truth: null, false, 0, 0.0, "" and "0" are false; everything else is true.
+bool truthy(const Value& v) noexcept;
+
+namespace detail {
+template <class T>
+struct is_reference_wrapper : std::false_type {};
+template <class T>
+struct is_reference_wrapper<std::reference_wrapper<T>> : std::true_type {};
+
+/// The arguments of a call, with the variables passed by std::ref to write changes back into.
+struct CallArgs {
+  ValueArray values;
+  std::vector<std::pair<size_t, std::function<void(const Value&)>>> outs;
+
+  template <class A>
+  void add(A&& a) {
+    using D = std::remove_cvref_t<A>;
+    if constexpr (is_reference_wrapper<D>::value) {
+      auto& target = a.get();
+      using T = std::remove_reference_t<decltype(target)>;
+      if constexpr (!std::is_const_v<T>) {
+        outs.emplace_back(values.size(), [&target](const Value& v) {
+          if constexpr (std::is_same_v<T, Value>)
+            target = v;
+          else
+            target = v.as<T>();
+        });
+      }
+      values.emplace_back(target);
+    } else {
+      values.emplace_back(std::forward<A>(a));
+    }
+  }
+};
+
+template <class... A>
+CallArgs call_args(A&&... a) {
+  CallArgs c;
+  c.values.reserve(sizeof...(A));
+  (c.add(std::forward<A>(a)), ...);
+  return c;
+}
+}  // namespace detail
 
 /// A proxy to a served object, or to an element below it. It looks and feels like the object:
 /// p["def"][1]["ghi"] names an element (no round trip until it is used: the whole chain travels as
@@ -97,6 +142,107 @@ class Proxy {
   /// mutating call through it with Errc::fenced once a newer lock grant exists for the object.
   Proxy fenced(uint64_t token) const;
   uint64_t fence() const noexcept { return fence_; }
+  // --- Served objects and callables (patro/object.hpp) ---
+  // An argument passed as std::ref(x) is written back when the server changes it (Perl's
+  // aliased @_); other arguments are copies. A proxy passed as an argument arrives at the server
+  // as the server's own object. A result that is a served object or container comes back as a
+  // reference (convert it to a Proxy).
+
+  /// Calls a method in scalar context. Error(unknown_method) names the method and the class.
+  template <class... A>
+  Value call(std::string_view method, A&&... args) const {
+    return served_call(method, detail::call_args(std::forward<A>(args)...), false).at(0);
+  }
+  /// Calls a method in list context.
+  template <class... A>
+  std::vector<Value> call_list(std::string_view method, A&&... args) const {
+    return served_call(method, detail::call_args(std::forward<A>(args)...), true);
+  }
+  /// Runs a served callable (patro::Code) in scalar context.
+  template <class... A>
+  Value operator()(A&&... args) const {
+    return served_call({}, detail::call_args(std::forward<A>(args)...), false).at(0);
+  }
+  /// Runs a served callable in list context.
+  template <class... A>
+  std::vector<Value> call_code_list(A&&... args) const {
+    return served_call({}, detail::call_args(std::forward<A>(args)...), true);
+  }
+
+  /// Compound assignment: the served object's operator changes the object on the server. Where
+  /// the class has only the plain operator (+ for +=) and it returns a new object, this proxy
+  /// names the new object afterwards (for an element proxy, the element is set to it).
+  Proxy& operator+=(const Value& v) { return assign_op("+=", v); }
+  Proxy& operator-=(const Value& v) { return assign_op("-=", v); }
+  Proxy& operator*=(const Value& v) { return assign_op("*=", v); }
+  Proxy& operator/=(const Value& v) { return assign_op("/=", v); }
+  Proxy& operator%=(const Value& v) { return assign_op("%=", v); }
+  /// Unary minus (Perl's "neg") and logical not ("!").
+  Value operator-() const;
+  bool operator!() const;
+  /// The served object's conversions (Perl's "", 0+ and bool).
+  std::string to_string() const;
+  double to_number() const;
+  bool to_bool() const;
+  explicit operator bool() const { return to_bool(); }
+
+  // --- Served file handles (patro/filehandle.hpp). A failed operation throws RemoteError with
+  // the errno the server's system call set (EBADF on a closed handle). ---
+  template <class... A>
+  bool print(A&&... items) const {
+    return truthy(file_op("print", {Value(std::forward<A>(items))...}).at(0));
+  }
+  /// Perl's printf, formatted on the server (%s %d %i %u %c %f %e %g %x %X %o %b %%, with flags,
+  /// width and precision).
+  template <class... A>
+  bool printf(std::string_view format, A&&... args) const {
+    return truthy(file_op("printf", {Value(format), Value(std::forward<A>(args))...}).at(0));
+  }
+  /// Writes data (unformatted; bytes or a string).
+  bool write(const Value& data) const;
+  /// The next line (with its "\n"), or null at end of file.
+  Value readline() const;
+  /// All the remaining lines.
+  std::vector<Value> readlines() const;
+  /// Up to n bytes; an empty string at end of file.
+  std::string read(int64_t n) const;
+  /// One character, or null at end of file.
+  Value getc() const;
+  bool eof() const;
+  /// whence: 0 (SEEK_SET), 1 (SEEK_CUR), 2 (SEEK_END).
+  bool seek(int64_t position, int whence = 0) const;
+  int64_t tell() const;
+  bool truncate(int64_t length) const;
+  bool flush() const;
+  bool binmode(std::string_view layer = ":raw") const;
+  /// operation: LOCK_SH, LOCK_EX or LOCK_UN, optionally | LOCK_NB (<sys/file.h>). A lock that
+  /// cannot be had by the call's deadline is an error with errno EWOULDBLOCK.
+  bool flock(int operation) const;
+  /// Perl's file tests: 'e' exists, 's' size (null if empty), 'z' empty, 'f' plain file,
+  /// 'd' directory, 'r' readable, 'w' writable, 'x' executable, 'M' age in days.
+  Value file_test(char test) const;
+  bool file_exists() const { return file_test('e').as<bool>(); }
+  int64_t file_size() const;
+  bool readable() const { return file_test('r').as<bool>(); }
+  bool writable() const { return file_test('w').as<bool>(); }
+  /// The modification time, in seconds since the epoch.
+  int64_t modified() const;
+  /// fstat of the handle: dev ino mode nlink uid gid size atime mtime ctime.
+  Value stat() const;
+  /// Refused unless the server runs with secure_filehandles = false (and pipe modes always).
+  bool open(std::string_view mode, std::string_view path) const;
+  bool close() const;
+  bool sysopen(std::string_view path, int flags, int permissions = 0666) const;
+  // Directory handles.
+  /// The next entry, or null at the end.
+  Value readdir() const;
+  /// All the remaining entries.
+  std::vector<Value> readdir_all() const;
+  int64_t telldir() const;
+  bool seekdir(int64_t position) const;
+  bool rewinddir() const;
+  bool opendir(std::string_view path) const;
+  bool closedir() const;
 
   const ObjectId& id() const noexcept { return id_; }
   const Path& path() const noexcept { return path_; }
@@ -108,6 +254,9 @@ class Proxy {
  private:
   Proxy child(PathElem e) const;
   size_t list_op_size(detail_op op, std::vector<Value> items) const;
+  std::vector<Value> served_call(std::string_view method, detail::CallArgs args, bool list) const;
+  Proxy& assign_op(std::string_view op, const Value& v);
+  std::vector<Value> file_op(std::string_view op, std::vector<Value> args, bool list = false) const;
 
   std::shared_ptr<detail::Connection> conn_;
   ObjectId id_;
@@ -132,5 +281,58 @@ Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
 std::string ref(const Proxy& p);
 /// Perl's reftype(): the basic type of what the proxy names; empty if it names a plain value.
 std::string reftype(const Proxy& p);
+
+/// Perl's can: whether the served object has the method (false for a container).
+bool can(const Proxy& p, std::string_view method);
+
+/// Object::Remote's new::on: a new object made on the server by the factory registered as name in
+/// the served patro::Registry that p names (or the registry's new_object method).
+template <class... A>
+Proxy make(const Proxy& registry, std::string_view name, A&&... args) {
+  return Proxy(registry.call("new_object", Value(name), std::forward<A>(args)...));
+}
+/// Object::Remote's can::on: a proxy to the function registered as name in the served Registry.
+Proxy function(const Proxy& registry, std::string_view name);
+
+/// A binary operator of the served object p names (Perl's overload); swapped: p was the right
+/// operand. Used by the operators below.
+Value detail_binary_op(const Proxy& p, std::string_view op, const Value& other, bool swapped);
+
+namespace detail {
+template <class P>
+concept proxy_type = std::same_as<std::remove_cvref_t<P>, Proxy>;
+template <class V>
+concept operand = !proxy_type<V> && std::constructible_from<Value, V>;
+}  // namespace detail
+
+// Operators on proxies: the served class's operators run on the server. Arithmetic gives a Value
+// (a reference where the class returns a new object: convert it to a Proxy); comparisons a bool.
+#define PATRO_PROXY_OPERATOR(OP, RESULT, CONVERT)                               \
+  template <detail::proxy_type P, detail::operand V>                            \
+  RESULT operator OP(P&& p, V&& v) {                                            \
+    return CONVERT(detail_binary_op(p, #OP, Value(std::forward<V>(v)), false)); \
+  }                                                                             \
+  template <detail::operand V, detail::proxy_type P>                            \
+  RESULT operator OP(V&& v, P&& p) {                                            \
+    return CONVERT(detail_binary_op(p, #OP, Value(std::forward<V>(v)), true));  \
+  }                                                                             \
+  template <detail::proxy_type P, detail::proxy_type Q>                         \
+  RESULT operator OP(P&& p, Q&& q) {                                            \
+    return CONVERT(detail_binary_op(p, #OP, Value(q), false));                  \
+  }
+#define PATRO_PROXY_AS_VALUE(x) (x)
+PATRO_PROXY_OPERATOR(+, Value, PATRO_PROXY_AS_VALUE)
+PATRO_PROXY_OPERATOR(-, Value, PATRO_PROXY_AS_VALUE)
+PATRO_PROXY_OPERATOR(*, Value, PATRO_PROXY_AS_VALUE)
+PATRO_PROXY_OPERATOR(/, Value, PATRO_PROXY_AS_VALUE)
+PATRO_PROXY_OPERATOR(%, Value, PATRO_PROXY_AS_VALUE)
+PATRO_PROXY_OPERATOR(==, bool, truthy)
+PATRO_PROXY_OPERATOR(!=, bool, truthy)
+PATRO_PROXY_OPERATOR(<, bool, truthy)
+PATRO_PROXY_OPERATOR(<=, bool, truthy)
+PATRO_PROXY_OPERATOR(>, bool, truthy)
+PATRO_PROXY_OPERATOR(>=, bool, truthy)
+#undef PATRO_PROXY_AS_VALUE
+#undef PATRO_PROXY_OPERATOR
 
 }  // namespace patro

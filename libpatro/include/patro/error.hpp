@@ -56,4 +56,20 @@ class Error : public std::runtime_error {
   Errc code_;
 };
 
+/// An error raised by served code or by a server-side operation: an exception a served method or
+/// callable threw (type() is its C++ type, such as "std::runtime_error"), or a failed system call
+/// of a served file handle (type() is "std::system_error"). error_number() is the errno the
+/// server-side operation set (Perl's $!), or 0.
+class RemoteError : public Error {
+ public:
+  RemoteError(Errc code, const std::string& message, std::string type, int error_number = 0)
+      : Error(code, message), type_(std::move(type)), error_number_(error_number) {}
+  const std::string& type() const noexcept { return type_; }
+  int error_number() const noexcept { return error_number_; }
+
+ private:
+  std::string type_;
+  int error_number_;
+};
+
 }  // namespace patro

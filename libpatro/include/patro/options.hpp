@@ -76,6 +76,10 @@ struct ServerOptions {
   std::string name;
   /// Whether a monitor may steal a lock from another (Perl Patro's steal_lock_ok). Off by default.
   bool steal_lock_ok = false;
+  /// Refuse open, close, sysopen, opendir and closedir through proxies to served file and
+  /// directory handles (Perl Patro's default; its :insecure tag is false here). Pipe modes are
+  /// refused either way.
+  bool secure_filehandles = true;
   Heartbeat heartbeat;
   Limits limits;
 };

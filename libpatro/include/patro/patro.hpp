@@ -7,6 +7,8 @@
 #include "patro/config.hpp"
 #include "patro/containers.hpp"
 #include "patro/error.hpp"
+#include "patro/filehandle.hpp"
+#include "patro/object.hpp"
 #include "patro/options.hpp"
 #include "patro/server.hpp"
 #include "patro/signals.hpp"

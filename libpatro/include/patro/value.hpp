@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <variant>
 #include <vector>
 
@@ -72,7 +73,10 @@ const char* type_name(Type t) noexcept;
 namespace detail {
 template <class T>
 struct ValueAs;  // conversions for Value::as<T>()
-}
+/// A reference to a served object of a class registered with patro::Class (patro/object.hpp);
+/// throws Error(invalid_argument) if its class is not registered.
+Value object_reference(std::shared_ptr<void> object, const std::type_info& type);
+}  // namespace detail
 
 class Value {
  public:
@@ -95,6 +99,11 @@ class Value {
   Value(const Array& a);   // a reference to the served array
   Value(const Scalar& s);  // a reference to the served scalar
   Value(const Proxy& p);   // a reference to what the proxy names
+  /// A reference to a served object of a class registered with patro::Class (patro/object.hpp).
+  template <class T>
+  requires(!std::is_void_v<T>) Value(std::shared_ptr<T> object)
+      : Value(detail::object_reference(
+            std::const_pointer_cast<std::remove_const_t<T>>(std::move(object)), typeid(T))) {}
 
   /// A copied array, e.g. Value::array({1, "two", 3.0}).
   static Value array(std::initializer_list<Value> items) { return Value(ValueArray(items)); }
@@ -102,6 +111,15 @@ class Value {
   static Value hash(std::initializer_list<std::pair<const std::string, Value>> items) {
     return Value(ValueHash(items));
   }
+
+  /// A list result (what patro::List converts to): a served method or callable that returns one
+  /// gives its items in list context and its last item in scalar context. Otherwise an array.
+  static Value list(ValueArray items) {
+    Value v(std::move(items));
+    v.list_ = true;
+    return v;
+  }
+  bool is_list() const noexcept { return list_; }
 
   Type type() const noexcept { return static_cast<Type>(v_.index()); }
   bool is_null() const noexcept { return type() == Type::null; }
@@ -163,6 +181,7 @@ class Value {
                std::shared_ptr<ValueArray>, std::shared_ptr<ValueHash>,
                std::shared_ptr<const Reference>>
       v_;
+  bool list_ = false;  // made by Value::list (patro::List); equality ignores it
 };
 
 namespace detail {

@@ -1,0 +1,31 @@
+// A served object of a class registered with patro::Class: the object (type-erased), its type,
+// and what the executor needs to read and write its properties. Its methods and operators run in
+// served_ops.cpp with the node's mutex held.
+#pragma once
+
+#include <memory>
+#include <typeindex>
+
+#include "node.hpp"
+#include "patro/object.hpp"
+
+namespace patro::detail {
+
+class ObjectNode final : public Node {
+ public:
+  ObjectNode(std::shared_ptr<void> object, std::type_index type)
+      : Node(NodeKind::object), object(std::move(object)), type(type) {}
+  /// The registered class name.
+  std::string type_name() const override;
+  /// The class's registration (never null for a node made by the registry).
+  std::shared_ptr<const ClassInfo> info() const;
+
+  const std::shared_ptr<void> object;  // used only with mu held
+  const std::type_index type;
+};
+
+/// A property of an object, for a path step (p["x"]).
+Value object_property(ObjectNode& n, const PathElem& e) PATRO_REQUIRES(n.mu);
+void set_object_property(ObjectNode& n, const PathElem& e, const Value& v) PATRO_REQUIRES(n.mu);
+
+}  // namespace patro::detail

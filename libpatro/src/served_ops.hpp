@@ -1,0 +1,37 @@
+// The operations on served objects, callables and handles (wire ops Call, Can, Operator, Convert
+// and File): the executor resolves the target node and hands the request here.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "node.hpp"
+#include "patro/options.hpp"
+#include "wire.hpp"
+
+namespace patro::detail {
+
+/// Arguments a call changed, by index, to send back to the caller.
+using ChangedArgs = std::vector<std::pair<uint32_t, Value>>;
+
+struct ServedCall {
+  wire::Op op;
+  std::string_view name;  // method, operator, conversion or file operation
+  ValueArray& args;
+  wire::CallContext context;
+  const ServerOptions& options;
+  std::chrono::steady_clock::time_point deadline;
+  ChangedArgs& changed;
+};
+
+/// Runs the call on target; throws Error (RemoteError for what served code threw).
+ValueArray run_served(const std::shared_ptr<Node>& target, ServedCall& call);
+
+/// Perl's string form of a value: null is "", true "1", false "", numbers as Perl prints them.
+std::string perl_string(const Value& v);
+
+}  // namespace patro::detail
