@@ -169,9 +169,11 @@ flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilde
   return wire::CreateRefDirect(fb, id.server, id.object, type_name.c_str(), reftype.c_str());
 }
 
-zmq::message_t Executor::execute(const wire::Request& req) {
+zmq::message_t Executor::execute(const wire::Request& req, std::string_view routing) {
   ValueArray results;
   changed_.clear();
+  deferred_ = false;
+  route_ = ReplyRoute{sink_, routing, req.request_id(), req.client_id(), req.context()};
   try {
     results = run(req);
   } catch (const RemoteError& e) {
@@ -184,6 +186,11 @@ zmq::message_t Executor::execute(const wire::Request& req) {
     PATRO_LOG(error, "server") << "internal error: " << e.what();
     return error_reply(req.request_id(), Errc::internal, e.what());
   }
+  if (deferred_) return zmq::message_t();
+  return results_reply(req.request_id(), results);
+}
+
+zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& results) {
   fb_.Clear();
   const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
     return write_ref(fb, r);
@@ -199,16 +206,16 @@ zmq::message_t Executor::execute(const wire::Request& req) {
       changed = fb_.CreateVector(cs);
     }
   } catch (const std::exception& e) {
-    return error_reply(req.request_id(), Errc::internal, e.what());
+    return error_reply(request_id, Errc::internal, e.what());
   }
   wire::ReplyBuilder b(fb_);
-  b.add_request_id(req.request_id());
+  b.add_request_id(request_id);
   b.add_status(wire::Status::Ok);
   b.add_results(rs);
   if (!changed.IsNull()) b.add_changed_args(changed);
   fb_.Finish(b.Finish(), wire::ReplyIdentifier());
   if (fb_.GetSize() > limits_.max_message_size)
-    return error_reply(req.request_id(), Errc::message_too_large,
+    return error_reply(request_id, Errc::message_too_large,
                        "the reply of " + std::to_string(fb_.GetSize()) +
                            " bytes is over the limit of " +
                            std::to_string(limits_.max_message_size));
@@ -546,8 +553,10 @@ ValueArray Executor::run(const wire::Request& req) {
                             std::chrono::milliseconds(std::min<uint32_t>(
                                 req.timeout_ms() ? req.timeout_ms() : 30000, 3'600'000));
       const std::string name = req.name() ? req.name()->str() : std::string();
-      ServedCall call{op, name, args, req.context(), options_, deadline, changed_};
-      return run_served(target, call);
+      ServedCall call{op, name, args, req.context(), options_, deadline, changed_, &route_};
+      ValueArray out = run_served(target, call);
+      deferred_ = call.deferred;
+      return out;
     }
   }
   throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));

@@ -5,6 +5,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "deferred.hpp"
 #include "lock_table.hpp"
 #include "object_table.hpp"
 #include "patro/options.hpp"
@@ -19,8 +20,16 @@ class Executor {
   Executor(ObjectTable& objects, const ServerOptions& options, LockTable* locks = nullptr)
       : objects_(objects), options_(options), limits_(options.limits), locks_(locks) {}
 
-  /// The Reply body for req. Never throws for anything a peer sent.
-  zmq::message_t execute(const wire::Request& req);
+  /// The Reply body for req; an empty message when a method will reply later (patro::Deferred)
+  /// through sink. routing is the caller's routing id at the broker. Never throws for anything a
+  /// peer sent.
+  zmq::message_t execute(const wire::Request& req, std::string_view routing = {});
+
+  /// Where late replies go.
+  void set_reply_sink(std::weak_ptr<ReplySink> sink) { sink_ = std::move(sink); }
+
+  /// A successful Reply body with these results (and the arguments the last call changed).
+  zmq::message_t results_reply(uint64_t request_id, const ValueArray& results);
 
   /// The object whose lock a lock request names: the request's object, or the object stored at
   /// its path. Throws Error (unknown_object, type_mismatch).
@@ -36,6 +45,9 @@ class Executor {
   const Limits& limits_;
   LockTable* locks_;
   ChangedArgs changed_;  // arguments the current request's call changed
+  std::weak_ptr<ReplySink> sink_;
+  ReplyRoute route_;       // the current request's
+  bool deferred_ = false;  // the current request's method replies later
   flatbuffers::FlatBufferBuilder fb_{1024};
 };
 

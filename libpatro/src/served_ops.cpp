@@ -129,13 +129,25 @@ ValueArray shaped(const Value& result, wire::CallContext context) {
 
 /// Runs an invoker with the node's lock held and records the arguments it changed.
 Value run_invoker(Node& node, const Invoker& fn, void* self, Value self_ref, std::string callee,
-                  ValueArray& args, Context ctx, ChangedArgs* changed) {
+                  ValueArray& args, Context ctx, ChangedArgs* changed, ServedCall* call = nullptr) {
   const ValueArray before = changed ? args : ValueArray();
-  Invocation inv{args, ctx, std::move(callee), self, std::move(self_ref)};
+  Invocation inv{
+      args,   ctx, std::move(callee), self, std::move(self_ref), call ? call->route : nullptr,
+      nullptr};
   Value result;
   {
     MutexLock lock(node.mu);
     result = guarded(inv.callee, [&] { return fn(self, inv); });
+  }
+  if (inv.deferred) {
+    // The method took a Deferred: its answer is what it resolved (now), or comes later.
+    DeferredState& d = *inv.deferred;
+    MutexLock lock(d.mu);
+    if (d.error) throw *d.error;
+    if (d.result) return *d.result;
+    d.in_call = false;
+    if (call) call->deferred = true;
+    return Value();
   }
   if (changed) {
     for (size_t i = 0; i < args.size() && i < before.size(); ++i)
@@ -153,7 +165,7 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
                     "cannot call method \"" + name + "\" on a CODE reference, which has none");
       auto& code = static_cast<CodeNode&>(*target);
       return shaped(run_invoker(code, code.fn, nullptr, Value(), "CODE", c.args,
-                                context_of(c.context), &c.changed),
+                                context_of(c.context), &c.changed, &c),
                     c.context);
     }
     case NodeKind::object: {
@@ -168,7 +180,7 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
                                               "\" via package \"" + info->name + "\"");
       return shaped(
           run_invoker(obj, it->second, obj.object.get(), reference_to(target),
-                      info->name + "::" + name, c.args, context_of(c.context), &c.changed),
+                      info->name + "::" + name, c.args, context_of(c.context), &c.changed, &c),
           c.context);
     }
     case NodeKind::file:

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "deferred.hpp"
 #include "node.hpp"
 #include "patro/options.hpp"
 #include "wire.hpp"
@@ -26,6 +27,8 @@ struct ServedCall {
   const ServerOptions& options;
   std::chrono::steady_clock::time_point deadline;
   ChangedArgs& changed;
+  const ReplyRoute* route = nullptr;  // for methods that take a patro::Deferred
+  bool deferred = false;              // set: the method will reply later; send nothing now
 };
 
 /// Runs the call on target; throws Error (RemoteError for what served code threw).

@@ -15,6 +15,47 @@ namespace patro::detail {
 
 using Clock = std::chrono::steady_clock;
 
+// Sends replies for calls that already returned, from any thread, through lane 0 (which owns a
+// socket to the broker), as the lock timer does.
+class Server::LateReplies final : public ReplySink {
+ public:
+  LateReplies(Server& server, const std::string& lane0_ctl) : server_(server) {
+    MutexLock lock(mu_);
+    push_ = zmq::socket_t(server.ctx_, zmq::socket_type::push);
+    push_.set(zmq::sockopt::linger, 0);
+    push_.connect(lane0_ctl);
+  }
+  ~LateReplies() override {
+    MutexLock lock(mu_);
+    push_.close();
+  }
+  void send_results(const std::string& routing, uint64_t request_id,
+                    const ValueArray& results) override {
+    Executor encoder(server_.objects_, server_.options_, nullptr);
+    send(routing, request_id, encoder.results_reply(request_id, results));
+  }
+  void send_error(const std::string& routing, uint64_t request_id, const Error& e) override {
+    if (const auto* re = dynamic_cast<const RemoteError*>(&e))
+      send(routing, request_id,
+           error_reply(request_id, e.code(), e.what(), re->type(), re->error_number()));
+    else
+      send(routing, request_id, error_reply(request_id, e.code(), e.what()));
+  }
+
+ private:
+  void send(const std::string& routing, uint64_t request_id, zmq::message_t body) {
+    Multipart m;
+    m.push_back(zmq::message_t(routing.data(), routing.size()));
+    m.push_back(u64_frame(request_id));
+    m.push_back(std::move(body));
+    MutexLock lock(mu_);
+    send_multipart(push_, m, false);
+  }
+  Server& server_;
+  Mutex mu_;
+  zmq::socket_t push_ PATRO_GUARDED_BY(mu_);
+};
+
 struct Server::Lane {
   unsigned index = 0;
   std::thread thread;
@@ -98,6 +139,7 @@ Config Server::start() {
     lane->ctl.bind(lane->ctl_endpoint);
     lanes_.push_back(std::move(lane));
   }
+  late_ = std::make_shared<LateReplies>(*this, lanes_.front()->ctl_endpoint);
   for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
   timer_thread_ = std::thread([this] { timer_main(); });
 
@@ -135,6 +177,7 @@ void Server::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  late_.reset();  // late replies after this are dropped
   if (locks_) locks_->stop_timer();
   if (timer_thread_.joinable()) timer_thread_.join();
   for (auto& lane : lanes_) {
@@ -165,6 +208,7 @@ void Server::wait() {
 void Server::lane_main(Lane& lane) {
   const uint64_t server_id = objects_.server_id();
   Executor executor(objects_, options_, locks_.get());
+  executor.set_reply_sink(late_);
   bool counted = false;  // this lane told start() it registered
 
   // The registration message, built once.
@@ -269,7 +313,8 @@ void Server::lane_main(Lane& lane) {
             run_sync(*req, msg[1], executor, sock);
             break;
           } else {
-            reply = executor.execute(*req);
+            reply = executor.execute(*req, msg[1].to_string_view());
+            if (reply.size() == 0) break;  // the method replies later (patro::Deferred)
           }
           Multipart out;
           out.reserve(4);
@@ -310,6 +355,13 @@ void Server::lane_main(Lane& lane) {
           std::vector<DeferredReply> owed;
           locks_->drop_monitor(*client_id, owed);
           send_owed(owed, sock);
+          if (options_.on_client_gone) {
+            try {
+              options_.on_client_gone(*client_id);
+            } catch (const std::exception& e) {
+              PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
+            }
+          }
           break;
         }
         default:

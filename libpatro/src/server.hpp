@@ -11,6 +11,7 @@
 
 #include <zmq.hpp>
 
+#include "deferred.hpp"
 #include "lock_table.hpp"
 #include "mutex.hpp"
 #include "object_table.hpp"
@@ -40,6 +41,7 @@ class Server : public std::enable_shared_from_this<Server> {
 
  private:
   struct Lane;
+  class LateReplies;
   void lane_main(Lane& lane);
   void lane_registered(const std::string& client_endpoint) PATRO_EXCLUDES(mu_);
   /// Runs a lock operation; its reply and the replies it owes parked callers go out on sock.
@@ -58,6 +60,7 @@ class Server : public std::enable_shared_from_this<Server> {
   std::string broker_endpoint_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
+  std::shared_ptr<ReplySink> late_;  // replies of methods that took a patro::Deferred
   std::thread timer_thread_;
   std::atomic<bool> running_{false};
 

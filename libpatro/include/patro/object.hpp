@@ -89,6 +89,33 @@ class Args {
 };
 
 namespace detail {
+struct DeferredState;
+struct ReplyRoute;
+}  // namespace detail
+
+/// A reply that a method sends later (ZeroC Ice's asynchronous dispatch). A method or callable that
+/// takes a patro::Deferred parameter answers through it — during the call, or afterwards from any
+/// thread — and its own return value is ignored. No worker thread waits meanwhile, so a method can
+/// block a caller (a queue's take, a commit to disk) without occupying the server. Copies share
+/// the reply; the first resolve or reject wins. Takes no argument of the call.
+class Deferred {
+ public:
+  explicit Deferred(std::shared_ptr<detail::DeferredState> state) : state_(std::move(state)) {}
+  /// The call's result (a patro::List gives its items in list context, its last in scalar).
+  void resolve(const Value& result) const;
+  /// An error reply.
+  void reject(const Error& error) const;
+  /// Whether resolve or reject was called.
+  bool done() const;
+  /// The calling connection (one per get_proxies), as the server's on_client_gone reports it.
+  uint64_t client_id() const;
+  Context context() const;
+
+ private:
+  std::shared_ptr<detail::DeferredState> state_;
+};
+
+namespace detail {
 
 class Node;
 
@@ -98,9 +125,14 @@ struct Invocation {
   ValueArray& args;
   Context context;
   std::string callee;
-  const void* self = nullptr;  // the C++ object a method runs on
-  Value self_ref;              // a reference to its served node
+  const void* self = nullptr;               // the C++ object a method runs on
+  Value self_ref;                           // a reference to its served node
+  const ReplyRoute* route = nullptr;        // how a late reply reaches the caller
+  std::shared_ptr<DeferredState> deferred;  // made when a parameter takes a Deferred
 };
+/// The Deferred of a call (made once per call); Error(unsupported) where late replies are not
+/// possible.
+Deferred deferred_of(Invocation& inv);
 using Invoker = std::function<Value(void* self, Invocation&)>;
 
 /// What patro::Class registered for a class.
@@ -166,7 +198,8 @@ constexpr const char* wanted_name() {
 template <class P>
 constexpr size_t takes() {
   using D = std::remove_cvref_t<P>;
-  return std::is_same_v<D, Context> || std::is_same_v<D, Args> ? 0 : 1;
+  return std::is_same_v<D, Context> || std::is_same_v<D, Args> || std::is_same_v<D, Deferred> ? 0
+                                                                                              : 1;
 }
 
 /// The value passed for a parameter of type P, from argument number index.
@@ -175,6 +208,8 @@ decltype(auto) param(Invocation& inv, Args& all, size_t index) {
   using D = std::remove_cvref_t<P>;
   if constexpr (std::is_same_v<D, Context>) {
     return inv.context;
+  } else if constexpr (std::is_same_v<D, Deferred>) {
+    return deferred_of(inv);
   } else if constexpr (std::is_same_v<D, Args>) {
     static_assert(std::is_lvalue_reference_v<P>, "take patro::Args by reference: patro::Args&");
     return (all);

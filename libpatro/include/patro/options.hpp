@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace patro {
@@ -80,6 +81,9 @@ struct ServerOptions {
   /// directory handles (Perl Patro's default; its :insecure tag is false here). Pipe modes are
   /// refused either way.
   bool secure_filehandles = true;
+  /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
+  /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
+  std::function<void(uint64_t client_id)> on_client_gone;
   Heartbeat heartbeat;
   Limits limits;
 };

@@ -1,0 +1,77 @@
+#include "deferred.hpp"
+
+namespace patro {
+
+namespace detail {
+
+ValueArray shaped_result(const Value& result, wire::CallContext context) {
+  if (!result.is_list()) return {result};
+  const ValueArray& items = *result.if_array();
+  if (context == wire::CallContext::List) return items;
+  return {items.empty() ? Value() : items.back()};
+}
+
+Deferred deferred_of(Invocation& inv) {
+  if (!inv.deferred) {
+    if (inv.route == nullptr)
+      throw Error(Errc::unsupported, inv.callee + " takes a patro::Deferred, which needs a server");
+    auto s = std::make_shared<DeferredState>();
+    s->sink = inv.route->sink;
+    s->routing = std::string(inv.route->routing);
+    s->request_id = inv.route->request_id;
+    s->client_id = inv.route->client_id;
+    s->context = inv.route->context;
+    inv.deferred = std::move(s);
+  }
+  return Deferred(inv.deferred);
+}
+
+}  // namespace detail
+
+void Deferred::resolve(const Value& result) const {
+  detail::MutexLock lock(state_->mu);
+  if (state_->done) return;
+  state_->done = true;
+  if (state_->in_call) {
+    state_->result = result;
+    return;
+  }
+  lock.unlock();
+  if (auto sink = state_->sink.lock())
+    sink->send_results(state_->routing, state_->request_id,
+                       detail::shaped_result(result, state_->context));
+}
+
+void Deferred::reject(const Error& error) const {
+  detail::MutexLock lock(state_->mu);
+  if (state_->done) return;
+  state_->done = true;
+  if (state_->in_call) {
+    state_->error = error;
+    return;
+  }
+  lock.unlock();
+  if (auto sink = state_->sink.lock()) sink->send_error(state_->routing, state_->request_id, error);
+}
+
+bool Deferred::done() const {
+  detail::MutexLock lock(state_->mu);
+  return state_->done;
+}
+
+uint64_t Deferred::client_id() const {
+  return state_->client_id;
+}
+
+Context Deferred::context() const {
+  switch (state_->context) {
+    case wire::CallContext::List:
+      return Context(Context::Kind::list);
+    case wire::CallContext::Void:
+      return Context(Context::Kind::none);
+    default:
+      return Context(Context::Kind::scalar);
+  }
+}
+
+}  // namespace patro
