@@ -5,5 +5,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   g++ clang meson ninja-build pkg-config \
-  libzmq3-dev cppzmq-dev flatbuffers-compiler libflatbuffers-dev libboost-dev doctest-dev \
+  libzmq3-dev cppzmq-dev zlib1g-dev flatbuffers-compiler libflatbuffers-dev libboost-dev doctest-dev \
   iproute2 procps >/dev/null

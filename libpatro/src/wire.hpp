@@ -39,6 +39,7 @@
 #include "control_generated.h"
 #include "reply_generated.h"
 #include "request_generated.h"
+#include "stored_generated.h"
 #include "value_generated.h"
 
 namespace patro::detail {

@@ -87,3 +87,13 @@ TEST_CASE("object ids print and parse as 32 hex digits") {
   CHECK(code_of([] { (void)patro::ObjectId::from_hex("12"); }) == Errc::bad_config);
   CHECK(code_of([] { (void)patro::ObjectId::from_hex(std::string(32, 'g')); }) == Errc::bad_config);
 }
+
+TEST_CASE("values encode to bytes and decode back; bad bytes are a clear error") {
+  Value v = Value::array({1, "two", 3.5, nullptr, true, Value::hash({{"k", Value::array({})}}),
+                          patro::Bytes{std::string("\0\1", 2)}});
+  CHECK(patro::decode(patro::encode(v)) == v);
+  CHECK(code_of([] { (void)patro::decode("garbage"); }) == Errc::bad_message);
+  std::string truncated = patro::encode(v);
+  truncated.resize(truncated.size() / 2);
+  CHECK(code_of([&] { (void)patro::decode(truncated); }) == Errc::bad_message);
+}

@@ -47,6 +47,11 @@ Config patronize(const ServerOptions& options, Objects&&... objects) {
   return detail::patronize_values(options, std::move(list));
 }
 
+/// Serves a list of objects built at run time (as patro-worker does).
+inline Config patronize(const ServerOptions& options, std::vector<Named> objects) {
+  return detail::patronize_values(options, std::move(objects));
+}
+
 /// Removes lock segments in /dev/shm left by servers (with default names) whose process is gone,
 /// and returns how many. patronize() does this on every start.
 size_t remove_stale_lock_segments();

@@ -240,4 +240,11 @@ I ValueAs<I>::get(const Value& v) {
 }
 }  // namespace detail
 
+/// A value as bytes (FlatBuffers, verified when read back), to store it: in a file, a log, a
+/// database. References cannot be stored (Error(invalid_argument)).
+std::string encode(const Value& v);
+/// The value encode() wrote; Error(bad_message) if the bytes are not one (they are verified,
+/// within default Limits).
+Value decode(std::string_view bytes);
+
 }  // namespace patro

@@ -1,0 +1,285 @@
+#include "job_queue.hpp"
+
+#include <algorithm>
+
+namespace patro::worker {
+
+namespace {
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+JobQueue::JobQueue(std::string name, std::chrono::milliseconds visibility,
+                   const std::string& wal_path)
+    : name_(std::move(name)), visibility_(visibility) {
+  if (!wal_path.empty()) {
+    wal_ = std::make_unique<Wal>(wal_path, [this](std::string_view r) { replay(r); });
+    // Compaction: the log becomes the current state (jobs, then the leases among them).
+    std::vector<std::string> records;
+    std::vector<int64_t> ids;
+    for (const auto& [id, job] : jobs_) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());
+    const auto now = Clock::now();
+    const int64_t wall = wall_ms();
+    for (int64_t id : ids) records.push_back(encode(Value::array({"push", id, jobs_[id]})));
+    for (const auto& [id, lease] : leases_) {
+      const int64_t left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(lease.deadline - now).count();
+      records.push_back(encode(Value::array({"lease", id, lease.delivery, wall + left})));
+    }
+    wal_->rewrite(records);
+  }
+  timer_ = std::thread([this] { timer_main(); });
+}
+
+JobQueue::~JobQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
+  wal_.reset();
+}
+
+void JobQueue::replay(std::string_view record) {
+  const Value r = decode(record);
+  const std::string op = r[0].as<std::string>();
+  const int64_t id = r[1].as<int64_t>();
+  next_id_ = std::max(next_id_, id + 1);
+  if (op == "push") {
+    jobs_[id] = r[2];
+    ready_.push_back(id);
+  } else if (op == "lease") {
+    if (!jobs_.count(id)) return;
+    ready_.erase(std::remove(ready_.begin(), ready_.end(), id), ready_.end());
+    const int64_t delivery = r[2].as<int64_t>();
+    next_delivery_ = std::max(next_delivery_, delivery + 1);
+    const auto left =
+        std::chrono::milliseconds(std::max<int64_t>(r[3].as<int64_t>() - wall_ms(), 0));
+    const auto deadline = Clock::now() + left;
+    leases_[id] = Lease{delivery, 0, deadline};  // its taker's connection did not survive
+    lease_deadlines_.emplace(deadline, id);
+  } else if (op == "ack") {
+    jobs_.erase(id);
+    leases_.erase(id);
+    ready_.erase(std::remove(ready_.begin(), ready_.end(), id), ready_.end());
+  } else if (op == "requeue") {
+    if (leases_.erase(id) && jobs_.count(id)) ready_.push_front(id);
+  }
+}
+
+void JobQueue::log(const Value& record, std::function<void()> done) {
+  if (wal_) {
+    wal_->append(encode(record), std::move(done));
+  } else if (done) {
+    done();
+  }
+}
+
+Value JobQueue::lease_one(int64_t id, uint64_t client) {
+  const int64_t delivery = next_delivery_++;
+  const auto deadline = Clock::now() + visibility_;
+  leases_[id] = Lease{delivery, client, deadline};
+  lease_deadlines_.emplace(deadline, id);
+  if (wal_) log(Value::array({"lease", id, delivery, wall_ms() + visibility_.count()}));
+  cv_.notify_all();  // the timer may need to wake earlier
+  return Value::array({id, jobs_[id], delivery});
+}
+
+void JobQueue::feed_takers() {
+  while (!takers_.empty() && !ready_.empty()) {
+    Taker t = std::move(takers_.front());
+    takers_.pop_front();
+    if (t.reply.done()) continue;
+    ValueArray got;
+    const int64_t n = std::max<int64_t>(t.max, 1);
+    while (static_cast<int64_t>(got.size()) < n && !ready_.empty()) {
+      const int64_t id = ready_.front();
+      ready_.pop_front();
+      got.push_back(lease_one(id, t.reply.client_id()));
+    }
+    t.reply.resolve(t.max == 0 ? got.front() : Value(got));
+  }
+}
+
+void JobQueue::requeue(int64_t id) {
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return;
+  leases_.erase(it);
+  ready_.push_front(id);
+  log(Value::array({"requeue", id}));
+}
+
+void JobQueue::push(const Value& job, Deferred reply) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t id = next_id_++;
+  jobs_[id] = job;
+  ready_.push_back(id);
+  log(Value::array({"push", id, job}), [reply, id] { reply.resolve(id); });
+  feed_takers();
+}
+
+void JobQueue::push_many(const ValueArray& jobs, Deferred reply) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ValueArray ids;
+  for (const Value& job : jobs) {
+    const int64_t id = next_id_++;
+    jobs_[id] = job;
+    ready_.push_back(id);
+    ids.push_back(id);
+    // One acknowledgment, after the last record is on disk (the log keeps order).
+    if (&job == &jobs.back())
+      log(Value::array({"push", id, job}), [reply, ids] { reply.resolve(Value(ids)); });
+    else
+      log(Value::array({"push", id, job}));
+  }
+  if (jobs.empty()) reply.resolve(Value(ValueArray{}));
+  feed_takers();
+}
+
+void JobQueue::take(int64_t timeout_ms, Deferred reply) {
+  take_many(0, timeout_ms, reply);
+}
+
+void JobQueue::take_many(int64_t n, int64_t timeout_ms, Deferred reply) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!ready_.empty() || timeout_ms <= 0) {
+    ValueArray got;
+    const int64_t want = std::max<int64_t>(n, 1);
+    while (static_cast<int64_t>(got.size()) < want && !ready_.empty()) {
+      const int64_t id = ready_.front();
+      ready_.pop_front();
+      got.push_back(lease_one(id, reply.client_id()));
+    }
+    if (n == 0)
+      reply.resolve(got.empty() ? Value() : got.front());
+    else
+      reply.resolve(Value(got));
+    return;
+  }
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 24LL * 3600 * 1000));
+  takers_.push_back(Taker{reply, n, deadline});
+  cv_.notify_all();
+}
+
+void JobQueue::ack(int64_t id, int64_t delivery, Deferred reply) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end() || it->second.delivery != delivery) {
+    reply.resolve(false);  // not leased, or leased again since: someone else owns it now
+    return;
+  }
+  leases_.erase(it);
+  jobs_.erase(id);
+  log(Value::array({"ack", id}), [reply] { reply.resolve(true); });
+}
+
+void JobQueue::ack_many(const ValueArray& pairs, Deferred reply) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ValueArray results;
+  for (const Value& p : pairs) {
+    const int64_t id = p[0].as<int64_t>();
+    const int64_t delivery = p[1].as<int64_t>();
+    auto it = leases_.find(id);
+    const bool ok = it != leases_.end() && it->second.delivery == delivery;
+    results.push_back(ok);
+    if (!ok) continue;
+    leases_.erase(it);
+    jobs_.erase(id);
+    log(Value::array({"ack", id}));
+  }
+  log(Value::array({"ack", int64_t{0}}), [reply, results] { reply.resolve(Value(results)); });
+}
+
+bool JobQueue::nack(int64_t id, int64_t delivery) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end() || it->second.delivery != delivery) return false;
+  requeue(id);
+  feed_takers();
+  return true;
+}
+
+int64_t JobQueue::size() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(ready_.size());
+}
+
+int64_t JobQueue::leased() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(leases_.size());
+}
+
+Value JobQueue::peek() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ready_.empty() ? Value() : jobs_[ready_.front()];
+}
+
+void JobQueue::client_gone(uint64_t client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int64_t> ids;
+  for (const auto& [id, lease] : leases_)
+    if (lease.client == client) ids.push_back(id);
+  std::sort(ids.rbegin(), ids.rend());  // requeue to the front, oldest first in line
+  for (int64_t id : ids) requeue(id);
+  takers_.erase(std::remove_if(takers_.begin(), takers_.end(),
+                               [&](const Taker& t) { return t.reply.client_id() == client; }),
+                takers_.end());
+  feed_takers();
+}
+
+void JobQueue::timer_main() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    const auto now = Clock::now();
+    // Leases past their visibility timeout: delivered again.
+    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
+      const int64_t id = lease_deadlines_.begin()->second;
+      const auto when = lease_deadlines_.begin()->first;
+      lease_deadlines_.erase(lease_deadlines_.begin());
+      auto it = leases_.find(id);
+      if (it != leases_.end() && it->second.deadline == when) requeue(id);
+    }
+    // Takes that waited long enough: answered with nothing.
+    auto next = Clock::time_point::max();
+    for (auto it = takers_.begin(); it != takers_.end();) {
+      if (it->deadline <= now) {
+        it->reply.resolve(it->max == 0 ? Value() : Value(ValueArray{}));
+        it = takers_.erase(it);
+      } else {
+        next = std::min(next, it->deadline);
+        ++it;
+      }
+    }
+    feed_takers();
+    if (!lease_deadlines_.empty()) next = std::min(next, lease_deadlines_.begin()->first);
+    if (next == Clock::time_point::max())
+      cv_.wait(lock);
+    else
+      cv_.wait_until(lock, next);
+  }
+}
+
+void JobQueue::register_class() {
+  patro::Class<JobQueue>("Patro::Queue")
+      .method("push", [](JobQueue& q, Value job, Deferred d) { q.push(job, d); })
+      .method("push_many", [](JobQueue& q, ValueArray jobs, Deferred d) { q.push_many(jobs, d); })
+      .method("take", [](JobQueue& q, int64_t timeout_ms, Deferred d) { q.take(timeout_ms, d); })
+      .method("take_many", [](JobQueue& q, int64_t n, int64_t timeout_ms,
+                              Deferred d) { q.take_many(std::max<int64_t>(n, 1), timeout_ms, d); })
+      .method("ack",
+              [](JobQueue& q, int64_t id, int64_t delivery, Deferred d) { q.ack(id, delivery, d); })
+      .method("ack_many", [](JobQueue& q, ValueArray pairs, Deferred d) { q.ack_many(pairs, d); })
+      .method("nack",
+              [](JobQueue& q, int64_t id, int64_t delivery) { return q.nack(id, delivery); })
+      .method("size", [](JobQueue& q) { return q.size(); })
+      .method("leased", [](JobQueue& q) { return q.leased(); })
+      .method("peek", [](JobQueue& q) { return q.peek(); });
+}
+
+}  // namespace patro::worker

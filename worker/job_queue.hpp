@@ -1,0 +1,93 @@
+// A reliable job queue (what Redis users build with BLMOVE, and SQS gives): a taken job is leased
+// to its taker until acknowledged; a job not acknowledged within the visibility timeout, or whose
+// taker's connection died, is delivered again. A blocking take waits on the server without a
+// thread (patro::Deferred) and without polling. With a write-ahead log, jobs and leases survive a
+// restart, and a push or ack is acknowledged only once it is on disk.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include <patro/patro.hpp>
+
+#include "wal.hpp"
+
+namespace patro::worker {
+
+class JobQueue {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  /// wal_path empty: in memory only.
+  JobQueue(std::string name, std::chrono::milliseconds visibility, const std::string& wal_path);
+  ~JobQueue();
+  JobQueue(const JobQueue&) = delete;
+  JobQueue& operator=(const JobQueue&) = delete;
+
+  /// Registers the class's methods with patro (once per process).
+  static void register_class();
+
+  void push(const Value& job, Deferred reply);
+  void push_many(const ValueArray& jobs, Deferred reply);
+  /// [id, job, delivery], or null once timeout_ms passes with nothing to take.
+  void take(int64_t timeout_ms, Deferred reply);
+  /// Up to n of [id, job, delivery]; waits up to timeout_ms for the first.
+  void take_many(int64_t n, int64_t timeout_ms, Deferred reply);
+  /// True if the delivery was the current lease of the job (so it is acknowledged exactly once).
+  void ack(int64_t id, int64_t delivery, Deferred reply);
+  void ack_many(const ValueArray& pairs, Deferred reply);
+  bool nack(int64_t id, int64_t delivery);
+  int64_t size();
+  int64_t leased();
+  Value peek();
+  /// The connection is gone: its leased jobs go back to the front of the queue, its takes end.
+  void client_gone(uint64_t client);
+
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  struct Lease {
+    int64_t delivery;
+    uint64_t client;
+    Clock::time_point deadline;
+  };
+  struct Taker {
+    Deferred reply;
+    int64_t max;  // 0: take (one, not a list); n: take_many
+    Clock::time_point deadline;
+  };
+
+  Value lease_one(int64_t id, uint64_t client);  // requires mu_
+  void feed_takers();                            // requires mu_
+  void requeue(int64_t id);                      // requires mu_
+  void timer_main();
+  void log(const Value& record, std::function<void()> done = {});
+  void replay(std::string_view record);
+
+  const std::string name_;
+  const std::chrono::milliseconds visibility_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t next_id_ = 1;
+  int64_t next_delivery_ = 1;
+  std::unordered_map<int64_t, Value> jobs_;
+  std::deque<int64_t> ready_;
+  std::unordered_map<int64_t, Lease> leases_;
+  std::multimap<Clock::time_point, int64_t> lease_deadlines_;
+  std::deque<Taker> takers_;
+  bool stopping_ = false;
+  std::unique_ptr<Wal> wal_;
+  std::thread timer_;
+};
+
+}  // namespace patro::worker

@@ -1,0 +1,266 @@
+#include "log_writer.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace patro::worker {
+
+namespace {
+void write_all(int fd, const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(Errc::internal, std::string("cannot write the log: ") + std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+}  // namespace
+
+LogWriter::LogWriter(std::string path, LogOptions options)
+    : path_(std::move(path)), options_(options) {
+  open_file();
+  writer_ = std::thread([this] { writer_main(); });
+}
+
+LogWriter::~LogWriter() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void LogWriter::open_file() {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    throw Error(Errc::invalid_argument,
+                "cannot open log file " + path_ + ": " + std::strerror(errno));
+  struct stat st {};
+  written_ = ::fstat(fd_, &st) == 0 ? st.st_size : 0;
+}
+
+std::string LogWriter::format(const std::string& line, uint64_t client) const {
+  std::string out;
+  if (options_.prefix) {
+    using namespace std::chrono;
+    const auto now = system_clock::now();
+    const std::time_t t = system_clock::to_time_t(now);
+    const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %016llx ",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms), static_cast<unsigned long long>(client));
+    out = buf;
+  }
+  // One line per write: embedded newlines would split it, so they are escaped.
+  for (char c : line) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c != '\r') {
+      out += c;
+    }
+  }
+  if (!out.empty() && out.size() >= 2 && out.compare(out.size() - 2, 2, "\\n") == 0)
+    out.resize(out.size() - 2);  // a trailing newline is the line's own end
+  out += '\n';
+  return out;
+}
+
+void LogWriter::append(std::string text, std::function<void()> done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    buffer_ += text;
+    if (done) acks_.push_back(std::move(done));
+  }
+  cv_.notify_all();
+}
+
+void LogWriter::write(const std::string& line, Deferred reply) {
+  std::string text = format(line, reply.client_id());
+  if (options_.sync == LogOptions::Sync::always) {
+    append(std::move(text), [reply] { reply.resolve(true); });
+  } else {
+    append(std::move(text), {});
+    reply.resolve(true);  // received and in order; on disk within the sync policy
+  }
+}
+
+void LogWriter::write_many(const ValueArray& lines, Deferred reply) {
+  std::string text;
+  for (const Value& l : lines) text += format(l.as<std::string>(), reply.client_id());
+  const int64_t n = static_cast<int64_t>(lines.size());
+  if (options_.sync == LogOptions::Sync::always) {
+    append(std::move(text), [reply, n] { reply.resolve(n); });
+  } else {
+    append(std::move(text), {});
+    reply.resolve(n);
+  }
+}
+
+void LogWriter::rotate_locked() {
+  ::fsync(fd_);
+  ::close(fd_);
+  for (int i = options_.keep; i >= 1; --i) {
+    const std::string from = i == 1 ? path_ : path_ + "." + std::to_string(i - 1);
+    const std::string to = path_ + "." + std::to_string(i);
+    std::rename(from.c_str(), to.c_str());
+  }
+  open_file();
+}
+
+bool LogWriter::rotate() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // Let the writer empty the buffer first, so no line straddles the rotation.
+    cv_.notify_all();
+    for (int i = 0; i < 1000 && !buffer_.empty(); ++i) {
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      lock.lock();
+    }
+  }
+  std::lock_guard<std::mutex> io(io_mu_);
+  rotate_locked();
+  return true;
+}
+
+void LogWriter::writer_main() {
+  auto next_sync = std::chrono::steady_clock::now() + options_.sync_interval;
+  bool dirty = false;
+  for (;;) {
+    std::string chunk;
+    std::vector<std::function<void()>> acks;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto wake = [&] { return stopping_ || !buffer_.empty(); };
+      if (options_.sync == LogOptions::Sync::interval && dirty) {
+        cv_.wait_until(lock, next_sync, wake);
+      } else if (!followers_.empty()) {
+        cv_.wait_for(lock, std::chrono::milliseconds(50), wake);  // followers' deadlines
+      } else {
+        cv_.wait(lock, wake);
+      }
+      if (buffer_.empty() && stopping_) break;
+      chunk.swap(buffer_);
+      acks.swap(acks_);
+    }
+    try {
+      std::lock_guard<std::mutex> io(io_mu_);
+      if (!chunk.empty()) {
+        if (options_.rotate_bytes > 0 && written_ > 0 &&
+            written_ + static_cast<int64_t>(chunk.size()) > options_.rotate_bytes)
+          rotate_locked();
+        write_all(fd_, chunk);
+        written_ += static_cast<int64_t>(chunk.size());
+        dirty = true;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (dirty && (options_.sync == LogOptions::Sync::always ||
+                    (options_.sync == LogOptions::Sync::interval && now >= next_sync))) {
+        ::fdatasync(fd_);
+        dirty = false;
+        next_sync = now + options_.sync_interval;
+      }
+    } catch (const Error& e) {
+      std::fprintf(stderr, "patro-worker: log %s: %s\n", path_.c_str(), e.what());
+      continue;  // those lines are not acknowledged
+    }
+    for (auto& a : acks) a();
+    answer_followers(chunk.empty());
+  }
+  std::lock_guard<std::mutex> io(io_mu_);
+  ::fdatasync(fd_);
+}
+
+Value LogWriter::read(int64_t offset, int64_t max_lines) {
+  std::lock_guard<std::mutex> io(io_mu_);
+  ValueArray lines;
+  int64_t at = std::max<int64_t>(offset, 0);
+  const int rfd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (rfd >= 0) {
+    std::string data(1 << 16, '\0');
+    const ssize_t n = ::pread(rfd, data.data(), data.size(), at);
+    ::close(rfd);
+    if (n > 0) {
+      data.resize(static_cast<size_t>(n));
+      size_t start = 0;
+      for (size_t nl; static_cast<int64_t>(lines.size()) < max_lines &&
+                      (nl = data.find('\n', start)) != std::string::npos;
+           start = nl + 1) {
+        lines.push_back(data.substr(start, nl - start));
+        at += static_cast<int64_t>(nl - start + 1);
+      }
+    }
+  }
+  return Value::hash({{"lines", Value(lines)}, {"next", at}});
+}
+
+void LogWriter::follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, Deferred reply) {
+  Value now = read(offset, max_lines);
+  if (!now["lines"].if_array()->empty() || timeout_ms <= 0) {
+    reply.resolve(now);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  followers_.push_back(
+      Follower{offset, max_lines,
+               std::chrono::steady_clock::now() +
+                   std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 3600000)),
+               reply});
+  cv_.notify_all();
+}
+
+void LogWriter::answer_followers(bool expired_only) {
+  std::deque<Follower> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting.swap(followers_);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  std::deque<Follower> still;
+  for (auto& f : waiting) {
+    Value got = expired_only && f.deadline > now ? Value() : read(f.offset, f.max_lines);
+    if (got.is_null() || (got["lines"].if_array()->empty() && f.deadline > now)) {
+      still.push_back(std::move(f));
+    } else {
+      f.reply.resolve(got);
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& f : still) followers_.push_back(std::move(f));
+}
+
+int64_t LogWriter::size() {
+  std::lock_guard<std::mutex> io(io_mu_);
+  return written_;
+}
+
+void LogWriter::register_class() {
+  patro::Class<LogWriter>("Patro::Log")
+      .method("write", [](LogWriter& l, std::string line, Deferred d) { l.write(line, d); })
+      .method("print", [](LogWriter& l, std::string line, Deferred d) { l.write(line, d); })
+      .method("write_many",
+              [](LogWriter& l, ValueArray lines, Deferred d) { l.write_many(lines, d); })
+      .method("rotate", [](LogWriter& l) { return l.rotate(); })
+      .method("read", [](LogWriter& l, int64_t offset,
+                         int64_t max_lines) { return l.read(offset, max_lines); })
+      .method("follow", [](LogWriter& l, int64_t offset, int64_t timeout_ms,
+                           Deferred d) { l.follow(offset, 1000, timeout_ms, d); })
+      .method("size", [](LogWriter& l) { return l.size(); })
+      .method("path", [](LogWriter& l) { return l.path(); });
+}
+
+}  // namespace patro::worker

@@ -1,0 +1,78 @@
+// A log writer: many clients append lines into one file. Each line lands whole, in the order the
+// writer received it (one writer thread, one buffer). Optional prefix with the time and the
+// sender. Rotation on request and on size. A sync policy the reply honours: under "always" a
+// line is acknowledged only once fdatasync has covered it (group commit: one sync for all lines
+// queued behind it); "interval" syncs every N ms; "never" leaves it to the kernel.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <patro/patro.hpp>
+
+namespace patro::worker {
+
+struct LogOptions {
+  enum class Sync { always, interval, never };
+  Sync sync = Sync::never;
+  std::chrono::milliseconds sync_interval{100};
+  bool prefix = false;       // "2026-11-21T12:00:00.123Z 1a2b3c4d5e6f7081 " before each line
+  int64_t rotate_bytes = 0;  // rotate when the file would grow past this; 0: never
+  int keep = 5;              // rotated files kept: PATH.1 .. PATH.keep
+};
+
+class LogWriter {
+ public:
+  LogWriter(std::string path, LogOptions options);
+  ~LogWriter();
+  LogWriter(const LogWriter&) = delete;
+  LogWriter& operator=(const LogWriter&) = delete;
+
+  static void register_class();
+
+  void write(const std::string& line, Deferred reply);
+  void write_many(const ValueArray& lines, Deferred reply);
+  /// Rotates now: PATH becomes PATH.1 (older ones shift up), a new PATH starts.
+  bool rotate();
+  /// {"lines": [...], "next": offset} from offset in the current file (what is written so far).
+  Value read(int64_t offset, int64_t max_lines);
+  /// As read, but waits up to timeout_ms for a line past offset.
+  void follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, Deferred reply);
+  int64_t size();
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  struct Follower {
+    int64_t offset, max_lines;
+    std::chrono::steady_clock::time_point deadline;
+    Deferred reply;
+  };
+  std::string format(const std::string& line, uint64_t client) const;
+  void append(std::string text, std::function<void()> done);
+  void writer_main();
+  void open_file();
+  void rotate_locked();  // requires io_mu_
+  void answer_followers(bool expired_only);
+
+  const std::string path_;
+  const LogOptions options_;
+  std::mutex mu_;  // the buffer and the followers
+  std::condition_variable cv_;
+  std::string buffer_;
+  std::vector<std::function<void()>> acks_;  // answered after the buffer is written (and synced)
+  std::deque<Follower> followers_;
+  bool stopping_ = false;
+  std::mutex io_mu_;  // the file
+  int fd_ = -1;
+  int64_t written_ = 0;
+  std::thread writer_;
+};
+
+}  // namespace patro::worker

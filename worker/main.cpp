@@ -1,0 +1,245 @@
+// patro-worker: a server that needs no C++ from its user. It serves ready-made objects named on
+// its command line (or in a file), registered by name with the broker, using only libpatro's
+// public API.
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <patro/patro.hpp>
+
+#include "job_queue.hpp"
+#include "kv_store.hpp"
+#include "log_writer.hpp"
+
+namespace {
+
+const char* kUsage = R"(Usage: patro-worker [options] OBJECT...
+
+Serves ready-made objects, each registered by NAME at the broker (clients find them with
+patro::get_proxy(endpoint, NAME) or the patro CLI). OBJECT is one of:
+  queue NAME         a job queue: push, push_many, take (blocking, with a timeout), take_many,
+                     ack, ack_many, nack, size, leased, peek. A taken job is leased until
+                     acknowledged; one not acknowledged within the visibility timeout, or whose
+                     taker died, is delivered again.
+  log NAME PATH      a log writer: write, write_many, rotate, read, follow, size. Lines land
+                     whole, in the order received.
+  hash NAME          a key-value store: get, set, erase, exists, keys, size
+  counter NAME       an atomic counter: add, get, set, cas
+
+Options:
+  --broker ENDPOINT      register with this broker's server endpoint (its --back). Without it,
+                         the worker runs a broker itself (see --front and --back).
+  --front ENDPOINT       the embedded broker's client endpoint (default tcp://127.0.0.1:7170)
+  --back ENDPOINT        the embedded broker's server endpoint (default tcp://127.0.0.1:7171)
+  --objects FILE         read OBJECT lines from FILE (one per line; # starts a comment)
+  --data DIR             keep queues (jobs and leases), hashes and counters in write-ahead logs
+                         in DIR: they survive a restart, kill -9 included, and a change is
+                         acknowledged only once it is on disk
+  --visibility MS        a queue's lease (visibility) timeout (default 30000)
+  --log-sync POLICY      always (a line is acknowledged once on disk), never (default), or a
+                         number of milliseconds between syncs
+  --log-prefix           prefix each line with the time and the sender's client id
+  --log-rotate-bytes N   rotate a log when it would grow past N bytes (0: never)
+  --threads N            worker threads (default $PATRO_THREADS, or 4)
+  --name NAME            the server's name (its lock segments in /dev/shm)
+  --heartbeat-ms N       heartbeat interval (default 1000)
+  --config-out FILE      write the config (one line; objects in command-line order) to FILE
+  --endpoints-file FILE  write "FRONT BACK" of the embedded broker to FILE once bound
+  --help                 this text
+
+Logs to stderr (PATRO_LOG_LEVEL=error|warn|info|debug). Stops cleanly on SIGINT or SIGTERM.
+Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad options.
+)";
+
+struct Spec {
+  std::string kind, name, path;
+};
+
+[[noreturn]] void usage_error(const std::string& what) {
+  std::fprintf(stderr, "patro-worker: %s\n(see patro-worker --help)\n", what.c_str());
+  std::exit(2);
+}
+
+long long number(const std::string& s, const char* what) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0' || v < 0)
+    usage_error(std::string(what) + " needs a non-negative number, not '" + s + "'");
+  return v;
+}
+
+// Parses OBJECT words starting at i; returns how many it took.
+size_t parse_object(const std::vector<std::string>& w, size_t i, std::vector<Spec>& out) {
+  const std::string& kind = w[i];
+  if (kind == "queue" || kind == "hash" || kind == "counter") {
+    if (i + 1 >= w.size()) usage_error(kind + " needs a NAME");
+    out.push_back({kind, w[i + 1], {}});
+    return 2;
+  }
+  if (kind == "log") {
+    if (i + 2 >= w.size()) usage_error("log needs a NAME and a PATH");
+    out.push_back({kind, w[i + 1], w[i + 2]});
+    return 3;
+  }
+  usage_error("unknown object kind '" + kind + "' (queue, log, hash or counter)");
+}
+
+bool write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!(out << text << '\n') || !out.flush()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  patro::TerminationSignals signals;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<Spec> specs;
+  patro::ServerOptions so;
+  patro::BrokerOptions bo;
+  std::string data_dir, config_out, endpoints_file;
+  auto visibility = std::chrono::milliseconds(30000);
+  patro::worker::LogOptions log_options;
+  for (size_t i = 0; i < args.size();) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) usage_error(a + " needs a value");
+      return args[i + 1];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--broker") {
+      so.broker = value();
+    } else if (a == "--front") {
+      bo.frontend = value();
+    } else if (a == "--back") {
+      bo.backend = value();
+    } else if (a == "--data") {
+      data_dir = value();
+    } else if (a == "--visibility") {
+      visibility = std::chrono::milliseconds(number(value(), "--visibility"));
+    } else if (a == "--log-sync") {
+      const std::string& p = value();
+      if (p == "always") {
+        log_options.sync = patro::worker::LogOptions::Sync::always;
+      } else if (p == "never") {
+        log_options.sync = patro::worker::LogOptions::Sync::never;
+      } else {
+        log_options.sync = patro::worker::LogOptions::Sync::interval;
+        log_options.sync_interval = std::chrono::milliseconds(number(p, "--log-sync"));
+      }
+    } else if (a == "--log-prefix") {
+      log_options.prefix = true;
+      i += 1;
+      continue;
+    } else if (a == "--log-rotate-bytes") {
+      log_options.rotate_bytes = number(value(), "--log-rotate-bytes");
+    } else if (a == "--threads") {
+      so.threads = static_cast<unsigned>(number(value(), "--threads"));
+    } else if (a == "--name") {
+      so.name = value();
+    } else if (a == "--heartbeat-ms") {
+      so.heartbeat.interval = std::chrono::milliseconds(number(value(), "--heartbeat-ms"));
+      bo.heartbeat.interval = so.heartbeat.interval;
+    } else if (a == "--config-out") {
+      config_out = value();
+    } else if (a == "--endpoints-file") {
+      endpoints_file = value();
+    } else if (a == "--objects") {
+      std::ifstream in(value());
+      if (!in) usage_error("cannot read " + value());
+      std::vector<std::string> words;
+      for (std::string line; std::getline(in, line);) {
+        line = line.substr(0, line.find('#'));
+        std::istringstream ls(line);
+        std::vector<std::string> lw;
+        for (std::string w; ls >> w;) lw.push_back(w);
+        for (size_t k = 0; k < lw.size();) k += parse_object(lw, k, specs);
+      }
+    } else if (!a.empty() && a[0] == '-') {
+      usage_error("unknown option " + a);
+    } else {
+      i += parse_object(args, i, specs);
+      continue;
+    }
+    i += 2;
+  }
+  if (specs.empty()) usage_error("no objects to serve");
+
+  try {
+    patro::worker::JobQueue::register_class();
+    patro::worker::LogWriter::register_class();
+    patro::worker::KvStore::register_class();
+    patro::worker::Counter::register_class();
+
+    auto wal = [&](const Spec& s) {
+      return data_dir.empty() ? std::string() : data_dir + "/" + s.kind + "-" + s.name + ".wal";
+    };
+    std::vector<std::shared_ptr<patro::worker::JobQueue>> queues;
+    std::vector<patro::Named> objects;
+    for (const Spec& s : specs) {
+      if (s.kind == "queue") {
+        queues.push_back(std::make_shared<patro::worker::JobQueue>(s.name, visibility, wal(s)));
+        objects.push_back(patro::named(s.name, queues.back()));
+      } else if (s.kind == "log") {
+        objects.push_back(
+            patro::named(s.name, std::make_shared<patro::worker::LogWriter>(s.path, log_options)));
+      } else if (s.kind == "hash") {
+        objects.push_back(patro::named(s.name, std::make_shared<patro::worker::KvStore>(wal(s))));
+      } else {
+        objects.push_back(patro::named(s.name, std::make_shared<patro::worker::Counter>(wal(s))));
+      }
+    }
+    // A taker that died gives its leased jobs back.
+    so.on_client_gone = [queues](uint64_t client) {
+      for (const auto& q : queues) q->client_gone(client);
+    };
+
+    std::unique_ptr<patro::Broker> broker;
+    std::thread broker_thread;
+    if (so.broker.empty()) {
+      bo.limits = so.limits;
+      broker = std::make_unique<patro::Broker>(bo);
+      so.broker = broker->backend_endpoint();
+      broker_thread = std::thread([&] { broker->run(); });
+      if (!endpoints_file.empty() &&
+          !write_atomically(endpoints_file,
+                            broker->frontend_endpoint() + " " + broker->backend_endpoint()))
+        throw patro::Error(patro::Errc::invalid_argument, "cannot write " + endpoints_file);
+    }
+    auto stop_broker = [&] {
+      if (!broker) return;
+      broker->stop();
+      broker_thread.join();
+      broker.reset();
+    };
+    try {
+      patro::Config cfg = patro::patronize(so, objects);
+      if (!config_out.empty()) cfg.to_file(config_out);
+      std::fprintf(stderr, "patro-worker: serving %zu object(s); clients connect to %s\n",
+                   objects.size(), cfg.brokers().at(0).c_str());
+      signals.wait();
+      cfg.stop();
+    } catch (...) {
+      stop_broker();
+      throw;
+    }
+    stop_broker();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "patro-worker: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
