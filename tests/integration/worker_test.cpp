@@ -1,0 +1,234 @@
+// patro-worker across processes: the job queue, the log writer, and persistence through kill -9.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <patro/patro.hpp>
+
+#include "../support/process.hpp"
+
+using namespace std::chrono_literals;
+using patro::test::Process;
+using patro::test::program;
+using patro::test::read_file;
+using patro::test::TempDir;
+using patro::test::wait_for_file;
+
+namespace {
+
+struct Worker {
+  std::unique_ptr<Process> proc;
+  std::string front, back;
+  // Starts patro-worker with its own broker; front/back "*" picks free ports.
+  Worker(const TempDir& dir, std::vector<std::string> objects,
+         std::vector<std::string> options = {}, const std::string& front_ep = "tcp://127.0.0.1:*",
+         const std::string& back_ep = "tcp://127.0.0.1:*") {
+    const std::string eps = dir.file("worker-endpoints");
+    std::remove(eps.c_str());
+    std::vector<std::string> argv{
+        program("PATRO_WORKER"), "--front", front_ep,         "--back", back_ep,
+        "--endpoints-file",      eps,       "--heartbeat-ms", "100"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.insert(argv.end(), objects.begin(), objects.end());
+    proc = std::make_unique<Process>(argv);
+    REQUIRE(wait_for_file(eps, 20s));
+    std::istringstream(read_file(eps)) >> front >> back;
+    // Ready once a name resolves (the worker registers after binding).
+    for (int i = 0; i < 200; ++i) {
+      try {
+        patro::ClientOptions co;
+        co.connect_timeout = 1s;
+        (void)patro::get_proxy(front, objects.at(1), co);
+        return;
+      } catch (const patro::Error&) {
+        std::this_thread::sleep_for(25ms);
+      }
+    }
+    FAIL("the worker did not register its objects");
+  }
+};
+
+Process client(std::vector<std::string> args) {
+  args.insert(args.begin(), program("PATRO_WORKER_CLIENT"));
+  return Process(args);
+}
+
+std::vector<long> numbers(const std::string& path) {
+  std::vector<long> out;
+  std::istringstream in(read_file(path));
+  for (long v; in >> v;) out.push_back(v);
+  return out;
+}
+
+size_t lines_in(const std::string& path) {
+  size_t n = 0;
+  std::ifstream in(path);
+  for (std::string l; std::getline(in, l);) ++n;
+  return n;
+}
+
+void check_exactly_once(const std::vector<long>& acked, long total) {
+  std::set<long> distinct(acked.begin(), acked.end());
+  CHECK(acked.size() == static_cast<size_t>(total));     // none twice
+  CHECK(distinct.size() == static_cast<size_t>(total));  // none lost
+  CHECK(*distinct.begin() == 0);
+  CHECK(*distinct.rbegin() == total - 1);
+}
+
+}  // namespace
+
+TEST_CASE("2 producers and 4 consumers move 100,000 jobs: each acknowledged exactly once") {
+  TempDir dir;
+  Worker w(dir, {"queue", "jobs"});
+  std::vector<Process> consumers;
+  for (int k = 0; k < 4; ++k)
+    consumers.push_back(
+        client({"consume", w.front, "jobs", "50", dir.file("acked" + std::to_string(k)), "3000"}));
+  Process p1 = client({"produce", w.front, "jobs", "0", "50000", "100", dir.file("pushed1")});
+  Process p2 = client({"produce", w.front, "jobs", "50000", "50000", "100", dir.file("pushed2")});
+  CHECK(p1.wait(300s) == 0);
+  CHECK(p2.wait(300s) == 0);
+  std::vector<long> acked;
+  for (int k = 0; k < 4; ++k) {
+    CHECK(consumers[k].wait(300s) == 0);
+    for (long v : numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
+  }
+  check_exactly_once(acked, 100000);
+  auto q = patro::get_proxy(w.front, "jobs");
+  CHECK(q.call("size") == 0);
+  CHECK(q.call("leased") == 0);
+  CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("the same run with a consumer kill -9ed while holding leases: its jobs go to others") {
+  TempDir dir;
+  // A long visibility timeout: redelivery here comes from the taker's death, not the timeout.
+  Worker w(dir, {"queue", "jobs"}, {"--visibility", "600000"});
+  Process p1 = client({"produce", w.front, "jobs", "0", "50000", "100", dir.file("pushed1")});
+  Process p2 = client({"produce", w.front, "jobs", "50000", "50000", "100", dir.file("pushed2")});
+  Process holder = client({"hold", w.front, "jobs", "500", dir.file("held")});
+  REQUIRE(wait_for_file(dir.file("held"), 60s));
+  const size_t held = numbers(dir.file("held")).size();
+  CHECK(held > 0);
+  holder.signal(SIGKILL);
+  std::vector<Process> consumers;
+  for (int k = 0; k < 3; ++k)
+    consumers.push_back(
+        client({"consume", w.front, "jobs", "50", dir.file("acked" + std::to_string(k)), "3000"}));
+  CHECK(p1.wait(300s) == 0);
+  CHECK(p2.wait(300s) == 0);
+  std::vector<long> acked;
+  for (int k = 0; k < 3; ++k) {
+    CHECK(consumers[k].wait(300s) == 0);
+    for (long v : numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
+  }
+  check_exactly_once(acked, 100000);
+  CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("--data: kill -9 the worker mid-run; after a restart nothing acknowledged is lost") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  REQUIRE(std::system(("mkdir -p " + data).c_str()) == 0);
+  const std::vector<std::string> objects{"queue", "jobs", "hash", "kv", "counter", "n"};
+  auto w = std::make_unique<Worker>(dir, objects, std::vector<std::string>{"--data", data});
+  const std::string front = w->front, back = w->back;
+  Process producer = client({"produce", front, "jobs", "0", "1000000", "100", dir.file("pushed")});
+  Process changes = client({"changes", front, "kv", "n", "1000000", dir.file("changed")});
+  for (int i = 0;
+       i < 600 && (lines_in(dir.file("pushed")) < 5000 || lines_in(dir.file("changed")) < 200); ++i)
+    std::this_thread::sleep_for(50ms);
+  w->proc->signal(SIGKILL);
+  CHECK(w->proc->wait(10s).has_value());
+  CHECK(producer.wait(120s).has_value());  // they fail once the worker is gone
+  CHECK(changes.wait(120s).has_value());
+  const std::vector<long> pushed = numbers(dir.file("pushed"));
+  const std::vector<long> changed = numbers(dir.file("changed"));
+  REQUIRE(pushed.size() >= 5000);
+  REQUIRE(changed.size() >= 200);
+
+  w = std::make_unique<Worker>(dir, objects, std::vector<std::string>{"--data", data}, front, back);
+  Process consumer = client({"consume", front, "jobs", "100", dir.file("acked"), "2000"});
+  CHECK(consumer.wait(300s) == 0);
+  const std::vector<long> acked = numbers(dir.file("acked"));
+  const std::set<long> delivered(acked.begin(), acked.end());
+  size_t missing = 0;
+  for (long j : pushed) missing += delivered.count(j) == 0;
+  CHECK(missing == 0);  // every job whose push was acknowledged is delivered
+  auto kv = patro::get_proxy(front, "kv");
+  size_t lost_keys = 0;
+  for (long i : changed) lost_keys += !(kv.call("get", "k" + std::to_string(i)) == i);
+  CHECK(lost_keys == 0);
+  // The counter holds every acknowledged add (and at most the one in flight at the kill).
+  const int64_t n = patro::get_proxy(front, "n").call("get").as<int64_t>();
+  CHECK(n >= static_cast<int64_t>(changed.size()));
+  CHECK(n <= static_cast<int64_t>(changed.size()) + 1);
+  CHECK(w->proc->stop() == 0);
+}
+
+TEST_CASE("4 clients x 25,000 lines into one served log: exactly 100,000 whole lines") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  Worker w(dir, {"log", "events", path});
+  std::vector<Process> writers;
+  for (int k = 0; k < 4; ++k)
+    writers.push_back(client({"log", w.front, "events", "w" + std::to_string(k), "25000", "100",
+                              dir.file("wrote" + std::to_string(k))}));
+  for (auto& p : writers) CHECK(p.wait(300s) == 0);
+  CHECK(w.proc->stop() == 0);  // a clean stop writes everything
+  const std::regex whole("^w([0-3]) ([0-9]+) x{40}$");
+  std::map<int, std::set<long>> seen;
+  size_t lines = 0, broken = 0;
+  std::ifstream in(path);
+  for (std::string l; std::getline(in, l);) {
+    ++lines;
+    std::smatch m;
+    if (!std::regex_match(l, m, whole)) {
+      ++broken;
+      continue;
+    }
+    seen[std::stoi(m[1])].insert(std::stol(m[2]));
+  }
+  CHECK(lines == 100000);
+  CHECK(broken == 0);
+  for (int k = 0; k < 4; ++k) CHECK(seen[k].size() == 25000);
+}
+
+TEST_CASE(
+    "with --log-sync always, lines acknowledged before a kill -9 of the worker are in the "
+    "file") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  Worker w(dir, {"log", "events", path}, {"--log-sync", "always"});
+  Process a = client({"log", w.front, "events", "a", "1000000", "1", dir.file("wrote-a")});
+  Process b = client({"log", w.front, "events", "b", "1000000", "1", dir.file("wrote-b")});
+  for (int i = 0; i < 600 && lines_in(dir.file("wrote-a")) + lines_in(dir.file("wrote-b")) < 500;
+       ++i)
+    std::this_thread::sleep_for(50ms);
+  w.proc->signal(SIGKILL);
+  CHECK(w.proc->wait(10s).has_value());
+  CHECK(a.wait(120s).has_value());
+  CHECK(b.wait(120s).has_value());
+  std::set<std::string> in_file;
+  {
+    std::ifstream in(path);
+    for (std::string l; std::getline(in, l);) in_file.insert(l.substr(0, l.find(' ', 2)));
+  }
+  size_t missing = 0, acked = 0;
+  for (const char* tag : {"a", "b"}) {
+    for (long i : numbers(dir.file(std::string("wrote-") + tag))) {
+      ++acked;
+      missing += in_file.count(std::string(tag) + " " + std::to_string(i)) == 0;
+    }
+  }
+  CHECK(acked >= 500);
+  CHECK(missing == 0);
+}
