@@ -338,21 +338,14 @@ Value decode(std::string_view bytes) {
   // Copy into aligned storage: FlatBuffers reads scalars in place.
   std::vector<uint64_t> aligned((bytes.size() + 7) / 8);
   std::memcpy(aligned.data(), bytes.data(), bytes.size());
-  const auto* data = reinterpret_cast<const uint8_t*>(aligned.data());
-  const Limits limits;
-  if (bytes.size() < 8 || bytes.size() > limits.max_message_size ||
-      !flatbuffers::BufferHasIdentifier(data, wire::StoredValueIdentifier()))
-    throw Error(Errc::bad_message, "not a stored Patro value");
-  flatbuffers::Verifier::Options opts;
-  opts.max_depth = limits.max_depth;
-  opts.max_tables = limits.max_tables;
-  flatbuffers::Verifier verifier(data, bytes.size(), opts);
-  if (!verifier.VerifyBuffer<wire::StoredValue>(wire::StoredValueIdentifier()))
-    throw Error(Errc::bad_message, "a stored value failed verification");
+  const auto* root = detail::verified_bytes<wire::StoredValue>(
+      reinterpret_cast<const uint8_t*>(aligned.data()), bytes.size(), wire::StoredValueIdentifier(),
+      Limits{});
+  if (root == nullptr) throw Error(Errc::bad_message, "not a stored Patro value, or damaged");
   const detail::RefReader no_refs = [](const wire::Ref&) -> Value {
     throw Error(Errc::bad_message, "a stored value holds a reference");
   };
-  return detail::decode_value(flatbuffers::GetRoot<wire::StoredValue>(data)->value(), no_refs);
+  return detail::decode_value(root->value(), no_refs);
 }
 
 }  // namespace patro

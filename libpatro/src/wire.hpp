@@ -83,13 +83,12 @@ using AlignedScratch = std::vector<uint64_t>;
 /// The frame's bytes at an 8-byte aligned address: the frame itself, or a copy in scratch.
 const uint8_t* aligned_bytes(const zmq::message_t& frame, AlignedScratch& scratch);
 
-/// Verifies a body against its root type and identifier within the limits; nullptr if bad.
+/// Verifies bytes (at an 8-byte aligned address) against a root type and identifier within the
+/// limits; nullptr if bad.
 template <class T>
-const T* verified_root(const zmq::message_t& frame, const char* identifier, const Limits& limits,
-                       AlignedScratch& scratch) {
-  const size_t size = frame.size();
+const T* verified_bytes(const uint8_t* data, size_t size, const char* identifier,
+                        const Limits& limits) {
   if (size < 8 || size > limits.max_message_size) return nullptr;
-  const uint8_t* data = aligned_bytes(frame, scratch);
   if (!flatbuffers::BufferHasIdentifier(data, identifier)) return nullptr;
   flatbuffers::Verifier::Options opts;
   opts.max_depth = limits.max_depth;
@@ -97,6 +96,14 @@ const T* verified_root(const zmq::message_t& frame, const char* identifier, cons
   flatbuffers::Verifier verifier(data, size, opts);
   if (!verifier.VerifyBuffer<T>(identifier)) return nullptr;
   return flatbuffers::GetRoot<T>(data);
+}
+
+/// Verifies a body against its root type and identifier within the limits; nullptr if bad.
+template <class T>
+const T* verified_root(const zmq::message_t& frame, const char* identifier, const Limits& limits,
+                       AlignedScratch& scratch) {
+  if (frame.size() < 8 || frame.size() > limits.max_message_size) return nullptr;
+  return verified_bytes<T>(aligned_bytes(frame, scratch), frame.size(), identifier, limits);
 }
 
 const wire::Request* verified_request(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
