@@ -88,6 +88,13 @@ void Connection::connect() {
         if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
         if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
           broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
+        {
+          // The broker's faster interval applies now: the first heartbeat must not wait for ours,
+          // or a broker with a shorter window drops this client after a long call.
+          MutexLock io(io_mu_);
+          next_heartbeat_ = std::min(
+              next_heartbeat_, Clock::now() + std::chrono::milliseconds(heartbeat_ms_.load()));
+        }
         if (!heartbeat_.joinable()) heartbeat_ = std::thread([this] { heartbeat_main(); });
         return;
       }
