@@ -309,7 +309,7 @@ void Server::lane_main(Lane& lane) {
                                                                  : Errc::bad_message,
                 "the request body failed verification (" + std::to_string(msg[4].size()) +
                     " bytes): malformed, truncated, too deep or too large");
-          } else if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockState) {
+          } else if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockInfo) {
             run_sync(*req, msg[1], executor, sock);
             break;
           } else {
@@ -463,6 +463,14 @@ void Server::run_sync(const wire::Request& req, const zmq::message_t& routing, E
       case wire::Op::Notify:
         o = locks_->notify(object, caller.monitor, count_arg(args));
         break;
+      case wire::Op::LockInfo: {
+        const LockInfo i = locks_->info(object);
+        results = ValueArray{Value(static_cast<int64_t>(i.holder)), Value(int64_t{i.depth}),
+                             Value(static_cast<int64_t>(i.lock_waiters)),
+                             Value(static_cast<int64_t>(i.wait_waiters)),
+                             Value(static_cast<int64_t>(i.token))};
+        break;
+      }
       default:
         results = ValueArray{Value(locks_->state(object, caller.monitor))};
         break;
