@@ -220,7 +220,7 @@ TEST_CASE("lock runs a command under the lock; others are refused meanwhile; loc
 
   // A signal to patro lock reaches the command; the lock is released either way.
   const std::string ready2 = c.dir.file("ready2");
-  Process killed(c.argv({"lock", "kv", "--", "sh", "-c", "touch " + ready2 + "; sleep 30"}));
+  Process killed(c.argv({"lock", "kv", "--", "sh", "-c", "touch " + ready2 + "; exec sleep 30"}));
   for (int i = 0; i < 200 && !std::ifstream(ready2); ++i) std::this_thread::sleep_for(50ms);
   REQUIRE(std::ifstream(ready2).good());
   killed.signal(SIGTERM);
