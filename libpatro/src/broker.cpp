@@ -5,6 +5,7 @@
 // frames are moved, not copied.
 #include "patro/broker.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <queue>
 #include <string>
@@ -165,6 +166,8 @@ struct Broker::Impl {
         return on_hello(f, routing, now);
       case Command::lookup:
         return on_lookup(f, routing, now);
+      case Command::broker_info:
+        return on_info(f, routing, now);
       case Command::disconnect: {
         auto it = clients.find(routing);
         if (it != clients.end()) drop_client(it);
@@ -263,6 +266,38 @@ struct Broker::Impl {
     Multipart out;
     out.push_back(std::move(f[0]));
     out.push_back(detail::header_frame(Command::lookup_reply));
+    out.push_back(std::move(f[2]));
+    out.push_back(detail::body_frame(fb));
+    send_front(out);
+  }
+
+  void on_info(Multipart& f, const std::string& routing, Clock::time_point now) {
+    auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+    const wire::Control* c =
+        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+    if (!request_id || !c || !c->body_as_BrokerInfoRequest()) return void(++dropped);
+    touch_client(routing, 0, now);
+    flatbuffers::FlatBufferBuilder fb(1024);
+    std::vector<flatbuffers::Offset<wire::NameBinding>> nbs;
+    nbs.reserve(names.size());
+    for (const auto& [name, b] : names)
+      nbs.push_back(wire::CreateNameBindingDirect(fb, name.c_str(), b.id.server, b.id.object,
+                                                  b.type_name.c_str(), b.reftype.c_str()));
+    std::vector<flatbuffers::Offset<wire::ServerInfo>> sis;
+    sis.reserve(servers.size());
+    for (const auto& [id, s] : servers) {
+      const auto live = std::count_if(s.lanes.begin(), s.lanes.end(),
+                                      [](const std::string& l) { return !l.empty(); });
+      sis.push_back(wire::CreateServerInfo(fb, id, static_cast<uint32_t>(live),
+                                           static_cast<uint32_t>(s.clients.size())));
+    }
+    auto r = wire::CreateBrokerInfoReplyDirect(fb, &nbs, &sis, routed, replies, dropped, rejected,
+                                               n_clients, n_servers);
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::BrokerInfoReply, r.Union()),
+              wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(std::move(f[0]));
+    out.push_back(detail::header_frame(Command::broker_info_reply));
     out.push_back(std::move(f[2]));
     out.push_back(detail::body_frame(fb));
     send_front(out);

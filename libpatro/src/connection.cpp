@@ -88,6 +88,13 @@ void Connection::connect() {
         if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
         if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
           broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
+        {
+          // The broker's faster interval applies now: the first heartbeat must not wait for ours,
+          // or a broker with a shorter window drops this client after a long call.
+          MutexLock io(io_mu_);
+          next_heartbeat_ = std::min(
+              next_heartbeat_, Clock::now() + std::chrono::milliseconds(heartbeat_ms_.load()));
+        }
         if (!heartbeat_.joinable()) heartbeat_ = std::thread([this] { heartbeat_main(); });
         return;
       }
@@ -168,7 +175,8 @@ void Connection::dispatch(Multipart& msg) {
   switch (*cmd) {
     case Command::reply:
     case Command::welcome:
-    case Command::lookup_reply: {
+    case Command::lookup_reply:
+    case Command::broker_info_reply: {
       if (msg.size() != 3) return;
       auto rid = parse_u64(msg[1]);
       if (!rid) return;
@@ -387,6 +395,15 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
       extras.changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
   }
   return decode_values(reply->results(), read_ref);
+}
+
+zmq::message_t Connection::control(Command command, const flatbuffers::FlatBufferBuilder& fb) {
+  const uint64_t rid = next_request_id_++;
+  Multipart m;
+  m.push_back(header_frame(command));
+  m.push_back(u64_frame(rid));
+  m.push_back(body_frame(fb));
+  return exchange(rid, std::move(m), Clock::now() + options_.call_timeout, 0, wire::Op::Describe);
 }
 
 std::optional<NameInfo> Connection::lookup(const std::string& name) {

@@ -54,6 +54,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Resolves a name in the broker's registry.
   std::optional<NameInfo> lookup(const std::string& name);
 
+  /// Sends a control request (fb: a finished Control) to the broker and returns the body of its
+  /// answer; throws Error(timeout) after call_timeout.
+  zmq::message_t control(Command command, const flatbuffers::FlatBufferBuilder& fb);
+
   uint64_t client_id() const noexcept { return client_id_; }
   const ClientOptions& options() const noexcept { return options_; }
   const std::string& endpoint() const noexcept { return endpoint_; }

@@ -528,6 +528,7 @@ ValueArray Executor::run(const wire::Request& req) {
     case wire::Op::Wait:
     case wire::Op::Notify:
     case wire::Op::LockState:
+    case wire::Op::LockInfo:
       break;  // the server's lanes run these against the lock table
 
     case wire::Op::Call:

@@ -313,6 +313,21 @@ int LockTable::state(uint64_t object, uint64_t monitor) {
   return 0;
 }
 
+LockInfo LockTable::info(uint64_t object) {
+  bip::scoped_lock<bip::named_mutex> guard(*shm_->mutex);
+  LockInfo info;
+  info.object = object;
+  const LockRec* r = shm_->find(object);
+  if (r == nullptr) return info;
+  info.holder = r->holder;
+  info.depth = r->depth;
+  info.token = r->token;
+  for (const Waiter& w : r->waiters)
+    (w.kind == WaitKind::wait ? info.wait_waiters : info.lock_waiters)++;
+  info.stolen.assign(r->stolen.begin(), r->stolen.end());
+  return info;
+}
+
 uint64_t LockTable::token(uint64_t object) {
   bip::scoped_lock<bip::named_mutex> guard(*shm_->mutex);
   LockRec* r = shm_->find(object);

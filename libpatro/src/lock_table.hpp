@@ -81,6 +81,8 @@ class LockTable {
   SyncOutcome notify(uint64_t object, uint64_t monitor, int64_t count);
   /// Patro's lock_state code: 0 NULL, 1 WAIT, 2 NOTIFY, 3 STOLEN, 4 + depth - 1 LOCK.
   int state(uint64_t object, uint64_t monitor);
+  /// The lock of one object as a tool sees it (all zero if it was never locked).
+  LockInfo info(uint64_t object);
   /// The newest token granted for object (0 if none).
   uint64_t token(uint64_t object);
   /// The client is gone: release its locks, drop its waits.

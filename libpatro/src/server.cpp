@@ -114,6 +114,35 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
 
 Server::~Server() {
   stop();
+  if (fincheck_thread_.joinable()) fincheck_thread_.join();  // it stopped the server itself
+}
+
+void Server::client_seen(uint64_t client_id) {
+  MutexLock lock(mu_);
+  clients_.insert(client_id);
+}
+
+void Server::client_left(uint64_t client_id) {
+  MutexLock lock(mu_);
+  if (clients_.erase(client_id) > 0 && clients_.empty()) idle_since_ = Clock::now();
+}
+
+void Server::fincheck_main() {
+  const auto period = std::max(options_.fincheck_freq, std::chrono::milliseconds(1));
+  MutexLock lock(mu_);
+  while (!stopped_) {
+    cv_.wait_for(lock.native(), period);
+    if (stopped_) return;
+    const auto now = Clock::now();
+    if (!clients_.empty() || now - idle_since_ < options_.idle_timeout ||
+        now - started_ < options_.keep_alive)
+      continue;
+    PATRO_LOG(info, "server") << "no client for " << options_.idle_timeout.count()
+                              << " ms: shutting down (idle_timeout)";
+    lock.unlock();
+    stop_server(true);
+    return;
+  }
 }
 
 Config Server::start() {
@@ -158,7 +187,10 @@ Config Server::start() {
                       std::to_string(options_.connect_timeout.count()) + " ms");
     }
     client_endpoint = client_endpoint_;
+    started_ = idle_since_ = Clock::now();
   }
+  if (options_.idle_timeout.count() > 0)
+    fincheck_thread_ = std::thread([this] { fincheck_main(); });
   PATRO_LOG(info, "server") << "serving " << entries_.size() << " object(s) with " << lanes_.size()
                             << " threads; clients connect to " << client_endpoint;
   return Config({client_endpoint}, entries_);
@@ -172,11 +204,21 @@ void Server::lane_registered(const std::string& client_endpoint) {
 }
 
 void Server::stop() {
+  stop_server(false);
+}
+
+void Server::stop_server(bool from_fincheck) {
   {
     MutexLock lock(mu_);
-    if (stopped_) return;
+    if (stopped_) {
+      // Stopping already (the fincheck may be doing it): return once it is done.
+      while (running_) cv_.wait(lock.native());
+      return;
+    }
     stopped_ = true;
+    cv_.notify_all();  // wakes the fincheck
   }
+  if (!from_fincheck && fincheck_thread_.joinable()) fincheck_thread_.join();
   late_.reset();  // late replies after this are dropped
   if (locks_) locks_->stop_timer();
   if (timer_thread_.joinable()) timer_thread_.join();
@@ -302,6 +344,7 @@ void Server::lane_main(Lane& lane) {
           if (!request_id) break;
           zmq::message_t reply;
           const wire::Request* req = verified_request(msg[4], options_.limits, scratch);
+          if (req != nullptr && options_.idle_timeout.count() > 0) client_seen(req->client_id());
           if (req == nullptr) {
             reply = error_reply(
                 *request_id,
@@ -309,7 +352,7 @@ void Server::lane_main(Lane& lane) {
                                                                  : Errc::bad_message,
                 "the request body failed verification (" + std::to_string(msg[4].size()) +
                     " bytes): malformed, truncated, too deep or too large");
-          } else if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockState) {
+          } else if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockInfo) {
             run_sync(*req, msg[1], executor, sock);
             break;
           } else {
@@ -354,6 +397,7 @@ void Server::lane_main(Lane& lane) {
           if (!client_id) break;
           std::vector<DeferredReply> owed;
           locks_->drop_monitor(*client_id, owed);
+          if (options_.idle_timeout.count() > 0) client_left(*client_id);
           send_owed(owed, sock);
           if (options_.on_client_gone) {
             try {
@@ -463,6 +507,14 @@ void Server::run_sync(const wire::Request& req, const zmq::message_t& routing, E
       case wire::Op::Notify:
         o = locks_->notify(object, caller.monitor, count_arg(args));
         break;
+      case wire::Op::LockInfo: {
+        const LockInfo i = locks_->info(object);
+        results = ValueArray{Value(static_cast<int64_t>(i.holder)), Value(int64_t{i.depth}),
+                             Value(static_cast<int64_t>(i.lock_waiters)),
+                             Value(static_cast<int64_t>(i.wait_waiters)),
+                             Value(static_cast<int64_t>(i.token))};
+        break;
+      }
       default:
         results = ValueArray{Value(locks_->state(object, caller.monitor))};
         break;

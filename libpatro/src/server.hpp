@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <zmq.hpp>
@@ -49,6 +50,12 @@ class Server : public std::enable_shared_from_this<Server> {
                 zmq::socket_t& sock);
   void send_owed(std::vector<DeferredReply>& owed, zmq::socket_t& sock);
   void timer_main();
+  /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no
+  /// client for idle_timeout and has run for keep_alive.
+  void fincheck_main() PATRO_EXCLUDES(mu_);
+  void client_seen(uint64_t client_id) PATRO_EXCLUDES(mu_);
+  void client_left(uint64_t client_id) PATRO_EXCLUDES(mu_);
+  void stop_server(bool from_fincheck) PATRO_EXCLUDES(mu_);
 
   ServerOptions options_;
   zmq::context_t ctx_{1};
@@ -63,12 +70,17 @@ class Server : public std::enable_shared_from_this<Server> {
   std::shared_ptr<ReplySink> late_;  // replies of methods that took a patro::Deferred
   std::thread timer_thread_;
   std::atomic<bool> running_{false};
+  std::thread fincheck_thread_;
 
   Mutex mu_;
   CondVar cv_;
   unsigned registered_ PATRO_GUARDED_BY(mu_) = 0;
   std::string client_endpoint_ PATRO_GUARDED_BY(mu_);
   bool stopped_ PATRO_GUARDED_BY(mu_) = false;
+  // Clients known from their requests, until CLIENT_GONE; kept only with an idle_timeout.
+  std::unordered_set<uint64_t> clients_ PATRO_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point started_ PATRO_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point idle_since_ PATRO_GUARDED_BY(mu_);
 };
 
 }  // namespace patro::detail

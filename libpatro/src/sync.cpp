@@ -78,4 +78,13 @@ LockState lock_state(const Proxy& p) {
   return LockState(r[0].as<int>());
 }
 
+LockInfo lock_info(const Proxy& p) {
+  auto r = run(p, wire::Op::LockInfo, {});
+  if (r.size() != 5) throw Error(Errc::bad_message, "a lock_info reply needs 5 results");
+  return LockInfo{
+      static_cast<uint64_t>(r[0].as<int64_t>()), static_cast<uint32_t>(r[1].as<int64_t>()),
+      static_cast<uint64_t>(r[2].as<int64_t>()), static_cast<uint64_t>(r[3].as<int64_t>()),
+      static_cast<uint64_t>(r[4].as<int64_t>())};
+}
+
 }  // namespace patro

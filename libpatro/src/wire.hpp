@@ -5,11 +5,13 @@
 //   client -> broker   HELLO     [hdr][request id:8][Control(Hello)]
 //                      REQUEST   [hdr][object id:16][request id:8][Request]
 //                      LOOKUP    [hdr][request id:8][Control(Lookup)]
+//                      BROKER_INFO [hdr][request id:8][Control(BrokerInfoRequest)]
 //                      HEARTBEAT [hdr][client id:8]
 //                      DISCONNECT[hdr]
 //   broker -> client   WELCOME   [hdr][request id:8][Control(Welcome)]
 //                      REPLY     [hdr][request id:8][Reply]     (also the broker's own errors)
 //                      LOOKUP_REPLY [hdr][request id:8][Control(LookupReply)]
+//                      BROKER_INFO_REPLY [hdr][request id:8][Control(BrokerInfoReply)]
 //                      HEARTBEAT [hdr]
 //                      DISCONNECT[hdr]                          (unknown to me: say hello again)
 //                      SERVER_DOWN [hdr][server id:8]
@@ -59,6 +61,8 @@ enum class Command : uint8_t {
   registered = 10,
   server_down = 11,
   client_gone = 12,
+  broker_info = 13,
+  broker_info_reply = 14,
 };
 const char* command_name(Command c) noexcept;
 

@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "patro/options.hpp"
+#include "patro/value.hpp"
 
 namespace patro {
 
@@ -20,6 +22,32 @@ struct BrokerStats {
   uint64_t servers = 0;   ///< registered servers now
   uint64_t clients = 0;   ///< live clients now
 };
+
+/// A name in a broker's registry.
+struct BrokerName {
+  std::string name;
+  ObjectId id;
+  std::string type_name;  ///< Perl's ref of the object
+  std::string reftype;
+};
+
+/// A server registered at a broker.
+struct BrokerServer {
+  uint64_t id = 0;       ///< the server half of its objects' ids
+  unsigned lanes = 0;    ///< lanes (worker threads) registered now
+  unsigned clients = 0;  ///< live clients that have sent it requests
+};
+
+/// What a broker knows: its registry (sorted by name), its servers (sorted by id), its counters.
+struct BrokerInfo {
+  std::vector<BrokerName> names;
+  std::vector<BrokerServer> servers;
+  BrokerStats stats;
+};
+
+/// Asks the broker whose client endpoint is given ("tcp://host:port") what it knows. Throws
+/// Error(broker_unreachable) if it does not answer in time.
+BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options = {});
 
 /// A broker. Binds in the constructor (throws Error on failure); run() serves until stop().
 /// run() and stop() may be called from different threads; everything else from run()'s thread

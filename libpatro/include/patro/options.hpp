@@ -81,6 +81,18 @@ struct ServerOptions {
   /// directory handles (Perl Patro's default; its :insecure tag is false here). Pipe modes are
   /// refused either way.
   bool secure_filehandles = true;
+  /// Perl Patro's server operation options. Perl's defaults (30 s each) make a server that ends
+  /// by itself; here a zero idle_timeout (the default) means never: the server runs until
+  /// Config::stop. With an idle_timeout, a server shuts itself down (Config::wait returns, its
+  /// /dev/shm segments are removed) once it has had no client for idle_timeout and has run for at
+  /// least keep_alive. A client counts from its first request until it closes its connection or
+  /// misses its heartbeats at the broker. No signals are used (Perl's fincheck used SIGALRM).
+  /// keep_alive: the least time the server stays up, even if no client ever comes.
+  std::chrono::milliseconds keep_alive{0};
+  /// idle_timeout: how long to wait for a new client after the last one left. 0: never stop.
+  std::chrono::milliseconds idle_timeout{0};
+  /// fincheck_freq: how often the server checks whether it has clients left.
+  std::chrono::milliseconds fincheck_freq = 1s;
   /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
   /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
   std::function<void(uint64_t client_id)> on_client_gone;

@@ -69,6 +69,16 @@ SyncResult wait(const Proxy& p, Timeout timeout = std::nullopt);
 SyncResult notify(const Proxy& p, int64_t count = 1);
 LockState lock_state(const Proxy& p);
 
+/// An object's lock as anyone sees it (patro locks): who holds it, how deep, who waits.
+struct LockInfo {
+  uint64_t holder = 0;  ///< the holding monitor's client id; 0: free
+  uint32_t depth = 0;
+  uint64_t waiters = 0;  ///< requests waiting to acquire it (including notified waits)
+  uint64_t waiting = 0;  ///< monitors in WAIT, not yet notified
+  uint64_t token = 0;    ///< the newest fencing token granted (0: never locked)
+};
+LockInfo lock_info(const Proxy& p);
+
 struct SyncOptions {
   Timeout timeout;
   bool steal = false;
