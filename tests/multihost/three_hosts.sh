@@ -11,13 +11,20 @@
 # Skipped (77) where namespaces cannot be made (not root, no `ip netns`). Cleans up namespaces,
 # processes and temp files on every path; every wait is bounded.
 #
-# Environment (meson sets these): PATRO_BROKER, PATRO_CLI, PATRO_TEST_SERVER, PATRO_TEST_CLIENT.
+# On the server host also runs patro-worker with a job queue and a log: producers and consumers on
+# the client host move 2,000 jobs through it (each acknowledged exactly once), and two writers send
+# 1,000 log lines that land whole in the worker's file.
+#
+# Environment (meson sets these): PATRO_BROKER, PATRO_CLI, PATRO_TEST_SERVER, PATRO_TEST_CLIENT,
+# PATRO_WORKER, PATRO_WORKER_CLIENT.
 set -euo pipefail
 
 : "${PATRO_BROKER:?set PATRO_BROKER (meson test does)}"
 : "${PATRO_CLI:?set PATRO_CLI}"
 : "${PATRO_TEST_SERVER:?set PATRO_TEST_SERVER}"
 : "${PATRO_TEST_CLIENT:?set PATRO_TEST_CLIENT}"
+: "${PATRO_WORKER:?set PATRO_WORKER}"
+: "${PATRO_WORKER_CLIENT:?set PATRO_WORKER_CLIENT}"
 
 skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" = 0 ] || skip "needs root to make network namespaces"
@@ -133,4 +140,31 @@ count=$(cli --broker "$broker_front" --json get jobs | tr ',' '\n' | wc -l)
 # What the broker saw, from the client host.
 cli --broker "$broker_front" --json stats --interval 100 | grep -q '"servers":1' ||
   { echo "FAIL: stats"; exit 1; }
+# --- patro-worker on the server host: a job queue and a log ---
+ip netns exec "$ns_s" "$PATRO_WORKER" --broker "$broker_back" --heartbeat-ms 200 \
+  --config-out "$tmp/worker.conf" queue work log events "$tmp/events.log" 2>"$tmp/worker.log" &
+pids+=($!)
+wait_file "$tmp/worker.conf" 20
+wclient() { on "$ns_c" timeout 180 "$PATRO_WORKER_CLIENT" "$@"; }
+# Jobs across: two producers and two consumers on the client host, at once.
+jpids=()
+wclient consume "$broker_front" work 50 "$tmp/acked1" 3000 & jpids+=($!)
+wclient consume "$broker_front" work 50 "$tmp/acked2" 3000 & jpids+=($!)
+wclient produce "$broker_front" work 0 1000 100 "$tmp/pushed1" & jpids+=($!)
+wclient produce "$broker_front" work 1000 1000 100 "$tmp/pushed2" & jpids+=($!)
+# Log lines across: two writers.
+wclient log "$broker_front" events w0 500 50 "$tmp/wrote0" & jpids+=($!)
+wclient log "$broker_front" events w1 500 50 "$tmp/wrote1" & jpids+=($!)
+for p in "${jpids[@]}"; do wait "$p" || { echo "FAIL: a worker client exited $?"; exit 1; }; done
+acked=$(cat "$tmp/acked1" "$tmp/acked2" | wc -l)
+distinct=$(cat "$tmp/acked1" "$tmp/acked2" | sort -un | wc -l)
+[ "$acked" = 2000 ] && [ "$distinct" = 2000 ] ||
+  { echo "FAIL: jobs: $acked acknowledged, $distinct distinct (want 2000 each)"; exit 1; }
+# The CLI against the worker's queue and log, from the client host.
+cli --broker "$broker_front" push work from-the-cli >/dev/null
+cli --broker "$broker_front" take work | grep -q from-the-cli || { echo "FAIL: cli take"; exit 1; }
+lines=$(grep -cE '^w[01] [0-9]+ x{40}$' "$tmp/events.log" || true)
+[ "$lines" = 1000 ] || { echo "FAIL: want 1000 whole log lines, got $lines"; exit 1; }
+cli --broker "$broker_front" tail -n 1 events | grep -qE '^w[01] ' || { echo "FAIL: cli tail"; exit 1; }
+
 echo "multihost: ok"
