@@ -228,6 +228,23 @@ TEST_CASE("lock runs a command under the lock; others are refused meanwhile; loc
   CHECK(c.run({"lock", "kv", "--wait", "10000", "--", "true"}).status == 0);
 }
 
+TEST_CASE("patro lock NAME -- cmd in two shells at once runs the two commands one after the other") {
+  auto& c = cluster();
+  const std::string trace = c.dir.file("trace");
+  // Each command writes "start", pauses, writes "end": overlapping runs would interleave them.
+  auto cmd = [&](const char* who) {
+    return c.argv({"lock", "kv", "--wait", "60000", "--", "sh", "-c",
+                   std::string("echo start ") + who + " >> " + trace + "; sleep 0.3; echo end " +
+                       who + " >> " + trace});
+  };
+  Process one(cmd("one")), two(cmd("two"));
+  CHECK(one.wait(60s) == 0);
+  CHECK(two.wait(60s) == 0);
+  const std::string t = read_file(trace);
+  CHECK((t == "start one\nend one\nstart two\nend two\n" ||
+         t == "start two\nend two\nstart one\nend one\n"));
+}
+
 TEST_CASE("ls lists servers and names") {
   auto& c = cluster();
   const std::string text = c.out({"ls"});
