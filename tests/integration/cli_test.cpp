@@ -228,7 +228,8 @@ TEST_CASE("lock runs a command under the lock; others are refused meanwhile; loc
   CHECK(c.run({"lock", "kv", "--wait", "10000", "--", "true"}).status == 0);
 }
 
-TEST_CASE("patro lock NAME -- cmd in two shells at once runs the two commands one after the other") {
+TEST_CASE(
+    "patro lock NAME -- cmd in two shells at once runs the two commands one after the other") {
   auto& c = cluster();
   const std::string trace = c.dir.file("trace");
   // Each command writes "start", pauses, writes "end": overlapping runs would interleave them.

@@ -14,6 +14,8 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/expect.hpp"
+
 #include "../support/process.hpp"
 
 using patro::Errc;
@@ -21,6 +23,8 @@ using patro::Proxy;
 using patro::Value;
 using patro::test::read_file;
 using patro::test::TempDir;
+
+using patro::test::error_of;
 
 namespace {
 
@@ -34,16 +38,6 @@ patro::ServerOptions fast_options(bool secure = true) {
 
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
-}
-
-template <class F>
-patro::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const patro::Error& e) {
-    return e;
-  }
-  return patro::Error(Errc::ok, "no error");
 }
 
 /// The errno a RemoteError carries, or -1 if f threw something else or nothing.

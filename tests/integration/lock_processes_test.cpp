@@ -29,16 +29,11 @@ namespace {
 // The test server serves: 0 a hash, 1 an array ("jobs"), 2 a hash {"n": 0}.
 struct Cluster {
   TempDir dir;
+  patro::test::BrokerProcess broker{dir};  // before front and back, which copy its endpoints
   std::string front, back, conf;
-  std::unique_ptr<Process> broker, server;
+  std::unique_ptr<Process> server;
 
-  explicit Cluster(const std::string& name = "") {
-    const std::string eps = dir.file("broker-endpoints");
-    broker = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
-        "--heartbeat-ms", "100", "--liveness", "5", "--endpoints-file", eps});
-    REQUIRE(wait_for_file(eps, 10s));
-    std::istringstream(read_file(eps)) >> front >> back;
+  explicit Cluster(const std::string& name = "") : front(broker.front), back(broker.back) {
     conf = dir.file("server.conf");
     start_server(name);
   }
@@ -64,7 +59,7 @@ struct Cluster {
   }
   ~Cluster() {
     if (server) server->stop();
-    if (broker) broker->stop();
+    broker.proc->stop();
   }
 };
 

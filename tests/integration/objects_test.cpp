@@ -10,6 +10,8 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/expect.hpp"
+
 #include "../support/example_classes.hpp"
 
 using patro::Errc;
@@ -17,17 +19,9 @@ using patro::Proxy;
 using patro::Value;
 using namespace patro::test;
 
-namespace {
+using patro::test::error_of;
 
-template <class F>
-patro::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const patro::Error& e) {
-    return e;
-  }
-  return patro::Error(Errc::ok, "no error");
-}
+namespace {
 
 patro::ServerOptions fast_options() {
   patro::ServerOptions o;

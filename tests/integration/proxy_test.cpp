@@ -6,21 +6,15 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/expect.hpp"
+
 using patro::Errc;
 using patro::Proxy;
 using patro::Value;
 
-namespace {
+using patro::test::error_of;
 
-template <class F>
-patro::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const patro::Error& e) {
-    return e;
-  }
-  return patro::Error(Errc::ok, "no error");
-}
+namespace {
 
 patro::ServerOptions fast_options() {
   patro::ServerOptions o;

@@ -8,6 +8,8 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/expect.hpp"
+
 #include "../support/example_classes.hpp"
 #include "../support/process.hpp"
 
@@ -16,6 +18,8 @@ using patro::Proxy;
 using patro::Value;
 using namespace patro::test;
 
+using patro::test::error_of;
+
 namespace {
 
 patro::ServerOptions fast_options() {
@@ -23,16 +27,6 @@ patro::ServerOptions fast_options() {
   o.heartbeat.interval = std::chrono::milliseconds(100);
   o.threads = 2;
   return o;
-}
-
-template <class F>
-patro::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const patro::Error& e) {
-    return e;
-  }
-  return patro::Error(Errc::ok, "no error");
 }
 
 bool contains(const std::string& text, const std::string& part) {

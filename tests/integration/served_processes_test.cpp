@@ -13,29 +13,14 @@
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::BrokerProcess;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
 using patro::test::TempDir;
 using patro::test::wait_for_file;
 
-namespace {
-
-struct BrokerProcess {
-  std::string front, back;
-  std::unique_ptr<Process> proc;
-  explicit BrokerProcess(const TempDir& dir) {
-    const std::string file = dir.file("broker-endpoints");
-    proc = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
-        "--heartbeat-ms", "100", "--liveness", "3", "--endpoints-file", file});
-    REQUIRE(wait_for_file(file, 10s));
-    std::istringstream in(read_file(file));
-    in >> front >> back;
-  }
-};
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("Foofie, Barfie, the code reference, the dispatch table and the log file handle") {
   TempDir dir;

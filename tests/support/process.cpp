@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -86,6 +87,19 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+BrokerProcess::BrokerProcess(const TempDir& dir, const std::string& front_endpoint,
+                             const std::string& back_endpoint, const std::string& liveness) {
+  const std::string file = dir.file("broker-endpoints");
+  std::remove(file.c_str());
+  proc = std::make_unique<Process>(std::vector<std::string>{
+      program("PATRO_BROKER"), "--front", front_endpoint, "--back", back_endpoint, "--heartbeat-ms",
+      "100", "--liveness", liveness, "--endpoints-file", file});
+  if (!wait_for_file(file, std::chrono::seconds(10)))
+    throw std::runtime_error("patro-broker did not write " + file);
+  std::istringstream in(read_file(file));
+  in >> front >> back;
 }
 
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout) {

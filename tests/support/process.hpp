@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,17 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+/// A patro-broker process (from $PATRO_BROKER) with a 100 ms heartbeat; its bound endpoints are
+/// read from the file it writes. "*" ports pick free ones. Throws if it does not start.
+struct BrokerProcess {
+  std::string front, back;
+  std::unique_ptr<Process> proc;
+  explicit BrokerProcess(const TempDir& dir,
+                         const std::string& front_endpoint = "tcp://127.0.0.1:*",
+                         const std::string& back_endpoint = "tcp://127.0.0.1:*",
+                         const std::string& liveness = "5");
 };
 
 /// Waits until path exists and is non-empty (a config file being written); false on timeout.
