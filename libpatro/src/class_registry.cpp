@@ -55,6 +55,19 @@ std::shared_ptr<Node> ClassRegistry::node_for(std::shared_ptr<void> object, std:
   return node;
 }
 
+std::shared_ptr<Node> ClassRegistry::existing_node(const void* object) const {
+  MutexLock lock(mu_);
+  auto it = nodes_.find(object);
+  return it == nodes_.end() ? nullptr : it->second.lock();
+}
+
+void run_locked(const void* object, const std::function<void()>& f) {
+  auto node = ClassRegistry::instance().existing_node(object);
+  if (!node) return f();
+  MutexLock lock(node->mu);
+  f();
+}
+
 void register_class(const std::type_info& type, std::string name) {
   if (name.empty()) throw Error(Errc::invalid_argument, "a served class needs a name");
   ClassRegistry::instance().declare(type, std::move(name));

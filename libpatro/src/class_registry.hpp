@@ -32,6 +32,8 @@ class ClassRegistry {
   /// id (and its lock) stay one. Throws Error(invalid_argument) if the class is not registered.
   std::shared_ptr<Node> node_for(std::shared_ptr<void> object, std::type_index type)
       PATRO_EXCLUDES(mu_);
+  /// The node already serving object, or null.
+  std::shared_ptr<Node> existing_node(const void* object) const PATRO_EXCLUDES(mu_);
 
  private:
   mutable Mutex mu_;

@@ -522,7 +522,19 @@ std::string perl_sprintf(std::string_view f, const ValueArray& args, size_t next
       break;
     }
     const char conv = f[i++];
-    std::string spec = "%" + flags;
+    // Keep only the flags and precision C defines for the conversion (the rest are undefined
+    // behaviour in snprintf): '#' only for o x X e f g a, '0' '+' ' ' not for c and s.
+    const bool text = conv == 'c' || conv == 's' || conv == 'b' || conv == 'B';
+    const bool alternate = std::strchr("oxXeEfFgGaA", conv) != nullptr;
+    std::string kept;
+    for (char fl : flags) {
+      if (fl == '#' && !alternate) continue;
+      if ((fl == '0' || fl == '+' || fl == ' ') && text) continue;
+      if ((fl == '+' || fl == ' ') && std::strchr("uoxX", conv)) continue;
+      kept += fl;
+    }
+    if (conv == 'c') precision = -1;
+    std::string spec = "%" + kept;
     if (width > 0) spec += std::to_string(width);
     if (precision >= 0) spec += "." + std::to_string(precision);
     switch (conv) {

@@ -77,8 +77,6 @@ std::string perl_string(const Value& v) {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 std::string demangle(const char* name) {
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(name, nullptr, nullptr, &status),

@@ -66,11 +66,13 @@ TEST_CASE("Patro's log file handle: print appends on the server") {
   CHECK(ph.print("A log message for the server\n"));
   CHECK(ph.print("n=", 42, " x=", 1.5, "\n"));  // Perl's print of a list
   CHECK(ph.printf("%-5s|%05d|%.2f|%x|%s|%%|%c\n", "ab", 42, 3.14159, 255, Value(), 65));
+  // Formats come from the network: odd flags and unknown conversions are harmless.
+  CHECK(ph.printf("%#c|%0s|%.3c|%n|%-3d|%b|%5.1s|%*d|\n", 65, "x", 66, 5, 5, "yz", 3, 7));
   CHECK(ph.write(Value(patro::Bytes{std::string("raw\0bytes\n", 10)})));
   CHECK(ph.flush());
   CHECK(read_file(path) ==
-        "first\nA log message for the server\nn=42 x=1.5\nab   |00042|3.14|ff||%|A\n" +
-            std::string("raw\0bytes\n", 10));
+        std::string("first\nA log message for the server\nn=42 x=1.5\nab   |00042|3.14|ff||%|A\n") +
+            "A|x|B|%n|5  |101|    y|  7|\n" + std::string("raw\0bytes\n", 10));
 }
 
 TEST_CASE("reading: readline, readlines, read, getc, eof, seek, tell") {

@@ -66,7 +66,7 @@ TEST_CASE("a wrong argument count names the method and both counts") {
   CHECK(contains(e.what(), "argument 1"));
   e = error_of([&] { t.ps[1]["f"](1, 2, 3); });
   CHECK(e.code() == Errc::invalid_argument);
-  CHECK(t.money->cents == 1000);
+  CHECK(patro::with_lock(t.money, [](Money& m) { return m.cents; }) == 1000);
 }
 
 TEST_CASE("a wrong argument type names the method, the argument and both types") {

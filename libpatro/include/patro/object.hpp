@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -499,6 +500,25 @@ class Registry {
   void add(bool factory, std::string name, Code fn);
   std::shared_ptr<State> state_;
 };
+
+namespace detail {
+/// Runs f with the lock of the node serving object held (or just runs it if it is not served).
+void run_locked(const void* object, const std::function<void()>& f);
+}  // namespace detail
+
+/// Runs f(object) with the served object's lock held, the lock its methods run under: the serving
+/// program reads and changes its own served objects this way while clients may be calling them.
+template <class T, class F>
+decltype(auto) with_lock(const std::shared_ptr<T>& object, F&& f) {
+  using R = std::invoke_result_t<F&, T&>;
+  if constexpr (std::is_void_v<R>) {
+    detail::run_locked(object.get(), [&] { f(*object); });
+  } else {
+    std::optional<R> result;
+    detail::run_locked(object.get(), [&] { result.emplace(f(*object)); });
+    return R(std::move(*result));
+  }
+}
 
 /// The served object of class T that v refers to, or null (for code on the server: a Value
 /// argument that a client passed a proxy for).
