@@ -215,6 +215,18 @@ zmq::message_t Executor::execute(const wire::Request& req) {
   return body_frame(fb_);
 }
 
+std::optional<std::string> Executor::execute_oneway(const wire::Request& req) {
+  changed_.clear();
+  try {
+    run(req);
+    return std::nullopt;
+  } catch (const std::bad_alloc&) {
+    return std::string("overloaded: out of memory running the request");
+  } catch (const std::exception& e) {
+    return std::string(e.what());
+  }
+}
+
 uint64_t Executor::lock_object(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
   std::shared_ptr<Node> root = objects_.find(id);

@@ -5,6 +5,9 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <optional>
+#include <string>
+
 #include "lock_table.hpp"
 #include "object_table.hpp"
 #include "patro/options.hpp"
@@ -21,6 +24,10 @@ class Executor {
 
   /// The Reply body for req. Never throws for anything a peer sent.
   zmq::message_t execute(const wire::Request& req);
+
+  /// Runs a oneway call (no reply); the error's text if it failed. Never throws for anything a
+  /// peer sent.
+  std::optional<std::string> execute_oneway(const wire::Request& req);
 
   /// The object whose lock a lock request names: the request's object, or the object stored at
   /// its path. Throws Error (unknown_object, type_mismatch).

@@ -257,8 +257,10 @@ void Server::lane_main(Lane& lane) {
           auto request_id = parse_u64(msg[3]);
           if (!request_id) break;
           zmq::message_t reply;
-          const wire::Request* req = verified_request(msg[4], options_.limits, scratch);
-          if (req == nullptr) {
+          const wire::Request* req = nullptr;
+          if (is_batch(msg[4])) {
+            reply = run_batch(*request_id, msg[4], executor, scratch);
+          } else if (req = verified_request(msg[4], options_.limits, scratch); req == nullptr) {
             reply = error_reply(
                 *request_id,
                 msg[4].size() > options_.limits.max_message_size ? Errc::message_too_large
@@ -337,7 +339,6 @@ void Server::lane_main(Lane& lane) {
   lane.ctl.close();
 }
 
-namespace {
 zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results) {
   flatbuffers::FlatBufferBuilder fb(128);
   const RefWriter no_refs = [](flatbuffers::FlatBufferBuilder&, const Reference&) {
@@ -352,6 +353,7 @@ zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results) {
   return body_frame(fb);
 }
 
+namespace {
 ValueArray outcome_values(const SyncOutcome& o) {
   return {Value(o.ok), Value(o.count), Value(o.error), Value(static_cast<int64_t>(o.token))};
 }
@@ -383,6 +385,32 @@ int64_t count_arg(const ValueArray& args) {
   return args.empty() ? 1 : args[0].as<int64_t>();
 }
 }  // namespace
+
+zmq::message_t Server::run_batch(uint64_t request_id, const zmq::message_t& body,
+                                 Executor& executor, AlignedScratch& scratch) {
+  const wire::Batch* batch = verified_batch(body, options_.limits, scratch);
+  if (batch == nullptr || batch->requests() == nullptr)
+    return error_reply(
+        request_id,
+        body.size() > options_.limits.max_message_size ? Errc::message_too_large
+                                                       : Errc::bad_message,
+        "a batch of oneway calls failed verification (" + std::to_string(body.size()) + " bytes)");
+  int64_t failed = 0;
+  std::string first;
+  for (const wire::Request* req : *batch->requests()) {
+    std::optional<std::string> error;
+    if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockState)
+      error = "a lock operation cannot be a oneway call";
+    else
+      error = executor.execute_oneway(*req);
+    if (error) {
+      if (failed++ == 0) first = std::move(*error);
+    }
+  }
+  // The acknowledgement: [calls run, calls failed, the first failure's text].
+  return sync_reply(request_id, {Value(static_cast<int64_t>(batch->requests()->size())),
+                                 Value(failed), Value(first)});
+}
 
 void Server::run_sync(const wire::Request& req, const zmq::message_t& routing, Executor& executor,
                       zmq::socket_t& sock) {
