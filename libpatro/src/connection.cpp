@@ -330,10 +330,14 @@ void Connection::dispatch(Multipart& msg) {
 }
 
 template <class Done>
-void Connection::pump(Done done, Clock::time_point until) {
+void Connection::pump(Done done, Clock::time_point until, bool read_first) {
   zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   Multipart msg;
+  // Each receive that finds nothing costs a system call in libzmq, so the socket is read only
+  // when the poll says it is readable (the poll sees messages already queued at once), and
+  // reading stops when what we wait for has come.
+  bool readable = read_first;
   for (;;) {
     flush();
     auto now = Clock::now();
@@ -348,13 +352,15 @@ void Connection::pump(Done done, Clock::time_point until) {
       next_heartbeat_ = now + std::chrono::milliseconds(heartbeat_ms_.load());
     }
     bool got = false;
-    while (recv_multipart(sock_, msg, true)) {
+    while (readable && recv_multipart(sock_, msg, true)) {
       got = true;
       last_heard_ = Clock::now();
       dispatch(msg);
+      MutexLock lock(state_mu_);
+      if (done()) return;
     }
     const std::chrono::milliseconds broker_window(broker_window_ms_.load());
-    if (!got && now - last_heard_ > broker_window) {
+    if (readable && !got && now - last_heard_ > broker_window) {
       fail_pending(Errc::broker_unreachable,
                    "the broker at " + endpoint_ + " has been silent for more than " +
                        std::to_string(broker_window.count()) + " ms",
@@ -382,6 +388,8 @@ void Connection::pump(Done done, Clock::time_point until) {
       flush();
       return;  // someone else wants the socket: let them have a turn
     }
+    // Readable, or the poll timed out (then a read finds out whether the broker went silent).
+    readable = (items[0].revents & ZMQ_POLLIN) != 0 || items[1].revents == 0;
   }
 }
 
@@ -397,7 +405,7 @@ bool Connection::drive(Done done, Clock::time_point until) {
     }
     if (io_mu_.try_lock()) {
       try {
-        pump(done, until);
+        pump(done, until, false);
       } catch (...) {
         release_io();
         throw;
@@ -484,7 +492,12 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
         const auto until = drive_callbacks
                                ? now + std::min<Clock::duration>(wait, std::chrono::milliseconds(5))
                                : now;
-        pump([&]() PATRO_NO_TSA { return callbacks_waiting_ == 0 || stopping_ || kicked_; }, until);
+        // Without callbacks to drive, one pass that reads everything queued.
+        pump(
+            [&]() PATRO_NO_TSA {
+              return drive_callbacks && (callbacks_waiting_ == 0 || stopping_ || kicked_);
+            },
+            until, true);
       } catch (const zmq::error_t& e) {
         PATRO_LOG(warn, "client") << "heartbeat failed: " << e.what();
       }

@@ -137,9 +137,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
   void release_io() PATRO_RELEASE(io_mu_);
   /// Socket work by whoever holds io_mu_: flush the outbox, heartbeat, poll until done() (called
-  /// under state_mu_), someone wants the socket, or until.
+  /// under state_mu_), someone wants the socket, or until. read_first: read before the first poll
+  /// (a single pass, until now, reads only then).
   template <class Done>
-  void pump(Done done, Clock::time_point until) PATRO_REQUIRES(io_mu_);
+  void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
   void flush() PATRO_REQUIRES(io_mu_);
   void dispatch(Multipart& msg) PATRO_REQUIRES(io_mu_);
   /// Marks a slot answered, drops it from slots_, settles a batch's credit, queues its callbacks.
