@@ -354,7 +354,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     bool got = false;
     while (readable && recv_multipart(sock_, msg, true)) {
       got = true;
-      last_heard_ = Clock::now();
+      last_heard_ = now;
       dispatch(msg);
       MutexLock lock(state_mu_);
       if (done()) return;
@@ -397,15 +397,19 @@ template <class Done>
 bool Connection::drive(Done done, Clock::time_point until) {
   for (;;) {
     uint64_t generation;
+    size_t in_flight;
     {
       MutexLock lock(state_mu_);
       if (done()) return true;
       if (Clock::now() >= until) return false;
       generation = io_generation_;
+      in_flight = slots_.size();
     }
     if (io_mu_.try_lock()) {
       try {
-        pump(done, until, false);
+        // With other requests in flight their answers, and maybe ours, may be queued already:
+        // read before polling. A lone request's answer cannot be there yet.
+        pump(done, until, in_flight > 1);
       } catch (...) {
         release_io();
         throw;
