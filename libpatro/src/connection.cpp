@@ -466,6 +466,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
   auto next_expiry = Clock::now();
   for (;;) {
     std::chrono::microseconds wait(heartbeat_ms_.load() * 1000 / 2);
+    bool sealed = false;
     {
       MutexLock out(out_mu_);
       if (!batch_calls_.empty()) {
@@ -473,6 +474,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
         const auto now = Clock::now();
         if (now >= due) {
           seal_batch();
+          sealed = true;
         } else {
           wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(due - now));
         }
@@ -508,6 +510,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
       release_io();
       if (gone.load()) return;
     } else {
+      if (sealed) wake();  // the holder of the socket sends the batch
       run_callbacks();
       if (gone.load()) return;
     }

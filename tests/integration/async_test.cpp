@@ -168,6 +168,23 @@ TEST_CASE("oneway calls keep their order and a later synchronous call sees them"
   CHECK(a.size() == 1);
   CHECK(patro::await_oneway(p) == 0);
 
+  // A lone oneway call with nothing after it still goes out (after ClientOptions::oneway_delay).
+  const size_t before = rec->seen.size();
+  p.send("record", 4999);
+  for (int i = 0; i < 1000; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(rec->mu);
+      if (rec->seen.size() > before) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  {
+    std::lock_guard<std::mutex> lock(rec->mu);
+    CHECK(rec->seen.size() == before + 1);
+    rec->seen.pop_back();
+  }
+  CHECK(patro::await_oneway(p) == 0);
+
   // A oneway call that fails is not lost silently: it is counted.
   p.send("nosuch", 1);
   p.send("record", 5000);
