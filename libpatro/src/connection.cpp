@@ -306,6 +306,7 @@ void Connection::dispatch(Multipart& msg) {
       if (msg.size() != 3) return;
       auto rid = parse_u64(msg[1]);
       if (!rid) return;
+      annotate_received(*rid);
       MutexLock lock(state_mu_);
       auto it = slots_.find(*rid);
       if (it == slots_.end()) return;  // late: its caller gave up
@@ -582,6 +583,7 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
   SlotPtr slot = new_slot(rid, id.server, op, deadline);
+  annotate_sent(rid);
   submit(std::move(m));
   return slot;
 }
@@ -647,6 +649,7 @@ void Connection::seal_batch() {
   m.push_back(body_frame(batch_fb_));
   batch_fb_.Clear();
   batch_calls_.clear();
+  annotate_sent(rid);
   new_slot(rid, batch_target_.server, wire::Op::Call, Clock::now() + options_.call_timeout, n);
   outbox_.push_back(std::move(m));
 }

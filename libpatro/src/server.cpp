@@ -272,6 +272,7 @@ void Server::lane_main(Lane& lane) {
           if (msg.size() != 5) break;
           auto request_id = parse_u64(msg[3]);
           if (!request_id) break;
+          annotate_received(*request_id);
           zmq::message_t reply;
           const wire::Request* req = nullptr;
           if (is_batch(msg[4])) {
@@ -289,6 +290,7 @@ void Server::lane_main(Lane& lane) {
           } else {
             reply = executor.execute(*req);
           }
+          annotate_sent(*request_id);
           Multipart out;
           out.reserve(4);
           out.push_back(std::move(msg[0]));  // the REQUEST header becomes a REPLY header
@@ -375,6 +377,7 @@ ValueArray outcome_values(const SyncOutcome& o) {
 
 void send_reply(zmq::socket_t& sock, zmq::message_t routing, uint64_t request_id,
                 zmq::message_t body) {
+  annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
   out.push_back(header_frame(Command::reply));
