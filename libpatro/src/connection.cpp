@@ -8,6 +8,25 @@
 
 namespace patro::detail {
 
+namespace {
+/// A local object cannot travel to a server; checked before a oneway call enters its batch, so a
+/// refused call never leaves a half-built table in the shared builder.
+void check_sendable(const Value& v) {
+  if (const Reference* r = v.if_reference(); r && r->node)
+    throw Error(Errc::invalid_argument,
+                "cannot send a local object to a server; serve it with patronize()");
+  if (const ValueArray* a = v.if_array())
+    for (const Value& e : *a) check_sendable(e);
+  if (const ValueHash* h = v.if_hash())
+    for (const auto& [k, e] : *h) check_sendable(e);
+}
+
+uint32_t timeout_ms(std::chrono::milliseconds t) {
+  return static_cast<uint32_t>(
+      std::clamp<int64_t>(t.count(), 0, std::numeric_limits<uint32_t>::max()));
+}
+}  // namespace
+
 Connection::Connection(std::vector<std::string> brokers, const ClientOptions& options)
     : brokers_(std::move(brokers)),
       options_(options),
@@ -24,8 +43,18 @@ Connection::~Connection() {
     MutexLock lock(state_mu_);
     stopping_ = true;
     state_cv_.notify_all();
+    heartbeat_cv_.notify_all();
   }
-  if (heartbeat_.joinable()) heartbeat_.join();
+  if (heartbeat_.joinable()) {
+    if (heartbeat_.get_id() == std::this_thread::get_id()) {
+      // The last reference went away in a then-callback the heartbeat thread ran: it must not
+      // touch this connection again.
+      heartbeat_gone_->store(true);
+      heartbeat_.detach();
+    } else {
+      heartbeat_.join();
+    }
+  }
   {
     MutexLock io(io_mu_);
     if (sock_.handle() != nullptr) {
@@ -77,41 +106,62 @@ void Connection::connect() {
     m.push_back(header_frame(Command::hello));
     m.push_back(u64_frame(rid));
     m.push_back(body_frame(fb));
-    try {
-      zmq::message_t body =
-          exchange(rid, std::move(m), Clock::now() + options_.connect_timeout, 0, wire::Op::Get);
-      AlignedScratch scratch;
-      const wire::Control* c = verified_control(body, options_.limits, scratch);
-      if (c && c->body_as_Welcome()) {
-        endpoint_ = endpoint;
-        const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
-        if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
-        if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
-          broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
-        {
-          // The broker's faster interval applies now: the first heartbeat must not wait for ours,
-          // or a broker with a shorter window drops this client after a long call.
-          MutexLock io(io_mu_);
-          next_heartbeat_ = std::min(
-              next_heartbeat_, Clock::now() + std::chrono::milliseconds(heartbeat_ms_.load()));
-        }
-        if (!heartbeat_.joinable()) heartbeat_ = std::thread([this] { heartbeat_main(); });
-        return;
-      }
-      errors += " " + endpoint + ": the answer to hello was not a welcome;";
-    } catch (const Error& e) {
+    SlotPtr slot = new_slot(rid, 0, wire::Op::Get, Clock::now() + options_.connect_timeout);
+    submit(std::move(m));
+    await(slot);
+    if (slot->error != Errc::ok) {
       errors += " " + endpoint + ": no answer within " +
                 std::to_string(options_.connect_timeout.count()) + " ms;";
+      continue;
     }
+    AlignedScratch scratch;
+    const wire::Control* c = verified_control(slot->body, options_.limits, scratch);
+    if (c && c->body_as_Welcome()) {
+      endpoint_ = endpoint;
+      const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
+      if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
+      if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
+        broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
+      {
+        // The broker's faster interval applies now: the first heartbeat must not wait for ours,
+        // or a broker with a shorter window drops this client during a long call.
+        MutexLock io(io_mu_);
+        next_heartbeat_ = std::min(next_heartbeat_,
+                                   Clock::now() + std::chrono::milliseconds(heartbeat_ms_.load()));
+      }
+      if (!heartbeat_.joinable())
+        heartbeat_ = std::thread([this, gone = heartbeat_gone_] { heartbeat_main(*gone); });
+      return;
+    }
+    errors += " " + endpoint + ": the answer to hello was not a welcome;";
   }
   throw Error(Errc::broker_unreachable, "no broker answers:" + errors);
+}
+
+SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
+                             Clock::time_point deadline, uint32_t oneway_calls) {
+  auto slot = std::make_shared<Slot>();
+  slot->request_id = request_id;
+  slot->server = server;
+  slot->op = op;
+  slot->deadline = deadline;
+  slot->oneway_calls = oneway_calls;
+  MutexLock lock(state_mu_);
+  slots_.emplace(request_id, slot);
+  oneway_unacked_ += oneway_calls;
+  return slot;
 }
 
 void Connection::submit(Multipart frames) {
   {
     MutexLock out(out_mu_);
+    seal_batch();  // oneway calls made before this request go before it
     outbox_.push_back(std::move(frames));
   }
+  kick();
+}
+
+void Connection::kick() {
   if (io_mu_.try_lock()) {
     flush();
     release_io();
@@ -149,24 +199,108 @@ void Connection::release_io() {
     flush();
     io_mu_.unlock();
   }
-  MutexLock lock(state_mu_);
-  ++io_generation_;
-  state_cv_.notify_all();
+  std::vector<SlotPtr> ready;
+  {
+    MutexLock lock(state_mu_);
+    ++io_generation_;
+    state_cv_.notify_all();
+    ready.swap(ready_);
+  }
+  // Callbacks run with no lock held (a callback may call the connection). Nothing of this
+  // connection is touched after them: a callback may drop its last reference.
+  for (const SlotPtr& s : ready) {
+    for (auto& f : s->callbacks) {
+      try {
+        f();
+      } catch (const std::exception& e) {
+        PATRO_LOG(warn, "client") << "a then-callback threw: " << e.what();
+      }
+    }
+    s->callbacks.clear();
+  }
+}
+
+void Connection::run_callbacks() {
+  std::vector<SlotPtr> ready;
+  {
+    MutexLock lock(state_mu_);
+    ready.swap(ready_);
+  }
+  for (const SlotPtr& s : ready) {
+    for (auto& f : s->callbacks) {
+      try {
+        f();
+      } catch (const std::exception& e) {
+        PATRO_LOG(warn, "client") << "a then-callback threw: " << e.what();
+      }
+    }
+    s->callbacks.clear();
+  }
+}
+
+void Connection::complete(const SlotPtr& s) {
+  s->done = true;
+  slots_.erase(s->request_id);
+  if (s->oneway_calls > 0) {
+    oneway_unacked_ -= std::min<size_t>(oneway_unacked_, s->oneway_calls);
+    uint64_t failed = 0;
+    std::string first;
+    if (s->error != Errc::ok) {
+      failed = s->oneway_calls;
+      first = std::string(errc_name(s->error)) + ": " + s->error_text;
+    } else {
+      AlignedScratch scratch;
+      const wire::Reply* r = verified_reply(s->body, options_.limits, scratch);
+      if (r == nullptr || r->status() != wire::Status::Ok) {
+        failed = s->oneway_calls;
+        first = r && r->error_text() ? r->error_text()->str() : "a bad acknowledgement";
+      } else if (r->results() && r->results()->size() >= 3) {
+        failed = static_cast<uint64_t>(std::max<int64_t>(r->results()->Get(1)->i(), 0));
+        if (r->results()->Get(2)->s()) first = r->results()->Get(2)->s()->str();
+      }
+    }
+    if (failed > 0) {
+      oneway_failed_ += failed;
+      PATRO_LOG(warn, "client") << failed << " of a batch of " << s->oneway_calls
+                                << " oneway calls failed; the first: " << first;
+    }
+    s->body = zmq::message_t();
+  }
+  if (!s->callbacks.empty()) {
+    if (callbacks_waiting_ > 0) --callbacks_waiting_;
+    ready_.push_back(s);
+  }
 }
 
 void Connection::fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server) {
   MutexLock lock(state_mu_);
-  for (auto& [id, slot] : slots_) {
-    if (slot.done || (server && slot.server != *server)) continue;
-    slot.done = true;
-    slot.error = code;
-    slot.error_text = text;
-    if (code == Errc::server_unavailable && !idempotent(slot.op)) {
-      slot.error = Errc::outcome_unknown;
-      slot.error_text = text + "; the call may or may not have run";
+  std::vector<SlotPtr> failing;
+  for (auto& [id, slot] : slots_)
+    if (!slot->done && (!server || slot->server == *server)) failing.push_back(slot);
+  for (const SlotPtr& slot : failing) {
+    slot->error = code;
+    slot->error_text = text;
+    if (code == Errc::server_unavailable && (slot->oneway_calls > 0 || !idempotent(slot->op))) {
+      slot->error = Errc::outcome_unknown;
+      slot->error_text = text + "; the call may or may not have run";
     }
+    complete(slot);
   }
   state_cv_.notify_all();
+}
+
+void Connection::expire_slots(Clock::time_point now) {
+  MutexLock lock(state_mu_);
+  std::vector<SlotPtr> late;
+  for (auto& [id, slot] : slots_)
+    if (!slot->done && slot->deadline <= now) late.push_back(slot);
+  for (const SlotPtr& slot : late) {
+    slot->error = Errc::timeout;
+    slot->error_text =
+        "no answer to request " + std::to_string(slot->request_id) + " by its deadline";
+    complete(slot);
+  }
+  if (!late.empty()) state_cv_.notify_all();
 }
 
 void Connection::dispatch(Multipart& msg) {
@@ -180,11 +314,13 @@ void Connection::dispatch(Multipart& msg) {
       if (msg.size() != 3) return;
       auto rid = parse_u64(msg[1]);
       if (!rid) return;
+      annotate_received(*rid);
       MutexLock lock(state_mu_);
       auto it = slots_.find(*rid);
-      if (it == slots_.end() || it->second.done) return;  // late: its caller gave up
-      it->second.body = std::move(msg[2]);
-      it->second.done = true;
+      if (it == slots_.end()) return;  // late: its caller gave up
+      SlotPtr slot = it->second;
+      slot->body = std::move(msg[2]);
+      complete(slot);
       state_cv_.notify_all();
       return;
     }
@@ -202,10 +338,15 @@ void Connection::dispatch(Multipart& msg) {
   }
 }
 
-void Connection::pump(uint64_t request_id, Clock::time_point until) {
+template <class Done>
+void Connection::pump(Done done, Clock::time_point until, bool read_first) {
   zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   Multipart msg;
+  // Each receive that finds nothing costs a system call in libzmq, so the socket is read only
+  // when the poll says it is readable (the poll sees messages already queued at once), and
+  // reading stops when what we wait for has come.
+  bool readable = read_first;
   for (;;) {
     flush();
     auto now = Clock::now();
@@ -220,23 +361,24 @@ void Connection::pump(uint64_t request_id, Clock::time_point until) {
       next_heartbeat_ = now + std::chrono::milliseconds(heartbeat_ms_.load());
     }
     bool got = false;
-    while (recv_multipart(sock_, msg, true)) {
+    while (readable && recv_multipart(sock_, msg, true)) {
       got = true;
-      last_heard_ = Clock::now();
+      last_heard_ = now;
       dispatch(msg);
+      MutexLock lock(state_mu_);
+      if (done()) return;
     }
     const std::chrono::milliseconds broker_window(broker_window_ms_.load());
-    if (!got && now - last_heard_ > broker_window) {
+    if (readable && !got && now - last_heard_ > broker_window) {
       fail_pending(Errc::broker_unreachable,
                    "the broker at " + endpoint_ + " has been silent for more than " +
                        std::to_string(broker_window.count()) + " ms",
                    std::nullopt);
       last_heard_ = now;  // each call after this gets its own full window
     }
-    if (request_id != 0) {
+    {
       MutexLock lock(state_mu_);
-      auto it = slots_.find(request_id);
-      if (it == slots_.end() || it->second.done) return;
+      if (done()) return;
     }
     now = Clock::now();
     if (now >= until) return;
@@ -255,39 +397,28 @@ void Connection::pump(uint64_t request_id, Clock::time_point until) {
       flush();
       return;  // someone else wants the socket: let them have a turn
     }
+    // Readable, or the poll timed out (then a read finds out whether the broker went silent).
+    readable = (items[0].revents & ZMQ_POLLIN) != 0 || items[1].revents == 0;
   }
 }
 
-zmq::message_t Connection::exchange(uint64_t request_id, Multipart frames,
-                                    Clock::time_point deadline, uint64_t server, wire::Op op) {
-  {
-    MutexLock lock(state_mu_);
-    Slot& slot = slots_[request_id];
-    slot.server = server;
-    slot.op = op;
-  }
-  submit(std::move(frames));
+template <class Done>
+bool Connection::drive(Done done, Clock::time_point until) {
   for (;;) {
     uint64_t generation;
+    size_t in_flight;
     {
       MutexLock lock(state_mu_);
-      auto it = slots_.find(request_id);
-      if (it->second.done) {
-        Slot slot = std::move(it->second);
-        slots_.erase(it);
-        if (slot.error != Errc::ok) throw Error(slot.error, slot.error_text);
-        return std::move(slot.body);
-      }
-      if (Clock::now() >= deadline) {
-        slots_.erase(it);
-        throw Error(Errc::timeout,
-                    "no answer to request " + std::to_string(request_id) + " by its deadline");
-      }
+      if (done()) return true;
+      if (Clock::now() >= until) return false;
       generation = io_generation_;
+      in_flight = slots_.size();
     }
     if (io_mu_.try_lock()) {
       try {
-        pump(request_id, deadline);
+        // With other requests in flight their answers, and maybe ours, may be queued already:
+        // read before polling. A lone request's answer cannot be there yet.
+        pump(done, until, in_flight > 1);
       } catch (...) {
         release_io();
         throw;
@@ -296,38 +427,115 @@ zmq::message_t Connection::exchange(uint64_t request_id, Multipart frames,
       continue;
     }
     MutexLock lock(state_mu_);
-    state_cv_.wait_until(lock.native(), deadline, [&]() PATRO_NO_TSA {
-      auto it = slots_.find(request_id);
-      return it->second.done || io_generation_ != generation;
-    });
+    state_cv_.wait_until(lock.native(), until,
+                         [&]() PATRO_NO_TSA { return done() || io_generation_ != generation; });
   }
 }
 
-void Connection::heartbeat_main() {
-  for (;;) {
+bool Connection::await(const SlotPtr& slot, Clock::time_point until) {
+  return drive([&]() PATRO_NO_TSA { return slot->done; }, std::min(until, slot->deadline)) ||
+         ready(slot);
+}
+
+void Connection::await(const SlotPtr& slot) {
+  if (!drive([&]() PATRO_NO_TSA { return slot->done; }, slot->deadline)) {
     {
       MutexLock lock(state_mu_);
-      state_cv_.wait_for(lock.native(), std::chrono::milliseconds(heartbeat_ms_.load()) / 2,
-                         [&]() PATRO_NO_TSA { return stopping_; });
-      if (stopping_) return;
+      if (!slot->done) {
+        slot->error = Errc::timeout;
+        slot->error_text =
+            "no answer to request " + std::to_string(slot->request_id) + " by its deadline";
+        complete(slot);
+      }
     }
-    if (io_mu_.try_lock()) {  // otherwise a caller is pumping, and heartbeats for us
+    run_callbacks();
+  }
+}
+
+bool Connection::ready(const SlotPtr& slot) {
+  MutexLock lock(state_mu_);
+  return slot->done;
+}
+
+void Connection::on_done(const SlotPtr& slot, std::function<void()> f) {
+  {
+    MutexLock lock(state_mu_);
+    if (!slot->done) {
+      if (slot->callbacks.empty()) ++callbacks_waiting_;
+      slot->callbacks.push_back(std::move(f));
+      kicked_ = true;  // the heartbeat thread drives the socket while nobody else does
+      heartbeat_cv_.notify_one();
+      return;
+    }
+  }
+  f();
+}
+
+void Connection::heartbeat_main(const std::atomic<bool>& gone) {
+  auto next_expiry = Clock::now();
+  for (;;) {
+    std::chrono::microseconds wait(heartbeat_ms_.load() * 1000 / 2);
+    bool sealed = false;
+    {
+      MutexLock out(out_mu_);
+      if (!batch_calls_.empty()) {
+        const auto due = batch_opened_ + options_.oneway_delay;
+        const auto now = Clock::now();
+        if (now >= due) {
+          seal_batch();
+          sealed = true;
+        } else {
+          wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(due - now));
+        }
+      }
+    }
+    bool drive_callbacks;
+    {
+      MutexLock lock(state_mu_);
+      if (stopping_) return;
+      drive_callbacks = callbacks_waiting_ > 0;
+    }
+    const auto now = Clock::now();
+    if (now >= next_expiry) {
+      expire_slots(now);
+      next_expiry = now + std::chrono::milliseconds(heartbeat_ms_.load()) / 2;
+    }
+    // Then-callbacks wait for answers nobody else may wait for: drive the socket for them,
+    // giving it up whenever a caller wants it.
+    if (io_mu_.try_lock()) {
       try {
-        pump(0, Clock::now());
+        const auto until = drive_callbacks
+                               ? now + std::min<Clock::duration>(wait, std::chrono::milliseconds(5))
+                               : now;
+        // Without callbacks to drive, one pass that reads everything queued.
+        pump(
+            [&]() PATRO_NO_TSA {
+              return drive_callbacks && (callbacks_waiting_ == 0 || stopping_ || kicked_);
+            },
+            until, true);
       } catch (const zmq::error_t& e) {
         PATRO_LOG(warn, "client") << "heartbeat failed: " << e.what();
       }
       release_io();
+      if (gone.load()) return;
+    } else {
+      if (sealed) wake();  // the holder of the socket sends the batch
+      run_callbacks();
+      if (gone.load()) return;
     }
+    MutexLock lock(state_mu_);
+    if (stopping_) return;
+    if (callbacks_waiting_ > 0 && !kicked_) wait = std::min(wait, std::chrono::microseconds(200));
+    heartbeat_cv_.wait_for(lock.native(), wait,
+                           [&]() PATRO_NO_TSA { return stopping_ || kicked_; });
+    kicked_ = false;
   }
 }
 
-ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
-                            const ValueArray& args, std::string_view name,
-                            wire::CallContext context, const CallExtras& extras) {
-  const uint64_t rid = next_request_id_++;
-  const auto timeout = extras.timeout.value_or(options_.call_timeout);
-  flatbuffers::FlatBufferBuilder fb(256);
+flatbuffers::Offset<wire::Request> Connection::encode_request(
+    flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
+    const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
+    std::chrono::milliseconds timeout, uint64_t fence) const {
   const RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
     if (r.node)
       throw Error(Errc::invalid_argument,
@@ -340,8 +548,7 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   wire::RequestBuilder b(fb);
   b.add_request_id(rid);
   b.add_client_id(client_id_);
-  b.add_timeout_ms(static_cast<uint32_t>(
-      std::min<int64_t>(timeout.count(), std::numeric_limits<uint32_t>::max())));
+  b.add_timeout_ms(timeout_ms(timeout));
   b.add_server(id.server);
   b.add_object(id.object);
   b.add_op(op);
@@ -349,8 +556,30 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   if (!a.IsNull()) b.add_args(a);
   if (!n.IsNull()) b.add_name(n);
   b.add_context(context);
-  if (extras.fence != 0) b.add_fence_token(extras.fence);
-  fb.Finish(b.Finish(), wire::RequestIdentifier());
+  if (fence != 0) b.add_fence_token(fence);
+  return b.Finish();
+}
+
+SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
+                          std::string_view name, wire::CallContext context,
+                          const CallExtras& extras) {
+  const auto timeout = extras.timeout.value_or(options_.call_timeout);
+  const auto deadline = Clock::now() + timeout;
+  bool full;
+  {
+    MutexLock lock(state_mu_);
+    full = slots_.size() >= options_.max_in_flight;
+  }
+  if (full &&
+      !drive([&]() PATRO_NO_TSA { return slots_.size() < options_.max_in_flight; }, deadline))
+    throw Error(Errc::timeout, "no room for another request in flight by the call's deadline (" +
+                                   std::to_string(options_.max_in_flight) + " in flight)");
+  const uint64_t rid = next_request_id_++;
+  // One builder per thread, reused: no allocation for it in the steady state.
+  thread_local flatbuffers::FlatBufferBuilder fb(1024);
+  fb.Clear();
+  fb.Finish(encode_request(fb, rid, id, op, path, args, name, context, timeout, extras.fence),
+            wire::RequestIdentifier());
   if (fb.GetSize() > options_.limits.max_message_size)
     throw Error(Errc::message_too_large, "the request of " + std::to_string(fb.GetSize()) +
                                              " bytes is over the limit of " +
@@ -361,10 +590,17 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
   m.push_back(object_id_frame(id));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  zmq::message_t body = exchange(rid, std::move(m), Clock::now() + timeout, id.server, op);
+  SlotPtr slot = new_slot(rid, id.server, op, deadline);
+  annotate_sent(rid);
+  submit(std::move(m));
+  return slot;
+}
 
+ValueArray Connection::results(const SlotPtr& slot,
+                               std::vector<std::pair<uint32_t, Value>>* changed) {
+  if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
   AlignedScratch scratch;
-  const wire::Reply* reply = verified_reply(body, options_.limits, scratch);
+  const wire::Reply* reply = verified_reply(slot->body, options_.limits, scratch);
   if (reply == nullptr) throw Error(Errc::bad_message, "a reply failed verification");
   if (reply->status() != wire::Status::Ok) {
     const int code = reply->error_code();
@@ -390,11 +626,112 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
                            r.type_name() ? r.type_name()->str() : std::string(),
                            r.reftype() ? r.reftype()->str() : std::string()});
   };
-  if (extras.changed && reply->changed_args()) {
+  if (changed && reply->changed_args()) {
     for (const auto* c : *reply->changed_args())
-      extras.changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
+      changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
   }
   return decode_values(reply->results(), read_ref);
+}
+
+ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
+                            const ValueArray& args, std::string_view name,
+                            wire::CallContext context, const CallExtras& extras) {
+  SlotPtr slot = start(id, op, path, args, name, context, extras);
+  await(slot);
+  return results(slot, extras.changed);
+}
+
+void Connection::seal_batch() {
+  if (batch_calls_.empty()) return;
+  auto calls = batch_fb_.CreateVector(batch_calls_);
+  wire::BatchBuilder b(batch_fb_);
+  b.add_requests(calls);
+  batch_fb_.Finish(b.Finish(), wire::BatchIdentifier());
+  const uint64_t rid = next_request_id_++;
+  const auto n = static_cast<uint32_t>(batch_calls_.size());
+  Multipart m;
+  m.reserve(4);
+  m.push_back(header_frame(Command::request));
+  m.push_back(object_id_frame(batch_target_));
+  m.push_back(u64_frame(rid));
+  m.push_back(body_frame(batch_fb_));
+  batch_fb_.Clear();
+  batch_calls_.clear();
+  annotate_sent(rid);
+  new_slot(rid, batch_target_.server, wire::Op::Call, Clock::now() + options_.call_timeout, n);
+  outbox_.push_back(std::move(m));
+}
+
+void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
+                             const ValueArray& args, std::string_view name, uint64_t fence) {
+  for (const Value& a : args) check_sendable(a);
+  const auto deadline = Clock::now() + options_.call_timeout;
+  const size_t window = std::max(options_.oneway_window, options_.oneway_batch);
+  bool full;
+  {
+    MutexLock lock(state_mu_);
+    full = oneway_unacked_ >= window;
+  }
+  if (full) {
+    {
+      MutexLock out(out_mu_);
+      seal_batch();
+    }
+    kick();
+    if (!drive([&]() PATRO_NO_TSA { return oneway_unacked_ < window; }, deadline))
+      throw Error(Errc::timeout, "the server acknowledged none of " + std::to_string(window) +
+                                     " oneway calls in flight by the call's deadline");
+  }
+  bool sealed = false, opened = false;
+  {
+    MutexLock out(out_mu_);
+    if (!batch_calls_.empty() && batch_target_.server != id.server) {
+      seal_batch();  // a batch goes to one server
+      sealed = true;
+    }
+    if (batch_calls_.empty()) {
+      batch_target_ = id;
+      batch_opened_ = Clock::now();
+      opened = true;
+    }
+    batch_calls_.push_back(encode_request(batch_fb_, next_request_id_++, id, op, path, args, name,
+                                          wire::CallContext::Void, options_.call_timeout, fence));
+    if (batch_calls_.size() >= options_.oneway_batch ||
+        batch_fb_.GetSize() >= options_.oneway_batch_bytes) {
+      seal_batch();
+      sealed = true;
+      opened = false;
+    }
+  }
+  if (sealed) kick();
+  if (opened) {
+    MutexLock lock(state_mu_);
+    kicked_ = true;  // the heartbeat thread sends the batch after oneway_delay
+    heartbeat_cv_.notify_one();
+  }
+}
+
+uint64_t Connection::await_oneway(std::chrono::milliseconds timeout) {
+  {
+    MutexLock out(out_mu_);
+    seal_batch();
+  }
+  kick();
+  if (!drive([&]() PATRO_NO_TSA { return oneway_unacked_ == 0; }, Clock::now() + timeout))
+    throw Error(Errc::timeout, "oneway calls still unacknowledged after " +
+                                   std::to_string(timeout.count()) + " ms");
+  MutexLock lock(state_mu_);
+  return std::exchange(oneway_failed_, 0);
+}
+
+size_t Connection::oneway_outstanding() {
+  size_t open;
+  {
+    MutexLock out(out_mu_);
+    open = batch_calls_.size();
+  }
+  MutexLock lock(state_mu_);
+  return open + oneway_unacked_;
 }
 
 zmq::message_t Connection::control(Command command, const flatbuffers::FlatBufferBuilder& fb) {
@@ -403,7 +740,11 @@ zmq::message_t Connection::control(Command command, const flatbuffers::FlatBuffe
   m.push_back(header_frame(command));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  return exchange(rid, std::move(m), Clock::now() + options_.call_timeout, 0, wire::Op::Describe);
+  SlotPtr slot = new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout);
+  submit(std::move(m));
+  await(slot);
+  if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
+  return std::move(slot->body);
 }
 
 std::optional<NameInfo> Connection::lookup(const std::string& name) {
@@ -416,10 +757,12 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   m.push_back(header_frame(Command::lookup));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  zmq::message_t body =
-      exchange(rid, std::move(m), Clock::now() + options_.call_timeout, 0, wire::Op::Describe);
+  SlotPtr slot = new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout);
+  submit(std::move(m));
+  await(slot);
+  if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
   AlignedScratch scratch;
-  const wire::Control* c = verified_control(body, options_.limits, scratch);
+  const wire::Control* c = verified_control(slot->body, options_.limits, scratch);
   const wire::LookupReply* lr = c ? c->body_as_LookupReply() : nullptr;
   if (!lr) throw Error(Errc::bad_message, "a lookup reply failed verification");
   if (!lr->found() || !lr->binding()) return std::nullopt;

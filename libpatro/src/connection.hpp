@@ -1,12 +1,24 @@
 // A client connection to a broker: one DEALER socket, many requests in flight, replies matched by
 // request id. There is no I/O thread: the thread that waits for a reply does the socket I/O itself
 // (leader/follower), so a call costs what a raw ZeroMQ round trip costs. A small heartbeat thread
-// keeps the connection alive while nobody is calling. Any thread may use a Connection.
+// keeps the connection alive while nobody is calling, sends oneway batches that waited their
+// delay, and drives the socket while then-callbacks wait for answers nobody else waits for. Any
+// thread may use a Connection.
+//
+// Oneway calls are appended to an open batch (one server per batch) that goes out when it is full,
+// when it is older than ClientOptions::oneway_delay, or before any other request (so the order of
+// the connection's requests is the order they were made). The server acknowledges each batch with
+// one reply; at most ClientOptions::oneway_window calls are unacknowledged, and a sender past it
+// waits, driving the socket as a caller waiting for a reply does.
+//
+// Lock order: io_mu_, then out_mu_, then state_mu_. Callbacks run with none of them held.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -35,8 +47,26 @@ struct CallExtras {
   std::vector<std::pair<uint32_t, Value>>* changed = nullptr;
 };
 
+/// One request in flight, and its answer once it came. Guarded by the connection's state_mu_.
+struct Slot {
+  using Clock = std::chrono::steady_clock;
+  uint64_t request_id = 0;
+  uint64_t server = 0;
+  wire::Op op = wire::Op::Get;
+  Clock::time_point deadline;
+  bool done = false;
+  uint32_t oneway_calls = 0;  // a batch of oneway calls: the answer is their acknowledgement
+  Errc error = Errc::ok;
+  std::string error_text;
+  zmq::message_t body;
+  std::vector<std::function<void()>> callbacks;  // run once done, with no lock held
+};
+using SlotPtr = std::shared_ptr<Slot>;
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
+  using Clock = std::chrono::steady_clock;
+
   Connection(std::vector<std::string> brokers, const ClientOptions& options);
   ~Connection();
   Connection(const Connection&) = delete;
@@ -51,6 +81,33 @@ class Connection : public std::enable_shared_from_this<Connection> {
                   std::string_view name = {}, wire::CallContext context = wire::CallContext::Scalar,
                   const CallExtras& extras = {});
 
+  /// Sends one operation and returns at once; its answer arrives in the slot. Waits (driving the
+  /// socket) while max_in_flight requests are in flight.
+  SlotPtr start(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
+                std::string_view name = {}, wire::CallContext context = wire::CallContext::Scalar,
+                const CallExtras& extras = {});
+  /// Drives the socket until the slot is answered or until; whether it was answered.
+  bool await(const SlotPtr& slot, Clock::time_point until);
+  /// Until the slot's own deadline (after which it is answered with Errc::timeout).
+  void await(const SlotPtr& slot);
+  bool ready(const SlotPtr& slot);
+  /// The results of an answered slot; throws the call's error.
+  ValueArray results(const SlotPtr& slot,
+                     std::vector<std::pair<uint32_t, Value>>* changed = nullptr);
+  /// Runs f once the slot is answered: at once in this thread if it is, otherwise in the thread
+  /// that receives the answer, after it let go of the socket.
+  void on_done(const SlotPtr& slot, std::function<void()> f);
+
+  /// Queues a oneway call (no answer). Waits, driving the socket, while oneway_window calls are
+  /// unacknowledged; throws Error(timeout) if the window does not open within call_timeout.
+  void send_oneway(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
+                   std::string_view name = {}, uint64_t fence = 0);
+  /// Sends the open batch and waits until every oneway call is acknowledged. Returns the number
+  /// of oneway calls that failed on the server since the last time (each was logged).
+  uint64_t await_oneway(std::chrono::milliseconds timeout);
+  /// Oneway calls sent but not acknowledged, plus those in the open batch.
+  size_t oneway_outstanding();
+
   /// Resolves a name in the broker's registry.
   std::optional<NameInfo> lookup(const std::string& name);
 
@@ -63,28 +120,39 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::string& endpoint() const noexcept { return endpoint_; }
 
  private:
-  using Clock = std::chrono::steady_clock;
-  struct Slot {
-    uint64_t server = 0;
-    wire::Op op = wire::Op::Get;
-    bool done = false;
-    Errc error = Errc::ok;
-    std::string error_text;
-    zmq::message_t body;
-  };
-
-  /// Sends frames, waits for the body of the answer to request_id; throws Error.
-  zmq::message_t exchange(uint64_t request_id, Multipart frames, Clock::time_point deadline,
-                          uint64_t server, wire::Op op);
+  /// Registers a slot for request_id (the caller fills the frames).
+  SlotPtr new_slot(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point deadline,
+                   uint32_t oneway_calls = 0) PATRO_EXCLUDES(state_mu_);
+  /// Encodes a Request into fb (not finished).
+  flatbuffers::Offset<wire::Request> encode_request(
+      flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
+      const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
+      std::chrono::milliseconds timeout, uint64_t fence) const;
+  /// Waits, driving the socket, until done() (called under state_mu_) or until.
+  template <class Done>
+  bool drive(Done done, Clock::time_point until) PATRO_EXCLUDES(io_mu_, state_mu_);
+  /// Waits for room for one more request in flight.
+  void wait_for_room(Clock::time_point until);
+  /// Queues frames behind everything queued before (the open batch first) and sends them.
   void submit(Multipart frames) PATRO_EXCLUDES(io_mu_, out_mu_);
+  /// Moves the open batch to the outbox.
+  void seal_batch() PATRO_REQUIRES(out_mu_);
+  /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
+  void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
   void release_io() PATRO_RELEASE(io_mu_);
-  /// Socket work by whoever holds io_mu_: flush the outbox, heartbeat, poll until the slot
-  /// request_id is answered, someone wants the socket, or until.
-  void pump(uint64_t request_id, Clock::time_point until) PATRO_REQUIRES(io_mu_);
+  /// Socket work by whoever holds io_mu_: flush the outbox, heartbeat, poll until done() (called
+  /// under state_mu_), someone wants the socket, or until. read_first: read before the first poll
+  /// (a single pass, until now, reads only then).
+  template <class Done>
+  void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
   void flush() PATRO_REQUIRES(io_mu_);
   void dispatch(Multipart& msg) PATRO_REQUIRES(io_mu_);
+  /// Marks a slot answered, drops it from slots_, settles a batch's credit, queues its callbacks.
+  void complete(const SlotPtr& slot) PATRO_REQUIRES(state_mu_);
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server);
-  void heartbeat_main();
+  void expire_slots(Clock::time_point now);
+  void run_callbacks() PATRO_EXCLUDES(state_mu_);
+  void heartbeat_main(const std::atomic<bool>& gone);
   void wake() noexcept;
 
   const std::vector<std::string> brokers_;
@@ -104,15 +172,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<int64_t> broker_window_ms_{0};
   Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
   Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
+  AlignedScratch ack_scratch_ PATRO_GUARDED_BY(io_mu_);
 
   Mutex out_mu_;
   std::deque<Multipart> outbox_ PATRO_GUARDED_BY(out_mu_);
+  // The open batch of oneway calls: its builder (reused), the calls in it, where it goes.
+  flatbuffers::FlatBufferBuilder batch_fb_ PATRO_GUARDED_BY(out_mu_){4096};
+  std::vector<flatbuffers::Offset<wire::Request>> batch_calls_ PATRO_GUARDED_BY(out_mu_);
+  ObjectId batch_target_ PATRO_GUARDED_BY(out_mu_);
+  Clock::time_point batch_opened_ PATRO_GUARDED_BY(out_mu_);
 
   Mutex state_mu_;
   CondVar state_cv_;
-  std::unordered_map<uint64_t, Slot> slots_ PATRO_GUARDED_BY(state_mu_);
+  std::unordered_map<uint64_t, SlotPtr> slots_ PATRO_GUARDED_BY(state_mu_);
+  std::vector<SlotPtr> ready_ PATRO_GUARDED_BY(state_mu_);    // answered, callbacks to run
+  size_t callbacks_waiting_ PATRO_GUARDED_BY(state_mu_) = 0;  // slots with callbacks, unanswered
+  size_t oneway_unacked_ PATRO_GUARDED_BY(state_mu_) = 0;
+  uint64_t oneway_failed_ PATRO_GUARDED_BY(state_mu_) = 0;
   uint64_t io_generation_ PATRO_GUARDED_BY(state_mu_) = 0;
   bool stopping_ PATRO_GUARDED_BY(state_mu_) = false;
+  bool kicked_ PATRO_GUARDED_BY(state_mu_) = false;  // the heartbeat thread has work
+  CondVar heartbeat_cv_;  // with state_mu_: wakes the heartbeat thread early
+  // Set when the connection dies in the heartbeat thread itself (see the destructor).
+  std::shared_ptr<std::atomic<bool>> heartbeat_gone_ = std::make_shared<std::atomic<bool>>(false);
 
   std::thread heartbeat_;
 };

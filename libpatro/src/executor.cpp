@@ -222,6 +222,22 @@ zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& re
   return body_frame(fb_);
 }
 
+std::optional<std::string> Executor::execute_oneway(const wire::Request& req) {
+  changed_.clear();
+  deferred_ = false;
+  // A oneway call has nobody to answer: a method that takes a Deferred may resolve it, and the
+  // answer goes nowhere (no sink).
+  route_ = ReplyRoute{{}, {}, req.request_id(), req.client_id(), wire::CallContext::Void};
+  try {
+    run(req);
+    return std::nullopt;
+  } catch (const std::bad_alloc&) {
+    return std::string("overloaded: out of memory running the request");
+  } catch (const std::exception& e) {
+    return std::string(e.what());
+  }
+}
+
 uint64_t Executor::lock_object(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
   std::shared_ptr<Node> root = objects_.find(id);

@@ -5,6 +5,9 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <optional>
+#include <string>
+
 #include "deferred.hpp"
 #include "lock_table.hpp"
 #include "object_table.hpp"
@@ -30,6 +33,10 @@ class Executor {
 
   /// A successful Reply body with these results (and the arguments the last call changed).
   zmq::message_t results_reply(uint64_t request_id, const ValueArray& results);
+
+  /// Runs a oneway call (no reply); the error's text if it failed. Never throws for anything a
+  /// peer sent.
+  std::optional<std::string> execute_oneway(const wire::Request& req);
 
   /// The object whose lock a lock request names: the request's object, or the object stored at
   /// its path. Throws Error (unknown_object, type_mismatch).

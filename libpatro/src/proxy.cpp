@@ -112,6 +112,54 @@ Value Proxy::add(const Value& delta) const {
   return first(run(*this, Op::Add, {delta}));
 }
 
+static_assert(static_cast<uint8_t>(Proxy::wire_op::get) == static_cast<uint8_t>(Op::Get) &&
+              static_cast<uint8_t>(Proxy::wire_op::set) == static_cast<uint8_t>(Op::Set) &&
+              static_cast<uint8_t>(Proxy::wire_op::erase) == static_cast<uint8_t>(Op::Erase) &&
+              static_cast<uint8_t>(Proxy::wire_op::push) == static_cast<uint8_t>(Op::Push) &&
+              static_cast<uint8_t>(Proxy::wire_op::add) == static_cast<uint8_t>(Op::Add) &&
+              static_cast<uint8_t>(Proxy::wire_op::call) == static_cast<uint8_t>(Op::Call) &&
+              static_cast<uint8_t>(Proxy::wire_op::file) == static_cast<uint8_t>(Op::File));
+
+std::shared_ptr<const detail::FutureCore> Proxy::start_op(wire_op op, std::vector<Value> args,
+                                                          std::string_view name, bool list) const {
+  auto core = std::make_shared<detail::FutureCore>();
+  core->conn = conn_;
+  core->list = list;
+  core->slot = conn_->start(id_, static_cast<Op>(op), path_, args, name,
+                            list ? wire::CallContext::List : wire::CallContext::Scalar,
+                            detail::CallExtras{std::nullopt, fence_});
+  return core;
+}
+
+void Proxy::send_op(wire_op op, std::vector<Value> args, std::string_view name) const {
+  conn_->send_oneway(id_, static_cast<Op>(op), path_, args, name, fence_);
+}
+
+uint64_t await_oneway(const Proxy& p, std::chrono::milliseconds timeout) {
+  return p.connection()->await_oneway(timeout);
+}
+
+namespace detail {
+bool future_ready(const FutureCore& c) {
+  return c.conn->ready(c.slot);
+}
+bool future_wait(const FutureCore& c, std::chrono::milliseconds timeout) {
+  if (timeout.count() < 0) {
+    c.conn->await(c.slot);
+    return true;
+  }
+  return c.conn->await(c.slot, Connection::Clock::now() + timeout);
+}
+ValueArray future_results(const FutureCore& c) {
+  ValueArray r = c.conn->results(c.slot);
+  if (!c.list && r.empty()) r.emplace_back();
+  return r;
+}
+void future_then(const FutureCore& c, std::function<void()> f) {
+  c.conn->on_done(c.slot, std::move(f));
+}
+}  // namespace detail
+
 std::string ref(const Proxy& p) {
   auto r = run(p, Op::Describe, {});
   return r.empty() ? std::string() : r[0].as<std::string>();

@@ -25,6 +25,9 @@ namespace patro::detail {
 
 class Executor;
 
+/// A Reply body with these results.
+zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results);
+
 class Server : public std::enable_shared_from_this<Server> {
  public:
   Server(const ServerOptions& options, std::vector<Named> objects);
@@ -48,6 +51,9 @@ class Server : public std::enable_shared_from_this<Server> {
   /// Runs a lock operation; its reply and the replies it owes parked callers go out on sock.
   void run_sync(const wire::Request& req, const zmq::message_t& routing, Executor& executor,
                 zmq::socket_t& sock);
+  /// Runs a batch of oneway calls in order; the body of its acknowledgement.
+  zmq::message_t run_batch(uint64_t request_id, const zmq::message_t& body, Executor& executor,
+                           AlignedScratch& scratch);
   void send_owed(std::vector<DeferredReply>& owed, zmq::socket_t& sock);
   void timer_main();
   /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no

@@ -52,6 +52,21 @@ bool send_multipart(zmq::socket_t& s, Multipart& frames, bool dontwait) {
   return true;
 }
 
+#ifdef PATRO_TSAN
+namespace {
+char reply_marks[4096];  // one sync address per request id (collisions only add order)
+}
+void annotate_sent(uint64_t request_id) noexcept {
+  __tsan_release(&reply_marks[request_id % sizeof reply_marks]);
+}
+void annotate_received(uint64_t request_id) noexcept {
+  __tsan_acquire(&reply_marks[request_id % sizeof reply_marks]);
+}
+#else
+void annotate_sent(uint64_t) noexcept {}
+void annotate_received(uint64_t) noexcept {}
+#endif
+
 bool poll_in(zmq::socket_t& s, std::chrono::milliseconds timeout) {
   zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
   try {

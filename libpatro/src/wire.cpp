@@ -113,6 +113,13 @@ const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l, Alig
 const wire::Control* verified_control(const zmq::message_t& f, const Limits& l, AlignedScratch& s) {
   return verified_root<wire::Control>(f, wire::ControlIdentifier(), l, s);
 }
+const wire::Batch* verified_batch(const zmq::message_t& f, const Limits& l, AlignedScratch& s) {
+  return verified_root<wire::Batch>(f, wire::BatchIdentifier(), l, s);
+}
+bool is_batch(const zmq::message_t& f) noexcept {
+  return f.size() >= 8 &&
+         std::memcmp(static_cast<const char*>(f.data()) + 4, wire::BatchIdentifier(), 4) == 0;
+}
 
 flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,
                                               const RefWriter& refs) {

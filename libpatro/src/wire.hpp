@@ -4,6 +4,8 @@
 // Frames (a ROUTER adds or strips the peer's routing id in front):
 //   client -> broker   HELLO     [hdr][request id:8][Control(Hello)]
 //                      REQUEST   [hdr][object id:16][request id:8][Request]
+//                      REQUEST   [hdr][object id:16][request id:8][Batch]  (oneway calls; one
+//                                server; answered by one REPLY, their acknowledgement)
 //                      LOOKUP    [hdr][request id:8][Control(Lookup)]
 //                      BROKER_INFO [hdr][request id:8][Control(BrokerInfoRequest)]
 //                      HEARTBEAT [hdr][client id:8]
@@ -38,6 +40,7 @@
 #include "patro/value.hpp"
 #include "socket.hpp"
 
+#include "batch_generated.h"
 #include "control_generated.h"
 #include "reply_generated.h"
 #include "request_generated.h"
@@ -113,6 +116,9 @@ const T* verified_root(const zmq::message_t& frame, const char* identifier, cons
 const wire::Request* verified_request(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
 const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
 const wire::Control* verified_control(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
+const wire::Batch* verified_batch(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
+/// Whether a REQUEST body is a Batch of oneway calls (by its file identifier; not verified).
+bool is_batch(const zmq::message_t& f) noexcept;
 
 // --- Values ---
 

@@ -35,7 +35,7 @@ struct Worker {
     std::remove(eps.c_str());
     std::vector<std::string> argv{
         program("PATRO_WORKER"), "--front", front_ep,         "--back", back_ep,
-        "--endpoints-file",      eps,       "--heartbeat-ms", "100"};
+        "--endpoints-file",      eps,       "--heartbeat-ms", "250"};  // a 750 ms window under load
     argv.insert(argv.end(), options.begin(), options.end());
     argv.insert(argv.end(), objects.begin(), objects.end());
     proc = std::make_unique<Process>(argv);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "patro/config.hpp"
+#include "patro/future.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
@@ -244,18 +245,92 @@ class Proxy {
   bool opendir(std::string_view path) const;
   bool closedir() const;
 
+  // --- Asynchronous calls (patro/future.hpp): each sends its request and returns at once. Many
+  // may be in flight on one connection; they run on the server in the order they were sent.
+  // Arguments are sent by value (no write-back of std::ref arguments). ---
+
+  Future<Value> async_get() const { return Future<Value>(start_op(wire_op::get, {}, {}, false)); }
+  Future<Value> async_set(const Value& v) const {
+    return Future<Value>(start_op(wire_op::set, {v}, {}, false));
+  }
+  Future<Value> async_add(const Value& delta) const {
+    return Future<Value>(start_op(wire_op::add, {delta}, {}, false));
+  }
+  Future<Value> async_erase() const {
+    return Future<Value>(start_op(wire_op::erase, {}, {}, false));
+  }
+  template <class... Args>
+  Future<Value> async_push(Args&&... items) const {
+    return Future<Value>(start_op(wire_op::push, {Value(std::forward<Args>(items))...}, {}, false));
+  }
+  /// A method in scalar context.
+  template <class... A>
+  Future<Value> async_call(std::string_view method, A&&... args) const {
+    return Future<Value>(start_op(wire_op::call, {Value(std::forward<A>(args))...}, method, false));
+  }
+  /// A method in list context.
+  template <class... A>
+  Future<std::vector<Value>> async_call_list(std::string_view method, A&&... args) const {
+    return Future<std::vector<Value>>(
+        start_op(wire_op::call, {Value(std::forward<A>(args))...}, method, true));
+  }
+  /// A served file handle's print, answered (compare print_async, which asks for no answer).
+  template <class... A>
+  Future<Value> async_print(A&&... items) const {
+    return Future<Value>(
+        start_op(wire_op::file, {Value(std::forward<A>(items))...}, "print", false));
+  }
+
+  // --- Oneway calls: no answer is asked for, and the client batches them (up to
+  // ClientOptions::oneway_batch calls per message, sent when full, after oneway_delay, or before
+  // any other request on the connection). They run on the server in the order they were made, and
+  // before any later request on the same connection: a later synchronous call sees their effects.
+  // Flow control: at most ClientOptions::oneway_window calls are unacknowledged; a sender past it
+  // waits for the server, so memory stays bounded and nothing is dropped. A oneway call that fails
+  // on the server is logged and counted (patro::await_oneway). ---
+
+  /// Calls a method, asking for no answer.
+  template <class... A>
+  void send(std::string_view method, A&&... args) const {
+    send_op(wire_op::call, {Value(std::forward<A>(args))...}, method);
+  }
+  void send_set(const Value& v) const { send_op(wire_op::set, {v}, {}); }
+  void send_add(const Value& delta) const { send_op(wire_op::add, {delta}, {}); }
+  template <class... Args>
+  void send_push(Args&&... items) const {
+    send_op(wire_op::push, {Value(std::forward<Args>(items))...}, {});
+  }
+  /// A served file handle's print, asking for no answer (lines from many clients stay whole).
+  template <class... A>
+  void print_async(A&&... items) const {
+    send_op(wire_op::file, {Value(std::forward<A>(items))...}, "print");
+  }
+
   const ObjectId& id() const noexcept { return id_; }
   const Path& path() const noexcept { return path_; }
   const std::shared_ptr<detail::Connection>& connection() const noexcept { return conn_; }
 
   // Internal: operation codes used by the templates above.
   enum class detail_op { push, unshift };
+  // Internal: the wire's operation codes (schemas/request.fbs) the templates above use.
+  enum class wire_op : uint8_t {
+    get = 0,
+    set = 1,
+    erase = 2,
+    push = 7,
+    add = 14,
+    call = 16,
+    file = 20
+  };
 
  private:
   Proxy child(PathElem e) const;
   size_t list_op_size(detail_op op, std::vector<Value> items) const;
   std::vector<Value> served_call(std::string_view method, detail::CallArgs args, bool list) const;
   Proxy& assign_op(std::string_view op, const Value& v);
+  std::shared_ptr<const detail::FutureCore> start_op(wire_op op, std::vector<Value> args,
+                                                     std::string_view name, bool list) const;
+  void send_op(wire_op op, std::vector<Value> args, std::string_view name) const;
   std::vector<Value> file_op(std::string_view op, std::vector<Value> args, bool list = false) const;
 
   std::shared_ptr<detail::Connection> conn_;
@@ -275,6 +350,12 @@ std::vector<Proxy> get_proxies(const char* config_text_or_file, const ClientOpti
 /// ("tcp://host:port"). Throws Error(not_found) if the name is unknown.
 Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
                 const ClientOptions& options = {});
+
+/// Sends the connection's open batch of oneway calls and waits until the server acknowledged every
+/// oneway call made on it. Returns how many of them failed on the server since the last
+/// await_oneway (each failure was logged). Throws Error(timeout) if they are not all acknowledged
+/// within timeout.
+uint64_t await_oneway(const Proxy& p, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 /// Perl's ref(): the class name or basic type (HASH, ARRAY, SCALAR…) of what the proxy names;
 /// empty if it names a plain value.

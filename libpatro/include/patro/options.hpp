@@ -58,6 +58,19 @@ struct ClientOptions {
   /// Deadline of a lock or wait call given no timeout (it still fails at once if the server or
   /// the broker dies). A call that can hang forever is a bug.
   std::chrono::milliseconds max_lock_wait = std::chrono::hours(24);
+  /// Most requests (synchronous, async, and batches of oneway calls) in flight on one connection;
+  /// starting one more waits until an answer arrives.
+  size_t max_in_flight = 10'000;
+  /// Oneway calls (Proxy::send, print_async…) that may be sent but not yet acknowledged by the
+  /// server, per connection. A sender past it waits: a slow server slows its senders, memory stays
+  /// bounded end to end, and nothing is dropped. At least oneway_batch.
+  size_t oneway_window = 8192;
+  /// Most oneway calls, and most bytes, in one batch message.
+  size_t oneway_batch = 256;
+  size_t oneway_batch_bytes = 64u << 10;
+  /// How long a partly filled batch waits for more calls before it is sent (Nagle's delay). Any
+  /// other request on the connection, and patro::await_oneway, send it at once.
+  std::chrono::microseconds oneway_delay = std::chrono::microseconds(1000);
   Heartbeat heartbeat;
   Limits limits;
 };

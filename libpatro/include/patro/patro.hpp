@@ -8,6 +8,7 @@
 #include "patro/containers.hpp"
 #include "patro/error.hpp"
 #include "patro/filehandle.hpp"
+#include "patro/future.hpp"
 #include "patro/object.hpp"
 #include "patro/options.hpp"
 #include "patro/server.hpp"

@@ -1,0 +1,106 @@
+// Asynchronous calls: Proxy::async_get, async_set, async_call… send a request and return at once
+// with a patro::Future; many requests may be in flight on one connection, answered in any order
+// and matched by request id, and run on the server in the order they were sent. Object::Remote's
+// start::method, await_future and await_all are the model.
+//
+// There is no I/O thread: whoever waits (Future::wait/get, await_all, or any call on the same
+// connection) reads the answers of every request in flight. A then-callback runs in the thread that
+// received its answer, after that thread let go of the connection's socket (so the callback may
+// call the connection), or at once in the calling thread if the answer is already there. While
+// callbacks wait and nobody else drives the connection, its heartbeat thread does.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "patro/value.hpp"
+
+namespace patro {
+
+namespace detail {
+class Connection;
+struct Slot;
+
+/// What a Future shares: the connection and the request's slot.
+struct FutureCore {
+  std::shared_ptr<Connection> conn;
+  std::shared_ptr<Slot> slot;
+  bool list = false;  // list context: get() gives every result
+};
+bool future_ready(const FutureCore& c);
+/// Waits until answered, or until the timeout (negative: the call's deadline). Whether answered.
+bool future_wait(const FutureCore& c, std::chrono::milliseconds timeout);
+ValueArray future_results(const FutureCore& c);
+void future_then(const FutureCore& c, std::function<void()> f);
+}  // namespace detail
+
+/// The answer to an asynchronous call, to come. T is Value (the call's result; null if none) or
+/// std::vector<Value> (every result, for list context). Copies share the answer. A Future may be
+/// used from any thread; its then-callbacks may run in another.
+template <class T = Value>
+class Future {
+  static_assert(std::is_same_v<T, Value> || std::is_same_v<T, std::vector<Value>>,
+                "patro::Future<T>: T is Value or std::vector<Value>");
+
+ public:
+  Future() = default;
+  explicit Future(std::shared_ptr<const detail::FutureCore> core) : core_(std::move(core)) {}
+
+  /// Whether this future belongs to a call (a default-constructed one does not).
+  bool valid() const noexcept { return core_ != nullptr; }
+  /// Whether the answer is here (no I/O).
+  bool ready() const { return detail::future_ready(*core_); }
+  /// Waits for the answer, or until the call's deadline (then get() throws Errc::timeout).
+  void wait() const { detail::future_wait(*core_, std::chrono::milliseconds(-1)); }
+  /// Waits up to timeout; whether the answer is here.
+  bool wait_for(std::chrono::milliseconds timeout) const {
+    return detail::future_wait(*core_, timeout);
+  }
+  /// Waits and returns the result; throws the call's Error (RemoteError for served code). May be
+  /// called more than once.
+  T get() const {
+    wait();
+    ValueArray r = detail::future_results(*core_);
+    if constexpr (std::is_same_v<T, Value>) {
+      return r.empty() ? Value() : std::move(r.front());
+    } else {
+      return r;
+    }
+  }
+  /// Runs f(future) once the answer is here (see the header comment for the thread). f may call
+  /// get(), which then does not block. An exception f throws is logged and dropped.
+  template <class F>
+  const Future& then(F&& f) const {
+    detail::future_then(*core_, [core = core_, f = std::forward<F>(f)]() mutable {
+      Future done(core);
+      f(done);
+    });
+    return *this;
+  }
+
+ private:
+  std::shared_ptr<const detail::FutureCore> core_;
+};
+
+/// Object::Remote's await_all: waits for every future and returns their results in order. If any
+/// failed, throws the first failure's error after all are answered.
+template <class T>
+std::vector<T> await_all(const std::vector<Future<T>>& futures) {
+  for (const auto& f : futures) f.wait();
+  std::vector<T> out;
+  out.reserve(futures.size());
+  for (const auto& f : futures) out.push_back(f.get());
+  return out;
+}
+
+/// Object::Remote's await_future: waits for one future and returns its result.
+template <class T>
+T await_future(const Future<T>& f) {
+  return f.get();
+}
+
+}  // namespace patro
