@@ -14,8 +14,12 @@ status=0
 for v in "${variants[@]}"; do
   case "$v" in
     plain) opts=() ;;
-    asan) opts=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
-    tsan) opts=(-Db_sanitize=thread -Db_lundef=false) ;;
+    # GCC 12 reports maybe-uninitialized falsely inside the standard library (<regex>, std::variant)
+    # once the sanitizers instrument it; the plain build keeps that warning an error.
+    asan) opts=(-Db_sanitize=address,undefined -Db_lundef=false
+                -Dcpp_args=-Wno-error=maybe-uninitialized) ;;
+    tsan) opts=(-Db_sanitize=thread -Db_lundef=false
+                -Dcpp_args=-Wno-error=maybe-uninitialized) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   dir=build-ci-$v

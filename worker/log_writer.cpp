@@ -205,7 +205,10 @@ Value LogWriter::read(int64_t offset, int64_t max_lines) {
       }
     }
   }
-  return Value::hash({{"lines", Value(lines)}, {"next", at}});
+  Value out;
+  out.set("lines", Value(std::move(lines)));
+  out.set("next", at);
+  return out;
 }
 
 void LogWriter::follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, Deferred reply) {
