@@ -130,6 +130,8 @@ TEST_CASE(
   std::this_thread::sleep_for(50ms);
   const auto killed = std::chrono::steady_clock::now();
   server->signal(SIGKILL);
+  CHECK(server->wait(10s).has_value());
+  patro::remove_stale_lock_segments();  // the killed server's segments
   try {
     (void)get.get();
     FAIL("the call succeeded");
