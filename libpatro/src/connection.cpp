@@ -187,6 +187,22 @@ void Connection::flush() {
   }
 }
 
+namespace {
+// Runs the then-callbacks of answered slots; the caller holds no lock.
+void run_slot_callbacks(const std::vector<SlotPtr>& ready) {
+  for (const SlotPtr& s : ready) {
+    for (auto& f : s->callbacks) {
+      try {
+        f();
+      } catch (const std::exception& e) {
+        PATRO_LOG(warn, "client") << "a then-callback threw: " << e.what();
+      }
+    }
+    s->callbacks.clear();
+  }
+}
+}  // namespace
+
 void Connection::release_io() {
   io_mu_.unlock();
   // Whatever was queued while we held the socket, and nobody could flush, goes now.
@@ -208,16 +224,7 @@ void Connection::release_io() {
   }
   // Callbacks run with no lock held (a callback may call the connection). Nothing of this
   // connection is touched after them: a callback may drop its last reference.
-  for (const SlotPtr& s : ready) {
-    for (auto& f : s->callbacks) {
-      try {
-        f();
-      } catch (const std::exception& e) {
-        PATRO_LOG(warn, "client") << "a then-callback threw: " << e.what();
-      }
-    }
-    s->callbacks.clear();
-  }
+  run_slot_callbacks(ready);
 }
 
 void Connection::run_callbacks() {
@@ -226,16 +233,7 @@ void Connection::run_callbacks() {
     MutexLock lock(state_mu_);
     ready.swap(ready_);
   }
-  for (const SlotPtr& s : ready) {
-    for (auto& f : s->callbacks) {
-      try {
-        f();
-      } catch (const std::exception& e) {
-        PATRO_LOG(warn, "client") << "a then-callback threw: " << e.what();
-      }
-    }
-    s->callbacks.clear();
-  }
+  run_slot_callbacks(ready);
 }
 
 void Connection::complete(const SlotPtr& s) {
