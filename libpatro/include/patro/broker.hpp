@@ -8,10 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "patro/export.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 /// Counters a broker keeps.
 struct BrokerStats {
@@ -75,4 +76,4 @@ class Broker {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -11,14 +11,12 @@
 #include <vector>
 
 #include "patro/config.hpp"
+#include "patro/export.hpp"
 #include "patro/future.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
-
-/// Perl's truth: null, false, 0, 0.0, "" and "0" are false; everything else is true.
-bool truthy(const Value& v) noexcept;
+namespace patro PATRO_API {
 
 namespace detail {
 template <class T>
@@ -416,4 +414,4 @@ PATRO_PROXY_OPERATOR(>=, bool, truthy)
 #undef PATRO_PROXY_AS_VALUE
 #undef PATRO_PROXY_OPERATOR
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -8,13 +8,23 @@
 #include <string_view>
 #include <vector>
 
+#include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 namespace detail {
-class Server;
-}
+/// What a Config returned by patronize() holds of its server (the server implements it), so that
+/// the config, below the server in the library's layers, can stop and wait for it.
+class ServingHandle {
+ public:
+  virtual ~ServingHandle() = default;
+  virtual bool running() const noexcept = 0;
+  virtual void stop() = 0;
+  virtual void wait() = 0;
+  virtual std::string server_endpoint() const = 0;
+};
+}  // namespace detail
 
 /// One served object named in a config.
 struct ObjectEntry {
@@ -55,12 +65,12 @@ class Config {
   std::string server_endpoint() const;
 
   // Used by patronize().
-  void attach_server(std::shared_ptr<detail::Server> server) { server_ = std::move(server); }
+  void attach_server(std::shared_ptr<detail::ServingHandle> server) { server_ = std::move(server); }
 
  private:
   std::vector<std::string> brokers_;
   std::vector<ObjectEntry> objects_;
-  std::shared_ptr<detail::Server> server_;
+  std::shared_ptr<detail::ServingHandle> server_;
 };
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -12,9 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 /// A served hash (Perl's %hash reference). Keys are strings.
 class Hash {
@@ -101,4 +102,4 @@ struct ValueAs<Scalar> {
 };
 }  // namespace detail
 
-}  // namespace patro
+}  // namespace PATRO_API

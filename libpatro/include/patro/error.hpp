@@ -5,7 +5,9 @@
 #include <stdexcept>
 #include <string>
 
-namespace patro {
+#include "patro/export.hpp"
+
+namespace patro PATRO_API {
 
 /// Error codes. The numeric values travel on the wire; never renumber.
 enum class Errc : int {
@@ -72,4 +74,4 @@ class RemoteError : public Error {
   int error_number_;
 };
 
-}  // namespace patro
+}  // namespace PATRO_API

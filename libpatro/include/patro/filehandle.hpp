@@ -12,9 +12,10 @@
 #include <string>
 #include <string_view>
 
+#include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 /// A file opened by the serving program. Copies share the handle.
 class FileHandle {
@@ -50,4 +51,4 @@ class DirHandle {
   std::shared_ptr<detail::Node> node_;
 };
 
-}  // namespace patro
+}  // namespace PATRO_API

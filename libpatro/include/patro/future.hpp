@@ -17,9 +17,10 @@
 #include <utility>
 #include <vector>
 
+#include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 namespace detail {
 class Connection;
@@ -103,4 +104,4 @@ T await_future(const Future<T>& f) {
   return f.get();
 }
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -32,9 +32,10 @@
 #include <typeinfo>
 #include <utility>
 
+#include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 /// The context a method or callable was called in, as Perl's wantarray: p.call() is scalar,
 /// p.call_list() is list.
@@ -527,4 +528,4 @@ std::shared_ptr<T> object_cast(const Value& v) {
   return std::static_pointer_cast<T>(detail::object_pointer(v, typeid(T)));
 }
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -7,7 +7,9 @@
 #include <functional>
 #include <string>
 
-namespace patro {
+#include "patro/export.hpp"
+
+namespace patro PATRO_API {
 
 using namespace std::chrono_literals;
 
@@ -113,4 +115,4 @@ struct ServerOptions {
   Limits limits;
 };
 
-}  // namespace patro
+}  // namespace PATRO_API

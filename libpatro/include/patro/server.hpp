@@ -9,10 +9,11 @@
 
 #include "patro/config.hpp"
 #include "patro/containers.hpp"
+#include "patro/export.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 /// An object served under a well-known name in the broker's registry, so that clients can find it
 /// with get_proxy(endpoint, name). Pass it to patronize() like any other object.
@@ -63,4 +64,4 @@ requires(sizeof...(Objects) == 0 ||
   return patronize(ServerOptions{}, std::forward<Objects>(objects)...);
 }
 
-}  // namespace patro
+}  // namespace PATRO_API

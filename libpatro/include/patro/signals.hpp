@@ -4,7 +4,9 @@
 #include <chrono>
 #include <optional>
 
-namespace patro {
+#include "patro/export.hpp"
+
+namespace patro PATRO_API {
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and in every thread it starts later,
 /// so that wait() can take them. Construct it first thing in main, before any Patro object.
@@ -19,4 +21,4 @@ class TerminationSignals {
   std::optional<int> wait_for(std::chrono::milliseconds timeout) const;
 };
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -13,8 +13,9 @@
 #include <variant>
 
 #include "patro/client.hpp"
+#include "patro/export.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 /// Codes in SyncResult::error.
 struct SyncError {
@@ -111,4 +112,4 @@ auto synchronize(const Proxy& p, F&& block, SyncOptions options = {}) {
   return out;
 }
 
-}  // namespace patro
+}  // namespace PATRO_API

@@ -16,8 +16,9 @@
 #include <vector>
 
 #include "patro/error.hpp"
+#include "patro/export.hpp"
 
-namespace patro {
+namespace patro PATRO_API {
 
 namespace detail {
 class Node;
@@ -184,6 +185,12 @@ class Value {
   bool list_ = false;  // made by Value::list (patro::List); equality ignores it
 };
 
+// Declared here as well as a friend, so that the definition in the library is exported.
+bool operator==(const Value& a, const Value& b) noexcept;
+
+/// Perl's truth: null, false, 0, 0.0, "" and "0" are false; everything else is true.
+bool truthy(const Value& v) noexcept;
+
 namespace detail {
 template <std::integral I>
 struct ValueAs<I> {
@@ -247,4 +254,4 @@ std::string encode(const Value& v);
 /// within default Limits).
 Value decode(std::string_view bytes);
 
-}  // namespace patro
+}  // namespace PATRO_API

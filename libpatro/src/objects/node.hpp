@@ -18,7 +18,7 @@ namespace patro::detail {
 // filehandle_node.hpp); their operations are in served_ops.cpp.
 enum class NodeKind { hash, array, scalar, object, code, file, dir };
 
-class Node {
+class PATRO_PRIVATE Node {
  public:
   explicit Node(NodeKind kind) : kind(kind) {}
   virtual ~Node() = default;

@@ -12,7 +12,6 @@
 #include <ctime>
 #include <thread>
 
-#include "patro/client.hpp"
 #include "patro/filehandle.hpp"
 
 namespace patro::detail {

@@ -14,25 +14,6 @@ Value first_of(const ValueArray& results) {
 }
 }  // namespace
 
-bool truthy(const Value& v) noexcept {
-  switch (v.type()) {
-    case Type::null:
-      return false;
-    case Type::boolean:
-      return *v.if_bool();
-    case Type::integer:
-      return *v.if_int() != 0;
-    case Type::number:
-      return *v.if_double() != 0.0;
-    case Type::string:
-      return !v.if_string()->empty() && *v.if_string() != "0";
-    case Type::bytes:
-      return !v.if_bytes()->data.empty() && v.if_bytes()->data != "0";
-    default:
-      return true;
-  }
-}
-
 std::vector<Value> Proxy::served_call(std::string_view method, detail::CallArgs args,
                                       bool list) const {
   std::vector<std::pair<uint32_t, Value>> changed;

@@ -63,7 +63,7 @@ struct Slot {
 };
 using SlotPtr = std::shared_ptr<Slot>;
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection> {
  public:
   using Clock = std::chrono::steady_clock;
 

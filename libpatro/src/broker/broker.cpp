@@ -44,7 +44,7 @@ std::string printable(const std::string& routing) {
 }
 }  // namespace
 
-struct Broker::Impl {
+struct PATRO_PRIVATE Broker::Impl {
   struct Binding {
     ObjectId id;
     std::string type_name;

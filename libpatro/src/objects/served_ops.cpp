@@ -11,7 +11,6 @@
 #include "code_node.hpp"
 #include "filehandle_node.hpp"
 #include "object_node.hpp"
-#include "patro/client.hpp"
 
 namespace patro {
 

@@ -7,7 +7,6 @@
 
 #include "config_generated.h"
 #include "config_schema.hpp"
-#include "server.hpp"
 
 namespace patro {
 

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstdio>
 
-#include "patro/client.hpp"
 #include "patro/containers.hpp"
 
 namespace patro {
@@ -192,8 +191,6 @@ const char* type_name(Type t) noexcept {
 Value::Value(const Hash& h) : Value(Reference{h.node(), {}, {}, {}, "HASH", "HASH"}) {}
 Value::Value(const Array& a) : Value(Reference{a.node(), {}, {}, {}, "ARRAY", "ARRAY"}) {}
 Value::Value(const Scalar& s) : Value(Reference{s.node(), {}, {}, {}, "SCALAR", "SCALAR"}) {}
-Value::Value(const Proxy& p)
-    : Value(Reference{nullptr, p.connection(), p.id(), p.path(), {}, {}}) {}
 
 const ValueArray* Value::if_array() const noexcept {
   const auto* p = std::get_if<std::shared_ptr<ValueArray>>(&v_);
@@ -364,4 +361,23 @@ Reference ValueAs<Reference>::get(const Value& v) {
 }
 
 }  // namespace detail
+bool truthy(const Value& v) noexcept {
+  switch (v.type()) {
+    case Type::null:
+      return false;
+    case Type::boolean:
+      return *v.if_bool();
+    case Type::integer:
+      return *v.if_int() != 0;
+    case Type::number:
+      return *v.if_double() != 0.0;
+    case Type::string:
+      return !v.if_string()->empty() && *v.if_string() != "0";
+    case Type::bytes:
+      return !v.if_bytes()->data.empty() && v.if_bytes()->data != "0";
+    default:
+      return true;
+  }
+}
+
 }  // namespace patro

@@ -5,6 +5,11 @@
 
 namespace patro {
 
+// Value's constructor from a proxy lives with the proxy (the client family), so that values, in a
+// lower family, need not know about connections.
+Value::Value(const Proxy& p)
+    : Value(Reference{nullptr, p.connection(), p.id(), p.path(), {}, {}}) {}
+
 using detail::Connection;
 using wire::Op;
 

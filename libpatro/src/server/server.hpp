@@ -28,20 +28,20 @@ class Executor;
 /// A Reply body with these results.
 zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results);
 
-class Server : public std::enable_shared_from_this<Server> {
+class Server final : public ServingHandle, public std::enable_shared_from_this<Server> {
  public:
   Server(const ServerOptions& options, std::vector<Named> objects);
-  ~Server();
+  ~Server() override;
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
   /// Starts the broker (if embedded) and the lanes, and waits until every lane is registered.
   /// Throws Error(broker_unreachable) if the broker does not accept the registration in time.
   Config start();
-  void stop() PATRO_EXCLUDES(mu_);
-  void wait() PATRO_EXCLUDES(mu_);
-  bool running() const noexcept { return running_.load(); }
-  std::string server_endpoint() const { return broker_endpoint_; }
+  void stop() override PATRO_EXCLUDES(mu_);
+  void wait() override PATRO_EXCLUDES(mu_);
+  bool running() const noexcept override { return running_.load(); }
+  std::string server_endpoint() const override { return broker_endpoint_; }
 
  private:
   struct Lane;
