@@ -1,0 +1,515 @@
+"""A client connection to a Patro broker: one ZeroMQ DEALER socket, many requests in flight,
+replies matched by request id; the same rules as the C++ client (libpatro/src/connection.cpp).
+
+There is no I/O thread: the thread that waits for a reply drives the socket itself while it holds
+the I/O lock (leader/follower); others queue their frames in an outbox and wake the holder. A small
+heartbeat thread keeps the connection alive while nobody calls (a broker expires a client that is
+silent for its heartbeat interval times its liveness, releasing its locks and leases), and notices
+a broker that went silent. Any thread may use a Connection.
+"""
+import atexit
+import collections
+import itertools
+import os
+import secrets
+import threading
+import time
+import weakref
+
+import zmq
+
+from . import _codec as codec
+from . import errors
+
+Op = codec.Op
+CallContext = codec.CallContext
+
+
+class ClientOptions:
+    """Every limit and default of a client connection (C++ patro::ClientOptions); times in
+    seconds."""
+
+    def __init__(self, call_timeout=30.0, connect_timeout=5.0, max_lock_wait=24 * 3600.0,
+                 heartbeat_interval=1.0, liveness=3, max_message_size=16 << 20,
+                 max_in_flight=10000):
+        self.call_timeout = float(call_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_lock_wait = float(max_lock_wait)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = int(liveness)
+        self.max_message_size = int(max_message_size)
+        self.max_in_flight = int(max_in_flight)
+
+    def replace(self, **changes):
+        o = ClientOptions.__new__(ClientOptions)
+        o.__dict__.update(self.__dict__)
+        for k, v in changes.items():
+            if k not in o.__dict__:
+                raise TypeError("unknown client option %r" % k)
+            setattr(o, k, type(o.__dict__[k])(v))
+        return o
+
+
+def random_id():
+    """A random non-zero 64-bit id (client ids; C++ random_id)."""
+    while True:
+        v = secrets.randbits(64)
+        if v:
+            return v
+
+
+class _Slot:
+    __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body")
+
+    def __init__(self, request_id, server, op, deadline):
+        self.request_id = request_id
+        self.server = server
+        self.op = op
+        self.deadline = deadline
+        self.done = False
+        self.error = None
+        self.body = None
+
+
+_live = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+    for c in list(_live):
+        c.close()
+
+
+class Connection:
+    """One connection (one monitor, for locks). Made by patro.get_proxies / patro.get_proxy."""
+
+    def __init__(self, brokers, options=None):
+        if isinstance(brokers, str):
+            brokers = [brokers]
+        self.brokers = [b for b in brokers if b]
+        if not self.brokers:
+            raise errors.BadConfig("no broker address to connect to")
+        self.options = options or ClientOptions()
+        self.client_id = random_id()
+        self.endpoint = None
+        self._next_rid = itertools.count(1)
+        self._ctx = zmq.Context(1)
+        self._sock = None
+        self._io = threading.Lock()  # the socket, _last_heard, _next_hb
+        self._mu = threading.Lock()  # slots, outbox, generation
+        self._cv = threading.Condition(self._mu)
+        self._slots = {}
+        self._outbox = collections.deque()
+        self._generation = 0
+        self._closed = False
+        self._hb_interval = self.options.heartbeat_interval
+        self._window = self.options.heartbeat_interval * self.options.liveness
+        self._last_heard = time.monotonic()
+        self._next_hb = self._last_heard + self._hb_interval
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = None
+        self._stop = threading.Event()
+        self._hb_thread = None
+        _live.add(self)
+
+    # --- life ---
+
+    def connect(self):
+        """Says hello to the first broker that answers; raises BrokerUnreachable."""
+        problems = []
+        for endpoint in self.brokers:
+            with self._io:
+                if self._sock is not None:
+                    self._sock.close(0)
+                s = self._ctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SNDHWM, 100000)
+                s.setsockopt(zmq.RCVHWM, 100000)
+                s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
+                                                 (1 << 31) - 1))
+                try:
+                    s.connect(endpoint)
+                except zmq.ZMQError as e:
+                    s.close(0)
+                    problems.append("%s: %s" % (endpoint, e))
+                    continue
+                self._sock = s
+                self._poller = zmq.Poller()
+                self._poller.register(s, zmq.POLLIN)
+                self._poller.register(self._wake_r, zmq.POLLIN)
+                self._last_heard = time.monotonic()
+                self._next_hb = self._last_heard + self._hb_interval
+            rid = next(self._next_rid)
+            slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.connect_timeout)
+            self._submit([codec.header(codec.HELLO), codec.u64_frame(rid),
+                          codec.hello_body(self.client_id)])
+            self._await(slot)
+            if slot.error is not None:
+                problems.append("%s: no answer within %g s" % (endpoint,
+                                                                self.options.connect_timeout))
+                continue
+            try:
+                t, w = codec.decode_control(slot.body)
+            except errors.Error as e:
+                problems.append("%s: %s" % (endpoint, e))
+                continue
+            if t != codec.wire.ControlBody.Welcome:
+                problems.append("%s: the answer to hello was not a welcome" % endpoint)
+                continue
+            self.endpoint = endpoint
+            theirs = w.HeartbeatMs() / 1000.0
+            if 0 < theirs < self._hb_interval:
+                self._hb_interval = theirs
+            if theirs > 0 and w.Liveness() > 0:
+                self._window = theirs * w.Liveness()
+            self.broker_max_message_size = w.MaxMessageSize()
+            with self._io:
+                self._next_hb = min(self._next_hb, time.monotonic() + self._hb_interval)
+            if self._hb_thread is None:
+                self._hb_thread = threading.Thread(target=_heartbeat_main,
+                                                   args=(weakref.ref(self), self._stop),
+                                                   name="patro-heartbeat", daemon=True)
+                self._hb_thread.start()
+            return self
+        self.close()
+        raise errors.BrokerUnreachable("no broker answers: " + "; ".join(problems))
+
+    def close(self):
+        """Says goodbye to the broker (it releases this monitor's locks and leases at once) and
+        closes the socket. Calls after this raise Disconnected."""
+        with self._mu:
+            if self._closed:
+                return
+            self._closed = True
+            for slot in list(self._slots.values()):
+                self._complete(slot, errors.Disconnected("the connection was closed"))
+            self._cv.notify_all()
+        self._stop.set()
+        if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
+            self._hb_thread.join(5)
+        with self._io:
+            if self._sock is not None:
+                try:
+                    self._sock.send_multipart([codec.header(codec.DISCONNECT)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                self._sock.close(100)
+                self._sock = None
+            self._ctx.term()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        _live.discard(self)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def closed(self):
+        return self._closed
+
+    # --- requests ---
+
+    def _new_slot(self, rid, server, op, deadline):
+        slot = _Slot(rid, server, op, deadline)
+        with self._mu:
+            if self._closed:
+                raise errors.Disconnected("the connection is closed")
+            self._slots[rid] = slot
+        return slot
+
+    def start(self, server, obj, op, path=(), args=(), name=None, context=CallContext.Scalar,
+              timeout=None, fence=0):
+        """Sends one operation and returns its slot at once (see wait / results)."""
+        timeout = self.options.call_timeout if timeout is None else max(0.0, float(timeout))
+        deadline = time.monotonic() + timeout
+        if len(self._slots) >= self.options.max_in_flight:
+            if not self._drive(lambda: len(self._slots) < self.options.max_in_flight, deadline):
+                raise errors.Timeout("no room for another request in flight by the call's deadline "
+                                     "(%d in flight)" % self.options.max_in_flight)
+        rid = next(self._next_rid)
+        body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
+                                    context, timeout * 1000, fence)
+        if len(body) > self.options.max_message_size:
+            raise errors.MessageTooLarge("the request of %d bytes is over the limit of %d"
+                                         % (len(body), self.options.max_message_size))
+        slot = self._new_slot(rid, server, op, deadline)
+        self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                      codec.u64_frame(rid), body])
+        return slot
+
+    def results(self, slot, make_ref):
+        """The decoded Reply of an answered slot; raises the call's error."""
+        if slot.error is not None:
+            raise slot.error
+        reply = codec.decode_reply(slot.body, make_ref)
+        if reply.error is not None:
+            raise reply.error
+        return reply
+
+    def call(self, server, obj, op, path=(), args=(), name=None, context=CallContext.Scalar,
+             timeout=None, fence=0, make_ref=None):
+        slot = self.start(server, obj, op, path, args, name, context, timeout, fence)
+        self._await(slot)
+        return self.results(slot, make_ref or self._plain_ref)
+
+    def raw_request(self, server, obj, body, timeout=None):
+        """Sends a request with the body as given (for tests of the server's checks); returns the
+        reply body's decoded Reply."""
+        timeout = self.options.call_timeout if timeout is None else timeout
+        rid = next(self._next_rid)
+        slot = self._new_slot(rid, server, None, time.monotonic() + timeout)
+        self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                      codec.u64_frame(rid), body])
+        self._await(slot)
+        return self.results(slot, self._plain_ref)
+
+    def _plain_ref(self, server, obj, type_name, reftype):
+        return (server, obj, type_name, reftype)
+
+    def control(self, command, body):
+        """Sends a control request to the broker; returns (union type, table) of its answer."""
+        rid = next(self._next_rid)
+        slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.call_timeout)
+        self._submit([codec.header(command), codec.u64_frame(rid), body])
+        self._await(slot)
+        if slot.error is not None:
+            raise slot.error
+        return codec.decode_control(slot.body)
+
+    def lookup(self, name):
+        """The broker's binding of a name (a dict), or None."""
+        t, lr = self.control(codec.LOOKUP, codec.lookup_body(name))
+        if t != codec.wire.ControlBody.LookupReply:
+            raise errors.BadMessage("the answer to a lookup was not a lookup reply")
+        if not lr.Found() or lr.Binding() is None:
+            return None
+        return codec.decode_binding(lr.Binding())
+
+    def broker_info(self):
+        t, r = self.control(codec.BROKER_INFO, codec.broker_info_body())
+        if t != codec.wire.ControlBody.BrokerInfoReply:
+            raise errors.BadMessage("the answer to broker_info was not a broker info reply")
+        return {
+            "names": [codec.decode_binding(r.Names(i)) for i in range(r.NamesLength())],
+            "servers": [{"server_id": r.Servers(i).ServerId(), "lanes": r.Servers(i).Lanes(),
+                         "clients": r.Servers(i).Clients()} for i in range(r.ServersLength())],
+            "routed": r.Routed(), "replies": r.Replies(), "dropped": r.Dropped(),
+            "rejected": r.Rejected(), "clients": r.Clients(), "servers_now": r.ServersNow(),
+        }
+
+    # --- waiting ---
+
+    def wait(self, slot, timeout=None):
+        """Waits for the slot's answer up to timeout seconds (None: its own deadline); whether it
+        was answered."""
+        if timeout is None:
+            self._await(slot)
+            return True
+        return self._drive(lambda: slot.done, min(slot.deadline, time.monotonic() + timeout))
+
+    def _await(self, slot):
+        if not self._drive(lambda: slot.done, slot.deadline):
+            with self._mu:
+                if not slot.done:
+                    self._complete(slot, errors.Timeout(
+                        "no answer to request %d by its deadline" % slot.request_id))
+
+    def _drive(self, done, until):
+        while True:
+            with self._mu:
+                if done():
+                    return True
+                if self._closed:
+                    return done()
+                gen = self._generation
+                in_flight = len(self._slots)
+            now = time.monotonic()
+            if now >= until:
+                return False
+            if self._io.acquire(blocking=False):
+                try:
+                    self._pump(done, until, in_flight > 1)
+                finally:
+                    self._release_io()
+                continue
+            with self._mu:
+                if not done() and self._generation == gen:
+                    self._cv.wait(min(until - now, 0.05))
+
+    def _release_io(self):
+        self._io.release()
+        # What was queued while we held the socket goes now, unless someone else took it.
+        while self._outbox and self._io.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._io.release()
+        with self._mu:
+            self._generation += 1
+            self._cv.notify_all()
+
+    def _submit(self, frames):
+        with self._mu:
+            if self._closed:
+                raise errors.Disconnected("the connection is closed")
+            self._outbox.append(frames)
+        if self._io.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._io.release()
+        else:
+            try:
+                os.write(self._wake_w, b"x")  # the holder of the socket sends it
+            except (BlockingIOError, OSError):
+                pass
+
+    def _flush(self):
+        sock = self._sock
+        while True:
+            with self._mu:
+                if not self._outbox:
+                    return
+                frames = self._outbox.popleft()
+            if sock is None:
+                continue
+            try:
+                sock.send_multipart(frames, copy=len(frames[-1]) < 65536)
+            except zmq.ZMQError:
+                pass  # the request times out at its deadline
+
+    def _pump(self, done, until, read_first):
+        """Socket work by the holder of the I/O lock until done() or until."""
+        sock = self._sock
+        if sock is None:
+            return
+        readable = read_first
+        while True:
+            self._flush()
+            now = time.monotonic()
+            if now >= self._next_hb:
+                try:
+                    sock.send_multipart([codec.header(codec.HEARTBEAT),
+                                         codec.u64_frame(self.client_id)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                self._next_hb = now + self._hb_interval
+            got = False
+            while readable:
+                try:
+                    msg = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                got = True
+                self._last_heard = now
+                self._dispatch(msg)
+                with self._mu:
+                    if done():
+                        return
+            if readable and not got and now - self._last_heard > self._window:
+                self._fail_pending(errors.BrokerUnreachable(
+                    "the broker at %s has been silent for more than %d ms"
+                    % (self.endpoint, self._window * 1000)), None)
+                self._last_heard = now
+            self._expire(now)
+            with self._mu:
+                if done():
+                    return
+            now = time.monotonic()
+            if now >= until:
+                return
+            wait_ms = int((min(until, self._next_hb) - now) * 1000) + 1
+            events = dict(self._poller.poll(wait_ms))
+            if self._wake_r in events:
+                try:
+                    os.read(self._wake_r, 4096)
+                except (BlockingIOError, OSError):
+                    pass
+                self._flush()
+                return  # someone else wants the socket: let them have a turn
+            readable = True  # readable, or the poll timed out (a read says if the broker is silent)
+
+    def _dispatch(self, msg):
+        cmd = codec.parse_header(msg[0]) if msg else None
+        if cmd in (codec.REPLY, codec.WELCOME, codec.LOOKUP_REPLY, codec.BROKER_INFO_REPLY):
+            if len(msg) != 3:
+                return
+            rid = codec.parse_u64(msg[1])
+            with self._mu:
+                slot = self._slots.get(rid)
+                if slot is None:
+                    return  # late: its caller gave up
+                slot.body = msg[2]
+                self._complete(slot, None)
+                self._cv.notify_all()
+        elif cmd == codec.SERVER_DOWN:
+            server = codec.parse_u64(msg[1]) if len(msg) == 2 else None
+            if server is not None:
+                self._fail_pending(errors.ServerUnavailable(
+                    "server %016x went away while the call was in flight" % server), server)
+        elif cmd == codec.DISCONNECT:
+            # The broker does not know us (it restarted): say hello again.
+            try:
+                self._sock.send_multipart([codec.header(codec.HELLO),
+                                           codec.u64_frame(next(self._next_rid)),
+                                           codec.hello_body(self.client_id)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        # HEARTBEAT: being heard is all it says.
+
+    def _complete(self, slot, error):
+        """Marks a slot answered (requires _mu)."""
+        slot.done = True
+        slot.error = error
+        self._slots.pop(slot.request_id, None)
+
+    def _fail_pending(self, error, server):
+        with self._mu:
+            for slot in list(self._slots.values()):
+                if slot.done or (server is not None and slot.server != server):
+                    continue
+                e = error
+                if isinstance(error, errors.ServerUnavailable) and slot.op not in codec.IDEMPOTENT:
+                    e = errors.OutcomeUnknown(error.message + "; the call may or may not have run")
+                self._complete(slot, e)
+            self._cv.notify_all()
+
+    def _expire(self, now):
+        with self._mu:
+            late = [s for s in self._slots.values() if not s.done and s.deadline <= now]
+            for slot in late:
+                self._complete(slot, errors.Timeout(
+                    "no answer to request %d by its deadline" % slot.request_id))
+            if late:
+                self._cv.notify_all()
+
+    def heartbeat_step(self):
+        """One pass by the heartbeat thread: heartbeat if due, read what came, expire slots."""
+        if self._closed or not self._io.acquire(blocking=False):
+            return
+        try:
+            self._pump(lambda: False, time.monotonic(), True)
+        finally:
+            self._release_io()
+
+
+def _heartbeat_main(ref, stop):
+    while not stop.is_set():
+        conn = ref()
+        if conn is None:
+            return
+        interval = conn._hb_interval
+        try:
+            conn.heartbeat_step()
+        except Exception:
+            pass
+        del conn
+        stop.wait(interval / 2)

@@ -1,0 +1,131 @@
+"""Proxies to a C++ server's hash, array, object and callables (tests/support/py_server.cpp)."""
+import threading
+
+import patro
+
+
+def test_hash_example(cluster, objs):
+    # README's example, from Python.
+    p = objs["h"]
+    assert p["abc"] == 123
+    d = p["def"]  # a container inside the hash comes back as a proxy to it
+    assert isinstance(d, patro.Proxy)
+    assert d[0] == 456
+    assert d[1]["ghi"] == "jkl"
+    assert p.at("def", 1, "ghi").get() == "jkl"  # one round trip
+    p["def"][2] = "pqr"
+    assert d[2] == "pqr"
+    assert d[-1] == "pqr"
+    del p["def"][1]["ghi"]
+    assert not p.at("def", 1, "ghi").exists()
+    assert p.at("def", 1, "ghi").get() is None
+    assert len(p) == 2
+    assert sorted(p) == ["abc", "def"]
+    assert "abc" in p and "zzz" not in p
+    assert list(d)[0] == 456 and len(d) == 3
+    assert p.ref() == "HASH" and d.reftype() == "ARRAY"
+    # The C++ server's own config text, and a name at the broker, reach the same object.
+    with open(cluster.config) as f:
+        again = patro.get_proxies(f.read())[0]
+    assert again["abc"] == 123
+    by_name = patro.get_proxy(cluster.front, "h")
+    assert by_name.at("def", 2).get() == "pqr"
+    again.connection.close()
+    by_name.connection.close()
+    p["def"][1]["ghi"] = "jkl"
+    p["def"][2] = "mno"
+
+
+def test_values_round_trip(objs):
+    p = objs["h"]
+    v = {"none": None, "t": True, "f": False, "i": -(1 << 63), "j": (1 << 63) - 1, "x": 1.5,
+         "s": "grüß dich", "b": b"\x00\xffbytes", "l": [1, "two", [3.0, None]],
+         "d": {"k": {"deep": [True]}}, "empty": [], "e2": {}}
+    for k, value in v.items():
+        p.at("vals", k).set(value)
+    for k, value in v.items():
+        got = p.at("vals", k).get()
+        if isinstance(value, (list, dict)):
+            got = _copy(got)
+        assert got == value, k
+        assert type(got) is type(value), k
+    assert sorted(p["vals"].keys()) == sorted(v)
+    del p["vals"]
+
+
+def _copy(x):
+    """A served container's contents as plain Python values."""
+    if isinstance(x, patro.Proxy):
+        if x.reftype() == "HASH":
+            return {k: _copy(x[k]) for k in x.keys()}
+        return [_copy(e) for e in x.values()]
+    return x
+
+
+def test_array_operations(objs):
+    p = objs["h"]
+    p["arr"] = []
+    a = p["arr"]
+    assert a.push(1, 2, 3) == 3
+    assert a.unshift(0) == 4
+    assert a.pop() == 3
+    assert a.shift() == 0
+    assert a.values() == [1, 2]
+    assert a.splice(0, 1, "x", "y") == [1]
+    assert list(a) == ["x", "y", 2]
+    a.resize(5)
+    assert len(a) == 5 and a[4] is None
+    assert a.at(2).add(40) == 42
+    a.clear()
+    assert len(a) == 0 and a.pop() is None
+    # A proxy sent as an argument is the reference it names, not a copy.
+    p["alias"] = p["def"]
+    assert p["alias"][0] == 456
+    p["alias"][0] = 457
+    assert p.at("def", 0).get() == 457
+    p.at("def", 0).set(456)
+    del p["alias"]
+    del p["arr"]
+
+
+def test_method_list_context(objs):
+    foofie = objs["foofie"]
+    assert foofie.ref() == "Foofie"
+    before = foofie.call_list("blerp")  # (5, 6, 7, $$self)
+    assert before[:3] == [5, 6, 7]
+    assert foofie.call("blerp") == before[3] + 1  # ++$$self in scalar context
+    assert foofie.call_list("blerp") == [5, 6, 7, before[3] + 1]
+    assert foofie.can("blerp") and not foofie.can("nope")
+
+
+def test_served_callable(objs):
+    x = patro.Box(5)
+    assert objs["sq"](x) == 19
+    assert x.value == 25  # the callable changed its argument; the change came back
+    assert objs["add42"](1) == 43
+    assert objs["add42"].call_callable_list(8) == [50]
+
+
+def test_async_in_flight(objs):
+    p = objs["h"]
+    futures = [p.at("abc").get_async() for _ in range(64)]
+    assert [f.result(10) for f in futures] == [123] * 64
+    assert objs["add42"].call_async(None, 1).result(10) == 43
+
+
+def test_threads_share_a_connection(objs):
+    p = objs["h"]
+    bad = []
+
+    def reader():
+        for _ in range(200):
+            if p["abc"] != 123:
+                bad.append(1)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not bad
