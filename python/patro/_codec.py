@@ -224,6 +224,42 @@ def encode_request(request_id, client_id, server, obj, op, path=(), args=(), nam
     return bytes(b.Output())
 
 
+_LE64 = struct.Struct("<Q")
+_LE32 = struct.Struct("<I")
+_LE16 = struct.Struct("<H")
+_LEI32 = struct.Struct("<i")
+
+
+class RequestTemplate:
+    """A Request encoded once (by encode_request) whose request id and timeout are rewritten in
+    place for each use: the client's calls without arguments (get, size, pop, lock_state...) cost
+    no FlatBuffers building after the first."""
+
+    __slots__ = ("body", "rid_at", "timeout_at")
+
+    def __init__(self, body):
+        pos = _LE32.unpack_from(body, 0)[0]
+        vtable = pos - _LEI32.unpack_from(body, pos)[0]
+        vtable_size = _LE16.unpack_from(body, vtable)[0]
+
+        def field(i):  # where field i of the Request table is, from its vtable
+            o = 4 + 2 * i
+            at = _LE16.unpack_from(body, vtable + o)[0] if o < vtable_size else 0
+            if at == 0:
+                raise ValueError("the template lacks field %d" % i)
+            return pos + at
+
+        self.rid_at = field(0)  # request_id: ulong
+        self.timeout_at = field(2)  # timeout_ms: uint
+        self.body = body
+
+    def make(self, request_id, timeout_ms):
+        b = bytearray(self.body)
+        _LE64.pack_into(b, self.rid_at, request_id)
+        _LE32.pack_into(b, self.timeout_at, max(0, min(int(timeout_ms), UINT32_MAX)))
+        return bytes(b)
+
+
 def encode_control(kind, build):
     """A finished Control body whose union member build(b) makes (returns its offset)."""
     b = flatbuffers.Builder(128)

@@ -99,6 +99,7 @@ class Connection:
         self._mu = threading.Lock()  # slots, outbox, generation
         self._cv = threading.Condition(self._mu)
         self._slots = {}
+        self._templates = {}  # requests without arguments, encoded once (codec.RequestTemplate)
         self._outbox = collections.deque()
         self._generation = 0
         self._closed = False
@@ -235,8 +236,19 @@ class Connection:
                 raise errors.Timeout("no room for another request in flight by the call's deadline "
                                      "(%d in flight)" % self.options.max_in_flight)
         rid = next(self._next_rid)
-        body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
-                                    context, timeout * 1000, fence)
+        if args:
+            body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
+                                        context, timeout * 1000, fence)
+        else:
+            key = (server, obj, op, path, name, context, fence)
+            template = self._templates.get(key)
+            if template is None:
+                if len(self._templates) >= 1024:
+                    self._templates.clear()
+                template = codec.RequestTemplate(codec.encode_request(
+                    1, self.client_id, server, obj, op, path, (), name, context, 1, fence))
+                self._templates[key] = template
+            body = template.make(rid, timeout * 1000)
         if len(body) > self.options.max_message_size:
             raise errors.MessageTooLarge("the request of %d bytes is over the limit of %d"
                                          % (len(body), self.options.max_message_size))
