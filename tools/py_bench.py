@@ -109,6 +109,8 @@ def main():
         reply = raw_recv()
         assert codec.decode_reply(reply[2], lambda *r: r).results == [123]
 
+        cpu = {"floor": [0.0, 0], "patro": [0.0, 0]}  # client CPU seconds, calls (pipelined)
+
         def seq(one, n):
             out = []
             stop = time.monotonic() + a.max_seconds
@@ -126,6 +128,7 @@ def main():
 
         def raw_pipe(n, k):
             stop = time.monotonic() + a.max_seconds
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(k):
                 raw_send()
@@ -137,7 +140,10 @@ def main():
                 if sent < n and time.monotonic() < stop:
                     raw_send()
                     sent += 1
-            return done / (time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            cpu["floor"][0] += time.process_time() - c0
+            cpu["floor"][1] += done
+            return done / elapsed
 
         def patro_one():
             if p.get() != 123:
@@ -145,6 +151,7 @@ def main():
 
         def patro_pipe(n, k):
             stop = time.monotonic() + a.max_seconds
+            c0 = time.process_time()
             t0 = time.perf_counter()
             q = collections.deque(p.get_async() for _ in range(k))
             done, sent = 0, k
@@ -155,7 +162,10 @@ def main():
                 if sent < n and time.monotonic() < stop:
                     q.append(p.get_async())
                     sent += 1
-            return done / (time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            cpu["patro"][0] += time.process_time() - c0
+            cpu["patro"][1] += done
+            return done / elapsed
 
         # Warm both.
         seq(raw_one, 200)
@@ -181,6 +191,8 @@ def main():
             "get_per_s": statistics.median(rate["patro"]),
             "floor_per_s": statistics.median(rate["floor"]),
         }
+        res["cpu_us_per_call"] = cpu["patro"][0] / max(cpu["patro"][1], 1) * 1e6
+        res["floor_cpu_us_per_call"] = cpu["floor"][0] / max(cpu["floor"][1], 1) * 1e6
         res["p50_ratio"] = res["get_p50_us"] / res["floor_p50_us"]
         res["rate_ratio"] = res["get_per_s"] / res["floor_per_s"]
         h.connection.close()
@@ -208,6 +220,9 @@ def main():
         res["p50_ratio"]), file=sys.stderr)
     print("| Python get_async, %d in flight |  |  | %.0f |  |  | %.0f | %.2f |" % (
         a.in_flight, res["get_per_s"], res["floor_per_s"], res["rate_ratio"]), file=sys.stderr)
+    print("| client CPU us per call, %d in flight | %.1f |  |  | %.1f |  |  | %.2f |" % (
+        a.in_flight, res["cpu_us_per_call"], res["floor_cpu_us_per_call"],
+        res["cpu_us_per_call"] / res["floor_cpu_us_per_call"]), file=sys.stderr)
     print(res["machine"], file=sys.stderr)
 
 

@@ -369,9 +369,25 @@ class Connection:
             self._cv.notify_all()
 
     def _submit(self, frames):
+        if self._closed:
+            raise errors.Disconnected("the connection is closed")
+        if not self._outbox and self._io.acquire(blocking=False):
+            # Nothing queued before it: send now, in order.
+            try:
+                if self._sock is None:
+                    raise errors.Disconnected("the connection is closed")
+                self._sock.send_multipart(frames, copy=len(frames[-1]) < 65536)
+            except zmq.ZMQError:
+                pass  # the request times out at its deadline
+            finally:
+                self._io.release()
+            while self._outbox and self._io.acquire(blocking=False):
+                try:
+                    self._flush()
+                finally:
+                    self._io.release()
+            return
         with self._mu:
-            if self._closed:
-                raise errors.Disconnected("the connection is closed")
             self._outbox.append(frames)
         if self._io.acquire(blocking=False):
             try:
@@ -431,7 +447,6 @@ class Connection:
                     "the broker at %s has been silent for more than %d ms"
                     % (self.endpoint, self._window * 1000)), None)
                 self._last_heard = now
-            self._expire(now)
             with self._mu:
                 if done():
                     return
@@ -508,7 +523,10 @@ class Connection:
         if self._closed or not self._io.acquire(blocking=False):
             return
         try:
-            self._pump(lambda: False, time.monotonic(), True)
+            now = time.monotonic()
+            self._pump(lambda: False, now, True)
+            # Calls whose waiter is not waiting (futures nobody asks) time out here.
+            self._expire(now)
         finally:
             self._release_io()
 

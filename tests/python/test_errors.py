@@ -154,3 +154,28 @@ def test_oversized_at_the_broker(procs, tmp):
         procs.stop(c.server)
         procs.stop(c.broker)
         remove_segments(c.names)
+
+
+def test_server_that_dies(procs, tmp):
+    """A call in flight when its server dies gets a definite answer: outcome_unknown for one that
+    is not idempotent (the broker's SERVER_DOWN); later calls get server_unavailable."""
+    c = Cluster(procs, tmp, server=False, worker=True)
+    try:
+        q = patro.get_proxy(c.front, "idle", call_timeout=20)
+        fut = q.call_async("take", 15000)  # parked on the worker: no answer until a job comes
+        time.sleep(0.3)
+        c.worker.kill()
+        c.worker.wait(5)
+        t0 = time.monotonic()
+        with pytest.raises(patro.Error) as e:
+            fut.result(10)
+        check(e, patro.OutcomeUnknown, 5, "outcome_unknown")
+        assert time.monotonic() - t0 < 5  # the broker's window (100 ms x 5), not the deadline
+        with pytest.raises(patro.Error) as e:
+            q.call("size")
+        check(e, patro.ServerUnavailable, 3, "server_unavailable")
+        q.connection.close()
+    finally:
+        procs.stop(c.worker)
+        procs.stop(c.broker)
+        remove_segments(c.names)
