@@ -17,8 +17,8 @@ __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from ._codec import Box  # noqa: E402
 from .connection import ClientOptions, Connection  # noqa: E402
+from . import errors  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
-from .errors import Errc, Error, LockNotGranted, RemoteError, SyncError, error_kind  # noqa: E402
 from .proxy import (Config, Future, Proxy, connect, get_proxies, get_proxy, proxy_for,  # noqa: E402
                     ref, reftype)
 from .sync import (LockInfo, LockState, SyncResult, Synchronized, lock, lock_info,  # noqa: E402
@@ -26,3 +26,7 @@ from .sync import (LockInfo, LockState, SyncResult, Synchronized, lock, lock_inf
 from .worker import Job, Log, Queue  # noqa: E402
 
 __version__ = "0.1.0"
+__all__ = (["Box", "ClientOptions", "Connection", "Config", "Future", "Proxy", "connect",
+            "get_proxies", "get_proxy", "proxy_for", "ref", "reftype", "LockInfo", "LockState",
+            "SyncResult", "Synchronized", "lock", "lock_info", "lock_state", "notify",
+            "synchronize", "unlock", "wait", "Job", "Log", "Queue"] + errors.__all__)

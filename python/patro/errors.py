@@ -57,8 +57,9 @@ def error_kind(code):
 class Error(Exception):
     """An error with a code. str(e) is "name: message", as C++ ``patro::Error::what()``.
 
-    ``remote_type`` is the C++ type of an exception that served code threw (``"std::runtime_error"``)
-    and ``error_number`` the errno a failed server-side operation set, or 0 (C++ RemoteError).
+    ``remote_type`` is the C++ type of an exception that served code threw
+    (``"std::runtime_error"``) and ``error_number`` the errno a failed server-side operation set,
+    or 0 (C++ RemoteError).
     """
 
     code = Errc.internal
@@ -88,7 +89,8 @@ _BY_CODE = {}
 for _c in Errc:
     if _c == Errc.ok:
         continue
-    _cls = type(_class_name(_c.name), (Error,), {"code": _c, "__doc__": "Errc.%s (%d)" % (_c.name, _c)})
+    _cls = type(_class_name(_c.name), (Error,),
+                {"code": _c, "__doc__": "Errc.%s (%d)" % (_c.name, _c)})
     globals()[_cls.__name__] = _cls
     _BY_CODE[int(_c)] = _cls
 del _c, _cls
@@ -135,7 +137,8 @@ class LockNotGranted(Error):
         except ValueError:
             what = "error %d" % result.error
         code = {SyncError.timeout: Errc.timeout,
-                SyncError.too_many_waiters: Errc.overloaded}.get(result.error, Errc.invalid_argument)
+                SyncError.too_many_waiters: Errc.overloaded}.get(result.error,
+                                                                 Errc.invalid_argument)
         super().__init__("the lock was not granted (%s)" % what, code)
 
 

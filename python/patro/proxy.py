@@ -58,7 +58,8 @@ class Config:
             with open(path, encoding="utf-8") as f:
                 return cls.parse(f.read())
         except OSError as e:
-            raise errors.BadConfig("cannot read config file '%s': %s" % (path, e.strerror)) from None
+            raise errors.BadConfig("cannot read config file '%s': %s"
+                                   % (path, e.strerror)) from None
 
     def to_string(self):
         return json.dumps({"brokers": self.brokers, "objects": [

@@ -6,7 +6,7 @@ import collections
 
 from . import errors
 from .connection import Op
-from .errors import LockNotGranted, SyncError
+from .errors import LockNotGranted
 
 _U64 = (1 << 64) - 1
 

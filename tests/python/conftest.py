@@ -127,7 +127,8 @@ class Cluster:
             name = self._name("worker")
             self.worker = procs.start([program("worker"), "--broker", self.back, "--name", name,
                                        "--heartbeat-ms", "100", "--visibility", "20000",
-                                       "queue", "jobs", "queue", "idle", "log", "applog", self.log_path])
+                                       "queue", "jobs", "queue", "idle",
+                                       "log", "applog", self.log_path])
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 info = patro.connect(self.front, connect_timeout=2)

@@ -1,6 +1,5 @@
 """patro-worker's queue and log from Python, with jobs pushed by the C++ patro CLI."""
 import json
-import os
 import subprocess
 import sys
 import threading
