@@ -100,12 +100,12 @@ RemoteError = globals()["RemoteException"]
 
 
 def make_error(code, message, remote_type="", error_number=0):
-    """The exception for a code: its own class, or Error with Errc.internal for an unknown one
+    """The exception for a code: its own class, or Internal for a code this client does not know
     (as the C++ client does)."""
     cls = _BY_CODE.get(int(code))
     if cls is None:
-        return Error("%s (unknown error code %d)" % (message, code), Errc.internal, remote_type,
-                     error_number)
+        return _BY_CODE[int(Errc.internal)]("%s (unknown error code %d)" % (message, code), None,
+                                            remote_type, error_number)
     return cls(message, None, remote_type, error_number)
 
 
