@@ -58,6 +58,18 @@ def random_id():
             return v
 
 
+_SNDMORE = int(zmq.SNDMORE)
+
+
+def _send(sock, frames):
+    """Sends a multipart message (as send_multipart, without its per-frame flag arithmetic)."""
+    copy = len(frames[-1]) < 65536
+    send = sock.send
+    for f in frames[:-1]:
+        send(f, _SNDMORE)
+    send(frames[-1], 0, copy=copy)
+
+
 class _Slot:
     __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body")
 
@@ -376,7 +388,7 @@ class Connection:
             try:
                 if self._sock is None:
                     raise errors.Disconnected("the connection is closed")
-                self._sock.send_multipart(frames, copy=len(frames[-1]) < 65536)
+                _send(self._sock, frames)
             except zmq.ZMQError:
                 pass  # the request times out at its deadline
             finally:
@@ -410,7 +422,7 @@ class Connection:
             if sock is None:
                 continue
             try:
-                sock.send_multipart(frames, copy=len(frames[-1]) < 65536)
+                _send(sock, frames)
             except zmq.ZMQError:
                 pass  # the request times out at its deadline
 
