@@ -8,6 +8,7 @@ Run by meson (tests/python/run.py), or by hand from a build:
 import ctypes
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -159,8 +160,27 @@ def remove_segments(names):
                 pass
 
 
+def _remove_stale_segments():
+    """Segments of an earlier run that was killed before it could clean up (its pid is gone)."""
+    for path in glob.glob("/dev/shm/*patro-pytest-*"):
+        m = re.search(r"patro-pytest-(\d+)-", path)
+        if m and not os.path.exists("/proc/%s" % m.group(1)):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 @pytest.fixture(scope="session")
 def procs():
+    # meson stops a test that runs past its timeout with SIGTERM: turn it into an interrupt, so
+    # the fixtures below still stop their processes and remove their segments.
+    signal.signal(signal.SIGTERM, _interrupt)
+    _remove_stale_segments()
     p = Processes()
     yield p
     p.stop_all()

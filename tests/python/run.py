@@ -10,8 +10,8 @@ for missing in ("zmq", "flatbuffers", "pytest"):
     try:
         __import__(missing)
     except ImportError:
-        print("skipped: /usr/bin/python3 has no %s (apt-get install python3-zmq "
-              "python3-flatbuffers python3-pytest)" % missing)
+        print("skipped: %s has no %s (apt-get install python3-zmq python3-flatbuffers "
+              "python3-pytest)" % (sys.executable, missing))
         sys.exit(77)
 
 import pytest  # noqa: E402
