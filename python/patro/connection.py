@@ -59,15 +59,18 @@ def random_id():
 
 
 _SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 def _send(sock, frames):
-    """Sends a multipart message (as send_multipart, without its per-frame flag arithmetic)."""
-    copy = len(frames[-1]) < 65536
+    """Sends a multipart message (as send_multipart, without its per-frame flag arithmetic).
+    Never blocks: ZeroMQ takes or refuses a message whole at its first frame, so a full queue
+    raises zmq.Again with nothing sent (the call then times out at its deadline)."""
     send = sock.send
-    for f in frames[:-1]:
+    send(frames[0], _SNDMORE | _NOBLOCK)
+    for f in frames[1:-1]:
         send(f, _SNDMORE)
-    send(frames[-1], 0, copy=copy)
+    send(frames[-1], 0, copy=len(frames[-1]) < 65536)
 
 
 class _Slot:
