@@ -129,3 +129,21 @@ def test_threads_share_a_connection(objs):
         t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert not bad
+
+
+def test_config_and_names(cluster):
+    cfg = patro.Config.from_file(cluster.config)
+    assert cfg.brokers == [cluster.front] and len(cfg.objects) == 6
+    assert patro.Config.parse(cfg.to_string()).objects == cfg.objects
+    ps = patro.get_proxies(cfg)
+    conn = ps[0].connection
+    same_monitor = patro.proxy_for(conn, "counter")  # a name, on the same connection
+    assert same_monitor == ps[4] and same_monitor.connection is conn
+    info = conn.broker_info()
+    assert {"h", "foofie", "sq", "counter"} <= {n["name"] for n in info["names"]}
+    try:
+        iter(ps[0].at("abc"))
+        raise AssertionError("iterated over an integer")
+    except patro.TypeMismatch:
+        pass
+    conn.close()
