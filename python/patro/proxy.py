@@ -278,6 +278,17 @@ class Proxy:
                 args[index].value = value
         return reply.results if list_context else _first(reply.results)
 
+    def operator(self, op, *operand, swapped=False):
+        """A served object's operator, by Perl's overload name: p.operator("+", 5),
+        p.operator("+=", 5), p.operator("neg"). An assignment operator answers None when the
+        object changed in place (or a proxy to the new object it made)."""
+        args = (operand[0], bool(swapped)) if operand else ()
+        return _first(self._run(Op.Operator, args, op).results)
+
+    def convert(self, kind):
+        """A served object's conversion: '""' (string), "0+" (number) or "bool"."""
+        return _first(self._run(Op.Convert, (), kind).results)
+
     def can(self, method):
         return bool(_first(self._run(Op.Can, name=method).results))
 

@@ -147,3 +147,16 @@ def test_config_and_names(cluster):
     except patro.TypeMismatch:
         pass
     conn.close()
+
+
+def test_operators_and_conversions(objs):
+    m = objs["money"]
+    start = m.call("cents")
+    assert m.convert('""').startswith("$") and m.convert("bool") is True
+    assert m.operator("==", start) and not m.operator("!=", start)
+    bigger = m.operator("+", 5)  # a new Money, served: it comes back as a proxy
+    assert isinstance(bigger, patro.Proxy) and bigger.call("cents") == start + 5
+    assert m.operator("-", 1000, swapped=True) == 1000 - start
+    assert m.operator("-=", 1) is None and m.call("cents") == start - 1
+    m.operator("-=", -1)
+    assert m.call("cents") == start
