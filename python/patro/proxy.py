@@ -289,6 +289,39 @@ class Proxy:
         """A served object's conversion: '""' (string), "0+" (number) or "bool"."""
         return _first(self._run(Op.Convert, (), kind).results)
 
+    # --- served file handles (patro::FileHandle) ---
+
+    def file(self, op, *args, list_context=False):
+        """A file handle operation by its Perl name (print, printf, write, readline, read, getc,
+        eof, seek, tell, truncate, flush, binmode, stat...)."""
+        r = self._run(Op.File, args, op, CallContext.List if list_context else CallContext.Scalar)
+        return r.results if list_context else _first(r.results)
+
+    def print(self, *items):
+        return bool(self.file("print", *items))
+
+    def printf(self, fmt, *args):
+        return bool(self.file("printf", fmt, *args))
+
+    def readline(self):
+        """The next line with its newline, or None at the end."""
+        return self.file("readline")
+
+    def readlines(self):
+        return self.file("readline", list_context=True)
+
+    def read(self, n):
+        return self.file("read", int(n))
+
+    def eof(self):
+        return bool(self.file("eof"))
+
+    def seek(self, position, whence=0):
+        return bool(self.file("seek", int(position), int(whence)))
+
+    def tell(self):
+        return self.file("tell")
+
     def can(self, method):
         return bool(_first(self._run(Op.Can, name=method).results))
 

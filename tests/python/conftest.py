@@ -119,8 +119,12 @@ class Cluster:
         if server:
             self.config = os.path.join(tmp, "py-server.conf")
             name = self._name("py")
+            self.file_path = os.path.join(tmp, "served.txt")
+            with open(self.file_path, "w") as f:
+                f.write("first line\n")
             self.server = procs.start([program("py_server"), self.config, "--broker", self.back,
-                                       "--heartbeat-ms", "100", "--threads", "4", "--name", name])
+                                       "--heartbeat-ms", "100", "--threads", "4", "--name", name,
+                                       "--file", self.file_path])
             if not wait_for_file(self.config):
                 pytest.fail("the py server did not write its config")
         if worker:
@@ -212,6 +216,6 @@ def tmp():
 def objs(cluster):
     """The py server's objects on one connection, by name."""
     ps = patro.get_proxies(cluster.config, call_timeout=20)
-    names = ["h", "foofie", "sq", "add42", "counter", "money"]
+    names = ["h", "foofie", "sq", "add42", "counter", "money", "fh"]
     yield dict(zip(names, ps))
     ps[0].connection.close()

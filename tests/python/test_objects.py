@@ -133,7 +133,7 @@ def test_threads_share_a_connection(objs):
 
 def test_config_and_names(cluster):
     cfg = patro.Config.from_file(cluster.config)
-    assert cfg.brokers == [cluster.front] and len(cfg.objects) == 6
+    assert cfg.brokers == [cluster.front] and len(cfg.objects) == 7
     assert patro.Config.parse(cfg.to_string()).objects == cfg.objects
     ps = patro.get_proxies(cfg)
     conn = ps[0].connection
@@ -160,3 +160,16 @@ def test_operators_and_conversions(objs):
     assert m.operator("-=", 1) is None and m.call("cents") == start - 1
     m.operator("-=", -1)
     assert m.call("cents") == start
+
+
+def test_served_file_handle(cluster, objs):
+    fh = objs["fh"]
+    assert fh.ref() == "GLOB"
+    assert fh.readline() == "first line\n"
+    assert fh.print("second ", 2, "\n") and fh.printf("%s %d\n", "third", 3)
+    assert fh.seek(0) and fh.tell() == 0
+    assert fh.readlines() == ["first line\n", "second 2\n", "third 3\n"]
+    assert fh.eof() and fh.readline() is None
+    fh.file("flush")
+    with open(cluster.file_path) as f:
+        assert f.read() == "first line\nsecond 2\nthird 3\n"

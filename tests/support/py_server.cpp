@@ -5,13 +5,16 @@
 //   3 add42   a callable of one integer: x + 42
 //   4 counter a hash {"n": 0}, for lock tests
 //   5 money   Money(1000 cents): withdraw(c) throws Overdrawn past the balance
+//   6 fh      with --file PATH: PATH opened "+<" (read and write), as a served file handle
 // writes its config to CONFIG and runs until SIGTERM/SIGINT.
 //
 //   patro-test-py-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--threads N] [--name NAME]
+//                               [--file PATH]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <patro/patro.hpp>
 
@@ -24,6 +27,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   patro::ServerOptions opts;
+  std::string file;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--broker")
@@ -34,6 +38,8 @@ int main(int argc, char** argv) {
       opts.threads = static_cast<unsigned>(std::atoi(argv[i + 1]));
     else if (a == "--name")
       opts.name = argv[i + 1];
+    else if (a == "--file")
+      file = argv[i + 1];
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
@@ -51,9 +57,14 @@ int main(int argc, char** argv) {
     patro::Code add42 = [](int64_t x) { return x + 42; };
     patro::Hash counter{{"n", 0}};
     auto money = std::make_shared<patro::test::Money>(patro::test::Money{1000});
-    auto cfg = patro::patronize(opts, patro::named("h", h), patro::named("foofie", foofie),
-                                patro::named("sq", sq), patro::named("add42", add42),
-                                patro::named("counter", counter), patro::named("money", money));
+    std::vector<patro::Named> objects{patro::named("h", h),
+                                      patro::named("foofie", foofie),
+                                      patro::named("sq", sq),
+                                      patro::named("add42", add42),
+                                      patro::named("counter", counter),
+                                      patro::named("money", money)};
+    if (!file.empty()) objects.push_back(patro::named("fh", patro::FileHandle::open(file, "+<")));
+    auto cfg = patro::patronize(opts, std::move(objects));
     cfg.to_file(argv[1]);
     signals.wait();
     cfg.stop();
