@@ -146,3 +146,27 @@ def test_subprocess_python(cluster):
     out = subprocess.run([sys.executable, "-c", "import patro; print(patro.Errc.fenced)"],
                          capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "20", out.stderr
+
+
+def test_calls_go_on_while_a_thread_waits_for_a_lock(cluster, objs):
+    """One thread of a connection waits for a lock another monitor holds; other threads' calls on
+    the same connection are answered meanwhile (whoever drives the socket reads every reply)."""
+    c = objs["counter"]
+    other = _second(cluster)[4]
+    try:
+        assert patro.lock(other, timeout=2)
+        got = []
+        t = threading.Thread(target=lambda: got.append(bool(patro.lock(c, timeout=10))))
+        t.start()
+        time.sleep(0.2)  # the waiter now drives the socket, its lock request parked
+        t0 = time.monotonic()
+        for _ in range(100):
+            assert objs["h"]["abc"] == 123
+        assert time.monotonic() - t0 < 5
+        assert t.is_alive()  # still waiting
+        patro.unlock(other)
+        t.join(10)
+        assert got == [True]
+        patro.unlock(c)
+    finally:
+        other.connection.close()
