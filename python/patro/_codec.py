@@ -232,8 +232,8 @@ _LEI32 = struct.Struct("<i")
 
 class RequestTemplate:
     """A Request encoded once (by encode_request) whose request id and timeout are rewritten in
-    place for each use: the client's calls without arguments (get, size, pop, lock_state...) cost
-    no FlatBuffers building after the first."""
+    place for each use: a call repeated with the same scalar arguments (get, size, pop, lock,
+    take(5000)...) costs no FlatBuffers building after the first."""
 
     __slots__ = ("body", "rid_at", "timeout_at")
 

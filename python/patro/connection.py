@@ -58,6 +58,7 @@ def random_id():
             return v
 
 
+_SCALARS = frozenset([type(None), bool, int, float, str, bytes])
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -114,7 +115,7 @@ class Connection:
         self._mu = threading.Lock()  # slots, outbox, generation
         self._cv = threading.Condition(self._mu)
         self._slots = {}
-        self._templates = {}  # requests without arguments, encoded once (codec.RequestTemplate)
+        self._templates = {}  # requests encoded once (codec.RequestTemplate), at most 1024
         self._outbox = collections.deque()
         self._generation = 0
         self._closed = False
@@ -251,17 +252,21 @@ class Connection:
                 raise errors.Timeout("no room for another request in flight by the call's deadline "
                                      "(%d in flight)" % self.options.max_in_flight)
         rid = next(self._next_rid)
-        if args:
+        # Arguments of plain scalar types are part of the template's key (with their types, as
+        # 1, 1.0 and True are equal in Python): lock calls, take(5000)... are built once.
+        scalar_args = all(type(a) in _SCALARS for a in args)
+        if not scalar_args:
             body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
                                         context, timeout * 1000, fence)
         else:
-            key = (server, obj, op, path, name, context, fence)
+            key = (server, obj, op, path, name, context, fence,
+                   tuple((type(a), a) for a in args))
             template = self._templates.get(key)
             if template is None:
                 if len(self._templates) >= 1024:
                     self._templates.clear()
                 template = codec.RequestTemplate(codec.encode_request(
-                    1, self.client_id, server, obj, op, path, (), name, context, 1, fence))
+                    1, self.client_id, server, obj, op, path, args, name, context, 1, fence))
                 self._templates[key] = template
             body = template.make(rid, timeout * 1000)
         if len(body) > self.options.max_message_size:

@@ -100,3 +100,18 @@ def test_damaged_replies_are_bad_messages():
         except patro.BadMessage:
             outcomes.add("bad")
     assert "bad" in outcomes
+
+
+def test_request_template():
+    args = (None, True, 5, 2.5, "s", b"b")
+    t = codec.RequestTemplate(codec.encode_request(1, 9, 3, 4, codec.Op.Call, ("k", 2), args,
+                                                   "m", codec.CallContext.List, 1, 7))
+    for rid, timeout in ((2, 0), (1 << 63, 30000), ((1 << 64) - 1, (1 << 32) - 1)):
+        r = wire.Request.GetRootAs(t.make(rid, timeout), 0)
+        assert (r.RequestId(), r.TimeoutMs(), r.ClientId(), r.Server(), r.Object()) == (
+            rid, timeout, 9, 3, 4)
+        assert r.Op() == codec.Op.Call and r.Name() == b"m" and r.FenceToken() == 7
+        assert r.Context() == codec.CallContext.List and r.ArgsLength() == len(args)
+        assert [r.Path(i).Key() or r.Path(i).Index() for i in range(r.PathLength())] == [b"k", 2]
+        got = [codec.decode_value_generated(r.Args(i), make_ref) for i in range(len(args))]
+        assert got == list(args)
