@@ -204,6 +204,10 @@ class Connection:
                 self._complete(slot, errors.Disconnected("the connection was closed"))
             self._cv.notify_all()
         self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")  # a thread polling the socket lets go of it now
+        except OSError:
+            pass
         if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
             self._hb_thread.join(5)
         with self._io:
