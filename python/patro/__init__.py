@@ -19,14 +19,15 @@ from ._codec import Box  # noqa: E402
 from .connection import ClientOptions, Connection  # noqa: E402
 from . import errors  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
-from .proxy import (Config, Future, Proxy, connect, get_proxies, get_proxy, proxy_for,  # noqa: E402
-                    ref, reftype)
+from .proxy import (Config, Future, Proxy, await_oneway, connect, get_proxies,  # noqa: E402
+                    get_proxy, proxy_for, ref, reftype)
 from .sync import (LockInfo, LockState, SyncResult, Synchronized, lock, lock_info,  # noqa: E402
                    lock_state, notify, synchronize, unlock, wait)
 from .worker import Job, Log, Queue  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = (["Box", "ClientOptions", "Connection", "Config", "Future", "Proxy", "connect",
+__all__ = (["Box", "ClientOptions", "Connection", "Config", "Future", "Proxy", "await_oneway",
+            "connect",
             "get_proxies", "get_proxy", "proxy_for", "ref", "reftype", "LockInfo", "LockState",
             "SyncResult", "Synchronized", "lock", "lock_info", "lock_state", "notify",
             "synchronize", "unlock", "wait", "Job", "Log", "Queue"] + errors.__all__)

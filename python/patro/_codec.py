@@ -102,6 +102,30 @@ def _bad_type(v):
                                % type(v).__name__)
 
 
+def check_value(v, depth=0):
+    """Raises what encode_value would for v, building nothing (a oneway call is checked before it
+    enters the shared builder of its batch, so a refused value never leaves half a table)."""
+    if depth > 100:
+        raise errors.InvalidArgument("a value nested more than 100 levels deep")
+    if isinstance(v, Box):
+        v = v.value
+    if v is None or isinstance(v, (bool, float, str, bytes, bytearray, memoryview)):
+        return
+    if isinstance(v, int):
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise errors.InvalidArgument("the integer %d is outside Patro's 64-bit range" % v)
+    elif isinstance(v, (list, tuple)):
+        for e in v:
+            check_value(e, depth + 1)
+    elif isinstance(v, dict):
+        for k, e in v.items():
+            if not isinstance(k, str):
+                raise errors.TypeMismatch("a hash key must be a str, not %s" % type(k).__name__)
+            check_value(e, depth + 1)
+    elif not hasattr(v, "_patro_ref"):
+        raise _bad_type(v)
+
+
 def encode_value(b, v, depth=0):
     """Builds a wire Value for a Python value into builder b; returns its offset."""
     if depth > 100:
@@ -197,10 +221,9 @@ def encode_ref(b, server, obj, path):
     return wire.RefEnd(b)
 
 
-def encode_request(request_id, client_id, server, obj, op, path=(), args=(), name=None,
-                   context=CallContext.Scalar, timeout_ms=0, fence=0):
-    """A finished Request body (bytes)."""
-    b = flatbuffers.Builder(128)
+def build_request(b, request_id, client_id, server, obj, op, path=(), args=(), name=None,
+                  context=CallContext.Scalar, timeout_ms=0, fence=0):
+    """Builds a Request table into builder b (unfinished); returns its offset."""
     p = encode_path(b, path) if path else None
     a = _encode_vector(b, [encode_value(b, v) for v in args]) if args else None
     n = b.CreateString(name) if name else None
@@ -220,7 +243,24 @@ def encode_request(request_id, client_id, server, obj, op, path=(), args=(), nam
     wire.RequestAddContext(b, context)
     if fence:
         wire.RequestAddFenceToken(b, fence)
-    b.Finish(wire.RequestEnd(b), file_identifier=REQUEST_ID)
+    return wire.RequestEnd(b)
+
+
+def encode_request(request_id, client_id, server, obj, op, path=(), args=(), name=None,
+                   context=CallContext.Scalar, timeout_ms=0, fence=0):
+    """A finished Request body (bytes)."""
+    b = flatbuffers.Builder(128)
+    b.Finish(build_request(b, request_id, client_id, server, obj, op, path, args, name, context,
+                           timeout_ms, fence), file_identifier=REQUEST_ID)
+    return bytes(b.Output())
+
+
+def finish_batch(b, calls):
+    """A finished Batch body of the Request tables built into b."""
+    vec = _encode_vector(b, calls)
+    wire.BatchStart(b)
+    wire.BatchAddRequests(b, vec)
+    b.Finish(wire.BatchEnd(b), file_identifier=BATCH_ID)
     return bytes(b.Output())
 
 

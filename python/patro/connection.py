@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 
+import flatbuffers
 import zmq
 
 from . import _codec as codec
@@ -31,7 +32,8 @@ class ClientOptions:
 
     def __init__(self, call_timeout=30.0, connect_timeout=5.0, max_lock_wait=24 * 3600.0,
                  heartbeat_interval=1.0, liveness=3, max_message_size=16 << 20,
-                 max_in_flight=10000):
+                 max_in_flight=10000, oneway_window=8192, oneway_batch=256,
+                 oneway_batch_bytes=64 << 10, oneway_delay=0.001):
         self.call_timeout = float(call_timeout)
         self.connect_timeout = float(connect_timeout)
         self.max_lock_wait = float(max_lock_wait)
@@ -39,6 +41,13 @@ class ClientOptions:
         self.liveness = int(liveness)
         self.max_message_size = int(max_message_size)
         self.max_in_flight = int(max_in_flight)
+        # Oneway calls (Proxy.send): at most oneway_window sent and not yet acknowledged; at
+        # most oneway_batch calls or oneway_batch_bytes in one batch; a partly filled batch goes
+        # after oneway_delay, or before any other request of the connection.
+        self.oneway_window = int(oneway_window)
+        self.oneway_batch = int(oneway_batch)
+        self.oneway_batch_bytes = int(oneway_batch_bytes)
+        self.oneway_delay = float(oneway_delay)
 
     def replace(self, **changes):
         o = ClientOptions.__new__(ClientOptions)
@@ -75,7 +84,7 @@ def _send(sock, frames):
 
 
 class _Slot:
-    __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body")
+    __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway")
 
     def __init__(self, request_id, server, op, deadline):
         self.request_id = request_id
@@ -85,6 +94,7 @@ class _Slot:
         self.done = False
         self.error = None
         self.body = None
+        self.oneway = 0  # a batch of oneway calls: the answer is their acknowledgement
 
 
 _live = weakref.WeakSet()
@@ -128,7 +138,17 @@ class Connection:
         os.set_blocking(self._wake_w, False)
         self._poller = None
         self._stop = threading.Event()
+        self._kick = threading.Event()  # wakes the heartbeat thread (a batch opened, closing)
         self._hb_thread = None
+        # The open batch of oneway calls (guarded by _out_mu, taken before _mu).
+        self._out_mu = threading.Lock()
+        self._batch = None
+        self._batch_calls = []
+        self._batch_target = None
+        self._batch_opened = 0.0
+        self._oneway_unacked = 0
+        self._oneway_failed = 0
+        self._oneway_first_error = ""
         _live.add(self)
 
     # --- life ---
@@ -196,6 +216,10 @@ class Connection:
     def close(self):
         """Says goodbye to the broker (it releases this monitor's locks and leases at once) and
         closes the socket. Calls after this raise Disconnected."""
+        try:
+            self._seal()  # oneway calls still in the open batch go before the goodbye
+        except errors.Error:
+            pass
         with self._mu:
             if self._closed:
                 return
@@ -204,6 +228,7 @@ class Connection:
                 self._complete(slot, errors.Disconnected("the connection was closed"))
             self._cv.notify_all()
         self._stop.set()
+        self._kick.set()
         try:
             os.write(self._wake_w, b"x")  # a thread polling the socket lets go of it now
         except OSError:
@@ -393,6 +418,11 @@ class Connection:
             self._cv.notify_all()
 
     def _submit(self, frames):
+        if self._batch_calls:
+            self._seal()  # requests go in the order they were made: the open batch first
+        self._submit_raw(frames)
+
+    def _submit_raw(self, frames):
         if self._closed:
             raise errors.Disconnected("the connection is closed")
         if not self._outbox and self._io.acquire(blocking=False):
@@ -521,6 +551,104 @@ class Connection:
         slot.done = True
         slot.error = error
         self._slots.pop(slot.request_id, None)
+        if slot.oneway:
+            self._settle_batch(slot)
+
+    # --- oneway calls ---
+
+    def send_oneway(self, server, obj, op, path=(), args=(), name=None, fence=0):
+        """Queues a call that wants no answer in the open batch. Waits, driving the socket,
+        while oneway_window calls are unacknowledged; Timeout if the window does not open within
+        call_timeout. A failure on the server is counted, not raised (see flush_oneway)."""
+        for a in args:
+            codec.check_value(a)
+        window = max(self.options.oneway_window, self.options.oneway_batch)
+        if self._oneway_unacked + len(self._batch_calls) >= window:
+            self._seal()
+            if not self._drive(lambda: self._oneway_unacked < window,
+                               time.monotonic() + self.options.call_timeout):
+                raise errors.Timeout("the server acknowledged none of %d oneway calls in flight "
+                                     "by the call's deadline" % window)
+        opened = False
+        with self._out_mu:
+            if self._closed:
+                raise errors.Disconnected("the connection is closed")
+            if self._batch_calls and self._batch_target[0] != server:
+                self._seal_locked()  # a batch goes to one server
+            if not self._batch_calls:
+                self._batch = flatbuffers.Builder(4096)
+                self._batch_target = (server, obj)
+                self._batch_opened = time.monotonic()
+                opened = True
+            self._batch_calls.append(codec.build_request(
+                self._batch, next(self._next_rid), self.client_id, server, obj, op, path, args,
+                name, CallContext.Void, self.options.call_timeout * 1000, fence))
+            if (len(self._batch_calls) >= self.options.oneway_batch
+                    or self._batch.Offset() >= self.options.oneway_batch_bytes):
+                self._seal_locked()
+                opened = False
+        if opened:
+            self._kick.set()  # the heartbeat thread sends it after oneway_delay
+
+    def flush_oneway(self, timeout=None):
+        """Sends the open batch and waits until every oneway call is acknowledged; returns how
+        many failed on the server since the last flush (first_oneway_error says the first)."""
+        timeout = self.options.call_timeout if timeout is None else timeout
+        self._seal()
+        if not self._drive(lambda: self._oneway_unacked == 0, time.monotonic() + timeout):
+            raise errors.Timeout("oneway calls still unacknowledged after %g s" % timeout)
+        with self._mu:
+            failed, self._oneway_failed = self._oneway_failed, 0
+            return failed
+
+    @property
+    def first_oneway_error(self):
+        return self._oneway_first_error
+
+    def _seal(self):
+        with self._out_mu:
+            self._seal_locked()
+
+    def _seal_locked(self):
+        """Sends the open batch (requires _out_mu)."""
+        if not self._batch_calls:
+            return
+        n = len(self._batch_calls)
+        body = codec.finish_batch(self._batch, self._batch_calls)
+        server, obj = self._batch_target
+        self._batch = None
+        self._batch_calls = []
+        rid = next(self._next_rid)
+        slot = _Slot(rid, server, None, time.monotonic() + self.options.call_timeout)
+        slot.oneway = n
+        with self._mu:
+            if self._closed:
+                return
+            self._slots[rid] = slot
+            self._oneway_unacked += n
+        self._submit_raw([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                          codec.u64_frame(rid), body])
+
+    def _settle_batch(self, slot):
+        """A batch's acknowledgement came, or its error (requires _mu)."""
+        self._oneway_unacked -= min(self._oneway_unacked, slot.oneway)
+        failed, first = 0, ""
+        if slot.error is not None:
+            failed, first = slot.oneway, str(slot.error)
+        else:
+            try:
+                r = codec.decode_reply(slot.body, self._plain_ref)
+                if r.error is not None:
+                    failed, first = slot.oneway, str(r.error)
+                elif len(r.results) >= 3:
+                    failed, first = max(int(r.results[1]), 0), str(r.results[2])
+            except errors.Error as e:
+                failed, first = slot.oneway, str(e)
+        if failed:
+            if not self._oneway_first_error:
+                self._oneway_first_error = first
+            self._oneway_failed += failed
+        slot.body = None
 
     def _fail_pending(self, error, server):
         with self._mu:
@@ -543,9 +671,18 @@ class Connection:
                 self._cv.notify_all()
 
     def heartbeat_step(self):
-        """One pass by the heartbeat thread: heartbeat if due, read what came, expire slots."""
+        """One pass by the heartbeat thread: send a oneway batch that waited its delay, heartbeat
+        if due, read what came, expire slots. Returns seconds until the open batch is due, or
+        None."""
+        due = None
+        if self._batch_calls:
+            left = self._batch_opened + self.options.oneway_delay - time.monotonic()
+            if left <= 0:
+                self._seal()
+            else:
+                due = left
         if self._closed or not self._io.acquire(blocking=False):
-            return
+            return due
         try:
             now = time.monotonic()
             self._pump(lambda: False, now, True)
@@ -553,6 +690,7 @@ class Connection:
             self._expire(now)
         finally:
             self._release_io()
+        return due
 
 
 def _heartbeat_main(ref, stop):
@@ -560,10 +698,14 @@ def _heartbeat_main(ref, stop):
         conn = ref()
         if conn is None:
             return
-        interval = conn._hb_interval
+        wait = conn._hb_interval / 2
+        kick = conn._kick
+        kick.clear()
         try:
-            conn.heartbeat_step()
+            due = conn.heartbeat_step()
+            if due is not None:
+                wait = min(wait, due)
         except Exception:
             pass
         del conn
-        stop.wait(interval / 2)
+        kick.wait(wait)

@@ -325,6 +325,15 @@ class Proxy:
     def can(self, method):
         return bool(_first(self._run(Op.Can, name=method).results))
 
+    # --- oneway calls ---
+
+    def send(self, method, *args):
+        """Calls a method without waiting for, or getting, an answer: the call goes in a batch
+        with the connection's other oneway calls (see patro.await_oneway), before any later
+        request of the connection."""
+        self._conn.send_oneway(self._server, self._object, Op.Call, self._path, args, method,
+                               self._fence)
+
     # --- asynchronous calls ---
 
     def get_async(self):
@@ -423,3 +432,9 @@ def ref(p):
 
 def reftype(p):
     return p.reftype()
+
+
+def await_oneway(p, timeout=None):
+    """Sends p's connection's open batch of oneway calls and waits until the server acknowledged
+    every one; returns how many failed there since the last time (0: all ran)."""
+    return p.connection.flush_oneway(timeout)

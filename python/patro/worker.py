@@ -93,6 +93,15 @@ class Log:
         line). True once received (with --log-sync always: once on disk)."""
         return bool(self.proxy.call("write", line))
 
+    def send(self, line):
+        """Appends one line without waiting for the writer: a oneway call, batched with the
+        connection's others (flush() waits for them)."""
+        self.proxy.send("write", line)
+
+    def flush(self, timeout=None):
+        """Waits until the writer acknowledged every line sent; returns how many failed."""
+        return self.proxy.connection.flush_oneway(timeout)
+
     def write_many(self, lines):
         return self.proxy.call("write_many", list(lines))
 

@@ -173,3 +173,23 @@ def test_served_file_handle(cluster, objs):
     fh.file("flush")
     with open(cluster.file_path) as f:
         assert f.read() == "first line\nsecond 2\nthird 3\n"
+
+
+def test_oneway_calls(objs):
+    foofie = objs["foofie"]
+    v = foofie.call_list("blerp")[3]
+    for _ in range(5):
+        foofie.send("blerp")  # no answer; batched
+    # A later request goes after the open batch: the five calls ran before it.
+    assert foofie.call_list("blerp")[3] == v + 5
+    assert patro.await_oneway(foofie) == 0
+    foofie.send("no_such_method")
+    foofie.send("blerp", "an argument too many")
+    assert patro.await_oneway(foofie, timeout=10) == 2  # failures are counted, not raised
+    assert "no_such_method" in foofie.connection.first_oneway_error
+    try:
+        foofie.send("blerp", object())
+        raise AssertionError("sent what cannot travel")
+    except patro.TypeMismatch:
+        pass
+    assert patro.await_oneway(foofie) == 0  # the refused call left the batch whole

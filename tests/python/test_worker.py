@@ -140,3 +140,20 @@ def test_log_follow(cluster):
         assert time.monotonic() - t0 < 3
     finally:
         log.proxy.connection.close()
+
+
+def test_log_oneway_lines(cluster):
+    """Lines sent oneway (batched, no answer each) land whole and in order; await_oneway says
+    that all of them ran."""
+    log = patro.Log(patro.get_proxy(cluster.front, "applog"))
+    try:
+        n = 2000
+        for i in range(n):
+            log.send("oneway %d %s" % (i, "y" * (i % 200)))
+        assert log.flush(timeout=20) == 0
+        with open(cluster.log_path) as f:
+            got = [ln for ln in f.read().split("\n") if ln.startswith("oneway ")]
+        assert [int(ln.split()[1]) for ln in got] == list(range(n))
+        assert all(ln == "oneway %d %s" % (i, "y" * (i % 200)) for i, ln in enumerate(got))
+    finally:
+        log.proxy.connection.close()
