@@ -1,0 +1,711 @@
+"""A client connection to a Patro broker: one ZeroMQ DEALER socket, many requests in flight,
+replies matched by request id; the same rules as the C++ client (libpatro/src/connection.cpp).
+
+There is no I/O thread: the thread that waits for a reply drives the socket itself while it holds
+the I/O lock (leader/follower); others queue their frames in an outbox and wake the holder. A small
+heartbeat thread keeps the connection alive while nobody calls (a broker expires a client that is
+silent for its heartbeat interval times its liveness, releasing its locks and leases), and notices
+a broker that went silent. Any thread may use a Connection.
+"""
+import atexit
+import collections
+import itertools
+import os
+import secrets
+import threading
+import time
+import weakref
+
+import flatbuffers
+import zmq
+
+from . import _codec as codec
+from . import errors
+
+Op = codec.Op
+CallContext = codec.CallContext
+
+
+class ClientOptions:
+    """Every limit and default of a client connection (C++ patro::ClientOptions); times in
+    seconds."""
+
+    def __init__(self, call_timeout=30.0, connect_timeout=5.0, max_lock_wait=24 * 3600.0,
+                 heartbeat_interval=1.0, liveness=3, max_message_size=16 << 20,
+                 max_in_flight=10000, oneway_window=8192, oneway_batch=256,
+                 oneway_batch_bytes=64 << 10, oneway_delay=0.001):
+        self.call_timeout = float(call_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_lock_wait = float(max_lock_wait)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = int(liveness)
+        self.max_message_size = int(max_message_size)
+        self.max_in_flight = int(max_in_flight)
+        # Oneway calls (Proxy.send): at most oneway_window sent and not yet acknowledged; at
+        # most oneway_batch calls or oneway_batch_bytes in one batch; a partly filled batch goes
+        # after oneway_delay, or before any other request of the connection.
+        self.oneway_window = int(oneway_window)
+        self.oneway_batch = int(oneway_batch)
+        self.oneway_batch_bytes = int(oneway_batch_bytes)
+        self.oneway_delay = float(oneway_delay)
+
+    def replace(self, **changes):
+        o = ClientOptions.__new__(ClientOptions)
+        o.__dict__.update(self.__dict__)
+        for k, v in changes.items():
+            if k not in o.__dict__:
+                raise TypeError("unknown client option %r" % k)
+            setattr(o, k, type(o.__dict__[k])(v))
+        return o
+
+
+def random_id():
+    """A random non-zero 64-bit id (client ids; C++ random_id)."""
+    while True:
+        v = secrets.randbits(64)
+        if v:
+            return v
+
+
+_SCALARS = frozenset([type(None), bool, int, float, str, bytes])
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def _send(sock, frames):
+    """Sends a multipart message (as send_multipart, without its per-frame flag arithmetic).
+    Never blocks: ZeroMQ takes or refuses a message whole at its first frame, so a full queue
+    raises zmq.Again with nothing sent (the call then times out at its deadline)."""
+    send = sock.send
+    send(frames[0], _SNDMORE | _NOBLOCK)
+    for f in frames[1:-1]:
+        send(f, _SNDMORE)
+    send(frames[-1], 0, copy=len(frames[-1]) < 65536)
+
+
+class _Slot:
+    __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway")
+
+    def __init__(self, request_id, server, op, deadline):
+        self.request_id = request_id
+        self.server = server
+        self.op = op
+        self.deadline = deadline
+        self.done = False
+        self.error = None
+        self.body = None
+        self.oneway = 0  # a batch of oneway calls: the answer is their acknowledgement
+
+
+_live = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+    for c in list(_live):
+        c.close()
+
+
+class Connection:
+    """One connection (one monitor, for locks). Made by patro.get_proxies / patro.get_proxy."""
+
+    def __init__(self, brokers, options=None):
+        if isinstance(brokers, str):
+            brokers = [brokers]
+        self.brokers = [b for b in brokers if b]
+        if not self.brokers:
+            raise errors.BadConfig("no broker address to connect to")
+        self.options = options or ClientOptions()
+        self.client_id = random_id()
+        self.endpoint = None
+        self._next_rid = itertools.count(1)
+        self._ctx = zmq.Context(1)
+        self._sock = None
+        self._io = threading.Lock()  # the socket, _last_heard, _next_hb
+        self._mu = threading.Lock()  # slots, outbox, generation
+        self._cv = threading.Condition(self._mu)
+        self._slots = {}
+        self._templates = {}  # requests encoded once (codec.RequestTemplate), at most 1024
+        self._outbox = collections.deque()
+        self._generation = 0
+        self._closed = False
+        self._hb_interval = self.options.heartbeat_interval
+        self._window = self.options.heartbeat_interval * self.options.liveness
+        self._last_heard = time.monotonic()
+        self._next_hb = self._last_heard + self._hb_interval
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = None
+        self._stop = threading.Event()
+        self._kick = threading.Event()  # wakes the heartbeat thread (a batch opened, closing)
+        self._hb_thread = None
+        # The open batch of oneway calls (guarded by _out_mu, taken before _mu).
+        self._out_mu = threading.Lock()
+        self._batch = None
+        self._batch_calls = []
+        self._batch_target = None
+        self._batch_opened = 0.0
+        self._oneway_unacked = 0
+        self._oneway_failed = 0
+        self._oneway_first_error = ""
+        _live.add(self)
+
+    # --- life ---
+
+    def connect(self):
+        """Says hello to the first broker that answers; raises BrokerUnreachable."""
+        problems = []
+        for endpoint in self.brokers:
+            with self._io:
+                if self._sock is not None:
+                    self._sock.close(0)
+                s = self._ctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SNDHWM, 100000)
+                s.setsockopt(zmq.RCVHWM, 100000)
+                s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
+                                                 (1 << 31) - 1))
+                try:
+                    s.connect(endpoint)
+                except zmq.ZMQError as e:
+                    s.close(0)
+                    problems.append("%s: %s" % (endpoint, e))
+                    continue
+                self._sock = s
+                self._poller = zmq.Poller()
+                self._poller.register(s, zmq.POLLIN)
+                self._poller.register(self._wake_r, zmq.POLLIN)
+                self._last_heard = time.monotonic()
+                self._next_hb = self._last_heard + self._hb_interval
+            rid = next(self._next_rid)
+            slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.connect_timeout)
+            self._submit([codec.header(codec.HELLO), codec.u64_frame(rid),
+                          codec.hello_body(self.client_id)])
+            self._await(slot)
+            if slot.error is not None:
+                problems.append("%s: no answer within %g s" % (endpoint,
+                                                                self.options.connect_timeout))
+                continue
+            try:
+                t, w = codec.decode_control(slot.body)
+            except errors.Error as e:
+                problems.append("%s: %s" % (endpoint, e))
+                continue
+            if t != codec.wire.ControlBody.Welcome:
+                problems.append("%s: the answer to hello was not a welcome" % endpoint)
+                continue
+            self.endpoint = endpoint
+            theirs = w.HeartbeatMs() / 1000.0
+            if 0 < theirs < self._hb_interval:
+                self._hb_interval = theirs
+            if theirs > 0 and w.Liveness() > 0:
+                self._window = theirs * w.Liveness()
+            self.broker_max_message_size = w.MaxMessageSize()
+            with self._io:
+                self._next_hb = min(self._next_hb, time.monotonic() + self._hb_interval)
+            if self._hb_thread is None:
+                self._hb_thread = threading.Thread(target=_heartbeat_main,
+                                                   args=(weakref.ref(self), self._stop),
+                                                   name="patro-heartbeat", daemon=True)
+                self._hb_thread.start()
+            return self
+        self.close()
+        raise errors.BrokerUnreachable("no broker answers: " + "; ".join(problems))
+
+    def close(self):
+        """Says goodbye to the broker (it releases this monitor's locks and leases at once) and
+        closes the socket. Calls after this raise Disconnected."""
+        try:
+            self._seal()  # oneway calls still in the open batch go before the goodbye
+        except errors.Error:
+            pass
+        with self._mu:
+            if self._closed:
+                return
+            self._closed = True
+            for slot in list(self._slots.values()):
+                self._complete(slot, errors.Disconnected("the connection was closed"))
+            self._cv.notify_all()
+        self._stop.set()
+        self._kick.set()
+        try:
+            os.write(self._wake_w, b"x")  # a thread polling the socket lets go of it now
+        except OSError:
+            pass
+        if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
+            self._hb_thread.join(5)
+        with self._io:
+            if self._sock is not None:
+                try:
+                    self._sock.send_multipart([codec.header(codec.DISCONNECT)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                self._sock.close(100)
+                self._sock = None
+            self._ctx.term()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        _live.discard(self)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def closed(self):
+        return self._closed
+
+    # --- requests ---
+
+    def _new_slot(self, rid, server, op, deadline):
+        slot = _Slot(rid, server, op, deadline)
+        with self._mu:
+            if self._closed:
+                raise errors.Disconnected("the connection is closed")
+            self._slots[rid] = slot
+        return slot
+
+    def start(self, server, obj, op, path=(), args=(), name=None, context=CallContext.Scalar,
+              timeout=None, fence=0):
+        """Sends one operation and returns its slot at once (see wait / results)."""
+        timeout = self.options.call_timeout if timeout is None else max(0.0, float(timeout))
+        deadline = time.monotonic() + timeout
+        if len(self._slots) >= self.options.max_in_flight:
+            if not self._drive(lambda: len(self._slots) < self.options.max_in_flight, deadline):
+                raise errors.Timeout("no room for another request in flight by the call's deadline "
+                                     "(%d in flight)" % self.options.max_in_flight)
+        rid = next(self._next_rid)
+        # Arguments of plain scalar types are part of the template's key (with their types, as
+        # 1, 1.0 and True are equal in Python): lock calls, take(5000)... are built once.
+        scalar_args = all(type(a) in _SCALARS for a in args)
+        if not scalar_args:
+            body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
+                                        context, timeout * 1000, fence)
+        else:
+            key = (server, obj, op, path, name, context, fence,
+                   tuple((type(a), a) for a in args))
+            template = self._templates.get(key)
+            if template is None:
+                if len(self._templates) >= 1024:
+                    self._templates.clear()
+                template = codec.RequestTemplate(codec.encode_request(
+                    1, self.client_id, server, obj, op, path, args, name, context, 1, fence))
+                self._templates[key] = template
+            body = template.make(rid, timeout * 1000)
+        if len(body) > self.options.max_message_size:
+            raise errors.MessageTooLarge("the request of %d bytes is over the limit of %d"
+                                         % (len(body), self.options.max_message_size))
+        slot = self._new_slot(rid, server, op, deadline)
+        self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                      codec.u64_frame(rid), body])
+        return slot
+
+    def results(self, slot, make_ref):
+        """The decoded Reply of an answered slot; raises the call's error."""
+        if slot.error is not None:
+            raise slot.error
+        reply = codec.decode_reply(slot.body, make_ref)
+        if reply.error is not None:
+            raise reply.error
+        return reply
+
+    def call(self, server, obj, op, path=(), args=(), name=None, context=CallContext.Scalar,
+             timeout=None, fence=0, make_ref=None):
+        slot = self.start(server, obj, op, path, args, name, context, timeout, fence)
+        self._await(slot)
+        return self.results(slot, make_ref or self._plain_ref)
+
+    def raw_request(self, server, obj, body, timeout=None):
+        """Sends a request with the body as given (for tests of the server's checks); returns the
+        reply body's decoded Reply."""
+        timeout = self.options.call_timeout if timeout is None else timeout
+        rid = next(self._next_rid)
+        slot = self._new_slot(rid, server, None, time.monotonic() + timeout)
+        self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                      codec.u64_frame(rid), body])
+        self._await(slot)
+        return self.results(slot, self._plain_ref)
+
+    def _plain_ref(self, server, obj, type_name, reftype):
+        return (server, obj, type_name, reftype)
+
+    def control(self, command, body):
+        """Sends a control request to the broker; returns (union type, table) of its answer."""
+        rid = next(self._next_rid)
+        slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.call_timeout)
+        self._submit([codec.header(command), codec.u64_frame(rid), body])
+        self._await(slot)
+        if slot.error is not None:
+            raise slot.error
+        return codec.decode_control(slot.body)
+
+    def lookup(self, name):
+        """The broker's binding of a name (a dict), or None."""
+        t, lr = self.control(codec.LOOKUP, codec.lookup_body(name))
+        if t != codec.wire.ControlBody.LookupReply:
+            raise errors.BadMessage("the answer to a lookup was not a lookup reply")
+        if not lr.Found() or lr.Binding() is None:
+            return None
+        return codec.decode_binding(lr.Binding())
+
+    def broker_info(self):
+        t, r = self.control(codec.BROKER_INFO, codec.broker_info_body())
+        if t != codec.wire.ControlBody.BrokerInfoReply:
+            raise errors.BadMessage("the answer to broker_info was not a broker info reply")
+        return {
+            "names": [codec.decode_binding(r.Names(i)) for i in range(r.NamesLength())],
+            "servers": [{"server_id": r.Servers(i).ServerId(), "lanes": r.Servers(i).Lanes(),
+                         "clients": r.Servers(i).Clients()} for i in range(r.ServersLength())],
+            "routed": r.Routed(), "replies": r.Replies(), "dropped": r.Dropped(),
+            "rejected": r.Rejected(), "clients": r.Clients(), "servers_now": r.ServersNow(),
+        }
+
+    # --- waiting ---
+
+    def wait(self, slot, timeout=None):
+        """Waits for the slot's answer up to timeout seconds (None: its own deadline); whether it
+        was answered."""
+        if timeout is None:
+            self._await(slot)
+            return True
+        return self._drive(lambda: slot.done, min(slot.deadline, time.monotonic() + timeout))
+
+    def _await(self, slot):
+        if not self._drive(lambda: slot.done, slot.deadline):
+            with self._mu:
+                if not slot.done:
+                    self._complete(slot, errors.Timeout(
+                        "no answer to request %d by its deadline" % slot.request_id))
+
+    def _drive(self, done, until):
+        while True:
+            with self._mu:
+                if done():
+                    return True
+                if self._closed:
+                    return done()
+                gen = self._generation
+                in_flight = len(self._slots)
+            now = time.monotonic()
+            if now >= until:
+                return False
+            if self._io.acquire(blocking=False):
+                try:
+                    self._pump(done, until, in_flight > 1)
+                finally:
+                    self._release_io()
+                continue
+            with self._mu:
+                if not done() and self._generation == gen:
+                    self._cv.wait(min(until - now, 0.05))
+
+    def _release_io(self):
+        self._io.release()
+        # What was queued while we held the socket goes now, unless someone else took it.
+        while self._outbox and self._io.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._io.release()
+        with self._mu:
+            self._generation += 1
+            self._cv.notify_all()
+
+    def _submit(self, frames):
+        if self._batch_calls:
+            self._seal()  # requests go in the order they were made: the open batch first
+        self._submit_raw(frames)
+
+    def _submit_raw(self, frames):
+        if self._closed:
+            raise errors.Disconnected("the connection is closed")
+        if not self._outbox and self._io.acquire(blocking=False):
+            # Nothing queued before it: send now, in order.
+            try:
+                if self._sock is None:
+                    raise errors.Disconnected("the connection is closed")
+                _send(self._sock, frames)
+            except zmq.ZMQError:
+                pass  # the request times out at its deadline
+            finally:
+                self._io.release()
+            while self._outbox and self._io.acquire(blocking=False):
+                try:
+                    self._flush()
+                finally:
+                    self._io.release()
+            return
+        with self._mu:
+            self._outbox.append(frames)
+        if self._io.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._io.release()
+        else:
+            try:
+                os.write(self._wake_w, b"x")  # the holder of the socket sends it
+            except (BlockingIOError, OSError):
+                pass
+
+    def _flush(self):
+        sock = self._sock
+        while True:
+            with self._mu:
+                if not self._outbox:
+                    return
+                frames = self._outbox.popleft()
+            if sock is None:
+                continue
+            try:
+                _send(sock, frames)
+            except zmq.ZMQError:
+                pass  # the request times out at its deadline
+
+    def _pump(self, done, until, read_first):
+        """Socket work by the holder of the I/O lock until done() or until."""
+        sock = self._sock
+        if sock is None:
+            return
+        readable = read_first
+        while True:
+            self._flush()
+            now = time.monotonic()
+            if now >= self._next_hb:
+                try:
+                    sock.send_multipart([codec.header(codec.HEARTBEAT),
+                                         codec.u64_frame(self.client_id)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                self._next_hb = now + self._hb_interval
+            got = False
+            while readable:
+                try:
+                    msg = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                got = True
+                self._last_heard = now
+                self._dispatch(msg)
+                with self._mu:
+                    if done():
+                        return
+            if readable and not got and now - self._last_heard > self._window:
+                self._fail_pending(errors.BrokerUnreachable(
+                    "the broker at %s has been silent for more than %d ms"
+                    % (self.endpoint, self._window * 1000)), None)
+                self._last_heard = now
+            with self._mu:
+                if done():
+                    return
+            now = time.monotonic()
+            if now >= until:
+                return
+            wait_ms = int((min(until, self._next_hb) - now) * 1000) + 1
+            events = dict(self._poller.poll(wait_ms))
+            if self._wake_r in events:
+                try:
+                    os.read(self._wake_r, 4096)
+                except (BlockingIOError, OSError):
+                    pass
+                self._flush()
+                return  # someone else wants the socket: let them have a turn
+            readable = True  # readable, or the poll timed out (a read says if the broker is silent)
+
+    def _dispatch(self, msg):
+        cmd = codec.parse_header(msg[0]) if msg else None
+        if cmd in (codec.REPLY, codec.WELCOME, codec.LOOKUP_REPLY, codec.BROKER_INFO_REPLY):
+            if len(msg) != 3:
+                return
+            rid = codec.parse_u64(msg[1])
+            with self._mu:
+                slot = self._slots.get(rid)
+                if slot is None:
+                    return  # late: its caller gave up
+                slot.body = msg[2]
+                self._complete(slot, None)
+                self._cv.notify_all()
+        elif cmd == codec.SERVER_DOWN:
+            server = codec.parse_u64(msg[1]) if len(msg) == 2 else None
+            if server is not None:
+                self._fail_pending(errors.ServerUnavailable(
+                    "server %016x went away while the call was in flight" % server), server)
+        elif cmd == codec.DISCONNECT:
+            # The broker does not know us (it restarted): say hello again.
+            try:
+                self._sock.send_multipart([codec.header(codec.HELLO),
+                                           codec.u64_frame(next(self._next_rid)),
+                                           codec.hello_body(self.client_id)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        # HEARTBEAT: being heard is all it says.
+
+    def _complete(self, slot, error):
+        """Marks a slot answered (requires _mu)."""
+        slot.done = True
+        slot.error = error
+        self._slots.pop(slot.request_id, None)
+        if slot.oneway:
+            self._settle_batch(slot)
+
+    # --- oneway calls ---
+
+    def send_oneway(self, server, obj, op, path=(), args=(), name=None, fence=0):
+        """Queues a call that wants no answer in the open batch. Waits, driving the socket,
+        while oneway_window calls are unacknowledged; Timeout if the window does not open within
+        call_timeout. A failure on the server is counted, not raised (see flush_oneway)."""
+        for a in args:
+            codec.check_value(a)
+        window = max(self.options.oneway_window, self.options.oneway_batch)
+        if self._oneway_unacked + len(self._batch_calls) >= window:
+            self._seal()
+            if not self._drive(lambda: self._oneway_unacked < window,
+                               time.monotonic() + self.options.call_timeout):
+                raise errors.Timeout("the server acknowledged none of %d oneway calls in flight "
+                                     "by the call's deadline" % window)
+        opened = False
+        with self._out_mu:
+            if self._closed:
+                raise errors.Disconnected("the connection is closed")
+            if self._batch_calls and self._batch_target[0] != server:
+                self._seal_locked()  # a batch goes to one server
+            if not self._batch_calls:
+                self._batch = flatbuffers.Builder(4096)
+                self._batch_target = (server, obj)
+                self._batch_opened = time.monotonic()
+                opened = True
+            self._batch_calls.append(codec.build_request(
+                self._batch, next(self._next_rid), self.client_id, server, obj, op, path, args,
+                name, CallContext.Void, self.options.call_timeout * 1000, fence))
+            if (len(self._batch_calls) >= self.options.oneway_batch
+                    or self._batch.Offset() >= self.options.oneway_batch_bytes):
+                self._seal_locked()
+                opened = False
+        if opened:
+            self._kick.set()  # the heartbeat thread sends it after oneway_delay
+
+    def flush_oneway(self, timeout=None):
+        """Sends the open batch and waits until every oneway call is acknowledged; returns how
+        many failed on the server since the last flush (first_oneway_error says the first)."""
+        timeout = self.options.call_timeout if timeout is None else timeout
+        self._seal()
+        if not self._drive(lambda: self._oneway_unacked == 0, time.monotonic() + timeout):
+            raise errors.Timeout("oneway calls still unacknowledged after %g s" % timeout)
+        with self._mu:
+            failed, self._oneway_failed = self._oneway_failed, 0
+            return failed
+
+    @property
+    def first_oneway_error(self):
+        return self._oneway_first_error
+
+    def _seal(self):
+        with self._out_mu:
+            self._seal_locked()
+
+    def _seal_locked(self):
+        """Sends the open batch (requires _out_mu)."""
+        if not self._batch_calls:
+            return
+        n = len(self._batch_calls)
+        body = codec.finish_batch(self._batch, self._batch_calls)
+        server, obj = self._batch_target
+        self._batch = None
+        self._batch_calls = []
+        rid = next(self._next_rid)
+        slot = _Slot(rid, server, None, time.monotonic() + self.options.call_timeout)
+        slot.oneway = n
+        with self._mu:
+            if self._closed:
+                return
+            self._slots[rid] = slot
+            self._oneway_unacked += n
+        self._submit_raw([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                          codec.u64_frame(rid), body])
+
+    def _settle_batch(self, slot):
+        """A batch's acknowledgement came, or its error (requires _mu)."""
+        self._oneway_unacked -= min(self._oneway_unacked, slot.oneway)
+        failed, first = 0, ""
+        if slot.error is not None:
+            failed, first = slot.oneway, str(slot.error)
+        else:
+            try:
+                r = codec.decode_reply(slot.body, self._plain_ref)
+                if r.error is not None:
+                    failed, first = slot.oneway, str(r.error)
+                elif len(r.results) >= 3:
+                    failed, first = max(int(r.results[1]), 0), str(r.results[2])
+            except errors.Error as e:
+                failed, first = slot.oneway, str(e)
+        if failed:
+            if not self._oneway_first_error:
+                self._oneway_first_error = first
+            self._oneway_failed += failed
+        slot.body = None
+
+    def _fail_pending(self, error, server):
+        with self._mu:
+            for slot in list(self._slots.values()):
+                if slot.done or (server is not None and slot.server != server):
+                    continue
+                e = error
+                if isinstance(error, errors.ServerUnavailable) and slot.op not in codec.IDEMPOTENT:
+                    e = errors.OutcomeUnknown(error.message + "; the call may or may not have run")
+                self._complete(slot, e)
+            self._cv.notify_all()
+
+    def _expire(self, now):
+        with self._mu:
+            late = [s for s in self._slots.values() if not s.done and s.deadline <= now]
+            for slot in late:
+                self._complete(slot, errors.Timeout(
+                    "no answer to request %d by its deadline" % slot.request_id))
+            if late:
+                self._cv.notify_all()
+
+    def heartbeat_step(self):
+        """One pass by the heartbeat thread: send a oneway batch that waited its delay, heartbeat
+        if due, read what came, expire slots. Returns seconds until the open batch is due, or
+        None."""
+        due = None
+        if self._batch_calls:
+            left = self._batch_opened + self.options.oneway_delay - time.monotonic()
+            if left <= 0:
+                self._seal()
+            else:
+                due = left
+        if self._closed or not self._io.acquire(blocking=False):
+            return due
+        try:
+            now = time.monotonic()
+            self._pump(lambda: False, now, True)
+            # Calls whose waiter is not waiting (futures nobody asks) time out here.
+            self._expire(now)
+        finally:
+            self._release_io()
+        return due
+
+
+def _heartbeat_main(ref, stop):
+    while not stop.is_set():
+        conn = ref()
+        if conn is None:
+            return
+        wait = conn._hb_interval / 2
+        kick = conn._kick
+        kick.clear()
+        try:
+            due = conn.heartbeat_step()
+            if due is not None:
+                wait = min(wait, due)
+        except Exception:
+            pass
+        del conn
+        kick.wait(wait)

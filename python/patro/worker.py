@@ -1,0 +1,153 @@
+"""The ready-made objects of patro-worker, from Python: a job queue and a log writer.
+
+    q = patro.Queue(patro.get_proxy("tcp://127.0.0.1:7170", "jobs"))
+    job = q.take(timeout=5)          # a Job, or None once 5 s pass with nothing to take
+    ...; q.ack(job)                  # not acknowledged: delivered again after the visibility
+                                     # timeout, or at once if this connection dies
+    log = patro.Log(patro.get_proxy("tcp://127.0.0.1:7170", "applog"))
+    log.write("one whole line")
+    for line in log.follow(idle_timeout=10): ...
+"""
+import collections
+import time
+
+from . import errors
+
+Job = collections.namedtuple("Job", "id job delivery")
+Job.__doc__ = "A taken job: its id, the job, and which delivery of it this is (1, 2, ...)."
+
+# Each blocking call waits at most this long on the server, so the call's own deadline (the
+# connection's call_timeout) always outlasts it.
+_SLICE = 10.0
+
+
+def _ms(seconds):
+    return max(0, int(round(seconds * 1000)))
+
+
+class Queue:
+    """A patro-worker job queue (push, take, ack...). Wraps a proxy to it."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    def push(self, job):
+        """Adds a job; returns its id (once it is durable, with the worker's --data)."""
+        return self.proxy.call("push", job)
+
+    def push_many(self, jobs):
+        return self.proxy.call("push_many", list(jobs))
+
+    def take(self, timeout=0.0):
+        """Takes a job, waiting up to timeout seconds; a Job, or None if none came in time."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            left = deadline - time.monotonic()
+            wait = min(max(left, 0.0), _SLICE)
+            r = self.proxy.call("take", _ms(wait), timeout=wait + self._grace())
+            if r is not None:
+                return Job(*r)
+            if left <= _SLICE:
+                return None
+
+    def take_many(self, n, timeout=0.0):
+        """Up to n Jobs; waits up to timeout seconds (at most 10 s) for the first."""
+        wait = min(max(timeout, 0.0), _SLICE)
+        r = self.proxy.call("take_many", int(n), _ms(wait), timeout=wait + self._grace())
+        return [Job(*j) for j in (r or [])]
+
+    def ack(self, job, delivery=None):
+        """Acknowledges a Job (or an id and its delivery); True if that delivery held the job's
+        lease, so a job is acknowledged exactly once."""
+        if delivery is None:
+            job, delivery = job.id, job.delivery
+        return bool(self.proxy.call("ack", int(job), int(delivery)))
+
+    def nack(self, job, delivery=None):
+        """Puts a taken job back at once."""
+        if delivery is None:
+            job, delivery = job.id, job.delivery
+        return bool(self.proxy.call("nack", int(job), int(delivery)))
+
+    def size(self):
+        return self.proxy.call("size")
+
+    def leased(self):
+        return self.proxy.call("leased")
+
+    def peek(self):
+        return self.proxy.call("peek")
+
+    def _grace(self):
+        return self.proxy.connection.options.call_timeout
+
+
+class Log:
+    """A patro-worker log writer: lines land whole, in the order received."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    def write(self, line):
+        """Appends one line (a newline inside it is escaped by the writer: a line stays one
+        line). True once received (with --log-sync always: once on disk)."""
+        return bool(self.proxy.call("write", line))
+
+    def send(self, line):
+        """Appends one line without waiting for the writer: a oneway call, batched with the
+        connection's others (flush() waits for them)."""
+        self.proxy.send("write", line)
+
+    def flush(self, timeout=None):
+        """Waits until the writer acknowledged every line sent; returns how many failed."""
+        return self.proxy.connection.flush_oneway(timeout)
+
+    def write_many(self, lines):
+        return self.proxy.call("write_many", list(lines))
+
+    def rotate(self):
+        return bool(self.proxy.call("rotate"))
+
+    def size(self):
+        """Bytes written to the current file."""
+        return self.proxy.call("size")
+
+    def read(self, offset=0, max_lines=1000):
+        """(lines, next offset) from byte offset in the current file."""
+        r = self.proxy.call("read", int(offset), int(max_lines))
+        return r["lines"], r["next"]
+
+    def follow(self, offset=0, idle_timeout=None, poll=1.0, max_lines=None):
+        """Yields the file's lines from byte offset (None: from its current end), and new ones as
+        they are written, as tail -f does. Each wait on the server is at most poll seconds;
+        the generator ends after idle_timeout seconds with no new line (None: never; break out
+        of the loop instead), or after max_lines lines."""
+        if offset is None:
+            offset = self.size()
+        poll = min(max(poll, 0.01), _SLICE)
+        yielded = 0
+        last = time.monotonic()
+        grace = min(self.proxy.connection.options.call_timeout, 2.0)
+        while True:
+            wait = poll
+            if idle_timeout is not None:
+                left = last + idle_timeout - time.monotonic()
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            try:
+                r = self.proxy.call("follow", int(offset), _ms(wait), timeout=wait + grace)
+            except errors.Timeout:
+                # A follow is a read: with no answer, ask again from the same offset. (A worker
+                # whose log has no writer may not answer a follow until the next line.)
+                continue
+            if not isinstance(r, dict) or "lines" not in r:
+                raise errors.BadMessage("follow answered %r" % (r,))
+            offset = r["next"]
+            if r["lines"]:
+                last = time.monotonic()
+            for line in r["lines"]:
+                yield line
+                yielded += 1
+                if max_lines is not None and yielded >= max_lines:
+                    return

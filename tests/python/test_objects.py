@@ -1,0 +1,195 @@
+"""Proxies to a C++ server's hash, array, object and callables (tests/support/py_server.cpp)."""
+import threading
+
+import patro
+
+
+def test_hash_example(cluster, objs):
+    # README's example, from Python.
+    p = objs["h"]
+    assert p["abc"] == 123
+    d = p["def"]  # a container inside the hash comes back as a proxy to it
+    assert isinstance(d, patro.Proxy)
+    assert d[0] == 456
+    assert d[1]["ghi"] == "jkl"
+    assert p.at("def", 1, "ghi").get() == "jkl"  # one round trip
+    p["def"][2] = "pqr"
+    assert d[2] == "pqr"
+    assert d[-1] == "pqr"
+    del p["def"][1]["ghi"]
+    assert not p.at("def", 1, "ghi").exists()
+    assert p.at("def", 1, "ghi").get() is None
+    assert len(p) == 2
+    assert sorted(p) == ["abc", "def"]
+    assert "abc" in p and "zzz" not in p
+    assert list(d)[0] == 456 and len(d) == 3
+    assert p.ref() == "HASH" and d.reftype() == "ARRAY"
+    # The C++ server's own config text, and a name at the broker, reach the same object.
+    with open(cluster.config) as f:
+        again = patro.get_proxies(f.read())[0]
+    assert again["abc"] == 123
+    by_name = patro.get_proxy(cluster.front, "h")
+    assert by_name.at("def", 2).get() == "pqr"
+    again.connection.close()
+    by_name.connection.close()
+    p["def"][1]["ghi"] = "jkl"
+    p["def"][2] = "mno"
+
+
+def test_values_round_trip(objs):
+    p = objs["h"]
+    v = {"none": None, "t": True, "f": False, "i": -(1 << 63), "j": (1 << 63) - 1, "x": 1.5,
+         "s": "grüß dich", "b": b"\x00\xffbytes", "l": [1, "two", [3.0, None]],
+         "d": {"k": {"deep": [True]}}, "empty": [], "e2": {}}
+    for k, value in v.items():
+        p.at("vals", k).set(value)
+    for k, value in v.items():
+        got = p.at("vals", k).get()
+        if isinstance(value, (list, dict)):
+            got = _copy(got)
+        assert got == value, k
+        assert type(got) is type(value), k
+    assert sorted(p["vals"].keys()) == sorted(v)
+    del p["vals"]
+
+
+def _copy(x):
+    """A served container's contents as plain Python values."""
+    if isinstance(x, patro.Proxy):
+        if x.reftype() == "HASH":
+            return {k: _copy(x[k]) for k in x.keys()}
+        return [_copy(e) for e in x.values()]
+    return x
+
+
+def test_array_operations(objs):
+    p = objs["h"]
+    p["arr"] = []
+    a = p["arr"]
+    assert a.push(1, 2, 3) == 3
+    assert a.unshift(0) == 4
+    assert a.pop() == 3
+    assert a.shift() == 0
+    assert a.values() == [1, 2]
+    assert a.splice(0, 1, "x", "y") == [1]
+    assert list(a) == ["x", "y", 2]
+    a.resize(5)
+    assert len(a) == 5 and a[4] is None
+    assert a.at(2).add(40) == 42
+    a.clear()
+    assert len(a) == 0 and a.pop() is None
+    # A proxy sent as an argument is the reference it names, not a copy.
+    p["alias"] = p["def"]
+    assert p["alias"][0] == 456
+    p["alias"][0] = 457
+    assert p.at("def", 0).get() == 457
+    p.at("def", 0).set(456)
+    del p["alias"]
+    del p["arr"]
+
+
+def test_method_list_context(objs):
+    foofie = objs["foofie"]
+    assert foofie.ref() == "Foofie"
+    before = foofie.call_list("blerp")  # (5, 6, 7, $$self)
+    assert before[:3] == [5, 6, 7]
+    assert foofie.call("blerp") == before[3] + 1  # ++$$self in scalar context
+    assert foofie.call_list("blerp") == [5, 6, 7, before[3] + 1]
+    assert foofie.can("blerp") and not foofie.can("nope")
+
+
+def test_served_callable(objs):
+    x = patro.Box(5)
+    assert objs["sq"](x) == 19
+    assert x.value == 25  # the callable changed its argument; the change came back
+    assert objs["add42"](1) == 43
+    assert objs["add42"].call_callable_list(8) == [50]
+
+
+def test_async_in_flight(objs):
+    p = objs["h"]
+    futures = [p.at("abc").get_async() for _ in range(64)]
+    assert [f.result(10) for f in futures] == [123] * 64
+    assert objs["add42"].call_async(None, 1).result(10) == 43
+
+
+def test_threads_share_a_connection(objs):
+    p = objs["h"]
+    bad = []
+
+    def reader():
+        for _ in range(200):
+            if p["abc"] != 123:
+                bad.append(1)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not bad
+
+
+def test_config_and_names(cluster):
+    cfg = patro.Config.from_file(cluster.config)
+    assert cfg.brokers == [cluster.front] and len(cfg.objects) == 7
+    assert patro.Config.parse(cfg.to_string()).objects == cfg.objects
+    ps = patro.get_proxies(cfg)
+    conn = ps[0].connection
+    same_monitor = patro.proxy_for(conn, "counter")  # a name, on the same connection
+    assert same_monitor == ps[4] and same_monitor.connection is conn
+    info = conn.broker_info()
+    assert {"h", "foofie", "sq", "counter"} <= {n["name"] for n in info["names"]}
+    try:
+        iter(ps[0].at("abc"))
+        raise AssertionError("iterated over an integer")
+    except patro.TypeMismatch:
+        pass
+    conn.close()
+
+
+def test_operators_and_conversions(objs):
+    m = objs["money"]
+    start = m.call("cents")
+    assert m.convert('""').startswith("$") and m.convert("bool") is True
+    assert m.operator("==", start) and not m.operator("!=", start)
+    bigger = m.operator("+", 5)  # a new Money, served: it comes back as a proxy
+    assert isinstance(bigger, patro.Proxy) and bigger.call("cents") == start + 5
+    assert m.operator("-", 1000, swapped=True) == 1000 - start
+    assert m.operator("-=", 1) is None and m.call("cents") == start - 1
+    m.operator("-=", -1)
+    assert m.call("cents") == start
+
+
+def test_served_file_handle(cluster, objs):
+    fh = objs["fh"]
+    assert fh.ref() == "GLOB"
+    assert fh.readline() == "first line\n"
+    assert fh.print("second ", 2, "\n") and fh.printf("%s %d\n", "third", 3)
+    assert fh.seek(0) and fh.tell() == 0
+    assert fh.readlines() == ["first line\n", "second 2\n", "third 3\n"]
+    assert fh.eof() and fh.readline() is None
+    fh.file("flush")
+    with open(cluster.file_path) as f:
+        assert f.read() == "first line\nsecond 2\nthird 3\n"
+
+
+def test_oneway_calls(objs):
+    foofie = objs["foofie"]
+    v = foofie.call_list("blerp")[3]
+    for _ in range(5):
+        foofie.send("blerp")  # no answer; batched
+    # A later request goes after the open batch: the five calls ran before it.
+    assert foofie.call_list("blerp")[3] == v + 5
+    assert patro.await_oneway(foofie) == 0
+    foofie.send("no_such_method")
+    foofie.send("blerp", "an argument too many")
+    assert patro.await_oneway(foofie, timeout=10) == 2  # failures are counted, not raised
+    assert "no_such_method" in foofie.connection.first_oneway_error
+    try:
+        foofie.send("blerp", object())
+        raise AssertionError("sent what cannot travel")
+    except patro.TypeMismatch:
+        pass
+    assert patro.await_oneway(foofie) == 0  # the refused call left the batch whole

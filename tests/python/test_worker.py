@@ -1,0 +1,159 @@
+"""patro-worker's queue and log from Python, with jobs pushed by the C++ patro CLI."""
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import patro
+from conftest import program
+
+
+def _queue(cluster):
+    return patro.Queue(patro.get_proxy(cluster.front, "jobs", call_timeout=20))
+
+
+def _cli(cluster, *args):
+    out = subprocess.run([program("cli"), "--broker", cluster.front] + list(args),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_queue_take_and_ack(cluster):
+    q = _queue(cluster)
+    try:
+        _cli(cluster, "push", "jobs", "from-cpp-1", "from-cpp-2")
+        got = [q.take(timeout=5) for _ in range(2)]
+        assert [j.job for j in got] == ["from-cpp-1", "from-cpp-2"]
+        assert all(j.delivery >= 1 for j in got)
+        assert q.leased() == 2
+        assert all(q.ack(j) for j in got)
+        assert not q.ack(got[0])  # acknowledged exactly once
+        assert q.take(timeout=0.2) is None  # nothing left: None once the timeout passes
+        assert q.push({"py": [1, 2]}) > 0
+        j = q.take(timeout=5)
+        assert j.job == {"py": [1, 2]}
+        assert q.nack(j)
+        again = q.take(timeout=5)
+        assert again.id == j.id and again.delivery > j.delivery
+        assert q.ack(again)
+    finally:
+        q.proxy.connection.close()
+
+
+def test_queue_redelivery_after_consumer_killed(cluster, procs):
+    """A Python consumer takes a job and is killed with SIGKILL before acknowledging it: the
+    broker expires its connection, the worker puts the job back, and another consumer gets it."""
+    q = _queue(cluster)
+    try:
+        _cli(cluster, "push", "jobs", "survives-a-kill")
+        code = ("import json, sys, time, patro\n"
+                "q = patro.Queue(patro.get_proxy(sys.argv[1], 'jobs'))\n"
+                "j = q.take(timeout=10)\n"
+                "print(json.dumps(list(j)), flush=True)\n"
+                "time.sleep(60)\n")
+        consumer = procs.start([sys.executable, "-c", code, cluster.front],
+                               stdout=subprocess.PIPE, text=True)
+        line = consumer.stdout.readline()
+        taken = json.loads(line)
+        assert taken[1] == "survives-a-kill"
+        assert q.take(timeout=0.2) is None  # leased to the consumer
+        consumer.kill()
+        consumer.wait(5)
+        t0 = time.monotonic()
+        j = q.take(timeout=10)  # well before the 20 s visibility timeout
+        assert j is not None and time.monotonic() - t0 < 8
+        assert j.id == taken[0] and j.job == "survives-a-kill" and j.delivery > taken[2]
+        assert q.ack(j)
+    finally:
+        q.proxy.connection.close()
+
+
+def test_log_lines_arrive_whole(cluster):
+    """Four Python writers, each on its own connection, write lines of many sizes at once: every
+    line lands whole, and each writer's lines in its order."""
+    writers, per = 4, 100
+    errors = []
+
+    def write(w):
+        log = patro.Log(patro.get_proxy(cluster.front, "applog"))
+        try:
+            for i in range(per):
+                assert log.write("w%d line %d %s end" % (w, i, "x" * ((i * 37) % 3000)))
+        except Exception as e:  # reported below
+            errors.append(e)
+        finally:
+            log.proxy.connection.close()
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    log = patro.Log(patro.get_proxy(cluster.front, "applog"))
+    try:
+        assert log.write("embedded\nnewline")  # a line stays one line
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(cluster.log_path) as f:
+                lines = f.read().split("\n")
+            if "embedded\\nnewline" in lines:
+                break
+            time.sleep(0.02)
+        mine = [ln for ln in lines if ln.startswith("w")]
+        assert len(mine) == writers * per
+        for w in range(writers):
+            seen = [ln for ln in mine if ln.startswith("w%d " % w)]
+            assert [int(ln.split()[2]) for ln in seen] == list(range(per))
+            for ln in seen:
+                i = int(ln.split()[2])
+                assert ln == "w%d line %d %s end" % (w, i, "x" * ((i * 37) % 3000))
+        lines_read, nxt = log.read(0, 5)
+        assert len(lines_read) == 5 and nxt > 0
+    finally:
+        log.proxy.connection.close()
+
+
+def test_log_follow(cluster):
+    log = patro.Log(patro.get_proxy(cluster.front, "applog"))
+    try:
+        follower = log.follow(offset=None, idle_timeout=5, poll=0.5, max_lines=3)
+        got = []
+
+        def collect():
+            got.extend(follower)
+
+        t = threading.Thread(target=collect)
+        t.start()
+        time.sleep(0.3)
+        writer = patro.Log(patro.get_proxy(cluster.front, "applog"))
+        for i in range(3):
+            writer.write("followed %d" % i)
+        writer.proxy.connection.close()
+        t.join(15)
+        assert got == ["followed 0", "followed 1", "followed 2"]
+        # With nothing new, follow ends after its idle timeout.
+        t0 = time.monotonic()
+        assert list(log.follow(offset=None, idle_timeout=0.3, poll=0.1)) == []
+        assert time.monotonic() - t0 < 3
+    finally:
+        log.proxy.connection.close()
+
+
+def test_log_oneway_lines(cluster):
+    """Lines sent oneway (batched, no answer each) land whole and in order; await_oneway says
+    that all of them ran."""
+    log = patro.Log(patro.get_proxy(cluster.front, "applog"))
+    try:
+        n = 2000
+        for i in range(n):
+            log.send("oneway %d %s" % (i, "y" * (i % 200)))
+        assert log.flush(timeout=20) == 0
+        with open(cluster.log_path) as f:
+            got = [ln for ln in f.read().split("\n") if ln.startswith("oneway ")]
+        assert [int(ln.split()[1]) for ln in got] == list(range(n))
+        assert all(ln == "oneway %d %s" % (i, "y" * (i % 200)) for i, ln in enumerate(got))
+    finally:
+        log.proxy.connection.close()
