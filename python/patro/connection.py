@@ -1,5 +1,5 @@
 """A client connection to a Patro broker: one ZeroMQ DEALER socket, many requests in flight,
-replies matched by request id; the same rules as the C++ client (libpatro/src/connection.cpp).
+replies matched by request id; the same rules as the C++ client (libpatro/src/client/connection.cpp).
 
 There is no I/O thread: the thread that waits for a reply drives the socket itself while it holds
 the I/O lock (leader/follower); others queue their frames in an outbox and wake the holder. A small
