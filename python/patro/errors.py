@@ -32,6 +32,13 @@ class Errc(enum.IntEnum):
     internal = 18
     not_found = 19
     fenced = 20
+    # The outcomes of lock operations (SyncResult.error; SyncError names the same numbers).
+    lock_timeout = 1001
+    not_held = 1002
+    steal_refused = 1003
+    stolen = 1004
+    too_many_waiters = 1005
+    deep_recursion = 1111
 
 
 _KINDS = {
@@ -41,6 +48,7 @@ _KINDS = {
     Errc.disconnected: "disconnected",
     Errc.outcome_unknown: "disconnected",
     Errc.overloaded: "overloaded",
+    Errc.too_many_waiters: "overloaded",
     Errc.unsupported: "unimplemented",
     Errc.unknown_method: "unimplemented",
 }

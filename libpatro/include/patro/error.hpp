@@ -32,6 +32,13 @@ enum class Errc : int {
   internal = 18,
   not_found = 19,  ///< a name unknown to the broker's registry
   fenced = 20,     ///< the call carried a fencing token older than the newest lock grant
+  // The outcomes of lock operations (SyncResult::error; SyncError names the same numbers).
+  lock_timeout = 1001,      ///< a lock or wait not granted (or notified) in time
+  not_held = 1002,          ///< unlock, wait or notify without holding the lock
+  steal_refused = 1003,     ///< the server does not allow stealing (steal_lock_ok is off)
+  stolen = 1004,            ///< unlock after the lock was stolen: ok with count 0 ("0 but true")
+  too_many_waiters = 1005,  ///< the server's limit on parked lock requests was reached
+  deep_recursion = 1111,    ///< the lock is stacked as deep as the server allows
 };
 
 /// How a caller may react to an error (the classification of KJ's exceptions).

@@ -26,6 +26,21 @@ struct Limits {
   uint32_t max_lock_depth = 10000;
   /// Most lock and wait requests parked at once on one server.
   size_t max_lock_waiters = 100000;
+  /// Size of a server's lock table segment in /dev/shm (it holds every object's lock state).
+  size_t lock_segment_bytes = 64u << 20;
+  /// Messages a socket queues in each direction before it pushes back (ZeroMQ's high-water marks).
+  int high_water_mark = 100'000;
+  /// How long closing a connection may still spend delivering its last messages (a disconnect,
+  /// a final reply) before they are dropped.
+  std::chrono::milliseconds close_linger = 200ms;
+  /// Most lanes (worker threads) one server may register.
+  unsigned max_lanes = 1024;
+  /// What a socket accepts in one frame: the largest body, framed twice over (a batch of calls),
+  /// with room for envelope frames. ZeroMQ drops the peer that sends more.
+  int64_t socket_message_cap() const {
+    const size_t cap = max_message_size * 2 + (64u << 10);
+    return cap > 0x7fffffffu ? 0x7fffffff : static_cast<int64_t>(cap);
+  }
 };
 
 /// Heartbeats, between every client or server and its broker, in both directions. A peer that is
@@ -108,6 +123,10 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{0};
   /// fincheck_freq: how often the server checks whether it has clients left.
   std::chrono::milliseconds fincheck_freq = 1s;
+  /// The deadline a served call runs under when its request carries none, and the longest one a
+  /// request may ask for (a served method learns it through patro::Deferred and file operations).
+  std::chrono::milliseconds default_call_deadline = 30s;
+  std::chrono::milliseconds max_call_deadline = std::chrono::hours(1);
   /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
   /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
   std::function<void(uint64_t client_id)> on_client_gone;

@@ -13,20 +13,22 @@
 #include <variant>
 
 #include "patro/client.hpp"
+#include "patro/error.hpp"
 #include "patro/export.hpp"
 
 namespace patro PATRO_API {
 
-/// Codes in SyncResult::error.
+/// Codes in SyncResult::error: the lock codes of patro::Errc (one code space), under the names
+/// and numbers Perl Patro documents.
 struct SyncError {
   enum Code : int {
-    none = 0,
-    timeout = 1001,           ///< not granted in time (or a wait that was not notified in time)
-    not_held = 1002,          ///< unlock, wait or notify without holding the lock
-    steal_refused = 1003,     ///< the server does not allow stealing (steal_lock_ok is off)
-    stolen = 1004,            ///< unlock after the lock was stolen: ok with count 0 ("0 but true")
-    too_many_waiters = 1005,  ///< the server's limit on parked requests was reached
-    deep_recursion = 1111,    ///< the lock is stacked as deep as the server allows
+    none = static_cast<int>(Errc::ok),
+    timeout = static_cast<int>(Errc::lock_timeout),  ///< not granted (or notified) in time
+    not_held = static_cast<int>(Errc::not_held),     ///< unlock, wait or notify without the lock
+    steal_refused = static_cast<int>(Errc::steal_refused),  ///< steal_lock_ok is off
+    stolen = static_cast<int>(Errc::stolen),  ///< unlock after a steal: ok, count 0 ("0 but true")
+    too_many_waiters = static_cast<int>(Errc::too_many_waiters),  ///< parked-request limit
+    deep_recursion = static_cast<int>(Errc::deep_recursion),      ///< stacked as deep as allowed
   };
 };
 
@@ -38,6 +40,8 @@ struct SyncResult {
   int error = SyncError::none;
   uint64_t token = 0;  ///< the fencing token of the grant; it only ever grows for an object
   explicit operator bool() const noexcept { return ok; }
+  /// error as a patro::Errc (Errc::ok, or one of the lock codes).
+  Errc code() const noexcept { return static_cast<Errc>(error); }
 };
 
 /// A monitor's state on an object. code(): NULL=0 WAIT=1 NOTIFY=2 STOLEN=3 LOCK=4+depth-1.

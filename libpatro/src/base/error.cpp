@@ -46,6 +46,18 @@ const char* errc_name(Errc code) noexcept {
       return "not_found";
     case Errc::fenced:
       return "fenced";
+    case Errc::lock_timeout:
+      return "lock_timeout";
+    case Errc::not_held:
+      return "not_held";
+    case Errc::steal_refused:
+      return "steal_refused";
+    case Errc::stolen:
+      return "stolen";
+    case Errc::too_many_waiters:
+      return "too_many_waiters";
+    case Errc::deep_recursion:
+      return "deep_recursion";
   }
   return "unknown_error";
 }
@@ -59,6 +71,7 @@ ErrorKind error_kind(Errc code) noexcept {
     case Errc::outcome_unknown:
       return ErrorKind::disconnected;
     case Errc::overloaded:
+    case Errc::too_many_waiters:
       return ErrorKind::overloaded;
     case Errc::unsupported:
     case Errc::unknown_method:

@@ -15,6 +15,16 @@ extern "C" void __tsan_release(void* addr);
 
 namespace patro::detail {
 
+zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limits& limits) {
+  zmq::socket_t s(ctx, type);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::sndhwm, limits.high_water_mark);
+  s.set(zmq::sockopt::rcvhwm, limits.high_water_mark);
+  s.set(zmq::sockopt::maxmsgsize, limits.socket_message_cap());
+  if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_mandatory, 1);
+  return s;
+}
+
 bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait) {
   out.clear();
   const auto flags = dontwait ? zmq::recv_flags::dontwait : zmq::recv_flags::none;

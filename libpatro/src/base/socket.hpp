@@ -9,9 +9,16 @@
 #include <optional>
 #include <vector>
 
+#include "patro/options.hpp"
+
 namespace patro::detail {
 
 using Multipart = std::vector<zmq::message_t>;
+
+/// Every socket Patro opens is made here, with the limits applied: high-water marks, the largest
+/// frame (Limits::socket_message_cap), linger 0 (closing paths set Limits::close_linger where a
+/// last message matters), and ZMQ_ROUTER_MANDATORY on routers so a dead peer is seen.
+zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limits& limits);
 
 /// Receives one whole multipart message. With dontwait, false when none is queued.
 /// Throws zmq::error_t for socket errors other than EAGAIN/EINTR.

@@ -74,8 +74,8 @@ struct PATRO_PRIVATE Broker::Impl {
 
   BrokerOptions opts;
   zmq::context_t ctx{1};
-  zmq::socket_t front{ctx, zmq::socket_type::router};
-  zmq::socket_t back{ctx, zmq::socket_type::router};
+  zmq::socket_t front;  // made in the constructor, with the limits applied
+  zmq::socket_t back;
   int stop_fd = -1;  // eventfd: stop (a raw fd costs the poll nothing per message)
   std::string front_endpoint, back_endpoint, advertised;
 
@@ -91,15 +91,8 @@ struct PATRO_PRIVATE Broker::Impl {
   detail::AlignedScratch scratch;  // for control bodies that arrive misaligned
 
   explicit Impl(const BrokerOptions& o) : opts(o) {
-    const int64_t hard_cap =
-        static_cast<int64_t>(std::min<size_t>(opts.limits.max_message_size * 2 + 65536, INT32_MAX));
-    for (zmq::socket_t* s : {&front, &back}) {
-      s->set(zmq::sockopt::router_mandatory, 1);
-      s->set(zmq::sockopt::maxmsgsize, hard_cap);
-      s->set(zmq::sockopt::linger, 0);
-      s->set(zmq::sockopt::sndhwm, 100000);
-      s->set(zmq::sockopt::rcvhwm, 100000);
-    }
+    front = detail::make_socket(ctx, zmq::socket_type::router, opts.limits);
+    back = detail::make_socket(ctx, zmq::socket_type::router, opts.limits);
     try {
       front.bind(opts.frontend);
       back.bind(opts.backend);
@@ -364,7 +357,8 @@ struct PATRO_PRIVATE Broker::Impl {
     const wire::Control* c =
         f.size() == 3 ? detail::verified_control(f[2], opts.limits, scratch) : nullptr;
     const wire::Register* reg = c ? c->body_as_Register() : nullptr;
-    if (!reg || reg->lanes() == 0 || reg->lanes() > 1024 || reg->lane() >= reg->lanes()) {
+    if (!reg || reg->lanes() == 0 || reg->lanes() > opts.limits.max_lanes ||
+        reg->lane() >= reg->lanes()) {
       PATRO_LOG(warn, "broker") << "dropped a malformed REGISTER";
       return void(++dropped);
     }

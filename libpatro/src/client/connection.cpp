@@ -62,7 +62,7 @@ Connection::~Connection() {
         Multipart bye;
         bye.push_back(header_frame(Command::disconnect));
         send_multipart(sock_, bye, true);
-        sock_.set(zmq::sockopt::linger, 100);
+        sock_.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
         sock_.close();
       } catch (const zmq::error_t&) {
       }
@@ -81,13 +81,7 @@ void Connection::connect() {
   for (const std::string& endpoint : brokers_) {
     {
       MutexLock io(io_mu_);
-      sock_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
-      sock_.set(zmq::sockopt::linger, 0);
-      sock_.set(zmq::sockopt::sndhwm, 100000);
-      sock_.set(zmq::sockopt::rcvhwm, 100000);
-      sock_.set(zmq::sockopt::maxmsgsize,
-                static_cast<int64_t>(
-                    std::min<size_t>(options_.limits.max_message_size * 2 + 65536, INT32_MAX)));
+      sock_ = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
       try {
         sock_.connect(endpoint);
       } catch (const zmq::error_t& e) {

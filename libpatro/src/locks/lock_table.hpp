@@ -8,6 +8,8 @@
 // on the named condition until the earliest waiter's deadline. Any thread may call any method.
 #pragma once
 
+#include "patro/options.hpp"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -49,10 +51,11 @@ struct LockInfo {
   std::vector<uint64_t> stolen;
 };
 
+/// The server's Limits that the lock table keeps (it sits below the server's options).
 struct LockLimits {
-  uint32_t max_depth = 10000;
-  size_t max_waiters = 100000;  // per server
-  size_t segment_size = 64u << 20;
+  uint32_t max_depth = Limits{}.max_lock_depth;
+  size_t max_waiters = Limits{}.max_lock_waiters;  // per server
+  size_t segment_size = Limits{}.lock_segment_bytes;
 };
 
 class LockTable {

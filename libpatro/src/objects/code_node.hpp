@@ -9,6 +9,7 @@ namespace patro::detail {
 
 class CodeNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::code;
   explicit CodeNode(Invoker fn) : Node(NodeKind::code), fn(std::move(fn)) {}
   const Invoker fn;
 };

@@ -16,6 +16,7 @@ namespace patro::detail {
 
 class FileNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::file;
   FileNode() : Node(NodeKind::file) {}
   ~FileNode() override;
 
@@ -29,6 +30,7 @@ class FileNode final : public Node {
 
 class DirNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::dir;
   DirNode() : Node(NodeKind::dir) {}
   ~DirNode() override;
 

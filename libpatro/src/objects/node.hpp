@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "assert.hpp"
 #include "mutex.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
@@ -36,21 +37,36 @@ class PATRO_PRIVATE Node {
 
 class HashNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::hash;
   HashNode() : Node(NodeKind::hash) {}
   ValueHash items PATRO_GUARDED_BY(mu);
 };
 
 class ArrayNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::array;
   ArrayNode() : Node(NodeKind::array) {}
   std::deque<Value> items PATRO_GUARDED_BY(mu);
 };
 
 class ScalarNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::scalar;
   ScalarNode() : Node(NodeKind::scalar) {}
   Value value PATRO_GUARDED_BY(mu);
 };
+
+/// The node as its kind's class: the caller has checked n.kind (a mismatch is our bug).
+template <class T>
+T& node_cast(Node& n) {
+  PATRO_ASSERT(n.kind == T::node_kind, "downcast of a node to another kind");
+  return static_cast<T&>(n);
+}
+template <class T>
+const T& node_cast(const Node& n) {
+  PATRO_ASSERT(n.kind == T::node_kind, "downcast of a node to another kind");
+  return static_cast<const T&>(n);
+}
 
 /// What a value becomes when stored in a served container: copied arrays and hashes become served
 /// containers (Perl's [...] and {...} make references); everything else is stored as it is.

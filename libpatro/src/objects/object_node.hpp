@@ -13,6 +13,7 @@ namespace patro::detail {
 
 class ObjectNode final : public Node {
  public:
+  static constexpr NodeKind node_kind = NodeKind::object;
   ObjectNode(std::shared_ptr<void> object, std::type_index type)
       : Node(NodeKind::object), object(std::move(object)), type(type) {}
   /// The registered class name.

@@ -76,8 +76,10 @@ unsigned thread_count(const ServerOptions& o) {
   if (const char* env = std::getenv("PATRO_THREADS")) {
     char* end = nullptr;
     const long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<unsigned>(n);
-    PATRO_LOG(warn, "server") << "ignoring PATRO_THREADS='" << env << "' (want 1..1024)";
+    if (end != env && *end == '\0' && n > 0 && n <= static_cast<long>(o.limits.max_lanes))
+      return static_cast<unsigned>(n);
+    PATRO_LOG(warn, "server") << "ignoring PATRO_THREADS='" << env << "' (want 1.."
+                              << o.limits.max_lanes << ")";
   }
   return 4;
 }
@@ -107,6 +109,7 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
   LockLimits ll;
   ll.max_depth = options_.limits.max_lock_depth;
   ll.max_waiters = options_.limits.max_lock_waiters;
+  ll.segment_size = options_.limits.lock_segment_bytes;
   locks_ = std::make_unique<LockTable>(options_.name, options_.steal_lock_ok, ll);
   for (auto& named : served_) {
     if (const Reference* r = named.object.if_reference(); r && !r->node)
@@ -277,12 +280,8 @@ void Server::lane_main(Lane& lane) {
   const std::string reg_body(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
 
   auto make_socket = [&] {
-    zmq::socket_t s(ctx_, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 200);
-    s.set(zmq::sockopt::sndhwm, 100000);
-    s.set(zmq::sockopt::rcvhwm, 100000);
-    s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(std::min<size_t>(
-                                        options_.limits.max_message_size * 2 + 65536, INT32_MAX)));
+    zmq::socket_t s = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+    s.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
     s.connect(broker_endpoint_);
     return s;
   };
