@@ -353,8 +353,6 @@ int main(int argc, char** argv) {
         const int sig = signals.wait();
         if (sig != SIGHUP) break;
         // logrotate's create (or copytruncate's partner): reopen every file by its name.
-        patro::reopen_log_file();
-        patro::write_log(patro::LogLevel::info, "worker", "SIGHUP: log files reopened");
         for (const auto& l : logs) {
           try {
             l->reopen();
@@ -362,6 +360,8 @@ int main(int argc, char** argv) {
             patro::write_log(patro::LogLevel::error, "worker", e.what());
           }
         }
+        patro::reopen_log_file();
+        patro::write_log(patro::LogLevel::info, "worker", "SIGHUP: log files reopened");
       }
       patro::daemon::notify("STOPPING=1");
       patro::write_log(patro::LogLevel::info, "worker", "stopping");

@@ -329,8 +329,8 @@ TEST_CASE("SIGHUP reopens served logs and the worker's own log: the old file sto
   CHECK(!w.proc->wait(200ms).has_value());  // still running
   const auto old_lines = lines_of(read_file(path + ".1"));
   const auto new_lines = lines_of(read_file(path));
-  CHECK(old_lines.size() == 10);
-  CHECK(new_lines.size() == 10);
+  REQUIRE(old_lines.size() == 10);
+  REQUIRE(new_lines.size() == 10);
   CHECK(old_lines.back() == "before 9");
   CHECK(new_lines.front() == "after 0");
   CHECK(!contains(read_file(own + ".1"), "reopened"));
