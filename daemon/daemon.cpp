@@ -86,6 +86,9 @@ MetricsServer::MetricsServer(const std::string& endpoint, std::function<std::str
   if (colon == std::string::npos) bad_endpoint(endpoint, "want tcp://HOST:PORT");
   std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
   if (port == "*") port = "0";
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535)
+    bad_endpoint(endpoint, "'" + port + "' is not a port (0-65535, or * for a free one)");
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
   if (host == "*") host = "0.0.0.0";

@@ -519,3 +519,25 @@ TEST_CASE("online compaction under load, then kill -9: nothing acknowledged is l
   CHECK(n <= static_cast<int64_t>(changed.size()) + 1);
   CHECK(w->proc->stop() == 0);
 }
+
+TEST_CASE("patro-broker: SIGHUP reopens --log-file and the broker keeps routing") {
+  TempDir dir;
+  const std::string eps = dir.file("broker-endpoints"), own = dir.file("broker.log");
+  Process broker(redirected(
+      {program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
+       "--endpoints-file", eps, "--log-file", own, "--log-level", "info"},
+      dir.file("broker.err")));
+  REQUIRE(wait_for_file(eps, 20s));
+  CHECK(contains(wait_for_text(own, "serving clients at"), "serving clients at"));
+  REQUIRE(std::rename(own.c_str(), (own + ".1").c_str()) == 0);
+  broker.signal(SIGHUP);
+  CHECK(contains(wait_for_text(own, "log file reopened"), "log file reopened"));
+  CHECK(!contains(read_file(own + ".1"), "reopened"));
+  CHECK(!broker.wait(200ms).has_value());
+  std::string front, back;
+  std::istringstream(read_file(eps)) >> front >> back;
+  CHECK(patro::broker_info(front).servers.empty());  // still answering
+  CHECK(broker.stop() == 0);
+  CHECK(contains(read_file(own), "stopped"));
+  CHECK(read_file(dir.file("broker.err")).empty());
+}
