@@ -155,17 +155,16 @@ std::string render_metrics(const std::vector<std::shared_ptr<patro::worker::JobQ
            bytes, label("log", s.name));
     ++n;
   }
-  for (size_t i = 0; i < specs.size() && i < proxies.size(); ++i) {
-    const patro::LockInfo li = patro::lock_info(proxies[i]);
+  std::vector<patro::LockInfo> locks;
+  for (size_t i = 0; i < specs.size() && i < proxies.size(); ++i)
+    locks.push_back(patro::lock_info(proxies[i]));
+  for (size_t i = 0; i < locks.size(); ++i)
     metric(out, "patro_lock_waiters", "gauge",
            i == 0 ? "Requests waiting for an object's lock (notified waits included)" : "",
-           static_cast<double>(li.waiters), label("object", specs[i].name));
-  }
-  for (size_t i = 0; i < specs.size() && i < proxies.size(); ++i) {
-    const patro::LockInfo li = patro::lock_info(proxies[i]);
+           static_cast<double>(locks[i].waiters), label("object", specs[i].name));
+  for (size_t i = 0; i < locks.size(); ++i)
     metric(out, "patro_lock_held", "gauge", i == 0 ? "1 while an object's lock is held" : "",
-           li.holder != 0 ? 1 : 0, label("object", specs[i].name));
-  }
+           locks[i].holder != 0 ? 1 : 0, label("object", specs[i].name));
   return out;
 }
 
