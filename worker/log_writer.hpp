@@ -27,9 +27,11 @@ struct LogOptions {
   int64_t rotate_bytes = 0;  // rotate when the file would grow past this; 0: never
   int keep = 5;              // rotated files kept: PATH.1 .. PATH.keep
   // The most bytes of lines one read or follow reply carries: the reply must fit the message
-  // limit (Limits::max_message_size), less room for its framing. A line longer than this (only
-  // possible if something else wrote the file) comes back cut to it, counted in "truncated".
-  int64_t max_read_bytes = static_cast<int64_t>(Limits{}.max_message_size) - (64 << 10);
+  // limit (Limits::max_message_size), less room for its framing (about 270 bytes). A line longer
+  // than this comes back cut to it, counted in "truncated": one written by something else, or
+  // one within a few hundred bytes of the limit (a write request's framing is a little smaller
+  // than a read reply's).
+  int64_t max_read_bytes = static_cast<int64_t>(Limits{}.max_message_size) - 512;
 };
 
 class LogWriter {

@@ -541,3 +541,23 @@ TEST_CASE("patro-broker: SIGHUP reopens --log-file and the broker keeps routing"
   CHECK(contains(read_file(own), "stopped"));
   CHECK(read_file(dir.file("broker.err")).empty());
 }
+
+TEST_CASE("log read: a line 1 KiB short of the message limit reads back whole") {
+  TempDir dir;
+  Worker w(dir, {"log", "events", dir.file("events.log")});
+  auto log = patro::get_proxy(w.front, "events");
+  const size_t longest = patro::Limits{}.max_message_size - 1024;
+  log.call("write", std::string(longest, 'z'));
+  log.call("write", "after");
+  for (int i = 0; i < 500 && log.call("size").as<int64_t>() < static_cast<int64_t>(longest + 7);
+       ++i)
+    std::this_thread::sleep_for(10ms);
+  patro::Value got = log.call("read", 0, 10);
+  REQUIRE(line_count(got) >= 1);
+  CHECK(got["lines"][0].as<std::string>().size() == longest);
+  CHECK(got["truncated"].is_null());
+  if (line_count(got) == 1) got = log.call("follow", got["next"], 1000);  // the next reply
+  CHECK(got["lines"][line_count(got) - 1] == "after");
+  CHECK(got["next"] == static_cast<int64_t>(longest + 7));
+  CHECK(w.proc->stop() == 0);
+}
