@@ -6,17 +6,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include <patro/patro.hpp>
+
+#include "daemon.hpp"
 
 namespace {
 
 const char* kUsage = R"(Usage: patro-broker [options]
 
 Routes requests from Patro clients to the servers that own the objects, and keeps the
-registry of well-known names. Logs to stderr; PATRO_LOG_LEVEL=error|warn|info|debug.
+registry of well-known names. Logs to stderr (ISO-8601 UTC times; under systemd, journal
+priorities), at info unless --log-level or PATRO_LOG_LEVEL (error, warn, info, debug) says.
 
 Options:
   --front ENDPOINT       where clients connect (default tcp://127.0.0.1:7170)
@@ -27,9 +31,13 @@ Options:
   --liveness N           missed heartbeats before a peer is dead (default 3)
   --max-message-size N   largest request body in bytes (default 16777216)
   --endpoints-file PATH  write "FRONT BACK" (the bound endpoints) to PATH once bound
+  --metrics ENDPOINT     serve Prometheus metrics over HTTP at ENDPOINT/metrics
+                         (e.g. tcp://127.0.0.1:9170); also times requests for a histogram
+  --log-level LEVEL      error, warn, info (default) or debug, any case
+  --log-file FILE        log to FILE instead of stderr (SIGHUP reopens it)
   --help                 this text
 
-Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 2 on bad options,
+Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 2 on bad options,
 1 if it cannot bind.
 )";
 
@@ -42,12 +50,58 @@ bool parse_number(const char* s, long long min, long long max, long long& out) {
   return true;
 }
 
+std::string render_metrics(const patro::BrokerStats& s) {
+  using patro::daemon::metric;
+  std::string out;
+  metric(out, "patro_broker_requests_total", "counter", "Requests routed to servers",
+         static_cast<double>(s.routed));
+  metric(out, "patro_broker_replies_total", "counter", "Replies routed back to clients",
+         static_cast<double>(s.replies));
+  metric(out, "patro_broker_dropped_total", "counter",
+         "Messages dropped (malformed and unanswerable, or the peer gone)",
+         static_cast<double>(s.dropped));
+  bool first = true;
+  for (const auto& [code, n] : s.rejected_by_code) {
+    metric(out, "patro_broker_errors_total", "counter",
+           first ? "Requests the broker answered with an error, by code" : "",
+           static_cast<double>(n), "code=\"" + std::string(patro::errc_name(code)) + "\"");
+    first = false;
+  }
+  if (first)  // no error yet: the family still shows, at zero
+    metric(out, "patro_broker_errors_total", "counter",
+           "Requests the broker answered with an error, by code", 0, "code=\"server_unavailable\"");
+  metric(out, "patro_broker_in_flight_requests", "gauge", "Requests routed and not yet answered",
+         static_cast<double>(s.in_flight));
+  out +=
+      "# HELP patro_broker_request_duration_seconds Time from routing a request to routing its "
+      "reply\n# TYPE patro_broker_request_duration_seconds histogram\n";
+  const auto& bounds = patro::BrokerStats::latency_bounds();
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b <= bounds.size() && b < s.latency_counts.size(); ++b) {
+    cumulative += s.latency_counts[b];
+    char le[32];
+    if (b < bounds.size())
+      std::snprintf(le, sizeof le, "%g", bounds[b]);
+    else
+      std::snprintf(le, sizeof le, "+Inf");
+    metric(out, "patro_broker_request_duration_seconds_bucket", "", "",
+           static_cast<double>(cumulative), "le=\"" + std::string(le) + "\"");
+  }
+  metric(out, "patro_broker_request_duration_seconds_sum", "", "", s.latency_sum);
+  metric(out, "patro_broker_request_duration_seconds_count", "", "",
+         static_cast<double>(s.latency_count));
+  metric(out, "patro_broker_clients", "gauge", "Live clients", static_cast<double>(s.clients));
+  metric(out, "patro_broker_servers", "gauge", "Registered servers",
+         static_cast<double>(s.servers));
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   patro::TerminationSignals signals;
   patro::BrokerOptions opts;
-  std::string endpoints_file;
+  std::string endpoints_file, metrics, log_level, log_file;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> const char* {
@@ -69,6 +123,12 @@ int main(int argc, char** argv) {
       opts.advertise = value();
     } else if (arg == "--endpoints-file") {
       endpoints_file = value();
+    } else if (arg == "--metrics") {
+      metrics = value();
+    } else if (arg == "--log-level") {
+      log_level = value();
+    } else if (arg == "--log-file") {
+      log_file = value();
     } else if (arg == "--heartbeat-ms" && parse_number(value(), 10, 3600000, n)) {
       opts.heartbeat.interval = std::chrono::milliseconds(n);
     } else if (arg == "--liveness" && parse_number(value(), 1, 1000, n)) {
@@ -80,6 +140,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty()) {
+    std::fprintf(stderr, "patro-broker: %s\n(see patro-broker --help)\n", e.c_str());
+    return 2;
+  }
+  opts.track_latency = !metrics.empty();
   try {
     patro::Broker broker(opts);
     if (!endpoints_file.empty()) {
@@ -93,10 +158,22 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+    std::unique_ptr<patro::daemon::MetricsServer> metrics_server;
+    if (!metrics.empty()) {
+      metrics_server = std::make_unique<patro::daemon::MetricsServer>(
+          metrics, [&broker] { return render_metrics(broker.stats()); });
+      patro::write_log(patro::LogLevel::info, "broker",
+                       "metrics at http://" + metrics_server->endpoint().substr(6) + "/metrics");
+    }
     std::thread waiter([&] {
-      signals.wait();
+      while (signals.wait() == SIGHUP) {
+        patro::reopen_log_file();
+        patro::write_log(patro::LogLevel::info, "broker", "SIGHUP: log file reopened");
+      }
+      patro::daemon::notify("STOPPING=1");
       broker.stop();
     });
+    patro::daemon::notify("READY=1");
     try {
       broker.run();
     } catch (...) {
@@ -107,7 +184,7 @@ int main(int argc, char** argv) {
     // run() returns only after stop(); the waiter has taken its signal.
     waiter.join();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "patro-broker: %s\n", e.what());
+    patro::write_log(patro::LogLevel::error, "broker", e.what());
     return 1;
   }
   return 0;
