@@ -11,75 +11,48 @@
 
 #include <patro/patro.hpp>
 
-namespace {
-
-const char* kUsage = R"(Usage: patro-broker [options]
-
-Routes requests from Patro clients to the servers that own the objects, and keeps the
-registry of well-known names. Logs to stderr; PATRO_LOG_LEVEL=error|warn|info|debug.
-
-Options:
-  --front ENDPOINT       where clients connect (default tcp://127.0.0.1:7170)
-  --back ENDPOINT        where servers connect (default tcp://127.0.0.1:7171)
-  --advertise ENDPOINT   client endpoint that servers write into their configs
-                         (default: the bound --front; set it when binding 0.0.0.0)
-  --heartbeat-ms N       heartbeat interval, both directions (default 1000)
-  --liveness N           missed heartbeats before a peer is dead (default 3)
-  --max-message-size N   largest request body in bytes (default 16777216)
-  --endpoints-file PATH  write "FRONT BACK" (the bound endpoints) to PATH once bound
-  --help                 this text
-
-Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 2 on bad options,
-1 if it cannot bind.
-)";
-
-bool parse_number(const char* s, long long min, long long max, long long& out) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < min || v > max) return false;
-  out = v;
-  return true;
-}
-
-}  // namespace
+#include "cli/options.hpp"
 
 int main(int argc, char** argv) {
   patro::TerminationSignals signals;
   patro::BrokerOptions opts;
   std::string endpoints_file;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "patro-broker: %s needs a value\n%s", arg.c_str(), kUsage);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    long long n = 0;
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (arg == "--front") {
-      opts.frontend = value();
-    } else if (arg == "--back") {
-      opts.backend = value();
-    } else if (arg == "--advertise") {
-      opts.advertise = value();
-    } else if (arg == "--endpoints-file") {
-      endpoints_file = value();
-    } else if (arg == "--heartbeat-ms" && parse_number(value(), 10, 3600000, n)) {
-      opts.heartbeat.interval = std::chrono::milliseconds(n);
-    } else if (arg == "--liveness" && parse_number(value(), 1, 1000, n)) {
-      opts.heartbeat.liveness = static_cast<unsigned>(n);
-    } else if (arg == "--max-message-size" && parse_number(value(), 1024, 1LL << 30, n)) {
-      opts.limits.max_message_size = static_cast<size_t>(n);
-    } else {
-      std::fprintf(stderr, "patro-broker: bad option or value: %s\n%s", arg.c_str(), kUsage);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "Routes requests from Patro clients to the servers that own the objects, and keeps "
+      "the registry of well-known names. Logs to stderr; "
+      "PATRO_LOG_LEVEL=error|warn|info|debug.",
+      "patro-broker");
+  patro::cli::setup(app);
+  app.footer(
+      "Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 1 if it cannot "
+      "bind,\n"
+      "2 on bad options.");
+  app.add_option("--front", opts.frontend, "where clients connect")
+      ->type_name("ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--back", opts.backend, "where servers connect")
+      ->type_name("ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--advertise", opts.advertise,
+                 "client endpoint that servers write into their configs (default: the bound "
+                 "--front; set it when binding 0.0.0.0)")
+      ->type_name("ENDPOINT");
+  int64_t heartbeat_ms = opts.heartbeat.interval.count();
+  app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval, both directions")
+      ->check(CLI::Range(int64_t{10}, int64_t{3600000}))
+      ->capture_default_str();
+  app.add_option("--liveness", opts.heartbeat.liveness, "missed heartbeats before a peer is dead")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--max-message-size", opts.limits.max_message_size,
+                 "largest request body in bytes")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--endpoints-file", endpoints_file,
+                 "write \"FRONT BACK\" (the bound endpoints) to PATH once bound")
+      ->type_name("PATH");
+  if (auto status = patro::cli::parse(app, argc, argv)) return *status;
+  opts.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
   try {
     patro::Broker broker(opts);
     if (!endpoints_file.empty()) {

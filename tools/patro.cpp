@@ -116,6 +116,15 @@ struct Split {
   std::vector<std::string> head, tail;
   bool dashdash = false;
 };
+// CLI11 splits a word such as [1,2] into 1 and 2: such words travel through it with this mark in
+// front, taken off again afterwards.
+constexpr char kMark = '\x1f';
+
+std::string unmark(std::string w) {
+  if (!w.empty() && w[0] == kMark) w.erase(0, 1);
+  return w;
+}
+
 Split split_command(const std::vector<std::string>& words) {
   Split s;
   for (size_t i = 0; i < words.size(); ++i) {
@@ -127,7 +136,8 @@ Split split_command(const std::vector<std::string>& words) {
       s.tail.assign(words.begin() + static_cast<std::ptrdiff_t>(from), words.end());
       return s;
     }
-    s.head.push_back(words[i]);
+    const std::string& w = words[i];
+    s.head.push_back(w.size() > 1 && w.front() == '[' && w.back() == ']' ? kMark + w : w);
   }
   return s;
 }
@@ -253,7 +263,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& [name, sub] : subs)
       if (sub->parsed()) a.sub = name;
-    a.words = positional;
+    for (const std::string& w : positional) a.words.push_back(unmark(w));
     a.command = split.tail;
     if (a.sub == "lock" || a.exec) {
       if (a.sub == "lock" && !split.dashdash && !a.command.empty())

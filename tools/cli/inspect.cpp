@@ -176,7 +176,8 @@ class Follower {
         if (lost) {
           c_.reconnect();
           p_ = c_.proxy(a_.key(0));
-          std::fprintf(stderr, "patro: tail: %s is back\n", a_.key(0).c_str());
+          if (announced_) std::fprintf(stderr, "patro: tail: %s is back\n", a_.key(0).c_str());
+          announced_ = false;
           lost = false;
           backoff = std::chrono::milliseconds(100);
         }
@@ -189,7 +190,10 @@ class Follower {
         }
         // Anything else, a timeout included (a dead broker may answer nothing): a new connection
         // and a new lookup of the name, since a restarted server has new object ids.
-        if (!lost) std::fprintf(stderr, "patro: tail: %s; reconnecting\n", e.what());
+        if (!lost && e.code() != Errc::timeout) {
+          std::fprintf(stderr, "patro: tail: %s; reconnecting\n", e.what());
+          announced_ = true;
+        }
         lost = true;
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait_for(lock, backoff, [&] { return stop_; });
@@ -220,6 +224,7 @@ class Follower {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  bool announced_ = false;  // "reconnecting" was said: say "is back" once it is
 };
 
 }  // namespace
