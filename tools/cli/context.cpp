@@ -23,18 +23,29 @@ std::string read_whole_file(const std::string& path) {
 }
 }  // namespace
 
+namespace {
+// A word given to --json-args that is not JSON is bad usage.
+Value json_word(const std::string& text) {
+  try {
+    return parse_json(text);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+}
+}  // namespace
+
 Value Invocation::value(size_t i) const {
   const std::string& w = words.at(i);
-  if (last_from_stdin && i + 1 == words.size()) return json_args ? parse_json(w) : Value(w);
+  if (last_from_stdin && i + 1 == words.size()) return json_args ? json_word(w) : Value(w);
   if (w.size() > 1 && w[0] == '@') {
     if (w[1] == '@') {
       const std::string literal = w.substr(1);
-      return json_args ? parse_json(literal) : infer(literal);
+      return json_args ? json_word(literal) : infer(literal);
     }
     const std::string data = read_whole_file(w.substr(1));
-    return json_args ? parse_json(data) : Value(data);
+    return json_args ? json_word(data) : Value(data);
   }
-  return json_args ? parse_json(w) : infer(w);
+  return json_args ? json_word(w) : infer(w);
 }
 
 void Output::print(const Value& v) const {
