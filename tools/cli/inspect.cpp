@@ -126,9 +126,10 @@ int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
                 second.stats.rejected);
   out.line(buf);
   out.line("NAME\tTYPE\tDEPTH\tLEASED\tLOCK_WAITERS");
-  for (const auto& [name, o] : objects.items()) {
-    auto field = [&](const char* k) { return o[k].is_null() ? std::string("-") : dump(o[k]); };
-    out.line(name + "\t" + o["type"].get<std::string>() + "\t" + field("depth") + "\t" +
+  for (auto it = objects.begin(); it != objects.end(); ++it) {
+    const Json& o = it.value();
+    auto field = [&o](const char* k) { return o[k].is_null() ? std::string("-") : dump(o[k]); };
+    out.line(it.key() + "\t" + o["type"].get<std::string>() + "\t" + field("depth") + "\t" +
              field("leased") + "\t" + field("lock_waiters"));
   }
   return ok;
