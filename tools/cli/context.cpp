@@ -99,7 +99,7 @@ Cluster::Cluster(const std::optional<std::string>& broker, const std::optional<s
   } else if (const char* env = std::getenv("PATRO_BROKER"); env != nullptr && *env != '\0') {
     endpoint_ = endpoint_of(env, "PATRO_BROKER");
   } else {
-    endpoint_ = "tcp://127.0.0.1:7170";
+    endpoint_ = BrokerOptions{}.frontend;  // where patro-broker and patro-worker listen by default
   }
 }
 
