@@ -198,6 +198,13 @@ TEST_CASE("take --exec: acked when the command exits 0, back in the queue otherw
   CHECK(w.out({"take", "jobs"}) == "5\t7\tfails\n");  // delivered again
   CHECK(w.cli({"ack", "jobs", "5", "7"}).status == 0);
 
+  // ^C while take --exec waits for a job ends it (128+SIGINT); no job is left leased.
+  Process waiting(w.argv({"take", "jobs", "--wait", "30000", "--exec", "true"}));
+  std::this_thread::sleep_for(500ms);
+  waiting.signal(SIGINT);
+  CHECK(waiting.wait(10s) == 128 + SIGINT);
+  CHECK(w.out({"call", "jobs", "leased"}) == "0\n");
+
   CHECK(w.cli({"take", "jobs", "--exec", "true"}).status == 3);  // nothing to take
   CHECK(w.cli({"take", "jobs", "--exec"}).status == 2);          // no command
 }

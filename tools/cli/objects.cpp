@@ -1,4 +1,6 @@
 // Subcommands that read and write served objects: get, set, call, push, pop, take, ack, lock.
+#include <signal.h>
+
 #include <cinttypes>
 #include <cstdio>
 
@@ -245,8 +247,27 @@ int cmd_take(const Invocation& a, Cluster& c, const Output& out) {
   // Without --exec the lease outlives this process (detached), so that patro ack from another
   // process can settle it; with --exec this process holds it, and if it dies the job goes back.
   Value t;
-  if (can(p, "take_leased")) {
-    t = p.call("take_leased", wait_ms(a), a.lease_ms.value_or(0), !a.exec);
+  if (can(p, "take_leased") && a.exec) {
+    // The signals are blocked (they are passed on to CMD later): while the take waits, take them
+    // here, so that ^C ends a wait for a job. A job leased meanwhile goes back when this
+    // process's connection closes.
+    auto f = p.async_call("take_leased", wait_ms(a), a.lease_ms.value_or(0), false);
+    const sigset_t set = handled_signals();
+    const auto give_up =
+        std::chrono::steady_clock::now() + c.options().call_timeout + std::chrono::seconds(5);
+    while (!f.wait_for(std::chrono::milliseconds(100))) {
+      if (std::chrono::steady_clock::now() > give_up)
+        throw Error(Errc::timeout, "no answer to take_leased");
+      const timespec now{0, 0};
+      const int sig = sigtimedwait(&set, nullptr, &now);
+      if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+        std::fprintf(stderr, "patro: interrupted while waiting for a job\n");
+        return 128 + sig;
+      }
+    }
+    t = f.get();
+  } else if (can(p, "take_leased")) {
+    t = p.call("take_leased", wait_ms(a), a.lease_ms.value_or(0), true);
   } else {
     if (a.lease_ms) throw Error(Errc::unsupported, "this queue takes no --lease");
     t = p.call("take", wait_ms(a));
