@@ -285,9 +285,9 @@ int main(int argc, char** argv) {
     }
     // A blocking take waits on the server: the call's deadline must outlast it.
     if (a.wait_ms && a.sub != "lock") options.call_timeout += std::chrono::milliseconds(*a.wait_ms);
-    // A follow that outlives its own wait (1 s) by this much is asked again.
+    // A follow (waiting 1 s on the server) that outlives its wait by this much is asked again.
     if (a.follow)
-      options.call_timeout = std::min(options.call_timeout, options.call_timeout / 3 + 1s);
+      options.call_timeout = 1s + std::max<std::chrono::milliseconds>(options.call_timeout / 3, 2s);
     // lock, take --exec and tail -f take their signals themselves: blocked before the connection
     // starts its threads, which inherit the mask.
     if (a.sub == "lock" || a.exec || a.follow) {

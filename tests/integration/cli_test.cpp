@@ -269,6 +269,7 @@ TEST_CASE("tail prints a log's last lines, and -f follows it until interrupted")
   CHECK(c.out({"tail", "applog", "-n", "2"}) == "two\nthree\n");
   CHECK(c.out({"tail", "applog"}) == "one\ntwo\nthree\n");
   CHECK(c.out({"tail", "applog", "--from", "1"}) == "two\nthree\n");
+  CHECK(c.out({"--json", "tail", "applog", "-n", "2"}) == "\"two\"\n\"three\"\n");  // JSON lines
   const std::string out = c.dir.file("follow");
   Process follower(c.argv({"tail", "-f", "-n", "0", "applog"}), out);
   std::this_thread::sleep_for(300ms);
