@@ -6,27 +6,79 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include <patro/patro.hpp>
 
 #include "cli/options.hpp"
+#include "daemon.hpp"
+
+namespace {
+
+std::string render_metrics(const patro::BrokerStats& s) {
+  using patro::daemon::metric;
+  std::string out;
+  metric(out, "patro_broker_requests_total", "counter", "Requests routed to servers",
+         static_cast<double>(s.routed));
+  metric(out, "patro_broker_replies_total", "counter", "Replies routed back to clients",
+         static_cast<double>(s.replies));
+  metric(out, "patro_broker_dropped_total", "counter",
+         "Messages dropped (malformed and unanswerable, or the peer gone)",
+         static_cast<double>(s.dropped));
+  bool first = true;
+  for (const auto& [code, n] : s.rejected_by_code) {
+    metric(out, "patro_broker_errors_total", "counter",
+           first ? "Requests the broker answered with an error, by code" : "",
+           static_cast<double>(n), "code=\"" + std::string(patro::errc_name(code)) + "\"");
+    first = false;
+  }
+  if (first)  // no error yet: the family still shows, at zero
+    metric(out, "patro_broker_errors_total", "counter",
+           "Requests the broker answered with an error, by code", 0, "code=\"server_unavailable\"");
+  metric(out, "patro_broker_in_flight_requests", "gauge", "Requests routed and not yet answered",
+         static_cast<double>(s.in_flight));
+  out +=
+      "# HELP patro_broker_request_duration_seconds Time from routing a request to routing its "
+      "reply\n# TYPE patro_broker_request_duration_seconds histogram\n";
+  const auto& bounds = patro::BrokerStats::latency_bounds();
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b <= bounds.size() && b < s.latency_counts.size(); ++b) {
+    cumulative += s.latency_counts[b];
+    char le[32];
+    if (b < bounds.size())
+      std::snprintf(le, sizeof le, "%g", bounds[b]);
+    else
+      std::snprintf(le, sizeof le, "+Inf");
+    metric(out, "patro_broker_request_duration_seconds_bucket", "", "",
+           static_cast<double>(cumulative), "le=\"" + std::string(le) + "\"");
+  }
+  metric(out, "patro_broker_request_duration_seconds_sum", "", "", s.latency_sum);
+  metric(out, "patro_broker_request_duration_seconds_count", "", "",
+         static_cast<double>(s.latency_count));
+  metric(out, "patro_broker_clients", "gauge", "Live clients", static_cast<double>(s.clients));
+  metric(out, "patro_broker_servers", "gauge", "Registered servers",
+         static_cast<double>(s.servers));
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   patro::TerminationSignals signals;
   patro::BrokerOptions opts;
-  std::string endpoints_file;
+  std::string endpoints_file, metrics, log_level, log_file;
   CLI::App app(
       "Routes requests from Patro clients to the servers that own the objects, and keeps "
-      "the registry of well-known names. Logs to stderr; "
-      "PATRO_LOG_LEVEL=error|warn|info|debug.",
+      "the registry of well-known names. Logs to stderr (ISO-8601 UTC times; under systemd, "
+      "journal priorities), at info unless --log-level or PATRO_LOG_LEVEL (error, warn, info, "
+      "debug) says.",
       "patro-broker");
   patro::cli::setup(app);
   app.footer(
-      "Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 1 if it cannot "
-      "bind,\n"
-      "2 on bad options.");
+      "Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or "
+      "SIGTERM.\nExit status: 0 after a clean stop, 1 if it cannot bind, 2 on bad options.");
   app.add_option("--front", opts.frontend, "where clients connect")
       ->type_name("ENDPOINT")
       ->capture_default_str();
@@ -51,8 +103,21 @@ int main(int argc, char** argv) {
   app.add_option("--endpoints-file", endpoints_file,
                  "write \"FRONT BACK\" (the bound endpoints) to PATH once bound")
       ->type_name("PATH");
+  app.add_option("--metrics", metrics,
+                 "serve Prometheus metrics over HTTP at ENDPOINT/metrics (e.g. "
+                 "tcp://127.0.0.1:9170); also times requests for a histogram")
+      ->type_name("ENDPOINT");
+  app.add_option("--log-level", log_level, "error, warn, info (default) or debug, any case")
+      ->type_name("LEVEL");
+  app.add_option("--log-file", log_file, "log to FILE instead of stderr (SIGHUP reopens it)")
+      ->type_name("FILE");
   if (auto status = patro::cli::parse(app, argc, argv)) return *status;
   opts.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty()) {
+    std::fprintf(stderr, "patro-broker: %s\n(see patro-broker --help)\n", e.c_str());
+    return 2;
+  }
+  opts.track_latency = !metrics.empty();
   try {
     patro::Broker broker(opts);
     if (!endpoints_file.empty()) {
@@ -66,10 +131,22 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+    std::unique_ptr<patro::daemon::MetricsServer> metrics_server;
+    if (!metrics.empty()) {
+      metrics_server = std::make_unique<patro::daemon::MetricsServer>(
+          metrics, [&broker] { return render_metrics(broker.stats()); });
+      patro::write_log(patro::LogLevel::info, "broker",
+                       "metrics at http://" + metrics_server->endpoint().substr(6) + "/metrics");
+    }
     std::thread waiter([&] {
-      signals.wait();
+      while (signals.wait() == SIGHUP) {
+        patro::reopen_log_file();
+        patro::write_log(patro::LogLevel::info, "broker", "SIGHUP: log file reopened");
+      }
+      patro::daemon::notify("STOPPING=1");
       broker.stop();
     });
+    patro::daemon::notify("READY=1");
     try {
       broker.run();
     } catch (...) {
@@ -80,7 +157,7 @@ int main(int argc, char** argv) {
     // run() returns only after stop(); the waiter has taken its signal.
     waiter.join();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "patro-broker: %s\n", e.what());
+    patro::write_log(patro::LogLevel::error, "broker", e.what());
     return 1;
   }
   return 0;

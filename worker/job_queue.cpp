@@ -16,24 +16,12 @@ int64_t wall_ms() {
 }  // namespace
 
 JobQueue::JobQueue(std::string name, std::chrono::milliseconds visibility,
-                   const std::string& wal_path)
+                   const std::string& wal_path, WalOptions wal_options)
     : name_(std::move(name)), visibility_(visibility) {
   if (!wal_path.empty()) {
-    wal_ = std::make_unique<Wal>(wal_path, [this](std::string_view r) { replay(r); });
-    // Compaction: the log becomes the current state (jobs, then the leases among them).
-    std::vector<std::string> records;
-    std::vector<int64_t> ids;
-    for (const auto& [id, job] : jobs_) ids.push_back(id);
-    std::sort(ids.begin(), ids.end());
-    const auto now = Clock::now();
-    const int64_t wall = wall_ms();
-    for (int64_t id : ids) records.push_back(encode(Value::array({"push", id, jobs_[id]})));
-    for (const auto& [id, lease] : leases_) {
-      const int64_t left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(lease.deadline - now).count();
-      records.push_back(encode(Value::array({"lease", id, lease.delivery, wall + left})));
-    }
-    wal_->rewrite(records);
+    wal_ = std::make_unique<Wal>(
+        wal_path, [this](std::string_view r) { replay(r); }, wal_options);
+    wal_->rewrite(snapshot());  // compaction at start-up: the log becomes the current state
   }
   timer_ = std::thread([this] { timer_main(); });
 }
@@ -50,6 +38,7 @@ JobQueue::~JobQueue() {
 
 void JobQueue::replay(std::string_view record) {
   const Value r = decode(record);
+  count_live(r, Wal::framed_size(record));
   const std::string op = r[0].as<std::string>();
   const int64_t id = r[1].as<int64_t>();
   next_id_ = std::max(next_id_, id + 1);
@@ -75,9 +64,47 @@ void JobQueue::replay(std::string_view record) {
   }
 }
 
+// The current state as log records: the jobs, then the leases among them.
+std::vector<std::string> JobQueue::snapshot() {
+  std::vector<std::string> records;
+  std::vector<int64_t> ids;
+  for (const auto& [id, job] : jobs_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  const auto now = Clock::now();
+  const int64_t wall = wall_ms();
+  for (int64_t id : ids) records.push_back(encode(Value::array({"push", id, jobs_[id]})));
+  for (const auto& [id, lease] : leases_) {
+    const int64_t left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(lease.deadline - now).count();
+    records.push_back(encode(Value::array({"lease", id, lease.delivery, wall + left})));
+  }
+  return records;
+}
+
+void JobQueue::count_live(const Value& record, int64_t bytes) {
+  const std::string op = record[0].as<std::string>();
+  const int64_t id = record[1].as<int64_t>();
+  if (op == "push") {
+    live_bytes_ += bytes - push_bytes_[id];
+    push_bytes_[id] = bytes;
+  } else if (op == "ack") {
+    auto it = push_bytes_.find(id);
+    if (it != push_bytes_.end()) {
+      live_bytes_ -= it->second;
+      push_bytes_.erase(it);
+    }
+  }
+}
+
 void JobQueue::log(const Value& record, std::function<void()> done) {
   if (wal_) {
-    wal_->append(encode(record), std::move(done));
+    std::string bytes = encode(record);
+    count_live(record, Wal::framed_size(bytes));
+    wal_->append(std::move(bytes), std::move(done));
+    // Online compaction; the state already holds this record's change. A lease record is
+    // about 32 bytes.
+    if (wal_->needs_compaction(live_bytes_ + 32 * static_cast<int64_t>(leases_.size())))
+      wal_->compact(snapshot());
   } else if (done) {
     done();
   }

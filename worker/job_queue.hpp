@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include <patro/patro.hpp>
 
@@ -31,7 +32,8 @@ class JobQueue {
   using Clock = std::chrono::steady_clock;
 
   /// wal_path empty: in memory only.
-  JobQueue(std::string name, std::chrono::milliseconds visibility, const std::string& wal_path);
+  JobQueue(std::string name, std::chrono::milliseconds visibility, const std::string& wal_path,
+           WalOptions wal_options = {});
   ~JobQueue();
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -85,6 +87,8 @@ class JobQueue {
   void timer_main();
   void log(const Value& record, std::function<void()> done = {});
   void replay(std::string_view record);
+  std::vector<std::string> snapshot();                  // requires mu_ (or start-up)
+  void count_live(const Value& record, int64_t bytes);  // requires mu_ (or start-up)
 
   const std::string name_;
   const std::chrono::milliseconds visibility_;
@@ -98,6 +102,8 @@ class JobQueue {
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
   std::deque<Taker> takers_;
   bool stopping_ = false;
+  std::unordered_map<int64_t, int64_t> push_bytes_;  // each job's push record, for compaction
+  int64_t live_bytes_ = 0;                           // their sum
   std::unique_ptr<Wal> wal_;
   std::thread timer_;
 };

@@ -4,18 +4,38 @@ namespace patro::worker {
 
 // --- KvStore ---
 
-KvStore::KvStore(const std::string& wal_path) {
+KvStore::KvStore(const std::string& wal_path, WalOptions wal_options) {
   if (wal_path.empty()) return;
-  wal_ = std::make_unique<Wal>(wal_path, [this](std::string_view r) {
-    const Value rec = decode(r);
-    if (rec[0] == "set")
-      items_[rec[1].as<std::string>()] = rec[2];
-    else if (rec[0] == "erase")
-      items_.erase(rec[1].as<std::string>());
-  });
-  std::vector<std::string> records;  // compaction: the current state
+  wal_ = std::make_unique<Wal>(
+      wal_path,
+      [this](std::string_view r) {
+        const Value rec = decode(r);
+        const std::string key = rec[1].as<std::string>();
+        int64_t& bytes = record_bytes_[key];
+        live_bytes_ -= bytes;
+        if (rec[0] == "set") {
+          items_[key] = rec[2];
+          bytes = Wal::framed_size(r);
+          live_bytes_ += bytes;
+        } else {
+          items_.erase(key);
+          record_bytes_.erase(key);
+        }
+      },
+      wal_options);
+  wal_->rewrite(snapshot());  // compaction at start-up: the log becomes the current state
+}
+
+std::vector<std::string> KvStore::snapshot() const {
+  std::vector<std::string> records;
   for (const auto& [k, v] : items_) records.push_back(encode(Value::array({"set", k, v})));
-  wal_->rewrite(records);
+  return records;
+}
+
+void KvStore::append(std::string record, int64_t live_change, std::function<void()> done) {
+  live_bytes_ += live_change;
+  wal_->append(std::move(record), std::move(done));
+  if (wal_->needs_compaction(live_bytes_)) wal_->compact(snapshot());
 }
 
 Value KvStore::get(const std::string& key) {
@@ -27,10 +47,15 @@ Value KvStore::get(const std::string& key) {
 void KvStore::set(const std::string& key, const Value& v, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
   items_[key] = v;
-  if (wal_)
-    wal_->append(encode(Value::array({"set", key, v})), [reply] { reply.resolve(Value()); });
-  else
+  if (wal_) {
+    std::string record = encode(Value::array({"set", key, v}));
+    int64_t& bytes = record_bytes_[key];
+    const int64_t old = bytes;
+    bytes = Wal::framed_size(record);
+    append(std::move(record), bytes - old, [reply] { reply.resolve(Value()); });
+  } else {
     reply.resolve(Value());
+  }
 }
 
 void KvStore::erase(const std::string& key, Deferred reply) {
@@ -38,10 +63,16 @@ void KvStore::erase(const std::string& key, Deferred reply) {
   auto it = items_.find(key);
   Value old = it == items_.end() ? Value() : it->second;
   if (it != items_.end()) items_.erase(it);
-  if (wal_)
-    wal_->append(encode(Value::array({"erase", key})), [reply, old] { reply.resolve(old); });
-  else
+  if (wal_) {
+    int64_t change = 0;
+    if (auto b = record_bytes_.find(key); b != record_bytes_.end()) {
+      change = -b->second;
+      record_bytes_.erase(b);
+    }
+    append(encode(Value::array({"erase", key})), change, [reply, old] { reply.resolve(old); });
+  } else {
     reply.resolve(old);
+  }
 }
 
 bool KvStore::exists(const std::string& key) {
@@ -73,18 +104,19 @@ void KvStore::register_class() {
 
 // --- Counter ---
 
-Counter::Counter(const std::string& wal_path) {
+Counter::Counter(const std::string& wal_path, WalOptions wal_options) {
   if (wal_path.empty()) return;
-  wal_ = std::make_unique<Wal>(wal_path,
-                               [this](std::string_view r) { value_ = decode(r).as<int64_t>(); });
+  wal_ = std::make_unique<Wal>(
+      wal_path, [this](std::string_view r) { value_ = decode(r).as<int64_t>(); }, wal_options);
   wal_->rewrite({encode(Value(value_))});
 }
 
 void Counter::commit(Deferred reply, Value answer) {
-  if (wal_)
-    wal_->append(encode(Value(value_)), [reply, answer] { reply.resolve(answer); });
-  else
-    reply.resolve(answer);
+  if (!wal_) return reply.resolve(answer);
+  std::string record = encode(Value(value_));
+  const int64_t live = Wal::framed_size(record);  // the state is one record
+  wal_->append(std::move(record), [reply, answer] { reply.resolve(answer); });
+  if (wal_->needs_compaction(live)) wal_->compact({encode(Value(value_))});
 }
 
 void Counter::add(int64_t n, Deferred reply) {

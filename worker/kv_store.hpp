@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <patro/patro.hpp>
 
@@ -15,7 +16,7 @@ namespace patro::worker {
 
 class KvStore {
  public:
-  explicit KvStore(const std::string& wal_path);
+  explicit KvStore(const std::string& wal_path, WalOptions wal_options = {});
   static void register_class();
 
   Value get(const std::string& key);
@@ -26,14 +27,18 @@ class KvStore {
   int64_t size();
 
  private:
+  std::vector<std::string> snapshot() const;  // requires mu_ (or start-up)
+  void append(std::string record, int64_t live_change, std::function<void()> done);  // mu_
   std::mutex mu_;
   std::map<std::string, Value> items_;
+  std::map<std::string, int64_t> record_bytes_;  // each key's set record, for compaction
+  int64_t live_bytes_ = 0;                       // their sum
   std::unique_ptr<Wal> wal_;
 };
 
 class Counter {
  public:
-  explicit Counter(const std::string& wal_path);
+  explicit Counter(const std::string& wal_path, WalOptions wal_options = {});
   static void register_class();
 
   void add(int64_t n, Deferred reply);

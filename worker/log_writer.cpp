@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <optional>
 
 namespace patro::worker {
 
@@ -121,6 +122,31 @@ void LogWriter::rotate_locked() {
   open_file();
 }
 
+void LogWriter::reopen() {
+  {
+    // As rotate: the buffer first, so every line written before the signal lands in the old file.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.notify_all();
+    for (int i = 0; i < 1000 && !buffer_.empty(); ++i) {
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      lock.lock();
+    }
+  }
+  std::lock_guard<std::mutex> io(io_mu_);
+  const int old = fd_;
+  const int64_t old_written = written_;
+  try {
+    open_file();
+  } catch (...) {
+    fd_ = old;
+    written_ = old_written;
+    throw;
+  }
+  ::fdatasync(old);
+  ::close(old);
+}
+
 bool LogWriter::rotate() {
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -143,19 +169,26 @@ void LogWriter::writer_main() {
   for (;;) {
     std::string chunk;
     std::vector<std::function<void()>> acks;
+    bool reread = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      auto wake = [&] { return stopping_ || !buffer_.empty(); };
-      if (options_.sync == LogOptions::Sync::interval && dirty) {
-        cv_.wait_until(lock, next_sync, wake);
-      } else if (!followers_.empty()) {
-        cv_.wait_for(lock, std::chrono::milliseconds(50), wake);  // followers' deadlines
+      // A new follower wakes the writer too, so that its deadline (and a line written between
+      // its first read and its parking) is seen: the wait ends at the earliest follower deadline.
+      auto wake = [&] { return stopping_ || !buffer_.empty() || new_followers_; };
+      std::optional<std::chrono::steady_clock::time_point> until;
+      if (options_.sync == LogOptions::Sync::interval && dirty) until = next_sync;
+      for (const Follower& f : followers_)
+        if (!until || f.deadline < *until) until = f.deadline;
+      if (until) {
+        cv_.wait_until(lock, *until, wake);
       } else {
         cv_.wait(lock, wake);
       }
       if (buffer_.empty() && stopping_) break;
       chunk.swap(buffer_);
       acks.swap(acks_);
+      reread = new_followers_;
+      new_followers_ = false;
     }
     try {
       std::lock_guard<std::mutex> io(io_mu_);
@@ -179,7 +212,7 @@ void LogWriter::writer_main() {
       continue;  // those lines are not acknowledged
     }
     for (auto& a : acks) a();
-    answer_followers(chunk.empty());
+    answer_followers(reread || !chunk.empty());
   }
   std::lock_guard<std::mutex> io(io_mu_);
   ::fdatasync(fd_);
@@ -187,27 +220,65 @@ void LogWriter::writer_main() {
 
 Value LogWriter::read(int64_t offset, int64_t max_lines) {
   std::lock_guard<std::mutex> io(io_mu_);
+  return read_locked(offset, max_lines);
+}
+
+Value LogWriter::read_locked(int64_t offset, int64_t max_lines) {
+  // Reads block by block until max_lines whole lines, or max_read_bytes of them, or the end of
+  // what is written. A line longer than a block is read on to its end, never dropped (a line cut
+  // at a block's end would otherwise hide every later line).
+  constexpr size_t kBlock = 64 << 10;
+  constexpr int64_t kPerLine = 16;  // a string's framing in the reply
+  const int64_t cap = std::max<int64_t>(options_.max_read_bytes - kPerLine, 1);
   ValueArray lines;
   int64_t at = std::max<int64_t>(offset, 0);
+  int64_t budget = cap + kPerLine;
+  int64_t truncated = 0;
   const int rfd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (rfd >= 0) {
-    std::string data(1 << 16, '\0');
-    const ssize_t n = ::pread(rfd, data.data(), data.size(), at);
-    ::close(rfd);
-    if (n > 0) {
-      data.resize(static_cast<size_t>(n));
+    std::string block(kBlock, '\0');
+    std::string partial;     // the start of a line whose end is not read yet
+    int64_t line_bytes = 0;  // that line's length so far (partial holds at most cap of it)
+    int64_t file_at = at;
+    bool done = false;
+    while (!done && static_cast<int64_t>(lines.size()) < max_lines) {
+      ssize_t n;
+      do {
+        n = ::pread(rfd, block.data(), kBlock, file_at);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) break;
+      file_at += n;
+      const size_t got = static_cast<size_t>(n);
       size_t start = 0;
-      for (size_t nl; static_cast<int64_t>(lines.size()) < max_lines &&
-                      (nl = data.find('\n', start)) != std::string::npos;
-           start = nl + 1) {
-        lines.push_back(data.substr(start, nl - start));
-        at += static_cast<int64_t>(nl - start + 1);
+      while (start < got && static_cast<int64_t>(lines.size()) < max_lines) {
+        const void* nl = std::memchr(block.data() + start, '\n', got - start);
+        const size_t end =
+            nl ? static_cast<size_t>(static_cast<const char*>(nl) - block.data()) : got;
+        const size_t room =
+            static_cast<size_t>(cap) - std::min(partial.size(), static_cast<size_t>(cap));
+        partial.append(block, start, std::min(end - start, room));
+        line_bytes += static_cast<int64_t>(end - start);
+        if (nl == nullptr) break;
+        const int64_t cost = std::min(line_bytes, cap) + kPerLine;
+        if (cost > budget && !lines.empty()) {  // the next reply takes it
+          done = true;
+          break;
+        }
+        if (line_bytes > cap) ++truncated;  // longer than any reply may carry: cut to what fits
+        lines.push_back(std::move(partial));
+        partial.clear();
+        budget -= cost;
+        at += line_bytes + 1;
+        line_bytes = 0;
+        start = end + 1;
       }
     }
+    ::close(rfd);
   }
   Value out;
   out.set("lines", Value(std::move(lines)));
   out.set("next", at);
+  if (truncated > 0) out.set("truncated", truncated);
   return out;
 }
 
@@ -217,26 +288,31 @@ void LogWriter::follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, De
     reply.resolve(now);
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  followers_.push_back(
-      Follower{offset, max_lines,
-               std::chrono::steady_clock::now() +
-                   std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 3600000)),
-               reply});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    followers_.push_back(
+        Follower{offset, max_lines,
+                 std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 3600000)),
+                 reply});
+    new_followers_ = true;
+  }
   cv_.notify_all();
 }
 
-void LogWriter::answer_followers(bool expired_only) {
+void LogWriter::answer_followers(bool reread) {
   std::deque<Follower> waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
     waiting.swap(followers_);
   }
+  if (waiting.empty()) return;
   const auto now = std::chrono::steady_clock::now();
   std::deque<Follower> still;
   for (auto& f : waiting) {
-    Value got = expired_only && f.deadline > now ? Value() : read(f.offset, f.max_lines);
-    if (got.is_null() || (got["lines"].if_array()->empty() && f.deadline > now)) {
+    const bool expired = f.deadline <= now;
+    Value got = reread || expired ? read(f.offset, f.max_lines) : Value();
+    if (got.is_null() || (got["lines"].if_array()->empty() && !expired)) {
       still.push_back(std::move(f));
     } else {
       f.reply.resolve(got);

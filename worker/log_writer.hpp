@@ -26,6 +26,10 @@ struct LogOptions {
   bool prefix = false;       // "2026-11-21T12:00:00.123Z 1a2b3c4d5e6f7081 " before each line
   int64_t rotate_bytes = 0;  // rotate when the file would grow past this; 0: never
   int keep = 5;              // rotated files kept: PATH.1 .. PATH.keep
+  // The most bytes of lines one read or follow reply carries: the reply must fit the message
+  // limit (Limits::max_message_size), less room for its framing. A line longer than this (only
+  // possible if something else wrote the file) comes back cut to it, counted in "truncated".
+  int64_t max_read_bytes = static_cast<int64_t>(Limits{}.max_message_size) - (64 << 10);
 };
 
 class LogWriter {
@@ -41,9 +45,15 @@ class LogWriter {
   void write_many(const ValueArray& lines, Deferred reply);
   /// Rotates now: PATH becomes PATH.1 (older ones shift up), a new PATH starts.
   bool rotate();
-  /// {"lines": [...], "next": offset} from offset in the current file (what is written so far).
+  /// Reopens PATH by name (SIGHUP after logrotate moved the file away): lines written from now
+  /// on go to the file now at PATH, created if missing. Throws Error if it cannot be opened (the
+  /// old file is kept).
+  void reopen();
+  /// {"lines": [...], "next": offset} from offset in the current file (what is written so far):
+  /// whole lines only, at most max_lines and max_read_bytes of them, at least one if there is one.
   Value read(int64_t offset, int64_t max_lines);
-  /// As read, but waits up to timeout_ms for a line past offset.
+  /// As read, but waits up to timeout_ms for a line past offset; answers with no lines when
+  /// timeout_ms passes without one.
   void follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, Deferred reply);
   int64_t size();
   const std::string& path() const noexcept { return path_; }
@@ -59,7 +69,9 @@ class LogWriter {
   void writer_main();
   void open_file();
   void rotate_locked();  // requires io_mu_
-  void answer_followers(bool expired_only);
+  // Answers followers that have lines (re-reading only when reread) or whose deadline passed.
+  void answer_followers(bool reread);
+  Value read_locked(int64_t offset, int64_t max_lines);  // requires io_mu_
 
   const std::string path_;
   const LogOptions options_;
@@ -68,6 +80,7 @@ class LogWriter {
   std::string buffer_;
   std::vector<std::function<void()>> acks_;  // answered after the buffer is written (and synced)
   std::deque<Follower> followers_;
+  bool new_followers_ = false;  // the writer thread has not looked at every follower yet
   bool stopping_ = false;
   std::mutex io_mu_;  // the file
   int fd_ = -1;

@@ -1,9 +1,13 @@
 // patro-worker: a server that needs no C++ from its user. It serves ready-made objects named on
 // its command line (or in a file), registered by name with the broker, using only libpatro's
 // public API.
+#include <signal.h>
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -14,6 +18,7 @@
 #include <patro/patro.hpp>
 
 #include "cli/options.hpp"
+#include "daemon.hpp"
 #include "job_queue.hpp"
 #include "kv_store.hpp"
 #include "log_writer.hpp"
@@ -32,9 +37,10 @@ const char* kObjects = R"(OBJECT is one of:
   counter NAME       an atomic counter: add, get, set, cas
 
 Each is registered by NAME at the broker (clients find them with patro::get_proxy(endpoint,
-NAME) or the patro CLI). Logs to stderr (PATRO_LOG_LEVEL=error|warn|info|debug). Stops cleanly
-on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad
-options.)";
+NAME) or the patro CLI). Logs to stderr (ISO-8601 UTC times; under systemd, journal
+priorities). SIGHUP reopens the served log files and --log-file (after logrotate moved them).
+Tells systemd READY=1 once serving. Stops cleanly on SIGINT or SIGTERM.
+Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad options.)";
 
 struct Spec {
   std::string kind, name, path;
@@ -70,6 +76,61 @@ bool write_atomically(const std::string& path, const std::string& text) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+// mkdir -p, new directories with mode 0750 (the data is the service's own).
+void make_directories(const std::string& dir) {
+  std::string at;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = dir.find('/', pos + 1);
+    at = dir.substr(0, pos);
+    if (at.empty() || at == "/") continue;
+    if (::mkdir(at.c_str(), 0750) != 0 && errno != EEXIST)
+      throw patro::Error(patro::Errc::invalid_argument,
+                         "cannot create --data directory " + at + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw patro::Error(patro::Errc::invalid_argument, "--data " + dir + " is not a directory");
+}
+
+std::string render_metrics(const std::vector<std::shared_ptr<patro::worker::JobQueue>>& queues,
+                           const std::vector<std::shared_ptr<patro::worker::LogWriter>>& logs,
+                           const std::vector<Spec>& specs, std::vector<patro::Proxy>& proxies) {
+  using patro::daemon::label_value;
+  using patro::daemon::metric;
+  std::string out;
+  auto label = [](const char* key, const std::string& v) {
+    return std::string(key) + "=\"" + label_value(v) + "\"";
+  };
+  for (size_t i = 0; i < queues.size(); ++i)
+    metric(out, "patro_queue_ready_jobs", "gauge", i == 0 ? "Jobs waiting to be taken" : "",
+           static_cast<double>(queues[i]->size()), label("queue", queues[i]->name()));
+  for (size_t i = 0; i < queues.size(); ++i)
+    metric(out, "patro_queue_leased_jobs", "gauge",
+           i == 0 ? "Jobs taken and not yet acknowledged" : "",
+           static_cast<double>(queues[i]->leased()), label("queue", queues[i]->name()));
+  size_t n = 0;
+  for (const Spec& s : specs) {
+    if (s.kind != "log") continue;
+    const double bytes = static_cast<double>(logs.at(n)->size());
+    metric(out, "patro_log_bytes", "gauge", n == 0 ? "Bytes in a served log's current file" : "",
+           bytes, label("log", s.name));
+    ++n;
+  }
+  for (size_t i = 0; i < specs.size() && i < proxies.size(); ++i) {
+    const patro::LockInfo li = patro::lock_info(proxies[i]);
+    metric(out, "patro_lock_waiters", "gauge",
+           i == 0 ? "Requests waiting for an object's lock (notified waits included)" : "",
+           static_cast<double>(li.waiters), label("object", specs[i].name));
+  }
+  for (size_t i = 0; i < specs.size() && i < proxies.size(); ++i) {
+    const patro::LockInfo li = patro::lock_info(proxies[i]);
+    metric(out, "patro_lock_held", "gauge", i == 0 ? "1 while an object's lock is held" : "",
+           li.holder != 0 ? 1 : 0, label("object", specs[i].name));
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,7 +138,8 @@ int main(int argc, char** argv) {
   std::vector<Spec> specs;
   patro::ServerOptions so;
   patro::BrokerOptions bo;
-  std::string data_dir, config_out, endpoints_file;
+  std::string data_dir, config_out, endpoints_file, metrics, log_level, log_file;
+  patro::worker::WalOptions wal_options;
   auto visibility = std::chrono::milliseconds(30000);
   patro::worker::LogOptions log_options;
   CLI::App app(
@@ -105,9 +167,20 @@ int main(int argc, char** argv) {
                  "read OBJECT lines from FILE (one per line; # starts a comment)")
       ->type_name("FILE");
   app.add_option("--data", data_dir,
-                 "keep queues, hashes and counters in write-ahead logs in DIR: they survive a "
-                 "restart, kill -9 included, and a change is acknowledged once it is on disk")
+                 "keep queues, hashes and counters in write-ahead logs in DIR (created, mode "
+                 "0750, if missing): they survive a restart, kill -9 included, and a change is "
+                 "acknowledged only once it is on disk")
       ->type_name("DIR");
+  app.add_option("--compact-ratio", wal_options.compact_ratio,
+                 "compact a write-ahead log online once it holds more than R times the live "
+                 "state (0: only at start-up)")
+      ->type_name("R")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--compact-min-bytes", wal_options.compact_min_bytes, "... and more than N bytes")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--visibility", visibility_ms, "a queue's lease (visibility) timeout in ms")
       ->type_name("MS")
       ->check(CLI::NonNegativeNumber)
@@ -134,6 +207,14 @@ int main(int argc, char** argv) {
   app.add_option("--endpoints-file", endpoints_file,
                  "write \"FRONT BACK\" of the embedded broker to FILE once bound")
       ->type_name("FILE");
+  app.add_option("--metrics", metrics,
+                 "serve Prometheus metrics over HTTP at ENDPOINT/metrics (e.g. "
+                 "tcp://127.0.0.1:9171)")
+      ->type_name("ENDPOINT");
+  app.add_option("--log-level", log_level,
+                 "error, warn, info (default; or $PATRO_LOG_LEVEL) or debug, any case")
+      ->type_name("LEVEL");
+  app.add_option("--log-file", log_file, "log to FILE instead of stderr")->type_name("FILE");
   if (auto status = patro::cli::parse(app, argc, argv)) return *status;
   visibility = std::chrono::milliseconds(visibility_ms);
   log_options.rotate_bytes = rotate_bytes;
@@ -171,8 +252,16 @@ int main(int argc, char** argv) {
   }
   for (size_t k = 0; k < object_words.size();) k += parse_object(object_words, k, specs);
   if (specs.empty()) usage_error("no objects to serve");
+  for (size_t i = 0; i < specs.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (specs[i].name == specs[j].name)
+        usage_error("two objects are named '" + specs[i].name + "' (" + specs[j].kind + " and " +
+                    specs[i].kind + "); each name must be unique");
+  if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty())
+    usage_error(e);
 
   try {
+    if (!data_dir.empty()) make_directories(data_dir);
     patro::worker::JobQueue::register_class();
     patro::worker::LogWriter::register_class();
     patro::worker::KvStore::register_class();
@@ -182,19 +271,28 @@ int main(int argc, char** argv) {
       return data_dir.empty() ? std::string() : data_dir + "/" + s.kind + "-" + s.name + ".wal";
     };
     std::vector<std::shared_ptr<patro::worker::JobQueue>> queues;
+    std::vector<std::shared_ptr<patro::worker::LogWriter>> logs;
     std::vector<patro::Named> objects;
     for (const Spec& s : specs) {
       if (s.kind == "queue") {
-        queues.push_back(std::make_shared<patro::worker::JobQueue>(s.name, visibility, wal(s)));
+        queues.push_back(
+            std::make_shared<patro::worker::JobQueue>(s.name, visibility, wal(s), wal_options));
         objects.push_back(patro::named(s.name, queues.back()));
       } else if (s.kind == "log") {
-        objects.push_back(
-            patro::named(s.name, std::make_shared<patro::worker::LogWriter>(s.path, log_options)));
+        logs.push_back(std::make_shared<patro::worker::LogWriter>(s.path, log_options));
+        objects.push_back(patro::named(s.name, logs.back()));
       } else if (s.kind == "hash") {
-        objects.push_back(patro::named(s.name, std::make_shared<patro::worker::KvStore>(wal(s))));
+        objects.push_back(
+            patro::named(s.name, std::make_shared<patro::worker::KvStore>(wal(s), wal_options)));
       } else {
-        objects.push_back(patro::named(s.name, std::make_shared<patro::worker::Counter>(wal(s))));
+        objects.push_back(
+            patro::named(s.name, std::make_shared<patro::worker::Counter>(wal(s), wal_options)));
       }
+      patro::write_log(patro::LogLevel::info, "worker",
+                       "serving " + s.kind + " '" + s.name + "'" +
+                           (s.kind == "log"    ? " into " + s.path
+                            : data_dir.empty() ? std::string(" (in memory)")
+                                               : " with its write-ahead log " + wal(s)));
     }
     // A taker that died gives its leased jobs back.
     so.on_client_gone = [queues](uint64_t client) {
@@ -208,6 +306,9 @@ int main(int argc, char** argv) {
       broker = std::make_unique<patro::Broker>(bo);
       so.broker = broker->backend_endpoint();
       broker_thread = std::thread([&] { broker->run(); });
+      patro::write_log(patro::LogLevel::info, "worker",
+                       "embedded broker: clients connect to " + broker->frontend_endpoint() +
+                           ", servers to " + broker->backend_endpoint());
       if (!endpoints_file.empty() &&
           !write_atomically(endpoints_file,
                             broker->frontend_endpoint() + " " + broker->backend_endpoint()))
@@ -222,9 +323,40 @@ int main(int argc, char** argv) {
     try {
       patro::Config cfg = patro::patronize(so, objects);
       if (!config_out.empty()) cfg.to_file(config_out);
-      std::fprintf(stderr, "patro-worker: serving %zu object(s); clients connect to %s\n",
-                   objects.size(), cfg.brokers().at(0).c_str());
-      signals.wait();
+      patro::write_log(patro::LogLevel::info, "worker",
+                       "serving " + std::to_string(objects.size()) +
+                           " object(s), registered with " + so.broker + "; clients connect to " +
+                           cfg.brokers().at(0));
+      std::unique_ptr<patro::daemon::MetricsServer> metrics_server;
+      if (!metrics.empty()) {
+        // Lock waiters come from the objects' locks, asked through a connection of our own.
+        auto proxies = std::make_shared<std::vector<patro::Proxy>>(patro::get_proxies(cfg));
+        std::vector<std::string> names;
+        for (const Spec& s : specs) names.push_back(s.name);
+        metrics_server =
+            std::make_unique<patro::daemon::MetricsServer>(metrics, [queues, logs, specs, proxies] {
+              return render_metrics(queues, logs, specs, *proxies);
+            });
+        patro::write_log(patro::LogLevel::info, "worker",
+                         "metrics at http://" + metrics_server->endpoint().substr(6) + "/metrics");
+      }
+      patro::daemon::notify("READY=1");
+      for (;;) {
+        const int sig = signals.wait();
+        if (sig != SIGHUP) break;
+        // logrotate's create (or copytruncate's partner): reopen every file by its name.
+        for (const auto& l : logs) {
+          try {
+            l->reopen();
+          } catch (const std::exception& e) {
+            patro::write_log(patro::LogLevel::error, "worker", e.what());
+          }
+        }
+        patro::reopen_log_file();
+        patro::write_log(patro::LogLevel::info, "worker", "SIGHUP: log files reopened");
+      }
+      patro::daemon::notify("STOPPING=1");
+      patro::write_log(patro::LogLevel::info, "worker", "stopping");
       cfg.stop();
     } catch (...) {
       stop_broker();
@@ -232,7 +364,7 @@ int main(int argc, char** argv) {
     }
     stop_broker();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "patro-worker: %s\n", e.what());
+    patro::write_log(patro::LogLevel::error, "worker", e.what());
     return 1;
   }
   return 0;

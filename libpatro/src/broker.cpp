@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <queue>
 #include <string>
@@ -87,6 +88,13 @@ struct Broker::Impl {
   Clock::time_point next_heartbeat;
 
   std::atomic<uint64_t> routed{0}, replies{0}, dropped{0}, rejected{0}, n_servers{0}, n_clients{0};
+  // Metrics: rejections by code; with track_latency, requests in flight by (client routing id,
+  // request id frame) and a histogram of their round trips through the broker.
+  static constexpr size_t kCodes = 64;
+  std::array<std::atomic<uint64_t>, kCodes> rejected_codes{};
+  std::unordered_map<std::string, Clock::time_point> in_flight;
+  std::array<std::atomic<uint64_t>, 32> latency_counts{};
+  std::atomic<uint64_t> latency_sum_ns{0}, latency_count{0}, n_in_flight{0};
   std::atomic<bool> stopping{false};
   detail::AlignedScratch scratch;  // for control bodies that arrive misaligned
 
@@ -131,6 +139,7 @@ struct Broker::Impl {
 
   void reject(zmq::message_t routing, uint64_t request_id, Errc code, const std::string& text) {
     ++rejected;
+    ++rejected_codes[std::min(static_cast<size_t>(code), kCodes - 1)];
     Multipart m;
     m.push_back(std::move(routing));
     m.push_back(detail::header_frame(Command::reply));
@@ -219,6 +228,10 @@ struct Broker::Impl {
       client.last_server = oid->server;
       client.servers.insert(oid->server);
       server.clients.insert(routing);
+    }
+    if (opts.track_latency && in_flight.size() < opts.max_tracked) {
+      in_flight[routing + std::string(f[3].to_string_view())] = now;
+      n_in_flight = in_flight.size();
     }
     Multipart out;
     out.reserve(6);
@@ -327,6 +340,7 @@ struct Broker::Impl {
         // [routing][hdr][client routing][request id][body]
         if (f.size() != 5 || lit == lanes.end()) return void(++dropped);
         lit->second.expiry = now + window();
+        if (opts.track_latency) observe_reply(f[2], f[3], now);
         Multipart out;
         out.reserve(4);
         out.push_back(std::move(f[2]));
@@ -351,6 +365,31 @@ struct Broker::Impl {
             << "dropped unexpected " << detail::command_name(*cmd) << " from a server";
         ++dropped;
     }
+  }
+
+  void observe_reply(const zmq::message_t& client, const zmq::message_t& request_id,
+                     Clock::time_point now) {
+    std::string key(client.to_string_view());
+    key += request_id.to_string_view();
+    auto it = in_flight.find(key);
+    if (it == in_flight.end()) return;
+    const double seconds = std::chrono::duration<double>(now - it->second).count();
+    in_flight.erase(it);
+    n_in_flight = in_flight.size();
+    const auto& bounds = BrokerStats::latency_bounds();
+    size_t b = 0;
+    while (b < bounds.size() && seconds > bounds[b]) ++b;
+    ++latency_counts[b];
+    latency_sum_ns += static_cast<uint64_t>(seconds * 1e9);
+    ++latency_count;
+  }
+
+  void forget_old_requests(Clock::time_point now) {
+    if (!opts.track_latency || in_flight.empty()) return;
+    const auto cutoff = now - std::chrono::hours(1);
+    for (auto it = in_flight.begin(); it != in_flight.end();)
+      it = it->second < cutoff ? in_flight.erase(it) : std::next(it);
+    n_in_flight = in_flight.size();
   }
 
   void send_to_lane(const std::string& routing, Command c) {
@@ -537,6 +576,7 @@ struct Broker::Impl {
       now = Clock::now();
       if (now >= next_heartbeat) {
         heartbeat_all();
+        forget_old_requests(now);
         next_heartbeat = now + opts.heartbeat.interval;
       }
       expire(now);
@@ -571,7 +611,21 @@ BrokerStats Broker::stats() const {
   s.rejected = impl_->rejected;
   s.servers = impl_->n_servers;
   s.clients = impl_->n_clients;
+  for (size_t c = 0; c < Impl::kCodes; ++c)
+    if (const uint64_t n = impl_->rejected_codes[c]) s.rejected_by_code[static_cast<Errc>(c)] = n;
+  s.in_flight = impl_->n_in_flight;
+  const size_t buckets = BrokerStats::latency_bounds().size() + 1;
+  for (size_t b = 0; b < buckets; ++b) s.latency_counts.push_back(impl_->latency_counts[b]);
+  s.latency_sum = static_cast<double>(impl_->latency_sum_ns.load()) / 1e9;
+  s.latency_count = impl_->latency_count;
   return s;
+}
+
+const std::vector<double>& BrokerStats::latency_bounds() {
+  static const std::vector<double> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                          0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                          1,      2.5,     5,      10,    30};
+  return bounds;
 }
 
 }  // namespace patro

@@ -1,15 +1,19 @@
-// Logging to stderr with levels. The level comes from PATRO_LOG_LEVEL (error, warn, info, debug;
-// default warn).
+// Logging with levels (the public side is patro/logging.hpp). The level comes from
+// set_log_level, else PATRO_LOG_LEVEL (error, warn, info, debug, in any case; default warn).
 #pragma once
 
 #include <sstream>
 #include <string>
 
+#include "patro/logging.hpp"
+
 namespace patro::detail {
 
-enum class LogLevel { error = 0, warn = 1, info = 2, debug = 3 };
+using LogLevel = ::patro::LogLevel;
 
-LogLevel log_level() noexcept;
+inline LogLevel log_level() noexcept {
+  return ::patro::log_level();
+}
 void log_line(LogLevel level, const std::string& who, const std::string& text) noexcept;
 
 }  // namespace patro::detail

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "patro/error.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
@@ -21,6 +23,15 @@ struct BrokerStats {
   uint64_t rejected = 0;  ///< requests answered with an error by the broker
   uint64_t servers = 0;   ///< registered servers now
   uint64_t clients = 0;   ///< live clients now
+  std::map<Errc, uint64_t> rejected_by_code;  ///< rejected, by error code (stats() only)
+  /// With BrokerOptions::track_latency (stats() only): requests routed and not yet answered, and
+  /// the time from routing a request to routing its reply: per bucket (upper bounds in
+  /// latency_bounds, seconds; the last count is above them all), their sum and count.
+  uint64_t in_flight = 0;
+  std::vector<uint64_t> latency_counts;
+  double latency_sum = 0;
+  uint64_t latency_count = 0;
+  static const std::vector<double>& latency_bounds();
 };
 
 /// A name in a broker's registry.

@@ -47,6 +47,11 @@ struct BrokerOptions {
   Limits limits;
   /// Most names in the registry.
   size_t max_names = 100'000;
+  /// Time each routed request to its reply for Broker::stats() (in_flight, latency): one hash-map
+  /// entry per request in flight (at most max_tracked; older than an hour: forgotten). Off by
+  /// default, as it costs the routing path a map insert and erase.
+  bool track_latency = false;
+  size_t max_tracked = 1'000'000;
 };
 
 /// Options of a client connection (one get_proxies() call).

@@ -9,6 +9,7 @@
 #include "patro/error.hpp"
 #include "patro/filehandle.hpp"
 #include "patro/future.hpp"
+#include "patro/logging.hpp"
 #include "patro/object.hpp"
 #include "patro/options.hpp"
 #include "patro/server.hpp"
