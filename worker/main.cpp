@@ -175,7 +175,7 @@ int main(int argc, char** argv) {
                  "compact a write-ahead log online once it holds more than R times the live "
                  "state (0: only at start-up)")
       ->type_name("R")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   app.add_option("--compact-min-bytes", wal_options.compact_min_bytes, "... and more than N bytes")
       ->type_name("N")
