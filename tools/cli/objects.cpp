@@ -207,6 +207,23 @@ bool settle(Proxy& p, const Job& j, bool ack) {
   return false;
 }
 
+// Waits for a take's answer into t while taking the signals that are blocked for take --exec
+// (they are passed on to CMD later), so that ^C ends a wait for a job: returns that signal, or 0
+// once answered. A job leased meanwhile goes back when this process's connection closes.
+int await_job(const Future<Value>& f, std::chrono::milliseconds deadline, Value& t) {
+  const sigset_t set = handled_signals();
+  const auto give_up = std::chrono::steady_clock::now() + deadline + std::chrono::seconds(5);
+  while (!f.wait_for(std::chrono::milliseconds(100))) {
+    if (std::chrono::steady_clock::now() > give_up)
+      throw Error(Errc::timeout, "no answer to take_leased");
+    const timespec now{0, 0};
+    const int sig = sigtimedwait(&set, nullptr, &now);
+    if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) return sig;
+  }
+  t = f.get();
+  return 0;
+}
+
 }  // namespace
 
 int cmd_pop(const Invocation& a, Cluster& c, const Output& out) {
@@ -246,31 +263,18 @@ int cmd_take(const Invocation& a, Cluster& c, const Output& out) {
   }
   // Without --exec the lease outlives this process (detached), so that patro ack from another
   // process can settle it; with --exec this process holds it, and if it dies the job goes back.
+  const bool leasable = can(p, "take_leased");
+  if (!leasable && a.lease_ms) throw Error(Errc::unsupported, "this queue takes no --lease");
   Value t;
-  if (can(p, "take_leased") && a.exec) {
-    // The signals are blocked (they are passed on to CMD later): while the take waits, take them
-    // here, so that ^C ends a wait for a job. A job leased meanwhile goes back when this
-    // process's connection closes.
-    auto f = p.async_call("take_leased", wait_ms(a), a.lease_ms.value_or(0), false);
-    const sigset_t set = handled_signals();
-    const auto give_up =
-        std::chrono::steady_clock::now() + c.options().call_timeout + std::chrono::seconds(5);
-    while (!f.wait_for(std::chrono::milliseconds(100))) {
-      if (std::chrono::steady_clock::now() > give_up)
-        throw Error(Errc::timeout, "no answer to take_leased");
-      const timespec now{0, 0};
-      const int sig = sigtimedwait(&set, nullptr, &now);
-      if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
-        std::fprintf(stderr, "patro: interrupted while waiting for a job\n");
-        return 128 + sig;
-      }
-    }
-    t = f.get();
-  } else if (can(p, "take_leased")) {
-    t = p.call("take_leased", wait_ms(a), a.lease_ms.value_or(0), true);
-  } else {
-    if (a.lease_ms) throw Error(Errc::unsupported, "this queue takes no --lease");
+  if (!leasable) {
     t = p.call("take", wait_ms(a));
+  } else if (!a.exec) {
+    t = p.call("take_leased", wait_ms(a), a.lease_ms.value_or(0), true);
+  } else if (const int sig =
+                 await_job(p.async_call("take_leased", wait_ms(a), a.lease_ms.value_or(0), false),
+                           c.options().call_timeout, t)) {
+    std::fprintf(stderr, "patro: interrupted while waiting for a job\n");
+    return 128 + sig;
   }
   if (t.is_null()) return nothing;
   const Job j = job_of(t);
