@@ -253,7 +253,10 @@ int main(int argc, char** argv) {
   try {
     if (help_sub->parsed()) {
       if (help_of.empty()) {
-        std::fputs(app.help().c_str(), stdout);
+        // app.help() would describe the selected subcommand, help itself.
+        std::fputs(
+            app.get_formatter()->make_help(&app, "patro", CLI::AppFormatMode::Normal).c_str(),
+            stdout);
         return ok;
       }
       auto it = subs.find(help_of);

@@ -90,6 +90,14 @@ TEST_CASE("help and usage errors") {
   Run r = c.run({"--help"}, false);
   CHECK(r.status == 0);
   CHECK(r.out.find("Exit status: 0 ok; 1 a Patro error") != std::string::npos);
+  r = c.run({"help"}, false);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("Exit status: 0 ok; 1 a Patro error") != std::string::npos);
+  CHECK(r.out.find("Usage: patro [OPTIONS] SUBCOMMAND") != std::string::npos);
+  CHECK(c.run({"help", "bogus"}, false).status == 2);
+  r = c.run({"--version"}, false);
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("patro ", 0) == 0);
   r = c.run({"help", "lock"}, false);
   CHECK(r.status == 0);
   CHECK(r.out.find("Usage: patro lock NAME") != std::string::npos);
