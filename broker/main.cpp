@@ -12,43 +12,10 @@
 
 #include <patro/patro.hpp>
 
+#include "cli/options.hpp"
 #include "daemon.hpp"
 
 namespace {
-
-const char* kUsage = R"(Usage: patro-broker [options]
-
-Routes requests from Patro clients to the servers that own the objects, and keeps the
-registry of well-known names. Logs to stderr (ISO-8601 UTC times; under systemd, journal
-priorities), at info unless --log-level or PATRO_LOG_LEVEL (error, warn, info, debug) says.
-
-Options:
-  --front ENDPOINT       where clients connect (default tcp://127.0.0.1:7170)
-  --back ENDPOINT        where servers connect (default tcp://127.0.0.1:7171)
-  --advertise ENDPOINT   client endpoint that servers write into their configs
-                         (default: the bound --front; set it when binding 0.0.0.0)
-  --heartbeat-ms N       heartbeat interval, both directions (default 1000)
-  --liveness N           missed heartbeats before a peer is dead (default 3)
-  --max-message-size N   largest request body in bytes (default 16777216)
-  --endpoints-file PATH  write "FRONT BACK" (the bound endpoints) to PATH once bound
-  --metrics ENDPOINT     serve Prometheus metrics over HTTP at ENDPOINT/metrics
-                         (e.g. tcp://127.0.0.1:9170); also times requests for a histogram
-  --log-level LEVEL      error, warn, info (default) or debug, any case
-  --log-file FILE        log to FILE instead of stderr (SIGHUP reopens it)
-  --help                 this text
-
-Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 2 on bad options,
-1 if it cannot bind.
-)";
-
-bool parse_number(const char* s, long long min, long long max, long long& out) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < min || v > max) return false;
-  out = v;
-  return true;
-}
 
 std::string render_metrics(const patro::BrokerStats& s) {
   using patro::daemon::metric;
@@ -102,44 +69,50 @@ int main(int argc, char** argv) {
   patro::TerminationSignals signals;
   patro::BrokerOptions opts;
   std::string endpoints_file, metrics, log_level, log_file;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "patro-broker: %s needs a value\n%s", arg.c_str(), kUsage);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    long long n = 0;
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (arg == "--front") {
-      opts.frontend = value();
-    } else if (arg == "--back") {
-      opts.backend = value();
-    } else if (arg == "--advertise") {
-      opts.advertise = value();
-    } else if (arg == "--endpoints-file") {
-      endpoints_file = value();
-    } else if (arg == "--metrics") {
-      metrics = value();
-    } else if (arg == "--log-level") {
-      log_level = value();
-    } else if (arg == "--log-file") {
-      log_file = value();
-    } else if (arg == "--heartbeat-ms" && parse_number(value(), 10, 3600000, n)) {
-      opts.heartbeat.interval = std::chrono::milliseconds(n);
-    } else if (arg == "--liveness" && parse_number(value(), 1, 1000, n)) {
-      opts.heartbeat.liveness = static_cast<unsigned>(n);
-    } else if (arg == "--max-message-size" && parse_number(value(), 1024, 1LL << 30, n)) {
-      opts.limits.max_message_size = static_cast<size_t>(n);
-    } else {
-      std::fprintf(stderr, "patro-broker: bad option or value: %s\n%s", arg.c_str(), kUsage);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "Routes requests from Patro clients to the servers that own the objects, and keeps "
+      "the registry of well-known names. Logs to stderr (ISO-8601 UTC times; under systemd, "
+      "journal priorities), at info unless --log-level or PATRO_LOG_LEVEL (error, warn, info, "
+      "debug) says.",
+      "patro-broker");
+  patro::cli::setup(app);
+  app.footer(
+      "Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or "
+      "SIGTERM.\nExit status: 0 after a clean stop, 1 if it cannot bind, 2 on bad options.");
+  app.add_option("--front", opts.frontend, "where clients connect")
+      ->type_name("ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--back", opts.backend, "where servers connect")
+      ->type_name("ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--advertise", opts.advertise,
+                 "client endpoint that servers write into their configs (default: the bound "
+                 "--front; set it when binding 0.0.0.0)")
+      ->type_name("ENDPOINT");
+  int64_t heartbeat_ms = opts.heartbeat.interval.count();
+  app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval, both directions")
+      ->check(CLI::Range(int64_t{10}, int64_t{3600000}))
+      ->capture_default_str();
+  app.add_option("--liveness", opts.heartbeat.liveness, "missed heartbeats before a peer is dead")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--max-message-size", opts.limits.max_message_size,
+                 "largest request body in bytes")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--endpoints-file", endpoints_file,
+                 "write \"FRONT BACK\" (the bound endpoints) to PATH once bound")
+      ->type_name("PATH");
+  app.add_option("--metrics", metrics,
+                 "serve Prometheus metrics over HTTP at ENDPOINT/metrics (e.g. "
+                 "tcp://127.0.0.1:9170); also times requests for a histogram")
+      ->type_name("ENDPOINT");
+  app.add_option("--log-level", log_level, "error, warn, info (default) or debug, any case")
+      ->type_name("LEVEL");
+  app.add_option("--log-file", log_file, "log to FILE instead of stderr (SIGHUP reopens it)")
+      ->type_name("FILE");
+  if (auto status = patro::cli::parse(app, argc, argv)) return *status;
+  opts.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
   if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty()) {
     std::fprintf(stderr, "patro-broker: %s\n(see patro-broker --help)\n", e.c_str());
     return 2;

@@ -38,7 +38,10 @@
 
 #include <zmq.hpp>
 
+#include <nlohmann/json.hpp>
 #include <patro/patro.hpp>
+
+#include "cli/options.hpp"
 
 namespace {
 
@@ -898,18 +901,25 @@ struct Bench {
                    num(c.floor_p50).c_str(), num(c.floor_per_s, 0).c_str(), num(c.ratio).c_str(),
                    c.note.c_str());
     if (!json) return;
-    std::printf("{\"machine\":\"%s\",\"pin\":\"%s\",\"dma_latency\":%s,\"threads\":%d,\"cases\":[",
-                machine.c_str(), pin.c_str(), dma ? "true" : "false", threads);
-    for (size_t i = 0; i < cases.size(); ++i) {
-      const Case& c = cases[i];
-      std::printf(
-          "%s{\"name\":\"%s\",\"p50_us\":%s,\"p99_us\":%s,\"per_s\":%s,\"floor_p50_us\":%s,"
-          "\"floor_per_s\":%s,\"ratio\":%s}",
-          i ? "," : "", c.name.c_str(), num(c.p50, 3).c_str(), num(c.p99, 3).c_str(),
-          num(c.per_s, 1).c_str(), num(c.floor_p50, 3).c_str(), num(c.floor_per_s, 1).c_str(),
-          num(c.ratio, 3).c_str());
-    }
-    std::printf("]}\n");
+    auto number = [](const std::optional<double>& v) {
+      return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+    };
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const Case& c : cases)
+      list.push_back({{"name", c.name},
+                      {"p50_us", number(c.p50)},
+                      {"p99_us", number(c.p99)},
+                      {"per_s", number(c.per_s)},
+                      {"floor_p50_us", number(c.floor_p50)},
+                      {"floor_per_s", number(c.floor_per_s)},
+                      {"ratio", number(c.ratio)}});
+    const nlohmann::ordered_json out = {{"machine", machine},
+                                        {"pin", pin},
+                                        {"dma_latency", dma},
+                                        {"threads", threads},
+                                        {"cases", list}};
+    std::printf("%s\n",
+                out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   }
 };
 
@@ -929,17 +939,7 @@ std::string machine_description() {
 }
 
 int usage() {
-  std::fprintf(
-      stderr,
-      "usage: patro-bench [--json] [--quick] [--pin same|cross|none] [--dma-latency on|off]\n"
-      "                   [--threads N] [--cases seq,pipe,multi,jobs,lines]\n"
-      "  --json         print one JSON object on stdout (the table goes to stderr)\n"
-      "  --quick        tiny counts: a smoke run\n"
-      "  --pin          clients on one CPU and brokers and servers on the same (same) or\n"
-      "                 another (cross, the default) CPU, or no pinning (none)\n"
-      "  --dma-latency  on: hold /dev/cpu_dma_latency at 0 while running (default off)\n"
-      "  --threads      server threads (lanes) of both servers (default 4)\n"
-      "  --cases        which groups of cases to run (default: all)\n");
+  std::fprintf(stderr, "patro-bench: bad internal role (see patro-bench --help)\n");
   return 2;
 }
 
@@ -968,31 +968,27 @@ int main(int argc, char** argv) {
       return usage();
     }
     Bench b;
-    for (size_t i = 0; i < args.size(); ++i) {
-      const std::string& a = args[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= args.size()) throw std::runtime_error(a + " needs a value");
-        return args[++i];
-      };
-      if (a == "--json") {
-        b.json = true;
-      } else if (a == "--quick") {
-        b.quick = true;
-      } else if (a == "--pin") {
-        b.pin = value();
-        if (b.pin != "same" && b.pin != "cross" && b.pin != "none") return usage();
-      } else if (a == "--dma-latency") {
-        const std::string v = value();
-        if (v != "on" && v != "off") return usage();
-        b.dma = v == "on";
-      } else if (a == "--cases") {
-        b.only = value();
-      } else if (a == "--threads") {
-        b.threads = std::stoi(value());
-      } else {
-        return usage();
-      }
-    }
+    CLI::App app("Patro against a raw ZeroMQ floor in one run (docs/BENCHMARKS.md).",
+                 "patro-bench");
+    patro::cli::setup(app);
+    app.footer("Exit status: 0, 1 if a case failed, 2 on bad options.");
+    std::string dma = "off";
+    app.add_flag("--json", b.json, "print one JSON object on stdout (the table goes to stderr)");
+    app.add_flag("--quick", b.quick, "tiny counts: a smoke run");
+    app.add_option("--pin", b.pin,
+                   "clients on one CPU and brokers and servers on the same (same) or another "
+                   "(cross) CPU, or no pinning (none)")
+        ->check(CLI::IsMember({"same", "cross", "none"}))
+        ->capture_default_str();
+    app.add_option("--dma-latency", dma, "on: hold /dev/cpu_dma_latency at 0 while running")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    app.add_option("--threads", b.threads, "server threads (lanes) of both servers")
+        ->check(CLI::Range(1, 1024))
+        ->capture_default_str();
+    app.add_option("--cases", b.only, "which groups of cases to run")->capture_default_str();
+    if (auto status = patro::cli::parse(app, args)) return *status;
+    b.dma = dma == "on";
     cpu_set_t set;
     CPU_ZERO(&set);
     sched_getaffinity(0, sizeof set, &set);

@@ -6,43 +6,39 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "cli/options.hpp"
 #include "lock_table.hpp"
 #include "patro/error.hpp"
 
 namespace {
-const char* kUsage = R"(Usage: patro-locks [--json] [SERVER...]
-
-Prints the monitor locks of Patro servers on this host, read from /dev/shm: for each locked
-object its holder (a client id), stack depth, fencing token, requests waiting to acquire it,
-monitors in WAIT, and monitors whose lock was stolen. SERVER is a server's name
-(ServerOptions::name, or pidNNN-… by default); with none, every server found.
-
-Exit status: 0, or 1 if a named server has no lock segments.
-)";
+std::string hex16(uint64_t v) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
+  return buf;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   bool json = false;
   std::vector<std::string> names;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (std::strcmp(argv[i], "--json") == 0) {
-      json = true;
-    } else if (argv[i][0] == '-') {
-      std::fprintf(stderr, "patro-locks: unknown option %s\n%s", argv[i], kUsage);
-      return 2;
-    } else {
-      names.push_back(argv[i]);
-    }
-  }
+  CLI::App app(
+      "Prints the monitor locks of Patro servers on this host, read from /dev/shm: for "
+      "each locked object its holder (a client id), stack depth, fencing token, requests "
+      "waiting to acquire it, monitors in WAIT, and monitors whose lock was stolen.",
+      "patro-locks");
+  patro::cli::setup(app);
+  app.footer("Exit status: 0, 1 if a named server has no lock segments, 2 on bad options.");
+  app.add_flag("--json", json, "one JSON object: server name -> array of locks");
+  app.add_option("SERVER", names,
+                 "a server's name (ServerOptions::name, or pidNNN-... by default); with none, "
+                 "every server found");
+  if (auto status = patro::cli::parse(app, argc, argv)) return *status;
   const bool all = names.empty();
   if (all) names = patro::detail::LockTable::servers();
   int status = 0;
-  if (json) std::printf("{");
-  bool first_server = true;
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
   for (const std::string& name : names) {
     std::vector<patro::detail::LockInfo> locks;
     try {
@@ -55,34 +51,28 @@ int main(int argc, char** argv) {
       continue;
     }
     if (json) {
-      std::printf("%s\"%s\":[", first_server ? "" : ",", name.c_str());
-      for (size_t i = 0; i < locks.size(); ++i) {
-        const auto& l = locks[i];
-        std::printf("%s{\"object\":\"%016" PRIx64 "\",\"holder\":\"%016" PRIx64
-                    "\",\"depth\":%u,\"token\":%" PRIu64
-                    ",\"waiting\":%zu,\"in_wait\":%zu,"
-                    "\"stolen\":%zu}",
-                    i ? "," : "", l.object, l.holder, l.depth, l.token, l.lock_waiters,
-                    l.wait_waiters, l.stolen.size());
-      }
-      std::printf("]");
+      auto& list = out[name] = nlohmann::ordered_json::array();
+      for (const auto& l : locks)
+        list.push_back({{"object", hex16(l.object)},
+                        {"holder", hex16(l.holder)},
+                        {"depth", l.depth},
+                        {"token", l.token},
+                        {"waiting", l.lock_waiters},
+                        {"in_wait", l.wait_waiters},
+                        {"stolen", l.stolen.size()}});
     } else {
       std::printf("server %s: %zu lock(s)\n", name.c_str(), locks.size());
       if (!locks.empty())
         std::printf("  %-16s  %-16s  %5s  %-20s  %7s  %7s  %6s\n", "object", "holder", "depth",
                     "token", "waiting", "in-wait", "stolen");
-      for (const auto& l : locks) {
-        char holder[20];
-        if (l.holder)
-          std::snprintf(holder, sizeof holder, "%016" PRIx64, l.holder);
-        else
-          std::snprintf(holder, sizeof holder, "-");
-        std::printf("  %016" PRIx64 "  %-16s  %5u  %-20" PRIu64 "  %7zu  %7zu  %6zu\n", l.object,
-                    holder, l.depth, l.token, l.lock_waiters, l.wait_waiters, l.stolen.size());
-      }
+      for (const auto& l : locks)
+        std::printf("  %s  %-16s  %5u  %-20" PRIu64 "  %7zu  %7zu  %6zu\n", hex16(l.object).c_str(),
+                    l.holder ? hex16(l.holder).c_str() : "-", l.depth, l.token, l.lock_waiters,
+                    l.wait_waiters, l.stolen.size());
     }
-    first_server = false;
   }
-  if (json) std::printf("}\n");
+  if (json)
+    std::printf("%s\n",
+                out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   return status;
 }

@@ -5,6 +5,9 @@
 namespace patro::worker {
 
 namespace {
+// The longest lease a take may ask for: a week.
+constexpr int64_t kMaxLeaseMs = 7LL * 24 * 3600 * 1000;
+
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -107,12 +110,13 @@ void JobQueue::log(const Value& record, std::function<void()> done) {
   }
 }
 
-Value JobQueue::lease_one(int64_t id, uint64_t client) {
+Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms) {
   const int64_t delivery = next_delivery_++;
-  const auto deadline = Clock::now() + visibility_;
-  leases_[id] = Lease{delivery, client, deadline};
+  const auto deadline = Clock::now() + terms.lease;
+  leases_[id] = Lease{delivery, terms.detached ? 0 : client, deadline};
   lease_deadlines_.emplace(deadline, id);
-  if (wal_) log(Value::array({"lease", id, delivery, wall_ms() + visibility_.count()}));
+  // The record is the same for both kinds: after a restart no lease has a connection.
+  if (wal_) log(Value::array({"lease", id, delivery, wall_ms() + terms.lease.count()}));
   cv_.notify_all();  // the timer may need to wake earlier
   return Value::array({id, jobs_[id], delivery});
 }
@@ -127,7 +131,7 @@ void JobQueue::feed_takers() {
     while (static_cast<int64_t>(got.size()) < n && !ready_.empty()) {
       const int64_t id = ready_.front();
       ready_.pop_front();
-      got.push_back(lease_one(id, t.reply.client_id()));
+      got.push_back(lease_one(id, t.reply.client_id(), t.terms));
     }
     t.reply.resolve(t.max == 0 ? got.front() : Value(got));
   }
@@ -169,10 +173,20 @@ void JobQueue::push_many(const ValueArray& jobs, Deferred reply) {
 }
 
 void JobQueue::take(int64_t timeout_ms, Deferred reply) {
-  take_many(0, timeout_ms, reply);
+  take_with(0, timeout_ms, Terms{visibility_}, reply);
 }
 
 void JobQueue::take_many(int64_t n, int64_t timeout_ms, Deferred reply) {
+  take_with(n, timeout_ms, Terms{visibility_}, reply);
+}
+
+void JobQueue::take_leased(int64_t timeout_ms, int64_t lease_ms, bool detached, Deferred reply) {
+  const auto lease =
+      lease_ms > 0 ? std::chrono::milliseconds(std::min(lease_ms, kMaxLeaseMs)) : visibility_;
+  take_with(0, timeout_ms, Terms{lease, detached}, reply);
+}
+
+void JobQueue::take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!ready_.empty() || timeout_ms <= 0) {
     ValueArray got;
@@ -180,7 +194,7 @@ void JobQueue::take_many(int64_t n, int64_t timeout_ms, Deferred reply) {
     while (static_cast<int64_t>(got.size()) < want && !ready_.empty()) {
       const int64_t id = ready_.front();
       ready_.pop_front();
-      got.push_back(lease_one(id, reply.client_id()));
+      got.push_back(lease_one(id, reply.client_id(), terms));
     }
     if (n == 0)
       reply.resolve(got.empty() ? Value() : got.front());
@@ -190,7 +204,7 @@ void JobQueue::take_many(int64_t n, int64_t timeout_ms, Deferred reply) {
   }
   const auto deadline =
       Clock::now() + std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 24LL * 3600 * 1000));
-  takers_.push_back(Taker{reply, n, deadline});
+  takers_.push_back(Taker{reply, n, deadline, terms});
   cv_.notify_all();
 }
 
@@ -251,7 +265,7 @@ void JobQueue::client_gone(uint64_t client) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<int64_t> ids;
   for (const auto& [id, lease] : leases_)
-    if (lease.client == client) ids.push_back(id);
+    if (lease.client == client && client != 0) ids.push_back(id);
   std::sort(ids.rbegin(), ids.rend());  // requeue to the front, oldest first in line
   for (int64_t id : ids) requeue(id);
   takers_.erase(std::remove_if(takers_.begin(), takers_.end(),
@@ -297,6 +311,8 @@ void JobQueue::register_class() {
       .method("push", [](JobQueue& q, Value job, Deferred d) { q.push(job, d); })
       .method("push_many", [](JobQueue& q, ValueArray jobs, Deferred d) { q.push_many(jobs, d); })
       .method("take", [](JobQueue& q, int64_t timeout_ms, Deferred d) { q.take(timeout_ms, d); })
+      .method("take_leased", [](JobQueue& q, int64_t timeout_ms, int64_t lease_ms, bool detached,
+                                Deferred d) { q.take_leased(timeout_ms, lease_ms, detached, d); })
       .method("take_many", [](JobQueue& q, int64_t n, int64_t timeout_ms,
                               Deferred d) { q.take_many(std::max<int64_t>(n, 1), timeout_ms, d); })
       .method("ack",

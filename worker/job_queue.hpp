@@ -1,6 +1,8 @@
 // A reliable job queue (what Redis users build with BLMOVE, and SQS gives): a taken job is leased
 // to its taker until acknowledged; a job not acknowledged within the visibility timeout, or whose
-// taker's connection died, is delivered again. A blocking take waits on the server without a
+// taker's connection died, is delivered again. A detached lease (take_leased(…, detached=true),
+// what `patro take` uses) does not end with its taker's connection, only with its own timeout, so
+// that another process may acknowledge it. A blocking take waits on the server without a
 // thread (patro::Deferred) and without polling. With a write-ahead log, jobs and leases survive a
 // restart, and a push or ack is acknowledged only once it is on disk.
 #pragma once
@@ -45,6 +47,9 @@ class JobQueue {
   void take(int64_t timeout_ms, Deferred reply);
   /// Up to n of [id, job, delivery]; waits up to timeout_ms for the first.
   void take_many(int64_t n, int64_t timeout_ms, Deferred reply);
+  /// take() with a lease of lease_ms (<= 0: the visibility timeout); a detached lease survives its
+  /// taker's connection and ends only by ack, nack or its timeout.
+  void take_leased(int64_t timeout_ms, int64_t lease_ms, bool detached, Deferred reply);
   /// True if the delivery was the current lease of the job (so it is acknowledged exactly once).
   void ack(int64_t id, int64_t delivery, Deferred reply);
   void ack_many(const ValueArray& pairs, Deferred reply);
@@ -60,18 +65,25 @@ class JobQueue {
  private:
   struct Lease {
     int64_t delivery;
-    uint64_t client;
+    uint64_t client;  // 0: held by no connection (detached, or from before a restart)
     Clock::time_point deadline;
+  };
+  /// How a take leases what it gets.
+  struct Terms {
+    std::chrono::milliseconds lease;
+    bool detached = false;
   };
   struct Taker {
     Deferred reply;
     int64_t max;  // 0: take (one, not a list); n: take_many
     Clock::time_point deadline;
+    Terms terms;
   };
 
-  Value lease_one(int64_t id, uint64_t client);  // requires mu_
-  void feed_takers();                            // requires mu_
-  void requeue(int64_t id);                      // requires mu_
+  void take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply);
+  Value lease_one(int64_t id, uint64_t client, const Terms& terms);  // requires mu_
+  void feed_takers();                                                // requires mu_
+  void requeue(int64_t id);                                          // requires mu_
   void timer_main();
   void log(const Value& record, std::function<void()> done = {});
   void replay(std::string_view record);

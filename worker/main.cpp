@@ -17,6 +17,7 @@
 
 #include <patro/patro.hpp>
 
+#include "cli/options.hpp"
 #include "daemon.hpp"
 #include "job_queue.hpp"
 #include "kv_store.hpp"
@@ -24,52 +25,22 @@
 
 namespace {
 
-const char* kUsage = R"(Usage: patro-worker [options] OBJECT...
-
-Serves ready-made objects, each registered by NAME at the broker (clients find them with
-patro::get_proxy(endpoint, NAME) or the patro CLI). OBJECT is one of:
-  queue NAME         a job queue: push, push_many, take (blocking, with a timeout), take_many,
-                     ack, ack_many, nack, size, leased, peek. A taken job is leased until
-                     acknowledged; one not acknowledged within the visibility timeout, or whose
-                     taker died, is delivered again.
+const char* kObjects = R"(OBJECT is one of:
+  queue NAME         a job queue: push, push_many, take (blocking, with a timeout), take_leased,
+                     take_many, ack, ack_many, nack, size, leased, peek. A taken job is leased
+                     until acknowledged; one not acknowledged within the visibility timeout, or
+                     whose taker died, is delivered again (a detached lease, take_leased(wait,
+                     lease_ms, true), survives its taker: patro take uses it).
   log NAME PATH      a log writer: write, write_many, rotate, read, follow, size. Lines land
                      whole, in the order received.
   hash NAME          a key-value store: get, set, erase, exists, keys, size
   counter NAME       an atomic counter: add, get, set, cas
 
-Options:
-  --broker ENDPOINT      register with this broker's server endpoint (its --back). Without it,
-                         the worker runs a broker itself (see --front and --back).
-  --front ENDPOINT       the embedded broker's client endpoint (default tcp://127.0.0.1:7170)
-  --back ENDPOINT        the embedded broker's server endpoint (default tcp://127.0.0.1:7171)
-  --objects FILE         read OBJECT lines from FILE (one per line; # starts a comment)
-  --data DIR             keep queues (jobs and leases), hashes and counters in write-ahead logs
-                         in DIR (created, mode 0750, if missing): they survive a restart, kill -9
-                         included, and a change is acknowledged only once it is on disk
-  --compact-ratio R      compact a write-ahead log online once it holds more than R times the
-                         live state (default 2; 0: only at start-up)
-  --compact-min-bytes N  ... and more than N bytes (default 1048576)
-  --visibility MS        a queue's lease (visibility) timeout (default 30000)
-  --log-sync POLICY      always (a line is acknowledged once on disk), never (default), or a
-                         number of milliseconds between syncs
-  --log-prefix           prefix each line with the time and the sender's client id
-  --log-rotate-bytes N   rotate a log when it would grow past N bytes (0: never)
-  --threads N            worker threads (default $PATRO_THREADS, or 4)
-  --name NAME            the server's name (its lock segments in /dev/shm)
-  --heartbeat-ms N       heartbeat interval (default 1000)
-  --config-out FILE      write the config (one line; objects in command-line order) to FILE
-  --endpoints-file FILE  write "FRONT BACK" of the embedded broker to FILE once bound
-  --metrics ENDPOINT     serve Prometheus metrics over HTTP at ENDPOINT/metrics
-                         (e.g. tcp://127.0.0.1:9171)
-  --log-level LEVEL      error, warn, info (default; or $PATRO_LOG_LEVEL) or debug, any case
-  --log-file FILE        log to FILE instead of stderr
-  --help                 this text
-
-Logs to stderr (ISO-8601 UTC times; under systemd, journal priorities). SIGHUP reopens the
-served log files and --log-file (after logrotate moved them). Tells systemd READY=1 once
-serving. Stops cleanly on SIGINT or SIGTERM.
-Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad options.
-)";
+Each is registered by NAME at the broker (clients find them with patro::get_proxy(endpoint,
+NAME) or the patro CLI). Logs to stderr (ISO-8601 UTC times; under systemd, journal
+priorities). SIGHUP reopens the served log files and --log-file (after logrotate moved them).
+Tells systemd READY=1 once serving. Stops cleanly on SIGINT or SIGTERM.
+Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad options.)";
 
 struct Spec {
   std::string kind, name, path;
@@ -78,15 +49,6 @@ struct Spec {
 [[noreturn]] void usage_error(const std::string& what) {
   std::fprintf(stderr, "patro-worker: %s\n(see patro-worker --help)\n", what.c_str());
   std::exit(2);
-}
-
-long long number(const std::string& s, const char* what) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (errno != 0 || end == s.c_str() || *end != '\0' || v < 0)
-    usage_error(std::string(what) + " needs a non-negative number, not '" + s + "'");
-  return v;
 }
 
 // Parses OBJECT words starting at i; returns how many it took.
@@ -172,7 +134,6 @@ std::string render_metrics(const std::vector<std::shared_ptr<patro::worker::JobQ
 
 int main(int argc, char** argv) {
   patro::TerminationSignals signals;
-  std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<Spec> specs;
   patro::ServerOptions so;
   patro::BrokerOptions bo;
@@ -180,84 +141,115 @@ int main(int argc, char** argv) {
   patro::worker::WalOptions wal_options;
   auto visibility = std::chrono::milliseconds(30000);
   patro::worker::LogOptions log_options;
-  for (size_t i = 0; i < args.size();) {
-    const std::string& a = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) usage_error(a + " needs a value");
-      return args[i + 1];
-    };
-    if (a == "--help" || a == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a == "--broker") {
-      so.broker = value();
-    } else if (a == "--front") {
-      bo.frontend = value();
-    } else if (a == "--back") {
-      bo.backend = value();
-    } else if (a == "--data") {
-      data_dir = value();
-    } else if (a == "--compact-ratio") {
-      char* end = nullptr;
-      wal_options.compact_ratio = std::strtod(value().c_str(), &end);
-      if (end == value().c_str() || *end != '\0' || !(wal_options.compact_ratio >= 0))
-        usage_error("--compact-ratio needs a non-negative number, not '" + value() + "'");
-    } else if (a == "--compact-min-bytes") {
-      wal_options.compact_min_bytes = number(value(), "--compact-min-bytes");
-    } else if (a == "--metrics") {
-      metrics = value();
-    } else if (a == "--log-level") {
-      log_level = value();
-    } else if (a == "--log-file") {
-      log_file = value();
-    } else if (a == "--visibility") {
-      visibility = std::chrono::milliseconds(number(value(), "--visibility"));
-    } else if (a == "--log-sync") {
-      const std::string& p = value();
-      if (p == "always") {
-        log_options.sync = patro::worker::LogOptions::Sync::always;
-      } else if (p == "never") {
-        log_options.sync = patro::worker::LogOptions::Sync::never;
-      } else {
-        log_options.sync = patro::worker::LogOptions::Sync::interval;
-        log_options.sync_interval = std::chrono::milliseconds(number(p, "--log-sync"));
-      }
-    } else if (a == "--log-prefix") {
-      log_options.prefix = true;
-      i += 1;
-      continue;
-    } else if (a == "--log-rotate-bytes") {
-      log_options.rotate_bytes = number(value(), "--log-rotate-bytes");
-    } else if (a == "--threads") {
-      so.threads = static_cast<unsigned>(number(value(), "--threads"));
-    } else if (a == "--name") {
-      so.name = value();
-    } else if (a == "--heartbeat-ms") {
-      so.heartbeat.interval = std::chrono::milliseconds(number(value(), "--heartbeat-ms"));
-      bo.heartbeat.interval = so.heartbeat.interval;
-    } else if (a == "--config-out") {
-      config_out = value();
-    } else if (a == "--endpoints-file") {
-      endpoints_file = value();
-    } else if (a == "--objects") {
-      std::ifstream in(value());
-      if (!in) usage_error("cannot read " + value());
-      std::vector<std::string> words;
-      for (std::string line; std::getline(in, line);) {
-        line = line.substr(0, line.find('#'));
-        std::istringstream ls(line);
-        std::vector<std::string> lw;
-        for (std::string w; ls >> w;) lw.push_back(w);
-        for (size_t k = 0; k < lw.size();) k += parse_object(lw, k, specs);
-      }
-    } else if (!a.empty() && a[0] == '-') {
-      usage_error("unknown option " + a);
-    } else {
-      i += parse_object(args, i, specs);
-      continue;
-    }
-    i += 2;
+  CLI::App app(
+      "Serves ready-made objects (a job queue, a log writer, a key-value hash, a counter), "
+      "each registered by name at the broker.",
+      "patro-worker");
+  patro::cli::setup(app);
+  app.footer(kObjects);
+  std::vector<std::string> object_words;
+  std::string objects_file, log_sync;
+  int64_t visibility_ms = visibility.count(), heartbeat_ms = 0, rotate_bytes = 0;
+  app.add_option("OBJECT", object_words, "queue NAME | log NAME PATH | hash NAME | counter NAME")
+      ->type_name("");
+  app.add_option("--broker", so.broker,
+                 "register with this broker's server endpoint (its --back); without it, the "
+                 "worker runs a broker itself (--front, --back)")
+      ->type_name("ENDPOINT");
+  app.add_option("--front", bo.frontend, "the embedded broker's client endpoint")
+      ->type_name("ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--back", bo.backend, "the embedded broker's server endpoint")
+      ->type_name("ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--objects", objects_file,
+                 "read OBJECT lines from FILE (one per line; # starts a comment)")
+      ->type_name("FILE");
+  app.add_option("--data", data_dir,
+                 "keep queues, hashes and counters in write-ahead logs in DIR (created, mode "
+                 "0750, if missing): they survive a restart, kill -9 included, and a change is "
+                 "acknowledged only once it is on disk")
+      ->type_name("DIR");
+  app.add_option("--compact-ratio", wal_options.compact_ratio,
+                 "compact a write-ahead log online once it holds more than R times the live "
+                 "state (0: only at start-up)")
+      ->type_name("R")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  app.add_option("--compact-min-bytes", wal_options.compact_min_bytes, "... and more than N bytes")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--visibility", visibility_ms, "a queue's lease (visibility) timeout in ms")
+      ->type_name("MS")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--log-sync", log_sync,
+                 "always (a line is acknowledged once on disk), never (default), or a number "
+                 "of milliseconds between syncs")
+      ->type_name("POLICY");
+  app.add_flag("--log-prefix", log_options.prefix,
+               "prefix each line with the time and the sender's client id");
+  app.add_option("--log-rotate-bytes", rotate_bytes,
+                 "rotate a log when it would grow past N bytes (0: never)")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", so.threads, "worker threads (default $PATRO_THREADS, or 4)")
+      ->type_name("N");
+  app.add_option("--name", so.name, "the server's name (its lock segments in /dev/shm)");
+  app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval (default 1000)")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--config-out", config_out,
+                 "write the config (one line; objects in command-line order) to FILE")
+      ->type_name("FILE");
+  app.add_option("--endpoints-file", endpoints_file,
+                 "write \"FRONT BACK\" of the embedded broker to FILE once bound")
+      ->type_name("FILE");
+  app.add_option("--metrics", metrics,
+                 "serve Prometheus metrics over HTTP at ENDPOINT/metrics (e.g. "
+                 "tcp://127.0.0.1:9171)")
+      ->type_name("ENDPOINT");
+  app.add_option("--log-level", log_level,
+                 "error, warn, info (default; or $PATRO_LOG_LEVEL) or debug, any case")
+      ->type_name("LEVEL");
+  app.add_option("--log-file", log_file, "log to FILE instead of stderr")->type_name("FILE");
+  if (auto status = patro::cli::parse(app, argc, argv)) return *status;
+  visibility = std::chrono::milliseconds(visibility_ms);
+  log_options.rotate_bytes = rotate_bytes;
+  if (heartbeat_ms > 0) {
+    so.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+    bo.heartbeat.interval = so.heartbeat.interval;
   }
+  if (log_sync == "always") {
+    log_options.sync = patro::worker::LogOptions::Sync::always;
+  } else if (log_sync == "never") {
+    log_options.sync = patro::worker::LogOptions::Sync::never;
+  } else if (!log_sync.empty()) {
+    int64_t ms = -1;
+    try {
+      size_t used = 0;
+      ms = std::stoll(log_sync, &used);
+      if (used != log_sync.size()) ms = -1;
+    } catch (const std::exception&) {
+      ms = -1;
+    }
+    if (ms < 0) usage_error("--log-sync: always, never, or milliseconds, not '" + log_sync + "'");
+    log_options.sync = patro::worker::LogOptions::Sync::interval;
+    log_options.sync_interval = std::chrono::milliseconds(ms);
+  }
+  if (!objects_file.empty()) {
+    std::ifstream in(objects_file);
+    if (!in) usage_error("cannot read " + objects_file);
+    for (std::string line; std::getline(in, line);) {
+      line = line.substr(0, line.find('#'));
+      std::istringstream ls(line);
+      std::vector<std::string> lw;
+      for (std::string w; ls >> w;) lw.push_back(w);
+      for (size_t k = 0; k < lw.size();) k += parse_object(lw, k, specs);
+    }
+  }
+  for (size_t k = 0; k < object_words.size();) k += parse_object(object_words, k, specs);
   if (specs.empty()) usage_error("no objects to serve");
   for (size_t i = 0; i < specs.size(); ++i)
     for (size_t j = 0; j < i; ++j)

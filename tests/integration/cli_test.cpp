@@ -90,6 +90,14 @@ TEST_CASE("help and usage errors") {
   Run r = c.run({"--help"}, false);
   CHECK(r.status == 0);
   CHECK(r.out.find("Exit status: 0 ok; 1 a Patro error") != std::string::npos);
+  r = c.run({"help"}, false);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("Exit status: 0 ok; 1 a Patro error") != std::string::npos);
+  CHECK(r.out.find("Usage: patro [OPTIONS] SUBCOMMAND") != std::string::npos);
+  CHECK(c.run({"help", "bogus"}, false).status == 2);
+  r = c.run({"--version"}, false);
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("patro ", 0) == 0);
   r = c.run({"help", "lock"}, false);
   CHECK(r.status == 0);
   CHECK(r.out.find("Usage: patro lock NAME") != std::string::npos);
@@ -102,7 +110,7 @@ TEST_CASE("help and usage errors") {
   CHECK(c.run({}, false).status == 2);
   CHECK(c.run({"frobnicate"}).status == 2);
   CHECK(c.run({"get"}).status == 2);
-  CHECK(c.run({"get", "h"}, false).status == 2);  // no broker
+  CHECK(c.run({"--broker", "no-port", "get", "h"}, false).status == 2);  // not an endpoint
   CHECK(c.run({"get", "h", "--bogus"}).status == 2);
   CHECK(c.run({"get", "h", "--wait", "5"}).status == 2);  // not an option of get
   CHECK(c.run({"get", "h", "--timeout", "soon"}).status == 2);
@@ -143,7 +151,7 @@ TEST_CASE("get and set on a served hash, values typed from the command line") {
 
 TEST_CASE("get, set and call on served objects (a worker's hash and counter)") {
   auto& c = cluster();
-  CHECK(c.out({"set", "kv", "color", "blue"}) == "true\n");
+  CHECK(c.out({"set", "kv", "color", "blue"}).empty());  // set prints nothing
   CHECK(c.out({"get", "kv", "color"}) == "blue\n");
   CHECK(c.out({"--json", "get", "kv", "shape"}) == "null\n");
   CHECK(c.run({"get", "kv", "shape", "--strict"}).status == 3);
@@ -154,7 +162,11 @@ TEST_CASE("get, set and call on served objects (a worker's hash and counter)") {
   CHECK(c.out({"get", "hits"}) == "10\n");
   CHECK(c.out({"call", "hits", "cas", "10", "11"}) == "true\n");
   CHECK(c.out({"--json", "call", "kv", "keys"}) == "[\"color\"]\n");
-  CHECK(c.out({"--json", "call", "kv", "keys", "--list"}) == "[[\"color\"]]\n");
+  CHECK(c.out({"--json", "call", "kv", "keys", "--list"}) == "[\"color\"]\n");  // the default
+  CHECK(c.out({"set", "kv", "size", "m"}).empty());
+  CHECK(c.out({"call", "kv", "keys"}) == "color\nsize\n");  // every key, one per line
+  CHECK(c.out({"get", "kv"}) == "{\"color\":\"blue\",\"size\":\"m\"}\n");  // the whole hash
+  CHECK(c.out({"--json", "call", "hits", "add", "0", "--scalar"}) == "11\n");
 }
 
 TEST_CASE("push, pop and take on a served array") {
@@ -175,7 +187,7 @@ TEST_CASE("a job queue: push, take, ack, nack, pop") {
   CHECK(c.out({"take", "jobs"}) == "1\t1\tj1\n");
   CHECK(c.run({"ack", "jobs", "1", "1"}).status == 0);
   CHECK(c.run({"ack", "jobs", "1", "1"}).status == 1);  // settled already
-  CHECK(c.out({"--json", "take", "jobs"}) == "[2,\"j2\",2]\n");
+  CHECK(c.out({"--json", "take", "jobs"}) == "{\"id\":2,\"delivery\":2,\"job\":\"j2\"}\n");
   CHECK(c.run({"ack", "jobs", "2", "2", "--nack"}).status == 0);  // back in the queue
   CHECK(c.out({"pop", "jobs"}) == "j2\n");                        // taken and acked
   CHECK(c.out({"pop", "jobs", "--wait", "100"}) == "j3\n");
@@ -265,6 +277,7 @@ TEST_CASE("tail prints a log's last lines, and -f follows it until interrupted")
   CHECK(c.out({"tail", "applog", "-n", "2"}) == "two\nthree\n");
   CHECK(c.out({"tail", "applog"}) == "one\ntwo\nthree\n");
   CHECK(c.out({"tail", "applog", "--from", "1"}) == "two\nthree\n");
+  CHECK(c.out({"--json", "tail", "applog", "-n", "2"}) == "\"two\"\n\"three\"\n");  // JSON lines
   const std::string out = c.dir.file("follow");
   Process follower(c.argv({"tail", "-f", "-n", "0", "applog"}), out);
   std::this_thread::sleep_for(300ms);
@@ -286,7 +299,8 @@ TEST_CASE("stats: rates, clients, servers, queue depths, lock waiters") {
   const std::string json = c.out({"stats", "--json", "--interval", "200"});
   CHECK(json.find("\"requests_per_second\":") != std::string::npos);
   CHECK(json.find("\"servers\":1") != std::string::npos);
-  CHECK(json.find("\"jobs\":{\"depth\":2,\"leased\":0,\"lock_waiters\":0") != std::string::npos);
+  CHECK(json.find("\"jobs\":{\"type\":\"queue\",\"depth\":2,\"leased\":0,\"lock_waiters\":0}") !=
+        std::string::npos);
   const std::string text = c.out({"stats", "--interval", "100"});
   CHECK(text.find("requests/s") != std::string::npos);
   CHECK(text.find("jobs\tqueue\t2\t0\t0") != std::string::npos);

@@ -1,0 +1,261 @@
+// The patro CLI against the real patro-worker (its own broker): the queue flow from a shell (take
+// in one process, ack in another; take --exec), typed input (--json-args, -x, @FILE), valid JSON
+// for any value, and the options every binary shares (--version, --opt=value, host:port).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <patro/patro.hpp>
+
+#include "../support/process.hpp"
+
+using namespace std::chrono_literals;
+using patro::test::Process;
+using patro::test::program;
+using patro::test::read_file;
+using patro::test::TempDir;
+using patro::test::wait_for_file;
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+// Runs argv to completion (60 s at most) with its stdout in a file of dir.
+Run run(const TempDir& dir, std::vector<std::string> argv) {
+  static int runs = 0;
+  const std::string out = dir.file("run-" + std::to_string(++runs));
+  Process p(std::move(argv), out);
+  Run r;
+  auto st = p.wait(60s);
+  REQUIRE(st.has_value());
+  r.status = *st;
+  r.out = read_file(out);
+  return r;
+}
+
+// patro-worker with its own broker on free ports, serving a queue, a hash and a log.
+struct Worker {
+  TempDir dir;
+  std::unique_ptr<Process> proc;
+  std::string front, host_port;
+
+  Worker() {
+    const std::string eps = dir.file("worker-endpoints");
+    proc = std::make_unique<Process>(std::vector<std::string>{
+        program("PATRO_WORKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
+        "--endpoints-file", eps, "--heartbeat-ms", "250", "--visibility", "600000", "queue", "jobs",
+        "hash", "kv", "log", "events", dir.file("events.log")});
+    REQUIRE(wait_for_file(eps, 20s));
+    std::istringstream(read_file(eps)) >> front;
+    host_port = front.substr(std::string("tcp://").size());
+    for (int i = 0; i < 200; ++i) {
+      try {
+        patro::ClientOptions co;
+        co.connect_timeout = 1s;
+        (void)patro::get_proxy(front, "events", co);
+        return;
+      } catch (const patro::Error&) {
+        std::this_thread::sleep_for(25ms);
+      }
+    }
+    FAIL("the worker did not register its objects");
+  }
+  ~Worker() { proc->stop(); }
+
+  // patro with the broker from PATRO_BROKER as HOST:PORT (the test environment sets PATRO_BROKER
+  // to the broker's program, so it is replaced here).
+  std::vector<std::string> argv(std::vector<std::string> args) const {
+    std::vector<std::string> a{"/usr/bin/env", "PATRO_BROKER=" + host_port, program("PATRO_CLI")};
+    a.insert(a.end(), args.begin(), args.end());
+    return a;
+  }
+  Run cli(std::vector<std::string> args) const { return run(dir, argv(std::move(args))); }
+  std::string out(std::vector<std::string> args) const {
+    Run r = cli(std::move(args));
+    CHECK(r.status == 0);
+    return r.out;
+  }
+  // A shell pipeline; PATRO is the CLI with this worker's broker.
+  Run shell(const std::string& script) const {
+    return run(dir, {"/bin/sh", "-c",
+                     "PATRO='" + program("PATRO_CLI") + " --broker " + front + "'; " + script});
+  }
+};
+
+Worker& worker() {
+  static Worker w;
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("--version and --help on every binary") {
+  TempDir dir;
+  for (const auto& [env, name] :
+       std::vector<std::pair<const char*, std::string>>{{"PATRO_CLI", "patro"},
+                                                        {"PATRO_BROKER", "patro-broker"},
+                                                        {"PATRO_WORKER", "patro-worker"},
+                                                        {"PATRO_LOCKS", "patro-locks"},
+                                                        {"PATRO_BENCH", "patro-bench"}}) {
+    CAPTURE(name);
+    Run r = run(dir, {program(env), "--version"});
+    CHECK(r.status == 0);
+    CHECK(r.out.rfind(name + " ", 0) == 0);
+    CHECK(r.out.size() > name.size() + 2);
+    r = run(dir, {program(env), "--help"});
+    CHECK(r.status == 0);
+    CHECK(r.out.find("--version") != std::string::npos);
+    CHECK(run(dir, {program(env), "--no-such-option"}).status == 2);
+  }
+}
+
+TEST_CASE("--opt=value on patro-broker and patro-worker; host:port and PATRO_BROKER for patro") {
+  TempDir dir;
+  const std::string eps = dir.file("broker-endpoints"), conf = dir.file("worker.conf");
+  Process broker({program("PATRO_BROKER"), "--front=tcp://127.0.0.1:*", "--back=tcp://127.0.0.1:*",
+                  "--heartbeat-ms=100", "--liveness=5", "--endpoints-file=" + eps});
+  REQUIRE(wait_for_file(eps, 20s));
+  std::string front, back;
+  std::istringstream(read_file(eps)) >> front >> back;
+  Process w({program("PATRO_WORKER"), "--broker=" + back, "--threads=1", "--heartbeat-ms=100",
+             "--visibility=5000", "--config-out=" + conf, "queue", "work"});
+  REQUIRE(wait_for_file(conf, 20s));
+  const std::string host_port = front.substr(std::string("tcp://").size());
+  Run r = run(dir, {program("PATRO_CLI"), "--broker=" + host_port, "ls"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find("\nwork\tPatro::Queue\t") != std::string::npos);
+  r = run(dir,
+          {"/usr/bin/env", "PATRO_BROKER=" + host_port, program("PATRO_CLI"), "push", "work", "x"});
+  CHECK(r.status == 0);
+  CHECK(r.out == "1\n");
+  r = run(dir, {"/usr/bin/env", "PATRO_BROKER=" + front, program("PATRO_CLI"), "--timeout=5s",
+                "call", "work", "size"});
+  CHECK(r.out == "1\n");
+  // Usage errors exit 2 with a message: a bad endpoint, a bad option value.
+  CHECK(run(dir, {"/usr/bin/env", "PATRO_BROKER=nowhere", program("PATRO_CLI"), "ls"}).status == 2);
+  CHECK(run(dir, {program("PATRO_CLI"), "--broker=" + front, "take", "work", "--wait=-1"}).status ==
+        2);
+  CHECK(run(dir, {program("PATRO_BROKER"), "--liveness=0"}).status == 2);
+  CHECK(run(dir, {program("PATRO_WORKER"), "--threads=many", "queue", "q"}).status == 2);
+  CHECK(w.stop() == 0);
+  CHECK(broker.stop() == 0);
+}
+
+TEST_CASE("the queue flow from a shell: take in one process, ack in another") {
+  auto& w = worker();
+  CHECK(w.out({"push", "jobs", "resize photo 17"}) == "1\n");
+  CHECK(w.out({"take", "jobs"}) == "1\t1\tresize photo 17\n");
+  // The take process is gone; its lease is not: the job is neither redelivered nor lost.
+  CHECK(w.out({"call", "jobs", "leased"}) == "1\n");
+  CHECK(w.cli({"take", "jobs"}).status == 3);
+  CHECK(w.cli({"ack", "jobs", "1", "1"}).status == 0);
+  CHECK(w.cli({"ack", "jobs", "1", "1"}).status == 1);  // settled already
+  CHECK(w.out({"call", "jobs", "leased"}) == "0\n");
+  CHECK(w.out({"call", "jobs", "size"}) == "0\n");
+
+  // --lease: a lease of its own, shorter than the queue's; once past, the job comes back.
+  CHECK(w.out({"push", "jobs", "short"}) == "2\n");
+  CHECK(w.out({"--json", "take", "jobs", "--lease", "300"}) ==
+        "{\"id\":2,\"delivery\":2,\"job\":\"short\"}\n");
+  Run again;
+  for (int i = 0; i < 100; ++i) {  // up to 10 s
+    again = w.cli({"take", "jobs", "--wait", "100"});
+    if (again.status == 0) break;
+  }
+  CHECK(again.out == "2\t3\tshort\n");
+  CHECK(w.cli({"ack", "jobs", "2", "2"}).status == 1);  // the old delivery is void
+  CHECK(w.cli({"ack", "jobs", "2", "3"}).status == 0);
+
+  // A job with a newline, a tab and a backslash stays on its line, escaped.
+  CHECK(w.out({"--json-args", "push", "jobs", "\"two\\nlines\\tand \\\\\""}) == "3\n");
+  CHECK(w.out({"take", "jobs"}) == "3\t4\ttwo\\nlines\\tand \\\\\n");
+  CHECK(w.cli({"ack", "jobs", "3", "4"}).status == 0);
+}
+
+TEST_CASE("take --exec: acked when the command exits 0, back in the queue otherwise") {
+  auto& w = worker();
+  const std::string got = w.dir.file("exec-got");
+  CHECK(w.out({"push", "jobs", "payload"}) == "4\n");
+  Run r = w.cli({"take", "jobs", "--exec", "sh", "-c",
+                 "cat > " + got + "; echo \" $PATRO_JOB_ID $PATRO_JOB_DELIVERY\" >> " + got});
+  CHECK(r.status == 0);
+  CHECK(read_file(got) == "payload 4 5\n");
+  CHECK(w.out({"call", "jobs", "leased"}) == "0\n");
+  CHECK(w.out({"call", "jobs", "size"}) == "0\n");
+
+  CHECK(w.out({"push", "jobs", "fails"}) == "5\n");
+  r = w.cli({"take", "jobs", "--exec", "--", "sh", "-c", "cat >/dev/null; exit 5"});
+  CHECK(r.status == 5);
+  CHECK(w.out({"call", "jobs", "leased"}) == "0\n");
+  CHECK(w.out({"take", "jobs"}) == "5\t7\tfails\n");  // delivered again
+  CHECK(w.cli({"ack", "jobs", "5", "7"}).status == 0);
+
+  // ^C while take --exec waits for a job ends it (128+SIGINT); no job is left leased.
+  Process waiting(w.argv({"take", "jobs", "--wait", "30000", "--exec", "true"}));
+  std::this_thread::sleep_for(500ms);
+  waiting.signal(SIGINT);
+  CHECK(waiting.wait(10s) == 128 + SIGINT);
+  CHECK(w.out({"call", "jobs", "leased"}) == "0\n");
+
+  CHECK(w.cli({"take", "jobs", "--exec", "true"}).status == 3);  // nothing to take
+  CHECK(w.cli({"take", "jobs", "--exec"}).status == 2);          // no command
+}
+
+TEST_CASE("--json prints valid JSON for a value that is not UTF-8") {
+  auto& w = worker();
+  CHECK(w.out({"set", "kv", "bin", std::string("\xff\xfe ok\x80")}).empty());
+  Run r = w.cli({"--json", "get", "kv", "bin"});
+  CHECK(r.status == 0);
+  CHECK(r.out == "{\"$base64\":\"//4gb2uA\"}\n");
+  const std::string file = w.dir.file("bin.json");
+  { std::ofstream(file) << r.out; }
+  CHECK(run(w.dir, {"/usr/bin/python3", "-m", "json.tool", file}).status == 0);
+  // The whole hash too (get on a worker's hash prints it as one JSON object).
+  r = w.cli({"--json", "get", "kv"});
+  { std::ofstream(file) << r.out; }
+  CHECK(r.out.find("\"bin\":{\"$base64\":\"//4gb2uA\"}") != std::string::npos);
+  CHECK(run(w.dir, {"/usr/bin/python3", "-m", "json.tool", file}).status == 0);
+  // Text output gives the bytes as they are.
+  CHECK(w.out({"get", "kv", "bin"}) == std::string("\xff\xfe ok\x80\n"));
+}
+
+TEST_CASE("typed input: --json-args, -x (a 10 MB value from stdin), @FILE") {
+  auto& w = worker();
+  CHECK(w.out({"--json-args", "set", "kv", "retries", "\"007\""}).empty());
+  CHECK(w.out({"--json", "get", "kv", "retries"}) == "\"007\"\n");
+  CHECK(w.out({"set", "kv", "inferred", "007"}).empty());
+  CHECK(w.out({"--json", "get", "kv", "inferred"}) == "7\n");
+  CHECK(w.out({"--json-args", "set", "kv", "list", "[1,2]"}).empty());
+  CHECK(w.out({"--json", "get", "kv", "list"}) == "[1,2]\n");
+  CHECK(w.out({"--json-args", "set", "kv", "obj", "{\"a\":[true,null,1.5]}"}).empty());
+  CHECK(w.out({"--json", "get", "kv", "obj"}) == "{\"a\":[true,null,1.5]}\n");
+  CHECK(w.cli({"--json-args", "set", "kv", "bad", "007"}).status == 2);  // not JSON
+  CHECK(w.out({"--json-args", "call", "events", "write_many", "[\"a\",\"b\"]"}) == "2\n");
+
+  Run r = w.shell("head -c 10485760 /dev/zero | tr '\\0' a | $PATRO -x set kv big");
+  CHECK(r.status == 0);
+  r = w.shell("$PATRO get kv big | wc -c");
+  CHECK(r.status == 0);
+  CHECK(std::atol(r.out.c_str()) == 10485760 + 1);  // and the newline after it
+
+  const std::string file = w.dir.file("value.txt");
+  { std::ofstream(file) << "from a file\n"; }
+  CHECK(w.out({"set", "kv", "f", "@" + file}).empty());
+  CHECK(w.out({"--json", "get", "kv", "f"}) == "\"from a file\\n\"\n");
+  CHECK(w.out({"set", "kv", "at", "@@home"}).empty());
+  CHECK(w.out({"get", "kv", "at"}) == "@home\n");
+  CHECK(w.cli({"set", "kv", "g", "@" + w.dir.file("missing")}).status == 2);
+
+  // call kv keys prints every key, one per line.
+  const std::string keys = w.out({"call", "kv", "keys"});
+  for (const char* k : {"retries\n", "inferred\n", "list\n", "big\n", "f\n"})
+    CHECK(keys.find(k) != std::string::npos);
+}

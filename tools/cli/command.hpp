@@ -1,0 +1,16 @@
+// Running a user's command for lock -- CMD and take --exec CMD: signals passed on, status kept.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace patro::cli {
+
+/// Runs cmd with extra_env added to the environment (replacing variables of the same name) and,
+/// if stdin_data is given, that data on its standard input. SIGINT, SIGTERM and SIGHUP that reach
+/// patro are passed on to it (they must be blocked already: handled_signals()). Returns its exit
+/// status, 128+N if signal N ended it, or 127 if it cannot be run.
+int run_command(const std::vector<std::string>& cmd, const std::vector<std::string>& extra_env,
+                const std::string* stdin_data = nullptr);
+
+}  // namespace patro::cli

@@ -1,0 +1,286 @@
+// Subcommands that show what a cluster holds and does: ls, locks, stats, and tail of a served log.
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "context.hpp"
+
+namespace patro::cli {
+
+namespace {
+
+std::string hex16(uint64_t v) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
+  return buf;
+}
+
+std::vector<std::string> names_or_all(const Invocation& a, Cluster& c) {
+  if (!a.words.empty()) return a.words;
+  std::vector<std::string> names;
+  for (const auto& n : broker_info(c.endpoint(), c.options()).names) names.push_back(n.name);
+  return names;
+}
+
+bool is_container(const std::string& reftype) {
+  return reftype == "HASH" || reftype == "ARRAY" || reftype == "SCALAR";
+}
+
+}  // namespace
+
+int cmd_ls(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(0, 0, "no arguments");
+  const BrokerInfo info = broker_info(c.endpoint(), c.options());
+  if (out.json) {
+    Json servers = Json::array(), names = Json::array();
+    for (const auto& s : info.servers)
+      servers.push_back(Json{{"id", hex16(s.id)}, {"lanes", s.lanes}, {"clients", s.clients}});
+    for (const auto& n : info.names)
+      names.push_back(Json{
+          {"name", n.name}, {"type", n.type_name}, {"reftype", n.reftype}, {"id", n.id.to_hex()}});
+    out.print(Json{{"servers", servers}, {"names", names}});
+    return ok;
+  }
+  out.line("SERVER            LANES  CLIENTS");
+  for (const auto& s : info.servers) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s  %5u  %7u", hex16(s.id).c_str(), s.lanes, s.clients);
+    out.line(buf);
+  }
+  out.line("");
+  out.line("NAME\tTYPE\tOBJECT");
+  for (const auto& n : info.names) out.line(n.name + "\t" + n.type_name + "\t" + n.id.to_hex());
+  return ok;
+}
+
+int cmd_locks(const Invocation& a, Cluster& c, const Output& out) {
+  Json all = Json::array();
+  if (!out.json) out.line("NAME\tHOLDER\tDEPTH\tWAITERS\tWAITING\tTOKEN");
+  for (const std::string& name : names_or_all(a, c)) {
+    const LockInfo i = lock_info(c.proxy(name));
+    if (out.json) {
+      all.push_back(Json{{"name", name},
+                         {"holder", i.holder ? Json(hex16(i.holder)) : Json(nullptr)},
+                         {"depth", i.depth},
+                         {"waiters", i.waiters},
+                         {"waiting", i.waiting},
+                         {"token", i.token}});
+    } else {
+      out.line(name + "\t" + (i.holder ? hex16(i.holder) : std::string("-")) + "\t" +
+               std::to_string(i.depth) + "\t" + std::to_string(i.waiters) + "\t" +
+               std::to_string(i.waiting) + "\t" + std::to_string(i.token));
+    }
+  }
+  if (out.json) out.print(all);
+  return ok;
+}
+
+int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(0, 0, "no arguments");
+  const auto interval = std::chrono::milliseconds(a.interval_ms.value_or(1000));
+  const auto t0 = std::chrono::steady_clock::now();
+  const BrokerInfo first = broker_info(c.endpoint(), c.options());
+  std::this_thread::sleep_for(interval);
+  const BrokerInfo second = broker_info(c.endpoint(), c.options());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double rps = static_cast<double>(second.stats.routed - first.stats.routed) / secs;
+  const double reply_ps = static_cast<double>(second.stats.replies - first.stats.replies) / secs;
+  Json objects = Json::object();
+  for (const auto& n : second.names) {
+    Proxy p = c.proxy(n.name);
+    Json o = Json::object();
+    o["type"] = n.type_name;
+    o["depth"] = nullptr;
+    o["leased"] = nullptr;
+    if (!is_container(n.reftype) && can(p, "take") && can(p, "size")) {
+      o["depth"] = to_json(p.call("size"));
+      if (can(p, "leased")) o["leased"] = to_json(p.call("leased"));
+    }
+    o["lock_waiters"] = lock_info(p).waiters;
+    objects[n.name] = o;
+  }
+  if (out.json) {
+    out.print(Json{{"requests_per_second", rps},
+                   {"replies_per_second", reply_ps},
+                   {"clients", second.stats.clients},
+                   {"servers", second.stats.servers},
+                   {"routed", second.stats.routed},
+                   {"dropped", second.stats.dropped},
+                   {"rejected", second.stats.rejected},
+                   {"objects", objects}});
+    return ok;
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "requests/s %.1f  replies/s %.1f  clients %" PRIu64 "  servers %" PRIu64
+                "  dropped %" PRIu64 "  rejected %" PRIu64,
+                rps, reply_ps, second.stats.clients, second.stats.servers, second.stats.dropped,
+                second.stats.rejected);
+  out.line(buf);
+  out.line("NAME\tTYPE\tDEPTH\tLEASED\tLOCK_WAITERS");
+  for (auto it = objects.begin(); it != objects.end(); ++it) {
+    const Json& o = it.value();
+    auto field = [&o](const char* k) { return o[k].is_null() ? std::string("-") : dump(o[k]); };
+    out.line(it.key() + "\t" + o["type"].get<std::string>() + "\t" + field("depth") + "\t" +
+             field("leased") + "\t" + field("lock_waiters"));
+  }
+  return ok;
+}
+
+namespace {
+
+// Prints the lines of a read or follow result (text: each line as it is; JSON lines: each line a
+// JSON string); returns its next offset.
+int64_t print_lines(const Output& out, const Value& r, int64_t offset) {
+  if (const ValueArray* ls = r["lines"].if_array())
+    for (const Value& l : *ls) out.print(l);
+  const Value& next = r["next"];
+  return next.if_int() ? *next.if_int() : offset;
+}
+
+// Errors that another try cannot mend: the name is there but is not a log.
+bool fatal(const Error& e) {
+  switch (e.code()) {
+    case Errc::unknown_method:
+    case Errc::type_mismatch:
+    case Errc::invalid_argument:
+    case Errc::not_callable:
+    case Errc::unsupported:
+    case Errc::bad_config:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The follower of tail -f, on its own thread: the main thread waits for the signal that ends it.
+class Follower {
+ public:
+  Follower(const Invocation& a, Cluster& c, const Output& out, Proxy p, int64_t offset)
+      : a_(a), c_(c), out_(out), p_(std::move(p)), offset_(offset) {}
+
+  // Follows until stop(); a fatal error ends it with status 1.
+  int run() {
+    constexpr int64_t kFollowMs = 1000;
+    auto backoff = std::chrono::milliseconds(100);
+    bool lost = false;
+    while (!stopping()) {
+      try {
+        if (lost) {
+          c_.reconnect();
+          p_ = c_.proxy(a_.key(0));
+          if (announced_) std::fprintf(stderr, "patro: tail: %s is back\n", a_.key(0).c_str());
+          announced_ = false;
+          lost = false;
+          backoff = std::chrono::milliseconds(100);
+        }
+        offset_ = print_lines(out_, p_.call("follow", offset_, kFollowMs), offset_);
+      } catch (const Error& e) {
+        if (stopping()) break;
+        if (fatal(e)) {
+          std::fprintf(stderr, "patro: tail: %s\n", e.what());
+          return patro_error;
+        }
+        // Anything else, a timeout included (a dead broker may answer nothing): a new connection
+        // and a new lookup of the name, since a restarted server has new object ids.
+        if (!lost && e.code() != Errc::timeout) {
+          std::fprintf(stderr, "patro: tail: %s; reconnecting\n", e.what());
+          announced_ = true;
+        }
+        lost = true;
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, backoff, [&] { return stop_; });
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      }
+    }
+    return ok;
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  bool stopping() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stop_;
+  }
+
+  const Invocation& a_;
+  Cluster& c_;
+  const Output& out_;
+  Proxy p_;
+  int64_t offset_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool announced_ = false;  // "reconnecting" was said: say "is back" once it is
+};
+
+}  // namespace
+
+int cmd_tail(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(1, 1, "NAME");
+  Proxy p = c.proxy(a.key(0));
+  int64_t offset = 0;
+  if (a.from) {
+    offset = print_lines(out, p.call("read", *a.from, int64_t{100000}), *a.from);
+  } else {
+    // The last n lines: read everything, keep n. Bounded by the log's size.
+    const int64_t n = a.lines.value_or(10);
+    std::deque<Value> last;
+    for (int round = 0; round < 1000000; ++round) {
+      const Value r = p.call("read", offset, int64_t{10000});
+      const ValueArray* ls = r["lines"].if_array();
+      const int64_t next = r["next"].if_int() ? *r["next"].if_int() : offset;
+      if (ls)
+        for (const Value& l : *ls) {
+          last.push_back(l);
+          if (static_cast<int64_t>(last.size()) > n) last.pop_front();
+        }
+      if (ls == nullptr || ls->empty() || next == offset) break;
+      offset = next;
+    }
+    for (const Value& l : last) out.print(l);
+  }
+  if (!a.follow) return ok;
+
+  // The follower runs on a thread; this one waits for SIGINT, SIGTERM or SIGHUP (blocked in every
+  // thread since before the connection started), or for SIGUSR1 from a follower that failed.
+  Follower f(a, c, out, std::move(p), offset);
+  std::promise<int> done;
+  std::future<int> result = done.get_future();
+  const pid_t self = ::getpid();
+  std::thread t([&] {
+    const int status = f.run();
+    done.set_value(status);
+    ::kill(self, SIGUSR1);
+  });
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0 || sig == 0) {
+  }
+  f.stop();
+  if (result.wait_for(std::chrono::seconds(3)) != std::future_status::ready) {
+    // A call stuck on a dead connection: the lines printed so far are out; leave at once.
+    std::fflush(stdout);
+    ::_exit(sig == SIGUSR1 ? patro_error : ok);
+  }
+  t.join();
+  return sig == SIGUSR1 ? result.get() : ok;
+}
+
+}  // namespace patro::cli
