@@ -89,19 +89,8 @@ template <class F>
 Value guarded(const std::string& callee, F&& f) {
   try {
     return f();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::system_error& e) {
-    const auto& cat = e.code().category();
-    const bool is_errno = cat == std::generic_category() || cat == std::system_category();
-    throw RemoteError(Errc::remote_exception, std::string(e.what()) + " (thrown by " + callee + ")",
-                      demangle(typeid(e).name()), is_errno ? e.code().value() : 0);
-  } catch (const std::exception& e) {
-    throw RemoteError(Errc::remote_exception, std::string(e.what()) + " (thrown by " + callee + ")",
-                      demangle(typeid(e).name()));
   } catch (...) {
-    throw RemoteError(Errc::remote_exception, callee + " threw something not a std::exception",
-                      "unknown");
+    throw_served_exception(callee);
   }
 }
 
@@ -140,7 +129,7 @@ Value run_invoker(Node& node, const Invoker& fn, void* self, Value self_ref, std
     // The method took a Deferred: its answer is what it resolved (now), or comes later.
     DeferredState& d = *inv.deferred;
     MutexLock lock(d.mu);
-    if (d.error) throw *d.error;
+    if (d.error) std::rethrow_exception(d.error);
     if (d.result) return *d.result;
     d.in_call = false;
     if (call) call->deferred = true;
@@ -398,6 +387,46 @@ ValueArray operate(const std::shared_ptr<Node>& target, ServedCall& c) {
 }
 
 }  // namespace
+
+RemoteError served_error(std::exception_ptr e, const std::string& callee) {
+  try {
+    std::rethrow_exception(std::move(e));
+  } catch (const RemoteError& re) {
+    return re;
+  } catch (const Error& err) {
+    // No type: a plain Error. Its text without the code's name, which the constructor adds again.
+    std::string text = err.what();
+    const std::string prefix = std::string(errc_name(err.code())) + ": ";
+    if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+    return RemoteError(err.code(), text, std::string());
+  } catch (const std::system_error& se) {
+    const auto& cat = se.code().category();
+    const bool is_errno = cat == std::generic_category() || cat == std::system_category();
+    return RemoteError(Errc::remote_exception,
+                       std::string(se.what()) + " (thrown by " + callee + ")",
+                       demangle(typeid(se).name()), is_errno ? se.code().value() : 0);
+  } catch (const std::exception& ex) {
+    return RemoteError(Errc::remote_exception,
+                       std::string(ex.what()) + " (thrown by " + callee + ")",
+                       demangle(typeid(ex).name()));
+  } catch (...) {
+    // Not a std::exception (a thrown int, say): the ABI still knows its type.
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    const std::string type = t ? demangle(t->name()) : std::string("unknown");
+    return RemoteError(Errc::remote_exception,
+                       callee + " threw " + type + ", which is not a std::exception", type);
+  }
+}
+
+void throw_served_exception(const std::string& callee) {
+  try {
+    throw;
+  } catch (const Error&) {
+    throw;  // keeps its code (and a RemoteError its type)
+  } catch (...) {
+    throw served_error(std::current_exception(), callee);
+  }
+}
 
 ValueArray run_served(const std::shared_ptr<Node>& target, ServedCall& c) {
   switch (c.op) {
