@@ -138,6 +138,37 @@ const Value& arg(const ValueArray& args, size_t i, const char* op) {
 
 }  // namespace
 
+zmq::message_t exception_reply(uint64_t request_id) {
+  try {
+    throw;
+  } catch (const RemoteError& e) {
+    return error_reply(request_id, e.code(), e.what(), e.type(), e.error_number());
+  } catch (const Error& e) {
+    return error_reply(request_id, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    return error_reply(request_id, Errc::overloaded, "out of memory running the request");
+  } catch (const std::exception& e) {
+    // Our own code failed (zmq::error_t, boost::interprocess, a library): a bug, not the caller's.
+    PATRO_LOG(error, "server") << "internal error: " << e.what();
+    return error_reply(request_id, Errc::internal, e.what());
+  } catch (...) {
+    PATRO_LOG(error, "server") << "internal error: something not a std::exception was thrown";
+    return error_reply(request_id, Errc::internal, "something not a std::exception was thrown");
+  }
+}
+
+std::string exception_text() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return "overloaded: out of memory running the request";
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "internal: something not a std::exception was thrown";
+  }
+}
+
 Value Executor::resolve_ref(const wire::Ref& ref) {
   const ObjectId id{ref.server(), ref.object()};
   if (id.server != objects_.server_id()) {
@@ -176,21 +207,15 @@ zmq::message_t Executor::execute(const wire::Request& req, std::string_view rout
   route_ = ReplyRoute{sink_, routing, req.request_id(), req.client_id(), req.context()};
   try {
     results = run(req);
-  } catch (const RemoteError& e) {
-    return error_reply(req.request_id(), e.code(), e.what(), e.type(), e.error_number());
-  } catch (const Error& e) {
-    return error_reply(req.request_id(), e.code(), e.what());
-  } catch (const std::bad_alloc&) {
-    return error_reply(req.request_id(), Errc::overloaded, "out of memory running the request");
-  } catch (const std::exception& e) {
-    PATRO_LOG(error, "server") << "internal error: " << e.what();
-    return error_reply(req.request_id(), Errc::internal, e.what());
+  } catch (...) {
+    return exception_reply(req.request_id());
   }
   if (deferred_) return zmq::message_t();
-  return results_reply(req.request_id(), results);
+  return results_reply(req.request_id(), results, &changed_);
 }
 
-zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& results) {
+zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& results,
+                                       const ChangedArgs* changed_args) {
   fb_.Clear();
   const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
     return write_ref(fb, r);
@@ -199,9 +224,9 @@ zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& re
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::ChangedArg>>> changed;
   try {
     rs = encode_values(fb_, results, refs);
-    if (!changed_.empty()) {
+    if (changed_args != nullptr && !changed_args->empty()) {
       std::vector<flatbuffers::Offset<wire::ChangedArg>> cs;
-      for (const auto& [index, value] : changed_)
+      for (const auto& [index, value] : *changed_args)
         cs.push_back(wire::CreateChangedArg(fb_, index, encode_value(fb_, value, refs)));
       changed = fb_.CreateVector(cs);
     }
@@ -231,10 +256,8 @@ std::optional<std::string> Executor::execute_oneway(const wire::Request& req) {
   try {
     run(req);
     return std::nullopt;
-  } catch (const std::bad_alloc&) {
-    return std::string("overloaded: out of memory running the request");
-  } catch (const std::exception& e) {
-    return std::string(e.what());
+  } catch (...) {
+    return exception_text();
   }
 }
 
@@ -253,27 +276,11 @@ uint64_t Executor::lock_object(const wire::Request& req) {
   return objects_.add(node).object;
 }
 
-namespace {
-bool mutating(wire::Op op) {
-  switch (op) {
-    case wire::Op::Get:
-    case wire::Op::Exists:
-    case wire::Op::Size:
-    case wire::Op::Keys:
-    case wire::Op::Values:
-    case wire::Op::Describe:
-      return false;
-    default:
-      return true;
-  }
-}
-}  // namespace
-
 ValueArray Executor::run(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
-  if (req.fence_token() != 0 && locks_ != nullptr && mutating(req.op())) {
+  if (req.fence_token() != 0 && locks_ != nullptr && op_info(req.op()).mutating) {
     // Kleppmann's fencing: a holder whose grant is older than the newest is refused.
     const uint64_t newest = locks_->token(id.object);
     if (newest > req.fence_token())
@@ -284,9 +291,32 @@ ValueArray Executor::run(const wire::Request& req) {
   const Path path = decode_path(req.path());
   const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
   ValueArray args = decode_values(req.args(), refs);
-  const size_t n = path.size();
   const wire::Op op = req.op();
 
+  OpCall c{req, op, root, path, args};
+  // The op table says which handler runs the operation; the dispatcher has taken the lock path.
+  switch (op_info(op).handler) {
+    case OpHandler::element:
+      return run_element(c);
+    case OpHandler::container:
+      return run_container(c);
+    case OpHandler::served:
+      return run_served_op(c);
+    case OpHandler::lock:
+    case OpHandler::unknown:
+      break;
+  }
+  throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
+}
+
+ValueArray Executor::run_element(OpCall& c) {
+  const wire::Request& req = c.req;
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  (void)req, (void)root, (void)args, (void)n;
   switch (op) {
     case wire::Op::Get: {
       if (n == 0) {
@@ -418,6 +448,35 @@ ValueArray Executor::run(const wire::Request& req) {
       throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
     }
 
+    case wire::Op::Describe: {
+      Value v;
+      if (n == 0) {
+        v = reference_to(root);
+      } else {
+        auto parent = node_at(root, path, n - 1);
+        if (parent) v = element(*parent, path.back(), path, n - 1);
+      }
+      const Reference* r = v.if_reference();
+      if (!r) return {Value(""), Value("")};
+      if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
+      return {Value(r->type_name), Value(r->reftype)};
+    }
+
+    default:
+      break;
+  }
+  throw Error(Errc::internal, std::string("the element handler cannot run ") + op_info(op).name);
+}
+
+ValueArray Executor::run_container(OpCall& c) {
+  const wire::Request& req = c.req;
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  (void)req, (void)root, (void)args, (void)n;
+  switch (op) {
     case wire::Op::Size:
     case wire::Op::Keys:
     case wire::Op::Values:
@@ -525,28 +584,21 @@ ValueArray Executor::run(const wire::Request& req) {
       return {v};
     }
 
-    case wire::Op::Describe: {
-      Value v;
-      if (n == 0) {
-        v = reference_to(root);
-      } else {
-        auto parent = node_at(root, path, n - 1);
-        if (parent) v = element(*parent, path.back(), path, n - 1);
-      }
-      const Reference* r = v.if_reference();
-      if (!r) return {Value(""), Value("")};
-      if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
-      return {Value(r->type_name), Value(r->reftype)};
-    }
+    default:
+      break;
+  }
+  throw Error(Errc::internal, std::string("the container handler cannot run ") + op_info(op).name);
+}
 
-    case wire::Op::Lock:
-    case wire::Op::Unlock:
-    case wire::Op::Wait:
-    case wire::Op::Notify:
-    case wire::Op::LockState:
-    case wire::Op::LockInfo:
-      break;  // the server's lanes run these against the lock table
-
+ValueArray Executor::run_served_op(OpCall& c) {
+  const wire::Request& req = c.req;
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  (void)req, (void)root, (void)args, (void)n;
+  switch (op) {
     case wire::Op::Call:
     case wire::Op::Can:
     case wire::Op::Operator:
@@ -575,8 +627,10 @@ ValueArray Executor::run(const wire::Request& req) {
       deferred_ = call.deferred;
       return out;
     }
+    default:
+      break;
   }
-  throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
+  throw Error(Errc::internal, std::string("the served handler cannot run ") + op_info(op).name);
 }
 
 }  // namespace patro::detail
