@@ -7,6 +7,13 @@ namespace patro::detail {
 
 namespace {
 
+/// Tells the thread-safety analysis that mu is held. For a node seen through a reference to its
+/// concrete type (a HashNode& bound from the Node whose lock the caller holds): the same mutex,
+/// which clang cannot follow through the reference.
+void held(const Mutex& mu) PATRO_TSA(assert_capability(mu)) {
+  (void)mu;
+}
+
 std::string describe(const PathElem& e) {
   if (const auto* k = std::get_if<std::string>(&e)) return "key '" + *k + "'";
   return "index " + std::to_string(std::get<int64_t>(e));
@@ -27,6 +34,7 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
       throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                            ", which is a HASH; use a string key");
     auto& h = static_cast<HashNode&>(n);
+    held(h.mu);
     auto it = h.items.find(*k);
     return it == h.items.end() ? Value() : it->second;
   }
@@ -87,6 +95,7 @@ std::shared_ptr<Node> vivify(std::shared_ptr<Node> cur, const Path& path, size_t
         throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
                                              ", which is an ARRAY; use an index");
       auto& a = static_cast<ArrayNode&>(*cur);
+      held(a.mu);
       tmp = array_get(a, *idx);
       if (tmp.is_null()) {
         if (next == nullptr) return nullptr;
@@ -394,6 +403,7 @@ ValueArray Executor::run_element(OpCall& c) {
                       std::string("cannot add to the object, which is a ") + root->reftype());
         MutexLock lock(root->mu);
         auto& s = static_cast<ScalarNode&>(*root);
+        held(s.mu);
         s.value = numeric_add(s.value, delta);
         return {s.value};
       }
@@ -410,6 +420,7 @@ ValueArray Executor::run_element(OpCall& c) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
         auto& a = static_cast<ArrayNode&>(*parent);
+        held(a.mu);
         Value sum = numeric_add(array_get(a, *i), delta);
         array_set(a, *i, sum, limits_);
         return {sum};
@@ -430,6 +441,7 @@ ValueArray Executor::run_element(OpCall& c) {
         const auto* k = std::get_if<std::string>(&path.back());
         if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
         auto& h = static_cast<HashNode&>(*parent);
+        held(h.mu);
         auto it = h.items.find(*k);
         if (!erase) return {Value(it != h.items.end())};
         if (it == h.items.end()) return {Value()};
@@ -441,6 +453,7 @@ ValueArray Executor::run_element(OpCall& c) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
         auto& a = static_cast<ArrayNode&>(*parent);
+        held(a.mu);
         if (erase) return {array_erase(a, *i)};
         auto idx = array_index(*i, a.items.size());
         return {Value(idx && *idx < a.items.size())};
@@ -489,6 +502,7 @@ ValueArray Executor::run_container(OpCall& c) {
       MutexLock lock(node->mu);
       if (node->kind == NodeKind::hash) {
         auto& h = static_cast<HashNode&>(*node);
+        held(h.mu);
         switch (op) {
           case wire::Op::Size:
             return {Value(static_cast<int64_t>(h.items.size()))};
@@ -505,6 +519,7 @@ ValueArray Executor::run_container(OpCall& c) {
       }
       if (node->kind == NodeKind::array) {
         auto& a = static_cast<ArrayNode&>(*node);
+        held(a.mu);
         switch (op) {
           case wire::Op::Size:
             return {Value(static_cast<int64_t>(a.items.size()))};
@@ -535,22 +550,26 @@ ValueArray Executor::run_container(OpCall& c) {
       switch (op) {
         case wire::Op::Push: {
           auto& a = want_array(*node, path, "push onto");
+          held(a.mu);
           for (auto& v : args) a.items.push_back(std::move(v));
           return {Value(static_cast<int64_t>(a.items.size()))};
         }
         case wire::Op::Unshift: {
           auto& a = want_array(*node, path, "unshift onto");
+          held(a.mu);
           a.items.insert(a.items.begin(), std::make_move_iterator(args.begin()),
                          std::make_move_iterator(args.end()));
           return {Value(static_cast<int64_t>(a.items.size()))};
         }
         case wire::Op::Resize: {
           auto& a = want_array(*node, path, "resize");
+          held(a.mu);
           array_resize(a, int_arg(args, 0, "resize", "a size"), limits_);
           return {};
         }
         default: {
           auto& a = want_array(*node, path, "splice");
+          held(a.mu);
           const int64_t offset = int_arg(args, 0, "splice", "an offset");
           std::optional<int64_t> length;
           size_t first = 1;
@@ -572,6 +591,7 @@ ValueArray Executor::run_container(OpCall& c) {
       if (!node) return {Value()};
       MutexLock lock(node->mu);
       auto& a = want_array(*node, path, op == wire::Op::Pop ? "pop from" : "shift from");
+      held(a.mu);
       if (a.items.empty()) return {Value()};
       Value v;
       if (op == wire::Op::Pop) {
