@@ -99,4 +99,9 @@ constexpr const OpInfo& op_info(wire::Op op) noexcept {
   return kOpTable[static_cast<uint8_t>(op)];
 }
 
+/// Whether op may be retried blindly: op_info(op).idempotent.
+constexpr bool idempotent(wire::Op op) noexcept {
+  return op_info(op).idempotent;
+}
+
 }  // namespace patro::detail
