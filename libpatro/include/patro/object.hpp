@@ -20,6 +20,7 @@
 
 #include <array>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -107,6 +108,9 @@ class Deferred {
   void resolve(const Value& result) const;
   /// An error reply.
   void reject(const Error& error) const;
+  /// An error reply for any exception (std::current_exception() in a catch block): a patro::Error
+  /// keeps its code, anything else is remote_exception with its C++ type name.
+  void reject(std::exception_ptr error) const;
   /// Whether resolve or reject was called.
   bool done() const;
   /// The calling connection (one per get_proxies), as the server's on_client_gone reports it.

@@ -132,6 +132,9 @@ struct ServerOptions {
   /// request may ask for (a served method learns it through patro::Deferred and file operations).
   std::chrono::milliseconds default_call_deadline = 30s;
   std::chrono::milliseconds max_call_deadline = std::chrono::hours(1);
+  /// The bound on a lock or wait request that carries none (a client sends its
+  /// ClientOptions::max_lock_wait): a parked request never waits forever.
+  std::chrono::milliseconds max_lock_wait = std::chrono::hours(24);
   /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
   /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
   std::function<void(uint64_t client_id)> on_client_gone;

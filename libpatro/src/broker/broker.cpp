@@ -560,20 +560,31 @@ struct PATRO_PRIVATE Broker::Impl {
         zmq::poll(items, 3, wait + std::chrono::milliseconds(1));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
-        throw;
+        if (e.num() == ETERM) break;
+        PATRO_LOG(error, "broker") << "poll failed: " << e.what() << "; going on";
+        continue;
       }
       if (items[2].revents & ZMQ_POLLIN) break;
-      now = Clock::now();
-      // Bounded batches, so neither side starves the other or the timers.
-      for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i) on_back(msg, now);
-      for (int i = 0; i < 256 && detail::recv_multipart(front, msg, true); ++i) on_front(msg, now);
-      now = Clock::now();
-      if (now >= next_heartbeat) {
-        heartbeat_all();
-        forget_old_requests(now);
-        next_heartbeat = now + opts.heartbeat.interval;
+      // The broker's barrier: whatever one message or timer throws (zmq::error_t from a send,
+      // bad_alloc) is logged and the broker goes on; no peer can end the process.
+      try {
+        now = Clock::now();
+        // Bounded batches, so neither side starves the other or the timers.
+        for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i) on_back(msg, now);
+        for (int i = 0; i < 256 && detail::recv_multipart(front, msg, true); ++i)
+          on_front(msg, now);
+        now = Clock::now();
+        if (now >= next_heartbeat) {
+          heartbeat_all();
+          forget_old_requests(now);
+          next_heartbeat = now + opts.heartbeat.interval;
+        }
+        expire(now);
+      } catch (const std::exception& e) {
+        PATRO_LOG(error, "broker") << e.what() << "; going on";
+      } catch (...) {
+        PATRO_LOG(error, "broker") << "something not a std::exception was thrown; going on";
       }
-      expire(now);
     }
     PATRO_LOG(info, "broker") << "stopped";
   }

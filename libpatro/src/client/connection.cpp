@@ -272,7 +272,8 @@ void Connection::fail_pending(Errc code, const std::string& text, std::optional<
   for (const SlotPtr& slot : failing) {
     slot->error = code;
     slot->error_text = text;
-    if (code == Errc::server_unavailable && (slot->oneway_calls > 0 || !idempotent(slot->op))) {
+    if (code == Errc::server_unavailable &&
+        (slot->oneway_calls > 0 || !op_info(slot->op).idempotent)) {
       slot->error = Errc::outcome_unknown;
       slot->error_text = text + "; the call may or may not have run";
     }
@@ -656,6 +657,9 @@ void Connection::seal_batch() {
 
 void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
                              const ValueArray& args, std::string_view name, uint64_t fence) {
+  if (!op_info(op).oneway)
+    throw Error(Errc::invalid_argument,
+                std::string("a ") + op_info(op).name + " cannot be a oneway call");
   for (const Value& a : args) check_sendable(a);
   const auto deadline = Clock::now() + options_.call_timeout;
   const size_t window = std::max(options_.oneway_window, options_.oneway_batch);

@@ -43,7 +43,7 @@ std::shared_ptr<Node> ClassRegistry::node_for(std::shared_ptr<void> object, std:
   auto it = nodes_.find(key);
   if (it != nodes_.end()) {
     if (auto node = it->second.lock()) {
-      if (static_cast<ObjectNode&>(*node).type == type) return node;
+      if (node_cast<ObjectNode>(*node).type == type) return node;
     }
   }
   auto node = std::make_shared<ObjectNode>(std::move(object), type);

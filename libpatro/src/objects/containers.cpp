@@ -161,7 +161,7 @@ using detail::ScalarNode;
 
 Hash::Hash() : node_(std::make_shared<HashNode>()) {}
 Hash::Hash(std::initializer_list<std::pair<const std::string, Value>> items) : Hash() {
-  auto& n = static_cast<HashNode&>(*node_);
+  auto& n = node_cast<HashNode>(*node_);
   MutexLock lock(n.mu);
   for (const auto& [k, v] : items) n.items[k] = detail::stored_form(v);
 }
@@ -169,8 +169,8 @@ Hash::Hash(std::shared_ptr<detail::Node> node) : node_(std::move(node)) {
   detail::node_as<HashNode>(node_, NodeKind::hash, "hash");
 }
 
-#define PATRO_HASH_LOCKED                   \
-  auto& n = static_cast<HashNode&>(*node_); \
+#define PATRO_HASH_LOCKED                \
+  auto& n = node_cast<HashNode>(*node_); \
   MutexLock lock(n.mu)
 
 Value Hash::get(std::string_view key) const {
@@ -222,7 +222,7 @@ Value Hash::add(std::string key, Value delta) const {
 
 Array::Array() : node_(std::make_shared<ArrayNode>()) {}
 Array::Array(std::initializer_list<Value> items) : Array() {
-  auto& n = static_cast<ArrayNode&>(*node_);
+  auto& n = node_cast<ArrayNode>(*node_);
   MutexLock lock(n.mu);
   for (const auto& v : items) n.items.push_back(detail::stored_form(v));
 }
@@ -230,8 +230,8 @@ Array::Array(std::shared_ptr<detail::Node> node) : node_(std::move(node)) {
   detail::node_as<ArrayNode>(node_, NodeKind::array, "array");
 }
 
-#define PATRO_ARRAY_LOCKED                   \
-  auto& n = static_cast<ArrayNode&>(*node_); \
+#define PATRO_ARRAY_LOCKED                \
+  auto& n = node_cast<ArrayNode>(*node_); \
   MutexLock lock(n.mu)
 
 Value Array::get(int64_t index) const {
@@ -290,18 +290,18 @@ Scalar::Scalar(std::shared_ptr<detail::Node> node) : node_(std::move(node)) {
   detail::node_as<ScalarNode>(node_, NodeKind::scalar, "scalar");
 }
 Value Scalar::get() const {
-  auto& n = static_cast<ScalarNode&>(*node_);
+  auto& n = node_cast<ScalarNode>(*node_);
   MutexLock lock(n.mu);
   return n.value;
 }
 void Scalar::set(Value v) const {
   Value stored = detail::stored_form(std::move(v));
-  auto& n = static_cast<ScalarNode&>(*node_);
+  auto& n = node_cast<ScalarNode>(*node_);
   MutexLock lock(n.mu);
   n.value = std::move(stored);
 }
 Value Scalar::add(Value delta) const {
-  auto& n = static_cast<ScalarNode&>(*node_);
+  auto& n = node_cast<ScalarNode>(*node_);
   MutexLock lock(n.mu);
   n.value = detail::numeric_add(n.value, delta);
   return n.value;

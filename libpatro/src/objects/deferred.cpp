@@ -1,5 +1,7 @@
 #include "deferred.hpp"
 
+#include "served_ops.hpp"
+
 namespace patro {
 
 namespace detail {
@@ -43,15 +45,24 @@ void Deferred::resolve(const Value& result) const {
 }
 
 void Deferred::reject(const Error& error) const {
+  if (const auto* re = dynamic_cast<const RemoteError*>(&error))
+    reject(std::make_exception_ptr(*re));
+  else
+    reject(std::make_exception_ptr(error));
+}
+
+void Deferred::reject(std::exception_ptr error) const {
+  // Any exception: a patro::Error keeps its code, anything else becomes remote_exception.
+  const RemoteError e = detail::served_error(std::move(error), "a Deferred's reject");
   detail::MutexLock lock(state_->mu);
   if (state_->done) return;
   state_->done = true;
   if (state_->in_call) {
-    state_->error = error;
+    state_->error = std::make_exception_ptr(e);
     return;
   }
   lock.unlock();
-  if (auto sink = state_->sink.lock()) sink->send_error(state_->routing, state_->request_id, error);
+  if (auto sink = state_->sink.lock()) sink->send_error(state_->routing, state_->request_id, e);
 }
 
 bool Deferred::done() const {

@@ -2,6 +2,7 @@
 // server's sink that encodes and sends such replies from any thread.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,7 +36,7 @@ struct DeferredState {
   bool done PATRO_GUARDED_BY(mu) = false;
   bool in_call PATRO_GUARDED_BY(mu) = true;  // resolved now: the executor replies as usual
   std::optional<Value> result PATRO_GUARDED_BY(mu);
-  std::optional<Error> error PATRO_GUARDED_BY(mu);
+  std::exception_ptr error PATRO_GUARDED_BY(mu);  // a patro::Error (a RemoteError keeps its type)
   std::weak_ptr<ReplySink> sink;
   std::string routing;
   uint64_t request_id = 0;

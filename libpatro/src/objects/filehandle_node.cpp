@@ -622,12 +622,12 @@ void open_dir(DirNode& n, const std::string& path) {
 
 ValueArray file_operation(const std::shared_ptr<Node>& target, ServedCall& c) {
   if (target->kind == NodeKind::file) {
-    auto& n = static_cast<FileNode&>(*target);
+    auto& n = node_cast<FileNode>(*target);
     MutexLock lock(n.mu);
     return file_op(n, c);
   }
   if (target->kind == NodeKind::dir) {
-    auto& n = static_cast<DirNode&>(*target);
+    auto& n = node_cast<DirNode>(*target);
     MutexLock lock(n.mu);
     return dir_op(n, c);
   }
@@ -652,7 +652,7 @@ FileHandle FileHandle::open(const std::string& path, std::string_view mode) {
 }
 
 void FileHandle::close() const {
-  auto& n = static_cast<detail::FileNode&>(*node_);
+  auto& n = detail::node_cast<detail::FileNode>(*node_);
   detail::MutexLock lock(n.mu);
   if (n.fd >= 0) ::close(n.fd);
   n.fd = -1;
@@ -661,7 +661,7 @@ void FileHandle::close() const {
 }
 
 bool FileHandle::is_open() const {
-  auto& n = static_cast<detail::FileNode&>(*node_);
+  auto& n = detail::node_cast<detail::FileNode>(*node_);
   detail::MutexLock lock(n.mu);
   return n.fd >= 0;
 }
@@ -683,7 +683,7 @@ DirHandle DirHandle::open(const std::string& path) {
 }
 
 void DirHandle::close() const {
-  auto& n = static_cast<detail::DirNode&>(*node_);
+  auto& n = detail::node_cast<detail::DirNode>(*node_);
   detail::MutexLock lock(n.mu);
   if (n.dir) ::closedir(n.dir);
   n.dir = nullptr;

@@ -1,6 +1,7 @@
 #include "object_node.hpp"
 
 #include "class_registry.hpp"
+#include "served_ops.hpp"
 
 namespace patro::detail {
 
@@ -30,7 +31,12 @@ const ClassInfo::Property& property_of(const ClassInfo& c, const PathElem& e) {
 
 Value object_property(ObjectNode& n, const PathElem& e) {
   auto c = n.info();
-  return property_of(*c, e).get(n.object.get());
+  const auto& prop = property_of(*c, e);
+  try {
+    return prop.get(n.object.get());
+  } catch (...) {
+    throw_served_exception(c->name + "::" + std::get<std::string>(e));
+  }
 }
 
 void set_object_property(ObjectNode& n, const PathElem& e, const Value& v) {
@@ -46,13 +52,15 @@ void set_object_property(ObjectNode& n, const PathElem& e, const Value& v) {
     throw Error(Errc::type_mismatch, c->name + "::" + std::get<std::string>(e) +
                                          ": cannot set it to " + type_name(v.type()) + " " +
                                          v.to_string().substr(0, 40) + " (" + err.what() + ")");
+  } catch (...) {
+    throw_served_exception(c->name + "::" + std::get<std::string>(e));
   }
 }
 
 std::shared_ptr<void> object_pointer(const Value& v, const std::type_info& type) {
   auto node = node_of(v);
   if (!node || node->kind != NodeKind::object) return nullptr;
-  auto& obj = static_cast<ObjectNode&>(*node);
+  auto& obj = node_cast<ObjectNode>(*node);
   if (obj.type != std::type_index(type)) return nullptr;
   return obj.object;
 }

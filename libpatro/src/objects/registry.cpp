@@ -33,7 +33,7 @@ Value new_object(Registry::State& s, Args& a) {
   auto factory = s.find(true, name);
   if (!factory) throw Error(Errc::not_found, "no factory is registered as '" + name + "'");
   ValueArray rest(a.begin() + 1, a.end());
-  auto& node = static_cast<detail::CodeNode&>(*factory->node());
+  auto& node = detail::node_cast<detail::CodeNode>(*factory->node());
   detail::Invocation inv{rest, a.context(), "factory " + name, nullptr, Value(), nullptr, {}};
   Value made;
   {

@@ -89,19 +89,8 @@ template <class F>
 Value guarded(const std::string& callee, F&& f) {
   try {
     return f();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::system_error& e) {
-    const auto& cat = e.code().category();
-    const bool is_errno = cat == std::generic_category() || cat == std::system_category();
-    throw RemoteError(Errc::remote_exception, std::string(e.what()) + " (thrown by " + callee + ")",
-                      demangle(typeid(e).name()), is_errno ? e.code().value() : 0);
-  } catch (const std::exception& e) {
-    throw RemoteError(Errc::remote_exception, std::string(e.what()) + " (thrown by " + callee + ")",
-                      demangle(typeid(e).name()));
   } catch (...) {
-    throw RemoteError(Errc::remote_exception, callee + " threw something not a std::exception",
-                      "unknown");
+    throw_served_exception(callee);
   }
 }
 
@@ -140,7 +129,7 @@ Value run_invoker(Node& node, const Invoker& fn, void* self, Value self_ref, std
     // The method took a Deferred: its answer is what it resolved (now), or comes later.
     DeferredState& d = *inv.deferred;
     MutexLock lock(d.mu);
-    if (d.error) throw *d.error;
+    if (d.error) std::rethrow_exception(d.error);
     if (d.result) return *d.result;
     d.in_call = false;
     if (call) call->deferred = true;
@@ -160,13 +149,13 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
       if (!name.empty())
         throw Error(Errc::unknown_method,
                     "cannot call method \"" + name + "\" on a CODE reference, which has none");
-      auto& code = static_cast<CodeNode&>(*target);
+      auto& code = node_cast<CodeNode>(*target);
       return shaped(run_invoker(code, code.fn, nullptr, Value(), "CODE", c.args,
                                 context_of(c.context), &c.changed, &c),
                     c.context);
     }
     case NodeKind::object: {
-      auto& obj = static_cast<ObjectNode&>(*target);
+      auto& obj = node_cast<ObjectNode>(*target);
       auto info = obj.info();
       if (name.empty())
         throw Error(Errc::not_callable,
@@ -293,7 +282,7 @@ bool is_compound(const std::string& op) {
 /// Runs one of the class's operators or conversions on obj.
 Value run_op(const std::shared_ptr<Node>& target, const ClassInfo& info, const std::string& sym,
              ValueArray args, bool swapped) {
-  auto& obj = static_cast<ObjectNode&>(*target);
+  auto& obj = node_cast<ObjectNode>(*target);
   return run_invoker(obj, info.ops.at(sym), obj.object.get(), reference_to(target),
                      info.name + " operator " + sym, args, Context(Context::Kind::scalar, swapped),
                      nullptr);
@@ -301,14 +290,14 @@ Value run_op(const std::shared_ptr<Node>& target, const ClassInfo& info, const s
 
 Value string_of(const std::shared_ptr<Node>& target) {
   if (target->kind != NodeKind::object) return Value(std::string(target->reftype()));
-  auto info = static_cast<ObjectNode&>(*target).info();
+  auto info = node_cast<ObjectNode>(*target).info();
   if (info->ops.count("\"\"")) return Value(perl_string(run_op(target, *info, "\"\"", {}, false)));
   return Value(info->name + "=OBJECT");
 }
 
 Value numeric_of(const std::shared_ptr<Node>& target) {
   if (target->kind == NodeKind::object) {
-    auto info = static_cast<ObjectNode&>(*target).info();
+    auto info = node_cast<ObjectNode>(*target).info();
     if (info->ops.count("0+"))
       return number_of(run_op(target, *info, "0+", {}, false), info->name + "'s number");
     if (info->ops.count("\"\"")) return number_of(string_of(target), info->name + "'s string");
@@ -322,7 +311,7 @@ Value numeric_of(const std::shared_ptr<Node>& target) {
 
 bool bool_of(const std::shared_ptr<Node>& target) {
   if (target->kind != NodeKind::object) return true;  // a reference is true
-  auto info = static_cast<ObjectNode&>(*target).info();
+  auto info = node_cast<ObjectNode>(*target).info();
   if (info->ops.count("bool")) return truthy(run_op(target, *info, "bool", {}, false));
   if (info->ops.count("\"\"")) return truthy(string_of(target));
   if (info->ops.count("0+")) return truthy(numeric_of(target));
@@ -350,7 +339,7 @@ ValueArray operate(const std::shared_ptr<Node>& target, ServedCall& c) {
   auto same_object = [&] { return node_of(other) == target; };
 
   if (target->kind == NodeKind::object) {
-    auto info = static_cast<ObjectNode&>(*target).info();
+    auto info = node_cast<ObjectNode>(*target).info();
     if (info->ops.count(op)) {
       Value r = run_op(target, *info, op, operand, swapped);
       // A compound assignment answers null when the object changed in place (the proxy keeps
@@ -399,13 +388,53 @@ ValueArray operate(const std::shared_ptr<Node>& target, ServedCall& c) {
 
 }  // namespace
 
+RemoteError served_error(std::exception_ptr e, const std::string& callee) {
+  try {
+    std::rethrow_exception(std::move(e));
+  } catch (const RemoteError& re) {
+    return re;
+  } catch (const Error& err) {
+    // No type: a plain Error. Its text without the code's name, which the constructor adds again.
+    std::string text = err.what();
+    const std::string prefix = std::string(errc_name(err.code())) + ": ";
+    if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+    return RemoteError(err.code(), text, std::string());
+  } catch (const std::system_error& se) {
+    const auto& cat = se.code().category();
+    const bool is_errno = cat == std::generic_category() || cat == std::system_category();
+    return RemoteError(Errc::remote_exception,
+                       std::string(se.what()) + " (thrown by " + callee + ")",
+                       demangle(typeid(se).name()), is_errno ? se.code().value() : 0);
+  } catch (const std::exception& ex) {
+    return RemoteError(Errc::remote_exception,
+                       std::string(ex.what()) + " (thrown by " + callee + ")",
+                       demangle(typeid(ex).name()));
+  } catch (...) {
+    // Not a std::exception (a thrown int, say): the ABI still knows its type.
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    const std::string type = t ? demangle(t->name()) : std::string("unknown");
+    return RemoteError(Errc::remote_exception,
+                       callee + " threw " + type + ", which is not a std::exception", type);
+  }
+}
+
+void throw_served_exception(const std::string& callee) {
+  try {
+    throw;
+  } catch (const Error&) {
+    throw;  // keeps its code (and a RemoteError its type)
+  } catch (...) {
+    throw served_error(std::current_exception(), callee);
+  }
+}
+
 ValueArray run_served(const std::shared_ptr<Node>& target, ServedCall& c) {
   switch (c.op) {
     case wire::Op::Call:
       return call(target, c);
     case wire::Op::Can: {
       if (target->kind != NodeKind::object) return {Value(false)};
-      auto info = static_cast<ObjectNode&>(*target).info();
+      auto info = node_cast<ObjectNode>(*target).info();
       return {Value(info->methods.count(c.name) > 0)};
     }
     case wire::Op::Operator:

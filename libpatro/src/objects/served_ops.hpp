@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <utility>
@@ -33,6 +34,14 @@ struct ServedCall {
 
 /// Runs the call on target; throws Error (RemoteError for what served code threw).
 ValueArray run_served(const std::shared_ptr<Node>& target, ServedCall& call);
+
+/// What served code threw (callee names it in the text), as the error a caller receives: a
+/// patro::Error keeps its code, anything else becomes remote_exception with its C++ type name (for
+/// a thrown int too).
+RemoteError served_error(std::exception_ptr e, const std::string& callee);
+
+/// Called inside a catch block: rethrows the exception being handled as served_error does.
+[[noreturn]] void throw_served_exception(const std::string& callee);
 
 /// Perl's string form of a value: null is "", true "1", false "", numbers as Perl prints them.
 std::string perl_string(const Value& v);

@@ -7,6 +7,13 @@ namespace patro::detail {
 
 namespace {
 
+/// Tells the thread-safety analysis that mu is held. For a node seen through a reference to its
+/// concrete type (a HashNode& bound from the Node whose lock the caller holds): the same mutex,
+/// which clang cannot follow through the reference.
+void held(const Mutex& mu) PATRO_TSA(assert_capability(mu)) {
+  (void)mu;
+}
+
 std::string describe(const PathElem& e) {
   if (const auto* k = std::get_if<std::string>(&e)) return "key '" + *k + "'";
   return "index " + std::to_string(std::get<int64_t>(e));
@@ -26,7 +33,8 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
     if (!k)
       throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                            ", which is a HASH; use a string key");
-    auto& h = static_cast<HashNode&>(n);
+    auto& h = node_cast<HashNode>(n);
+    held(h.mu);
     auto it = h.items.find(*k);
     return it == h.items.end() ? Value() : it->second;
   }
@@ -35,9 +43,9 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
     if (!i)
       throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                            ", which is an ARRAY; use an index");
-    return array_get(static_cast<ArrayNode&>(n), *i);
+    return array_get(node_cast<ArrayNode>(n), *i);
   }
-  if (n.kind == NodeKind::object) return object_property(static_cast<ObjectNode&>(n), e);
+  if (n.kind == NodeKind::object) return object_property(node_cast<ObjectNode>(n), e);
   throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                        ", which is a " + n.reftype());
 }
@@ -80,13 +88,14 @@ std::shared_ptr<Node> vivify(std::shared_ptr<Node> cur, const Path& path, size_t
       if (!k)
         throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
                                              ", which is a HASH; use a string key");
-      slot = &static_cast<HashNode&>(*cur).items[*k];
+      slot = &node_cast<HashNode>(*cur).items[*k];
     } else if (cur->kind == NodeKind::array) {
       const auto* idx = std::get_if<int64_t>(&e);
       if (!idx)
         throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
                                              ", which is an ARRAY; use an index");
-      auto& a = static_cast<ArrayNode&>(*cur);
+      auto& a = node_cast<ArrayNode>(*cur);
+      held(a.mu);
       tmp = array_get(a, *idx);
       if (tmp.is_null()) {
         if (next == nullptr) return nullptr;
@@ -118,7 +127,7 @@ ArrayNode& want_array(Node& n, const Path& path, const char* op) {
   if (n.kind != NodeKind::array)
     throw Error(Errc::type_mismatch, std::string("cannot ") + op + " " + where(path, path.size()) +
                                          ", which is a " + n.reftype() + ", not an ARRAY");
-  return static_cast<ArrayNode&>(n);
+  return node_cast<ArrayNode>(n);
 }
 
 int64_t int_arg(const ValueArray& args, size_t i, const char* op, const char* what) {
@@ -137,6 +146,37 @@ const Value& arg(const ValueArray& args, size_t i, const char* op) {
 }
 
 }  // namespace
+
+zmq::message_t exception_reply(uint64_t request_id) {
+  try {
+    throw;
+  } catch (const RemoteError& e) {
+    return error_reply(request_id, e.code(), e.what(), e.type(), e.error_number());
+  } catch (const Error& e) {
+    return error_reply(request_id, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    return error_reply(request_id, Errc::overloaded, "out of memory running the request");
+  } catch (const std::exception& e) {
+    // Our own code failed (zmq::error_t, boost::interprocess, a library): a bug, not the caller's.
+    PATRO_LOG(error, "server") << "internal error: " << e.what();
+    return error_reply(request_id, Errc::internal, e.what());
+  } catch (...) {
+    PATRO_LOG(error, "server") << "internal error: something not a std::exception was thrown";
+    return error_reply(request_id, Errc::internal, "something not a std::exception was thrown");
+  }
+}
+
+std::string exception_text() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return "overloaded: out of memory running the request";
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "internal: something not a std::exception was thrown";
+  }
+}
 
 Value Executor::resolve_ref(const wire::Ref& ref) {
   const ObjectId id{ref.server(), ref.object()};
@@ -176,21 +216,15 @@ zmq::message_t Executor::execute(const wire::Request& req, std::string_view rout
   route_ = ReplyRoute{sink_, routing, req.request_id(), req.client_id(), req.context()};
   try {
     results = run(req);
-  } catch (const RemoteError& e) {
-    return error_reply(req.request_id(), e.code(), e.what(), e.type(), e.error_number());
-  } catch (const Error& e) {
-    return error_reply(req.request_id(), e.code(), e.what());
-  } catch (const std::bad_alloc&) {
-    return error_reply(req.request_id(), Errc::overloaded, "out of memory running the request");
-  } catch (const std::exception& e) {
-    PATRO_LOG(error, "server") << "internal error: " << e.what();
-    return error_reply(req.request_id(), Errc::internal, e.what());
+  } catch (...) {
+    return exception_reply(req.request_id());
   }
   if (deferred_) return zmq::message_t();
-  return results_reply(req.request_id(), results);
+  return results_reply(req.request_id(), results, &changed_);
 }
 
-zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& results) {
+zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& results,
+                                       const ChangedArgs* changed_args) {
   fb_.Clear();
   const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
     return write_ref(fb, r);
@@ -199,9 +233,9 @@ zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& re
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::ChangedArg>>> changed;
   try {
     rs = encode_values(fb_, results, refs);
-    if (!changed_.empty()) {
+    if (changed_args != nullptr && !changed_args->empty()) {
       std::vector<flatbuffers::Offset<wire::ChangedArg>> cs;
-      for (const auto& [index, value] : changed_)
+      for (const auto& [index, value] : *changed_args)
         cs.push_back(wire::CreateChangedArg(fb_, index, encode_value(fb_, value, refs)));
       changed = fb_.CreateVector(cs);
     }
@@ -231,10 +265,8 @@ std::optional<std::string> Executor::execute_oneway(const wire::Request& req) {
   try {
     run(req);
     return std::nullopt;
-  } catch (const std::bad_alloc&) {
-    return std::string("overloaded: out of memory running the request");
-  } catch (const std::exception& e) {
-    return std::string(e.what());
+  } catch (...) {
+    return exception_text();
   }
 }
 
@@ -253,27 +285,11 @@ uint64_t Executor::lock_object(const wire::Request& req) {
   return objects_.add(node).object;
 }
 
-namespace {
-bool mutating(wire::Op op) {
-  switch (op) {
-    case wire::Op::Get:
-    case wire::Op::Exists:
-    case wire::Op::Size:
-    case wire::Op::Keys:
-    case wire::Op::Values:
-    case wire::Op::Describe:
-      return false;
-    default:
-      return true;
-  }
-}
-}  // namespace
-
 ValueArray Executor::run(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
-  if (req.fence_token() != 0 && locks_ != nullptr && mutating(req.op())) {
+  if (req.fence_token() != 0 && locks_ != nullptr && op_info(req.op()).mutating) {
     // Kleppmann's fencing: a holder whose grant is older than the newest is refused.
     const uint64_t newest = locks_->token(id.object);
     if (newest > req.fence_token())
@@ -284,15 +300,38 @@ ValueArray Executor::run(const wire::Request& req) {
   const Path path = decode_path(req.path());
   const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
   ValueArray args = decode_values(req.args(), refs);
-  const size_t n = path.size();
   const wire::Op op = req.op();
 
+  OpCall c{req, op, root, path, args};
+  // The op table says which handler runs the operation; the dispatcher has taken the lock path.
+  switch (op_info(op).handler) {
+    case OpHandler::element:
+      return run_element(c);
+    case OpHandler::container:
+      return run_container(c);
+    case OpHandler::served:
+      return run_served_op(c);
+    case OpHandler::lock:
+    case OpHandler::unknown:
+      break;
+  }
+  throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
+}
+
+ValueArray Executor::run_element(OpCall& c) {
+  const wire::Request& req = c.req;
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  (void)req, (void)root, (void)args, (void)n;
   switch (op) {
     case wire::Op::Get: {
       if (n == 0) {
         if (root->kind == NodeKind::scalar) {
           MutexLock lock(root->mu);
-          return {static_cast<ScalarNode&>(*root).value};
+          return {node_cast<ScalarNode>(*root).value};
         }
         return {reference_to(root)};
       }
@@ -307,20 +346,20 @@ ValueArray Executor::run(const wire::Request& req) {
         MutexLock lock(root->mu);
         switch (root->kind) {
           case NodeKind::scalar:
-            static_cast<ScalarNode&>(*root).value = stored_form(v);
+            node_cast<ScalarNode>(*root).value = stored_form(v);
             break;
           case NodeKind::hash: {
             if (!v.if_hash()) v.throw_mismatch("hash (to replace a HASH's contents)");
             ValueHash fresh;
             for (const auto& [k, e] : *v.if_hash()) fresh.emplace(k, stored_form(e));
-            static_cast<HashNode&>(*root).items = std::move(fresh);
+            node_cast<HashNode>(*root).items = std::move(fresh);
             break;
           }
           case NodeKind::array: {
             if (!v.if_array()) v.throw_mismatch("array (to replace an ARRAY's contents)");
             std::deque<Value> fresh;
             for (const auto& e : *v.if_array()) fresh.push_back(stored_form(e));
-            static_cast<ArrayNode&>(*root).items = std::move(fresh);
+            node_cast<ArrayNode>(*root).items = std::move(fresh);
             break;
           }
           default:
@@ -339,16 +378,16 @@ ValueArray Executor::run(const wire::Request& req) {
           throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
                                                where(path, n - 1) +
                                                ", which is a HASH; use a string key");
-        static_cast<HashNode&>(*parent).items.insert_or_assign(*k, std::move(stored));
+        node_cast<HashNode>(*parent).items.insert_or_assign(*k, std::move(stored));
       } else if (parent->kind == NodeKind::array) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i)
           throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
                                                where(path, n - 1) +
                                                ", which is an ARRAY; use an index");
-        array_set(static_cast<ArrayNode&>(*parent), *i, std::move(stored), limits_);
+        array_set(node_cast<ArrayNode>(*parent), *i, std::move(stored), limits_);
       } else if (parent->kind == NodeKind::object) {
-        set_object_property(static_cast<ObjectNode&>(*parent), path.back(), v);
+        set_object_property(node_cast<ObjectNode>(*parent), path.back(), v);
       } else {
         throw Error(Errc::type_mismatch,
                     "cannot index into " + where(path, n - 1) + ", which is a SCALAR");
@@ -363,7 +402,8 @@ ValueArray Executor::run(const wire::Request& req) {
           throw Error(Errc::type_mismatch,
                       std::string("cannot add to the object, which is a ") + root->reftype());
         MutexLock lock(root->mu);
-        auto& s = static_cast<ScalarNode&>(*root);
+        auto& s = node_cast<ScalarNode>(*root);
+        held(s.mu);
         s.value = numeric_add(s.value, delta);
         return {s.value};
       }
@@ -372,14 +412,15 @@ ValueArray Executor::run(const wire::Request& req) {
       if (parent->kind == NodeKind::hash) {
         const auto* k = std::get_if<std::string>(&path.back());
         if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
-        Value& slot = static_cast<HashNode&>(*parent).items[*k];
+        Value& slot = node_cast<HashNode>(*parent).items[*k];
         slot = numeric_add(slot, delta);
         return {slot};
       }
       if (parent->kind == NodeKind::array) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
-        auto& a = static_cast<ArrayNode&>(*parent);
+        auto& a = node_cast<ArrayNode>(*parent);
+        held(a.mu);
         Value sum = numeric_add(array_get(a, *i), delta);
         array_set(a, *i, sum, limits_);
         return {sum};
@@ -399,7 +440,8 @@ ValueArray Executor::run(const wire::Request& req) {
       if (parent->kind == NodeKind::hash) {
         const auto* k = std::get_if<std::string>(&path.back());
         if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
-        auto& h = static_cast<HashNode&>(*parent);
+        auto& h = node_cast<HashNode>(*parent);
+        held(h.mu);
         auto it = h.items.find(*k);
         if (!erase) return {Value(it != h.items.end())};
         if (it == h.items.end()) return {Value()};
@@ -410,7 +452,8 @@ ValueArray Executor::run(const wire::Request& req) {
       if (parent->kind == NodeKind::array) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
-        auto& a = static_cast<ArrayNode&>(*parent);
+        auto& a = node_cast<ArrayNode>(*parent);
+        held(a.mu);
         if (erase) return {array_erase(a, *i)};
         auto idx = array_index(*i, a.items.size());
         return {Value(idx && *idx < a.items.size())};
@@ -418,6 +461,35 @@ ValueArray Executor::run(const wire::Request& req) {
       throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
     }
 
+    case wire::Op::Describe: {
+      Value v;
+      if (n == 0) {
+        v = reference_to(root);
+      } else {
+        auto parent = node_at(root, path, n - 1);
+        if (parent) v = element(*parent, path.back(), path, n - 1);
+      }
+      const Reference* r = v.if_reference();
+      if (!r) return {Value(""), Value("")};
+      if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
+      return {Value(r->type_name), Value(r->reftype)};
+    }
+
+    default:
+      break;
+  }
+  throw Error(Errc::internal, std::string("the element handler cannot run ") + op_info(op).name);
+}
+
+ValueArray Executor::run_container(OpCall& c) {
+  const wire::Request& req = c.req;
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  (void)req, (void)root, (void)args, (void)n;
+  switch (op) {
     case wire::Op::Size:
     case wire::Op::Keys:
     case wire::Op::Values:
@@ -429,7 +501,8 @@ ValueArray Executor::run(const wire::Request& req) {
       }
       MutexLock lock(node->mu);
       if (node->kind == NodeKind::hash) {
-        auto& h = static_cast<HashNode&>(*node);
+        auto& h = node_cast<HashNode>(*node);
+        held(h.mu);
         switch (op) {
           case wire::Op::Size:
             return {Value(static_cast<int64_t>(h.items.size()))};
@@ -445,7 +518,8 @@ ValueArray Executor::run(const wire::Request& req) {
         }
       }
       if (node->kind == NodeKind::array) {
-        auto& a = static_cast<ArrayNode&>(*node);
+        auto& a = node_cast<ArrayNode>(*node);
+        held(a.mu);
         switch (op) {
           case wire::Op::Size:
             return {Value(static_cast<int64_t>(a.items.size()))};
@@ -476,22 +550,26 @@ ValueArray Executor::run(const wire::Request& req) {
       switch (op) {
         case wire::Op::Push: {
           auto& a = want_array(*node, path, "push onto");
+          held(a.mu);
           for (auto& v : args) a.items.push_back(std::move(v));
           return {Value(static_cast<int64_t>(a.items.size()))};
         }
         case wire::Op::Unshift: {
           auto& a = want_array(*node, path, "unshift onto");
+          held(a.mu);
           a.items.insert(a.items.begin(), std::make_move_iterator(args.begin()),
                          std::make_move_iterator(args.end()));
           return {Value(static_cast<int64_t>(a.items.size()))};
         }
         case wire::Op::Resize: {
           auto& a = want_array(*node, path, "resize");
+          held(a.mu);
           array_resize(a, int_arg(args, 0, "resize", "a size"), limits_);
           return {};
         }
         default: {
           auto& a = want_array(*node, path, "splice");
+          held(a.mu);
           const int64_t offset = int_arg(args, 0, "splice", "an offset");
           std::optional<int64_t> length;
           size_t first = 1;
@@ -513,6 +591,7 @@ ValueArray Executor::run(const wire::Request& req) {
       if (!node) return {Value()};
       MutexLock lock(node->mu);
       auto& a = want_array(*node, path, op == wire::Op::Pop ? "pop from" : "shift from");
+      held(a.mu);
       if (a.items.empty()) return {Value()};
       Value v;
       if (op == wire::Op::Pop) {
@@ -525,28 +604,21 @@ ValueArray Executor::run(const wire::Request& req) {
       return {v};
     }
 
-    case wire::Op::Describe: {
-      Value v;
-      if (n == 0) {
-        v = reference_to(root);
-      } else {
-        auto parent = node_at(root, path, n - 1);
-        if (parent) v = element(*parent, path.back(), path, n - 1);
-      }
-      const Reference* r = v.if_reference();
-      if (!r) return {Value(""), Value("")};
-      if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
-      return {Value(r->type_name), Value(r->reftype)};
-    }
+    default:
+      break;
+  }
+  throw Error(Errc::internal, std::string("the container handler cannot run ") + op_info(op).name);
+}
 
-    case wire::Op::Lock:
-    case wire::Op::Unlock:
-    case wire::Op::Wait:
-    case wire::Op::Notify:
-    case wire::Op::LockState:
-    case wire::Op::LockInfo:
-      break;  // the server's lanes run these against the lock table
-
+ValueArray Executor::run_served_op(OpCall& c) {
+  const wire::Request& req = c.req;
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  (void)req, (void)root, (void)args, (void)n;
+  switch (op) {
     case wire::Op::Call:
     case wire::Op::Can:
     case wire::Op::Operator:
@@ -566,17 +638,20 @@ ValueArray Executor::run(const wire::Request& req) {
                           (op == wire::Op::Call ? " (Not a CODE reference)" : ""));
         }
       }
+      const auto asked = std::chrono::milliseconds(req.timeout_ms());
       const auto deadline = std::chrono::steady_clock::now() +
-                            std::chrono::milliseconds(std::min<uint32_t>(
-                                req.timeout_ms() ? req.timeout_ms() : 30000, 3'600'000));
+                            std::min(asked.count() ? asked : options_.default_call_deadline,
+                                     options_.max_call_deadline);
       const std::string name = req.name() ? req.name()->str() : std::string();
       ServedCall call{op, name, args, req.context(), options_, deadline, changed_, &route_};
       ValueArray out = run_served(target, call);
       deferred_ = call.deferred;
       return out;
     }
+    default:
+      break;
   }
-  throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
+  throw Error(Errc::internal, std::string("the served handler cannot run ") + op_info(op).name);
 }
 
 }  // namespace patro::detail

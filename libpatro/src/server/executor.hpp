@@ -17,6 +17,13 @@
 
 namespace patro::detail {
 
+/// The request barrier, called inside a catch block: the error reply for the exception being
+/// handled. A patro::Error keeps its code (a RemoteError its type), bad_alloc is overloaded,
+/// anything else is internal and logged. Throws only if it cannot allocate the reply.
+zmq::message_t exception_reply(uint64_t request_id);
+/// The same for a oneway call, which has no reply: the text its failure is counted with.
+std::string exception_text();
+
 class Executor {
  public:
   /// locks (may be null) is consulted for fencing tokens.
@@ -31,8 +38,10 @@ class Executor {
   /// Where late replies go.
   void set_reply_sink(std::weak_ptr<ReplySink> sink) { sink_ = std::move(sink); }
 
-  /// A successful Reply body with these results (and the arguments the last call changed).
-  zmq::message_t results_reply(uint64_t request_id, const ValueArray& results);
+  /// A successful Reply body with these results (and the arguments a call changed). The lane's
+  /// one reply encoder: immediate, owed and late replies are all encoded here.
+  zmq::message_t results_reply(uint64_t request_id, const ValueArray& results,
+                               const ChangedArgs* changed = nullptr);
 
   /// Runs a oneway call (no reply); the error's text if it failed. Never throws for anything a
   /// peer sent.
@@ -43,7 +52,18 @@ class Executor {
   uint64_t lock_object(const wire::Request& req);
 
  private:
+  /// One request's operands, decoded once for the handler the op table names.
+  struct OpCall {
+    const wire::Request& req;
+    wire::Op op;
+    std::shared_ptr<Node> root;
+    const Path& path;
+    ValueArray& args;
+  };
   ValueArray run(const wire::Request& req);
+  ValueArray run_element(OpCall& c);    // get, set, add, erase, exists, describe
+  ValueArray run_container(OpCall& c);  // size, keys, values, clear, push, pop, splice...
+  ValueArray run_served_op(OpCall& c);  // call, can, operator, convert, file
   Value resolve_ref(const wire::Ref& ref);
   flatbuffers::Offset<wire::Ref> write_ref(flatbuffers::FlatBufferBuilder& fb, const Reference& r);
 

@@ -8,66 +8,29 @@
 #include <cstdlib>
 #include <deque>
 
+#include "dispatcher.hpp"
 #include "executor.hpp"
 #include "ids.hpp"
 #include "log.hpp"
+#include "outbox.hpp"
 #include "wire.hpp"
 
 namespace patro::detail {
 
 using Clock = std::chrono::steady_clock;
 
-// A lane's control channel is an eventfd and a queue rather than a ZeroMQ socket: a raw fd in the
-// lane's poll costs no extra system calls per request, where each ZeroMQ socket polled does.
+// A lane's control channel is an eventfd and its outbox's queue rather than a ZeroMQ socket: a raw
+// fd in the lane's poll costs no extra system calls per request, where each ZeroMQ socket polled
+// does.
 struct Server::Lane {
   unsigned index = 0;
   std::thread thread;
-  int wake_fd = -1;  // eventfd: stop, or replies to forward
-  Mutex mu;
-  bool stop PATRO_GUARDED_BY(mu) = false;
-  std::deque<Multipart> forward PATRO_GUARDED_BY(mu);  // [routing][request id][body] to send
+  int wake_fd = -1;                // eventfd: stop, or late replies queued in the outbox
+  std::shared_ptr<Outbox> outbox;  // the sink of the lane's patro::Deferred replies
 
-  void wake() const noexcept {
-    const uint64_t one = 1;
-    (void)!::write(wake_fd, &one, sizeof one);
-  }
   ~Lane() {
     if (wake_fd >= 0) ::close(wake_fd);
   }
-};
-
-// Sends replies for calls that already returned, from any thread, through lane 0 (which owns a
-// socket to the broker), as the lock timer does.
-class Server::LateReplies final : public ReplySink {
- public:
-  LateReplies(Server& server, Lane& lane0) : server_(server), lane0_(lane0) {}
-  void send_results(const std::string& routing, uint64_t request_id,
-                    const ValueArray& results) override {
-    Executor encoder(server_.objects_, server_.options_, nullptr);
-    send(routing, request_id, encoder.results_reply(request_id, results));
-  }
-  void send_error(const std::string& routing, uint64_t request_id, const Error& e) override {
-    if (const auto* re = dynamic_cast<const RemoteError*>(&e))
-      send(routing, request_id,
-           error_reply(request_id, e.code(), e.what(), re->type(), re->error_number()));
-    else
-      send(routing, request_id, error_reply(request_id, e.code(), e.what()));
-  }
-
- private:
-  void send(const std::string& routing, uint64_t request_id, zmq::message_t body) {
-    Multipart m;
-    m.push_back(zmq::message_t(routing.data(), routing.size()));
-    m.push_back(u64_frame(request_id));
-    m.push_back(std::move(body));
-    {
-      MutexLock lock(lane0_.mu);
-      lane0_.forward.push_back(std::move(m));
-    }
-    lane0_.wake();
-  }
-  Server& server_;
-  Lane& lane0_;
 };
 
 namespace {
@@ -174,9 +137,9 @@ Config Server::start() {
     lane->index = i;
     lane->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (lane->wake_fd < 0) throw Error(Errc::internal, "eventfd failed");
+    lane->outbox = std::make_shared<Outbox>(lane->wake_fd);
     lanes_.push_back(std::move(lane));
   }
-  late_ = std::make_shared<LateReplies>(*this, *lanes_.front());
   for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
   timer_thread_ = std::thread([this] { timer_main(); });
 
@@ -227,18 +190,12 @@ void Server::stop_server(bool from_fincheck) {
     cv_.notify_all();  // wakes the fincheck
   }
   if (!from_fincheck && fincheck_thread_.joinable()) fincheck_thread_.join();
-  late_.reset();  // late replies after this are dropped
   if (locks_) locks_->stop_timer();
   if (timer_thread_.joinable()) timer_thread_.join();
-  for (auto& lane : lanes_) {
-    {
-      MutexLock lock(lane->mu);
-      lane->stop = true;
-    }
-    lane->wake();
-  }
+  for (auto& lane : lanes_) lane->outbox->request_stop();
   for (auto& lane : lanes_)
     if (lane->thread.joinable()) lane->thread.join();
+  for (auto& lane : lanes_) lane->outbox.reset();  // late replies after this are dropped
   if (broker_) {
     broker_->stop();
     if (broker_thread_.joinable()) broker_thread_.join();
@@ -258,8 +215,13 @@ void Server::wait() {
 
 void Server::lane_main(Lane& lane) {
   const uint64_t server_id = objects_.server_id();
-  Executor executor(objects_, options_, locks_.get());
-  executor.set_reply_sink(late_);
+  Outbox& outbox = *lane.outbox;
+  Dispatcher dispatcher(objects_, options_, *locks_, lane.outbox,
+                        options_.idle_timeout.count() > 0
+                            ? std::function<void(uint64_t)>([this](uint64_t c) { client_seen(c); })
+                            : std::function<void(uint64_t)>());
+  Executor& encoder = dispatcher.encoder();
+  std::vector<DeferredReply> owed;
   bool counted = false;  // this lane told start() it registered
 
   // The registration message, built once.
@@ -309,294 +271,133 @@ void Server::lane_main(Lane& lane) {
   Multipart msg;
   AlignedScratch scratch;
   for (;;) {
-    auto now = Clock::now();
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat - now);
-    if (wait.count() < 0) wait = std::chrono::milliseconds(0);
-    items[0].socket = sock.handle();
+    // The lane's barrier: whatever escapes one turn (a zmq::error_t from a send, bad_alloc) is
+    // logged and the lane goes on; each request has its own barrier inside.
     try {
-      zmq::poll(items, 2, wait + std::chrono::milliseconds(1));
-    } catch (const zmq::error_t& e) {
-      if (e.num() == EINTR) continue;
-      PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
-      break;
-    }
-    if (items[1].revents & ZMQ_POLLIN) {
-      uint64_t n;
-      (void)!::read(lane.wake_fd, &n, sizeof n);
-      std::deque<Multipart> forward;
-      bool stop;
-      {
-        MutexLock lock(lane.mu);
-        forward.swap(lane.forward);
-        stop = lane.stop;
+      auto now = Clock::now();
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat - now);
+      if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+      items[0].socket = sock.handle();
+      try {
+        zmq::poll(items, 2, wait + std::chrono::milliseconds(1));
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
+        break;
       }
-      for (Multipart& m : forward) {
-        Multipart out;
-        out.push_back(header_frame(Command::reply));
-        out.push_back(std::move(m[0]));
-        out.push_back(std::move(m[1]));
-        out.push_back(std::move(m[2]));
-        send_multipart(sock, out, false);
+      if (items[1].revents & ZMQ_POLLIN) {
+        uint64_t n;
+        (void)!::read(lane.wake_fd, &n, sizeof n);
+        if (outbox.flush(sock, encoder)) break;
       }
-      if (stop) break;
-    }
-    for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
-      last_heard = Clock::now();
-      const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
-      if (!cmd) continue;
-      switch (*cmd) {
-        case Command::request: {
-          // [hdr][client routing][object id][request id][body]
-          if (msg.size() != 5) break;
-          auto request_id = parse_u64(msg[3]);
-          if (!request_id) break;
-          annotate_received(*request_id);
-          zmq::message_t reply;
-          const wire::Request* req = nullptr;
-          if (is_batch(msg[4])) {
-            reply = run_batch(*request_id, msg[4], executor, scratch);
-          } else if (req = verified_request(msg[4], options_.limits, scratch); req == nullptr) {
-            reply = error_reply(
-                *request_id,
-                msg[4].size() > options_.limits.max_message_size ? Errc::message_too_large
-                                                                 : Errc::bad_message,
-                "the request body failed verification (" + std::to_string(msg[4].size()) +
-                    " bytes): malformed, truncated, too deep or too large");
-          } else if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockInfo) {
-            if (options_.idle_timeout.count() > 0) client_seen(req->client_id());
-            run_sync(*req, msg[1], executor, sock);
-            break;
-          } else {
-            if (options_.idle_timeout.count() > 0) client_seen(req->client_id());
-            reply = executor.execute(*req, msg[1].to_string_view());
-            if (reply.size() == 0) break;  // the method replies later (patro::Deferred)
-          }
-          annotate_sent(*request_id);
-          Multipart out;
-          out.reserve(4);
-          out.push_back(std::move(msg[0]));  // the REQUEST header becomes a REPLY header
-          static_cast<uint8_t*>(out.back().data())[3] = static_cast<uint8_t>(Command::reply);
-          out.push_back(std::move(msg[1]));
-          out.push_back(std::move(msg[3]));
-          out.push_back(std::move(reply));
-          send_multipart(sock, out, false);
-          break;
-        }
-        case Command::registered: {
-          const wire::Control* c =
-              msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
-          const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
-          if (r && r->heartbeat_ms() > 0) {
-            interval =
-                std::min(options_.heartbeat.interval, std::chrono::milliseconds(r->heartbeat_ms()));
-            if (r->liveness() > 0)
-              window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
-          }
-          if (!counted) {
-            counted = true;
-            lane_registered(r && r->client_endpoint() ? r->client_endpoint()->str()
-                                                      : std::string());
-          }
-          break;
-        }
-        case Command::disconnect:
-          // The broker does not know this lane (it restarted): register again.
-          PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
-          send_register(sock);
-          break;
-        case Command::client_gone: {
-          // A client died or left: its locks are released and its waits dropped.
-          auto client_id = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
-          if (!client_id) break;
-          std::vector<DeferredReply> owed;
-          locks_->drop_monitor(*client_id, owed);
-          if (options_.idle_timeout.count() > 0) client_left(*client_id);
-          send_owed(owed, sock);
-          if (options_.on_client_gone) {
-            try {
-              options_.on_client_gone(*client_id);
-            } catch (const std::exception& e) {
-              PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
+      for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
+        last_heard = Clock::now();
+        const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
+        if (!cmd) continue;
+        switch (*cmd) {
+          case Command::request: {
+            // [hdr][client routing][object id][request id][body]
+            if (msg.size() != 5) break;
+            auto request_id = parse_u64(msg[3]);
+            if (!request_id) break;
+            annotate_received(*request_id);
+            zmq::message_t reply;
+            const wire::Request* req = nullptr;
+            if (is_batch(msg[4])) {
+              reply = dispatcher.dispatch_batch(*request_id, msg[4], scratch);
+            } else if (req = verified_request(msg[4], options_.limits, scratch); req == nullptr) {
+              reply = error_reply(
+                  *request_id,
+                  msg[4].size() > options_.limits.max_message_size ? Errc::message_too_large
+                                                                   : Errc::bad_message,
+                  "the request body failed verification (" + std::to_string(msg[4].size()) +
+                      " bytes): malformed, truncated, too deep or too large");
+            } else if (dispatcher.dispatch(*req, msg[1].to_string_view(), reply, owed) !=
+                       Dispatched::reply) {
+              // Parked or deferred: its reply leaves through the outbox later.
+              Outbox::send_owed(sock, encoder, owed);
+              break;
             }
+            Outbox::reply(sock, msg, *request_id, std::move(reply));
+            Outbox::send_owed(sock, encoder, owed);
+            break;
           }
-          break;
+          case Command::registered: {
+            const wire::Control* c =
+                msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
+            const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
+            if (r && r->heartbeat_ms() > 0) {
+              interval = std::min(options_.heartbeat.interval,
+                                  std::chrono::milliseconds(r->heartbeat_ms()));
+              if (r->liveness() > 0)
+                window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
+            }
+            if (!counted) {
+              counted = true;
+              lane_registered(r && r->client_endpoint() ? r->client_endpoint()->str()
+                                                        : std::string());
+            }
+            break;
+          }
+          case Command::disconnect:
+            // The broker does not know this lane (it restarted): register again.
+            PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
+            send_register(sock);
+            break;
+          case Command::client_gone: {
+            // A client died or left: its locks are released and its waits dropped.
+            auto client_id = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
+            if (!client_id) break;
+            locks_->drop_monitor(*client_id, owed);
+            if (options_.idle_timeout.count() > 0) client_left(*client_id);
+            Outbox::send_owed(sock, encoder, owed);
+            if (options_.on_client_gone) {
+              try {
+                options_.on_client_gone(*client_id);
+              } catch (const std::exception& e) {
+                PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
+              } catch (...) {
+                PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
+              }
+            }
+            break;
+          }
+          default:
+            break;  // heartbeats
         }
-        default:
-          break;  // heartbeats
       }
-    }
-    now = Clock::now();
-    if (now >= next_heartbeat) {
-      send_simple(sock, Command::heartbeat);
-      next_heartbeat = now + interval;
-    }
-    if (now - last_heard > window) {
-      // The broker went silent: a new socket, and register again (Majordomo's reconnect).
-      PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker " << broker_endpoint_
-                                << " silent for " << window.count() << " ms; reconnecting";
-      sock.set(zmq::sockopt::linger, 0);
-      sock.close();
-      sock = make_socket();
-      send_register(sock);
-      last_heard = now;
+      now = Clock::now();
+      if (now >= next_heartbeat) {
+        send_simple(sock, Command::heartbeat);
+        next_heartbeat = now + interval;
+      }
+      if (now - last_heard > window) {
+        // The broker went silent: a new socket, and register again (Majordomo's reconnect).
+        PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker " << broker_endpoint_
+                                  << " silent for " << window.count() << " ms; reconnecting";
+        sock.set(zmq::sockopt::linger, 0);
+        sock.close();
+        sock = make_socket();
+        send_register(sock);
+        last_heard = now;
+      }
+
+    } catch (const std::exception& e) {
+      PATRO_LOG(error, "server") << "lane " << lane.index << ": " << e.what() << "; going on";
+    } catch (...) {
+      PATRO_LOG(error, "server") << "lane " << lane.index
+                                 << ": something not a std::exception was thrown; going on";
     }
   }
   send_simple(sock, Command::disconnect);
   sock.close();
 }
 
-zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results) {
-  flatbuffers::FlatBufferBuilder fb(128);
-  const RefWriter no_refs = [](flatbuffers::FlatBufferBuilder&, const Reference&) {
-    return flatbuffers::Offset<wire::Ref>();
-  };
-  auto rs = encode_values(fb, results, no_refs);
-  wire::ReplyBuilder b(fb);
-  b.add_request_id(request_id);
-  b.add_status(wire::Status::Ok);
-  b.add_results(rs);
-  fb.Finish(b.Finish(), wire::ReplyIdentifier());
-  return body_frame(fb);
-}
-
-namespace {
-ValueArray outcome_values(const SyncOutcome& o) {
-  return {Value(o.ok), Value(o.count), Value(o.error), Value(static_cast<int64_t>(o.token))};
-}
-
-void send_reply(zmq::socket_t& sock, zmq::message_t routing, uint64_t request_id,
-                zmq::message_t body) {
-  annotate_sent(request_id);
-  Multipart out;
-  out.reserve(4);
-  out.push_back(header_frame(Command::reply));
-  out.push_back(std::move(routing));
-  out.push_back(u64_frame(request_id));
-  out.push_back(std::move(body));
-  send_multipart(sock, out, false);
-}
-
-std::optional<int64_t> timeout_arg(const ValueArray& args) {
-  if (args.empty() || args[0].is_null()) return std::nullopt;
-  return args[0].as<int64_t>();
-}
-
-// The bound on a wait with no timeout (ClientOptions::max_lock_wait), the last argument.
-int64_t bound_arg(const ValueArray& args, size_t index) {
-  constexpr int64_t kDay = 24LL * 3600 * 1000;
-  if (args.size() <= index || args[index].is_null()) return kDay;
-  return std::max<int64_t>(args[index].as<int64_t>(), 0);
-}
-
-int64_t count_arg(const ValueArray& args) {
-  return args.empty() ? 1 : args[0].as<int64_t>();
-}
-}  // namespace
-
-zmq::message_t Server::run_batch(uint64_t request_id, const zmq::message_t& body,
-                                 Executor& executor, AlignedScratch& scratch) {
-  const wire::Batch* batch = verified_batch(body, options_.limits, scratch);
-  if (batch == nullptr || batch->requests() == nullptr)
-    return error_reply(
-        request_id,
-        body.size() > options_.limits.max_message_size ? Errc::message_too_large
-                                                       : Errc::bad_message,
-        "a batch of oneway calls failed verification (" + std::to_string(body.size()) + " bytes)");
-  int64_t failed = 0;
-  std::string first;
-  for (const wire::Request* req : *batch->requests()) {
-    if (options_.idle_timeout.count() > 0) client_seen(req->client_id());
-    std::optional<std::string> error;
-    if (req->op() >= wire::Op::Lock && req->op() <= wire::Op::LockState)
-      error = "a lock operation cannot be a oneway call";
-    else
-      error = executor.execute_oneway(*req);
-    if (error) {
-      if (failed++ == 0) first = std::move(*error);
-    }
-  }
-  // The acknowledgement: [calls run, calls failed, the first failure's text].
-  return sync_reply(request_id, {Value(static_cast<int64_t>(batch->requests()->size())),
-                                 Value(failed), Value(first)});
-}
-
-void Server::run_sync(const wire::Request& req, const zmq::message_t& routing, Executor& executor,
-                      zmq::socket_t& sock) {
-  const uint64_t request_id = req.request_id();
-  std::vector<DeferredReply> owed;
-  std::optional<ValueArray> results;
-  try {
-    const RefReader no_refs = [](const wire::Ref&) -> Value {
-      throw Error(Errc::type_mismatch, "a lock operation takes no references");
-    };
-    const ValueArray args = decode_values(req.args(), no_refs);
-    const uint64_t object = executor.lock_object(req);
-    const Caller caller{req.client_id(), request_id, std::string(routing.to_string_view())};
-    std::optional<SyncOutcome> o;
-    switch (req.op()) {
-      case wire::Op::Lock:
-        o = locks_->lock(object, caller, timeout_arg(args), args.size() > 1 && args[1].as<bool>(),
-                         bound_arg(args, 2), owed);
-        break;
-      case wire::Op::Unlock:
-        o = locks_->unlock(object, caller.monitor, count_arg(args), owed);
-        break;
-      case wire::Op::Wait:
-        o = locks_->wait(object, caller, timeout_arg(args), bound_arg(args, 1), owed);
-        break;
-      case wire::Op::Notify:
-        o = locks_->notify(object, caller.monitor, count_arg(args));
-        break;
-      case wire::Op::LockInfo: {
-        const LockInfo i = locks_->info(object);
-        results = ValueArray{Value(static_cast<int64_t>(i.holder)), Value(int64_t{i.depth}),
-                             Value(static_cast<int64_t>(i.lock_waiters)),
-                             Value(static_cast<int64_t>(i.wait_waiters)),
-                             Value(static_cast<int64_t>(i.token))};
-        break;
-      }
-      default:
-        results = ValueArray{Value(locks_->state(object, caller.monitor))};
-        break;
-    }
-    if (o) results = outcome_values(*o);
-  } catch (const Error& e) {
-    send_reply(sock, zmq::message_t(routing.data(), routing.size()), request_id,
-               error_reply(request_id, e.code(), e.what()));
-    return;
-  }
-  // No results: the caller is parked; its reply comes with a grant or at its deadline.
-  if (results)
-    send_reply(sock, zmq::message_t(routing.data(), routing.size()), request_id,
-               sync_reply(request_id, *results));
-  send_owed(owed, sock);
-}
-
-void Server::send_owed(std::vector<DeferredReply>& owed, zmq::socket_t& sock) {
-  for (const DeferredReply& d : owed)
-    send_reply(sock, zmq::message_t(d.routing.data(), d.routing.size()), d.request_id,
-               sync_reply(d.request_id, outcome_values(d.outcome)));
-  owed.clear();
-}
-
 void Server::timer_main() {
-  // Replies for expired waiters go out through lane 0, which owns a socket to the broker.
-  Lane& lane0 = *lanes_.front();
+  // Replies for expired waiters go out through lane 0's outbox.
+  Outbox& outbox0 = *lanes_.front()->outbox;
   std::vector<DeferredReply> owed;
-  while (locks_->timer_step(owed)) {
-    {
-      MutexLock lock(lane0.mu);
-      for (const DeferredReply& d : owed) {
-        Multipart m;
-        m.push_back(zmq::message_t(d.routing.data(), d.routing.size()));
-        m.push_back(u64_frame(d.request_id));
-        m.push_back(sync_reply(d.request_id, outcome_values(d.outcome)));
-        lane0.forward.push_back(std::move(m));
-      }
-    }
-    if (!owed.empty()) lane0.wake();
-    owed.clear();
-  }
+  while (locks_->timer_step(owed)) outbox0.post_owed(owed);
 }
 
 }  // namespace patro::detail

@@ -23,11 +23,6 @@
 
 namespace patro::detail {
 
-class Executor;
-
-/// A Reply body with these results.
-zmq::message_t sync_reply(uint64_t request_id, const ValueArray& results);
-
 class Server final : public ServingHandle, public std::enable_shared_from_this<Server> {
  public:
   Server(const ServerOptions& options, std::vector<Named> objects);
@@ -45,16 +40,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
 
  private:
   struct Lane;
-  class LateReplies;
   void lane_main(Lane& lane);
   void lane_registered(const std::string& client_endpoint) PATRO_EXCLUDES(mu_);
-  /// Runs a lock operation; its reply and the replies it owes parked callers go out on sock.
-  void run_sync(const wire::Request& req, const zmq::message_t& routing, Executor& executor,
-                zmq::socket_t& sock);
-  /// Runs a batch of oneway calls in order; the body of its acknowledgement.
-  zmq::message_t run_batch(uint64_t request_id, const zmq::message_t& body, Executor& executor,
-                           AlignedScratch& scratch);
-  void send_owed(std::vector<DeferredReply>& owed, zmq::socket_t& sock);
   void timer_main();
   /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no
   /// client for idle_timeout and has run for keep_alive.
@@ -73,7 +60,6 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::string broker_endpoint_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
-  std::shared_ptr<ReplySink> late_;  // replies of methods that took a patro::Deferred
   std::thread timer_thread_;
   std::atomic<bool> running_{false};
   std::thread fincheck_thread_;

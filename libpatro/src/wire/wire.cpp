@@ -312,24 +312,6 @@ zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& te
   return body_frame(fb);
 }
 
-bool idempotent(wire::Op op) noexcept {
-  switch (op) {
-    case wire::Op::Get:
-    case wire::Op::Set:
-    case wire::Op::Exists:
-    case wire::Op::Size:
-    case wire::Op::Keys:
-    case wire::Op::Values:
-    case wire::Op::Clear:
-    case wire::Op::Resize:
-    case wire::Op::Describe:
-    case wire::Op::Can:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace patro::detail
 
 namespace patro {

@@ -36,6 +36,7 @@
 #include <string>
 #include <string_view>
 
+#include "op_table.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 #include "socket.hpp"
@@ -147,8 +148,5 @@ std::string path_to_string(const Path& path);
 /// A Reply body carrying an error.
 zmq::message_t error_reply(uint64_t request_id, Errc code, const std::string& text,
                            const std::string& type = {}, int error_number = 0);
-
-/// Whether an operation may be retried blindly (its effect does not depend on being run once).
-bool idempotent(wire::Op op) noexcept;
 
 }  // namespace patro::detail

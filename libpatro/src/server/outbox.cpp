@@ -1,0 +1,107 @@
+#include "outbox.hpp"
+
+#include <unistd.h>
+
+#include "executor.hpp"
+#include "ids.hpp"
+
+namespace patro::detail {
+
+ValueArray outcome_values(const SyncOutcome& o) {
+  return {Value(o.ok), Value(o.count), Value(o.error), Value(static_cast<int64_t>(o.token))};
+}
+
+void Outbox::push(Late late) {
+  {
+    MutexLock lock(mu_);
+    queue_.push_back(std::move(late));
+  }
+  const uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void Outbox::send_results(const std::string& routing, uint64_t request_id,
+                          const ValueArray& results) {
+  push(Late{routing, request_id, results});
+}
+
+void Outbox::send_error(const std::string& routing, uint64_t request_id, const Error& e) {
+  zmq::message_t body;
+  if (const auto* re = dynamic_cast<const RemoteError*>(&e))
+    body = error_reply(request_id, e.code(), e.what(), re->type(), re->error_number());
+  else
+    body = error_reply(request_id, e.code(), e.what());
+  push(Late{routing, request_id, std::move(body)});
+}
+
+void Outbox::post_owed(std::vector<DeferredReply>& owed) {
+  if (owed.empty()) return;
+  {
+    MutexLock lock(mu_);
+    for (DeferredReply& d : owed)
+      queue_.push_back(Late{std::move(d.routing), d.request_id, outcome_values(d.outcome)});
+  }
+  owed.clear();
+  const uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void Outbox::request_stop() {
+  {
+    MutexLock lock(mu_);
+    stop_ = true;
+  }
+  const uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
+                   zmq::message_t body) {
+  annotate_sent(request_id);
+  Multipart out;
+  out.reserve(4);
+  out.push_back(std::move(request[0]));  // the REQUEST header becomes a REPLY header
+  static_cast<uint8_t*>(out.back().data())[3] = static_cast<uint8_t>(Command::reply);
+  out.push_back(std::move(request[1]));
+  out.push_back(std::move(request[3]));
+  out.push_back(std::move(body));
+  send_multipart(sock, out, false);
+}
+
+void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
+                   zmq::message_t body) {
+  annotate_sent(request_id);
+  Multipart out;
+  out.reserve(4);
+  out.push_back(header_frame(Command::reply));
+  out.push_back(zmq::message_t(routing.data(), routing.size()));
+  out.push_back(u64_frame(request_id));
+  out.push_back(std::move(body));
+  send_multipart(sock, out, false);
+}
+
+void Outbox::send_owed(zmq::socket_t& sock, Executor& encoder, std::vector<DeferredReply>& owed) {
+  for (const DeferredReply& d : owed)
+    reply(sock, d.routing, d.request_id,
+          encoder.results_reply(d.request_id, outcome_values(d.outcome)));
+  owed.clear();
+}
+
+bool Outbox::flush(zmq::socket_t& sock, Executor& encoder) {
+  std::deque<Late> late;
+  bool stop;
+  {
+    MutexLock lock(mu_);
+    late.swap(queue_);
+    stop = stop_;
+  }
+  for (Late& l : late) {
+    if (auto* results = std::get_if<ValueArray>(&l.reply))
+      reply(sock, l.routing, l.request_id, encoder.results_reply(l.request_id, *results));
+    else
+      reply(sock, l.routing, l.request_id, std::move(std::get<zmq::message_t>(l.reply)));
+  }
+  return stop;
+}
+
+}  // namespace patro::detail
