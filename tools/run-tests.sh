@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Builds Patro three ways and runs every test in each: a plain build, AddressSanitizer +
-# UndefinedBehaviorSanitizer, and ThreadSanitizer. Warnings are errors. Usage:
-#   tools/run-tests.sh [plain|asan|tsan]...      (default: all three)
+# Checks the sources once (clang-format, the layers of libpatro), then builds Patro four ways: a
+# plain build, AddressSanitizer + UndefinedBehaviorSanitizer and ThreadSanitizer, each running
+# every test (the fuzz corpus replays among them), and a clang build (-Wthread-safety) that runs
+# each fuzz target for a bounded time instead of the tests. Warnings are errors. Usage:
+#   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four)
+# PATRO_FUZZ_SECONDS sets the time per fuzz target in the clang variant (default 25).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(plain asan tsan)
+[ ${#variants[@]} -gt 0 ] || variants=(plain asan tsan clang)
 export PATRO_LOG_LEVEL=${PATRO_LOG_LEVEL:-warn}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 status=0
+echo "=== source checks"
+if ! tools/check-format.sh; then status=1; fi
+if ! python3 tools/check-layers.py; then status=1; fi
 for v in "${variants[@]}"; do
+  setup_env=()
   case "$v" in
     plain) opts=() ;;
     # GCC 12 reports maybe-uninitialized falsely inside the standard library (<regex>, std::variant)
@@ -20,14 +27,33 @@ for v in "${variants[@]}"; do
                 -Dcpp_args=-Wno-error=maybe-uninitialized) ;;
     tsan) opts=(-Db_sanitize=thread -Db_lundef=false
                 -Dcpp_args=-Wno-error=maybe-uninitialized) ;;
+    # clang 14 checks the thread-safety annotations (meson.build adds -Wthread-safety for clang)
+    # and builds the libFuzzer targets of tests/fuzz.
+    clang) opts=(); setup_env=(CXX=clang++) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   dir=build-ci-$v
   echo "=== $v build"
   if [ ! -d "$dir" ]; then
-    meson setup "$dir" -Dwerror=true "${opts[@]}" >/dev/null
+    env "${setup_env[@]}" meson setup "$dir" -Dwerror=true "${opts[@]}" >/dev/null
   fi
-  ninja -C "$dir" -j2
+  if [ "$v" = clang ]; then
+    # The fuzz targets first (they need only the wire and the families below it), so that a
+    # build error elsewhere does not also stop the fuzzing; then everything, warnings as errors.
+    echo "=== clang: bounded fuzzing"
+    if ninja -C "$dir" -j2 $(for t in frames request reply control batch config; do
+                              echo "tests/fuzz/fuzz-$t"; done); then
+      if ! tests/fuzz/run-fuzzers.sh "$dir" "${PATRO_FUZZ_SECONDS:-25}"; then status=1; fi
+    else
+      status=1
+    fi
+    echo "=== clang: build everything (-Wthread-safety, -Werror)"
+    if ! ninja -C "$dir" -j2; then status=1; fi
+    continue
+  fi
+  if ! ninja -C "$dir" -j2; then
+    status=1; continue
+  fi
   echo "=== $v tests"
   if ! meson test -C "$dir" --print-errorlogs --num-processes 1; then
     status=1

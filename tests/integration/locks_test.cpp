@@ -258,7 +258,14 @@ TEST_CASE("the lock is released when its holder's connection closes, and the nex
     REQUIRE(r);
     first_token = r.token;
     auto waiting = std::async(std::launch::async, [&] { return patro::lock(b, 10s); });
-    std::this_thread::sleep_for(100ms);
+    // Until the server shows b parked behind a (bounded), so the release is what grants it.
+    Proxy observer = t.monitor().at(0);
+    bool parked = false;
+    for (int i = 0; i < 500 && !parked; ++i) {
+      parked = patro::lock_info(observer).waiters == 1;
+      if (!parked) std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(parked);
     a.clear();  // the last proxy of the connection goes: the client says goodbye
     auto g = waiting.get();
     CHECK(g);

@@ -125,9 +125,16 @@ TEST_CASE(
   CHECK(ps.at(0)["abc"].get() == 123);
   // Freeze the server so the call is in flight when it dies, then kill it.
   server->signal(SIGSTOP);
+  const uint64_t routed_before = patro::broker_info(broker.front, fast_client()).stats.routed;
   auto pending = std::async(std::launch::async, [&] { return ps.at(1).push(1); });
   auto get = std::async(std::launch::async, [&] { return ps.at(0)["abc"].get(); });
-  std::this_thread::sleep_for(50ms);
+  // Until the broker has routed both calls to the frozen server (bounded).
+  bool in_flight = false;
+  for (int i = 0; i < 500 && !in_flight; ++i) {
+    in_flight = patro::broker_info(broker.front, fast_client()).stats.routed >= routed_before + 2;
+    if (!in_flight) std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(in_flight);
   const auto killed = std::chrono::steady_clock::now();
   server->signal(SIGKILL);
   CHECK(server->wait(10s).has_value());

@@ -5,6 +5,8 @@
 
 #include <zmq.hpp>
 
+#include <optional>
+
 #include <patro/patro.hpp>
 
 #include "wire.hpp"
@@ -30,12 +32,13 @@ struct Raw {
       (void)s.send(frames[i],
                    i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }
-  // The next REPLY's error code (skipping heartbeats); ok if none came within the timeout.
-  Errc reply_error(uint64_t request_id) {
+  // The error code of the REPLY to request_id (skipping heartbeats and other replies); nullopt,
+  // and a failed check, if none came within the timeout, so a silence never reads as success.
+  std::optional<Errc> reply_error(uint64_t request_id) {
     for (int i = 0; i < 20; ++i) {
       std::vector<zmq::message_t> m;
       zmq::message_t f;
-      if (!s.recv(f)) return Errc::ok;
+      if (!s.recv(f)) break;
       m.push_back(std::move(f));
       while (m.back().more()) {
         zmq::message_t g;
@@ -50,7 +53,8 @@ struct Raw {
       REQUIRE(r != nullptr);
       return static_cast<Errc>(r->error_code());
     }
-    return Errc::ok;
+    FAIL_CHECK("no reply to request " << request_id);
+    return std::nullopt;
   }
 };
 

@@ -192,9 +192,25 @@ bool operator==(const Value& a, const Value& b) noexcept;
 bool truthy(const Value& v) noexcept;
 
 namespace detail {
+int64_t value_as_int64(const Value& v);  // throws type_mismatch
+[[noreturn]] void throw_out_of_range(const Value& v, const char* wanted);
+
+// Defined in the class: clang 14 rejects an out-of-line member of a constrained partial
+// specialization.
 template <std::integral I>
 struct ValueAs<I> {
-  static I get(const Value& v);
+  static I get(const Value& v) {
+    const int64_t i = value_as_int64(v);
+    if constexpr (std::is_signed_v<I>) {
+      if (i < static_cast<int64_t>(std::numeric_limits<I>::min()) ||
+          i > static_cast<int64_t>(std::numeric_limits<I>::max()))
+        throw_out_of_range(v, "a narrower integer");
+    } else {
+      if (i < 0 || static_cast<uint64_t>(i) > std::numeric_limits<I>::max())
+        throw_out_of_range(v, "an unsigned integer");
+    }
+    return static_cast<I>(i);
+  }
 };
 template <>
 struct ValueAs<bool> {
@@ -229,22 +245,6 @@ struct ValueAs<Value> {
   static Value get(const Value& v) { return v; }
 };
 
-int64_t value_as_int64(const Value& v);  // throws type_mismatch
-[[noreturn]] void throw_out_of_range(const Value& v, const char* wanted);
-
-template <std::integral I>
-I ValueAs<I>::get(const Value& v) {
-  const int64_t i = value_as_int64(v);
-  if constexpr (std::is_signed_v<I>) {
-    if (i < static_cast<int64_t>(std::numeric_limits<I>::min()) ||
-        i > static_cast<int64_t>(std::numeric_limits<I>::max()))
-      throw_out_of_range(v, "a narrower integer");
-  } else {
-    if (i < 0 || static_cast<uint64_t>(i) > std::numeric_limits<I>::max())
-      throw_out_of_range(v, "an unsigned integer");
-  }
-  return static_cast<I>(i);
-}
 }  // namespace detail
 
 /// A value as bytes (FlatBuffers, verified when read back), to store it: in a file, a log, a

@@ -329,8 +329,9 @@ std::string encode(const Value& v) {
 
 Value decode(std::string_view bytes) {
   // Copy into aligned storage: FlatBuffers reads scalars in place.
+  // (An empty input leaves the vector's data null, which memcpy may not be given.)
   std::vector<uint64_t> aligned((bytes.size() + 7) / 8);
-  std::memcpy(aligned.data(), bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(aligned.data(), bytes.data(), bytes.size());
   const auto* root = detail::verified_bytes<wire::StoredValue>(
       reinterpret_cast<const uint8_t*>(aligned.data()), bytes.size(), wire::StoredValueIdentifier(),
       Limits{});

@@ -1,0 +1,250 @@
+// The wire: id and header frames, verified bodies and the value codec, including every malformed
+// case a peer can send.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+
+#include "patro/error.hpp"
+#include "wire.hpp"
+
+using namespace patro;
+using detail::Command;
+
+namespace {
+zmq::message_t frame(const std::string& s) {
+  return zmq::message_t(s.data(), s.size());
+}
+std::string bytes(const zmq::message_t& m) {
+  return std::string(static_cast<const char*>(m.data()), m.size());
+}
+const detail::RefWriter refs = [](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
+  return wire::CreateRef(fb, r.id.server, r.id.object);
+};
+const detail::RefReader read_refs = [](const wire::Ref& r) {
+  Reference ref;
+  ref.id = ObjectId{r.server(), r.object()};
+  return Value(ref);
+};
+
+Value round_trip(const Value& v) {
+  flatbuffers::FlatBufferBuilder fb;
+  auto results = detail::encode_values(fb, ValueArray{v}, refs);
+  wire::ReplyBuilder b(fb);
+  b.add_results(results);
+  fb.Finish(b.Finish(), wire::ReplyIdentifier());
+  const zmq::message_t m = detail::body_frame(fb);
+  detail::AlignedScratch scratch;
+  const wire::Reply* r = detail::verified_reply(m, Limits{}, scratch);
+  REQUIRE(r != nullptr);
+  const ValueArray out = detail::decode_values(r->results(), read_refs);
+  REQUIRE(out.size() == 1);
+  return out[0];
+}
+}  // namespace
+
+TEST_CASE("header frames round-trip for every command, and anything else is refused") {
+  for (int c = static_cast<int>(Command::hello); c <= static_cast<int>(Command::broker_info_reply);
+       ++c) {
+    const auto cmd = static_cast<Command>(c);
+    const auto parsed = detail::parse_header(detail::header_frame(cmd));
+    REQUIRE(parsed.has_value());
+    CHECK(*parsed == cmd);
+    CHECK(std::string(detail::command_name(cmd)).size() > 0);
+  }
+  CHECK(bytes(detail::header_frame(Command::request)) == std::string("PT\x01\x03", 4));
+  CHECK_FALSE(detail::parse_header(frame("")));
+  CHECK_FALSE(detail::parse_header(frame("PT\x01")));                          // short
+  CHECK_FALSE(detail::parse_header(frame(std::string("PT\x01\x03\x00", 5))));  // long
+  CHECK_FALSE(detail::parse_header(frame("XT\x01\x03")));                      // bad tag
+  CHECK_FALSE(detail::parse_header(frame("PX\x01\x03")));
+  CHECK_FALSE(detail::parse_header(frame("PT\x02\x03")));                  // other version
+  CHECK_FALSE(detail::parse_header(frame(std::string("PT\x01\x00", 4))));  // command 0
+  CHECK_FALSE(detail::parse_header(frame("PT\x01\x0f")));                  // past the last
+  CHECK_FALSE(detail::parse_header(frame("PT\x01\xff")));
+}
+
+TEST_CASE("id frames are big-endian and of exact size") {
+  for (uint64_t v : {uint64_t{0}, uint64_t{1}, uint64_t{0x0102030405060708}, ~uint64_t{0}}) {
+    const auto m = detail::u64_frame(v);
+    CHECK(m.size() == 8);
+    CHECK(detail::parse_u64(m) == v);
+  }
+  CHECK(bytes(detail::u64_frame(0x0102030405060708)) == "\x01\x02\x03\x04\x05\x06\x07\x08");
+  CHECK_FALSE(detail::parse_u64(frame("")));
+  CHECK_FALSE(detail::parse_u64(frame("1234567")));
+  CHECK_FALSE(detail::parse_u64(frame("123456789")));
+
+  const ObjectId id{0x1122334455667788, 0x99aabbccddeeff00};
+  const auto m = detail::object_id_frame(id);
+  CHECK(m.size() == 16);
+  CHECK(detail::parse_object_id(m) == id);
+  CHECK_FALSE(detail::parse_object_id(frame("")));
+  CHECK_FALSE(detail::parse_object_id(frame(std::string(15, 'x'))));
+  CHECK_FALSE(detail::parse_object_id(frame(std::string(17, 'x'))));
+}
+
+TEST_CASE("values round-trip through a verified reply") {
+  CHECK(round_trip(Value()).is_null());
+  CHECK(round_trip(true) == true);
+  CHECK(round_trip(-42) == -42);
+  CHECK(round_trip(INT64_MIN) == INT64_MIN);
+  CHECK(round_trip(2.5) == 2.5);
+  CHECK(round_trip("text") == "text");
+  CHECK(round_trip(std::string("a\0b", 3)) == std::string("a\0b", 3));
+  CHECK(round_trip(Bytes{std::string("\x00\xff", 2)}) == Value(Bytes{std::string("\x00\xff", 2)}));
+  const Value nested = Value::hash(
+      {{"a", Value::array({1, "two", Value::hash({{"x", nullptr}})})}, {"", Value::array({})}});
+  CHECK(round_trip(nested) == nested);
+  Reference r;
+  r.id = ObjectId{5, 6};
+  const Value back = round_trip(Value(r));
+  REQUIRE(back.is_reference());
+  CHECK(back.if_reference()->id == ObjectId{5, 6});
+}
+
+TEST_CASE("paths round-trip") {
+  flatbuffers::FlatBufferBuilder fb;
+  const Path path{std::string("def"), int64_t{-1}, std::string(""), int64_t{0}};
+  auto p = detail::encode_path(fb, path);
+  wire::RequestBuilder b(fb);
+  b.add_path(p);
+  fb.Finish(b.Finish(), wire::RequestIdentifier());
+  const auto m = detail::body_frame(fb);
+  detail::AlignedScratch scratch;
+  const auto* req = detail::verified_request(m, Limits{}, scratch);
+  REQUIRE(req != nullptr);
+  CHECK(detail::decode_path(req->path()) == path);
+  CHECK(detail::path_to_string(path) == "{def}[-1]{}[0]");
+  CHECK(detail::decode_path(nullptr).empty());
+}
+
+TEST_CASE("a body is verified against its own root type only") {
+  const auto reply = detail::error_reply(7, Errc::not_found, "gone", "std::out_of_range", 2);
+  detail::AlignedScratch s;
+  const auto* r = detail::verified_reply(reply, Limits{}, s);
+  REQUIRE(r != nullptr);
+  CHECK(r->request_id() == 7);
+  CHECK(r->status() == wire::Status::Error);
+  CHECK(r->error_code() == static_cast<int32_t>(Errc::not_found));
+  CHECK(r->error_text()->str() == "gone");
+  CHECK(r->error_type()->str() == "std::out_of_range");
+  CHECK(r->error_number() == 2);
+  // The same bytes are not a request, a control or a batch.
+  CHECK(detail::verified_request(reply, Limits{}, s) == nullptr);
+  CHECK(detail::verified_control(reply, Limits{}, s) == nullptr);
+  CHECK(detail::verified_batch(reply, Limits{}, s) == nullptr);
+  CHECK_FALSE(detail::is_batch(reply));
+}
+
+TEST_CASE("malformed bodies are refused, never read") {
+  const std::string good = bytes(detail::error_reply(1, Errc::internal, "x"));
+  detail::AlignedScratch s;
+  const Limits limits;
+  CHECK(detail::verified_reply(frame(""), limits, s) == nullptr);
+  CHECK(detail::verified_reply(frame("1234567"), limits, s) == nullptr);  // under 8 bytes
+  // Every truncation is refused, except of trailing padding, where the fields read back whole.
+  for (size_t n = 0; n < good.size(); ++n) {
+    const auto t = frame(good.substr(0, n));
+    const wire::Reply* r = detail::verified_reply(t, limits, s);
+    if (r != nullptr) {
+      CHECK(n + 4 > good.size());
+      CHECK(r->error_text()->str() == "x");
+    }
+  }
+  std::string wrong_id = good;
+  wrong_id[4] = 'Z';
+  CHECK(detail::verified_reply(frame(wrong_id), limits, s) == nullptr);
+  std::string bad_offset = good;
+  bad_offset[0] = '\xff';  // the root offset points outside the buffer
+  bad_offset[1] = '\xff';
+  CHECK(detail::verified_reply(frame(bad_offset), limits, s) == nullptr);
+  Limits small;
+  small.max_message_size = good.size() - 1;  // over the size limit
+  CHECK(detail::verified_reply(frame(good), small, s) == nullptr);
+}
+
+TEST_CASE("the verifier's depth limit bounds nesting") {
+  Value v = 1;
+  for (int i = 0; i < 40; ++i) v = Value::array({v});
+  flatbuffers::FlatBufferBuilder fb;
+  auto results = detail::encode_values(fb, ValueArray{v}, refs);
+  wire::ReplyBuilder b(fb);
+  b.add_results(results);
+  fb.Finish(b.Finish(), wire::ReplyIdentifier());
+  const auto m = detail::body_frame(fb);
+  detail::AlignedScratch s;
+  CHECK(detail::verified_reply(m, Limits{}, s) != nullptr);
+  Limits shallow;
+  shallow.max_depth = 16;
+  CHECK(detail::verified_reply(m, shallow, s) == nullptr);
+  Limits few;
+  few.max_tables = 10;
+  CHECK(detail::verified_reply(m, few, s) == nullptr);
+}
+
+TEST_CASE("a misaligned body is verified in an aligned copy") {
+  const std::string good = bytes(detail::error_reply(3, Errc::internal, "misaligned"));
+  // A zero-copy frame over bytes at an odd address.
+  std::vector<uint64_t> storage(good.size() / 8 + 2);
+  auto* odd_bytes = reinterpret_cast<char*>(storage.data()) + 1;
+  std::memcpy(odd_bytes, good.data(), good.size());
+  zmq::message_t odd(odd_bytes, good.size(), nullptr, nullptr);
+  REQUIRE(reinterpret_cast<uintptr_t>(odd.data()) % 8 == 1);
+  detail::AlignedScratch s;
+  const auto* r = detail::verified_reply(odd, Limits{}, s);
+  REQUIRE(r != nullptr);
+  CHECK(r->request_id() == 3);
+}
+
+TEST_CASE("decode refuses a hash with more keys than values, and a ref without a ref") {
+  flatbuffers::FlatBufferBuilder fb;
+  auto keys = fb.CreateVectorOfStrings({"a", "b"});
+  std::vector<flatbuffers::Offset<wire::Value>> items{detail::encode_value(fb, 1, refs)};
+  auto iv = fb.CreateVector(items);
+  wire::ValueBuilder hb(fb);
+  hb.add_kind(wire::Kind::Hash);
+  hb.add_keys(keys);
+  hb.add_items(iv);
+  auto bad_hash = hb.Finish();
+  wire::ValueBuilder rb(fb);
+  rb.add_kind(wire::Kind::Ref);
+  auto bad_ref = rb.Finish();
+  std::vector<flatbuffers::Offset<wire::Value>> results{bad_hash, bad_ref};
+  auto rv = fb.CreateVector(results);
+  wire::ReplyBuilder b(fb);
+  b.add_results(rv);
+  fb.Finish(b.Finish(), wire::ReplyIdentifier());
+  const auto m = detail::body_frame(fb);
+  detail::AlignedScratch s;
+  const auto* r = detail::verified_reply(m, Limits{}, s);
+  REQUIRE(r != nullptr);
+  CHECK_THROWS_AS(detail::decode_value(r->results()->Get(0), read_refs), Error);
+  CHECK_THROWS_AS(detail::decode_value(r->results()->Get(1), read_refs), Error);
+}
+
+TEST_CASE("stored values: encode and decode, and damaged bytes are bad_message") {
+  const Value v = Value::hash({{"k", Value::array({1, 2.5, "s"})}});
+  const std::string e = encode(v);
+  CHECK(decode(e) == v);
+  for (size_t n : {size_t{0}, size_t{4}, e.size() / 2}) {
+    try {
+      (void)decode(e.substr(0, n));
+      FAIL("decode accepted a truncated value");
+    } catch (const Error& err) {
+      CHECK(err.code() == Errc::bad_message);
+    }
+  }
+  Reference r;
+  CHECK_THROWS_AS((void)encode(Value(r)), Error);
+}
+
+TEST_CASE("only reads and overwrites are idempotent") {
+  CHECK(detail::idempotent(wire::Op::Get));
+  CHECK(detail::idempotent(wire::Op::Set));
+  CHECK_FALSE(detail::idempotent(wire::Op::Push));
+  CHECK_FALSE(detail::idempotent(wire::Op::Add));
+  CHECK_FALSE(detail::idempotent(wire::Op::Call));
+  CHECK_FALSE(detail::idempotent(wire::Op::Lock));
+}
