@@ -99,12 +99,15 @@ Worker& worker() {
 
 TEST_CASE("--version and --help on every binary") {
   TempDir dir;
-  for (const auto& [env, name] :
+  // Not a structured binding: CAPTURE's lambda cannot capture one under clang 14.
+  for (const auto& binary :
        std::vector<std::pair<const char*, std::string>>{{"PATRO_CLI", "patro"},
                                                         {"PATRO_BROKER", "patro-broker"},
                                                         {"PATRO_WORKER", "patro-worker"},
                                                         {"PATRO_LOCKS", "patro-locks"},
                                                         {"PATRO_BENCH", "patro-bench"}}) {
+    const char* env = binary.first;
+    const std::string& name = binary.second;
     CAPTURE(name);
     Run r = run(dir, {program(env), "--version"});
     CHECK(r.status == 0);

@@ -14,7 +14,8 @@
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// Counters a broker keeps.
 struct BrokerStats {
@@ -83,8 +84,9 @@ class Broker {
   BrokerStats stats() const;
 
  private:
-  struct Impl;
+  struct PATRO_PRIVATE Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

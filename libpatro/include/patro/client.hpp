@@ -16,7 +16,8 @@
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 namespace detail {
 template <class T>
@@ -414,4 +415,5 @@ PATRO_PROXY_OPERATOR(>=, bool, truthy)
 #undef PATRO_PROXY_AS_VALUE
 #undef PATRO_PROXY_OPERATOR
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

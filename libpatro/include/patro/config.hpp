@@ -11,7 +11,8 @@
 #include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 namespace detail {
 /// What a Config returned by patronize() holds of its server (the server implements it), so that
@@ -73,4 +74,5 @@ class Config {
   std::shared_ptr<detail::ServingHandle> server_;
 };
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -15,7 +15,8 @@
 #include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// A served hash (Perl's %hash reference). Keys are strings.
 class Hash {
@@ -102,4 +103,5 @@ struct ValueAs<Scalar> {
 };
 }  // namespace detail
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -7,7 +7,8 @@
 
 #include "patro/export.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// Error codes. The numeric values travel on the wire; never renumber.
 enum class Errc : int {
@@ -81,4 +82,5 @@ class RemoteError : public Error {
   int error_number_;
 };
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

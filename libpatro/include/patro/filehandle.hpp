@@ -15,7 +15,8 @@
 #include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// A file opened by the serving program. Copies share the handle.
 class FileHandle {
@@ -51,4 +52,5 @@ class DirHandle {
   std::shared_ptr<detail::Node> node_;
 };
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -20,10 +20,11 @@
 #include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 namespace detail {
-class Connection;
+class PATRO_PRIVATE Connection;
 struct Slot;
 
 /// What a Future shares: the connection and the request's slot.
@@ -104,4 +105,5 @@ T await_future(const Future<T>& f) {
   return f.get();
 }
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

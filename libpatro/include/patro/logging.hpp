@@ -9,7 +9,8 @@
 
 #include "patro/export.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 enum class LogLevel { error = 0, warn = 1, info = 2, debug = 3 };
 
@@ -28,4 +29,5 @@ void reopen_log_file();
 /// journal keeping the time.
 void write_log(LogLevel level, std::string_view who, std::string_view text) noexcept;
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -36,7 +36,8 @@
 #include "patro/export.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// The context a method or callable was called in, as Perl's wantarray: p.call() is scalar,
 /// p.call_list() is list.
@@ -123,7 +124,7 @@ class Deferred {
 
 namespace detail {
 
-class Node;
+class PATRO_PRIVATE Node;
 
 /// One call being run on the server: its arguments (changes are written back to the caller), its
 /// context, the callee's name for messages ("Foofie::blerp"), and the object it runs on.
@@ -532,4 +533,5 @@ std::shared_ptr<T> object_cast(const Value& v) {
   return std::static_pointer_cast<T>(detail::object_pointer(v, typeid(T)));
 }
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

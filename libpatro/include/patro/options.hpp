@@ -9,7 +9,8 @@
 
 #include "patro/export.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 using namespace std::chrono_literals;
 
@@ -142,4 +143,5 @@ struct ServerOptions {
   Limits limits;
 };
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -13,7 +13,8 @@
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// An object served under a well-known name in the broker's registry, so that clients can find it
 /// with get_proxy(endpoint, name). Pass it to patronize() like any other object.
@@ -64,4 +65,5 @@ requires(sizeof...(Objects) == 0 ||
   return patronize(ServerOptions{}, std::forward<Objects>(objects)...);
 }
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

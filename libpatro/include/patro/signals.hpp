@@ -6,7 +6,8 @@
 
 #include "patro/export.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and in every thread it starts later,
 /// so that wait() can take them. Construct it first thing in main, before any Patro object.
@@ -21,4 +22,5 @@ class TerminationSignals {
   std::optional<int> wait_for(std::chrono::milliseconds timeout) const;
 };
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -16,7 +16,8 @@
 #include "patro/error.hpp"
 #include "patro/export.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 /// Codes in SyncResult::error: the lock codes of patro::Errc (one code space), under the names
 /// and numbers Perl Patro documents.
@@ -116,4 +117,5 @@ auto synchronize(const Proxy& p, F&& block, SyncOptions options = {}) {
   return out;
 }
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -18,11 +18,12 @@
 #include "patro/error.hpp"
 #include "patro/export.hpp"
 
-namespace patro PATRO_API {
+PATRO_PUBLIC_BEGIN
+namespace patro {
 
 namespace detail {
-class Node;
-class Connection;
+class PATRO_PRIVATE Node;
+class PATRO_PRIVATE Connection;
 }  // namespace detail
 
 class Value;
@@ -254,4 +255,5 @@ std::string encode(const Value& v);
 /// within default Limits).
 Value decode(std::string_view bytes);
 
-}  // namespace PATRO_API
+}  // namespace patro
+PATRO_PUBLIC_END

@@ -7,6 +7,10 @@ namespace patro::detail {
 
 namespace {
 
+// The downcasts here stay static_cast, each after a check of the node's kind: the thread-safety
+// analysis follows a guarded member through a cast (static_cast<HashNode&>(*n).items is guarded
+// by n->mu) but not through a function such as node_cast.
+
 /// Tells the thread-safety analysis that mu is held. For a node seen through a reference to its
 /// concrete type (a HashNode& bound from the Node whose lock the caller holds): the same mutex,
 /// which clang cannot follow through the reference.
@@ -33,7 +37,7 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
     if (!k)
       throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                            ", which is a HASH; use a string key");
-    auto& h = node_cast<HashNode>(n);
+    auto& h = static_cast<HashNode&>(n);
     held(h.mu);
     auto it = h.items.find(*k);
     return it == h.items.end() ? Value() : it->second;
@@ -43,9 +47,9 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
     if (!i)
       throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                            ", which is an ARRAY; use an index");
-    return array_get(node_cast<ArrayNode>(n), *i);
+    return array_get(static_cast<ArrayNode&>(n), *i);
   }
-  if (n.kind == NodeKind::object) return object_property(node_cast<ObjectNode>(n), e);
+  if (n.kind == NodeKind::object) return object_property(static_cast<ObjectNode&>(n), e);
   throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
                                        ", which is a " + n.reftype());
 }
@@ -88,13 +92,13 @@ std::shared_ptr<Node> vivify(std::shared_ptr<Node> cur, const Path& path, size_t
       if (!k)
         throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
                                              ", which is a HASH; use a string key");
-      slot = &node_cast<HashNode>(*cur).items[*k];
+      slot = &static_cast<HashNode&>(*cur).items[*k];
     } else if (cur->kind == NodeKind::array) {
       const auto* idx = std::get_if<int64_t>(&e);
       if (!idx)
         throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
                                              ", which is an ARRAY; use an index");
-      auto& a = node_cast<ArrayNode>(*cur);
+      auto& a = static_cast<ArrayNode&>(*cur);
       held(a.mu);
       tmp = array_get(a, *idx);
       if (tmp.is_null()) {
@@ -127,7 +131,7 @@ ArrayNode& want_array(Node& n, const Path& path, const char* op) {
   if (n.kind != NodeKind::array)
     throw Error(Errc::type_mismatch, std::string("cannot ") + op + " " + where(path, path.size()) +
                                          ", which is a " + n.reftype() + ", not an ARRAY");
-  return node_cast<ArrayNode>(n);
+  return static_cast<ArrayNode&>(n);
 }
 
 int64_t int_arg(const ValueArray& args, size_t i, const char* op, const char* what) {
@@ -331,7 +335,7 @@ ValueArray Executor::run_element(OpCall& c) {
       if (n == 0) {
         if (root->kind == NodeKind::scalar) {
           MutexLock lock(root->mu);
-          return {node_cast<ScalarNode>(*root).value};
+          return {static_cast<ScalarNode&>(*root).value};
         }
         return {reference_to(root)};
       }
@@ -346,20 +350,20 @@ ValueArray Executor::run_element(OpCall& c) {
         MutexLock lock(root->mu);
         switch (root->kind) {
           case NodeKind::scalar:
-            node_cast<ScalarNode>(*root).value = stored_form(v);
+            static_cast<ScalarNode&>(*root).value = stored_form(v);
             break;
           case NodeKind::hash: {
             if (!v.if_hash()) v.throw_mismatch("hash (to replace a HASH's contents)");
             ValueHash fresh;
             for (const auto& [k, e] : *v.if_hash()) fresh.emplace(k, stored_form(e));
-            node_cast<HashNode>(*root).items = std::move(fresh);
+            static_cast<HashNode&>(*root).items = std::move(fresh);
             break;
           }
           case NodeKind::array: {
             if (!v.if_array()) v.throw_mismatch("array (to replace an ARRAY's contents)");
             std::deque<Value> fresh;
             for (const auto& e : *v.if_array()) fresh.push_back(stored_form(e));
-            node_cast<ArrayNode>(*root).items = std::move(fresh);
+            static_cast<ArrayNode&>(*root).items = std::move(fresh);
             break;
           }
           default:
@@ -378,16 +382,16 @@ ValueArray Executor::run_element(OpCall& c) {
           throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
                                                where(path, n - 1) +
                                                ", which is a HASH; use a string key");
-        node_cast<HashNode>(*parent).items.insert_or_assign(*k, std::move(stored));
+        static_cast<HashNode&>(*parent).items.insert_or_assign(*k, std::move(stored));
       } else if (parent->kind == NodeKind::array) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i)
           throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
                                                where(path, n - 1) +
                                                ", which is an ARRAY; use an index");
-        array_set(node_cast<ArrayNode>(*parent), *i, std::move(stored), limits_);
+        array_set(static_cast<ArrayNode&>(*parent), *i, std::move(stored), limits_);
       } else if (parent->kind == NodeKind::object) {
-        set_object_property(node_cast<ObjectNode>(*parent), path.back(), v);
+        set_object_property(static_cast<ObjectNode&>(*parent), path.back(), v);
       } else {
         throw Error(Errc::type_mismatch,
                     "cannot index into " + where(path, n - 1) + ", which is a SCALAR");
@@ -402,7 +406,7 @@ ValueArray Executor::run_element(OpCall& c) {
           throw Error(Errc::type_mismatch,
                       std::string("cannot add to the object, which is a ") + root->reftype());
         MutexLock lock(root->mu);
-        auto& s = node_cast<ScalarNode>(*root);
+        auto& s = static_cast<ScalarNode&>(*root);
         held(s.mu);
         s.value = numeric_add(s.value, delta);
         return {s.value};
@@ -412,14 +416,14 @@ ValueArray Executor::run_element(OpCall& c) {
       if (parent->kind == NodeKind::hash) {
         const auto* k = std::get_if<std::string>(&path.back());
         if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
-        Value& slot = node_cast<HashNode>(*parent).items[*k];
+        Value& slot = static_cast<HashNode&>(*parent).items[*k];
         slot = numeric_add(slot, delta);
         return {slot};
       }
       if (parent->kind == NodeKind::array) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
-        auto& a = node_cast<ArrayNode>(*parent);
+        auto& a = static_cast<ArrayNode&>(*parent);
         held(a.mu);
         Value sum = numeric_add(array_get(a, *i), delta);
         array_set(a, *i, sum, limits_);
@@ -440,7 +444,7 @@ ValueArray Executor::run_element(OpCall& c) {
       if (parent->kind == NodeKind::hash) {
         const auto* k = std::get_if<std::string>(&path.back());
         if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
-        auto& h = node_cast<HashNode>(*parent);
+        auto& h = static_cast<HashNode&>(*parent);
         held(h.mu);
         auto it = h.items.find(*k);
         if (!erase) return {Value(it != h.items.end())};
@@ -452,7 +456,7 @@ ValueArray Executor::run_element(OpCall& c) {
       if (parent->kind == NodeKind::array) {
         const auto* i = std::get_if<int64_t>(&path.back());
         if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
-        auto& a = node_cast<ArrayNode>(*parent);
+        auto& a = static_cast<ArrayNode&>(*parent);
         held(a.mu);
         if (erase) return {array_erase(a, *i)};
         auto idx = array_index(*i, a.items.size());
@@ -501,7 +505,7 @@ ValueArray Executor::run_container(OpCall& c) {
       }
       MutexLock lock(node->mu);
       if (node->kind == NodeKind::hash) {
-        auto& h = node_cast<HashNode>(*node);
+        auto& h = static_cast<HashNode&>(*node);
         held(h.mu);
         switch (op) {
           case wire::Op::Size:
@@ -518,7 +522,7 @@ ValueArray Executor::run_container(OpCall& c) {
         }
       }
       if (node->kind == NodeKind::array) {
-        auto& a = node_cast<ArrayNode>(*node);
+        auto& a = static_cast<ArrayNode&>(*node);
         held(a.mu);
         switch (op) {
           case wire::Op::Size:
