@@ -22,7 +22,7 @@ mkdir "$work/src"
 }
 
 status=0
-for pkg in libpatro libpatro-dev patro-tools; do
+for pkg in libpatro libpatro-dev patro-tools python3-patro; do
   deb=$(ls "$work"/${pkg}_*.deb)
   root="$work/root-$pkg"
   mkdir "$root"
