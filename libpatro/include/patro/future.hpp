@@ -24,7 +24,7 @@ PATRO_PUBLIC_BEGIN
 namespace patro {
 
 namespace detail {
-class PATRO_PRIVATE Connection;
+class Connection;  // hidden: declared PATRO_PRIVATE first in value.hpp
 struct Slot;
 
 /// What a Future shares: the connection and the request's slot.

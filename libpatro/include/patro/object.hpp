@@ -124,7 +124,7 @@ class Deferred {
 
 namespace detail {
 
-class PATRO_PRIVATE Node;
+class Node;  // hidden: declared PATRO_PRIVATE first in value.hpp
 
 /// One call being run on the server: its arguments (changes are written back to the caller), its
 /// context, the callee's name for messages ("Foofie::blerp"), and the object it runs on.
