@@ -29,8 +29,9 @@ SERVER_DOWN = 11
 CLIENT_GONE = 12
 BROKER_INFO = 13
 BROKER_INFO_REPLY = 14
+NO_ROUTE = 15  # an error reply from the broker: no server to route the request to now
 
-_HEADERS = {c: bytes((ord("P"), ord("T"), VERSION, c)) for c in range(HELLO, BROKER_INFO_REPLY + 1)}
+_HEADERS = {c: bytes((ord("P"), ord("T"), VERSION, c)) for c in range(HELLO, NO_ROUTE + 1)}
 
 REQUEST_ID = b"PTRQ"
 REPLY_ID = b"PTRP"
@@ -62,7 +63,7 @@ def parse_header(frame):
     if len(frame) != 4 or frame[0] != 0x50 or frame[1] != 0x54 or frame[2] != VERSION:
         return None
     c = frame[3]
-    return c if HELLO <= c <= BROKER_INFO_REPLY else None
+    return c if HELLO <= c <= NO_ROUTE else None
 
 
 def u64_frame(v):

@@ -361,9 +361,12 @@ class Connection:
         return {
             "names": [codec.decode_binding(r.Names(i)) for i in range(r.NamesLength())],
             "servers": [{"server_id": r.Servers(i).ServerId(), "lanes": r.Servers(i).Lanes(),
-                         "clients": r.Servers(i).Clients()} for i in range(r.ServersLength())],
+                         "clients": r.Servers(i).Clients(),
+                         "dedup_hits": r.Servers(i).DedupHits(),
+                         "expired": r.Servers(i).Expired()} for i in range(r.ServersLength())],
             "routed": r.Routed(), "replies": r.Replies(), "dropped": r.Dropped(),
             "rejected": r.Rejected(), "clients": r.Clients(), "servers_now": r.ServersNow(),
+            "retried": r.Retried(), "dedup_hits": r.DedupHits(), "expired": r.Expired(),
         }
 
     # --- waiting ---
@@ -520,7 +523,8 @@ class Connection:
 
     def _dispatch(self, msg):
         cmd = codec.parse_header(msg[0]) if msg else None
-        if cmd in (codec.REPLY, codec.WELCOME, codec.LOOKUP_REPLY, codec.BROKER_INFO_REPLY):
+        if cmd in (codec.REPLY, codec.NO_ROUTE, codec.WELCOME, codec.LOOKUP_REPLY,
+                   codec.BROKER_INFO_REPLY):
             if len(msg) != 3:
                 return
             rid = codec.parse_u64(msg[1])

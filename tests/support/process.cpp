@@ -52,7 +52,19 @@ Process::~Process() {
 }
 
 void Process::signal(int sig) const {
-  if (pid_ > 0 && !status_) ::kill(pid_, sig);
+  if (pid_ <= 0 || status_) return;
+  ::kill(pid_, sig);
+  if (sig != SIGSTOP) return;
+  // A signal is delivered asynchronously: return once the process is stopped (bounded), so that
+  // what the test does next meets a frozen process.
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T') return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 std::optional<int> Process::wait(std::chrono::milliseconds timeout) {

@@ -20,6 +20,7 @@ class Process {
   Process& operator=(const Process&) = delete;
 
   int pid() const noexcept { return pid_; }
+  /// Sends sig; SIGSTOP returns once the process is stopped (bounded).
   void signal(int sig) const;
   /// Waits up to timeout for the exit; the exit code (128+signal if killed), or nullopt.
   std::optional<int> wait(std::chrono::milliseconds timeout);

@@ -1,6 +1,10 @@
 // A client for multi-process tests. Object INDEX is the position in the server's config.
 //   push CONFIG INDEX TAG N          pushes "TAG-0" .. "TAG-(N-1)" onto the array
 //   add CONFIG INDEX KEY N           N times p[KEY].add(1)
+//   add-paced CONFIG INDEX KEY N US  the same, US microseconds apart, resending only what the
+//                                    README says to (server_unavailable: it surely did not run);
+//                                    prints "errors E" and exits 1 if any call failed
+//   slow-add CONFIG INDEX MS N       N calls of the Slow object's add(MS), as add-paced does
 //   sync-incr CONFIG INDEX KEY N     N read-modify-write increments of p[KEY] inside synchronize
 //   produce CONFIG INDEX N CAP STOPS bounded queue (capacity CAP, wait/notify): pushes 1..N, then
 //                                    STOPS zeros, one for each consumer
@@ -52,6 +56,29 @@ int main(int argc, char** argv) {
     if (mode == "push" && argc == 6) {
       const int n = std::atoi(argv[5]);
       for (int i = 0; i < n; ++i) p.push(std::string(argv[4]) + "-" + std::to_string(i));
+    } else if ((mode == "add-paced" && argc == 7) || (mode == "slow-add" && argc == 6)) {
+      const int n = std::atoi(argv[5]);
+      const bool slow = mode == "slow-add";
+      int errors = 0;
+      for (int i = 0; i < n; ++i) {
+        for (int attempt = 0;; ++attempt) {
+          try {
+            if (slow)
+              (void)p.call("add", std::atoll(argv[4]));
+            else
+              p[argv[4]].add(1);
+            break;
+          } catch (const patro::Error& e) {
+            if (e.code() == patro::Errc::server_unavailable && attempt < 100) continue;
+            std::fprintf(stderr, "call %d: %s\n", i, e.what());
+            ++errors;
+            break;
+          }
+        }
+        if (!slow) std::this_thread::sleep_for(std::chrono::microseconds(std::atoi(argv[6])));
+      }
+      std::printf("errors %d\n", errors);
+      return errors == 0 ? 0 : 1;
     } else if (mode == "add" && argc == 6) {
       const int n = std::atoi(argv[5]);
       for (int i = 0; i < n; ++i) p[argv[4]].add(1);

@@ -1,14 +1,25 @@
 // A server for multi-process tests. Serves, in this order:
-//   0: the hash of DESIGN.md, 1: an empty array (also named "jobs"), 2: a hash {"n": 0}
+//   0: the hash of DESIGN.md, 1: an empty array (also named "jobs"), 2: a hash {"n": 0},
+//   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
 // and writes its config to CONFIG. Runs until SIGTERM/SIGINT.
 //
 //   patro-test-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--liveness N] [--threads N]
-//                            [--name NAME] [--steal 0|1]
+//                            [--name NAME] [--steal 0|1] [--server-id N]
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include <patro/patro.hpp>
+
+namespace {
+struct Slow {
+  std::atomic<int64_t> count{0};
+};
+}  // namespace
 
 int main(int argc, char** argv) {
   patro::TerminationSignals signals;
@@ -31,6 +42,8 @@ int main(int argc, char** argv) {
       opts.name = argv[i + 1];
     else if (a == "--steal")
       opts.steal_lock_ok = std::string(argv[i + 1]) == "1";
+    else if (a == "--server-id")
+      opts.server_id = std::strtoull(argv[i + 1], nullptr, 10);
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
@@ -41,7 +54,15 @@ int main(int argc, char** argv) {
         patro::Hash{{"abc", 123}, {"def", patro::Array{456, patro::Hash{{"ghi", "jkl"}}, "mno"}}};
     patro::Array jobs;
     patro::Hash counter{{"n", 0}};
-    auto cfg = patro::patronize(opts, h, patro::named("jobs", jobs), counter);
+    patro::Class<Slow>("Slow")
+        .method("add",
+                [](Slow& s, int64_t ms) {
+                  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+                  return ++s.count;
+                })
+        .method("count", [](Slow& s) { return s.count.load(); });
+    auto cfg =
+        patro::patronize(opts, h, patro::named("jobs", jobs), counter, std::make_shared<Slow>());
     cfg.to_file(argv[1]);
     signals.wait();
     cfg.stop();

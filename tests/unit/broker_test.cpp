@@ -83,9 +83,11 @@ void register_lane(Peer& lane, uint64_t server_id) {
   CHECK(detail::parse_header(m[0]) == Command::registered);
 }
 
-// The error code of a REPLY [hdr][request id][Reply] to request_id; nullopt if there is none.
+// The error code of a REPLY or NO_ROUTE [hdr][request id][Reply] to request_id; nullopt if there
+// is none.
 std::optional<Errc> reply_code(const Multipart& m, uint64_t request_id) {
-  if (m.size() != 3 || detail::parse_header(m[0]) != Command::reply) return std::nullopt;
+  const auto cmd = m.size() == 3 ? detail::parse_header(m[0]) : std::nullopt;
+  if (cmd != Command::reply && cmd != Command::no_route) return std::nullopt;
   if (detail::parse_u64(m[1]) != request_id) return std::nullopt;
   detail::AlignedScratch s;
   const auto* r = detail::verified_reply(m[2], Limits{}, s);
@@ -105,8 +107,8 @@ TEST_CASE("a request is routed by object id to its server's lane, and the reply 
   client.send(make(detail::header_frame(Command::request), detail::object_id_frame(id),
                    detail::u64_frame(1), text("an opaque body")));
   Multipart in = lane.next();
-  // [hdr][client routing][object id][request id][body], the body untouched.
-  REQUIRE(in.size() == 5);
+  // [hdr][client routing][object id][request id][body][forwarded at], the body untouched.
+  REQUIRE(in.size() == 6);
   CHECK(detail::parse_header(in[0]) == Command::request);
   CHECK(detail::parse_object_id(in[2]) == id);
   CHECK(detail::parse_u64(in[3]) == 1);
@@ -150,7 +152,7 @@ TEST_CASE("an unknown server, and one that left, get server_unavailable from the
     Multipart m = client.next();
     if (m.empty()) {
       m = lane.next();  // routed to the lane before it left: answer it
-      REQUIRE(m.size() == 5);
+      REQUIRE(m.size() == 6);
       continue;
     }
     code = reply_code(m, 6 + i);

@@ -72,10 +72,10 @@ struct Lane {
     }
     return {};
   }
-  // The next request: [hdr][client routing][object id][request id][body].
+  // The next request: [hdr][client routing][object id][request id][body][forwarded at].
   Multipart request() {
     Multipart m = next();
-    REQUIRE(m.size() == 5);
+    REQUIRE(m.size() == 6);
     REQUIRE(detail::parse_header(m[0]) == Command::request);
     return m;
   }

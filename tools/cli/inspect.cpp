@@ -115,15 +115,19 @@ int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
                    {"routed", second.stats.routed},
                    {"dropped", second.stats.dropped},
                    {"rejected", second.stats.rejected},
+                   {"retried", second.stats.retried},
+                   {"dedup_hits", second.stats.dedup_hits},
+                   {"expired", second.stats.expired},
                    {"objects", objects}});
     return ok;
   }
-  char buf[256];
-  std::snprintf(buf, sizeof buf,
-                "requests/s %.1f  replies/s %.1f  clients %" PRIu64 "  servers %" PRIu64
-                "  dropped %" PRIu64 "  rejected %" PRIu64,
-                rps, reply_ps, second.stats.clients, second.stats.servers, second.stats.dropped,
-                second.stats.rejected);
+  char buf[384];
+  std::snprintf(
+      buf, sizeof buf,
+      "requests/s %.1f  replies/s %.1f  clients %" PRIu64 "  servers %" PRIu64 "  dropped %" PRIu64
+      "  rejected %" PRIu64 "  retried %" PRIu64 "  dedup_hits %" PRIu64 "  expired %" PRIu64,
+      rps, reply_ps, second.stats.clients, second.stats.servers, second.stats.dropped,
+      second.stats.rejected, second.stats.retried, second.stats.dedup_hits, second.stats.expired);
   out.line(buf);
   out.line("NAME\tTYPE\tDEPTH\tLEASED\tLOCK_WAITERS");
   for (auto it = objects.begin(); it != objects.end(); ++it) {

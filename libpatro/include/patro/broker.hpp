@@ -25,6 +25,12 @@ struct BrokerStats {
   uint64_t rejected = 0;  ///< requests answered with an error by the broker
   uint64_t servers = 0;   ///< registered servers now
   uint64_t clients = 0;   ///< live clients now
+  uint64_t retried = 0;   ///< requests clients sent again (their reply may have been lost)
+  /// Summed over the servers registered now, as they report them (broker_info() only): repeated
+  /// requests answered from a reply cache without running again, and requests not run because
+  /// their deadline had passed when a lane took them.
+  uint64_t dedup_hits = 0;
+  uint64_t expired = 0;
   std::map<Errc, uint64_t> rejected_by_code;  ///< rejected, by error code (stats() only)
   /// With BrokerOptions::track_latency (stats() only): requests routed and not yet answered, and
   /// the time from routing a request to routing its reply: per bucket (upper bounds in
@@ -46,9 +52,11 @@ struct BrokerName {
 
 /// A server registered at a broker.
 struct BrokerServer {
-  uint64_t id = 0;       ///< the server half of its objects' ids
-  unsigned lanes = 0;    ///< lanes (worker threads) registered now
-  unsigned clients = 0;  ///< live clients that have sent it requests
+  uint64_t id = 0;          ///< the server half of its objects' ids
+  unsigned lanes = 0;       ///< lanes (worker threads) registered now
+  unsigned clients = 0;     ///< live clients that have sent it requests
+  uint64_t dedup_hits = 0;  ///< repeated requests it answered from its reply cache
+  uint64_t expired = 0;     ///< requests it did not run: their deadline had passed
 };
 
 /// What a broker knows: its registry (sorted by name), its servers (sorted by id), its counters.

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -116,6 +117,9 @@ class Deferred {
   bool done() const;
   /// The calling connection (one per get_proxies), as the server's on_client_gone reports it.
   uint64_t client_id() const;
+  /// When the caller stops waiting (its deadline, on this host's steady clock): an answer after it
+  /// reaches nobody, so a call that waits for something (a blocking take) should give up by then.
+  std::chrono::steady_clock::time_point deadline() const;
   Context context() const;
 
  private:

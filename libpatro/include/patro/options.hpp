@@ -34,6 +34,12 @@ struct Limits {
   /// How long closing a connection may still spend delivering its last messages (a disconnect,
   /// a final reply) before they are dropped.
   std::chrono::milliseconds close_linger = 200ms;
+  /// A server's reply cache (exactly-once delivery under retries): the most finished replies kept
+  /// per client, and how long one is kept. A request retried after its reply left the cache runs
+  /// again, so the age should exceed the longest call deadline, and the count what a client keeps
+  /// in flight (ClientOptions::max_in_flight).
+  size_t reply_cache_entries = 10'000;
+  std::chrono::milliseconds reply_cache_age = 60s;
   /// Most lanes (worker threads) one server may register.
   unsigned max_lanes = 1024;
   /// What a socket accepts in one frame: the largest body, framed twice over (a batch of calls),
@@ -84,6 +90,14 @@ struct ClientOptions {
   /// Most requests (synchronous, async, and batches of oneway calls) in flight on one connection;
   /// starting one more waits until an answer arrives.
   size_t max_in_flight = 10'000;
+  /// Resend a request whose reply may have been lost (the broker restarted or went silent, the
+  /// server was not registered yet, or it re-registered) until its deadline, with the same request
+  /// id: the server's reply cache answers a copy it already ran, so every operation is safe to
+  /// resend. Off: such a request fails at once (the behaviour before retries).
+  bool retry = true;
+  /// The first wait before resending a request that found no route (the server not registered);
+  /// it doubles up to the heartbeat interval.
+  std::chrono::milliseconds retry_backoff = 20ms;
   /// Oneway calls (Proxy::send, print_async…) that may be sent but not yet acknowledged by the
   /// server, per connection. A sender past it waits: a slow server slows its senders, memory stays
   /// bounded end to end, and nothing is dropped. At least oneway_batch.
@@ -111,6 +125,12 @@ struct ServerOptions {
   /// finds segments of its own name (left by a crash) removes and recreates them. Empty: a name
   /// made of the process id and the server id.
   std::string name;
+  /// The server half of its objects' ids; 0 (the default): random. A server that restarts with the
+  /// same server_id and serves the same objects in the same order gives them the same ids, so
+  /// clients' proxies outlive the restart and their idempotent calls in flight are retried against
+  /// it (nested objects made later get new random ids, as ever). Keep it secret where ids matter:
+  /// the served objects' ids derive from it.
+  uint64_t server_id = 0;
   /// Whether a monitor may steal a lock from another (Perl Patro's steal_lock_ok). Off by default.
   bool steal_lock_ok = false;
   /// Refuse open, close, sysopen, opendir and closedir through proxies to served file and

@@ -55,6 +55,8 @@ struct PATRO_PRIVATE Broker::Impl {
     std::vector<std::string> lanes;           // routing ids; empty string: lane not registered
     std::unordered_set<std::string> clients;  // routing ids of clients that sent it requests
     std::vector<std::string> names;
+    uint64_t dedup_hits = 0, expired = 0;  // its counters, from its lanes' heartbeats
+    uint64_t incarnation = 0;              // its process
   };
   struct LaneRec {
     uint64_t server = 0;
@@ -74,6 +76,9 @@ struct PATRO_PRIVATE Broker::Impl {
   };
 
   BrokerOptions opts;
+  // This process: clients compare it across heartbeats, and resend what they have in flight when
+  // it changes (the replies the last broker held were lost with it).
+  const uint64_t instance = detail::random_id();
   zmq::context_t ctx{1};
   zmq::socket_t front;  // made in the constructor, with the limits applied
   zmq::socket_t back;
@@ -87,7 +92,8 @@ struct PATRO_PRIVATE Broker::Impl {
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<>> expiries;
   Clock::time_point next_heartbeat;
 
-  std::atomic<uint64_t> routed{0}, replies{0}, dropped{0}, rejected{0}, n_servers{0}, n_clients{0};
+  std::atomic<uint64_t> routed{0}, replies{0}, dropped{0}, rejected{0}, n_servers{0}, n_clients{0},
+      retried{0};
   // Metrics: rejections by code; with track_latency, requests in flight by (client routing id,
   // request id frame) and a histogram of their round trips through the broker.
   static constexpr size_t kCodes = 64;
@@ -130,12 +136,15 @@ struct PATRO_PRIVATE Broker::Impl {
     if (!detail::send_multipart(back, m)) ++dropped;
   }
 
-  void reject(zmq::message_t routing, uint64_t request_id, Errc code, const std::string& text) {
+  /// Answers a request with the broker's own error. NO_ROUTE (no server to take it now) tells a
+  /// client that the request surely did not run, so it may resend it; REPLY is final.
+  void reject(zmq::message_t routing, uint64_t request_id, Errc code, const std::string& text,
+              Command how = Command::reply) {
     ++rejected;
     ++rejected_codes[std::min(static_cast<size_t>(code), kCodes - 1)];
     Multipart m;
     m.push_back(std::move(routing));
-    m.push_back(detail::header_frame(Command::reply));
+    m.push_back(detail::header_frame(how));
     m.push_back(detail::u64_frame(request_id));
     m.push_back(detail::error_reply(request_id, code, text));
     send_front(m);
@@ -149,6 +158,7 @@ struct PATRO_PRIVATE Broker::Impl {
       n_clients = clients.size();
       expiries.push({it->second.expiry, true, routing});
       PATRO_LOG(debug, "broker") << "client " << printable(routing) << " connected";
+      heartbeat_client(routing);  // a client that came back learns at once who we are
     }
     return it->second;
   }
@@ -191,13 +201,14 @@ struct PATRO_PRIVATE Broker::Impl {
   }
 
   void on_request(Multipart& f, const std::string& routing, Clock::time_point now) {
-    // [routing][hdr][object id][request id][body]
+    // [routing][hdr][object id][request id][body], then [attempt] on a resent request
     std::optional<uint64_t> request_id = f.size() >= 4 ? detail::parse_u64(f[3]) : std::nullopt;
     if (!request_id) return void(++dropped);  // nothing to answer to
     auto oid = detail::parse_object_id(f[2]);
-    if (f.size() != 5 || !oid)
+    if ((f.size() != 5 && f.size() != 6) || !oid)
       return reject(std::move(f[0]), *request_id, Errc::bad_message,
                     "a request needs 5 frames with a 16-byte object id");
+    if (f.size() == 6) ++retried;
     if (f[4].size() > opts.limits.max_message_size)
       return reject(std::move(f[0]), *request_id, Errc::message_too_large,
                     "request body of " + std::to_string(f[4].size()) +
@@ -208,7 +219,8 @@ struct PATRO_PRIVATE Broker::Impl {
     if (sit == servers.end())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
                     "no server " + ObjectId{oid->server, 0}.to_hex().substr(0, 16) +
-                        " is registered (it went away, or never was)");
+                        " is registered (it went away, or never was)",
+                    Command::no_route);
     ServerRec& server = sit->second;
     // Requests from one client go to one lane, so they run in the order the client sent them.
     const size_t n = server.lanes.size();
@@ -216,7 +228,7 @@ struct PATRO_PRIVATE Broker::Impl {
     for (size_t i = 0; i < n && server.lanes[lane].empty(); ++i) lane = (lane + 1) % n;
     if (server.lanes[lane].empty())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
-                    "the server is registering");
+                    "the server is registering", Command::no_route);
     if (client.last_server != oid->server) {
       client.last_server = oid->server;
       client.servers.insert(oid->server);
@@ -226,14 +238,17 @@ struct PATRO_PRIVATE Broker::Impl {
       in_flight[routing + std::string(f[3].to_string_view())] = now;
       n_in_flight = in_flight.size();
     }
+    // The lane learns the request's age from when we forwarded it (our clock; it knows the
+    // offset from our heartbeats), so a deadline that passed while it queued is kept.
     Multipart out;
-    out.reserve(6);
+    out.reserve(7);
     out.push_back(routing_frame(server.lanes[lane]));
     out.push_back(std::move(f[1]));
     out.push_back(std::move(f[0]));
     out.push_back(std::move(f[2]));
     out.push_back(std::move(f[3]));
     out.push_back(std::move(f[4]));
+    out.push_back(detail::u64_frame(clock_ns(now)));
     send_back(out);
     ++routed;
   }
@@ -247,7 +262,7 @@ struct PATRO_PRIVATE Broker::Impl {
     touch_client(routing, hello->client_id(), now);
     flatbuffers::FlatBufferBuilder fb(128);
     auto w = wire::CreateWelcome(fb, static_cast<uint32_t>(opts.heartbeat.interval.count()),
-                                 opts.heartbeat.liveness, opts.limits.max_message_size);
+                                 opts.heartbeat.liveness, opts.limits.max_message_size, instance);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Welcome, w.Union()),
               wire::ControlIdentifier());
     Multipart out;
@@ -292,6 +307,7 @@ struct PATRO_PRIVATE Broker::Impl {
     if (!request_id || !c || !c->body_as_BrokerInfoRequest()) return void(++dropped);
     touch_client(routing, 0, now);
     flatbuffers::FlatBufferBuilder fb(1024);
+    uint64_t dedup_hits = 0, expired = 0;
     std::vector<flatbuffers::Offset<wire::NameBinding>> nbs;
     nbs.reserve(names.size());
     for (const auto& [name, b] : names)
@@ -303,10 +319,13 @@ struct PATRO_PRIVATE Broker::Impl {
       const auto live = std::count_if(s.lanes.begin(), s.lanes.end(),
                                       [](const std::string& l) { return !l.empty(); });
       sis.push_back(wire::CreateServerInfo(fb, id, static_cast<uint32_t>(live),
-                                           static_cast<uint32_t>(s.clients.size())));
+                                           static_cast<uint32_t>(s.clients.size()), s.dedup_hits,
+                                           s.expired));
+      dedup_hits += s.dedup_hits;
+      expired += s.expired;
     }
     auto r = wire::CreateBrokerInfoReplyDirect(fb, &nbs, &sis, routed, replies, dropped, rejected,
-                                               n_clients, n_servers);
+                                               n_clients, n_servers, retried, dedup_hits, expired);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::BrokerInfoReply, r.Union()),
               wire::ControlIdentifier());
     Multipart out;
@@ -331,8 +350,13 @@ struct PATRO_PRIVATE Broker::Impl {
     switch (*cmd) {
       case Command::reply: {
         // [routing][hdr][client routing][request id][body]
-        if (f.size() != 5 || lit == lanes.end()) return void(++dropped);
-        lit->second.expiry = now + window();
+        if (f.size() != 5) return void(++dropped);
+        // A lane we do not know yet (we restarted while it ran a call) still delivers its reply;
+        // then it is told to register again.
+        if (lit == lanes.end())
+          send_to_lane(routing, Command::disconnect);
+        else
+          lit->second.expiry = now + window();
         if (opts.track_latency) observe_reply(f[2], f[3], now);
         Multipart out;
         out.reserve(4);
@@ -344,12 +368,32 @@ struct PATRO_PRIVATE Broker::Impl {
         ++replies;
         return;
       }
-      case Command::heartbeat:
+      case Command::heartbeat: {
         if (lit == lanes.end()) return send_to_lane(routing, Command::disconnect);
         lit->second.expiry = now + window();
+        // [dedup hits][expired]: the server's counters, on each lane's heartbeat.
+        auto hits = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+        auto expired = f.size() == 4 ? detail::parse_u64(f[3]) : std::nullopt;
+        auto sit = servers.find(lit->second.server);
+        if (hits && expired && sit != servers.end()) {
+          sit->second.dedup_hits = *hits;
+          sit->second.expired = *expired;
+        }
         return;
+      }
       case Command::register_server:
         return on_register(f, routing, now);
+      case Command::server_alive: {
+        // The process lives: none of its lanes is dead, however long its calls run.
+        auto id = f.size() == 3 ? detail::parse_u64(f[2]) : std::nullopt;
+        auto sit = id ? servers.find(*id) : servers.end();
+        if (sit == servers.end()) return;
+        for (const std::string& l : sit->second.lanes) {
+          auto it = l.empty() ? lanes.end() : lanes.find(l);
+          if (it != lanes.end()) it->second.expiry = now + window();
+        }
+        return;
+      }
       case Command::disconnect:
         if (lit != lanes.end()) drop_lane(lit, "disconnected");
         return;
@@ -403,8 +447,15 @@ struct PATRO_PRIVATE Broker::Impl {
     }
     auto lit = lanes.find(routing);
     if (lit != lanes.end() && lit->second.server != reg->server_id()) drop_lane(lit, "re-used");
+    // Another process under a known server id (a fixed id, restarted before we noticed the
+    // first die): the first one's calls in flight are lost; its clients hear it went away.
+    if (auto old = servers.find(reg->server_id());
+        old != servers.end() && reg->incarnation() != 0 && old->second.incarnation != 0 &&
+        old->second.incarnation != reg->incarnation())
+      drop_server(old, "restarted");
     auto [sit, inserted] = servers.try_emplace(reg->server_id());
     ServerRec& server = sit->second;
+    server.incarnation = reg->incarnation();
     if (server.lanes.size() != reg->lanes()) server.lanes.resize(reg->lanes());
     // A lane that registers again from a new socket replaces its old socket.
     const std::string old = server.lanes[reg->lane()];
@@ -437,7 +488,7 @@ struct PATRO_PRIVATE Broker::Impl {
     flatbuffers::FlatBufferBuilder fb(128);
     auto r = wire::CreateRegisteredDirect(fb, advertised.c_str(),
                                           static_cast<uint32_t>(opts.heartbeat.interval.count()),
-                                          opts.heartbeat.liveness);
+                                          opts.heartbeat.liveness, clock_ns(now));
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Registered, r.Union()),
               wire::ControlIdentifier());
     Multipart out;
@@ -532,14 +583,29 @@ struct PATRO_PRIVATE Broker::Impl {
     }
   }
 
+  static uint64_t clock_ns(Clock::time_point t) {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  }
+
+  // To a client: [instance]. To a lane: [our clock], from which it keeps the offset to its own.
+  void heartbeat_client(const std::string& routing) {
+    Multipart out;
+    out.push_back(routing_frame(routing));
+    out.push_back(detail::header_frame(Command::heartbeat));
+    out.push_back(detail::u64_frame(instance));
+    send_front(out);
+  }
+
   void heartbeat_all() {
-    for (const auto& [routing, lane] : lanes) send_to_lane(routing, Command::heartbeat);
-    for (const auto& [routing, client] : clients) {
+    for (const auto& [routing, lane] : lanes) {
       Multipart out;
       out.push_back(routing_frame(routing));
       out.push_back(detail::header_frame(Command::heartbeat));
-      send_front(out);
+      out.push_back(detail::u64_frame(clock_ns(Clock::now())));
+      send_back(out);
     }
+    for (const auto& [routing, client] : clients) heartbeat_client(routing);
   }
 
   void run() {
@@ -616,6 +682,7 @@ BrokerStats Broker::stats() const {
   s.rejected = impl_->rejected;
   s.servers = impl_->n_servers;
   s.clients = impl_->n_clients;
+  s.retried = impl_->retried;
   for (size_t c = 0; c < Impl::kCodes; ++c)
     if (const uint64_t n = impl_->rejected_codes[c]) s.rejected_by_code[static_cast<Errc>(c)] = n;
   s.in_flight = impl_->n_in_flight;

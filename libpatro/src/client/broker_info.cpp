@@ -29,7 +29,8 @@ BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options
   }
   if (r->servers()) {
     for (const auto* s : *r->servers())
-      info.servers.push_back(BrokerServer{s->server_id(), s->lanes(), s->clients()});
+      info.servers.push_back(
+          BrokerServer{s->server_id(), s->lanes(), s->clients(), s->dedup_hits(), s->expired()});
   }
   std::sort(info.names.begin(), info.names.end(),
             [](const BrokerName& a, const BrokerName& b) { return a.name < b.name; });
@@ -41,6 +42,9 @@ BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options
   info.stats.rejected = r->rejected();
   info.stats.clients = r->clients();
   info.stats.servers = r->servers_now();
+  info.stats.retried = r->retried();
+  info.stats.dedup_hits = r->dedup_hits();
+  info.stats.expired = r->expired();
   return info;
 }
 

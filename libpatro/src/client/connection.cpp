@@ -3,6 +3,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "ids.hpp"
 #include "log.hpp"
 
@@ -19,6 +21,15 @@ void check_sendable(const Value& v) {
     for (const Value& e : *a) check_sendable(e);
   if (const ValueHash* h = v.if_hash())
     for (const auto& [k, e] : *h) check_sendable(e);
+}
+
+/// A request whose deadline passed: its error. An answer from the broker that it had no route is
+/// kept as the answer when no copy can have run (server_unavailable).
+void time_out(Slot& s) {
+  if (s.body.size() != 0 && !s.maybe_ran) return;
+  s.body = zmq::message_t();
+  s.error = Errc::timeout;
+  s.error_text = "no answer to request " + std::to_string(s.request_id) + " by its deadline";
 }
 
 uint32_t timeout_ms(std::chrono::milliseconds t) {
@@ -100,7 +111,8 @@ void Connection::connect() {
     m.push_back(header_frame(Command::hello));
     m.push_back(u64_frame(rid));
     m.push_back(body_frame(fb));
-    SlotPtr slot = new_slot(rid, 0, wire::Op::Get, Clock::now() + options_.connect_timeout);
+    SlotPtr slot =
+        new_slot(rid, 0, wire::Op::Get, Clock::now() + options_.connect_timeout, nullptr, true);
     submit(std::move(m));
     await(slot);
     if (slot->error != Errc::ok) {
@@ -112,6 +124,10 @@ void Connection::connect() {
     const wire::Control* c = verified_control(slot->body, options_.limits, scratch);
     if (c && c->body_as_Welcome()) {
       endpoint_ = endpoint;
+      {
+        MutexLock io(io_mu_);
+        broker_instance_ = c->body_as_Welcome()->instance();
+      }
       const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
       if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
       if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
@@ -133,13 +149,21 @@ void Connection::connect() {
 }
 
 SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
-                             Clock::time_point deadline, uint32_t oneway_calls) {
+                             Clock::time_point deadline, const Multipart* frames, bool control,
+                             uint32_t oneway_calls) {
   auto slot = std::make_shared<Slot>();
   slot->request_id = request_id;
   slot->server = server;
   slot->op = op;
   slot->deadline = deadline;
   slot->oneway_calls = oneway_calls;
+  slot->control = control;
+  if (frames != nullptr && options_.retry) {
+    // Copies that share the bodies' buffers with what goes out (ZeroMQ counts references).
+    slot->frames.resize(frames->size());
+    for (size_t i = 0; i < frames->size(); ++i)
+      slot->frames[i].copy(const_cast<zmq::message_t&>((*frames)[i]));
+  }
   MutexLock lock(state_mu_);
   slots_.emplace(request_id, slot);
   oneway_unacked_ += oneway_calls;
@@ -269,11 +293,19 @@ void Connection::fail_pending(Errc code, const std::string& text, std::optional<
   std::vector<SlotPtr> failing;
   for (auto& [id, slot] : slots_)
     if (!slot->done && (!server || slot->server == *server)) failing.push_back(slot);
+  const auto now = Clock::now();
   for (const SlotPtr& slot : failing) {
+    const bool idempotent = slot->oneway_calls == 0 && op_info(slot->op).idempotent;
+    if (code == Errc::server_unavailable && idempotent && !slot->frames.empty()) {
+      // Its server went away: an idempotent request may go to it again once it is back (a
+      // server that keeps its id across a restart, or that only re-registered).
+      slot->maybe_ran = true;
+      retry_later(slot, now);
+      continue;
+    }
     slot->error = code;
     slot->error_text = text;
-    if (code == Errc::server_unavailable &&
-        (slot->oneway_calls > 0 || !op_info(slot->op).idempotent)) {
+    if (code == Errc::server_unavailable && !idempotent) {
       slot->error = Errc::outcome_unknown;
       slot->error_text = text + "; the call may or may not have run";
     }
@@ -282,15 +314,116 @@ void Connection::fail_pending(Errc code, const std::string& text, std::optional<
   state_cv_.notify_all();
 }
 
+void Connection::retry_later(const SlotPtr& slot, Clock::time_point now) {
+  // No route within twice the broker's window: the server is not coming back.
+  const auto grace = 2 * std::chrono::milliseconds(broker_window_ms_.load());
+  if (slot->no_route_since == Clock::time_point::max()) slot->no_route_since = now;
+  const auto wait = slot->backoff.count() == 0 ? options_.retry_backoff : slot->backoff;
+  if (slot->frames.empty() || now + wait >= slot->deadline || now - slot->no_route_since > grace) {
+    const bool idempotent = slot->oneway_calls == 0 && op_info(slot->op).idempotent;
+    if (slot->maybe_ran && !idempotent) {
+      slot->body = zmq::message_t();
+      slot->error = Errc::outcome_unknown;
+      slot->error_text =
+          "its server went away and did not come back; the call may or may not have run";
+    } else if (slot->body.size() == 0 || slot->maybe_ran) {
+      slot->body = zmq::message_t();
+      slot->error = Errc::server_unavailable;
+      slot->error_text = "no server took the request (its server is not registered)";
+    }
+    complete(slot);
+    return;
+  }
+  slot->retry_at = now + wait;
+  slot->backoff = std::min(wait * 2, std::chrono::milliseconds(heartbeat_ms_.load()));
+  Clock::rep next = next_retry_.load();
+  const Clock::rep mine = slot->retry_at.time_since_epoch().count();
+  while (mine < next && !next_retry_.compare_exchange_weak(next, mine)) {
+  }
+}
+
+void Connection::resend(const std::vector<SlotPtr>& slots) {
+  flush();  // what was queued before goes first
+  for (const SlotPtr& s : slots) {
+    Multipart m;
+    m.reserve(s->frames.size() + 1);
+    for (zmq::message_t& f : s->frames) {
+      zmq::message_t c;
+      c.copy(f);
+      m.push_back(std::move(c));
+    }
+    uint32_t attempt;
+    {
+      MutexLock lock(state_mu_);
+      attempt = ++s->attempts;
+    }
+    if (!s->control) m.push_back(u64_frame(attempt));
+    retries_.fetch_add(1, std::memory_order_relaxed);
+    PATRO_LOG(debug, "client") << "resending request " << s->request_id << " (attempt " << attempt
+                               << ")";
+    try {
+      if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a resend was not sent";
+    } catch (const zmq::error_t& e) {
+      PATRO_LOG(warn, "client") << "resend failed: " << e.what();
+    }
+  }
+}
+
+void Connection::resend_all(const char* why) {
+  std::vector<SlotPtr> all;
+  {
+    MutexLock lock(state_mu_);
+    for (auto& [id, slot] : slots_) {
+      if (slot->done || slot->frames.empty()) continue;
+      slot->maybe_ran = true;
+      slot->retry_at = Clock::time_point::max();
+      all.push_back(slot);
+    }
+  }
+  if (all.empty()) return;
+  PATRO_LOG(info, "client") << why << ": resending " << all.size() << " request(s) in flight";
+  // In the order they were made.
+  std::sort(all.begin(), all.end(),
+            [](const SlotPtr& a, const SlotPtr& b) { return a->request_id < b->request_id; });
+  resend(all);
+}
+
+void Connection::resend_due(Clock::time_point now) {
+  std::vector<SlotPtr> due;
+  if (now.time_since_epoch().count() < next_retry_.load()) return;
+  {
+    MutexLock lock(state_mu_);
+    Clock::time_point next = Clock::time_point::max();
+    for (auto& [id, slot] : slots_) {
+      if (slot->done || slot->retry_at == Clock::time_point::max()) continue;
+      if (slot->retry_at <= now) {
+        slot->retry_at = Clock::time_point::max();
+        due.push_back(slot);
+      } else {
+        next = std::min(next, slot->retry_at);
+      }
+    }
+    next_retry_ = next.time_since_epoch().count();
+  }
+  std::sort(due.begin(), due.end(),
+            [](const SlotPtr& a, const SlotPtr& b) { return a->request_id < b->request_id; });
+  resend(due);
+}
+
+void Connection::broker_instance(uint64_t instance) {
+  if (instance == 0 || instance == broker_instance_) return;
+  const bool restarted = broker_instance_ != 0;
+  broker_instance_ = instance;
+  if (restarted && options_.retry) resend_all("the broker restarted");
+}
+
 void Connection::expire_slots(Clock::time_point now) {
   MutexLock lock(state_mu_);
   std::vector<SlotPtr> late;
   for (auto& [id, slot] : slots_)
     if (!slot->done && slot->deadline <= now) late.push_back(slot);
   for (const SlotPtr& slot : late) {
-    slot->error = Errc::timeout;
-    slot->error_text =
-        "no answer to request " + std::to_string(slot->request_id) + " by its deadline";
+    time_out(*slot);
     complete(slot);
   }
   if (!late.empty()) state_cv_.notify_all();
@@ -317,6 +450,29 @@ void Connection::dispatch(Multipart& msg) {
       state_cv_.notify_all();
       return;
     }
+    case Command::no_route: {
+      // The broker has no server for it now: it surely did not run; resend after a backoff.
+      auto rid = msg.size() == 3 ? parse_u64(msg[1]) : std::nullopt;
+      if (!rid) return;
+      MutexLock lock(state_mu_);
+      auto it = slots_.find(*rid);
+      if (it == slots_.end() || it->second->done) return;
+      SlotPtr slot = it->second;
+      if (!options_.retry) {
+        slot->body = std::move(msg[2]);
+        complete(slot);
+      } else {
+        // Kept in case it may not wait: its answer is then this error.
+        if (!slot->maybe_ran) slot->body = std::move(msg[2]);
+        retry_later(slot, Clock::now());
+      }
+      state_cv_.notify_all();
+      return;
+    }
+    case Command::heartbeat:
+      if (auto instance = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt)
+        broker_instance(*instance);
+      return;
     case Command::server_down: {
       auto server = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
       if (!server) return;
@@ -357,18 +513,31 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     while (readable && recv_multipart(sock_, msg, true)) {
       got = true;
       last_heard_ = now;
+      const uint64_t instance = broker_instance_;
       dispatch(msg);
+      if (broker_silent_) {
+        // Heard again after its window: what we sent meanwhile, or what it held, may be lost
+        // (a broken connection loses what was in it). A restart was handled by dispatch.
+        broker_silent_ = false;
+        if (instance == broker_instance_) resend_all("the broker is heard again");
+      }
       MutexLock lock(state_mu_);
       if (done()) return;
     }
     const std::chrono::milliseconds broker_window(broker_window_ms_.load());
     if (readable && !got && now - last_heard_ > broker_window) {
-      fail_pending(Errc::broker_unreachable,
-                   "the broker at " + endpoint_ + " has been silent for more than " +
-                       std::to_string(broker_window.count()) + " ms",
-                   std::nullopt);
+      const std::string text = "the broker at " + endpoint_ + " has been silent for more than " +
+                               std::to_string(broker_window.count()) + " ms";
+      if (!options_.retry) {
+        fail_pending(Errc::broker_unreachable, text, std::nullopt);
+      } else if (!broker_silent_) {
+        // Requests wait for it until their deadlines, and are resent when it is back.
+        PATRO_LOG(warn, "client") << text << "; waiting for it";
+        broker_silent_ = true;
+      }
       last_heard_ = now;  // each call after this gets its own full window
     }
+    resend_due(now);
     {
       MutexLock lock(state_mu_);
       if (done()) return;
@@ -376,6 +545,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     now = Clock::now();
     if (now >= until) return;
     auto limit = std::min(until, next_heartbeat_);
+    limit = std::min(limit, Clock::time_point(Clock::duration(next_retry_.load())));
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - now) +
                 std::chrono::milliseconds(1);
     items[0].revents = items[1].revents = 0;
@@ -435,9 +605,7 @@ void Connection::await(const SlotPtr& slot) {
     {
       MutexLock lock(state_mu_);
       if (!slot->done) {
-        slot->error = Errc::timeout;
-        slot->error_text =
-            "no answer to request " + std::to_string(slot->request_id) + " by its deadline";
+        time_out(*slot);
         complete(slot);
       }
     }
@@ -583,7 +751,7 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   m.push_back(object_id_frame(id));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  SlotPtr slot = new_slot(rid, id.server, op, deadline);
+  SlotPtr slot = new_slot(rid, id.server, op, deadline, &m, false);
   annotate_sent(rid);
   submit(std::move(m));
   return slot;
@@ -651,7 +819,8 @@ void Connection::seal_batch() {
   batch_fb_.Clear();
   batch_calls_.clear();
   annotate_sent(rid);
-  new_slot(rid, batch_target_.server, wire::Op::Call, Clock::now() + options_.call_timeout, n);
+  new_slot(rid, batch_target_.server, wire::Op::Call, Clock::now() + options_.call_timeout, &m,
+           false, n);
   outbox_.push_back(std::move(m));
 }
 
@@ -736,7 +905,8 @@ zmq::message_t Connection::control(Command command, const flatbuffers::FlatBuffe
   m.push_back(header_frame(command));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  SlotPtr slot = new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout);
+  SlotPtr slot =
+      new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
   submit(std::move(m));
   await(slot);
   if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
@@ -753,7 +923,8 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   m.push_back(header_frame(Command::lookup));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  SlotPtr slot = new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout);
+  SlotPtr slot =
+      new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
   submit(std::move(m));
   await(slot);
   if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);

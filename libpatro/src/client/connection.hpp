@@ -11,6 +11,16 @@
 // one reply; at most ClientOptions::oneway_window calls are unacknowledged, and a sender past it
 // waits, driving the socket as a caller waiting for a reply does.
 //
+// Retries (ClientOptions::retry): each request keeps its frames until its answer comes (the body is
+// shared with the copy that went out, not copied). It is sent again, with the same request id, when
+// its answer may have been lost — the broker restarted (its instance, in every heartbeat, changed)
+// or was silent past its window and is heard again — and, after a backoff, when the broker said it
+// has no route for it (the server not registered yet), or its server went away and it is
+// idempotent. The server's reply cache answers a copy that already ran, so every operation is safe
+// to resend. A call fails only at its deadline (timeout; server_unavailable where no copy can have
+// run), when no route appears within twice the broker's window (server_unavailable), or when its
+// server went away and it is not idempotent (outcome_unknown).
+//
 // Lock order: io_mu_, then out_mu_, then state_mu_. Callbacks run with none of them held.
 #pragma once
 
@@ -18,6 +28,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,6 +71,16 @@ struct Slot {
   std::string error_text;
   zmq::message_t body;
   std::vector<std::function<void()>> callbacks;  // run once done, with no lock held
+  // Resending (set before the slot is published, then only read): the request as sent; a
+  // control request (to the broker) goes again as it was, a request gets an [attempt] frame.
+  Multipart frames;
+  bool control = false;
+  // Resending state, guarded by state_mu_.
+  uint32_t attempts = 1;
+  bool maybe_ran = false;  // a copy was lost on its way: it may have run
+  Clock::time_point retry_at = Clock::time_point::max();  // a resend waits for this
+  Clock::time_point no_route_since = Clock::time_point::max();
+  std::chrono::milliseconds backoff{0};
 };
 using SlotPtr = std::shared_ptr<Slot>;
 
@@ -116,13 +137,17 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   zmq::message_t control(Command command, const flatbuffers::FlatBufferBuilder& fb);
 
   uint64_t client_id() const noexcept { return client_id_; }
+  /// Requests sent again so far.
+  uint64_t retries() const noexcept { return retries_.load(std::memory_order_relaxed); }
   const ClientOptions& options() const noexcept { return options_; }
   const std::string& endpoint() const noexcept { return endpoint_; }
 
  private:
   /// Registers a slot for request_id (the caller fills the frames).
+  /// frames: the request as it goes out, kept to resend it (none: not resent).
   SlotPtr new_slot(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point deadline,
-                   uint32_t oneway_calls = 0) PATRO_EXCLUDES(state_mu_);
+                   const Multipart* frames, bool control, uint32_t oneway_calls = 0)
+      PATRO_EXCLUDES(state_mu_);
   /// Encodes a Request into fb (not finished).
   flatbuffers::Offset<wire::Request> encode_request(
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
@@ -150,6 +175,16 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Marks a slot answered, drops it from slots_, settles a batch's credit, queues its callbacks.
   void complete(const SlotPtr& slot) PATRO_REQUIRES(state_mu_);
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server);
+  /// The broker restarted or came back: every request in flight may have been lost; resend all.
+  void resend_all(const char* why) PATRO_REQUIRES(io_mu_);
+  /// Resends the requests whose backoff ran out.
+  void resend_due(Clock::time_point now) PATRO_REQUIRES(io_mu_);
+  void resend(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
+  /// A request the broker could not route (answer: its error reply), or whose server went away:
+  /// schedules a resend after a backoff, or completes it with that answer if it may not wait.
+  void retry_later(const SlotPtr& slot, Clock::time_point now) PATRO_REQUIRES(state_mu_);
+  /// A broker instance in a heartbeat or welcome; a new one means a restart.
+  void broker_instance(uint64_t instance) PATRO_REQUIRES(io_mu_);
   void expire_slots(Clock::time_point now);
   void run_callbacks() PATRO_EXCLUDES(state_mu_);
   void heartbeat_main(const std::atomic<bool>& gone);
@@ -171,6 +206,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // How long the broker may be silent before we call it gone: its interval times its liveness.
   std::atomic<int64_t> broker_window_ms_{0};
   Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
+  uint64_t broker_instance_ PATRO_GUARDED_BY(io_mu_) = 0;
+  bool broker_silent_ PATRO_GUARDED_BY(io_mu_) = false;  // past its window: resend when heard
+  std::atomic<uint64_t> retries_{0};
   Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
   AlignedScratch ack_scratch_ PATRO_GUARDED_BY(io_mu_);
 
@@ -190,6 +228,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   size_t oneway_unacked_ PATRO_GUARDED_BY(state_mu_) = 0;
   uint64_t oneway_failed_ PATRO_GUARDED_BY(state_mu_) = 0;
   uint64_t io_generation_ PATRO_GUARDED_BY(state_mu_) = 0;
+  // The earliest resend waiting for its backoff (ticks of Clock; max: none), read without a lock.
+  std::atomic<Clock::rep> next_retry_{std::numeric_limits<Clock::rep>::max()};
   bool stopping_ PATRO_GUARDED_BY(state_mu_) = false;
   bool kicked_ PATRO_GUARDED_BY(state_mu_) = false;  // the heartbeat thread has work
   CondVar heartbeat_cv_;  // with state_mu_: wakes the heartbeat thread early

@@ -101,7 +101,7 @@ std::string cond_name(const std::string& n) {
 }
 
 DeferredReply reply_to(const Waiter& w, SyncOutcome o) {
-  return DeferredReply{std::string(w.routing, w.routing_len), w.request_id, o};
+  return DeferredReply{std::string(w.routing, w.routing_len), w.request_id, o, w.monitor};
 }
 
 }  // namespace

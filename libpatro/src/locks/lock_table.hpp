@@ -38,6 +38,7 @@ struct DeferredReply {
   std::string routing;
   uint64_t request_id = 0;
   SyncOutcome outcome;
+  uint64_t client_id = 0;  // the monitor: the server's reply cache keys on it
 };
 
 /// What a tool sees of one lock.

@@ -23,6 +23,7 @@ Deferred deferred_of(Invocation& inv) {
     s->request_id = inv.route->request_id;
     s->client_id = inv.route->client_id;
     s->context = inv.route->context;
+    s->deadline = inv.route->deadline;
     inv.deferred = std::move(s);
   }
   return Deferred(inv.deferred);
@@ -40,7 +41,7 @@ void Deferred::resolve(const Value& result) const {
   }
   lock.unlock();
   if (auto sink = state_->sink.lock())
-    sink->send_results(state_->routing, state_->request_id,
+    sink->send_results(state_->routing, state_->client_id, state_->request_id,
                        detail::shaped_result(result, state_->context));
 }
 
@@ -62,7 +63,8 @@ void Deferred::reject(std::exception_ptr error) const {
     return;
   }
   lock.unlock();
-  if (auto sink = state_->sink.lock()) sink->send_error(state_->routing, state_->request_id, e);
+  if (auto sink = state_->sink.lock())
+    sink->send_error(state_->routing, state_->client_id, state_->request_id, e);
 }
 
 bool Deferred::done() const {
@@ -72,6 +74,10 @@ bool Deferred::done() const {
 
 uint64_t Deferred::client_id() const {
   return state_->client_id;
+}
+
+std::chrono::steady_clock::time_point Deferred::deadline() const {
+  return state_->deadline;
 }
 
 Context Deferred::context() const {

@@ -2,6 +2,7 @@
 // server's sink that encodes and sends such replies from any thread.
 #pragma once
 
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -17,9 +18,10 @@ namespace patro::detail {
 class ReplySink {
  public:
   virtual ~ReplySink() = default;
-  virtual void send_results(const std::string& routing, uint64_t request_id,
+  virtual void send_results(const std::string& routing, uint64_t client_id, uint64_t request_id,
                             const ValueArray& results) = 0;
-  virtual void send_error(const std::string& routing, uint64_t request_id, const Error& e) = 0;
+  virtual void send_error(const std::string& routing, uint64_t client_id, uint64_t request_id,
+                          const Error& e) = 0;
 };
 
 /// Where a call's reply goes: set by the executor for each request.
@@ -29,6 +31,8 @@ struct ReplyRoute {
   uint64_t request_id = 0;
   uint64_t client_id = 0;
   wire::CallContext context = wire::CallContext::Scalar;
+  /// The request's deadline on this server's clock (its budget, less its age when taken).
+  std::chrono::steady_clock::time_point deadline;
 };
 
 struct DeferredState {
@@ -42,6 +46,7 @@ struct DeferredState {
   uint64_t request_id = 0;
   uint64_t client_id = 0;
   wire::CallContext context = wire::CallContext::Scalar;
+  std::chrono::steady_clock::time_point deadline;
 };
 
 /// A result Value shaped by the caller's context: a List gives its items, or its last one.

@@ -15,6 +15,15 @@ ObjectId ObjectTable::add(const std::shared_ptr<Node>& node) {
   return ObjectId{server_id_, id};
 }
 
+ObjectId ObjectTable::add(const std::shared_ptr<Node>& node, uint64_t object) {
+  MutexLock lock(mu_);
+  auto it = by_node_.find(node.get());
+  if (it != by_node_.end()) return ObjectId{server_id_, it->second};
+  if (!by_id_.emplace(object, node).second) throw Error(Errc::internal, "object id taken");
+  by_node_.emplace(node.get(), object);
+  return ObjectId{server_id_, object};
+}
+
 std::shared_ptr<Node> ObjectTable::find(const ObjectId& id) const {
   if (id.server != server_id_) return nullptr;
   MutexLock lock(mu_);

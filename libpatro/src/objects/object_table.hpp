@@ -17,6 +17,9 @@ class ObjectTable {
   uint64_t server_id() const noexcept { return server_id_; }
   /// The id of node, giving it one if it has none.
   ObjectId add(const std::shared_ptr<Node>& node) PATRO_EXCLUDES(mu_);
+  /// Adds node under a chosen object id (a served object of a server with a fixed id); throws
+  /// Error(internal) if the id is taken.
+  ObjectId add(const std::shared_ptr<Node>& node, uint64_t object) PATRO_EXCLUDES(mu_);
   /// The object with this id, or null.
   std::shared_ptr<Node> find(const ObjectId& id) const PATRO_EXCLUDES(mu_);
   size_t size() const PATRO_EXCLUDES(mu_);

@@ -2,6 +2,8 @@
 
 namespace patro::detail {
 
+using Clock = std::chrono::steady_clock;
+
 namespace {
 
 std::optional<int64_t> timeout_arg(const ValueArray& args) {
@@ -23,20 +25,69 @@ int64_t count_arg(const ValueArray& args) {
 }  // namespace
 
 Dispatcher::Dispatcher(ObjectTable& objects, const ServerOptions& options, LockTable& locks,
-                       std::weak_ptr<ReplySink> outbox, std::function<void(uint64_t)> seen)
+                       ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
+                       std::function<void(uint64_t)> seen)
     : options_(options),
       locks_(locks),
+      cache_(cache),
       executor_(objects, options, &locks),
       seen_(std::move(seen)) {
   executor_.set_reply_sink(std::move(outbox));
 }
 
-Dispatched Dispatcher::dispatch(const wire::Request& req, std::string_view routing,
-                                zmq::message_t& reply, std::vector<DeferredReply>& owed) {
+Clock::time_point Dispatcher::deadline_of(uint32_t timeout_ms, Clock::time_point now,
+                                          std::chrono::nanoseconds age) const {
+  const std::chrono::milliseconds asked(timeout_ms);
+  const auto budget = std::min(asked.count() > 0 ? asked : options_.default_call_deadline,
+                               options_.max_call_deadline);
+  return now + budget - age;
+}
+
+namespace {
+std::string expired_text(std::chrono::nanoseconds age) {
+  return "the request's deadline passed before a lane took it (it waited " +
+         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(age).count()) +
+         " ms); it was not run";
+}
+}  // namespace
+
+Dispatched Dispatcher::dispatch(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
+                                std::optional<std::string>& reroute,
+                                std::vector<DeferredReply>& owed) {
+  const uint64_t client = req.client_id(), request_id = req.request_id();
+  // Stage 1. A client with no id (a raw peer) is not deduplicated: its ids are not unique.
+  if (client != 0) {
+    switch (cache_.begin(client, request_id, taken.routing, &reply)) {
+      case ReplyCache::Seen::answered:
+        return Dispatched::reply;
+      case ReplyCache::Seen::running:
+        return Dispatched::running;
+      case ReplyCache::Seen::fresh:
+        break;
+    }
+  }
+  // Stage 2.
+  const auto now = Clock::now();
+  const auto deadline = deadline_of(req.timeout_ms(), now, taken.age);
+  Dispatched d;
+  if (deadline <= now) {
+    cache_.count_expired();
+    reply = error_reply(request_id, Errc::timeout, expired_text(taken.age));
+    d = Dispatched::reply;
+  } else {
+    d = run(req, taken.routing, deadline, reply, owed);  // stage 3
+  }
+  if (d == Dispatched::reply && client != 0) reroute = cache_.finish(client, request_id, reply);
+  return d;
+}
+
+Dispatched Dispatcher::run(const wire::Request& req, std::string_view routing,
+                           Clock::time_point deadline, zmq::message_t& reply,
+                           std::vector<DeferredReply>& owed) {
   try {
     if (seen_) seen_(req.client_id());
-    if (op_info(req.op()).lock_path()) return run_lock(req, routing, reply, owed);
-    reply = executor_.execute(req, routing);  // its own barrier
+    if (op_info(req.op()).lock_path()) return run_lock(req, routing, deadline, reply, owed);
+    reply = executor_.execute(req, routing, deadline);  // its own barrier
     return reply.size() == 0 ? Dispatched::deferred : Dispatched::reply;
   } catch (...) {
     reply = exception_reply(req.request_id());
@@ -45,8 +96,12 @@ Dispatched Dispatcher::dispatch(const wire::Request& req, std::string_view routi
 }
 
 Dispatched Dispatcher::run_lock(const wire::Request& req, std::string_view routing,
-                                zmq::message_t& reply, std::vector<DeferredReply>& owed) {
+                                Clock::time_point deadline, zmq::message_t& reply,
+                                std::vector<DeferredReply>& owed) {
   const uint64_t request_id = req.request_id();
+  // A parked request waits no longer than what is left of its deadline.
+  const int64_t left_ms = std::max<int64_t>(
+      std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count(), 1);
   std::optional<ValueArray> results;
   try {
     const RefReader no_refs = [](const wire::Ref&) -> Value {
@@ -59,14 +114,14 @@ Dispatched Dispatcher::run_lock(const wire::Request& req, std::string_view routi
     switch (req.op()) {
       case wire::Op::Lock:
         o = locks_.lock(object, caller, timeout_arg(args), args.size() > 1 && args[1].as<bool>(),
-                        bound_arg(args, 2, options_.max_lock_wait), owed);
+                        std::min(bound_arg(args, 2, options_.max_lock_wait), left_ms), owed);
         break;
       case wire::Op::Unlock:
         o = locks_.unlock(object, caller.monitor, count_arg(args), owed);
         break;
       case wire::Op::Wait:
         o = locks_.wait(object, caller, timeout_arg(args),
-                        bound_arg(args, 1, options_.max_lock_wait), owed);
+                        std::min(bound_arg(args, 1, options_.max_lock_wait), left_ms), owed);
         break;
       case wire::Op::Notify:
         o = locks_.notify(object, caller.monitor, count_arg(args));
@@ -96,34 +151,58 @@ Dispatched Dispatcher::run_lock(const wire::Request& req, std::string_view routi
   return Dispatched::reply;
 }
 
-zmq::message_t Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t& body,
-                                          AlignedScratch& scratch) {
+Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t& body,
+                                      const Taken& taken, AlignedScratch& scratch,
+                                      zmq::message_t& reply, std::optional<std::string>& reroute) {
   const wire::Batch* batch = verified_batch(body, options_.limits, scratch);
-  if (batch == nullptr || batch->requests() == nullptr)
-    return error_reply(
+  if (batch == nullptr || batch->requests() == nullptr) {
+    reply = error_reply(
         request_id,
         body.size() > options_.limits.max_message_size ? Errc::message_too_large
                                                        : Errc::bad_message,
         "a batch of oneway calls failed verification (" + std::to_string(body.size()) + " bytes)");
+    return Dispatched::reply;
+  }
+  // A batch is one request to the reply cache, under its own request id.
+  const uint64_t client =
+      batch->requests()->size() > 0 ? batch->requests()->Get(0)->client_id() : 0;
+  if (client != 0) {
+    switch (cache_.begin(client, request_id, taken.routing, &reply)) {
+      case ReplyCache::Seen::answered:
+        return Dispatched::reply;
+      case ReplyCache::Seen::running:
+        return Dispatched::running;
+      case ReplyCache::Seen::fresh:
+        break;
+    }
+  }
   int64_t failed = 0;
   std::string first;
   for (const wire::Request* req : *batch->requests()) {
     std::optional<std::string> error;
     try {
+      const auto now = Clock::now();
+      const auto deadline = deadline_of(req->timeout_ms(), now, taken.age);
       if (seen_) seen_(req->client_id());
-      if (!op_info(req->op()).oneway)
+      if (!op_info(req->op()).oneway) {
         error = std::string("invalid_argument: a ") + op_info(req->op()).name +
                 " cannot be a oneway call";
-      else
-        error = executor_.execute_oneway(*req);  // its own barrier
+      } else if (deadline <= now) {
+        cache_.count_expired();
+        error = "timeout: " + expired_text(taken.age);
+      } else {
+        error = executor_.execute_oneway(*req, deadline);  // its own barrier
+      }
     } catch (...) {
       error = exception_text();
     }
     if (error && failed++ == 0) first = std::move(*error);
   }
-  return executor_.results_reply(
+  reply = executor_.results_reply(
       request_id,
       {Value(static_cast<int64_t>(batch->requests()->size())), Value(failed), Value(first)});
+  if (client != 0) reroute = cache_.finish(client, request_id, reply);
+  return Dispatched::reply;
 }
 
 }  // namespace patro::detail

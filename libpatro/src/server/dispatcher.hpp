@@ -1,9 +1,14 @@
 // The one way in: every request a lane takes — from its socket, inside a oneway batch, and (later)
-// from a direct connection — passes dispatch(). The op table (wire/op_table.hpp) says which handler
-// runs it: the lock handler here, against the lock table, or the executor's element, container and
-// served-object handlers. A barrier around each request turns whatever it throws (served code's
-// exceptions, our own errors, bad_alloc) into an error reply, so nothing a client sends ends the
-// lane. One Dispatcher per lane; only the lane's thread calls it.
+// from a direct connection — passes dispatch(), through its stages in order:
+//   1. the reply cache: a request seen before is answered from it, or, while its first copy still
+//      runs, answered once that finishes (reply_cache.hpp) — never run twice;
+//   2. the deadline: a request whose budget ran out before a lane took it is not run (an error
+//      reply nobody waits for, counted), and a parked one is bounded by what is left of it;
+//   3. the handler the op table (wire/op_table.hpp) names: the lock handler here, against the lock
+//      table, or the executor's element, container and served-object handlers.
+// A barrier around each request turns whatever it throws (served code's exceptions, our own errors,
+// bad_alloc) into an error reply, so nothing a client sends ends the lane. One Dispatcher per lane;
+// only the lane's thread calls it.
 #pragma once
 
 #include <functional>
@@ -17,6 +22,7 @@
 #include "executor.hpp"
 #include "lock_table.hpp"
 #include "outbox.hpp"
+#include "reply_cache.hpp"
 
 namespace patro::detail {
 
@@ -25,33 +31,55 @@ enum class Dispatched {
   reply,     // its reply is ready: send it now
   parked,    // a lock wait: the lock table owes its reply (a grant, or its deadline)
   deferred,  // a patro::Deferred answers later, through the lane's outbox
+  running,   // a copy of a request still running: its reply comes when that finishes
+};
+
+/// A request as a lane took it: where its reply goes, and how long it waited before (its age: the
+/// time since the broker forwarded it).
+struct Taken {
+  std::string_view routing;
+  std::chrono::nanoseconds age{0};
 };
 
 class Dispatcher {
  public:
   /// seen (may be empty) learns the client of every request, for ServerOptions::idle_timeout.
   Dispatcher(ObjectTable& objects, const ServerOptions& options, LockTable& locks,
-             std::weak_ptr<ReplySink> outbox, std::function<void(uint64_t)> seen);
+             ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
+             std::function<void(uint64_t)> seen);
 
-  /// Runs one verified request. reply: the body to send now. owed: replies that the request's
+  /// Runs one verified request. reply: the body to send now; reroute: where to send it when a
+  /// copy of the request came by another route while it ran. owed: replies that the request's
   /// lock operation owes other parked callers, to send after it. Never throws for a request.
-  Dispatched dispatch(const wire::Request& req, std::string_view routing, zmq::message_t& reply,
-                      std::vector<DeferredReply>& owed);
+  Dispatched dispatch(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
+                      std::optional<std::string>& reroute, std::vector<DeferredReply>& owed);
 
-  /// Runs a batch of oneway calls in order; the body of its acknowledgement ([calls run, calls
-  /// failed, the first failure's text]). Never throws for a request.
-  zmq::message_t dispatch_batch(uint64_t request_id, const zmq::message_t& body,
-                                AlignedScratch& scratch);
+  /// Runs a batch of oneway calls in order; reply: its acknowledgement ([calls run, calls failed,
+  /// the first failure's text]). A call whose deadline passed is not run (it counts as failed).
+  /// Never throws for a request.
+  Dispatched dispatch_batch(uint64_t request_id, const zmq::message_t& body, const Taken& taken,
+                            AlignedScratch& scratch, zmq::message_t& reply,
+                            std::optional<std::string>& reroute);
 
   /// The lane's reply encoder.
   Executor& encoder() noexcept { return executor_; }
 
  private:
-  Dispatched run_lock(const wire::Request& req, std::string_view routing, zmq::message_t& reply,
+  Dispatched run(const wire::Request& req, std::string_view routing,
+                 std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
+                 std::vector<DeferredReply>& owed);
+  Dispatched run_lock(const wire::Request& req, std::string_view routing,
+                      std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
                       std::vector<DeferredReply>& owed);
+  /// The request's deadline on our clock: its budget (none: default_call_deadline; at most
+  /// max_call_deadline) from when the broker forwarded it.
+  std::chrono::steady_clock::time_point deadline_of(uint32_t timeout_ms,
+                                                    std::chrono::steady_clock::time_point now,
+                                                    std::chrono::nanoseconds age) const;
 
   const ServerOptions& options_;
   LockTable& locks_;
+  ReplyCache& cache_;
   Executor executor_;
   std::function<void(uint64_t)> seen_;
 };

@@ -213,11 +213,12 @@ flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilde
   return wire::CreateRefDirect(fb, id.server, id.object, type_name.c_str(), reftype.c_str());
 }
 
-zmq::message_t Executor::execute(const wire::Request& req, std::string_view routing) {
+zmq::message_t Executor::execute(const wire::Request& req, std::string_view routing,
+                                 std::chrono::steady_clock::time_point deadline) {
   ValueArray results;
   changed_.clear();
   deferred_ = false;
-  route_ = ReplyRoute{sink_, routing, req.request_id(), req.client_id(), req.context()};
+  route_ = ReplyRoute{sink_, routing, req.request_id(), req.client_id(), req.context(), deadline};
   try {
     results = run(req);
   } catch (...) {
@@ -260,12 +261,13 @@ zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& re
   return body_frame(fb_);
 }
 
-std::optional<std::string> Executor::execute_oneway(const wire::Request& req) {
+std::optional<std::string> Executor::execute_oneway(
+    const wire::Request& req, std::chrono::steady_clock::time_point deadline) {
   changed_.clear();
   deferred_ = false;
   // A oneway call has nobody to answer: a method that takes a Deferred may resolve it, and the
   // answer goes nowhere (no sink).
-  route_ = ReplyRoute{{}, {}, req.request_id(), req.client_id(), wire::CallContext::Void};
+  route_ = ReplyRoute{{}, {}, req.request_id(), req.client_id(), wire::CallContext::Void, deadline};
   try {
     run(req);
     return std::nullopt;
@@ -642,10 +644,7 @@ ValueArray Executor::run_served_op(OpCall& c) {
                           (op == wire::Op::Call ? " (Not a CODE reference)" : ""));
         }
       }
-      const auto asked = std::chrono::milliseconds(req.timeout_ms());
-      const auto deadline = std::chrono::steady_clock::now() +
-                            std::min(asked.count() ? asked : options_.default_call_deadline,
-                                     options_.max_call_deadline);
+      const auto deadline = route_.deadline;
       const std::string name = req.name() ? req.name()->str() : std::string();
       ServedCall call{op, name, args, req.context(), options_, deadline, changed_, &route_};
       ValueArray out = run_served(target, call);

@@ -32,8 +32,9 @@ class Executor {
 
   /// The Reply body for req; an empty message when a method will reply later (patro::Deferred)
   /// through sink. routing is the caller's routing id at the broker. Never throws for anything a
-  /// peer sent.
-  zmq::message_t execute(const wire::Request& req, std::string_view routing = {});
+  /// peer sent. deadline: the request's, on this host's clock (the dispatcher works it out).
+  zmq::message_t execute(const wire::Request& req, std::string_view routing,
+                         std::chrono::steady_clock::time_point deadline);
 
   /// Where late replies go.
   void set_reply_sink(std::weak_ptr<ReplySink> sink) { sink_ = std::move(sink); }
@@ -45,7 +46,8 @@ class Executor {
 
   /// Runs a oneway call (no reply); the error's text if it failed. Never throws for anything a
   /// peer sent.
-  std::optional<std::string> execute_oneway(const wire::Request& req);
+  std::optional<std::string> execute_oneway(const wire::Request& req,
+                                            std::chrono::steady_clock::time_point deadline);
 
   /// The object whose lock a lock request names: the request's object, or the object stored at
   /// its path. Throws Error (unknown_object, type_mismatch).

@@ -20,18 +20,19 @@ void Outbox::push(Late late) {
   (void)!::write(wake_fd_, &one, sizeof one);
 }
 
-void Outbox::send_results(const std::string& routing, uint64_t request_id,
+void Outbox::send_results(const std::string& routing, uint64_t client_id, uint64_t request_id,
                           const ValueArray& results) {
-  push(Late{routing, request_id, results});
+  push(Late{routing, client_id, request_id, results});
 }
 
-void Outbox::send_error(const std::string& routing, uint64_t request_id, const Error& e) {
+void Outbox::send_error(const std::string& routing, uint64_t client_id, uint64_t request_id,
+                        const Error& e) {
   zmq::message_t body;
   if (const auto* re = dynamic_cast<const RemoteError*>(&e))
     body = error_reply(request_id, e.code(), e.what(), re->type(), re->error_number());
   else
     body = error_reply(request_id, e.code(), e.what());
-  push(Late{routing, request_id, std::move(body)});
+  push(Late{routing, client_id, request_id, std::move(body)});
 }
 
 void Outbox::post_owed(std::vector<DeferredReply>& owed) {
@@ -39,7 +40,8 @@ void Outbox::post_owed(std::vector<DeferredReply>& owed) {
   {
     MutexLock lock(mu_);
     for (DeferredReply& d : owed)
-      queue_.push_back(Late{std::move(d.routing), d.request_id, outcome_values(d.outcome)});
+      queue_.push_back(
+          Late{std::move(d.routing), d.client_id, d.request_id, outcome_values(d.outcome)});
   }
   owed.clear();
   const uint64_t one = 1;
@@ -80,10 +82,17 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   send_multipart(sock, out, false);
 }
 
+void Outbox::answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,
+                    uint64_t request_id, zmq::message_t body) {
+  std::optional<std::string> reroute;
+  if (client_id != 0) reroute = cache_.finish(client_id, request_id, body);
+  reply(sock, reroute ? *reroute : routing, request_id, std::move(body));
+}
+
 void Outbox::send_owed(zmq::socket_t& sock, Executor& encoder, std::vector<DeferredReply>& owed) {
   for (const DeferredReply& d : owed)
-    reply(sock, d.routing, d.request_id,
-          encoder.results_reply(d.request_id, outcome_values(d.outcome)));
+    answer(sock, d.routing, d.client_id, d.request_id,
+           encoder.results_reply(d.request_id, outcome_values(d.outcome)));
   owed.clear();
 }
 
@@ -97,9 +106,11 @@ bool Outbox::flush(zmq::socket_t& sock, Executor& encoder) {
   }
   for (Late& l : late) {
     if (auto* results = std::get_if<ValueArray>(&l.reply))
-      reply(sock, l.routing, l.request_id, encoder.results_reply(l.request_id, *results));
+      answer(sock, l.routing, l.client_id, l.request_id,
+             encoder.results_reply(l.request_id, *results));
     else
-      reply(sock, l.routing, l.request_id, std::move(std::get<zmq::message_t>(l.reply)));
+      answer(sock, l.routing, l.client_id, l.request_id,
+             std::move(std::get<zmq::message_t>(l.reply)));
   }
   return stop;
 }

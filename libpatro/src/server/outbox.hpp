@@ -2,7 +2,9 @@
 // lane's socket: replies made now, grants owed to parked callers, and replies made later on any
 // thread (a patro::Deferred answered, the lock timer), which the outbox queues, wakes the lane for
 // (its eventfd: no extra socket in the lane's poll) and the lane's thread encodes and sends. One
-// thread sends on the socket, so a client's replies leave in the order the lane made them.
+// thread sends on the socket, so a client's replies leave in the order the lane made them. A reply
+// made later is recorded in the reply cache as it leaves, and goes where the latest copy of its
+// request came from.
 #pragma once
 
 #include <deque>
@@ -15,6 +17,7 @@
 #include "deferred.hpp"
 #include "lock_table.hpp"
 #include "mutex.hpp"
+#include "reply_cache.hpp"
 #include "socket.hpp"
 
 namespace patro::detail {
@@ -24,14 +27,14 @@ class Executor;
 class Outbox final : public ReplySink {
  public:
   /// wake_fd: the lane's eventfd, written when something is queued or a stop asked.
-  explicit Outbox(int wake_fd) : wake_fd_(wake_fd) {}
+  Outbox(int wake_fd, ReplyCache& cache) : wake_fd_(wake_fd), cache_(cache) {}
 
   // --- Any thread ---
   /// A late reply with these results (encoded on the lane's thread, which owns the encoder).
-  void send_results(const std::string& routing, uint64_t request_id,
+  void send_results(const std::string& routing, uint64_t client_id, uint64_t request_id,
                     const ValueArray& results) override PATRO_EXCLUDES(mu_);
-  void send_error(const std::string& routing, uint64_t request_id, const Error& e) override
-      PATRO_EXCLUDES(mu_);
+  void send_error(const std::string& routing, uint64_t client_id, uint64_t request_id,
+                  const Error& e) override PATRO_EXCLUDES(mu_);
   /// Replies owed to parked callers whose deadline passed (the lock timer).
   void post_owed(std::vector<DeferredReply>& owed) PATRO_EXCLUDES(mu_);
   /// Asks the lane to stop.
@@ -45,20 +48,26 @@ class Outbox final : public ReplySink {
   /// Sends body to a caller by its routing id.
   static void reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
                     zmq::message_t body);
+  /// Sends a reply made after its request was taken (a grant, a Deferred's answer): records it in
+  /// the reply cache, and sends it where the latest copy of the request came from.
+  void answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,
+              uint64_t request_id, zmq::message_t body);
   /// Sends the replies owed to parked callers (encoded by encoder), and clears owed.
-  static void send_owed(zmq::socket_t& sock, Executor& encoder, std::vector<DeferredReply>& owed);
+  void send_owed(zmq::socket_t& sock, Executor& encoder, std::vector<DeferredReply>& owed);
   /// Sends what other threads queued. Returns whether the lane was asked to stop.
   bool flush(zmq::socket_t& sock, Executor& encoder) PATRO_EXCLUDES(mu_);
 
  private:
   struct Late {
     std::string routing;
+    uint64_t client_id = 0;
     uint64_t request_id = 0;
     std::variant<ValueArray, zmq::message_t> reply;  // results to encode, or a body
   };
   void push(Late late) PATRO_EXCLUDES(mu_);
 
   const int wake_fd_;
+  ReplyCache& cache_;
   Mutex mu_;
   std::deque<Late> queue_ PATRO_GUARDED_BY(mu_);
   bool stop_ PATRO_GUARDED_BY(mu_) = false;

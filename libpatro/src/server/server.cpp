@@ -4,6 +4,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <deque>
@@ -34,6 +36,43 @@ struct Server::Lane {
 };
 
 namespace {
+// SplitMix64's finalizer: distinct inputs give distinct, scattered outputs.
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// The offset from our steady clock to the broker's, from the readings it sends (REGISTERED and its
+// heartbeats), so that a lane knows how long a request waited since the broker forwarded it — in
+// the lane's socket behind a long call, say. A reading is taken before its trip here, so each
+// sample is at most the true offset and the largest recent one is the best: an age computed with
+// it errs short (a request just past its deadline may still run), never long.
+class BrokerClock {
+ public:
+  void reset() { n_ = next_ = 0; }
+  void observe(uint64_t broker_ns) {
+    samples_[next_] = static_cast<int64_t>(broker_ns) - now_ns();
+    next_ = (next_ + 1) % samples_.size();
+    n_ = std::min(n_ + 1, samples_.size());
+  }
+  /// How long ago the broker forwarded at forwarded_ns (its clock); zero before any reading.
+  std::chrono::nanoseconds age(uint64_t forwarded_ns) const {
+    if (n_ == 0) return std::chrono::nanoseconds(0);
+    const int64_t offset = *std::max_element(samples_.begin(), samples_.begin() + n_);
+    return std::chrono::nanoseconds(
+        std::max<int64_t>(now_ns() + offset - static_cast<int64_t>(forwarded_ns), 0));
+  }
+
+ private:
+  static int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+        .count();
+  }
+  std::array<int64_t, 8> samples_{};
+  size_t n_ = 0, next_ = 0;
+};
+
 unsigned thread_count(const ServerOptions& o) {
   if (o.threads > 0) return o.threads;
   if (const char* env = std::getenv("PATRO_THREADS")) {
@@ -60,7 +99,10 @@ std::shared_ptr<Node> served_node(const Value& v) {
 }  // namespace
 
 Server::Server(const ServerOptions& options, std::vector<Named> objects)
-    : options_(options), objects_(random_id()), served_(std::move(objects)) {
+    : options_(options),
+      objects_(options.server_id != 0 ? options.server_id : random_id()),
+      served_(std::move(objects)),
+      replies_(options.limits) {
   options_.threads = thread_count(options_);
   patro::remove_stale_lock_segments();
   if (options_.name.empty()) {
@@ -80,7 +122,10 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
                   "cannot serve a proxy; serve the object on its own server");
     auto node = served_node(named.object);
     named.object = reference_to(node);
-    const ObjectId id = objects_.add(node);
+    // With a fixed server id, the served objects' ids follow from it and their position.
+    const ObjectId id = options_.server_id != 0
+                            ? objects_.add(node, mix64(options_.server_id + entries_.size() + 1))
+                            : objects_.add(node);
     entries_.push_back(ObjectEntry{id, node->type_name(), node->reftype()});
   }
 }
@@ -137,11 +182,12 @@ Config Server::start() {
     lane->index = i;
     lane->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (lane->wake_fd < 0) throw Error(Errc::internal, "eventfd failed");
-    lane->outbox = std::make_shared<Outbox>(lane->wake_fd);
+    lane->outbox = std::make_shared<Outbox>(lane->wake_fd, replies_);
     lanes_.push_back(std::move(lane));
   }
   for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
   timer_thread_ = std::thread([this] { timer_main(); });
+  alive_thread_ = std::thread([this] { alive_main(); });
 
   std::string client_endpoint;
   {
@@ -192,6 +238,7 @@ void Server::stop_server(bool from_fincheck) {
   if (!from_fincheck && fincheck_thread_.joinable()) fincheck_thread_.join();
   if (locks_) locks_->stop_timer();
   if (timer_thread_.joinable()) timer_thread_.join();
+  if (alive_thread_.joinable()) alive_thread_.join();
   for (auto& lane : lanes_) lane->outbox->request_stop();
   for (auto& lane : lanes_)
     if (lane->thread.joinable()) lane->thread.join();
@@ -216,7 +263,7 @@ void Server::wait() {
 void Server::lane_main(Lane& lane) {
   const uint64_t server_id = objects_.server_id();
   Outbox& outbox = *lane.outbox;
-  Dispatcher dispatcher(objects_, options_, *locks_, lane.outbox,
+  Dispatcher dispatcher(objects_, options_, *locks_, replies_, lane.outbox,
                         options_.idle_timeout.count() > 0
                             ? std::function<void(uint64_t)>([this](uint64_t c) { client_seen(c); })
                             : std::function<void(uint64_t)>());
@@ -235,7 +282,7 @@ void Server::lane_main(Lane& lane) {
           entries_[i].type_name.c_str(), entries_[i].reftype.c_str()));
     }
     auto reg = wire::CreateRegister(fb, server_id, lane.index, static_cast<uint32_t>(lanes_.size()),
-                                    fb.CreateVector(names));
+                                    fb.CreateVector(names), incarnation_);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
               wire::ControlIdentifier());
   }
@@ -258,6 +305,15 @@ void Server::lane_main(Lane& lane) {
     m.push_back(header_frame(c));
     send_multipart(s, m, true);
   };
+  // A heartbeat carries the server's counters, which the broker shows in broker_info.
+  auto send_heartbeat = [&](zmq::socket_t& s) {
+    Multipart m;
+    m.push_back(header_frame(Command::heartbeat));
+    m.push_back(u64_frame(replies_.hits()));
+    m.push_back(u64_frame(replies_.expired()));
+    send_multipart(s, m, true);
+  };
+  BrokerClock broker_clock;
 
   zmq::socket_t sock = make_socket();
   send_register(sock);
@@ -296,15 +352,20 @@ void Server::lane_main(Lane& lane) {
         if (!cmd) continue;
         switch (*cmd) {
           case Command::request: {
-            // [hdr][client routing][object id][request id][body]
-            if (msg.size() != 5) break;
+            // [hdr][client routing][object id][request id][body][forwarded at: broker clock]
+            if (msg.size() != 5 && msg.size() != 6) break;
             auto request_id = parse_u64(msg[3]);
             if (!request_id) break;
             annotate_received(*request_id);
+            Taken taken{msg[1].to_string_view()};
+            if (auto at = msg.size() == 6 ? parse_u64(msg[5]) : std::nullopt)
+              taken.age = broker_clock.age(*at);
             zmq::message_t reply;
+            std::optional<std::string> reroute;
+            Dispatched d = Dispatched::reply;
             const wire::Request* req = nullptr;
             if (is_batch(msg[4])) {
-              reply = dispatcher.dispatch_batch(*request_id, msg[4], scratch);
+              d = dispatcher.dispatch_batch(*request_id, msg[4], taken, scratch, reply, reroute);
             } else if (req = verified_request(msg[4], options_.limits, scratch); req == nullptr) {
               reply = error_reply(
                   *request_id,
@@ -312,23 +373,32 @@ void Server::lane_main(Lane& lane) {
                                                                    : Errc::bad_message,
                   "the request body failed verification (" + std::to_string(msg[4].size()) +
                       " bytes): malformed, truncated, too deep or too large");
-            } else if (dispatcher.dispatch(*req, msg[1].to_string_view(), reply, owed) !=
-                       Dispatched::reply) {
-              // Parked or deferred: its reply leaves through the outbox later.
-              Outbox::send_owed(sock, encoder, owed);
-              break;
+            } else {
+              d = dispatcher.dispatch(*req, taken, reply, reroute, owed);
             }
-            Outbox::reply(sock, msg, *request_id, std::move(reply));
-            Outbox::send_owed(sock, encoder, owed);
+            // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
+            if (d == Dispatched::reply) {
+              if (reroute)
+                Outbox::reply(sock, *reroute, *request_id, std::move(reply));
+              else
+                Outbox::reply(sock, msg, *request_id, std::move(reply));
+            }
+            outbox.send_owed(sock, encoder, owed);
             break;
           }
+          case Command::heartbeat:
+            if (auto clock = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt)
+              broker_clock.observe(*clock);
+            break;
           case Command::registered: {
             const wire::Control* c =
                 msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
             const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
+            if (r && r->clock_ns() != 0) broker_clock.observe(r->clock_ns());
             if (r && r->heartbeat_ms() > 0) {
               interval = std::min(options_.heartbeat.interval,
                                   std::chrono::milliseconds(r->heartbeat_ms()));
+              alive_ms_ = interval.count();
               if (r->liveness() > 0)
                 window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
             }
@@ -343,14 +413,16 @@ void Server::lane_main(Lane& lane) {
             // The broker does not know this lane (it restarted): register again.
             PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
             send_register(sock);
+            broker_clock.reset();
             break;
           case Command::client_gone: {
             // A client died or left: its locks are released and its waits dropped.
             auto client_id = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
             if (!client_id) break;
             locks_->drop_monitor(*client_id, owed);
+            replies_.forget(*client_id);
             if (options_.idle_timeout.count() > 0) client_left(*client_id);
-            Outbox::send_owed(sock, encoder, owed);
+            outbox.send_owed(sock, encoder, owed);
             if (options_.on_client_gone) {
               try {
                 options_.on_client_gone(*client_id);
@@ -368,10 +440,12 @@ void Server::lane_main(Lane& lane) {
       }
       now = Clock::now();
       if (now >= next_heartbeat) {
-        send_simple(sock, Command::heartbeat);
+        send_heartbeat(sock);
         next_heartbeat = now + interval;
       }
-      if (now - last_heard > window) {
+      // Silent past its window, unless what it sent waits unread (we were in a long call): a
+      // new socket would drop it.
+      if (now - last_heard > window && !(sock.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
         // The broker went silent: a new socket, and register again (Majordomo's reconnect).
         PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker " << broker_endpoint_
                                   << " silent for " << window.count() << " ms; reconnecting";
@@ -379,6 +453,7 @@ void Server::lane_main(Lane& lane) {
         sock.close();
         sock = make_socket();
         send_register(sock);
+        broker_clock.reset();  // perhaps another broker
         last_heard = now;
       }
 
@@ -391,6 +466,28 @@ void Server::lane_main(Lane& lane) {
   }
   send_simple(sock, Command::disconnect);
   sock.close();
+}
+
+void Server::alive_main() {
+  zmq::socket_t sock = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.connect(broker_endpoint_);
+  MutexLock lock(mu_);
+  while (!stopped_) {
+    lock.unlock();
+    Multipart m;
+    m.push_back(header_frame(Command::server_alive));
+    m.push_back(u64_frame(objects_.server_id()));
+    try {
+      send_multipart(sock, m, true);
+    } catch (const zmq::error_t& e) {
+      PATRO_LOG(warn, "server") << "alive: " << e.what();
+    }
+    lock.lock();
+    const int64_t ms = alive_ms_.load();
+    cv_.wait_for(lock.native(),
+                 ms > 0 ? std::chrono::milliseconds(ms) : options_.heartbeat.interval);
+  }
 }
 
 void Server::timer_main() {

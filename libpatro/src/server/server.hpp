@@ -13,11 +13,13 @@
 #include <zmq.hpp>
 
 #include "deferred.hpp"
+#include "ids.hpp"
 #include "lock_table.hpp"
 #include "mutex.hpp"
 #include "object_table.hpp"
 #include "patro/broker.hpp"
 #include "patro/server.hpp"
+#include "reply_cache.hpp"
 #include "socket.hpp"
 #include "wire.hpp"
 
@@ -43,6 +45,9 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   void lane_main(Lane& lane);
   void lane_registered(const std::string& client_endpoint) PATRO_EXCLUDES(mu_);
   void timer_main();
+  /// Tells the broker every heartbeat interval that this process lives (SERVER_ALIVE), on a socket
+  /// of its own: a lane in a long call cannot heartbeat, and must not be taken for dead.
+  void alive_main() PATRO_EXCLUDES(mu_);
   /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no
   /// client for idle_timeout and has run for keep_alive.
   void fincheck_main() PATRO_EXCLUDES(mu_);
@@ -60,7 +65,11 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::string broker_endpoint_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
+  ReplyCache replies_;
+  const uint64_t incarnation_ = random_id();  // this server, as its broker tells it from another
   std::thread timer_thread_;
+  std::thread alive_thread_;
+  std::atomic<int64_t> alive_ms_{0};  // the faster of our heartbeat and the broker's
   std::atomic<bool> running_{false};
   std::thread fincheck_thread_;
 

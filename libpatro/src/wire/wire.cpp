@@ -34,6 +34,10 @@ const char* command_name(Command c) noexcept {
       return "BROKER_INFO";
     case Command::broker_info_reply:
       return "BROKER_INFO_REPLY";
+    case Command::no_route:
+      return "NO_ROUTE";
+    case Command::server_alive:
+      return "SERVER_ALIVE";
   }
   return "?";
 }
@@ -48,7 +52,7 @@ std::optional<Command> parse_header(const zmq::message_t& frame) noexcept {
   const auto* h = static_cast<const uint8_t*>(frame.data());
   if (h[0] != 'P' || h[1] != 'T' || h[2] != kWireVersion) return std::nullopt;
   if (h[3] < static_cast<uint8_t>(Command::hello) ||
-      h[3] > static_cast<uint8_t>(Command::broker_info_reply))
+      h[3] > static_cast<uint8_t>(Command::server_alive))
     return std::nullopt;
   return static_cast<Command>(h[3]);
 }

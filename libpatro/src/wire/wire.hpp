@@ -67,6 +67,9 @@ enum class Command : uint8_t {
   client_gone = 12,
   broker_info = 13,
   broker_info_reply = 14,
+  no_route = 15,      // broker -> client: no server to route a request to now ([rid][error reply])
+  server_alive = 16,  // server -> broker: its process lives ([server id]), from a thread of its
+                      // own, so that lanes busy in long calls are not taken for dead
 };
 const char* command_name(Command c) noexcept;
 

@@ -1,0 +1,87 @@
+// The server's memory of what it answered: a bounded cache of replies keyed by (client id, request
+// id), shared by every lane. A client resends a request whose reply it may have lost (its broker
+// restarted, its connection broke); the lane that takes the copy answers it from here and does not
+// run it again. A copy that arrives while the first is still running (on another lane, parked on a
+// lock, or waiting for a patro::Deferred) is answered once, when the first finishes: its routing is
+// remembered and the reply goes there, since the first copy's route may be gone with its broker.
+//
+// Each client keeps at most Limits::reply_cache_entries finished replies, none older than
+// Limits::reply_cache_age; a client's entries go when the broker says it is gone. Requests still
+// running are never evicted. Sharded by client id, so lanes serving different clients rarely meet
+// on a mutex.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+#include "mutex.hpp"
+#include "patro/options.hpp"
+
+namespace patro::detail {
+
+class ReplyCache {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit ReplyCache(const Limits& limits)
+      : max_entries_(limits.reply_cache_entries), max_age_(limits.reply_cache_age) {}
+
+  /// What to do with a request that arrived.
+  enum class Seen {
+    fresh,    // never seen: run it (it is now recorded as running)
+    running,  // a copy is running: do nothing now; its reply comes here, routed to this copy
+    answered  // answered before: send *cached (a copy of that reply)
+  };
+  /// Records a request as it arrives (routing: where its answer goes).
+  Seen begin(uint64_t client, uint64_t request_id, std::string_view routing,
+             zmq::message_t* cached);
+
+  /// Records a request's reply (a cheap copy: ZeroMQ shares the buffer). Returns the routing of
+  /// the latest copy if one arrived while it ran (send there), or nothing (send to the first).
+  std::optional<std::string> finish(uint64_t client, uint64_t request_id,
+                                    const zmq::message_t& body);
+
+  /// A client is gone: its replies are no longer wanted.
+  void forget(uint64_t client);
+
+  uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
+  uint64_t expired() const noexcept { return expired_.load(std::memory_order_relaxed); }
+  void count_expired() noexcept { expired_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  struct Entry {
+    bool done = false;
+    zmq::message_t body;
+    std::string reroute;  // a copy's routing, set when one arrived while running
+  };
+  struct PerClient {
+    std::unordered_map<uint64_t, Entry> entries;
+    std::deque<std::pair<uint64_t, Clock::time_point>> order;  // oldest first
+    Clock::time_point last;                                    // its latest request
+  };
+  struct Shard {
+    Mutex mu;
+    std::unordered_map<uint64_t, PerClient> clients PATRO_GUARDED_BY(mu);
+    uint32_t since_sweep PATRO_GUARDED_BY(mu) = 0;
+  };
+  Shard& shard(uint64_t client) noexcept { return shards_[(client * 0x9E3779B97F4A7C15ull) >> 60]; }
+  void evict(PerClient& c, Clock::time_point now);
+  /// Drops clients silent for longer than the age bound (gone while the broker that would have
+  /// said so was down); every few thousand requests to a shard.
+  void sweep(Shard& s, Clock::time_point now) PATRO_REQUIRES(s.mu);
+
+  const size_t max_entries_;
+  const std::chrono::milliseconds max_age_;
+  std::array<Shard, 16> shards_;
+  std::atomic<uint64_t> hits_{0}, expired_{0};
+};
+
+}  // namespace patro::detail

@@ -1,0 +1,73 @@
+// The server's reply cache: a request id seen before is answered from it, a copy of one still
+// running is routed to when it finishes, and the bounds hold.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "reply_cache.hpp"
+
+using namespace std::chrono_literals;
+using patro::detail::ReplyCache;
+using Seen = ReplyCache::Seen;
+
+namespace {
+zmq::message_t body(const std::string& s) {
+  return zmq::message_t(s.data(), s.size());
+}
+}  // namespace
+
+TEST_CASE("a request seen before is answered from the cache, not run again") {
+  ReplyCache cache(patro::Limits{});
+  zmq::message_t cached;
+  CHECK(cache.begin(7, 1, "r1", &cached) == Seen::fresh);
+  CHECK_FALSE(cache.finish(7, 1, body("the reply of a long body, over thirty-three bytes")));
+  CHECK(cache.begin(7, 1, "r2", &cached) == Seen::answered);
+  CHECK(cached.to_string() == "the reply of a long body, over thirty-three bytes");
+  CHECK(cache.hits() == 1);
+  // Request ids are per client.
+  CHECK(cache.begin(8, 1, "r3", &cached) == Seen::fresh);
+}
+
+TEST_CASE("a copy that arrives while the first runs is answered once, at its own route") {
+  ReplyCache cache(patro::Limits{});
+  zmq::message_t cached;
+  CHECK(cache.begin(7, 5, "old", &cached) == Seen::fresh);
+  CHECK(cache.begin(7, 5, "new", &cached) == Seen::running);
+  const auto reroute = cache.finish(7, 5, body("done"));
+  REQUIRE(reroute);
+  CHECK(*reroute == "new");
+  CHECK_FALSE(cache.finish(7, 5, body("again")));  // finished once
+  CHECK(cache.begin(7, 5, "third", &cached) == Seen::answered);
+  CHECK(cached.to_string() == "done");
+}
+
+TEST_CASE("the cache keeps at most reply_cache_entries finished replies per client, never one running") {
+  patro::Limits limits;
+  limits.reply_cache_entries = 3;
+  ReplyCache cache(limits);
+  zmq::message_t cached;
+  CHECK(cache.begin(1, 100, "r", &cached) == Seen::fresh);  // stays running
+  for (uint64_t id = 1; id <= 10; ++id) {
+    CHECK(cache.begin(1, id, "r", &cached) == Seen::fresh);
+    (void)cache.finish(1, id, body("x"));
+  }
+  CHECK(cache.begin(1, 1, "r", &cached) == Seen::fresh);    // evicted: it would run again
+  CHECK(cache.begin(1, 10, "r", &cached) == Seen::answered);
+  CHECK(cache.begin(1, 100, "r", &cached) == Seen::running);  // still running: kept
+}
+
+TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once") {
+  patro::Limits limits;
+  limits.reply_cache_age = 50ms;
+  ReplyCache cache(limits);
+  zmq::message_t cached;
+  CHECK(cache.begin(1, 1, "r", &cached) == Seen::fresh);
+  (void)cache.finish(1, 1, body("x"));
+  std::this_thread::sleep_for(80ms);
+  CHECK(cache.begin(1, 2, "r", &cached) == Seen::fresh);  // evicts the old one
+  CHECK(cache.begin(1, 1, "r", &cached) == Seen::fresh);
+  (void)cache.finish(1, 2, body("y"));
+  cache.forget(1);
+  CHECK(cache.begin(1, 2, "r", &cached) == Seen::fresh);
+}
