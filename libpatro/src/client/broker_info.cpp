@@ -41,6 +41,7 @@ BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options
   info.stats.rejected = r->rejected();
   info.stats.clients = r->clients();
   info.stats.servers = r->servers_now();
+  info.stats.refused = r->refused();
   return info;
 }
 

@@ -41,7 +41,10 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
  private:
   struct Lane;
   void lane_main(Lane& lane);
-  void lane_registered(const std::string& client_endpoint) PATRO_EXCLUDES(mu_);
+  /// refusal: why the broker did not bind some of the names (another server owns them); empty if
+  /// it bound them all.
+  void lane_registered(const std::string& client_endpoint, const std::string& refusal)
+      PATRO_EXCLUDES(mu_);
   void timer_main();
   /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no
   /// client for idle_timeout and has run for keep_alive.
@@ -58,6 +61,7 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::unique_ptr<Broker> broker_;
   std::thread broker_thread_;
   std::string broker_endpoint_;
+  CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
   std::thread timer_thread_;
@@ -68,6 +72,7 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   CondVar cv_;
   unsigned registered_ PATRO_GUARDED_BY(mu_) = 0;
   std::string client_endpoint_ PATRO_GUARDED_BY(mu_);
+  std::string register_error_ PATRO_GUARDED_BY(mu_);
   bool stopped_ PATRO_GUARDED_BY(mu_) = false;
   // Clients known from their requests, until CLIENT_GONE; kept only with an idle_timeout.
   std::unordered_set<uint64_t> clients_ PATRO_GUARDED_BY(mu_);
