@@ -112,7 +112,9 @@ void write_key_file(const std::string& path, const CurveKeyPair& keys) {
 }
 
 std::string read_public_key(const std::string& z85_or_file) {
-  if (is_curve_key(z85_or_file)) return z85_or_file;
+  // A path may look like a key ("/tmp/…" of 40 characters is all Z85): a file that exists wins.
+  struct stat st {};
+  if (is_curve_key(z85_or_file) && ::stat(z85_or_file.c_str(), &st) != 0) return z85_or_file;
   std::istringstream in(slurp(z85_or_file, "public key file"));
   for (std::string line; std::getline(in, line);) {
     if (auto p = keyed_value(line, "public-key"); !p.empty() && is_curve_key(p)) return p;
