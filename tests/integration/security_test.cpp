@@ -396,8 +396,24 @@ TEST_CASE("CURVE: allowed peers work end to end; refused ones get a clear error,
     Process heir = worker(b, broker_key, server2, {"counter", "hits"});
     patro::Proxy second = wait_for_name(b.front, "hits", ok);
     CHECK(second.call("get") == 0);  // the new owner's counter
-    heir.stop();
-    patro::remove_stale_lock_segments();  // the killed worker's
+    // Restarted at once, before the broker sees the old process dead: the new process asks
+    // again until the name frees, and gets it (no name_taken within its connect timeout).
+    second.call("add", 3);
+    heir.signal(SIGKILL);
+    (void)heir.wait(10s);
+    Process again = worker(b, broker_key, server2, {"counter", "hits"});
+    bool moved = false;
+    for (int i = 0; i < 400 && !moved; ++i) {
+      try {
+        moved = patro::get_proxy(b.front, "hits", ok).id().server != second.id().server;
+      } catch (const patro::Error&) {
+      }
+      if (!moved) std::this_thread::sleep_for(25ms);
+    }
+    CHECK(moved);
+    CHECK_FALSE(again.wait(0ms).has_value());  // still serving
+    again.stop();
+    patro::remove_stale_lock_segments();  // the killed workers'
   }
   w.stop();
   b.proc->stop();

@@ -167,6 +167,7 @@ Config Server::start() {
     }
   }
   running_ = true;
+  register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
     auto lane = std::make_unique<Lane>();
     lane->index = i;
@@ -310,6 +311,11 @@ void Server::lane_main(Lane& lane) {
   auto window = options_.heartbeat.window();
   auto last_heard = Clock::now();
   auto next_heartbeat = last_heard + interval;
+  // Set while the broker refuses a name another live server holds: that owner may be this
+  // server's previous process, which the broker sees dead only after its heartbeat window, so
+  // the lane asks again each interval until register_until_.
+  constexpr auto kNever = Clock::time_point::max();
+  auto register_again = kNever;
   zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, lane.wake_fd, ZMQ_POLLIN, 0}};
   Multipart msg;
@@ -319,7 +325,8 @@ void Server::lane_main(Lane& lane) {
     // logged and the lane goes on; each request has its own barrier inside.
     try {
       auto now = Clock::now();
-      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat - now);
+      const auto until = std::min(next_heartbeat, register_again);
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
       items[0].socket = sock.handle();
       try {
@@ -387,7 +394,9 @@ void Server::lane_main(Lane& lane) {
                            "), which is alive: a name has one owner until it stops";
               }
             }
-            if (!counted) {
+            if (!counted && !refusal.empty() && Clock::now() + interval < register_until_) {
+              register_again = Clock::now() + interval;
+            } else if (!counted) {
               counted = true;
               lane_registered(
                   r && r->client_endpoint() ? r->client_endpoint()->str() : std::string(), refusal);
@@ -427,6 +436,10 @@ void Server::lane_main(Lane& lane) {
       if (now >= next_heartbeat) {
         send_simple(sock, Command::heartbeat);
         next_heartbeat = now + interval;
+      }
+      if (now >= register_again) {
+        register_again = kNever;
+        send_register(sock);
       }
       if (now - last_heard > window) {
         // The broker went silent: a new socket, and register again (Majordomo's reconnect).

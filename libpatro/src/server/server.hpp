@@ -62,6 +62,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::thread broker_thread_;
   std::string broker_endpoint_;
   CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
+  // Until when a lane asks again for names another live server holds (set before lanes start).
+  std::chrono::steady_clock::time_point register_until_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
   std::thread timer_thread_;
