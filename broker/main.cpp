@@ -60,6 +60,8 @@ std::string render_metrics(const patro::BrokerStats& s) {
   metric(out, "patro_broker_clients", "gauge", "Live clients", static_cast<double>(s.clients));
   metric(out, "patro_broker_servers", "gauge", "Registered servers",
          static_cast<double>(s.servers));
+  metric(out, "patro_broker_refused_total", "counter",
+         "CURVE handshakes refused (a key not on the allow list)", static_cast<double>(s.refused));
   return out;
 }
 
@@ -78,7 +80,10 @@ int main(int argc, char** argv) {
   patro::cli::setup(app);
   app.footer(
       "Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or "
-      "SIGTERM.\nExit status: 0 after a clean stop, 1 if it cannot bind, 2 on bad options.");
+      "SIGTERM.\nWith --curve-key, both ports encrypt and authenticate every peer; SIGHUP also "
+      "reads the allow lists again. Without it, binding anything but loopback is refused unless "
+      "--insecure is given.\nExit status: 0 after a clean stop, 1 if it cannot bind, 2 on bad "
+      "options.");
   app.add_option("--front", opts.frontend, "where clients connect")
       ->type_name("ENDPOINT")
       ->capture_default_str();
@@ -100,6 +105,20 @@ int main(int argc, char** argv) {
                  "largest request body in bytes")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
       ->capture_default_str();
+  std::string curve_key;
+  app.add_option("--curve-key", curve_key,
+                 "the broker's CURVE key pair (patro keygen FILE): both ports encrypt, and check "
+                 "each peer's key against the allow lists")
+      ->type_name("FILE");
+  app.add_option("--allow-clients", opts.allow_clients_file,
+                 "client public keys allowed on --front: one Z85 key per line, # comments "
+                 "(default with --curve-key: any key)")
+      ->type_name("FILE");
+  app.add_option("--allow-servers", opts.allow_servers_file,
+                 "server public keys allowed to register on --back (same format)")
+      ->type_name("FILE");
+  app.add_flag("--insecure", opts.insecure,
+               "accept binding a non-loopback address without CURVE (plaintext on purpose)");
   app.add_option("--endpoints-file", endpoints_file,
                  "write \"FRONT BACK\" (the bound endpoints) to PATH once bound")
       ->type_name("PATH");
@@ -119,6 +138,12 @@ int main(int argc, char** argv) {
   }
   opts.track_latency = !metrics.empty();
   try {
+    if (!curve_key.empty()) opts.curve = patro::read_key_file(curve_key);
+    if (opts.curve.empty() &&
+        (!opts.allow_clients_file.empty() || !opts.allow_servers_file.empty()))
+      throw patro::Error(patro::Errc::invalid_argument,
+                         "--allow-clients and --allow-servers need --curve-key (the broker's key "
+                         "pair)");
     patro::Broker broker(opts);
     if (!endpoints_file.empty()) {
       const std::string tmp = endpoints_file + ".tmp";
@@ -142,6 +167,10 @@ int main(int argc, char** argv) {
       while (signals.wait() == SIGHUP) {
         patro::reopen_log_file();
         patro::write_log(patro::LogLevel::info, "broker", "SIGHUP: log file reopened");
+        try {
+          broker.reload();  // logs what it read, or why it kept the lists in force
+        } catch (const std::exception&) {
+        }
       }
       patro::daemon::notify("STOPPING=1");
       broker.stop();

@@ -16,6 +16,7 @@
 #include <patro/patro.hpp>
 
 #include "cli/context.hpp"
+#include "cli/curve_flags.hpp"
 #include "cli/options.hpp"
 
 namespace {
@@ -199,6 +200,8 @@ int main(int argc, char** argv) {
       ->type_name("T");
   app.add_flag("--json-args", a.json_args, "parse each VALUE or ARG as JSON");
   app.add_flag("-x,--stdin", stdin_arg, "read the last argument from stdin");
+  patro::cli::CurveFlags curve;
+  curve.add(app, "this client's CURVE key pair (patro keygen FILE; default $PATRO_CURVE_KEY)");
 
   std::map<std::string, CLI::App*> subs;
   std::vector<std::string> positional;
@@ -212,6 +215,14 @@ int main(int argc, char** argv) {
     sub->add_option("ARGS", positional, s.usage);
     subs[s.name] = sub;
   }
+  auto* keygen_sub = app.add_subcommand(
+      "keygen", "write a new CURVE key pair to FILE (secret, mode 0600) and FILE.pub");
+  std::string keygen_file;
+  keygen_sub->add_option("FILE", keygen_file, "where to write the pair")->required();
+  keygen_sub->footer(
+      "FILE holds the secret key: keep it where only its owner reads it. Give FILE.pub (the "
+      "public key) to whoever must know it: the broker's to every client and server "
+      "(--broker-key), a client's or server's to the broker's allow lists.");
   auto* help_sub = app.add_subcommand("help", "this text, or a subcommand's");
   std::string help_of;
   help_sub->add_option("SUBCOMMAND", help_of);
@@ -264,6 +275,12 @@ int main(int argc, char** argv) {
       std::fputs(it->second->help("patro").c_str(), stdout);
       return ok;
     }
+    if (keygen_sub->parsed()) {
+      const patro::CurveKeyPair keys = patro::curve_keypair();
+      patro::write_key_file(keygen_file, keys);
+      std::printf("%s\n", keys.public_key.c_str());  // the public key: safe to show
+      return ok;
+    }
     for (const auto& [name, sub] : subs)
       if (sub->parsed()) a.sub = name;
     for (const std::string& w : positional) a.words.push_back(unmark(w));
@@ -281,6 +298,7 @@ int main(int argc, char** argv) {
     }
 
     patro::ClientOptions options;
+    options.curve = curve.client();
     if (timeout) {
       options.call_timeout = parse_duration(*timeout, "--timeout");
       if (options.call_timeout.count() == 0) throw UsageError("--timeout must be positive");

@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -435,13 +436,18 @@ void register_classes() {
       });
 }
 
-int role_patro_broker() {
+// With curve, a fresh key pair and CURVE on both ports (no allow list: the handshake's ZAP
+// check costs once per connection, the encryption every message); its public key is printed
+// after the endpoints.
+int role_patro_broker(bool curve) {
   patro::TerminationSignals signals;
   patro::BrokerOptions o;
   o.frontend = "tcp://127.0.0.1:*";
   o.backend = "tcp://127.0.0.1:*";
+  if (curve) o.curve = patro::curve_keypair();
   patro::Broker broker(o);
-  std::printf("%s %s\n", broker.frontend_endpoint().c_str(), broker.backend_endpoint().c_str());
+  std::printf("%s %s %s\n", broker.frontend_endpoint().c_str(), broker.backend_endpoint().c_str(),
+              broker.public_key().c_str());
   std::fflush(stdout);
   std::thread waiter([&] {
     signals.wait();
@@ -452,11 +458,13 @@ int role_patro_broker() {
   return 0;
 }
 
-int role_patro_server(const std::string& back, const std::string& dir, int threads) {
+int role_patro_server(const std::string& back, const std::string& dir, int threads,
+                      const std::string& broker_key) {
   patro::TerminationSignals signals;
   register_classes();
   patro::ServerOptions o;
   o.broker = back;
+  o.curve.broker_key = broker_key;  // the config it writes carries it to the clients
   o.threads = static_cast<unsigned>(threads);
   auto log = std::make_shared<LogWriter>();
   log->fd = ::open((dir + "/lines.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -658,8 +666,8 @@ struct Bench {
     return ("," + only + ",").find("," + c + ",") != std::string::npos;
   }
   std::string dir;
-  Child floor_broker, floor_server, patro_broker, patro_server;
-  std::string floor_front, patro_conf;
+  Child floor_broker, floor_server, patro_broker, patro_server, curve_broker, curve_server;
+  std::string floor_front, patro_conf, curve_conf;
   std::vector<Case> cases;
 
   int client_cpu() const {
@@ -699,8 +707,9 @@ struct Bench {
     for (auto& x : param_args(p)) a.push_back(x);
     return spawn_group(n, a);
   }
-  Group patro_group(int n, const std::string& mode, int window, int64_t arg, const Params& p) {
-    std::vector<std::string> a{"--role", "patro-client",         patro_conf,
+  Group patro_group(int n, const std::string& mode, int window, int64_t arg, const Params& p,
+                    const std::string& conf = {}) {
+    std::vector<std::string> a{"--role", "patro-client",         conf.empty() ? patro_conf : conf,
                                mode,     std::to_string(window), std::to_string(arg)};
     for (auto& x : param_args(p)) a.push_back(x);
     return spawn_group(n, a);
@@ -760,15 +769,36 @@ struct Bench {
     if (patro_server.line(20s) != "ready")
       throw std::runtime_error("the Patro server did not start");
     patro_conf = dir + "/patro.conf";
+    if (want("curve")) {
+      // The same broker and server with CURVE, beside the plaintext ones.
+      curve_broker = spawn({"--role", "patro-broker", "curve"}, service_cpu());
+      eps = curve_broker.line(10s);
+      if (!eps) throw std::runtime_error("the CURVE broker did not start");
+      std::istringstream cin_(*eps);
+      std::string cfront, cback, ckey;
+      cin_ >> cfront >> cback >> ckey;
+      const std::string cdir = dir + "/curve";
+      if (::mkdir(cdir.c_str(), 0700) != 0) throw std::runtime_error("mkdir " + cdir);
+      curve_server = spawn({"--role", "patro-server", cback, cdir, std::to_string(threads), ckey},
+                           service_cpu());
+      if (curve_server.line(20s) != "ready")
+        throw std::runtime_error("the CURVE server did not start");
+      curve_conf = cdir + "/patro.conf";
+    }
     std::this_thread::sleep_for(200ms);  // the floor server's lanes say READY
   }
 
   void finish() {
+    curve_server.stop();
+    curve_broker.stop();
     patro_server.stop();
     patro_broker.stop();
     floor_server.stop();
     floor_broker.stop();
     if (!dir.empty()) {
+      for (const char* f : {"/curve/patro.conf", "/curve/lines.log", "/curve/print.log"})
+        std::remove((dir + f).c_str());
+      ::rmdir((dir + "/curve").c_str());
       std::remove((dir + "/patro.conf").c_str());
       std::remove((dir + "/lines.log").c_str());
       std::remove((dir + "/print.log").c_str());
@@ -824,6 +854,30 @@ struct Bench {
                            "CPU time, not latency"});
         }
       }
+    }
+    // CURVE against plaintext: the same get, sequential and 64 in flight, chunks alternating.
+    if (want("curve")) {
+      Group plain = patro_group(1, "get", 1, 0, seq),
+            curve = patro_group(1, "get", 1, 0, seq, curve_conf);
+      for (int r = 0; r < rounds; ++r) {
+        chunk(plain);
+        chunk(curve);
+      }
+      auto [pr, prate] = end(plain);
+      auto [cr, crate] = end(curve);
+      cases.push_back({"CURVE get, 1 client (floor: plaintext get)", cr.p50_us, cr.p99_us, crate,
+                       pr.p50_us, prate, cr.p50_us / pr.p50_us,
+                       "p50 ratio; p99 ratio " + num(cr.p99_us / pr.p99_us)});
+      const Params cpipe = params(100000, 400ms);
+      Group pp = patro_group(1, "async", 64, 0, cpipe),
+            cp = patro_group(1, "async", 64, 0, cpipe, curve_conf);
+      for (int r = 0; r < rounds; ++r) {
+        chunk(pp);
+        chunk(cp);
+      }
+      const double pprate = end(pp).second, cprate = end(cp).second;
+      cases.push_back({"CURVE async get, 64 in flight (floor: plaintext)", std::nullopt,
+                       std::nullopt, cprate, std::nullopt, pprate, cprate / pprate, "calls/s"});
     }
     // Pipelined, one client, in rounds.
     const Params pipe = params(100000, 400ms);
@@ -959,8 +1013,8 @@ int main(int argc, char** argv) {
       };
       if (role == "floor-broker") return role_floor_broker();
       if (role == "floor-server") return role_floor_server(at(2), std::stoi(at(3)));
-      if (role == "patro-broker") return role_patro_broker();
-      if (role == "patro-server") return role_patro_server(at(2), at(3), std::stoi(at(4)));
+      if (role == "patro-broker") return role_patro_broker(at(2) == "curve");
+      if (role == "patro-server") return role_patro_server(at(2), at(3), std::stoi(at(4)), at(5));
       if (role == "floor-client") return role_floor_client(at(2), at(3), std::stoi(at(4)), prm(5));
       if (role == "patro-client") {
         return role_patro_client(at(2), at(3), std::stoi(at(4)), std::stoll(at(5)), prm(6));
@@ -986,8 +1040,14 @@ int main(int argc, char** argv) {
     app.add_option("--threads", b.threads, "server threads (lanes) of both servers")
         ->check(CLI::Range(1, 1024))
         ->capture_default_str();
-    app.add_option("--cases", b.only, "which groups of cases to run")->capture_default_str();
+    app.add_option("--cases", b.only,
+                   "which groups of cases to run (also: curve, CURVE against plaintext)")
+        ->capture_default_str();
+    bool curve = false;
+    app.add_flag("--curve", curve,
+                 "also run CURVE against plaintext (get p50, 64 in flight) in the same run");
     if (auto status = patro::cli::parse(app, args)) return *status;
+    if (curve && !b.want("curve")) b.only += ",curve";
     b.dma = dma == "on";
     cpu_set_t set;
     CPU_ZERO(&set);

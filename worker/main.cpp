@@ -17,6 +17,7 @@
 
 #include <patro/patro.hpp>
 
+#include "cli/curve_flags.hpp"
 #include "cli/options.hpp"
 #include "daemon.hpp"
 #include "job_queue.hpp"
@@ -214,6 +215,23 @@ int main(int argc, char** argv) {
                  "error, warn, info (default; or $PATRO_LOG_LEVEL) or debug, any case")
       ->type_name("LEVEL");
   app.add_option("--log-file", log_file, "log to FILE instead of stderr")->type_name("FILE");
+  patro::cli::CurveFlags curve;
+  curve.add(app,
+            "this worker's CURVE key pair (patro keygen FILE; with --broker-key, default "
+            "$PATRO_CURVE_KEY); with the embedded broker, also the broker's");
+  std::string config_client_key;
+  app.add_option("--config-client-key", config_client_key,
+                 "put this client key pair into the --config-out file, which is then a secret "
+                 "(written mode 0600)")
+      ->type_name("FILE");
+  app.add_option("--allow-clients", bo.allow_clients_file,
+                 "the embedded broker's allowed client keys (one Z85 key per line)")
+      ->type_name("FILE");
+  app.add_option("--allow-servers", bo.allow_servers_file,
+                 "the embedded broker's allowed server keys (this worker's own is always allowed)")
+      ->type_name("FILE");
+  app.add_flag("--insecure", bo.insecure,
+               "let the embedded broker bind a non-loopback address without CURVE");
   if (auto status = patro::cli::parse(app, argc, argv)) return *status;
   visibility = std::chrono::milliseconds(visibility_ms);
   log_options.rotate_bytes = rotate_bytes;
@@ -300,8 +318,21 @@ int main(int argc, char** argv) {
 
     std::unique_ptr<patro::Broker> broker;
     std::thread broker_thread;
+    so.curve = curve.client();
     if (so.broker.empty()) {
       bo.limits = so.limits;
+      if (!so.curve.keys.empty()) {
+        // The embedded broker uses the worker's pair; the worker itself may register, and
+        // connect as a client (its metrics).
+        bo.curve = so.curve.keys;
+        bo.allow_servers.push_back(so.curve.keys.public_key);
+        if (!bo.allow_clients_file.empty()) bo.allow_clients.push_back(so.curve.keys.public_key);
+        so.curve.broker_key = so.curve.keys.public_key;
+      } else if (!bo.allow_clients_file.empty() || !bo.allow_servers_file.empty()) {
+        throw patro::Error(patro::Errc::invalid_argument,
+                           "--allow-clients and --allow-servers need --curve-key (the embedded "
+                           "broker's key pair)");
+      }
       broker = std::make_unique<patro::Broker>(bo);
       so.broker = broker->backend_endpoint();
       broker_thread = std::thread([&] { broker->run(); });
@@ -321,6 +352,7 @@ int main(int argc, char** argv) {
     };
     try {
       patro::Config cfg = patro::patronize(so, objects);
+      if (!config_client_key.empty()) cfg.set_client_key(patro::read_key_file(config_client_key));
       if (!config_out.empty()) cfg.to_file(config_out);
       patro::write_log(patro::LogLevel::info, "worker",
                        "serving " + std::to_string(objects.size()) +
@@ -329,7 +361,10 @@ int main(int argc, char** argv) {
       std::unique_ptr<patro::daemon::MetricsServer> metrics_server;
       if (!metrics.empty()) {
         // Lock waiters come from the objects' locks, asked through a connection of our own.
-        auto proxies = std::make_shared<std::vector<patro::Proxy>>(patro::get_proxies(cfg));
+        patro::ClientOptions metrics_client;
+        metrics_client.curve.keys = so.curve.keys;
+        auto proxies =
+            std::make_shared<std::vector<patro::Proxy>>(patro::get_proxies(cfg, metrics_client));
         std::vector<std::string> names;
         for (const Spec& s : specs) names.push_back(s.name);
         metrics_server =
@@ -353,6 +388,12 @@ int main(int argc, char** argv) {
         }
         patro::reopen_log_file();
         patro::write_log(patro::LogLevel::info, "worker", "SIGHUP: log files reopened");
+        if (broker) {
+          try {
+            broker->reload();
+          } catch (const std::exception&) {
+          }
+        }
       }
       patro::daemon::notify("STOPPING=1");
       patro::write_log(patro::LogLevel::info, "worker", "stopping");

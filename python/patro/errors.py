@@ -32,6 +32,8 @@ class Errc(enum.IntEnum):
     internal = 18
     not_found = 19
     fenced = 20
+    not_authorized = 21
+    name_taken = 22
     # The outcomes of lock operations (SyncResult.error; SyncError names the same numbers).
     lock_timeout = 1001
     not_held = 1002

@@ -8,6 +8,11 @@
 # namespace; clients in the client namespace push and pop on a served array, write a served hash
 # and add to it concurrently, and check what they wrote from the client host.
 #
+# Everything runs with CURVE (issue 11): the broker has a key pair and allow lists for both ports;
+# the server host's processes use a server key, the client host's a client key
+# (PATRO_CURVE_KEY), and all of them the broker's public key (PATRO_BROKER_KEY). A plaintext
+# client is refused, and so is a plaintext broker bound to a namespace's address.
+#
 # Skipped (77) where namespaces cannot be made (not root, no `ip netns`). Cleans up namespaces,
 # processes and temp files on every path; every wait is bounded.
 #
@@ -50,6 +55,9 @@ cleanup() {
     wait "$pid" 2>/dev/null
   done
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  if [ "$status" != 0 ] && [ "$status" != 77 ]; then
+    for f in "$tmp"/*.log; do [ -s "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done
+  fi
   rm -rf "$tmp"
   exit "$status"
 }
@@ -86,10 +94,27 @@ if on "$ns_c" timeout 5 bash -c 'exec 3<>/dev/tcp/10.231.1.2/7171' 2>/dev/null; 
   echo "FAIL: the client host reaches the server host directly"; exit 1
 fi
 
+# --- keys: each host's pair; the broker allows the server key on its back, the client key on
+# its front ---
+for who in broker server client; do "$PATRO_CLI" keygen "$tmp/$who.key" >/dev/null; done
+grep -h public-key "$tmp/server.key.pub" >"$tmp/servers.allow"
+grep -h public-key "$tmp/client.key.pub" >"$tmp/clients.allow"
+export PATRO_BROKER_KEY="$tmp/broker.key.pub"
+export PATRO_CURVE_KEY="$tmp/client.key"  # the client host's; server-host commands override it
+as_server=(env "PATRO_CURVE_KEY=$tmp/server.key")
+
+# A plaintext broker off loopback is refused (before it binds).
+if ip netns exec "$ns_b" "$PATRO_BROKER" --front "$broker_front" --back "$broker_back" \
+  2>"$tmp/plain-broker.log"; then
+  echo "FAIL: a plaintext broker bound $broker_front"; exit 1
+fi
+grep -q -- --insecure "$tmp/plain-broker.log" || { echo "FAIL: the refusal does not name --insecure"; exit 1; }
+
 # --- broker ---
 ip netns exec "$ns_b" "$PATRO_BROKER" --front "$broker_front" --back "$broker_back" \
   --advertise "$broker_front" --heartbeat-ms 200 --endpoints-file "$tmp/broker.endpoints" \
-  2>"$tmp/broker.log" &
+  --curve-key "$tmp/broker.key" --allow-clients "$tmp/clients.allow" \
+  --allow-servers "$tmp/servers.allow" 2>"$tmp/broker.log" &
 pids+=($!)
 wait_file "$tmp/broker.endpoints" 20
 
@@ -97,13 +122,14 @@ wait_file "$tmp/broker.endpoints" 20
 # It must write a config to $tmp/server.conf and register with $broker_back. patro-test-server
 # serves 0: a hash, 1: an array named "jobs", 2: a hash {"n": 0}.
 start_server() {
-  ip netns exec "$ns_s" "$PATRO_TEST_SERVER" "$tmp/server.conf" --broker "$broker_back" --heartbeat-ms 200 \
-    2>"$tmp/server.log" &
+  "${as_server[@]}" ip netns exec "$ns_s" "$PATRO_TEST_SERVER" "$tmp/server.conf" --broker "$broker_back" \
+    --heartbeat-ms 200 2>"$tmp/server.log" &
   pids+=($!)
 }
 start_server
 wait_file "$tmp/server.conf" 20
 grep -q "10.231.2.1:7170" "$tmp/server.conf" || { echo "FAIL: config lacks the broker"; exit 1; }
+grep -q "broker_key" "$tmp/server.conf" || { echo "FAIL: config lacks the broker's key"; exit 1; }
 
 # --- clients, on the client host ---
 cli() { on "$ns_c" timeout 60 "$PATRO_CLI" --timeout 20s "$@"; }
@@ -115,6 +141,12 @@ expect() {  # expect WANT CMD...: CMD's output must be WANT
 }
 
 cli --broker "$broker_front" ls | grep -q "^jobs" || { echo "FAIL: ls lacks jobs"; exit 1; }
+# Without keys, the client host is refused at once with a clear error.
+if on "$ns_c" env -u PATRO_BROKER_KEY -u PATRO_CURVE_KEY timeout 60 "$PATRO_CLI" \
+  --broker "$broker_front" ls >"$tmp/plain-client.out" 2>&1; then
+  echo "FAIL: a plaintext client was served"; exit 1
+fi
+grep -q not_authorized "$tmp/plain-client.out" || { echo "FAIL: plaintext client: $(cat "$tmp/plain-client.out")"; exit 1; }
 expect 3 cli --broker "$broker_front" push jobs a b c
 expect c cli --broker "$broker_front" pop jobs
 expect a cli --broker "$broker_front" take jobs
@@ -141,7 +173,7 @@ count=$(cli --broker "$broker_front" --json get jobs | tr ',' '\n' | wc -l)
 cli --broker "$broker_front" --json stats --interval 100 | grep -q '"servers":1' ||
   { echo "FAIL: stats"; exit 1; }
 # --- patro-worker on the server host: a job queue and a log ---
-ip netns exec "$ns_s" "$PATRO_WORKER" --broker "$broker_back" --heartbeat-ms 200 \
+"${as_server[@]}" ip netns exec "$ns_s" "$PATRO_WORKER" --broker "$broker_back" --heartbeat-ms 200 \
   --config-out "$tmp/worker.conf" queue work log events "$tmp/events.log" 2>"$tmp/worker.log" &
 pids+=($!)
 wait_file "$tmp/worker.conf" 20

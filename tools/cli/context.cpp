@@ -96,6 +96,9 @@ Cluster::Cluster(const std::optional<std::string>& broker, const std::optional<s
     config_ = Config::from_file(*config);
     if (config_->brokers().empty()) throw Error(Errc::bad_config, "the config names no broker");
     endpoint_ = config_->brokers().front();
+    // The keys the command line gives win over those the config carries.
+    if (options_.curve.broker_key.empty()) options_.curve.broker_key = config_->broker_key();
+    if (options_.curve.keys.empty()) options_.curve.keys = config_->client_key();
   } else if (const char* env = std::getenv("PATRO_BROKER"); env != nullptr && *env != '\0') {
     endpoint_ = endpoint_of(env, "PATRO_BROKER");
   } else {

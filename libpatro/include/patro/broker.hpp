@@ -31,6 +31,7 @@ struct BrokerStats {
   /// their deadline had passed when a lane took them.
   uint64_t dedup_hits = 0;
   uint64_t expired = 0;
+  uint64_t refused = 0;   ///< CURVE handshakes refused (a key not on the allow list)
   std::map<Errc, uint64_t> rejected_by_code;  ///< rejected, by error code (stats() only)
   /// With BrokerOptions::track_latency (stats() only): requests routed and not yet answered, and
   /// the time from routing a request to routing its reply: per bucket (upper bounds in
@@ -90,6 +91,12 @@ class Broker {
   void stop();
   /// A snapshot of the counters (safe from any thread).
   BrokerStats stats() const;
+  /// Reads the allow-list files (BrokerOptions::allow_clients_file, allow_servers_file) again;
+  /// safe from any thread. On an error (logged and thrown as Error) the lists in force stay.
+  /// Connections already made stay; new handshakes see the new lists.
+  void reload();
+  /// The broker's CURVE public key (Z85); empty when it runs plaintext.
+  std::string public_key() const;
 
  private:
   struct PATRO_PRIVATE Impl;

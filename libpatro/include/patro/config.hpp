@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "patro/curve.hpp"
 #include "patro/export.hpp"
 #include "patro/value.hpp"
 
@@ -46,12 +47,22 @@ class Config {
 
   /// One line of JSON, without a trailing newline.
   std::string to_string() const;
-  /// Writes to_string() and a newline to path; throws Error(invalid_argument) on failure.
+  /// Writes to_string() and a newline to path; throws Error(invalid_argument) on failure. A
+  /// config that carries a client key pair is a secret: the file is then written mode 0600.
   void to_file(const std::string& path) const;
 
   /// Client endpoints of the brokers, in fail-over order.
   const std::vector<std::string>& brokers() const noexcept { return brokers_; }
   const std::vector<ObjectEntry>& objects() const noexcept { return objects_; }
+
+  /// The broker's CURVE public key (Z85), which get_proxies uses when its options give none;
+  /// empty: plaintext. patronize() sets it from ServerOptions::curve.
+  const std::string& broker_key() const noexcept { return broker_key_; }
+  void set_broker_key(std::string key) { broker_key_ = std::move(key); }
+  /// A client key pair the config carries, where the operator put one in (the config is then a
+  /// secret); empty otherwise.
+  const CurveKeyPair& client_key() const noexcept { return client_key_; }
+  void set_client_key(CurveKeyPair keys) { client_key_ = std::move(keys); }
 
   /// For a config returned by patronize(): whether its server is running. The server runs while
   /// a copy of this Config lives, until stop() or until it shuts itself down.
@@ -71,6 +82,8 @@ class Config {
  private:
   std::vector<std::string> brokers_;
   std::vector<ObjectEntry> objects_;
+  std::string broker_key_;
+  CurveKeyPair client_key_;
   std::shared_ptr<detail::ServingHandle> server_;
 };
 

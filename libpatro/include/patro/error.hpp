@@ -31,8 +31,10 @@ enum class Errc : int {
   unsupported = 16,
   overloaded = 17,  ///< a limit on in-flight work was reached; retry later
   internal = 18,
-  not_found = 19,  ///< a name unknown to the broker's registry
-  fenced = 20,     ///< the call carried a fencing token older than the newest lock grant
+  not_found = 19,       ///< a name unknown to the broker's registry
+  fenced = 20,          ///< the call carried a fencing token older than the newest lock grant
+  not_authorized = 21,  ///< the broker refused this peer's CURVE key, or the CURVE handshake failed
+  name_taken = 22,      ///< a name is registered by another live server
   // The outcomes of lock operations (SyncResult::error; SyncError names the same numbers).
   lock_timeout = 1001,      ///< a lock or wait not granted (or notified) in time
   not_held = 1002,          ///< unlock, wait or notify without holding the lock

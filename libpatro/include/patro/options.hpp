@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
+#include "patro/curve.hpp"
 #include "patro/export.hpp"
 
 PATRO_PUBLIC_BEGIN
@@ -76,6 +78,20 @@ struct BrokerOptions {
   /// default, as it costs the routing path a map insert and erase.
   bool track_latency = false;
   size_t max_tracked = 1'000'000;
+  /// CURVE: the broker's key pair. Set, both ports encrypt and authenticate every peer through
+  /// the broker's ZAP handler; empty, they are plaintext.
+  CurveKeyPair curve;
+  /// The public keys (Z85) allowed on the client port and on the server port: those listed here
+  /// and those in the files (one key per line, `#` comments; Broker::reload() reads them again).
+  /// With CURVE and neither a list nor a file for a port, any key is accepted there (encryption
+  /// without authentication, logged as a warning at start).
+  std::vector<std::string> allow_clients;
+  std::string allow_clients_file;
+  std::vector<std::string> allow_servers;
+  std::string allow_servers_file;
+  /// Binding a port to anything but loopback (127.0.0.0/8, ::1, localhost, ipc://, inproc://)
+  /// without CURVE is refused unless this is set: plaintext off loopback on purpose only.
+  bool insecure = false;
 };
 
 /// Options of a client connection (one get_proxies() call).
@@ -108,6 +124,8 @@ struct ClientOptions {
   /// How long a partly filled batch waits for more calls before it is sent (Nagle's delay). Any
   /// other request on the connection, and patro::await_oneway, send it at once.
   std::chrono::microseconds oneway_delay = std::chrono::microseconds(1000);
+  /// CURVE towards the broker. Without a broker key here, the one a config carries is used.
+  CurveOptions curve;
   Heartbeat heartbeat;
   Limits limits;
 };
@@ -159,6 +177,10 @@ struct ServerOptions {
   /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
   /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
   std::function<void(uint64_t client_id)> on_client_gone;
+  /// CURVE towards the broker; the config patronize() returns carries curve.broker_key. With no
+  /// broker (an embedded one) and a key pair here, the embedded broker uses that pair and accepts
+  /// only this server on its server port.
+  CurveOptions curve;
   Heartbeat heartbeat;
   Limits limits;
 };

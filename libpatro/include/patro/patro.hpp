@@ -6,6 +6,7 @@
 #include "patro/client.hpp"
 #include "patro/config.hpp"
 #include "patro/containers.hpp"
+#include "patro/curve.hpp"
 #include "patro/error.hpp"
 #include "patro/filehandle.hpp"
 #include "patro/future.hpp"

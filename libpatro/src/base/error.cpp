@@ -46,6 +46,10 @@ const char* errc_name(Errc code) noexcept {
       return "not_found";
     case Errc::fenced:
       return "fenced";
+    case Errc::not_authorized:
+      return "not_authorized";
+    case Errc::name_taken:
+      return "name_taken";
     case Errc::lock_timeout:
       return "lock_timeout";
     case Errc::not_held:

@@ -1,5 +1,15 @@
 #include "socket.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "patro/error.hpp"
+
 #if defined(__SANITIZE_THREAD__)
 #define PATRO_TSAN 1
 #elif defined(__has_feature)
@@ -23,6 +33,98 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limi
   s.set(zmq::sockopt::maxmsgsize, limits.socket_message_cap());
   if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_mandatory, 1);
   return s;
+}
+
+void set_curve_server(zmq::socket_t& s, const CurveKeyPair& keys, const std::string& zap_domain) {
+  s.set(zmq::sockopt::curve_server, 1);
+  s.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+  s.set(zmq::sockopt::zap_domain, zap_domain);
+}
+
+void set_curve_client(zmq::socket_t& s, const CurveOptions& options, const CurveKeyPair& keys) {
+  s.set(zmq::sockopt::curve_serverkey, options.broker_key);
+  s.set(zmq::sockopt::curve_publickey, keys.public_key);
+  s.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+}
+
+CurveOptions resolve_curve(const CurveOptions& options) {
+  CurveOptions out = options;
+  if (out.broker_key.empty())
+    if (const char* env = std::getenv("PATRO_BROKER_KEY"); env != nullptr && *env != '\0')
+      out.broker_key = read_public_key(env);
+  if (!out.enabled()) return out;
+  if (!is_curve_key(out.broker_key))
+    throw Error(Errc::invalid_argument, "the broker key '" + out.broker_key +
+                                            "' is not a Z85 CURVE public key (40 characters)");
+  if (out.keys.empty()) out.keys = curve_key_from_environment();
+  if (out.keys.empty()) out.keys = curve_keypair();
+  return out;
+}
+
+namespace {
+std::atomic<uint64_t> watch_count{0};
+}
+
+HandshakeWatch::HandshakeWatch(zmq::context_t& ctx, zmq::socket_t& s) : watched_(&s) {
+  const std::string address = "inproc://patro-handshake-" + std::to_string(::getpid()) + "-" +
+                              std::to_string(watch_count.fetch_add(1));
+  const int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                     ZMQ_EVENT_DISCONNECTED;
+  if (zmq_socket_monitor(s.handle(), address.c_str(), events) != 0)
+    throw Error(Errc::internal, "cannot monitor a socket");
+  events_ = zmq::socket_t(ctx, zmq::socket_type::pair);
+  events_.set(zmq::sockopt::linger, 0);
+  events_.connect(address);
+}
+
+HandshakeWatch::~HandshakeWatch() {
+  if (watched_->handle() != nullptr) zmq_socket_monitor(watched_->handle(), nullptr, 0);
+}
+
+std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeout, bool curve) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !poll_in(events_, left)) return std::nullopt;
+    Multipart ev;
+    if (!recv_multipart(events_, ev, true) || ev.empty() || ev[0].size() < 6) continue;
+    uint16_t event;
+    uint32_t value;
+    std::memcpy(&event, ev[0].data(), 2);
+    std::memcpy(&value, static_cast<const char*>(ev[0].data()) + 2, 4);
+    switch (event) {
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        return std::nullopt;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        return "the broker refused this key (status " + std::to_string(value) +
+               "): it is not on the broker's allow list for this port";
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: {
+        char code[32];
+        std::snprintf(code, sizeof code, "0x%x", static_cast<unsigned>(value));
+        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH && curve)
+          return std::string("the broker does not use CURVE, but a broker key was given");
+        if (!curve)
+          return std::string(
+                     "the broker requires CURVE: give its public key (--broker-key, "
+                     "PATRO_BROKER_KEY, or a config that carries it) and a key pair it "
+                     "allows (--curve-key or PATRO_CURVE_KEY) (handshake error ") +
+                 code + ")";
+        return std::string("the CURVE handshake failed (error ") + code +
+               "): is the broker key right?";
+      }
+      case ZMQ_EVENT_DISCONNECTED:
+        if (curve)
+          return std::string(
+              "the broker closed the connection during the CURVE handshake: is the broker key "
+              "right?");
+        continue;
+      default:
+        continue;
+    }
+  }
 }
 
 bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait) {

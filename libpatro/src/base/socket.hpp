@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "patro/options.hpp"
@@ -19,6 +20,33 @@ using Multipart = std::vector<zmq::message_t>;
 /// frame (Limits::socket_message_cap), linger 0 (closing paths set Limits::close_linger where a
 /// last message matters), and ZMQ_ROUTER_MANDATORY on routers so a dead peer is seen.
 zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limits& limits);
+
+/// CURVE on a socket made by make_socket, before it binds or connects.
+/// The serving side (the broker's ports): its key pair, and the ZAP domain its handler checks.
+void set_curve_server(zmq::socket_t& s, const CurveKeyPair& keys, const std::string& zap_domain);
+/// The connecting side: the broker's public key and this side's pair (options.enabled() only).
+void set_curve_client(zmq::socket_t& s, const CurveOptions& options, const CurveKeyPair& keys);
+/// The CURVE settings a connecting side uses: the broker key given, else $PATRO_BROKER_KEY's (Z85
+/// or a file); with one, the key pair given, else $PATRO_CURVE_KEY's, else a fresh one.
+CurveOptions resolve_curve(const CurveOptions& options);
+
+/// Watches the handshake of one connecting socket with its peer (a ZeroMQ socket monitor), so a
+/// refused key or a mismatched mechanism is a clear error at once rather than a silent timeout.
+/// Made before the socket connects; wait() after. The socket must outlive the watch.
+class HandshakeWatch {
+ public:
+  HandshakeWatch(zmq::context_t& ctx, zmq::socket_t& s);
+  ~HandshakeWatch();
+  HandshakeWatch(const HandshakeWatch&) = delete;
+  HandshakeWatch& operator=(const HandshakeWatch&) = delete;
+  /// Waits up to timeout for the handshake to end. Empty: it succeeded (or nothing was heard in
+  /// time: the caller's own timeout then tells). Otherwise why it failed, for an error message.
+  std::optional<std::string> wait(std::chrono::milliseconds timeout, bool curve);
+
+ private:
+  zmq::socket_t* watched_;
+  zmq::socket_t events_;
+};
 
 /// Receives one whole multipart message. With dontwait, false when none is queued.
 /// Throws zmq::error_t for socket errors other than EAGAIN/EINTR.

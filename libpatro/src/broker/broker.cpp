@@ -11,13 +11,17 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <optional>
 #include <queue>
+#include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "ids.hpp"
 #include "log.hpp"
+#include "mutex.hpp"
 #include "wire.hpp"
 
 namespace patro {
@@ -34,6 +38,24 @@ zmq::message_t routing_frame(const std::string& r) {
   return zmq::message_t(r.data(), r.size());
 }
 
+// Whether an endpoint stays on this host: loopback addresses, ipc:// and inproc://.
+bool is_loopback(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string host = endpoint.substr(6);
+  if (const auto semi = host.find(';'); semi != std::string::npos) return false;  // source;dest
+  if (!host.empty() && host.front() == '[') {
+    const auto close = host.find(']');
+    host = close == std::string::npos ? host : host.substr(1, close - 1);
+  } else if (const auto colon = host.rfind(':'); colon != std::string::npos) {
+    host = host.substr(0, colon);
+  }
+  return host.rfind("127.", 0) == 0 || host == "::1" || host == "localhost" || host == "lo";
+}
+
+constexpr const char* kClientDomain = "patro-clients";
+constexpr const char* kServerDomain = "patro-servers";
+
 std::string printable(const std::string& routing) {
   static const char* hex = "0123456789abcdef";
   std::string out;
@@ -44,6 +66,129 @@ std::string printable(const std::string& routing) {
   return out;
 }
 }  // namespace
+
+// The broker's ZAP handler (RFC 27): a thread of its own answering libzmq's authentication
+// requests on inproc://zeromq.zap.01, so a slow check never stalls the routing loop. It checks a
+// CURVE client key against the allow list of the port (ZAP domain) it came in on.
+class PATRO_PRIVATE ZapHandler {
+ public:
+  ZapHandler(zmq::context_t& ctx, const BrokerOptions& options)
+      : options_(options), sock_(ctx, zmq::socket_type::rep) {
+    sock_.set(zmq::sockopt::linger, 0);
+    sock_.bind("inproc://zeromq.zap.01");
+    load();  // throws on a bad file: the broker does not start
+    thread_ = std::thread([this] { run(); });
+  }
+  ~ZapHandler() {
+    stopping_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  ZapHandler(const ZapHandler&) = delete;
+  ZapHandler& operator=(const ZapHandler&) = delete;
+
+  // Reads the allow lists (the options' keys and files); the old ones stay on an error.
+  void load() {
+    auto clients = read(options_.allow_clients, options_.allow_clients_file);
+    auto servers = read(options_.allow_servers, options_.allow_servers_file);
+    detail::MutexLock lock(mu_);
+    clients_ = std::move(clients);
+    servers_ = std::move(servers);
+  }
+  uint64_t refused() const { return refused_; }
+
+ private:
+  using List = std::optional<std::set<std::string>>;  // empty: any key
+  static List read(const std::vector<std::string>& keys, const std::string& file) {
+    if (keys.empty() && file.empty()) return std::nullopt;
+    std::set<std::string> out;
+    for (const auto& k : keys) {
+      if (!is_curve_key(k))
+        throw Error(Errc::invalid_argument, "allow list entry '" + k + "' is not a Z85 key");
+      out.insert(k);
+    }
+    if (!file.empty())
+      for (auto& k : read_allow_list(file)) out.insert(std::move(k));
+    return out;
+  }
+
+  void run() {
+    Multipart req;
+    while (!stopping_) {
+      try {
+        if (!detail::poll_in(sock_, std::chrono::milliseconds(100))) continue;
+        if (!detail::recv_multipart(sock_, req, true)) continue;
+        answer(req);
+      } catch (const std::exception& e) {
+        PATRO_LOG(error, "broker") << "ZAP handler: " << e.what() << "; going on";
+      }
+    }
+  }
+
+  // [version][request id][domain][address][identity][mechanism][credentials...]
+  void answer(Multipart& req) {
+    std::string status = "400", text = "refused", user;
+    if (req.size() >= 6) {
+      const std::string domain(req[2].to_string_view());
+      const std::string address(req[3].to_string_view());
+      const std::string mechanism(req[5].to_string_view());
+      std::string key;
+      if (mechanism == "CURVE" && req.size() >= 7 && req[6].size() == 32) {
+        char z85[41] = {};
+        zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
+        key = z85;
+      }
+      const bool for_servers = domain == kServerDomain;
+      bool ok = false;
+      if (!key.empty()) {
+        detail::MutexLock lock(mu_);
+        const List& list = for_servers ? servers_ : clients_;
+        ok = !list || list->count(key) > 0;
+      }
+      if (ok) {
+        status = "200";
+        text = "OK";
+        user = key;
+      } else {
+        ++refused_;
+        text = key.empty() ? "no CURVE key" : "key not allowed";
+        log_refusal(key, address, for_servers);
+      }
+    }
+    Multipart rep;
+    rep.push_back(zmq::message_t(std::string_view("1.0")));
+    rep.push_back(req.size() >= 2 ? std::move(req[1]) : zmq::message_t());
+    rep.push_back(zmq::message_t(std::string_view(status)));
+    rep.push_back(zmq::message_t(std::string_view(text)));
+    rep.push_back(zmq::message_t(std::string_view(user)));
+    rep.push_back(zmq::message_t());
+    detail::send_multipart(sock_, rep, false);
+  }
+
+  // One line per key and port every 10 s at most: a refused peer that keeps retrying must not
+  // fill the log.
+  void log_refusal(const std::string& key, const std::string& address, bool for_servers) {
+    const auto now = Clock::now();
+    const std::string who = (for_servers ? "s:" : "c:") + key;
+    auto& last = last_logged_[who];
+    if (last != Clock::time_point{} && now - last < std::chrono::seconds(10)) return;
+    if (last_logged_.size() > 10000) last_logged_.clear();
+    last = now;
+    PATRO_LOG(warn, "broker") << "refused " << (for_servers ? "server" : "client") << " key "
+                              << (key.empty() ? std::string("(none)") : key_fingerprint(key))
+                              << " from " << address << ": not on the allow list for "
+                              << (for_servers ? "servers" : "clients");
+  }
+
+  const BrokerOptions& options_;
+  zmq::socket_t sock_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> refused_{0};
+  detail::Mutex mu_;
+  List clients_ PATRO_GUARDED_BY(mu_);
+  List servers_ PATRO_GUARDED_BY(mu_);
+  std::unordered_map<std::string, Clock::time_point> last_logged_;  // the handler's thread only
+};
 
 struct PATRO_PRIVATE Broker::Impl {
   struct Binding {
@@ -80,7 +225,8 @@ struct PATRO_PRIVATE Broker::Impl {
   // it changes (the replies the last broker held were lost with it).
   const uint64_t instance = detail::random_id();
   zmq::context_t ctx{1};
-  zmq::socket_t front;  // made in the constructor, with the limits applied
+  std::unique_ptr<ZapHandler> zap;  // with CURVE
+  zmq::socket_t front;              // made in the constructor, with the limits applied
   zmq::socket_t back;
   int stop_fd = -1;  // eventfd: stop (a raw fd costs the poll nothing per message)
   std::string front_endpoint, back_endpoint, advertised;
@@ -105,8 +251,37 @@ struct PATRO_PRIVATE Broker::Impl {
   detail::AlignedScratch scratch;  // for control bodies that arrive misaligned
 
   explicit Impl(const BrokerOptions& o) : opts(o) {
+    const bool curve = !opts.curve.empty();
+    if (!curve && !opts.insecure) {
+      for (const std::string* e : {&opts.frontend, &opts.backend})
+        if (!is_loopback(*e))
+          throw Error(Errc::invalid_argument,
+                      "refusing to bind " + *e +
+                          " without CURVE: off loopback anyone who reaches the port could read "
+                          "and change every served object. Give the broker a key pair "
+                          "(--curve-key FILE, from patro keygen), or pass --insecure "
+                          "(BrokerOptions::insecure) to accept plaintext on purpose");
+    }
+    if (curve) {
+      if (!curve_available())
+        throw Error(Errc::unsupported, "this libzmq has no CURVE (built without libsodium)");
+      if (!is_curve_key(opts.curve.public_key) || !is_curve_key(opts.curve.secret_key))
+        throw Error(Errc::invalid_argument, "the broker's CURVE key pair is not two Z85 keys");
+      zap = std::make_unique<ZapHandler>(ctx, opts);
+      for (const auto& [list, file, port] :
+           {std::tuple{&opts.allow_clients, &opts.allow_clients_file, "client"},
+            std::tuple{&opts.allow_servers, &opts.allow_servers_file, "server"}})
+        if (list->empty() && file->empty())
+          PATRO_LOG(warn, "broker") << "no allow list for the " << port
+                                    << " port: any CURVE key is accepted there (encrypted, but "
+                                       "not authenticated)";
+    }
     front = detail::make_socket(ctx, zmq::socket_type::router, opts.limits);
     back = detail::make_socket(ctx, zmq::socket_type::router, opts.limits);
+    if (curve) {
+      detail::set_curve_server(front, opts.curve, kClientDomain);
+      detail::set_curve_server(back, opts.curve, kServerDomain);
+    }
     try {
       front.bind(opts.frontend);
       back.bind(opts.backend);
@@ -123,6 +298,9 @@ struct PATRO_PRIVATE Broker::Impl {
 
   ~Impl() {
     if (stop_fd >= 0) ::close(stop_fd);
+    front.close();
+    back.close();
+    zap.reset();
   }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -325,7 +503,8 @@ struct PATRO_PRIVATE Broker::Impl {
       expired += s.expired;
     }
     auto r = wire::CreateBrokerInfoReplyDirect(fb, &nbs, &sis, routed, replies, dropped, rejected,
-                                               n_clients, n_servers, retried, dedup_hits, expired);
+                                               n_clients, n_servers, retried, dedup_hits, expired,
+                                               zap ? zap->refused() : 0);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::BrokerInfoReply, r.Union()),
               wire::ControlIdentifier());
     Multipart out;
@@ -465,12 +644,28 @@ struct PATRO_PRIVATE Broker::Impl {
     nl->second.server = reg->server_id();
     nl->second.expiry = now + window();
     if (lane_new) expiries.push({nl->second.expiry, false, routing});
+    std::vector<std::string> refused;  // names another live server owns
     if (reg->names()) {
       for (const auto* nb : *reg->names()) {
         if (!nb->name()) continue;
         std::string name = nb->name()->str();
         if (names.size() >= opts.max_names && !names.count(name)) {
           PATRO_LOG(warn, "broker") << "name registry full; not binding '" << name << "'";
+          continue;
+        }
+        // A name belongs to the live server that registered it first; it frees when that server
+        // unregisters or misses its heartbeats (drop_server).
+        if (auto owner = names.find(name); owner != names.end() &&
+                                           owner->second.id.server != reg->server_id() &&
+                                           servers.count(owner->second.id.server)) {
+          if (std::find(refused.begin(), refused.end(), name) == refused.end()) {
+            refused.push_back(name);
+            if (reg->lane() == 0)  // once per server, not once per lane
+              PATRO_LOG(warn, "broker")
+                  << "server " << ObjectId{reg->server_id(), 0}.to_hex().substr(0, 16)
+                  << " may not take the name '" << name << "': server "
+                  << ObjectId{owner->second.id.server, 0}.to_hex().substr(0, 16) << " owns it";
+          }
           continue;
         }
         names[name] = Binding{{nb->server(), nb->object()},
@@ -486,9 +681,15 @@ struct PATRO_PRIVATE Broker::Impl {
                                 << " registered (" << reg->lanes() << " lanes)";
     }
     flatbuffers::FlatBufferBuilder fb(128);
-    auto r = wire::CreateRegisteredDirect(fb, advertised.c_str(),
-                                          static_cast<uint32_t>(opts.heartbeat.interval.count()),
-                                          opts.heartbeat.liveness, clock_ns(now));
+    std::vector<flatbuffers::Offset<wire::NameBinding>> owned;
+    for (const std::string& name : refused) {
+      const Binding& b = names.at(name);
+      owned.push_back(wire::CreateNameBindingDirect(fb, name.c_str(), b.id.server, b.id.object,
+                                                    b.type_name.c_str(), b.reftype.c_str()));
+    }
+    auto r = wire::CreateRegisteredDirect(
+        fb, advertised.c_str(), static_cast<uint32_t>(opts.heartbeat.interval.count()),
+        opts.heartbeat.liveness, clock_ns(now), refused.empty() ? nullptr : &owned);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Registered, r.Union()),
               wire::ControlIdentifier());
     Multipart out;
@@ -683,6 +884,7 @@ BrokerStats Broker::stats() const {
   s.servers = impl_->n_servers;
   s.clients = impl_->n_clients;
   s.retried = impl_->retried;
+  s.refused = impl_->zap ? impl_->zap->refused() : 0;
   for (size_t c = 0; c < Impl::kCodes; ++c)
     if (const uint64_t n = impl_->rejected_codes[c]) s.rejected_by_code[static_cast<Errc>(c)] = n;
   s.in_flight = impl_->n_in_flight;
@@ -691,6 +893,21 @@ BrokerStats Broker::stats() const {
   s.latency_sum = static_cast<double>(impl_->latency_sum_ns.load()) / 1e9;
   s.latency_count = impl_->latency_count;
   return s;
+}
+
+void Broker::reload() {
+  if (!impl_->zap) return;
+  try {
+    impl_->zap->load();
+    PATRO_LOG(info, "broker") << "allow lists reloaded";
+  } catch (const std::exception& e) {
+    PATRO_LOG(error, "broker") << "allow lists not reloaded: " << e.what();
+    throw;
+  }
+}
+
+std::string Broker::public_key() const {
+  return impl_->opts.curve.public_key;
 }
 
 const std::vector<double>& BrokerStats::latency_bounds() {

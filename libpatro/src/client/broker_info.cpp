@@ -45,6 +45,7 @@ BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options
   info.stats.retried = r->retried();
   info.stats.dedup_hits = r->dedup_hits();
   info.stats.expired = r->expired();
+  info.stats.refused = r->refused();
   return info;
 }
 

@@ -45,6 +45,7 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
       heartbeat_ms_(options.heartbeat.interval.count()),
       broker_window_ms_(options.heartbeat.window().count()) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
+  curve_ = resolve_curve(options_.curve);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(Errc::internal, "eventfd failed");
 }
@@ -89,14 +90,31 @@ void Connection::wake() noexcept {
 
 void Connection::connect() {
   std::string errors;
+  bool refused = false;  // a broker refused the handshake (rather than not answering)
+  const bool curve = curve_.enabled();
   for (const std::string& endpoint : brokers_) {
+    const auto deadline = Clock::now() + options_.connect_timeout;
     {
       MutexLock io(io_mu_);
       sock_ = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+      if (curve) set_curve_client(sock_, curve_, curve_.keys);
+      std::optional<std::string> failure;
       try {
+        // The handshake first: a refused key or a mismatched mechanism is a clear error at
+        // once, and nothing of ours reaches the broker.
+        HandshakeWatch watch(ctx_, sock_);
         sock_.connect(endpoint);
+        failure = watch.wait(options_.connect_timeout, curve);
       } catch (const zmq::error_t& e) {
         errors += " " + endpoint + ": " + e.what() + ";";
+        continue;
+      }
+      if (failure) {
+        refused = true;
+        errors += " " + endpoint + ": " + *failure +
+                  (curve ? " (client key " + key_fingerprint(curve_.keys.public_key) + ")" : "") +
+                  ";";
+        sock_.close();
         continue;
       }
       last_heard_ = Clock::now();
@@ -111,8 +129,7 @@ void Connection::connect() {
     m.push_back(header_frame(Command::hello));
     m.push_back(u64_frame(rid));
     m.push_back(body_frame(fb));
-    SlotPtr slot =
-        new_slot(rid, 0, wire::Op::Get, Clock::now() + options_.connect_timeout, nullptr, true);
+    SlotPtr slot = new_slot(rid, 0, wire::Op::Get, deadline, nullptr, true);
     submit(std::move(m));
     await(slot);
     if (slot->error != Errc::ok) {
@@ -145,6 +162,7 @@ void Connection::connect() {
     }
     errors += " " + endpoint + ": the answer to hello was not a welcome;";
   }
+  if (refused) throw Error(Errc::not_authorized, "no broker accepts this client:" + errors);
   throw Error(Errc::broker_unreachable, "no broker answers:" + errors);
 }
 

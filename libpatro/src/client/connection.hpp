@@ -192,6 +192,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
 
   const std::vector<std::string> brokers_;
   const ClientOptions options_;
+  CurveOptions curve_;  // options_.curve, resolved (environment, a fresh pair)
   const uint64_t client_id_;
   std::string endpoint_;
   std::atomic<uint64_t> next_request_id_{1};

@@ -176,7 +176,11 @@ std::string reftype(const Proxy& p) {
 }
 
 std::vector<Proxy> get_proxies(const Config& config, const ClientOptions& options) {
-  auto conn = std::make_shared<Connection>(config.brokers(), options);
+  // The keys the options give win over those the config carries.
+  ClientOptions o = options;
+  if (o.curve.broker_key.empty()) o.curve.broker_key = config.broker_key();
+  if (o.curve.keys.empty()) o.curve.keys = config.client_key();
+  auto conn = std::make_shared<Connection>(config.brokers(), o);
   conn->connect();
   std::vector<Proxy> out;
   out.reserve(config.objects().size());

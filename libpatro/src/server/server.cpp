@@ -164,19 +164,55 @@ void Server::fincheck_main() {
 }
 
 Config Server::start() {
+  const auto deadline = Clock::now() + options_.connect_timeout;  // handshake and registration
+  curve_ = options_.curve;
   if (options_.broker.empty()) {
     BrokerOptions bo;
     bo.frontend = "tcp://127.0.0.1:*";
     bo.backend = "tcp://127.0.0.1:*";
     bo.heartbeat = options_.heartbeat;
     bo.limits = options_.limits;
+    if (!curve_.keys.empty()) {
+      // An embedded broker with CURVE: the server's pair is the broker's, and only it may
+      // register.
+      bo.curve = curve_.keys;
+      bo.allow_servers = {curve_.keys.public_key};
+      curve_.broker_key = curve_.keys.public_key;
+    }
     broker_ = std::make_unique<Broker>(bo);
     broker_endpoint_ = broker_->backend_endpoint();
     broker_thread_ = std::thread([this] { broker_->run(); });
   } else {
     broker_endpoint_ = options_.broker;
   }
+  if (!broker_) curve_ = detail::resolve_curve(curve_);  // the embedded one: as set above
+  {
+    // The handshake first, on a socket of its own: a refused key or a mismatched mechanism is a
+    // clear error now, not a registration that times out.
+    zmq::socket_t probe = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+    if (curve_.enabled()) detail::set_curve_client(probe, curve_, curve_.keys);
+    std::optional<std::string> failure;
+    {
+      detail::HandshakeWatch watch(ctx_, probe);
+      probe.connect(broker_endpoint_);
+      failure =
+          watch.wait(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
+                     curve_.enabled());
+    }
+    if (failure) {
+      if (broker_) {
+        broker_->stop();
+        broker_thread_.join();
+      }
+      throw Error(
+          Errc::not_authorized,
+          "the broker at " + broker_endpoint_ + " refused this server: " + *failure +
+              (curve_.enabled() ? " (server key " + key_fingerprint(curve_.keys.public_key) + ")"
+                                : std::string()));
+    }
+  }
   running_ = true;
+  register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
     auto lane = std::make_unique<Lane>();
     lane->index = i;
@@ -192,9 +228,14 @@ Config Server::start() {
   std::string client_endpoint;
   {
     MutexLock lock(mu_);
-    const auto deadline = Clock::now() + options_.connect_timeout;
     while (registered_ < lanes_.size()) {
       if (cv_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
+    }
+    if (!register_error_.empty()) {
+      const std::string why = register_error_;
+      lock.unlock();
+      stop();
+      throw Error(Errc::name_taken, why);
     }
     if (registered_ < lanes_.size()) {
       lock.unlock();
@@ -210,13 +251,16 @@ Config Server::start() {
     fincheck_thread_ = std::thread([this] { fincheck_main(); });
   PATRO_LOG(info, "server") << "serving " << entries_.size() << " object(s) with " << lanes_.size()
                             << " threads; clients connect to " << client_endpoint;
-  return Config({client_endpoint}, entries_);
+  Config config({client_endpoint}, entries_);
+  config.set_broker_key(curve_.broker_key);
+  return config;
 }
 
-void Server::lane_registered(const std::string& client_endpoint) {
+void Server::lane_registered(const std::string& client_endpoint, const std::string& refusal) {
   MutexLock lock(mu_);
   ++registered_;
   client_endpoint_ = client_endpoint;
+  if (!refusal.empty() && register_error_.empty()) register_error_ = refusal;
   cv_.notify_all();
 }
 
@@ -290,6 +334,7 @@ void Server::lane_main(Lane& lane) {
 
   auto make_socket = [&] {
     zmq::socket_t s = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+    if (curve_.enabled()) detail::set_curve_client(s, curve_, curve_.keys);
     s.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
     s.connect(broker_endpoint_);
     return s;
@@ -322,6 +367,11 @@ void Server::lane_main(Lane& lane) {
   auto window = options_.heartbeat.window();
   auto last_heard = Clock::now();
   auto next_heartbeat = last_heard + interval;
+  // Set while the broker refuses a name another live server holds: that owner may be this
+  // server's previous process, which the broker sees dead only after its heartbeat window, so
+  // the lane asks again each interval until register_until_.
+  constexpr auto kNever = Clock::time_point::max();
+  auto register_again = kNever;
   zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, lane.wake_fd, ZMQ_POLLIN, 0}};
   Multipart msg;
@@ -331,7 +381,8 @@ void Server::lane_main(Lane& lane) {
     // logged and the lane goes on; each request has its own barrier inside.
     try {
       auto now = Clock::now();
-      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat - now);
+      const auto until = std::min(next_heartbeat, register_again);
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
       items[0].socket = sock.handle();
       try {
@@ -402,10 +453,25 @@ void Server::lane_main(Lane& lane) {
               if (r->liveness() > 0)
                 window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
             }
-            if (!counted) {
+            std::string refusal;
+            if (r && r->refused()) {
+              for (const auto* nb : *r->refused()) {
+                if (!nb->name()) continue;
+                refusal += (refusal.empty() ? "" : "; ") + std::string("the name '") +
+                           nb->name()->str() + "' is registered at the broker by server " +
+                           ObjectId{nb->server(), 0}.to_hex().substr(0, 16) + " (object " +
+                           ObjectId{nb->server(), nb->object()}.to_hex() +
+                           "), which is alive: a name has one owner until it stops";
+              }
+            }
+            if (!counted && !refusal.empty() && Clock::now() + interval < register_until_) {
+              register_again = Clock::now() + interval;
+            } else if (!counted) {
               counted = true;
-              lane_registered(r && r->client_endpoint() ? r->client_endpoint()->str()
-                                                        : std::string());
+              lane_registered(
+                  r && r->client_endpoint() ? r->client_endpoint()->str() : std::string(), refusal);
+            } else if (!refusal.empty() && lane.index == 0) {
+              PATRO_LOG(error, "server") << "registering again: " << refusal;
             }
             break;
           }
@@ -442,6 +508,10 @@ void Server::lane_main(Lane& lane) {
       if (now >= next_heartbeat) {
         send_heartbeat(sock);
         next_heartbeat = now + interval;
+      }
+      if (now >= register_again) {
+        register_again = kNever;
+        send_register(sock);
       }
       // Silent past its window, unless what it sent waits unread (we were in a long call): a
       // new socket would drop it.

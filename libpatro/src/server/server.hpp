@@ -43,7 +43,10 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
  private:
   struct Lane;
   void lane_main(Lane& lane);
-  void lane_registered(const std::string& client_endpoint) PATRO_EXCLUDES(mu_);
+  /// refusal: why the broker did not bind some of the names (another server owns them); empty if
+  /// it bound them all.
+  void lane_registered(const std::string& client_endpoint, const std::string& refusal)
+      PATRO_EXCLUDES(mu_);
   void timer_main();
   /// Tells the broker every heartbeat interval that this process lives (SERVER_ALIVE), on a socket
   /// of its own: a lane in a long call cannot heartbeat, and must not be taken for dead.
@@ -63,6 +66,9 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::unique_ptr<Broker> broker_;
   std::thread broker_thread_;
   std::string broker_endpoint_;
+  CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
+  // Until when a lane asks again for names another live server holds (set before lanes start).
+  std::chrono::steady_clock::time_point register_until_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
   ReplyCache replies_;
@@ -77,6 +83,7 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   CondVar cv_;
   unsigned registered_ PATRO_GUARDED_BY(mu_) = 0;
   std::string client_endpoint_ PATRO_GUARDED_BY(mu_);
+  std::string register_error_ PATRO_GUARDED_BY(mu_);
   bool stopped_ PATRO_GUARDED_BY(mu_) = false;
   // Clients known from their requests, until CLIENT_GONE; kept only with an idle_timeout.
   std::unordered_set<uint64_t> clients_ PATRO_GUARDED_BY(mu_);

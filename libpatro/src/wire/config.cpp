@@ -1,6 +1,9 @@
 #include "patro/config.hpp"
 
+#include <fcntl.h>
 #include <flatbuffers/idl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -59,7 +62,20 @@ Config Config::parse(std::string_view text) {
                                     o->reftype() ? o->reftype()->str() : std::string()});
     }
   }
-  return Config(std::move(brokers), std::move(objects));
+  Config config(std::move(brokers), std::move(objects));
+  if (c->broker_key() && c->broker_key()->size() > 0) {
+    if (!is_curve_key(c->broker_key()->string_view()))
+      throw Error(Errc::bad_config, "config broker_key is not a Z85 CURVE key");
+    config.set_broker_key(c->broker_key()->str());
+  }
+  if (c->client_secret_key() && c->client_secret_key()->size() > 0) {
+    CurveKeyPair keys{c->client_public_key() ? c->client_public_key()->str() : std::string(),
+                      c->client_secret_key()->str()};
+    if (!is_curve_key(keys.public_key) || !is_curve_key(keys.secret_key))
+      throw Error(Errc::bad_config, "config client key pair is not two Z85 CURVE keys");
+    config.set_client_key(std::move(keys));
+  }
+  return config;
 }
 
 Config Config::from_file(const std::string& path) {
@@ -78,10 +94,19 @@ std::string Config::to_string() const {
                                                    o.reftype.c_str()));
   auto brokers = fb.CreateVectorOfStrings(brokers_);
   auto objects = fb.CreateVector(objs);
+  const auto string_or_none = [&fb](const std::string& text) {
+    return text.empty() ? flatbuffers::Offset<flatbuffers::String>() : fb.CreateString(text);
+  };
+  auto broker_key = string_or_none(broker_key_);
+  auto client_public = string_or_none(client_key_.public_key);
+  auto client_secret = string_or_none(client_key_.secret_key);
   config::ConfigBuilder b(fb);
   b.add_version(1);
   b.add_brokers(brokers);
   b.add_objects(objects);
+  if (!broker_key.IsNull()) b.add_broker_key(broker_key);
+  if (!client_public.IsNull()) b.add_client_public_key(client_public);
+  if (!client_secret.IsNull()) b.add_client_secret_key(client_secret);
   fb.Finish(b.Finish());
   fb.ForceDefaults(false);
   auto parser = config_parser();
@@ -97,11 +122,19 @@ void Config::to_file(const std::string& path) const {
   // Write to a temporary beside it and rename, so a reader never sees half a config.
   const std::string tmp = path + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) throw Error(Errc::invalid_argument, "cannot write config file '" + path + "'");
-    out << text << '\n';
-    if (!out.flush())
+    // With a secret key inside, no one else may read it, from the first byte on.
+    const bool secret = !client_key_.empty();
+    const int fd =
+        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, secret ? 0600 : 0666);
+    if (fd < 0) throw Error(Errc::invalid_argument, "cannot write config file '" + path + "'");
+    const std::string line = text + '\n';
+    bool ok = (!secret || ::fchmod(fd, 0600) == 0) &&
+              ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ok = ::close(fd) == 0 && ok;
+    if (!ok) {
+      std::remove(tmp.c_str());
       throw Error(Errc::invalid_argument, "cannot write config file '" + path + "'");
+    }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
