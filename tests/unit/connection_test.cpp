@@ -72,11 +72,12 @@ struct Lane {
     }
     return {};
   }
-  // The next request: [hdr][client routing][object id][request id][body][forwarded at].
+  // The next request: [hdr + forwarded at][client routing][object id][request id][body].
   Multipart request() {
     Multipart m = next();
-    REQUIRE(m.size() == 6);
-    REQUIRE(detail::parse_header(m[0]) == Command::request);
+    REQUIRE(m.size() == 5);
+    uint64_t stamp = 0;
+    REQUIRE(detail::parse_header(m[0], stamp) == Command::request);
     return m;
   }
   // Answers a request with one result.

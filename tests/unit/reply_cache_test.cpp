@@ -20,41 +20,45 @@ zmq::message_t body(const std::string& s) {
 TEST_CASE("a request seen before is answered from the cache, not run again") {
   ReplyCache cache(patro::Limits{});
   zmq::message_t cached;
-  CHECK(cache.begin(7, 1, "r1", &cached) == Seen::fresh);
+  CHECK(cache.begin(7, 1, "r1", ReplyCache::Clock::now(), &cached) == Seen::fresh);
   CHECK_FALSE(cache.finish(7, 1, body("the reply of a long body, over thirty-three bytes")));
-  CHECK(cache.begin(7, 1, "r2", &cached) == Seen::answered);
+  CHECK(cache.begin(7, 1, "r2", ReplyCache::Clock::now(), &cached) == Seen::answered);
   CHECK(cached.to_string() == "the reply of a long body, over thirty-three bytes");
   CHECK(cache.hits() == 1);
   // Request ids are per client.
-  CHECK(cache.begin(8, 1, "r3", &cached) == Seen::fresh);
+  CHECK(cache.begin(8, 1, "r3", ReplyCache::Clock::now(), &cached) == Seen::fresh);
 }
 
 TEST_CASE("a copy that arrives while the first runs is answered once, at its own route") {
   ReplyCache cache(patro::Limits{});
   zmq::message_t cached;
-  CHECK(cache.begin(7, 5, "old", &cached) == Seen::fresh);
-  CHECK(cache.begin(7, 5, "new", &cached) == Seen::running);
+  CHECK(cache.begin(7, 5, "old", ReplyCache::Clock::now(), &cached) == Seen::fresh);
+  CHECK(cache.begin(7, 5, "new", ReplyCache::Clock::now(), &cached) == Seen::running);
   const auto reroute = cache.finish(7, 5, body("done"));
   REQUIRE(reroute);
   CHECK(*reroute == "new");
   CHECK_FALSE(cache.finish(7, 5, body("again")));  // finished once
-  CHECK(cache.begin(7, 5, "third", &cached) == Seen::answered);
+  CHECK(cache.begin(7, 5, "third", ReplyCache::Clock::now(), &cached) == Seen::answered);
   CHECK(cached.to_string() == "done");
 }
 
-TEST_CASE("the cache keeps at most reply_cache_entries finished replies per client, never one running") {
+TEST_CASE(
+    "the cache keeps at most reply_cache_entries finished replies per client, never one running") {
   patro::Limits limits;
   limits.reply_cache_entries = 3;
   ReplyCache cache(limits);
   zmq::message_t cached;
-  CHECK(cache.begin(1, 100, "r", &cached) == Seen::fresh);  // stays running
+  CHECK(cache.begin(1, 100, "r", ReplyCache::Clock::now(), &cached) ==
+        Seen::fresh);  // stays running
   for (uint64_t id = 1; id <= 10; ++id) {
-    CHECK(cache.begin(1, id, "r", &cached) == Seen::fresh);
+    CHECK(cache.begin(1, id, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
     (void)cache.finish(1, id, body("x"));
   }
-  CHECK(cache.begin(1, 1, "r", &cached) == Seen::fresh);    // evicted: it would run again
-  CHECK(cache.begin(1, 10, "r", &cached) == Seen::answered);
-  CHECK(cache.begin(1, 100, "r", &cached) == Seen::running);  // still running: kept
+  CHECK(cache.begin(1, 1, "r", ReplyCache::Clock::now(), &cached) ==
+        Seen::fresh);  // evicted: it would run again
+  CHECK(cache.begin(1, 10, "r", ReplyCache::Clock::now(), &cached) == Seen::answered);
+  CHECK(cache.begin(1, 100, "r", ReplyCache::Clock::now(), &cached) ==
+        Seen::running);  // still running: kept
 }
 
 TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once") {
@@ -62,12 +66,13 @@ TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once
   limits.reply_cache_age = 50ms;
   ReplyCache cache(limits);
   zmq::message_t cached;
-  CHECK(cache.begin(1, 1, "r", &cached) == Seen::fresh);
+  CHECK(cache.begin(1, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
   (void)cache.finish(1, 1, body("x"));
   std::this_thread::sleep_for(80ms);
-  CHECK(cache.begin(1, 2, "r", &cached) == Seen::fresh);  // evicts the old one
-  CHECK(cache.begin(1, 1, "r", &cached) == Seen::fresh);
+  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) ==
+        Seen::fresh);  // evicts the old one
+  CHECK(cache.begin(1, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
   (void)cache.finish(1, 2, body("y"));
   cache.forget(1);
-  CHECK(cache.begin(1, 2, "r", &cached) == Seen::fresh);
+  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
 }

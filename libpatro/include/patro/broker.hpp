@@ -31,7 +31,7 @@ struct BrokerStats {
   /// their deadline had passed when a lane took them.
   uint64_t dedup_hits = 0;
   uint64_t expired = 0;
-  uint64_t refused = 0;   ///< CURVE handshakes refused (a key not on the allow list)
+  uint64_t refused = 0;  ///< CURVE handshakes refused (a key not on the allow list)
   std::map<Errc, uint64_t> rejected_by_code;  ///< rejected, by error code (stats() only)
   /// With BrokerOptions::track_latency (stats() only): requests routed and not yet answered, and
   /// the time from routing a request to routing its reply: per bucket (upper bounds in

@@ -419,14 +419,13 @@ struct PATRO_PRIVATE Broker::Impl {
     // The lane learns the request's age from when we forwarded it (our clock; it knows the
     // offset from our heartbeats), so a deadline that passed while it queued is kept.
     Multipart out;
-    out.reserve(7);
+    out.reserve(6);
     out.push_back(routing_frame(server.lanes[lane]));
-    out.push_back(std::move(f[1]));
+    out.push_back(detail::stamped_header_frame(Command::request, clock_ns(now)));
     out.push_back(std::move(f[0]));
     out.push_back(std::move(f[2]));
     out.push_back(std::move(f[3]));
     out.push_back(std::move(f[4]));
-    out.push_back(detail::u64_frame(clock_ns(now)));
     send_back(out);
     ++routed;
   }

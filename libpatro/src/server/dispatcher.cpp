@@ -55,9 +55,10 @@ Dispatched Dispatcher::dispatch(const wire::Request& req, const Taken& taken, zm
                                 std::optional<std::string>& reroute,
                                 std::vector<DeferredReply>& owed) {
   const uint64_t client = req.client_id(), request_id = req.request_id();
+  const auto now = Clock::now();
   // Stage 1. A client with no id (a raw peer) is not deduplicated: its ids are not unique.
   if (client != 0) {
-    switch (cache_.begin(client, request_id, taken.routing, &reply)) {
+    switch (cache_.begin(client, request_id, taken.routing, now, &reply)) {
       case ReplyCache::Seen::answered:
         return Dispatched::reply;
       case ReplyCache::Seen::running:
@@ -67,7 +68,6 @@ Dispatched Dispatcher::dispatch(const wire::Request& req, const Taken& taken, zm
     }
   }
   // Stage 2.
-  const auto now = Clock::now();
   const auto deadline = deadline_of(req.timeout_ms(), now, taken.age);
   Dispatched d;
   if (deadline <= now) {
@@ -167,7 +167,7 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
   const uint64_t client =
       batch->requests()->size() > 0 ? batch->requests()->Get(0)->client_id() : 0;
   if (client != 0) {
-    switch (cache_.begin(client, request_id, taken.routing, &reply)) {
+    switch (cache_.begin(client, request_id, taken.routing, Clock::now(), &reply)) {
       case ReplyCache::Seen::answered:
         return Dispatched::reply;
       case ReplyCache::Seen::running:

@@ -62,8 +62,12 @@ void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
-  out.push_back(std::move(request[0]));  // the REQUEST header becomes a REPLY header
-  static_cast<uint8_t*>(out.back().data())[3] = static_cast<uint8_t>(Command::reply);
+  if (request[0].size() == 4) {
+    out.push_back(std::move(request[0]));  // the REQUEST header becomes a REPLY header
+    static_cast<uint8_t*>(out.back().data())[3] = static_cast<uint8_t>(Command::reply);
+  } else {
+    out.push_back(header_frame(Command::reply));  // it was stamped
+  }
   out.push_back(std::move(request[1]));
   out.push_back(std::move(request[3]));
   out.push_back(std::move(body));

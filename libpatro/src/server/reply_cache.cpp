@@ -3,8 +3,7 @@
 namespace patro::detail {
 
 ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::string_view routing,
-                                   zmq::message_t* cached) {
-  const auto now = Clock::now();
+                                   Clock::time_point now, zmq::message_t* cached) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
   if (++s.since_sweep >= 4096) sweep(s, now);

@@ -41,7 +41,7 @@ class ReplyCache {
     answered  // answered before: send *cached (a copy of that reply)
   };
   /// Records a request as it arrives (routing: where its answer goes).
-  Seen begin(uint64_t client, uint64_t request_id, std::string_view routing,
+  Seen begin(uint64_t client, uint64_t request_id, std::string_view routing, Clock::time_point now,
              zmq::message_t* cached);
 
   /// Records a request's reply (a cheap copy: ZeroMQ shares the buffer). Returns the routing of

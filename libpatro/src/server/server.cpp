@@ -399,18 +399,18 @@ void Server::lane_main(Lane& lane) {
       }
       for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
         last_heard = Clock::now();
-        const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
+        uint64_t stamp = 0;  // a request's: when the broker forwarded it
+        const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0], stamp);
         if (!cmd) continue;
         switch (*cmd) {
           case Command::request: {
-            // [hdr][client routing][object id][request id][body][forwarded at: broker clock]
-            if (msg.size() != 5 && msg.size() != 6) break;
+            // [hdr + forwarded at][client routing][object id][request id][body]
+            if (msg.size() != 5) break;
             auto request_id = parse_u64(msg[3]);
             if (!request_id) break;
             annotate_received(*request_id);
             Taken taken{msg[1].to_string_view()};
-            if (auto at = msg.size() == 6 ? parse_u64(msg[5]) : std::nullopt)
-              taken.age = broker_clock.age(*at);
+            if (stamp != 0) taken.age = broker_clock.age(stamp);
             zmq::message_t reply;
             std::optional<std::string> reroute;
             Dispatched d = Dispatched::reply;

@@ -57,6 +57,23 @@ std::optional<Command> parse_header(const zmq::message_t& frame) noexcept {
   return static_cast<Command>(h[3]);
 }
 
+zmq::message_t stamped_header_frame(Command c, uint64_t stamp) {
+  uint8_t h[12] = {'P', 'T', kWireVersion, static_cast<uint8_t>(c)};
+  for (int i = 0; i < 8; ++i) h[4 + i] = static_cast<uint8_t>(stamp >> (56 - 8 * i));
+  return zmq::message_t(h, sizeof h);
+}
+
+std::optional<Command> parse_header(const zmq::message_t& frame, uint64_t& stamp) noexcept {
+  stamp = 0;
+  if (frame.size() != 12) return parse_header(frame);
+  const auto* h = static_cast<const uint8_t*>(frame.data());
+  const zmq::message_t plain(h, 4);
+  const auto cmd = parse_header(plain);
+  if (cmd)
+    for (int i = 0; i < 8; ++i) stamp = (stamp << 8) | h[4 + i];
+  return cmd;
+}
+
 namespace {
 void put_u64(uint8_t* p, uint64_t v) {
   for (int i = 7; i >= 0; --i) {

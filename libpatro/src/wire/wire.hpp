@@ -76,6 +76,12 @@ const char* command_name(Command c) noexcept;
 zmq::message_t header_frame(Command c);
 /// The command of a header frame; nullopt if it is not a Patro v1 header.
 std::optional<Command> parse_header(const zmq::message_t& frame) noexcept;
+/// A REQUEST header as the broker forwards it to a server: the 4 header bytes, then when the
+/// broker forwarded it (its monotonic clock in ns, big-endian), so the request's age travels in a
+/// frame the server reads anyway.
+zmq::message_t stamped_header_frame(Command c, uint64_t stamp);
+/// The command of a plain or a stamped header frame, and the stamp (0 for a plain one).
+std::optional<Command> parse_header(const zmq::message_t& frame, uint64_t& stamp) noexcept;
 
 zmq::message_t u64_frame(uint64_t v);
 std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept;
