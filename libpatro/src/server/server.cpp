@@ -540,6 +540,7 @@ void Server::lane_main(Lane& lane) {
 
 void Server::alive_main() {
   zmq::socket_t sock = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+  if (curve_.enabled()) detail::set_curve_client(sock, curve_, curve_.keys);  // as the lanes
   sock.set(zmq::sockopt::linger, 0);
   sock.connect(broker_endpoint_);
   MutexLock lock(mu_);
