@@ -14,9 +14,15 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 status=0
+failures=()
+# Records a failed step; the summary at the end lists them (CI shows only an output's tail).
+fail() {
+  status=1
+  failures+=("$1")
+}
 echo "=== source checks"
-if ! tools/check-format.sh; then status=1; fi
-if ! python3 tools/check-layers.py; then status=1; fi
+if ! tools/check-format.sh; then fail "clang-format"; fi
+if ! python3 tools/check-layers.py; then fail "layers"; fi
 for v in "${variants[@]}"; do
   setup_env=()
   case "$v" in
@@ -43,20 +49,23 @@ for v in "${variants[@]}"; do
     echo "=== clang: bounded fuzzing"
     if ninja -C "$dir" -j2 $(for t in frames request reply control batch config; do
                               echo "tests/fuzz/fuzz-$t"; done); then
-      if ! tests/fuzz/run-fuzzers.sh "$dir" "${PATRO_FUZZ_SECONDS:-25}"; then status=1; fi
+      if ! tests/fuzz/run-fuzzers.sh "$dir" "${PATRO_FUZZ_SECONDS:-25}"; then fail "clang: fuzzing"; fi
     else
-      status=1
+      fail "clang: building the fuzz targets"
     fi
     echo "=== clang: build everything (-Wthread-safety, -Werror)"
-    if ! ninja -C "$dir" -j2; then status=1; fi
+    if ! ninja -C "$dir" -j2; then fail "clang: build (-Wthread-safety, -Werror)"; fi
     continue
   fi
   if ! ninja -C "$dir" -j2; then
-    status=1; continue
+    fail "$v: build"; continue
   fi
   echo "=== $v tests"
   if ! meson test -C "$dir" --print-errorlogs --num-processes 1; then
-    status=1
+    fail "$v: tests: $(python3 -c 'import json, sys
+print(" ".join(t["name"] + " " + t["result"] for t in map(json.loads, open(sys.argv[1]))
+               if t["result"] not in ("OK", "SKIP", "EXPECTEDFAIL")))' \
+                        "$dir/meson-logs/testlog.json" 2>/dev/null)"
   fi
   if [ "$v" = plain ]; then
     # A program outside the tree builds against the library through pkg-config.
@@ -66,18 +75,23 @@ for v in "${variants[@]}"; do
     if c++ -std=c++20 examples/hash_client.cpp -o "$out/client" \
         $(PKG_CONFIG_PATH="$dir/meson-uninstalled" pkg-config --cflags --libs patro); then
       rc=0; LD_LIBRARY_PATH="$dir/libpatro" "$out/client" >/dev/null 2>&1 || rc=$?
-      if [ "$rc" = 2 ]; then echo "pkg-config build: ok"; else echo "pkg-config build: runs badly ($rc)"; status=1; fi
+      if [ "$rc" = 2 ]; then echo "pkg-config build: ok"; else echo "pkg-config build: runs badly ($rc)"; fail "plain: pkg-config build runs badly"; fi
     else
-      echo "pkg-config build: FAILED"; status=1
+      echo "pkg-config build: FAILED"; fail "plain: pkg-config build"
     fi
     rm -rf "$out"
   fi
 done
 # Nothing may be left behind by the tests.
 if pgrep -f 'patro-(broker|test-server|test-client|example)' >/dev/null; then
-  echo "processes left behind:"; pgrep -af 'patro-(broker|test-server|test-client|example)'; status=1
+  echo "processes left behind:"; pgrep -af 'patro-(broker|test-server|test-client|example)'; fail "processes left behind"
 fi
 if ls /dev/shm | grep -qi patro; then
-  echo "/dev/shm segments left behind:"; ls /dev/shm | grep -i patro; status=1
+  echo "/dev/shm segments left behind:"; ls /dev/shm | grep -i patro; fail "/dev/shm segments left behind"
+fi
+echo "=== summary: ${#failures[@]} failed step(s)"
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+if [ -n "${PATRO_SUMMARY_FILE:-}" ]; then
+  for f in "${failures[@]}"; do echo "FAILED: $f"; done >"$PATRO_SUMMARY_FILE"
 fi
 exit $status
