@@ -202,10 +202,8 @@ void JobQueue::take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred re
       reply.resolve(Value(got));
     return;
   }
-  auto deadline =
+  const auto deadline =
       Clock::now() + std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 24LL * 3600 * 1000));
-  // Nobody waits for an answer after the call's own deadline: the taker leaves the queue then.
-  if (reply.deadline() != Clock::time_point{}) deadline = std::min(deadline, reply.deadline());
   takers_.push_back(Taker{reply, n, deadline, terms});
   cv_.notify_all();
 }
