@@ -51,22 +51,29 @@ std::string expired_text(std::chrono::nanoseconds age) {
 }
 }  // namespace
 
+std::optional<Dispatched> Dispatcher::seen_before(uint64_t client, uint64_t request_id,
+                                                  std::string_view routing, Clock::time_point now,
+                                                  zmq::message_t& reply) {
+  // A client with no id (a raw peer) is not deduplicated: its ids are not unique.
+  if (client == 0) return std::nullopt;
+  switch (cache_.begin(client, request_id, routing, now, &reply)) {
+    case ReplyCache::Seen::answered:
+      return Dispatched::reply;
+    case ReplyCache::Seen::running:
+      return Dispatched::running;
+    case ReplyCache::Seen::fresh:
+      break;
+  }
+  return std::nullopt;
+}
+
 Dispatched Dispatcher::dispatch(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
                                 std::optional<std::string>& reroute,
                                 std::vector<DeferredReply>& owed) {
   const uint64_t client = req.client_id(), request_id = req.request_id();
   const auto now = Clock::now();
-  // Stage 1. A client with no id (a raw peer) is not deduplicated: its ids are not unique.
-  if (client != 0) {
-    switch (cache_.begin(client, request_id, taken.routing, now, &reply)) {
-      case ReplyCache::Seen::answered:
-        return Dispatched::reply;
-      case ReplyCache::Seen::running:
-        return Dispatched::running;
-      case ReplyCache::Seen::fresh:
-        break;
-    }
-  }
+  // Stage 1.
+  if (auto seen = seen_before(client, request_id, taken.routing, now, reply)) return *seen;
   // Stage 2.
   const auto deadline = deadline_of(req.timeout_ms(), now, taken.age);
   Dispatched d;
@@ -166,16 +173,7 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
   // A batch is one request to the reply cache, under its own request id.
   const uint64_t client =
       batch->requests()->size() > 0 ? batch->requests()->Get(0)->client_id() : 0;
-  if (client != 0) {
-    switch (cache_.begin(client, request_id, taken.routing, Clock::now(), &reply)) {
-      case ReplyCache::Seen::answered:
-        return Dispatched::reply;
-      case ReplyCache::Seen::running:
-        return Dispatched::running;
-      case ReplyCache::Seen::fresh:
-        break;
-    }
-  }
+  if (auto seen = seen_before(client, request_id, taken.routing, Clock::now(), reply)) return *seen;
   int64_t failed = 0;
   std::string first;
   for (const wire::Request* req : *batch->requests()) {

@@ -65,6 +65,12 @@ class Dispatcher {
   Executor& encoder() noexcept { return executor_; }
 
  private:
+  /// Stage 1: how to answer a request seen before (reply: the cached answer), or nothing (run it;
+  /// it is now recorded as running).
+  std::optional<Dispatched> seen_before(uint64_t client, uint64_t request_id,
+                                        std::string_view routing,
+                                        std::chrono::steady_clock::time_point now,
+                                        zmq::message_t& reply);
   Dispatched run(const wire::Request& req, std::string_view routing,
                  std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
                  std::vector<DeferredReply>& owed);
