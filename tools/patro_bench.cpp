@@ -6,8 +6,13 @@
 // its own broker and server. Both stacks run side by side for the whole run, and each Patro case
 // runs right after its floor case, so drift on a shared machine touches both alike.
 //
+// Beside them, where it was built, a ZeroC Ice server and its clients run the same sequential,
+// pipelined and N-client cases in the same rounds (tools/bench/ice_peer.*), and patro-worker's own
+// job queue and log writer are measured as patro-worker serves them.
+//
 // Every process is this program started again with a role (/proc/self/exe --role ...), so the
-// pinning (--pin) applies to each process by its part: clients, brokers, servers.
+// pinning (--pin) applies to each process by its part: clients, brokers, servers; patro-worker
+// is started as a server.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -27,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -43,6 +49,7 @@
 #include <patro/patro.hpp>
 
 #include "cli/options.hpp"
+#include "ice_peer.hpp"
 
 namespace {
 
@@ -106,13 +113,13 @@ struct Child {
 
 std::vector<int> g_cpus;  // online CPUs we may use
 
-Child spawn(std::vector<std::string> args, int cpu) {
+/// Starts program (by default this one again, with a role) on cpu (-1: anywhere).
+Child spawn(std::vector<std::string> args, int cpu, std::string self = "/proc/self/exe") {
   int to[2], from[2];
   if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0)
     throw std::runtime_error("pipe");
   // Everything the child needs is made before fork: it only calls what is safe after a fork in
   // a process with threads, then execs.
-  std::string self = "/proc/self/exe";
   std::vector<char*> argv;
   argv.push_back(self.data());
   for (auto& a : args) argv.push_back(a.data());
@@ -372,68 +379,8 @@ struct BenchObject {
   int64_t echo(int64_t v) { return v; }
 };
 
-struct JobQueue {
-  std::mutex mu;
-  std::deque<int64_t> jobs;
-};
-
-/// A small log writer: whole lines appended to one file through a buffer that is written out
-/// when it passes 64 KiB and on flush.
-struct LogWriter {
-  std::mutex mu;
-  int fd = -1;
-  std::string buf;
-  uint64_t lines = 0;
-  void write_out() {
-    size_t off = 0;
-    while (off < buf.size()) {
-      const ssize_t w = ::write(fd, buf.data() + off, buf.size() - off);
-      if (w <= 0) break;
-      off += static_cast<size_t>(w);
-    }
-    buf.clear();
-  }
-};
-
 void register_classes() {
   patro::Class<BenchObject>("BenchObject").method("echo", &BenchObject::echo);
-  patro::Class<JobQueue>("BenchJobQueue")
-      .method("push_many",
-              [](JobQueue& q, int64_t first, int64_t n) {
-                std::lock_guard<std::mutex> lock(q.mu);
-                for (int64_t i = 0; i < n; ++i) q.jobs.push_back(first + i);
-                return static_cast<int64_t>(q.jobs.size());
-              })
-      .method("take",
-              [](JobQueue& q) -> patro::Value {
-                std::lock_guard<std::mutex> lock(q.mu);
-                if (q.jobs.empty()) return patro::Value();
-                const int64_t j = q.jobs.front();
-                q.jobs.pop_front();
-                return j;
-              })
-      .method("take_batch", [](JobQueue& q, int64_t n) -> patro::Value {
-        std::lock_guard<std::mutex> lock(q.mu);
-        patro::ValueArray out;
-        while (n-- > 0 && !q.jobs.empty()) {
-          out.emplace_back(q.jobs.front());
-          q.jobs.pop_front();
-        }
-        return patro::Value(std::move(out));
-      });
-  patro::Class<LogWriter>("BenchLogWriter")
-      .method("line",
-              [](LogWriter& w, const std::string& line) {
-                std::lock_guard<std::mutex> lock(w.mu);
-                w.buf += line;
-                ++w.lines;
-                if (w.buf.size() >= (64u << 10)) w.write_out();
-              })
-      .method("flush", [](LogWriter& w) {
-        std::lock_guard<std::mutex> lock(w.mu);
-        w.write_out();
-        return static_cast<int64_t>(w.lines);
-      });
 }
 
 // With curve, a fresh key pair and CURVE on both ports (no allow list: the handshake's ZAP
@@ -466,18 +413,14 @@ int role_patro_server(const std::string& back, const std::string& dir, int threa
   o.broker = back;
   o.curve.broker_key = broker_key;  // the config it writes carries it to the clients
   o.threads = static_cast<unsigned>(threads);
-  auto log = std::make_shared<LogWriter>();
-  log->fd = ::open((dir + "/lines.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   auto fh = patro::FileHandle::open(dir + "/print.log", ">>");
   {
-    auto cfg = patro::patronize(o, patro::Hash{{"k", 1}}, std::make_shared<BenchObject>(),
-                                std::make_shared<JobQueue>(), log, fh);
+    auto cfg = patro::patronize(o, patro::Hash{{"k", 1}}, std::make_shared<BenchObject>(), fh);
     cfg.to_file(dir + "/patro.conf");
     std::printf("ready\n");
     std::fflush(stdout);
     signals.wait();
   }
-  ::close(log->fd);
   return 0;
 }
 
@@ -543,10 +486,21 @@ int role_floor_client(const std::string& front, const std::string& mode, int win
       lat);
 }
 
-int role_patro_client(const std::string& conf, const std::string& mode, int window, int64_t arg,
-                      const Params& prm) {
-  auto ps = patro::get_proxies(conf);
-  patro::Proxy h = ps.at(0), obj = ps.at(1), jobs = ps.at(2), log = ps.at(3), fh = ps.at(4);
+/// The client options of a Patro client for --route. Today's client has one route, through the
+/// broker, which auto takes; the row names say "brokered" (route_label).
+patro::ClientOptions client_options(const std::string& route) {
+  if (route != "auto" && route != "broker")
+    throw std::runtime_error("--route " + route + ": this client has no such route");
+  return {};
+}
+std::string route_label(const std::string&) {
+  return "brokered";
+}
+
+int role_patro_client(const std::string& conf, const std::string& route, const std::string& mode,
+                      int window, const Params& prm) {
+  auto ps = patro::get_proxies(conf, client_options(route));
+  patro::Proxy h = ps.at(0), obj = ps.at(1), fh = ps.at(2);
   auto k = h["k"];
   for (int i = 0; i < 200; ++i) {  // warm up
     (void)k.get();
@@ -592,47 +546,102 @@ int role_patro_client(const std::string& conf, const std::string& mode, int wind
           for (auto& f : inflight) f.get();
           return r;
         }
-        if (mode == "take") {
-          uint64_t got = 0;
-          Run r = throughput(
-              [&]() -> uint64_t {
-                if (jobs.call("take").is_null()) return prm.count;  // empty: done
-                ++got;
-                return 1;
-              },
-              prm.count, prm.time);
-          r.count = got;
-          return r;
-        }
-        if (mode == "take_batch") {
-          uint64_t got = 0;
-          Run r = throughput(
-              [&]() -> uint64_t {
-                const auto m = jobs.call("take_batch", arg).size();
-                got += m;
-                return m == 0 ? prm.count : m;
-              },
-              prm.count, prm.time);
-          r.count = got;
-          return r;
-        }
-        // Log lines: 64 per step; the oneway ones count once the server acknowledged them all.
+        // print_async: 64 lines per step, counted once the server acknowledged them all.
         const auto start = Clock::now();
         Run r = throughput(
             [&]() -> uint64_t {
-              for (int i = 0; i < 64; ++i) {
-                std::string l = line + std::to_string(n++) + "\n";
-                if (mode == "lines")
-                  log.call("line", std::move(l));
-                else if (mode == "lines_oneway")
-                  log.send("line", std::move(l));
-                else
-                  fh.print_async(std::move(l));
-              }
+              for (int i = 0; i < 64; ++i) fh.print_async(line + std::to_string(n++) + "\n");
+              return 64;
+            },
+            prm.count, prm.time);
+        if (patro::await_oneway(fh) != 0) std::fprintf(stderr, "oneway lines failed\n");
+        r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        return r;
+      },
+      lat);
+}
+
+/// A ZeroC Ice client: the floor's shapes (seq: one twoway get at a time; pipe: window AMI gets in
+/// flight) against the Ice server.
+int role_ice_client(const std::string& proxy, const std::string& mode, int window,
+                    const Params& prm) {
+  patro::bench::IceClient c(proxy);
+  for (int i = 0; i < 200; ++i) (void)c.get();  // connect and warm up
+  Latencies lat;
+  return chunk_loop(
+      [&]() -> Run {
+        if (mode == "seq")
+          return sequential([&](uint64_t) { (void)c.get(); }, prm.count, prm.time, lat);
+        for (int i = 0; i < window; ++i) c.start_get();
+        Run r = throughput(
+            [&]() -> uint64_t {
+              c.finish_oldest();
+              c.start_get();
+              return 1;
+            },
+            prm.count, prm.time);
+        while (c.finish_oldest()) {
+        }
+        return r;
+      },
+      lat);
+}
+
+/// A client of patro-worker's queue (proxy 0) and log (proxy 1), as its users call them:
+/// take_many: take_many(arg, 0) and ack_many of what it took, until the queue is empty;
+/// take_one: take(0) and ack, one job per request each;
+/// write_oneway: 64-byte lines sent oneway ("write"), then one synchronous write, which the
+/// worker answers only after every line before it (and under --log-sync always, once they are on
+/// disk); its count includes that line.
+int role_worker_client(const std::string& conf, const std::string& route, const std::string& mode,
+                       int64_t arg, const Params& prm) {
+  auto ps = patro::get_proxies(conf, client_options(route));
+  patro::Proxy queue = ps.at(0), log = ps.at(1);
+  (void)queue.call("size");
+  Latencies lat;
+  const std::string line = "a log line of about sixty bytes from a bench client, number ";
+  uint64_t n = 0;
+  return chunk_loop(
+      [&]() -> Run {
+        if (mode == "take_many" || mode == "take_one") {
+          uint64_t acked = 0;
+          Run r = throughput(
+              [&]() -> uint64_t {
+                if (mode == "take_one") {
+                  const patro::Value j = queue.call("take", 0);
+                  if (j.is_null()) return prm.count;  // empty: done
+                  if (!queue.call("ack", j[0], j[2]).as<bool>())
+                    throw std::runtime_error("an ack was refused");
+                  ++acked;
+                  return 1;
+                }
+                const patro::Value got = queue.call("take_many", arg, 0);
+                const size_t m = got.size();
+                if (m == 0) return prm.count;
+                patro::ValueArray pairs;
+                pairs.reserve(m);
+                for (size_t i = 0; i < m; ++i)
+                  pairs.push_back(patro::Value::array({got[i][0], got[i][2]}));
+                const patro::Value ok = queue.call("ack_many", patro::Value(std::move(pairs)));
+                for (size_t i = 0; i < ok.size(); ++i)
+                  if (!ok[i].as<bool>()) throw std::runtime_error("an ack was refused");
+                acked += m;
+                return m;
+              },
+              prm.count, prm.time);
+          r.count = acked;
+          return r;
+        }
+        const auto start = Clock::now();
+        Run r = throughput(
+            [&]() -> uint64_t {
+              for (int i = 0; i < 64; ++i) log.send("write", line + std::to_string(n++));
               return 64;
             },
             prm.count, prm.time);
         if (patro::await_oneway(log) != 0) std::fprintf(stderr, "oneway lines failed\n");
+        (void)log.call("write", line + std::to_string(n++));
+        r.count += 1;
         r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
         return r;
       },
@@ -646,7 +655,49 @@ struct Case {
   std::string name;
   std::optional<double> p50, p99, per_s, floor_p50, floor_per_s, ratio;
   std::string note;
+  // Ice's figure for the same case in the same rounds, and this row's over it (p50s of a
+  // sequential case, rates otherwise); empty where Ice was not built or has no such case.
+  std::optional<double> ice_p50 = std::nullopt, ice_per_s = std::nullopt, ice_ratio = std::nullopt;
 };
+
+std::optional<double> over(const std::optional<double>& a, const std::optional<double>& b) {
+  if (!a || !b || *b <= 0) return std::nullopt;
+  return *a / *b;
+}
+
+/// "1,2,4" -> {1, 2, 4}; throws on anything else.
+std::vector<int> parse_counts(const std::string& list) {
+  std::vector<int> out;
+  std::istringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) {
+    size_t used = 0;
+    int n = 0;
+    try {
+      n = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || n < 1 || n > 64)
+      throw std::invalid_argument("--clients: a comma-separated list of 1 to 64, not '" + list +
+                                  "'");
+    out.push_back(n);
+  }
+  if (out.empty()) throw std::invalid_argument("--clients: empty list");
+  return out;
+}
+
+/// patro-worker for the worker rows: $PATRO_WORKER, else beside this program in a build tree
+/// (../worker/patro-worker) or an installation (patro-worker); empty if none is there.
+std::string find_worker() {
+  if (const char* e = std::getenv("PATRO_WORKER"); e && *e) return e;
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return {};
+  for (const auto& p : {self.parent_path().parent_path() / "worker" / "patro-worker",
+                        self.parent_path() / "patro-worker"})
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  return {};
+}
 
 std::string num(const std::optional<double>& v, int prec = 2) {
   if (!v) return "null";
@@ -662,13 +713,21 @@ struct Bench {
   bool json = false;
   int threads = 4;
   std::string only = "seq,pipe,multi,jobs,lines";
+  std::string route = "auto";
+  std::string clients_list = "1,2,4,8,16";
+  std::vector<int> clients;
+  std::string worker;  // patro-worker's path; empty: its rows are skipped
   bool want(const std::string& c) const {
     return ("," + only + ",").find("," + c + ",") != std::string::npos;
   }
   std::string dir;
-  Child floor_broker, floor_server, patro_broker, patro_server, curve_broker, curve_server;
-  std::string floor_front, patro_conf, curve_conf;
+  Child floor_broker, floor_server, patro_broker, patro_server, curve_broker, curve_server,
+      ice_server;
+  std::string floor_front, patro_back, patro_conf, curve_conf, ice_proxy;
   std::vector<Case> cases;
+
+  bool ice() const { return !ice_proxy.empty(); }
+  std::string patro_suffix() const { return " (" + route_label(route) + ")"; }
 
   int client_cpu() const {
     if (pin == "none" || g_cpus.empty()) return -1;
@@ -699,7 +758,7 @@ struct Bench {
     Group g;
     for (int i = 0; i < n; ++i) g.procs.push_back(spawn(args, client_cpu()));
     for (auto& c : g.procs)
-      if (c.line(30s) != "ready") throw std::runtime_error("a client did not start: " + args[3]);
+      if (c.line(30s) != "ready") throw std::runtime_error("a client did not start: " + args[1]);
     return g;
   }
   Group floor_group(int n, const std::string& mode, int window, const Params& p) {
@@ -707,10 +766,23 @@ struct Bench {
     for (auto& x : param_args(p)) a.push_back(x);
     return spawn_group(n, a);
   }
-  Group patro_group(int n, const std::string& mode, int window, int64_t arg, const Params& p,
+  Group patro_group(int n, const std::string& mode, int window, const Params& p,
                     const std::string& conf = {}) {
-    std::vector<std::string> a{"--role", "patro-client",         conf.empty() ? patro_conf : conf,
-                               mode,     std::to_string(window), std::to_string(arg)};
+    std::vector<std::string> a{"--role", "patro-client", conf.empty() ? patro_conf : conf,
+                               route,    mode,           std::to_string(window)};
+    for (auto& x : param_args(p)) a.push_back(x);
+    return spawn_group(n, a);
+  }
+  /// Ice's clients for a case (seq, or pipe with window in flight); none where Ice is not built.
+  std::optional<Group> ice_group(int n, const std::string& mode, int window, const Params& p) {
+    if (!ice()) return std::nullopt;
+    std::vector<std::string> a{"--role", "ice-client", ice_proxy, mode, std::to_string(window)};
+    for (auto& x : param_args(p)) a.push_back(x);
+    return spawn_group(n, a);
+  }
+  Group worker_group(int n, const std::string& conf, const std::string& mode, int64_t arg,
+                     const Params& p) {
+    std::vector<std::string> a{"--role", "worker-client", conf, route, mode, std::to_string(arg)};
     for (auto& x : param_args(p)) a.push_back(x);
     return spawn_group(n, a);
   }
@@ -762,10 +834,10 @@ struct Bench {
     eps = patro_broker.line(10s);
     if (!eps) throw std::runtime_error("the Patro broker did not start");
     std::istringstream pin_(*eps);
-    std::string pfront, pback;
-    pin_ >> pfront >> pback;
+    std::string pfront;
+    pin_ >> pfront >> patro_back;
     patro_server =
-        spawn({"--role", "patro-server", pback, dir, std::to_string(threads)}, service_cpu());
+        spawn({"--role", "patro-server", patro_back, dir, std::to_string(threads)}, service_cpu());
     if (patro_server.line(20s) != "ready")
       throw std::runtime_error("the Patro server did not start");
     patro_conf = dir + "/patro.conf";
@@ -785,10 +857,44 @@ struct Bench {
         throw std::runtime_error("the CURVE server did not start");
       curve_conf = cdir + "/patro.conf";
     }
+    if (patro::bench::ice_built()) {
+      // Ice's server beside the others, with as many threads as the servers have lanes.
+      ice_server = spawn({"--role", "ice-server", std::to_string(threads)}, service_cpu());
+      auto proxy = ice_server.line(20s);
+      if (!proxy || proxy->empty()) throw std::runtime_error("the Ice server did not start");
+      ice_proxy = *proxy;
+    }
     std::this_thread::sleep_for(200ms);  // the floor server's lanes say READY
   }
 
+  /// A patro-worker serving "queue jobs" and "log lines PATH" through the Patro broker, with its
+  /// extra flags; waits for the config it writes. The caller stops it.
+  Child start_worker(const std::string& tag, std::vector<std::string> flags, std::string& conf) {
+    conf = dir + "/worker-" + tag + ".conf";
+    std::vector<std::string> a{"--broker",    patro_back,  "--config-out",
+                               conf,          "--threads", std::to_string(threads),
+                               "--log-level", "warn"};
+    for (auto& f : flags) a.push_back(f);
+    for (const char* w : {"queue", "jobs", "log", "lines"}) a.push_back(w);
+    a.push_back(dir + "/worker-" + tag + ".log");
+    Child c = spawn(a, service_cpu(), worker);
+    for (int i = 0; i < 2000 && ::access(conf.c_str(), R_OK) != 0; ++i) {
+      if (::waitpid(c.pid, nullptr, WNOHANG) == c.pid) {
+        c.pid = -1;
+        c.stop();
+        throw std::runtime_error("patro-worker (" + tag + ") exited at start-up");
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    if (::access(conf.c_str(), R_OK) != 0) {
+      c.stop();
+      throw std::runtime_error("patro-worker (" + tag + ") wrote no config");
+    }
+    return c;
+  }
+
   void finish() {
+    ice_server.stop();
     curve_server.stop();
     curve_broker.stop();
     patro_server.stop();
@@ -796,28 +902,43 @@ struct Bench {
     floor_server.stop();
     floor_broker.stop();
     if (!dir.empty()) {
-      for (const char* f : {"/curve/patro.conf", "/curve/lines.log", "/curve/print.log"})
-        std::remove((dir + f).c_str());
-      ::rmdir((dir + "/curve").c_str());
-      std::remove((dir + "/patro.conf").c_str());
-      std::remove((dir + "/lines.log").c_str());
-      std::remove((dir + "/print.log").c_str());
-      ::rmdir(dir.c_str());
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
     }
   }
 
+  /// Rounds of chunks alternating the floor, Patro's groups and Ice's, so all see the same
+  /// machine.
+  void rounds(int n, Group& floor, std::vector<Group*> patro, std::optional<Group>& ice_g) {
+    for (int r = 0; r < n; ++r) {
+      chunk(floor);
+      for (Group* p : patro) chunk(*p);
+      if (ice_g) chunk(*ice_g);
+    }
+  }
+
+  /// The rate of an Ice group, or nothing.
+  std::optional<double> end_rate(std::optional<Group>& g) {
+    if (!g) return std::nullopt;
+    return end(*g).second;
+  }
+
   void run() {
-    const int rounds = quick ? 2 : 4;
-    // One client, sequential, in rounds: floor, get, set, call, lock+unlock. The brokers' and
-    // servers' CPU per request come from the floor and get chunks.
+    const int rounds_n = quick ? 2 : 4;
+    const std::string sfx = patro_suffix();
+    if (!patro::bench::ice_built())
+      cases.push_back({"ice: skipped (not built)", {}, {}, {}, {}, {}, {}, ""});
+    // One client, sequential, in rounds: floor, get, set, call, lock+unlock, Ice's get. The
+    // brokers' and servers' CPU per request come from the floor, get and Ice chunks.
     const Params seq = params(5000, 600ms);
     if (want("seq")) {
       Group fseq_g = floor_group(1, "seq", 1, seq);
       const std::vector<std::string> modes{"get", "set", "call", "lock"};
       std::vector<Group> pseq_g;
-      for (const auto& m : modes) pseq_g.push_back(patro_group(1, m, 1, 0, seq));
-      uint64_t fb = 0, fs = 0, pb = 0, ps = 0;
-      for (int r = 0; r < rounds; ++r) {
+      for (const auto& m : modes) pseq_g.push_back(patro_group(1, m, 1, seq));
+      std::optional<Group> iseq_g = ice_group(1, "seq", 1, seq);
+      uint64_t fb = 0, fs = 0, pb = 0, ps = 0, is = 0;
+      for (int r = 0; r < rounds_n; ++r) {
         uint64_t b0 = cpu_ns(floor_broker.pid), s0 = cpu_ns(floor_server.pid);
         chunk(fseq_g);
         fb += cpu_ns(floor_broker.pid) - b0;
@@ -831,18 +952,36 @@ struct Bench {
             ps += cpu_ns(patro_server.pid) - s0;
           }
         }
+        if (iseq_g) {
+          s0 = cpu_ns(ice_server.pid);
+          chunk(*iseq_g);
+          is += cpu_ns(ice_server.pid) - s0;
+        }
       }
       auto [fseq, fseq_rate] = end(fseq_g);
+      std::optional<double> ice_p50, ice_rate, ice_cpu;
+      if (iseq_g) {
+        auto [ir, irate] = end(*iseq_g);
+        ice_p50 = ir.p50_us;
+        ice_rate = irate;
+        ice_cpu = is / 1000.0 / static_cast<double>(std::max<uint64_t>(ir.count, 1));
+        cases.push_back({"ice: twoway get, 1 client", ir.p50_us, ir.p99_us, irate, fseq.p50_us,
+                         fseq_rate, ir.p50_us / fseq.p50_us,
+                         "ZeroC Ice, one server process; p99 ratio " + num(ir.p99_us / fseq.p99_us),
+                         ir.p50_us, irate, 1.0});
+      }
       cases.push_back({"floor: raw ZeroMQ echo via broker, 1 client", fseq.p50_us, fseq.p99_us,
                        fseq_rate, fseq.p50_us, fseq_rate, 1.0,
                        std::to_string(kFloorRequestBytes) + " B request, " +
-                           std::to_string(kFloorReplyBytes) + " B reply"});
+                           std::to_string(kFloorReplyBytes) + " B reply",
+                       ice_p50, ice_rate, over(fseq.p50_us, ice_p50)});
       for (size_t i = 0; i < modes.size(); ++i) {
         auto [r, rate] = end(pseq_g[i]);
         const std::string name =
-            modes[i] == "lock" ? "lock+unlock pair, 1 client" : modes[i] + ", 1 client";
+            (modes[i] == "lock" ? "lock+unlock pair, 1 client" : modes[i] + ", 1 client") + sfx;
         cases.push_back({name, r.p50_us, r.p99_us, rate, fseq.p50_us, fseq_rate,
-                         r.p50_us / fseq.p50_us, "p99 ratio " + num(r.p99_us / fseq.p99_us)});
+                         r.p50_us / fseq.p50_us, "p99 ratio " + num(r.p99_us / fseq.p99_us),
+                         ice_p50, ice_rate, over(r.p50_us, ice_p50)});
         if (i == 0) {
           const double n = static_cast<double>(std::max<uint64_t>(r.count, 1));
           const double fn = static_cast<double>(std::max<uint64_t>(fseq.count, 1));
@@ -851,15 +990,16 @@ struct Bench {
                            "CPU time, not latency"});
           cases.push_back({"server CPU us per request (get)", ps / 1000.0 / n, std::nullopt,
                            std::nullopt, fs / 1000.0 / fn, std::nullopt, (ps / n) / (fs / fn),
-                           "CPU time, not latency"});
+                           "CPU time, not latency; ice: its server's", ice_cpu, std::nullopt,
+                           over(ps / 1000.0 / n, ice_cpu)});
         }
       }
     }
     // CURVE against plaintext: the same get, sequential and 64 in flight, chunks alternating.
     if (want("curve")) {
-      Group plain = patro_group(1, "get", 1, 0, seq),
-            curve = patro_group(1, "get", 1, 0, seq, curve_conf);
-      for (int r = 0; r < rounds; ++r) {
+      Group plain = patro_group(1, "get", 1, seq),
+            curve = patro_group(1, "get", 1, seq, curve_conf);
+      for (int r = 0; r < rounds_n; ++r) {
         chunk(plain);
         chunk(curve);
       }
@@ -869,9 +1009,9 @@ struct Bench {
                        pr.p50_us, prate, cr.p50_us / pr.p50_us,
                        "p50 ratio; p99 ratio " + num(cr.p99_us / pr.p99_us)});
       const Params cpipe = params(100000, 400ms);
-      Group pp = patro_group(1, "async", 64, 0, cpipe),
-            cp = patro_group(1, "async", 64, 0, cpipe, curve_conf);
-      for (int r = 0; r < rounds; ++r) {
+      Group pp = patro_group(1, "async", 64, cpipe),
+            cp = patro_group(1, "async", 64, cpipe, curve_conf);
+      for (int r = 0; r < rounds_n; ++r) {
         chunk(pp);
         chunk(cp);
       }
@@ -879,80 +1019,143 @@ struct Bench {
       cases.push_back({"CURVE async get, 64 in flight (floor: plaintext)", std::nullopt,
                        std::nullopt, cprate, std::nullopt, pprate, cprate / pprate, "calls/s"});
     }
-    // Pipelined, one client, in rounds.
+    // Pipelined, one client, in rounds (Ice: AMI, as many in flight).
     const Params pipe = params(100000, 400ms);
     for (int w : {1, 8, 64}) {
       if (!want("pipe")) break;
-      Group f = floor_group(1, "pipe", w, pipe), p = patro_group(1, "async", w, 0, pipe);
-      for (int r = 0; r < rounds; ++r) {
-        chunk(f);
-        chunk(p);
-      }
+      Group f = floor_group(1, "pipe", w, pipe), p = patro_group(1, "async", w, pipe);
+      std::optional<Group> i = ice_group(1, "pipe", w, pipe);
+      rounds(rounds_n, f, {&p}, i);
       const double frate = end(f).second, prate = end(p).second;
-      cases.push_back({"async get, " + std::to_string(w) + " in flight", std::nullopt, std::nullopt,
-                       prate, std::nullopt, frate, prate / frate, "calls/s"});
+      const auto irate = end_rate(i);
+      cases.push_back({"async get, " + std::to_string(w) + " in flight" + sfx, std::nullopt,
+                       std::nullopt, prate, std::nullopt, frate, prate / frate, "calls/s; ice: AMI",
+                       std::nullopt, irate, over(prate, irate)});
     }
-    // Client processes, synchronous get, in rounds.
+    // Client processes, synchronous get, in rounds: each N of --clients (4 always where the job
+    // and log rows need its floor for scale).
     const Params multi = params(50000, 500ms);
-    double floor4 = 0;
-    for (int n : {1, 2, 4}) {
-      if (!want("multi") && n != 4) continue;
-      Group f = floor_group(n, "seq", 1, multi), p = patro_group(n, "get", 1, 0, multi);
-      for (int r = 0; r < rounds; ++r) {
-        chunk(f);
-        chunk(p);
-      }
+    std::optional<double> floor4, ice4;
+    std::vector<int> ns;
+    if (want("multi")) ns = clients;
+    if ((want("jobs") || want("lines")) && std::find(ns.begin(), ns.end(), 4) == ns.end())
+      ns.push_back(4);
+    for (int n : ns) {
+      Group f = floor_group(n, "seq", 1, multi), p = patro_group(n, "get", 1, multi);
+      std::optional<Group> i = ice_group(n, "seq", 1, multi);
+      rounds(rounds_n, f, {&p}, i);
       const double frate = end(f).second, prate = end(p).second;
-      if (n == 4) floor4 = frate;
-      cases.push_back({std::to_string(n) + " client processes, sync get", std::nullopt,
-                       std::nullopt, prate, std::nullopt, frate, prate / frate, "calls/s"});
+      const auto irate = end_rate(i);
+      if (n == 4) {
+        floor4 = frate;
+        ice4 = irate;
+      }
+      cases.push_back({std::to_string(n) + " client processes, sync get" + sfx, std::nullopt,
+                       std::nullopt, prate, std::nullopt, frate, prate / frate, "calls/s",
+                       std::nullopt, irate, over(prate, irate)});
     }
-    // The job queue, 4 consumers: one job per request, and batches of 100 (one chunk each, from
-    // a queue filled beforehand).
+    const std::string scale = "; ratios to the 4-client rates, for scale";
+    // A row of a rate measured once, with the floor's and Ice's 4-client rates for scale.
+    auto scaled = [&](const std::string& name, double rate, const std::string& unit) {
+      cases.push_back({name, std::nullopt, std::nullopt, rate, std::nullopt, floor4,
+                       over(rate, floor4), unit + scale, std::nullopt, ice4, over(rate, ice4)});
+    };
+    // patro-worker's job queue and log, each served by a patro-worker of its own.
     const uint64_t jobs = quick ? 2000 : 400000;
-    for (const std::string mode : {"take", "take_batch"}) {
-      if (!want("jobs")) break;
-      Group p = patro_group(4, mode, 1, 100, params(jobs, 3000ms));
-      {
-        auto proxies = patro::get_proxies(patro_conf);
-        proxies.at(2).call("push_many", 0, static_cast<int64_t>(jobs));
-      }
-      chunk(p);
-      const double prate = end(p).second;
-      cases.push_back(
-          {"job queue, 4 consumers, " +
-               std::string(mode == "take" ? "one job per request" : "batched take (100)"),
-           std::nullopt, std::nullopt, prate, std::nullopt, floor4, prate / floor4,
-           "jobs/s; ratio to the floor's 4-client rate"});
-      auto proxies = patro::get_proxies(patro_conf);  // drain what is left
-      while (proxies.at(2).call("take_batch", 10000).size() > 0) {
-      }
-    }
-    // Log lines from 4 clients into one file.
+    if (want("jobs")) worker_jobs(jobs, scaled);
     const uint64_t lines = quick ? 2000 : 2000000;
-    for (const std::string mode : {"lines", "lines_oneway", "print_oneway"}) {
-      if (!want("lines")) break;
-      Group p = patro_group(4, mode, 1, 0, params(mode == "lines" ? lines / 20 : lines, 2000ms));
+    if (want("lines")) worker_lines(lines, scaled);
+    // FileHandle print_async from 4 clients into one file (one write(2) per line).
+    if (want("lines")) {
+      Group p = patro_group(4, "print_oneway", 1, params(lines, 2000ms));
       chunk(p);
-      const double prate = end(p).second;
-      const std::string name = mode == "lines"          ? "log lines, 4 clients, synchronous"
-                               : mode == "lines_oneway" ? "log lines, 4 clients, oneway batched"
-                                                        : "FileHandle print_async, 4 clients";
-      cases.push_back({name, std::nullopt, std::nullopt, prate, std::nullopt, floor4,
-                       prate / floor4, "lines/s; ratio to the floor's 4-client rate"});
+      scaled("FileHandle print_async, 4 clients" + sfx, end(p).second, "lines/s");
     }
-    auto proxies = patro::get_proxies(patro_conf);
-    proxies.at(3).call("flush");
+  }
+
+  /// patro-worker's own queue: 4 consumers take and acknowledge jobs pushed beforehand, with
+  /// leases, in memory and with --data (its write-ahead log); each with a worker of its own.
+  template <class Scaled>
+  void worker_jobs(uint64_t jobs, Scaled& scaled) {
+    if (worker.empty()) {
+      cases.push_back({"patro-worker: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
+      return;
+    }
+    struct Row {
+      std::string tag, mode, name;
+      uint64_t jobs;
+      bool data;
+    };
+    const std::vector<Row> rows{
+        {"mem1", "take_one", "patro-worker queue, 4 consumers, take+ack per job", jobs / 20, false},
+        {"mem", "take_many", "patro-worker queue, 4 consumers, take_many(100)+ack_many", jobs,
+         false},
+        {"data", "take_many", "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
+         jobs, true},
+    };
+    for (const Row& row : rows) {
+      std::vector<std::string> flags;
+      if (row.data) flags = {"--data", dir + "/worker-data"};
+      std::string conf;
+      Child w = start_worker(row.tag, flags, conf);
+      try {
+        {
+          auto q = patro::get_proxies(conf, client_options(route)).at(0);
+          for (uint64_t done = 0; done < row.jobs;) {
+            const uint64_t m = std::min<uint64_t>(10000, row.jobs - done);
+            patro::ValueArray batch;
+            batch.reserve(m);
+            for (uint64_t i = 0; i < m; ++i) batch.emplace_back(static_cast<int64_t>(done + i));
+            q.call("push_many", patro::Value(std::move(batch)));
+            done += m;
+          }
+        }
+        Group p = worker_group(4, conf, row.mode, 100, params(row.jobs, 3000ms));
+        chunk(p);
+        scaled(row.name, end(p).second, "jobs/s");
+      } catch (...) {
+        w.stop();
+        throw;
+      }
+      w.stop();
+    }
+  }
+
+  /// patro-worker's own log: 4 clients write lines oneway, under --log-sync never and always.
+  template <class Scaled>
+  void worker_lines(uint64_t lines, Scaled& scaled) {
+    if (worker.empty()) {
+      if (!want("jobs"))
+        cases.push_back({"patro-worker: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
+      return;
+    }
+    for (const std::string sync : {"never", "always"}) {
+      std::string conf;
+      Child w = start_worker("log-" + sync, {"--log-sync", sync}, conf);
+      try {
+        Group p = worker_group(4, conf, "write_oneway", 0,
+                               params(sync == "never" ? lines : lines / 10, 2000ms));
+        chunk(p);
+        scaled("patro-worker log, 4 clients, oneway write, --log-sync " + sync, end(p).second,
+               "lines/s");
+      } catch (...) {
+        w.stop();
+        throw;
+      }
+      w.stop();
+    }
   }
 
   void report(const std::string& machine) const {
     FILE* table = json ? stderr : stdout;
-    std::fprintf(table, "%-52s %9s %9s %12s %9s %12s %7s\n", "case", "p50_us", "p99_us", "per_s",
-                 "floor_p50", "floor_per_s", "ratio");
+    std::fprintf(table, "%-66s %9s %9s %10s %9s %10s %6s %9s %10s %6s\n", "case", "p50_us",
+                 "p99_us", "per_s", "floor_p50", "floor_per_s", "ratio", "ice_p50", "ice_per_s",
+                 "/ice");
     for (const Case& c : cases)
-      std::fprintf(table, "%-52s %9s %9s %12s %9s %12s %7s  %s\n", c.name.c_str(),
+      std::fprintf(table, "%-66s %9s %9s %10s %9s %10s %6s %9s %10s %6s  %s\n", c.name.c_str(),
                    num(c.p50).c_str(), num(c.p99).c_str(), num(c.per_s, 0).c_str(),
                    num(c.floor_p50).c_str(), num(c.floor_per_s, 0).c_str(), num(c.ratio).c_str(),
+                   num(c.ice_p50).c_str(), num(c.ice_per_s, 0).c_str(), num(c.ice_ratio).c_str(),
                    c.note.c_str());
     if (!json) return;
     auto number = [](const std::optional<double>& v) {
@@ -966,12 +1169,21 @@ struct Bench {
                       {"per_s", number(c.per_s)},
                       {"floor_p50_us", number(c.floor_p50)},
                       {"floor_per_s", number(c.floor_per_s)},
-                      {"ratio", number(c.ratio)}});
-    const nlohmann::ordered_json out = {{"machine", machine},
-                                        {"pin", pin},
-                                        {"dma_latency", dma},
-                                        {"threads", threads},
-                                        {"cases", list}};
+                      {"ratio", number(c.ratio)},
+                      {"ice_p50_us", number(c.ice_p50)},
+                      {"ice_per_s", number(c.ice_per_s)},
+                      {"ice_ratio", number(c.ice_ratio)},
+                      {"note", c.note}});
+    const nlohmann::ordered_json out = {
+        {"machine", machine},
+        {"pin", pin},
+        {"dma_latency", dma},
+        {"threads", threads},
+        {"route", route},
+        {"clients", clients},
+        {"ice", patro::bench::ice_built() ? "built" : "skipped (not built)"},
+        {"worker", worker.empty() ? "skipped (not found)" : "found"},
+        {"cases", list}};
     std::printf("%s\n",
                 out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   }
@@ -1017,13 +1229,19 @@ int main(int argc, char** argv) {
       if (role == "patro-server") return role_patro_server(at(2), at(3), std::stoi(at(4)), at(5));
       if (role == "floor-client") return role_floor_client(at(2), at(3), std::stoi(at(4)), prm(5));
       if (role == "patro-client") {
-        return role_patro_client(at(2), at(3), std::stoi(at(4)), std::stoll(at(5)), prm(6));
+        return role_patro_client(at(2), at(3), at(4), std::stoi(at(5)), prm(6));
       }
+      if (role == "worker-client")
+        return role_worker_client(at(2), at(3), at(4), std::stoll(at(5)), prm(6));
+      if (role == "ice-server") return patro::bench::run_ice_server(std::stoi(at(2)));
+      if (role == "ice-client") return role_ice_client(at(2), at(3), std::stoi(at(4)), prm(5));
       return usage();
     }
     Bench b;
-    CLI::App app("Patro against a raw ZeroMQ floor in one run (docs/BENCHMARKS.md).",
-                 "patro-bench");
+    CLI::App app(
+        "Patro against a raw ZeroMQ floor and ZeroC Ice in one run, and patro-worker's queue "
+        "and log (docs/BENCHMARKS.md).",
+        "patro-bench");
     patro::cli::setup(app);
     app.footer("Exit status: 0, 1 if a case failed, 2 on bad options.");
     std::string dma = "off";
@@ -1043,11 +1261,34 @@ int main(int argc, char** argv) {
     app.add_option("--cases", b.only,
                    "which groups of cases to run (also: curve, CURVE against plaintext)")
         ->capture_default_str();
+    app.add_option("--clients", b.clients_list,
+                   "the synchronous N-client-processes case for each N in this list (1 to 64)")
+        ->capture_default_str();
+    app.add_option("--route", b.route,
+                   "the route of Patro's clients: auto, or broker (through the broker; the row "
+                   "names say which they took)")
+        ->check(CLI::IsMember({"auto", "broker"}))
+        ->capture_default_str();
+    b.worker = find_worker();
+    app.add_option("--worker", b.worker,
+                   "patro-worker for its queue and log rows (default: $PATRO_WORKER, else beside "
+                   "patro-bench; none found: those rows say skipped)")
+        ->type_name("PATH");
     bool curve = false;
     app.add_flag("--curve", curve,
                  "also run CURVE against plaintext (get p50, 64 in flight) in the same run");
     if (auto status = patro::cli::parse(app, args)) return *status;
     if (curve && !b.want("curve")) b.only += ",curve";
+    try {
+      b.clients = parse_counts(b.clients_list);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "patro-bench: %s\n", e.what());
+      return 2;
+    }
+    if (!b.worker.empty() && ::access(b.worker.c_str(), X_OK) != 0) {
+      std::fprintf(stderr, "patro-bench: --worker %s: not an executable\n", b.worker.c_str());
+      return 2;
+    }
     b.dma = dma == "on";
     cpu_set_t set;
     CPU_ZERO(&set);

@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""Smoke run of patro-bench (the perf suite): every case runs briefly and its numbers come out.
+
+Not timed: it asserts only that each row has its figures, that the Ice rows are numbers where the
+Ice peer was built and say "skipped" where not, that patro-worker's rows measure patro-worker, and
+that bad options are refused. Usage: bench_quick.py PATRO_BENCH (PATRO_WORKER in the environment).
+"""
+import json
+import subprocess
+import sys
+
+CLIENTS = [1, 8]
+
+
+def number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def main():
+    bench = sys.argv[1]
+    args = [bench, "--quick", "--json", "--pin", "none", "--curve",
+            "--clients", ",".join(map(str, CLIENTS))]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=150)
+    sys.stderr.write(run.stderr)
+    assert run.returncode == 0, f"patro-bench exited {run.returncode}"
+    out = json.loads(run.stdout)
+    rows = {c["name"]: c for c in out["cases"]}
+    assert out["clients"] == CLIENTS, out["clients"]
+    assert out["route"] == "auto"
+
+    def row(name):
+        assert name in rows, f"no row {name!r}; rows: {sorted(rows)}"
+        return rows[name]
+
+    for name in ["floor: raw ZeroMQ echo via broker, 1 client", "get, 1 client (brokered)",
+                 "set, 1 client (brokered)", "call, 1 client (brokered)",
+                 "lock+unlock pair, 1 client (brokered)"]:
+        r = row(name)
+        assert number(r["p50_us"]) and number(r["p99_us"]) and number(r["ratio"]), r
+    rate_rows = [f"async get, {w} in flight (brokered)" for w in (1, 8, 64)]
+    # 4 runs beside the list: the job and log rows are scaled by its rates.
+    rate_rows += [f"{n} client processes, sync get (brokered)" for n in CLIENTS + [4]]
+    for name in rate_rows:
+        r = row(name)
+        assert number(r["per_s"]) and number(r["floor_per_s"]), r
+
+    if out["ice"] == "built":
+        ice = row("ice: twoway get, 1 client")
+        assert number(ice["p50_us"]) and number(ice["p99_us"]), ice
+        assert number(row("get, 1 client (brokered)")["ice_ratio"])
+        for name in rate_rows:
+            assert number(rows[name]["ice_per_s"]) and number(rows[name]["ice_ratio"]), rows[name]
+    else:
+        assert out["ice"] == "skipped (not built)", out["ice"]
+        row("ice: skipped (not built)")
+        for r in out["cases"]:
+            assert r["ice_p50_us"] is None and r["ice_per_s"] is None, r
+
+    assert out["worker"] == "found", "PATRO_WORKER is set by the test's environment"
+    for name in ["patro-worker queue, 4 consumers, take+ack per job",
+                 "patro-worker queue, 4 consumers, take_many(100)+ack_many",
+                 "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
+                 "patro-worker log, 4 clients, oneway write, --log-sync never",
+                 "patro-worker log, 4 clients, oneway write, --log-sync always",
+                 "FileHandle print_async, 4 clients (brokered)"]:
+        assert number(row(name)["per_s"]), rows[name]
+
+    # Bad options: a clear message and exit status 2, nothing run.
+    for bad in (["--clients", "0"], ["--clients", "1,x"], ["--route", "sideways"],
+                ["--worker", "/nonexistent/patro-worker"]):
+        r = subprocess.run([bench] + bad, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, (bad, r.returncode, r.stderr)
+        assert r.stderr.strip() and r.stdout == "", (bad, r.stdout, r.stderr)
+    print(f"bench_quick: {len(rows)} rows; ice {out['ice']}")
+
+
+if __name__ == "__main__":
+    main()
