@@ -1255,7 +1255,9 @@ int main(int argc, char** argv) {
     app.add_option("--dma-latency", dma, "on: hold /dev/cpu_dma_latency at 0 while running")
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
-    app.add_option("--threads", b.threads, "server threads (lanes) of both servers")
+    app.add_option(
+           "--threads", b.threads,
+           "server threads: the floor's and Patro's lanes, Ice's thread pool, patro-worker's")
         ->check(CLI::Range(1, 1024))
         ->capture_default_str();
     app.add_option("--cases", b.only,
