@@ -9,6 +9,8 @@
 //                                                  appends each acknowledged line's i to OUT
 //   changes ENDPOINT HASH COUNTER COUNT OUT        COUNT hash sets k<i>=i and counter adds;
 //                                                  appends each acknowledged i to OUT
+// Before MODE, --timeout-ms N sets each call's deadline (default 60000): a client that outlives
+// a kill -9 of the worker fails at it, since its calls are retried until then.
 // Exit status: 0 done, 1 a Patro error.
 #include <chrono>
 #include <cstdio>
@@ -22,10 +24,16 @@
 using namespace std::chrono_literals;
 
 int main(int argc, char** argv) {
-  if (argc < 4) return 2;
-  const std::string mode = argv[1], endpoint = argv[2];
   patro::ClientOptions co;
   co.call_timeout = 60s;
+  if (argc > 2 && std::string(argv[1]) == "--timeout-ms") {
+    co.call_timeout = std::chrono::milliseconds(std::atol(argv[2]));
+    if (co.call_timeout.count() <= 0) return 2;
+    argv += 2;
+    argc -= 2;
+  }
+  if (argc < 4) return 2;
+  const std::string mode = argv[1], endpoint = argv[2];
   try {
     patro::Proxy obj = patro::get_proxy(endpoint, argv[3], co);
     if (mode == "produce" && argc == 8) {
