@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "patro/containers.hpp"
 #include "patro/error.hpp"
 #include "wire.hpp"
 
@@ -247,4 +248,42 @@ TEST_CASE("only reads and overwrites are idempotent") {
   CHECK_FALSE(detail::idempotent(wire::Op::Add));
   CHECK_FALSE(detail::idempotent(wire::Op::Call));
   CHECK_FALSE(detail::idempotent(wire::Op::Lock));
+}
+
+TEST_CASE(
+    "local containers travel as copies: arrays and hashes as values, scalars as Kind::Scalar") {
+  ValueArray scratch;
+  const ValueArray plain{1, "two"};
+  CHECK(&detail::local_copies(plain, scratch) == &plain);  // nothing local: no copy made
+  const ValueArray args{Array{1, Hash{{"k", Array{2}}}}, Scalar(Array{3})};
+  const ValueArray& sent = detail::local_copies(args, scratch);
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[0] == Value::array({1, Value::hash({{"k", Value::array({2})}})}));
+  REQUIRE(sent[1].is_reference());
+  // A fresh scalar holding a copy (a scalar stores an array as a reference to a new one).
+  CHECK(sent[1].as<Scalar>().get().as<Array>().items() == ValueArray{3});
+  CHECK(sent[1].as<Scalar>().node() != args[1].as<Scalar>().node());
+
+  // A client's writer asks for the scalar's copy with a null offset; it decodes as a new scalar.
+  const detail::RefWriter client_refs = [](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
+    return r.node ? flatbuffers::Offset<wire::Ref>() : refs(fb, r);
+  };
+  flatbuffers::FlatBufferBuilder fb;
+  fb.Finish(detail::encode_value(fb, sent[1], client_refs));
+  const auto* v = flatbuffers::GetRoot<wire::Value>(fb.GetBufferPointer());
+  CHECK(v->kind() == wire::Kind::Scalar);
+  const Value back = detail::decode_value(v, read_refs);
+  REQUIRE(back.is_reference());
+  CHECK(back.as<Scalar>().get().as<Array>().items() == ValueArray{3});
+
+  Array self;
+  self.push(self);
+  CHECK_THROWS_AS(detail::local_copies(ValueArray{self}, scratch), Error);
+}
+
+TEST_CASE("the slice and copy operations are reads") {
+  CHECK(detail::idempotent(wire::Op::Slice));
+  CHECK(detail::idempotent(wire::Op::Copy));
+  CHECK_FALSE(detail::op_info(wire::Op::Copy).mutating);
+  CHECK(detail::op_info(wire::Op::Slice).handler == detail::OpHandler::container);
 }

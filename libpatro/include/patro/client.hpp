@@ -2,8 +2,10 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -99,8 +101,10 @@ class Proxy {
   Proxy operator[](const char* key) const { return child(PathElem(std::string(key))); }
   Proxy operator[](const std::string& key) const { return child(PathElem(key)); }
 
-  /// Reads the element. A nested container comes back as a reference (convert it to a Proxy);
-  /// a missing key gives null. With no path: a scalar's value, or a container's own reference.
+  /// Reads the element. A nested container comes back as a reference, not its contents (Perl's
+  /// $h->{k} gives an ARRAY ref too): convert it to a Proxy to work on it on the server, or call
+  /// copy() for its values. A missing key gives null. With no path: a scalar's value, or a
+  /// container's own reference.
   Value get() const;
   template <class T>
   T as() const {
@@ -114,7 +118,65 @@ class Proxy {
   size_t size() const;
   /// Hash keys (sorted), or array indices.
   std::vector<Value> keys() const;
+  /// The elements (a hash's in key order). Shallow: nested containers come back as references.
   std::vector<Value> values() const;
+
+  // --- Idiomatic C++: iteration, items and deep copies ---
+
+  /// An element met while iterating: its key (an array's index, a hash's key) and its value. It
+  /// converts to its value, so `for (patro::Value v : p)` visits the values and
+  /// `for (const auto& [key, value] : p)` the pairs.
+  struct Element {
+    Value key;
+    Value value;
+    operator const Value&() const noexcept { return value; }
+  };
+
+  /// An input iterator over a remote array or hash: it fetches the elements a page at a time,
+  /// one round trip per page (the first when begin() is called). Elements are copies as values()
+  /// gives them (nested containers are references). Changes made to the container while
+  /// iterating show in the pages not yet fetched. Copies of an iterator share its position.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Element;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Element*;
+    using reference = const Element&;
+
+    iterator() = default;  // the end
+    reference operator*() const;
+    pointer operator->() const { return &**this; }
+    iterator& operator++();
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& a, const iterator& b) noexcept {
+      return a.state_ == b.state_;
+    }
+
+   private:
+    friend class Proxy;
+    struct State;
+    void settle();                  // onto an element, fetching pages as needed, or to the end
+    std::shared_ptr<State> state_;  // null at the end
+  };
+
+  /// Elements one page (round trip) fetches by default.
+  static constexpr size_t kPageSize = 1000;
+  /// Iterates the array or hash this proxy names (range-for: `for (const auto& e : p)`), fetching
+  /// page_size elements per round trip (0: all in one; Perl's `for (@$proxy)`). A missing
+  /// element iterates as empty; anything else that is not an array or hash is
+  /// Error(type_mismatch).
+  iterator begin(size_t page_size = kPageSize) const;
+  iterator end() const noexcept { return {}; }
+  /// Every key and value of a hash (in key order; an array: indices and values) in one round
+  /// trip (Perl's `%$proxy` in list context). Shallow, as values() is.
+  std::vector<Element> items() const;
+  /// A deep copy of what the proxy names, in one round trip: served arrays and hashes, nested
+  /// too, come back as local copies (Value arrays and hashes); served scalars, objects, code and
+  /// file handles below stay references. Bounded: nested deeper than 100 levels (or an array
+  /// that contains itself) is Error(invalid_argument), and a copy over the server's limits
+  /// (Limits::max_tables values, max_message_size bytes) Error(message_too_large).
+  Value copy() const;
 
   template <class... Args>
   size_t push(Args&&... items) const {

@@ -11,16 +11,12 @@
 namespace patro::detail {
 
 namespace {
-/// A local object cannot travel to a server; checked before a oneway call enters its batch, so a
-/// refused call never leaves a half-built table in the shared builder.
-void check_sendable(const Value& v) {
-  if (const Reference* r = v.if_reference(); r && r->node)
-    throw Error(Errc::invalid_argument,
-                "cannot send a local object to a server; serve it with patronize()");
-  if (const ValueArray* a = v.if_array())
-    for (const Value& e : *a) check_sendable(e);
-  if (const ValueHash* h = v.if_hash())
-    for (const auto& [k, e] : *h) check_sendable(e);
+/// A local object cannot travel to a server (local containers travel as copies); checked before
+/// a oneway call enters its batch, so a refused call never leaves a half-built table in the
+/// shared builder.
+void check_sendable(const ValueArray& args) {
+  ValueArray scratch;
+  (void)local_copies(args, scratch);
 }
 
 /// A request whose deadline passed: its error. An answer from the broker that it had no route is
@@ -716,13 +712,14 @@ flatbuffers::Offset<wire::Request> Connection::encode_request(
     const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
     std::chrono::milliseconds timeout, uint64_t fence) const {
   const RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
-    if (r.node)
-      throw Error(Errc::invalid_argument,
-                  "cannot send a local object to a server; serve it with patronize()");
+    // local_copies left local scalars only: a null offset sends one as a copy.
+    if (r.node) return flatbuffers::Offset<wire::Ref>();
     return wire::CreateRef(b, r.id.server, r.id.object, 0, 0, encode_path(b, r.path));
   };
+  ValueArray copies;
+  const ValueArray& sent = local_copies(args, copies);  // local containers travel as copies
   auto p = encode_path(fb, path);
-  auto a = args.empty() ? 0 : encode_values(fb, args, refs);
+  auto a = sent.empty() ? 0 : encode_values(fb, sent, refs);
   auto n = name.empty() ? 0 : fb.CreateString(name.data(), name.size());
   wire::RequestBuilder b(fb);
   b.add_request_id(rid);
@@ -847,7 +844,7 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
   if (!op_info(op).oneway)
     throw Error(Errc::invalid_argument,
                 std::string("a ") + op_info(op).name + " cannot be a oneway call");
-  for (const Value& a : args) check_sendable(a);
+  check_sendable(args);
   const auto deadline = Clock::now() + options_.call_timeout;
   const size_t window = std::max(options_.oneway_window, options_.oneway_batch);
   bool full;

@@ -117,6 +117,82 @@ Value Proxy::add(const Value& delta) const {
   return first(run(*this, Op::Add, {delta}));
 }
 
+// --- Iteration, items, deep copies ---
+
+struct Proxy::iterator::State {
+  Proxy proxy;
+  size_t page_size = kPageSize;
+  std::vector<Element> page;
+  size_t pos = 0;
+  Value cursor;  // where the next page starts; null: no page left
+  bool more = true;
+
+  // One round trip: the page from cursor (page_size 0: everything); more says whether one is left.
+  void fetch() {
+    ValueArray r = run(proxy, Op::Slice,
+                       {cursor, page_size == 0 ? Value() : Value(static_cast<int64_t>(page_size))},
+                       wire::CallContext::List);
+    page.clear();
+    pos = 0;
+    const bool hash = r.size() > 1 && truthy(r[1]);
+    const Value next = r.empty() ? Value() : r[0];
+    if (hash) {
+      page.reserve((r.size() - 2) / 2);
+      for (size_t i = 2; i + 1 < r.size(); i += 2)
+        page.push_back(Element{std::move(r[i]), std::move(r[i + 1])});
+    } else {
+      int64_t index = cursor.is_null() ? 0 : cursor.as<int64_t>();
+      page.reserve(r.size() > 2 ? r.size() - 2 : 0);
+      for (size_t i = 2; i < r.size(); ++i)
+        page.push_back(Element{Value(index++), std::move(r[i])});
+    }
+    cursor = next;
+    more = !next.is_null();
+  }
+};
+
+Proxy::iterator::reference Proxy::iterator::operator*() const {
+  if (!state_) throw Error(Errc::index_out_of_range, "dereferencing the end of a proxy's elements");
+  return state_->page[state_->pos];
+}
+
+void Proxy::iterator::settle() {
+  // Past the page's end: the next page, skipping empty ones (a container that shrank meanwhile).
+  for (int pages = 0; state_->pos >= state_->page.size(); ++pages) {
+    if (!state_->more || pages >= 1000) {
+      state_.reset();
+      return;
+    }
+    state_->fetch();
+  }
+}
+
+Proxy::iterator& Proxy::iterator::operator++() {
+  if (!state_) return *this;
+  ++state_->pos;
+  settle();
+  return *this;
+}
+
+Proxy::iterator Proxy::begin(size_t page_size) const {
+  iterator it;
+  it.state_ =
+      std::make_shared<iterator::State>(iterator::State{*this, page_size, {}, 0, Value(), true});
+  it.state_->fetch();
+  it.settle();
+  return it;
+}
+
+std::vector<Proxy::Element> Proxy::items() const {
+  iterator::State all{*this, 0, {}, 0, Value(), true};
+  all.fetch();
+  return std::move(all.page);
+}
+
+Value Proxy::copy() const {
+  return first(run(*this, Op::Copy, {}));
+}
+
 static_assert(static_cast<uint8_t>(Proxy::wire_op::get) == static_cast<uint8_t>(Op::Get) &&
               static_cast<uint8_t>(Proxy::wire_op::set) == static_cast<uint8_t>(Op::Set) &&
               static_cast<uint8_t>(Proxy::wire_op::erase) == static_cast<uint8_t>(Op::Erase) &&

@@ -53,6 +53,81 @@ Value stored_form(Value v) {
   return v;
 }
 
+namespace {
+struct Copier {
+  bool copy_scalars;
+  bool refuse_objects;
+  size_t max_values;
+  size_t values = 0;
+
+  Value copy(const Value& v, unsigned depth) {
+    if (++values > max_values)
+      throw Error(Errc::message_too_large,
+                  "the copy holds more than " + std::to_string(max_values) + " values");
+    if (depth > kMaxCopyDepth)
+      throw Error(Errc::invalid_argument, "cannot copy a structure nested deeper than " +
+                                              std::to_string(kMaxCopyDepth) +
+                                              " levels (or one that contains itself)");
+    if (const ValueArray* a = v.if_array()) {
+      ValueArray out;
+      out.reserve(a->size());
+      for (const Value& e : *a) out.push_back(copy(e, depth + 1));
+      return Value(std::move(out));
+    }
+    if (const ValueHash* h = v.if_hash()) {
+      ValueHash out;
+      for (const auto& [k, e] : *h) out.emplace_hint(out.end(), k, copy(e, depth + 1));
+      return Value(std::move(out));
+    }
+    const Reference* r = v.if_reference();
+    if (r == nullptr || !r->node) return v;
+    // Each node's items are copied under its own mutex, then copied deeper without it: no two
+    // node mutexes are ever held together.
+    switch (r->node->kind) {
+      case NodeKind::array: {
+        auto& n = node_cast<ArrayNode>(*r->node);
+        MutexLock lock(n.mu);
+        ValueArray items(n.items.begin(), n.items.end());
+        lock.unlock();
+        return copy(Value(std::move(items)), depth);
+      }
+      case NodeKind::hash: {
+        auto& n = node_cast<HashNode>(*r->node);
+        MutexLock lock(n.mu);
+        ValueHash items = n.items;
+        lock.unlock();
+        return copy(Value(std::move(items)), depth);
+      }
+      case NodeKind::scalar: {
+        if (!copy_scalars) return v;
+        auto& n = node_cast<ScalarNode>(*r->node);
+        MutexLock lock(n.mu);
+        Value inner = n.value;
+        lock.unlock();
+        auto fresh = std::make_shared<ScalarNode>();
+        Value copied = copy(inner, depth + 1);
+        MutexLock fresh_lock(fresh->mu);
+        fresh->value = std::move(copied);
+        fresh_lock.unlock();
+        return reference_to(fresh);
+      }
+      default:
+        if (refuse_objects)
+          throw Error(Errc::invalid_argument,
+                      "cannot send a local object (" + r->node->type_name() +
+                          ") to a server: only arrays, hashes and scalars are copied; serve it "
+                          "with patronize() and pass its proxy");
+        return v;
+    }
+  }
+};
+}  // namespace
+
+Value deep_copy(const Value& v, bool copy_scalars, bool refuse_objects, size_t max_values) {
+  Copier c{copy_scalars, refuse_objects, max_values};
+  return c.copy(v, 0);
+}
+
 std::optional<size_t> array_index(int64_t index, size_t size) {
   if (index < 0) index += static_cast<int64_t>(size);
   if (index < 0) return std::nullopt;

@@ -12,6 +12,7 @@
 #include "mutex.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
+#include "wire.hpp"
 
 namespace patro::detail {
 
@@ -71,6 +72,16 @@ const T& node_cast(const Node& n) {
 /// What a value becomes when stored in a served container: copied arrays and hashes become served
 /// containers (Perl's [...] and {...} make references); everything else is stored as it is.
 Value stored_form(Value v);
+
+/// A deep copy of v: references to hash and array nodes become copied ValueHash / ValueArray
+/// (recursively, each node read under its own mutex); with copy_scalars, a scalar node becomes a
+/// new scalar node holding a deep copy of its value. Other references (objects, code, file
+/// handles, remote references) are kept as they are, or, with refuse_objects, refused with
+/// Errc::invalid_argument (a client cannot serve a callback). Deeper than kMaxCopyDepth (or a
+/// container that contains itself): Errc::invalid_argument. More than max_values values in all:
+/// Errc::message_too_large.
+Value deep_copy(const Value& v, bool copy_scalars, bool refuse_objects, size_t max_values);
+// (kMaxCopyDepth is in wire.hpp: the client's copies of local values share it.)
 
 /// A reference Value to a local node.
 Value reference_to(const std::shared_ptr<Node>& node);

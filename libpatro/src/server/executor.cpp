@@ -467,6 +467,23 @@ ValueArray Executor::run_element(OpCall& c) {
       throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
     }
 
+    case wire::Op::Copy: {
+      // What Get reads, copied deep: served arrays and hashes below come as copies (scalars,
+      // objects, code and file handles stay references). One node's mutex at a time.
+      Value v;
+      if (n == 0) {
+        v = reference_to(root);
+      } else {
+        auto parent = node_at(root, path, n - 1);
+        if (parent) v = element(*parent, path.back(), path, n - 1);
+      }
+      if (n == 0 && root->kind == NodeKind::scalar) {
+        MutexLock lock(root->mu);
+        v = static_cast<ScalarNode&>(*root).value;
+      }
+      return {deep_copy(v, false, false, limits_.max_tables)};
+    }
+
     case wire::Op::Describe: {
       Value v;
       if (n == 0) {
@@ -543,6 +560,56 @@ ValueArray Executor::run_container(OpCall& c) {
         }
       }
       throw Error(Errc::type_mismatch, "a SCALAR has no elements");
+    }
+
+    case wire::Op::Slice: {
+      // One page of a container: [next cursor or null, is a hash, items...]. An array's cursor is
+      // an index; a hash's is the last key of the page before (keys in order): each page is a
+      // lookup.
+      const Value cursor = args.empty() ? Value() : args[0];
+      const Value count_arg = args.size() < 2 ? Value() : args[1];
+      size_t count = std::numeric_limits<size_t>::max();
+      if (!count_arg.is_null()) {
+        const int64_t c = count_arg.as<int64_t>();
+        if (c <= 0)
+          throw Error(Errc::invalid_argument,
+                      "a slice of " + std::to_string(c) + " elements (the count must be > 0)");
+        count = static_cast<size_t>(c);
+      }
+      auto node = node_at(root, path, n);
+      if (!node) return {Value(), Value(false)};  // nothing there: empty, as Perl's undef
+      MutexLock lock(node->mu);
+      ValueArray out{Value(), Value(node->kind == NodeKind::hash)};
+      if (node->kind == NodeKind::array) {
+        auto& a = static_cast<ArrayNode&>(*node);
+        held(a.mu);
+        const int64_t start = cursor.is_null() ? 0 : cursor.as<int64_t>();
+        if (start < 0)
+          throw Error(Errc::index_out_of_range,
+                      "a slice from index " + std::to_string(start) + " (it must be >= 0)");
+        const size_t from = std::min(static_cast<size_t>(start), a.items.size());
+        const size_t to = from + std::min(count, a.items.size() - from);
+        out.reserve(2 + to - from);
+        out.insert(out.end(), a.items.begin() + static_cast<ptrdiff_t>(from),
+                   a.items.begin() + static_cast<ptrdiff_t>(to));
+        if (to < a.items.size()) out[0] = Value(static_cast<int64_t>(to));
+        return out;
+      }
+      if (node->kind == NodeKind::hash) {
+        auto& h = static_cast<HashNode&>(*node);
+        held(h.mu);
+        auto it =
+            cursor.is_null() ? h.items.begin() : h.items.upper_bound(cursor.as<std::string>());
+        for (size_t taken = 0; it != h.items.end() && taken < count; ++it, ++taken) {
+          out.emplace_back(it->first);
+          out.push_back(it->second);
+        }
+        if (it != h.items.end()) out[0] = out[out.size() - 2];
+        return out;
+      }
+      throw Error(Errc::type_mismatch, std::string("cannot page through ") + where(path, n) +
+                                           ", which is a " + node->reftype() +
+                                           ", not an array or a hash");
     }
 
     case wire::Op::Push:

@@ -72,6 +72,8 @@ inline constexpr OpInfo kRows[] = {
   {Notify,    "notify",     H::lock,      false,     true,    false},
   {LockState, "lock_state", H::lock,      true,      false,   false},
   {LockInfo,  "lock_info",  H::lock,      true,      false,   false},
+  {Slice,     "slice",      H::container, true,      false,   true},
+  {Copy,      "copy",       H::element,   true,      false,   true},
 };
 // clang-format on
 }  // namespace op_table_rows
@@ -83,7 +85,7 @@ inline constexpr std::array<OpInfo, 256> kOpTable = [] {
   return t;
 }();
 
-static_assert(std::size(op_table_rows::kRows) == 27 && wire::Op::MAX == wire::Op::LockInfo,
+static_assert(std::size(op_table_rows::kRows) == 29 && wire::Op::MAX == wire::Op::Copy,
               "a wire::Op was added or removed: give it a row in op_table.hpp");
 static_assert(
     [] {

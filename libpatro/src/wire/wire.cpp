@@ -1,6 +1,9 @@
 #include "wire.hpp"
 
+#include <algorithm>
 #include <cstring>
+
+#include "patro/containers.hpp"
 
 namespace patro::detail {
 
@@ -142,6 +145,63 @@ bool is_batch(const zmq::message_t& f) noexcept {
          std::memcmp(static_cast<const char*>(f.data()) + 4, wire::BatchIdentifier(), 4) == 0;
 }
 
+namespace {
+bool has_local(const Value& v) {
+  if (const Reference* r = v.if_reference()) return r->node != nullptr;
+  if (const ValueArray* a = v.if_array())
+    return std::any_of(a->begin(), a->end(), [](const Value& e) { return has_local(e); });
+  if (const ValueHash* h = v.if_hash())
+    return std::any_of(h->begin(), h->end(), [](const auto& e) { return has_local(e.second); });
+  return false;
+}
+
+// Through the public API of the containers: each read is atomic (an array's items, a scalar's
+// value); a hash is read key by key.
+Value local_copy(const Value& v, unsigned depth) {
+  if (depth > kMaxCopyDepth)
+    throw Error(Errc::invalid_argument, "cannot send a local value nested deeper than " +
+                                            std::to_string(kMaxCopyDepth) +
+                                            " levels (or one that contains itself) to a server");
+  if (const ValueArray* a = v.if_array()) {
+    ValueArray out;
+    out.reserve(a->size());
+    for (const Value& e : *a) out.push_back(local_copy(e, depth + 1));
+    return Value(std::move(out));
+  }
+  if (const ValueHash* h = v.if_hash()) {
+    ValueHash out;
+    for (const auto& [k, e] : *h) out.emplace_hint(out.end(), k, local_copy(e, depth + 1));
+    return Value(std::move(out));
+  }
+  const Reference* r = v.if_reference();
+  if (r == nullptr || !r->node) return v;
+  if (r->reftype == "ARRAY") return local_copy(Value(v.as<Array>().items()), depth);
+  if (r->reftype == "HASH") {
+    const Hash h = v.as<Hash>();
+    ValueHash items;
+    for (std::string& k : h.keys()) {
+      Value e = h.get(k);
+      items.emplace(std::move(k), std::move(e));
+    }
+    return local_copy(Value(std::move(items)), depth);
+  }
+  if (r->reftype == "SCALAR") return Value(Scalar(local_copy(v.as<Scalar>().get(), depth + 1)));
+  throw Error(Errc::invalid_argument,
+              "cannot send a local object (" + r->type_name +
+                  ") to a server: arrays, hashes and scalars are copied, objects are not "
+                  "(callbacks are not supported); serve it with patronize() and pass its proxy");
+}
+}  // namespace
+
+const ValueArray& local_copies(const ValueArray& args, ValueArray& scratch) {
+  if (std::none_of(args.begin(), args.end(), [](const Value& a) { return has_local(a); }))
+    return args;
+  scratch.clear();
+  scratch.reserve(args.size());
+  for (const Value& a : args) scratch.push_back(local_copy(a, 0));
+  return scratch;
+}
+
 flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,
                                               const RefWriter& refs) {
   // Children and strings must be built before the table that holds them.
@@ -195,6 +255,11 @@ flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb
     case Type::reference:
       kind = wire::Kind::Ref;
       ref = refs(fb, *v.if_reference());
+      if (ref.IsNull()) {  // the writer sends a local scalar as a copy
+        kind = wire::Kind::Scalar;
+        // (a scalar stores containers as references: its value travels as a copy too)
+        items = encode_values(fb, ValueArray{local_copy(v.as<Scalar>().get(), 0)}, refs);
+      }
       break;
   }
   wire::ValueBuilder b(fb);
@@ -262,6 +327,15 @@ Value decode_value(const wire::Value* v, const RefReader& refs) {
     case wire::Kind::Ref:
       if (v->ref() == nullptr) throw Error(Errc::bad_message, "a reference value without a ref");
       return refs(*v->ref());
+    case wire::Kind::Scalar: {
+      // A copied scalar reference: a new scalar container (on a server, a new served one).
+      const auto* vs = v->items();
+      if (vs != nullptr && vs->size() > 1)
+        throw Error(Errc::bad_message,
+                    "a scalar value holds " + std::to_string(vs->size()) + " values, not one");
+      return Value(
+          Scalar(vs == nullptr || vs->size() == 0 ? Value() : decode_value(vs->Get(0), refs)));
+    }
   }
   throw Error(Errc::bad_message,
               "unknown value kind " + std::to_string(static_cast<int>(v->kind())));

@@ -133,12 +133,27 @@ bool is_batch(const zmq::message_t& f) noexcept;
 // --- Values ---
 
 /// How references are written: the server turns local nodes into ids, the client sends ids and
-/// paths of proxies.
+/// paths of proxies. A null offset asks encode_value to send a local patro::Scalar as a copy
+/// (Kind::Scalar).
 using RefWriter = std::function<flatbuffers::Offset<wire::Ref>(flatbuffers::FlatBufferBuilder&,
                                                                const Reference&)>;
 /// How references are read: the server resolves ids to its own objects, the client makes
 /// remote references bound to its connection.
 using RefReader = std::function<Value(const wire::Ref&)>;
+
+/// How deep a copied structure may go, on either side (a client's local values, a server's
+/// copy() reply): deeper (or a container that contains itself) is Errc::invalid_argument. Within
+/// what the FlatBuffers verifier accepts (Limits::max_depth, 128 tables).
+inline constexpr unsigned kMaxCopyDepth = 100;
+
+/// A client's arguments as they travel: every local container (a patro::Array, Hash or Scalar
+/// that no server serves) is replaced by a deep copy: arrays and hashes become copied ValueArray
+/// and ValueHash (the server stores them as new served containers), a scalar a new local
+/// patro::Scalar holding a copy, which the client's RefWriter sends as a wire Kind::Scalar (by
+/// returning a null offset). A local object of a class, code or file handle is refused with
+/// Errc::invalid_argument (callbacks are not supported). Returns args itself when it holds no
+/// local container, else the copy in scratch.
+const ValueArray& local_copies(const ValueArray& args, ValueArray& scratch);
 
 flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,
                                               const RefWriter& refs);
