@@ -236,7 +236,8 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 [ -n "$ok" ] || { echo "FAIL: want every call brokered: $ls_json"; exit 1; }
-if pcli --route direct --timeout 3s --config "$tmp/plain.conf" get 2 n >"$tmp/direct.out" 2>&1; then
+if on "$ns_c" "${plain[@]}" timeout 60 "$PATRO_CLI" --timeout 5s --route direct \
+  --config "$tmp/plain.conf" get 2 n >"$tmp/direct.out" 2>&1; then
   echo "FAIL: route=direct reached the server host"; exit 1
 fi
 grep -q server_unavailable "$tmp/direct.out" || { echo "FAIL: route=direct: $(cat "$tmp/direct.out")"; exit 1; }
