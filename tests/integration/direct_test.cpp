@@ -175,8 +175,14 @@ struct Cluster {
 
   explicit Cluster(std::vector<std::string> extra = {}) {
     conf = dir.file("server.conf");
-    std::vector<std::string> argv{program("PATRO_TEST_SERVER"), conf, "--broker", broker.back,
-                                  "--heartbeat-ms", "100", "--threads", "2"};
+    std::vector<std::string> argv{program("PATRO_TEST_SERVER"),
+                                  conf,
+                                  "--broker",
+                                  broker.back,
+                                  "--heartbeat-ms",
+                                  "100",
+                                  "--threads",
+                                  "2"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     server = std::make_unique<Process>(argv);
     REQUIRE(wait_for_file(conf, 20s));
@@ -251,9 +257,8 @@ TEST_CASE("route=auto goes direct once the server answers there; route=broker st
     for (int i = 0; i < kCalls; ++i) n.add(1);
     CHECK(n.get() == 2 * kCalls);
   }
-  auto after_broker = c.wait_counts([&](const patro::BrokerServer& s) {
-    return s.brokered >= after_auto.brokered + kCalls + 1;
-  });
+  auto after_broker = c.wait_counts(
+      [&](const patro::BrokerServer& s) { return s.brokered >= after_auto.brokered + kCalls + 1; });
   CHECK(after_broker.brokered == after_auto.brokered + kCalls + 1);
   CHECK(after_broker.direct == after_auto.direct);
   CHECK(c.info().stats.routed == routed + kCalls + 1);
