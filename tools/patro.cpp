@@ -18,6 +18,7 @@
 #include "cli/context.hpp"
 #include "cli/curve_flags.hpp"
 #include "cli/options.hpp"
+#include "cli/route_flag.hpp"
 
 namespace {
 
@@ -202,6 +203,8 @@ int main(int argc, char** argv) {
   app.add_flag("-x,--stdin", stdin_arg, "read the last argument from stdin");
   patro::cli::CurveFlags curve;
   curve.add(app, "this client's CURVE key pair (patro keygen FILE; default $PATRO_CURVE_KEY)");
+  patro::cli::RouteFlag route;
+  route.add(app);
 
   std::map<std::string, CLI::App*> subs;
   std::vector<std::string> positional;
@@ -299,6 +302,7 @@ int main(int argc, char** argv) {
 
     patro::ClientOptions options;
     options.curve = curve.client();
+    route.apply(options);
     if (timeout) {
       options.call_timeout = parse_duration(*timeout, "--timeout");
       if (options.call_timeout.count() == 0) throw UsageError("--timeout must be positive");

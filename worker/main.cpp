@@ -157,6 +157,14 @@ int main(int argc, char** argv) {
                  "register with this broker's server endpoint (its --back); without it, the "
                  "worker runs a broker itself (--front, --back)")
       ->type_name("ENDPOINT");
+  app.add_option("--direct", so.direct,
+                 "where each lane takes requests straight from clients (the direct path): auto "
+                 "(the interface that reaches the broker, free ports), an endpoint such as "
+                 "tcp://10.0.0.5:7200 (lane i: port + i), or none; off with CURVE (default auto)")
+      ->type_name("ENDPOINT");
+  app.add_option("--direct-advertise", so.direct_advertise,
+                 "the direct endpoint clients are told (a port forward; lane i: port + i)")
+      ->type_name("ENDPOINT");
   app.add_option("--front", bo.frontend, "the embedded broker's client endpoint")
       ->type_name("ENDPOINT")
       ->capture_default_str();

@@ -15,6 +15,7 @@ patro::ClientOptions fast() {
   patro::ClientOptions o;
   o.call_timeout = 10s;
   o.heartbeat.interval = 100ms;
+  o.route = patro::Route::broker;  // the broker's counters count these calls
   return o;
 }
 

@@ -123,8 +123,11 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
       std::this_thread::sleep_for(25ms);
     }
   }
-  auto q = patro::get_proxy(front, "jobs");
-  auto n = patro::get_proxy(front, "n");
+  // The broker's series count what passes through it: these calls take the brokered path.
+  patro::ClientOptions brokered;
+  brokered.route = patro::Route::broker;
+  auto q = patro::get_proxy(front, "jobs", brokered);
+  auto n = patro::get_proxy(front, "n", brokered);
 
   for (int i = 0; i < 50; ++i) n.call("add", 1);
   for (int i = 0; i < 5; ++i) q.call("push", "job " + std::to_string(i));
@@ -163,7 +166,7 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
   CHECK(value(after, "patro_broker_in_flight_requests") >= 0);
 
   // A take parked on the server (an empty queue) is in flight at the broker until answered.
-  auto idle = patro::get_proxy(front, "idle");
+  auto idle = patro::get_proxy(front, "idle", brokered);
   patro::Future<patro::Value> pending = idle.async_call("take", 10000);
   double in_flight = 0;
   for (int i = 0; i < 100 && in_flight < 1; ++i) {
@@ -180,7 +183,7 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
   CHECK(value(w, "patro_lock_waiters{object=\"n\"}") == 0);
   CHECK(value(w, "patro_lock_held{object=\"n\"}") == 0);
   {
-    auto locker = patro::get_proxy(front, "n");
+    auto locker = patro::get_proxy(front, "n", brokered);
     REQUIRE(patro::lock(locker, 2s));
     w = scrape(worker_url);
     CHECK(value(w, "patro_lock_held{object=\"n\"}") == 1);

@@ -45,6 +45,9 @@ patro::ClientOptions fast_client() {
   patro::ClientOptions o;
   o.heartbeat.interval = 100ms;
   o.call_timeout = 60s;
+  // These calls watch the broker route (its counters, its faults): the brokered path. The
+  // client processes the tests start take the default route (direct where reachable).
+  o.route = patro::Route::broker;
   return o;
 }
 

@@ -199,4 +199,47 @@ lines=$(grep -cE '^w[01] [0-9]+ x{40}$' "$tmp/events.log" || true)
 [ "$lines" = 1000 ] || { echo "FAIL: want 1000 whole log lines, got $lines"; exit 1; }
 cli --broker "$broker_front" tail -n 1 events | grep -qE '^w[01] ' || { echo "FAIL: cli tail"; exit 1; }
 
+
+# --- the direct path (issue 12), plaintext: CURVE turns it off, so a second broker without keys
+# (--insecure) and a server without keys. The server advertises its direct endpoint on the server
+# host's address, which the client host cannot reach: route=auto falls back to the broker and
+# every call lands; route=direct fails with a clear error.
+plain=(env -u PATRO_BROKER_KEY -u PATRO_CURVE_KEY)
+ip netns exec "$ns_b" "${plain[@]}" "$PATRO_BROKER" --front tcp://10.231.2.1:7270 \
+  --back tcp://10.231.1.1:7271 --insecure --heartbeat-ms 200 \
+  --endpoints-file "$tmp/plain-broker.endpoints" 2>"$tmp/plain-broker2.log" &
+pids+=($!)
+wait_file "$tmp/plain-broker.endpoints" 20
+ip netns exec "$ns_s" "${plain[@]}" "$PATRO_TEST_SERVER" "$tmp/plain.conf" \
+  --broker tcp://10.231.1.1:7271 --heartbeat-ms 200 2>"$tmp/plain-server.log" &
+pids+=($!)
+wait_file "$tmp/plain.conf" 20
+pcli() { on "$ns_c" "${plain[@]}" timeout 60 "$PATRO_CLI" --timeout 20s "$@"; }
+pcli --broker tcp://10.231.2.1:7270 --json ls | grep -q '"direct":0' ||
+  { echo "FAIL: plain ls"; exit 1; }
+cpids=()
+for i in 1 2; do
+  ip netns exec "$ns_c" "${plain[@]}" timeout 120 "$PATRO_TEST_CLIENT" add \
+    "$tmp/plain.conf" 2 n 100 &
+  cpids+=($!)
+done
+for p in "${cpids[@]}"; do wait "$p" || { echo "FAIL: a route=auto client exited $?"; exit 1; }; done
+expect 200 pcli --config "$tmp/plain.conf" get 2 n
+# The server took every call through the broker (its counters reach the broker on heartbeats).
+ok=
+for _ in $(seq 50); do
+  ls_json=$(pcli --broker tcp://10.231.2.1:7270 --json ls)
+  if echo "$ls_json" | grep -q '"direct":0' &&
+    [ "$(echo "$ls_json" | grep -oE '"brokered":[0-9]+' | cut -d: -f2)" -ge 200 ]; then
+    ok=1; break
+  fi
+  sleep 0.1
+done
+[ -n "$ok" ] || { echo "FAIL: want every call brokered: $ls_json"; exit 1; }
+if on "$ns_c" "${plain[@]}" timeout 60 "$PATRO_CLI" --timeout 5s --route direct \
+  --config "$tmp/plain.conf" get 2 n >"$tmp/direct.out" 2>&1; then
+  echo "FAIL: route=direct reached the server host"; exit 1
+fi
+grep -q server_unavailable "$tmp/direct.out" || { echo "FAIL: route=direct: $(cat "$tmp/direct.out")"; exit 1; }
+
 echo "multihost: ok"

@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
       opts.steal_lock_ok = std::string(argv[i + 1]) == "1";
     else if (a == "--server-id")
       opts.server_id = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--direct")
+      opts.direct = argv[i + 1];
+    else if (a == "--direct-advertise")
+      opts.direct_advertise = argv[i + 1];
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;

@@ -99,6 +99,8 @@ Cluster::Cluster(const std::optional<std::string>& broker, const std::optional<s
     // The keys the command line gives win over those the config carries.
     if (options_.curve.broker_key.empty()) options_.curve.broker_key = config_->broker_key();
     if (options_.curve.keys.empty()) options_.curve.keys = config_->client_key();
+    if (options_.route == Route::automatic && !config_->route().empty())
+      options_.route = parse_route(config_->route());
   } else if (const char* env = std::getenv("PATRO_BROKER"); env != nullptr && *env != '\0') {
     endpoint_ = endpoint_of(env, "PATRO_BROKER");
   } else {

@@ -42,17 +42,22 @@ int cmd_ls(const Invocation& a, Cluster& c, const Output& out) {
   if (out.json) {
     Json servers = Json::array(), names = Json::array();
     for (const auto& s : info.servers)
-      servers.push_back(Json{{"id", hex16(s.id)}, {"lanes", s.lanes}, {"clients", s.clients}});
+      servers.push_back(Json{{"id", hex16(s.id)},
+                             {"lanes", s.lanes},
+                             {"clients", s.clients},
+                             {"direct", s.direct},
+                             {"brokered", s.brokered}});
     for (const auto& n : info.names)
       names.push_back(Json{
           {"name", n.name}, {"type", n.type_name}, {"reftype", n.reftype}, {"id", n.id.to_hex()}});
     out.print(Json{{"servers", servers}, {"names", names}});
     return ok;
   }
-  out.line("SERVER            LANES  CLIENTS");
+  out.line("SERVER            LANES  CLIENTS        DIRECT      BROKERED");
   for (const auto& s : info.servers) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%s  %5u  %7u", hex16(s.id).c_str(), s.lanes, s.clients);
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%s  %5u  %7u  %12" PRIu64 "  %12" PRIu64, hex16(s.id).c_str(),
+                  s.lanes, s.clients, s.direct, s.brokered);
     out.line(buf);
   }
   out.line("");
@@ -107,6 +112,12 @@ int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
     o["lock_waiters"] = lock_info(p).waiters;
     objects[n.name] = o;
   }
+  // Requests the servers took directly and through the broker (their heartbeats' counters).
+  uint64_t direct = 0, brokered = 0;
+  for (const auto& s : second.servers) {
+    direct += s.direct;
+    brokered += s.brokered;
+  }
   if (out.json) {
     out.print(Json{{"requests_per_second", rps},
                    {"replies_per_second", reply_ps},
@@ -118,6 +129,8 @@ int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
                    {"retried", second.stats.retried},
                    {"dedup_hits", second.stats.dedup_hits},
                    {"expired", second.stats.expired},
+                   {"direct", direct},
+                   {"brokered", brokered},
                    {"objects", objects}});
     return ok;
   }

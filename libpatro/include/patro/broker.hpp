@@ -58,6 +58,8 @@ struct BrokerServer {
   unsigned clients = 0;     ///< live clients that have sent it requests
   uint64_t dedup_hits = 0;  ///< repeated requests it answered from its reply cache
   uint64_t expired = 0;     ///< requests it did not run: their deadline had passed
+  uint64_t direct = 0;      ///< requests that reached it directly (no broker hop)
+  uint64_t brokered = 0;    ///< requests the broker forwarded to it
 };
 
 /// What a broker knows: its registry (sorted by name), its servers (sorted by id), its counters.

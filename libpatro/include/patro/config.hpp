@@ -63,6 +63,10 @@ class Config {
   /// secret); empty otherwise.
   const CurveKeyPair& client_key() const noexcept { return client_key_; }
   void set_client_key(CurveKeyPair keys) { client_key_ = std::move(keys); }
+  /// How clients of this config send requests ("auto", "direct" or "broker"; see
+  /// ClientOptions::route, which wins when it is not automatic); empty: auto.
+  const std::string& route() const noexcept { return route_; }
+  void set_route(std::string route) { route_ = std::move(route); }
 
   /// For a config returned by patronize(): whether its server is running. The server runs while
   /// a copy of this Config lives, until stop() or until it shuts itself down.
@@ -84,6 +88,7 @@ class Config {
   std::vector<ObjectEntry> objects_;
   std::string broker_key_;
   CurveKeyPair client_key_;
+  std::string route_;
   std::shared_ptr<detail::ServingHandle> server_;
 };
 

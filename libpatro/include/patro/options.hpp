@@ -94,8 +94,26 @@ struct BrokerOptions {
   bool insecure = false;
 };
 
+/// Which way a client's requests go (the direct path; see README "The direct path").
+enum class Route : uint8_t {
+  /// Straight to the server when it can be reached (it advertised a direct endpoint and answers
+  /// there), through the broker otherwise and whenever the direct connection fails.
+  automatic = 0,
+  /// Straight to the server only: a call to a server that cannot be reached directly fails
+  /// (Errc::server_unavailable).
+  direct,
+  /// Through the broker only (the behaviour before the direct path).
+  broker,
+};
+/// "auto", "direct" or "broker"; throws Error(invalid_argument) for anything else.
+Route parse_route(const std::string& text);
+const char* route_name(Route r) noexcept;
+
 /// Options of a client connection (one get_proxies() call).
 struct ClientOptions {
+  /// Which way requests go: direct to their server when reachable (the default), direct only,
+  /// or through the broker only. A config's route (Config::route) applies when this is automatic.
+  Route route = Route::automatic;
   /// Deadline of each call.
   std::chrono::milliseconds call_timeout = 30s;
   /// How long get_proxies waits for the broker to answer.
@@ -135,6 +153,16 @@ struct ServerOptions {
   /// The broker's server endpoint (its back end) to register with. Empty: patronize starts a
   /// broker inside this process on 127.0.0.1 with free ports.
   std::string broker;
+  /// The direct path: where each lane binds a ROUTER of its own for requests that skip the broker
+  /// (advertised when it registers). "auto" (the default): the interface this host uses to reach
+  /// the broker (127.0.0.1 for a broker on loopback), a free port per lane; a ZeroMQ endpoint
+  /// ("tcp://10.0.0.5:*", "tcp://10.0.0.5:7200": lane i binds port 7200 + i); "" or "none": off.
+  /// Off as well with CURVE (the direct path is plaintext only; calls then go through the broker).
+  std::string direct = "auto";
+  /// What clients are told to connect to for the direct path, when they reach it through an
+  /// address other than the bound one (a port forward): "tcp://host:port", lane i advertising
+  /// port + i. Empty: the bound endpoint.
+  std::string direct_advertise;
   /// How long patronize() waits for the broker to accept the registration.
   std::chrono::milliseconds connect_timeout = 5s;
   /// Worker threads; 0 means $PATRO_THREADS, or 4 when that is unset.

@@ -198,10 +198,12 @@ struct PATRO_PRIVATE Broker::Impl {
   };
   struct ServerRec {
     std::vector<std::string> lanes;           // routing ids; empty string: lane not registered
+    std::vector<std::string> direct;          // each lane's direct endpoint (empty: none)
     std::unordered_set<std::string> clients;  // routing ids of clients that sent it requests
     std::vector<std::string> names;
     uint64_t dedup_hits = 0, expired = 0;  // its counters, from its lanes' heartbeats
-    uint64_t incarnation = 0;              // its process
+    uint64_t direct_requests = 0, brokered_requests = 0;
+    uint64_t incarnation = 0;  // its process
   };
   struct LaneRec {
     uint64_t server = 0;
@@ -366,6 +368,8 @@ struct PATRO_PRIVATE Broker::Impl {
         return on_lookup(f, routing, now);
       case Command::broker_info:
         return on_info(f, routing, now);
+      case Command::locate:
+        return on_locate(f, routing, now);
       case Command::disconnect: {
         auto it = clients.find(routing);
         if (it != clients.end()) drop_client(it);
@@ -497,7 +501,7 @@ struct PATRO_PRIVATE Broker::Impl {
                                       [](const std::string& l) { return !l.empty(); });
       sis.push_back(wire::CreateServerInfo(fb, id, static_cast<uint32_t>(live),
                                            static_cast<uint32_t>(s.clients.size()), s.dedup_hits,
-                                           s.expired));
+                                           s.expired, s.direct_requests, s.brokered_requests));
       dedup_hits += s.dedup_hits;
       expired += s.expired;
     }
@@ -509,6 +513,41 @@ struct PATRO_PRIVATE Broker::Impl {
     Multipart out;
     out.push_back(std::move(f[0]));
     out.push_back(detail::header_frame(Command::broker_info_reply));
+    out.push_back(std::move(f[2]));
+    out.push_back(detail::body_frame(fb));
+    send_front(out);
+  }
+
+  // [routing][hdr][server id][Control(Locate)]: the server's direct endpoints. The client talks
+  // to that server from now on (perhaps only directly), so it hears CLIENT_GONE when the client
+  // goes: its locks and leases are released whichever way its requests went.
+  void on_locate(Multipart& f, const std::string& routing, Clock::time_point now) {
+    auto server_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+    const wire::Control* c =
+        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+    const wire::Locate* locate = c ? c->body_as_Locate() : nullptr;
+    if (!server_id || !locate || locate->server() != *server_id) return void(++dropped);
+    ClientRec& client = touch_client(routing, 0, now);
+    flatbuffers::FlatBufferBuilder fb(256);
+    std::vector<flatbuffers::Offset<flatbuffers::String>> eps;
+    if (auto sit = servers.find(*server_id); sit != servers.end()) {
+      client.servers.insert(*server_id);
+      sit->second.clients.insert(routing);
+      bool any = false;
+      for (size_t i = 0; i < sit->second.lanes.size(); ++i) {
+        const bool has = i < sit->second.direct.size() && !sit->second.lanes[i].empty() &&
+                         !sit->second.direct[i].empty();
+        any = any || has;
+        eps.push_back(fb.CreateString(has ? sit->second.direct[i] : std::string()));
+      }
+      if (!any) eps.clear();
+    }
+    auto lr = wire::CreateLocateReplyDirect(fb, *server_id, &eps);
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::LocateReply, lr.Union()),
+              wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(std::move(f[0]));
+    out.push_back(detail::header_frame(Command::locate_reply));
     out.push_back(std::move(f[2]));
     out.push_back(detail::body_frame(fb));
     send_front(out);
@@ -549,13 +588,21 @@ struct PATRO_PRIVATE Broker::Impl {
       case Command::heartbeat: {
         if (lit == lanes.end()) return send_to_lane(routing, Command::disconnect);
         lit->second.expiry = now + window();
-        // [dedup hits][expired]: the server's counters, on each lane's heartbeat.
-        auto hits = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-        auto expired = f.size() == 4 ? detail::parse_u64(f[3]) : std::nullopt;
+        // [dedup hits][expired]([direct][brokered]): the server's counters, on each lane's
+        // heartbeat (an older server sends the first two only).
+        const bool counters = f.size() == 4 || f.size() == 6;
+        auto hits = counters ? detail::parse_u64(f[2]) : std::nullopt;
+        auto expired = counters ? detail::parse_u64(f[3]) : std::nullopt;
         auto sit = servers.find(lit->second.server);
         if (hits && expired && sit != servers.end()) {
           sit->second.dedup_hits = *hits;
           sit->second.expired = *expired;
+          auto direct = f.size() == 6 ? detail::parse_u64(f[4]) : std::nullopt;
+          auto brokered = f.size() == 6 ? detail::parse_u64(f[5]) : std::nullopt;
+          if (direct && brokered) {
+            sit->second.direct_requests = *direct;
+            sit->second.brokered_requests = *brokered;
+          }
         }
         return;
       }
@@ -635,6 +682,8 @@ struct PATRO_PRIVATE Broker::Impl {
     ServerRec& server = sit->second;
     server.incarnation = reg->incarnation();
     if (server.lanes.size() != reg->lanes()) server.lanes.resize(reg->lanes());
+    server.direct.resize(reg->lanes());
+    server.direct[reg->lane()] = reg->direct() ? reg->direct()->str() : std::string();
     // A lane that registers again from a new socket replaces its old socket.
     const std::string old = server.lanes[reg->lane()];
     if (!old.empty() && old != routing) lanes.erase(old);

@@ -42,6 +42,14 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
       broker_window_ms_(options.heartbeat.window().count()) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
   curve_ = resolve_curve(options_.curve);
+  route_ = options_.route;
+  if (curve_.enabled() && route_ != Route::broker) {
+    // The direct path is plaintext only: with CURVE every call goes through the broker.
+    if (route_ == Route::direct)
+      throw Error(Errc::invalid_argument,
+                  "route=direct cannot be used with CURVE: the direct path is plaintext only");
+    route_ = Route::broker;
+  }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(Errc::internal, "eventfd failed");
 }
@@ -65,6 +73,7 @@ Connection::~Connection() {
   }
   {
     MutexLock io(io_mu_);
+    routes_.clear();  // their sockets close (linger 0) before the context ends
     if (sock_.handle() != nullptr) {
       try {
         Multipart bye;
@@ -126,7 +135,7 @@ void Connection::connect() {
     m.push_back(u64_frame(rid));
     m.push_back(body_frame(fb));
     SlotPtr slot = new_slot(rid, 0, wire::Op::Get, deadline, nullptr, true);
-    submit(std::move(m));
+    submit(std::move(m), slot);
     await(slot);
     if (slot->error != Errc::ok) {
       errors += " " + endpoint + ": no answer within " +
@@ -184,11 +193,11 @@ SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
   return slot;
 }
 
-void Connection::submit(Multipart frames) {
+void Connection::submit(Multipart frames, SlotPtr slot) {
   {
     MutexLock out(out_mu_);
     seal_batch();  // oneway calls made before this request go before it
-    outbox_.push_back(std::move(frames));
+    outbox_.push_back(Outgoing{std::move(frames), std::move(slot)});
   }
   kick();
 }
@@ -204,19 +213,295 @@ void Connection::kick() {
 
 void Connection::flush() {
   for (;;) {
-    Multipart m;
+    Outgoing o;
     {
       MutexLock out(out_mu_);
       if (outbox_.empty()) return;
-      m = std::move(outbox_.front());
+      o = std::move(outbox_.front());
       outbox_.pop_front();
     }
-    try {
-      if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a request was not sent";
-    } catch (const zmq::error_t& e) {
-      PATRO_LOG(warn, "client") << "send failed: " << e.what();
+    send_out(o);
+  }
+}
+
+void Connection::send_out(Outgoing& o) {
+  zmq::socket_t* s = &sock_;
+  if (o.slot && !o.slot->control && o.slot->server != 0 && route_ != Route::broker) {
+    bool hold = false;
+    zmq::socket_t* direct = route_for(o.slot->server, Clock::now(), hold);
+    if (hold) {
+      DirectRoute& r = routes_[o.slot->server];
+      if (r.state == DirectRoute::State::dead) {
+        // route=direct, and the last try failed: no waiting for the next one.
+        fail_slots({o.slot}, "server " + ObjectId{o.slot->server, 0}.to_hex().substr(0, 16) +
+                                 " cannot be reached directly (route=direct)");
+        return;
+      }
+      r.held.push_back(std::move(o));
+      return;
+    }
+    if (direct != nullptr) s = direct;
+  }
+  if (o.slot) {
+    o.slot->sent = true;
+    o.slot->sent_direct = s != &sock_;
+  }
+  try {
+    if (!send_multipart(*s, o.frames, false)) PATRO_LOG(warn, "client") << "a request was not sent";
+  } catch (const zmq::error_t& e) {
+    PATRO_LOG(warn, "client") << "send failed: " << e.what();
+  }
+}
+
+void Connection::send_locate(uint64_t server) {
+  flatbuffers::FlatBufferBuilder fb(64);
+  fb.Finish(
+      wire::CreateControl(fb, wire::ControlBody::Locate, wire::CreateLocate(fb, server).Union()),
+      wire::ControlIdentifier());
+  Multipart m;
+  m.push_back(header_frame(Command::locate));
+  m.push_back(u64_frame(server));
+  m.push_back(body_frame(fb));
+  try {
+    send_multipart(sock_, m, true);
+  } catch (const zmq::error_t& e) {
+    PATRO_LOG(warn, "client") << "locate failed: " << e.what();
+  }
+}
+
+zmq::socket_t* Connection::route_for(uint64_t server, Clock::time_point now, bool& hold) {
+  auto [it, fresh] = routes_.try_emplace(server);
+  DirectRoute& r = it->second;
+  if (fresh || (r.state == DirectRoute::State::dead && now >= r.retry_at)) {
+    // Ask the broker where the server takes requests (and tell it we talk to that server).
+    r.state = DirectRoute::State::locating;
+    r.since = now;
+    next_route_check_ =
+        std::min(next_route_check_, now + std::chrono::milliseconds(broker_window_ms_.load()));
+    send_locate(server);
+  }
+  if (r.active) return &r.sock;
+  if (r.state == DirectRoute::State::live) {
+    // Only once nothing sent to it through the broker is in flight: a request sent directly
+    // must not overtake one still on its way through the broker.
+    bool brokered = false;
+    {
+      MutexLock lock(state_mu_);
+      for (const auto& [rid, slot] : slots_)
+        if (slot->server == server && !slot->done && slot->sent && !slot->sent_direct) {
+          brokered = true;
+          break;
+        }
+    }
+    if (!brokered) {
+      r.active = true;
+      return &r.sock;
     }
   }
+  hold = route_ == Route::direct;
+  return nullptr;
+}
+
+void Connection::on_locate_reply(Multipart& msg) {
+  auto server = msg.size() == 3 ? parse_u64(msg[1]) : std::nullopt;
+  if (!server) return;
+  auto it = routes_.find(*server);
+  if (it == routes_.end() || it->second.state != DirectRoute::State::locating) return;
+  DirectRoute& r = it->second;
+  AlignedScratch scratch;
+  const wire::Control* c = verified_control(msg[2], options_.limits, scratch);
+  const wire::LocateReply* lr = c ? c->body_as_LocateReply() : nullptr;
+  std::vector<std::string> endpoints;
+  if (lr && lr->endpoints())
+    for (const auto* e : *lr->endpoints()) endpoints.push_back(e ? e->str() : std::string());
+  // One lane per server for this connection, chosen by client id: its requests there run in the
+  // order it sent them. A lane without an endpoint passes the choice to the next.
+  std::string endpoint;
+  for (size_t i = 0; i < endpoints.size() && endpoint.empty(); ++i)
+    endpoint = endpoints[(client_id_ + i) % endpoints.size()];
+  if (endpoint.empty())
+    return route_failed(*server, "server " + ObjectId{*server, 0}.to_hex().substr(0, 16) +
+                                     " has no direct endpoint");
+  const auto now = Clock::now();
+  try {
+    r.sock = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+    r.sock.set(zmq::sockopt::linger, 0);
+    r.sock.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return route_failed(*server, "cannot connect to " + endpoint + ": " + e.what());
+  }
+  PATRO_LOG(debug, "client") << "server " << ObjectId{*server, 0}.to_hex().substr(0, 16)
+                             << ": trying its direct endpoint " << endpoint;
+  r.state = DirectRoute::State::probing;
+  r.since = r.last_heard = now;
+  r.next_heartbeat = now;  // the probe goes at once
+  next_route_check_ = now;
+}
+
+void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
+  auto it = routes_.find(server);
+  if (it == routes_.end()) return;
+  DirectRoute& r = it->second;
+  const auto now = Clock::now();
+  r.last_heard = now;
+  if (r.state == DirectRoute::State::probing) {
+    r.state = DirectRoute::State::live;
+    r.backoff = std::chrono::milliseconds(0);
+    PATRO_LOG(debug, "client") << "server " << ObjectId{server, 0}.to_hex().substr(0, 16)
+                               << ": direct path up";
+    if (route_ == Route::direct) {
+      // Nothing went through the broker: the held requests go now, in their order.
+      r.active = true;
+      std::deque<Outgoing> held;
+      held.swap(r.held);
+      for (Outgoing& o : held) send_out(o);
+    }
+  }
+  dispatch(msg);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
+}
+
+Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
+  if (now < next_route_check_) return next_route_check_;
+  const std::chrono::milliseconds window(broker_window_ms_.load());
+  const std::chrono::milliseconds interval(heartbeat_ms_.load());
+  auto next = Clock::time_point::max();
+  std::vector<std::pair<uint64_t, std::string>> failed;
+  for (auto& [server, r] : routes_) {
+    switch (r.state) {
+      case DirectRoute::State::locating:
+        if (now - r.since > window) {  // the answer was lost (a broker restart): ask again
+          r.since = now;
+          send_locate(server);
+        }
+        next = std::min(next, r.since + window);
+        break;
+      case DirectRoute::State::probing:
+      case DirectRoute::State::live:
+        if (now - r.last_heard > window) {
+          failed.emplace_back(server, r.state == DirectRoute::State::probing
+                                          ? "no answer on its direct endpoint"
+                                          : "its direct connection went silent");
+          break;
+        }
+        if (now >= r.next_heartbeat) {
+          Multipart hb;
+          hb.push_back(header_frame(Command::heartbeat));
+          hb.push_back(u64_frame(client_id_));
+          try {
+            send_multipart(r.sock, hb, true);
+          } catch (const zmq::error_t&) {
+          }
+          r.next_heartbeat = now + interval;
+        }
+        next = std::min({next, r.next_heartbeat, r.last_heard + window});
+        break;
+      case DirectRoute::State::dead:
+        if (route_ == Route::direct && !r.held.empty()) next = std::min(next, r.retry_at);
+        if (route_ == Route::direct && !r.held.empty() && now >= r.retry_at) {
+          r.state = DirectRoute::State::locating;
+          r.since = now;
+          send_locate(server);
+          next = std::min(next, now + window);
+        }
+        break;
+    }
+  }
+  next_route_check_ = next;
+  for (const auto& [server, why] : failed) route_failed(server, why);
+  return next_route_check_;
+}
+
+void Connection::route_failed(uint64_t server, const std::string& why) {
+  auto it = routes_.find(server);
+  if (it == routes_.end()) return;
+  DirectRoute& r = it->second;
+  const auto now = Clock::now();
+  const bool was_active = r.active;
+  r.active = false;
+  r.state = DirectRoute::State::dead;
+  if (r.sock.handle() != nullptr) r.sock.close();
+  const std::chrono::milliseconds interval(heartbeat_ms_.load());
+  r.backoff = r.backoff.count() == 0 ? interval
+                                     : std::min(r.backoff * 2, std::chrono::milliseconds(30'000));
+  r.retry_at = now + r.backoff;
+  next_route_check_ = std::min(next_route_check_, r.retry_at);
+  // The requests in flight on it, in the order they were made.
+  std::vector<SlotPtr> lost;
+  {
+    MutexLock lock(state_mu_);
+    for (auto& [rid, slot] : slots_)
+      if (slot->server == server && !slot->done && slot->sent && slot->sent_direct)
+        lost.push_back(slot);
+  }
+  std::sort(lost.begin(), lost.end(),
+            [](const SlotPtr& a, const SlotPtr& b) { return a->request_id < b->request_id; });
+  const std::string text = "server " + ObjectId{server, 0}.to_hex().substr(0, 16) + ": " + why;
+  if (route_ == Route::direct) {
+    std::vector<SlotPtr> held;
+    for (Outgoing& o : r.held)
+      if (o.slot) held.push_back(o.slot);
+    r.held.clear();
+    fail_slots(held, text + " (route=direct)");
+    {
+      MutexLock lock(state_mu_);
+      for (const SlotPtr& slot : lost) slot->maybe_ran = true;
+    }
+    fail_slots(lost, text + " (route=direct); the call may or may not have run");
+    return;
+  }
+  if (was_active || !lost.empty())
+    PATRO_LOG(info, "client") << text << "; " << lost.size()
+                              << " request(s) in flight go through the broker";
+  else
+    PATRO_LOG(debug, "client") << text << "; requests go through the broker";
+  // Resent before anything queued after them, so the server still runs them in their order.
+  {
+    MutexLock lock(state_mu_);
+    for (const SlotPtr& slot : lost) {
+      slot->maybe_ran = true;
+      slot->retry_at = Clock::time_point::max();
+    }
+  }
+  std::vector<SlotPtr> resendable, unrecoverable;
+  for (const SlotPtr& slot : lost)
+    (slot->frames.empty() ? unrecoverable : resendable).push_back(slot);
+  for (const SlotPtr& slot : resendable) {
+    Multipart m;
+    m.reserve(slot->frames.size() + 1);
+    for (zmq::message_t& f : slot->frames) {
+      zmq::message_t c;
+      c.copy(f);
+      m.push_back(std::move(c));
+    }
+    uint32_t attempt;
+    {
+      MutexLock lock(state_mu_);
+      attempt = ++slot->attempts;
+    }
+    m.push_back(u64_frame(attempt));
+    slot->sent_direct = false;
+    retries_.fetch_add(1, std::memory_order_relaxed);
+    try {
+      if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a resend was not sent";
+    } catch (const zmq::error_t& e) {
+      PATRO_LOG(warn, "client") << "resend failed: " << e.what();
+    }
+  }
+  fail_slots(unrecoverable, text + "; the call may or may not have run (retries are off)");
+}
+
+void Connection::fail_slots(const std::vector<SlotPtr>& slots, const std::string& why) {
+  if (slots.empty()) return;
+  MutexLock lock(state_mu_);
+  for (const SlotPtr& slot : slots) {
+    if (slot->done) continue;
+    const bool idempotent = slot->oneway_calls == 0 && op_info(slot->op).idempotent;
+    slot->body = zmq::message_t();
+    slot->error = slot->maybe_ran && !idempotent ? Errc::outcome_unknown : Errc::server_unavailable;
+    slot->error_text = why;
+    complete(slot);
+  }
+  state_cv_.notify_all();
 }
 
 namespace {
@@ -372,6 +657,8 @@ void Connection::resend(const std::vector<SlotPtr>& slots) {
       attempt = ++s->attempts;
     }
     if (!s->control) m.push_back(u64_frame(attempt));
+    s->sent = true;
+    s->sent_direct = false;
     retries_.fetch_add(1, std::memory_order_relaxed);
     PATRO_LOG(debug, "client") << "resending request " << s->request_id << " (attempt " << attempt
                                << ")";
@@ -388,7 +675,8 @@ void Connection::resend_all(const char* why) {
   {
     MutexLock lock(state_mu_);
     for (auto& [id, slot] : slots_) {
-      if (slot->done || slot->frames.empty()) continue;
+      // Those sent directly did not pass the broker: its fault lost none of them.
+      if (slot->done || slot->frames.empty() || slot->sent_direct) continue;
       slot->maybe_ran = true;
       slot->retry_at = Clock::time_point::max();
       all.push_back(slot);
@@ -429,6 +717,10 @@ void Connection::broker_instance(uint64_t instance) {
   const bool restarted = broker_instance_ != 0;
   broker_instance_ = instance;
   if (restarted && options_.retry) resend_all("the broker restarted");
+  // A new broker learns again which servers we talk to directly (for CLIENT_GONE).
+  if (restarted)
+    for (auto& [server, r] : routes_)
+      if (r.state != DirectRoute::State::dead) send_locate(server);
 }
 
 void Connection::expire_slots(Clock::time_point now) {
@@ -487,6 +779,9 @@ void Connection::dispatch(Multipart& msg) {
       if (auto instance = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt)
         broker_instance(*instance);
       return;
+    case Command::locate_reply:
+      on_locate_reply(msg);
+      return;
     case Command::server_down: {
       auto server = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
       if (!server) return;
@@ -494,6 +789,9 @@ void Connection::dispatch(Multipart& msg) {
                    "server " + ObjectId{*server, 0}.to_hex().substr(0, 16) +
                        " went away while the call was in flight",
                    *server);
+      // Its direct endpoints went with it: located again on the next request.
+      if (auto it = routes_.find(*server); it != routes_.end() && it->second.held.empty())
+        routes_.erase(it);
       return;
     }
     default:
@@ -503,13 +801,14 @@ void Connection::dispatch(Multipart& msg) {
 
 template <class Done>
 void Connection::pump(Done done, Clock::time_point until, bool read_first) {
-  zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   Multipart msg;
-  // Each receive that finds nothing costs a system call in libzmq, so the socket is read only
-  // when the poll says it is readable (the poll sees messages already queued at once), and
-  // reading stops when what we wait for has come.
+  // Each receive that finds nothing costs a system call in libzmq, so a socket is read only when
+  // the poll says it is readable (the poll sees messages already queued at once), and reading
+  // stops when what we wait for has come.
   bool readable = read_first;
+  bool direct_readable = read_first && !routes_.empty();
+  poll_items_.clear();
+  poll_servers_.clear();
   for (;;) {
     flush();
     auto now = Clock::now();
@@ -538,6 +837,29 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
       MutexLock lock(state_mu_);
       if (done()) return;
     }
+    if (direct_readable) {
+      // The direct sockets the poll saw readable (all of them before the first poll).
+      std::vector<uint64_t> servers;
+      if (poll_items_.empty()) {
+        for (const auto& [server, r] : routes_)
+          if (r.sock.handle() != nullptr) servers.push_back(server);
+      } else {
+        for (size_t i = 0; i < poll_servers_.size(); ++i)
+          if (poll_items_[2 + i].revents & ZMQ_POLLIN) servers.push_back(poll_servers_[i]);
+      }
+      for (uint64_t server : servers) {
+        for (int n = 0; n < 256; ++n) {
+          // Looked up each time: a message may change the routes.
+          auto it = routes_.find(server);
+          if (it == routes_.end() || it->second.sock.handle() == nullptr ||
+              !recv_multipart(it->second.sock, msg, true))
+            break;
+          dispatch_direct(server, msg);
+          MutexLock lock(state_mu_);
+          if (done()) return;
+        }
+      }
+    }
     const std::chrono::milliseconds broker_window(broker_window_ms_.load());
     if (readable && !got && now - last_heard_ > broker_window) {
       const std::string text = "the broker at " + endpoint_ + " has been silent for more than " +
@@ -551,6 +873,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
       }
       last_heard_ = now;  // each call after this gets its own full window
     }
+    const auto route_check = routes_.empty() ? Clock::time_point::max() : tend_routes(now);
     resend_due(now);
     {
       MutexLock lock(state_mu_);
@@ -558,24 +881,34 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     }
     now = Clock::now();
     if (now >= until) return;
-    auto limit = std::min(until, next_heartbeat_);
+    auto limit = std::min({until, next_heartbeat_, route_check});
     limit = std::min(limit, Clock::time_point(Clock::duration(next_retry_.load())));
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - now) +
                 std::chrono::milliseconds(1);
-    items[0].revents = items[1].revents = 0;
+    poll_items_.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}});
+    poll_servers_.clear();
+    for (auto& [server, r] : routes_) {
+      if (r.sock.handle() == nullptr) continue;
+      poll_items_.push_back(zmq::pollitem_t{r.sock.handle(), 0, ZMQ_POLLIN, 0});
+      poll_servers_.push_back(server);
+    }
     try {
-      zmq::poll(items, 2, wait);
+      zmq::poll(poll_items_.data(), poll_items_.size(), wait);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
     }
-    if (items[1].revents & ZMQ_POLLIN) {
+    if (poll_items_[1].revents & ZMQ_POLLIN) {
       uint64_t n;
       (void)!::read(wake_fd_, &n, sizeof n);
       flush();
       return;  // someone else wants the socket: let them have a turn
     }
+    direct_readable = false;
+    for (size_t i = 2; i < poll_items_.size(); ++i)
+      direct_readable = direct_readable || (poll_items_[i].revents & ZMQ_POLLIN) != 0;
     // Readable, or the poll timed out (then a read finds out whether the broker went silent).
-    readable = (items[0].revents & ZMQ_POLLIN) != 0 || items[1].revents == 0;
+    readable = (poll_items_[0].revents & ZMQ_POLLIN) != 0 ||
+               (poll_items_[1].revents == 0 && !direct_readable);
   }
 }
 
@@ -768,7 +1101,7 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   m.push_back(body_frame(fb));
   SlotPtr slot = new_slot(rid, id.server, op, deadline, &m, false);
   annotate_sent(rid);
-  submit(std::move(m));
+  submit(std::move(m), slot);
   return slot;
 }
 
@@ -834,9 +1167,9 @@ void Connection::seal_batch() {
   batch_fb_.Clear();
   batch_calls_.clear();
   annotate_sent(rid);
-  new_slot(rid, batch_target_.server, wire::Op::Call, Clock::now() + options_.call_timeout, &m,
-           false, n);
-  outbox_.push_back(std::move(m));
+  SlotPtr slot = new_slot(rid, batch_target_.server, wire::Op::Call,
+                          Clock::now() + options_.call_timeout, &m, false, n);
+  outbox_.push_back(Outgoing{std::move(m), std::move(slot)});
 }
 
 void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
@@ -922,7 +1255,7 @@ zmq::message_t Connection::control(Command command, const flatbuffers::FlatBuffe
   m.push_back(body_frame(fb));
   SlotPtr slot =
       new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
-  submit(std::move(m));
+  submit(std::move(m), slot);
   await(slot);
   if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
   return std::move(slot->body);
@@ -940,7 +1273,7 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   m.push_back(body_frame(fb));
   SlotPtr slot =
       new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
-  submit(std::move(m));
+  submit(std::move(m), slot);
   await(slot);
   if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
   AlignedScratch scratch;

@@ -21,6 +21,16 @@
 // run), when no route appears within twice the broker's window (server_unavailable), or when its
 // server went away and it is not idempotent (outcome_unknown).
 //
+// The direct path (ClientOptions::route): on its first request to a server the connection asks the
+// broker where the server takes requests directly (LOCATE), opens one DEALER to one of its lanes
+// (chosen by client id, so the connection's requests to that server all run on one lane, in send
+// order) and checks it with a heartbeat. Requests go to the broker until that heartbeat is
+// answered and none sent through the broker to that server is still in flight; then straight to
+// the lane. A direct connection silent past the broker's window is dead: the requests in flight on
+// it are resent through the broker, in their order, with the same ids (the server's reply cache
+// answers a copy that already ran), later requests follow them there, and the direct path is tried
+// again after a backoff.
+//
 // Lock order: io_mu_, then out_mu_, then state_mu_. Callbacks run with none of them held.
 #pragma once
 
@@ -81,6 +91,9 @@ struct Slot {
   Clock::time_point retry_at = Clock::time_point::max();  // a resend waits for this
   Clock::time_point no_route_since = Clock::time_point::max();
   std::chrono::milliseconds backoff{0};
+  // Which way its latest copy went (set by the holder of the socket, io_mu_).
+  bool sent = false;
+  bool sent_direct = false;
 };
 using SlotPtr = std::shared_ptr<Slot>;
 
@@ -137,6 +150,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   zmq::message_t control(Command command, const flatbuffers::FlatBufferBuilder& fb);
 
   uint64_t client_id() const noexcept { return client_id_; }
+  Route route() const noexcept { return route_; }
   /// Requests sent again so far.
   uint64_t retries() const noexcept { return retries_.load(std::memory_order_relaxed); }
   const ClientOptions& options() const noexcept { return options_; }
@@ -159,7 +173,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Waits for room for one more request in flight.
   void wait_for_room(Clock::time_point until);
   /// Queues frames behind everything queued before (the open batch first) and sends them.
-  void submit(Multipart frames) PATRO_EXCLUDES(io_mu_, out_mu_);
+  void submit(Multipart frames, SlotPtr slot) PATRO_EXCLUDES(io_mu_, out_mu_);
   /// Moves the open batch to the outbox.
   void seal_batch() PATRO_REQUIRES(out_mu_);
   /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
@@ -171,6 +185,39 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   template <class Done>
   void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
   void flush() PATRO_REQUIRES(io_mu_);
+  /// A request (or anything else) on its way out, with its slot (null: none).
+  struct Outgoing {
+    Multipart frames;
+    SlotPtr slot;
+  };
+  /// One server's direct connection (the direct path).
+  struct DirectRoute {
+    enum class State { locating, probing, live, dead };
+    State state = State::locating;
+    zmq::socket_t sock;
+    bool active = false;  // requests to the server go by sock now
+    Clock::time_point since, last_heard, next_heartbeat, retry_at;
+    std::chrono::milliseconds backoff{0};
+    std::deque<Outgoing> held;  // route=direct: waiting for the connection
+  };
+  /// Sends one message: straight to its server when its route allows, else to the broker.
+  void send_out(Outgoing& o) PATRO_REQUIRES(io_mu_);
+  /// The direct socket to send a request of server by now (null: the broker); nullptr and
+  /// held set when it must wait for the direct connection (route=direct).
+  zmq::socket_t* route_for(uint64_t server, Clock::time_point now, bool& hold)
+      PATRO_REQUIRES(io_mu_);
+  void send_locate(uint64_t server) PATRO_REQUIRES(io_mu_);
+  void on_locate_reply(Multipart& msg) PATRO_REQUIRES(io_mu_);
+  /// A message from a server's direct socket.
+  void dispatch_direct(uint64_t server, Multipart& msg) PATRO_REQUIRES(io_mu_);
+  /// Heartbeats and silence checks of the direct connections; returns the next time to look.
+  Clock::time_point tend_routes(Clock::time_point now) PATRO_REQUIRES(io_mu_);
+  /// The direct connection to server failed: requests in flight on it go through the broker
+  /// (route=auto) or fail (route=direct); it is tried again after a backoff.
+  void route_failed(uint64_t server, const std::string& why) PATRO_REQUIRES(io_mu_);
+  /// Completes the slots with the error (route=direct and no direct connection).
+  void fail_slots(const std::vector<SlotPtr>& slots, const std::string& why)
+      PATRO_EXCLUDES(state_mu_);
   void dispatch(Multipart& msg) PATRO_REQUIRES(io_mu_);
   /// Marks a slot answered, drops it from slots_, settles a batch's credit, queues its callbacks.
   void complete(const SlotPtr& slot) PATRO_REQUIRES(state_mu_);
@@ -210,11 +257,16 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   uint64_t broker_instance_ PATRO_GUARDED_BY(io_mu_) = 0;
   bool broker_silent_ PATRO_GUARDED_BY(io_mu_) = false;  // past its window: resend when heard
   std::atomic<uint64_t> retries_{0};
+  Route route_ = Route::automatic;  // options_.route, resolved (CURVE: broker)
+  std::unordered_map<uint64_t, DirectRoute> routes_ PATRO_GUARDED_BY(io_mu_);
+  Clock::time_point next_route_check_ PATRO_GUARDED_BY(io_mu_) = Clock::time_point::max();
+  std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(io_mu_);
+  std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(io_mu_);
   Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
   AlignedScratch ack_scratch_ PATRO_GUARDED_BY(io_mu_);
 
   Mutex out_mu_;
-  std::deque<Multipart> outbox_ PATRO_GUARDED_BY(out_mu_);
+  std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);
   // The open batch of oneway calls: its builder (reused), the calls in it, where it goes.
   flatbuffers::FlatBufferBuilder batch_fb_ PATRO_GUARDED_BY(out_mu_){4096};
   std::vector<flatbuffers::Offset<wire::Request>> batch_calls_ PATRO_GUARDED_BY(out_mu_);

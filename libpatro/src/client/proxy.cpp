@@ -256,6 +256,7 @@ std::vector<Proxy> get_proxies(const Config& config, const ClientOptions& option
   ClientOptions o = options;
   if (o.curve.broker_key.empty()) o.curve.broker_key = config.broker_key();
   if (o.curve.keys.empty()) o.curve.keys = config.client_key();
+  if (o.route == Route::automatic && !config.route().empty()) o.route = parse_route(config.route());
   auto conn = std::make_shared<Connection>(config.brokers(), o);
   conn->connect();
   std::vector<Proxy> out;
@@ -290,6 +291,29 @@ Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
     throw Error(Errc::not_found,
                 "no object is registered as '" + name + "' at the broker " + broker_endpoint);
   return Proxy(conn, info->id);
+}
+
+}  // namespace patro
+
+namespace patro {
+
+Route parse_route(const std::string& text) {
+  if (text == "auto") return Route::automatic;
+  if (text == "direct") return Route::direct;
+  if (text == "broker") return Route::broker;
+  throw Error(Errc::invalid_argument, "unknown route '" + text + "': want auto, direct or broker");
+}
+
+const char* route_name(Route r) noexcept {
+  switch (r) {
+    case Route::automatic:
+      return "auto";
+    case Route::direct:
+      return "direct";
+    case Route::broker:
+      return "broker";
+  }
+  return "?";
 }
 
 }  // namespace patro

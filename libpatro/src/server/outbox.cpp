@@ -7,6 +7,26 @@
 
 namespace patro::detail {
 
+namespace {
+constexpr char kDirectMarker[2] = {'\xff', 'D'};
+}
+
+std::string direct_routing(unsigned lane, std::string_view id) {
+  std::string r(kDirectMarker, sizeof kDirectMarker);
+  r.push_back(static_cast<char>((lane >> 8) & 0xff));
+  r.push_back(static_cast<char>(lane & 0xff));
+  r.append(id);
+  return r;
+}
+
+std::optional<unsigned> direct_lane(std::string_view routing) noexcept {
+  // Routing ids that ZeroMQ makes start with a zero byte, so the marker never matches one.
+  if (routing.size() < 4 || routing[0] != kDirectMarker[0] || routing[1] != kDirectMarker[1])
+    return std::nullopt;
+  return (static_cast<unsigned>(static_cast<uint8_t>(routing[2])) << 8) |
+         static_cast<uint8_t>(routing[3]);
+}
+
 ValueArray outcome_values(const SyncOutcome& o) {
   return {Value(o.ok), Value(o.count), Value(o.error), Value(static_cast<int64_t>(o.token))};
 }
@@ -76,6 +96,24 @@ void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
 
 void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
                    zmq::message_t body) {
+  if (const auto lane = direct_lane(routing)) {
+    if (*lane != lane_) {
+      // Another lane's client: that lane's ROUTER sends it (already in the reply cache).
+      if (peers_ && *lane < peers_->size())
+        (*peers_)[*lane]->push(Late{std::string(routing), 0, request_id, std::move(body)});
+      return;
+    }
+    if (direct_ == nullptr) return;  // cannot happen: the request came by it
+    annotate_sent(request_id);
+    Multipart out;
+    out.reserve(4);
+    out.push_back(zmq::message_t(routing.data() + 4, routing.size() - 4));
+    out.push_back(header_frame(Command::reply));
+    out.push_back(u64_frame(request_id));
+    out.push_back(std::move(body));
+    send_multipart(*direct_, out, false);
+    return;
+  }
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);

@@ -5,9 +5,15 @@
 // thread sends on the socket, so a client's replies leave in the order the lane made them. A reply
 // made later is recorded in the reply cache as it leaves, and goes where the latest copy of its
 // request came from.
+//
+// The direct path: a request that came straight to a lane's own ROUTER carries a direct routing
+// (direct_routing(): a marker, the lane, the client's id at that ROUTER). Its reply leaves by that
+// lane's ROUTER: from the lane itself, or queued to that lane's outbox by another one (a grant
+// made by an unlock on another lane, say).
 #pragma once
 
 #include <deque>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -24,6 +30,11 @@ namespace patro::detail {
 
 class Executor;
 
+/// The routing of a request that came to lane `lane`'s direct ROUTER from the peer `id`.
+std::string direct_routing(unsigned lane, std::string_view id);
+/// The lane of a direct routing; nullopt for a routing through the broker.
+std::optional<unsigned> direct_lane(std::string_view routing) noexcept;
+
 class Outbox final : public ReplySink {
  public:
   /// wake_fd: the lane's eventfd, written when something is queued or a stop asked.
@@ -39,15 +50,26 @@ class Outbox final : public ReplySink {
   void post_owed(std::vector<DeferredReply>& owed) PATRO_EXCLUDES(mu_);
   /// Asks the lane to stop.
   void request_stop() PATRO_EXCLUDES(mu_);
+  /// The lanes' outboxes, for replies that must leave by another lane's direct ROUTER (set before
+  /// the lanes start; they outlive every lane thread).
+  void set_peers(unsigned lane, const std::vector<Outbox*>* peers) {
+    lane_ = lane;
+    peers_ = peers;
+  }
+
+  // --- The lane's thread ---
+  /// The lane's direct ROUTER (null: none), set by the lane's thread before it sends anything.
+  void set_direct(zmq::socket_t* direct) { direct_ = direct; }
 
   // --- The lane's thread ---
   /// Sends body to the caller of request ([hdr][routing][object id][request id][body]), reusing
   /// the request's frames (no copy): the fast path.
   static void reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
                     zmq::message_t body);
-  /// Sends body to a caller by its routing id.
-  static void reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
-                    zmq::message_t body);
+  /// Sends body to a caller by its routing id: through the broker (sock), or by a lane's direct
+  /// ROUTER for a direct routing.
+  void reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
+             zmq::message_t body);
   /// Sends a reply made after its request was taken (a grant, a Deferred's answer): records it in
   /// the reply cache, and sends it where the latest copy of the request came from.
   void answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,
@@ -68,6 +90,9 @@ class Outbox final : public ReplySink {
 
   const int wake_fd_;
   ReplyCache& cache_;
+  unsigned lane_ = 0;
+  const std::vector<Outbox*>* peers_ = nullptr;
+  zmq::socket_t* direct_ = nullptr;  // the lane's thread only
   Mutex mu_;
   std::deque<Late> queue_ PATRO_GUARDED_BY(mu_);
   bool stop_ PATRO_GUARDED_BY(mu_) = false;

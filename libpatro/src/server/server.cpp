@@ -1,7 +1,11 @@
 #include "server.hpp"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,6 +88,47 @@ unsigned thread_count(const ServerOptions& o) {
                               << o.limits.max_lanes << ")";
   }
   return 4;
+}
+
+// The host and port of "tcp://host:port"; nullopt for any other endpoint.
+std::optional<std::pair<std::string, std::string>> split_tcp(const std::string& endpoint) {
+  if (endpoint.rfind("tcp://", 0) != 0) return std::nullopt;
+  const auto colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon <= 6) return std::nullopt;
+  return std::pair{endpoint.substr(6, colon - 6), endpoint.substr(colon + 1)};
+}
+
+// "tcp://host:port" with port + offset; nullopt if the port is not a number.
+std::optional<std::string> port_plus(const std::string& endpoint, unsigned offset) {
+  auto hp = split_tcp(endpoint);
+  if (!hp) return std::nullopt;
+  char* end = nullptr;
+  const long port = std::strtol(hp->second.c_str(), &end, 10);
+  if (end == hp->second.c_str() || *end != '\0' || port <= 0 || port + offset > 65535)
+    return std::nullopt;
+  return "tcp://" + hp->first + ":" + std::to_string(port + offset);
+}
+
+// The IPv4 address this host uses to reach host (connecting a UDP socket sends nothing).
+std::optional<std::string> local_address_towards(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), "9", &hints, &res) != 0 || res == nullptr) return std::nullopt;
+  std::optional<std::string> out;
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    char buf[INET_ADDRSTRLEN];
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+        ::inet_ntop(AF_INET, &local.sin_addr, buf, sizeof buf) != nullptr)
+      out = buf;
+  }
+  if (fd >= 0) ::close(fd);
+  ::freeaddrinfo(res);
+  return out;
 }
 
 std::shared_ptr<Node> served_node(const Value& v) {
@@ -211,6 +256,7 @@ Config Server::start() {
                                 : std::string()));
     }
   }
+  resolve_direct();
   running_ = true;
   register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
@@ -221,6 +267,8 @@ Config Server::start() {
     lane->outbox = std::make_shared<Outbox>(lane->wake_fd, replies_);
     lanes_.push_back(std::move(lane));
   }
+  for (auto& lane : lanes_) outboxes_.push_back(lane->outbox.get());
+  for (auto& lane : lanes_) lane->outbox->set_peers(lane->index, &outboxes_);
   for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
   timer_thread_ = std::thread([this] { timer_main(); });
   alive_thread_ = std::thread([this] { alive_main(); });
@@ -254,6 +302,58 @@ Config Server::start() {
   Config config({client_endpoint}, entries_);
   config.set_broker_key(curve_.broker_key);
   return config;
+}
+
+void Server::resolve_direct() {
+  const std::string& d = options_.direct;
+  if (d.empty() || d == "none") return;
+  if (curve_.enabled()) {
+    PATRO_LOG(info, "server") << "no direct path with CURVE: requests go through the broker";
+    return;
+  }
+  direct_advertise_ = options_.direct_advertise;
+  if (d != "auto") {
+    direct_bind_ = d;
+    return;
+  }
+  // The interface this host reaches the broker by, on a free port per lane.
+  auto hp = split_tcp(broker_endpoint_);
+  if (!hp) {
+    PATRO_LOG(info, "server") << "no direct path: the broker endpoint " << broker_endpoint_
+                              << " is not tcp:// (set ServerOptions::direct)";
+    return;
+  }
+  if (hp->first == "localhost" || hp->first.rfind("127.", 0) == 0) {
+    direct_bind_ = "tcp://127.0.0.1:*";
+  } else if (auto local = local_address_towards(hp->first)) {
+    direct_bind_ = "tcp://" + *local + ":*";
+  } else {
+    PATRO_LOG(warn, "server") << "no direct path: no local IPv4 address reaches the broker host "
+                              << hp->first << " (set ServerOptions::direct)";
+  }
+}
+
+std::string Server::bind_direct(zmq::socket_t& router, unsigned lane) {
+  // An explicit port is lane 0's; lane i binds port + i.
+  std::string endpoint = direct_bind_;
+  if (auto hp = split_tcp(endpoint); hp && hp->second != "*") {
+    auto shifted = port_plus(endpoint, lane);
+    if (!shifted) {
+      PATRO_LOG(error, "server") << "no direct path: bad endpoint '" << endpoint << "'";
+      return {};
+    }
+    endpoint = *shifted;
+  }
+  try {
+    router.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    PATRO_LOG(error, "server") << "lane " << lane << ": no direct path: cannot bind " << endpoint
+                               << ": " << e.what();
+    return {};
+  }
+  if (direct_advertise_.empty()) return router.get(zmq::sockopt::last_endpoint);
+  if (auto shifted = port_plus(direct_advertise_, lane)) return *shifted;
+  return direct_advertise_;
 }
 
 void Server::lane_registered(const std::string& client_endpoint, const std::string& refusal) {
@@ -315,6 +415,17 @@ void Server::lane_main(Lane& lane) {
   std::vector<DeferredReply> owed;
   bool counted = false;  // this lane told start() it registered
 
+  // The direct path: this lane's own ROUTER, where clients send requests straight to it.
+  zmq::socket_t direct;
+  std::string direct_endpoint;
+  if (!direct_bind_.empty()) {
+    direct = detail::make_socket(ctx_, zmq::socket_type::router, options_.limits);
+    direct.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
+    direct_endpoint = bind_direct(direct, lane.index);
+    if (direct_endpoint.empty()) direct.close();
+  }
+  outbox.set_direct(direct.handle() != nullptr ? &direct : nullptr);
+
   // The registration message, built once.
   flatbuffers::FlatBufferBuilder fb(512);
   {
@@ -325,8 +436,10 @@ void Server::lane_main(Lane& lane) {
           fb, served_[i].name.c_str(), entries_[i].id.server, entries_[i].id.object,
           entries_[i].type_name.c_str(), entries_[i].reftype.c_str()));
     }
+    auto nv = fb.CreateVector(names);
+    auto ep = direct_endpoint.empty() ? 0 : fb.CreateString(direct_endpoint);
     auto reg = wire::CreateRegister(fb, server_id, lane.index, static_cast<uint32_t>(lanes_.size()),
-                                    fb.CreateVector(names), incarnation_);
+                                    nv, incarnation_, ep);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
               wire::ControlIdentifier());
   }
@@ -356,6 +469,8 @@ void Server::lane_main(Lane& lane) {
     m.push_back(header_frame(Command::heartbeat));
     m.push_back(u64_frame(replies_.hits()));
     m.push_back(u64_frame(replies_.expired()));
+    m.push_back(u64_frame(direct_requests_.load(std::memory_order_relaxed)));
+    m.push_back(u64_frame(brokered_requests_.load(std::memory_order_relaxed)));
     send_multipart(s, m, true);
   };
   BrokerClock broker_clock;
@@ -373,9 +488,47 @@ void Server::lane_main(Lane& lane) {
   constexpr auto kNever = Clock::time_point::max();
   auto register_again = kNever;
   zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, lane.wake_fd, ZMQ_POLLIN, 0}};
+                             {nullptr, lane.wake_fd, ZMQ_POLLIN, 0},
+                             {direct.handle(), 0, ZMQ_POLLIN, 0}};
+  const int n_items = direct.handle() != nullptr ? 3 : 2;
   Multipart msg;
   AlignedScratch scratch;
+  // A request, through the broker or direct (then msg[1] is its direct routing):
+  // [hdr + forwarded at][client routing][object id][request id][body]
+  auto handle_request = [&](Multipart& rq, uint64_t stamp, bool is_direct) {
+    if (rq.size() != 5) return;
+    auto request_id = parse_u64(rq[3]);
+    if (!request_id) return;
+    annotate_received(*request_id);
+    (is_direct ? direct_requests_ : brokered_requests_).fetch_add(1, std::memory_order_relaxed);
+    Taken taken{rq[1].to_string_view()};
+    if (stamp != 0) taken.age = broker_clock.age(stamp);
+    zmq::message_t reply;
+    std::optional<std::string> reroute;
+    Dispatched d = Dispatched::reply;
+    const wire::Request* req = nullptr;
+    if (is_batch(rq[4])) {
+      d = dispatcher.dispatch_batch(*request_id, rq[4], taken, scratch, reply, reroute);
+    } else if (req = verified_request(rq[4], options_.limits, scratch); req == nullptr) {
+      reply = error_reply(*request_id,
+                          rq[4].size() > options_.limits.max_message_size ? Errc::message_too_large
+                                                                          : Errc::bad_message,
+                          "the request body failed verification (" + std::to_string(rq[4].size()) +
+                              " bytes): malformed, truncated, too deep or too large");
+    } else {
+      d = dispatcher.dispatch(*req, taken, reply, reroute, owed);
+    }
+    // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
+    if (d == Dispatched::reply) {
+      if (reroute)
+        outbox.reply(sock, *reroute, *request_id, std::move(reply));
+      else if (is_direct)
+        outbox.reply(sock, taken.routing, *request_id, std::move(reply));
+      else
+        Outbox::reply(sock, rq, *request_id, std::move(reply));
+    }
+    outbox.send_owed(sock, encoder, owed);
+  };
   for (;;) {
     // The lane's barrier: whatever escapes one turn (a zmq::error_t from a send, bad_alloc) is
     // logged and the lane goes on; each request has its own barrier inside.
@@ -386,7 +539,7 @@ void Server::lane_main(Lane& lane) {
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
       items[0].socket = sock.handle();
       try {
-        zmq::poll(items, 2, wait + std::chrono::milliseconds(1));
+        zmq::poll(items, n_items, wait + std::chrono::milliseconds(1));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
@@ -397,46 +550,33 @@ void Server::lane_main(Lane& lane) {
         (void)!::read(lane.wake_fd, &n, sizeof n);
         if (outbox.flush(sock, encoder)) break;
       }
+      // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]),
+      // run as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
+      for (int batch = 0; n_items == 3 && batch < 64 && recv_multipart(direct, msg, true);
+           ++batch) {
+        const auto cmd = msg.size() >= 2 ? parse_header(msg[1]) : std::nullopt;
+        if (cmd == Command::request && (msg.size() == 5 || msg.size() == 6)) {
+          msg.resize(5);  // the attempt frame, if resent
+          const std::string routing = direct_routing(lane.index, msg[0].to_string_view());
+          msg[0] = zmq::message_t(routing.data(), routing.size());
+          std::swap(msg[0], msg[1]);
+          handle_request(msg, 0, true);
+        } else if (cmd == Command::heartbeat) {
+          Multipart hb;
+          hb.push_back(std::move(msg[0]));
+          hb.push_back(header_frame(Command::heartbeat));
+          send_multipart(direct, hb, true);
+        }
+      }
       for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
         last_heard = Clock::now();
         uint64_t stamp = 0;  // a request's: when the broker forwarded it
         const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0], stamp);
         if (!cmd) continue;
         switch (*cmd) {
-          case Command::request: {
-            // [hdr + forwarded at][client routing][object id][request id][body]
-            if (msg.size() != 5) break;
-            auto request_id = parse_u64(msg[3]);
-            if (!request_id) break;
-            annotate_received(*request_id);
-            Taken taken{msg[1].to_string_view()};
-            if (stamp != 0) taken.age = broker_clock.age(stamp);
-            zmq::message_t reply;
-            std::optional<std::string> reroute;
-            Dispatched d = Dispatched::reply;
-            const wire::Request* req = nullptr;
-            if (is_batch(msg[4])) {
-              d = dispatcher.dispatch_batch(*request_id, msg[4], taken, scratch, reply, reroute);
-            } else if (req = verified_request(msg[4], options_.limits, scratch); req == nullptr) {
-              reply = error_reply(
-                  *request_id,
-                  msg[4].size() > options_.limits.max_message_size ? Errc::message_too_large
-                                                                   : Errc::bad_message,
-                  "the request body failed verification (" + std::to_string(msg[4].size()) +
-                      " bytes): malformed, truncated, too deep or too large");
-            } else {
-              d = dispatcher.dispatch(*req, taken, reply, reroute, owed);
-            }
-            // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
-            if (d == Dispatched::reply) {
-              if (reroute)
-                Outbox::reply(sock, *reroute, *request_id, std::move(reply));
-              else
-                Outbox::reply(sock, msg, *request_id, std::move(reply));
-            }
-            outbox.send_owed(sock, encoder, owed);
+          case Command::request:
+            handle_request(msg, stamp, false);
             break;
-          }
           case Command::heartbeat:
             if (auto clock = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt)
               broker_clock.observe(*clock);
@@ -536,6 +676,8 @@ void Server::lane_main(Lane& lane) {
   }
   send_simple(sock, Command::disconnect);
   sock.close();
+  outbox.set_direct(nullptr);
+  if (direct.handle() != nullptr) direct.close();
 }
 
 void Server::alive_main() {

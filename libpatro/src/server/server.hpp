@@ -17,6 +17,7 @@
 #include "lock_table.hpp"
 #include "mutex.hpp"
 #include "object_table.hpp"
+#include "outbox.hpp"
 #include "patro/broker.hpp"
 #include "patro/server.hpp"
 #include "reply_cache.hpp"
@@ -43,6 +44,10 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
  private:
   struct Lane;
   void lane_main(Lane& lane);
+  /// Resolves ServerOptions::direct against the broker endpoint (start(), before the lanes).
+  void resolve_direct();
+  /// Binds lane `lane`'s direct ROUTER; returns the endpoint it advertises (empty: none).
+  std::string bind_direct(zmq::socket_t& router, unsigned lane);
   /// refusal: why the broker did not bind some of the names (another server owns them); empty if
   /// it bound them all.
   void lane_registered(const std::string& client_endpoint, const std::string& refusal)
@@ -72,7 +77,13 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<LockTable> locks_;
   ReplyCache replies_;
-  const uint64_t incarnation_ = random_id();  // this server, as its broker tells it from another
+  std::vector<Outbox*> outboxes_;  // the lanes', by index (for replies by another lane's ROUTER)
+  // The direct path: where lanes bind their ROUTERs (empty: off), and what they advertise.
+  std::string direct_bind_;
+  std::string direct_advertise_;
+  std::atomic<uint64_t> direct_requests_{0};    // requests that came to a lane's ROUTER
+  std::atomic<uint64_t> brokered_requests_{0};  // requests the broker forwarded
+  const uint64_t incarnation_ = random_id();    // this server, as its broker tells it from another
   std::thread timer_thread_;
   std::thread alive_thread_;
   std::atomic<int64_t> alive_ms_{0};  // the faster of our heartbeat and the broker's

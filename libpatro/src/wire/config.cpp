@@ -75,6 +75,13 @@ Config Config::parse(std::string_view text) {
       throw Error(Errc::bad_config, "config client key pair is not two Z85 CURVE keys");
     config.set_client_key(std::move(keys));
   }
+  if (c->route() && c->route()->size() > 0) {
+    const std::string route = c->route()->str();
+    if (route != "auto" && route != "direct" && route != "broker")
+      throw Error(Errc::bad_config,
+                  "config route '" + route + "' is not one of auto, direct, broker");
+    config.set_route(route);
+  }
   return config;
 }
 
@@ -100,6 +107,7 @@ std::string Config::to_string() const {
   auto broker_key = string_or_none(broker_key_);
   auto client_public = string_or_none(client_key_.public_key);
   auto client_secret = string_or_none(client_key_.secret_key);
+  auto route = string_or_none(route_);
   config::ConfigBuilder b(fb);
   b.add_version(1);
   b.add_brokers(brokers);
@@ -107,6 +115,7 @@ std::string Config::to_string() const {
   if (!broker_key.IsNull()) b.add_broker_key(broker_key);
   if (!client_public.IsNull()) b.add_client_public_key(client_public);
   if (!client_secret.IsNull()) b.add_client_secret_key(client_secret);
+  if (!route.IsNull()) b.add_route(route);
   fb.Finish(b.Finish());
   fb.ForceDefaults(false);
   auto parser = config_parser();

@@ -41,6 +41,10 @@ const char* command_name(Command c) noexcept {
       return "NO_ROUTE";
     case Command::server_alive:
       return "SERVER_ALIVE";
+    case Command::locate:
+      return "LOCATE";
+    case Command::locate_reply:
+      return "LOCATE_REPLY";
   }
   return "?";
 }
@@ -55,7 +59,7 @@ std::optional<Command> parse_header(const zmq::message_t& frame) noexcept {
   const auto* h = static_cast<const uint8_t*>(frame.data());
   if (h[0] != 'P' || h[1] != 'T' || h[2] != kWireVersion) return std::nullopt;
   if (h[3] < static_cast<uint8_t>(Command::hello) ||
-      h[3] > static_cast<uint8_t>(Command::server_alive))
+      h[3] > static_cast<uint8_t>(Command::locate_reply))
     return std::nullopt;
   return static_cast<Command>(h[3]);
 }

@@ -8,6 +8,7 @@
 //                                server; answered by one REPLY, their acknowledgement)
 //                      LOOKUP    [hdr][request id:8][Control(Lookup)]
 //                      BROKER_INFO [hdr][request id:8][Control(BrokerInfoRequest)]
+//                      LOCATE    [hdr][server id:8][Control(Locate)]
 //                      HEARTBEAT [hdr][client id:8]
 //                      DISCONNECT[hdr]
 //   broker -> client   WELCOME   [hdr][request id:8][Control(Welcome)]
@@ -17,8 +18,9 @@
 //                      HEARTBEAT [hdr]
 //                      DISCONNECT[hdr]                          (unknown to me: say hello again)
 //                      SERVER_DOWN [hdr][server id:8]
+//                      LOCATE_REPLY [hdr][server id:8][Control(LocateReply)]
 //   server -> broker   REGISTER  [hdr][Control(Register)]
-//                      HEARTBEAT [hdr]
+//                      HEARTBEAT [hdr][dedup hits:8][expired:8][direct:8][brokered:8]
 //                      REPLY     [hdr][client routing id][request id:8][Reply]
 //                      DISCONNECT[hdr]
 //   broker -> server   REGISTERED[hdr][Control(Registered)]
@@ -26,6 +28,13 @@
 //                      HEARTBEAT [hdr]
 //                      DISCONNECT[hdr]                          (unknown to me: register again)
 //                      CLIENT_GONE [hdr][client id:8]
+//   client -> server lane's direct ROUTER (the direct path; the ROUTER adds the client's routing
+//   id)
+//                      REQUEST   [hdr][object id:16][request id:8][Request or Batch] ([attempt])
+//                      HEARTBEAT [hdr][client id:8]
+//   server lane -> client, on its direct ROUTER
+//                      REPLY     [hdr][request id:8][Reply]
+//                      HEARTBEAT [hdr]
 // hdr is 4 bytes: 'P' 'T' version command. Integers in id frames are big-endian.
 #pragma once
 
@@ -70,6 +79,8 @@ enum class Command : uint8_t {
   no_route = 15,      // broker -> client: no server to route a request to now ([rid][error reply])
   server_alive = 16,  // server -> broker: its process lives ([server id]), from a thread of its
                       // own, so that lanes busy in long calls are not taken for dead
+  locate = 17,        // client -> broker: the direct endpoints of a server ([server id][Locate])
+  locate_reply = 18,  // broker -> client ([server id][LocateReply])
 };
 const char* command_name(Command c) noexcept;
 
