@@ -26,8 +26,9 @@ using patro::test::wait_for_file;
 
 namespace {
 
-patro::ClientOptions fast_client() {
+patro::ClientOptions fast_client(patro::Route route = patro::Route::broker) {
   patro::ClientOptions o;
+  o.route = route;  // through the broker, which counts the round trips
   o.heartbeat.interval = 100ms;
   o.call_timeout = 60s;
   return o;
@@ -50,8 +51,8 @@ struct Remote {
     ps = connect();
   }
   /// Proxies on a connection of their own (another client).
-  std::vector<Proxy> connect() const {
-    return patro::get_proxies(dir.file("server.conf"), fast_client());
+  std::vector<Proxy> connect(patro::Route route = patro::Route::broker) const {
+    return patro::get_proxies(dir.file("server.conf"), fast_client(route));
   }
   /// Requests the broker has forwarded to servers.
   uint64_t routed() const { return patro::broker_info(broker.front, fast_client()).stats.routed; }
@@ -90,10 +91,13 @@ TEST_CASE("a local patro::Array pushed or stored lands as a server container") {
   CHECK(jobs.async_push(patro::Array{42}).get() == 4);
   CHECK(jobs[-1][0].get() == 42);
 
-  // Another client (a connection of its own) reads the server's containers.
-  auto other = r.connect();
+  // Another client (a connection of its own, on the direct path when it can) reads the server's
+  // containers, and its local values are copied the same way.
+  auto other = r.connect(patro::Route::automatic);
   CHECK(other.at(1)[0][2].get() == 17);
   CHECK(other.at(0)["k"]["s"].get() == "t");
+  CHECK(other.at(1).push(patro::Hash{{"from", "other"}}) == 5);
+  CHECK(jobs[-1]["from"].get() == "other");
 }
 
 TEST_CASE("local values that cannot be copied are refused with a clear error") {
