@@ -486,15 +486,15 @@ int role_floor_client(const std::string& front, const std::string& mode, int win
       lat);
 }
 
-/// The client options of a Patro client for --route. Today's client has one route, through the
-/// broker, which auto takes; the row names say "brokered" (route_label).
+/// The client options of a Patro client for --route (auto, direct or broker).
 patro::ClientOptions client_options(const std::string& route) {
-  if (route != "auto" && route != "broker")
-    throw std::runtime_error("--route " + route + ": this client has no such route");
-  return {};
+  patro::ClientOptions o;
+  o.route = patro::parse_route(route);
+  return o;
 }
-std::string route_label(const std::string&) {
-  return "brokered";
+/// What the row names say of a route: auto goes direct here (the servers are on loopback).
+std::string route_label(const std::string& route) {
+  return route == "broker" ? "brokered" : "direct";
 }
 
 int role_patro_client(const std::string& conf, const std::string& route, const std::string& mode,
@@ -728,6 +728,8 @@ struct Bench {
 
   bool ice() const { return !ice_proxy.empty(); }
   std::string patro_suffix() const { return " (" + route_label(route) + ")"; }
+  /// Whether the brokered rows run beside the direct ones (the brokered path stays measured).
+  bool brokered_too() const { return route != "broker"; }
 
   int client_cpu() const {
     if (pin == "none" || g_cpus.empty()) return -1;
@@ -767,9 +769,10 @@ struct Bench {
     return spawn_group(n, a);
   }
   Group patro_group(int n, const std::string& mode, int window, const Params& p,
-                    const std::string& conf = {}) {
-    std::vector<std::string> a{"--role", "patro-client", conf.empty() ? patro_conf : conf,
-                               route,    mode,           std::to_string(window)};
+                    const std::string& conf = {}, const std::string& rt = {}) {
+    std::vector<std::string> a{
+        "--role", "patro-client",        conf.empty() ? patro_conf : conf, rt.empty() ? route : rt,
+        mode,     std::to_string(window)};
     for (auto& x : param_args(p)) a.push_back(x);
     return spawn_group(n, a);
   }
@@ -936,6 +939,10 @@ struct Bench {
       const std::vector<std::string> modes{"get", "set", "call", "lock"};
       std::vector<Group> pseq_g;
       for (const auto& m : modes) pseq_g.push_back(patro_group(1, m, 1, seq));
+      std::optional<Group> bseq_g;
+      if (brokered_too()) bseq_g = patro_group(1, "get", 1, seq, {}, "broker");
+      uint64_t bb = 0;
+      double bn = 1;
       std::optional<Group> iseq_g = ice_group(1, "seq", 1, seq);
       uint64_t fb = 0, fs = 0, pb = 0, ps = 0, is = 0;
       for (int r = 0; r < rounds_n; ++r) {
@@ -951,6 +958,11 @@ struct Bench {
             pb += cpu_ns(patro_broker.pid) - b0;
             ps += cpu_ns(patro_server.pid) - s0;
           }
+        }
+        if (bseq_g) {
+          b0 = cpu_ns(patro_broker.pid);
+          chunk(*bseq_g);
+          bb += cpu_ns(patro_broker.pid) - b0;
         }
         if (iseq_g) {
           s0 = cpu_ns(ice_server.pid);
@@ -982,12 +994,23 @@ struct Bench {
         cases.push_back({name, r.p50_us, r.p99_us, rate, fseq.p50_us, fseq_rate,
                          r.p50_us / fseq.p50_us, "p99 ratio " + num(r.p99_us / fseq.p99_us),
                          ice_p50, ice_rate, over(r.p50_us, ice_p50)});
+        if (i == 0 && bseq_g) {
+          auto [br, brate] = end(*bseq_g);
+          cases.push_back({"get, 1 client (brokered)", br.p50_us, br.p99_us, brate, fseq.p50_us,
+                           fseq_rate, br.p50_us / fseq.p50_us,
+                           "p99 ratio " + num(br.p99_us / fseq.p99_us), ice_p50, ice_rate,
+                           over(br.p50_us, ice_p50)});
+          bn = static_cast<double>(std::max<uint64_t>(br.count, 1));
+        }
         if (i == 0) {
           const double n = static_cast<double>(std::max<uint64_t>(r.count, 1));
           const double fn = static_cast<double>(std::max<uint64_t>(fseq.count, 1));
-          cases.push_back({"broker CPU us per request (get)", pb / 1000.0 / n, std::nullopt,
-                           std::nullopt, fb / 1000.0 / fn, std::nullopt, (pb / n) / (fb / fn),
-                           "CPU time, not latency"});
+          // The broker's CPU per brokered get (a direct get costs it nothing).
+          const double pbn = bseq_g ? bb / bn : pb / n;
+          cases.push_back(
+              {"broker CPU us per request (get" + std::string(bseq_g ? ", brokered)" : ")"),
+               pbn / 1000.0, std::nullopt, std::nullopt, fb / 1000.0 / fn, std::nullopt,
+               pbn / (fb / fn), "CPU time, not latency"});
           cases.push_back({"server CPU us per request (get)", ps / 1000.0 / n, std::nullopt,
                            std::nullopt, fs / 1000.0 / fn, std::nullopt, (ps / n) / (fs / fn),
                            "CPU time, not latency; ice: its server's", ice_cpu, std::nullopt,
@@ -997,7 +1020,8 @@ struct Bench {
     }
     // CURVE against plaintext: the same get, sequential and 64 in flight, chunks alternating.
     if (want("curve")) {
-      Group plain = patro_group(1, "get", 1, seq),
+      // CURVE calls go through the broker (the direct path is plaintext only): so does plaintext.
+      Group plain = patro_group(1, "get", 1, seq, {}, "broker"),
             curve = patro_group(1, "get", 1, seq, curve_conf);
       for (int r = 0; r < rounds_n; ++r) {
         chunk(plain);
@@ -1009,7 +1033,7 @@ struct Bench {
                        pr.p50_us, prate, cr.p50_us / pr.p50_us,
                        "p50 ratio; p99 ratio " + num(cr.p99_us / pr.p99_us)});
       const Params cpipe = params(100000, 400ms);
-      Group pp = patro_group(1, "async", 64, cpipe),
+      Group pp = patro_group(1, "async", 64, cpipe, {}, "broker"),
             cp = patro_group(1, "async", 64, cpipe, curve_conf);
       for (int r = 0; r < rounds_n; ++r) {
         chunk(pp);
@@ -1024,13 +1048,22 @@ struct Bench {
     for (int w : {1, 8, 64}) {
       if (!want("pipe")) break;
       Group f = floor_group(1, "pipe", w, pipe), p = patro_group(1, "async", w, pipe);
+      std::optional<Group> b;
+      if (brokered_too()) b = patro_group(1, "async", w, pipe, {}, "broker");
       std::optional<Group> i = ice_group(1, "pipe", w, pipe);
-      rounds(rounds_n, f, {&p}, i);
+      std::vector<Group*> ps{&p};
+      if (b) ps.push_back(&*b);
+      rounds(rounds_n, f, ps, i);
       const double frate = end(f).second, prate = end(p).second;
       const auto irate = end_rate(i);
+      const double brate = b ? end(*b).second : 0.0;
       cases.push_back({"async get, " + std::to_string(w) + " in flight" + sfx, std::nullopt,
                        std::nullopt, prate, std::nullopt, frate, prate / frate, "calls/s; ice: AMI",
                        std::nullopt, irate, over(prate, irate)});
+      if (b)
+        cases.push_back({"async get, " + std::to_string(w) + " in flight (brokered)", std::nullopt,
+                         std::nullopt, brate, std::nullopt, frate, brate / frate,
+                         "calls/s; ice: AMI", std::nullopt, irate, over(brate, irate)});
     }
     // Client processes, synchronous get, in rounds: each N of --clients (4 always where the job
     // and log rows need its floor for scale).
@@ -1042,10 +1075,15 @@ struct Bench {
       ns.push_back(4);
     for (int n : ns) {
       Group f = floor_group(n, "seq", 1, multi), p = patro_group(n, "get", 1, multi);
+      std::optional<Group> b;
+      if (brokered_too()) b = patro_group(n, "get", 1, multi, {}, "broker");
       std::optional<Group> i = ice_group(n, "seq", 1, multi);
-      rounds(rounds_n, f, {&p}, i);
+      std::vector<Group*> ps{&p};
+      if (b) ps.push_back(&*b);
+      rounds(rounds_n, f, ps, i);
       const double frate = end(f).second, prate = end(p).second;
       const auto irate = end_rate(i);
+      const double brate = b ? end(*b).second : 0.0;
       if (n == 4) {
         floor4 = frate;
         ice4 = irate;
@@ -1053,6 +1091,10 @@ struct Bench {
       cases.push_back({std::to_string(n) + " client processes, sync get" + sfx, std::nullopt,
                        std::nullopt, prate, std::nullopt, frate, prate / frate, "calls/s",
                        std::nullopt, irate, over(prate, irate)});
+      if (b)
+        cases.push_back({std::to_string(n) + " client processes, sync get (brokered)", std::nullopt,
+                         std::nullopt, brate, std::nullopt, frate, brate / frate, "calls/s",
+                         std::nullopt, irate, over(brate, irate)});
     }
     const std::string scale = "; ratios to the 4-client rates, for scale";
     // A row of a rate measured once, with the floor's and Ice's 4-client rates for scale.
@@ -1267,9 +1309,9 @@ int main(int argc, char** argv) {
                    "the synchronous N-client-processes case for each N in this list (1 to 64)")
         ->capture_default_str();
     app.add_option("--route", b.route,
-                   "the route of Patro's clients: auto, or broker (through the broker; the row "
-                   "names say which they took)")
-        ->check(CLI::IsMember({"auto", "broker"}))
+                   "the route of Patro's clients: auto (direct to the server; brokered rows "
+                   "beside), direct, or broker (brokered rows only)")
+        ->check(CLI::IsMember({"auto", "direct", "broker"}))
         ->capture_default_str();
     b.worker = find_worker();
     app.add_option("--worker", b.worker,

@@ -32,14 +32,17 @@ def main():
         assert name in rows, f"no row {name!r}; rows: {sorted(rows)}"
         return rows[name]
 
-    for name in ["floor: raw ZeroMQ echo via broker, 1 client", "get, 1 client (brokered)",
-                 "set, 1 client (brokered)", "call, 1 client (brokered)",
-                 "lock+unlock pair, 1 client (brokered)"]:
+    # The default route (auto) goes direct; the brokered rows run beside for get.
+    for name in ["floor: raw ZeroMQ echo via broker, 1 client", "get, 1 client (direct)",
+                 "get, 1 client (brokered)", "set, 1 client (direct)", "call, 1 client (direct)",
+                 "lock+unlock pair, 1 client (direct)"]:
         r = row(name)
         assert number(r["p50_us"]) and number(r["p99_us"]) and number(r["ratio"]), r
-    rate_rows = [f"async get, {w} in flight (brokered)" for w in (1, 8, 64)]
+    rate_rows = [f"async get, {w} in flight ({route})" for w in (1, 8, 64)
+                 for route in ("direct", "brokered")]
     # 4 runs beside the list: the job and log rows are scaled by its rates.
-    rate_rows += [f"{n} client processes, sync get (brokered)" for n in CLIENTS + [4]]
+    rate_rows += [f"{n} client processes, sync get ({route})" for n in CLIENTS + [4]
+                  for route in ("direct", "brokered")]
     for name in rate_rows:
         r = row(name)
         assert number(r["per_s"]) and number(r["floor_per_s"]), r
@@ -47,6 +50,7 @@ def main():
     if out["ice"] == "built":
         ice = row("ice: twoway get, 1 client")
         assert number(ice["p50_us"]) and number(ice["p99_us"]), ice
+        assert number(row("get, 1 client (direct)")["ice_ratio"])
         assert number(row("get, 1 client (brokered)")["ice_ratio"])
         for name in rate_rows:
             assert number(rows[name]["ice_per_s"]) and number(rows[name]["ice_ratio"]), rows[name]
@@ -62,7 +66,7 @@ def main():
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
                  "patro-worker log, 4 clients, oneway write, --log-sync never",
                  "patro-worker log, 4 clients, oneway write, --log-sync always",
-                 "FileHandle print_async, 4 clients (brokered)"]:
+                 "FileHandle print_async, 4 clients (direct)"]:
         assert number(row(name)["per_s"]), rows[name]
 
     # Bad options: a clear message and exit status 2, nothing run.
