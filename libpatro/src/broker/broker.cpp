@@ -533,6 +533,19 @@ struct PATRO_PRIVATE Broker::Impl {
     if (auto sit = servers.find(*server_id); sit != servers.end()) {
       client.servers.insert(*server_id);
       sit->second.clients.insert(routing);
+      // The server learns that the client is attached here now (several brokers: one that moved
+      // keeps its locks when the broker it left expires it).
+      if (client.client_id != 0) {
+        for (const auto& l : sit->second.lanes) {
+          if (l.empty()) continue;
+          Multipart at;
+          at.push_back(routing_frame(l));
+          at.push_back(detail::header_frame(Command::client_at));
+          at.push_back(detail::u64_frame(client.client_id));
+          send_back(at);
+          break;  // one lane tells the whole server
+        }
+      }
       bool any = false;
       for (size_t i = 0; i < sit->second.lanes.size(); ++i) {
         const bool has = i < sit->second.direct.size() && !sit->second.lanes[i].empty() &&

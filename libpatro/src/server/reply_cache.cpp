@@ -9,6 +9,7 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
   if (++s.since_sweep >= 4096) sweep(s, now);
   PerClient& c = s.clients[client];
   c.last = now;
+  if (const auto broker = routing_broker(routing)) c.via = static_cast<int>(*broker);
   auto [it, inserted] = c.entries.try_emplace(request_id);
   if (inserted) {
     c.order.emplace_back(request_id, now);
@@ -42,6 +43,22 @@ void ReplyCache::forget(uint64_t client) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
   s.clients.erase(client);
+}
+
+void ReplyCache::attach(uint64_t client, unsigned broker, Clock::time_point now) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  PerClient& c = s.clients[client];
+  c.last = now;
+  c.via = static_cast<int>(broker);
+}
+
+bool ReplyCache::gone_at(uint64_t client, unsigned broker) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  auto it = s.clients.find(client);
+  return it == s.clients.end() || it->second.via < 0 ||
+         it->second.via == static_cast<int>(broker);
 }
 
 void ReplyCache::sweep(Shard& s, Clock::time_point now) {

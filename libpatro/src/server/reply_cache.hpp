@@ -6,7 +6,8 @@
 // remembered and the reply goes there, since the first copy's route may be gone with its broker.
 //
 // Each client keeps at most Limits::reply_cache_entries finished replies, none older than
-// Limits::reply_cache_age; a client's entries go when the broker says it is gone. Requests still
+// Limits::reply_cache_age; a client's entries go when the broker says it is gone (with several
+// brokers, the broker the client came by last: a client that moved keeps its state). Requests still
 // running are never evicted. Sharded by client id, so lanes serving different clients rarely meet
 // on a mutex.
 #pragma once
@@ -24,6 +25,7 @@
 
 #include "mutex.hpp"
 #include "patro/options.hpp"
+#include "routing.hpp"
 
 namespace patro::detail {
 
@@ -52,6 +54,14 @@ class ReplyCache {
   /// A client is gone: its replies are no longer wanted.
   void forget(uint64_t client);
 
+  /// Several brokers: the client is attached through broker `broker` now (it located a server
+  /// of ours there after moving; a brokered request records the same as it arrives).
+  void attach(uint64_t client, unsigned broker, Clock::time_point now);
+  /// Whether broker `broker`'s word that the client is gone stands: it does unless the client's
+  /// latest brokered request or attachment came through another broker (it moved there, and
+  /// the broker it left, alive but cut off from it, expired it).
+  bool gone_at(uint64_t client, unsigned broker);
+
   uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
   uint64_t expired() const noexcept { return expired_.load(std::memory_order_relaxed); }
   void count_expired() noexcept { expired_.fetch_add(1, std::memory_order_relaxed); }
@@ -66,6 +76,7 @@ class ReplyCache {
     std::unordered_map<uint64_t, Entry> entries;
     std::deque<std::pair<uint64_t, Clock::time_point>> order;  // oldest first
     Clock::time_point last;                                    // its latest request
+    int via = -1;  // the broker its latest brokered request or attachment came by (-1: none)
   };
   struct Shard {
     Mutex mu;

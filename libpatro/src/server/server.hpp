@@ -1,4 +1,5 @@
-// A running server: worker lanes, each a thread with its own DEALER socket to the broker, and an
+// A running server: worker lanes, each a thread with its own DEALER socket to each broker
+// (ServerOptions::brokers: it registers at every one and answers requests from any), and an
 // embedded broker when none was configured. The broker sends all requests of one client to one
 // lane, so they run in the order the client sent them with no hand-off between threads (as
 // Majordomo workers do); every lane shares the object table.
@@ -50,8 +51,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::string bind_direct(zmq::socket_t& router, unsigned lane);
   /// refusal: why the broker did not bind some of the names (another server owns them); empty if
   /// it bound them all.
-  void lane_registered(const std::string& client_endpoint, const std::string& refusal)
-      PATRO_EXCLUDES(mu_);
+  void lane_registered(size_t broker, const std::string& client_endpoint,
+                       const std::string& refusal) PATRO_EXCLUDES(mu_);
   void timer_main();
   /// Tells the broker every heartbeat interval that this process lives (SERVER_ALIVE), on a socket
   /// of its own: a lane in a long call cannot heartbeat, and must not be taken for dead.
@@ -70,7 +71,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::vector<ObjectEntry> entries_;
   std::unique_ptr<Broker> broker_;
   std::thread broker_thread_;
-  std::string broker_endpoint_;
+  std::string broker_endpoint_;                // the first broker's server endpoint
+  std::vector<std::string> broker_endpoints_;  // every broker's (ServerOptions::brokers), in order
   CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
   // Until when a lane asks again for names another live server holds (set before lanes start).
   std::chrono::steady_clock::time_point register_until_;
@@ -92,8 +94,9 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
 
   Mutex mu_;
   CondVar cv_;
-  unsigned registered_ PATRO_GUARDED_BY(mu_) = 0;
-  std::string client_endpoint_ PATRO_GUARDED_BY(mu_);
+  // Per broker: lanes registered there, and its client endpoint (from its Registered).
+  std::vector<unsigned> registered_ PATRO_GUARDED_BY(mu_);
+  std::vector<std::string> client_endpoints_ PATRO_GUARDED_BY(mu_);
   std::string register_error_ PATRO_GUARDED_BY(mu_);
   bool stopped_ PATRO_GUARDED_BY(mu_) = false;
   // Clients known from their requests, until CLIENT_GONE; kept only with an idle_timeout.
