@@ -103,18 +103,16 @@ TEST_CASE("two brokers, each SIGKILLed and restarted in turn under load: nothing
   const std::string brokered = dir.file("brokered.conf");
   constexpr int kAdds = 3000, kIncrements = 400, kJobs = 3000, kLines = 3000;
   std::vector<Process> clients;
-  clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "add-paced",
-                                                brokered, "2", "n", std::to_string(kAdds),
-                                                "2000"});
+  clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "add-paced", brokered,
+                                                "2", "n", std::to_string(kAdds), "2000"});
   clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "sync-incr-paced",
-                                                brokered, "2", "m",
-                                                std::to_string(kIncrements), "10000"});
+                                                brokered, "2", "m", std::to_string(kIncrements),
+                                                "10000"});
   clients.emplace_back(std::vector<std::string>{
-      program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "produce",
-      brokers, "work", "0", std::to_string(kJobs), "1", dir.file("produced.txt")});
-  clients.emplace_back(std::vector<std::string>{program("PATRO_WORKER_CLIENT"), "consume",
-                                                brokers, "work", "5", dir.file("consumed.txt"),
-                                                "4000"});
+      program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "produce", brokers,
+      "work", "0", std::to_string(kJobs), "1", dir.file("produced.txt")});
+  clients.emplace_back(std::vector<std::string>{program("PATRO_WORKER_CLIENT"), "consume", brokers,
+                                                "work", "5", dir.file("consumed.txt"), "4000"});
   clients.emplace_back(std::vector<std::string>{
       program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "log", brokers,
       "lines", "w", std::to_string(kLines), "1", dir.file("logged.txt")});

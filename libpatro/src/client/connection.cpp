@@ -777,9 +777,9 @@ void Connection::switch_broker(const std::string& why) {
   // Hello (its welcome finds no slot and is dropped: a cluster's brokers share their settings),
   // then a LOCATE for each server we talk to: it tells the server we are attached here now.
   flatbuffers::FlatBufferBuilder fb(64);
-  fb.Finish(wire::CreateControl(fb, wire::ControlBody::Hello,
-                                wire::CreateHello(fb, client_id_).Union()),
-            wire::ControlIdentifier());
+  fb.Finish(
+      wire::CreateControl(fb, wire::ControlBody::Hello, wire::CreateHello(fb, client_id_).Union()),
+      wire::ControlIdentifier());
   Multipart hello;
   hello.push_back(header_frame(Command::hello));
   hello.push_back(u64_frame(next_request_id_++));
@@ -801,8 +801,7 @@ void Connection::switch_broker(const std::string& why) {
   }
 }
 
-std::optional<zmq::message_t> Connection::ask_broker(const std::string& endpoint,
-                                                     Command command,
+std::optional<zmq::message_t> Connection::ask_broker(const std::string& endpoint, Command command,
                                                      const flatbuffers::FlatBufferBuilder& fb) {
   zmq::socket_t s = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
   if (curve_.enabled()) set_curve_client(s, curve_, curve_.keys);
@@ -975,9 +974,8 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     // With several brokers, silence for one and a half of the broker's heartbeat intervals (a
     // beat missed) is enough to move on: another broker is there, and moving is safe.
     const std::chrono::milliseconds broker_window(
-        brokers_.size() > 1
-            ? std::min(broker_window_ms_.load(), broker_interval_ms_.load() * 3 / 2)
-            : broker_window_ms_.load());
+        brokers_.size() > 1 ? std::min(broker_window_ms_.load(), broker_interval_ms_.load() * 3 / 2)
+                            : broker_window_ms_.load());
     if (readable && !got && now - last_heard_ > broker_window) {
       const std::string text = "the broker at " + endpoint_ + " has been silent for more than " +
                                std::to_string(broker_window.count()) + " ms";

@@ -57,8 +57,7 @@ bool ReplyCache::gone_at(uint64_t client, unsigned broker) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
   auto it = s.clients.find(client);
-  return it == s.clients.end() || it->second.via < 0 ||
-         it->second.via == static_cast<int>(broker);
+  return it == s.clients.end() || it->second.via < 0 || it->second.via == static_cast<int>(broker);
 }
 
 void ReplyCache::sweep(Shard& s, Clock::time_point now) {

@@ -229,8 +229,8 @@ Config Server::start() {
     broker_thread_ = std::thread([this] { broker_->run(); });
     broker_endpoints_ = {broker_endpoint_};
   } else {
-    broker_endpoints_ = options_.brokers.empty() ? std::vector<std::string>{options_.broker}
-                                                 : options_.brokers;
+    broker_endpoints_ =
+        options_.brokers.empty() ? std::vector<std::string>{options_.broker} : options_.brokers;
     broker_endpoint_ = broker_endpoints_.front();
   }
   if (!broker_) curve_ = detail::resolve_curve(curve_);  // the embedded one: as set above
@@ -253,9 +253,9 @@ Config Server::start() {
     }
     std::optional<std::string> failure;
     for (size_t b = 0; b < watches.size() && !failure; ++b) {
-      const auto left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     probe_deadline - Clock::now()),
-                                 std::chrono::milliseconds(0));
+      const auto left = std::max(
+          std::chrono::duration_cast<std::chrono::milliseconds>(probe_deadline - Clock::now()),
+          std::chrono::milliseconds(0));
       if (auto f = watches[b]->wait(left, curve_.enabled()))
         failure = "the broker at " + broker_endpoints_[b] + " refused this server: " + *f;
     }
@@ -697,7 +697,8 @@ void Server::lane_main(Lane& lane) {
       for (const Link& l : links) until = std::min({until, l.next_heartbeat, l.register_again});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
-      for (size_t b = 0; b < n_brokers; ++b) items[first_broker_item + b].socket = socks[b].handle();
+      for (size_t b = 0; b < n_brokers; ++b)
+        items[first_broker_item + b].socket = socks[b].handle();
       try {
         zmq::poll(items.data(), items.size(), wait + std::chrono::milliseconds(1));
       } catch (const zmq::error_t& e) {
@@ -751,9 +752,9 @@ void Server::lane_main(Lane& lane) {
         if (now - l.last_heard > l.window && !(socks[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
           // The broker went silent: a new socket, and register again (Majordomo's reconnect).
           if (!l.silent)
-            PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker "
-                                      << broker_endpoints_[b] << " silent for "
-                                      << l.window.count() << " ms; reconnecting";
+            PATRO_LOG(warn, "server")
+                << "lane " << lane.index << ": broker " << broker_endpoints_[b] << " silent for "
+                << l.window.count() << " ms; reconnecting";
           l.silent = true;
           socks[b].set(zmq::sockopt::linger, 0);
           socks[b].close();
