@@ -197,3 +197,35 @@ TEST_CASE("a client that moves brokers keeps its lock when the broker it left ex
   CHECK(a->proc->stop() == 0);
   CHECK(b->proc->stop() == 0);
 }
+
+TEST_CASE("brokers that disagree: a name registered at the second broker only is found and used") {
+  TempDir dir;
+  auto a = std::make_unique<BrokerProcess>(dir);
+  auto b = std::make_unique<BrokerProcess>(dir);
+  const std::string conf = dir.file("server.conf");
+  Process server({program("PATRO_TEST_SERVER"), conf, "--broker", b->back, "--heartbeat-ms", "100",
+                  "--liveness", "20"});
+  REQUIRE(wait_for_file(conf, 20s));
+  REQUIRE(registered_everywhere({b->front}, "jobs"));
+  patro::ClientOptions co;
+  co.connect_timeout = 2s;
+  co.call_timeout = 10s;
+  // The client's first broker (A) does not know the name: B does, and the client moves there.
+  patro::Proxy jobs = patro::get_proxy(a->front + "," + b->front, "jobs", co);
+  jobs.push("x");
+  jobs.push("y");
+  CHECK(jobs.size() == 2);
+  CHECK(jobs[1].get() == "y");
+  // A name no broker knows: not_found, naming both.
+  try {
+    (void)patro::get_proxy({a->front, b->front}, "nowhere", co);
+    FAIL("a name no broker knows was found");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == patro::Errc::not_found);
+    CHECK(std::string(e.what()).find(a->front) != std::string::npos);
+    CHECK(std::string(e.what()).find(b->front) != std::string::npos);
+  }
+  CHECK(server.stop() == 0);
+  CHECK(a->proc->stop() == 0);
+  CHECK(b->proc->stop() == 0);
+}

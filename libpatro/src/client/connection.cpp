@@ -749,9 +749,9 @@ std::string Connection::endpoint() {
   return endpoint_;
 }
 
-void Connection::switch_broker(const std::string& why) {
+void Connection::switch_broker(const std::string& why, std::optional<size_t> to) {
   const auto now = Clock::now();
-  broker_index_ = (broker_index_ + 1) % brokers_.size();
+  broker_index_ = to.value_or((broker_index_ + 1) % brokers_.size());
   const std::string from = endpoint_;
   endpoint_ = brokers_[broker_index_];
   PATRO_LOG(warn, "client") << why << "; moving to the broker at " << endpoint_;
@@ -1418,13 +1418,18 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
                     b->reftype() ? b->reftype()->str() : std::string()};
   };
   if (auto found = parse(slot->body)) return found;
-  // Brokers may disagree (a server registered at some only, or not yet): ask the others. Calls
-  // still go through the current broker, which routes to any server registered there.
+  // Brokers may disagree (a server registered at some only, or not yet): ask the others, and
+  // move to the first that knows the name, which routes to its server.
   const std::string current = endpoint();
-  for (const std::string& other : brokers_) {
-    if (other == current) continue;
-    if (auto body = ask_broker(other, Command::lookup, fb))
-      if (auto found = parse(*body)) return found;
+  for (size_t i = 0; i < brokers_.size(); ++i) {
+    if (brokers_[i] == current) continue;
+    auto body = ask_broker(brokers_[i], Command::lookup, fb);
+    auto found = body ? parse(*body) : std::nullopt;
+    if (!found) continue;
+    MutexLock io(io_mu_);
+    if (endpoint_ == current)
+      switch_broker("the broker at " + current + " does not know the name '" + name + "'", i);
+    return found;
   }
   return std::nullopt;
 }

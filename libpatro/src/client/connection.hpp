@@ -39,7 +39,7 @@
 // to the client, not to the broker it came by), and every request in flight through the broker
 // resent with its id (the reply cache answers copies that already ran). Requests on direct
 // connections do not pass a broker and go on untouched. A name unknown at the current broker is
-// looked up at the others.
+// looked up at the others, and the connection moves to the first that knows it.
 //
 // Lock order: io_mu_, then out_mu_, then state_mu_. Callbacks run with none of them held.
 #pragma once
@@ -248,8 +248,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void retry_later(const SlotPtr& slot, Clock::time_point now) PATRO_REQUIRES(state_mu_);
   /// A broker instance in a heartbeat or welcome; a new one means a restart.
   void broker_instance(uint64_t instance) PATRO_REQUIRES(io_mu_);
-  /// Several brokers: moves to the next one in the list (see above).
-  void switch_broker(const std::string& why) PATRO_REQUIRES(io_mu_);
+  /// Several brokers: moves to the next one in the list (see above), or to brokers_[*to].
+  void switch_broker(const std::string& why, std::optional<size_t> to = std::nullopt)
+      PATRO_REQUIRES(io_mu_);
   /// Opens sock_ to brokers_[broker_index_] (and, with several brokers, its disconnect watch).
   void open_broker_socket() PATRO_REQUIRES(io_mu_);
   void close_broker_socket() PATRO_REQUIRES(io_mu_);
