@@ -61,7 +61,7 @@ TEST_CASE(
         Seen::running);  // still running: kept
 }
 
-TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once") {
+TEST_CASE("replies older than reply_cache_age go; a gone client's stay until then") {
   patro::Limits limits;
   limits.reply_cache_age = 50ms;
   ReplyCache cache(limits);
@@ -73,6 +73,13 @@ TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once
         Seen::fresh);  // evicts the old one
   CHECK(cache.begin(1, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
   (void)cache.finish(1, 2, body("y"));
+  // Gone (a broker that stalled may say so of a live client): a resent copy is still answered.
   cache.forget(1);
-  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
+  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::answered);
+  CHECK(cached.to_string() == "y");
+  // A request a gone client left running (a lock wait dropped with it) is forgotten at once: a
+  // copy runs afresh.
+  CHECK(cache.begin(7, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
+  cache.forget(7);
+  CHECK(cache.begin(7, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
 }

@@ -486,28 +486,7 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
   std::vector<SlotPtr> resendable, unrecoverable;
   for (const SlotPtr& slot : lost)
     (slot->frames.empty() ? unrecoverable : resendable).push_back(slot);
-  for (const SlotPtr& slot : resendable) {
-    Multipart m;
-    m.reserve(slot->frames.size() + 1);
-    for (zmq::message_t& f : slot->frames) {
-      zmq::message_t c;
-      c.copy(f);
-      m.push_back(std::move(c));
-    }
-    uint32_t attempt;
-    {
-      MutexLock lock(state_mu_);
-      attempt = ++slot->attempts;
-    }
-    m.push_back(u64_frame(attempt));
-    slot->sent_direct = false;
-    retries_.fetch_add(1, std::memory_order_relaxed);
-    try {
-      if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a resend was not sent";
-    } catch (const zmq::error_t& e) {
-      PATRO_LOG(warn, "client") << "resend failed: " << e.what();
-    }
-  }
+  send_again(resendable);
   fail_slots(unrecoverable, text + "; the call may or may not have run (retries are off)");
 }
 
@@ -664,6 +643,10 @@ void Connection::retry_later(const SlotPtr& slot, Clock::time_point now) {
 
 void Connection::resend(const std::vector<SlotPtr>& slots) {
   flush();  // what was queued before goes first
+  send_again(slots);
+}
+
+void Connection::send_again(const std::vector<SlotPtr>& slots) {
   for (const SlotPtr& s : slots) {
     Multipart m;
     m.reserve(s->frames.size() + 1);

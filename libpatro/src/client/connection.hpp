@@ -242,7 +242,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void resend_all(const char* why) PATRO_REQUIRES(io_mu_);
   /// Resends the requests whose backoff ran out.
   void resend_due(Clock::time_point now) PATRO_REQUIRES(io_mu_);
+  /// Flushes the outbox (what was queued before goes first), then sends the slots again.
   void resend(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
+  /// Sends the slots again through the broker, in the given order, with the same request ids.
+  void send_again(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
   /// A request the broker could not route (answer: its error reply), or whose server went away:
   /// schedules a resend after a backoff, or completes it with that answer if it may not wait.
   void retry_later(const SlotPtr& slot, Clock::time_point now) PATRO_REQUIRES(state_mu_);

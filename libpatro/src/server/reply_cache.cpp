@@ -42,7 +42,11 @@ std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_
 void ReplyCache::forget(uint64_t client) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
-  s.clients.erase(client);
+  auto it = s.clients.find(client);
+  if (it == s.clients.end()) return;
+  auto& entries = it->second.entries;
+  for (auto e = entries.begin(); e != entries.end();)
+    e = e->second.done ? std::next(e) : entries.erase(e);
 }
 
 void ReplyCache::attach(uint64_t client, unsigned broker, Clock::time_point now) {

@@ -6,8 +6,9 @@
 // remembered and the reply goes there, since the first copy's route may be gone with its broker.
 //
 // Each client keeps at most Limits::reply_cache_entries finished replies, none older than
-// Limits::reply_cache_age; a client's entries go when the broker says it is gone (with several
-// brokers, the broker the client came by last: a client that moved keeps its state). Requests still
+// Limits::reply_cache_age; a gone client's entries (the broker says so: with several brokers, the
+// broker the client came by last, so a client that moved keeps its state) go at the next sweep
+// after that age. Requests still
 // running are never evicted. Sharded by client id, so lanes serving different clients rarely meet
 // on a mutex.
 #pragma once
@@ -51,7 +52,9 @@ class ReplyCache {
   std::optional<std::string> finish(uint64_t client, uint64_t request_id,
                                     const zmq::message_t& body);
 
-  /// A client is gone: its replies are no longer wanted.
+  /// A client is gone (its broker says so): the requests it left running are forgotten (a lock
+  /// wait dropped with it never answers). Its finished replies stay until the age sweep: a client
+  /// taken for dead by a broker that stalled, which then resends, still gets each of them once.
   void forget(uint64_t client);
 
   /// Several brokers: the client is attached through broker `broker` now (it located a server
@@ -76,7 +79,7 @@ class ReplyCache {
     std::unordered_map<uint64_t, Entry> entries;
     std::deque<std::pair<uint64_t, Clock::time_point>> order;  // oldest first
     Clock::time_point last;                                    // its latest request
-    int via = -1;  // the broker its latest brokered request or attachment came by (-1: none)
+    int via = -1;       // the broker its latest brokered request or attachment came by (-1: none)
   };
   struct Shard {
     Mutex mu;
