@@ -79,7 +79,7 @@ class ReplyCache {
     std::unordered_map<uint64_t, Entry> entries;
     std::deque<std::pair<uint64_t, Clock::time_point>> order;  // oldest first
     Clock::time_point last;                                    // its latest request
-    int via = -1;       // the broker its latest brokered request or attachment came by (-1: none)
+    int via = -1;  // the broker its latest brokered request or attachment came by (-1: none)
   };
   struct Shard {
     Mutex mu;
