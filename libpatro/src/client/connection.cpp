@@ -1407,7 +1407,12 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   for (size_t i = 0; i < brokers_.size(); ++i) {
     if (brokers_[i] == current) continue;
     auto body = ask_broker(brokers_[i], Command::lookup, fb);
-    auto found = body ? parse(*body) : std::nullopt;
+    std::optional<NameInfo> found;
+    try {
+      if (body) found = parse(*body);
+    } catch (const Error& e) {  // a bad answer from another broker: as if it did not know
+      PATRO_LOG(warn, "client") << "the broker at " << brokers_[i] << ": " << e.what();
+    }
     if (!found) continue;
     MutexLock io(io_mu_);
     if (endpoint_ == current)
