@@ -229,3 +229,51 @@ TEST_CASE("brokers that disagree: a name registered at the second broker only is
   CHECK(a->proc->stop() == 0);
   CHECK(b->proc->stop() == 0);
 }
+
+TEST_CASE(
+    "a broker's restart: a live holder keeps its lock, one that died with the broker loses it") {
+  TempDir dir;
+  auto a = std::make_unique<BrokerProcess>(dir);
+  const std::string a_front = a->front, a_back = a->back;
+  const std::string conf = dir.file("server.conf");
+  Process server({program("PATRO_TEST_SERVER"), conf, "--broker", a->back, "--heartbeat-ms", "100",
+                  "--liveness", "20"});
+  REQUIRE(wait_for_file(conf, 20s));
+  // Both hold their locks through the broker (the config's route), idle.
+  {
+    patro::Config cfg = patro::Config::from_file(conf);
+    cfg.set_route("broker");
+    cfg.to_file(dir.file("brokered.conf"));
+  }
+  const std::string brokered = dir.file("brokered.conf");
+  Process live({program("PATRO_TEST_CLIENT"), "hold", brokered, "0", dir.file("live.token")});
+  Process doomed({program("PATRO_TEST_CLIENT"), "hold", brokered, "1", dir.file("doomed.token")});
+  REQUIRE(wait_for_file(dir.file("live.token"), 20s));
+  REQUIRE(wait_for_file(dir.file("doomed.token"), 20s));
+  // The broker and one holder die together: no broker is left to say that holder is gone.
+  doomed.signal(SIGKILL);
+  a->proc->signal(SIGKILL);
+  (void)doomed.wait(10s);
+  (void)a->proc->wait(10s);
+  a = std::make_unique<BrokerProcess>(dir, a_front, a_back);
+  REQUIRE(registered_everywhere({a_front}, "jobs"));
+  patro::ClientOptions co;
+  co.connect_timeout = 5s;
+  co.route = patro::Route::broker;
+  auto ps = patro::get_proxies(conf, co);
+  // The server gives the clients attached through the broker twice its window (here 1 s) to come
+  // back once it is registered again: the live one does (a LOCATE), the dead one cannot.
+  auto granted = patro::lock(ps.at(1), 15s);
+  INFO("error " << granted.error);
+  CHECK(granted);
+  if (granted) patro::unlock(ps.at(1));
+  std::this_thread::sleep_for(1500ms);
+  CHECK_FALSE(patro::lock(ps.at(0), 1s));  // the live holder still holds it
+  live.signal(SIGKILL);
+  (void)live.wait(10s);
+  granted = patro::lock(ps.at(0), 10s);  // the broker saw it go
+  CHECK(granted);
+  if (granted) patro::unlock(ps.at(0));
+  CHECK(server.stop() == 0);
+  CHECK(a->proc->stop() == 0);
+}

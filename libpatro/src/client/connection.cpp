@@ -243,7 +243,7 @@ void Connection::flush() {
 
 void Connection::send_out(Outgoing& o) {
   zmq::socket_t* s = &sock_;
-  if (brokers_.size() > 1 && o.slot && o.slot->server != 0 && o.slot->server != last_server_) {
+  if (o.slot && o.slot->server != 0 && o.slot->server != last_server_) {
     last_server_ = o.slot->server;
     servers_seen_.insert(last_server_);
   }
@@ -721,10 +721,13 @@ void Connection::broker_instance(uint64_t instance) {
   const bool restarted = broker_instance_ != 0;
   broker_instance_ = instance;
   if (restarted && options_.retry) resend_all("the broker restarted");
-  // A new broker learns again which servers we talk to directly (for CLIENT_GONE).
-  if (restarted)
+  // A new broker learns again which servers we talk to (for CLIENT_GONE), and each server that we
+  // are still here (CLIENT_AT): it releases the locks of clients that do not come back.
+  if (restarted) {
+    for (uint64_t server : servers_seen_) send_locate(server);
     for (auto& [server, r] : routes_)
-      if (r.state != DirectRoute::State::dead) send_locate(server);
+      if (r.state != DirectRoute::State::dead && !servers_seen_.count(server)) send_locate(server);
+  }
 }
 
 std::string Connection::endpoint() {

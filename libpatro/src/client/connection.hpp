@@ -272,8 +272,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   const uint64_t client_id_;
   std::string endpoint_ PATRO_GUARDED_BY(io_mu_);
   size_t broker_index_ PATRO_GUARDED_BY(io_mu_) = 0;  // brokers_[broker_index_] is endpoint_
-  // Several brokers: sock_'s disconnect watch, and the servers this connection sent requests to
-  // (each learns of a move by a LOCATE through the new broker).
+  // Several brokers: sock_'s disconnect watch. The servers this connection sent requests to: each
+  // learns by a LOCATE through the broker that we are attached there, after a move or a restart.
   std::unique_ptr<DisconnectWatch> watch_ PATRO_GUARDED_BY(io_mu_);
   std::unordered_set<uint64_t> servers_seen_ PATRO_GUARDED_BY(io_mu_);
   uint64_t last_server_ PATRO_GUARDED_BY(io_mu_) = 0;

@@ -21,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -64,6 +65,12 @@ class ReplyCache {
   /// latest brokered request or attachment came through another broker (it moved there, and
   /// the broker it left, alive but cut off from it, expired it).
   bool gone_at(uint64_t client, unsigned broker);
+  /// Broker `broker` went away: marks the clients attached through it unconfirmed until they
+  /// send a request or attach again (a live client moves, or comes back, and says so). Returns
+  /// how many.
+  size_t mark_unconfirmed(unsigned broker);
+  /// The clients still unconfirmed and attached through broker `broker` (it clears the marks).
+  std::vector<uint64_t> unconfirmed(unsigned broker);
 
   uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
   uint64_t expired() const noexcept { return expired_.load(std::memory_order_relaxed); }
@@ -80,6 +87,7 @@ class ReplyCache {
     std::deque<std::pair<uint64_t, Clock::time_point>> order;  // oldest first
     Clock::time_point last;                                    // its latest request
     int via = -1;  // the broker its latest brokered request or attachment came by (-1: none)
+    bool unconfirmed = false;  // its broker went away, and it has not been heard from since
   };
   struct Shard {
     Mutex mu;

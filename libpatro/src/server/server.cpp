@@ -278,6 +278,10 @@ Config Server::start() {
     registered_.assign(broker_endpoints_.size(), 0);
     client_endpoints_.assign(broker_endpoints_.size(), std::string());
   }
+  {
+    MutexLock lock(lost_mu_);
+    lost_.assign(broker_endpoints_.size(), LostBroker{});
+  }
   running_ = true;
   register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
@@ -528,6 +532,7 @@ void Server::lane_main(Lane& lane) {
     BrokerClock clock;
     bool counted = false;  // this lane told start() it registered here
     bool silent = false;   // reconnecting after silence (logged once, until heard again)
+    bool live = false;     // registered, and not lost since
   };
   const size_t n_brokers = broker_endpoints_.size();
   std::vector<zmq::socket_t> socks;
@@ -593,6 +598,49 @@ void Server::lane_main(Lane& lane) {
     }
     outbox.send_owed(first, encoder, owed);
   };
+  // A client is gone: its locks are released, its waits dropped, what it left running forgotten.
+  auto release_client = [&](uint64_t client_id) {
+    locks_->drop_monitor(client_id, owed);
+    replies_.forget(client_id);
+    if (options_.idle_timeout.count() > 0) client_left(client_id);
+    outbox.send_owed(first, encoder, owed);
+    if (options_.on_client_gone) {
+      try {
+        options_.on_client_gone(client_id);
+      } catch (const std::exception& e) {
+        PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
+      } catch (...) {
+        PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
+      }
+    }
+  };
+  // The server's own watch over its clients when a broker goes away (lane 0 keeps it): a client
+  // attached through that broker that died with it is never reported gone by any broker, so
+  // every client attached through it must come back — a request, or a LOCATE through any broker
+  // (CLIENT_AT), as libpatro sends after moving or when its broker restarted — within twice the
+  // broker's window once some broker has us registered; those that do not are released.
+  auto broker_lost = [&](size_t broker, Clock::time_point now) {
+    links[broker].live = false;
+    broker_went_away(broker, now + 2 * links[broker].window);
+  };
+  auto broker_registered = [&](size_t broker, Clock::time_point now) {
+    links[broker].live = true;
+    broker_came_back(now + 2 * links[broker].window);
+  };
+  // Lane 0 releases the clients that did not come back after a broker went away.
+  auto check_lost = [&](Clock::time_point now) {
+    if (lane.index != 0) return;
+    bool any_live = false;
+    for (const Link& l : links) any_live = any_live || l.live;
+    for (const size_t b : brokers_to_check(now, any_live)) {
+      const auto stale = replies_.unconfirmed(static_cast<unsigned>(b));
+      if (!stale.empty())
+        PATRO_LOG(info, "server") << stale.size() << " client(s) attached through the broker at "
+                                  << broker_endpoints_[b]
+                                  << " did not come back after it went away: released";
+      for (uint64_t client_id : stale) release_client(client_id);
+    }
+  };
   // A message from broker `broker`.
   auto handle_broker = [&](size_t broker, Multipart& m, Clock::time_point now) {
     Link& link = links[broker];
@@ -635,6 +683,7 @@ void Server::lane_main(Lane& lane) {
                        "), which is alive: a name has one owner until it stops";
           }
         }
+        broker_registered(broker, now);
         if (!link.counted && !refusal.empty() && now + link.interval < register_until_) {
           link.register_again = now + link.interval;
         } else if (!link.counted) {
@@ -653,6 +702,7 @@ void Server::lane_main(Lane& lane) {
                                   << broker_endpoints_[broker];
         send_register(sock);
         link.clock.reset();
+        broker_lost(broker, now);
         break;
       case Command::client_at:
         // A client located us at this broker: with several brokers, the one it is attached to.
@@ -669,19 +719,7 @@ void Server::lane_main(Lane& lane) {
                                      << broker_endpoints_[broker] << " for another broker";
           break;
         }
-        locks_->drop_monitor(*client_id, owed);
-        replies_.forget(*client_id);
-        if (options_.idle_timeout.count() > 0) client_left(*client_id);
-        outbox.send_owed(first, encoder, owed);
-        if (options_.on_client_gone) {
-          try {
-            options_.on_client_gone(*client_id);
-          } catch (const std::exception& e) {
-            PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
-          } catch (...) {
-            PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
-          }
-        }
+        release_client(*client_id);
         break;
       }
       default:
@@ -693,7 +731,7 @@ void Server::lane_main(Lane& lane) {
     // logged and the lane goes on; each request has its own barrier inside.
     try {
       auto now = Clock::now();
-      auto until = kNever;
+      auto until = lane.index == 0 ? next_lost_check() : kNever;
       for (const Link& l : links) until = std::min({until, l.next_heartbeat, l.register_again});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
@@ -737,6 +775,7 @@ void Server::lane_main(Lane& lane) {
         }
       }
       now = Clock::now();
+      check_lost(now);
       for (size_t b = 0; b < n_brokers; ++b) {
         Link& l = links[b];
         if (now >= l.next_heartbeat) {
@@ -751,7 +790,8 @@ void Server::lane_main(Lane& lane) {
         // new socket would drop it.
         if (now - l.last_heard > l.window && !(socks[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
           // The broker went silent: a new socket, and register again (Majordomo's reconnect).
-          if (!l.silent)
+          const bool newly = !l.silent;
+          if (newly)
             PATRO_LOG(warn, "server")
                 << "lane " << lane.index << ": broker " << broker_endpoints_[b] << " silent for "
                 << l.window.count() << " ms; reconnecting";
@@ -761,6 +801,7 @@ void Server::lane_main(Lane& lane) {
           socks[b] = make_socket(b);
           send_register(socks[b]);
           l.clock.reset();  // perhaps another broker
+          if (newly) broker_lost(b, now);
           l.last_heard = now;
         }
       }
@@ -781,6 +822,47 @@ void Server::lane_main(Lane& lane) {
   outbox.set_brokers(nullptr);
   outbox.set_direct(nullptr);
   if (direct.handle() != nullptr) direct.close();
+}
+
+void Server::broker_went_away(size_t broker, Clock::time_point check_at) {
+  MutexLock lock(lost_mu_);
+  LostBroker& l = lost_.at(broker);
+  if (l.lost) return;  // another lane saw it first: the clients are marked already
+  // Before any lane can register again there (which comes after a lane saw it go), so no
+  // client's coming back is marked over.
+  replies_.mark_unconfirmed(static_cast<unsigned>(broker));
+  l.lost = true;
+  l.check_at = check_at;
+}
+
+void Server::broker_came_back(Clock::time_point not_before) {
+  MutexLock lock(lost_mu_);
+  for (LostBroker& l : lost_)
+    if (l.lost) l.check_at = std::max(l.check_at, not_before);
+}
+
+Clock::time_point Server::next_lost_check() {
+  MutexLock lock(lost_mu_);
+  auto next = Clock::time_point::max();
+  for (const LostBroker& l : lost_)
+    if (l.lost) next = std::min(next, l.check_at);
+  return next;
+}
+
+std::vector<size_t> Server::brokers_to_check(Clock::time_point now, bool any_live) {
+  MutexLock lock(lost_mu_);
+  std::vector<size_t> due;
+  for (size_t b = 0; b < lost_.size(); ++b) {
+    LostBroker& l = lost_[b];
+    if (!l.lost || now < l.check_at) continue;
+    if (!any_live) {  // no broker for the clients to come back through yet: wait
+      l.check_at = now + std::chrono::milliseconds(alive_ms_.load() > 0 ? alive_ms_.load() : 1000);
+      continue;
+    }
+    l.lost = false;
+    due.push_back(b);
+  }
+  return due;
 }
 
 void Server::alive_main() {

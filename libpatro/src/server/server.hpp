@@ -60,6 +60,20 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no
   /// client for idle_timeout and has run for keep_alive.
   void fincheck_main() PATRO_EXCLUDES(mu_);
+  // The server's own watch over its clients when a broker goes away: a client attached through
+  // it that died with it is never reported gone by any broker, so each client attached through
+  // it must come back — a request, or a LOCATE through any broker (CLIENT_AT), as libpatro sends
+  // after moving or when its broker restarted — within twice the broker's window once the server
+  // is registered somewhere; lane 0 releases those that do not.
+  /// A lane saw broker `broker` go (silent, or restarted): the first marks its clients.
+  void broker_went_away(size_t broker, std::chrono::steady_clock::time_point check_at)
+      PATRO_EXCLUDES(lost_mu_);
+  /// A lane registered (again) with a broker: no check before not_before.
+  void broker_came_back(std::chrono::steady_clock::time_point not_before) PATRO_EXCLUDES(lost_mu_);
+  std::chrono::steady_clock::time_point next_lost_check() PATRO_EXCLUDES(lost_mu_);
+  /// The brokers whose clients are due for the check (none while no broker has us: any_live).
+  std::vector<size_t> brokers_to_check(std::chrono::steady_clock::time_point now, bool any_live)
+      PATRO_EXCLUDES(lost_mu_);
   void client_seen(uint64_t client_id) PATRO_EXCLUDES(mu_);
   void client_left(uint64_t client_id) PATRO_EXCLUDES(mu_);
   void stop_server(bool from_fincheck) PATRO_EXCLUDES(mu_);
@@ -91,6 +105,13 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::atomic<int64_t> alive_ms_{0};  // the faster of our heartbeat and the broker's
   std::atomic<bool> running_{false};
   std::thread fincheck_thread_;
+
+  struct LostBroker {
+    bool lost = false;
+    std::chrono::steady_clock::time_point check_at = std::chrono::steady_clock::time_point::max();
+  };
+  Mutex lost_mu_;
+  std::vector<LostBroker> lost_ PATRO_GUARDED_BY(lost_mu_);  // by broker index
 
   Mutex mu_;
   CondVar cv_;
