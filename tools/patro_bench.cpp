@@ -384,15 +384,10 @@ void register_classes() {
   patro::Class<BenchObject>("BenchObject").method("echo", &BenchObject::echo);
 }
 
-// With curve, a fresh key pair and CURVE on both ports (no allow list: the handshake's ZAP
-// check costs once per connection, the encryption every message); its public key is printed
-// after the endpoints.
-int role_patro_broker(bool curve) {
+// A broker process: prints its endpoints and its public key (empty without CURVE), runs until
+// SIGTERM.
+int role_patro_broker(const patro::BrokerOptions& o) {
   patro::TerminationSignals signals;
-  patro::BrokerOptions o;
-  o.frontend = "tcp://127.0.0.1:*";
-  o.backend = "tcp://127.0.0.1:*";
-  if (curve) o.curve = patro::curve_keypair();
   patro::Broker broker(o);
   std::printf("%s %s %s\n", broker.frontend_endpoint().c_str(), broker.backend_endpoint().c_str(),
               broker.public_key().c_str());
@@ -406,24 +401,24 @@ int role_patro_broker(bool curve) {
   return 0;
 }
 
+// The bench's broker: free ports. With curve, a fresh key pair and CURVE on both ports (no allow
+// list: the handshake's ZAP check costs once per connection, the encryption every message).
+int role_patro_broker(bool curve) {
+  patro::BrokerOptions o;
+  o.frontend = "tcp://127.0.0.1:*";
+  o.backend = "tcp://127.0.0.1:*";
+  if (curve) o.curve = patro::curve_keypair();
+  return role_patro_broker(o);
+}
+
 // A broker at fixed endpoints ("*" ports: free ones) with the given heartbeat interval, for the
 // fail-over case, which kills it and starts it again on the same ports.
 int role_failover_broker(const std::string& front, const std::string& back, int heartbeat_ms) {
-  patro::TerminationSignals signals;
   patro::BrokerOptions o;
   o.frontend = front;
   o.backend = back;
   o.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
-  patro::Broker broker(o);
-  std::printf("%s %s\n", broker.frontend_endpoint().c_str(), broker.backend_endpoint().c_str());
-  std::fflush(stdout);
-  std::thread waiter([&] {
-    signals.wait();
-    broker.stop();
-  });
-  broker.run();
-  waiter.join();
-  return 0;
+  return role_patro_broker(o);
 }
 
 int role_patro_server(const std::string& back, const std::string& dir, int threads,
