@@ -82,8 +82,12 @@ int main(int argc, char** argv) {
       "Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or "
       "SIGTERM.\nWith --curve-key, both ports encrypt and authenticate every peer; SIGHUP also "
       "reads the allow lists again. Without it, binding anything but loopback is refused unless "
-      "--insecure is given.\nExit status: 0 after a clean stop, 1 if it cannot bind, 2 on bad "
-      "options.");
+      "--insecure is given.\nNo single point of failure: run two brokers (or more), each with "
+      "its own --front and --back (on two hosts, or two ports of one); servers register with "
+      "both (patro-worker --broker tcp://HOST1:7171 --broker tcp://HOST2:7171), and clients "
+      "list both client endpoints in fail-over order (patro --broker HOST1:7170,HOST2:7170); "
+      "see README \"Several brokers\".\nExit status: 0 after a clean stop, 1 if it cannot "
+      "bind, 2 on bad options.");
   app.add_option("--front", opts.frontend, "where clients connect")
       ->type_name("ENDPOINT")
       ->capture_default_str();

@@ -38,7 +38,10 @@ Output: a string prints as it is, anything else as JSON; --json prints JSON, one
 command (tail: one JSON value per line). Bytes and text that is not UTF-8 print in JSON as
 {"$base64": "..."}.
 
-The broker: --broker, else --config, else $PATRO_BROKER, else tcp://127.0.0.1:7170.
+The broker: --broker, else --config, else $PATRO_BROKER, else tcp://127.0.0.1:7170. Several
+brokers of one cluster (--broker A,B, or --broker given more than once, PATRO_BROKER=A,B, a
+config that names several) are tried in that order, and a call moves to the next broker when
+the one it uses goes silent (README "Several brokers"); ls and stats show each broker's view.
 
 Exit status: 0 ok; 1 a Patro error (message on stderr); 2 bad usage; 3 nothing (take or pop
 found nothing, a missing key with --strict); 4 lock not granted; for lock -- CMD and
@@ -95,7 +98,11 @@ passed on to CMD. Exits with CMD's status (128+N if a signal N ended it); 4 if t
 granted; 1 on a Patro error; 127 if CMD cannot be run.)"},
     {"ls", "servers and names at the broker", "",
      R"(Lists the servers registered at the broker (id, lanes, clients) and the names in its registry
-(name, type, object id). --json: one object {"servers": [...], "names": [...]}.)"},
+(name, type, object id). --json: one object {"servers": [...], "names": [...]}.
+With several brokers, each broker's view under a line broker ENDPOINT, or for one that did not
+answer the line broker ENDPOINT: unreachable (WHY). --json: an array, per broker in the order
+given {"broker": ENDPOINT, "servers": [...], "names": [...]} or {"broker": ENDPOINT, "error":
+WHY}. Exits 0 if at least one broker answered, 1 if none did.)"},
     {"locks", "lock states: holder, depth, waiters, token", "[NAME...]",
      R"(Prints the lock of each NAME (default: every name at the broker): holder (a client id, - when
 free), stack depth, requests waiting to acquire it, monitors in WAIT, and the newest fencing
@@ -108,7 +115,11 @@ goes away (a worker restart), it reconnects and goes on from where it was.)"},
     {"stats", "rates, clients, servers, queue depths, lock waiters", "[--interval MS]",
      R"(Samples the broker twice, MS milliseconds apart (default 1000), and prints requests per second,
 replies per second, clients, servers, and for each name: the queue depth and leased jobs of job
-queues, and the lock waiters. --json: one object.)"},
+queues, and the lock waiters. --json: one object.
+With several brokers, samples each (at the same time) and prints each one's under a line broker
+ENDPOINT, or for one that did not answer the line broker ENDPOINT: unreachable (WHY). --json: an
+array of the objects, each with "broker": ENDPOINT first, or {"broker": ENDPOINT, "error": WHY}.
+Exits 0 if at least one broker answered, 1 if none did.)"},
 };
 
 // Splits "-- CMD..." (lock) and "--exec CMD..." (take) off the words: what follows is the
@@ -189,11 +200,15 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.footer(kFooter);
 
-  std::optional<std::string> broker, config, timeout;
+  std::vector<std::string> brokers;
+  std::optional<std::string> config, timeout;
   bool json = false, stdin_arg = false;
   Invocation a;
-  app.add_option("--broker", broker, "the broker's client endpoint (tcp://HOST:PORT or HOST:PORT)")
-      ->type_name("ENDPOINT");
+  app.add_option("--broker", brokers,
+                 "the broker's client endpoint (tcp://HOST:PORT or HOST:PORT); several brokers: "
+                 "a comma-separated list, or --broker again, in fail-over order")
+      ->type_name("ENDPOINT")
+      ->allow_extra_args(false);
   app.add_option("--config", config, "a config a server wrote; NAME may be an index in it")
       ->type_name("FILE");
   app.add_flag("--json", json, "machine output: JSON");
@@ -211,10 +226,11 @@ int main(int argc, char** argv) {
   for (const Subcommand& s : kSubcommands) {
     CLI::App* sub = app.add_subcommand(s.name, s.summary);
     sub->fallthrough();
-    sub->footer(std::string(s.text) +
-                "\n\nGlobal options (patro --help): --broker ENDPOINT | --config FILE, --json, "
-                "--timeout T, --json-args, -x/--stdin.\nExit status: 0 ok, 1 Patro error, 2 bad "
-                "usage, 3 nothing, 4 lock not granted.");
+    sub->footer(
+        std::string(s.text) +
+        "\n\nGlobal options (patro --help): --broker ENDPOINT[,...] | --config FILE, --json, "
+        "--timeout T, --json-args, -x/--stdin.\nExit status: 0 ok, 1 Patro error, 2 bad "
+        "usage, 3 nothing, 4 lock not granted.");
     sub->add_option("ARGS", positional, s.usage);
     subs[s.name] = sub;
   }
@@ -320,6 +336,8 @@ int main(int argc, char** argv) {
       pthread_sigmask(SIG_BLOCK, &set, nullptr);
     }
     const Output out{json};
+    std::optional<std::string> broker;
+    for (const std::string& b : brokers) broker = broker ? *broker + "," + b : b;
     Cluster cluster(broker, config, options);
     static const std::map<std::string, int (*)(const Invocation&, Cluster&, const Output&)>
         commands = {{"get", cmd_get},     {"set", cmd_set},   {"call", cmd_call},

@@ -25,6 +25,7 @@
 
 #include <dirent.h>
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -383,15 +384,10 @@ void register_classes() {
   patro::Class<BenchObject>("BenchObject").method("echo", &BenchObject::echo);
 }
 
-// With curve, a fresh key pair and CURVE on both ports (no allow list: the handshake's ZAP
-// check costs once per connection, the encryption every message); its public key is printed
-// after the endpoints.
-int role_patro_broker(bool curve) {
+// A broker process: prints its endpoints and its public key (empty without CURVE), runs until
+// SIGTERM.
+int role_patro_broker(const patro::BrokerOptions& o) {
   patro::TerminationSignals signals;
-  patro::BrokerOptions o;
-  o.frontend = "tcp://127.0.0.1:*";
-  o.backend = "tcp://127.0.0.1:*";
-  if (curve) o.curve = patro::curve_keypair();
   patro::Broker broker(o);
   std::printf("%s %s %s\n", broker.frontend_endpoint().c_str(), broker.backend_endpoint().c_str(),
               broker.public_key().c_str());
@@ -403,6 +399,26 @@ int role_patro_broker(bool curve) {
   broker.run();
   waiter.join();
   return 0;
+}
+
+// The bench's broker: free ports. With curve, a fresh key pair and CURVE on both ports (no allow
+// list: the handshake's ZAP check costs once per connection, the encryption every message).
+int role_patro_broker(bool curve) {
+  patro::BrokerOptions o;
+  o.frontend = "tcp://127.0.0.1:*";
+  o.backend = "tcp://127.0.0.1:*";
+  if (curve) o.curve = patro::curve_keypair();
+  return role_patro_broker(o);
+}
+
+// A broker at fixed endpoints ("*" ports: free ones) with the given heartbeat interval, for the
+// fail-over case, which kills it and starts it again on the same ports.
+int role_failover_broker(const std::string& front, const std::string& back, int heartbeat_ms) {
+  patro::BrokerOptions o;
+  o.frontend = front;
+  o.backend = back;
+  o.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  return role_patro_broker(o);
 }
 
 int role_patro_server(const std::string& back, const std::string& dir, int threads,
@@ -1231,6 +1247,131 @@ struct Bench {
   }
 };
 
+// ---------------------------------------------------------------------------------------------
+// Fail-over (issue 13): two brokers, a server registered at both, one client that knows both and
+// calls get() back to back through the broker. Each round kills the broker the client is using
+// (SIGKILL: its connection drops; or SIGSTOP: it hangs, silent) and times its death to the first
+// call that succeeds after it (through the other broker); then the broker is started again on
+// the same ports, and the next round kills the other one.
+
+struct FailoverResult {
+  std::string how;
+  std::vector<double> ms;
+};
+
+std::vector<FailoverResult> run_failover(int rounds, int heartbeat_ms) {
+  auto start_broker = [&](const std::string& front, const std::string& back) {
+    Child c = spawn({"--role", "failover-broker", front, back, std::to_string(heartbeat_ms)}, -1);
+    auto eps = c.line(10s);
+    if (!eps) throw std::runtime_error("a broker did not start");
+    return std::pair{std::move(c), *eps};
+  };
+  std::array<Child, 2> brokers;
+  std::array<std::string, 2> fronts, backs;
+  for (int i = 0; i < 2; ++i) {
+    auto [c, eps] = start_broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+    brokers[i] = std::move(c);
+    std::istringstream(eps) >> fronts[i] >> backs[i];
+  }
+  patro::ServerOptions so;
+  so.brokers = {backs[0], backs[1]};
+  so.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  so.threads = 2;
+  patro::Config cfg = patro::patronize(so, patro::Hash{{"k", 1}});
+  patro::ClientOptions co;
+  co.route = patro::Route::broker;  // the calls pass the brokers
+  co.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  co.call_timeout = 30s;
+  patro::Proxy p = patro::get_proxies(cfg, co).at(0)["k"];
+  std::atomic<bool> stop{false};
+  // The latest call that succeeded: when it started and when it ended (steady clock ns; ended is
+  // written first, so a reader that sees a start sees its end or a later one).
+  std::atomic<int64_t> ok_started{0}, ok_ended{0};
+  std::atomic<uint64_t> errors{0};
+  std::thread caller([&] {
+    while (!stop.load()) {
+      const int64_t started = Clock::now().time_since_epoch().count();
+      try {
+        (void)p.get();
+        ok_ended = Clock::now().time_since_epoch().count();
+        ok_started = started;
+      } catch (const patro::Error&) {
+        ++errors;
+      }
+    }
+  });
+  std::vector<FailoverResult> out{{"SIGKILL (connection drops)", {}}, {"SIGSTOP (silent)", {}}};
+  int using_broker = 0;  // the client starts on the first broker of its list
+  for (int r = 0; r < 2 * rounds; ++r) {
+    const bool hang = r % 2 == 1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2 * heartbeat_ms));  // settled
+    Child& victim = brokers[using_broker];
+    const auto killed = Clock::now();
+    ::kill(victim.pid, hang ? SIGSTOP : SIGKILL);
+    // Until the signal took effect (a reply the broker sent before it may still arrive), then
+    // until a call started after that succeeds: the fail-over time runs from the kill to its end.
+    if (!hang) ::waitpid(victim.pid, nullptr, 0);
+    for (int i = 0; hang && i < 10000; ++i) {
+      std::ifstream st("/proc/" + std::to_string(victim.pid) + "/stat");
+      std::string pid, comm, state;
+      st >> pid >> comm >> state;
+      if (state == "T") break;
+      std::this_thread::sleep_for(10us);
+    }
+    const int64_t effective = Clock::now().time_since_epoch().count();
+    const auto give_up = killed + 30s;
+    while (ok_started.load() <= effective && Clock::now() < give_up)
+      std::this_thread::sleep_for(100us);
+    if (ok_started.load() <= effective)
+      throw std::runtime_error("no call succeeded within 30 s of a broker's death");
+    const auto ok = Clock::time_point(Clock::duration(ok_ended.load()));
+    out[hang ? 1 : 0].ms.push_back(std::chrono::duration<double, std::milli>(ok - killed).count());
+    if (hang) {
+      ::kill(victim.pid, SIGKILL);
+      ::waitpid(victim.pid, nullptr, 0);
+    }
+    victim.pid = -1;
+    ::close(victim.in);
+    ::close(victim.out);
+    victim = start_broker(fronts[using_broker], backs[using_broker]).first;
+    using_broker = 1 - using_broker;
+  }
+  stop = true;
+  caller.join();
+  cfg.stop();
+  for (Child& c : brokers) c.stop();
+  if (errors.load() != 0)
+    throw std::runtime_error(std::to_string(errors.load()) + " calls failed during fail-over");
+  return out;
+}
+
+int report_failover(int rounds, int heartbeat_ms, bool json) {
+  const auto results = run_failover(rounds, heartbeat_ms);
+  nlohmann::json j = {
+      {"heartbeat_ms", heartbeat_ms}, {"rounds", rounds}, {"cases", nlohmann::json::array()}};
+  std::fprintf(json ? stderr : stdout,
+               "Fail-over: a broker's death to the first successful call through the other "
+               "(heartbeat interval %d ms; no call failed)\n",
+               heartbeat_ms);
+  std::fprintf(json ? stderr : stdout, "%-28s %8s %8s %8s %14s\n", "how the broker died", "min ms",
+               "median", "max ms", "max/interval");
+  for (const auto& r : results) {
+    auto v = r.ms;
+    std::sort(v.begin(), v.end());
+    const double med = v.empty() ? 0 : v[v.size() / 2];
+    const double mx = v.empty() ? 0 : v.back();
+    std::fprintf(json ? stderr : stdout, "%-28s %8.1f %8.1f %8.1f %14.2f\n", r.how.c_str(),
+                 v.empty() ? 0 : v.front(), med, mx, mx / heartbeat_ms);
+    j["cases"].push_back({{"how", r.how},
+                          {"ms", r.ms},
+                          {"median_ms", med},
+                          {"max_ms", mx},
+                          {"max_over_interval", mx / heartbeat_ms}});
+  }
+  if (json) std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
 std::string machine_description() {
   utsname u{};
   ::uname(&u);
@@ -1268,6 +1409,7 @@ int main(int argc, char** argv) {
       if (role == "floor-broker") return role_floor_broker();
       if (role == "floor-server") return role_floor_server(at(2), std::stoi(at(3)));
       if (role == "patro-broker") return role_patro_broker(at(2) == "curve");
+      if (role == "failover-broker") return role_failover_broker(at(2), at(3), std::stoi(at(4)));
       if (role == "patro-server") return role_patro_server(at(2), at(3), std::stoi(at(4)), at(5));
       if (role == "floor-client") return role_floor_client(at(2), at(3), std::stoi(at(4)), prm(5));
       if (role == "patro-client") {
@@ -1321,7 +1463,22 @@ int main(int argc, char** argv) {
     bool curve = false;
     app.add_flag("--curve", curve,
                  "also run CURVE against plaintext (get p50, 64 in flight) in the same run");
+    int failover_rounds = 0, failover_heartbeat = 1000;
+    app.add_option("--failover", failover_rounds,
+                   "run only the fail-over case: ROUNDS brokers SIGKILLed and ROUNDS SIGSTOPped "
+                   "under a client's back-to-back calls, each timed to the first call that "
+                   "succeeds through the other broker")
+        ->check(CLI::Range(1, 1000))
+        ->type_name("ROUNDS");
+    app.add_option("--failover-heartbeat-ms", failover_heartbeat,
+                   "the brokers', server's and client's heartbeat interval in the fail-over case")
+        ->check(CLI::Range(10, 60000))
+        ->capture_default_str();
     if (auto status = patro::cli::parse(app, args)) return *status;
+    if (failover_rounds > 0) {
+      ::signal(SIGPIPE, SIG_IGN);
+      return report_failover(failover_rounds, failover_heartbeat, b.json);
+    }
     if (curve && !b.want("curve")) b.only += ",curve";
     try {
       b.clients = parse_counts(b.clients_list);

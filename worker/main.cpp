@@ -37,10 +37,11 @@ const char* kObjects = R"(OBJECT is one of:
   hash NAME          a key-value store: get, set, erase, exists, keys, size
   counter NAME       an atomic counter: add, get, set, cas
 
-Each is registered by NAME at the broker (clients find them with patro::get_proxy(endpoint,
-NAME) or the patro CLI). Logs to stderr (ISO-8601 UTC times; under systemd, journal
-priorities). SIGHUP reopens the served log files and --log-file (after logrotate moved them).
-Tells systemd READY=1 once serving. Stops cleanly on SIGINT or SIGTERM.
+Each is registered by NAME at the broker, at each broker with several --broker (clients find
+them with patro::get_proxy(endpoint, NAME) or the patro CLI). Logs to stderr (ISO-8601 UTC
+times; under systemd, journal priorities). SIGHUP reopens the served log files and --log-file
+(after logrotate moved them). Tells systemd READY=1 once serving. Stops cleanly on SIGINT or
+SIGTERM.
 Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad options.)";
 
 struct Spec {
@@ -153,10 +154,14 @@ int main(int argc, char** argv) {
   int64_t visibility_ms = visibility.count(), heartbeat_ms = 0, rotate_bytes = 0;
   app.add_option("OBJECT", object_words, "queue NAME | log NAME PATH | hash NAME | counter NAME")
       ->type_name("");
-  app.add_option("--broker", so.broker,
-                 "register with this broker's server endpoint (its --back); without it, the "
-                 "worker runs a broker itself (--front, --back)")
-      ->type_name("ENDPOINT");
+  std::vector<std::string> broker_args;
+  app.add_option("--broker", broker_args,
+                 "register with this broker's server endpoint (its --back); several brokers "
+                 "(--broker again, or a comma-separated list): the worker registers with every "
+                 "broker given, and clients may use any of them (README \"Several brokers\"); "
+                 "without it, the worker runs a broker itself (--front, --back)")
+      ->type_name("ENDPOINT")
+      ->allow_extra_args(false);
   app.add_option("--direct", so.direct,
                  "where each lane takes requests straight from clients (the direct path): auto "
                  "(the interface that reaches the broker, free ports), an endpoint such as "
@@ -241,6 +246,13 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", bo.insecure,
                "let the embedded broker bind a non-loopback address without CURVE");
   if (auto status = patro::cli::parse(app, argc, argv)) return *status;
+  for (const std::string& b : broker_args)
+    for (const std::string& e : patro::split_endpoints(b)) so.brokers.push_back(e);
+  if (!broker_args.empty() && so.brokers.empty()) usage_error("--broker names no broker");
+  // One broker as before; several: each registered with (the first stays in so.broker, which
+  // the library reads when it is given no list).
+  if (!so.brokers.empty()) so.broker = so.brokers.front();
+  if (so.brokers.size() == 1) so.brokers.clear();
   visibility = std::chrono::milliseconds(visibility_ms);
   log_options.rotate_bytes = rotate_bytes;
   if (heartbeat_ms > 0) {
@@ -362,10 +374,15 @@ int main(int argc, char** argv) {
       patro::Config cfg = patro::patronize(so, objects);
       if (!config_client_key.empty()) cfg.set_client_key(patro::read_key_file(config_client_key));
       if (!config_out.empty()) cfg.to_file(config_out);
+      std::string registered_with, clients_connect_to;
+      for (const std::string& b : so.brokers.empty() ? std::vector{so.broker} : so.brokers)
+        registered_with += (registered_with.empty() ? "" : ", ") + b;
+      for (const std::string& b : cfg.brokers())
+        clients_connect_to += (clients_connect_to.empty() ? "" : ", ") + b;
       patro::write_log(patro::LogLevel::info, "worker",
                        "serving " + std::to_string(objects.size()) +
-                           " object(s), registered with " + so.broker + "; clients connect to " +
-                           cfg.brokers().at(0));
+                           " object(s), registered with " + registered_with +
+                           "; clients connect to " + clients_connect_to);
       std::unique_ptr<patro::daemon::MetricsServer> metrics_server;
       if (!metrics.empty()) {
         // Lock waiters come from the objects' locks, asked through a connection of our own.

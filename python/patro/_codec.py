@@ -30,8 +30,9 @@ CLIENT_GONE = 12
 BROKER_INFO = 13
 BROKER_INFO_REPLY = 14
 NO_ROUTE = 15  # an error reply from the broker: no server to route the request to now
+LOCATE = 17  # tells a broker that this client uses a server (its answer is not read here)
 
-_HEADERS = {c: bytes((ord("P"), ord("T"), VERSION, c)) for c in range(HELLO, NO_ROUTE + 1)}
+_HEADERS = {c: bytes((ord("P"), ord("T"), VERSION, c)) for c in range(HELLO, LOCATE + 1)}
 
 REQUEST_ID = b"PTRQ"
 REPLY_ID = b"PTRP"
@@ -318,6 +319,14 @@ def hello_body(client_id):
         wire.HelloAddClientId(b, client_id)
         return wire.HelloEnd(b)
     return encode_control(wire.ControlBody.Hello, build)
+
+
+def locate_body(server):
+    def build(b):
+        wire.LocateStart(b)
+        wire.LocateAddServer(b, server)
+        return wire.LocateEnd(b)
+    return encode_control(wire.ControlBody.Locate, build)
 
 
 def lookup_body(name):

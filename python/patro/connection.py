@@ -125,6 +125,11 @@ class Connection:
         self._mu = threading.Lock()  # slots, outbox, generation
         self._cv = threading.Condition(self._mu)
         self._slots = {}
+        # The servers this connection sent requests to, and the broker's instance (its
+        # heartbeats name it): when it restarts, each server hears through it that we are still
+        # here (LOCATE), or it releases our locks and leases as a client that died with it.
+        self._servers = set()
+        self._broker_instance = 0
         self._templates = {}  # requests encoded once (codec.RequestTemplate), at most 1024
         self._outbox = collections.deque()
         self._generation = 0
@@ -302,6 +307,7 @@ class Connection:
             raise errors.MessageTooLarge("the request of %d bytes is over the limit of %d"
                                          % (len(body), self.options.max_message_size))
         slot = self._new_slot(rid, server, op, deadline)
+        self._servers.add(server)
         self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
                       codec.u64_frame(rid), body])
         return slot
@@ -548,7 +554,21 @@ class Connection:
                                            codec.hello_body(self.client_id)], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
-        # HEARTBEAT: being heard is all it says.
+        elif cmd == codec.HEARTBEAT and len(msg) == 2:
+            # [instance]: a new one is a restarted broker, which must learn our servers again.
+            instance = codec.parse_u64(msg[1])
+            if instance and instance != self._broker_instance:
+                restarted = self._broker_instance != 0
+                self._broker_instance = instance
+                if restarted:
+                    for server in list(self._servers):
+                        try:
+                            self._sock.send_multipart(
+                                [codec.header(codec.LOCATE), codec.u64_frame(server),
+                                 codec.locate_body(server)], zmq.NOBLOCK)
+                        except zmq.ZMQError:
+                            pass
+        # Other heartbeats: being heard is all they say.
 
     def _complete(self, slot, error):
         """Marks a slot answered (requires _mu)."""

@@ -1,10 +1,15 @@
 // The patro CLI against the real patro-worker (its own broker): the queue flow from a shell (take
 // in one process, ack in another; take --exec), typed input (--json-args, -x, @FILE), valid JSON
-// for any value, and the options every binary shares (--version, --opt=value, host:port).
+// for any value, and the options every binary shares (--version, --opt=value, host:port); several
+// brokers (--broker A,B: each one's view in ls and stats, a dead one skipped).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -261,4 +266,173 @@ TEST_CASE("typed input: --json-args, -x (a 10 MB value from stdin), @FILE") {
   const std::string keys = w.out({"call", "kv", "keys"});
   for (const char* k : {"retries\n", "inferred\n", "list\n", "big\n", "f\n"})
     CHECK(keys.find(k) != std::string::npos);
+}
+
+namespace {
+
+// One broker of a cluster of several: a patro-worker with its own broker on free ports, serving
+// one queue.
+struct Member {
+  std::unique_ptr<Process> proc;
+  std::string front, back;
+
+  Member(const TempDir& dir, const std::string& queue) {
+    const std::string eps = dir.file(queue + "-endpoints");
+    proc = std::make_unique<Process>(std::vector<std::string>{
+        program("PATRO_WORKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
+        "--endpoints-file", eps, "--heartbeat-ms", "250", "queue", queue});
+    REQUIRE(wait_for_file(eps, 20s));
+    std::istringstream(read_file(eps)) >> front >> back;
+    REQUIRE(registered(front, queue));
+  }
+  ~Member() { proc->stop(); }
+
+  // Whether the broker at front knows name (asked for up to 5 s).
+  static bool registered(const std::string& front, const std::string& name) {
+    for (int i = 0; i < 200; ++i) {
+      try {
+        patro::ClientOptions co;
+        co.connect_timeout = 1s;
+        (void)patro::get_proxy(front, name, co);
+        return true;
+      } catch (const patro::Error&) {
+        std::this_thread::sleep_for(25ms);
+      }
+    }
+    return false;
+  }
+};
+
+// A port on 127.0.0.1 that refuses connections: bound, never listening, held until the end.
+struct DeadPort {
+  int fd = -1;
+  std::string endpoint;
+  DeadPort() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  }
+  ~DeadPort() {
+    if (fd >= 0) ::close(fd);
+  }
+  DeadPort(const DeadPort&) = delete;
+  DeadPort& operator=(const DeadPort&) = delete;
+};
+
+// patro with its stderr in its output too.
+Run cli_with_stderr(const TempDir& dir, std::vector<std::string> args) {
+  std::vector<std::string> a{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", program("PATRO_CLI")};
+  a.insert(a.end(), args.begin(), args.end());
+  return run(dir, std::move(a));
+}
+
+}  // namespace
+
+TEST_CASE("several brokers: ls and stats show each one's view; a dead one is skipped") {
+  TempDir dir;
+  Member a(dir, "alpha"), b(dir, "beta");
+  const std::string both = a.front + "," + b.front;
+  const std::string cli = program("PATRO_CLI");
+  // A short deadline for the commands that meet a dead broker (each costs it once).
+  const std::string short_timeout = "--timeout=2s";
+
+  // Each broker's names under its own header, in the order given.
+  Run r = run(dir, {cli, "--broker", both, "ls"});
+  CHECK(r.status == 0);
+  const size_t at_a = r.out.find("broker " + a.front + "\nSERVER ");
+  const size_t at_b = r.out.find("\n\nbroker " + b.front + "\nSERVER ");
+  const size_t alpha = r.out.find("\nalpha\tPatro::Queue\t");
+  const size_t beta = r.out.find("\nbeta\tPatro::Queue\t");
+  CHECK(at_a == 0);
+  REQUIRE(at_b != std::string::npos);
+  CHECK((alpha > at_a && alpha < at_b));
+  CHECK((beta != std::string::npos && beta > at_b));
+  CHECK(r.out.rfind("alpha") < at_b);  // alpha only at A
+  // The same with --broker given twice, and with HOST:PORT.
+  Run twice = run(dir, {cli, "--broker", a.front, "--broker", b.front.substr(6), "ls"});
+  CHECK(twice.status == 0);
+  CHECK(twice.out.find("broker " + a.front + "\nSERVER ") == 0);
+  CHECK(twice.out.find("\n\nbroker " + b.front + "\nSERVER ") != std::string::npos);
+  CHECK(twice.out.find("\nbeta\tPatro::Queue\t") != std::string::npos);
+  // --json: an array, one object per broker, its endpoint first.
+  r = run(dir, {cli, "--json", "--broker", both, "ls"});
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("[{\"broker\":\"" + a.front + "\",\"servers\":[{", 0) == 0);
+  CHECK(r.out.find("},{\"broker\":\"" + b.front + "\",\"servers\":[{") != std::string::npos);
+  CHECK(r.out.find("\"name\":\"beta\",\"type\":\"Patro::Queue\"") != std::string::npos);
+  {
+    const std::string file = dir.file("ls.json");
+    std::ofstream(file) << r.out;
+    CHECK(run(dir, {"/usr/bin/python3", "-m", "json.tool", file}).status == 0);
+  }
+
+  // Commands use the list from PATRO_BROKER too (the name is at the first broker).
+  r = run(dir, {"/usr/bin/env", "PATRO_BROKER=" + a.front.substr(6) + "," + b.front.substr(6), cli,
+                "push", "alpha", "x"});
+  CHECK(r.status == 0);
+  CHECK(r.out == "1\n");
+  // A broker that does not answer first: the command moves on to the next.
+  {
+    DeadPort dead;
+    r = run(dir,
+            {cli, short_timeout, "--broker", dead.endpoint + "," + a.front, "push", "alpha", "y"});
+    CHECK(r.status == 0);
+    CHECK(r.out == "2\n");
+  }
+
+  // stats samples each broker.
+  r = run(dir, {cli, "--broker", both, "stats", "--interval", "100"});
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("broker " + a.front + "\nrequests/s ", 0) == 0);
+  CHECK(r.out.find("\nalpha\tPatro::Queue\t2\t0\t0\n") != std::string::npos);
+  CHECK(r.out.find("\n\nbroker " + b.front + "\nrequests/s ") != std::string::npos);
+  CHECK(r.out.find("\nbeta\tPatro::Queue\t0\t0\t0\n") != std::string::npos);
+  r = run(dir, {cli, "--json", "--broker", both, "stats", "--interval", "100"});
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("[{\"broker\":\"" + a.front + "\",\"requests_per_second\":", 0) == 0);
+  CHECK(r.out.find("{\"broker\":\"" + b.front + "\",\"requests_per_second\":") !=
+        std::string::npos);
+
+  // A worker given both brokers (--broker twice) parses its objects after them and registers.
+  {
+    Process gamma({program("PATRO_WORKER"), "--broker", a.back, "--broker", b.back,
+                   "--heartbeat-ms", "250", "queue", "gamma"});
+    CHECK(Member::registered(a.front, "gamma"));
+    CHECK(gamma.stop() == 0);
+  }
+
+  // B dies: ls shows it unreachable and A's view, and exits 0.
+  b.proc->signal(SIGKILL);
+  CHECK(b.proc->wait(10s) == 128 + SIGKILL);
+  patro::remove_stale_lock_segments();
+  r = run(dir, {cli, short_timeout, "--broker", both, "ls"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find("\nalpha\tPatro::Queue\t") != std::string::npos);
+  CHECK(r.out.find("\n\nbroker " + b.front + ": unreachable (") != std::string::npos);
+  r = run(dir, {cli, short_timeout, "--json", "--broker", both, "ls"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find(",{\"broker\":\"" + b.front + "\",\"error\":\"") != std::string::npos);
+  r = run(dir, {cli, short_timeout, "--broker", both, "stats", "--interval", "100"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find("\n\nbroker " + b.front + ": unreachable (") != std::string::npos);
+
+  // Both dead: every broker said unreachable, a message on stderr, status 1.
+  a.proc->signal(SIGKILL);
+  CHECK(a.proc->wait(10s) == 128 + SIGKILL);
+  patro::remove_stale_lock_segments();
+  r = cli_with_stderr(dir, {short_timeout, "--broker", both, "ls"});
+  CHECK(r.status == 1);
+  CHECK(r.out.find("broker " + a.front + ": unreachable (") != std::string::npos);
+  CHECK(r.out.find("broker " + b.front + ": unreachable (") != std::string::npos);
+  CHECK(r.out.find("patro: none of the 2 brokers answered\n") != std::string::npos);
+
+  // An empty list is bad usage.
+  CHECK(run(dir, {cli, "--broker", ",", "ls"}).status == 2);
+  CHECK(run(dir, {"/usr/bin/env", "PATRO_BROKER= , ", cli, "ls"}).status == 2);
 }

@@ -69,9 +69,20 @@ def main():
                  "FileHandle print_async, 4 clients (direct)"]:
         assert number(row(name)["per_s"]), rows[name]
 
+    # The fail-over case: one round of each kind, with a short heartbeat; every call succeeded
+    # (patro-bench exits 1 otherwise) and each round has its time.
+    run = subprocess.run([bench, "--failover", "1", "--failover-heartbeat-ms", "200", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    sys.stderr.write(run.stderr)
+    assert run.returncode == 0, f"patro-bench --failover exited {run.returncode}"
+    fo = json.loads(run.stdout)
+    assert fo["heartbeat_ms"] == 200 and len(fo["cases"]) == 2, fo
+    for c in fo["cases"]:
+        assert len(c["ms"]) == 1 and number(c["max_ms"]), c
+
     # Bad options: a clear message and exit status 2, nothing run.
     for bad in (["--clients", "0"], ["--clients", "1,x"], ["--route", "sideways"],
-                ["--worker", "/nonexistent/patro-worker"]):
+                ["--worker", "/nonexistent/patro-worker"], ["--failover", "0"]):
         r = subprocess.run([bench] + bad, capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, (bad, r.returncode, r.stderr)
         assert r.stderr.strip() and r.stdout == "", (bad, r.stdout, r.stderr)

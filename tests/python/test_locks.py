@@ -170,3 +170,29 @@ def test_calls_go_on_while_a_thread_waits_for_a_lock(cluster, objs):
         patro.unlock(c)
     finally:
         other.connection.close()
+
+
+def test_an_idle_holder_keeps_its_lock_across_a_broker_restart(procs, tmp):
+    """When a server loses its broker, each client attached through it must come back within
+    twice the broker's window or be released (it may have died with the broker). An idle Python
+    holder comes back: it sees the new broker's instance in its heartbeats and sends LOCATE."""
+    from conftest import Cluster, remove_segments
+    c = Cluster(procs, tmp, worker=False)
+    broker = c.broker
+    try:
+        holder = patro.get_proxies(c.config)[4]
+        assert patro.lock(holder, timeout=5)
+        broker.kill()
+        broker.wait(5)
+        broker = procs.start([program("broker"), "--front", c.front, "--back", c.back,
+                              "--heartbeat-ms", "100", "--liveness", "5"])
+        time.sleep(3)  # the server is registered again, and its check (1 s later) has run
+        other = patro.get_proxies(c.config, call_timeout=20)[4]
+        assert not patro.lock(other, timeout=0.5)  # still held
+        assert patro.unlock(holder)
+        assert patro.lock(other, timeout=5)
+        patro.unlock(other)
+    finally:
+        procs.stop(c.server)
+        procs.stop(broker)
+        remove_segments(c.names)

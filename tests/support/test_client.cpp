@@ -6,6 +6,7 @@
 //                                    prints "errors E" and exits 1 if any call failed
 //   slow-add CONFIG INDEX MS N       N calls of the Slow object's add(MS), as add-paced does
 //   sync-incr CONFIG INDEX KEY N     N read-modify-write increments of p[KEY] inside synchronize
+//   sync-incr-paced CONFIG INDEX KEY N US  the same, US microseconds apart
 //   produce CONFIG INDEX N CAP STOPS bounded queue (capacity CAP, wait/notify): pushes 1..N, then
 //                                    STOPS zeros, one for each consumer
 //   consume CONFIG INDEX OUT         takes items until a 0; writes them to OUT, one per line
@@ -82,10 +83,12 @@ int main(int argc, char** argv) {
     } else if (mode == "add" && argc == 6) {
       const int n = std::atoi(argv[5]);
       for (int i = 0; i < n; ++i) p[argv[4]].add(1);
-    } else if (mode == "sync-incr" && argc == 6) {
+    } else if ((mode == "sync-incr" && argc == 6) || (mode == "sync-incr-paced" && argc == 7)) {
       const int n = std::atoi(argv[5]);
+      const int pace_us = argc == 7 ? std::atoi(argv[6]) : 0;
       patro::Proxy v = p[argv[4]];
       for (int i = 0; i < n; ++i) {
+        if (pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pace_us));
         auto done = patro::synchronize(
             p,
             [&] {

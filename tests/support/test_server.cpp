@@ -3,7 +3,7 @@
 //   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
 // and writes its config to CONFIG. Runs until SIGTERM/SIGINT.
 //
-//   patro-test-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--liveness N] [--threads N]
+//   patro-test-server CONFIG [--broker ENDPOINT]... [--heartbeat-ms N] [--liveness N] [--threads N]
 //                            [--name NAME] [--steal 0|1] [--server-id N]
 #include <atomic>
 #include <chrono>
@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
   patro::ServerOptions opts;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--broker")
-      opts.broker = argv[i + 1];
+    if (a == "--broker")  // again for several brokers
+      opts.brokers.push_back(argv[i + 1]);
     else if (a == "--heartbeat-ms")
       opts.heartbeat.interval = std::chrono::milliseconds(std::atoi(argv[i + 1]));
     else if (a == "--liveness")

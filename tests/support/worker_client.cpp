@@ -10,7 +10,9 @@
 //   changes ENDPOINT HASH COUNTER COUNT OUT        COUNT hash sets k<i>=i and counter adds;
 //                                                  appends each acknowledged i to OUT
 // Before MODE, --timeout-ms N sets each call's deadline (default 60000): a client that outlives
-// a kill -9 of the worker fails at it, since its calls are retried until then.
+// a kill -9 of the worker fails at it, since its calls are retried until then. --pace-us N waits
+// N microseconds before each produce or log call; --route auto|direct|broker picks the route.
+// ENDPOINT may list several brokers, comma-separated.
 // Exit status: 0 done, 1 a Patro error.
 #include <chrono>
 #include <cstdio>
@@ -26,12 +28,26 @@ using namespace std::chrono_literals;
 int main(int argc, char** argv) {
   patro::ClientOptions co;
   co.call_timeout = 60s;
-  if (argc > 2 && std::string(argv[1]) == "--timeout-ms") {
-    co.call_timeout = std::chrono::milliseconds(std::atol(argv[2]));
-    if (co.call_timeout.count() <= 0) return 2;
+  long pace_us = 0;
+  for (bool more = true; more && argc > 2;) {
+    const std::string opt = argv[1];
+    if (opt == "--timeout-ms") {
+      co.call_timeout = std::chrono::milliseconds(std::atol(argv[2]));
+      if (co.call_timeout.count() <= 0) return 2;
+    } else if (opt == "--pace-us") {
+      pace_us = std::atol(argv[2]);
+    } else if (opt == "--route") {
+      co.route = patro::parse_route(argv[2]);
+    } else {
+      more = false;
+      continue;
+    }
     argv += 2;
     argc -= 2;
   }
+  auto pace = [&] {
+    if (pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pace_us));
+  };
   if (argc < 4) return 2;
   const std::string mode = argv[1], endpoint = argv[2];
   try {
@@ -42,6 +58,7 @@ int main(int argc, char** argv) {
       for (long i = first; i < first + count; i += batch) {
         patro::ValueArray jobs;
         for (long j = i; j < std::min(first + count, i + batch); ++j) jobs.push_back(j);
+        pace();
         (void)obj.call("push_many", patro::Value(jobs));
         for (const auto& j : jobs) out << j.as<int64_t>() << '\n';
         out.flush();
@@ -76,6 +93,7 @@ int main(int argc, char** argv) {
         patro::ValueArray lines;
         for (long j = i; j < std::min(count, i + batch); ++j)
           lines.push_back(tag + " " + std::to_string(j) + " " + std::string(40, 'x'));
+        pace();
         if (batch == 1)
           (void)obj.call("write", lines.front());
         else

@@ -67,7 +67,10 @@ struct Lane {
     for (int i = 0; i < 20; ++i) {
       Multipart m;
       if (!detail::recv_multipart(s, m)) return {};
-      if (!m.empty() && detail::parse_header(m[0]) == Command::heartbeat) continue;
+      // Heartbeats, and CLIENT_AT (a client located us): nothing to answer.
+      if (!m.empty() && (detail::parse_header(m[0]) == Command::heartbeat ||
+                         detail::parse_header(m[0]) == Command::client_at))
+        continue;
       return m;
     }
     return {};

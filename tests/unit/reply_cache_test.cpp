@@ -61,7 +61,7 @@ TEST_CASE(
         Seen::running);  // still running: kept
 }
 
-TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once") {
+TEST_CASE("replies older than reply_cache_age go; a gone client's stay until then") {
   patro::Limits limits;
   limits.reply_cache_age = 50ms;
   ReplyCache cache(limits);
@@ -73,6 +73,36 @@ TEST_CASE("replies older than reply_cache_age go, and a gone client's go at once
         Seen::fresh);  // evicts the old one
   CHECK(cache.begin(1, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
   (void)cache.finish(1, 2, body("y"));
+  // Gone (a broker that stalled may say so of a live client): a resent copy is still answered.
   cache.forget(1);
-  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
+  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::answered);
+  CHECK(cached.to_string() == "y");
+  // A request a gone client left running (a lock wait dropped with it) is forgotten at once: a
+  // copy runs afresh.
+  CHECK(cache.begin(7, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
+  cache.forget(7);
+  CHECK(cache.begin(7, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
+}
+
+TEST_CASE("a broker went away: its clients are unconfirmed until they are heard from again") {
+  patro::Limits limits;
+  ReplyCache cache(limits);
+  zmq::message_t cached;
+  const auto now = ReplyCache::Clock::now();
+  // Clients 1 and 2 came through the first broker (plain routing), 3 through the second.
+  CHECK(cache.begin(1, 1, "r1", now, &cached) == Seen::fresh);
+  CHECK(cache.begin(2, 1, "r2", now, &cached) == Seen::fresh);
+  CHECK(cache.begin(3, 1, patro::detail::broker_routing(1, "r3"), now, &cached) == Seen::fresh);
+  CHECK(cache.mark_unconfirmed(0) == 2);
+  // 1 is heard from again (a request); 2 is not; 3 was never the first broker's.
+  CHECK(cache.begin(1, 2, "r1", now, &cached) == Seen::fresh);
+  CHECK(cache.unconfirmed(0) == std::vector<uint64_t>{2});
+  CHECK(cache.unconfirmed(0).empty());  // the marks are cleared
+  // A client that attached through another broker (CLIENT_AT) is no longer the first broker's.
+  CHECK(cache.mark_unconfirmed(1) == 1);
+  cache.attach(3, 0, now);
+  CHECK(cache.unconfirmed(1).empty());
+  CHECK_FALSE(cache.gone_at(3, 1));  // the second broker's CLIENT_GONE no longer stands
+  CHECK(cache.gone_at(3, 0));
+  CHECK(cache.gone_at(99, 1));  // unknown: any broker's word stands
 }

@@ -86,25 +86,35 @@ std::string endpoint_of(const std::string& text, const std::string& from) {
                    "' (give tcp://HOST:PORT or HOST:PORT)");
 }
 
+std::vector<std::string> endpoints_of(const std::string& text, const std::string& from) {
+  std::vector<std::string> out;
+  for (const std::string& item : split_endpoints(text)) out.push_back(endpoint_of(item, from));
+  if (out.empty())
+    throw UsageError(from + " names no broker: '" + text +
+                     "' (give tcp://HOST:PORT or HOST:PORT, several comma-separated)");
+  return out;
+}
+
 Cluster::Cluster(const std::optional<std::string>& broker, const std::optional<std::string>& config,
                  ClientOptions options)
     : options_(options) {
   if (broker && config) throw UsageError("give --broker or --config, not both");
   if (broker) {
-    endpoint_ = endpoint_of(*broker, "--broker");
+    endpoints_ = endpoints_of(*broker, "--broker");
   } else if (config) {
     config_ = Config::from_file(*config);
     if (config_->brokers().empty()) throw Error(Errc::bad_config, "the config names no broker");
-    endpoint_ = config_->brokers().front();
+    endpoints_ = config_->brokers();
     // The keys the command line gives win over those the config carries.
     if (options_.curve.broker_key.empty()) options_.curve.broker_key = config_->broker_key();
     if (options_.curve.keys.empty()) options_.curve.keys = config_->client_key();
     if (options_.route == Route::automatic && !config_->route().empty())
       options_.route = parse_route(config_->route());
   } else if (const char* env = std::getenv("PATRO_BROKER"); env != nullptr && *env != '\0') {
-    endpoint_ = endpoint_of(env, "PATRO_BROKER");
+    endpoints_ = endpoints_of(env, "PATRO_BROKER");
   } else {
-    endpoint_ = BrokerOptions{}.frontend;  // where patro-broker and patro-worker listen by default
+    // Where patro-broker and patro-worker listen by default.
+    endpoints_ = {BrokerOptions{}.frontend};
   }
 }
 
@@ -117,7 +127,7 @@ Proxy Cluster::proxy(const std::string& name) {
     if (config_proxies_.empty()) config_proxies_ = get_proxies(*config_, options_);
     return config_proxies_.at(i);
   }
-  return get_proxy(endpoint_, name, options_);
+  return get_proxy(endpoints_, name, options_);
 }
 
 std::chrono::milliseconds parse_duration(const std::string& s, const char* what) {

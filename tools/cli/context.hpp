@@ -59,28 +59,36 @@ struct Output {
   void line(const std::string& text) const;
 };
 
-/// The broker (or config) named on the command line, from PATRO_BROKER, or the default.
+/// The brokers (or config) named on the command line, from PATRO_BROKER, or the default. Several
+/// brokers ("A,B") are the same cluster's, in fail-over order (README "Several brokers").
 class Cluster {
  public:
   Cluster(const std::optional<std::string>& broker, const std::optional<std::string>& config,
           ClientOptions options);
 
-  const std::string& endpoint() const { return endpoint_; }
+  /// The first broker's client endpoint.
+  const std::string& endpoint() const { return endpoints_.front(); }
+  /// Every broker's client endpoint, in fail-over order (never empty).
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
   const ClientOptions& options() const { return options_; }
-  /// A name in the registry; with a config, also an index into its objects.
+  /// A name in the registry (looked up at the first broker that answers; a call fails over to the
+  /// others); with a config, also an index into its objects.
   Proxy proxy(const std::string& name);
   /// Forgets the config's connection, so that the next proxy() makes a new one.
   void reconnect() { config_proxies_.clear(); }
 
  private:
   ClientOptions options_;
-  std::string endpoint_;
+  std::vector<std::string> endpoints_;
   std::optional<Config> config_;
   std::vector<Proxy> config_proxies_;
 };
 
 /// "tcp://…", "ipc://…" as given; "HOST:PORT" as tcp://HOST:PORT; a usage error otherwise.
 std::string endpoint_of(const std::string& text, const std::string& from);
+/// A comma-separated list of endpoints ("A,B", each as endpoint_of takes it); a usage error if an
+/// item is bad or the list is empty.
+std::vector<std::string> endpoints_of(const std::string& text, const std::string& from);
 std::chrono::milliseconds parse_duration(const std::string& s, const char* what);
 int64_t parse_int(const std::string& s, const char* what, int64_t min, int64_t max);
 

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cinttypes>
 #include <condition_variable>
@@ -9,6 +10,7 @@
 #include <deque>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "context.hpp"
@@ -23,36 +25,118 @@ std::string hex16(uint64_t v) {
   return buf;
 }
 
-std::vector<std::string> names_or_all(const Invocation& a, Cluster& c) {
-  if (!a.words.empty()) return a.words;
-  std::vector<std::string> names;
-  for (const auto& n : broker_info(c.endpoint(), c.options()).names) names.push_back(n.name);
-  return names;
-}
-
 bool is_container(const std::string& reftype) {
   return reftype == "HASH" || reftype == "ARRAY" || reftype == "SCALAR";
 }
 
-}  // namespace
+// One broker's answer to a question, or why it gave none.
+template <class T>
+struct Answer {
+  std::string broker;
+  std::optional<T> value;
+  std::string error;
+};
 
-int cmd_ls(const Invocation& a, Cluster& c, const Output& out) {
-  a.need(0, 0, "no arguments");
-  const BrokerInfo info = broker_info(c.endpoint(), c.options());
-  if (out.json) {
-    Json servers = Json::array(), names = Json::array();
-    for (const auto& s : info.servers)
-      servers.push_back(Json{{"id", hex16(s.id)},
-                             {"lanes", s.lanes},
-                             {"clients", s.clients},
-                             {"direct", s.direct},
-                             {"brokered", s.brokered}});
-    for (const auto& n : info.names)
-      names.push_back(Json{
-          {"name", n.name}, {"type", n.type_name}, {"reftype", n.reftype}, {"id", n.id.to_hex()}});
-    out.print(Json{{"servers", servers}, {"names", names}});
-    return ok;
+// Asks every broker at once (each bounded by the connect and call timeouts), so that a dead
+// broker costs one timeout however many there are; the answers in the brokers' order.
+template <class T, class F>
+std::vector<Answer<T>> ask_each(const std::vector<std::string>& brokers, F ask) {
+  std::vector<std::future<T>> pending;
+  for (const std::string& b : brokers)
+    pending.push_back(std::async(std::launch::async, [&ask, b] { return ask(b); }));
+  std::vector<Answer<T>> answers;
+  for (size_t i = 0; i < brokers.size(); ++i) {
+    Answer<T> a{brokers[i], std::nullopt, {}};
+    try {
+      a.value = pending[i].get();
+    } catch (const std::exception& e) {
+      a.error = e.what();
+      while (!a.error.empty() && (a.error.back() == ';' || a.error.back() == ' '))
+        a.error.pop_back();
+    }
+    answers.push_back(std::move(a));
   }
+  return answers;
+}
+
+// Several brokers' answers: each under a line "broker ENDPOINT" (or that line saying why it did
+// not answer), or a JSON array of objects, each with "broker" first. Exits 0 if any answered.
+template <class T, class ToJson, class PrintText>
+int print_each(const std::vector<Answer<T>>& answers, const Output& out, ToJson to_json_of,
+               PrintText print_text) {
+  Json all = Json::array();
+  size_t answered = 0;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    const Answer<T>& a = answers[i];
+    if (a.value) ++answered;
+    if (out.json) {
+      Json j = Json{{"broker", a.broker}};
+      if (a.value) {
+        const Json view = to_json_of(*a.value);  // iterated below: not a temporary
+        for (auto it = view.begin(); it != view.end(); ++it) j[it.key()] = it.value();
+      } else {
+        j["error"] = a.error;
+      }
+      all.push_back(std::move(j));
+      continue;
+    }
+    if (i > 0) out.line("");
+    if (!a.value) {
+      out.line("broker " + a.broker + ": unreachable (" + a.error + ")");
+      continue;
+    }
+    out.line("broker " + a.broker);
+    print_text(*a.value);
+  }
+  if (out.json) out.print(all);
+  if (answered > 0) return ok;
+  std::fprintf(stderr, "patro: none of the %zu brokers answered\n", answers.size());
+  return patro_error;
+}
+
+// The names at the brokers: those of the one broker, or of every broker that answers.
+std::vector<std::string> names_or_all(const Invocation& a, Cluster& c) {
+  if (!a.words.empty()) return a.words;
+  std::vector<std::string> names;
+  if (c.endpoints().size() == 1) {
+    for (const auto& n : broker_info(c.endpoint(), c.options()).names) names.push_back(n.name);
+    return names;
+  }
+  std::string errors;
+  size_t answered = 0;
+  const auto answers = ask_each<BrokerInfo>(
+      c.endpoints(), [&c](const std::string& b) { return broker_info(b, c.options()); });
+  for (const auto& ans : answers) {
+    if (!ans.value) {
+      errors += (errors.empty() ? "" : "; ") + ans.broker + ": " + ans.error;
+      continue;
+    }
+    ++answered;
+    for (const auto& n : ans.value->names) names.push_back(n.name);
+  }
+  if (answered == 0)
+    throw Error(Errc::broker_unreachable, "none of the " + std::to_string(answers.size()) +
+                                              " brokers answered (" + errors + ")");
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+Json ls_json(const BrokerInfo& info) {
+  Json servers = Json::array(), names = Json::array();
+  for (const auto& s : info.servers)
+    servers.push_back(Json{{"id", hex16(s.id)},
+                           {"lanes", s.lanes},
+                           {"clients", s.clients},
+                           {"direct", s.direct},
+                           {"brokered", s.brokered}});
+  for (const auto& n : info.names)
+    names.push_back(Json{
+        {"name", n.name}, {"type", n.type_name}, {"reftype", n.reftype}, {"id", n.id.to_hex()}});
+  return Json{{"servers", servers}, {"names", names}};
+}
+
+void ls_text(const BrokerInfo& info, const Output& out) {
   out.line("SERVER            LANES  CLIENTS        DIRECT      BROKERED");
   for (const auto& s : info.servers) {
     char buf[128];
@@ -63,6 +147,23 @@ int cmd_ls(const Invocation& a, Cluster& c, const Output& out) {
   out.line("");
   out.line("NAME\tTYPE\tOBJECT");
   for (const auto& n : info.names) out.line(n.name + "\t" + n.type_name + "\t" + n.id.to_hex());
+}
+
+}  // namespace
+
+int cmd_ls(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(0, 0, "no arguments");
+  if (c.endpoints().size() > 1) {
+    const auto answers = ask_each<BrokerInfo>(
+        c.endpoints(), [&c](const std::string& b) { return broker_info(b, c.options()); });
+    return print_each(answers, out, ls_json, [&out](const BrokerInfo& i) { ls_text(i, out); });
+  }
+  const BrokerInfo info = broker_info(c.endpoint(), c.options());
+  if (out.json) {
+    out.print(ls_json(info));
+    return ok;
+  }
+  ls_text(info, out);
   return ok;
 }
 
@@ -88,19 +189,23 @@ int cmd_locks(const Invocation& a, Cluster& c, const Output& out) {
   return ok;
 }
 
-int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
-  a.need(0, 0, "no arguments");
-  const auto interval = std::chrono::milliseconds(a.interval_ms.value_or(1000));
+namespace {
+
+// One broker's stats: two samples interval apart, and each of its names' queue depth and lock
+// waiters (asked through lookup(name)). The object --json prints.
+template <class Lookup>
+Json stats_of(const std::string& broker, const ClientOptions& options,
+              std::chrono::milliseconds interval, Lookup lookup) {
   const auto t0 = std::chrono::steady_clock::now();
-  const BrokerInfo first = broker_info(c.endpoint(), c.options());
+  const BrokerInfo first = broker_info(broker, options);
   std::this_thread::sleep_for(interval);
-  const BrokerInfo second = broker_info(c.endpoint(), c.options());
+  const BrokerInfo second = broker_info(broker, options);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double rps = static_cast<double>(second.stats.routed - first.stats.routed) / secs;
   const double reply_ps = static_cast<double>(second.stats.replies - first.stats.replies) / secs;
   Json objects = Json::object();
   for (const auto& n : second.names) {
-    Proxy p = c.proxy(n.name);
+    Proxy p = lookup(n.name);
     Json o = Json::object();
     o["type"] = n.type_name;
     o["depth"] = nullptr;
@@ -118,37 +223,63 @@ int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
     direct += s.direct;
     brokered += s.brokered;
   }
-  if (out.json) {
-    out.print(Json{{"requests_per_second", rps},
-                   {"replies_per_second", reply_ps},
-                   {"clients", second.stats.clients},
-                   {"servers", second.stats.servers},
-                   {"routed", second.stats.routed},
-                   {"dropped", second.stats.dropped},
-                   {"rejected", second.stats.rejected},
-                   {"retried", second.stats.retried},
-                   {"dedup_hits", second.stats.dedup_hits},
-                   {"expired", second.stats.expired},
-                   {"direct", direct},
-                   {"brokered", brokered},
-                   {"objects", objects}});
-    return ok;
-  }
+  return Json{{"requests_per_second", rps},
+              {"replies_per_second", reply_ps},
+              {"clients", second.stats.clients},
+              {"servers", second.stats.servers},
+              {"routed", second.stats.routed},
+              {"dropped", second.stats.dropped},
+              {"rejected", second.stats.rejected},
+              {"retried", second.stats.retried},
+              {"dedup_hits", second.stats.dedup_hits},
+              {"expired", second.stats.expired},
+              {"direct", direct},
+              {"brokered", brokered},
+              {"objects", objects}};
+}
+
+void stats_text(const Json& s, const Output& out) {
+  auto u = [&s](const char* k) { return s[k].get<uint64_t>(); };
   char buf[384];
   std::snprintf(
       buf, sizeof buf,
       "requests/s %.1f  replies/s %.1f  clients %" PRIu64 "  servers %" PRIu64 "  dropped %" PRIu64
       "  rejected %" PRIu64 "  retried %" PRIu64 "  dedup_hits %" PRIu64 "  expired %" PRIu64,
-      rps, reply_ps, second.stats.clients, second.stats.servers, second.stats.dropped,
-      second.stats.rejected, second.stats.retried, second.stats.dedup_hits, second.stats.expired);
+      s["requests_per_second"].get<double>(), s["replies_per_second"].get<double>(), u("clients"),
+      u("servers"), u("dropped"), u("rejected"), u("retried"), u("dedup_hits"), u("expired"));
   out.line(buf);
   out.line("NAME\tTYPE\tDEPTH\tLEASED\tLOCK_WAITERS");
+  const Json& objects = s["objects"];
   for (auto it = objects.begin(); it != objects.end(); ++it) {
     const Json& o = it.value();
     auto field = [&o](const char* k) { return o[k].is_null() ? std::string("-") : dump(o[k]); };
     out.line(it.key() + "\t" + o["type"].get<std::string>() + "\t" + field("depth") + "\t" +
              field("leased") + "\t" + field("lock_waiters"));
   }
+}
+
+}  // namespace
+
+int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(0, 0, "no arguments");
+  const auto interval = std::chrono::milliseconds(a.interval_ms.value_or(1000));
+  if (c.endpoints().size() > 1) {
+    // Each broker sampled at the same time; its names asked through it.
+    const ClientOptions& options = c.options();
+    const auto answers = ask_each<Json>(c.endpoints(), [&options, interval](const std::string& b) {
+      return stats_of(b, options, interval,
+                      [&](const std::string& name) { return get_proxy(b, name, options); });
+    });
+    return print_each(
+        answers, out, [](const Json& j) { return j; },
+        [&out](const Json& j) { stats_text(j, out); });
+  }
+  const Json s = stats_of(c.endpoint(), c.options(), interval,
+                          [&c](const std::string& n) { return c.proxy(n); });
+  if (out.json)
+    out.print(s);
+  else
+    stats_text(s, out);
   return ok;
 }
 

@@ -408,9 +408,18 @@ std::vector<Proxy> get_proxies(std::string_view config_text_or_file,
 std::vector<Proxy> get_proxies(const char* config_text_or_file, const ClientOptions& options = {});
 
 /// A proxy to the object registered under name at the broker whose client endpoint is given
-/// ("tcp://host:port"). Throws Error(not_found) if the name is unknown.
+/// ("tcp://host:port"; several, comma-separated, in fail-over order: "tcp://a:7170,tcp://b:7170").
+/// Throws Error(not_found) if no broker knows the name.
 Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
                 const ClientOptions& options = {});
+/// The same with several brokers' client endpoints, in fail-over order: the client talks to the
+/// first that answers and moves to the next when it goes silent or its connection drops, resending
+/// what was in flight (README "Several brokers"). A name unknown at the broker it talks to is
+/// looked up at the others.
+Proxy get_proxy(const std::vector<std::string>& brokers, const std::string& name,
+                const ClientOptions& options = {});
+/// "a,b,c" → {"a","b","c"} (spaces around commas trimmed, empty items dropped).
+std::vector<std::string> split_endpoints(const std::string& list);
 
 /// Sends the connection's open batch of oneway calls and waits until the server acknowledged every
 /// oneway call made on it. Returns how many of them failed on the server since the last

@@ -150,9 +150,14 @@ struct ClientOptions {
 
 /// Options of a server (patronize).
 struct ServerOptions {
-  /// The broker's server endpoint (its back end) to register with. Empty: patronize starts a
-  /// broker inside this process on 127.0.0.1 with free ports.
+  /// The broker's server endpoint (its back end) to register with. Empty (and brokers empty):
+  /// patronize starts a broker inside this process on 127.0.0.1 with free ports.
   std::string broker;
+  /// Several brokers' server endpoints (no single point of failure): the server registers with
+  /// each, heartbeats each and answers requests from any of them; its names are registered at
+  /// each. When set, broker is ignored (a non-empty broker alone means {broker}). See README
+  /// "Several brokers".
+  std::vector<std::string> brokers;
   /// The direct path: where each lane binds a ROUTER of its own for requests that skip the broker
   /// (advertised when it registers). "auto" (the default): the interface this host uses to reach
   /// the broker (127.0.0.1 for a broker on loopback), a free port per lane; a ZeroMQ endpoint

@@ -63,20 +63,26 @@ CurveOptions resolve_curve(const CurveOptions& options) {
 
 namespace {
 std::atomic<uint64_t> watch_count{0};
-}
 
-HandshakeWatch::HandshakeWatch(zmq::context_t& ctx, zmq::socket_t& s) : watched_(&s) {
-  const std::string address = "inproc://patro-handshake-" + std::to_string(::getpid()) + "-" +
+// A PAIR socket that receives the socket's events (a ZeroMQ socket monitor).
+zmq::socket_t start_monitor(zmq::context_t& ctx, zmq::socket_t& s, int events) {
+  const std::string address = "inproc://patro-monitor-" + std::to_string(::getpid()) + "-" +
                               std::to_string(watch_count.fetch_add(1));
-  const int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                     ZMQ_EVENT_DISCONNECTED;
   if (zmq_socket_monitor(s.handle(), address.c_str(), events) != 0)
     throw Error(Errc::internal, "cannot monitor a socket");
-  events_ = zmq::socket_t(ctx, zmq::socket_type::pair);
-  events_.set(zmq::sockopt::linger, 0);
-  events_.connect(address);
+  zmq::socket_t out(ctx, zmq::socket_type::pair);
+  out.set(zmq::sockopt::linger, 0);
+  out.connect(address);
+  return out;
 }
+}  // namespace
+
+HandshakeWatch::HandshakeWatch(zmq::context_t& ctx, zmq::socket_t& s)
+    : watched_(&s),
+      events_(start_monitor(ctx, s,
+                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED)) {}
 
 HandshakeWatch::~HandshakeWatch() {
   if (watched_->handle() != nullptr) zmq_socket_monitor(watched_->handle(), nullptr, 0);
@@ -125,6 +131,24 @@ std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeou
         continue;
     }
   }
+}
+
+DisconnectWatch::DisconnectWatch(zmq::context_t& ctx, zmq::socket_t& s)
+    : watched_(&s), events_(start_monitor(ctx, s, ZMQ_EVENT_DISCONNECTED)) {}
+
+DisconnectWatch::~DisconnectWatch() {
+  if (watched_->handle() != nullptr) zmq_socket_monitor(watched_->handle(), nullptr, 0);
+}
+
+bool DisconnectWatch::disconnected() {
+  bool lost = false;
+  Multipart ev;
+  for (int n = 0; n < 64 && recv_multipart(events_, ev, true); ++n) {
+    uint16_t event = 0;
+    if (!ev.empty() && ev[0].size() >= 2) std::memcpy(&event, ev[0].data(), 2);
+    lost = lost || event == ZMQ_EVENT_DISCONNECTED;
+  }
+  return lost;
 }
 
 bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait) {

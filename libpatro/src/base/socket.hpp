@@ -48,6 +48,25 @@ class HandshakeWatch {
   zmq::socket_t events_;
 };
 
+/// Watches a connected socket for a lost connection (its peer closed or reset it, as the kernel
+/// does for a killed process), so a client with several brokers moves on at once rather than
+/// after the heartbeat window. Poll handle() for input, then ask disconnected(). The socket must
+/// outlive the watch.
+class DisconnectWatch {
+ public:
+  DisconnectWatch(zmq::context_t& ctx, zmq::socket_t& s);
+  ~DisconnectWatch();
+  DisconnectWatch(const DisconnectWatch&) = delete;
+  DisconnectWatch& operator=(const DisconnectWatch&) = delete;
+  void* handle() noexcept { return events_.handle(); }
+  /// Reads the events queued; whether one says the connection was lost.
+  bool disconnected();
+
+ private:
+  zmq::socket_t* watched_;
+  zmq::socket_t events_;
+};
+
 /// Receives one whole multipart message. With dontwait, false when none is queued.
 /// Throws zmq::error_t for socket errors other than EAGAIN/EINTR.
 bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait = false);

@@ -54,6 +54,8 @@ bool is_loopback(const std::string& endpoint) {
 }
 
 constexpr const char* kClientDomain = "patro-clients";
+// Most servers one client is remembered to have located before they registered.
+constexpr size_t kMaxServersPerClient = 4096;
 constexpr const char* kServerDomain = "patro-servers";
 
 std::string printable(const std::string& routing) {
@@ -533,6 +535,15 @@ struct PATRO_PRIVATE Broker::Impl {
     if (auto sit = servers.find(*server_id); sit != servers.end()) {
       client.servers.insert(*server_id);
       sit->second.clients.insert(routing);
+      // The server learns that the client is attached here now (several brokers: one that moved
+      // keeps its locks when the broker it left expires it).
+      if (client.client_id != 0) {
+        for (const auto& l : sit->second.lanes) {
+          if (l.empty()) continue;
+          send_client_at(l, client.client_id);
+          break;  // one lane tells the whole server
+        }
+      }
       bool any = false;
       for (size_t i = 0; i < sit->second.lanes.size(); ++i) {
         const bool has = i < sit->second.direct.size() && !sit->second.lanes[i].empty() &&
@@ -541,6 +552,10 @@ struct PATRO_PRIVATE Broker::Impl {
         eps.push_back(fb.CreateString(has ? sit->second.direct[i] : std::string()));
       }
       if (!any) eps.clear();
+    } else {
+      // Not registered (yet: we may have restarted before it): it is told when it registers.
+      // (Bounded: a client cannot make us remember any number of unknown ids.)
+      if (client.servers.size() < kMaxServersPerClient) client.servers.insert(*server_id);
     }
     auto lr = wire::CreateLocateReplyDirect(fb, *server_id, &eps);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::LocateReply, lr.Union()),
@@ -551,6 +566,14 @@ struct PATRO_PRIVATE Broker::Impl {
     out.push_back(std::move(f[2]));
     out.push_back(detail::body_frame(fb));
     send_front(out);
+  }
+
+  void send_client_at(const std::string& lane, uint64_t client_id) {
+    Multipart at;
+    at.push_back(routing_frame(lane));
+    at.push_back(detail::header_frame(Command::client_at));
+    at.push_back(detail::u64_frame(client_id));
+    send_back(at);
   }
 
   // --- back end: servers ---
@@ -727,6 +750,13 @@ struct PATRO_PRIVATE Broker::Impl {
       n_servers = servers.size();
       PATRO_LOG(info, "broker") << "server " << ObjectId{reg->server_id(), 0}.to_hex().substr(0, 16)
                                 << " registered (" << reg->lanes() << " lanes)";
+      // Clients that located it before it registered (we restarted, and they were quicker than
+      // it): it learns now that they are attached here.
+      for (const auto& [croute, client] : clients) {
+        if (!client.servers.count(reg->server_id())) continue;
+        server.clients.insert(croute);
+        if (client.client_id != 0) send_client_at(routing, client.client_id);
+      }
     }
     flatbuffers::FlatBufferBuilder fb(128);
     std::vector<flatbuffers::Offset<wire::NameBinding>> owned;

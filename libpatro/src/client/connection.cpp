@@ -39,6 +39,7 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
       options_(options),
       client_id_(random_id()),
       heartbeat_ms_(options.heartbeat.interval.count()),
+      broker_interval_ms_(options.heartbeat.interval.count()),
       broker_window_ms_(options.heartbeat.window().count()) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
   curve_ = resolve_curve(options_.curve);
@@ -74,6 +75,7 @@ Connection::~Connection() {
   {
     MutexLock io(io_mu_);
     routes_.clear();  // their sockets close (linger 0) before the context ends
+    watch_.reset();
     if (sock_.handle() != nullptr) {
       try {
         Multipart bye;
@@ -97,10 +99,19 @@ void Connection::connect() {
   std::string errors;
   bool refused = false;  // a broker refused the handshake (rather than not answering)
   const bool curve = curve_.enabled();
-  for (const std::string& endpoint : brokers_) {
-    const auto deadline = Clock::now() + options_.connect_timeout;
+  // With several brokers each gets its share of the time, so a dead first one leaves time for the
+  // others.
+  const auto budget =
+      brokers_.size() == 1
+          ? options_.connect_timeout
+          : std::max(options_.connect_timeout / static_cast<int64_t>(brokers_.size()),
+                     std::min(options_.connect_timeout, std::chrono::milliseconds(500)));
+  for (size_t index = 0; index < brokers_.size(); ++index) {
+    const std::string& endpoint = brokers_[index];
+    const auto deadline = Clock::now() + budget;
     {
       MutexLock io(io_mu_);
+      watch_.reset();
       sock_ = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
       if (curve) set_curve_client(sock_, curve_, curve_.keys);
       std::optional<std::string> failure;
@@ -109,7 +120,7 @@ void Connection::connect() {
         // once, and nothing of ours reaches the broker.
         HandshakeWatch watch(ctx_, sock_);
         sock_.connect(endpoint);
-        failure = watch.wait(options_.connect_timeout, curve);
+        failure = watch.wait(budget, curve);
       } catch (const zmq::error_t& e) {
         errors += " " + endpoint + ": " + e.what() + ";";
         continue;
@@ -138,20 +149,22 @@ void Connection::connect() {
     submit(std::move(m), slot);
     await(slot);
     if (slot->error != Errc::ok) {
-      errors += " " + endpoint + ": no answer within " +
-                std::to_string(options_.connect_timeout.count()) + " ms;";
+      errors += " " + endpoint + ": no answer within " + std::to_string(budget.count()) + " ms;";
       continue;
     }
     AlignedScratch scratch;
     const wire::Control* c = verified_control(slot->body, options_.limits, scratch);
     if (c && c->body_as_Welcome()) {
-      endpoint_ = endpoint;
       {
         MutexLock io(io_mu_);
+        endpoint_ = endpoint;
+        broker_index_ = index;
         broker_instance_ = c->body_as_Welcome()->instance();
+        if (brokers_.size() > 1) watch_ = std::make_unique<DisconnectWatch>(ctx_, sock_);
       }
       const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
       if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
+      if (theirs > 0) broker_interval_ms_ = theirs;
       if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
         broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
       {
@@ -226,6 +239,10 @@ void Connection::flush() {
 
 void Connection::send_out(Outgoing& o) {
   zmq::socket_t* s = &sock_;
+  if (o.slot && o.slot->server != 0 && o.slot->server != last_server_) {
+    last_server_ = o.slot->server;
+    servers_seen_.insert(last_server_);
+  }
   if (o.slot && !o.slot->control && o.slot->server != 0 && route_ != Route::broker) {
     bool hold = false;
     zmq::socket_t* direct = route_for(o.slot->server, Clock::now(), hold);
@@ -465,28 +482,7 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
   std::vector<SlotPtr> resendable, unrecoverable;
   for (const SlotPtr& slot : lost)
     (slot->frames.empty() ? unrecoverable : resendable).push_back(slot);
-  for (const SlotPtr& slot : resendable) {
-    Multipart m;
-    m.reserve(slot->frames.size() + 1);
-    for (zmq::message_t& f : slot->frames) {
-      zmq::message_t c;
-      c.copy(f);
-      m.push_back(std::move(c));
-    }
-    uint32_t attempt;
-    {
-      MutexLock lock(state_mu_);
-      attempt = ++slot->attempts;
-    }
-    m.push_back(u64_frame(attempt));
-    slot->sent_direct = false;
-    retries_.fetch_add(1, std::memory_order_relaxed);
-    try {
-      if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a resend was not sent";
-    } catch (const zmq::error_t& e) {
-      PATRO_LOG(warn, "client") << "resend failed: " << e.what();
-    }
-  }
+  send_again(resendable);
   fail_slots(unrecoverable, text + "; the call may or may not have run (retries are off)");
 }
 
@@ -643,6 +639,10 @@ void Connection::retry_later(const SlotPtr& slot, Clock::time_point now) {
 
 void Connection::resend(const std::vector<SlotPtr>& slots) {
   flush();  // what was queued before goes first
+  send_again(slots);
+}
+
+void Connection::send_again(const std::vector<SlotPtr>& slots) {
   for (const SlotPtr& s : slots) {
     Multipart m;
     m.reserve(s->frames.size() + 1);
@@ -717,10 +717,97 @@ void Connection::broker_instance(uint64_t instance) {
   const bool restarted = broker_instance_ != 0;
   broker_instance_ = instance;
   if (restarted && options_.retry) resend_all("the broker restarted");
-  // A new broker learns again which servers we talk to directly (for CLIENT_GONE).
-  if (restarted)
+  // A new broker learns again which servers we talk to (for CLIENT_GONE), and each server that we
+  // are still here (CLIENT_AT): it releases the locks of clients that do not come back.
+  if (restarted) {
+    for (uint64_t server : servers_seen_) send_locate(server);
     for (auto& [server, r] : routes_)
-      if (r.state != DirectRoute::State::dead) send_locate(server);
+      if (r.state != DirectRoute::State::dead && !servers_seen_.count(server)) send_locate(server);
+  }
+}
+
+std::string Connection::endpoint() {
+  MutexLock io(io_mu_);
+  return endpoint_;
+}
+
+void Connection::switch_broker(const std::string& why, std::optional<size_t> to) {
+  const auto now = Clock::now();
+  broker_index_ = to.value_or((broker_index_ + 1) % brokers_.size());
+  const std::string from = endpoint_;
+  endpoint_ = brokers_[broker_index_];
+  PATRO_LOG(warn, "client") << why << "; moving to the broker at " << endpoint_;
+  failovers_.fetch_add(1, std::memory_order_relaxed);
+  // The old broker is not told (no DISCONNECT): if it lives, it expires us after its window, and
+  // the servers heed that only if we did not attach to them here first.
+  watch_.reset();
+  sock_.set(zmq::sockopt::linger, 0);
+  sock_.close();
+  sock_ = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+  if (curve_.enabled()) set_curve_client(sock_, curve_, curve_.keys);
+  try {
+    sock_.connect(endpoint_);
+  } catch (const zmq::error_t& e) {
+    PATRO_LOG(warn, "client") << "cannot connect to " << endpoint_ << ": " << e.what();
+  }
+  watch_ = std::make_unique<DisconnectWatch>(ctx_, sock_);
+  // Its first heartbeat names it without counting as a restart (that would resend all again).
+  broker_instance_ = 0;
+  broker_silent_ = false;
+  last_heard_ = now;
+  next_heartbeat_ = now;
+  // Hello (its welcome finds no slot and is dropped: a cluster's brokers share their settings),
+  // then a LOCATE for each server we talk to: it tells the server we are attached here now.
+  flatbuffers::FlatBufferBuilder fb(64);
+  fb.Finish(
+      wire::CreateControl(fb, wire::ControlBody::Hello, wire::CreateHello(fb, client_id_).Union()),
+      wire::ControlIdentifier());
+  Multipart hello;
+  hello.push_back(header_frame(Command::hello));
+  hello.push_back(u64_frame(next_request_id_++));
+  hello.push_back(body_frame(fb));
+  try {
+    send_multipart(sock_, hello, true);
+  } catch (const zmq::error_t&) {
+  }
+  for (uint64_t server : servers_seen_) send_locate(server);
+  for (auto& [server, r] : routes_) {
+    if (r.state != DirectRoute::State::locating) continue;
+    if (!servers_seen_.count(server)) send_locate(server);
+    r.since = now;
+  }
+  if (options_.retry) {
+    resend_all(("moved from the broker at " + from + " to " + endpoint_).c_str());
+  } else {
+    fail_pending(Errc::broker_unreachable, why + "; retries are off", std::nullopt);
+  }
+}
+
+std::optional<zmq::message_t> Connection::ask_broker(const std::string& endpoint, Command command,
+                                                     const flatbuffers::FlatBufferBuilder& fb) {
+  zmq::socket_t s = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+  if (curve_.enabled()) set_curve_client(s, curve_, curve_.keys);
+  const uint64_t rid = next_request_id_++;
+  try {
+    s.connect(endpoint);
+    Multipart m;
+    m.push_back(header_frame(command));
+    m.push_back(u64_frame(rid));
+    m.push_back(body_frame(fb));
+    send_multipart(s, m, true);
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    Multipart reply;
+    for (int n = 0; n < 64; ++n) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0 || !poll_in(s, left) || !recv_multipart(s, reply, true)) break;
+      // [hdr][rid][body]; the broker's heartbeats ([hdr][instance]) are skipped.
+      if (reply.size() == 3 && parse_u64(reply[1]) == rid) return std::move(reply[2]);
+    }
+  } catch (const zmq::error_t& e) {
+    PATRO_LOG(debug, "client") << "asking the broker at " << endpoint << ": " << e.what();
+  }
+  return std::nullopt;
 }
 
 void Connection::expire_slots(Clock::time_point now) {
@@ -792,6 +879,8 @@ void Connection::dispatch(Multipart& msg) {
       // Its direct endpoints went with it: located again on the next request.
       if (auto it = routes_.find(*server); it != routes_.end() && it->second.held.empty())
         routes_.erase(it);
+      servers_seen_.erase(*server);
+      if (last_server_ == *server) last_server_ = 0;
       return;
     }
     default:
@@ -809,6 +898,10 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
   bool direct_readable = read_first && !routes_.empty();
   poll_items_.clear();
   poll_servers_.clear();
+  // The heartbeat thread's single pass (an idle connection polls nothing): a dropped broker
+  // connection is noticed here too.
+  if (watch_ && read_first && until <= Clock::now() && watch_->disconnected())
+    switch_broker("the connection to the broker at " + endpoint_ + " dropped");
   for (;;) {
     flush();
     auto now = Clock::now();
@@ -860,10 +953,19 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
         }
       }
     }
-    const std::chrono::milliseconds broker_window(broker_window_ms_.load());
+    // With several brokers, silence for one and a half of the broker's heartbeat intervals (a
+    // beat missed) is enough to move on: another broker is there, and moving is safe.
+    const std::chrono::milliseconds broker_window(
+        brokers_.size() > 1 ? std::min(broker_window_ms_.load(), broker_interval_ms_.load() * 3 / 2)
+                            : broker_window_ms_.load());
     if (readable && !got && now - last_heard_ > broker_window) {
       const std::string text = "the broker at " + endpoint_ + " has been silent for more than " +
                                std::to_string(broker_window.count()) + " ms";
+      if (brokers_.size() > 1) {
+        switch_broker(text);
+        readable = false;
+        continue;
+      }
       if (!options_.retry) {
         fail_pending(Errc::broker_unreachable, text, std::nullopt);
       } else if (!broker_silent_) {
@@ -882,6 +984,9 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     now = Clock::now();
     if (now >= until) return;
     auto limit = std::min({until, next_heartbeat_, route_check});
+    // Several brokers: wake when the broker's silence would be long enough to move on.
+    if (brokers_.size() > 1)
+      limit = std::min(limit, last_heard_ + broker_window + std::chrono::milliseconds(1));
     limit = std::min(limit, Clock::time_point(Clock::duration(next_retry_.load())));
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - now) +
                 std::chrono::milliseconds(1);
@@ -892,6 +997,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
       poll_items_.push_back(zmq::pollitem_t{r.sock.handle(), 0, ZMQ_POLLIN, 0});
       poll_servers_.push_back(server);
     }
+    if (watch_) poll_items_.push_back(zmq::pollitem_t{watch_->handle(), 0, ZMQ_POLLIN, 0});
     try {
       zmq::poll(poll_items_.data(), poll_items_.size(), wait);
     } catch (const zmq::error_t& e) {
@@ -903,8 +1009,15 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
       flush();
       return;  // someone else wants the socket: let them have a turn
     }
+    if (watch_ && (poll_items_.back().revents & ZMQ_POLLIN) && watch_->disconnected()) {
+      switch_broker("the connection to the broker at " + endpoint_ + " dropped");
+      readable = false;
+      direct_readable = false;
+      poll_items_.clear();
+      continue;
+    }
     direct_readable = false;
-    for (size_t i = 2; i < poll_items_.size(); ++i)
+    for (size_t i = 2; i < 2 + poll_servers_.size(); ++i)
       direct_readable = direct_readable || (poll_items_[i].revents & ZMQ_POLLIN) != 0;
     // Readable, or the poll timed out (then a read finds out whether the broker went silent).
     readable = (poll_items_[0].revents & ZMQ_POLLIN) != 0 ||
@@ -1276,15 +1389,37 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   submit(std::move(m), slot);
   await(slot);
   if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
-  AlignedScratch scratch;
-  const wire::Control* c = verified_control(slot->body, options_.limits, scratch);
-  const wire::LookupReply* lr = c ? c->body_as_LookupReply() : nullptr;
-  if (!lr) throw Error(Errc::bad_message, "a lookup reply failed verification");
-  if (!lr->found() || !lr->binding()) return std::nullopt;
-  const auto* b = lr->binding();
-  return NameInfo{ObjectId{b->server(), b->object()},
-                  b->type_name() ? b->type_name()->str() : std::string(),
-                  b->reftype() ? b->reftype()->str() : std::string()};
+  auto parse = [this](const zmq::message_t& body) -> std::optional<NameInfo> {
+    AlignedScratch scratch;
+    const wire::Control* c = verified_control(body, options_.limits, scratch);
+    const wire::LookupReply* lr = c ? c->body_as_LookupReply() : nullptr;
+    if (!lr) throw Error(Errc::bad_message, "a lookup reply failed verification");
+    if (!lr->found() || !lr->binding()) return std::nullopt;
+    const auto* b = lr->binding();
+    return NameInfo{ObjectId{b->server(), b->object()},
+                    b->type_name() ? b->type_name()->str() : std::string(),
+                    b->reftype() ? b->reftype()->str() : std::string()};
+  };
+  if (auto found = parse(slot->body)) return found;
+  // Brokers may disagree (a server registered at some only, or not yet): ask the others, and
+  // move to the first that knows the name, which routes to its server.
+  const std::string current = endpoint();
+  for (size_t i = 0; i < brokers_.size(); ++i) {
+    if (brokers_[i] == current) continue;
+    auto body = ask_broker(brokers_[i], Command::lookup, fb);
+    std::optional<NameInfo> found;
+    try {
+      if (body) found = parse(*body);
+    } catch (const Error& e) {  // a bad answer from another broker: as if it did not know
+      PATRO_LOG(warn, "client") << "the broker at " << brokers_[i] << ": " << e.what();
+    }
+    if (!found) continue;
+    MutexLock io(io_mu_);
+    if (endpoint_ == current)
+      switch_broker("the broker at " + current + " does not know the name '" + name + "'", i);
+    return found;
+  }
+  return std::nullopt;
 }
 
 }  // namespace patro::detail

@@ -31,6 +31,16 @@
 // answers a copy that already ran), later requests follow them there, and the direct path is tried
 // again after a backoff.
 //
+// Several brokers (a config or a list naming more than one): the connection talks to one at a
+// time. When it goes silent (1.5 of its heartbeat intervals) or its connection drops (a socket
+// monitor sees the TCP connection close, as it does at once when a broker process dies), the
+// connection moves to the next in the list: a new socket, a hello, a LOCATE for each server it has
+// talked to (the server then heeds only this broker's CLIENT_GONE for it: locks and leases belong
+// to the client, not to the broker it came by), and every request in flight through the broker
+// resent with its id (the reply cache answers copies that already ran). Requests on direct
+// connections do not pass a broker and go on untouched. A name unknown at the current broker is
+// looked up at the others, and the connection moves to the first that knows it.
+//
 // Lock order: io_mu_, then out_mu_, then state_mu_. Callbacks run with none of them held.
 #pragma once
 
@@ -44,10 +54,12 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mutex.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
+#include "socket.hpp"
 #include "wire.hpp"
 
 namespace patro::detail {
@@ -142,7 +154,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Oneway calls sent but not acknowledged, plus those in the open batch.
   size_t oneway_outstanding();
 
-  /// Resolves a name in the broker's registry.
+  /// Resolves a name in the broker's registry (several brokers: the current one's, then the
+  /// others' in turn).
   std::optional<NameInfo> lookup(const std::string& name);
 
   /// Sends a control request (fb: a finished Control) to the broker and returns the body of its
@@ -154,7 +167,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Requests sent again so far.
   uint64_t retries() const noexcept { return retries_.load(std::memory_order_relaxed); }
   const ClientOptions& options() const noexcept { return options_; }
-  const std::string& endpoint() const noexcept { return endpoint_; }
+  /// The broker talked to now (several brokers: it changes when the connection moves).
+  std::string endpoint() PATRO_EXCLUDES(io_mu_);
+  /// Times the connection moved to another broker.
+  uint64_t failovers() const noexcept { return failovers_.load(std::memory_order_relaxed); }
 
  private:
   /// Registers a slot for request_id (the caller fills the frames).
@@ -226,12 +242,25 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void resend_all(const char* why) PATRO_REQUIRES(io_mu_);
   /// Resends the requests whose backoff ran out.
   void resend_due(Clock::time_point now) PATRO_REQUIRES(io_mu_);
+  /// Flushes the outbox (what was queued before goes first), then sends the slots again.
   void resend(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
+  /// Sends the slots again through the broker, in the given order, with the same request ids.
+  void send_again(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
   /// A request the broker could not route (answer: its error reply), or whose server went away:
   /// schedules a resend after a backoff, or completes it with that answer if it may not wait.
   void retry_later(const SlotPtr& slot, Clock::time_point now) PATRO_REQUIRES(state_mu_);
   /// A broker instance in a heartbeat or welcome; a new one means a restart.
   void broker_instance(uint64_t instance) PATRO_REQUIRES(io_mu_);
+  /// Several brokers: moves to the next one in the list (see above), or to brokers_[*to].
+  void switch_broker(const std::string& why, std::optional<size_t> to = std::nullopt)
+      PATRO_REQUIRES(io_mu_);
+  /// Opens sock_ to brokers_[broker_index_] (and, with several brokers, its disconnect watch).
+  void open_broker_socket() PATRO_REQUIRES(io_mu_);
+  void close_broker_socket() PATRO_REQUIRES(io_mu_);
+  /// Asks the broker at endpoint one control question on a socket of its own; the answer's body,
+  /// or nothing within connect_timeout.
+  std::optional<zmq::message_t> ask_broker(const std::string& endpoint, Command command,
+                                           const flatbuffers::FlatBufferBuilder& fb);
   void expire_slots(Clock::time_point now);
   void run_callbacks() PATRO_EXCLUDES(state_mu_);
   void heartbeat_main(const std::atomic<bool>& gone);
@@ -241,7 +270,14 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   const ClientOptions options_;
   CurveOptions curve_;  // options_.curve, resolved (environment, a fresh pair)
   const uint64_t client_id_;
-  std::string endpoint_;
+  std::string endpoint_ PATRO_GUARDED_BY(io_mu_);
+  size_t broker_index_ PATRO_GUARDED_BY(io_mu_) = 0;  // brokers_[broker_index_] is endpoint_
+  // Several brokers: sock_'s disconnect watch. The servers this connection sent requests to: each
+  // learns by a LOCATE through the broker that we are attached there, after a move or a restart.
+  std::unique_ptr<DisconnectWatch> watch_ PATRO_GUARDED_BY(io_mu_);
+  std::unordered_set<uint64_t> servers_seen_ PATRO_GUARDED_BY(io_mu_);
+  uint64_t last_server_ PATRO_GUARDED_BY(io_mu_) = 0;
+  std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> next_request_id_{1};
 
   zmq::context_t ctx_{1};
@@ -251,7 +287,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   zmq::socket_t sock_ PATRO_GUARDED_BY(io_mu_);
   // The faster of ours and the broker's (from its Welcome), so the broker never thinks us dead.
   std::atomic<int64_t> heartbeat_ms_{0};
-  // How long the broker may be silent before we call it gone: its interval times its liveness.
+  // The broker's heartbeat interval (from its Welcome), and how long it may be silent before we
+  // call it gone: its interval times its liveness (several brokers: 1.5 intervals).
+  std::atomic<int64_t> broker_interval_ms_{0};
   std::atomic<int64_t> broker_window_ms_{0};
   Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
   uint64_t broker_instance_ PATRO_GUARDED_BY(io_mu_) = 0;

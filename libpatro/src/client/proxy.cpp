@@ -282,15 +282,38 @@ std::vector<Proxy> get_proxies(const char* text_or_file, const ClientOptions& op
   return get_proxies(std::string_view(text_or_file), options);
 }
 
-Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
+std::vector<std::string> split_endpoints(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    size_t a = start, b = end;
+    while (a < b && (list[a] == ' ' || list[a] == '\t')) ++a;
+    while (b > a && (list[b - 1] == ' ' || list[b - 1] == '\t')) --b;
+    if (b > a) out.push_back(list.substr(a, b - a));
+    start = end + 1;
+  }
+  return out;
+}
+
+Proxy get_proxy(const std::vector<std::string>& brokers, const std::string& name,
                 const ClientOptions& options) {
-  auto conn = std::make_shared<Connection>(std::vector<std::string>{broker_endpoint}, options);
+  auto conn = std::make_shared<Connection>(brokers, options);
   conn->connect();
   auto info = conn->lookup(name);
-  if (!info)
-    throw Error(Errc::not_found,
-                "no object is registered as '" + name + "' at the broker " + broker_endpoint);
+  if (!info) {
+    std::string where;
+    for (const auto& b : brokers) where += (where.empty() ? "" : ", ") + b;
+    throw Error(Errc::not_found, "no object is registered as '" + name + "' at the broker" +
+                                     (brokers.size() > 1 ? "s " : " ") + where);
+  }
   return Proxy(conn, info->id);
+}
+
+Proxy get_proxy(const std::string& broker_endpoint, const std::string& name,
+                const ClientOptions& options) {
+  return get_proxy(split_endpoints(broker_endpoint), name, options);
 }
 
 }  // namespace patro

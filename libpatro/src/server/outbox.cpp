@@ -7,26 +7,6 @@
 
 namespace patro::detail {
 
-namespace {
-constexpr char kDirectMarker[2] = {'\xff', 'D'};
-}
-
-std::string direct_routing(unsigned lane, std::string_view id) {
-  std::string r(kDirectMarker, sizeof kDirectMarker);
-  r.push_back(static_cast<char>((lane >> 8) & 0xff));
-  r.push_back(static_cast<char>(lane & 0xff));
-  r.append(id);
-  return r;
-}
-
-std::optional<unsigned> direct_lane(std::string_view routing) noexcept {
-  // Routing ids that ZeroMQ makes start with a zero byte, so the marker never matches one.
-  if (routing.size() < 4 || routing[0] != kDirectMarker[0] || routing[1] != kDirectMarker[1])
-    return std::nullopt;
-  return (static_cast<unsigned>(static_cast<uint8_t>(routing[2])) << 8) |
-         static_cast<uint8_t>(routing[3]);
-}
-
 ValueArray outcome_values(const SyncOutcome& o) {
   return {Value(o.ok), Value(o.count), Value(o.error), Value(static_cast<int64_t>(o.token))};
 }
@@ -114,6 +94,12 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
     send_multipart(*direct_, out, false);
     return;
   }
+  zmq::socket_t* via = &sock;
+  if (const unsigned broker = routing_broker(routing).value_or(0); broker != 0) {
+    if (brokers_ == nullptr || broker >= brokers_->size()) return;  // cannot happen
+    via = &(*brokers_)[broker];
+    routing = broker_peer(routing);
+  }
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
@@ -121,7 +107,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   out.push_back(zmq::message_t(routing.data(), routing.size()));
   out.push_back(u64_frame(request_id));
   out.push_back(std::move(body));
-  send_multipart(sock, out, false);
+  send_multipart(*via, out, false);
 }
 
 void Outbox::answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,

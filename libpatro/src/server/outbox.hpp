@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -24,16 +25,12 @@
 #include "lock_table.hpp"
 #include "mutex.hpp"
 #include "reply_cache.hpp"
+#include "routing.hpp"
 #include "socket.hpp"
 
 namespace patro::detail {
 
 class Executor;
-
-/// The routing of a request that came to lane `lane`'s direct ROUTER from the peer `id`.
-std::string direct_routing(unsigned lane, std::string_view id);
-/// The lane of a direct routing; nullopt for a routing through the broker.
-std::optional<unsigned> direct_lane(std::string_view routing) noexcept;
 
 class Outbox final : public ReplySink {
  public:
@@ -60,14 +57,17 @@ class Outbox final : public ReplySink {
   // --- The lane's thread ---
   /// The lane's direct ROUTER (null: none), set by the lane's thread before it sends anything.
   void set_direct(zmq::socket_t* direct) { direct_ = direct; }
+  /// The lane's sockets to its brokers, by index (ServerOptions::brokers), for replies whose
+  /// routing names a broker other than the first; set by the lane's thread before it sends.
+  void set_brokers(std::vector<zmq::socket_t>* brokers) { brokers_ = brokers; }
 
   // --- The lane's thread ---
   /// Sends body to the caller of request ([hdr][routing][object id][request id][body]), reusing
   /// the request's frames (no copy): the fast path.
   static void reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
                     zmq::message_t body);
-  /// Sends body to a caller by its routing id: through the broker (sock), or by a lane's direct
-  /// ROUTER for a direct routing.
+  /// Sends body to a caller by its routing id: through the first broker (sock), through another
+  /// one for a routing that names it, or by a lane's direct ROUTER for a direct routing.
   void reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
              zmq::message_t body);
   /// Sends a reply made after its request was taken (a grant, a Deferred's answer): records it in
@@ -92,7 +92,8 @@ class Outbox final : public ReplySink {
   ReplyCache& cache_;
   unsigned lane_ = 0;
   const std::vector<Outbox*>* peers_ = nullptr;
-  zmq::socket_t* direct_ = nullptr;  // the lane's thread only
+  zmq::socket_t* direct_ = nullptr;                // the lane's thread only
+  std::vector<zmq::socket_t>* brokers_ = nullptr;  // the lane's thread only
   Mutex mu_;
   std::deque<Late> queue_ PATRO_GUARDED_BY(mu_);
   bool stop_ PATRO_GUARDED_BY(mu_) = false;

@@ -9,6 +9,8 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
   if (++s.since_sweep >= 4096) sweep(s, now);
   PerClient& c = s.clients[client];
   c.last = now;
+  c.unconfirmed = false;
+  if (const auto broker = routing_broker(routing)) c.via = static_cast<int>(*broker);
   auto [it, inserted] = c.entries.try_emplace(request_id);
   if (inserted) {
     c.order.emplace_back(request_id, now);
@@ -41,7 +43,54 @@ std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_
 void ReplyCache::forget(uint64_t client) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
-  s.clients.erase(client);
+  auto it = s.clients.find(client);
+  if (it == s.clients.end()) return;
+  it->second.via = -1;  // attached nowhere now
+  auto& entries = it->second.entries;
+  for (auto e = entries.begin(); e != entries.end();)
+    e = e->second.done ? std::next(e) : entries.erase(e);
+}
+
+void ReplyCache::attach(uint64_t client, unsigned broker, Clock::time_point now) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  PerClient& c = s.clients[client];
+  c.last = now;
+  c.via = static_cast<int>(broker);
+  c.unconfirmed = false;
+}
+
+bool ReplyCache::gone_at(uint64_t client, unsigned broker) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  auto it = s.clients.find(client);
+  return it == s.clients.end() || it->second.via < 0 || it->second.via == static_cast<int>(broker);
+}
+
+size_t ReplyCache::mark_unconfirmed(unsigned broker) {
+  size_t n = 0;
+  for (Shard& s : shards_) {
+    MutexLock lock(s.mu);
+    for (auto& [client, c] : s.clients)
+      if (c.via == static_cast<int>(broker)) {
+        c.unconfirmed = true;
+        ++n;
+      }
+  }
+  return n;
+}
+
+std::vector<uint64_t> ReplyCache::unconfirmed(unsigned broker) {
+  std::vector<uint64_t> out;
+  for (Shard& s : shards_) {
+    MutexLock lock(s.mu);
+    for (auto& [client, c] : s.clients) {
+      if (!c.unconfirmed || c.via != static_cast<int>(broker)) continue;
+      c.unconfirmed = false;
+      out.push_back(client);
+    }
+  }
+  return out;
 }
 
 void ReplyCache::sweep(Shard& s, Clock::time_point now) {

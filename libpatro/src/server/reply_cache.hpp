@@ -6,7 +6,9 @@
 // remembered and the reply goes there, since the first copy's route may be gone with its broker.
 //
 // Each client keeps at most Limits::reply_cache_entries finished replies, none older than
-// Limits::reply_cache_age; a client's entries go when the broker says it is gone. Requests still
+// Limits::reply_cache_age; a gone client's entries (the broker says so: with several brokers, the
+// broker the client came by last, so a client that moved keeps its state) go at the next sweep
+// after that age. Requests still
 // running are never evicted. Sharded by client id, so lanes serving different clients rarely meet
 // on a mutex.
 #pragma once
@@ -19,11 +21,13 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include <zmq.hpp>
 
 #include "mutex.hpp"
 #include "patro/options.hpp"
+#include "routing.hpp"
 
 namespace patro::detail {
 
@@ -49,8 +53,24 @@ class ReplyCache {
   std::optional<std::string> finish(uint64_t client, uint64_t request_id,
                                     const zmq::message_t& body);
 
-  /// A client is gone: its replies are no longer wanted.
+  /// A client is gone (its broker says so): the requests it left running are forgotten (a lock
+  /// wait dropped with it never answers). Its finished replies stay until the age sweep: a client
+  /// taken for dead by a broker that stalled, which then resends, still gets each of them once.
   void forget(uint64_t client);
+
+  /// Several brokers: the client is attached through broker `broker` now (it located a server
+  /// of ours there after moving; a brokered request records the same as it arrives).
+  void attach(uint64_t client, unsigned broker, Clock::time_point now);
+  /// Whether broker `broker`'s word that the client is gone stands: it does unless the client's
+  /// latest brokered request or attachment came through another broker (it moved there, and
+  /// the broker it left, alive but cut off from it, expired it).
+  bool gone_at(uint64_t client, unsigned broker);
+  /// Broker `broker` went away: marks the clients attached through it unconfirmed until they
+  /// send a request or attach again (a live client moves, or comes back, and says so). Returns
+  /// how many.
+  size_t mark_unconfirmed(unsigned broker);
+  /// The clients still unconfirmed and attached through broker `broker` (it clears the marks).
+  std::vector<uint64_t> unconfirmed(unsigned broker);
 
   uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
   uint64_t expired() const noexcept { return expired_.load(std::memory_order_relaxed); }
@@ -66,6 +86,8 @@ class ReplyCache {
     std::unordered_map<uint64_t, Entry> entries;
     std::deque<std::pair<uint64_t, Clock::time_point>> order;  // oldest first
     Clock::time_point last;                                    // its latest request
+    int via = -1;  // the broker its latest brokered request or attachment came by (-1: none)
+    bool unconfirmed = false;  // its broker went away, and it has not been heard from since
   };
   struct Shard {
     Mutex mu;

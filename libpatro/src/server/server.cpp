@@ -211,7 +211,7 @@ void Server::fincheck_main() {
 Config Server::start() {
   const auto deadline = Clock::now() + options_.connect_timeout;  // handshake and registration
   curve_ = options_.curve;
-  if (options_.broker.empty()) {
+  if (options_.broker.empty() && options_.brokers.empty()) {
     BrokerOptions bo;
     bo.frontend = "tcp://127.0.0.1:*";
     bo.backend = "tcp://127.0.0.1:*";
@@ -227,36 +227,61 @@ Config Server::start() {
     broker_ = std::make_unique<Broker>(bo);
     broker_endpoint_ = broker_->backend_endpoint();
     broker_thread_ = std::thread([this] { broker_->run(); });
+    broker_endpoints_ = {broker_endpoint_};
   } else {
-    broker_endpoint_ = options_.broker;
+    broker_endpoints_ =
+        options_.brokers.empty() ? std::vector<std::string>{options_.broker} : options_.brokers;
+    broker_endpoint_ = broker_endpoints_.front();
   }
   if (!broker_) curve_ = detail::resolve_curve(curve_);  // the embedded one: as set above
   {
-    // The handshake first, on a socket of its own: a refused key or a mismatched mechanism is a
-    // clear error now, not a registration that times out.
-    zmq::socket_t probe = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-    if (curve_.enabled()) detail::set_curve_client(probe, curve_, curve_.keys);
-    std::optional<std::string> failure;
-    {
-      detail::HandshakeWatch watch(ctx_, probe);
-      probe.connect(broker_endpoint_);
-      failure =
-          watch.wait(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
-                     curve_.enabled());
+    // The handshake first, on sockets of their own: a refused key or a mismatched mechanism is a
+    // clear error now, not a registration that times out. With several brokers the probes run
+    // together and take half the time, leaving the rest to the registrations.
+    const auto probe_deadline =
+        broker_endpoints_.size() == 1 ? deadline : Clock::now() + options_.connect_timeout / 2;
+    std::vector<zmq::socket_t> probes;
+    std::vector<std::unique_ptr<detail::HandshakeWatch>> watches;
+    probes.reserve(broker_endpoints_.size());
+    for (const std::string& endpoint : broker_endpoints_) {
+      probes.push_back(detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits));
+      zmq::socket_t& probe = probes.back();
+      probe.set(zmq::sockopt::linger, 0);
+      if (curve_.enabled()) detail::set_curve_client(probe, curve_, curve_.keys);
+      watches.push_back(std::make_unique<detail::HandshakeWatch>(ctx_, probe));
+      probe.connect(endpoint);
     }
+    std::optional<std::string> failure;
+    for (size_t b = 0; b < watches.size() && !failure; ++b) {
+      const auto left = std::max(
+          std::chrono::duration_cast<std::chrono::milliseconds>(probe_deadline - Clock::now()),
+          std::chrono::milliseconds(0));
+      if (auto f = watches[b]->wait(left, curve_.enabled()))
+        failure = "the broker at " + broker_endpoints_[b] + " refused this server: " + *f;
+    }
+    watches.clear();  // before their sockets
+    probes.clear();
     if (failure) {
       if (broker_) {
         broker_->stop();
         broker_thread_.join();
       }
-      throw Error(
-          Errc::not_authorized,
-          "the broker at " + broker_endpoint_ + " refused this server: " + *failure +
-              (curve_.enabled() ? " (server key " + key_fingerprint(curve_.keys.public_key) + ")"
-                                : std::string()));
+      throw Error(Errc::not_authorized,
+                  *failure + (curve_.enabled()
+                                  ? " (server key " + key_fingerprint(curve_.keys.public_key) + ")"
+                                  : std::string()));
     }
   }
   resolve_direct();
+  {
+    MutexLock lock(mu_);
+    registered_.assign(broker_endpoints_.size(), 0);
+    client_endpoints_.assign(broker_endpoints_.size(), std::string());
+  }
+  {
+    MutexLock lock(lost_mu_);
+    lost_.assign(broker_endpoints_.size(), LostBroker{});
+  }
   running_ = true;
   register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
@@ -273,10 +298,15 @@ Config Server::start() {
   timer_thread_ = std::thread([this] { timer_main(); });
   alive_thread_ = std::thread([this] { alive_main(); });
 
-  std::string client_endpoint;
+  std::vector<std::string> client_endpoints;
   {
     MutexLock lock(mu_);
-    while (registered_ < lanes_.size()) {
+    auto all_registered = [&]() PATRO_NO_TSA {
+      for (unsigned n : registered_)
+        if (n < lanes_.size()) return false;
+      return true;
+    };
+    while (!all_registered() && register_error_.empty()) {
       if (cv_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
     }
     if (!register_error_.empty()) {
@@ -285,21 +315,34 @@ Config Server::start() {
       stop();
       throw Error(Errc::name_taken, why);
     }
-    if (registered_ < lanes_.size()) {
+    std::string missing;
+    for (size_t b = 0; b < broker_endpoints_.size(); ++b) {
+      if (registered_[b] < lanes_.size())
+        missing += (missing.empty() ? "" : ", ") + broker_endpoints_[b];
+      else
+        client_endpoints.push_back(client_endpoints_[b]);
+    }
+    if (client_endpoints.empty()) {
       lock.unlock();
       stop();
       throw Error(Errc::broker_unreachable,
-                  "the broker at " + broker_endpoint_ + " did not accept the registration within " +
+                  std::string(broker_endpoints_.size() > 1 ? "no broker (" : "the broker at ") +
+                      missing + (broker_endpoints_.size() > 1 ? ")" : "") +
+                      " accepted the registration within " +
                       std::to_string(options_.connect_timeout.count()) + " ms");
     }
-    client_endpoint = client_endpoint_;
+    if (!missing.empty())
+      PATRO_LOG(warn, "server") << "not registered yet at " << missing
+                                << "; serving through the other brokers (the lanes keep trying)";
     started_ = idle_since_ = Clock::now();
   }
   if (options_.idle_timeout.count() > 0)
     fincheck_thread_ = std::thread([this] { fincheck_main(); });
+  std::string where;
+  for (const auto& e : client_endpoints) where += (where.empty() ? "" : ", ") + e;
   PATRO_LOG(info, "server") << "serving " << entries_.size() << " object(s) with " << lanes_.size()
-                            << " threads; clients connect to " << client_endpoint;
-  Config config({client_endpoint}, entries_);
+                            << " threads; clients connect to " << where;
+  Config config(client_endpoints, entries_);
   config.set_broker_key(curve_.broker_key);
   return config;
 }
@@ -356,10 +399,13 @@ std::string Server::bind_direct(zmq::socket_t& router, unsigned lane) {
   return direct_advertise_;
 }
 
-void Server::lane_registered(const std::string& client_endpoint, const std::string& refusal) {
+void Server::lane_registered(size_t broker, const std::string& client_endpoint,
+                             const std::string& refusal) {
   MutexLock lock(mu_);
-  ++registered_;
-  client_endpoint_ = client_endpoint;
+  if (broker < registered_.size()) {
+    ++registered_[broker];
+    client_endpoints_[broker] = client_endpoint;
+  }
   if (!refusal.empty() && register_error_.empty()) register_error_ = refusal;
   cv_.notify_all();
 }
@@ -413,7 +459,6 @@ void Server::lane_main(Lane& lane) {
                             : std::function<void(uint64_t)>());
   Executor& encoder = dispatcher.encoder();
   std::vector<DeferredReply> owed;
-  bool counted = false;  // this lane told start() it registered
 
   // The direct path: this lane's own ROUTER, where clients send requests straight to it.
   zmq::socket_t direct;
@@ -445,11 +490,11 @@ void Server::lane_main(Lane& lane) {
   }
   const std::string reg_body(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
 
-  auto make_socket = [&] {
+  auto make_socket = [&](size_t broker) {
     zmq::socket_t s = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
     if (curve_.enabled()) detail::set_curve_client(s, curve_, curve_.keys);
     s.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
-    s.connect(broker_endpoint_);
+    s.connect(broker_endpoints_[broker]);
     return s;
   };
   auto send_register = [&](zmq::socket_t& s) {
@@ -473,36 +518,60 @@ void Server::lane_main(Lane& lane) {
     m.push_back(u64_frame(brokered_requests_.load(std::memory_order_relaxed)));
     send_multipart(s, m, true);
   };
-  BrokerClock broker_clock;
 
-  zmq::socket_t sock = make_socket();
-  send_register(sock);
-  // Ours until the broker says its own (in Registered): then the faster interval, and its window.
-  auto interval = options_.heartbeat.interval;
-  auto window = options_.heartbeat.window();
-  auto last_heard = Clock::now();
-  auto next_heartbeat = last_heard + interval;
-  // Set while the broker refuses a name another live server holds: that owner may be this
-  // server's previous process, which the broker sees dead only after its heartbeat window, so
-  // the lane asks again each interval until register_until_.
+  // One DEALER per broker, each registered, heartbeated and watched on its own.
   constexpr auto kNever = Clock::time_point::max();
-  auto register_again = kNever;
-  zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, lane.wake_fd, ZMQ_POLLIN, 0},
-                             {direct.handle(), 0, ZMQ_POLLIN, 0}};
-  const int n_items = direct.handle() != nullptr ? 3 : 2;
+  struct Link {
+    // Ours until the broker says its own (in Registered): then the faster interval, its window.
+    std::chrono::milliseconds interval, window;
+    Clock::time_point last_heard, next_heartbeat;
+    // Set while the broker refuses a name another live server holds: that owner may be this
+    // server's previous process, which the broker sees dead only after its heartbeat window, so
+    // the lane asks again each interval until register_until_.
+    Clock::time_point register_again = Clock::time_point::max();
+    BrokerClock clock;
+    bool counted = false;  // this lane told start() it registered here
+    bool silent = false;   // reconnecting after silence (logged once, until heard again)
+    bool live = false;     // registered, and not lost since
+  };
+  const size_t n_brokers = broker_endpoints_.size();
+  std::vector<zmq::socket_t> socks;
+  std::vector<Link> links(n_brokers);
+  socks.reserve(n_brokers);
+  for (size_t b = 0; b < n_brokers; ++b) {
+    socks.push_back(make_socket(b));
+    send_register(socks[b]);
+    Link& l = links[b];
+    l.interval = options_.heartbeat.interval;
+    l.window = options_.heartbeat.window();
+    l.last_heard = Clock::now();
+    l.next_heartbeat = l.last_heard + l.interval;
+  }
+  outbox.set_brokers(&socks);
+  zmq::socket_t& first = socks.front();  // replies by routing go by the outbox, from here
+  std::vector<zmq::pollitem_t> items;
+  items.push_back({nullptr, lane.wake_fd, ZMQ_POLLIN, 0});
+  const bool has_direct = direct.handle() != nullptr;
+  if (has_direct) items.push_back({direct.handle(), 0, ZMQ_POLLIN, 0});
+  const size_t first_broker_item = items.size();
+  for (auto& sk : socks) items.push_back({sk.handle(), 0, ZMQ_POLLIN, 0});
   Multipart msg;
   AlignedScratch scratch;
-  // A request, through the broker or direct (then msg[1] is its direct routing):
+  std::string marked;  // a request's routing through a broker other than the first
+  // A request, through broker `broker` or direct (then msg[1] is its direct routing):
   // [hdr + forwarded at][client routing][object id][request id][body]
-  auto handle_request = [&](Multipart& rq, uint64_t stamp, bool is_direct) {
+  auto handle_request = [&](Multipart& rq, uint64_t stamp, bool is_direct, size_t broker) {
     if (rq.size() != 5) return;
     auto request_id = parse_u64(rq[3]);
     if (!request_id) return;
     annotate_received(*request_id);
     (is_direct ? direct_requests_ : brokered_requests_).fetch_add(1, std::memory_order_relaxed);
     Taken taken{rq[1].to_string_view()};
-    if (stamp != 0) taken.age = broker_clock.age(stamp);
+    if (!is_direct && broker != 0) {
+      marked = broker_routing(static_cast<unsigned>(broker), rq[1].to_string_view());
+      taken.routing = marked;
+    }
+    if (stamp != 0) taken.age = links[broker].clock.age(stamp);
     zmq::message_t reply;
     std::optional<std::string> reroute;
     Dispatched d = Dispatched::reply;
@@ -521,46 +590,175 @@ void Server::lane_main(Lane& lane) {
     // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
     if (d == Dispatched::reply) {
       if (reroute)
-        outbox.reply(sock, *reroute, *request_id, std::move(reply));
+        outbox.reply(first, *reroute, *request_id, std::move(reply));
       else if (is_direct)
-        outbox.reply(sock, taken.routing, *request_id, std::move(reply));
+        outbox.reply(first, taken.routing, *request_id, std::move(reply));
       else
-        Outbox::reply(sock, rq, *request_id, std::move(reply));
+        Outbox::reply(socks[broker], rq, *request_id, std::move(reply));
     }
-    outbox.send_owed(sock, encoder, owed);
+    outbox.send_owed(first, encoder, owed);
+  };
+  // A client is gone: its locks are released, its waits dropped, what it left running forgotten.
+  auto release_client = [&](uint64_t client_id) {
+    locks_->drop_monitor(client_id, owed);
+    replies_.forget(client_id);
+    if (options_.idle_timeout.count() > 0) client_left(client_id);
+    outbox.send_owed(first, encoder, owed);
+    if (options_.on_client_gone) {
+      try {
+        options_.on_client_gone(client_id);
+      } catch (const std::exception& e) {
+        PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
+      } catch (...) {
+        PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
+      }
+    }
+  };
+  // The server's own watch over its clients when a broker goes away (lane 0 keeps it): a client
+  // attached through that broker that died with it is never reported gone by any broker, so
+  // every client attached through it must come back — a request, or a LOCATE through any broker
+  // (CLIENT_AT), as libpatro sends after moving or when its broker restarted — within twice the
+  // broker's window once some broker has us registered; those that do not are released.
+  auto broker_lost = [&](size_t broker, Clock::time_point now) {
+    links[broker].live = false;
+    broker_went_away(broker, now + 2 * links[broker].window);
+  };
+  auto broker_registered = [&](size_t broker, Clock::time_point now) {
+    links[broker].live = true;
+    broker_came_back(now + 2 * links[broker].window);
+  };
+  // Lane 0 releases the clients that did not come back after a broker went away.
+  auto check_lost = [&](Clock::time_point now) {
+    if (lane.index != 0) return;
+    bool any_live = false;
+    for (const Link& l : links) any_live = any_live || l.live;
+    for (const size_t b : brokers_to_check(now, any_live)) {
+      const auto stale = replies_.unconfirmed(static_cast<unsigned>(b));
+      if (!stale.empty())
+        PATRO_LOG(info, "server") << stale.size() << " client(s) attached through the broker at "
+                                  << broker_endpoints_[b]
+                                  << " did not come back after it went away: released";
+      for (uint64_t client_id : stale) release_client(client_id);
+    }
+  };
+  // A message from broker `broker`.
+  auto handle_broker = [&](size_t broker, Multipart& m, Clock::time_point now) {
+    Link& link = links[broker];
+    zmq::socket_t& sock = socks[broker];
+    uint64_t stamp = 0;  // a request's: when the broker forwarded it
+    const auto cmd = m.empty() ? std::nullopt : parse_header(m[0], stamp);
+    if (!cmd) return;
+    switch (*cmd) {
+      case Command::request:
+        handle_request(m, stamp, false, broker);
+        break;
+      case Command::heartbeat:
+        if (auto clock = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) link.clock.observe(*clock);
+        break;
+      case Command::registered: {
+        const wire::Control* c =
+            m.size() == 2 ? verified_control(m[1], options_.limits, scratch) : nullptr;
+        const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
+        if (r && r->clock_ns() != 0) link.clock.observe(r->clock_ns());
+        if (r && r->heartbeat_ms() > 0) {
+          link.interval =
+              std::min(options_.heartbeat.interval, std::chrono::milliseconds(r->heartbeat_ms()));
+          // The alive thread beats at the fastest interval of any broker.
+          int64_t alive = alive_ms_.load();
+          while ((alive == 0 || link.interval.count() < alive) &&
+                 !alive_ms_.compare_exchange_weak(alive, link.interval.count())) {
+          }
+          if (r->liveness() > 0)
+            link.window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
+        }
+        std::string refusal;
+        if (r && r->refused()) {
+          for (const auto* nb : *r->refused()) {
+            if (!nb->name()) continue;
+            refusal += (refusal.empty() ? "" : "; ") + std::string("the name '") +
+                       nb->name()->str() + "' is registered at the broker " +
+                       broker_endpoints_[broker] + " by server " +
+                       ObjectId{nb->server(), 0}.to_hex().substr(0, 16) + " (object " +
+                       ObjectId{nb->server(), nb->object()}.to_hex() +
+                       "), which is alive: a name has one owner until it stops";
+          }
+        }
+        broker_registered(broker, now);
+        if (!link.counted && !refusal.empty() && now + link.interval < register_until_) {
+          link.register_again = now + link.interval;
+        } else if (!link.counted) {
+          link.counted = true;
+          lane_registered(broker,
+                          r && r->client_endpoint() ? r->client_endpoint()->str() : std::string(),
+                          refusal);
+        } else if (!refusal.empty() && lane.index == 0) {
+          PATRO_LOG(error, "server") << "registering again: " << refusal;
+        }
+        break;
+      }
+      case Command::disconnect:
+        // The broker does not know this lane (it restarted): register again.
+        PATRO_LOG(info, "server") << "lane " << lane.index << " registering again at "
+                                  << broker_endpoints_[broker];
+        send_register(sock);
+        link.clock.reset();
+        broker_lost(broker, now);
+        break;
+      case Command::client_at:
+        // A client located us at this broker: with several brokers, the one it is attached to.
+        if (auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt)
+          replies_.attach(*client_id, static_cast<unsigned>(broker), now);
+        break;
+      case Command::client_gone: {
+        // A client died or left: its locks are released and its waits dropped.
+        auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt;
+        if (!client_id) break;
+        if (!replies_.gone_at(*client_id, static_cast<unsigned>(broker))) {
+          // It moved to another broker, which will tell us when it is gone.
+          PATRO_LOG(debug, "server") << "client " << *client_id << " left "
+                                     << broker_endpoints_[broker] << " for another broker";
+          break;
+        }
+        release_client(*client_id);
+        break;
+      }
+      default:
+        break;  // heartbeats
+    }
   };
   for (;;) {
     // The lane's barrier: whatever escapes one turn (a zmq::error_t from a send, bad_alloc) is
     // logged and the lane goes on; each request has its own barrier inside.
     try {
       auto now = Clock::now();
-      const auto until = std::min(next_heartbeat, register_again);
+      auto until = lane.index == 0 ? next_lost_check() : kNever;
+      for (const Link& l : links) until = std::min({until, l.next_heartbeat, l.register_again});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
-      items[0].socket = sock.handle();
+      for (size_t b = 0; b < n_brokers; ++b)
+        items[first_broker_item + b].socket = socks[b].handle();
       try {
-        zmq::poll(items, n_items, wait + std::chrono::milliseconds(1));
+        zmq::poll(items.data(), items.size(), wait + std::chrono::milliseconds(1));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
         break;
       }
-      if (items[1].revents & ZMQ_POLLIN) {
+      if (items[0].revents & ZMQ_POLLIN) {
         uint64_t n;
         (void)!::read(lane.wake_fd, &n, sizeof n);
-        if (outbox.flush(sock, encoder)) break;
+        if (outbox.flush(first, encoder)) break;
       }
       // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]),
       // run as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
-      for (int batch = 0; n_items == 3 && batch < 64 && recv_multipart(direct, msg, true);
-           ++batch) {
+      for (int batch = 0; has_direct && batch < 64 && recv_multipart(direct, msg, true); ++batch) {
         const auto cmd = msg.size() >= 2 ? parse_header(msg[1]) : std::nullopt;
         if (cmd == Command::request && (msg.size() == 5 || msg.size() == 6)) {
           msg.resize(5);  // the attempt frame, if resent
           const std::string routing = direct_routing(lane.index, msg[0].to_string_view());
           msg[0] = zmq::message_t(routing.data(), routing.size());
           std::swap(msg[0], msg[1]);
-          handle_request(msg, 0, true);
+          handle_request(msg, 0, true, 0);
         } else if (cmd == Command::heartbeat) {
           Multipart hb;
           hb.push_back(std::move(msg[0]));
@@ -568,105 +766,45 @@ void Server::lane_main(Lane& lane) {
           send_multipart(direct, hb, true);
         }
       }
-      for (int batch = 0; batch < 64 && recv_multipart(sock, msg, true); ++batch) {
-        last_heard = Clock::now();
-        uint64_t stamp = 0;  // a request's: when the broker forwarded it
-        const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0], stamp);
-        if (!cmd) continue;
-        switch (*cmd) {
-          case Command::request:
-            handle_request(msg, stamp, false);
-            break;
-          case Command::heartbeat:
-            if (auto clock = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt)
-              broker_clock.observe(*clock);
-            break;
-          case Command::registered: {
-            const wire::Control* c =
-                msg.size() == 2 ? verified_control(msg[1], options_.limits, scratch) : nullptr;
-            const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
-            if (r && r->clock_ns() != 0) broker_clock.observe(r->clock_ns());
-            if (r && r->heartbeat_ms() > 0) {
-              interval = std::min(options_.heartbeat.interval,
-                                  std::chrono::milliseconds(r->heartbeat_ms()));
-              alive_ms_ = interval.count();
-              if (r->liveness() > 0)
-                window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
-            }
-            std::string refusal;
-            if (r && r->refused()) {
-              for (const auto* nb : *r->refused()) {
-                if (!nb->name()) continue;
-                refusal += (refusal.empty() ? "" : "; ") + std::string("the name '") +
-                           nb->name()->str() + "' is registered at the broker by server " +
-                           ObjectId{nb->server(), 0}.to_hex().substr(0, 16) + " (object " +
-                           ObjectId{nb->server(), nb->object()}.to_hex() +
-                           "), which is alive: a name has one owner until it stops";
-              }
-            }
-            if (!counted && !refusal.empty() && Clock::now() + interval < register_until_) {
-              register_again = Clock::now() + interval;
-            } else if (!counted) {
-              counted = true;
-              lane_registered(
-                  r && r->client_endpoint() ? r->client_endpoint()->str() : std::string(), refusal);
-            } else if (!refusal.empty() && lane.index == 0) {
-              PATRO_LOG(error, "server") << "registering again: " << refusal;
-            }
-            break;
-          }
-          case Command::disconnect:
-            // The broker does not know this lane (it restarted): register again.
-            PATRO_LOG(info, "server") << "lane " << lane.index << " registering again";
-            send_register(sock);
-            broker_clock.reset();
-            break;
-          case Command::client_gone: {
-            // A client died or left: its locks are released and its waits dropped.
-            auto client_id = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
-            if (!client_id) break;
-            locks_->drop_monitor(*client_id, owed);
-            replies_.forget(*client_id);
-            if (options_.idle_timeout.count() > 0) client_left(*client_id);
-            outbox.send_owed(sock, encoder, owed);
-            if (options_.on_client_gone) {
-              try {
-                options_.on_client_gone(*client_id);
-              } catch (const std::exception& e) {
-                PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
-              } catch (...) {
-                PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
-              }
-            }
-            break;
-          }
-          default:
-            break;  // heartbeats
+      for (size_t b = 0; b < n_brokers; ++b) {
+        for (int batch = 0; batch < 64 && recv_multipart(socks[b], msg, true); ++batch) {
+          now = Clock::now();
+          links[b].last_heard = now;
+          links[b].silent = false;
+          handle_broker(b, msg, now);
         }
       }
       now = Clock::now();
-      if (now >= next_heartbeat) {
-        send_heartbeat(sock);
-        next_heartbeat = now + interval;
+      check_lost(now);
+      for (size_t b = 0; b < n_brokers; ++b) {
+        Link& l = links[b];
+        if (now >= l.next_heartbeat) {
+          send_heartbeat(socks[b]);
+          l.next_heartbeat = now + l.interval;
+        }
+        if (now >= l.register_again) {
+          l.register_again = kNever;
+          send_register(socks[b]);
+        }
+        // Silent past its window, unless what it sent waits unread (we were in a long call): a
+        // new socket would drop it.
+        if (now - l.last_heard > l.window && !(socks[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+          // The broker went silent: a new socket, and register again (Majordomo's reconnect).
+          const bool newly = !l.silent;
+          if (newly)
+            PATRO_LOG(warn, "server")
+                << "lane " << lane.index << ": broker " << broker_endpoints_[b] << " silent for "
+                << l.window.count() << " ms; reconnecting";
+          l.silent = true;
+          socks[b].set(zmq::sockopt::linger, 0);
+          socks[b].close();
+          socks[b] = make_socket(b);
+          send_register(socks[b]);
+          l.clock.reset();  // perhaps another broker
+          if (newly) broker_lost(b, now);
+          l.last_heard = now;
+        }
       }
-      if (now >= register_again) {
-        register_again = kNever;
-        send_register(sock);
-      }
-      // Silent past its window, unless what it sent waits unread (we were in a long call): a
-      // new socket would drop it.
-      if (now - last_heard > window && !(sock.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
-        // The broker went silent: a new socket, and register again (Majordomo's reconnect).
-        PATRO_LOG(warn, "server") << "lane " << lane.index << ": broker " << broker_endpoint_
-                                  << " silent for " << window.count() << " ms; reconnecting";
-        sock.set(zmq::sockopt::linger, 0);
-        sock.close();
-        sock = make_socket();
-        send_register(sock);
-        broker_clock.reset();  // perhaps another broker
-        last_heard = now;
-      }
-
     } catch (const std::exception& e) {
       PATRO_LOG(error, "server") << "lane " << lane.index << ": " << e.what() << "; going on";
     } catch (...) {
@@ -674,27 +812,79 @@ void Server::lane_main(Lane& lane) {
                                  << ": something not a std::exception was thrown; going on";
     }
   }
-  send_simple(sock, Command::disconnect);
-  sock.close();
+  for (auto& sk : socks) {
+    try {
+      send_simple(sk, Command::disconnect);
+    } catch (const zmq::error_t&) {
+    }
+    sk.close();
+  }
+  outbox.set_brokers(nullptr);
   outbox.set_direct(nullptr);
   if (direct.handle() != nullptr) direct.close();
 }
 
+void Server::broker_went_away(size_t broker, Clock::time_point check_at) {
+  MutexLock lock(lost_mu_);
+  LostBroker& l = lost_.at(broker);
+  if (l.lost) return;  // another lane saw it first: the clients are marked already
+  // Before any lane can register again there (which comes after a lane saw it go), so no
+  // client's coming back is marked over.
+  replies_.mark_unconfirmed(static_cast<unsigned>(broker));
+  l.lost = true;
+  l.check_at = check_at;
+}
+
+void Server::broker_came_back(Clock::time_point not_before) {
+  MutexLock lock(lost_mu_);
+  for (LostBroker& l : lost_)
+    if (l.lost) l.check_at = std::max(l.check_at, not_before);
+}
+
+Clock::time_point Server::next_lost_check() {
+  MutexLock lock(lost_mu_);
+  auto next = Clock::time_point::max();
+  for (const LostBroker& l : lost_)
+    if (l.lost) next = std::min(next, l.check_at);
+  return next;
+}
+
+std::vector<size_t> Server::brokers_to_check(Clock::time_point now, bool any_live) {
+  MutexLock lock(lost_mu_);
+  std::vector<size_t> due;
+  for (size_t b = 0; b < lost_.size(); ++b) {
+    LostBroker& l = lost_[b];
+    if (!l.lost || now < l.check_at) continue;
+    if (!any_live) {  // no broker for the clients to come back through yet: wait
+      l.check_at = now + std::chrono::milliseconds(alive_ms_.load() > 0 ? alive_ms_.load() : 1000);
+      continue;
+    }
+    l.lost = false;
+    due.push_back(b);
+  }
+  return due;
+}
+
 void Server::alive_main() {
-  zmq::socket_t sock = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-  if (curve_.enabled()) detail::set_curve_client(sock, curve_, curve_.keys);  // as the lanes
-  sock.set(zmq::sockopt::linger, 0);
-  sock.connect(broker_endpoint_);
+  std::vector<zmq::socket_t> socks;
+  for (const std::string& endpoint : broker_endpoints_) {
+    socks.push_back(detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits));
+    if (curve_.enabled()) detail::set_curve_client(socks.back(), curve_, curve_.keys);  // as lanes
+    socks.back().set(zmq::sockopt::linger, 0);
+    socks.back().connect(endpoint);
+  }
   MutexLock lock(mu_);
   while (!stopped_) {
     lock.unlock();
-    Multipart m;
-    m.push_back(header_frame(Command::server_alive));
-    m.push_back(u64_frame(objects_.server_id()));
-    try {
-      send_multipart(sock, m, true);
-    } catch (const zmq::error_t& e) {
-      PATRO_LOG(warn, "server") << "alive: " << e.what();
+    for (zmq::socket_t& sock : socks) {
+      Multipart m;
+      m.push_back(header_frame(Command::server_alive));
+      m.push_back(u64_frame(objects_.server_id()));
+      try {
+        send_multipart(sock, m, true);
+      } catch (const zmq::error_t& e) {
+        PATRO_LOG(warn, "server") << "alive: " << e.what();
+      }
     }
     lock.lock();
     const int64_t ms = alive_ms_.load();

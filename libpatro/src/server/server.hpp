@@ -1,4 +1,5 @@
-// A running server: worker lanes, each a thread with its own DEALER socket to the broker, and an
+// A running server: worker lanes, each a thread with its own DEALER socket to each broker
+// (ServerOptions::brokers: it registers at every one and answers requests from any), and an
 // embedded broker when none was configured. The broker sends all requests of one client to one
 // lane, so they run in the order the client sent them with no hand-off between threads (as
 // Majordomo workers do); every lane shares the object table.
@@ -50,8 +51,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::string bind_direct(zmq::socket_t& router, unsigned lane);
   /// refusal: why the broker did not bind some of the names (another server owns them); empty if
   /// it bound them all.
-  void lane_registered(const std::string& client_endpoint, const std::string& refusal)
-      PATRO_EXCLUDES(mu_);
+  void lane_registered(size_t broker, const std::string& client_endpoint,
+                       const std::string& refusal) PATRO_EXCLUDES(mu_);
   void timer_main();
   /// Tells the broker every heartbeat interval that this process lives (SERVER_ALIVE), on a socket
   /// of its own: a lane in a long call cannot heartbeat, and must not be taken for dead.
@@ -59,6 +60,20 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   /// ServerOptions::idle_timeout: every fincheck_freq, stops the server once it has had no
   /// client for idle_timeout and has run for keep_alive.
   void fincheck_main() PATRO_EXCLUDES(mu_);
+  // The server's own watch over its clients when a broker goes away: a client attached through
+  // it that died with it is never reported gone by any broker, so each client attached through
+  // it must come back — a request, or a LOCATE through any broker (CLIENT_AT), as libpatro sends
+  // after moving or when its broker restarted — within twice the broker's window once the server
+  // is registered somewhere; lane 0 releases those that do not.
+  /// A lane saw broker `broker` go (silent, or restarted): the first marks its clients.
+  void broker_went_away(size_t broker, std::chrono::steady_clock::time_point check_at)
+      PATRO_EXCLUDES(lost_mu_);
+  /// A lane registered (again) with a broker: no check before not_before.
+  void broker_came_back(std::chrono::steady_clock::time_point not_before) PATRO_EXCLUDES(lost_mu_);
+  std::chrono::steady_clock::time_point next_lost_check() PATRO_EXCLUDES(lost_mu_);
+  /// The brokers whose clients are due for the check (none while no broker has us: any_live).
+  std::vector<size_t> brokers_to_check(std::chrono::steady_clock::time_point now, bool any_live)
+      PATRO_EXCLUDES(lost_mu_);
   void client_seen(uint64_t client_id) PATRO_EXCLUDES(mu_);
   void client_left(uint64_t client_id) PATRO_EXCLUDES(mu_);
   void stop_server(bool from_fincheck) PATRO_EXCLUDES(mu_);
@@ -70,7 +85,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::vector<ObjectEntry> entries_;
   std::unique_ptr<Broker> broker_;
   std::thread broker_thread_;
-  std::string broker_endpoint_;
+  std::string broker_endpoint_;                // the first broker's server endpoint
+  std::vector<std::string> broker_endpoints_;  // every broker's (ServerOptions::brokers), in order
   CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
   // Until when a lane asks again for names another live server holds (set before lanes start).
   std::chrono::steady_clock::time_point register_until_;
@@ -90,10 +106,18 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::atomic<bool> running_{false};
   std::thread fincheck_thread_;
 
+  struct LostBroker {
+    bool lost = false;
+    std::chrono::steady_clock::time_point check_at = std::chrono::steady_clock::time_point::max();
+  };
+  Mutex lost_mu_;
+  std::vector<LostBroker> lost_ PATRO_GUARDED_BY(lost_mu_);  // by broker index
+
   Mutex mu_;
   CondVar cv_;
-  unsigned registered_ PATRO_GUARDED_BY(mu_) = 0;
-  std::string client_endpoint_ PATRO_GUARDED_BY(mu_);
+  // Per broker: lanes registered there, and its client endpoint (from its Registered).
+  std::vector<unsigned> registered_ PATRO_GUARDED_BY(mu_);
+  std::vector<std::string> client_endpoints_ PATRO_GUARDED_BY(mu_);
   std::string register_error_ PATRO_GUARDED_BY(mu_);
   bool stopped_ PATRO_GUARDED_BY(mu_) = false;
   // Clients known from their requests, until CLIENT_GONE; kept only with an idle_timeout.

@@ -45,6 +45,8 @@ const char* command_name(Command c) noexcept {
       return "LOCATE";
     case Command::locate_reply:
       return "LOCATE_REPLY";
+    case Command::client_at:
+      return "CLIENT_AT";
   }
   return "?";
 }
@@ -59,7 +61,7 @@ std::optional<Command> parse_header(const zmq::message_t& frame) noexcept {
   const auto* h = static_cast<const uint8_t*>(frame.data());
   if (h[0] != 'P' || h[1] != 'T' || h[2] != kWireVersion) return std::nullopt;
   if (h[3] < static_cast<uint8_t>(Command::hello) ||
-      h[3] > static_cast<uint8_t>(Command::locate_reply))
+      h[3] > static_cast<uint8_t>(Command::client_at))
     return std::nullopt;
   return static_cast<Command>(h[3]);
 }

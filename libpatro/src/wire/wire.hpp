@@ -81,6 +81,8 @@ enum class Command : uint8_t {
                       // own, so that lanes busy in long calls are not taken for dead
   locate = 17,        // client -> broker: the direct endpoints of a server ([server id][Locate])
   locate_reply = 18,  // broker -> client ([server id][LocateReply])
+  client_at = 19,     // broker -> server: a client located it here ([client id]); with several
+                      // brokers, the broker a client moved to (its CLIENT_GONE is the one to heed)
 };
 const char* command_name(Command c) noexcept;
 
