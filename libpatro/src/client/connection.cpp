@@ -28,6 +28,24 @@ void time_out(Slot& s) {
   s.error_text = "no answer to request " + std::to_string(s.request_id) + " by its deadline";
 }
 
+// A control message to a broker: [hdr][id][body] (the id: a request id, or LOCATE's server id).
+Multipart control_frames(Command command, uint64_t id, const flatbuffers::FlatBufferBuilder& fb) {
+  Multipart m;
+  m.push_back(header_frame(command));
+  m.push_back(u64_frame(id));
+  m.push_back(body_frame(fb));
+  return m;
+}
+
+// HELLO's body: the client id.
+flatbuffers::FlatBufferBuilder hello_body(uint64_t client_id) {
+  flatbuffers::FlatBufferBuilder fb(64);
+  fb.Finish(
+      wire::CreateControl(fb, wire::ControlBody::Hello, wire::CreateHello(fb, client_id).Union()),
+      wire::ControlIdentifier());
+  return fb;
+}
+
 uint32_t timeout_ms(std::chrono::milliseconds t) {
   return static_cast<uint32_t>(
       std::clamp<int64_t>(t.count(), 0, std::numeric_limits<uint32_t>::max()));
@@ -136,15 +154,8 @@ void Connection::connect() {
       last_heard_ = Clock::now();
       next_heartbeat_ = last_heard_ + options_.heartbeat.interval;
     }
-    flatbuffers::FlatBufferBuilder fb(64);
-    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Hello,
-                                  wire::CreateHello(fb, client_id_).Union()),
-              wire::ControlIdentifier());
     const uint64_t rid = next_request_id_++;
-    Multipart m;
-    m.push_back(header_frame(Command::hello));
-    m.push_back(u64_frame(rid));
-    m.push_back(body_frame(fb));
+    Multipart m = control_frames(Command::hello, rid, hello_body(client_id_));
     SlotPtr slot = new_slot(rid, 0, wire::Op::Get, deadline, nullptr, true);
     submit(std::move(m), slot);
     await(slot);
@@ -275,10 +286,7 @@ void Connection::send_locate(uint64_t server) {
   fb.Finish(
       wire::CreateControl(fb, wire::ControlBody::Locate, wire::CreateLocate(fb, server).Union()),
       wire::ControlIdentifier());
-  Multipart m;
-  m.push_back(header_frame(Command::locate));
-  m.push_back(u64_frame(server));
-  m.push_back(body_frame(fb));
+  Multipart m = control_frames(Command::locate, server, fb);
   try {
     send_multipart(sock_, m, true);
   } catch (const zmq::error_t& e) {
@@ -758,14 +766,7 @@ void Connection::switch_broker(const std::string& why, std::optional<size_t> to)
   next_heartbeat_ = now;
   // Hello (its welcome finds no slot and is dropped: a cluster's brokers share their settings),
   // then a LOCATE for each server we talk to: it tells the server we are attached here now.
-  flatbuffers::FlatBufferBuilder fb(64);
-  fb.Finish(
-      wire::CreateControl(fb, wire::ControlBody::Hello, wire::CreateHello(fb, client_id_).Union()),
-      wire::ControlIdentifier());
-  Multipart hello;
-  hello.push_back(header_frame(Command::hello));
-  hello.push_back(u64_frame(next_request_id_++));
-  hello.push_back(body_frame(fb));
+  Multipart hello = control_frames(Command::hello, next_request_id_++, hello_body(client_id_));
   try {
     send_multipart(sock_, hello, true);
   } catch (const zmq::error_t&) {
@@ -790,10 +791,7 @@ std::optional<zmq::message_t> Connection::ask_broker(const std::string& endpoint
   const uint64_t rid = next_request_id_++;
   try {
     s.connect(endpoint);
-    Multipart m;
-    m.push_back(header_frame(command));
-    m.push_back(u64_frame(rid));
-    m.push_back(body_frame(fb));
+    Multipart m = control_frames(command, rid, fb);
     send_multipart(s, m, true);
     const auto deadline = Clock::now() + options_.connect_timeout;
     Multipart reply;
@@ -1362,10 +1360,7 @@ size_t Connection::oneway_outstanding() {
 
 zmq::message_t Connection::control(Command command, const flatbuffers::FlatBufferBuilder& fb) {
   const uint64_t rid = next_request_id_++;
-  Multipart m;
-  m.push_back(header_frame(command));
-  m.push_back(u64_frame(rid));
-  m.push_back(body_frame(fb));
+  Multipart m = control_frames(command, rid, fb);
   SlotPtr slot =
       new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
   submit(std::move(m), slot);
@@ -1379,16 +1374,7 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   fb.Finish(wire::CreateControl(fb, wire::ControlBody::Lookup,
                                 wire::CreateLookupDirect(fb, name.c_str()).Union()),
             wire::ControlIdentifier());
-  const uint64_t rid = next_request_id_++;
-  Multipart m;
-  m.push_back(header_frame(Command::lookup));
-  m.push_back(u64_frame(rid));
-  m.push_back(body_frame(fb));
-  SlotPtr slot =
-      new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
-  submit(std::move(m), slot);
-  await(slot);
-  if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);
+  const zmq::message_t answer = control(Command::lookup, fb);
   auto parse = [this](const zmq::message_t& body) -> std::optional<NameInfo> {
     AlignedScratch scratch;
     const wire::Control* c = verified_control(body, options_.limits, scratch);
@@ -1400,7 +1386,7 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
                     b->type_name() ? b->type_name()->str() : std::string(),
                     b->reftype() ? b->reftype()->str() : std::string()};
   };
-  if (auto found = parse(slot->body)) return found;
+  if (auto found = parse(answer)) return found;
   // Brokers may disagree (a server registered at some only, or not yet): ask the others, and
   // move to the first that knows the name, which routes to its server.
   const std::string current = endpoint();
