@@ -15,36 +15,19 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/exactly_once.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
 using patro::test::BrokerProcess;
+using patro::test::check_exactly_once;
 using patro::test::Process;
 using patro::test::program;
-using patro::test::read_file;
+using patro::test::read_numbers;
 using patro::test::TempDir;
 using patro::test::wait_for_file;
 
 namespace {
-
-std::vector<long> numbers(const std::string& path) {
-  std::vector<long> out;
-  std::istringstream in(read_file(path));
-  for (long v; in >> v;) out.push_back(v);
-  return out;
-}
-
-// Each of 0..total-1 exactly once.
-void check_exactly_once(const std::vector<long>& got, long total, const char* what) {
-  INFO(what);
-  std::set<long> distinct(got.begin(), got.end());
-  CHECK(got.size() == static_cast<size_t>(total));       // none twice
-  CHECK(distinct.size() == static_cast<size_t>(total));  // none lost
-  if (!distinct.empty()) {
-    CHECK(*distinct.begin() == 0);
-    CHECK(*distinct.rbegin() == total - 1);
-  }
-}
 
 // Kills a broker (SIGKILL).
 void kill_broker(std::unique_ptr<BrokerProcess>& broker) {
@@ -142,9 +125,9 @@ TEST_CASE("two brokers, each SIGKILLed and restarted in turn under load: nothing
   auto ps = patro::get_proxies(brokered);
   CHECK(ps.at(2)["n"].get() == kAdds);        // each non-idempotent add ran once
   CHECK(ps.at(2)["m"].get() == kIncrements);  // lock-protected read-modify-writes all exact
-  check_exactly_once(numbers(dir.file("produced.txt")), kJobs, "jobs acknowledged as pushed");
-  check_exactly_once(numbers(dir.file("consumed.txt")), kJobs, "jobs taken and acknowledged");
-  check_exactly_once(numbers(dir.file("logged.txt")), kLines, "log writes acknowledged");
+  check_exactly_once(read_numbers(dir.file("produced.txt")), kJobs, "jobs acknowledged as pushed");
+  check_exactly_once(read_numbers(dir.file("consumed.txt")), kJobs, "jobs taken and acknowledged");
+  check_exactly_once(read_numbers(dir.file("logged.txt")), kLines, "log writes acknowledged");
   // Every acknowledged line is in the log once.
   std::vector<long> in_log;
   {

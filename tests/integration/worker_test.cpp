@@ -12,12 +12,15 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/exactly_once.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::check_exactly_once;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
+using patro::test::read_numbers;
 using patro::test::TempDir;
 using patro::test::wait_for_file;
 
@@ -67,26 +70,11 @@ Process client_cut_off(std::vector<std::string> args) {
   return client(std::move(args));
 }
 
-std::vector<long> numbers(const std::string& path) {
-  std::vector<long> out;
-  std::istringstream in(read_file(path));
-  for (long v; in >> v;) out.push_back(v);
-  return out;
-}
-
 size_t lines_in(const std::string& path) {
   size_t n = 0;
   std::ifstream in(path);
   for (std::string l; std::getline(in, l);) ++n;
   return n;
-}
-
-void check_exactly_once(const std::vector<long>& acked, long total) {
-  std::set<long> distinct(acked.begin(), acked.end());
-  CHECK(acked.size() == static_cast<size_t>(total));     // none twice
-  CHECK(distinct.size() == static_cast<size_t>(total));  // none lost
-  CHECK(*distinct.begin() == 0);
-  CHECK(*distinct.rbegin() == total - 1);
 }
 
 }  // namespace
@@ -105,7 +93,7 @@ TEST_CASE("2 producers and 4 consumers move 100,000 jobs: each acknowledged exac
   std::vector<long> acked;
   for (int k = 0; k < 4; ++k) {
     CHECK(consumers[k].wait(300s) == 0);
-    for (long v : numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
+    for (long v : read_numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
   }
   check_exactly_once(acked, 100000);
   auto q = patro::get_proxy(w.front, "jobs");
@@ -122,7 +110,7 @@ TEST_CASE("the same run with a consumer kill -9ed while holding leases: its jobs
   Process p2 = client({"produce", w.front, "jobs", "50000", "50000", "100", dir.file("pushed2")});
   Process holder = client({"hold", w.front, "jobs", "500", dir.file("held")});
   REQUIRE(wait_for_file(dir.file("held"), 60s));
-  const size_t held = numbers(dir.file("held")).size();
+  const size_t held = read_numbers(dir.file("held")).size();
   CHECK(held > 0);
   holder.signal(SIGKILL);
   std::vector<Process> consumers;
@@ -134,7 +122,7 @@ TEST_CASE("the same run with a consumer kill -9ed while holding leases: its jobs
   std::vector<long> acked;
   for (int k = 0; k < 3; ++k) {
     CHECK(consumers[k].wait(300s) == 0);
-    for (long v : numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
+    for (long v : read_numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
   }
   check_exactly_once(acked, 100000);
   CHECK(w.proc->stop() == 0);
@@ -157,15 +145,15 @@ TEST_CASE("--data: kill -9 the worker mid-run; after a restart nothing acknowled
   CHECK(w->proc->wait(10s).has_value());
   CHECK(producer.wait(120s).has_value());  // they fail once the worker is gone
   CHECK(changes.wait(120s).has_value());
-  const std::vector<long> pushed = numbers(dir.file("pushed"));
-  const std::vector<long> changed = numbers(dir.file("changed"));
+  const std::vector<long> pushed = read_numbers(dir.file("pushed"));
+  const std::vector<long> changed = read_numbers(dir.file("changed"));
   REQUIRE(pushed.size() >= 5000);
   REQUIRE(changed.size() >= 200);
 
   w = std::make_unique<Worker>(dir, objects, std::vector<std::string>{"--data", data}, front, back);
   Process consumer = client({"consume", front, "jobs", "100", dir.file("acked"), "2000"});
   CHECK(consumer.wait(300s) == 0);
-  const std::vector<long> acked = numbers(dir.file("acked"));
+  const std::vector<long> acked = read_numbers(dir.file("acked"));
   const std::set<long> delivered(acked.begin(), acked.end());
   size_t missing = 0;
   for (long j : pushed) missing += delivered.count(j) == 0;
@@ -244,7 +232,7 @@ TEST_CASE(
   }
   size_t missing = 0, acked = 0;
   for (const char* tag : {"a", "b"}) {
-    for (long i : numbers(dir.file(std::string("wrote-") + tag))) {
+    for (long i : read_numbers(dir.file(std::string("wrote-") + tag))) {
       ++acked;
       missing += in_file.count(std::string(tag) + " " + std::to_string(i)) == 0;
     }
