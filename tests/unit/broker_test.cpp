@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 
 #include "patro/broker.hpp"
 #include "patro/error.hpp"
+#include "socket.hpp"
 #include "wire.hpp"
 
 using namespace patro;
@@ -31,6 +33,15 @@ struct RunningBroker {
     return o;
   }
   RunningBroker() : broker(options()), thread([this] { broker.run(); }) {}
+  // A broker on the endpoints another one had: that one restarted.
+  RunningBroker(const std::string& front, const std::string& back)
+      : broker([&] {
+          BrokerOptions o;
+          o.frontend = front;
+          o.backend = back;
+          return o;
+        }()),
+        thread([this] { broker.run(); }) {}
   ~RunningBroker() {
     broker.stop();
     thread.join();
@@ -39,14 +50,18 @@ struct RunningBroker {
 
 struct Peer {
   zmq::socket_t s;
-  Peer(zmq::context_t& ctx, const std::string& endpoint) : s(ctx, zmq::socket_type::dealer) {
+  // durable: made as Patro makes its sockets (detail::make_socket: a routing id of its own).
+  Peer(zmq::context_t& ctx, const std::string& endpoint, bool durable = false)
+      : s(durable ? detail::make_socket(ctx, zmq::socket_type::dealer, Limits{})
+                  : zmq::socket_t(ctx, zmq::socket_type::dealer)) {
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::rcvtimeo, 3000);
     s.connect(endpoint);
   }
   void send(Multipart m) { REQUIRE(detail::send_multipart(s, m, false)); }
   // The next message other than a heartbeat; empty if none within the timeout.
-  Multipart next() {
+  Multipart next(std::chrono::milliseconds timeout = std::chrono::milliseconds(3000)) {
+    s.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout.count()));
     for (int i = 0; i < 20; ++i) {
       Multipart m;
       if (!detail::recv_multipart(s, m)) return {};
@@ -181,4 +196,45 @@ TEST_CASE("frames the broker cannot parse are dropped and counted; it goes on ro
   client.send(make(detail::header_frame(Command::request),
                    detail::object_id_frame(ObjectId{0x1, 1}), detail::u64_frame(10), text("x")));
   CHECK(reply_code(client.next(), 10) == Errc::server_unavailable);
+}
+
+TEST_CASE("a reply sent after the broker restarted reaches the client that asked, and no other") {
+  // The lane took the request from the broker's first run; the reply leaves after the restart,
+  // routed by the client's routing id at the first run. ZeroMQ's generated ids are not unique
+  // across broker processes (libzmq draws them from rand() unseeded, in connection order), so
+  // Patro's sockets carry ids of their own (detail::make_socket): the reply reaches the asker,
+  // and a client that reached the restarted broker first does not get it.
+  zmq::context_t ctx;
+  auto first = std::make_unique<RunningBroker>();
+  const std::string front = first->broker.frontend_endpoint();
+  const std::string back = first->broker.backend_endpoint();
+  Peer lane(ctx, back, true), asker(ctx, front, true);
+  register_lane(lane, 0xabc);
+  const ObjectId id{0xabc, 0x1};
+  asker.send(make(detail::header_frame(Command::request), detail::object_id_frame(id),
+                  detail::u64_frame(7), text("body")));
+  Multipart in = lane.next();
+  REQUIRE(in.size() == 5);
+  CHECK(in[1].size() == detail::kRoutingIdSize);
+  CHECK(static_cast<const char*>(in[1].data())[0] == 'p');
+
+  first.reset();
+  RunningBroker second(front, back);
+  Peer other(ctx, front, true);
+  // Each client is connected to the restarted broker once it answers a request of its own.
+  auto reconnected = [&](Peer& p, uint64_t rid) {
+    for (int i = 0; i < 50; ++i) {
+      p.send(make(detail::header_frame(Command::request),
+                  detail::object_id_frame(ObjectId{0x999, 1}), detail::u64_frame(rid), text("x")));
+      if (reply_code(p.next(std::chrono::milliseconds(200)), rid)) return true;
+    }
+    return false;
+  };
+  REQUIRE(reconnected(other, 100));
+  REQUIRE(reconnected(asker, 200));
+  register_lane(lane, 0xabc);
+  lane.send(make(detail::header_frame(Command::reply), std::move(in[1]), detail::u64_frame(7),
+                 detail::error_reply(7, Errc::not_found, "the answer")));
+  CHECK(reply_code(asker.next(), 7) == Errc::not_found);
+  CHECK(other.next(std::chrono::milliseconds(300)).empty());
 }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "ids.hpp"
 #include "patro/error.hpp"
 
 #if defined(__SANITIZE_THREAD__)
@@ -31,7 +32,15 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limi
   s.set(zmq::sockopt::sndhwm, limits.high_water_mark);
   s.set(zmq::sockopt::rcvhwm, limits.high_water_mark);
   s.set(zmq::sockopt::maxmsgsize, limits.socket_message_cap());
-  if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_mandatory, 1);
+  if (type == zmq::socket_type::router) {
+    s.set(zmq::sockopt::router_mandatory, 1);
+    s.set(zmq::sockopt::router_handover, 1);
+  } else if (type == zmq::socket_type::dealer) {
+    char id[kRoutingIdSize] = {'p'};
+    const uint64_t r = random_id();
+    std::memcpy(id + 1, &r, sizeof r);
+    s.set(zmq::sockopt::routing_id, std::string_view(id, sizeof id));
+  }
   return s;
 }
 

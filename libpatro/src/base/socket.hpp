@@ -16,9 +16,21 @@ namespace patro::detail {
 
 using Multipart = std::vector<zmq::message_t>;
 
+/// The size of the routing ids make_socket gives DEALERs: a leading 'p' (a ZeroMQ generated id
+/// starts with a zero byte, a lane's routing markers with 0xff) and 8 random bytes.
+inline constexpr size_t kRoutingIdSize = 9;
+
 /// Every socket Patro opens is made here, with the limits applied: high-water marks, the largest
 /// frame (Limits::socket_message_cap), linger 0 (closing paths set Limits::close_linger where a
 /// last message matters), and ZMQ_ROUTER_MANDATORY on routers so a dead peer is seen.
+///
+/// A DEALER gets a routing id of its own: 'p' and 8 random bytes (kRoutingIdSize). The ids a
+/// ROUTER generates are not unique across processes: libzmq draws them from rand() unseeded, so
+/// every broker process hands out the same sequence, in the order peers connect. A reply routed
+/// by a broker's id before it restarted then reached whichever client the restarted broker gave
+/// that id, and a client waiting on the same request id took it as its own (a call answered
+/// without running). Routers take over an id on reconnection (ZMQ_ROUTER_HANDOVER), so a peer
+/// whose TCP connection broke and came back is not refused while its old pipe lingers.
 zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limits& limits);
 
 /// CURVE on a socket made by make_socket, before it binds or connects.

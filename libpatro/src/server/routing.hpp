@@ -2,8 +2,9 @@
 // the first broker keeps that broker's routing id for the client as it is (the fast path: the
 // reply reuses the request's frames). One that came through another broker (ServerOptions::brokers)
 // carries a marker and the broker's index before it, and one that came straight to a lane's ROUTER
-// (the direct path) a marker, the lane and the client's id at that ROUTER. ZeroMQ's own routing ids
-// start with a zero byte, so neither marker can be mistaken for one.
+// (the direct path) a marker, the lane and the client's id at that ROUTER. Routing ids start with a
+// zero byte (ZeroMQ's generated ones) or 'p' (ours, base/socket.hpp), so neither marker (0xff) can
+// be mistaken for one.
 #pragma once
 
 #include <cstdint>
