@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -178,7 +179,7 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
   CHECK(pending.get()[1] == "wake");
 
   Samples w = scrape(worker_url);
-  CHECK(value(w, "patro_queue_ready_jobs{queue=\"jobs\"}") >= 0);
+  CHECK(value(w, "patro_queue_ready_jobs{queue=\"jobs\"}") == 4);  // 5 pushed, 1 taken
   CHECK(value(w, "patro_queue_leased_jobs{queue=\"jobs\"}") >= 1);
   CHECK(value(w, "patro_lock_waiters{object=\"n\"}") == 0);
   CHECK(value(w, "patro_lock_held{object=\"n\"}") == 0);
@@ -187,7 +188,22 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
     REQUIRE(patro::lock(locker, 2s));
     w = scrape(worker_url);
     CHECK(value(w, "patro_lock_held{object=\"n\"}") == 1);
+    // A second client waits for the lock: a waiter until the holder lets go.
+    auto waiter = patro::get_proxy(front, "n", brokered);
+    auto waiting = std::async(std::launch::async, [&] {
+      const bool got = static_cast<bool>(patro::lock(waiter, 10s));
+      if (got) patro::unlock(waiter);
+      return got;
+    });
+    double waiters = 0;
+    for (int i = 0; i < 200 && waiters < 1; ++i) {
+      waiters = value(scrape(worker_url), "patro_lock_waiters{object=\"n\"}");
+      if (waiters < 1) std::this_thread::sleep_for(20ms);
+    }
+    CHECK(waiters == 1);
     patro::unlock(locker);
+    CHECK(waiting.get());
+    CHECK(value(scrape(worker_url), "patro_lock_waiters{object=\"n\"}") == 0);
   }
   CHECK(worker.stop() == 0);
   CHECK(broker.stop() == 0);
