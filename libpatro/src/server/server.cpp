@@ -833,6 +833,7 @@ void Server::broker_went_away(size_t broker, Clock::time_point check_at) {
   replies_.mark_unconfirmed(static_cast<unsigned>(broker));
   l.lost = true;
   l.check_at = check_at;
+  lost_count_.fetch_add(1, std::memory_order_release);
 }
 
 void Server::broker_came_back(Clock::time_point not_before) {
@@ -842,6 +843,7 @@ void Server::broker_came_back(Clock::time_point not_before) {
 }
 
 Clock::time_point Server::next_lost_check() {
+  if (lost_count_.load(std::memory_order_acquire) == 0) return Clock::time_point::max();
   MutexLock lock(lost_mu_);
   auto next = Clock::time_point::max();
   for (const LostBroker& l : lost_)
@@ -850,8 +852,9 @@ Clock::time_point Server::next_lost_check() {
 }
 
 std::vector<size_t> Server::brokers_to_check(Clock::time_point now, bool any_live) {
-  MutexLock lock(lost_mu_);
   std::vector<size_t> due;
+  if (lost_count_.load(std::memory_order_acquire) == 0) return due;
+  MutexLock lock(lost_mu_);
   for (size_t b = 0; b < lost_.size(); ++b) {
     LostBroker& l = lost_[b];
     if (!l.lost || now < l.check_at) continue;
@@ -860,6 +863,7 @@ std::vector<size_t> Server::brokers_to_check(Clock::time_point now, bool any_liv
       continue;
     }
     l.lost = false;
+    lost_count_.fetch_sub(1, std::memory_order_release);
     due.push_back(b);
   }
   return due;

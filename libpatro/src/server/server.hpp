@@ -112,6 +112,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   };
   Mutex lost_mu_;
   std::vector<LostBroker> lost_ PATRO_GUARDED_BY(lost_mu_);  // by broker index
+  // How many of lost_ are lost: lane 0 reads it each turn and takes lost_mu_ only when one is.
+  std::atomic<int> lost_count_{0};
 
   Mutex mu_;
   CondVar cv_;
