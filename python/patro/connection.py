@@ -12,6 +12,7 @@ import collections
 import itertools
 import os
 import secrets
+import struct
 import threading
 import time
 import weakref
@@ -20,6 +21,7 @@ import flatbuffers
 import zmq
 
 from . import _codec as codec
+from . import curve
 from . import errors
 
 Op = codec.Op
@@ -33,7 +35,8 @@ class ClientOptions:
     def __init__(self, call_timeout=30.0, connect_timeout=5.0, max_lock_wait=24 * 3600.0,
                  heartbeat_interval=1.0, liveness=3, max_message_size=16 << 20,
                  max_in_flight=10000, oneway_window=8192, oneway_batch=256,
-                 oneway_batch_bytes=64 << 10, oneway_delay=0.001):
+                 oneway_batch_bytes=64 << 10, oneway_delay=0.001, broker_key="",
+                 client_public_key="", client_secret_key="", curve_key=""):
         self.call_timeout = float(call_timeout)
         self.connect_timeout = float(connect_timeout)
         self.max_lock_wait = float(max_lock_wait)
@@ -48,6 +51,13 @@ class ClientOptions:
         self.oneway_batch = int(oneway_batch)
         self.oneway_batch_bytes = int(oneway_batch_bytes)
         self.oneway_delay = float(oneway_delay)
+        # CURVE towards the broker (see patro.curve): the broker's public key (Z85, or a file
+        # holding it; empty: the config's, or $PATRO_BROKER_KEY), this client's pair (Z85), or
+        # a key file holding it (empty: the config's, $PATRO_CURVE_KEY, or a fresh pair).
+        self.broker_key = str(broker_key)
+        self.client_public_key = str(client_public_key)
+        self.client_secret_key = str(client_secret_key)
+        self.curve_key = str(curve_key)
 
     def replace(self, **changes):
         o = ClientOptions.__new__(ClientOptions)
@@ -55,7 +65,8 @@ class ClientOptions:
         for k, v in changes.items():
             if k not in o.__dict__:
                 raise TypeError("unknown client option %r" % k)
-            setattr(o, k, type(o.__dict__[k])(v))
+            setattr(o, k, "" if v is None and isinstance(o.__dict__[k], str)
+                    else type(o.__dict__[k])(v))
         return o
 
 
@@ -97,6 +108,46 @@ class _Slot:
         self.oneway = 0  # a batch of oneway calls: the answer is their acknowledgement
 
 
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_DISCONNECTED)
+
+
+def _handshake(monitor, timeout, secure):
+    """Waits up to timeout seconds for the socket's handshake; None when it succeeded or nothing
+    was heard (a broker that is not there: the hello then times out), else why it failed (the
+    texts of C++ HandshakeWatch)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not monitor.poll(int(left * 1000) + 1):
+            return None
+        try:
+            frames = monitor.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            continue
+        if not frames or len(frames[0]) < 6:
+            continue
+        event, value = struct.unpack("=HI", frames[0][:6])
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return None
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return ("the broker refused this key (status %d): it is not on the broker's allow "
+                    "list for this port" % value)
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH and secure:
+                return "the broker does not use CURVE, but a broker key was given"
+            if not secure:
+                return ("the broker requires CURVE: give its public key (broker_key, "
+                        "PATRO_BROKER_KEY, or a config that carries it) and a key pair it allows "
+                        "(client_public_key/client_secret_key, curve_key or PATRO_CURVE_KEY) "
+                        "(handshake error 0x%x)" % value)
+            return "the CURVE handshake failed (error 0x%x): is the broker key right?" % value
+        if event == zmq.EVENT_DISCONNECTED and secure:
+            return ("the broker closed the connection during the CURVE handshake: is the broker "
+                    "key right?")
+
+
 _live = weakref.WeakSet()
 
 
@@ -116,6 +167,10 @@ class Connection:
         if not self.brokers:
             raise errors.BadConfig("no broker address to connect to")
         self.options = options or ClientOptions()
+        o = self.options
+        # CURVE (C++ resolve_curve): ("", None) for plaintext; raises before anything is opened.
+        self._curve_broker_key, self._curve_keys = curve.resolve(
+            o.broker_key, curve.KeyPair(o.client_public_key, o.client_secret_key), o.curve_key)
         self.client_id = random_id()
         self.endpoint = None
         self._next_rid = itertools.count(1)
@@ -159,23 +214,56 @@ class Connection:
     # --- life ---
 
     def connect(self):
-        """Says hello to the first broker that answers; raises BrokerUnreachable."""
+        """Says hello to the first broker that answers; raises BrokerUnreachable, or
+        NotAuthorized when a broker refused the CURVE handshake (a key not on its allow list, a
+        wrong broker key, no key for a broker that requires one)."""
         problems = []
+        refused = False
+        secure = self._curve_keys is not None
+        n = len(self.brokers)
+        # With several brokers each gets its share of the time, so a dead first one leaves time
+        # for the others.
+        ct = self.options.connect_timeout
+        budget = ct if n == 1 else max(ct / n, min(ct, 0.5))
         for endpoint in self.brokers:
+            deadline = time.monotonic() + budget
             with self._io:
                 if self._sock is not None:
                     self._sock.close(0)
+                    self._sock = None
                 s = self._ctx.socket(zmq.DEALER)
                 s.setsockopt(zmq.LINGER, 0)
                 s.setsockopt(zmq.SNDHWM, 100000)
                 s.setsockopt(zmq.RCVHWM, 100000)
                 s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
                                                  (1 << 31) - 1))
+                if secure:
+                    s.curve_serverkey = self._curve_broker_key.encode("ascii")
+                    s.curve_publickey = self._curve_keys.public_key.encode("ascii")
+                    s.curve_secretkey = self._curve_keys.secret_key.encode("ascii")
+                # The handshake first: a refused key or a mismatched mechanism is a clear error
+                # at once, and nothing of ours reaches the broker.
+                monitor = s.get_monitor_socket(_HANDSHAKE_EVENTS)
                 try:
                     s.connect(endpoint)
+                    failure = _handshake(monitor, budget, secure)
                 except zmq.ZMQError as e:
+                    failure, e_text = None, "%s: %s" % (endpoint, e)
+                else:
+                    e_text = None
+                finally:
+                    s.disable_monitor()
+                    monitor.close(0)
+                if e_text is not None or failure is not None:
                     s.close(0)
-                    problems.append("%s: %s" % (endpoint, e))
+                    if e_text is not None:
+                        problems.append(e_text)
+                    else:
+                        refused = True
+                        problems.append("%s: %s%s" % (
+                            endpoint, failure,
+                            " (client key %s)" % self._curve_keys.public_key[:8] if secure
+                            else ""))
                     continue
                 self._sock = s
                 self._poller = zmq.Poller()
@@ -184,13 +272,12 @@ class Connection:
                 self._last_heard = time.monotonic()
                 self._next_hb = self._last_heard + self._hb_interval
             rid = next(self._next_rid)
-            slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.connect_timeout)
+            slot = self._new_slot(rid, 0, None, deadline)
             self._submit([codec.header(codec.HELLO), codec.u64_frame(rid),
                           codec.hello_body(self.client_id)])
             self._await(slot)
             if slot.error is not None:
-                problems.append("%s: no answer within %g s" % (endpoint,
-                                                                self.options.connect_timeout))
+                problems.append("%s: no answer within %g s" % (endpoint, budget))
                 continue
             try:
                 t, w = codec.decode_control(slot.body)
@@ -216,6 +303,8 @@ class Connection:
                 self._hb_thread.start()
             return self
         self.close()
+        if refused:
+            raise errors.NotAuthorized("no broker accepts this client: " + "; ".join(problems))
         raise errors.BrokerUnreachable("no broker answers: " + "; ".join(problems))
 
     def close(self):
