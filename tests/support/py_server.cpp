@@ -9,7 +9,9 @@
 // writes its config to CONFIG and runs until SIGTERM/SIGINT.
 //
 //   patro-test-py-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--threads N] [--name NAME]
-//                               [--file PATH] [--broker-key Z85|FILE] [--curve-key FILE]
+//                               [--file PATH] [--server-id N] [--broker-key Z85|FILE]
+//                               [--curve-key FILE]
+// --server-id: a fixed server id (decimal), so a restarted server serves the same object ids.
 // With --broker-key (CURVE), the config it writes carries the broker's key.
 #include <chrono>
 #include <cstdio>
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
       opts.name = argv[i + 1];
     else if (a == "--file")
       file = argv[i + 1];
+    else if (a == "--server-id")
+      opts.server_id = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--broker-key")
       broker_key = argv[i + 1];
     else if (a == "--curve-key")
