@@ -17,7 +17,7 @@ __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from ._codec import Box  # noqa: E402
 from .connection import ClientOptions, Connection  # noqa: E402
-from . import errors  # noqa: E402
+from . import curve, errors  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .proxy import (Config, Future, Proxy, await_oneway, connect, get_proxies,  # noqa: E402
                     get_proxy, proxy_for, ref, reftype)
@@ -26,8 +26,8 @@ from .sync import (LockInfo, LockState, SyncResult, Synchronized, lock, lock_inf
 from .worker import Job, Log, Queue  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = (["Box", "ClientOptions", "Connection", "Config", "Future", "Proxy", "await_oneway",
-            "connect",
+__all__ = (["Box", "ClientOptions", "Connection", "Config", "curve", "Future", "Proxy",
+            "await_oneway", "connect",
             "get_proxies", "get_proxy", "proxy_for", "ref", "reftype", "LockInfo", "LockState",
             "SyncResult", "Synchronized", "lock", "lock_info", "lock_state", "notify",
             "synchronize", "unlock", "wait", "Job", "Log", "Queue"] + errors.__all__)

@@ -12,6 +12,7 @@ import collections
 import itertools
 import os
 import secrets
+import struct
 import threading
 import time
 import weakref
@@ -20,6 +21,7 @@ import flatbuffers
 import zmq
 
 from . import _codec as codec
+from . import curve
 from . import errors
 
 Op = codec.Op
@@ -33,7 +35,9 @@ class ClientOptions:
     def __init__(self, call_timeout=30.0, connect_timeout=5.0, max_lock_wait=24 * 3600.0,
                  heartbeat_interval=1.0, liveness=3, max_message_size=16 << 20,
                  max_in_flight=10000, oneway_window=8192, oneway_batch=256,
-                 oneway_batch_bytes=64 << 10, oneway_delay=0.001):
+                 oneway_batch_bytes=64 << 10, oneway_delay=0.001, retry=True,
+                 retry_backoff=0.02, broker_key="", client_public_key="",
+                 client_secret_key="", curve_key=""):
         self.call_timeout = float(call_timeout)
         self.connect_timeout = float(connect_timeout)
         self.max_lock_wait = float(max_lock_wait)
@@ -48,6 +52,21 @@ class ClientOptions:
         self.oneway_batch = int(oneway_batch)
         self.oneway_batch_bytes = int(oneway_batch_bytes)
         self.oneway_delay = float(oneway_delay)
+        # Resend a request whose answer may have been lost (the broker restarted or was silent
+        # and is heard again, no server was registered for it yet, or its server went away and
+        # it is idempotent) until its deadline, with the same request id: the server's reply
+        # cache answers a copy that already ran. Off: such a request fails at once.
+        self.retry = bool(retry)
+        # The first wait before resending a request the broker had no route for; it doubles up
+        # to the heartbeat interval.
+        self.retry_backoff = float(retry_backoff)
+        # CURVE towards the broker (see patro.curve): the broker's public key (Z85, or a file
+        # holding it; empty: the config's, or $PATRO_BROKER_KEY), this client's pair (Z85), or
+        # a key file holding it (empty: the config's, $PATRO_CURVE_KEY, or a fresh pair).
+        self.broker_key = str(broker_key)
+        self.client_public_key = str(client_public_key)
+        self.client_secret_key = str(client_secret_key)
+        self.curve_key = str(curve_key)
 
     def replace(self, **changes):
         o = ClientOptions.__new__(ClientOptions)
@@ -55,7 +74,8 @@ class ClientOptions:
         for k, v in changes.items():
             if k not in o.__dict__:
                 raise TypeError("unknown client option %r" % k)
-            setattr(o, k, type(o.__dict__[k])(v))
+            setattr(o, k, "" if v is None and isinstance(o.__dict__[k], str)
+                    else type(o.__dict__[k])(v))
         return o
 
 
@@ -84,17 +104,71 @@ def _send(sock, frames):
 
 
 class _Slot:
-    __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway")
+    __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway",
+                 "frames", "control", "attempts", "maybe_ran", "retry_at", "no_route_since",
+                 "backoff")
 
-    def __init__(self, request_id, server, op, deadline):
+    def __init__(self, request_id, server, op, deadline, frames=None, control=False):
         self.request_id = request_id
         self.server = server
         self.op = op
         self.deadline = deadline
         self.done = False
         self.error = None
-        self.body = None
+        self.body = None  # the answer; while unanswered, the broker's no-route answer, if any
         self.oneway = 0  # a batch of oneway calls: the answer is their acknowledgement
+        # Resending (ClientOptions.retry): the request as sent (None: never resent); a control
+        # request goes again as it was, a request with an [attempt] frame.
+        self.frames = frames
+        self.control = control
+        self.attempts = 1
+        self.maybe_ran = False  # a copy was lost on its way: it may have run
+        self.retry_at = None  # a resend waits for this
+        self.no_route_since = None
+        self.backoff = 0.0
+
+    def idempotent(self):
+        return not self.oneway and self.op in codec.IDEMPOTENT
+
+
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_DISCONNECTED)
+
+
+def _handshake(monitor, timeout, secure):
+    """Waits up to timeout seconds for the socket's handshake; None when it succeeded or nothing
+    was heard (a broker that is not there: the hello then times out), else why it failed (the
+    texts of C++ HandshakeWatch)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not monitor.poll(int(left * 1000) + 1):
+            return None
+        try:
+            frames = monitor.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            continue
+        if not frames or len(frames[0]) < 6:
+            continue
+        event, value = struct.unpack("=HI", frames[0][:6])
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return None
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return ("the broker refused this key (status %d): it is not on the broker's allow "
+                    "list for this port" % value)
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH and secure:
+                return "the broker does not use CURVE, but a broker key was given"
+            if not secure:
+                return ("the broker requires CURVE: give its public key (broker_key, "
+                        "PATRO_BROKER_KEY, or a config that carries it) and a key pair it allows "
+                        "(client_public_key/client_secret_key, curve_key or PATRO_CURVE_KEY) "
+                        "(handshake error 0x%x)" % value)
+            return "the CURVE handshake failed (error 0x%x): is the broker key right?" % value
+        if event == zmq.EVENT_DISCONNECTED and secure:
+            return ("the broker closed the connection during the CURVE handshake: is the broker "
+                    "key right?")
 
 
 _live = weakref.WeakSet()
@@ -116,6 +190,10 @@ class Connection:
         if not self.brokers:
             raise errors.BadConfig("no broker address to connect to")
         self.options = options or ClientOptions()
+        o = self.options
+        # CURVE (C++ resolve_curve): ("", None) for plaintext; raises before anything is opened.
+        self._curve_broker_key, self._curve_keys = curve.resolve(
+            o.broker_key, curve.KeyPair(o.client_public_key, o.client_secret_key), o.curve_key)
         self.client_id = random_id()
         self.endpoint = None
         self._next_rid = itertools.count(1)
@@ -134,6 +212,9 @@ class Connection:
         self._outbox = collections.deque()
         self._generation = 0
         self._closed = False
+        self._broker_silent = False  # past its window: resend everything when heard again
+        self._next_retry = float("inf")  # the earliest resend waiting for its backoff
+        self.retries = 0  # requests sent again
         self._hb_interval = self.options.heartbeat_interval
         self._window = self.options.heartbeat_interval * self.options.liveness
         self._last_heard = time.monotonic()
@@ -159,23 +240,56 @@ class Connection:
     # --- life ---
 
     def connect(self):
-        """Says hello to the first broker that answers; raises BrokerUnreachable."""
+        """Says hello to the first broker that answers; raises BrokerUnreachable, or
+        NotAuthorized when a broker refused the CURVE handshake (a key not on its allow list, a
+        wrong broker key, no key for a broker that requires one)."""
         problems = []
+        refused = False
+        secure = self._curve_keys is not None
+        n = len(self.brokers)
+        # With several brokers each gets its share of the time, so a dead first one leaves time
+        # for the others.
+        ct = self.options.connect_timeout
+        budget = ct if n == 1 else max(ct / n, min(ct, 0.5))
         for endpoint in self.brokers:
+            deadline = time.monotonic() + budget
             with self._io:
                 if self._sock is not None:
                     self._sock.close(0)
+                    self._sock = None
                 s = self._ctx.socket(zmq.DEALER)
                 s.setsockopt(zmq.LINGER, 0)
                 s.setsockopt(zmq.SNDHWM, 100000)
                 s.setsockopt(zmq.RCVHWM, 100000)
                 s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
                                                  (1 << 31) - 1))
+                if secure:
+                    s.curve_serverkey = self._curve_broker_key.encode("ascii")
+                    s.curve_publickey = self._curve_keys.public_key.encode("ascii")
+                    s.curve_secretkey = self._curve_keys.secret_key.encode("ascii")
+                # The handshake first: a refused key or a mismatched mechanism is a clear error
+                # at once, and nothing of ours reaches the broker.
+                monitor = s.get_monitor_socket(_HANDSHAKE_EVENTS)
                 try:
                     s.connect(endpoint)
+                    failure = _handshake(monitor, budget, secure)
                 except zmq.ZMQError as e:
+                    failure, e_text = None, "%s: %s" % (endpoint, e)
+                else:
+                    e_text = None
+                finally:
+                    s.disable_monitor()
+                    monitor.close(0)
+                if e_text is not None or failure is not None:
                     s.close(0)
-                    problems.append("%s: %s" % (endpoint, e))
+                    if e_text is not None:
+                        problems.append(e_text)
+                    else:
+                        refused = True
+                        problems.append("%s: %s%s" % (
+                            endpoint, failure,
+                            " (client key %s)" % self._curve_keys.public_key[:8] if secure
+                            else ""))
                     continue
                 self._sock = s
                 self._poller = zmq.Poller()
@@ -184,13 +298,12 @@ class Connection:
                 self._last_heard = time.monotonic()
                 self._next_hb = self._last_heard + self._hb_interval
             rid = next(self._next_rid)
-            slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.connect_timeout)
+            slot = self._new_slot(rid, 0, None, deadline)
             self._submit([codec.header(codec.HELLO), codec.u64_frame(rid),
                           codec.hello_body(self.client_id)])
             self._await(slot)
             if slot.error is not None:
-                problems.append("%s: no answer within %g s" % (endpoint,
-                                                                self.options.connect_timeout))
+                problems.append("%s: no answer within %g s" % (endpoint, budget))
                 continue
             try:
                 t, w = codec.decode_control(slot.body)
@@ -208,6 +321,8 @@ class Connection:
                 self._window = theirs * w.Liveness()
             self.broker_max_message_size = w.MaxMessageSize()
             with self._io:
+                if w.Instance():
+                    self._broker_instance = w.Instance()
                 self._next_hb = min(self._next_hb, time.monotonic() + self._hb_interval)
             if self._hb_thread is None:
                 self._hb_thread = threading.Thread(target=_heartbeat_main,
@@ -216,6 +331,8 @@ class Connection:
                 self._hb_thread.start()
             return self
         self.close()
+        if refused:
+            raise errors.NotAuthorized("no broker accepts this client: " + "; ".join(problems))
         raise errors.BrokerUnreachable("no broker answers: " + "; ".join(problems))
 
     def close(self):
@@ -268,8 +385,9 @@ class Connection:
 
     # --- requests ---
 
-    def _new_slot(self, rid, server, op, deadline):
-        slot = _Slot(rid, server, op, deadline)
+    def _new_slot(self, rid, server, op, deadline, frames=None, control=False):
+        """Registers a slot; frames: the request as it goes out, kept to resend it."""
+        slot = _Slot(rid, server, op, deadline, frames if self.options.retry else None, control)
         with self._mu:
             if self._closed:
                 raise errors.Disconnected("the connection is closed")
@@ -306,10 +424,11 @@ class Connection:
         if len(body) > self.options.max_message_size:
             raise errors.MessageTooLarge("the request of %d bytes is over the limit of %d"
                                          % (len(body), self.options.max_message_size))
-        slot = self._new_slot(rid, server, op, deadline)
+        frames = [codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                  codec.u64_frame(rid), body]
+        slot = self._new_slot(rid, server, op, deadline, frames)
         self._servers.add(server)
-        self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
-                      codec.u64_frame(rid), body])
+        self._submit(frames)
         return slot
 
     def results(self, slot, make_ref):
@@ -332,9 +451,10 @@ class Connection:
         reply body's decoded Reply."""
         timeout = self.options.call_timeout if timeout is None else timeout
         rid = next(self._next_rid)
-        slot = self._new_slot(rid, server, None, time.monotonic() + timeout)
-        self._submit([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
-                      codec.u64_frame(rid), body])
+        frames = [codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                  codec.u64_frame(rid), body]
+        slot = self._new_slot(rid, server, None, time.monotonic() + timeout, frames)
+        self._submit(frames)
         self._await(slot)
         return self.results(slot, self._plain_ref)
 
@@ -344,8 +464,10 @@ class Connection:
     def control(self, command, body):
         """Sends a control request to the broker; returns (union type, table) of its answer."""
         rid = next(self._next_rid)
-        slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.call_timeout)
-        self._submit([codec.header(command), codec.u64_frame(rid), body])
+        frames = [codec.header(command), codec.u64_frame(rid), body]
+        slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.call_timeout, frames,
+                              True)
+        self._submit(frames)
         self._await(slot)
         if slot.error is not None:
             raise slot.error
@@ -389,8 +511,7 @@ class Connection:
         if not self._drive(lambda: slot.done, slot.deadline):
             with self._mu:
                 if not slot.done:
-                    self._complete(slot, errors.Timeout(
-                        "no answer to request %d by its deadline" % slot.request_id))
+                    self._time_out(slot)
 
     def _drive(self, done, until):
         while True:
@@ -501,22 +622,35 @@ class Connection:
                     break
                 got = True
                 self._last_heard = now
+                instance = self._broker_instance
                 self._dispatch(msg)
+                if self._broker_silent:
+                    # Heard again after its window: what we sent meanwhile, or what it held, may
+                    # be lost (a broken connection loses what was in it). A restart was handled
+                    # by _dispatch.
+                    self._broker_silent = False
+                    if instance == self._broker_instance:
+                        self._resend_all("the broker is heard again")
                 with self._mu:
                     if done():
                         return
             if readable and not got and now - self._last_heard > self._window:
-                self._fail_pending(errors.BrokerUnreachable(
-                    "the broker at %s has been silent for more than %d ms"
-                    % (self.endpoint, self._window * 1000)), None)
-                self._last_heard = now
+                text = ("the broker at %s has been silent for more than %d ms"
+                        % (self.endpoint, self._window * 1000))
+                if not self.options.retry:
+                    self._fail_pending(errors.BrokerUnreachable(text), None)
+                else:
+                    # Requests wait for it until their deadlines, and are resent when it is back.
+                    self._broker_silent = True
+                self._last_heard = now  # each call after this gets its own full window
+            self._resend_due(now)
             with self._mu:
                 if done():
                     return
             now = time.monotonic()
             if now >= until:
                 return
-            wait_ms = int((min(until, self._next_hb) - now) * 1000) + 1
+            wait_ms = int((min(until, self._next_hb, self._next_retry) - now) * 1000) + 1
             events = dict(self._poller.poll(wait_ms))
             if self._wake_r in events:
                 try:
@@ -529,8 +663,25 @@ class Connection:
 
     def _dispatch(self, msg):
         cmd = codec.parse_header(msg[0]) if msg else None
-        if cmd in (codec.REPLY, codec.NO_ROUTE, codec.WELCOME, codec.LOOKUP_REPLY,
-                   codec.BROKER_INFO_REPLY):
+        if cmd == codec.NO_ROUTE:
+            # No server registered for it now: it surely did not run; resend after a backoff.
+            if len(msg) != 3:
+                return
+            rid = codec.parse_u64(msg[1])
+            with self._mu:
+                slot = self._slots.get(rid)
+                if slot is None or slot.done:
+                    return
+                if not self.options.retry:
+                    slot.body = msg[2]
+                    self._complete(slot, None)
+                else:
+                    # Kept in case it may not wait: its answer is then this error.
+                    if not slot.maybe_ran:
+                        slot.body = msg[2]
+                    self._retry_later(slot, time.monotonic())
+                self._cv.notify_all()
+        elif cmd in (codec.REPLY, codec.WELCOME, codec.LOOKUP_REPLY, codec.BROKER_INFO_REPLY):
             if len(msg) != 3:
                 return
             rid = codec.parse_u64(msg[1])
@@ -560,6 +711,8 @@ class Connection:
             if instance and instance != self._broker_instance:
                 restarted = self._broker_instance != 0
                 self._broker_instance = instance
+                if restarted and self.options.retry:
+                    self._resend_all("the broker restarted")
                 if restarted:
                     for server in list(self._servers):
                         try:
@@ -643,15 +796,17 @@ class Connection:
         self._batch = None
         self._batch_calls = []
         rid = next(self._next_rid)
-        slot = _Slot(rid, server, None, time.monotonic() + self.options.call_timeout)
+        frames = [codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
+                  codec.u64_frame(rid), body]
+        slot = _Slot(rid, server, None, time.monotonic() + self.options.call_timeout,
+                     frames if self.options.retry else None)
         slot.oneway = n
         with self._mu:
             if self._closed:
                 return
             self._slots[rid] = slot
             self._oneway_unacked += n
-        self._submit_raw([codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
-                          codec.u64_frame(rid), body])
+        self._submit_raw(frames)
 
     def _settle_batch(self, slot):
         """A batch's acknowledgement came, or its error (requires _mu)."""
@@ -676,23 +831,120 @@ class Connection:
 
     def _fail_pending(self, error, server):
         with self._mu:
+            now = time.monotonic()
             for slot in list(self._slots.values()):
                 if slot.done or (server is not None and slot.server != server):
                     continue
+                unavailable = isinstance(error, errors.ServerUnavailable)
+                if unavailable and slot.idempotent() and slot.frames is not None:
+                    # Its server went away: an idempotent request may go to it again once it is
+                    # back (a server that keeps its id across a restart, or only re-registered).
+                    slot.maybe_ran = True
+                    self._retry_later(slot, now)
+                    continue
                 e = error
-                if isinstance(error, errors.ServerUnavailable) and slot.op not in codec.IDEMPOTENT:
+                if unavailable and not slot.idempotent():
                     e = errors.OutcomeUnknown(error.message + "; the call may or may not have run")
                 self._complete(slot, e)
             self._cv.notify_all()
+
+    def _time_out(self, slot):
+        """A request whose deadline passed: its error; the broker's no-route answer where no
+        copy can have run (server_unavailable). Requires _mu."""
+        if slot.body is not None and not slot.maybe_ran:
+            self._complete(slot, None)
+            return
+        slot.body = None
+        self._complete(slot, errors.Timeout(
+            "no answer to request %d by its deadline" % slot.request_id))
 
     def _expire(self, now):
         with self._mu:
             late = [s for s in self._slots.values() if not s.done and s.deadline <= now]
             for slot in late:
-                self._complete(slot, errors.Timeout(
-                    "no answer to request %d by its deadline" % slot.request_id))
+                self._time_out(slot)
             if late:
                 self._cv.notify_all()
+
+    # --- resending (C++ Connection::retry_later, resend_all, resend_due) ---
+
+    def _retry_later(self, slot, now):
+        """A request the broker had no route for (slot.body: its answer), or whose server went
+        away: schedules a resend after a backoff, or completes it if it may not wait. Requires
+        _mu."""
+        grace = 2 * self._window  # no route within twice the broker's window: not coming back
+        if slot.no_route_since is None:
+            slot.no_route_since = now
+        wait = slot.backoff or self.options.retry_backoff
+        if (slot.frames is None or now + wait >= slot.deadline
+                or now - slot.no_route_since > grace):
+            error = None
+            if slot.maybe_ran and not slot.idempotent():
+                slot.body = None
+                error = errors.OutcomeUnknown("its server went away and did not come back; the "
+                                              "call may or may not have run")
+            elif slot.body is None or slot.maybe_ran:
+                slot.body = None
+                error = errors.ServerUnavailable("no server took the request (its server is not "
+                                                 "registered)")
+            self._complete(slot, error)  # else the broker's answer: server_unavailable
+            return
+        slot.retry_at = now + wait
+        slot.backoff = min(wait * 2, self._hb_interval)
+        if slot.retry_at < self._next_retry:
+            self._next_retry = slot.retry_at
+
+    def _resend_all(self, why):
+        """The broker restarted or came back: every request in flight may have been lost; sends
+        them all again, in the order they were made. Requires _io."""
+        with self._mu:
+            lost = [s for s in self._slots.values() if not s.done and s.frames is not None]
+            for slot in lost:
+                slot.maybe_ran = True
+                slot.retry_at = None
+        if lost:
+            lost.sort(key=lambda s: s.request_id)
+            self._resend(lost)
+
+    def _resend_due(self, now):
+        """Resends the requests whose backoff ran out. Requires _io."""
+        if now < self._next_retry:
+            return
+        due = []
+        with self._mu:
+            nxt = float("inf")
+            for slot in self._slots.values():
+                if slot.done or slot.retry_at is None:
+                    continue
+                if slot.retry_at <= now:
+                    slot.retry_at = None
+                    due.append(slot)
+                elif slot.retry_at < nxt:
+                    nxt = slot.retry_at
+            self._next_retry = nxt
+        if due:
+            due.sort(key=lambda s: s.request_id)
+            self._resend(due)
+
+    def _resend(self, slots):
+        """Sends the slots again with the same request ids, after what was queued before them.
+        Requires _io."""
+        self._flush()
+        sock = self._sock
+        for slot in slots:
+            with self._mu:
+                if slot.done:
+                    continue
+                slot.attempts += 1
+                attempt = slot.attempts
+            frames = slot.frames if slot.control else slot.frames + [codec.u64_frame(attempt)]
+            self.retries += 1
+            if sock is None:
+                continue
+            try:
+                _send(sock, frames)
+            except zmq.ZMQError:
+                pass  # the request is resent again, or times out at its deadline
 
     def heartbeat_step(self):
         """One pass by the heartbeat thread: send a oneway batch that waited its delay, heartbeat

@@ -5,6 +5,7 @@ import os
 import re
 
 from . import _codec as codec
+from . import curve
 from . import errors
 from .connection import CallContext, ClientOptions, Connection, Op
 
@@ -13,11 +14,16 @@ _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 
 class Config:
     """What a client needs to reach served objects: broker endpoints and object references. The
-    text is one JSON object, as C++ ``patro::Config::to_string()`` / ``to_file()`` write it."""
+    text is one JSON object, as C++ ``patro::Config::to_string()`` / ``to_file()`` write it.
+    With CURVE it carries the broker's public key (``broker_key``), and where the operator asked
+    for one a client key pair (``client_key``, a patro.curve.KeyPair; the file is then a
+    secret)."""
 
-    def __init__(self, brokers, objects):
+    def __init__(self, brokers, objects, broker_key="", client_key=None):
         self.brokers = list(brokers)
         self.objects = list(objects)  # dicts: server, object, type_name, reftype
+        self.broker_key = broker_key
+        self.client_key = client_key or curve.KeyPair()
 
     @classmethod
     def parse(cls, text):
@@ -50,7 +56,15 @@ class Config:
             objects.append({"server": int(o["id"][:16], 16), "object": int(o["id"][16:], 16),
                             "type_name": str(o.get("type_name", "")),
                             "reftype": str(o.get("reftype", ""))})
-        return cls(brokers, objects)
+        broker_key = c.get("broker_key") or ""
+        if broker_key and not curve.is_curve_key(broker_key):
+            raise errors.BadConfig("config broker_key is not a Z85 CURVE key")
+        client_key = curve.KeyPair(c.get("client_public_key") or "",
+                                   c.get("client_secret_key") or "")
+        if not client_key.empty() and not (curve.is_curve_key(client_key.public_key)
+                                           and curve.is_curve_key(client_key.secret_key)):
+            raise errors.BadConfig("config client key pair is not two Z85 CURVE keys")
+        return cls(brokers, objects, broker_key, client_key)
 
     @classmethod
     def from_file(cls, path):
@@ -62,9 +76,26 @@ class Config:
                                    % (path, e.strerror)) from None
 
     def to_string(self):
-        return json.dumps({"brokers": self.brokers, "objects": [
+        c = {"brokers": self.brokers, "objects": [
             {"id": "%016x%016x" % (o["server"], o["object"]), "type_name": o["type_name"],
-             "reftype": o["reftype"]} for o in self.objects]}, separators=(",", ":"))
+             "reftype": o["reftype"]} for o in self.objects]}
+        if self.broker_key:
+            c["broker_key"] = self.broker_key
+        if not self.client_key.empty():
+            c["client_public_key"] = self.client_key.public_key
+            c["client_secret_key"] = self.client_key.secret_key
+        return json.dumps(c, separators=(",", ":"))
+
+    def options(self, options):
+        """options with this config's CURVE keys where they name none (C++ get_proxies)."""
+        changes = {}
+        if not options.broker_key and self.broker_key:
+            changes["broker_key"] = self.broker_key
+        if (not options.client_secret_key and not options.curve_key
+                and not self.client_key.empty()):
+            changes["client_public_key"] = self.client_key.public_key
+            changes["client_secret_key"] = self.client_key.secret_key
+        return options.replace(**changes) if changes else options
 
 
 def _key(k):
@@ -393,13 +424,15 @@ def get_proxies(config, options=None, **overrides):
             raise errors.BadConfig("'%s' is neither config text nor a readable file" % text[:80])
     elif not isinstance(config, Config):
         raise errors.BadConfig("a config is a Config, config text or a file name")
-    conn = Connection(config.brokers, _options(options, overrides)).connect()
+    conn = Connection(config.brokers, config.options(_options(options, overrides))).connect()
     return [Proxy(conn, o["server"], o["object"], (), o["type_name"], o["reftype"])
             for o in config.objects]
 
 
 def get_proxy(broker, name, options=None, **overrides):
-    """A proxy to the object registered as name at the broker (its client endpoint)."""
+    """A proxy to the object registered as name at the broker (its client endpoint). CURVE:
+    the options broker_key, client_public_key/client_secret_key or curve_key, or
+    $PATRO_BROKER_KEY and $PATRO_CURVE_KEY."""
     conn = Connection([broker], _options(options, overrides)).connect()
     try:
         b = conn.lookup(name)

@@ -9,7 +9,10 @@
 // writes its config to CONFIG and runs until SIGTERM/SIGINT.
 //
 //   patro-test-py-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--threads N] [--name NAME]
-//                               [--file PATH]
+//                               [--file PATH] [--server-id N] [--broker-key Z85|FILE]
+//                               [--curve-key FILE]
+// --server-id: a fixed server id (decimal), so a restarted server serves the same object ids.
+// With --broker-key (CURVE), the config it writes carries the broker's key.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -27,7 +30,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   patro::ServerOptions opts;
-  std::string file;
+  std::string file, broker_key, curve_key;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--broker")
@@ -40,12 +43,20 @@ int main(int argc, char** argv) {
       opts.name = argv[i + 1];
     else if (a == "--file")
       file = argv[i + 1];
+    else if (a == "--server-id")
+      opts.server_id = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--broker-key")
+      broker_key = argv[i + 1];
+    else if (a == "--curve-key")
+      curve_key = argv[i + 1];
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
     }
   }
   try {
+    if (!broker_key.empty()) opts.curve.broker_key = patro::read_public_key(broker_key);
+    if (!curve_key.empty()) opts.curve.keys = patro::read_key_file(curve_key);
     patro::test::register_example_classes();
     auto h =
         patro::Hash{{"abc", 123}, {"def", patro::Array{456, patro::Hash{{"ghi", "jkl"}}, "mno"}}};
