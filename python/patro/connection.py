@@ -261,6 +261,10 @@ class Connection:
                 s.setsockopt(zmq.LINGER, 0)
                 s.setsockopt(zmq.SNDHWM, 100000)
                 s.setsockopt(zmq.RCVHWM, 100000)
+                # A routing id of its own, as libpatro's sockets have: the ids a ROUTER makes up
+                # repeat in every broker process, so a reply sent across a broker restart could
+                # reach another client (docs/WIRE.md, "Routing ids").
+                s.setsockopt(zmq.ROUTING_ID, b"p" + secrets.token_bytes(8))
                 s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
                                                  (1 << 31) - 1))
                 if secure:

@@ -12,6 +12,8 @@
 //   consume CONFIG INDEX OUT         takes items until a 0; writes them to OUT, one per line
 //   hold CONFIG INDEX TOKENFILE      locks, writes the grant's token to TOKENFILE, sleeps (60 s)
 //   wait-notified CONFIG INDEX       locks, waits up to 20 s for a notify; exit 0 if notified
+//   hold-things CONFIG INDEX N FILE  N calls of the Factory's make(), holding the proxies; writes
+//                                    N to FILE, sleeps (60 s)
 // Exit status: 0 done, 1 a Patro error, 2 bad usage, 3 a lock or wait that failed.
 #include <chrono>
 #include <cstdio>
@@ -19,6 +21,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <patro/patro.hpp>
 
@@ -122,6 +125,15 @@ int main(int argc, char** argv) {
         out << r.token << '\n';
       }
       std::rename((std::string(argv[4]) + ".tmp").c_str(), argv[4]);
+      std::this_thread::sleep_for(60s);
+    } else if (mode == "hold-things" && argc == 6) {
+      std::vector<patro::Proxy> things;
+      for (int i = 0; i < std::atoi(argv[4]); ++i) things.emplace_back(p.call("make"));
+      {
+        std::ofstream out(std::string(argv[5]) + ".tmp");
+        out << things.size() << '\n';
+      }
+      std::rename((std::string(argv[5]) + ".tmp").c_str(), argv[5]);
       std::this_thread::sleep_for(60s);
     } else if (mode == "wait-notified" && argc == 4) {
       if (!patro::lock(p, 20s)) return 3;

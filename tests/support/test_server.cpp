@@ -1,10 +1,12 @@
 // A server for multi-process tests. Serves, in this order:
 //   0: the hash of DESIGN.md, 1: an empty array (also named "jobs"), 2: a hash {"n": 0},
 //   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
+//   4: a Factory: make() returns a new Thing (a served object: get() -> its number), live() the
+//      Things alive, rss_kb() this process's resident set; a hash {"nested": {"x": 1}} ("tree")
 // and writes its config to CONFIG. Runs until SIGTERM/SIGINT.
 //
 //   patro-test-server CONFIG [--broker ENDPOINT]... [--heartbeat-ms N] [--liveness N] [--threads N]
-//                            [--name NAME] [--steal 0|1] [--server-id N]
+//                            [--name NAME] [--steal 0|1] [--server-id N] [--lease-ms N]
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +21,29 @@ namespace {
 struct Slow {
   std::atomic<int64_t> count{0};
 };
+
+std::atomic<int64_t> things_alive{0};
+struct Thing {
+  int64_t number;
+  explicit Thing(int64_t n) : number(n) { ++things_alive; }
+  ~Thing() { --things_alive; }
+  Thing(const Thing&) = delete;
+  Thing& operator=(const Thing&) = delete;
+};
+struct Factory {
+  std::atomic<int64_t> made{0};
+};
+
+int64_t rss_kb() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kb = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -48,6 +73,8 @@ int main(int argc, char** argv) {
       opts.direct = argv[i + 1];
     else if (a == "--direct-advertise")
       opts.direct_advertise = argv[i + 1];
+    else if (a == "--lease-ms")
+      opts.reference_lease = std::chrono::milliseconds(std::atoi(argv[i + 1]));
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
@@ -65,8 +92,15 @@ int main(int argc, char** argv) {
                   return ++s.count;
                 })
         .method("count", [](Slow& s) { return s.count.load(); });
+    patro::Class<Thing>("Thing").method("get", [](Thing& t) { return t.number; });
+    patro::Class<Factory>("Factory")
+        .method("make", [](Factory& f) { return std::make_shared<Thing>(++f.made); })
+        .method("live", [](Factory&) { return things_alive.load(); })
+        .method("rss_kb", [](Factory&) { return rss_kb(); });
+    patro::Hash tree{{"nested", patro::Hash{{"x", 1}}}};
     auto cfg =
-        patro::patronize(opts, h, patro::named("jobs", jobs), counter, std::make_shared<Slow>());
+        patro::patronize(opts, h, patro::named("jobs", jobs), counter, std::make_shared<Slow>(),
+                         std::make_shared<Factory>(), patro::named("tree", tree));
     cfg.to_file(argv[1]);
     signals.wait();
     cfg.stop();

@@ -394,10 +394,13 @@ class Proxy {
   void send_op(wire_op op, std::vector<Value> args, std::string_view name) const;
   std::vector<Value> file_op(std::string_view op, std::vector<Value> args, bool list = false) const;
 
+  friend class Value;  // Value(const Proxy&) carries the hold on
+
   std::shared_ptr<detail::Connection> conn_;
   ObjectId id_;
   Path path_;
   uint64_t fence_ = 0;
+  std::shared_ptr<const void> hold_;  // the reference's claim it was made from (Reference::hold)
 };
 
 /// Connects to the broker named in the config and returns proxies to its objects in the order

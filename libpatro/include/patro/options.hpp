@@ -207,6 +207,14 @@ struct ServerOptions {
   /// The bound on a lock or wait request that carries none (a client sends its
   /// ClientOptions::max_lock_wait): a parked request never waits forever.
   std::chrono::milliseconds max_lock_wait = std::chrono::hours(24);
+  /// How long an object the server sent a reference to (a nested container, an object a method
+  /// returned) outlives the last client reference to it. A client's proxies tell the server when
+  /// the client's last copy of a reference is gone (batched, oneway), and a gone client drops all
+  /// of its references; once none is left the object is freed after this lease, which covers a
+  /// reference still in flight. Served roots, named objects and objects a lock names are never
+  /// freed, and an object still stored in a served container lives on (a reference sent later
+  /// gives it a new id).
+  std::chrono::milliseconds reference_lease = 30s;
   /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
   /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
   std::function<void(uint64_t client_id)> on_client_gone;

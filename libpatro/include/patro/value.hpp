@@ -62,6 +62,10 @@ struct Reference {
   Path path;
   std::string type_name;  // Perl's ref(): HASH, ARRAY, SCALAR, CODE, GLOB or a class name
   std::string reftype;    // Perl's reftype(): the basic type
+  /// Client side: this reference's claim on its server's object, shared by every copy of the
+  /// reference and the proxies made from it; when the last one goes the server is told
+  /// (ServerOptions::reference_lease). Not part of what the reference is (==).
+  std::shared_ptr<const void> hold;
   bool operator==(const Reference& o) const;
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "ids.hpp"
 #include "log.hpp"
@@ -1094,6 +1095,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
   auto next_expiry = Clock::now();
   for (;;) {
     std::chrono::microseconds wait(heartbeat_ms_.load() * 1000 / 2);
+    send_releases();
     bool sealed = false;
     {
       MutexLock out(out_mu_);
@@ -1183,6 +1185,9 @@ flatbuffers::Offset<wire::Request> Connection::encode_request(
 SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
                           std::string_view name, wire::CallContext context,
                           const CallExtras& extras) {
+  // A client that drops references faster than its heartbeat thread turns releases them on the
+  // way, so the objects its server keeps for it stay bounded.
+  if (releases_->queued() >= kReleaseEarly) send_releases();
   const auto timeout = extras.timeout.value_or(options_.call_timeout);
   const auto deadline = Clock::now() + timeout;
   bool full;
@@ -1239,12 +1244,14 @@ ValueArray Connection::results(const SlotPtr& slot,
   }
   auto self = shared_from_this();
   const RefReader read_ref = [&self](const wire::Ref& r) {
+    const ObjectId id{r.server(), r.object()};
     return Value(Reference{nullptr,
                            self,
-                           ObjectId{r.server(), r.object()},
+                           id,
                            {},
                            r.type_name() ? r.type_name()->str() : std::string(),
-                           r.reftype() ? r.reftype()->str() : std::string()});
+                           r.reftype() ? r.reftype()->str() : std::string(),
+                           self->hold(id)});
   };
   if (changed && reply->changed_args()) {
     for (const auto* c : *reply->changed_args())
@@ -1306,33 +1313,104 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
       throw Error(Errc::timeout, "the server acknowledged none of " + std::to_string(window) +
                                      " oneway calls in flight by the call's deadline");
   }
-  bool sealed = false, opened = false;
+  Batched b;
   {
     MutexLock out(out_mu_);
-    if (!batch_calls_.empty() && batch_target_.server != id.server) {
-      seal_batch();  // a batch goes to one server
-      sealed = true;
-    }
-    if (batch_calls_.empty()) {
-      batch_target_ = id;
-      batch_opened_ = Clock::now();
-      opened = true;
-    }
-    batch_calls_.push_back(encode_request(batch_fb_, next_request_id_++, id, op, path, args, name,
-                                          wire::CallContext::Void, options_.call_timeout, fence));
-    if (batch_calls_.size() >= options_.oneway_batch ||
-        batch_fb_.GetSize() >= options_.oneway_batch_bytes) {
-      seal_batch();
-      sealed = true;
-      opened = false;
-    }
+    b = append_oneway(id, op, path, args, name, fence);
   }
-  if (sealed) kick();
-  if (opened) {
+  if (b.sealed) kick();
+  if (b.opened) {
     MutexLock lock(state_mu_);
     kicked_ = true;  // the heartbeat thread sends the batch after oneway_delay
     heartbeat_cv_.notify_one();
   }
+}
+
+Connection::Batched Connection::append_oneway(const ObjectId& id, wire::Op op, const Path& path,
+                                              const ValueArray& args, std::string_view name,
+                                              uint64_t fence) {
+  Batched b;
+  if (!batch_calls_.empty() && batch_target_.server != id.server) {
+    seal_batch();  // a batch goes to one server
+    b.sealed = true;
+  }
+  if (batch_calls_.empty()) {
+    batch_target_ = id;
+    batch_opened_ = Clock::now();
+    b.opened = true;
+  }
+  batch_calls_.push_back(encode_request(batch_fb_, next_request_id_++, id, op, path, args, name,
+                                        wire::CallContext::Void, options_.call_timeout, fence));
+  if (batch_calls_.size() >= options_.oneway_batch ||
+      batch_fb_.GetSize() >= options_.oneway_batch_bytes) {
+    seal_batch();
+    b.sealed = true;
+    b.opened = false;
+  }
+  return b;
+}
+
+void ReleaseQueue::add(const ObjectId& id) noexcept {
+  try {
+    MutexLock lock(mu_);
+    dropped_.push_back(id);
+    queued_.store(dropped_.size(), std::memory_order_relaxed);
+  } catch (...) {  // no memory: the object stays until this client is gone
+  }
+}
+
+std::vector<std::pair<ObjectId, uint64_t>> ReleaseQueue::take() {
+  std::vector<ObjectId> ids;
+  {
+    MutexLock lock(mu_);
+    ids.swap(dropped_);
+    queued_.store(0, std::memory_order_relaxed);
+  }
+  std::sort(ids.begin(), ids.end(), [](const ObjectId& a, const ObjectId& b) {
+    return std::tie(a.server, a.object) < std::tie(b.server, b.object);
+  });
+  std::vector<std::pair<ObjectId, uint64_t>> counted;
+  for (const ObjectId& id : ids) {
+    if (counted.empty() || !(counted.back().first == id))
+      counted.emplace_back(id, 1);
+    else
+      ++counted.back().second;
+  }
+  return counted;
+}
+
+namespace {
+// Made in place and never copied: each one that goes queues one release.
+struct ReferenceHold {
+  ReferenceHold(std::shared_ptr<ReleaseQueue> q, const ObjectId& i) : queue(std::move(q)), id(i) {}
+  ReferenceHold(const ReferenceHold&) = delete;
+  ReferenceHold& operator=(const ReferenceHold&) = delete;
+  ~ReferenceHold() { queue->add(id); }
+  const std::shared_ptr<ReleaseQueue> queue;
+  const ObjectId id;
+};
+}  // namespace
+
+std::shared_ptr<const void> Connection::hold(const ObjectId& id) {
+  return std::make_shared<const ReferenceHold>(releases_, id);
+}
+
+void Connection::send_releases() {
+  const auto dropped = releases_->take();
+  if (dropped.empty()) return;
+  bool sealed = false;
+  // Oneway calls in the batches every oneway call takes (acknowledged per batch, and counted in
+  // the window), without waiting for the window: a release is small, and the heartbeat thread
+  // must not block.
+  {
+    MutexLock out(out_mu_);
+    for (const auto& [id, count] : dropped)
+      sealed = append_oneway(id, wire::Op::Release, {}, {Value(static_cast<int64_t>(count))}, {}, 0)
+                   .sealed ||
+               sealed;
+  }
+  released_.fetch_add(dropped.size(), std::memory_order_relaxed);
+  if (sealed) kick();  // the open batch goes after oneway_delay, as any
 }
 
 uint64_t Connection::await_oneway(std::chrono::milliseconds timeout) {

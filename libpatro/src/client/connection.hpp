@@ -109,6 +109,25 @@ struct Slot {
 };
 using SlotPtr = std::shared_ptr<Slot>;
 
+/// The references a client dropped (the last copy of each, from any thread), waiting for the
+/// connection's heartbeat thread to release them at their servers (wire::Op::Release). Shared
+/// with every reference's hold, so a hold that outlives its connection has somewhere to go.
+class PATRO_PRIVATE ReleaseQueue {
+ public:
+  /// Never throws (a reference's last copy goes in a destructor): a release it cannot queue is
+  /// dropped, and the object lives until the client is gone.
+  void add(const ObjectId& id) noexcept PATRO_EXCLUDES(mu_);
+  /// Everything queued, counted by object.
+  std::vector<std::pair<ObjectId, uint64_t>> take() PATRO_EXCLUDES(mu_);
+  /// How many are queued (a hint, read without the lock).
+  size_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<size_t> queued_{0};
+  Mutex mu_;
+  std::vector<ObjectId> dropped_ PATRO_GUARDED_BY(mu_);
+};
+
 class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection> {
  public:
   using Clock = std::chrono::steady_clock;
@@ -153,6 +172,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   uint64_t await_oneway(std::chrono::milliseconds timeout);
   /// Oneway calls sent but not acknowledged, plus those in the open batch.
   size_t oneway_outstanding();
+  /// A hold on a reference to id that a reply brought: its last copy going queues a release.
+  std::shared_ptr<const void> hold(const ObjectId& id);
+  /// References released so far (each Release call sent; a test's and an operator's view).
+  uint64_t released() const noexcept { return released_.load(std::memory_order_relaxed); }
 
   /// Resolves a name in the broker's registry (several brokers: the current one's, then the
   /// others' in turn).
@@ -327,6 +350,18 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // Set when the connection dies in the heartbeat thread itself (see the destructor).
   std::shared_ptr<std::atomic<bool>> heartbeat_gone_ = std::make_shared<std::atomic<bool>>(false);
 
+  struct Batched {
+    bool sealed = false;  // a batch was sealed: kick() sends it
+    bool opened = false;  // a batch was opened: the heartbeat thread sends it after oneway_delay
+  };
+  /// Adds one oneway call to the open batch (opening or sealing batches as needed).
+  Batched append_oneway(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
+                        std::string_view name, uint64_t fence) PATRO_REQUIRES(out_mu_);
+  static constexpr size_t kReleaseEarly = 256;  // queued releases that a new request sends first
+  const std::shared_ptr<ReleaseQueue> releases_ = std::make_shared<ReleaseQueue>();
+  std::atomic<uint64_t> released_{0};
+  /// Puts the dropped references into oneway batches (the heartbeat thread).
+  void send_releases() PATRO_EXCLUDES(out_mu_);
   std::thread heartbeat_;
 };
 

@@ -8,7 +8,7 @@ namespace patro {
 // Value's constructor from a proxy lives with the proxy (the client family), so that values, in a
 // lower family, need not know about connections.
 Value::Value(const Proxy& p)
-    : Value(Reference{nullptr, p.connection(), p.id(), p.path(), {}, {}}) {}
+    : Value(Reference{nullptr, p.connection(), p.id(), p.path(), {}, {}, p.hold_}) {}
 
 using detail::Connection;
 using wire::Op;
@@ -35,6 +35,7 @@ Proxy::Proxy(const Value& v) {
   conn_ = r->conn;
   id_ = r->id;
   path_ = r->path;
+  hold_ = r->hold;
 }
 
 Proxy::Proxy(std::shared_ptr<detail::Connection> conn, ObjectId id, Path path)
@@ -45,6 +46,7 @@ Proxy Proxy::child(PathElem e) const {
   p.push_back(std::move(e));
   Proxy c(conn_, id_, std::move(p));
   c.fence_ = fence_;
+  c.hold_ = hold_;
   return c;
 }
 

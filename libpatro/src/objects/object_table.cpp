@@ -1,39 +1,128 @@
 #include "object_table.hpp"
 
+#include <algorithm>
+#include <vector>
+
 #include "ids.hpp"
+#include "patro/error.hpp"
 
 namespace patro::detail {
 
-ObjectId ObjectTable::add(const std::shared_ptr<Node>& node) {
-  MutexLock lock(mu_);
+ObjectId ObjectTable::add(const std::shared_ptr<Node>& node, uint64_t object, bool pinned) {
   auto it = by_node_.find(node.get());
-  if (it != by_node_.end()) return ObjectId{server_id_, it->second};
-  uint64_t id = random_id();
-  while (by_id_.count(id)) id = random_id();
-  by_id_.emplace(id, node);
-  by_node_.emplace(node.get(), id);
-  return ObjectId{server_id_, id};
+  if (it != by_node_.end()) {
+    Entry& e = by_id_.at(it->second);
+    if (pinned && !e.pinned) {
+      e.pinned = true;
+      --exported_;
+    }
+    return ObjectId{server_id_, it->second};
+  }
+  if (object == 0) {
+    object = random_id();
+    while (by_id_.count(object)) object = random_id();
+  }
+  if (!by_id_.emplace(object, Entry{node, pinned, 0, Clock::time_point{}}).second)
+    throw Error(Errc::internal, "object id taken");
+  by_node_.emplace(node.get(), object);
+  if (!pinned) ++exported_;
+  return ObjectId{server_id_, object};
 }
 
-ObjectId ObjectTable::add(const std::shared_ptr<Node>& node, uint64_t object) {
+ObjectId ObjectTable::pin(const std::shared_ptr<Node>& node) {
   MutexLock lock(mu_);
-  auto it = by_node_.find(node.get());
-  if (it != by_node_.end()) return ObjectId{server_id_, it->second};
-  if (!by_id_.emplace(object, node).second) throw Error(Errc::internal, "object id taken");
-  by_node_.emplace(node.get(), object);
-  return ObjectId{server_id_, object};
+  return add(node, 0, true);
+}
+
+ObjectId ObjectTable::pin(const std::shared_ptr<Node>& node, uint64_t object) {
+  MutexLock lock(mu_);
+  return add(node, object, true);
+}
+
+ObjectId ObjectTable::export_to(const std::shared_ptr<Node>& node, uint64_t client) {
+  MutexLock lock(mu_);
+  const ObjectId id = add(node, 0, client == 0);
+  Entry& e = by_id_.at(id.object);
+  if (!e.pinned) {
+    ++e.held;
+    ++by_client_[client][id.object];
+  }
+  return id;
+}
+
+void ObjectTable::drop(uint64_t object, Entry& e, uint64_t count, Clock::time_point now) {
+  e.held -= std::min(e.held, count);
+  if (e.held == 0 && !e.pinned) {
+    e.idle_since = now;
+    idle_.emplace_back(object, now);
+  }
+}
+
+void ObjectTable::release(uint64_t object, uint64_t client, uint64_t count) {
+  const auto now = Clock::now();
+  MutexLock lock(mu_);
+  auto c = by_client_.find(client);
+  if (c == by_client_.end()) return;
+  auto held = c->second.find(object);
+  if (held == c->second.end()) return;
+  const uint64_t n = std::min(held->second, count);
+  held->second -= n;
+  if (held->second == 0) c->second.erase(held);
+  if (c->second.empty()) by_client_.erase(c);
+  if (auto e = by_id_.find(object); e != by_id_.end()) drop(object, e->second, n, now);
+}
+
+void ObjectTable::drop_client(uint64_t client) {
+  const auto now = Clock::now();
+  MutexLock lock(mu_);
+  auto c = by_client_.find(client);
+  if (c == by_client_.end()) return;
+  for (const auto& [object, n] : c->second)
+    if (auto e = by_id_.find(object); e != by_id_.end()) drop(object, e->second, n, now);
+  by_client_.erase(c);
+}
+
+size_t ObjectTable::collect(Clock::time_point now) {
+  std::vector<std::shared_ptr<Node>> freed;  // destroyed after the lock is let go
+  {
+    MutexLock lock(mu_);
+    while (!idle_.empty() && idle_.front().second + lease_ <= now) {
+      const auto [object, since] = idle_.front();
+      idle_.pop_front();
+      auto e = by_id_.find(object);
+      // Held again, pinned, or idle again since (a later entry of the queue stands for it).
+      if (e == by_id_.end() || e->second.pinned || e->second.held != 0 ||
+          e->second.idle_since != since)
+        continue;
+      by_node_.erase(e->second.node.get());
+      freed.push_back(std::move(e->second.node));
+      by_id_.erase(e);
+      --exported_;
+    }
+  }
+  return freed.size();
+}
+
+ObjectTable::Clock::time_point ObjectTable::next_collect() const {
+  MutexLock lock(mu_);
+  return idle_.empty() ? Clock::time_point::max() : idle_.front().second + lease_;
 }
 
 std::shared_ptr<Node> ObjectTable::find(const ObjectId& id) const {
   if (id.server != server_id_) return nullptr;
   MutexLock lock(mu_);
   auto it = by_id_.find(id.object);
-  return it == by_id_.end() ? nullptr : it->second;
+  return it == by_id_.end() ? nullptr : it->second.node;
 }
 
 size_t ObjectTable::size() const {
   MutexLock lock(mu_);
   return by_id_.size();
+}
+
+size_t ObjectTable::exported() const {
+  MutexLock lock(mu_);
+  return exported_;
 }
 
 }  // namespace patro::detail

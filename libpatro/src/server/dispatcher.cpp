@@ -154,7 +154,7 @@ Dispatched Dispatcher::run_lock(const wire::Request& req, std::string_view routi
   }
   // No results: the caller is parked; its reply comes with a grant or at its deadline.
   if (!results) return Dispatched::parked;
-  reply = executor_.results_reply(request_id, *results);
+  reply = executor_.results_reply(req.client_id(), request_id, *results);
   return Dispatched::reply;
 }
 
@@ -197,7 +197,7 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
     if (error && failed++ == 0) first = std::move(*error);
   }
   reply = executor_.results_reply(
-      request_id,
+      client, request_id,
       {Value(static_cast<int64_t>(batch->requests()->size())), Value(failed), Value(first)});
   if (client != 0) reroute = cache_.finish(client, request_id, reply);
   return Dispatched::reply;

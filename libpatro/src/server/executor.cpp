@@ -191,7 +191,8 @@ Value Executor::resolve_ref(const wire::Ref& ref) {
                            id,
                            {},
                            ref.type_name() ? ref.type_name()->str() : std::string(),
-                           ref.reftype() ? ref.reftype()->str() : std::string()});
+                           ref.reftype() ? ref.reftype()->str() : std::string(),
+                           {}});
   }
   auto node = objects_.find(id);
   if (!node)
@@ -206,8 +207,8 @@ Value Executor::resolve_ref(const wire::Ref& ref) {
 }
 
 flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilder& fb,
-                                                   const Reference& r) {
-  ObjectId id = r.node ? objects_.add(r.node) : r.id;
+                                                   const Reference& r, uint64_t client) {
+  ObjectId id = r.node ? objects_.export_to(r.node, client) : r.id;
   const std::string type_name = r.node ? r.node->type_name() : r.type_name;
   const std::string reftype = r.node ? r.node->reftype() : r.reftype;
   return wire::CreateRefDirect(fb, id.server, id.object, type_name.c_str(), reftype.c_str());
@@ -225,14 +226,14 @@ zmq::message_t Executor::execute(const wire::Request& req, std::string_view rout
     return exception_reply(req.request_id());
   }
   if (deferred_) return zmq::message_t();
-  return results_reply(req.request_id(), results, &changed_);
+  return results_reply(req.client_id(), req.request_id(), results, &changed_);
 }
 
-zmq::message_t Executor::results_reply(uint64_t request_id, const ValueArray& results,
-                                       const ChangedArgs* changed_args) {
+zmq::message_t Executor::results_reply(uint64_t client, uint64_t request_id,
+                                       const ValueArray& results, const ChangedArgs* changed_args) {
   fb_.Clear();
-  const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
-    return write_ref(fb, r);
+  const RefWriter refs = [this, client](flatbuffers::FlatBufferBuilder& fb, const Reference& r) {
+    return write_ref(fb, r, client);
   };
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> rs;
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::ChangedArg>>> changed;
@@ -288,11 +289,21 @@ uint64_t Executor::lock_object(const wire::Request& req) {
   if (!node)
     throw Error(Errc::type_mismatch, "cannot lock " + where(path, path.size()) + ", which is " +
                                          type_name(v.type()) + ", not an object");
-  return objects_.add(node).object;
+  return objects_.pin(node).object;  // a lock's object keeps its id: never collected
 }
 
 ValueArray Executor::run(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
+  if (op_info(req.op()).handler == OpHandler::life) {
+    // Before the lookup: a release may come after its object was freed.
+    const wire::Value* count =
+        req.args() != nullptr && req.args()->size() == 1 ? req.args()->Get(0) : nullptr;
+    if (count == nullptr || count->kind() != wire::Kind::Int || count->i() < 1)
+      throw Error(Errc::invalid_argument, "a release takes one argument: a count of at least 1");
+    if (id.server == objects_.server_id())
+      objects_.release(id.object, req.client_id(), static_cast<uint64_t>(count->i()));
+    return {};
+  }
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
   if (req.fence_token() != 0 && locks_ != nullptr && op_info(req.op()).mutating) {
@@ -318,6 +329,7 @@ ValueArray Executor::run(const wire::Request& req) {
     case OpHandler::served:
       return run_served_op(c);
     case OpHandler::lock:
+    case OpHandler::life:
     case OpHandler::unknown:
       break;
   }

@@ -39,9 +39,10 @@ class Executor {
   /// Where late replies go.
   void set_reply_sink(std::weak_ptr<ReplySink> sink) { sink_ = std::move(sink); }
 
-  /// A successful Reply body with these results (and the arguments a call changed). The lane's
-  /// one reply encoder: immediate, owed and late replies are all encoded here.
-  zmq::message_t results_reply(uint64_t request_id, const ValueArray& results,
+  /// A successful Reply body with these results (and the arguments a call changed) for `client`
+  /// (the references it carries are counted as sent to that client). The lane's one reply
+  /// encoder: immediate, owed and late replies are all encoded here.
+  zmq::message_t results_reply(uint64_t client, uint64_t request_id, const ValueArray& results,
                                const ChangedArgs* changed = nullptr);
 
   /// Runs a oneway call (no reply); the error's text if it failed. Never throws for anything a
@@ -67,7 +68,8 @@ class Executor {
   ValueArray run_container(OpCall& c);  // size, keys, values, clear, push, pop, splice...
   ValueArray run_served_op(OpCall& c);  // call, can, operator, convert, file
   Value resolve_ref(const wire::Ref& ref);
-  flatbuffers::Offset<wire::Ref> write_ref(flatbuffers::FlatBufferBuilder& fb, const Reference& r);
+  flatbuffers::Offset<wire::Ref> write_ref(flatbuffers::FlatBufferBuilder& fb, const Reference& r,
+                                           uint64_t client);
 
   ObjectTable& objects_;
   const ServerOptions& options_;

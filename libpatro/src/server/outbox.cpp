@@ -120,7 +120,7 @@ void Outbox::answer(zmq::socket_t& sock, const std::string& routing, uint64_t cl
 void Outbox::send_owed(zmq::socket_t& sock, Executor& encoder, std::vector<DeferredReply>& owed) {
   for (const DeferredReply& d : owed)
     answer(sock, d.routing, d.client_id, d.request_id,
-           encoder.results_reply(d.request_id, outcome_values(d.outcome)));
+           encoder.results_reply(d.client_id, d.request_id, outcome_values(d.outcome)));
   owed.clear();
 }
 
@@ -135,7 +135,7 @@ bool Outbox::flush(zmq::socket_t& sock, Executor& encoder) {
   for (Late& l : late) {
     if (auto* results = std::get_if<ValueArray>(&l.reply))
       answer(sock, l.routing, l.client_id, l.request_id,
-             encoder.results_reply(l.request_id, *results));
+             encoder.results_reply(l.client_id, l.request_id, *results));
     else
       answer(sock, l.routing, l.client_id, l.request_id,
              std::move(std::get<zmq::message_t>(l.reply)));

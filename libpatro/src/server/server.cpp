@@ -145,7 +145,7 @@ std::shared_ptr<Node> served_node(const Value& v) {
 
 Server::Server(const ServerOptions& options, std::vector<Named> objects)
     : options_(options),
-      objects_(options.server_id != 0 ? options.server_id : random_id()),
+      objects_(options.server_id != 0 ? options.server_id : random_id(), options.reference_lease),
       served_(std::move(objects)),
       replies_(options.limits) {
   options_.threads = thread_count(options_);
@@ -169,8 +169,8 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
     named.object = reference_to(node);
     // With a fixed server id, the served objects' ids follow from it and their position.
     const ObjectId id = options_.server_id != 0
-                            ? objects_.add(node, mix64(options_.server_id + entries_.size() + 1))
-                            : objects_.add(node);
+                            ? objects_.pin(node, mix64(options_.server_id + entries_.size() + 1))
+                            : objects_.pin(node);
     entries_.push_back(ObjectEntry{id, node->type_name(), node->reftype()});
   }
 }
@@ -521,6 +521,10 @@ void Server::lane_main(Lane& lane) {
 
   // One DEALER per broker, each registered, heartbeated and watched on its own.
   constexpr auto kNever = Clock::time_point::max();
+  // Lane 0 looks for objects to free four times a lease (ObjectTable::collect).
+  const auto collect_every = std::clamp<Clock::duration>(
+      options_.reference_lease / 4, std::chrono::milliseconds(5), std::chrono::seconds(1));
+  auto next_collect = Clock::now() + collect_every;
   struct Link {
     // Ours until the broker says its own (in Registered): then the faster interval, its window.
     std::chrono::milliseconds interval, window;
@@ -602,6 +606,7 @@ void Server::lane_main(Lane& lane) {
   auto release_client = [&](uint64_t client_id) {
     locks_->drop_monitor(client_id, owed);
     replies_.forget(client_id);
+    objects_.drop_client(client_id);  // the references it held
     if (options_.idle_timeout.count() > 0) client_left(client_id);
     outbox.send_owed(first, encoder, owed);
     if (options_.on_client_gone) {
@@ -731,7 +736,7 @@ void Server::lane_main(Lane& lane) {
     // logged and the lane goes on; each request has its own barrier inside.
     try {
       auto now = Clock::now();
-      auto until = lane.index == 0 ? next_lost_check() : kNever;
+      auto until = lane.index == 0 ? std::min(next_lost_check(), next_collect) : kNever;
       for (const Link& l : links) until = std::min({until, l.next_heartbeat, l.register_again});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
@@ -776,6 +781,12 @@ void Server::lane_main(Lane& lane) {
       }
       now = Clock::now();
       check_lost(now);
+      if (lane.index == 0 && now >= next_collect) {
+        // Lane 0 frees the objects no client has held for their lease.
+        if (const size_t freed = objects_.collect(now); freed > 0)
+          PATRO_LOG(debug, "server") << "freed " << freed << " object(s) no client holds";
+        next_collect = now + collect_every;
+      }
       for (size_t b = 0; b < n_brokers; ++b) {
         Link& l = links[b];
         if (now >= l.next_heartbeat) {

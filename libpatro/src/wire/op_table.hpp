@@ -20,6 +20,7 @@ enum class OpHandler : uint8_t {
   container,  // a container's elements: size, keys, push, splice...
   served,     // served objects, callables and file handles: call, operators, conversions
   lock,       // monitor locks, against the lock table (the lock path)
+  life,       // the objects' life: a client releasing references (the object may be gone)
 };
 
 struct OpInfo {
@@ -74,6 +75,7 @@ inline constexpr OpInfo kRows[] = {
   {LockInfo,  "lock_info",  H::lock,      true,      false,   false},
   {Slice,     "slice",      H::container, true,      false,   true},
   {Copy,      "copy",       H::element,   true,      false,   true},
+  {Release,   "release",    H::life,      false,     false,   true},
 };
 // clang-format on
 }  // namespace op_table_rows
@@ -85,7 +87,7 @@ inline constexpr std::array<OpInfo, 256> kOpTable = [] {
   return t;
 }();
 
-static_assert(std::size(op_table_rows::kRows) == 29 && wire::Op::MAX == wire::Op::Copy,
+static_assert(std::size(op_table_rows::kRows) == 30 && wire::Op::MAX == wire::Op::Release,
               "a wire::Op was added or removed: give it a row in op_table.hpp");
 static_assert(
     [] {
