@@ -66,6 +66,7 @@ inline constexpr OpInfo kRows[] = {
   {Operator,  "operator",   H::served,    false,     true,    true},
   {Convert,   "convert",    H::served,    false,     true,    true},
   {File,      "file",       H::served,    false,     true,    true},
+  {Isa,       "isa",        H::served,    true,      false,   true},
   {Lock,      "lock",       H::lock,      false,     true,    false},
   {Unlock,    "unlock",     H::lock,      false,     true,    false},
   {Wait,      "wait",       H::lock,      false,     true,    false},
@@ -85,7 +86,7 @@ inline constexpr std::array<OpInfo, 256> kOpTable = [] {
   return t;
 }();
 
-static_assert(std::size(op_table_rows::kRows) == 29 && wire::Op::MAX == wire::Op::Copy,
+static_assert(std::size(op_table_rows::kRows) == 30 && wire::Op::MAX == wire::Op::Copy,
               "a wire::Op was added or removed: give it a row in op_table.hpp");
 static_assert(
     [] {
