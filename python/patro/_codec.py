@@ -46,7 +46,7 @@ CallContext = wire.CallContext
 
 # Operations that may be retried blindly (libpatro's idempotent()).
 IDEMPOTENT = frozenset([Op.Get, Op.Set, Op.Exists, Op.Size, Op.Keys, Op.Values, Op.Clear,
-                        Op.Resize, Op.Describe, Op.Can])
+                        Op.Resize, Op.Describe, Op.Can, Op.Isa])
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1

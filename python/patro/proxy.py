@@ -356,6 +356,12 @@ class Proxy:
     def can(self, method):
         return bool(_first(self._run(Op.Can, name=method).results))
 
+    def isa(self, class_name):
+        """Perl's isa: whether this names a served object of the patro::Class registered as
+        class_name (false for containers, code, handles and plain values). A server older than
+        the Isa operation raises unsupported."""
+        return bool(_first(self._run(Op.Isa, name=class_name).results))
+
     # --- oneway calls ---
 
     def send(self, method, *args):

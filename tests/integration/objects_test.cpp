@@ -74,15 +74,26 @@ TEST_CASE("a list result gives its last item in scalar context") {
   CHECK(p.call_code_list() == std::vector<Value>{1, 2, 3});
 }
 
-TEST_CASE("can and unknown methods behave as Perl's can and method resolution") {
+TEST_CASE("can, isa and unknown methods behave as Perl's can, isa and method resolution") {
   register_example_classes();
-  auto h = patro::Hash{{"abc", 1}};
-  auto cfg = patro::patronize(fast_options(), std::make_shared<Foofie>(Foofie{1}), h);
+  auto h = patro::Hash{{"abc", 1}, {"foo", std::make_shared<Foofie>(Foofie{2})}};
+  patro::Code code = [] { return 1; };
+  auto cfg = patro::patronize(fast_options(), std::make_shared<Foofie>(Foofie{1}), h, code);
   auto ps = patro::get_proxies(cfg);
   CHECK(patro::can(ps[0], "blerp"));
   CHECK_FALSE(patro::can(ps[0], "nope"));
   CHECK_FALSE(patro::can(ps[1], "blerp"));  // a HASH has no methods
   CHECK_FALSE(patro::can(ps[1]["abc"], "x"));
+  // isa: the object's registered class name only (classes record no bases); anything that is not
+  // a served object is false, whatever name is asked.
+  CHECK(patro::isa(ps[0], "Foofie"));
+  CHECK_FALSE(patro::isa(ps[0], "Barfie"));
+  CHECK_FALSE(patro::isa(ps[0], "foofie"));
+  CHECK(patro::isa(ps[1]["foo"], "Foofie"));  // an object stored in a container, by path
+  CHECK_FALSE(patro::isa(ps[1], "HASH"));
+  CHECK_FALSE(patro::isa(ps[1]["abc"], "Foofie"));
+  CHECK_FALSE(patro::isa(ps[1]["missing"], "Foofie"));
+  CHECK_FALSE(patro::isa(ps[2], "CODE"));
   auto e = error_of([&] { ps[0].call("nope"); });
   CHECK(e.code() == Errc::unknown_method);
   CHECK(contains(e.what(), "\"nope\""));

@@ -96,6 +96,8 @@ def test_method_list_context(objs):
     assert foofie.call("blerp") == before[3] + 1  # ++$$self in scalar context
     assert foofie.call_list("blerp") == [5, 6, 7, before[3] + 1]
     assert foofie.can("blerp") and not foofie.can("nope")
+    assert foofie.isa("Foofie") and not foofie.isa("Barfie")
+    assert not objs["h"].isa("HASH") and not objs["sq"].isa("Foofie")
 
 
 def test_served_callable(objs):

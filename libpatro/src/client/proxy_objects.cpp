@@ -67,6 +67,17 @@ bool can(const Proxy& p, std::string_view method) {
   return truthy(first_of(p.connection()->call(p.id(), Op::Can, p.path(), {}, method)));
 }
 
+bool isa(const Proxy& p, std::string_view class_name) {
+  try {
+    return truthy(first_of(p.connection()->call(p.id(), Op::Isa, p.path(), {}, class_name)));
+  } catch (const Error& e) {
+    // A server older than the Isa operation answers "unknown operation 21".
+    if (e.code() != Errc::unsupported) throw;
+    throw Error(Errc::unsupported, std::string("isa: the server does not support it (") + e.what() +
+                                       "); ref(p) gives the class name");
+  }
+}
+
 Proxy function(const Proxy& registry, std::string_view name) {
   return Proxy(registry.call("remote_sub", Value(name)));
 }

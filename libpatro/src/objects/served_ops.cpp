@@ -437,6 +437,11 @@ ValueArray run_served(const std::shared_ptr<Node>& target, ServedCall& c) {
       auto info = node_cast<ObjectNode>(*target).info();
       return {Value(info->methods.count(c.name) > 0)};
     }
+    case wire::Op::Isa: {
+      // Registered classes record no bases: an object is of its own class only.
+      if (target->kind != NodeKind::object) return {Value(false)};
+      return {Value(node_cast<ObjectNode>(*target).info()->name == c.name)};
+    }
     case wire::Op::Operator:
       return operate(target, c);
     case wire::Op::Convert:

@@ -706,6 +706,7 @@ ValueArray Executor::run_served_op(OpCall& c) {
   switch (op) {
     case wire::Op::Call:
     case wire::Op::Can:
+    case wire::Op::Isa:
     case wire::Op::Operator:
     case wire::Op::Convert:
     case wire::Op::File: {
@@ -716,7 +717,7 @@ ValueArray Executor::run_served_op(OpCall& c) {
         const Value v = parent ? element(*parent, path.back(), path, n - 1) : Value();
         target = node_of(v);
         if (!target) {
-          if (op == wire::Op::Can) return {Value(false)};
+          if (op == wire::Op::Can || op == wire::Op::Isa) return {Value(false)};
           throw Error(op == wire::Op::Call ? Errc::not_callable : Errc::type_mismatch,
                       where(path, n) + " is " + type_name(v.type()) + " " +
                           v.to_string().substr(0, 40) + ", not a served object" +

@@ -67,6 +67,7 @@ inline constexpr OpInfo kRows[] = {
   {Operator,  "operator",   H::served,    false,     true,    true},
   {Convert,   "convert",    H::served,    false,     true,    true},
   {File,      "file",       H::served,    false,     true,    true},
+  {Isa,       "isa",        H::served,    true,      false,   true},
   {Lock,      "lock",       H::lock,      false,     true,    false},
   {Unlock,    "unlock",     H::lock,      false,     true,    false},
   {Wait,      "wait",       H::lock,      false,     true,    false},
@@ -87,7 +88,7 @@ inline constexpr std::array<OpInfo, 256> kOpTable = [] {
   return t;
 }();
 
-static_assert(std::size(op_table_rows::kRows) == 30 && wire::Op::MAX == wire::Op::Release,
+static_assert(std::size(op_table_rows::kRows) == 31 && wire::Op::MAX == wire::Op::Release,
               "a wire::Op was added or removed: give it a row in op_table.hpp");
 static_assert(
     [] {
