@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
                  "serve Prometheus metrics over HTTP at ENDPOINT/metrics (e.g. "
                  "tcp://127.0.0.1:9170); also times requests for a histogram")
       ->type_name("ENDPOINT");
-  app.add_option("--log-level", log_level, "error, warn, info (default) or debug, any case")
+  app.add_option("--log-level", log_level, "error, warn, info (default), debug or trace, any case")
       ->type_name("LEVEL");
   app.add_option("--log-file", log_file, "log to FILE instead of stderr (SIGHUP reopens it)")
       ->type_name("FILE");

@@ -30,13 +30,15 @@ std::string configure_logging(const std::string& level_name, const std::string& 
   if (!level_name.empty()) {
     auto parsed = parse_log_level(level_name);
     if (!parsed)
-      return "--log-level: '" + level_name + "' is not a level (error, warn, info or debug)";
+      return "--log-level: '" + level_name + "' is not a level (error, warn, info, debug or trace)";
     level = *parsed;
+  } else if (debug_requested()) {
+    level = LogLevel::trace;  // PATRO_DEBUG=1: the wire trace
   } else if (const char* env = std::getenv("PATRO_LOG_LEVEL"); env != nullptr && *env != '\0') {
     auto parsed = parse_log_level(env);
     if (!parsed)
       return "PATRO_LOG_LEVEL='" + std::string(env) +
-             "' is not a level (error, warn, info or debug)";
+             "' is not a level (error, warn, info, debug or trace)";
     level = *parsed;
   }
   set_log_level(level);

@@ -225,7 +225,7 @@ int main(int argc, char** argv) {
                  "tcp://127.0.0.1:9171)")
       ->type_name("ENDPOINT");
   app.add_option("--log-level", log_level,
-                 "error, warn, info (default; or $PATRO_LOG_LEVEL) or debug, any case")
+                 "error, warn, info (default; or $PATRO_LOG_LEVEL), debug or trace, any case")
       ->type_name("LEVEL");
   app.add_option("--log-file", log_file, "log to FILE instead of stderr")->type_name("FILE");
   patro::cli::CurveFlags curve;

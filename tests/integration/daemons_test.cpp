@@ -26,6 +26,7 @@ using namespace std::chrono_literals;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
+using patro::test::redirected;
 using patro::test::TempDir;
 using patro::test::wait_for_file;
 
@@ -44,16 +45,6 @@ constexpr bool kThreadSanitizer = false;
 #else
 constexpr bool kThreadSanitizer = false;
 #endif
-
-// argv run through sh so that stderr goes to err_file and env ("K=V" words) is set.
-std::vector<std::string> redirected(std::vector<std::string> argv, const std::string& err_file,
-                                    std::vector<std::string> env = {}) {
-  std::vector<std::string> out{"/bin/sh", "-c", "f=$1; shift; exec env \"$@\" 2>>\"$f\"", "sh",
-                               err_file};
-  out.insert(out.end(), env.begin(), env.end());
-  out.insert(out.end(), argv.begin(), argv.end());
-  return out;
-}
 
 struct Worker {
   std::unique_ptr<Process> proc;

@@ -114,6 +114,15 @@ BrokerProcess::BrokerProcess(const TempDir& dir, const std::string& front_endpoi
   in >> front >> back;
 }
 
+std::vector<std::string> redirected(std::vector<std::string> argv, const std::string& err_file,
+                                    std::vector<std::string> env) {
+  std::vector<std::string> out{"/bin/sh", "-c", "f=$1; shift; exec env \"$@\" 2>>\"$f\"", "sh",
+                               err_file};
+  out.insert(out.end(), env.begin(), env.end());
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

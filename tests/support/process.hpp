@@ -57,6 +57,11 @@ struct BrokerProcess {
                          const std::string& liveness = "5");
 };
 
+/// argv run through sh so that stderr is appended to err_file and env ("K=V" words, or env(1)'s
+/// options such as "-u", "NAME") is set: for Process.
+std::vector<std::string> redirected(std::vector<std::string> argv, const std::string& err_file,
+                                    std::vector<std::string> env = {});
+
 /// Waits until path exists and is non-empty (a config file being written); false on timeout.
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout);
 std::string read_file(const std::string& path);

@@ -14,6 +14,11 @@
 //   wait-notified CONFIG INDEX       locks, waits up to 20 s for a notify; exit 0 if notified
 //   hold-things CONFIG INDEX N FILE  N calls of the Factory's make(), holding the proxies; writes
 //                                    N to FILE, sleeps (60 s)
+//   trace CONFIG INDEX ROUTE         with the test server's objects and ClientOptions::route ROUTE:
+//                                    a get of object 0's "abc", a call of a method object 3 does
+//                                    not have, two oneway calls on object 2's "n" (set 5, add 1)
+//                                    and a get of it; prints "obj I HEX" for objects 0, 2 and 3,
+//                                    "get V", "error CODE", "n V" (INDEX is not used)
 // Exit status: 0 done, 1 a Patro error, 2 bad usage, 3 a lock or wait that failed.
 #include <chrono>
 #include <cstdio>
@@ -55,9 +60,24 @@ int main(int argc, char** argv) {
   if (argc < 4) return usage(argv[0]);
   const std::string mode = argv[1];
   try {
-    auto ps = patro::get_proxies(argv[2]);
+    patro::ClientOptions options;
+    if (mode == "trace" && argc == 5) options.route = patro::parse_route(argv[4]);
+    auto ps = patro::get_proxies(argv[2], options);
     patro::Proxy p = ps.at(static_cast<size_t>(std::atoi(argv[3])));
-    if (mode == "push" && argc == 6) {
+    if (mode == "trace" && argc == 5) {
+      for (size_t i : {0, 2, 3}) std::printf("obj %zu %s\n", i, ps.at(i).id().to_hex().c_str());
+      std::printf("get %s\n", ps[0]["abc"].get().to_string().c_str());
+      try {
+        (void)ps[3].call("no_such_method", 7, "x");
+        std::printf("error none\n");
+      } catch (const patro::Error& e) {
+        std::printf("error %s\n", patro::errc_name(e.code()));
+      }
+      ps[2]["n"].send_set(5);
+      ps[2]["n"].send_add(1);
+      if (patro::await_oneway(ps[2], 20s) != 0) return 1;
+      std::printf("n %s\n", ps[2]["n"].get().to_string().c_str());
+    } else if (mode == "push" && argc == 6) {
       const int n = std::atoi(argv[5]);
       for (int i = 0; i < n; ++i) p.push(std::string(argv[4]) + "-" + std::to_string(i));
     } else if ((mode == "add-paced" && argc == 7) || (mode == "slow-add" && argc == 6)) {

@@ -3,11 +3,15 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "log.hpp"
 #include "patro/containers.hpp"
 #include "patro/error.hpp"
+#include "patro/logging.hpp"
+#include "trace.hpp"
 #include "wire.hpp"
 
 using namespace patro;
@@ -287,4 +291,83 @@ TEST_CASE("the slice and copy operations are reads") {
   CHECK(detail::idempotent(wire::Op::Copy));
   CHECK_FALSE(detail::op_info(wire::Op::Copy).mutating);
   CHECK(detail::op_info(wire::Op::Slice).handler == detail::OpHandler::container);
+}
+
+TEST_CASE("the wire trace renders a request, cuts long arguments and reads replies") {
+  flatbuffers::FlatBufferBuilder fb;
+  auto path = detail::encode_path(fb, Path{std::string("k\"ey"), int64_t{2}});
+  const std::string long_text(200, 'x');
+  auto args = detail::encode_values(
+      fb, ValueArray{1, 2.5, true, Value(), Value::hash({{"a", Value::array({"b"})}})}, refs);
+  wire::RequestBuilder b(fb);
+  b.add_request_id(9);
+  b.add_server(0x1234);
+  b.add_object(5);
+  b.add_op(wire::Op::Call);
+  b.add_path(path);
+  b.add_args(args);
+  fb.Finish(b.Finish(), wire::RequestIdentifier());
+  const auto* r = flatbuffers::GetRoot<wire::Request>(fb.GetBufferPointer());
+  CHECK(detail::trace_target(*r) ==
+        R"(call obj=00000000000012340000000000000005 path=["k\"ey"][2])");
+  CHECK(detail::trace_args(*r) == R"(args=[1,2.5,true,null,{"a":["b"]}])");
+
+  flatbuffers::FlatBufferBuilder fb2;
+  auto name = fb2.CreateString("m");
+  auto long_args = detail::encode_values(fb2, ValueArray{long_text}, refs);
+  wire::RequestBuilder b2(fb2);
+  b2.add_op(wire::Op::Get);
+  b2.add_name(name);
+  b2.add_args(long_args);
+  fb2.Finish(b2.Finish(), wire::RequestIdentifier());
+  const auto* r2 = flatbuffers::GetRoot<wire::Request>(fb2.GetBufferPointer());
+  CHECK(detail::trace_target(*r2) == "get m obj=00000000000000000000000000000000 path=-");
+
+  // A long path is cut as arguments are.
+  flatbuffers::FlatBufferBuilder fb3;
+  auto deep = detail::encode_path(fb3, Path(100, PathElem{int64_t{0}}));
+  wire::RequestBuilder b3(fb3);
+  b3.add_path(deep);
+  fb3.Finish(b3.Finish(), wire::RequestIdentifier());
+  const std::string target =
+      detail::trace_target(*flatbuffers::GetRoot<wire::Request>(fb3.GetBufferPointer()));
+  CHECK(target.size() ==
+        std::string("get obj=00000000000000000000000000000000 path=").size() + detail::kTraceWidth);
+  CHECK(target.substr(target.size() - 3) == "...");
+  const std::string cut = detail::trace_args(*r2);
+  CHECK(cut.size() == 5 + detail::kTraceWidth);
+  CHECK(cut.substr(0, 8) == "args=[\"x");
+  CHECK(cut.substr(cut.size() - 3) == "...");
+
+  // An error reply: its code, the time, its text without the code's name in front.
+  const zmq::message_t err =
+      detail::error_reply(9, Errc::not_found, "not_found: no such key", "", 0);
+  CHECK(detail::trace_outcome(err, Limits{}, std::chrono::microseconds(1500)) ==
+        R"(not_found 1.500ms error="no such key")");
+  CHECK(detail::trace_outcome(err, Limits{}, std::nullopt) == R"(not_found error="no such key")");
+  CHECK(detail::trace_outcome(frame("garbage!"), Limits{}, std::chrono::nanoseconds(0)) ==
+        "bad_message 0.000ms");
+  CHECK(detail::trace_failure("timeout: too late", std::chrono::milliseconds(2)) ==
+        R"(timeout 2.000ms error="too late")");
+  CHECK(detail::trace_failure("Something: else", std::chrono::milliseconds(2)) ==
+        R"(error 2.000ms error="Something: else")");
+}
+
+TEST_CASE("the trace level: by name in any case, by PATRO_DEBUG, and its flag") {
+  CHECK(parse_log_level("trace") == LogLevel::trace);
+  CHECK(parse_log_level("TRACE") == LogLevel::trace);
+  CHECK(parse_log_level("Debug") == LogLevel::debug);
+  CHECK_FALSE(parse_log_level("tracing"));
+  ::setenv("PATRO_DEBUG", "1", 1);
+  CHECK(debug_requested());
+  ::setenv("PATRO_DEBUG", "0", 1);
+  CHECK_FALSE(debug_requested());
+  ::unsetenv("PATRO_DEBUG");
+  CHECK_FALSE(debug_requested());
+  const LogLevel before = log_level();
+  set_log_level(LogLevel::trace);
+  CHECK(detail::wire_trace());
+  set_log_level(LogLevel::debug);
+  CHECK_FALSE(detail::wire_trace());
+  set_log_level(before);
 }

@@ -22,6 +22,12 @@ namespace {
 constexpr int kUnset = -1;
 std::atomic<int> g_level{kUnset};
 
+// Sets the level and the wire trace's flag with it.
+void store_level(LogLevel level) {
+  g_level.store(static_cast<int>(level), std::memory_order_relaxed);
+  detail::g_wire_trace.store(level >= LogLevel::trace, std::memory_order_relaxed);
+}
+
 const char* level_name(LogLevel l) {
   switch (l) {
     case LogLevel::error:
@@ -32,6 +38,8 @@ const char* level_name(LogLevel l) {
       return "INFO";
     case LogLevel::debug:
       return "DEBUG";
+    case LogLevel::trace:
+      return "TRACE";
   }
   return "?";
 }
@@ -46,6 +54,7 @@ int journal_priority(LogLevel l) {
     case LogLevel::info:
       return 6;
     case LogLevel::debug:
+    case LogLevel::trace:
       return 7;
   }
   return 6;
@@ -94,7 +103,13 @@ std::optional<LogLevel> parse_log_level(std::string_view name) noexcept {
   if (lower == "warn" || lower == "warning") return LogLevel::warn;
   if (lower == "info") return LogLevel::info;
   if (lower == "debug") return LogLevel::debug;
+  if (lower == "trace") return LogLevel::trace;
   return std::nullopt;
+}
+
+bool debug_requested() noexcept {
+  const char* env = std::getenv("PATRO_DEBUG");
+  return env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
 }
 
 LogLevel log_level() noexcept {
@@ -102,26 +117,29 @@ LogLevel log_level() noexcept {
   if (l != kUnset) return static_cast<LogLevel>(l);
   LogLevel from_env = LogLevel::warn;
   const char* env = std::getenv("PATRO_LOG_LEVEL");
-  if (env != nullptr && *env != '\0') {
+  if (debug_requested()) {
+    from_env = LogLevel::trace;  // PATRO_DEBUG=1 wins, as RMI_DEBUG=1 does
+  } else if (env != nullptr && *env != '\0') {
     if (auto parsed = parse_log_level(env)) {
       from_env = *parsed;
     } else {
       static std::once_flag warned;
       std::call_once(warned, [env] {
         std::fprintf(stderr,
-                     "patro: PATRO_LOG_LEVEL='%s' is not a level (error, warn, info, debug); "
-                     "using warn\n",
+                     "patro: PATRO_LOG_LEVEL='%s' is not a level (error, warn, info, debug, "
+                     "trace); using warn\n",
                      env);
       });
     }
   }
   int expected = kUnset;
-  g_level.compare_exchange_strong(expected, static_cast<int>(from_env));
+  if (g_level.compare_exchange_strong(expected, static_cast<int>(from_env)))
+    detail::g_wire_trace.store(from_env >= LogLevel::trace, std::memory_order_relaxed);
   return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
 }
 
 void set_log_level(LogLevel level) noexcept {
-  g_level.store(static_cast<int>(level), std::memory_order_relaxed);
+  store_level(level);
 }
 
 void set_log_file(const std::string& path) {
@@ -192,6 +210,8 @@ void write_log(LogLevel level, std::string_view who, std::string_view text) noex
 }
 
 namespace detail {
+std::atomic<bool> g_wire_trace{false};
+
 void log_line(LogLevel level, const std::string& who, const std::string& text) noexcept {
   ::patro::write_log(level, who, text);
 }

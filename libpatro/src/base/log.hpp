@@ -1,7 +1,9 @@
 // Logging with levels (the public side is patro/logging.hpp). The level comes from
-// set_log_level, else PATRO_LOG_LEVEL (error, warn, info, debug, in any case; default warn).
+// set_log_level, else PATRO_DEBUG (set and not "0": trace), else PATRO_LOG_LEVEL (error, warn,
+// info, debug, trace, in any case; default warn).
 #pragma once
 
+#include <atomic>
 #include <sstream>
 #include <string>
 
@@ -15,6 +17,15 @@ inline LogLevel log_level() noexcept {
   return ::patro::log_level();
 }
 void log_line(LogLevel level, const std::string& who, const std::string& text) noexcept;
+
+/// Whether the level is trace: kept with the level by log_level() and set_log_level().
+extern std::atomic<bool> g_wire_trace;
+/// Whether to log every request and reply (the wire trace): one relaxed load, so that the
+/// request path pays a single branch when it is off. Read log_level() once first (a Connection
+/// or Server does, when made) so that the environment has been read.
+inline bool wire_trace() noexcept {
+  return g_wire_trace.load(std::memory_order_relaxed);
+}
 
 }  // namespace patro::detail
 

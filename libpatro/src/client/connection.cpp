@@ -8,6 +8,7 @@
 
 #include "ids.hpp"
 #include "log.hpp"
+#include "trace.hpp"
 
 namespace patro::detail {
 
@@ -61,6 +62,7 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
       broker_interval_ms_(options.heartbeat.interval.count()),
       broker_window_ms_(options.heartbeat.window().count()) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
+  (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   curve_ = resolve_curve(options_.curve);
   route_ = options_.route;
   if (curve_.enabled() && route_ != Route::broker) {
@@ -157,7 +159,7 @@ void Connection::connect() {
     }
     const uint64_t rid = next_request_id_++;
     Multipart m = control_frames(Command::hello, rid, hello_body(client_id_));
-    SlotPtr slot = new_slot(rid, 0, wire::Op::Get, deadline, nullptr, true);
+    SlotPtr slot = new_slot(rid, 0, wire::Op::Get, Clock::now(), deadline, nullptr, true);
     submit(std::move(m), slot);
     await(slot);
     if (slot->error != Errc::ok) {
@@ -197,15 +199,26 @@ void Connection::connect() {
 }
 
 SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
-                             Clock::time_point deadline, const Multipart* frames, bool control,
-                             uint32_t oneway_calls) {
+                             Clock::time_point started, Clock::time_point deadline,
+                             const Multipart* frames, bool control, uint32_t oneway_calls) {
   auto slot = std::make_shared<Slot>();
   slot->request_id = request_id;
   slot->server = server;
   slot->op = op;
+  slot->started = started;
   slot->deadline = deadline;
   slot->oneway_calls = oneway_calls;
   slot->control = control;
+  if (wire_trace() && !control && frames != nullptr && frames->size() >= 4) [[unlikely]] {
+    if (oneway_calls > 0) {
+      slot->traced = "calls=" + std::to_string(oneway_calls);
+    } else {
+      AlignedScratch scratch;
+      // Our own request, as encode_request made it.
+      slot->traced =
+          trace_target(*flatbuffers::GetRoot<wire::Request>(aligned_bytes((*frames)[3], scratch)));
+    }
+  }
   if (frames != nullptr && options_.retry) {
     // Copies that share the bodies' buffers with what goes out (ZeroMQ counts references).
     slot->frames.resize(frames->size());
@@ -274,12 +287,37 @@ void Connection::send_out(Outgoing& o) {
   if (o.slot) {
     o.slot->sent = true;
     o.slot->sent_direct = s != &sock_;
+    if (!o.slot->traced.empty()) [[unlikely]]
+      trace_sent(o.frames, *o.slot, s != &sock_, 1);
   }
   try {
     if (!send_multipart(*s, o.frames, false)) PATRO_LOG(warn, "client") << "a request was not sent";
   } catch (const zmq::error_t& e) {
     PATRO_LOG(warn, "client") << "send failed: " << e.what();
   }
+}
+
+void Connection::trace_sent(const Multipart& frames, const Slot& slot, bool direct,
+                            uint32_t attempt) {
+  if (frames.size() < 4) return;
+  const std::string via = direct ? " via=direct" : " via=broker";
+  const std::string again = attempt > 1 ? " attempt=" + std::to_string(attempt) : std::string();
+  AlignedScratch scratch;
+  const uint8_t* body = aligned_bytes(frames[3], scratch);
+  if (slot.oneway_calls == 0) {
+    const auto* r = flatbuffers::GetRoot<wire::Request>(body);
+    PATRO_LOG(trace, "client") << "-> request #" << slot.request_id << ' ' << slot.traced << ' '
+                               << trace_args(*r) << via << again;
+    return;
+  }
+  // A batch: its line, then one line per oneway call in it.
+  const auto* batch = flatbuffers::GetRoot<wire::Batch>(body);
+  PATRO_LOG(trace, "client") << "-> batch #" << slot.request_id << ' ' << slot.traced << via
+                             << again;
+  if (attempt > 1 || batch->requests() == nullptr) return;
+  for (const wire::Request* r : *batch->requests())
+    PATRO_LOG(trace, "client") << "-> oneway #" << r->request_id() << ' ' << trace_target(*r) << ' '
+                               << trace_args(*r);
 }
 
 void Connection::send_locate(uint64_t server) {
@@ -383,7 +421,7 @@ void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
       for (Outgoing& o : held) send_out(o);
     }
   }
-  dispatch(msg);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
+  dispatch(msg, true);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
 }
 
 Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
@@ -558,9 +596,20 @@ void Connection::run_callbacks() {
   run_slot_callbacks(ready);
 }
 
-void Connection::complete(const SlotPtr& s) {
+void Connection::complete(const SlotPtr& s, const char* via) {
   s->done = true;
   slots_.erase(s->request_id);
+  if (!s->traced.empty()) [[unlikely]] {
+    const auto took = Clock::now() - s->started;
+    std::string outcome;
+    if (s->error != Errc::ok)
+      outcome = trace_failure(std::string(errc_name(s->error)) + ": " + s->error_text, took);
+    else
+      outcome = trace_outcome(s->body, options_.limits, took, s->oneway_calls > 0);
+    PATRO_LOG(trace, "client") << (s->oneway_calls > 0 ? "<- batch #" : "<- reply #")
+                               << s->request_id << ' ' << s->traced << ' ' << outcome
+                               << " via=" << via;
+  }
   if (s->oneway_calls > 0) {
     oneway_unacked_ -= std::min<size_t>(oneway_unacked_, s->oneway_calls);
     uint64_t failed = 0;
@@ -671,6 +720,8 @@ void Connection::send_again(const std::vector<SlotPtr>& slots) {
     retries_.fetch_add(1, std::memory_order_relaxed);
     PATRO_LOG(debug, "client") << "resending request " << s->request_id << " (attempt " << attempt
                                << ")";
+    if (!s->traced.empty()) [[unlikely]]
+      trace_sent(m, *s, false, attempt);
     try {
       if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a resend was not sent";
     } catch (const zmq::error_t& e) {
@@ -821,7 +872,7 @@ void Connection::expire_slots(Clock::time_point now) {
   if (!late.empty()) state_cv_.notify_all();
 }
 
-void Connection::dispatch(Multipart& msg) {
+void Connection::dispatch(Multipart& msg, bool direct) {
   const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
   if (!cmd) return;
   switch (*cmd) {
@@ -838,7 +889,7 @@ void Connection::dispatch(Multipart& msg) {
       if (it == slots_.end()) return;  // late: its caller gave up
       SlotPtr slot = it->second;
       slot->body = std::move(msg[2]);
-      complete(slot);
+      complete(slot, direct ? "direct" : "broker");
       state_cv_.notify_all();
       return;
     }
@@ -852,7 +903,7 @@ void Connection::dispatch(Multipart& msg) {
       SlotPtr slot = it->second;
       if (!options_.retry) {
         slot->body = std::move(msg[2]);
-        complete(slot);
+        complete(slot, "broker");
       } else {
         // Kept in case it may not wait: its answer is then this error.
         if (!slot->maybe_ran) slot->body = std::move(msg[2]);
@@ -1189,7 +1240,8 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   // way, so the objects its server keeps for it stay bounded.
   if (releases_->queued() >= kReleaseEarly) send_releases();
   const auto timeout = extras.timeout.value_or(options_.call_timeout);
-  const auto deadline = Clock::now() + timeout;
+  const auto started = Clock::now();
+  const auto deadline = started + timeout;
   bool full;
   {
     MutexLock lock(state_mu_);
@@ -1215,7 +1267,7 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   m.push_back(object_id_frame(id));
   m.push_back(u64_frame(rid));
   m.push_back(body_frame(fb));
-  SlotPtr slot = new_slot(rid, id.server, op, deadline, &m, false);
+  SlotPtr slot = new_slot(rid, id.server, op, started, deadline, &m, false);
   annotate_sent(rid);
   submit(std::move(m), slot);
   return slot;
@@ -1285,8 +1337,9 @@ void Connection::seal_batch() {
   batch_fb_.Clear();
   batch_calls_.clear();
   annotate_sent(rid);
-  SlotPtr slot = new_slot(rid, batch_target_.server, wire::Op::Call,
-                          Clock::now() + options_.call_timeout, &m, false, n);
+  const auto started = Clock::now();
+  SlotPtr slot = new_slot(rid, batch_target_.server, wire::Op::Call, started,
+                          started + options_.call_timeout, &m, false, n);
   outbox_.push_back(Outgoing{std::move(m), std::move(slot)});
 }
 
@@ -1439,8 +1492,9 @@ size_t Connection::oneway_outstanding() {
 zmq::message_t Connection::control(Command command, const flatbuffers::FlatBufferBuilder& fb) {
   const uint64_t rid = next_request_id_++;
   Multipart m = control_frames(command, rid, fb);
+  const auto started = Clock::now();
   SlotPtr slot =
-      new_slot(rid, 0, wire::Op::Describe, Clock::now() + options_.call_timeout, &m, true);
+      new_slot(rid, 0, wire::Op::Describe, started, started + options_.call_timeout, &m, true);
   submit(std::move(m), slot);
   await(slot);
   if (slot->error != Errc::ok) throw Error(slot->error, slot->error_text);

@@ -106,6 +106,10 @@ struct Slot {
   // Which way its latest copy went (set by the holder of the socket, io_mu_).
   bool sent = false;
   bool sent_direct = false;
+  // The wire trace (set before the slot is published, then only read): when the request was
+  // made, and what it asks ("OP obj=… path=…"; "calls=N" for a batch; empty: not traced).
+  Clock::time_point started;
+  std::string traced;
 };
 using SlotPtr = std::shared_ptr<Slot>;
 
@@ -198,9 +202,11 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
  private:
   /// Registers a slot for request_id (the caller fills the frames).
   /// frames: the request as it goes out, kept to resend it (none: not resent).
-  SlotPtr new_slot(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point deadline,
-                   const Multipart* frames, bool control, uint32_t oneway_calls = 0)
-      PATRO_EXCLUDES(state_mu_);
+  SlotPtr new_slot(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point started,
+                   Clock::time_point deadline, const Multipart* frames, bool control,
+                   uint32_t oneway_calls = 0) PATRO_EXCLUDES(state_mu_);
+  /// The wire trace: logs a request (or a batch and its calls) as it goes out.
+  void trace_sent(const Multipart& frames, const Slot& slot, bool direct, uint32_t attempt);
   /// Encodes a Request into fb (not finished).
   flatbuffers::Offset<wire::Request> encode_request(
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
@@ -257,9 +263,12 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Completes the slots with the error (route=direct and no direct connection).
   void fail_slots(const std::vector<SlotPtr>& slots, const std::string& why)
       PATRO_EXCLUDES(state_mu_);
-  void dispatch(Multipart& msg) PATRO_REQUIRES(io_mu_);
+  /// A message from the broker, or (direct) from a server's direct socket.
+  void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(io_mu_);
   /// Marks a slot answered, drops it from slots_, settles a batch's credit, queues its callbacks.
-  void complete(const SlotPtr& slot) PATRO_REQUIRES(state_mu_);
+  /// via: where its answer came from, for the wire trace ("broker", "direct"; "local": made here,
+  /// a timeout or a failure).
+  void complete(const SlotPtr& slot, const char* via = "local") PATRO_REQUIRES(state_mu_);
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server);
   /// The broker restarted or came back: every request in flight may have been lost; resend all.
   void resend_all(const char* why) PATRO_REQUIRES(io_mu_);

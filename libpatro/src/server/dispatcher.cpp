@@ -1,5 +1,9 @@
 #include "dispatcher.hpp"
 
+#include "log.hpp"
+#include "routing.hpp"
+#include "trace.hpp"
+
 namespace patro::detail {
 
 using Clock = std::chrono::steady_clock;
@@ -58,6 +62,7 @@ std::optional<Dispatched> Dispatcher::seen_before(uint64_t client, uint64_t requ
   if (client == 0) return std::nullopt;
   switch (cache_.begin(client, request_id, routing, now, &reply)) {
     case ReplyCache::Seen::answered:
+      if (wire_trace()) answered_copy_ = true;
       return Dispatched::reply;
     case ReplyCache::Seen::running:
       return Dispatched::running;
@@ -67,9 +72,55 @@ std::optional<Dispatched> Dispatcher::seen_before(uint64_t client, uint64_t requ
   return std::nullopt;
 }
 
+namespace {
+const char* via(std::string_view routing) {
+  return direct_lane(routing) ? "direct" : "broker";
+}
+}  // namespace
+
 Dispatched Dispatcher::dispatch(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
                                 std::optional<std::string>& reroute,
                                 std::vector<DeferredReply>& owed) {
+  // The wire trace off: this one branch is all it costs.
+  if (wire_trace()) [[unlikely]]
+    return dispatch_traced(req, taken, reply, reroute, owed);
+  return dispatch_request(req, taken, reply, reroute, owed);
+}
+
+Dispatched Dispatcher::dispatch_traced(const wire::Request& req, const Taken& taken,
+                                       zmq::message_t& reply, std::optional<std::string>& reroute,
+                                       std::vector<DeferredReply>& owed) {
+  const std::string target = trace_target(req);
+  PATRO_LOG(trace, "server") << "<- request #" << req.request_id() << ' ' << target << ' '
+                             << trace_args(req) << " client=" << trace_id(req.client_id())
+                             << " via=" << via(taken.routing);
+  answered_copy_ = false;
+  const auto start = Clock::now();
+  const Dispatched d = dispatch_request(req, taken, reply, reroute, owed);
+  const auto took = Clock::now() - start;
+  std::string outcome;
+  switch (d) {
+    case Dispatched::reply:
+      outcome = trace_outcome(reply, options_.limits, took);
+      if (answered_copy_) outcome += " copy=answered";  // from the reply cache: not run again
+      break;
+    case Dispatched::parked:
+      outcome = "parked " + trace_duration(took);
+      break;
+    case Dispatched::deferred:
+      outcome = "deferred " + trace_duration(took);
+      break;
+    case Dispatched::running:
+      outcome = "running " + trace_duration(took);
+      break;
+  }
+  PATRO_LOG(trace, "server") << "-> reply #" << req.request_id() << ' ' << target << ' ' << outcome;
+  return d;
+}
+
+Dispatched Dispatcher::dispatch_request(const wire::Request& req, const Taken& taken,
+                                        zmq::message_t& reply, std::optional<std::string>& reroute,
+                                        std::vector<DeferredReply>& owed) {
   const uint64_t client = req.client_id(), request_id = req.request_id();
   const auto now = Clock::now();
   // Stage 1.
@@ -173,13 +224,32 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
   // A batch is one request to the reply cache, under its own request id.
   const uint64_t client =
       batch->requests()->size() > 0 ? batch->requests()->Get(0)->client_id() : 0;
-  if (auto seen = seen_before(client, request_id, taken.routing, Clock::now(), reply)) return *seen;
+  // The wire trace: the batch, each call in it (one line: no reply of its own), its
+  // acknowledgement.
+  const bool trace = wire_trace();
+  const auto batch_start = Clock::now();
+  if (trace) {
+    PATRO_LOG(trace, "server") << "<- batch #" << request_id
+                               << " calls=" << batch->requests()->size()
+                               << " client=" << trace_id(client) << " via=" << via(taken.routing);
+  }
+  if (auto seen = seen_before(client, request_id, taken.routing, batch_start, reply)) {
+    if (trace)
+      PATRO_LOG(trace, "server") << "-> batch #" << request_id
+                                 << " calls=" << batch->requests()->size() << ' '
+                                 << (*seen == Dispatched::reply
+                                         ? trace_outcome(reply, options_.limits,
+                                                         Clock::now() - batch_start, true) +
+                                               " copy=answered"
+                                         : "running " + trace_duration(Clock::now() - batch_start));
+    return *seen;
+  }
   int64_t failed = 0;
   std::string first;
   for (const wire::Request* req : *batch->requests()) {
     std::optional<std::string> error;
+    const auto now = Clock::now();
     try {
-      const auto now = Clock::now();
       const auto deadline = deadline_of(req->timeout_ms(), now, taken.age);
       if (seen_) seen_(req->client_id());
       if (!op_info(req->op()).oneway) {
@@ -194,12 +264,24 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
     } catch (...) {
       error = exception_text();
     }
+    if (trace) {
+      const auto took = Clock::now() - now;
+      PATRO_LOG(trace, "server") << "<- oneway #" << req->request_id() << ' ' << trace_target(*req)
+                                 << ' ' << trace_args(*req) << ' '
+                                 << (error ? trace_failure(*error, took)
+                                           : "ok " + trace_duration(took));
+    }
     if (error && failed++ == 0) first = std::move(*error);
   }
   reply = executor_.results_reply(
       client, request_id,
       {Value(static_cast<int64_t>(batch->requests()->size())), Value(failed), Value(first)});
   if (client != 0) reroute = cache_.finish(client, request_id, reply);
+  if (trace)
+    PATRO_LOG(trace, "server") << "-> batch #" << request_id
+                               << " calls=" << batch->requests()->size() << ' '
+                               << trace_outcome(reply, options_.limits, Clock::now() - batch_start,
+                                                true);
   return Dispatched::reply;
 }
 

@@ -7,8 +7,9 @@
 //   3. the handler the op table (wire/op_table.hpp) names: the lock handler here, against the lock
 //      table, or the executor's element, container and served-object handlers.
 // A barrier around each request turns whatever it throws (served code's exceptions, our own errors,
-// bad_alloc) into an error reply, so nothing a client sends ends the lane. One Dispatcher per lane;
-// only the lane's thread calls it.
+// bad_alloc) into an error reply, so nothing a client sends ends the lane. With the wire trace on
+// (PATRO_DEBUG=1: trace.hpp), every request it takes and what became of it are logged here, one
+// line each. One Dispatcher per lane; only the lane's thread calls it.
 #pragma once
 
 #include <functional>
@@ -65,6 +66,13 @@ class Dispatcher {
   Executor& encoder() noexcept { return executor_; }
 
  private:
+  /// dispatch(), stage by stage.
+  Dispatched dispatch_request(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
+                              std::optional<std::string>& reroute,
+                              std::vector<DeferredReply>& owed);
+  /// dispatch() with the request and its outcome logged (the wire trace).
+  Dispatched dispatch_traced(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
+                             std::optional<std::string>& reroute, std::vector<DeferredReply>& owed);
   /// Stage 1: how to answer a request seen before (reply: the cached answer), or nothing (run it;
   /// it is now recorded as running).
   std::optional<Dispatched> seen_before(uint64_t client, uint64_t request_id,
@@ -88,6 +96,8 @@ class Dispatcher {
   ReplyCache& cache_;
   Executor executor_;
   std::function<void(uint64_t)> seen_;
+  // The wire trace only: the last request was a copy answered from the reply cache.
+  bool answered_copy_ = false;
 };
 
 }  // namespace patro::detail

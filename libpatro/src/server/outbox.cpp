@@ -4,6 +4,8 @@
 
 #include "executor.hpp"
 #include "ids.hpp"
+#include "log.hpp"
+#include "trace.hpp"
 
 namespace patro::detail {
 
@@ -113,6 +115,11 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
 void Outbox::answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,
                     uint64_t request_id, zmq::message_t body) {
   std::optional<std::string> reroute;
+  // The wire trace: a reply made after its request was taken (a forwarded direct reply, client id
+  // 0, was traced by the lane that made it).
+  if (wire_trace() && client_id != 0)
+    PATRO_LOG(trace, "server") << "-> reply #" << request_id << " late "
+                               << trace_outcome(body, Limits{}, std::nullopt);
   if (client_id != 0) reroute = cache_.finish(client_id, request_id, body);
   reply(sock, reroute ? *reroute : routing, request_id, std::move(body));
 }

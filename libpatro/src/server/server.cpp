@@ -149,6 +149,7 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
       served_(std::move(objects)),
       replies_(options.limits) {
   options_.threads = thread_count(options_);
+  (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   patro::remove_stale_lock_segments();
   if (options_.name.empty()) {
     char buf[64];
