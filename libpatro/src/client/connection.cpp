@@ -1480,11 +1480,10 @@ uint64_t Connection::await_oneway(std::chrono::milliseconds timeout) {
 }
 
 size_t Connection::oneway_outstanding() {
-  size_t open;
-  {
-    MutexLock out(out_mu_);
-    open = batch_calls_.size();
-  }
+  // Both under out_mu_: sealing a batch (which holds it) moves its calls from the open batch to
+  // the unacknowledged ones, and a read between the two would count them twice.
+  MutexLock out(out_mu_);
+  const size_t open = batch_calls_.size();
   MutexLock lock(state_mu_);
   return open + oneway_unacked_;
 }
