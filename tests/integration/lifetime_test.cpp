@@ -79,13 +79,24 @@ int64_t live_at_most(const patro::Proxy& factory, int64_t n, std::chrono::millis
   return now;
 }
 
+// A broker, the test server (its lease kLease) and proxies to its objects; stop() ends both
+// processes, checking that they exit cleanly.
+struct Served {
+  TempDir dir;
+  BrokerProcess broker{dir};
+  std::unique_ptr<Process> server = start_server(dir, broker.back);
+  std::vector<patro::Proxy> ps = patro::get_proxies(dir.file("server.conf"), client());
+  void stop() {
+    CHECK(server->stop() == 0);
+    CHECK(broker.proc->stop() == 0);
+  }
+};
+
 }  // namespace
 
-TEST_CASE("a returned object lives while any copy of its proxy does, and is freed after the last") {
-  TempDir dir;
-  BrokerProcess broker(dir);
-  auto server = start_server(dir, broker.back);
-  auto ps = patro::get_proxies(dir.file("server.conf"), client());
+TEST_CASE_FIXTURE(
+    Served,
+    "a returned object lives while any copy of its proxy does, and is freed after the last") {
   const patro::Proxy factory = ps.at(kFactory);
 
   std::optional<patro::Proxy> first(factory.call("make"));
@@ -107,15 +118,11 @@ TEST_CASE("a returned object lives while any copy of its proxy does, and is free
   // The roots were not touched.
   CHECK(ps.at(kDesignHash)["abc"].get() == 123);
   CHECK(patro::Proxy(factory.call("make")).call("get") == 2);
-  CHECK(server->stop() == 0);
-  CHECK(broker.proc->stop() == 0);
+  stop();
 }
 
-TEST_CASE("a nested container's reference is released; the container lives on in its hash") {
-  TempDir dir;
-  BrokerProcess broker(dir);
-  auto server = start_server(dir, broker.back);
-  auto ps = patro::get_proxies(dir.file("server.conf"), client());
+TEST_CASE_FIXTURE(
+    Served, "a nested container's reference is released; the container lives on in its hash") {
   const patro::Proxy tree = ps.at(kTree);
 
   std::optional<patro::Proxy> nested(tree["nested"].get());
@@ -130,15 +137,10 @@ TEST_CASE("a nested container's reference is released; the container lives on in
   CHECK(again.id() != id);
   again["y"] = 2;
   CHECK(tree["nested"]["y"].get() == 2);
-  CHECK(server->stop() == 0);
-  CHECK(broker.proc->stop() == 0);
+  stop();
 }
 
-TEST_CASE("a client that dies drops the references it held") {
-  TempDir dir;
-  BrokerProcess broker(dir);
-  auto server = start_server(dir, broker.back);
-  auto ps = patro::get_proxies(dir.file("server.conf"), client());
+TEST_CASE_FIXTURE(Served, "a client that dies drops the references it held") {
   const patro::Proxy factory = ps.at(kFactory);
   const std::string held = dir.file("held");
   Process holder({program("PATRO_TEST_CLIENT"), "hold-things", dir.file("server.conf"),
@@ -150,15 +152,12 @@ TEST_CASE("a client that dies drops the references it held") {
   (void)holder.wait(10s);
   // The broker misses its heartbeats and tells the server; the objects go after the lease.
   CHECK(live_at_most(factory, 0, 30s) == 0);
-  CHECK(server->stop() == 0);
-  CHECK(broker.proc->stop() == 0);
+  stop();
 }
 
-TEST_CASE("a release of an object already freed is ignored; a malformed one is a counted failure") {
-  TempDir dir;
-  BrokerProcess broker(dir);
-  auto server = start_server(dir, broker.back);
-  auto ps = patro::get_proxies(dir.file("server.conf"), client());
+TEST_CASE_FIXTURE(
+    Served,
+    "a release of an object already freed is ignored; a malformed one is a counted failure") {
   const auto conn = ps.at(kFactory).connection();
   const patro::ObjectId nothing{ps.at(kFactory).id().server, 12345};
   conn->send_oneway(nothing, patro::wire::Op::Release, {}, {patro::Value(int64_t{3})});
@@ -172,11 +171,10 @@ TEST_CASE("a release of an object already freed is ignored; a malformed one is a
   std::this_thread::sleep_for(kLease * 3);
   CHECK(live(ps.at(kFactory)) == 0);
   CHECK(patro::Proxy(ps.at(kFactory).call("make")).call("get") == 1);
-  CHECK(server->stop() == 0);
-  CHECK(broker.proc->stop() == 0);
+  stop();
 }
 
-TEST_CASE("memory stays flat over a million calls that each return a new object") {
+TEST_CASE_FIXTURE(Served, "memory stays flat over a million calls that each return a new object") {
   // As many calls again first, as a warm-up: the server's memory follows the most objects ever
   // waiting out their lease at once (about the call rate times the lease, plus the release
   // delay) and the allocator's arenas, the reply cache's 10,000 entries a client and the table's
@@ -195,10 +193,6 @@ TEST_CASE("memory stays flat over a million calls that each return a new object"
 #endif
   constexpr int kWarmUp = kCalls;
   constexpr size_t kInFlight = 64;
-  TempDir dir;
-  BrokerProcess broker(dir);
-  auto server = start_server(dir, broker.back);
-  auto ps = patro::get_proxies(dir.file("server.conf"), client());
   const patro::Proxy factory = ps.at(kFactory);
 
   std::vector<int64_t> rss;  // the server's resident set after the warm-up, and at each tenth
@@ -226,6 +220,5 @@ TEST_CASE("memory stays flat over a million calls that each return a new object"
   if (kCheckRss) CHECK(rss.back() <= rss.front() + rss.front() / 10);
   // And every object goes once its lease is out.
   CHECK(live_at_most(factory, 0, 20s) == 0);
-  CHECK(server->stop() == 0);
-  CHECK(broker.proc->stop() == 0);
+  stop();
 }

@@ -1449,6 +1449,7 @@ std::shared_ptr<const void> Connection::hold(const ObjectId& id) {
 }
 
 void Connection::send_releases() {
+  if (releases_->queued() == 0) return;  // most heartbeat turns: no lock taken
   const auto dropped = releases_->take();
   if (dropped.empty()) return;
   bool sealed = false;
@@ -1458,9 +1459,9 @@ void Connection::send_releases() {
   {
     MutexLock out(out_mu_);
     for (const auto& [id, count] : dropped)
-      sealed = append_oneway(id, wire::Op::Release, {}, {Value(static_cast<int64_t>(count))}, {}, 0)
-                   .sealed ||
-               sealed;
+      sealed |=
+          append_oneway(id, wire::Op::Release, {}, {Value(static_cast<int64_t>(count))}, {}, 0)
+              .sealed;
   }
   released_.fetch_add(dropped.size(), std::memory_order_relaxed);
   if (sealed) kick();  // the open batch goes after oneway_delay, as any

@@ -12,10 +12,7 @@ ObjectId ObjectTable::add(const std::shared_ptr<Node>& node, uint64_t object, bo
   auto it = by_node_.find(node.get());
   if (it != by_node_.end()) {
     Entry& e = by_id_.at(it->second);
-    if (pinned && !e.pinned) {
-      e.pinned = true;
-      --exported_;
-    }
+    e.pinned = e.pinned || pinned;
     return ObjectId{server_id_, it->second};
   }
   if (object == 0) {
@@ -25,7 +22,6 @@ ObjectId ObjectTable::add(const std::shared_ptr<Node>& node, uint64_t object, bo
   if (!by_id_.emplace(object, Entry{node, pinned, 0, Clock::time_point{}}).second)
     throw Error(Errc::internal, "object id taken");
   by_node_.emplace(node.get(), object);
-  if (!pinned) ++exported_;
   return ObjectId{server_id_, object};
 }
 
@@ -97,15 +93,9 @@ size_t ObjectTable::collect(Clock::time_point now) {
       by_node_.erase(e->second.node.get());
       freed.push_back(std::move(e->second.node));
       by_id_.erase(e);
-      --exported_;
     }
   }
   return freed.size();
-}
-
-ObjectTable::Clock::time_point ObjectTable::next_collect() const {
-  MutexLock lock(mu_);
-  return idle_.empty() ? Clock::time_point::max() : idle_.front().second + lease_;
 }
 
 std::shared_ptr<Node> ObjectTable::find(const ObjectId& id) const {
@@ -118,11 +108,6 @@ std::shared_ptr<Node> ObjectTable::find(const ObjectId& id) const {
 size_t ObjectTable::size() const {
   MutexLock lock(mu_);
   return by_id_.size();
-}
-
-size_t ObjectTable::exported() const {
-  MutexLock lock(mu_);
-  return exported_;
 }
 
 }  // namespace patro::detail

@@ -45,14 +45,10 @@ class ObjectTable {
   void drop_client(uint64_t client) PATRO_EXCLUDES(mu_);
   /// Frees the exported objects nobody has held for the lease; returns how many.
   size_t collect(Clock::time_point now) PATRO_EXCLUDES(mu_);
-  /// When collect() has something to look at next (Clock::time_point::max(): nothing).
-  Clock::time_point next_collect() const PATRO_EXCLUDES(mu_);
 
   /// The object with this id, or null.
   std::shared_ptr<Node> find(const ObjectId& id) const PATRO_EXCLUDES(mu_);
   size_t size() const PATRO_EXCLUDES(mu_);
-  /// Objects exported and not pinned (held or waiting out their lease).
-  size_t exported() const PATRO_EXCLUDES(mu_);
 
  private:
   struct Entry {
@@ -75,7 +71,6 @@ class ObjectTable {
       PATRO_GUARDED_BY(mu_);
   // Objects whose last reference went, oldest first (an entry held again since is skipped).
   std::deque<std::pair<uint64_t, Clock::time_point>> idle_ PATRO_GUARDED_BY(mu_);
-  size_t exported_ PATRO_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace patro::detail
