@@ -20,6 +20,7 @@ FAMILY_BELOW = {
     "broker": ["wire", "base"],
     "server": ["objects", "locks", "wire", "base"],
     "client": ["wire", "base"],
+    "peer": ["server", "client", "objects", "locks", "wire", "base"],
 }
 GENERATED = re.compile(r"^(\w+_generated\.h|config_schema\.hpp)$")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

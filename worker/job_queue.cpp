@@ -28,6 +28,10 @@ JobQueue::JobQueue(std::string name, std::chrono::milliseconds visibility,
 
 JobQueue::~JobQueue() {
   {
+    std::lock_guard<std::mutex> lock(alive_->mu);
+    alive_->queue = nullptr;
+  }
+  {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
@@ -53,7 +57,7 @@ void JobQueue::replay(std::string_view record) {
     const auto left =
         std::chrono::milliseconds(std::max<int64_t>(r[3].as<int64_t>() - wall_ms(), 0));
     const auto deadline = Clock::now() + left;
-    leases_[id] = Lease{delivery, 0, deadline};  // its taker's connection did not survive
+    leases_[id] = Lease{delivery, 0, deadline, 0};  // its taker's connection did not survive
     lease_deadlines_.emplace(deadline, id);
   } else if (op == "ack") {
     jobs_.erase(id);
@@ -113,7 +117,7 @@ void JobQueue::log(const Value& record, std::function<void()> done) {
 Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms) {
   const int64_t delivery = next_delivery_++;
   const auto deadline = Clock::now() + terms.lease;
-  leases_[id] = Lease{delivery, terms.detached ? 0 : client, deadline};
+  leases_[id] = Lease{delivery, terms.detached ? 0 : client, deadline, 0};
   lease_deadlines_.emplace(deadline, id);
   // The record is the same for both kinds: after a restart no lease has a connection.
   if (wal_) log(Value::array({"lease", id, delivery, wall_ms() + terms.lease.count()}));
@@ -135,11 +139,92 @@ void JobQueue::feed_takers() {
     }
     t.reply.resolve(t.max == 0 ? got.front() : Value(got));
   }
+  // Then the consumers, one job each in turn, while one has room.
+  for (size_t idle = 0; !ready_.empty() && idle < consumers_.size();) {
+    Consumer& c = consumers_[next_consumer_ % consumers_.size()];
+    next_consumer_ = (next_consumer_ + 1) % consumers_.size();
+    if (c.leased >= c.prefetch) {
+      ++idle;
+      continue;
+    }
+    idle = 0;
+    const int64_t id = ready_.front();
+    ready_.pop_front();
+    Value item = lease_one(id, c.client, Terms{visibility_, false});
+    leases_[id].consumer = c.token;
+    ++c.leased;
+    pushes_.push_back(Push{c.token, c.callback, std::move(item)});
+  }
+  if (!pushes_.empty()) cv_.notify_all();
+}
+
+void JobQueue::lease_ended(const Lease& lease) {
+  if (lease.consumer == 0) return;
+  for (Consumer& c : consumers_)
+    if (c.token == lease.consumer && c.leased > 0) --c.leased;
+}
+
+void JobQueue::consume(const Value& callback, int64_t prefetch, Deferred reply) {
+  if (prefetch < 1 || prefetch > 10000)
+    throw Error(Errc::invalid_argument,
+                "consume: prefetch must be 1 to 10000, not " + std::to_string(prefetch));
+  const Reference* r = callback.if_reference();
+  if (r == nullptr || r->reftype != "CODE")
+    throw Error(Errc::type_mismatch,
+                "consume: the callback must be a client's patro::Code (it is called with [id, "
+                "job, delivery] for each job), not " +
+                    (r != nullptr ? r->type_name : std::string(type_name(callback.type()))));
+  Proxy cb(callback);  // type_mismatch if this server cannot call it
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t token = next_token_++;
+  consumers_.push_back(Consumer{token, reply.client_id(), std::move(cb), prefetch});
+  reply.resolve(token);
+  feed_takers();
+}
+
+bool JobQueue::cancel(int64_t token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto before = consumers_.size();
+  std::erase_if(consumers_, [&](const Consumer& c) { return c.token == token; });
+  return consumers_.size() != before;
+}
+
+int64_t JobQueue::consumers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(consumers_.size());
+}
+
+void JobQueue::drop_consumer(int64_t token, const std::string& why) {
+  if (cancel(token))
+    write_log(LogLevel::info, "worker",
+              "queue " + name_ + ": consumer " + std::to_string(token) +
+                  " dropped, a push to it failed: " + why);
+}
+
+void JobQueue::send_pushes(std::deque<Push> pushes) {
+  for (Push& p : pushes) {
+    try {
+      // One answered call each: a push that fails (the client is gone) ends its consumer, and
+      // its lease runs out and the job is delivered again.
+      p.callback.async_call("", std::move(p.item))
+          .then([alive = alive_, token = p.token](const Future<Value>& f) {
+            try {
+              (void)f.get();
+            } catch (const std::exception& e) {
+              std::lock_guard<std::mutex> lock(alive->mu);
+              if (alive->queue != nullptr) alive->queue->drop_consumer(token, e.what());
+            }
+          });
+    } catch (const std::exception& e) {
+      drop_consumer(p.token, e.what());
+    }
+  }
 }
 
 void JobQueue::requeue(int64_t id) {
   auto it = leases_.find(id);
   if (it == leases_.end()) return;
+  lease_ended(it->second);
   leases_.erase(it);
   ready_.push_front(id);
   log(Value::array({"requeue", id}));
@@ -215,9 +300,11 @@ void JobQueue::ack(int64_t id, int64_t delivery, Deferred reply) {
     reply.resolve(false);  // not leased, or leased again since: someone else owns it now
     return;
   }
+  lease_ended(it->second);
   leases_.erase(it);
   jobs_.erase(id);
   log(Value::array({"ack", id}), [reply] { reply.resolve(true); });
+  feed_takers();  // a consumer may have room now
 }
 
 void JobQueue::ack_many(const ValueArray& pairs, Deferred reply) {
@@ -230,11 +317,13 @@ void JobQueue::ack_many(const ValueArray& pairs, Deferred reply) {
     const bool ok = it != leases_.end() && it->second.delivery == delivery;
     results.push_back(ok);
     if (!ok) continue;
+    lease_ended(it->second);
     leases_.erase(it);
     jobs_.erase(id);
     log(Value::array({"ack", id}));
   }
   log(Value::array({"ack", int64_t{0}}), [reply, results] { reply.resolve(Value(results)); });
+  feed_takers();
 }
 
 bool JobQueue::nack(int64_t id, int64_t delivery) {
@@ -271,12 +360,21 @@ void JobQueue::client_gone(uint64_t client) {
   takers_.erase(std::remove_if(takers_.begin(), takers_.end(),
                                [&](const Taker& t) { return t.reply.client_id() == client; }),
                 takers_.end());
+  std::erase_if(consumers_, [&](const Consumer& c) { return c.client == client; });
   feed_takers();
 }
 
 void JobQueue::timer_main() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
+    if (!pushes_.empty()) {
+      std::deque<Push> pushes;
+      pushes.swap(pushes_);
+      lock.unlock();
+      send_pushes(std::move(pushes));
+      lock.lock();
+      continue;
+    }
     const auto now = Clock::now();
     // Leases past their visibility timeout: delivered again.
     while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
@@ -318,6 +416,10 @@ void JobQueue::register_class() {
       .method("ack",
               [](JobQueue& q, int64_t id, int64_t delivery, Deferred d) { q.ack(id, delivery, d); })
       .method("ack_many", [](JobQueue& q, ValueArray pairs, Deferred d) { q.ack_many(pairs, d); })
+      .method("consume", [](JobQueue& q, Value callback, int64_t prefetch,
+                            Deferred d) { q.consume(callback, prefetch, d); })
+      .method("cancel", [](JobQueue& q, int64_t token) { return q.cancel(token); })
+      .method("consumers", [](JobQueue& q) { return q.consumers(); })
       .method("nack",
               [](JobQueue& q, int64_t id, int64_t delivery) { return q.nack(id, delivery); })
       .method("size", [](JobQueue& q) { return q.size(); })

@@ -50,6 +50,14 @@ class JobQueue {
   /// take() with a lease of lease_ms (<= 0: the visibility timeout); a detached lease survives its
   /// taker's connection and ends only by ack, nack or its timeout.
   void take_leased(int64_t timeout_ms, int64_t lease_ms, bool detached, Deferred reply);
+  /// Server push (AMQP's basic.consume): jobs are leased to the caller's connection and sent to
+  /// callback, a client's patro::Code called as callback([id, job, delivery]), as they come, at
+  /// most prefetch (1..10000) unacknowledged at a time. Answers the consumer's token. It ends by
+  /// cancel(token), with the caller's connection, or at a push that fails (its client is gone).
+  void consume(const Value& callback, int64_t prefetch, Deferred reply);
+  /// Ends a consumer; its jobs stay leased until acknowledged or their timeout. False if unknown.
+  bool cancel(int64_t token);
+  int64_t consumers();
   /// True if the delivery was the current lease of the job (so it is acknowledged exactly once).
   void ack(int64_t id, int64_t delivery, Deferred reply);
   void ack_many(const ValueArray& pairs, Deferred reply);
@@ -67,6 +75,7 @@ class JobQueue {
     int64_t delivery;
     uint64_t client;  // 0: held by no connection (detached, or from before a restart)
     Clock::time_point deadline;
+    int64_t consumer;  // the consumer it was pushed to (0: a take)
   };
   /// How a take leases what it gets.
   struct Terms {
@@ -80,7 +89,29 @@ class JobQueue {
     Terms terms;
   };
 
+  struct Consumer {
+    int64_t token;
+    uint64_t client;
+    Proxy callback;
+    int64_t prefetch;
+    int64_t leased = 0;  // pushed and not yet acknowledged, nacked or timed out
+  };
+  struct Push {
+    int64_t token;
+    Proxy callback;
+    Value item;
+  };
+  // What a push's answer (in a connection's thread, maybe after the queue is gone) reaches.
+  struct Alive {
+    explicit Alive(JobQueue* q) : queue(q) {}
+    std::mutex mu;
+    JobQueue* queue;
+  };
+
   void take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply);
+  void lease_ended(const Lease& lease);  // requires mu_
+  void send_pushes(std::deque<Push> pushes);
+  void drop_consumer(int64_t token, const std::string& why);
   Value lease_one(int64_t id, uint64_t client, const Terms& terms);  // requires mu_
   void feed_takers();                                                // requires mu_
   void requeue(int64_t id);                                          // requires mu_
@@ -101,6 +132,11 @@ class JobQueue {
   std::unordered_map<int64_t, Lease> leases_;
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
   std::deque<Taker> takers_;
+  std::vector<Consumer> consumers_;
+  size_t next_consumer_ = 0;  // whose turn it is
+  int64_t next_token_ = 1;
+  std::deque<Push> pushes_;  // sent by the timer thread, outside mu_
+  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>(this);
   bool stopping_ = false;
   std::unordered_map<int64_t, int64_t> push_bytes_;  // each job's push record, for compaction
   int64_t live_bytes_ = 0;                           // their sum

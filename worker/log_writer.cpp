@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -33,6 +34,10 @@ LogWriter::LogWriter(std::string path, LogOptions options)
 }
 
 LogWriter::~LogWriter() {
+  {
+    std::lock_guard<std::mutex> lock(alive_->mu);
+    alive_->writer = nullptr;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -213,6 +218,7 @@ void LogWriter::writer_main() {
     }
     for (auto& a : acks) a();
     answer_followers(reread || !chunk.empty());
+    if (reread || !chunk.empty()) push_subscribers();
   }
   std::lock_guard<std::mutex> io(io_mu_);
   ::fdatasync(fd_);
@@ -322,6 +328,90 @@ void LogWriter::answer_followers(bool reread) {
   for (auto& f : still) followers_.push_back(std::move(f));
 }
 
+int64_t LogWriter::subscribe(int64_t offset, const Value& callback) {
+  const Reference* r = callback.if_reference();
+  if (r == nullptr || r->reftype != "CODE")
+    throw Error(Errc::type_mismatch,
+                "subscribe: the callback must be a client's patro::Code (it is called with "
+                "{\"lines\", \"next\"} as follow answers), not " +
+                    (r != nullptr ? r->type_name : std::string(type_name(callback.type()))));
+  Proxy cb(callback);  // type_mismatch if this server cannot call it
+  int64_t token;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    token = next_token_++;
+    subscribers_.push_back(Subscriber{token, std::move(cb), std::max<int64_t>(offset, 0)});
+    new_followers_ = true;  // the writer looks at once: lines may be there already
+  }
+  cv_.notify_all();
+  return token;
+}
+
+bool LogWriter::unsubscribe(int64_t token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto before = subscribers_.size();
+  std::erase_if(subscribers_, [&](const Subscriber& s) { return s.token == token; });
+  return subscribers_.size() != before;
+}
+
+void LogWriter::push_subscribers() {
+  std::vector<std::pair<int64_t, int64_t>> due;  // token, offset
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Subscriber& s : subscribers_)
+      if (!s.in_flight) due.emplace_back(s.token, s.offset);
+  }
+  for (const auto& [token, offset] : due) {
+    Value got = read(offset, 1000);
+    if (got["lines"].if_array()->empty()) continue;
+    std::optional<Proxy> cb;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = std::find_if(subscribers_.begin(), subscribers_.end(),
+                             [&](const Subscriber& s) { return s.token == token; });
+      if (it == subscribers_.end()) continue;  // unsubscribed meanwhile
+      it->in_flight = true;
+      it->offset = got["next"].as<int64_t>();
+      cb = it->callback;
+    }
+    try {
+      cb->async_call("", std::move(got)).then([alive = alive_, token](const Future<Value>& f) {
+        std::string failure;
+        try {
+          (void)f.get();
+        } catch (const std::exception& e) {
+          failure = e.what();
+          if (failure.empty()) failure = "failed";
+        }
+        std::lock_guard<std::mutex> lock(alive->mu);
+        if (alive->writer != nullptr) alive->writer->pushed(token, failure);
+      });
+    } catch (const std::exception& e) {
+      pushed(token, e.what());
+    }
+  }
+}
+
+void LogWriter::pushed(int64_t token, const std::string& failure) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find_if(subscribers_.begin(), subscribers_.end(),
+                           [&](const Subscriber& s) { return s.token == token; });
+    if (it == subscribers_.end()) return;
+    if (!failure.empty()) {
+      subscribers_.erase(it);
+    } else {
+      it->in_flight = false;
+      new_followers_ = true;  // lines written meanwhile go out now
+    }
+  }
+  if (!failure.empty())
+    write_log(LogLevel::info, "worker",
+              "log " + path_ + ": subscriber " + std::to_string(token) +
+                  " dropped, a push to it failed: " + failure);
+  cv_.notify_all();
+}
+
 int64_t LogWriter::size() {
   std::lock_guard<std::mutex> io(io_mu_);
   return written_;
@@ -338,6 +428,9 @@ void LogWriter::register_class() {
                          int64_t max_lines) { return l.read(offset, max_lines); })
       .method("follow", [](LogWriter& l, int64_t offset, int64_t timeout_ms,
                            Deferred d) { l.follow(offset, 1000, timeout_ms, d); })
+      .method("subscribe", [](LogWriter& l, int64_t offset,
+                              Value callback) { return l.subscribe(offset, callback); })
+      .method("unsubscribe", [](LogWriter& l, int64_t token) { return l.unsubscribe(token); })
       .method("size", [](LogWriter& l) { return l.size(); })
       .method("path", [](LogWriter& l) { return l.path(); });
 }

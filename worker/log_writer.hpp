@@ -57,6 +57,12 @@ class LogWriter {
   /// As read, but waits up to timeout_ms for a line past offset; answers with no lines when
   /// timeout_ms passes without one.
   void follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, Deferred reply);
+  /// Server push: follow without asking again. callback, a client's patro::Code, is called with
+  /// what follow answers ({"lines", "next"}) each time lines past offset are written, one call at a
+  /// time (the next once it has answered). Answers the subscription's token. It ends by
+  /// unsubscribe(token) or at a push that fails (its client is gone).
+  int64_t subscribe(int64_t offset, const Value& callback);
+  bool unsubscribe(int64_t token);
   int64_t size();
   const std::string& path() const noexcept { return path_; }
 
@@ -66,6 +72,22 @@ class LogWriter {
     std::chrono::steady_clock::time_point deadline;
     Deferred reply;
   };
+  struct Subscriber {
+    int64_t token;
+    Proxy callback;
+    int64_t offset;
+    bool in_flight = false;  // a push not yet answered
+  };
+  // What a push's answer (in a connection's thread, maybe after the writer is gone) reaches.
+  struct Alive {
+    explicit Alive(LogWriter* w) : writer(w) {}
+    std::mutex mu;
+    LogWriter* writer;
+  };
+  /// Pushes what is new to each subscriber with no push in flight (the writer thread).
+  void push_subscribers();
+  /// A push answered: ok, the subscriber may have the next; otherwise it is dropped.
+  void pushed(int64_t token, const std::string& failure);
   std::string format(const std::string& line, uint64_t client) const;
   void append(std::string text, std::function<void()> done);
   void writer_main();
@@ -83,6 +105,9 @@ class LogWriter {
   std::vector<std::function<void()>> acks_;  // answered after the buffer is written (and synced)
   std::deque<Follower> followers_;
   bool new_followers_ = false;  // the writer thread has not looked at every follower yet
+  std::vector<Subscriber> subscribers_;
+  int64_t next_token_ = 1;
+  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>(this);
   bool stopping_ = false;
   std::mutex io_mu_;  // the file
   int fd_ = -1;

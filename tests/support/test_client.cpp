@@ -14,6 +14,9 @@
 //   wait-notified CONFIG INDEX       locks, waits up to 20 s for a notify; exit 0 if notified
 //   hold-things CONFIG INDEX N FILE  N calls of the Factory's make(), holding the proxies; writes
 //                                    N to FILE, sleeps (60 s)
+//   listen CONFIG INDEX FILE         passes the Notifier (object INDEX) a callback, patro::Code
+//                                    answering "pid P" (this process), with listen(); writes FILE,
+//                                    then exits once FILE.stop exists (60 s at most)
 //   trace CONFIG INDEX ROUTE         with the test server's objects and ClientOptions::route ROUTE:
 //                                    a get of object 0's "abc", a call of a method object 3 does
 //                                    not have, two oneway calls on object 2's "n" (set 5, add 1)
@@ -23,10 +26,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include <patro/patro.hpp>
 
@@ -155,6 +161,19 @@ int main(int argc, char** argv) {
       }
       std::rename((std::string(argv[5]) + ".tmp").c_str(), argv[5]);
       std::this_thread::sleep_for(60s);
+    } else if (mode == "listen" && argc == 5) {
+      const std::string pid = "pid " + std::to_string(::getpid());
+      patro::Code answer = [pid](patro::Args&) -> patro::Value { return pid; };
+      (void)p.call("listen", answer);
+      {
+        std::ofstream out(std::string(argv[4]) + ".tmp");
+        out << pid << '\n';
+      }
+      std::rename((std::string(argv[4]) + ".tmp").c_str(), argv[4]);
+      const auto give_up = std::chrono::steady_clock::now() + 60s;
+      while (!std::filesystem::exists(std::string(argv[4]) + ".stop") &&
+             std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(20ms);
     } else if (mode == "wait-notified" && argc == 4) {
       if (!patro::lock(p, 20s)) return 3;
       auto w = patro::wait(p, 20s);

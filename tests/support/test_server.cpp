@@ -3,6 +3,10 @@
 //   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
 //   4: a Factory: make() returns a new Thing (a served object: get() -> its number), live() the
 //      Things alive, rss_kb() this process's resident set; a hash {"nested": {"x": 1}} ("tree")
+//   6: a Notifier, which calls back what clients pass it: call_code(cb, x) -> cb(x);
+//      call_method(obj, name, x) -> obj.name(x); get_key(container, key) and set_key(container,
+//      key, value) through a client's served container; listen(cb) keeps cb, fire(x) -> cb(x) of
+//      the last kept; push(obj, name, n): n oneway calls obj.name(i), i = 1..n, then returns n
 // and writes its config to CONFIG. Runs until SIGTERM/SIGINT.
 //
 //   patro-test-server CONFIG [--broker ENDPOINT]... [--heartbeat-ms N] [--liveness N] [--threads N]
@@ -12,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -32,6 +37,10 @@ struct Thing {
 };
 struct Factory {
   std::atomic<int64_t> made{0};
+};
+struct Notifier {
+  std::mutex mu;
+  patro::Value listener;
 };
 
 int64_t rss_kb() {
@@ -97,10 +106,44 @@ int main(int argc, char** argv) {
         .method("make", [](Factory& f) { return std::make_shared<Thing>(++f.made); })
         .method("live", [](Factory&) { return things_alive.load(); })
         .method("rss_kb", [](Factory&) { return rss_kb(); });
+    patro::Class<Notifier>("Notifier")
+        .method("call_code",
+                [](Notifier&, patro::Value cb, patro::Value x) { return patro::Proxy(cb)(x); })
+        .method("call_method", [](Notifier&, patro::Value obj, std::string name,
+                                  patro::Value x) { return patro::Proxy(obj).call(name, x); })
+        .method("get_key", [](Notifier&, patro::Value c,
+                              std::string key) { return patro::Proxy(c)[key].get(); })
+        .method("set_key",
+                [](Notifier&, patro::Value c, std::string key, patro::Value v) {
+                  const patro::Proxy p(c);
+                  p[key] = v;
+                  return true;
+                })
+        .method("listen",
+                [](Notifier& n, patro::Value cb) {
+                  std::lock_guard lock(n.mu);
+                  n.listener = cb;
+                  return true;
+                })
+        .method("fire",
+                [](Notifier& n, patro::Value x) {
+                  patro::Value cb;
+                  {
+                    std::lock_guard lock(n.mu);
+                    cb = n.listener;
+                  }
+                  return patro::Proxy(cb)(x);
+                })
+        .method("push", [](Notifier&, patro::Value obj, std::string name, int64_t count) {
+          patro::Proxy p(obj);
+          for (int64_t i = 1; i <= count; ++i) p.send(name, i);
+          patro::await_oneway(p);
+          return count;
+        });
     patro::Hash tree{{"nested", patro::Hash{{"x", 1}}}};
-    auto cfg =
-        patro::patronize(opts, h, patro::named("jobs", jobs), counter, std::make_shared<Slow>(),
-                         std::make_shared<Factory>(), patro::named("tree", tree));
+    auto cfg = patro::patronize(opts, h, patro::named("jobs", jobs), counter,
+                                std::make_shared<Slow>(), std::make_shared<Factory>(),
+                                patro::named("tree", tree), std::make_shared<Notifier>());
     cfg.to_file(argv[1]);
     signals.wait();
     cfg.stop();

@@ -424,6 +424,14 @@ Proxy get_proxy(const std::vector<std::string>& brokers, const std::string& name
 /// "a,b,c" → {"a","b","c"} (spaces around commas trimmed, empty items dropped).
 std::vector<std::string> split_endpoints(const std::string& list);
 
+/// Callbacks (RMI's): a local object of a registered patro::Class or a patro::Code passed to a
+/// server (an argument, or stored) is served by the client on the connection it went through, and
+/// the server gets a reference it can call (Proxy(value).call(...)); its calls run on a thread of
+/// the client's own. A local Array, Hash or Scalar is copied instead, unless marked by callback():
+/// then it too is served, and the server reads and writes the client's container. Throws
+/// Error(invalid_argument) for anything that is not a local object or container.
+Value callback(Value local);
+
 /// Sends the connection's open batch of oneway calls and waits until the server acknowledged every
 /// oneway call made on it. Returns how many of them failed on the server since the last
 /// await_oneway (each failure was logged). Throws Error(timeout) if they are not all acknowledged

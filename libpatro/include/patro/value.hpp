@@ -66,6 +66,9 @@ struct Reference {
   /// reference and the proxies made from it; when the last one goes the server is told
   /// (ServerOptions::reference_lease). Not part of what the reference is (==).
   std::shared_ptr<const void> hold;
+  /// Client side: a local container to serve for the server to call back rather than copy
+  /// (patro::callback). Not part of what the reference is (==).
+  bool callback = false;
   bool operator==(const Reference& o) const;
 };
 

@@ -444,8 +444,9 @@ struct PATRO_PRIVATE Broker::Impl {
     if (!request_id || !hello) return void(++dropped);
     touch_client(routing, hello->client_id(), now);
     flatbuffers::FlatBufferBuilder fb(128);
-    auto w = wire::CreateWelcome(fb, static_cast<uint32_t>(opts.heartbeat.interval.count()),
-                                 opts.heartbeat.liveness, opts.limits.max_message_size, instance);
+    auto w = wire::CreateWelcomeDirect(fb, static_cast<uint32_t>(opts.heartbeat.interval.count()),
+                                       opts.heartbeat.liveness, opts.limits.max_message_size,
+                                       instance, back_endpoint.c_str());
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Welcome, w.Union()),
               wire::ControlIdentifier());
     Multipart out;

@@ -13,13 +13,14 @@
 namespace patro::detail {
 
 namespace {
-/// A local object cannot travel to a server (local containers travel as copies); checked before
-/// a oneway call enters its batch, so a refused call never leaves a half-built table in the
-/// shared builder.
-void check_sendable(const ValueArray& args) {
-  ValueArray scratch;
-  (void)local_copies(args, scratch);
+std::atomic<CallbackHostFactory> callback_host_factory{nullptr};
+}  // namespace
+
+void set_callback_host_factory(CallbackHostFactory factory) noexcept {
+  callback_host_factory.store(factory);
 }
+
+namespace {
 
 /// A request whose deadline passed: its error. An answer from the broker that it had no route is
 /// kept as the answer when no copy can have run (server_unavailable).
@@ -77,6 +78,11 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
 }
 
 Connection::~Connection() {
+  {
+    // The callback host first: its lanes leave the broker before this connection does.
+    MutexLock lock(callbacks_mu_);
+    callbacks_.reset();
+  }
   {
     MutexLock lock(state_mu_);
     stopping_ = true;
@@ -174,6 +180,8 @@ void Connection::connect() {
         endpoint_ = endpoint;
         broker_index_ = index;
         broker_instance_ = c->body_as_Welcome()->instance();
+        const auto* se = c->body_as_Welcome()->server_endpoint();
+        broker_server_endpoint_ = se ? se->str() : std::string();
         if (brokers_.size() > 1) watch_ = std::make_unique<DisconnectWatch>(ctx_, sock_);
       }
       const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
@@ -786,6 +794,44 @@ void Connection::broker_instance(uint64_t instance) {
   }
 }
 
+std::string Connection::broker_server_endpoint() {
+  std::string se, reached;
+  {
+    MutexLock io(io_mu_);
+    se = broker_server_endpoint_;
+    reached = endpoint_;
+  }
+  if (se.empty())
+    throw Error(Errc::unsupported, "the broker at " + reached +
+                                       " does not say where servers register (an older "
+                                       "broker): callbacks need a newer one");
+  // A wildcard back end (tcp://0.0.0.0:7171, tcp://*:7171) is reached at the host we reached.
+  for (const std::string wild : {"tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"}) {
+    if (se.rfind(wild, 0) != 0) continue;
+    const auto colon = reached.rfind(':');
+    if (reached.rfind("tcp://", 0) == 0 && colon != std::string::npos)
+      se = reached.substr(0, colon + 1) + se.substr(wild.size());
+    break;
+  }
+  return se;
+}
+
+Value Connection::serve_local(const Reference& r) {
+  MutexLock lock(callbacks_mu_);
+  if (!callbacks_) {
+    CallbackHostFactory factory = callback_host_factory.load();
+    if (factory == nullptr)
+      throw Error(Errc::unsupported, "callbacks are not built into this library");
+    callbacks_ = factory(*this);
+  }
+  return callbacks_->serve(r);
+}
+
+LocalServer Connection::local_server() const {
+  auto* self = const_cast<Connection*>(this);
+  return [self](const Reference& r) { return self->serve_local(r); };
+}
+
 std::string Connection::endpoint() {
   MutexLock io(io_mu_);
   return endpoint_;
@@ -1211,10 +1257,14 @@ flatbuffers::Offset<wire::Request> Connection::encode_request(
   const RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
     // local_copies left local scalars only: a null offset sends one as a copy.
     if (r.node) return flatbuffers::Offset<wire::Ref>();
-    return wire::CreateRef(b, r.id.server, r.id.object, 0, 0, encode_path(b, r.path));
+    // A callback object's reference says what it is (a proxy's does not: its server knows).
+    auto tn = r.type_name.empty() ? 0 : b.CreateString(r.type_name);
+    auto rt = r.reftype.empty() ? 0 : b.CreateString(r.reftype);
+    return wire::CreateRef(b, r.id.server, r.id.object, tn, rt, encode_path(b, r.path));
   };
   ValueArray copies;
-  const ValueArray& sent = local_copies(args, copies);  // local containers travel as copies
+  // Local containers travel as copies, local objects as references to the callback host.
+  const ValueArray& sent = local_copies(args, copies, local_server());
   auto p = encode_path(fb, path);
   auto a = sent.empty() ? 0 : encode_values(fb, sent, refs);
   auto n = name.empty() ? 0 : fb.CreateString(name.data(), name.size());
@@ -1303,7 +1353,8 @@ ValueArray Connection::results(const SlotPtr& slot,
                            {},
                            r.type_name() ? r.type_name()->str() : std::string(),
                            r.reftype() ? r.reftype()->str() : std::string(),
-                           self->hold(id)});
+                           self->hold(id),
+                           false});
   };
   if (changed && reply->changed_args()) {
     for (const auto* c : *reply->changed_args())
@@ -1348,7 +1399,12 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
   if (!op_info(op).oneway)
     throw Error(Errc::invalid_argument,
                 std::string("a ") + op_info(op).name + " cannot be a oneway call");
-  check_sendable(args);
+  {
+    // Checked (and local objects served) before the call enters its batch, so a refused call never
+    // leaves a half-built table in the shared builder.
+    ValueArray scratch;
+    (void)local_copies(args, scratch, local_server());
+  }
   const auto deadline = Clock::now() + options_.call_timeout;
   const size_t window = std::max(options_.oneway_window, options_.oneway_batch);
   bool full;

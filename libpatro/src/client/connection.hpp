@@ -132,6 +132,19 @@ class PATRO_PRIVATE ReleaseQueue {
   std::vector<ObjectId> dropped_ PATRO_GUARDED_BY(mu_);
 };
 
+class Connection;
+
+/// Serves a client's local objects so that servers can call them back (RMI's callbacks). It needs
+/// a server, a family above this one: the peer family installs the factory when the library loads.
+class PATRO_PRIVATE CallbackHost {
+ public:
+  virtual ~CallbackHost() = default;
+  /// A reference that servers can call, to the local object r names (r.node), now served.
+  virtual Value serve(const Reference& r) = 0;
+};
+using CallbackHostFactory = std::unique_ptr<CallbackHost> (*)(Connection& conn);
+void set_callback_host_factory(CallbackHostFactory factory) noexcept;
+
 class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection> {
  public:
   using Clock = std::chrono::steady_clock;
@@ -196,6 +209,12 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   const ClientOptions& options() const noexcept { return options_; }
   /// The broker talked to now (several brokers: it changes when the connection moves).
   std::string endpoint() PATRO_EXCLUDES(io_mu_);
+  /// Where servers register with that broker (from its Welcome; a wildcard host replaced by the
+  /// host this connection reached). Throws Error(unsupported) for a broker too old to say.
+  std::string broker_server_endpoint() PATRO_EXCLUDES(io_mu_);
+  /// Callbacks: serves the local object r names on this connection's callback host (started on
+  /// first use, stopped with the connection) and returns a reference that servers can call.
+  Value serve_local(const Reference& r) PATRO_EXCLUDES(callbacks_mu_);
   /// Times the connection moved to another broker.
   uint64_t failovers() const noexcept { return failovers_.load(std::memory_order_relaxed); }
 
@@ -207,6 +226,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
                    uint32_t oneway_calls = 0) PATRO_EXCLUDES(state_mu_);
   /// The wire trace: logs a request (or a batch and its calls) as it goes out.
   void trace_sent(const Multipart& frames, const Slot& slot, bool direct, uint32_t attempt);
+  /// serve_local, as local_copies takes it.
+  LocalServer local_server() const;
   /// Encodes a Request into fb (not finished).
   flatbuffers::Offset<wire::Request> encode_request(
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
@@ -303,6 +324,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   CurveOptions curve_;  // options_.curve, resolved (environment, a fresh pair)
   const uint64_t client_id_;
   std::string endpoint_ PATRO_GUARDED_BY(io_mu_);
+  std::string broker_server_endpoint_ PATRO_GUARDED_BY(io_mu_);  // from the Welcome
+  Mutex callbacks_mu_;
+  std::unique_ptr<CallbackHost> callbacks_ PATRO_GUARDED_BY(callbacks_mu_);
   size_t broker_index_ PATRO_GUARDED_BY(io_mu_) = 0;  // brokers_[broker_index_] is endpoint_
   // Several brokers: sock_'s disconnect watch. The servers this connection sent requests to: each
   // learns by a LOCATE through the broker that we are attached there, after a move or a restart.

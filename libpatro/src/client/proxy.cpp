@@ -8,7 +8,7 @@ namespace patro {
 // Value's constructor from a proxy lives with the proxy (the client family), so that values, in a
 // lower family, need not know about connections.
 Value::Value(const Proxy& p)
-    : Value(Reference{nullptr, p.connection(), p.id(), p.path(), {}, {}, p.hold_}) {}
+    : Value(Reference{nullptr, p.connection(), p.id(), p.path(), {}, {}, p.hold_, false}) {}
 
 using detail::Connection;
 using wire::Op;
@@ -251,6 +251,18 @@ std::string ref(const Proxy& p) {
 std::string reftype(const Proxy& p) {
   auto r = run(p, Op::Describe, {});
   return r.size() < 2 ? std::string() : r[1].as<std::string>();
+}
+
+Value callback(Value local) {
+  const Reference* r = local.if_reference();
+  if (r == nullptr || !r->node)
+    throw Error(Errc::invalid_argument,
+                "patro::callback needs a local object or container (a patro::Array, Hash, Scalar, "
+                "Code or an object of a registered class), not " +
+                    (r != nullptr ? "a proxy" : std::string(type_name(local.type()))));
+  Reference marked = *r;
+  marked.callback = true;
+  return Value(std::move(marked));
 }
 
 std::vector<Proxy> get_proxies(const Config& config, const ClientOptions& options) {

@@ -27,7 +27,7 @@ const char* Node::reftype() const {
 }
 
 Value reference_to(const std::shared_ptr<Node>& node) {
-  return Value(Reference{node, {}, {}, {}, node->type_name(), node->reftype(), {}});
+  return Value(Reference{node, {}, {}, {}, node->type_name(), node->reftype(), {}, false});
 }
 
 std::shared_ptr<Node> node_of(const Value& v) {

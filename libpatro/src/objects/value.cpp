@@ -188,9 +188,11 @@ const char* type_name(Type t) noexcept {
   return "?";
 }
 
-Value::Value(const Hash& h) : Value(Reference{h.node(), {}, {}, {}, "HASH", "HASH", {}}) {}
-Value::Value(const Array& a) : Value(Reference{a.node(), {}, {}, {}, "ARRAY", "ARRAY", {}}) {}
-Value::Value(const Scalar& s) : Value(Reference{s.node(), {}, {}, {}, "SCALAR", "SCALAR", {}}) {}
+Value::Value(const Hash& h) : Value(Reference{h.node(), {}, {}, {}, "HASH", "HASH", {}, false}) {}
+Value::Value(const Array& a)
+    : Value(Reference{a.node(), {}, {}, {}, "ARRAY", "ARRAY", {}, false}) {}
+Value::Value(const Scalar& s)
+    : Value(Reference{s.node(), {}, {}, {}, "SCALAR", "SCALAR", {}, false}) {}
 
 const ValueArray* Value::if_array() const noexcept {
   const auto* p = std::get_if<std::shared_ptr<ValueArray>>(&v_);

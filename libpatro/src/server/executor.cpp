@@ -185,14 +185,13 @@ std::string exception_text() {
 Value Executor::resolve_ref(const wire::Ref& ref) {
   const ObjectId id{ref.server(), ref.object()};
   if (id.server != objects_.server_id()) {
-    // An object of another server: stored as a reference that clients can follow.
-    return Value(Reference{nullptr,
-                           nullptr,
-                           id,
-                           {},
-                           ref.type_name() ? ref.type_name()->str() : std::string(),
-                           ref.reftype() ? ref.reftype()->str() : std::string(),
-                           {}});
+    // An object of another server (a client's callback object): a reference that clients can
+    // follow and that served code can call.
+    std::string type_name = ref.type_name() ? ref.type_name()->str() : std::string();
+    std::string reftype = ref.reftype() ? ref.reftype()->str() : std::string();
+    if (remote_refs_ != nullptr) return remote_refs_->make(id, type_name, reftype);
+    return Value(
+        Reference{nullptr, nullptr, id, {}, std::move(type_name), std::move(reftype), {}, false});
   }
   auto node = objects_.find(id);
   if (!node)

@@ -12,6 +12,7 @@
 #include "lock_table.hpp"
 #include "object_table.hpp"
 #include "patro/options.hpp"
+#include "remote_refs.hpp"
 #include "served_ops.hpp"
 #include "wire.hpp"
 
@@ -35,6 +36,9 @@ class Executor {
   /// peer sent. deadline: the request's, on this host's clock (the dispatcher works it out).
   zmq::message_t execute(const wire::Request& req, std::string_view routing,
                          std::chrono::steady_clock::time_point deadline);
+
+  /// How references to other servers' objects are made callable (null: they are not).
+  void set_remote_refs(RemoteRefs* refs) noexcept { remote_refs_ = refs; }
 
   /// Where late replies go.
   void set_reply_sink(std::weak_ptr<ReplySink> sink) { sink_ = std::move(sink); }
@@ -75,6 +79,7 @@ class Executor {
   const ServerOptions& options_;
   const Limits& limits_;
   LockTable* locks_;
+  RemoteRefs* remote_refs_ = nullptr;
   ChangedArgs changed_;  // arguments the current request's call changed
   std::weak_ptr<ReplySink> sink_;
   ReplyRoute route_;       // the current request's

@@ -283,6 +283,15 @@ Config Server::start() {
     MutexLock lock(lost_mu_);
     lost_.assign(broker_endpoints_.size(), LostBroker{});
   }
+  remote_refs_ = std::make_unique<RemoteRefs>(
+      [this]() PATRO_EXCLUDES(mu_) {
+        MutexLock lock(mu_);
+        std::vector<std::string> out;
+        for (const std::string& e : client_endpoints_)
+          if (!e.empty()) out.push_back(e);
+        return out;
+      },
+      curve_);
   running_ = true;
   register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
@@ -411,6 +420,11 @@ void Server::lane_registered(size_t broker, const std::string& client_endpoint,
   cv_.notify_all();
 }
 
+Value Server::serve_pinned(const std::shared_ptr<Node>& node) {
+  const ObjectId id = objects_.pin(node);
+  return Value(Reference{nullptr, nullptr, id, {}, node->type_name(), node->reftype(), {}, false});
+}
+
 void Server::stop() {
   stop_server(false);
 }
@@ -434,6 +448,7 @@ void Server::stop_server(bool from_fincheck) {
   for (auto& lane : lanes_)
     if (lane->thread.joinable()) lane->thread.join();
   for (auto& lane : lanes_) lane->outbox.reset();  // late replies after this are dropped
+  if (remote_refs_) remote_refs_->close();
   if (broker_) {
     broker_->stop();
     if (broker_thread_.joinable()) broker_thread_.join();
@@ -459,6 +474,7 @@ void Server::lane_main(Lane& lane) {
                             ? std::function<void(uint64_t)>([this](uint64_t c) { client_seen(c); })
                             : std::function<void(uint64_t)>());
   Executor& encoder = dispatcher.encoder();
+  encoder.set_remote_refs(remote_refs_.get());
   std::vector<DeferredReply> owed;
 
   // The direct path: this lane's own ROUTER, where clients send requests straight to it.

@@ -21,6 +21,7 @@
 #include "outbox.hpp"
 #include "patro/broker.hpp"
 #include "patro/server.hpp"
+#include "remote_refs.hpp"
 #include "reply_cache.hpp"
 #include "socket.hpp"
 #include "wire.hpp"
@@ -41,6 +42,9 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   void wait() override PATRO_EXCLUDES(mu_);
   bool running() const noexcept override { return running_.load(); }
   std::string server_endpoint() const override { return broker_endpoint_; }
+  /// Serves node for as long as the server runs (a client's callback object) and returns a
+  /// reference to it as its clients name it.
+  Value serve_pinned(const std::shared_ptr<Node>& node);
 
  private:
   struct Lane;
@@ -105,6 +109,7 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::atomic<int64_t> alive_ms_{0};  // the faster of our heartbeat and the broker's
   std::atomic<bool> running_{false};
   std::thread fincheck_thread_;
+  std::unique_ptr<RemoteRefs> remote_refs_;  // made in start(), before the lanes
 
   struct LostBroker {
     bool lost = false;

@@ -163,7 +163,7 @@ bool has_local(const Value& v) {
 
 // Through the public API of the containers: each read is atomic (an array's items, a scalar's
 // value); a hash is read key by key.
-Value local_copy(const Value& v, unsigned depth) {
+Value local_copy(const Value& v, unsigned depth, const LocalServer& serve) {
   if (depth > kMaxCopyDepth)
     throw Error(Errc::invalid_argument, "cannot send a local value nested deeper than " +
                                             std::to_string(kMaxCopyDepth) +
@@ -171,17 +171,25 @@ Value local_copy(const Value& v, unsigned depth) {
   if (const ValueArray* a = v.if_array()) {
     ValueArray out;
     out.reserve(a->size());
-    for (const Value& e : *a) out.push_back(local_copy(e, depth + 1));
+    for (const Value& e : *a) out.push_back(local_copy(e, depth + 1, serve));
     return Value(std::move(out));
   }
   if (const ValueHash* h = v.if_hash()) {
     ValueHash out;
-    for (const auto& [k, e] : *h) out.emplace_hint(out.end(), k, local_copy(e, depth + 1));
+    for (const auto& [k, e] : *h) out.emplace_hint(out.end(), k, local_copy(e, depth + 1, serve));
     return Value(std::move(out));
   }
   const Reference* r = v.if_reference();
   if (r == nullptr || !r->node) return v;
-  if (r->reftype == "ARRAY") return local_copy(Value(v.as<Array>().items()), depth);
+  const bool container = r->reftype == "ARRAY" || r->reftype == "HASH" || r->reftype == "SCALAR";
+  if (!container || r->callback) {
+    if (serve) return serve(*r);
+    throw Error(Errc::invalid_argument,
+                "cannot send a local object (" + r->type_name +
+                    ") to a server here: objects are served for callbacks only by a client's "
+                    "connection; serve it with patronize() and pass its proxy");
+  }
+  if (r->reftype == "ARRAY") return local_copy(Value(v.as<Array>().items()), depth, serve);
   if (r->reftype == "HASH") {
     const Hash h = v.as<Hash>();
     ValueHash items;
@@ -189,22 +197,19 @@ Value local_copy(const Value& v, unsigned depth) {
       Value e = h.get(k);
       items.emplace(std::move(k), std::move(e));
     }
-    return local_copy(Value(std::move(items)), depth);
+    return local_copy(Value(std::move(items)), depth, serve);
   }
-  if (r->reftype == "SCALAR") return Value(Scalar(local_copy(v.as<Scalar>().get(), depth + 1)));
-  throw Error(Errc::invalid_argument,
-              "cannot send a local object (" + r->type_name +
-                  ") to a server: arrays, hashes and scalars are copied, objects are not "
-                  "(callbacks are not supported); serve it with patronize() and pass its proxy");
+  return Value(Scalar(local_copy(v.as<Scalar>().get(), depth + 1, serve)));
 }
 }  // namespace
 
-const ValueArray& local_copies(const ValueArray& args, ValueArray& scratch) {
+const ValueArray& local_copies(const ValueArray& args, ValueArray& scratch,
+                               const LocalServer& serve) {
   if (std::none_of(args.begin(), args.end(), [](const Value& a) { return has_local(a); }))
     return args;
   scratch.clear();
   scratch.reserve(args.size());
-  for (const Value& a : args) scratch.push_back(local_copy(a, 0));
+  for (const Value& a : args) scratch.push_back(local_copy(a, 0, serve));
   return scratch;
 }
 
@@ -264,7 +269,7 @@ flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb
       if (ref.IsNull()) {  // the writer sends a local scalar as a copy
         kind = wire::Kind::Scalar;
         // (a scalar stores containers as references: its value travels as a copy too)
-        items = encode_values(fb, ValueArray{local_copy(v.as<Scalar>().get(), 0)}, refs);
+        items = encode_values(fb, ValueArray{local_copy(v.as<Scalar>().get(), 0, {})}, refs);
       }
       break;
   }

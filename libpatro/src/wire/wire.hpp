@@ -163,10 +163,14 @@ inline constexpr unsigned kMaxCopyDepth = 100;
 /// that no server serves) is replaced by a deep copy: arrays and hashes become copied ValueArray
 /// and ValueHash (the server stores them as new served containers), a scalar a new local
 /// patro::Scalar holding a copy, which the client's RefWriter sends as a wire Kind::Scalar (by
-/// returning a null offset). A local object of a class, code or file handle is refused with
-/// Errc::invalid_argument (callbacks are not supported). Returns args itself when it holds no
-/// local container, else the copy in scratch.
-const ValueArray& local_copies(const ValueArray& args, ValueArray& scratch);
+/// returning a null offset). A local object of a class, code or file handle, and a local container
+/// marked Reference::callback, is served for callbacks by serve (the client's callback host), which
+/// returns the reference that travels instead; with no serve it is refused with
+/// Errc::invalid_argument. Returns args itself when it holds nothing local, else the copy in
+/// scratch.
+using LocalServer = std::function<Value(const Reference&)>;
+const ValueArray& local_copies(const ValueArray& args, ValueArray& scratch,
+                               const LocalServer& serve = {});
 
 flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb, const Value& v,
                                               const RefWriter& refs);
