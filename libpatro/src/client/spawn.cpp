@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -43,6 +44,31 @@ void write_all(int fd, const char* data, size_t n) noexcept {
     data += w;
     n -= static_cast<size_t>(w);
   }
+}
+
+// Copies the child's output to ours. A closed standard output of ours (a reader that went away)
+// must not kill this process: SIGPIPE is blocked around the write, and one it raised is taken.
+void write_out(const char* data, size_t n) noexcept {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  if (::pthread_sigmask(SIG_BLOCK, &pipe_set, &old) != 0) return;
+  bool broken = false;
+  while (n > 0) {
+    const ssize_t w = ::write(STDOUT_FILENO, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      broken = w < 0 && errno == EPIPE;
+      break;
+    }
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  if (broken && !sigismember(&old, SIGPIPE)) {
+    const timespec zero{};
+    (void)::sigtimedwait(&pipe_set, nullptr, &zero);
+  }
+  (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 // "exited with status 3" / "was killed by signal 9 (Killed)"
@@ -103,7 +129,7 @@ class ChildProcess {
     quit_read_ = fds[0];
     quit_write_ = fds[1];
     forwarder_ = std::thread([this, rest = std::move(rest)] {
-      write_all(STDOUT_FILENO, rest.data(), rest.size());
+      write_out(rest.data(), rest.size());
       char buf[4096];
       for (;;) {
         pollfd p[2] = {{stdout_fd_, POLLIN, 0}, {quit_read_, POLLIN, 0}};
@@ -115,7 +141,7 @@ class ChildProcess {
         const ssize_t n = ::read(stdout_fd_, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return;
-        write_all(STDOUT_FILENO, buf, static_cast<size_t>(n));
+        write_out(buf, static_cast<size_t>(n));
       }
     });
   }
@@ -310,11 +336,11 @@ std::vector<Proxy> spawn(std::vector<std::string> argv, const SpawnOptions& opti
         } catch (const Error&) {
         }
       }
-      if (!config) detail::write_all(STDOUT_FILENO, buffer.data(), eol + 1);
+      if (!config) detail::write_out(buffer.data(), eol + 1);
       buffer.erase(0, eol + 1);
     }
     if (!config && buffer.size() > detail::kMaxLine) {
-      detail::write_all(STDOUT_FILENO, buffer.data(), buffer.size());
+      detail::write_out(buffer.data(), buffer.size());
       buffer.clear();
     }
   }
