@@ -3,6 +3,7 @@
 // public API.
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -215,8 +216,13 @@ int main(int argc, char** argv) {
       ->type_name("N")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--config-out", config_out,
-                 "write the config (one line; objects in command-line order) to FILE")
+                 "write the config (one line; objects in command-line order) to FILE; - for "
+                 "standard output (patro::spawn through ssh reads it there)")
       ->type_name("FILE");
+  bool watch_stdin = false;
+  app.add_flag("--watch-stdin", watch_stdin,
+               "stop (as on SIGTERM) when standard input reaches its end: under patro::spawn "
+               "through ssh, the worker stops when its parent or the connection goes");
   app.add_option("--endpoints-file", endpoints_file,
                  "write \"FRONT BACK\" of the embedded broker to FILE once bound")
       ->type_name("FILE");
@@ -249,6 +255,13 @@ int main(int argc, char** argv) {
   for (const std::string& b : broker_args)
     for (const std::string& e : patro::split_endpoints(b)) so.brokers.push_back(e);
   if (!broker_args.empty() && so.brokers.empty()) usage_error("--broker names no broker");
+  // Under patro::spawn (which sets PATRO_SPAWNED=1) the embedded broker takes free ports unless
+  // told otherwise, so that spawned workers neither clash with each other nor with a broker on
+  // the well-known ones; patronize() prints the config on standard output for the parent.
+  const char* spawned_env = std::getenv("PATRO_SPAWNED");
+  const bool spawned = spawned_env != nullptr && std::string(spawned_env) == "1";
+  if (spawned && app.count("--front") == 0) bo.frontend = "tcp://127.0.0.1:*";
+  if (spawned && app.count("--back") == 0) bo.backend = "tcp://127.0.0.1:*";
   // One broker as before; several: each registered with (the first stays in so.broker, which
   // the library reads when it is given no list).
   if (!so.brokers.empty()) so.broker = so.brokers.front();
@@ -373,7 +386,13 @@ int main(int argc, char** argv) {
     try {
       patro::Config cfg = patro::patronize(so, objects);
       if (!config_client_key.empty()) cfg.set_client_key(patro::read_key_file(config_client_key));
-      if (!config_out.empty()) cfg.to_file(config_out);
+      if (config_out == "-") {
+        // Under PATRO_SPAWNED patronize() printed it already.
+        if (!spawned) std::printf("%s\n", cfg.to_string().c_str());
+        std::fflush(stdout);
+      } else if (!config_out.empty()) {
+        cfg.to_file(config_out);
+      }
       std::string registered_with, clients_connect_to;
       for (const std::string& b : so.brokers.empty() ? std::vector{so.broker} : so.brokers)
         registered_with += (registered_with.empty() ? "" : ", ") + b;
@@ -398,6 +417,19 @@ int main(int argc, char** argv) {
             });
         patro::write_log(patro::LogLevel::info, "worker",
                          "metrics at http://" + metrics_server->endpoint().substr(6) + "/metrics");
+      }
+      if (watch_stdin) {
+        // The signals are blocked in every thread (TerminationSignals): the main thread's wait
+        // takes this one as it would an operator's.
+        std::thread([] {
+          char buf[512];
+          for (;;) {
+            const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+          }
+          ::kill(::getpid(), SIGTERM);
+        }).detach();
       }
       patro::daemon::notify("READY=1");
       for (;;) {

@@ -15,5 +15,6 @@
 #include "patro/options.hpp"
 #include "patro/server.hpp"
 #include "patro/signals.hpp"
+#include "patro/spawn.hpp"
 #include "patro/sync.hpp"
 #include "patro/value.hpp"

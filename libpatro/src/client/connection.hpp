@@ -64,6 +64,8 @@
 
 namespace patro::detail {
 
+class ChildProcess;  // spawn.cpp: a process patro::spawn started
+
 struct NameInfo {
   ObjectId id;
   std::string type_name;
@@ -218,6 +220,12 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Times the connection moved to another broker.
   uint64_t failovers() const noexcept { return failovers_.load(std::memory_order_relaxed); }
 
+  /// The process patro::spawn started to serve this connection's objects (null: none). Set once,
+  /// before the connection is shared; it is stopped when the connection goes, after the
+  /// connection closed its sockets (child_ is the first member, so the last destroyed).
+  void set_child(std::shared_ptr<ChildProcess> child) { child_ = std::move(child); }
+  const std::shared_ptr<ChildProcess>& child() const noexcept { return child_; }
+
  private:
   /// Registers a slot for request_id (the caller fills the frames).
   /// frames: the request as it goes out, kept to resend it (none: not resent).
@@ -319,6 +327,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void heartbeat_main(const std::atomic<bool>& gone);
   void wake() noexcept;
 
+  std::shared_ptr<ChildProcess> child_;
   const std::vector<std::string> brokers_;
   const ClientOptions options_;
   CurveOptions curve_;  // options_.curve, resolved (environment, a fresh pair)

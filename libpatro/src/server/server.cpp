@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 
@@ -955,6 +957,20 @@ Config detail::patronize_values(const ServerOptions& options, std::vector<Named>
   auto server = std::make_shared<detail::Server>(options, std::move(objects));
   Config cfg = server->start();
   cfg.attach_server(std::move(server));
+  // Started by patro::spawn: the first server of the process tells its parent its config, as
+  // one line on standard output, once serving.
+  static std::atomic<bool> told{false};
+  const char* spawned = std::getenv("PATRO_SPAWNED");
+  if (spawned != nullptr && std::string_view(spawned) == "1" && !told.exchange(true)) {
+    const std::string line = cfg.to_string() + "\n";
+    std::fflush(stdout);  // what the program printed before goes first
+    for (size_t done = 0; done < line.size();) {
+      const ssize_t n = ::write(STDOUT_FILENO, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+  }
   return cfg;
 }
 
