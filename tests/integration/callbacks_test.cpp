@@ -101,6 +101,22 @@ TEST_CASE_FIXTURE(Served, "a patro::Code passed to a server is called back on a 
   CHECK(calls == 2);
   CHECK(ran_on != 0);
   CHECK(ran_on != this_thread_hash());
+
+  // Once the client stops serving its callbacks, the server's calls to them fail cleanly.
+  CHECK(notifier.call("listen", twice) == true);
+  CHECK(notifier.call("fire", 4) == 8);
+  patro::stop_callbacks(notifier);
+  const Errc e = error_of([&] { (void)notifier.call("fire", 5); });
+  CHECK((e == Errc::server_unavailable || e == Errc::outcome_unknown));
+  CHECK(calls == 3);
+  // Inside a callback it is refused (it would wait for itself).
+  std::atomic<int> refused{0};
+  patro::Code stopper = [&](int64_t) {
+    refused = static_cast<int>(error_of([&] { patro::stop_callbacks(notifier); }));
+    return 0;
+  };
+  CHECK(notifier.call("call_code", stopper, 1) == 0);
+  CHECK(refused == static_cast<int>(Errc::invalid_argument));
   stop();
 }
 

@@ -122,6 +122,8 @@ TEST_CASE("a queue consumer is sent every job as it comes, each once, and acknow
   std::this_thread::sleep_for(200ms);
   CHECK(inbox.size() == 200);  // cancelled: nothing more is pushed
   CHECK(q.call("size") == 1);
+  // on_job holds q, whose connection serves on_job: the cycle ends here.
+  patro::stop_callbacks(q);
   CHECK(w.proc->stop() == 0);
 }
 

@@ -432,6 +432,13 @@ std::vector<std::string> split_endpoints(const std::string& list);
 /// Error(invalid_argument) for anything that is not a local object or container.
 Value callback(Value local);
 
+/// Stops serving the callbacks passed through p's connection (its callback host; the connection
+/// stops it anyway when it closes): servers that call them then get Errc::server_unavailable. A
+/// callback that holds a proxy of its own connection keeps that connection alive (the connection
+/// serves the callback, which holds the connection): this breaks the cycle. Call it from outside
+/// any callback; one called back on the host's thread is refused with Errc::invalid_argument.
+void stop_callbacks(const Proxy& p);
+
 /// Sends the connection's open batch of oneway calls and waits until the server acknowledged every
 /// oneway call made on it. Returns how many of them failed on the server since the last
 /// await_oneway (each failure was logged). Throws Error(timeout) if they are not all acknowledged

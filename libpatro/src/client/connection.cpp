@@ -827,6 +827,19 @@ Value Connection::serve_local(const Reference& r) {
   return callbacks_->serve(r);
 }
 
+void Connection::stop_callbacks() {
+  std::unique_ptr<CallbackHost> host;
+  {
+    MutexLock lock(callbacks_mu_);
+    if (callbacks_ && callbacks_->on_host_thread())
+      throw Error(Errc::invalid_argument,
+                  "patro::stop_callbacks cannot run inside a callback (it would wait for itself)");
+    host.swap(callbacks_);
+  }
+  // Stopped outside the lock: a callback running now may pass another local object meanwhile
+  // (and start a new host).
+}
+
 LocalServer Connection::local_server() const {
   auto* self = const_cast<Connection*>(this);
   return [self](const Reference& r) { return self->serve_local(r); };

@@ -143,6 +143,8 @@ class PATRO_PRIVATE CallbackHost {
   virtual ~CallbackHost() = default;
   /// A reference that servers can call, to the local object r names (r.node), now served.
   virtual Value serve(const Reference& r) = 0;
+  /// Whether the calling thread is one of the host's (running a callback).
+  virtual bool on_host_thread() const = 0;
 };
 using CallbackHostFactory = std::unique_ptr<CallbackHost> (*)(Connection& conn);
 void set_callback_host_factory(CallbackHostFactory factory) noexcept;
@@ -217,6 +219,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Callbacks: serves the local object r names on this connection's callback host (started on
   /// first use, stopped with the connection) and returns a reference that servers can call.
   Value serve_local(const Reference& r) PATRO_EXCLUDES(callbacks_mu_);
+  /// Stops the callback host, if one runs (patro::stop_callbacks).
+  void stop_callbacks() PATRO_EXCLUDES(callbacks_mu_);
   /// Times the connection moved to another broker.
   uint64_t failovers() const noexcept { return failovers_.load(std::memory_order_relaxed); }
 

@@ -265,6 +265,10 @@ Value callback(Value local) {
   return Value(std::move(marked));
 }
 
+void stop_callbacks(const Proxy& p) {
+  p.connection()->stop_callbacks();
+}
+
 std::vector<Proxy> get_proxies(const Config& config, const ClientOptions& options) {
   // The keys the options give win over those the config carries.
   ClientOptions o = options;

@@ -28,6 +28,7 @@ class CallbackServer final : public CallbackHost {
   CallbackServer& operator=(const CallbackServer&) = delete;
 
   Value serve(const Reference& r) override { return server_->serve_pinned(r.node); }
+  bool on_host_thread() const override { return server_->on_lane_thread(); }
 
  private:
   std::shared_ptr<Server> server_;

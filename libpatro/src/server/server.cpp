@@ -427,6 +427,12 @@ Value Server::serve_pinned(const std::shared_ptr<Node>& node) {
   return Value(Reference{nullptr, nullptr, id, {}, node->type_name(), node->reftype(), {}, false});
 }
 
+bool Server::on_lane_thread() const {
+  const auto me = std::this_thread::get_id();
+  return std::any_of(lanes_.begin(), lanes_.end(),
+                     [&](const std::unique_ptr<Lane>& l) { return l->thread.get_id() == me; });
+}
+
 void Server::stop() {
   stop_server(false);
 }

@@ -45,6 +45,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   /// Serves node for as long as the server runs (a client's callback object) and returns a
   /// reference to it as its clients name it.
   Value serve_pinned(const std::shared_ptr<Node>& node);
+  /// Whether the calling thread is one of the lanes (set in start(); call while running).
+  bool on_lane_thread() const;
 
  private:
   struct Lane;
