@@ -17,11 +17,13 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/expect.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
 using patro::Errc;
 using patro::test::BrokerProcess;
+using patro::test::error_of;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
@@ -75,17 +77,6 @@ struct Served {
   }
 };
 
-// The code of an error, or ok if f did not throw.
-template <class F>
-Errc error_of(F&& f) {
-  try {
-    f();
-  } catch (const patro::Error& e) {
-    return e.code();
-  }
-  return Errc::ok;
-}
-
 }  // namespace
 
 TEST_CASE_FIXTURE(Served, "a patro::Code passed to a server is called back on a client thread") {
@@ -106,13 +97,13 @@ TEST_CASE_FIXTURE(Served, "a patro::Code passed to a server is called back on a 
   CHECK(notifier.call("listen", twice) == true);
   CHECK(notifier.call("fire", 4) == 8);
   patro::stop_callbacks(notifier);
-  const Errc e = error_of([&] { (void)notifier.call("fire", 5); });
+  const Errc e = error_of([&] { (void)notifier.call("fire", 5); }).code();
   CHECK((e == Errc::server_unavailable || e == Errc::outcome_unknown));
   CHECK(calls == 3);
   // Inside a callback it is refused (it would wait for itself).
   std::atomic<int> refused{0};
   patro::Code stopper = [&](int64_t) {
-    refused = static_cast<int>(error_of([&] { patro::stop_callbacks(notifier); }));
+    refused = static_cast<int>(error_of([&] { patro::stop_callbacks(notifier); }).code());
     return 0;
   };
   CHECK(notifier.call("call_code", stopper, 1) == 0);
@@ -154,11 +145,13 @@ TEST_CASE_FIXTURE(Served, "patro::callback serves a local container instead of c
   CHECK(notifier.call("set_key", patro::callback(local), "n", 3) == true);
   CHECK(local.get("n") == 3);  // the server wrote the client's own hash
   // Without callback(): a copy travels, a plain value the server cannot write through.
-  CHECK(error_of([&] { (void)notifier.call("set_key", local, "m", 4); }) == Errc::type_mismatch);
+  CHECK(error_of([&] { (void)notifier.call("set_key", local, "m", 4); }).code() ==
+        Errc::type_mismatch);
   CHECK(local.get("m").is_null());
   // Only local things can be callbacks.
-  CHECK(error_of([] { (void)patro::callback(42); }) == Errc::invalid_argument);
-  CHECK(error_of([&] { (void)patro::callback(patro::Value(notifier)); }) == Errc::invalid_argument);
+  CHECK(error_of([] { (void)patro::callback(42); }).code() == Errc::invalid_argument);
+  CHECK(error_of([&] { (void)patro::callback(patro::Value(notifier)); }).code() ==
+        Errc::invalid_argument);
   stop();
 }
 
@@ -201,7 +194,7 @@ TEST_CASE_FIXTURE(Served, "a callback whose client is gone gives the server a cl
     CHECK(notifier.call("fire", 3) == "pid " + std::to_string(child.pid()));
     child.signal(SIGKILL);
     CHECK(child.wait(10s).has_value());
-    const Errc e = error_of([&] { (void)notifier.call("fire", 4); });
+    const Errc e = error_of([&] { (void)notifier.call("fire", 4); }).code();
     CHECK((e == Errc::server_unavailable || e == Errc::outcome_unknown));
   }
   // The killed client's callback host left its lock segment behind; as any server start does.

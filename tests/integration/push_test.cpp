@@ -15,10 +15,12 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/expect.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
 using patro::Errc;
+using patro::test::error_of;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
@@ -84,16 +86,6 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds lim
   return true;
 }
 
-template <class F>
-Errc error_of(F&& f) {
-  try {
-    f();
-  } catch (const patro::Error& e) {
-    return e.code();
-  }
-  return Errc::ok;
-}
-
 }  // namespace
 
 TEST_CASE("a queue consumer is sent every job as it comes, each once, and acknowledges it") {
@@ -152,8 +144,8 @@ TEST_CASE("a consumer gets at most prefetch unacknowledged jobs; a gone one's go
 
   // Bad input gets a clear error.
   patro::Code noop = [](patro::Value) { return true; };
-  CHECK(error_of([&] { (void)q.call("consume", 42, 1); }) == Errc::type_mismatch);
-  CHECK(error_of([&] { (void)q.call("consume", noop, 0); }) == Errc::invalid_argument);
+  CHECK(error_of([&] { (void)q.call("consume", 42, 1); }).code() == Errc::type_mismatch);
+  CHECK(error_of([&] { (void)q.call("consume", noop, 0); }).code() == Errc::invalid_argument);
   CHECK(q.call("consumers") == 0);
   CHECK(w.proc->stop() == 0);
 }
@@ -183,6 +175,7 @@ TEST_CASE("a log subscriber is sent every line as it is written, in order, until
   (void)log.call("write", "after");
   std::this_thread::sleep_for(200ms);
   CHECK(inbox.size() == 101);
-  CHECK(error_of([&] { (void)log.call("subscribe", 0, "not a callback"); }) == Errc::type_mismatch);
+  CHECK(error_of([&] { (void)log.call("subscribe", 0, "not a callback"); }).code() ==
+        Errc::type_mismatch);
   CHECK(w.proc->stop() == 0);
 }
