@@ -235,6 +235,10 @@ class Connection:
         self._oneway_unacked = 0
         self._oneway_failed = 0
         self._oneway_first_error = ""
+        # References whose last proxy went (their _Hold was collected), to release at their
+        # servers on the heartbeat thread's next turn (libpatro's ReleaseQueue).
+        self._released = collections.deque()
+        self.released = 0  # Release calls sent so far
         _live.add(self)
 
     # --- life ---
@@ -737,6 +741,30 @@ class Connection:
 
     # --- oneway calls ---
 
+    def hold(self, server, obj):
+        """The claim of a reference a reply brought on its server's object: every proxy made
+        from the reference shares it, and when the last goes the server is told (a oneway
+        Release on the heartbeat thread's next turn), as libpatro's clients do."""
+        return _Hold(self, server, obj)
+
+    def _send_releases(self):
+        """Sends the releases queued since the last turn, counted per object, in the oneway
+        batches (without waiting for the window: a release is small, and the heartbeat thread
+        must not block)."""
+        counts = {}
+        while True:
+            try:
+                key = self._released.popleft()
+            except IndexError:
+                break
+            counts[key] = counts.get(key, 0) + 1
+        for (server, obj), n in counts.items():
+            try:
+                self._append_oneway(server, obj, Op.Release, (), (n,), None, 0)
+                self.released += 1
+            except errors.Error:
+                return  # closed: the server drops what a gone client held
+
     def send_oneway(self, server, obj, op, path=(), args=(), name=None, fence=0):
         """Queues a call that wants no answer in the open batch. Waits, driving the socket,
         while oneway_window calls are unacknowledged; Timeout if the window does not open within
@@ -750,6 +778,9 @@ class Connection:
                                time.monotonic() + self.options.call_timeout):
                 raise errors.Timeout("the server acknowledged none of %d oneway calls in flight "
                                      "by the call's deadline" % window)
+        self._append_oneway(server, obj, op, path, args, name, fence)
+
+    def _append_oneway(self, server, obj, op, path, args, name, fence):
         opened = False
         with self._out_mu:
             if self._closed:
@@ -955,6 +986,8 @@ class Connection:
         if due, read what came, expire slots. Returns seconds until the open batch is due, or
         None."""
         due = None
+        if self._released:
+            self._send_releases()
         if self._batch_calls:
             left = self._batch_opened + self.options.oneway_delay - time.monotonic()
             if left <= 0:
@@ -971,6 +1004,22 @@ class Connection:
         finally:
             self._release_io()
         return due
+
+
+class _Hold:
+    """One reference's claim on its server's object (see Connection.hold). Refers to its
+    connection weakly: a proxy alive after its connection closed releases nothing."""
+
+    __slots__ = ("_conn", "_id")
+
+    def __init__(self, conn, server, obj):
+        self._conn = weakref.ref(conn)
+        self._id = (server, obj)
+
+    def __del__(self):
+        conn = self._conn()
+        if conn is not None and not conn._closed:
+            conn._released.append(self._id)  # deque.append: safe from any thread, no lock
 
 
 def _heartbeat_main(ref, stop):

@@ -120,10 +120,13 @@ class Proxy:
     """
 
     __slots__ = ("_conn", "_server", "_object", "_path", "_type_name", "_reftype", "_fence",
-                 "__weakref__")
+                 "_hold", "__weakref__")
 
-    def __init__(self, conn, server, obj, path=(), type_name="", reftype="", fence=0):
+    def __init__(self, conn, server, obj, path=(), type_name="", reftype="", fence=0, hold=None):
         self._conn = conn
+        # The claim of the reference this proxy came from (None: from a config or a name, never
+        # released); proxies made from this one share it.
+        self._hold = hold
         self._server = server
         self._object = obj
         self._path = tuple(path)
@@ -162,7 +165,8 @@ class Proxy:
         return "<patro.Proxy %s %016x%016x%s>" % (kind, self._server, self._object, path)
 
     def _make_ref(self, server, obj, type_name, reftype):
-        return Proxy(self._conn, server, obj, (), type_name, reftype)
+        return Proxy(self._conn, server, obj, (), type_name, reftype,
+                     hold=self._conn.hold(server, obj))
 
     def _run(self, op, args=(), name=None, context=CallContext.Scalar, timeout=None, path=None):
         return self._conn.call(self._server, self._object, op,
@@ -172,13 +176,13 @@ class Proxy:
     def at(self, *keys):
         """A proxy to the element at self's path plus keys (str: hash key, int: array index)."""
         return Proxy(self._conn, self._server, self._object, self._path + tuple(map(_key, keys)),
-                     fence=self._fence)
+                     fence=self._fence, hold=self._hold)
 
     def fenced(self, token):
         """A proxy whose mutating calls carry a fencing token (refused once a newer lock grant
         exists)."""
         return Proxy(self._conn, self._server, self._object, self._path, self._type_name,
-                     self._reftype, token)
+                     self._reftype, token, self._hold)
 
     # --- containers ---
 

@@ -124,7 +124,7 @@ class Cluster:
                 f.write("first line\n")
             self.server = procs.start([program("py_server"), self.config, "--broker", self.back,
                                        "--heartbeat-ms", "100", "--threads", "4", "--name", name,
-                                       "--file", self.file_path])
+                                       "--file", self.file_path, "--lease-ms", "300"])
             if not wait_for_file(self.config):
                 pytest.fail("the py server did not write its config")
         if worker:

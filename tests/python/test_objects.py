@@ -1,5 +1,9 @@
 """Proxies to a C++ server's hash, array, object and callables (tests/support/py_server.cpp)."""
+import gc
 import threading
+import time
+
+import pytest
 
 import patro
 
@@ -149,6 +153,42 @@ def test_config_and_names(cluster):
     except patro.TypeMismatch:
         pass
     conn.close()
+
+
+def _freed(conn, server, obj, limit=10.0):
+    """Whether the server forgets the object (unknown_object) within limit, asked by id."""
+    unheld = patro.Proxy(conn, server, obj)  # made by hand: no hold, asking does not keep it
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            unheld.ref()
+        except patro.Error as e:
+            if e.name == "unknown_object":
+                return True
+            raise
+        time.sleep(0.05)
+    return False
+
+
+def test_a_dropped_reference_is_released_and_freed(objs):
+    # The server (--lease-ms 300) frees what no client holds once the lease is out.
+    m = objs["money"]
+    conn = m.connection
+    before = conn.released
+    kept = m.operator("+", 1)  # a new Money: a reference, held by this proxy
+    dropped = m.operator("+", 2)
+    child = dropped.fenced(0)  # proxies made from a proxy share its hold
+    sid, oid = dropped.id
+    del dropped
+    gc.collect()
+    time.sleep(0.8)  # past the lease: the child still holds it
+    assert child.call("cents") == m.call("cents") + 2
+    del child
+    gc.collect()
+    assert _freed(conn, sid, oid)
+    assert conn.released > before
+    assert kept.call("cents") == m.call("cents") + 1  # still held: never freed
+    assert not _freed(conn, *kept.id, limit=0.5)
 
 
 def test_operators_and_conversions(objs):

@@ -10,7 +10,7 @@
 //
 //   patro-test-py-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--threads N] [--name NAME]
 //                               [--file PATH] [--server-id N] [--broker-key Z85|FILE]
-//                               [--curve-key FILE]
+//                               [--curve-key FILE] [--lease-ms N]
 // --server-id: a fixed server id (decimal), so a restarted server serves the same object ids.
 // With --broker-key (CURVE), the config it writes carries the broker's key.
 #include <chrono>
@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
       broker_key = argv[i + 1];
     else if (a == "--curve-key")
       curve_key = argv[i + 1];
+    else if (a == "--lease-ms")
+      opts.reference_lease = std::chrono::milliseconds(std::atoi(argv[i + 1]));
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
