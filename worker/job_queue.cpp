@@ -27,10 +27,7 @@ JobQueue::JobQueue(std::string name, std::chrono::milliseconds visibility,
 }
 
 JobQueue::~JobQueue() {
-  {
-    std::lock_guard<std::mutex> lock(alive_->mu);
-    alive_->queue = nullptr;
-  }
+  alive_->clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -168,13 +165,7 @@ void JobQueue::consume(const Value& callback, int64_t prefetch, Deferred reply) 
   if (prefetch < 1 || prefetch > 10000)
     throw Error(Errc::invalid_argument,
                 "consume: prefetch must be 1 to 10000, not " + std::to_string(prefetch));
-  const Reference* r = callback.if_reference();
-  if (r == nullptr || r->reftype != "CODE")
-    throw Error(Errc::type_mismatch,
-                "consume: the callback must be a client's patro::Code (it is called with [id, "
-                "job, delivery] for each job), not " +
-                    (r != nullptr ? r->type_name : std::string(type_name(callback.type()))));
-  Proxy cb(callback);  // type_mismatch if this server cannot call it
+  Proxy cb = push_target(callback, "consume", "it is called with [id, job, delivery] for each job");
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t token = next_token_++;
   consumers_.push_back(Consumer{token, reply.client_id(), std::move(cb), prefetch});
@@ -211,8 +202,7 @@ void JobQueue::send_pushes(std::deque<Push> pushes) {
             try {
               (void)f.get();
             } catch (const std::exception& e) {
-              std::lock_guard<std::mutex> lock(alive->mu);
-              if (alive->queue != nullptr) alive->queue->drop_consumer(token, e.what());
+              alive->with([&](JobQueue& q) { q.drop_consumer(token, e.what()); });
             }
           });
     } catch (const std::exception& e) {

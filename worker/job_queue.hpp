@@ -23,6 +23,7 @@
 
 #include <patro/patro.hpp>
 
+#include "push.hpp"
 #include "wal.hpp"
 
 namespace patro::worker {
@@ -101,12 +102,6 @@ class JobQueue {
     Proxy callback;
     Value item;
   };
-  // What a push's answer (in a connection's thread, maybe after the queue is gone) reaches.
-  struct Alive {
-    explicit Alive(JobQueue* q) : queue(q) {}
-    std::mutex mu;
-    JobQueue* queue;
-  };
 
   void take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply);
   void lease_ended(const Lease& lease);  // requires mu_
@@ -136,7 +131,7 @@ class JobQueue {
   size_t next_consumer_ = 0;  // whose turn it is
   int64_t next_token_ = 1;
   std::deque<Push> pushes_;  // sent by the timer thread, outside mu_
-  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>(this);
+  std::shared_ptr<PushGuard<JobQueue>> alive_ = std::make_shared<PushGuard<JobQueue>>(this);
   bool stopping_ = false;
   std::unordered_map<int64_t, int64_t> push_bytes_;  // each job's push record, for compaction
   int64_t live_bytes_ = 0;                           // their sum

@@ -34,10 +34,7 @@ LogWriter::LogWriter(std::string path, LogOptions options)
 }
 
 LogWriter::~LogWriter() {
-  {
-    std::lock_guard<std::mutex> lock(alive_->mu);
-    alive_->writer = nullptr;
-  }
+  alive_->clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -329,13 +326,8 @@ void LogWriter::answer_followers(bool reread) {
 }
 
 int64_t LogWriter::subscribe(int64_t offset, const Value& callback) {
-  const Reference* r = callback.if_reference();
-  if (r == nullptr || r->reftype != "CODE")
-    throw Error(Errc::type_mismatch,
-                "subscribe: the callback must be a client's patro::Code (it is called with "
-                "{\"lines\", \"next\"} as follow answers), not " +
-                    (r != nullptr ? r->type_name : std::string(type_name(callback.type()))));
-  Proxy cb(callback);  // type_mismatch if this server cannot call it
+  Proxy cb = push_target(callback, "subscribe",
+                         "it is called with {\"lines\", \"next\"} as follow answers");
   int64_t token;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -385,8 +377,7 @@ void LogWriter::push_subscribers() {
           failure = e.what();
           if (failure.empty()) failure = "failed";
         }
-        std::lock_guard<std::mutex> lock(alive->mu);
-        if (alive->writer != nullptr) alive->writer->pushed(token, failure);
+        alive->with([&](LogWriter& w) { w.pushed(token, failure); });
       });
     } catch (const std::exception& e) {
       pushed(token, e.what());

@@ -17,6 +17,8 @@
 
 #include <patro/patro.hpp>
 
+#include "push.hpp"
+
 namespace patro::worker {
 
 struct LogOptions {
@@ -78,12 +80,6 @@ class LogWriter {
     int64_t offset;
     bool in_flight = false;  // a push not yet answered
   };
-  // What a push's answer (in a connection's thread, maybe after the writer is gone) reaches.
-  struct Alive {
-    explicit Alive(LogWriter* w) : writer(w) {}
-    std::mutex mu;
-    LogWriter* writer;
-  };
   /// Pushes what is new to each subscriber with no push in flight (the writer thread).
   void push_subscribers();
   /// A push answered: ok, the subscriber may have the next; otherwise it is dropped.
@@ -107,7 +103,7 @@ class LogWriter {
   bool new_followers_ = false;  // the writer thread has not looked at every follower yet
   std::vector<Subscriber> subscribers_;
   int64_t next_token_ = 1;
-  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>(this);
+  std::shared_ptr<PushGuard<LogWriter>> alive_ = std::make_shared<PushGuard<LogWriter>>(this);
   bool stopping_ = false;
   std::mutex io_mu_;  // the file
   int fd_ = -1;
