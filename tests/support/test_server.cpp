@@ -2,8 +2,8 @@
 //   0: the hash of DESIGN.md, 1: an empty array (also named "jobs"), 2: a hash {"n": 0},
 //   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
 //   4: a Factory: make() returns a new Thing (a served object: get() -> its number), live() the
-//      Things alive, rss_kb() this process's resident set (after malloc_trim); a hash {"nested":
-//      {"x": 1}} ("tree")
+//      Things alive, rss_kb() this process's resident set (after malloc_trim), heap_kb() what
+//      the allocator has handed out; 5: a hash {"nested": {"x": 1}} ("tree")
 //   6: a Notifier, which calls back what clients pass it: call_code(cb, x) -> cb(x);
 //      call_method(obj, name, x) -> obj.name(x); get_key(container, key) and set_key(container,
 //      key, value) through a client's served container; listen(cb) keeps cb, fire(x) -> cb(x) of
@@ -12,6 +12,7 @@
 //
 //   patro-test-server CONFIG [--broker ENDPOINT]... [--heartbeat-ms N] [--liveness N] [--threads N]
 //                            [--name NAME] [--steal 0|1] [--server-id N] [--lease-ms N]
+//                            [--malloc-arenas N]
 #include <malloc.h>
 
 #include <atomic>
@@ -59,6 +60,12 @@ int64_t rss_kb() {
   std::fclose(f);
   return kb;
 }
+
+// What the allocator has handed out and not had back (kB): live allocations, whatever their pages.
+int64_t heap_kb() {
+  const struct mallinfo2 m = ::mallinfo2();
+  return static_cast<int64_t>((m.uordblks + m.hblkhd) / 1024);
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,6 +97,8 @@ int main(int argc, char** argv) {
       opts.direct_advertise = argv[i + 1];
     else if (a == "--lease-ms")
       opts.reference_lease = std::chrono::milliseconds(std::atoi(argv[i + 1]));
+    else if (a == "--malloc-arenas")  // before any thread: glibc's arenas, at most N
+      ::mallopt(M_ARENA_MAX, std::atoi(argv[i + 1]));
     else {
       std::fprintf(stderr, "bad option %s\n", a.c_str());
       return 2;
@@ -111,7 +120,8 @@ int main(int argc, char** argv) {
     patro::Class<Factory>("Factory")
         .method("make", [](Factory& f) { return std::make_shared<Thing>(++f.made); })
         .method("live", [](Factory&) { return things_alive.load(); })
-        .method("rss_kb", [](Factory&) { return rss_kb(); });
+        .method("rss_kb", [](Factory&) { return rss_kb(); })
+        .method("heap_kb", [](Factory&) { return heap_kb(); });
     patro::Class<Notifier>("Notifier")
         .method("call_code",
                 [](Notifier&, patro::Value cb, patro::Value x) { return patro::Proxy(cb)(x); })
