@@ -5,7 +5,8 @@
 # each fuzz target for a bounded time instead of the tests. The clang build compiles everything
 # but the test programs (libpatro, where the thread-safety annotations are, the daemons, the tools,
 # the examples, and tests/fuzz): the tests are C++ that gcc compiles three times over, and they
-# hold no annotations. Warnings are errors. Usage:
+# hold no annotations. The doctest programs themselves compile at -O0 in every build (tests/meson.build
+# says why). Warnings are errors. A failed test's assertions end the summary, which CI shows. Usage:
 #   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four)
 # PATRO_FUZZ_SECONDS sets the time per fuzz target in the clang variant (default 25).
 set -euo pipefail
@@ -18,6 +19,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 status=0
 failures=()
+details=$(mktemp /tmp/patro-test-details-XXXXXX)
+trap 'rm -f "$details"' EXIT
 # Records a failed step; the summary at the end lists them (CI shows only an output's tail).
 fail() {
   status=1
@@ -82,6 +85,19 @@ for t in json.load(sys.stdin):
 print(" ".join(t["name"] + " " + t["result"] for t in map(json.loads, open(sys.argv[1]))
                if t["result"] not in ("OK", "SKIP", "EXPECTEDFAIL")))' \
                         "$dir/meson-logs/testlog.json" 2>/dev/null)"
+    # What each failed test said went wrong (its assertions, a sanitizer's headline), into the
+    # summary too: CI shows only the tail of its output, far below the test's own log.
+    python3 - "$dir/meson-logs/testlog.json" >>"$details" 2>/dev/null <<'PY' || true
+import json, re, sys
+said = re.compile(r"ERROR|FATAL|NOT correct|MESSAGE|Sanitizer|Assertion|FAILED|Traceback|Error:")
+for t in map(json.loads, open(sys.argv[1])):
+    if t["result"] in ("OK", "SKIP", "EXPECTEDFAIL"):
+        continue
+    lines = [l for l in (t.get("stdout") or "").splitlines() if said.search(l)]
+    print("--- " + t["name"] + " (" + t["result"] + "):")
+    for l in lines[:12]:
+        print("    " + l[:300])
+PY
   fi
   if [ "$v" = plain ]; then
     # A program outside the tree builds against the library through pkg-config.
@@ -107,7 +123,8 @@ if ls /dev/shm | grep -qi patro; then
 fi
 echo "=== summary: ${#failures[@]} failed step(s)"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
+cat "$details"
 if [ -n "${PATRO_SUMMARY_FILE:-}" ]; then
-  for f in "${failures[@]}"; do echo "FAILED: $f"; done >"$PATRO_SUMMARY_FILE"
+  { for f in "${failures[@]}"; do echo "FAILED: $f"; done; cat "$details"; } >"$PATRO_SUMMARY_FILE"
 fi
 exit $status
