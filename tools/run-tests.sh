@@ -5,8 +5,9 @@
 # each fuzz target for a bounded time instead of the tests. The clang build compiles everything
 # but the test programs (libpatro, where the thread-safety annotations are, the daemons, the tools,
 # the examples, and tests/fuzz): the tests are C++ that gcc compiles three times over, and they
-# hold no annotations. The doctest programs themselves compile at -O0 in every build (tests/meson.build
-# says why). Warnings are errors. A failed test's assertions end the summary, which CI shows. Usage:
+# hold no annotations. The doctest programs themselves compile at -O0 in every build
+# (tests/meson.build says why). Warnings are errors. A failed test's assertions end the summary,
+# which CI shows. Usage:
 #   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four)
 # PATRO_FUZZ_SECONDS sets the time per fuzz target in the clang variant (default 25).
 set -euo pipefail
