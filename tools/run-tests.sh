@@ -83,23 +83,24 @@ for t in json.load(sys.stdin):
   fi
   echo "=== $v tests"
   if ! meson test -C "$dir" --print-errorlogs --num-processes 1; then
-    fail "$v: tests: $(python3 -c 'import json, sys
-print(" ".join(t["name"] + " " + t["result"] for t in map(json.loads, open(sys.argv[1]))
-               if t["result"] not in ("OK", "SKIP", "EXPECTEDFAIL")))' \
-                        "$dir/meson-logs/testlog.json" 2>/dev/null)"
-    # What each failed test said went wrong (its assertions, a sanitizer's headline), into the
-    # summary too: CI shows only the tail of its output, far below the test's own log.
-    python3 - "$dir/meson-logs/testlog.json" >>"$details" 2>/dev/null <<'PY' || true
+    # One pass over meson's log: the failed tests' names and results for the FAILED line, and
+    # what each said went wrong (its assertions, a sanitizer's headline) into the summary too:
+    # CI shows only the tail of its output, far below the test's own log.
+    failed=$(python3 - "$dir/meson-logs/testlog.json" "$details" 2>/dev/null <<'PY' || true
 import json, re, sys
 said = re.compile(r"ERROR|FATAL|NOT correct|MESSAGE|Sanitizer|Assertion|FAILED|Traceback|Error:")
-for t in map(json.loads, open(sys.argv[1])):
-    if t["result"] in ("OK", "SKIP", "EXPECTEDFAIL"):
-        continue
-    lines = [l for l in (t.get("stdout") or "").splitlines() if said.search(l)]
-    print("--- " + t["name"] + " (" + t["result"] + "):")
-    for l in lines[:12]:
-        print("    " + l[:300])
+failed = [t for t in map(json.loads, open(sys.argv[1]))
+          if t["result"] not in ("OK", "SKIP", "EXPECTEDFAIL")]
+print(" ".join(t["name"] + " " + t["result"] for t in failed))
+with open(sys.argv[2], "a") as details:
+    for t in failed:
+        lines = [l for l in (t.get("stdout") or "").splitlines() if said.search(l)]
+        print("--- " + t["name"] + " (" + t["result"] + "):", file=details)
+        for l in lines[:12]:
+            print("    " + l[:300], file=details)
 PY
+)
+    fail "$v: tests: $failed"
   fi
   if [ "$v" = plain ]; then
     # A program outside the tree builds against the library through pkg-config.
