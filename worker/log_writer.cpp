@@ -354,7 +354,7 @@ void LogWriter::push_subscribers() {
       if (!s.in_flight) due.emplace_back(s.token, s.offset);
   }
   for (const auto& entry : due) {
-    const int64_t token = entry.first;  // (a structured binding cannot be captured before C++20)
+    const int64_t token = entry.first;  // captured below, which clang 14 refuses for a binding
     const int64_t offset = entry.second;
     Value got = read(offset, 1000);
     if (got["lines"].if_array()->empty()) continue;

@@ -182,11 +182,10 @@ TEST_CASE_FIXTURE(
 TEST_CASE_FIXTURE(Served, "memory stays flat over a million calls that each return a new object") {
   // As many calls again first, as a warm-up: the reply cache's 10,000 entries a client and the
   // table's buckets settle at their peak (the most objects ever waiting out their lease at once,
-  // about the call rate times the lease, plus the release delay); then they stay. Each sample is
-  // taken at rest (no object alive) after the server gave back freed memory (malloc_trim): the
-  // allocator otherwise keeps the running peak of objects waiting out their lease, which follows
-  // the call rate (a run on a quiet machine once grew 19.3 MB to 26.2 MB that way, with every
-  // object freed).
+  // about the call rate times the lease, plus the release delay); then they stay. The server gives
+  // back freed memory (malloc_trim) before each sample: the allocator otherwise keeps the running
+  // peak of objects waiting out their lease, which follows the call rate (a run on a quiet machine
+  // once grew 19.3 MB to 26.2 MB that way, with every object freed).
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   // Ten times fewer in the sanitizers' builds, which run ten times slower; their allocators
   // (ASan's quarantine, TSan's shadow) grow by design, so there only the objects are counted.
