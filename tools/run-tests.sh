@@ -7,13 +7,27 @@
 # the examples, and tests/fuzz): the tests are C++ that gcc compiles three times over, and they
 # hold no annotations. The doctest programs themselves compile at -O0 in every build
 # (tests/meson.build says why). Warnings are errors. A failed test's assertions end the summary,
-# which CI shows. Usage:
-#   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four)
+# which CI shows.
+#
+# The builds and the tests overlap: one background builder compiles the variants in turn, at a
+# lower priority (nice), while the foreground runs the tests of each variant as soon as its build
+# is done. The tests run one at a time and mostly wait on their processes (half a core on
+# average), so the next variant's compiler takes the rest of the machine; the builds, not the
+# tests, set the pace. A build's output is shown when it fails.
+#
+# Usage:
+#   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four, in that order)
+# One suite of one variant, once its directory is built:
+#   meson test -C build-ci-plain --suite unit          (suites: unit, integration, python, fuzz...)
+#   meson test -C build-ci-asan lifetime               (one test by name)
 # PATRO_FUZZ_SECONDS sets the time per fuzz target in the clang variant (default 25).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(plain asan tsan clang)
+for v in "${variants[@]}"; do
+  case "$v" in plain|asan|tsan|clang) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
+done
 export PATRO_LOG_LEVEL=${PATRO_LOG_LEVEL:-warn}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
@@ -21,22 +35,34 @@ export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:supp
 status=0
 failures=()
 details=$(mktemp /tmp/patro-test-details-XXXXXX)
-trap 'rm -f "$details"' EXIT
 # Records a failed step; the summary at the end lists them (CI shows only an output's tail).
 fail() {
   status=1
   failures+=("$1")
 }
-echo "=== source checks"
+# A step's headline, with the seconds since the start (the closing lines list the builds' times).
+say() { echo "=== [$SECONDS s] $*"; }
+say "source checks"
 if ! tools/check-format.sh; then fail "clang-format"; fi
 if ! python3 tools/check-layers.py; then fail "layers"; fi
-for v in "${variants[@]}"; do
+logs=$(mktemp -d /tmp/patro-test-logs-XXXXXX)
+builder=
+cleanup() {
+  if [ -n "$builder" ] && kill -0 "$builder" 2>/dev/null; then
+    kill -- -"$builder" 2>/dev/null || kill "$builder" 2>/dev/null || true
+  fi
+  rm -rf "$logs" "$details"
+}
+trap cleanup EXIT
+
+# Sets opts and setup_env, the meson setup arguments of variant $1.
+variant_options() {
   setup_env=()
   # The gcc builds keep line tables only (-g1: file:line in sanitizer reports and stack traces,
   # no variables for a debugger), which makes them a quarter faster to compile; the ASan+UBSan
   # build also compiles at -O1 (what AddressSanitizer recommends): with -g1, 38% of its time at
   # -O2 -g, the slowest of the builds by far.
-  case "$v" in
+  case "$1" in
     plain) opts=(-Dcpp_args=-g1) ;;
     # GCC 12 reports maybe-uninitialized falsely inside the standard library (<regex>, std::variant)
     # once the sanitizers instrument it; the plain build keeps that warning an error.
@@ -48,41 +74,94 @@ for v in "${variants[@]}"; do
     # and builds the libFuzzer targets of tests/fuzz.
     # Line tables only, as the gcc builds: enough for a fuzzer's crash report.
     clang) opts=(-Dcpp_args=-gline-tables-only); setup_env=(CXX=clang++) ;;
-    *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
+}
+
+# The clang build's targets: every target built by default whose meson.build is outside tests/,
+# and those of tests/fuzz.
+clang_targets() {
+  meson introspect --targets "$1" | python3 -c 'import json, os, sys
+for t in json.load(sys.stdin):
+    where = os.path.relpath(t["defined_in"])
+    if t["build_by_default"] and (not where.startswith("tests/") or where.startswith("tests/fuzz/")):
+        print("\n".join(os.path.relpath(f, sys.argv[1]) for f in t["filename"]))' "$1"
+}
+
+# Builds every variant in turn; after each step writes $logs/STEP.status (ok or failed), which the
+# foreground waits for. The clang variant has two steps: its fuzz targets first (they need only the
+# wire and the families below it, so a build error elsewhere does not also stop the fuzzing), then
+# everything else, warnings as errors.
+build_all() {
+  local v dir log ok
+  for v in "${variants[@]}"; do
+    local t0=$SECONDS
+    dir=build-ci-$v
+    log=$logs/$v.log
+    variant_options "$v"
+    : >"$log"
+    ok=ok
+    if [ ! -d "$dir" ]; then
+      env "${setup_env[@]}" meson setup "$dir" -Dwerror=true "${opts[@]}" >>"$log" 2>&1 || ok=failed
+    fi
+    if [ "$v" = clang ]; then
+      if [ $ok = ok ]; then
+        ninja -C "$dir" -j2 $(for t in $fuzz_targets; do echo "tests/fuzz/fuzz-$t"; done) \
+          >>"$log" 2>&1 || ok=failed
+      fi
+      echo $ok >"$logs/clang-fuzz.status"
+      if [ $ok = ok ]; then
+        targets=$(clang_targets "$dir") || targets=
+        # shellcheck disable=SC2086
+        { [ -n "$targets" ] && ninja -C "$dir" -j2 $targets >>"$log" 2>&1; } || ok=failed
+      fi
+    elif [ $ok = ok ]; then
+      ninja -C "$dir" -j2 >>"$log" 2>&1 || ok=failed
+    fi
+    echo "$v build: $ok, $((SECONDS - t0)) s, done at $SECONDS s" >>"$logs/times"
+    echo $ok >"$logs/$v.status"
+  done
+}
+
+# Waits for build step $1; true when it succeeded. Shows the build's log when it failed.
+built() {
+  while [ ! -e "$logs/$1.status" ]; do
+    if ! kill -0 "$builder" 2>/dev/null && [ ! -e "$logs/$1.status" ]; then
+      echo "the builder stopped before $1"; return 1
+    fi
+    sleep 1
+  done
+  if [ "$(cat "$logs/$1.status")" = ok ]; then return 0; fi
+  echo "--- the ${1%-fuzz} build's output (last 60 lines)"
+  tail -60 "$logs/${1%-fuzz}.log"
+  return 1
+}
+
+fuzz_targets=$(tests/fuzz/run-fuzzers.sh --list)
+# In a process group of its own (set -m), so that a stop takes its compilers with it.
+set -m
+(renice -n 10 $BASHPID >/dev/null; build_all) &
+builder=$!
+set +m
+
+for v in "${variants[@]}"; do
   dir=build-ci-$v
-  echo "=== $v build"
-  if [ ! -d "$dir" ]; then
-    env "${setup_env[@]}" meson setup "$dir" -Dwerror=true "${opts[@]}" >/dev/null
-  fi
   if [ "$v" = clang ]; then
-    # The fuzz targets first (they need only the wire and the families below it), so that a
-    # build error elsewhere does not also stop the fuzzing; then everything, warnings as errors.
-    echo "=== clang: bounded fuzzing"
-    if ninja -C "$dir" -j2 $(for t in frames request reply control batch config; do
-                              echo "tests/fuzz/fuzz-$t"; done); then
+    say "clang: bounded fuzzing"
+    if built clang-fuzz; then
       if ! tests/fuzz/run-fuzzers.sh "$dir" "${PATRO_FUZZ_SECONDS:-25}"; then fail "clang: fuzzing"; fi
     else
       fail "clang: building the fuzz targets"
     fi
-    echo "=== clang: build all but the test programs (-Wthread-safety, -Werror)"
-    # Every target built by default whose meson.build is outside tests/, and those of tests/fuzz.
-    targets=$(meson introspect --targets "$dir" | python3 -c 'import json, os, sys
-for t in json.load(sys.stdin):
-    where = os.path.relpath(t["defined_in"])
-    if t["build_by_default"] and (not where.startswith("tests/") or where.startswith("tests/fuzz/")):
-        print("\n".join(os.path.relpath(f, sys.argv[1]) for f in t["filename"]))' "$dir") || targets=
-    # shellcheck disable=SC2086
-    if [ -z "$targets" ] || ! ninja -C "$dir" -j2 $targets; then
-      fail "clang: build (-Wthread-safety, -Werror)"
-    fi
+    say "clang: build all but the test programs (-Wthread-safety, -Werror)"
+    if ! built clang; then fail "clang: build (-Wthread-safety, -Werror)"; fi
     continue
   fi
-  if ! ninja -C "$dir" -j2; then
+  say "$v build"
+  if ! built "$v"; then
     fail "$v: build"; continue
   fi
-  echo "=== $v tests"
-  if ! meson test -C "$dir" --print-errorlogs --num-processes 1; then
+  say "$v tests"
+  if ! meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1; then
     # One pass over meson's log: the failed tests' names and results for the FAILED line, and
     # what each said went wrong (its assertions, a sanitizer's headline) into the summary too:
     # CI shows only the tail of its output, far below the test's own log.
@@ -104,7 +183,7 @@ PY
   fi
   if [ "$v" = plain ]; then
     # A program outside the tree builds against the library through pkg-config.
-    echo "=== building an outside program with pkg-config (uninstalled patro.pc)"
+    say "building an outside program with pkg-config (uninstalled patro.pc)"
     out=$(mktemp -d /tmp/patro-pkgconfig-XXXXXX)
     # shellcheck disable=SC2046
     if c++ -std=c++20 examples/hash_client.cpp -o "$out/client" \
@@ -117,14 +196,20 @@ PY
     rm -rf "$out"
   fi
 done
+wait "$builder" 2>/dev/null || true
+builder=
 # Nothing may be left behind by the tests.
-if pgrep -f 'patro-(broker|test-server|test-client|example)' >/dev/null; then
-  echo "processes left behind:"; pgrep -af 'patro-(broker|test-server|test-client|example)'; fail "processes left behind"
+# The programs themselves, by their command's first word (not a compiler whose arguments name
+# them: .ci/run builds the Debian packages meanwhile).
+left='^([^ ]*/)?patro-(broker|test-server|test-client|example)'
+if pgrep -f "$left" >/dev/null; then
+  echo "processes left behind:"; pgrep -af "$left"; fail "processes left behind"
 fi
 if ls /dev/shm | grep -qi patro; then
   echo "/dev/shm segments left behind:"; ls /dev/shm | grep -i patro; fail "/dev/shm segments left behind"
 fi
-echo "=== summary: ${#failures[@]} failed step(s)"
+cat "$logs/times" 2>/dev/null || true
+say "summary: ${#failures[@]} failed step(s)"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 cat "$details"
 if [ -n "${PATRO_SUMMARY_FILE:-}" ]; then
