@@ -3,6 +3,7 @@
 // A thin main over libpatro's public API: options here (CLI11), values and JSON in cli/values,
 // the subcommands in cli/objects.cpp and cli/inspect.cpp.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -238,6 +239,9 @@ int main(int argc, char** argv) {
       "keygen", "write a new CURVE key pair to FILE (secret, mode 0600) and FILE.pub");
   std::string keygen_file;
   keygen_sub->add_option("FILE", keygen_file, "where to write the pair")->required();
+  bool keygen_force = false;
+  keygen_sub->add_flag("--force", keygen_force,
+                       "replace an existing FILE or FILE.pub (its secret key is lost)");
   keygen_sub->footer(
       "FILE holds the secret key: keep it where only its owner reads it. Give FILE.pub (the "
       "public key) to whoever must know it: the broker's to every client and server "
@@ -295,6 +299,17 @@ int main(int argc, char** argv) {
       return ok;
     }
     if (keygen_sub->parsed()) {
+      // As ssh-keygen: an existing pair is someone's identity, replaced only when asked to.
+      for (const std::string& f : {keygen_file, keygen_file + ".pub"}) {
+        struct stat st {};
+        if (!keygen_force && ::lstat(f.c_str(), &st) == 0) {
+          std::fprintf(stderr,
+                       "patro: %s exists; patro keygen --force %s replaces the pair (the old "
+                       "secret key is lost)\n",
+                       f.c_str(), keygen_file.c_str());
+          return patro_error;
+        }
+      }
       const patro::CurveKeyPair keys = patro::curve_keypair();
       patro::write_key_file(keygen_file, keys);
       std::printf("%s\n", keys.public_key.c_str());  // the public key: safe to show

@@ -108,7 +108,14 @@ TEST_CASE("help and usage errors") {
     CHECK(r.out.find(std::string("Usage: patro ") + sub) != std::string::npos);
   }
   CHECK(c.run({}, false).status == 2);
-  CHECK(c.run({"frobnicate"}).status == 2);
+  // An unknown word is named (CLI11 alone says "A subcommand is required"); stderr read here.
+  for (const std::string word : {"frobnicate", "--frobnicate"}) {
+    const std::string out = c.dir.file("unknown" + word);
+    Process p({"/bin/sh", "-c", "exec \"$0\" \"$1\" 2>&1", program("PATRO_CLI"), word}, out);
+    CHECK(p.wait(20s) == 2);
+    CHECK(read_file(out).find((word[0] == '-' ? "unknown option '" : "unknown subcommand '") +
+                              word + "'") != std::string::npos);
+  }
   CHECK(c.run({"get"}).status == 2);
   CHECK(c.run({"--broker", "no-port", "get", "h"}, false).status == 2);  // not an endpoint
   CHECK(c.run({"get", "h", "--bogus"}).status == 2);

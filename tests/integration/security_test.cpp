@@ -229,6 +229,17 @@ TEST_CASE("key files: patro keygen's format, mode 0600, allow lists with comment
   CHECK(contains(read_file(dir.file("cli.out")), cli.public_key));
   REQUIRE(::stat(dir.file("cli.key").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
+  // Run again, it refuses to replace the pair (exit 1, the file unchanged) unless --force.
+  Process again({"/bin/sh", "-c", "exec \"$0\" keygen \"$1\" 2>&1", program("PATRO_CLI"),
+                 dir.file("cli.key")},
+                dir.file("again.out"));
+  REQUIRE(again.wait(20s) == 1);
+  CHECK(contains(read_file(dir.file("again.out")), "exists; patro keygen --force"));
+  CHECK(patro::read_key_file(dir.file("cli.key")).secret_key == cli.secret_key);
+  Process forced({program("PATRO_CLI"), "keygen", "--force", dir.file("cli.key")},
+                 dir.file("forced.out"));
+  REQUIRE(forced.wait(20s) == 0);
+  CHECK(patro::read_key_file(dir.file("cli.key")).secret_key != cli.secret_key);
 
   // A config that carries a client key pair is a secret: written 0600.
   patro::Config c({"tcp://127.0.0.1:7170"}, {});

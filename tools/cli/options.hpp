@@ -50,7 +50,15 @@ inline std::optional<int> parse(CLI::App& app, std::vector<std::string> args) {
     std::fputs((std::string(e.what()) + "\n").c_str(), stdout);
     return status_ok;
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", app.get_name().c_str(), e.what(),
+    std::string what = e.what();
+    // CLI11 checks for a missing subcommand before it checks for unknown words, so `patro bogus`
+    // and `patro --bogus` would both say "A subcommand is required": name the word instead.
+    const std::vector<std::string> extra = app.remaining();
+    if (dynamic_cast<const CLI::RequiredError*>(&e) && !app.get_subcommands({}).empty() &&
+        app.get_subcommands().empty() && !extra.empty())
+      what = (extra.front().starts_with("-") ? "unknown option '" : "unknown subcommand '") +
+             extra.front() + "'";
+    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", app.get_name().c_str(), what.c_str(),
                  app.get_name().c_str());
     return status_usage;
   }
