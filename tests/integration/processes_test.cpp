@@ -214,8 +214,17 @@ TEST_CASE("a call that gets no answer by its deadline fails with a timeout") {
     FAIL("the call succeeded");
   } catch (const patro::Error& e) {
     CHECK(e.code() == Errc::timeout);
+    CHECK(std::string(e.what()).find("get is idempotent: safe to retry") != std::string::npos);
   }
   CHECK(std::chrono::steady_clock::now() - start >= 300ms);
+  // A call that is not idempotent: the message says it may have run, so nobody retries blindly.
+  try {
+    (void)ps.at(0)["no such key"].erase();
+    FAIL("the call succeeded");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == Errc::timeout);
+    CHECK(std::string(e.what()).find("may have run on the server") != std::string::npos);
+  }
   server.signal(SIGCONT);
   CHECK(ps.at(0)["abc"].get() == 123);  // the late reply is dropped; the next call works
   CHECK(server.stop() == 0);

@@ -29,6 +29,12 @@ void time_out(Slot& s) {
   s.body = zmq::message_t();
   s.error = Errc::timeout;
   s.error_text = "no answer to request " + std::to_string(s.request_id) + " by its deadline";
+  // Whoever reads this decides whether to call again: say whether the call may have run.
+  if (s.control) return;
+  if (s.oneway_calls == 0 && idempotent(s.op))
+    s.error_text += " (" + std::string(op_info(s.op).name) + " is idempotent: safe to retry)";
+  else
+    s.error_text += ": it may have run on the server, and calling again may run it twice";
 }
 
 // A control message to a broker: [hdr][id][body] (the id: a request id, or LOCATE's server id).
@@ -123,7 +129,10 @@ void Connection::wake() noexcept {
 }
 
 void Connection::connect() {
-  std::string errors;
+  std::string errors;  // "ENDPOINT: why; ENDPOINT: why"
+  const auto failed = [&errors](const std::string& endpoint, const std::string& why) {
+    errors += (errors.empty() ? " " : "; ") + endpoint + ": " + why;
+  };
   bool refused = false;  // a broker refused the handshake (rather than not answering)
   const bool curve = curve_.enabled();
   // With several brokers each gets its share of the time, so a dead first one leaves time for the
@@ -149,14 +158,14 @@ void Connection::connect() {
         sock_.connect(endpoint);
         failure = watch.wait(budget, curve);
       } catch (const zmq::error_t& e) {
-        errors += " " + endpoint + ": " + e.what() + ";";
+        failed(endpoint, e.what());
         continue;
       }
       if (failure) {
         refused = true;
-        errors += " " + endpoint + ": " + *failure +
-                  (curve ? " (client key " + key_fingerprint(curve_.keys.public_key) + ")" : "") +
-                  ";";
+        failed(endpoint,
+               *failure +
+                   (curve ? " (client key " + key_fingerprint(curve_.keys.public_key) + ")" : ""));
         sock_.close();
         continue;
       }
@@ -169,7 +178,7 @@ void Connection::connect() {
     submit(std::move(m), slot);
     await(slot);
     if (slot->error != Errc::ok) {
-      errors += " " + endpoint + ": no answer within " + std::to_string(budget.count()) + " ms;";
+      failed(endpoint, "no answer within " + std::to_string(budget.count()) + " ms");
       continue;
     }
     AlignedScratch scratch;
@@ -200,7 +209,7 @@ void Connection::connect() {
         heartbeat_ = std::thread([this, gone = heartbeat_gone_] { heartbeat_main(*gone); });
       return;
     }
-    errors += " " + endpoint + ": the answer to hello was not a welcome;";
+    failed(endpoint, "the answer to hello was not a welcome");
   }
   if (refused) throw Error(Errc::not_authorized, "no broker accepts this client:" + errors);
   throw Error(Errc::broker_unreachable, "no broker answers:" + errors);
