@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "log.hpp"
 #include "patro/broker.hpp"
 #include "patro/error.hpp"
 #include "socket.hpp"
@@ -201,7 +202,7 @@ TEST_CASE("frames the broker cannot parse are dropped and counted; it goes on ro
 TEST_CASE(
     "a reply the restarted broker did not route reaches no client; the resent request's does") {
   // The lane took the request from the broker's first run; the reply leaves after the restart.
-  // A broker forwards a REPLY only from the lane it routed that request to (no other peer may
+  // A broker forwards a REPLY only from the server it routed that request to (no other peer may
   // answer in a server's name), so this one reaches nobody: neither the asker nor a client that
   // the restarted broker gave the same routing id. The asker resends what it had in flight when
   // it sees the new broker instance, as libpatro does, and that copy's reply reaches it.
@@ -307,7 +308,7 @@ TEST_CASE("a server id is its process's: another incarnation is refused, the sam
   CHECK(rogue.next(std::chrono::milliseconds(300)).empty());
 }
 
-TEST_CASE("a REPLY is forwarded only from the lane its request was routed to") {
+TEST_CASE("a REPLY is forwarded only from the server its request was routed to") {
   RunningBroker b;
   zmq::context_t ctx;
   Peer victim(ctx, b.broker.backend_endpoint(), true),
@@ -417,4 +418,21 @@ TEST_CASE("REGISTER limits: names, bytes, strings, names of another server's obj
   CHECK(info.names.size() == 3);
   broker.stop();
   t.join();
+}
+
+TEST_CASE("a log limiter lets a burst through per period and counts what it held back") {
+  detail::LogLimiter limiter(std::chrono::hours(1), 3);
+  uint64_t held = 99;
+  for (int i = 0; i < 3; ++i) {
+    CHECK(limiter.allow(held));
+    CHECK(held == 0);
+  }
+  for (int i = 0; i < 1000; ++i) CHECK_FALSE(limiter.allow(held));
+  detail::LogLimiter fast(std::chrono::milliseconds(1), 1);
+  CHECK(fast.allow(held));
+  CHECK_FALSE(fast.allow(held));
+  CHECK_FALSE(fast.allow(held));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the next period: no event waits
+  CHECK(fast.allow(held));
+  CHECK(held == 2);  // "(2 more suppressed)"
 }

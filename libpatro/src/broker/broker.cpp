@@ -254,10 +254,12 @@ struct PATRO_PRIVATE Broker::Impl {
     Clock::time_point expiry;
     std::unordered_set<uint64_t> servers;
     uint64_t last_server = 0;
-    // Its requests routed and not yet answered: request id -> the lane it went to. A REPLY is
-    // forwarded only from that lane (no other peer can answer in a server's name).
-    std::unordered_map<uint64_t, std::string> pending;
-    Clock::time_point last_sweep;  // when pending was last cleared of lanes that are gone
+    // Its requests routed and not yet answered: request id -> the server it went to. A REPLY is
+    // forwarded only from a lane of that server (no other peer can answer in a server's name);
+    // any of its lanes, as a deferred reply (a lock granted, a job taken) leaves by the lane
+    // that resolved it.
+    std::unordered_map<uint64_t, uint64_t> pending;
+    Clock::time_point last_sweep;  // when pending was last cleared of servers that are gone
   };
   struct Expiry {
     Clock::time_point when;
@@ -505,7 +507,7 @@ struct PATRO_PRIVATE Broker::Impl {
     if (server.lanes[lane].empty())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
                     "the server is registering", Command::no_route);
-    if (!expect_reply(client, *request_id, server.lanes[lane], now)) {
+    if (!expect_reply(client, *request_id, oid->server, now)) {
       PATRO_LOG_LIMITED(warn, "broker", refuse(too_many_pending))
           << "client " << printable(routing) << " has " << client.pending.size()
           << " requests unanswered; refusing more until replies come";
@@ -537,20 +539,20 @@ struct PATRO_PRIVATE Broker::Impl {
     ++routed;
   }
 
-  // Notes that the reply to request_id is to come from `lane`; false if the client has as many
-  // requests unanswered as a socket queues (Limits::high_water_mark), counting only those whose
-  // lane still lives (the others are cleared at most once a heartbeat window).
-  bool expect_reply(ClientRec& client, uint64_t request_id, const std::string& lane,
+  // Notes that the reply to request_id is to come from a lane of `server`; false if the client
+  // has as many requests unanswered as a socket queues (Limits::high_water_mark), counting only
+  // those whose server is still registered (the others are cleared at most once a window).
+  bool expect_reply(ClientRec& client, uint64_t request_id, uint64_t server,
                     Clock::time_point now) {
     const size_t cap = static_cast<size_t>(std::max(opts.limits.high_water_mark, 1024));
     if (client.pending.size() >= cap && !client.pending.count(request_id)) {
       if (now - client.last_sweep < window()) return false;
       client.last_sweep = now;
       for (auto it = client.pending.begin(); it != client.pending.end();)
-        it = lanes.count(it->second) ? std::next(it) : client.pending.erase(it);
+        it = servers.count(it->second) ? std::next(it) : client.pending.erase(it);
       if (client.pending.size() >= cap) return false;
     }
-    client.pending.insert_or_assign(request_id, lane);
+    client.pending.insert_or_assign(request_id, server);
     return true;
   }
 
@@ -731,11 +733,11 @@ struct PATRO_PRIVATE Broker::Impl {
       case Command::reply: {
         // [routing][hdr][client routing][request id][body]
         if (f.size() != 5) return void(++dropped);
-        // Only from the lane the request was routed to. A lane we do not know (we restarted
-        // while it ran a call) is told to register again; the client resends what it had in
-        // flight when it sees our new instance, and the server's reply cache answers it.
+        // Only from a lane of the server the request was routed to. A lane we do not know (we
+        // restarted while it ran a call) is told to register again; the client resends what it had
+        // in flight when it sees our new instance, and the server's reply cache answers it.
         if (lit == lanes.end()) send_to_lane(routing, Command::disconnect);
-        if (lit == lanes.end() || !take_reply(f, routing)) {
+        if (lit == lanes.end() || !take_reply(f, lit->second.server)) {
           PATRO_LOG_LIMITED(info, "broker", refuse(reply_unrouted))
               << "refused a REPLY from "
               << (lit == lanes.end() ? std::string("an unregistered socket")
@@ -814,14 +816,14 @@ struct PATRO_PRIVATE Broker::Impl {
     }
   }
 
-  // Whether the REPLY [routing][hdr][client routing][request id][body] answers a request this
-  // broker routed to that lane; if so, the request is answered.
-  bool take_reply(const Multipart& f, const std::string& lane) {
+  // Whether the REPLY [routing][hdr][client routing][request id][body] from a lane of `server`
+  // answers a request this broker routed to that server; if so, the request is answered.
+  bool take_reply(const Multipart& f, uint64_t server) {
     auto request_id = detail::parse_u64(f[3]);
     auto cit = request_id ? clients.find(routing_of(f[2])) : clients.end();
     if (cit == clients.end()) return false;
     auto pit = cit->second.pending.find(*request_id);
-    if (pit == cit->second.pending.end() || pit->second != lane) return false;
+    if (pit == cit->second.pending.end() || pit->second != server) return false;
     cit->second.pending.erase(pit);
     return true;
   }
