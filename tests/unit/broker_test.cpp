@@ -279,8 +279,19 @@ std::string try_register(Peer& p, uint64_t server_id, uint32_t lane, uint32_t la
   return r->refusal() ? r->refusal()->str() : std::string();
 }
 
-uint64_t refused(RunningBroker& b, const std::string& kind) {
-  return b.broker.stats().refused_by_kind[kind];
+// The broker's count of refusals of a kind, once it reaches `at_least` (bounded wait: the
+// broker reads its peers' sockets in turn, so a refusal may be counted a little after a reply
+// sent later on another socket went through).
+uint64_t refused(Broker& b, const std::string& kind, uint64_t at_least = 0) {
+  uint64_t n = b.stats().refused_by_kind[kind];
+  for (int i = 0; i < 200 && n < at_least; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    n = b.stats().refused_by_kind[kind];
+  }
+  return n;
+}
+uint64_t refused(RunningBroker& b, const std::string& kind, uint64_t at_least = 0) {
+  return refused(b.broker, kind, at_least);
 }
 }  // namespace
 
@@ -294,7 +305,7 @@ TEST_CASE("a server id is its process's: another incarnation is refused, the sam
   CHECK(!try_register(rogue, 0x51, 0, 2, 2222).empty());  // another incarnation
   CHECK(!try_register(rogue, 0x51, 0, 1, 0).empty());     // none, and one lane
   CHECK(!try_register(rogue, 0x51, 0, 3, 1111).empty());  // the incarnation, other lanes
-  CHECK(refused(b, "server_id_taken") == 3);
+  CHECK(refused(b, "server_id_taken", 3) == 3);
   // The same process's lane 0 from a new socket (it reconnected): accepted, and it replaces the
   // old socket.
   Peer lane0b(ctx, b.broker.backend_endpoint(), true);
@@ -332,7 +343,7 @@ TEST_CASE("a REPLY is forwarded only from the server its request was routed to")
     p->send(make(detail::header_frame(Command::reply), text(client_routing), detail::u64_frame(2),
                  detail::error_reply(2, Errc::ok, "forged")));
   CHECK(client.next(std::chrono::milliseconds(300)).empty());
-  CHECK(refused(b, "reply_unrouted") == 2);
+  CHECK(refused(b, "reply_unrouted", 2) == 2);
   // The victim's answer goes through, once; a second copy of it does not.
   for (int i = 0; i < 2; ++i)
     victim.send(make(detail::header_frame(Command::reply), text(client_routing),
@@ -343,8 +354,8 @@ TEST_CASE("a REPLY is forwarded only from the server its request was routed to")
 
 TEST_CASE("SERVER_ALIVE keeps a server only from its lanes, or with its incarnation") {
   BrokerOptions o = RunningBroker::options();
-  o.heartbeat.interval = std::chrono::milliseconds(50);
-  o.heartbeat.liveness = 4;  // a 200 ms window
+  o.heartbeat.interval = std::chrono::milliseconds(100);
+  o.heartbeat.liveness = 4;  // a 400 ms window
   Broker broker(o);
   std::thread t([&] { broker.run(); });
   zmq::context_t ctx;
@@ -352,9 +363,9 @@ TEST_CASE("SERVER_ALIVE keeps a server only from its lanes, or with its incarnat
     Peer lane(ctx, broker.backend_endpoint(), true), other(ctx, broker.backend_endpoint(), true);
     lane.send(make(detail::header_frame(Command::register_server), register_body(id, 0, 1, 77)));
     REQUIRE(lane.next().size() == 2);
-    // The lane falls silent; `other` beats for it for 1 s (five windows).
+    // The lane falls silent; `other` beats for it for 1.5 s (almost four windows).
     bool kept = true;
-    for (int i = 0; i < 50; ++i) {
+    for (int i = 0; i < 75; ++i) {
       Multipart m = make(detail::header_frame(Command::server_alive), detail::u64_frame(id));
       if (incarnation) m.push_back(detail::u64_frame(*incarnation));
       other.send(std::move(m));
@@ -362,13 +373,13 @@ TEST_CASE("SERVER_ALIVE keeps a server only from its lanes, or with its incarnat
     }
     kept = broker.stats().servers == 1;
     // Dropped (bounded wait), so the next round starts from none.
-    for (int i = 0; i < 100 && broker.stats().servers != 0; ++i)
+    for (int i = 0; i < 200 && broker.stats().servers != 0; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     return kept;
   };
   CHECK_FALSE(alive_for(0x71, std::nullopt));  // a socket that is none of its lanes
   CHECK_FALSE(alive_for(0x72, 78));            // with the wrong incarnation
-  CHECK(broker.stats().refused_by_kind["alive_forged"] >= 2);
+  CHECK(refused(broker, "alive_forged", 2) >= 2);
   CHECK(alive_for(0x73, 77));  // the server's own alive thread: its incarnation
   broker.stop();
   t.join();
@@ -435,4 +446,38 @@ TEST_CASE("a log limiter lets a burst through per period and counts what it held
   std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the next period: no event waits
   CHECK(fast.allow(held));
   CHECK(held == 2);  // "(2 more suppressed)"
+}
+
+TEST_CASE(
+    "a client dropped for silence still gets the replies to its requests, from their server") {
+  BrokerOptions o = RunningBroker::options();
+  o.heartbeat.interval = std::chrono::milliseconds(100);
+  o.heartbeat.liveness = 3;  // a 300 ms window
+  Broker broker(o);
+  std::thread t([&] { broker.run(); });
+  zmq::context_t ctx;
+  Peer lane(ctx, broker.backend_endpoint(), true), rogue(ctx, broker.backend_endpoint(), true);
+  Peer client(ctx, broker.frontend_endpoint(), true);
+  register_lane(lane, 0x91);
+  register_lane(rogue, 0x92);
+  client.send(make(detail::header_frame(Command::request),
+                   detail::object_id_frame(ObjectId{0x91, 1}), detail::u64_frame(3), text("x")));
+  Multipart in = lane.next();
+  REQUIRE(in.size() == 5);
+  // The client never heartbeats (a raw one parked on a lock): the broker drops it. The lanes do.
+  for (int i = 0; i < 200 && broker.stats().clients != 0; ++i) {
+    lane.send(make(detail::header_frame(Command::heartbeat)));
+    rogue.send(make(detail::header_frame(Command::heartbeat)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(broker.stats().clients == 0);
+  const std::string routing = in[1].to_string();
+  rogue.send(make(detail::header_frame(Command::reply), text(routing), detail::u64_frame(3),
+                  detail::error_reply(3, Errc::ok, "forged")));
+  lane.send(make(detail::header_frame(Command::reply), std::move(in[1]), detail::u64_frame(3),
+                 detail::error_reply(3, Errc::not_found, "granted at last")));
+  CHECK(reply_code(client.next(), 3) == Errc::not_found);
+  CHECK(refused(broker, "reply_unrouted", 1) == 1);
+  broker.stop();
+  t.join();
 }

@@ -282,6 +282,16 @@ struct PATRO_PRIVATE Broker::Impl {
   std::unordered_map<uint64_t, ServerRec> servers;
   std::unordered_map<std::string, LaneRec> lanes;
   std::unordered_map<std::string, ClientRec> clients;
+  // The requests still unanswered of clients dropped for silence (a raw client that never
+  // heartbeats, parked on a lock): their replies still go to them, and a client that comes back
+  // takes its own again. Forgotten after an hour, as the latency tracker forgets, or at once when
+  // there are kMaxOrphans.
+  struct Orphan {
+    std::unordered_map<uint64_t, uint64_t> pending;
+    Clock::time_point since;
+  };
+  std::unordered_map<std::string, Orphan> orphans;
+  static constexpr size_t kMaxOrphans = 100'000;
   std::unordered_map<std::string, Binding, TextHash, std::equal_to<>> names;
   size_t registry_bytes = 0;  // what broker_info's reply takes for the names (kBindingBytes each)
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<>> expiries;
@@ -421,6 +431,10 @@ struct PATRO_PRIVATE Broker::Impl {
     if (client_id != 0) it->second.client_id = client_id;
     if (inserted) {
       n_clients = clients.size();
+      if (auto o = orphans.find(routing); o != orphans.end()) {
+        it->second.pending = std::move(o->second.pending);
+        orphans.erase(o);
+      }
       expiries.push({it->second.expiry, true, routing});
       PATRO_LOG(debug, "broker") << "client " << printable(routing) << " connected";
       heartbeat_client(routing);  // a client that came back learns at once who we are
@@ -468,7 +482,7 @@ struct PATRO_PRIVATE Broker::Impl {
         return on_locate(f, routing, now);
       case Command::disconnect: {
         auto it = clients.find(routing);
-        if (it != clients.end()) drop_client(it);
+        if (it != clients.end()) drop_client(it, false);
         return;
       }
       default:
@@ -820,11 +834,17 @@ struct PATRO_PRIVATE Broker::Impl {
   // answers a request this broker routed to that server; if so, the request is answered.
   bool take_reply(const Multipart& f, uint64_t server) {
     auto request_id = detail::parse_u64(f[3]);
-    auto cit = request_id ? clients.find(routing_of(f[2])) : clients.end();
-    if (cit == clients.end()) return false;
-    auto pit = cit->second.pending.find(*request_id);
-    if (pit == cit->second.pending.end() || pit->second != server) return false;
-    cit->second.pending.erase(pit);
+    if (!request_id) return false;
+    const std::string client = routing_of(f[2]);
+    std::unordered_map<uint64_t, uint64_t>* pending = nullptr;
+    if (auto cit = clients.find(client); cit != clients.end())
+      pending = &cit->second.pending;
+    else if (auto oit = orphans.find(client); oit != orphans.end())
+      pending = &oit->second.pending;
+    if (pending == nullptr) return false;
+    auto pit = pending->find(*request_id);
+    if (pit == pending->end() || pit->second != server) return false;
+    pending->erase(pit);
     return true;
   }
 
@@ -846,6 +866,10 @@ struct PATRO_PRIVATE Broker::Impl {
   }
 
   void forget_old_requests(Clock::time_point now) {
+    for (auto it = orphans.begin(); it != orphans.end();)
+      it = it->second.pending.empty() || now - it->second.since > std::chrono::hours(1)
+               ? orphans.erase(it)
+               : std::next(it);
     if (!opts.track_latency || in_flight.empty()) return;
     const auto cutoff = now - std::chrono::hours(1);
     for (auto it = in_flight.begin(); it != in_flight.end();)
@@ -1124,7 +1148,9 @@ struct PATRO_PRIVATE Broker::Impl {
     n_servers = servers.size();
   }
 
-  void drop_client(std::unordered_map<std::string, ClientRec>::iterator cit) {
+  // silent: it missed its heartbeats (it may still be there, waiting for replies), rather than
+  // said it leaves.
+  void drop_client(std::unordered_map<std::string, ClientRec>::iterator cit, bool silent) {
     const ClientRec& client = cit->second;
     PATRO_LOG(debug, "broker") << "client " << printable(cit->first) << " gone";
     for (uint64_t s : client.servers) {
@@ -1142,6 +1168,8 @@ struct PATRO_PRIVATE Broker::Impl {
         break;  // one lane tells the whole server
       }
     }
+    if (silent && !cit->second.pending.empty() && orphans.size() < kMaxOrphans)
+      orphans[cit->first] = Orphan{std::move(cit->second.pending), Clock::now()};
     clients.erase(cit);
     n_clients = clients.size();
   }
@@ -1156,7 +1184,7 @@ struct PATRO_PRIVATE Broker::Impl {
         if (it->second.expiry > now) {
           expiries.push({it->second.expiry, true, e.routing});
         } else {
-          drop_client(it);
+          drop_client(it, true);
         }
       } else {
         auto it = lanes.find(e.routing);
