@@ -1,6 +1,7 @@
 // Hostile peers against patro-broker (issue 23), each attack spoken as docs/WIRE.md has it, with
 // raw ZeroMQ sockets, against a real patro-broker and a real patro-worker: a REGISTER that takes
-// over a live server's id and name, REGISTERs too large for the broker, a SERVER_ALIVE that keeps
+// over a live server's id and name, a REPLY forged by another server and by a stranger,
+// REGISTERs too large for the broker, a SERVER_ALIVE that keeps
 // a dead server registered, a flood of malformed REGISTERs, and (CURVE) another allowed server
 // key taking an id, and keys removed from the allow lists by a SIGHUP. Each asserts that the
 // attack is refused and that the victim is still served.
@@ -154,7 +155,8 @@ struct Raw {
       s.set(zmq::sockopt::rcvtimeo, 100);
       d::Multipart m;
       if (!d::recv_multipart(s, m)) continue;
-      const auto cmd = m.empty() ? std::nullopt : d::parse_header(m[0]);
+      uint64_t stamp = 0;  // a REQUEST from the broker has a 12-byte header: when it was forwarded
+      const auto cmd = m.empty() ? std::nullopt : d::parse_header(m[0], stamp);
       if (cmd == d::Command::request) ++requests;
       if (cmd == want) return m;
     }
@@ -233,7 +235,7 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
     try {
       jobs.call("push", "secret" + std::to_string(i));
     } catch (const patro::Error& e) {
-      FAIL_CHECK("push " << i << ": " << e.what());
+      FAIL_CHECK("push " << i << ": " << std::string(e.what()));
     }
   }
   CHECK(jobs.call("size") == 10);
@@ -247,6 +249,63 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
   CHECK(after->lanes == 4);
   for (const auto& n : patro::broker_info(b.front, o).names) CHECK(n.name != "extra");
   CHECK(b.log_lines_with("refused a REGISTER") >= 1);
+  w.stop();
+}
+
+TEST_CASE("item 1: a REPLY forged by another server or a stranger never reaches the client") {
+  TempDir dir;
+  Broker b(dir);
+  Process w = worker(b.back, "jobs");
+  const auto o = via_broker();
+  (void)wait_for_name(b.front, "jobs", o);
+  const patro::ObjectId jobs_id = patro::broker_info(b.front, o).names.at(0).id;
+  // The forger registers a server of its own, which the client also talks to: so it learns the
+  // client's routing id, as any server a client uses does.
+  Raw forger(b.back), stranger(b.back), client(b.front);
+  forger.send(frames(d::header_frame(d::Command::register_server),
+                     register_body(0xf0f0, 0, 1, 0xabc, {"bait"}, 1)));
+  REQUIRE(forger.next(d::Command::registered, 3s).size() == 2);
+  std::vector<zmq::message_t> bait;
+  bait.push_back(d::header_frame(d::Command::request));
+  bait.push_back(d::object_id_frame(patro::ObjectId{0xf0f0, 1}));
+  bait.push_back(d::u64_frame(1));
+  bait.push_back(zmq::message_t(std::string_view("x")));
+  client.send(std::move(bait));
+  const d::Multipart seen = forger.next(d::Command::request, 3s);
+  REQUIRE(seen.size() == 5);
+  const std::string routing = seen[1].to_string();
+  // Request 2 goes to the victim (an unreadable body: it answers bad_message); both forge its
+  // reply as a success at once.
+  std::vector<zmq::message_t> real;
+  real.push_back(d::header_frame(d::Command::request));
+  real.push_back(d::object_id_frame(jobs_id));
+  real.push_back(d::u64_frame(2));
+  real.push_back(zmq::message_t(std::string_view("not a request")));
+  client.send(std::move(real));
+  for (Raw* r : {&forger, &stranger}) {
+    std::vector<zmq::message_t> forged;
+    forged.push_back(d::header_frame(d::Command::reply));
+    forged.push_back(zmq::message_t(routing.data(), routing.size()));
+    forged.push_back(d::u64_frame(2));
+    forged.push_back(d::error_reply(2, patro::Errc::ok, "forged"));
+    r->send(std::move(forged));
+  }
+  // Every reply to request 2 the client gets within a second is the victim's.
+  std::vector<patro::Errc> codes;
+  const auto until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < until) {
+    client.s.set(zmq::sockopt::rcvtimeo, 100);
+    d::Multipart m;
+    if (!d::recv_multipart(client.s, m)) continue;
+    if (m.size() != 3 || d::parse_header(m[0]) != d::Command::reply || d::parse_u64(m[1]) != 2)
+      continue;
+    patro::Limits limits;
+    d::AlignedScratch scratch;
+    const auto* r = d::verified_reply(m[2], limits, scratch);
+    REQUIRE(r != nullptr);
+    codes.push_back(static_cast<patro::Errc>(r->error_code()));
+  }
+  CHECK(codes == std::vector<patro::Errc>{patro::Errc::bad_message});
   w.stop();
 }
 
