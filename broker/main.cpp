@@ -1,5 +1,6 @@
 // patro-broker: routes requests between Patro clients and servers.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -62,7 +63,34 @@ std::string render_metrics(const patro::BrokerStats& s) {
          static_cast<double>(s.servers));
   metric(out, "patro_broker_refused_total", "counter",
          "CURVE handshakes refused (a key not on the allow list)", static_cast<double>(s.refused));
+  // Each kind shows, at zero until it happens, so that an alert can be written before it does.
+  static const char* const kinds[] = {
+      "register_malformed",   "register_over_limits", "server_id_taken", "name_taken",
+      "name_of_other_server", "registry_full",        "alive_forged",    "reply_unrouted",
+      "key_mismatch",         "key_revoked",          "too_many_pending"};
+  first = true;
+  for (const char* kind : kinds) {
+    const auto it = s.refused_by_kind.find(kind);
+    metric(out, "patro_broker_refused_messages_total", "counter",
+           first ? "Messages from peers the broker refused, by kind (docs/SECURITY.md)" : "",
+           it == s.refused_by_kind.end() ? 0.0 : static_cast<double>(it->second),
+           "kind=\"" + std::string(kind) + "\"");
+    first = false;
+  }
   return out;
+}
+
+// Every peer holds a descriptor: the soft limit (often 1,024) is raised to the hard one, which
+// is the operator's to set (LimitNOFILE= in the unit).
+void raise_descriptor_limit() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+  const rlim_t was = r.rlim_cur;
+  r.rlim_cur = r.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &r) != 0)
+    patro::write_log(patro::LogLevel::warn, "broker",
+                     "cannot raise the descriptor limit from " + std::to_string(was) + ": " +
+                         std::strerror(errno));
 }
 
 }  // namespace
@@ -81,7 +109,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Tells systemd READY=1 once bound. SIGHUP reopens --log-file. Stops cleanly on SIGINT or "
       "SIGTERM.\nWith --curve-key, both ports encrypt and authenticate every peer; SIGHUP also "
-      "reads the allow lists again. Without it, binding anything but loopback is refused unless "
+      "reads the allow lists again, and refuses from then on every message of a live session "
+      "whose key left them. Without it, binding anything but loopback is refused unless "
       "--insecure is given.\nNo single point of failure: run two brokers (or more), each with "
       "its own --front and --back (on two hosts, or two ports of one); servers register with "
       "both (patro-worker --broker tcp://HOST1:7171 --broker tcp://HOST2:7171), and clients "
@@ -108,6 +137,21 @@ int main(int argc, char** argv) {
   app.add_option("--max-message-size", opts.limits.max_message_size,
                  "largest request body in bytes")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--max-register-names", opts.max_register_names,
+                 "most names one REGISTER may carry (more: refused)")
+      ->check(CLI::Range(size_t{1}, size_t{10'000'000}))
+      ->capture_default_str();
+  app.add_option("--max-register-bytes", opts.max_register_bytes,
+                 "most bytes of name strings one REGISTER may carry (more: refused)")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--max-name-bytes", opts.max_name_bytes,
+                 "longest name, type name, reftype or direct endpoint in a REGISTER")
+      ->check(CLI::Range(size_t{16}, size_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--max-names", opts.max_names, "most names in the registry")
+      ->check(CLI::Range(size_t{1}, size_t{10'000'000}))
       ->capture_default_str();
   std::string curve_key;
   app.add_option("--curve-key", curve_key,
@@ -141,6 +185,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.track_latency = !metrics.empty();
+  raise_descriptor_limit();
   try {
     if (!curve_key.empty()) opts.curve = patro::read_key_file(curve_key);
     if (opts.curve.empty() &&

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "log.hpp"
 #include "patro/broker.hpp"
 #include "patro/error.hpp"
 #include "socket.hpp"
@@ -198,12 +199,13 @@ TEST_CASE("frames the broker cannot parse are dropped and counted; it goes on ro
   CHECK(reply_code(client.next(), 10) == Errc::server_unavailable);
 }
 
-TEST_CASE("a reply sent after the broker restarted reaches the client that asked, and no other") {
-  // The lane took the request from the broker's first run; the reply leaves after the restart,
-  // routed by the client's routing id at the first run. ZeroMQ's generated ids are not unique
-  // across broker processes (libzmq draws them from rand() unseeded, in connection order), so
-  // Patro's sockets carry ids of their own (detail::make_socket): the reply reaches the asker,
-  // and a client that reached the restarted broker first does not get it.
+TEST_CASE(
+    "a reply the restarted broker did not route reaches no client; the resent request's does") {
+  // The lane took the request from the broker's first run; the reply leaves after the restart.
+  // A broker forwards a REPLY only from the server it routed that request to (no other peer may
+  // answer in a server's name), so this one reaches nobody: neither the asker nor a client that
+  // the restarted broker gave the same routing id. The asker resends what it had in flight when
+  // it sees the new broker instance, as libpatro does, and that copy's reply reaches it.
   zmq::context_t ctx;
   auto first = std::make_unique<RunningBroker>();
   const std::string front = first->broker.frontend_endpoint();
@@ -233,8 +235,249 @@ TEST_CASE("a reply sent after the broker restarted reaches the client that asked
   REQUIRE(reconnected(other, 100));
   REQUIRE(reconnected(asker, 200));
   register_lane(lane, 0xabc);
+  const std::string asker_routing = in[1].to_string();
   lane.send(make(detail::header_frame(Command::reply), std::move(in[1]), detail::u64_frame(7),
+                 detail::error_reply(7, Errc::not_found, "the answer")));
+  CHECK(asker.next(std::chrono::milliseconds(300)).empty());
+  CHECK(other.next(std::chrono::milliseconds(300)).empty());
+  CHECK(second.broker.stats().refused_by_kind["reply_unrouted"] >= 1);
+  // The resent copy ([attempt] frame) is routed to the lane, and its reply goes through.
+  asker.send(make(detail::header_frame(Command::request), detail::object_id_frame(id),
+                  detail::u64_frame(7), text("body"), detail::u64_frame(1)));
+  Multipart again = lane.next();
+  REQUIRE(again.size() == 5);
+  CHECK(again[1].to_string() == asker_routing);
+  lane.send(make(detail::header_frame(Command::reply), std::move(again[1]), detail::u64_frame(7),
                  detail::error_reply(7, Errc::not_found, "the answer")));
   CHECK(reply_code(asker.next(), 7) == Errc::not_found);
   CHECK(other.next(std::chrono::milliseconds(300)).empty());
+}
+
+namespace {
+zmq::message_t register_body(uint64_t server_id, uint32_t lane, uint32_t lanes,
+                             uint64_t incarnation) {
+  flatbuffers::FlatBufferBuilder fb;
+  auto r = wire::CreateRegister(fb, server_id, lane, lanes, 0, incarnation);
+  fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, r.Union()),
+            wire::ControlIdentifier());
+  return detail::body_frame(fb);
+}
+
+// Registers lane `lane` of `lanes`; the REGISTERED's refusal (empty: accepted).
+std::string try_register(Peer& p, uint64_t server_id, uint32_t lane, uint32_t lanes,
+                         uint64_t incarnation) {
+  p.send(make(detail::header_frame(Command::register_server),
+              register_body(server_id, lane, lanes, incarnation)));
+  const Multipart m = p.next();
+  REQUIRE(m.size() == 2);
+  REQUIRE(detail::parse_header(m[0]) == Command::registered);
+  detail::AlignedScratch s;
+  const auto* c = detail::verified_control(m[1], Limits{}, s);
+  REQUIRE(c != nullptr);
+  const auto* r = c->body_as_Registered();
+  REQUIRE(r != nullptr);
+  return r->refusal() ? r->refusal()->str() : std::string();
+}
+
+// The broker's count of refusals of a kind, once it reaches `at_least` (bounded wait: the
+// broker reads its peers' sockets in turn, so a refusal may be counted a little after a reply
+// sent later on another socket went through).
+uint64_t refused(Broker& b, const std::string& kind, uint64_t at_least = 0) {
+  uint64_t n = b.stats().refused_by_kind[kind];
+  for (int i = 0; i < 200 && n < at_least; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    n = b.stats().refused_by_kind[kind];
+  }
+  return n;
+}
+uint64_t refused(RunningBroker& b, const std::string& kind, uint64_t at_least = 0) {
+  return refused(b.broker, kind, at_least);
+}
+}  // namespace
+
+TEST_CASE("a server id is its process's: another incarnation is refused, the same one rejoins") {
+  RunningBroker b;
+  zmq::context_t ctx;
+  Peer lane0(ctx, b.broker.backend_endpoint(), true), lane1(ctx, b.broker.backend_endpoint(), true);
+  CHECK(try_register(lane0, 0x51, 0, 2, 1111).empty());
+  CHECK(try_register(lane1, 0x51, 1, 2, 1111).empty());
+  Peer rogue(ctx, b.broker.backend_endpoint(), true);
+  CHECK(!try_register(rogue, 0x51, 0, 2, 2222).empty());  // another incarnation
+  CHECK(!try_register(rogue, 0x51, 0, 1, 0).empty());     // none, and one lane
+  CHECK(!try_register(rogue, 0x51, 0, 3, 1111).empty());  // the incarnation, other lanes
+  CHECK(refused(b, "server_id_taken", 3) == 3);
+  // The same process's lane 0 from a new socket (it reconnected): accepted, and it replaces the
+  // old socket.
+  Peer lane0b(ctx, b.broker.backend_endpoint(), true);
+  CHECK(try_register(lane0b, 0x51, 0, 2, 1111).empty());
+  // A client's requests reach the lanes, never the rogue.
+  Peer client(ctx, b.broker.frontend_endpoint(), true);
+  for (uint64_t rid = 1; rid <= 4; ++rid)
+    client.send(make(detail::header_frame(Command::request),
+                     detail::object_id_frame(ObjectId{0x51, 1}), detail::u64_frame(rid),
+                     text("x")));
+  CHECK(rogue.next(std::chrono::milliseconds(300)).empty());
+}
+
+TEST_CASE("a REPLY is forwarded only from the server its request was routed to") {
+  RunningBroker b;
+  zmq::context_t ctx;
+  Peer victim(ctx, b.broker.backend_endpoint(), true),
+      rogue(ctx, b.broker.backend_endpoint(), true);
+  Peer stranger(ctx, b.broker.backend_endpoint(), true);
+  Peer client(ctx, b.broker.frontend_endpoint(), true);
+  register_lane(victim, 0x61);
+  register_lane(rogue, 0x62);
+  // The client talks to both servers; the rogue learns its routing id from a request.
+  client.send(make(detail::header_frame(Command::request),
+                   detail::object_id_frame(ObjectId{0x62, 1}), detail::u64_frame(1), text("x")));
+  Multipart to_rogue = rogue.next();
+  REQUIRE(to_rogue.size() == 5);
+  const std::string client_routing = to_rogue[1].to_string();
+  client.send(make(detail::header_frame(Command::request),
+                   detail::object_id_frame(ObjectId{0x61, 1}), detail::u64_frame(2), text("x")));
+  Multipart to_victim = victim.next();
+  REQUIRE(to_victim.size() == 5);
+  // The rogue (a registered server) and a stranger (no lane) answer request 2: refused.
+  for (Peer* p : {&rogue, &stranger})
+    p->send(make(detail::header_frame(Command::reply), text(client_routing), detail::u64_frame(2),
+                 detail::error_reply(2, Errc::ok, "forged")));
+  CHECK(client.next(std::chrono::milliseconds(300)).empty());
+  CHECK(refused(b, "reply_unrouted", 2) == 2);
+  // The victim's answer goes through, once; a second copy of it does not.
+  for (int i = 0; i < 2; ++i)
+    victim.send(make(detail::header_frame(Command::reply), text(client_routing),
+                     detail::u64_frame(2), detail::error_reply(2, Errc::not_found, "real")));
+  CHECK(reply_code(client.next(), 2) == Errc::not_found);
+  CHECK(client.next(std::chrono::milliseconds(300)).empty());
+}
+
+TEST_CASE("SERVER_ALIVE keeps a server only from its lanes, or with its incarnation") {
+  BrokerOptions o = RunningBroker::options();
+  o.heartbeat.interval = std::chrono::milliseconds(100);
+  o.heartbeat.liveness = 4;  // a 400 ms window
+  Broker broker(o);
+  std::thread t([&] { broker.run(); });
+  zmq::context_t ctx;
+  auto alive_for = [&](uint64_t id, std::optional<uint64_t> incarnation) {
+    Peer lane(ctx, broker.backend_endpoint(), true), other(ctx, broker.backend_endpoint(), true);
+    lane.send(make(detail::header_frame(Command::register_server), register_body(id, 0, 1, 77)));
+    REQUIRE(lane.next().size() == 2);
+    // The lane falls silent; `other` beats for it for 1.5 s (almost four windows).
+    bool kept = true;
+    for (int i = 0; i < 75; ++i) {
+      Multipart m = make(detail::header_frame(Command::server_alive), detail::u64_frame(id));
+      if (incarnation) m.push_back(detail::u64_frame(*incarnation));
+      other.send(std::move(m));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kept = broker.stats().servers == 1;
+    // Dropped (bounded wait), so the next round starts from none.
+    for (int i = 0; i < 200 && broker.stats().servers != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return kept;
+  };
+  CHECK_FALSE(alive_for(0x71, std::nullopt));  // a socket that is none of its lanes
+  CHECK_FALSE(alive_for(0x72, 78));            // with the wrong incarnation
+  CHECK(refused(broker, "alive_forged", 2) >= 2);
+  CHECK(alive_for(0x73, 77));  // the server's own alive thread: its incarnation
+  broker.stop();
+  t.join();
+}
+
+TEST_CASE("REGISTER limits: names, bytes, strings, names of another server's objects") {
+  BrokerOptions o = RunningBroker::options();
+  o.max_register_names = 10;
+  o.max_register_bytes = 500;
+  o.max_name_bytes = 100;
+  Broker broker(o);
+  std::thread t([&] { broker.run(); });
+  zmq::context_t ctx;
+  auto body = [](uint64_t id, size_t n, size_t len, uint64_t owner) {
+    flatbuffers::FlatBufferBuilder fb;
+    std::vector<flatbuffers::Offset<wire::NameBinding>> v;
+    for (size_t i = 0; i < n; ++i) {
+      const std::string name = std::to_string(i) + std::string(len, 'n');
+      v.push_back(wire::CreateNameBindingDirect(fb, name.c_str(), owner, i + 1, "T", "HASH"));
+    }
+    auto nv = fb.CreateVector(v);
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register,
+                                  wire::CreateRegister(fb, id, 0, 1, nv, 5).Union()),
+              wire::ControlIdentifier());
+    return detail::body_frame(fb);
+  };
+  auto refusal_of = [&](zmq::message_t b) {
+    Peer p(ctx, broker.backend_endpoint(), true);
+    p.send(make(detail::header_frame(Command::register_server), std::move(b)));
+    const Multipart m = p.next();
+    REQUIRE(m.size() == 2);
+    detail::AlignedScratch s;
+    const auto* r = detail::verified_control(m[1], Limits{}, s)->body_as_Registered();
+    return r->refusal() ? r->refusal()->str() : std::string();
+  };
+  CHECK(refusal_of(body(0x81, 11, 1, 0x81)).find("11 names") != std::string::npos);
+  CHECK(refusal_of(body(0x82, 1, 200, 0x82)).find("200") == std::string::npos);  // 201 bytes
+  CHECK(!refusal_of(body(0x82, 1, 200, 0x82)).empty());
+  CHECK(refusal_of(body(0x83, 10, 90, 0x83)).find("bytes") != std::string::npos);
+  CHECK(broker.stats().refused_by_kind["register_over_limits"] == 4);
+  CHECK(broker.stats().servers == 0);
+  // Within the limits; one name points at another server's object: that one is not bound.
+  CHECK(refusal_of(body(0x84, 3, 5, 0x84)).empty());
+  CHECK(refusal_of(body(0x85, 1, 50, 0x84)).empty());
+  CHECK(broker.stats().refused_by_kind["name_of_other_server"] == 1);
+  const BrokerInfo info = broker_info(broker.frontend_endpoint());
+  CHECK(info.names.size() == 3);
+  broker.stop();
+  t.join();
+}
+
+TEST_CASE("a log limiter lets a burst through per period and counts what it held back") {
+  detail::LogLimiter limiter(std::chrono::hours(1), 3);
+  uint64_t held = 99;
+  for (int i = 0; i < 3; ++i) {
+    CHECK(limiter.allow(held));
+    CHECK(held == 0);
+  }
+  for (int i = 0; i < 1000; ++i) CHECK_FALSE(limiter.allow(held));
+  detail::LogLimiter fast(std::chrono::milliseconds(1), 1);
+  CHECK(fast.allow(held));
+  CHECK_FALSE(fast.allow(held));
+  CHECK_FALSE(fast.allow(held));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the next period: no event waits
+  CHECK(fast.allow(held));
+  CHECK(held == 2);  // "(2 more suppressed)"
+}
+
+TEST_CASE(
+    "a client dropped for silence still gets the replies to its requests, from their server") {
+  BrokerOptions o = RunningBroker::options();
+  o.heartbeat.interval = std::chrono::milliseconds(100);
+  o.heartbeat.liveness = 3;  // a 300 ms window
+  Broker broker(o);
+  std::thread t([&] { broker.run(); });
+  zmq::context_t ctx;
+  Peer lane(ctx, broker.backend_endpoint(), true), rogue(ctx, broker.backend_endpoint(), true);
+  Peer client(ctx, broker.frontend_endpoint(), true);
+  register_lane(lane, 0x91);
+  register_lane(rogue, 0x92);
+  client.send(make(detail::header_frame(Command::request),
+                   detail::object_id_frame(ObjectId{0x91, 1}), detail::u64_frame(3), text("x")));
+  Multipart in = lane.next();
+  REQUIRE(in.size() == 5);
+  // The client never heartbeats (a raw one parked on a lock): the broker drops it. The lanes do.
+  for (int i = 0; i < 200 && broker.stats().clients != 0; ++i) {
+    lane.send(make(detail::header_frame(Command::heartbeat)));
+    rogue.send(make(detail::header_frame(Command::heartbeat)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(broker.stats().clients == 0);
+  const std::string routing = in[1].to_string();
+  rogue.send(make(detail::header_frame(Command::reply), text(routing), detail::u64_frame(3),
+                  detail::error_reply(3, Errc::ok, "forged")));
+  lane.send(make(detail::header_frame(Command::reply), std::move(in[1]), detail::u64_frame(3),
+                 detail::error_reply(3, Errc::not_found, "granted at last")));
+  CHECK(reply_code(client.next(), 3) == Errc::not_found);
+  CHECK(refused(broker, "reply_unrouted", 1) == 1);
+  broker.stop();
+  t.join();
 }

@@ -33,6 +33,10 @@ struct BrokerStats {
   uint64_t expired = 0;
   uint64_t refused = 0;  ///< CURVE handshakes refused (a key not on the allow list)
   std::map<Errc, uint64_t> rejected_by_code;  ///< rejected, by error code (stats() only)
+  /// Messages from peers the broker refused, by kind (stats() only; docs/SECURITY.md lists the
+  /// kinds): a REGISTER for another process's server id, over its limits, a forged SERVER_ALIVE
+  /// or REPLY, a message from a key no longer on its allow list, ...
+  std::map<std::string, uint64_t> refused_by_kind;
   /// With BrokerOptions::track_latency (stats() only): requests routed and not yet answered, and
   /// the time from routing a request to routing its reply: per bucket (upper bounds in
   /// latency_bounds, seconds; the last count is above them all), their sum and count.
@@ -95,7 +99,8 @@ class Broker {
   BrokerStats stats() const;
   /// Reads the allow-list files (BrokerOptions::allow_clients_file, allow_servers_file) again;
   /// safe from any thread. On an error (logged and thrown as Error) the lists in force stay.
-  /// Connections already made stay; new handshakes see the new lists.
+  /// New handshakes see the new lists at once; the broker's loop then refuses every message
+  /// from a live session whose key left its list, and drops the servers that key registered.
   void reload();
   /// The broker's CURVE public key (Z85); empty when it runs plaintext.
   std::string public_key() const;

@@ -73,6 +73,12 @@ struct BrokerOptions {
   Limits limits;
   /// Most names in the registry.
   size_t max_names = 100'000;
+  /// What one REGISTER may carry (more: the whole REGISTER is refused, counted and logged): its
+  /// names, and the bytes of their strings (name, type name, reftype) together. Each string in a
+  /// REGISTER (a name, a type name, a reftype, a direct endpoint) is at most max_name_bytes.
+  size_t max_register_names = 10'000;
+  size_t max_register_bytes = 1u << 20;
+  size_t max_name_bytes = 1024;
   /// Time each routed request to its reply for Broker::stats() (in_flight, latency): one hash-map
   /// entry per request in flight (at most max_tracked; older than an hour: forgotten). Off by
   /// default, as it costs the routing path a map insert and erase.

@@ -215,6 +215,23 @@ std::atomic<bool> g_wire_trace{false};
 void log_line(LogLevel level, const std::string& who, const std::string& text) noexcept {
   ::patro::write_log(level, who, text);
 }
+
+bool LogLimiter::allow(uint64_t& held) {
+  const auto now = std::chrono::steady_clock::now();
+  MutexLock lock(mu_);
+  if (written_ == 0 || now - start_ >= period_) {
+    start_ = now;
+    written_ = 0;
+  }
+  if (written_ >= burst_) {
+    ++held_;
+    return false;
+  }
+  ++written_;
+  held = held_;
+  held_ = 0;
+  return true;
+}
 }  // namespace detail
 
 }  // namespace patro

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -58,6 +59,29 @@ constexpr const char* kClientDomain = "patro-clients";
 constexpr size_t kMaxServersPerClient = 4096;
 constexpr const char* kServerDomain = "patro-servers";
 
+// Hashes and compares std::string and std::string_view alike, so a lookup by a view of a frame
+// or of a FlatBuffers string makes no std::string.
+struct TextHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+using KeySet = std::unordered_set<std::string, TextHash, std::equal_to<>>;
+
+std::string_view view(const flatbuffers::String* s) {
+  return s ? std::string_view(s->data(), s->size()) : std::string_view();
+}
+
+// The CURVE public key (Z85) the ZAP handler authenticated the message's connection with ("User-
+// Id", as the handler answers it); empty in plaintext.
+std::string_view key_of(const zmq::message_t& m) {
+  const char* v = zmq_msg_gets(const_cast<zmq_msg_t*>(m.handle()), "User-Id");
+  return v ? std::string_view(v) : std::string_view();
+}
+
+std::string short_id(uint64_t server_id) {
+  return ObjectId{server_id, 0}.to_hex().substr(0, 16);
+}
+
 std::string printable(const std::string& routing) {
   static const char* hex = "0123456789abcdef";
   std::string out;
@@ -95,21 +119,30 @@ class PATRO_PRIVATE ZapHandler {
     detail::MutexLock lock(mu_);
     clients_ = std::move(clients);
     servers_ = std::move(servers);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   uint64_t refused() const { return refused_; }
 
+  // The lists in force (null: any key) and how many times they were read: the broker's loop
+  // takes a copy whenever the count moves, and checks each message's key against it.
+  using List = std::shared_ptr<const KeySet>;
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  std::pair<List, List> lists() {
+    detail::MutexLock lock(mu_);
+    return {clients_, servers_};
+  }
+
  private:
-  using List = std::optional<std::set<std::string>>;  // empty: any key
   static List read(const std::vector<std::string>& keys, const std::string& file) {
-    if (keys.empty() && file.empty()) return std::nullopt;
-    std::set<std::string> out;
+    if (keys.empty() && file.empty()) return nullptr;
+    auto out = std::make_shared<KeySet>();
     for (const auto& k : keys) {
       if (!is_curve_key(k))
         throw Error(Errc::invalid_argument, "allow list entry '" + k + "' is not a Z85 key");
-      out.insert(k);
+      out->insert(k);
     }
     if (!file.empty())
-      for (auto& k : read_allow_list(file)) out.insert(std::move(k));
+      for (auto& k : read_allow_list(file)) out->insert(std::move(k));
     return out;
   }
 
@@ -144,7 +177,7 @@ class PATRO_PRIVATE ZapHandler {
       if (!key.empty()) {
         detail::MutexLock lock(mu_);
         const List& list = for_servers ? servers_ : clients_;
-        ok = !list || list->count(key) > 0;
+        ok = !list || list->find(key) != list->end();
       }
       if (ok) {
         status = "200";
@@ -167,7 +200,7 @@ class PATRO_PRIVATE ZapHandler {
   }
 
   // One line per key and port every 10 s at most: a refused peer that keeps retrying must not
-  // fill the log.
+  // fill the log; and a few lines per 10 s in all, as a peer may bring a fresh key each time.
   void log_refusal(const std::string& key, const std::string& address, bool for_servers) {
     const auto now = Clock::now();
     const std::string who = (for_servers ? "s:" : "c:") + key;
@@ -175,10 +208,10 @@ class PATRO_PRIVATE ZapHandler {
     if (last != Clock::time_point{} && now - last < std::chrono::seconds(10)) return;
     if (last_logged_.size() > 10000) last_logged_.clear();
     last = now;
-    PATRO_LOG(warn, "broker") << "refused " << (for_servers ? "server" : "client") << " key "
-                              << (key.empty() ? std::string("(none)") : key_fingerprint(key))
-                              << " from " << address << ": not on the allow list for "
-                              << (for_servers ? "servers" : "clients");
+    PATRO_LOG_LIMITED(warn, "broker", limiter_)
+        << "refused " << (for_servers ? "server" : "client") << " key "
+        << (key.empty() ? std::string("(none)") : key_fingerprint(key)) << " from " << address
+        << ": not on the allow list for " << (for_servers ? "servers" : "clients");
   }
 
   const BrokerOptions& options_;
@@ -186,6 +219,8 @@ class PATRO_PRIVATE ZapHandler {
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> generation_{0};
+  detail::LogLimiter limiter_;
   detail::Mutex mu_;
   List clients_ PATRO_GUARDED_BY(mu_);
   List servers_ PATRO_GUARDED_BY(mu_);
@@ -202,10 +237,13 @@ struct PATRO_PRIVATE Broker::Impl {
     std::vector<std::string> lanes;           // routing ids; empty string: lane not registered
     std::vector<std::string> direct;          // each lane's direct endpoint (empty: none)
     std::unordered_set<std::string> clients;  // routing ids of clients that sent it requests
-    std::vector<std::string> names;
+    KeySet names;
     uint64_t dedup_hits = 0, expired = 0;  // its counters, from its lanes' heartbeats
     uint64_t direct_requests = 0, brokered_requests = 0;
-    uint64_t incarnation = 0;  // its process
+    // Its process: random, and never shown to anyone, so in plaintext it is what proves that a
+    // REGISTER or SERVER_ALIVE comes from the process that registered (docs/SECURITY.md).
+    uint64_t incarnation = 0;
+    std::string key;  // CURVE: the public key that registered it; all it sends carries this key
   };
   struct LaneRec {
     uint64_t server = 0;
@@ -216,6 +254,12 @@ struct PATRO_PRIVATE Broker::Impl {
     Clock::time_point expiry;
     std::unordered_set<uint64_t> servers;
     uint64_t last_server = 0;
+    // Its requests routed and not yet answered: request id -> the server it went to. A REPLY is
+    // forwarded only from a lane of that server (no other peer can answer in a server's name);
+    // any of its lanes, as a deferred reply (a lock granted, a job taken) leaves by the lane
+    // that resolved it.
+    std::unordered_map<uint64_t, uint64_t> pending;
+    Clock::time_point last_sweep;  // when pending was last cleared of servers that are gone
   };
   struct Expiry {
     Clock::time_point when;
@@ -238,7 +282,18 @@ struct PATRO_PRIVATE Broker::Impl {
   std::unordered_map<uint64_t, ServerRec> servers;
   std::unordered_map<std::string, LaneRec> lanes;
   std::unordered_map<std::string, ClientRec> clients;
-  std::unordered_map<std::string, Binding> names;
+  // The requests still unanswered of clients dropped for silence (a raw client that never
+  // heartbeats, parked on a lock): their replies still go to them, and a client that comes back
+  // takes its own again. Forgotten after an hour, as the latency tracker forgets, or at once when
+  // there are kMaxOrphans.
+  struct Orphan {
+    std::unordered_map<uint64_t, uint64_t> pending;
+    Clock::time_point since;
+  };
+  std::unordered_map<std::string, Orphan> orphans;
+  static constexpr size_t kMaxOrphans = 100'000;
+  std::unordered_map<std::string, Binding, TextHash, std::equal_to<>> names;
+  size_t registry_bytes = 0;  // what broker_info's reply takes for the names (kBindingBytes each)
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<>> expiries;
   Clock::time_point next_heartbeat;
 
@@ -253,6 +308,39 @@ struct PATRO_PRIVATE Broker::Impl {
   std::atomic<uint64_t> latency_sum_ns{0}, latency_count{0}, n_in_flight{0};
   std::atomic<bool> stopping{false};
   detail::AlignedScratch scratch;  // for control bodies that arrive misaligned
+
+  // What the broker refuses from peers, by kind: counted each (metrics), logged a few times per
+  // 10 s each (a peer can send them at will).
+  enum Refusal : size_t {
+    register_malformed,
+    register_over_limits,
+    server_id_taken,
+    name_taken,
+    name_of_other_server,
+    registry_full,
+    alive_forged,
+    reply_unrouted,
+    key_mismatch,
+    key_revoked,
+    too_many_pending,
+    kRefusals
+  };
+  static constexpr std::array<const char*, kRefusals> kRefusalNames{
+      "register_malformed",   "register_over_limits", "server_id_taken", "name_taken",
+      "name_of_other_server", "registry_full",        "alive_forged",    "reply_unrouted",
+      "key_mismatch",         "key_revoked",          "too_many_pending"};
+  std::array<std::atomic<uint64_t>, kRefusals> refusals{};
+  std::array<detail::LogLimiter, kRefusals> refusal_logs{};
+  detail::LogLimiter& refuse(Refusal kind) {
+    refusals[kind].fetch_add(1, std::memory_order_relaxed);
+    return refusal_logs[kind];
+  }
+  // The allow lists the loop checks every message's key against (CURVE; null: any key), as the
+  // ZAP handler read them last (lists_seen: its generation).
+  ZapHandler::List allowed_clients, allowed_servers;
+  uint64_t lists_seen = 0;
+  // A name's share of broker_info's reply beyond its strings (its table, vtable, offsets).
+  static constexpr size_t kBindingBytes = 64;
 
   explicit Impl(const BrokerOptions& o) : opts(o) {
     const bool curve = !opts.curve.empty();
@@ -332,12 +420,21 @@ struct PATRO_PRIVATE Broker::Impl {
     send_front(m);
   }
 
+  // Whether the key the message's connection authenticated with is on the list (CURVE).
+  static bool allowed(const KeySet& list, const zmq::message_t& m) {
+    return list.find(key_of(m)) != list.end();
+  }
+
   ClientRec& touch_client(const std::string& routing, uint64_t client_id, Clock::time_point now) {
     auto [it, inserted] = clients.try_emplace(routing);
     it->second.expiry = now + window();
     if (client_id != 0) it->second.client_id = client_id;
     if (inserted) {
       n_clients = clients.size();
+      if (auto o = orphans.find(routing); o != orphans.end()) {
+        it->second.pending = std::move(o->second.pending);
+        orphans.erase(o);
+      }
       expiries.push({it->second.expiry, true, routing});
       PATRO_LOG(debug, "broker") << "client " << printable(routing) << " connected";
       heartbeat_client(routing);  // a client that came back learns at once who we are
@@ -355,6 +452,17 @@ struct PATRO_PRIVATE Broker::Impl {
       return void(++dropped);
     }
     const std::string routing = routing_of(f[0]);
+    if (allowed_clients && !allowed(*allowed_clients, f[1])) {
+      PATRO_LOG_LIMITED(warn, "broker", refuse(key_revoked))
+          << "refused a message from client key " << key_fingerprint(std::string(key_of(f[1])))
+          << ": no longer on the allow list";
+      auto request_id =
+          *cmd == Command::request && f.size() >= 4 ? detail::parse_u64(f[3]) : std::nullopt;
+      if (request_id)
+        reject(std::move(f[0]), *request_id, Errc::not_authorized,
+               "the broker no longer allows this client's key (it left the allow list)");
+      return;
+    }
     switch (*cmd) {
       case Command::request:
         return on_request(f, routing, now);
@@ -374,7 +482,7 @@ struct PATRO_PRIVATE Broker::Impl {
         return on_locate(f, routing, now);
       case Command::disconnect: {
         auto it = clients.find(routing);
-        if (it != clients.end()) drop_client(it);
+        if (it != clients.end()) drop_client(it, false);
         return;
       }
       default:
@@ -413,6 +521,15 @@ struct PATRO_PRIVATE Broker::Impl {
     if (server.lanes[lane].empty())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
                     "the server is registering", Command::no_route);
+    if (!expect_reply(client, *request_id, oid->server, now)) {
+      PATRO_LOG_LIMITED(warn, "broker", refuse(too_many_pending))
+          << "client " << printable(routing) << " has " << client.pending.size()
+          << " requests unanswered; refusing more until replies come";
+      return reject(std::move(f[0]), *request_id, Errc::overloaded,
+                    "this client has " + std::to_string(client.pending.size()) +
+                        " requests unanswered at the broker, its limit",
+                    Command::no_route);
+    }
     if (client.last_server != oid->server) {
       client.last_server = oid->server;
       client.servers.insert(oid->server);
@@ -434,6 +551,23 @@ struct PATRO_PRIVATE Broker::Impl {
     out.push_back(std::move(f[4]));
     send_back(out);
     ++routed;
+  }
+
+  // Notes that the reply to request_id is to come from a lane of `server`; false if the client
+  // has as many requests unanswered as a socket queues (Limits::high_water_mark), counting only
+  // those whose server is still registered (the others are cleared at most once a window).
+  bool expect_reply(ClientRec& client, uint64_t request_id, uint64_t server,
+                    Clock::time_point now) {
+    const size_t cap = static_cast<size_t>(std::max(opts.limits.high_water_mark, 1024));
+    if (client.pending.size() >= cap && !client.pending.count(request_id)) {
+      if (now - client.last_sweep < window()) return false;
+      client.last_sweep = now;
+      for (auto it = client.pending.begin(); it != client.pending.end();)
+        it = servers.count(it->second) ? std::next(it) : client.pending.erase(it);
+      if (client.pending.size() >= cap) return false;
+    }
+    client.pending.insert_or_assign(request_id, server);
+    return true;
   }
 
   void on_hello(Multipart& f, const std::string& routing, Clock::time_point now) {
@@ -588,16 +722,44 @@ struct PATRO_PRIVATE Broker::Impl {
     }
     const std::string routing = routing_of(f[0]);
     auto lit = lanes.find(routing);
+    if (zap) {
+      // CURVE: a server's sockets all carry the key that registered it. (A peer may pick its
+      // routing id, and the routers hand an id over to its newest connection.)
+      const std::string_view key = key_of(f[1]);
+      if (allowed_servers && allowed_servers->find(key) == allowed_servers->end()) {
+        PATRO_LOG_LIMITED(warn, "broker", refuse(key_revoked))
+            << "refused a message from server key " << key_fingerprint(key)
+            << ": no longer on the allow list";
+        return;
+      }
+      if (lit != lanes.end()) {
+        auto sit = servers.find(lit->second.server);
+        if (sit != servers.end() && sit->second.key != key) {
+          PATRO_LOG_LIMITED(warn, "broker", refuse(key_mismatch))
+              << "refused a " << detail::command_name(*cmd) << " from key " << key_fingerprint(key)
+              << " on a lane of server " << short_id(sit->first) << ", which key "
+              << key_fingerprint(sit->second.key) << " registered";
+          return;
+        }
+      }
+    }
     switch (*cmd) {
       case Command::reply: {
         // [routing][hdr][client routing][request id][body]
         if (f.size() != 5) return void(++dropped);
-        // A lane we do not know yet (we restarted while it ran a call) still delivers its reply;
-        // then it is told to register again.
-        if (lit == lanes.end())
-          send_to_lane(routing, Command::disconnect);
-        else
-          lit->second.expiry = now + window();
+        // Only from a lane of the server the request was routed to. A lane we do not know (we
+        // restarted while it ran a call) is told to register again; the client resends what it had
+        // in flight when it sees our new instance, and the server's reply cache answers it.
+        if (lit == lanes.end()) send_to_lane(routing, Command::disconnect);
+        if (lit == lanes.end() || !take_reply(f, lit->second.server)) {
+          PATRO_LOG_LIMITED(info, "broker", refuse(reply_unrouted))
+              << "refused a REPLY from "
+              << (lit == lanes.end() ? std::string("an unregistered socket")
+                                     : "a lane of server " + short_id(lit->second.server))
+              << ": the broker did not route that request there";
+          return;
+        }
+        lit->second.expiry = now + window();
         if (opts.track_latency) observe_reply(f[2], f[3], now);
         Multipart out;
         out.reserve(4);
@@ -634,9 +796,24 @@ struct PATRO_PRIVATE Broker::Impl {
         return on_register(f, routing, now);
       case Command::server_alive: {
         // The process lives: none of its lanes is dead, however long its calls run.
-        auto id = f.size() == 3 ? detail::parse_u64(f[2]) : std::nullopt;
+        // [server id]([incarnation]): believed only from that process (docs/SECURITY.md).
+        auto id = f.size() == 3 || f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+        const uint64_t incarnation = f.size() == 4 ? detail::parse_u64(f[3]).value_or(0) : 0;
         auto sit = id ? servers.find(*id) : servers.end();
         if (sit == servers.end()) return;
+        const ServerRec& s = sit->second;
+        bool from_it;
+        if (zap)
+          from_it = key_of(f[1]) == s.key && (incarnation == 0 || incarnation == s.incarnation);
+        else
+          from_it = (lit != lanes.end() && lit->second.server == *id) ||
+                    (incarnation != 0 && incarnation == s.incarnation);
+        if (!from_it) {
+          PATRO_LOG_LIMITED(warn, "broker", refuse(alive_forged))
+              << "refused a SERVER_ALIVE for server " << short_id(*id)
+              << ": not from the process that registered it";
+          return;
+        }
         for (const std::string& l : sit->second.lanes) {
           auto it = l.empty() ? lanes.end() : lanes.find(l);
           if (it != lanes.end()) it->second.expiry = now + window();
@@ -651,6 +828,24 @@ struct PATRO_PRIVATE Broker::Impl {
             << "dropped unexpected " << detail::command_name(*cmd) << " from a server";
         ++dropped;
     }
+  }
+
+  // Whether the REPLY [routing][hdr][client routing][request id][body] from a lane of `server`
+  // answers a request this broker routed to that server; if so, the request is answered.
+  bool take_reply(const Multipart& f, uint64_t server) {
+    auto request_id = detail::parse_u64(f[3]);
+    if (!request_id) return false;
+    const std::string client = routing_of(f[2]);
+    std::unordered_map<uint64_t, uint64_t>* pending = nullptr;
+    if (auto cit = clients.find(client); cit != clients.end())
+      pending = &cit->second.pending;
+    else if (auto oit = orphans.find(client); oit != orphans.end())
+      pending = &oit->second.pending;
+    if (pending == nullptr) return false;
+    auto pit = pending->find(*request_id);
+    if (pit == pending->end() || pit->second != server) return false;
+    pending->erase(pit);
+    return true;
   }
 
   void observe_reply(const zmq::message_t& client, const zmq::message_t& request_id,
@@ -671,6 +866,10 @@ struct PATRO_PRIVATE Broker::Impl {
   }
 
   void forget_old_requests(Clock::time_point now) {
+    for (auto it = orphans.begin(); it != orphans.end();)
+      it = it->second.pending.empty() || now - it->second.since > std::chrono::hours(1)
+               ? orphans.erase(it)
+               : std::next(it);
     if (!opts.track_latency || in_flight.empty()) return;
     const auto cutoff = now - std::chrono::hours(1);
     for (auto it = in_flight.begin(); it != in_flight.end();)
@@ -685,26 +884,131 @@ struct PATRO_PRIVATE Broker::Impl {
     send_back(out);
   }
 
+  // Why a REGISTER is over the limits (BrokerOptions: names, their bytes, each string's size);
+  // empty if it is not. O(names), and nothing is done with it before this.
+  std::string over_limits(const wire::Register& reg) const {
+    const size_t most = opts.max_name_bytes;
+    if (reg.direct() && reg.direct()->size() > most)
+      return "its direct endpoint is " + std::to_string(reg.direct()->size()) + " bytes (at most " +
+             std::to_string(most) + ")";
+    if (!reg.names()) return {};
+    if (reg.names()->size() > opts.max_register_names)
+      return "it carries " + std::to_string(reg.names()->size()) + " names (at most " +
+             std::to_string(opts.max_register_names) + " per REGISTER)";
+    size_t bytes = 0;
+    for (const auto* nb : *reg.names()) {
+      for (const auto* text : {nb->name(), nb->type_name(), nb->reftype()}) {
+        if (!text) continue;
+        if (text->size() > most)
+          return "one of its strings (a name, type name or reftype) is " +
+                 std::to_string(text->size()) + " bytes (at most " + std::to_string(most) + ")";
+        bytes += text->size();
+      }
+    }
+    if (bytes > opts.max_register_bytes)
+      return "its names take " + std::to_string(bytes) + " bytes (at most " +
+             std::to_string(opts.max_register_bytes) + " per REGISTER)";
+    return {};
+  }
+
+  // Why a REGISTER for a live server id may not join it; empty if it may (the same process: a
+  // lane registering, or registering again from a new socket). Under CURVE the key that
+  // registered the id decides (the same key and another incarnation: the server restarted, and
+  // the caller replaces the old process); in plaintext the incarnation does, which only that
+  // process and this broker know.
+  std::string claim_refusal(const ServerRec& s, const wire::Register& reg, std::string_view key,
+                            const std::string& routing) const {
+    const std::string id = short_id(reg.server_id());
+    if (zap) {
+      if (key != s.key)
+        return "server id " + id + " belongs to key " + key_fingerprint(s.key) +
+               ", which registered it and is alive; this key (" + key_fingerprint(key) +
+               ") may not take it";
+      if (reg.incarnation() != s.incarnation) return {};  // restarted: replaces the old one
+    } else if (reg.incarnation() != s.incarnation) {
+      return "server id " + id +
+             " is registered by another live process (another incarnation): refused until that "
+             "one unregisters or misses its heartbeats";
+    }
+    if (reg.lanes() != s.lanes.size())
+      return "server id " + id + " is registered with " + std::to_string(s.lanes.size()) +
+             " lanes, not " + std::to_string(reg.lanes());
+    // An older server sends no incarnation: then a lane's socket is replaced only once it died.
+    if (s.incarnation == 0 && !zap && !s.lanes[reg.lane()].empty() &&
+        s.lanes[reg.lane()] != routing)
+      return "lane " + std::to_string(reg.lane()) + " of server " + id +
+             " is held by another live socket (a server without an incarnation)";
+    return {};
+  }
+
+  // Answers a refused REGISTER: REGISTERED with the refusal and, as for names another server
+  // owns, the names it asked for (a server asks again each interval while any are refused, so a
+  // restarted one gets in once its old process is dropped).
+  void refuse_register(const std::string& routing, const std::string& why,
+                       const wire::Register* reg) {
+    flatbuffers::FlatBufferBuilder fb(256);
+    std::vector<flatbuffers::Offset<wire::NameBinding>> owned;
+    if (reg && reg->names()) {
+      for (const auto* nb : *reg->names()) {
+        if (!nb->name() || owned.size() >= 64) continue;
+        auto it = names.find(view(nb->name()));
+        const Binding b =
+            it != names.end() ? it->second : Binding{{reg->server_id(), nb->object()}, {}, {}};
+        owned.push_back(wire::CreateNameBindingDirect(fb, nb->name()->c_str(), b.id.server,
+                                                      b.id.object, b.type_name.c_str(),
+                                                      b.reftype.c_str()));
+      }
+    }
+    auto text = fb.CreateString(why);
+    auto refused = owned.empty() ? 0 : fb.CreateVector(owned);
+    wire::RegisteredBuilder r(fb);
+    r.add_heartbeat_ms(static_cast<uint32_t>(opts.heartbeat.interval.count()));
+    r.add_liveness(opts.heartbeat.liveness);
+    r.add_clock_ns(clock_ns(Clock::now()));
+    if (!owned.empty()) r.add_refused(refused);
+    r.add_refusal(text);
+    const auto body = r.Finish();
+    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Registered, body.Union()),
+              wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(routing_frame(routing));
+    out.push_back(detail::header_frame(Command::registered));
+    out.push_back(detail::body_frame(fb));
+    send_back(out);
+  }
+
   void on_register(Multipart& f, const std::string& routing, Clock::time_point now) {
     const wire::Control* c =
         f.size() == 3 ? detail::verified_control(f[2], opts.limits, scratch) : nullptr;
     const wire::Register* reg = c ? c->body_as_Register() : nullptr;
     if (!reg || reg->lanes() == 0 || reg->lanes() > opts.limits.max_lanes ||
         reg->lane() >= reg->lanes()) {
-      PATRO_LOG(warn, "broker") << "dropped a malformed REGISTER";
+      PATRO_LOG_LIMITED(warn, "broker", refuse(register_malformed))
+          << "dropped a malformed REGISTER";
       return void(++dropped);
     }
+    const uint64_t server_id = reg->server_id();
+    if (const std::string why = over_limits(*reg); !why.empty()) {
+      PATRO_LOG_LIMITED(warn, "broker", refuse(register_over_limits))
+          << "refused a REGISTER for server " << short_id(server_id) << ": " << why;
+      return refuse_register(routing, "refused: " + why, nullptr);
+    }
+    const std::string_view key = zap ? key_of(f[1]) : std::string_view();
+    if (auto old = servers.find(server_id); old != servers.end()) {
+      if (const std::string why = claim_refusal(old->second, *reg, key, routing); !why.empty()) {
+        PATRO_LOG_LIMITED(warn, "broker", refuse(server_id_taken)) << "refused a REGISTER: " << why;
+        return refuse_register(routing, why, reg);
+      }
+      // The same key and another incarnation (CURVE): the server restarted before we saw it
+      // die. The first process's calls in flight are lost; its clients hear it went away.
+      if (old->second.incarnation != reg->incarnation()) drop_server(old, "restarted");
+    }
     auto lit = lanes.find(routing);
-    if (lit != lanes.end() && lit->second.server != reg->server_id()) drop_lane(lit, "re-used");
-    // Another process under a known server id (a fixed id, restarted before we noticed the
-    // first die): the first one's calls in flight are lost; its clients hear it went away.
-    if (auto old = servers.find(reg->server_id());
-        old != servers.end() && reg->incarnation() != 0 && old->second.incarnation != 0 &&
-        old->second.incarnation != reg->incarnation())
-      drop_server(old, "restarted");
-    auto [sit, inserted] = servers.try_emplace(reg->server_id());
+    if (lit != lanes.end() && lit->second.server != server_id) drop_lane(lit, "re-used");
+    auto [sit, inserted] = servers.try_emplace(server_id);
     ServerRec& server = sit->second;
     server.incarnation = reg->incarnation();
+    if (inserted) server.key = std::string(key);
     if (server.lanes.size() != reg->lanes()) server.lanes.resize(reg->lanes());
     server.direct.resize(reg->lanes());
     server.direct[reg->lane()] = reg->direct() ? reg->direct()->str() : std::string();
@@ -713,48 +1017,72 @@ struct PATRO_PRIVATE Broker::Impl {
     if (!old.empty() && old != routing) lanes.erase(old);
     server.lanes[reg->lane()] = routing;
     auto [nl, lane_new] = lanes.try_emplace(routing);
-    nl->second.server = reg->server_id();
+    nl->second.server = server_id;
     nl->second.expiry = now + window();
     if (lane_new) expiries.push({nl->second.expiry, false, routing});
-    std::vector<std::string> refused;  // names another live server owns
+    KeySet refused;  // names another live server owns
     if (reg->names()) {
       for (const auto* nb : *reg->names()) {
         if (!nb->name()) continue;
-        std::string name = nb->name()->str();
-        if (names.size() >= opts.max_names && !names.count(name)) {
-          PATRO_LOG(warn, "broker") << "name registry full; not binding '" << name << "'";
+        const std::string_view name = view(nb->name());
+        const bool first_lane = reg->lane() == 0;  // log once per server, not once per lane
+        // A server names its own objects only: a binding it makes is its to keep and to lose.
+        if (nb->server() != server_id) {
+          refuse(name_of_other_server);
+          if (first_lane)
+            PATRO_LOG_LIMITED(warn, "broker", refusal_logs[name_of_other_server])
+                << "server " << short_id(server_id) << " may not bind the name '" << name
+                << "' to an object of server " << short_id(nb->server());
           continue;
         }
+        auto owner = names.find(name);
         // A name belongs to the live server that registered it first; it frees when that server
         // unregisters or misses its heartbeats (drop_server).
-        if (auto owner = names.find(name); owner != names.end() &&
-                                           owner->second.id.server != reg->server_id() &&
-                                           servers.count(owner->second.id.server)) {
-          if (std::find(refused.begin(), refused.end(), name) == refused.end()) {
-            refused.push_back(name);
-            if (reg->lane() == 0)  // once per server, not once per lane
-              PATRO_LOG(warn, "broker")
-                  << "server " << ObjectId{reg->server_id(), 0}.to_hex().substr(0, 16)
-                  << " may not take the name '" << name << "': server "
-                  << ObjectId{owner->second.id.server, 0}.to_hex().substr(0, 16) << " owns it";
+        if (owner != names.end() && owner->second.id.server != server_id &&
+            servers.count(owner->second.id.server)) {
+          if (refused.insert(std::string(name)).second) {
+            refuse(name_taken);
+            if (first_lane)
+              PATRO_LOG_LIMITED(warn, "broker", refusal_logs[name_taken])
+                  << "server " << short_id(server_id) << " may not take the name '" << name
+                  << "': server " << short_id(owner->second.id.server) << " owns it";
           }
           continue;
         }
-        names[name] = Binding{{nb->server(), nb->object()},
-                              nb->type_name() ? nb->type_name()->str() : std::string(),
-                              nb->reftype() ? nb->reftype()->str() : std::string()};
-        if (std::find(server.names.begin(), server.names.end(), name) == server.names.end())
-          server.names.push_back(name);
+        Binding b{{nb->server(), nb->object()},
+                  nb->type_name() ? nb->type_name()->str() : "",
+                  nb->reftype() ? nb->reftype()->str() : ""};
+        const size_t cost = name.size() + b.type_name.size() + b.reftype.size() + kBindingBytes;
+        const size_t had = owner == names.end() ? 0
+                                                : name.size() + owner->second.type_name.size() +
+                                                      owner->second.reftype.size() + kBindingBytes;
+        // The registry stays small enough for broker_info's reply (patro ls) to be one valid
+        // message: at most max_names names, and half the message limit in bytes.
+        if ((owner == names.end() && names.size() >= opts.max_names) ||
+            registry_bytes - had + cost > opts.limits.max_message_size / 2) {
+          refuse(registry_full);
+          PATRO_LOG_LIMITED(warn, "broker", refusal_logs[registry_full])
+              << "name registry full (" << names.size() << " names, " << registry_bytes
+              << " bytes); not binding '" << name << "'";
+          continue;
+        }
+        registry_bytes = registry_bytes - had + cost;
+        if (owner == names.end())
+          names.emplace(std::string(name), std::move(b));
+        else
+          owner->second = std::move(b);
+        server.names.emplace(name);
       }
     }
     if (inserted) {
       n_servers = servers.size();
-      PATRO_LOG(info, "broker") << "server " << ObjectId{reg->server_id(), 0}.to_hex().substr(0, 16)
-                                << " registered (" << reg->lanes() << " lanes)";
+      PATRO_LOG(info, "broker") << "server " << short_id(server_id) << " registered ("
+                                << reg->lanes() << " lanes"
+                                << (zap ? ", key " + key_fingerprint(key) : std::string()) << ")";
       // Clients that located it before it registered (we restarted, and they were quicker than
       // it): it learns now that they are attached here.
       for (const auto& [croute, client] : clients) {
-        if (!client.servers.count(reg->server_id())) continue;
+        if (!client.servers.count(server_id)) continue;
         server.clients.insert(croute);
         if (client.client_id != 0) send_client_at(routing, client.client_id);
       }
@@ -762,7 +1090,7 @@ struct PATRO_PRIVATE Broker::Impl {
     flatbuffers::FlatBufferBuilder fb(128);
     std::vector<flatbuffers::Offset<wire::NameBinding>> owned;
     for (const std::string& name : refused) {
-      const Binding& b = names.at(name);
+      const Binding& b = names.find(name)->second;
       owned.push_back(wire::CreateNameBindingDirect(fb, name.c_str(), b.id.server, b.id.object,
                                                     b.type_name.c_str(), b.reftype.c_str()));
     }
@@ -798,7 +1126,10 @@ struct PATRO_PRIVATE Broker::Impl {
                               << " dropped: " << why;
     for (const std::string& name : sit->second.names) {
       auto nit = names.find(name);
-      if (nit != names.end() && nit->second.id.server == server_id) names.erase(nit);
+      if (nit == names.end() || nit->second.id.server != server_id) continue;
+      registry_bytes -=
+          name.size() + nit->second.type_name.size() + nit->second.reftype.size() + kBindingBytes;
+      names.erase(nit);
     }
     for (const std::string& c : sit->second.clients) {
       auto cit = clients.find(c);
@@ -817,7 +1148,9 @@ struct PATRO_PRIVATE Broker::Impl {
     n_servers = servers.size();
   }
 
-  void drop_client(std::unordered_map<std::string, ClientRec>::iterator cit) {
+  // silent: it missed its heartbeats (it may still be there, waiting for replies), rather than
+  // said it leaves.
+  void drop_client(std::unordered_map<std::string, ClientRec>::iterator cit, bool silent) {
     const ClientRec& client = cit->second;
     PATRO_LOG(debug, "broker") << "client " << printable(cit->first) << " gone";
     for (uint64_t s : client.servers) {
@@ -835,6 +1168,8 @@ struct PATRO_PRIVATE Broker::Impl {
         break;  // one lane tells the whole server
       }
     }
+    if (silent && !cit->second.pending.empty() && orphans.size() < kMaxOrphans)
+      orphans[cit->first] = Orphan{std::move(cit->second.pending), Clock::now()};
     clients.erase(cit);
     n_clients = clients.size();
   }
@@ -849,7 +1184,7 @@ struct PATRO_PRIVATE Broker::Impl {
         if (it->second.expiry > now) {
           expiries.push({it->second.expiry, true, e.routing});
         } else {
-          drop_client(it);
+          drop_client(it, true);
         }
       } else {
         auto it = lanes.find(e.routing);
@@ -888,6 +1223,25 @@ struct PATRO_PRIVATE Broker::Impl {
     for (const auto& [routing, client] : clients) heartbeat_client(routing);
   }
 
+  // The allow lists were read again: from now on every message's key is checked against the new
+  // ones (so the live sessions of a key that left a list are refused), and the servers that a
+  // key no longer allowed registered are dropped.
+  void revoke() {
+    lists_seen = zap->generation();
+    std::tie(allowed_clients, allowed_servers) = zap->lists();
+    if (!allowed_servers) return;
+    std::vector<uint64_t> gone;
+    for (const auto& [id, s] : servers)
+      if (allowed_servers->find(s.key) == allowed_servers->end()) gone.push_back(id);
+    for (uint64_t id : gone) {
+      refuse(key_revoked);
+      PATRO_LOG(warn, "broker") << "server " << short_id(id) << ": its key "
+                                << key_fingerprint(servers.at(id).key)
+                                << " left the allow list; dropping it";
+      drop_server(servers.find(id), "key revoked");
+    }
+  }
+
   void run() {
     PATRO_LOG(info, "broker") << "serving clients at " << front_endpoint << ", servers at "
                               << back_endpoint;
@@ -914,11 +1268,13 @@ struct PATRO_PRIVATE Broker::Impl {
       // The broker's barrier: whatever one message or timer throws (zmq::error_t from a send,
       // bad_alloc) is logged and the broker goes on; no peer can end the process.
       try {
-        now = Clock::now();
-        // Bounded batches, so neither side starves the other or the timers.
-        for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i) on_back(msg, now);
+        if (zap && zap->generation() != lists_seen) revoke();
+        // Bounded batches, so neither side starves the other or the timers. Each message is
+        // stamped when it is read: one that took long to handle makes no later one look late.
+        for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i)
+          on_back(msg, Clock::now());
         for (int i = 0; i < 256 && detail::recv_multipart(front, msg, true); ++i)
-          on_front(msg, now);
+          on_front(msg, Clock::now());
         now = Clock::now();
         if (now >= next_heartbeat) {
           heartbeat_all();
@@ -964,6 +1320,9 @@ BrokerStats Broker::stats() const {
   s.clients = impl_->n_clients;
   s.retried = impl_->retried;
   s.refused = impl_->zap ? impl_->zap->refused() : 0;
+  for (size_t k = 0; k < Impl::kRefusals; ++k)
+    if (const uint64_t n = impl_->refusals[k].load(std::memory_order_relaxed))
+      s.refused_by_kind[Impl::kRefusalNames[k]] = n;
   for (size_t c = 0; c < Impl::kCodes; ++c)
     if (const uint64_t n = impl_->rejected_codes[c]) s.rejected_by_code[static_cast<Errc>(c)] = n;
   s.in_flight = impl_->n_in_flight;

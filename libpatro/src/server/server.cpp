@@ -920,6 +920,9 @@ void Server::alive_main() {
       Multipart m;
       m.push_back(header_frame(Command::server_alive));
       m.push_back(u64_frame(objects_.server_id()));
+      // Its incarnation, which only this process and the broker know: the broker believes a
+      // SERVER_ALIVE from a socket that is none of the lanes only with it.
+      m.push_back(u64_frame(incarnation_));
       try {
         send_multipart(sock, m, true);
       } catch (const zmq::error_t& e) {

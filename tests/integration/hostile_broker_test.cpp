@@ -1,0 +1,475 @@
+// Hostile peers against patro-broker (issue 23), each attack spoken as docs/WIRE.md has it, with
+// raw ZeroMQ sockets, against a real patro-broker and a real patro-worker: a REGISTER that takes
+// over a live server's id and name, a REPLY forged by another server and by a stranger,
+// REGISTERs too large for the broker, a SERVER_ALIVE that keeps
+// a dead server registered, a flood of malformed REGISTERs, and (CURVE) another allowed server
+// key taking an id, and keys removed from the allow lists by a SIGHUP. Each asserts that the
+// attack is refused and that the victim is still served.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <zmq.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <patro/patro.hpp>
+
+#include "../support/process.hpp"
+#include "wire.hpp"
+
+using namespace std::chrono_literals;
+using patro::test::Process;
+using patro::test::program;
+using patro::test::read_file;
+using patro::test::TempDir;
+using patro::test::wait_for_file;
+namespace d = patro::detail;
+
+namespace {
+
+// A patro-broker with a 100 ms heartbeat and a liveness of 5, its stderr in dir/broker.log;
+// with CURVE when key is given.
+struct Broker {
+  std::unique_ptr<Process> proc;
+  std::string front, back, log;
+  explicit Broker(const TempDir& dir, std::vector<std::string> extra = {})
+      : log(dir.file("broker.log")) {
+    const std::string file = dir.file("broker-endpoints");
+    std::remove(file.c_str());
+    std::vector<std::string> argv{program("PATRO_BROKER"),
+                                  "--front",
+                                  "tcp://127.0.0.1:*",
+                                  "--back",
+                                  "tcp://127.0.0.1:*",
+                                  "--heartbeat-ms",
+                                  "100",
+                                  "--liveness",
+                                  "5",
+                                  "--endpoints-file",
+                                  file};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    proc = std::make_unique<Process>(patro::test::redirected(argv, log, {"PATRO_LOG_LEVEL=info"}));
+    REQUIRE(wait_for_file(file, 10s));
+    std::istringstream(read_file(file)) >> front >> back;
+  }
+  size_t log_lines_with(const std::string& text) const {
+    std::istringstream in(read_file(log));
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) n += line.find(text) != std::string::npos;
+    return n;
+  }
+};
+
+struct Keys {
+  std::string path;
+  patro::CurveKeyPair pair;
+  Keys(const TempDir& dir, const std::string& name) : path(dir.file(name + ".key")) {
+    pair = patro::curve_keypair();
+    patro::write_key_file(path, pair);
+  }
+  std::string pub() const { return path + ".pub"; }
+};
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+// A patro-worker with a queue named `name`, registered with the broker's back end.
+Process worker(const std::string& back, const std::string& name,
+               std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv{
+      program("PATRO_WORKER"), "--broker", back, "--heartbeat-ms", "100", "--threads", "4"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back("queue");
+  argv.push_back(name);
+  return Process(argv);
+}
+
+// Through the broker only: the attacks are on what the broker routes.
+patro::ClientOptions via_broker(patro::ClientOptions o = {}) {
+  o.route = patro::Route::broker;
+  o.connect_timeout = 10s;
+  o.call_timeout = 5s;
+  return o;
+}
+
+// Waits (bounded) until the name resolves; the proxy.
+patro::Proxy wait_for_name(const std::string& front, const std::string& name,
+                           const patro::ClientOptions& o) {
+  for (int i = 0; i < 400; ++i) {
+    try {
+      return patro::get_proxy(front, name, o);
+    } catch (const patro::Error& e) {
+      if (e.code() != patro::Errc::not_found) throw;
+      std::this_thread::sleep_for(25ms);
+    }
+  }
+  FAIL("the name " << name << " never resolved");
+  throw std::logic_error("unreachable");
+}
+
+// The registered server that serves `name`.
+std::optional<patro::BrokerServer> server_of(const std::string& front, const std::string& name,
+                                             const patro::ClientOptions& o) {
+  const patro::BrokerInfo info = patro::broker_info(front, o);
+  for (const auto& n : info.names) {
+    if (n.name != name) continue;
+    for (const auto& s : info.servers)
+      if (s.id == n.id.server) return s;
+  }
+  return std::nullopt;
+}
+
+// A raw DEALER on the broker's back end: the attacker.
+struct Raw {
+  zmq::context_t ctx;
+  zmq::socket_t s{ctx, zmq::socket_type::dealer};
+  explicit Raw(const std::string& endpoint, const patro::CurveKeyPair* keys = nullptr,
+               const std::string& broker_key = {}) {
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::rcvtimeo, 3000);
+    s.set(zmq::sockopt::maxmsgsize, int64_t{-1});
+    if (keys) {
+      s.set(zmq::sockopt::curve_serverkey, broker_key);
+      s.set(zmq::sockopt::curve_publickey, keys->public_key);
+      s.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+    }
+    s.connect(endpoint);
+  }
+  void send(std::vector<zmq::message_t> frames) {
+    for (size_t i = 0; i < frames.size(); ++i)
+      (void)s.send(frames[i],
+                   i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+  // The next message whose header is `want`, within timeout; empty if none. Every REQUEST seen
+  // on the way is counted in `requests`.
+  d::Multipart next(d::Command want, std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      s.set(zmq::sockopt::rcvtimeo, 100);
+      d::Multipart m;
+      if (!d::recv_multipart(s, m)) continue;
+      uint64_t stamp = 0;  // a REQUEST from the broker has a 12-byte header: when it was forwarded
+      const auto cmd = m.empty() ? std::nullopt : d::parse_header(m[0], stamp);
+      if (cmd == d::Command::request) ++requests;
+      if (cmd == want) return m;
+    }
+    return {};
+  }
+  size_t requests = 0;
+};
+
+zmq::message_t register_body(uint64_t server_id, uint32_t lane, uint32_t lanes,
+                             uint64_t incarnation, const std::vector<std::string>& names,
+                             uint64_t object, const std::string& type_name = "Patro::Queue") {
+  flatbuffers::FlatBufferBuilder fb(1024);
+  std::vector<flatbuffers::Offset<patro::wire::NameBinding>> nbs;
+  for (const auto& n : names)
+    nbs.push_back(patro::wire::CreateNameBindingDirect(fb, n.c_str(), server_id, object,
+                                                       type_name.c_str(), "HASH"));
+  auto nv = fb.CreateVector(nbs);
+  auto reg = patro::wire::CreateRegister(fb, server_id, lane, lanes, nv, incarnation);
+  fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Register, reg.Union()),
+            patro::wire::ControlIdentifier());
+  return zmq::message_t(fb.GetBufferPointer(), fb.GetSize());
+}
+
+std::vector<zmq::message_t> frames(zmq::message_t a, zmq::message_t b = {}) {
+  std::vector<zmq::message_t> out;
+  out.push_back(std::move(a));
+  if (b.size() > 0) out.push_back(std::move(b));
+  return out;
+}
+
+// The refusal a REGISTERED carries; nullopt if the message is no REGISTERED or has none.
+std::optional<std::string> refusal(const d::Multipart& m) {
+  if (m.size() != 2 || d::parse_header(m[0]) != d::Command::registered) return std::nullopt;
+  patro::Limits limits;
+  d::AlignedScratch scratch;
+  const auto* c = d::verified_control(m[1], limits, scratch);
+  const auto* r = c ? c->body_as_Registered() : nullptr;
+  if (!r || !r->refusal()) return std::nullopt;
+  return r->refusal()->str();
+}
+
+long rss_kib(int pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("item 1: a REGISTER for a live server's id and name from another socket is refused") {
+  TempDir dir;
+  Broker b(dir);
+  Process w = worker(b.back, "jobs");
+  const auto o = via_broker();
+  patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
+  const auto victim = server_of(b.front, "jobs", o);
+  REQUIRE(victim);
+  REQUIRE(victim->lanes == 4);
+  const patro::ObjectId jobs_id = patro::broker_info(b.front, o).names.at(0).id;
+
+  Raw attacker(b.back);
+  // As the issue found it: another incarnation, the victim's lanes; then lanes=1, incarnation 0.
+  attacker.send(frames(d::header_frame(d::Command::register_server),
+                       register_body(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object)));
+  const auto first = refusal(attacker.next(d::Command::registered, 3s));
+  CHECK(first);
+  if (first) CHECK(first->find("another live process") != std::string::npos);
+  Raw attacker2(b.back);
+  attacker2.send(frames(d::header_frame(d::Command::register_server),
+                        register_body(victim->id, 0, 1, 0, {"jobs", "extra"}, jobs_id.object)));
+  CHECK(refusal(attacker2.next(d::Command::registered, 3s)));
+
+  // The jobs reach the real queue, and nothing reaches the attackers.
+  for (int i = 0; i < 10; ++i) {
+    try {
+      jobs.call("push", "secret" + std::to_string(i));
+    } catch (const patro::Error& e) {
+      FAIL_CHECK("push " << i << ": " << std::string(e.what()));
+    }
+  }
+  CHECK(jobs.call("size") == 10);
+  (void)attacker.next(d::Command::request, 300ms);
+  (void)attacker2.next(d::Command::request, 300ms);
+  CHECK(attacker.requests == 0);
+  CHECK(attacker2.requests == 0);
+  const auto after = server_of(b.front, "jobs", o);
+  REQUIRE(after);
+  CHECK(after->id == victim->id);
+  CHECK(after->lanes == 4);
+  for (const auto& n : patro::broker_info(b.front, o).names) CHECK(n.name != "extra");
+  CHECK(b.log_lines_with("refused a REGISTER") >= 1);
+  w.stop();
+}
+
+TEST_CASE("item 1: a REPLY forged by another server or a stranger never reaches the client") {
+  TempDir dir;
+  Broker b(dir);
+  Process w = worker(b.back, "jobs");
+  const auto o = via_broker();
+  (void)wait_for_name(b.front, "jobs", o);
+  const patro::ObjectId jobs_id = patro::broker_info(b.front, o).names.at(0).id;
+  // The forger registers a server of its own, which the client also talks to: so it learns the
+  // client's routing id, as any server a client uses does.
+  Raw forger(b.back), stranger(b.back), client(b.front);
+  forger.send(frames(d::header_frame(d::Command::register_server),
+                     register_body(0xf0f0, 0, 1, 0xabc, {"bait"}, 1)));
+  REQUIRE(forger.next(d::Command::registered, 3s).size() == 2);
+  std::vector<zmq::message_t> bait;
+  bait.push_back(d::header_frame(d::Command::request));
+  bait.push_back(d::object_id_frame(patro::ObjectId{0xf0f0, 1}));
+  bait.push_back(d::u64_frame(1));
+  bait.push_back(zmq::message_t(std::string_view("x")));
+  client.send(std::move(bait));
+  const d::Multipart seen = forger.next(d::Command::request, 3s);
+  REQUIRE(seen.size() == 5);
+  const std::string routing = seen[1].to_string();
+  // Request 2 goes to the victim (an unreadable body: it answers bad_message); both forge its
+  // reply as a success at once.
+  std::vector<zmq::message_t> real;
+  real.push_back(d::header_frame(d::Command::request));
+  real.push_back(d::object_id_frame(jobs_id));
+  real.push_back(d::u64_frame(2));
+  real.push_back(zmq::message_t(std::string_view("not a request")));
+  client.send(std::move(real));
+  for (Raw* r : {&forger, &stranger}) {
+    std::vector<zmq::message_t> forged;
+    forged.push_back(d::header_frame(d::Command::reply));
+    forged.push_back(zmq::message_t(routing.data(), routing.size()));
+    forged.push_back(d::u64_frame(2));
+    forged.push_back(d::error_reply(2, patro::Errc::ok, "forged"));
+    r->send(std::move(forged));
+  }
+  // Every reply to request 2 the client gets within a second is the victim's.
+  std::vector<patro::Errc> codes;
+  const auto until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < until) {
+    client.s.set(zmq::sockopt::rcvtimeo, 100);
+    d::Multipart m;
+    if (!d::recv_multipart(client.s, m)) continue;
+    if (m.size() != 3 || d::parse_header(m[0]) != d::Command::reply || d::parse_u64(m[1]) != 2)
+      continue;
+    patro::Limits limits;
+    d::AlignedScratch scratch;
+    const auto* r = d::verified_reply(m[2], limits, scratch);
+    REQUIRE(r != nullptr);
+    codes.push_back(static_cast<patro::Errc>(r->error_code()));
+  }
+  CHECK(codes == std::vector<patro::Errc>{patro::Errc::bad_message});
+  w.stop();
+}
+
+TEST_CASE("item 2: REGISTERs too large are refused at once; the broker serves and patro ls works") {
+  TempDir dir;
+  Broker b(dir);
+  Process w = worker(b.back, "jobs");
+  const auto o = via_broker();
+  patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
+  const auto victim = server_of(b.front, "jobs", o);
+  REQUIRE(victim);
+  const long rss_before = rss_kib(b.proc->pid());
+
+  Raw attacker(b.back);
+  // 100,000 names in one REGISTER: refused whole, no name bound.
+  std::vector<std::string> many;
+  for (int i = 0; i < 100'000; ++i) many.push_back("n" + std::to_string(i));
+  attacker.send(frames(d::header_frame(d::Command::register_server),
+                       register_body(0xa77ac4, 0, 1, 1, many, 1)));
+  const auto r1 = refusal(attacker.next(d::Command::registered, 5s));
+  CHECK(r1);
+  if (r1) CHECK(r1->find("names") != std::string::npos);
+  // 8 MiB type names, from several sockets under several ids: refused.
+  for (uint64_t i = 0; i < 4; ++i) {
+    Raw big(b.back);
+    big.send(frames(d::header_frame(d::Command::register_server),
+                    register_body(0xb16000 + i, 0, 1, 1, {"big" + std::to_string(i)}, 1,
+                                  std::string(8u << 20, 't'))));
+    CHECK(refusal(big.next(d::Command::registered, 5s)));
+  }
+  // The victim is still registered and served (not expired by a stalled broker), and the
+  // broker's info (patro ls) is one valid message, without the attackers' names.
+  jobs.call("push", "after");
+  CHECK(jobs.call("size") == 1);
+  const patro::BrokerInfo info = patro::broker_info(b.front, o);
+  CHECK(info.names.size() == 1);
+  CHECK(info.servers.size() == 1);
+  const long rss_after = rss_kib(b.proc->pid());
+  MESSAGE("broker RSS " << rss_before << " KiB -> " << rss_after << " KiB");
+  CHECK(rss_after < rss_before + 64 * 1024);  // stated bound: 64 MiB over its start
+  w.stop();
+}
+
+TEST_CASE("item 3: SERVER_ALIVE from another socket does not keep a dead server registered") {
+  TempDir dir;
+  Broker b(dir);
+  const auto o = via_broker();
+  std::optional<patro::BrokerServer> victim;
+  {
+    Process w = worker(b.back, "jobs");
+    (void)wait_for_name(b.front, "jobs", o);
+    victim = server_of(b.front, "jobs", o);
+    REQUIRE(victim);
+    w.signal(SIGKILL);
+    (void)w.wait(5s);
+  }
+  // The forger beats every 50 ms for the victim's id, from a socket that is none of its lanes.
+  Raw forger(b.back);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {  // 5 s at most; the broker's window is 500 ms
+    forger.send(frames(d::header_frame(d::Command::server_alive), d::u64_frame(victim->id)));
+    std::this_thread::sleep_for(50ms);
+    if (i % 4 == 3) gone = !server_of(b.front, "jobs", o);
+  }
+  CHECK(gone);
+  CHECK(b.log_lines_with("refused a SERVER_ALIVE") >= 1);
+  // A restarted worker takes the name again.
+  Process again = worker(b.back, "jobs");
+  patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
+  jobs.call("push", "x");
+  CHECK(jobs.call("size") == 1);
+  again.stop();
+}
+
+TEST_CASE("item 11: a flood of malformed REGISTERs gives a few log lines, and the broker serves") {
+  TempDir dir;
+  Broker b(dir);
+  Process w = worker(b.back, "jobs");
+  const auto o = via_broker();
+  patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
+  Raw attacker(b.back);
+  for (int i = 0; i < 5000; ++i)
+    attacker.send(frames(d::header_frame(d::Command::register_server),
+                         zmq::message_t(std::string_view("not a flatbuffer"))));
+  jobs.call("push", "x");  // answered after the flood (the broker reads its peers in turn)
+  CHECK(jobs.call("size") == 1);
+  // Bounded wait until the broker has read the whole flood: its dropped count.
+  for (int i = 0; i < 100 && patro::broker_info(b.front, o).stats.dropped < 5000; ++i)
+    std::this_thread::sleep_for(50ms);
+  CHECK(patro::broker_info(b.front, o).stats.dropped >= 5000);
+  const size_t lines = b.log_lines_with("malformed REGISTER");
+  MESSAGE(lines << " lines for 5000 malformed REGISTERs");
+  CHECK(lines >= 1);
+  CHECK(lines <= 10);
+  w.stop();
+}
+
+TEST_CASE("items 1, 3 and 7 under CURVE: ids belong to keys; a SIGHUP revokes live sessions") {
+  if (!patro::curve_available()) return;
+  TempDir dir;
+  Keys broker_key(dir, "broker"), alice(dir, "alice"), bob(dir, "bob");
+  Keys server(dir, "server"), server2(dir, "server2");
+  write_text(dir.file("clients"), alice.pair.public_key + "\n" + bob.pair.public_key + "\n");
+  write_text(dir.file("servers"), server.pair.public_key + "\n" + server2.pair.public_key + "\n");
+  Broker b(dir, {"--curve-key", broker_key.path, "--allow-clients", dir.file("clients"),
+                 "--allow-servers", dir.file("servers")});
+  Process w =
+      worker(b.back, "jobs", {"--broker-key", broker_key.pub(), "--curve-key", server.path});
+  Process w2 =
+      worker(b.back, "other", {"--broker-key", broker_key.pub(), "--curve-key", server2.path});
+  patro::ClientOptions ao = via_broker(), bo = via_broker();
+  ao.curve.broker_key = bo.curve.broker_key = broker_key.pair.public_key;
+  ao.curve.keys = alice.pair;
+  bo.curve.keys = bob.pair;
+  patro::Proxy jobs = wait_for_name(b.front, "jobs", ao);
+  (void)wait_for_name(b.front, "other", ao);
+  const auto victim = server_of(b.front, "jobs", ao);
+  REQUIRE(victim);
+  const patro::ObjectId jobs_id = [&] {
+    for (const auto& n : patro::broker_info(b.front, ao).names)
+      if (n.name == "jobs") return n.id;
+    return patro::ObjectId{};
+  }();
+
+  // Another allowed server key takes the victim's id (any incarnation): refused.
+  Raw rogue(b.back, &server2.pair, broker_key.pair.public_key);
+  rogue.send(frames(d::header_frame(d::Command::register_server),
+                    register_body(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object)));
+  const auto why = refusal(rogue.next(d::Command::registered, 3s));
+  CHECK(why);
+  if (why) CHECK(why->find("belongs to key") != std::string::npos);
+  // Nor does that key keep it alive.
+  rogue.send(frames(d::header_frame(d::Command::server_alive), d::u64_frame(victim->id)));
+  patro::Proxy bobs = patro::get_proxy(b.front, "jobs", bo);
+  bobs.call("push", "from bob");
+  CHECK(jobs.call("size") == 1);
+  CHECK(rogue.requests == 0);
+  (void)rogue.next(d::Command::request, 300ms);
+  CHECK(rogue.requests == 0);
+
+  // Bob's key and server2's key leave the lists; SIGHUP. Bob's live session is refused from
+  // then on, server2's worker is dropped; alice and the first worker go on.
+  write_text(dir.file("clients"), alice.pair.public_key + "\n");
+  write_text(dir.file("servers"), server.pair.public_key + "\n");
+  b.proc->signal(SIGHUP);
+  std::optional<patro::Errc> bob_error;
+  for (int i = 0; i < 100 && !bob_error; ++i) {
+    try {
+      bobs.call("size");
+      std::this_thread::sleep_for(50ms);
+    } catch (const patro::Error& e) {
+      bob_error = e.code();
+      MESSAGE("bob after the SIGHUP: " << std::string(e.what()));
+    }
+  }
+  CHECK(bob_error == patro::Errc::not_authorized);
+  bool other_gone = false;
+  for (int i = 0; i < 100 && !other_gone; ++i) {
+    other_gone = !server_of(b.front, "other", ao);
+    if (!other_gone) std::this_thread::sleep_for(50ms);
+  }
+  CHECK(other_gone);
+  jobs.call("push", "from alice");
+  CHECK(jobs.call("size") == 2);
+  w.stop();
+  w2.stop();
+}
