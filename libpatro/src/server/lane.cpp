@@ -147,20 +147,8 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
   if (stamp != 0) taken.age = links_[broker].clock.age(stamp);
   zmq::message_t reply;
   std::optional<std::string> reroute;
-  Dispatched d = Dispatched::reply;
-  const wire::Request* req = nullptr;
-  if (is_batch(rq[4])) {
-    d = dispatcher_.dispatch_batch(*request_id, rq[4], taken, scratch_, reply, reroute);
-  } else if (req = verified_request(rq[4], server_.options_.limits, scratch_); req == nullptr) {
-    reply = error_reply(*request_id,
-                        rq[4].size() > server_.options_.limits.max_message_size
-                            ? Errc::message_too_large
-                            : Errc::bad_message,
-                        "the request body failed verification (" + std::to_string(rq[4].size()) +
-                            " bytes): malformed, truncated, too deep or too large");
-  } else {
-    d = dispatcher_.dispatch(*req, taken, reply, reroute, owed_);
-  }
+  const Dispatched d =
+      dispatcher_.dispatch_body(*request_id, rq[4], taken, scratch_, reply, reroute, owed_);
   // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
   if (d == Dispatched::reply) {
     if (reroute)
