@@ -14,6 +14,7 @@
 
 #include "dispatcher.hpp"
 #include "patro/object.hpp"
+#include "routing.hpp"
 
 using namespace std::chrono_literals;
 using patro::Errc;
@@ -377,4 +378,20 @@ TEST_CASE("a lock operation parks its caller; the unlock owes it the grant") {
     REQUIRE(o.reply);
     CHECK(o.reply->code == Errc::unknown_object);
   }
+}
+
+TEST_CASE("a client whose routing id starts as a marked routing is marked as through its broker") {
+  using namespace patro::detail;
+  const std::string id(
+      "\xff"
+      "D\x00\x01xyz",
+      7);
+  CHECK(needs_marking(0, id));
+  const std::string r = broker_routing(0, id);
+  CHECK_FALSE(direct_lane(r));  // never read as another lane's direct client
+  CHECK(routing_broker(r) == 0u);
+  CHECK(broker_peer(r) == id);
+  CHECK_FALSE(needs_marking(0, "pclient"));
+  CHECK(broker_routing(0, "pclient") == "pclient");
+  CHECK(routing_broker(broker_routing(2, "pclient")) == 2u);
 }

@@ -140,7 +140,7 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
   (is_direct ? server_.direct_requests_ : server_.brokered_requests_)
       .fetch_add(1, std::memory_order_relaxed);
   Taken taken{rq[1].to_string_view()};
-  if (!is_direct && broker != 0) {
+  if (!is_direct && needs_marking(static_cast<unsigned>(broker), rq[1].to_string_view())) {
     marked_ = broker_routing(static_cast<unsigned>(broker), rq[1].to_string_view());
     taken.routing = marked_;
   }
