@@ -40,7 +40,8 @@ std::string exception_text();
 
 class Executor {
  public:
-  /// locks (may be null) is consulted for fencing tokens.
+  /// locks runs the lock operations and is consulted for fencing tokens (null: no fencing, and a
+  /// lock operation fails as internal).
   Executor(ObjectTable& objects, const ServerOptions& options, LockTable* locks = nullptr)
       : objects_(objects), options_(options), limits_(options.limits), locks_(locks) {}
 
