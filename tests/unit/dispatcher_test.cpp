@@ -49,6 +49,7 @@ struct Call {
   std::string name{};
   uint32_t timeout_ms = 0;
   uint64_t client = kClient;
+  uint64_t fence_token = 0;
 };
 
 flatbuffers::Offset<wire::Request> build(flatbuffers::FlatBufferBuilder& fb, const Call& c) {
@@ -66,6 +67,7 @@ flatbuffers::Offset<wire::Request> build(flatbuffers::FlatBufferBuilder& fb, con
   b.add_path(path);
   if (!c.name.empty()) b.add_name(name);
   b.add_args(args);
+  b.add_fence_token(c.fence_token);
   return b.Finish();
 }
 
@@ -394,4 +396,50 @@ TEST_CASE("a client whose routing id starts as a marked routing is marked as thr
   CHECK_FALSE(needs_marking(0, "pclient"));
   CHECK(broker_routing(0, "pclient") == "pclient");
   CHECK(routing_broker(broker_routing(2, "pclient")) == 2u);
+}
+
+TEST_CASE("a mutating call with a fencing token older than the newest grant is refused") {
+  TestLane lane;
+  std::vector<DeferredReply> owed;
+  const Call lock{.request_id = 1, .object = lane.scalar, .op = wire::Op::Lock, .client = 1};
+  auto o = lane.take(request_body(lock), 1, owed);
+  REQUIRE(o.reply);
+  REQUIRE(o.reply->ok);
+  const int64_t token = o.reply->results.at(3).as<int64_t>();
+  REQUIRE(token > 0);
+  Reply r = lane.send({.request_id = 2,
+                       .object = lane.scalar,
+                       .op = wire::Op::Set,
+                       .args = {Value(1)},
+                       .client = 1,
+                       .fence_token = static_cast<uint64_t>(token)});
+  CHECK(r.ok);
+  r = lane.send({.request_id = 3,
+                 .object = lane.scalar,
+                 .op = wire::Op::Set,
+                 .args = {Value(2)},
+                 .client = 1,
+                 .fence_token = static_cast<uint64_t>(token - 1)});
+  CHECK_FALSE(r.ok);
+  CHECK(r.code == Errc::fenced);
+  // A read is not fenced.
+  r = lane.send({.request_id = 4,
+                 .object = lane.scalar,
+                 .op = wire::Op::Get,
+                 .client = 1,
+                 .fence_token = static_cast<uint64_t>(token - 1)});
+  REQUIRE(r.ok);
+  CHECK(r.results.at(0).as<int64_t>() == 1);
+}
+
+TEST_CASE("a release is checked before the object is looked up, and may name a freed one") {
+  TestLane lane;
+  Reply r = lane.send({.request_id = 1,
+                       .object = ObjectId{kServer, 5555},
+                       .op = wire::Op::Release,
+                       .args = {Value(1)}});
+  CHECK(r.ok);
+  r = lane.send({.request_id = 2, .object = ObjectId{kServer, 5555}, .op = wire::Op::Release});
+  CHECK_FALSE(r.ok);
+  CHECK(r.code == Errc::invalid_argument);
 }
