@@ -1,5 +1,6 @@
 #include "dispatcher.hpp"
 
+#include "assert.hpp"
 #include "log.hpp"
 #include "routing.hpp"
 #include "trace.hpp"
@@ -8,31 +9,10 @@ namespace patro::detail {
 
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-std::optional<int64_t> timeout_arg(const ValueArray& args) {
-  if (args.empty() || args[0].is_null()) return std::nullopt;
-  return args[0].as<int64_t>();
-}
-
-// The bound on a wait with no timeout (ClientOptions::max_lock_wait), the last argument; a
-// request without one is bounded by ServerOptions::max_lock_wait.
-int64_t bound_arg(const ValueArray& args, size_t index, std::chrono::milliseconds fallback) {
-  if (args.size() <= index || args[index].is_null()) return fallback.count();
-  return std::max<int64_t>(args[index].as<int64_t>(), 0);
-}
-
-int64_t count_arg(const ValueArray& args) {
-  return args.empty() ? 1 : args[0].as<int64_t>();
-}
-
-}  // namespace
-
 Dispatcher::Dispatcher(ObjectTable& objects, const ServerOptions& options, LockTable& locks,
                        ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
                        std::function<void(uint64_t)> seen)
     : options_(options),
-      locks_(locks),
       cache_(cache),
       executor_(objects, options, &locks),
       seen_(std::move(seen)) {
@@ -77,6 +57,29 @@ const char* via(std::string_view routing) {
   return direct_lane(routing) ? "direct" : "broker";
 }
 }  // namespace
+
+Dispatched Dispatcher::dispatch_body(uint64_t request_id, const zmq::message_t& body,
+                                     const Taken& taken, AlignedScratch& scratch,
+                                     zmq::message_t& reply, std::optional<std::string>& reroute,
+                                     std::vector<DeferredReply>& owed) {
+  const bool batch = is_batch(body);
+  const wire::Batch* b = batch ? verified_batch(body, options_.limits, scratch) : nullptr;
+  const wire::Request* req = batch ? nullptr : verified_request(body, options_.limits, scratch);
+  if (b != nullptr && b->requests() != nullptr)
+    return dispatch_batch(request_id, *b, taken, reply, reroute);
+  if (req != nullptr) return dispatch(*req, taken, reply, reroute, owed);
+  const Errc code =
+      body.size() > options_.limits.max_message_size ? Errc::message_too_large : Errc::bad_message;
+  if (batch)
+    reply = error_reply(
+        request_id, code,
+        "a batch of oneway calls failed verification (" + std::to_string(body.size()) + " bytes)");
+  else
+    reply = error_reply(request_id, code,
+                        "the request body failed verification (" + std::to_string(body.size()) +
+                            " bytes): malformed, truncated, too deep or too large");
+  return Dispatched::reply;
+}
 
 Dispatched Dispatcher::dispatch(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
                                 std::optional<std::string>& reroute,
@@ -123,120 +126,65 @@ Dispatched Dispatcher::dispatch_request(const wire::Request& req, const Taken& t
                                         std::vector<DeferredReply>& owed) {
   const uint64_t client = req.client_id(), request_id = req.request_id();
   const auto now = Clock::now();
-  // Stage 1.
   if (auto seen = seen_before(client, request_id, taken.routing, now, reply)) return *seen;
-  // Stage 2.
-  const auto deadline = deadline_of(req.timeout_ms(), now, taken.age);
-  Dispatched d;
-  if (deadline <= now) {
-    cache_.count_expired();
-    reply = error_reply(request_id, Errc::timeout, expired_text(taken.age));
-    d = Dispatched::reply;
-  } else {
-    d = run(req, taken.routing, deadline, reply, owed);  // stage 3
-  }
+  std::optional<std::string> no_failure;  // a request's failure is its reply
+  const Dispatched d = run(req, taken, now, false, reply, no_failure, owed);
   if (d == Dispatched::reply && client != 0) reroute = cache_.finish(client, request_id, reply);
   return d;
 }
 
-Dispatched Dispatcher::run(const wire::Request& req, std::string_view routing,
-                           Clock::time_point deadline, zmq::message_t& reply,
+Dispatched Dispatcher::run(const wire::Request& req, const Taken& taken, Clock::time_point now,
+                           bool oneway, zmq::message_t& reply, std::optional<std::string>& failure,
                            std::vector<DeferredReply>& owed) {
   try {
     if (seen_) seen_(req.client_id());
-    if (op_info(req.op()).lock_path()) return run_lock(req, routing, deadline, reply, owed);
-    reply = executor_.execute(req, routing, deadline);  // its own barrier
-    return reply.size() == 0 ? Dispatched::deferred : Dispatched::reply;
-  } catch (...) {
-    reply = exception_reply(req.request_id());
-    return Dispatched::reply;
-  }
-}
-
-Dispatched Dispatcher::run_lock(const wire::Request& req, std::string_view routing,
-                                Clock::time_point deadline, zmq::message_t& reply,
-                                std::vector<DeferredReply>& owed) {
-  const uint64_t request_id = req.request_id();
-  // A parked request waits no longer than what is left of its deadline.
-  const int64_t left_ms = std::max<int64_t>(
-      std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count(), 1);
-  std::optional<ValueArray> results;
-  try {
-    const RefReader no_refs = [](const wire::Ref&) -> Value {
-      throw Error(Errc::type_mismatch, "a lock operation takes no references");
-    };
-    const ValueArray args = decode_values(req.args(), no_refs);
-    const uint64_t object = executor_.lock_object(req);
-    const Caller caller{req.client_id(), request_id, std::string(routing)};
-    std::optional<SyncOutcome> o;
-    switch (req.op()) {
-      case wire::Op::Lock:
-        o = locks_.lock(object, caller, timeout_arg(args), args.size() > 1 && args[1].as<bool>(),
-                        std::min(bound_arg(args, 2, options_.max_lock_wait), left_ms), owed);
-        break;
-      case wire::Op::Unlock:
-        o = locks_.unlock(object, caller.monitor, count_arg(args), owed);
-        break;
-      case wire::Op::Wait:
-        o = locks_.wait(object, caller, timeout_arg(args),
-                        std::min(bound_arg(args, 1, options_.max_lock_wait), left_ms), owed);
-        break;
-      case wire::Op::Notify:
-        o = locks_.notify(object, caller.monitor, count_arg(args));
-        break;
-      case wire::Op::LockInfo: {
-        const LockInfo i = locks_.info(object);
-        results = ValueArray{Value(static_cast<int64_t>(i.holder)), Value(int64_t{i.depth}),
-                             Value(static_cast<int64_t>(i.lock_waiters)),
-                             Value(static_cast<int64_t>(i.wait_waiters)),
-                             Value(static_cast<int64_t>(i.token))};
-        break;
-      }
-      default:  // LockState
-        results = ValueArray{Value(locks_.state(object, caller.monitor))};
-        break;
+    if (oneway && !op_info(req.op()).oneway) {
+      failure =
+          std::string("invalid_argument: a ") + op_info(req.op()).name + " cannot be a oneway call";
+      return Dispatched::reply;
     }
-    if (o) results = outcome_values(*o);
+    // Stage 2.
+    const auto deadline = deadline_of(req.timeout_ms(), now, taken.age);
+    if (deadline <= now) {
+      cache_.count_expired();
+      if (oneway)
+        failure = "timeout: " + expired_text(taken.age);
+      else
+        reply = error_reply(req.request_id(), Errc::timeout, expired_text(taken.age));
+      return Dispatched::reply;
+    }
+    // Stage 3, each with its own barrier.
+    if (oneway) {
+      failure = executor_.execute_oneway(req, deadline);
+      return Dispatched::reply;
+    }
+    return executor_.execute(req, taken.routing, deadline, reply, owed);
   } catch (...) {
-    // The barrier: served code (a property getter on the path) or ours. A grant the operation
-    // owed before it failed still goes out, in owed.
-    reply = exception_reply(request_id);
+    if (oneway)
+      failure = exception_text();
+    else
+      reply = exception_reply(req.request_id());
     return Dispatched::reply;
   }
-  // No results: the caller is parked; its reply comes with a grant or at its deadline.
-  if (!results) return Dispatched::parked;
-  reply = executor_.results_reply(req.client_id(), request_id, *results);
-  return Dispatched::reply;
 }
 
-Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t& body,
-                                      const Taken& taken, AlignedScratch& scratch,
-                                      zmq::message_t& reply, std::optional<std::string>& reroute) {
-  const wire::Batch* batch = verified_batch(body, options_.limits, scratch);
-  if (batch == nullptr || batch->requests() == nullptr) {
-    reply = error_reply(
-        request_id,
-        body.size() > options_.limits.max_message_size ? Errc::message_too_large
-                                                       : Errc::bad_message,
-        "a batch of oneway calls failed verification (" + std::to_string(body.size()) + " bytes)");
-    return Dispatched::reply;
-  }
+Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const wire::Batch& batch,
+                                      const Taken& taken, zmq::message_t& reply,
+                                      std::optional<std::string>& reroute) {
+  const auto& calls = *batch.requests();
   // A batch is one request to the reply cache, under its own request id.
-  const uint64_t client =
-      batch->requests()->size() > 0 ? batch->requests()->Get(0)->client_id() : 0;
+  const uint64_t client = calls.size() > 0 ? calls.Get(0)->client_id() : 0;
   // The wire trace: the batch, each call in it (one line: no reply of its own), its
   // acknowledgement.
   const bool trace = wire_trace();
   const auto batch_start = Clock::now();
   if (trace) {
-    PATRO_LOG(trace, "server") << "<- batch #" << request_id
-                               << " calls=" << batch->requests()->size()
+    PATRO_LOG(trace, "server") << "<- batch #" << request_id << " calls=" << calls.size()
                                << " client=" << trace_id(client) << " via=" << via(taken.routing);
   }
   if (auto seen = seen_before(client, request_id, taken.routing, batch_start, reply)) {
     if (trace)
-      PATRO_LOG(trace, "server") << "-> batch #" << request_id
-                                 << " calls=" << batch->requests()->size() << ' '
+      PATRO_LOG(trace, "server") << "-> batch #" << request_id << " calls=" << calls.size() << ' '
                                  << (*seen == Dispatched::reply
                                          ? trace_outcome(reply, options_.limits,
                                                          Clock::now() - batch_start, true) +
@@ -246,24 +194,12 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
   }
   int64_t failed = 0;
   std::string first;
-  for (const wire::Request* req : *batch->requests()) {
+  zmq::message_t no_reply;               // a oneway call has none
+  std::vector<DeferredReply> owes_none;  // nor does it park anyone (no lock operation is oneway)
+  for (const wire::Request* req : calls) {
     std::optional<std::string> error;
     const auto now = Clock::now();
-    try {
-      const auto deadline = deadline_of(req->timeout_ms(), now, taken.age);
-      if (seen_) seen_(req->client_id());
-      if (!op_info(req->op()).oneway) {
-        error = std::string("invalid_argument: a ") + op_info(req->op()).name +
-                " cannot be a oneway call";
-      } else if (deadline <= now) {
-        cache_.count_expired();
-        error = "timeout: " + expired_text(taken.age);
-      } else {
-        error = executor_.execute_oneway(*req, deadline);  // its own barrier
-      }
-    } catch (...) {
-      error = exception_text();
-    }
+    (void)run(*req, taken, now, true, no_reply, error, owes_none);
     if (trace) {
       const auto took = Clock::now() - now;
       PATRO_LOG(trace, "server") << "<- oneway #" << req->request_id() << ' ' << trace_target(*req)
@@ -273,13 +209,12 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const zmq::message_t&
     }
     if (error && failed++ == 0) first = std::move(*error);
   }
+  PATRO_ASSERT(owes_none.empty(), "a oneway call owed a reply to a parked caller");
   reply = executor_.results_reply(
-      client, request_id,
-      {Value(static_cast<int64_t>(batch->requests()->size())), Value(failed), Value(first)});
+      client, request_id, {Value(static_cast<int64_t>(calls.size())), Value(failed), Value(first)});
   if (client != 0) reroute = cache_.finish(client, request_id, reply);
   if (trace)
-    PATRO_LOG(trace, "server") << "-> batch #" << request_id
-                               << " calls=" << batch->requests()->size() << ' '
+    PATRO_LOG(trace, "server") << "-> batch #" << request_id << " calls=" << calls.size() << ' '
                                << trace_outcome(reply, options_.limits, Clock::now() - batch_start,
                                                 true);
   return Dispatched::reply;

@@ -1,15 +1,18 @@
-// The one way in: every request a lane takes — from its socket, inside a oneway batch, and (later)
-// from a direct connection — passes dispatch(), through its stages in order:
-//   1. the reply cache: a request seen before is answered from it, or, while its first copy still
-//      runs, answered once that finishes (reply_cache.hpp) — never run twice;
-//   2. the deadline: a request whose budget ran out before a lane took it is not run (an error
-//      reply nobody waits for, counted), and a parked one is bounded by what is left of it;
-//   3. the handler the op table (wire/op_table.hpp) names: the lock handler here, against the lock
-//      table, or the executor's element, container and served-object handlers.
-// A barrier around each request turns whatever it throws (served code's exceptions, our own errors,
-// bad_alloc) into an error reply, so nothing a client sends ends the lane. With the wire trace on
-// (PATRO_DEBUG=1: trace.hpp), every request it takes and what became of it are logged here, one
-// line each. One Dispatcher per lane; only the lane's thread calls it.
+// The one way in: every request a lane takes — from a broker or its direct ROUTER, alone or as a
+// call inside a oneway batch — passes dispatch_body(), through the same stages in order:
+//   1. the reply cache: a request (a batch: as one request, under its own id) seen before is
+//      answered from it, or, while its first copy still runs, answered once that finishes
+//      (reply_cache.hpp) — never run twice;
+//   2. the deadline: a call whose budget ran out before a lane took it is not run (an error reply
+//      nobody waits for, or a failed call in the batch's acknowledgement; counted), and a parked
+//      one is bounded by what is left of it;
+//   3. the handler the executor's table names for its operation (executor.hpp): against the
+//      objects, or the lock table for a lock operation (which may park its caller).
+// A barrier around each call turns whatever it throws (served code's exceptions, our own errors,
+// bad_alloc) into an error reply (a batch's call: its failure's text), so nothing a client sends
+// ends the lane. With the wire trace on (PATRO_DEBUG=1: trace.hpp), every request it takes and
+// what became of it are logged here, one line each. One Dispatcher per lane; only the lane's
+// thread calls it.
 #pragma once
 
 #include <functional>
@@ -24,16 +27,9 @@
 #include "lock_table.hpp"
 #include "outbox.hpp"
 #include "reply_cache.hpp"
+#include "wire.hpp"
 
 namespace patro::detail {
-
-/// What became of a request.
-enum class Dispatched {
-  reply,     // its reply is ready: send it now
-  parked,    // a lock wait: the lock table owes its reply (a grant, or its deadline)
-  deferred,  // a patro::Deferred answers later, through the lane's outbox
-  running,   // a copy of a request still running: its reply comes when that finishes
-};
 
 /// A request as a lane took it: where its reply goes, and how long it waited before (its age: the
 /// time since the broker forwarded it).
@@ -49,18 +45,19 @@ class Dispatcher {
              ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
              std::function<void(uint64_t)> seen);
 
-  /// Runs one verified request. reply: the body to send now; reroute: where to send it when a
-  /// copy of the request came by another route while it ran. owed: replies that the request's
-  /// lock operation owes other parked callers, to send after it. Never throws for a request.
+  /// Runs a request's body as a lane took it: a request, or a batch of oneway calls (run in
+  /// order; its reply is their acknowledgement: [calls run, calls failed, the first failure's
+  /// text]); a body that fails verification gets an error reply. reply: the body to send now;
+  /// reroute: where to send it when a copy of the request came by another route while it ran.
+  /// owed: replies that the request's lock operation owes other parked callers, to send after it.
+  /// Never throws for a request.
+  Dispatched dispatch_body(uint64_t request_id, const zmq::message_t& body, const Taken& taken,
+                           AlignedScratch& scratch, zmq::message_t& reply,
+                           std::optional<std::string>& reroute, std::vector<DeferredReply>& owed);
+
+  /// Runs one verified request: dispatch_body() past the verifier.
   Dispatched dispatch(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
                       std::optional<std::string>& reroute, std::vector<DeferredReply>& owed);
-
-  /// Runs a batch of oneway calls in order; reply: its acknowledgement ([calls run, calls failed,
-  /// the first failure's text]). A call whose deadline passed is not run (it counts as failed).
-  /// Never throws for a request.
-  Dispatched dispatch_batch(uint64_t request_id, const zmq::message_t& body, const Taken& taken,
-                            AlignedScratch& scratch, zmq::message_t& reply,
-                            std::optional<std::string>& reroute);
 
   /// The lane's reply encoder.
   Executor& encoder() noexcept { return executor_; }
@@ -73,18 +70,20 @@ class Dispatcher {
   /// dispatch() with the request and its outcome logged (the wire trace).
   Dispatched dispatch_traced(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
                              std::optional<std::string>& reroute, std::vector<DeferredReply>& owed);
+  /// A verified batch of oneway calls, stage 1 for the batch and stages 2 and 3 for each call.
+  Dispatched dispatch_batch(uint64_t request_id, const wire::Batch& batch, const Taken& taken,
+                            zmq::message_t& reply, std::optional<std::string>& reroute);
   /// Stage 1: how to answer a request seen before (reply: the cached answer), or nothing (run it;
   /// it is now recorded as running).
   std::optional<Dispatched> seen_before(uint64_t client, uint64_t request_id,
                                         std::string_view routing,
                                         std::chrono::steady_clock::time_point now,
                                         zmq::message_t& reply);
-  Dispatched run(const wire::Request& req, std::string_view routing,
-                 std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
-                 std::vector<DeferredReply>& owed);
-  Dispatched run_lock(const wire::Request& req, std::string_view routing,
-                      std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
-                      std::vector<DeferredReply>& owed);
+  /// Stages 2 and 3 for one call, a request or a call of a batch (oneway: it has no reply of its
+  /// own; failure is its error's text if it failed). reply and owed: a request's.
+  Dispatched run(const wire::Request& req, const Taken& taken,
+                 std::chrono::steady_clock::time_point now, bool oneway, zmq::message_t& reply,
+                 std::optional<std::string>& failure, std::vector<DeferredReply>& owed);
   /// The request's deadline on our clock: its budget (none: default_call_deadline; at most
   /// max_call_deadline) from when the broker forwarded it.
   std::chrono::steady_clock::time_point deadline_of(uint32_t timeout_ms,
@@ -92,7 +91,6 @@ class Dispatcher {
                                                     std::chrono::nanoseconds age) const;
 
   const ServerOptions& options_;
-  LockTable& locks_;
   ReplyCache& cache_;
   Executor executor_;
   std::function<void(uint64_t)> seen_;

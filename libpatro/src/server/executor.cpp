@@ -1,9 +1,13 @@
 #include "executor.hpp"
 
+#include "assert.hpp"
 #include "log.hpp"
 #include "object_node.hpp"
+#include "outbox.hpp"
 
 namespace patro::detail {
+
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -18,7 +22,7 @@ void held(const Mutex& mu) PATRO_TSA(assert_capability(mu)) {
   (void)mu;
 }
 
-std::string describe(const PathElem& e) {
+std::string elem_text(const PathElem& e) {
   if (const auto* k = std::get_if<std::string>(&e)) return "key '" + *k + "'";
   return "index " + std::to_string(std::get<int64_t>(e));
 }
@@ -35,7 +39,7 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
   if (n.kind == NodeKind::hash) {
     const auto* k = std::get_if<std::string>(&e);
     if (!k)
-      throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
+      throw Error(Errc::type_mismatch, "cannot use " + elem_text(e) + " on " + where(path, depth) +
                                            ", which is a HASH; use a string key");
     auto& h = static_cast<HashNode&>(n);
     held(h.mu);
@@ -45,12 +49,12 @@ Value element(Node& n, const PathElem& e, const Path& path, size_t depth) {
   if (n.kind == NodeKind::array) {
     const auto* i = std::get_if<int64_t>(&e);
     if (!i)
-      throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
+      throw Error(Errc::type_mismatch, "cannot use " + elem_text(e) + " on " + where(path, depth) +
                                            ", which is an ARRAY; use an index");
     return array_get(static_cast<ArrayNode&>(n), *i);
   }
   if (n.kind == NodeKind::object) return object_property(static_cast<ObjectNode&>(n), e);
-  throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, depth) +
+  throw Error(Errc::type_mismatch, "cannot use " + elem_text(e) + " on " + where(path, depth) +
                                        ", which is a " + n.reftype());
 }
 
@@ -90,13 +94,13 @@ std::shared_ptr<Node> vivify(std::shared_ptr<Node> cur, const Path& path, size_t
     if (cur->kind == NodeKind::hash) {
       const auto* k = std::get_if<std::string>(&e);
       if (!k)
-        throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
+        throw Error(Errc::type_mismatch, "cannot use " + elem_text(e) + " on " + where(path, i) +
                                              ", which is a HASH; use a string key");
       slot = &static_cast<HashNode&>(*cur).items[*k];
     } else if (cur->kind == NodeKind::array) {
       const auto* idx = std::get_if<int64_t>(&e);
       if (!idx)
-        throw Error(Errc::type_mismatch, "cannot use " + describe(e) + " on " + where(path, i) +
+        throw Error(Errc::type_mismatch, "cannot use " + elem_text(e) + " on " + where(path, i) +
                                              ", which is an ARRAY; use an index");
       auto& a = static_cast<ArrayNode&>(*cur);
       held(a.mu);
@@ -111,7 +115,7 @@ std::shared_ptr<Node> vivify(std::shared_ptr<Node> cur, const Path& path, size_t
       slot = &tmp;
     } else {
       throw Error(Errc::type_mismatch,
-                  "cannot use " + describe(e) + " on " + where(path, i) + ", which is a SCALAR");
+                  "cannot use " + elem_text(e) + " on " + where(path, i) + ", which is a SCALAR");
     }
     if (slot->is_null()) {
       if (next == nullptr) return nullptr;
@@ -147,6 +151,22 @@ const Value& arg(const ValueArray& args, size_t i, const char* op) {
     throw Error(Errc::invalid_argument,
                 std::string(op) + " needs " + std::to_string(i + 1) + " argument(s)");
   return args[i];
+}
+
+std::optional<int64_t> timeout_arg(const ValueArray& args) {
+  if (args.empty() || args[0].is_null()) return std::nullopt;
+  return args[0].as<int64_t>();
+}
+
+// The bound on a wait with no timeout (ClientOptions::max_lock_wait), the last argument; a
+// request without one is bounded by ServerOptions::max_lock_wait.
+int64_t bound_arg(const ValueArray& args, size_t index, std::chrono::milliseconds fallback) {
+  if (args.size() <= index || args[index].is_null()) return fallback.count();
+  return std::max<int64_t>(args[index].as<int64_t>(), 0);
+}
+
+int64_t count_arg(const ValueArray& args) {
+  return args.empty() ? 1 : args[0].as<int64_t>();
 }
 
 }  // namespace
@@ -213,19 +233,27 @@ flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilde
   return wire::CreateRefDirect(fb, id.server, id.object, type_name.c_str(), reftype.c_str());
 }
 
-zmq::message_t Executor::execute(const wire::Request& req, std::string_view routing,
-                                 std::chrono::steady_clock::time_point deadline) {
+Dispatched Executor::execute(const wire::Request& req, std::string_view routing,
+                             std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
+                             std::vector<DeferredReply>& owed) {
   ValueArray results;
   changed_.clear();
-  deferred_ = false;
+  deferred_ = parked_ = false;
+  owed_ = &owed;
   route_ = ReplyRoute{sink_, routing, req.request_id(), req.client_id(), req.context(), deadline};
   try {
     results = run(req);
   } catch (...) {
-    return exception_reply(req.request_id());
+    // The barrier: served code (a property getter on a lock's path, too) or ours. A grant a lock
+    // operation owed before it failed still goes out, in owed.
+    reply = exception_reply(req.request_id());
+    return Dispatched::reply;
   }
-  if (deferred_) return zmq::message_t();
-  return results_reply(req.client_id(), req.request_id(), results, &changed_);
+  if (deferred_) return Dispatched::deferred;
+  // Parked: its reply comes with a grant or at its deadline.
+  if (parked_) return Dispatched::parked;
+  reply = results_reply(req.client_id(), req.request_id(), results, &changed_);
+  return Dispatched::reply;
 }
 
 zmq::message_t Executor::results_reply(uint64_t client, uint64_t request_id,
@@ -264,10 +292,11 @@ zmq::message_t Executor::results_reply(uint64_t client, uint64_t request_id,
 std::optional<std::string> Executor::execute_oneway(
     const wire::Request& req, std::chrono::steady_clock::time_point deadline) {
   changed_.clear();
-  deferred_ = false;
+  deferred_ = parked_ = false;
   // A oneway call has nobody to answer: a method that takes a Deferred may resolve it, and the
   // answer goes nowhere (no sink).
   route_ = ReplyRoute{{}, {}, req.request_id(), req.client_id(), wire::CallContext::Void, deadline};
+  owed_ = nullptr;  // no lock operation travels oneway
   try {
     run(req);
     return std::nullopt;
@@ -293,19 +322,35 @@ uint64_t Executor::lock_object(const wire::Request& req) {
 
 ValueArray Executor::run(const wire::Request& req) {
   const ObjectId id{req.server(), req.object()};
-  if (op_info(req.op()).handler == OpHandler::life) {
-    // Before the lookup: a release may come after its object was freed.
-    const wire::Value* count =
-        req.args() != nullptr && req.args()->size() == 1 ? req.args()->Get(0) : nullptr;
-    if (count == nullptr || count->kind() != wire::Kind::Int || count->i() < 1)
-      throw Error(Errc::invalid_argument, "a release takes one argument: a count of at least 1");
-    if (id.server == objects_.server_id())
-      objects_.release(id.object, req.client_id(), static_cast<uint64_t>(count->i()));
-    return {};
+  const wire::Op op = req.op();
+  const Handler handler = kHandlerByOp[static_cast<uint8_t>(op)];
+  // The op table's group says what the operands are; the handler table, which handler runs.
+  switch (op_info(op).handler) {
+    case OpHandler::life: {
+      // Before the lookup: a release may come after its object was freed.
+      const Path none;
+      ValueArray no_args;
+      OpCall c{req, op, nullptr, none, no_args};
+      return (this->*handler)(c);
+    }
+    case OpHandler::lock: {
+      const RefReader no_refs = [](const wire::Ref&) -> Value {
+        throw Error(Errc::type_mismatch, "a lock operation takes no references");
+      };
+      ValueArray args = decode_values(req.args(), no_refs);
+      const Path none;
+      OpCall c{req, op, nullptr, none, args, lock_object(req)};
+      return (this->*handler)(c);
+    }
+    case OpHandler::element:
+    case OpHandler::container:
+    case OpHandler::served:
+    case OpHandler::unknown:
+      break;
   }
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
-  if (req.fence_token() != 0 && locks_ != nullptr && op_info(req.op()).mutating) {
+  if (req.fence_token() != 0 && locks_ != nullptr && op_info(op).mutating) {
     // Kleppmann's fencing: a holder whose grant is older than the newest is refused.
     const uint64_t newest = locks_->token(id.object);
     if (newest > req.fence_token())
@@ -316,424 +361,530 @@ ValueArray Executor::run(const wire::Request& req) {
   const Path path = decode_path(req.path());
   const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
   ValueArray args = decode_values(req.args(), refs);
-  const wire::Op op = req.op();
-
+  if (handler == nullptr)
+    throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
   OpCall c{req, op, root, path, args};
-  // The op table says which handler runs the operation; the dispatcher has taken the lock path.
-  switch (op_info(op).handler) {
-    case OpHandler::element:
-      return run_element(c);
-    case OpHandler::container:
-      return run_container(c);
-    case OpHandler::served:
-      return run_served_op(c);
-    case OpHandler::lock:
-    case OpHandler::life:
-    case OpHandler::unknown:
-      break;
-  }
-  throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
+  return (this->*handler)(c);
 }
 
-ValueArray Executor::run_element(OpCall& c) {
-  const wire::Request& req = c.req;
+ValueArray Executor::get(OpCall& c) {
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  const size_t n = path.size();
+  if (n == 0) {
+    if (root->kind == NodeKind::scalar) {
+      MutexLock lock(root->mu);
+      return {static_cast<ScalarNode&>(*root).value};
+    }
+    return {reference_to(root)};
+  }
+  auto parent = node_at(root, path, n - 1);
+  if (!parent) return {Value()};
+  return {element(*parent, path.back(), path, n - 1)};
+}
+
+ValueArray Executor::set(OpCall& c) {
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  const Value& v = arg(args, 0, "set");
+  if (n == 0) {
+    MutexLock lock(root->mu);
+    switch (root->kind) {
+      case NodeKind::scalar:
+        static_cast<ScalarNode&>(*root).value = stored_form(v);
+        break;
+      case NodeKind::hash: {
+        if (!v.if_hash()) v.throw_mismatch("hash (to replace a HASH's contents)");
+        ValueHash fresh;
+        for (const auto& [k, e] : *v.if_hash()) fresh.emplace(k, stored_form(e));
+        static_cast<HashNode&>(*root).items = std::move(fresh);
+        break;
+      }
+      case NodeKind::array: {
+        if (!v.if_array()) v.throw_mismatch("array (to replace an ARRAY's contents)");
+        std::deque<Value> fresh;
+        for (const auto& e : *v.if_array()) fresh.push_back(stored_form(e));
+        static_cast<ArrayNode&>(*root).items = std::move(fresh);
+        break;
+      }
+      default:
+        throw Error(Errc::type_mismatch,
+                    std::string("cannot replace a served ") + root->type_name() +
+                        " (set one of its properties, or an element of a container)");
+    }
+    return {};
+  }
+  auto parent = vivify(root, path, n - 1, &path.back(), limits_);
+  Value stored = stored_form(v);
+  MutexLock lock(parent->mu);
+  if (parent->kind == NodeKind::hash) {
+    const auto* k = std::get_if<std::string>(&path.back());
+    if (!k)
+      throw Error(Errc::type_mismatch, "cannot use " + elem_text(path.back()) + " on " +
+                                           where(path, n - 1) +
+                                           ", which is a HASH; use a string key");
+    static_cast<HashNode&>(*parent).items.insert_or_assign(*k, std::move(stored));
+  } else if (parent->kind == NodeKind::array) {
+    const auto* i = std::get_if<int64_t>(&path.back());
+    if (!i)
+      throw Error(Errc::type_mismatch, "cannot use " + elem_text(path.back()) + " on " +
+                                           where(path, n - 1) +
+                                           ", which is an ARRAY; use an index");
+    array_set(static_cast<ArrayNode&>(*parent), *i, std::move(stored), limits_);
+  } else if (parent->kind == NodeKind::object) {
+    set_object_property(static_cast<ObjectNode&>(*parent), path.back(), v);
+  } else {
+    throw Error(Errc::type_mismatch,
+                "cannot index into " + where(path, n - 1) + ", which is a SCALAR");
+  }
+  return {};
+}
+
+ValueArray Executor::add(OpCall& c) {
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  const Value& delta = arg(args, 0, "add");
+  if (n == 0) {
+    if (root->kind != NodeKind::scalar)
+      throw Error(Errc::type_mismatch,
+                  std::string("cannot add to the object, which is a ") + root->reftype());
+    MutexLock lock(root->mu);
+    auto& s = static_cast<ScalarNode&>(*root);
+    held(s.mu);
+    s.value = numeric_add(s.value, delta);
+    return {s.value};
+  }
+  auto parent = vivify(root, path, n - 1, &path.back(), limits_);
+  MutexLock lock(parent->mu);
+  if (parent->kind == NodeKind::hash) {
+    const auto* k = std::get_if<std::string>(&path.back());
+    if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
+    Value& slot = static_cast<HashNode&>(*parent).items[*k];
+    slot = numeric_add(slot, delta);
+    return {slot};
+  }
+  if (parent->kind == NodeKind::array) {
+    const auto* i = std::get_if<int64_t>(&path.back());
+    if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
+    auto& a = static_cast<ArrayNode&>(*parent);
+    held(a.mu);
+    Value sum = numeric_add(array_get(a, *i), delta);
+    array_set(a, *i, sum, limits_);
+    return {sum};
+  }
+  throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
+}
+
+ValueArray Executor::erase_or_exists(OpCall& c) {
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  const size_t n = path.size();
+  const bool erase = op == wire::Op::Erase;
+  if (n == 0)
+    throw Error(Errc::invalid_argument,
+                std::string(erase ? "erase" : "exists") + " needs an element: a key or an index");
+  auto parent = node_at(root, path, n - 1);
+  if (!parent) return {erase ? Value() : Value(false)};
+  MutexLock lock(parent->mu);
+  if (parent->kind == NodeKind::hash) {
+    const auto* k = std::get_if<std::string>(&path.back());
+    if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
+    auto& h = static_cast<HashNode&>(*parent);
+    held(h.mu);
+    auto it = h.items.find(*k);
+    if (!erase) return {Value(it != h.items.end())};
+    if (it == h.items.end()) return {Value()};
+    Value old = std::move(it->second);
+    h.items.erase(it);
+    return {old};
+  }
+  if (parent->kind == NodeKind::array) {
+    const auto* i = std::get_if<int64_t>(&path.back());
+    if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
+    auto& a = static_cast<ArrayNode&>(*parent);
+    held(a.mu);
+    if (erase) return {array_erase(a, *i)};
+    auto idx = array_index(*i, a.items.size());
+    return {Value(idx && *idx < a.items.size())};
+  }
+  throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
+}
+
+ValueArray Executor::copy(OpCall& c) {
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  const size_t n = path.size();
+  // What Get reads, copied deep: served arrays and hashes below come as copies (scalars,
+  // objects, code and file handles stay references). One node's mutex at a time.
+  Value v;
+  if (n == 0) {
+    v = reference_to(root);
+  } else {
+    auto parent = node_at(root, path, n - 1);
+    if (parent) v = element(*parent, path.back(), path, n - 1);
+  }
+  if (n == 0 && root->kind == NodeKind::scalar) {
+    MutexLock lock(root->mu);
+    v = static_cast<ScalarNode&>(*root).value;
+  }
+  return {deep_copy(v, false, false, limits_.max_tables)};
+}
+
+ValueArray Executor::describe(OpCall& c) {
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  const size_t n = path.size();
+  Value v;
+  if (n == 0) {
+    v = reference_to(root);
+  } else {
+    auto parent = node_at(root, path, n - 1);
+    if (parent) v = element(*parent, path.back(), path, n - 1);
+  }
+  const Reference* r = v.if_reference();
+  if (!r) return {Value(""), Value("")};
+  if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
+  return {Value(r->type_name), Value(r->reftype)};
+}
+
+ValueArray Executor::contents(OpCall& c) {
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  const size_t n = path.size();
+  auto node = node_at(root, path, n);
+  if (!node) {
+    if (op == wire::Op::Size) return {Value(0)};
+    return {};
+  }
+  MutexLock lock(node->mu);
+  if (node->kind == NodeKind::hash) {
+    auto& h = static_cast<HashNode&>(*node);
+    held(h.mu);
+    switch (op) {
+      case wire::Op::Size:
+        return {Value(static_cast<int64_t>(h.items.size()))};
+      case wire::Op::Clear:
+        h.items.clear();
+        return {};
+      default: {
+        ValueArray out;
+        out.reserve(h.items.size());
+        for (const auto& [k, v] : h.items) out.push_back(op == wire::Op::Keys ? Value(k) : v);
+        return out;
+      }
+    }
+  }
+  if (node->kind == NodeKind::array) {
+    auto& a = static_cast<ArrayNode&>(*node);
+    held(a.mu);
+    switch (op) {
+      case wire::Op::Size:
+        return {Value(static_cast<int64_t>(a.items.size()))};
+      case wire::Op::Clear:
+        a.items.clear();
+        return {};
+      case wire::Op::Keys: {
+        ValueArray out;
+        out.reserve(a.items.size());
+        for (size_t i = 0; i < a.items.size(); ++i) out.emplace_back(static_cast<int64_t>(i));
+        return out;
+      }
+      default:
+        return ValueArray(a.items.begin(), a.items.end());
+    }
+  }
+  throw Error(Errc::type_mismatch, "a SCALAR has no elements");
+}
+
+ValueArray Executor::slice(OpCall& c) {
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  ValueArray& args = c.args;
+  const size_t n = path.size();
+  // One page of a container: [next cursor or null, is a hash, items...]. An array's cursor is
+  // an index; a hash's is the last key of the page before (keys in order): each page is a
+  // lookup.
+  const Value cursor = args.empty() ? Value() : args[0];
+  const Value count_arg = args.size() < 2 ? Value() : args[1];
+  size_t count = std::numeric_limits<size_t>::max();
+  if (!count_arg.is_null()) {
+    const int64_t c = count_arg.as<int64_t>();
+    if (c <= 0)
+      throw Error(Errc::invalid_argument,
+                  "a slice of " + std::to_string(c) + " elements (the count must be > 0)");
+    count = static_cast<size_t>(c);
+  }
+  auto node = node_at(root, path, n);
+  if (!node) return {Value(), Value(false)};  // nothing there: empty, as Perl's undef
+  MutexLock lock(node->mu);
+  ValueArray out{Value(), Value(node->kind == NodeKind::hash)};
+  if (node->kind == NodeKind::array) {
+    auto& a = static_cast<ArrayNode&>(*node);
+    held(a.mu);
+    const int64_t start = cursor.is_null() ? 0 : cursor.as<int64_t>();
+    if (start < 0)
+      throw Error(Errc::index_out_of_range,
+                  "a slice from index " + std::to_string(start) + " (it must be >= 0)");
+    const size_t from = std::min(static_cast<size_t>(start), a.items.size());
+    const size_t to = from + std::min(count, a.items.size() - from);
+    out.reserve(2 + to - from);
+    out.insert(out.end(), a.items.begin() + static_cast<ptrdiff_t>(from),
+               a.items.begin() + static_cast<ptrdiff_t>(to));
+    if (to < a.items.size()) out[0] = Value(static_cast<int64_t>(to));
+    return out;
+  }
+  if (node->kind == NodeKind::hash) {
+    auto& h = static_cast<HashNode&>(*node);
+    held(h.mu);
+    auto it = cursor.is_null() ? h.items.begin() : h.items.upper_bound(cursor.as<std::string>());
+    for (size_t taken = 0; it != h.items.end() && taken < count; ++it, ++taken) {
+      out.emplace_back(it->first);
+      out.push_back(it->second);
+    }
+    if (it != h.items.end()) out[0] = out[out.size() - 2];
+    return out;
+  }
+  throw Error(Errc::type_mismatch, std::string("cannot page through ") + where(path, n) +
+                                       ", which is a " + node->reftype() +
+                                       ", not an array or a hash");
+}
+
+ValueArray Executor::grow_array(OpCall& c) {
   const wire::Op op = c.op;
   const std::shared_ptr<Node>& root = c.root;
   const Path& path = c.path;
   ValueArray& args = c.args;
   const size_t n = path.size();
-  (void)req, (void)root, (void)args, (void)n;
+  static const PathElem kIndex = int64_t{0};
+  auto node = n == 0 ? root : vivify(root, path, n, &kIndex, limits_);
+  for (auto& a : args) a = stored_form(std::move(a));
+  MutexLock lock(node->mu);
   switch (op) {
-    case wire::Op::Get: {
-      if (n == 0) {
-        if (root->kind == NodeKind::scalar) {
-          MutexLock lock(root->mu);
-          return {static_cast<ScalarNode&>(*root).value};
-        }
-        return {reference_to(root)};
-      }
-      auto parent = node_at(root, path, n - 1);
-      if (!parent) return {Value()};
-      return {element(*parent, path.back(), path, n - 1)};
+    case wire::Op::Push: {
+      auto& a = want_array(*node, path, "push onto");
+      held(a.mu);
+      for (auto& v : args) a.items.push_back(std::move(v));
+      return {Value(static_cast<int64_t>(a.items.size()))};
     }
-
-    case wire::Op::Set: {
-      const Value& v = arg(args, 0, "set");
-      if (n == 0) {
-        MutexLock lock(root->mu);
-        switch (root->kind) {
-          case NodeKind::scalar:
-            static_cast<ScalarNode&>(*root).value = stored_form(v);
-            break;
-          case NodeKind::hash: {
-            if (!v.if_hash()) v.throw_mismatch("hash (to replace a HASH's contents)");
-            ValueHash fresh;
-            for (const auto& [k, e] : *v.if_hash()) fresh.emplace(k, stored_form(e));
-            static_cast<HashNode&>(*root).items = std::move(fresh);
-            break;
-          }
-          case NodeKind::array: {
-            if (!v.if_array()) v.throw_mismatch("array (to replace an ARRAY's contents)");
-            std::deque<Value> fresh;
-            for (const auto& e : *v.if_array()) fresh.push_back(stored_form(e));
-            static_cast<ArrayNode&>(*root).items = std::move(fresh);
-            break;
-          }
-          default:
-            throw Error(Errc::type_mismatch,
-                        std::string("cannot replace a served ") + root->type_name() +
-                            " (set one of its properties, or an element of a container)");
-        }
-        return {};
-      }
-      auto parent = vivify(root, path, n - 1, &path.back(), limits_);
-      Value stored = stored_form(v);
-      MutexLock lock(parent->mu);
-      if (parent->kind == NodeKind::hash) {
-        const auto* k = std::get_if<std::string>(&path.back());
-        if (!k)
-          throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
-                                               where(path, n - 1) +
-                                               ", which is a HASH; use a string key");
-        static_cast<HashNode&>(*parent).items.insert_or_assign(*k, std::move(stored));
-      } else if (parent->kind == NodeKind::array) {
-        const auto* i = std::get_if<int64_t>(&path.back());
-        if (!i)
-          throw Error(Errc::type_mismatch, "cannot use " + describe(path.back()) + " on " +
-                                               where(path, n - 1) +
-                                               ", which is an ARRAY; use an index");
-        array_set(static_cast<ArrayNode&>(*parent), *i, std::move(stored), limits_);
-      } else if (parent->kind == NodeKind::object) {
-        set_object_property(static_cast<ObjectNode&>(*parent), path.back(), v);
-      } else {
-        throw Error(Errc::type_mismatch,
-                    "cannot index into " + where(path, n - 1) + ", which is a SCALAR");
-      }
+    case wire::Op::Unshift: {
+      auto& a = want_array(*node, path, "unshift onto");
+      held(a.mu);
+      a.items.insert(a.items.begin(), std::make_move_iterator(args.begin()),
+                     std::make_move_iterator(args.end()));
+      return {Value(static_cast<int64_t>(a.items.size()))};
+    }
+    case wire::Op::Resize: {
+      auto& a = want_array(*node, path, "resize");
+      held(a.mu);
+      array_resize(a, int_arg(args, 0, "resize", "a size"), limits_);
       return {};
     }
-
-    case wire::Op::Add: {
-      const Value& delta = arg(args, 0, "add");
-      if (n == 0) {
-        if (root->kind != NodeKind::scalar)
-          throw Error(Errc::type_mismatch,
-                      std::string("cannot add to the object, which is a ") + root->reftype());
-        MutexLock lock(root->mu);
-        auto& s = static_cast<ScalarNode&>(*root);
-        held(s.mu);
-        s.value = numeric_add(s.value, delta);
-        return {s.value};
-      }
-      auto parent = vivify(root, path, n - 1, &path.back(), limits_);
-      MutexLock lock(parent->mu);
-      if (parent->kind == NodeKind::hash) {
-        const auto* k = std::get_if<std::string>(&path.back());
-        if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
-        Value& slot = static_cast<HashNode&>(*parent).items[*k];
-        slot = numeric_add(slot, delta);
-        return {slot};
-      }
-      if (parent->kind == NodeKind::array) {
-        const auto* i = std::get_if<int64_t>(&path.back());
-        if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
-        auto& a = static_cast<ArrayNode&>(*parent);
-        held(a.mu);
-        Value sum = numeric_add(array_get(a, *i), delta);
-        array_set(a, *i, sum, limits_);
-        return {sum};
-      }
-      throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
-    }
-
-    case wire::Op::Erase:
-    case wire::Op::Exists: {
-      const bool erase = op == wire::Op::Erase;
-      if (n == 0)
-        throw Error(Errc::invalid_argument, std::string(erase ? "erase" : "exists") +
-                                                " needs an element: a key or an index");
-      auto parent = node_at(root, path, n - 1);
-      if (!parent) return {erase ? Value() : Value(false)};
-      MutexLock lock(parent->mu);
-      if (parent->kind == NodeKind::hash) {
-        const auto* k = std::get_if<std::string>(&path.back());
-        if (!k) throw Error(Errc::type_mismatch, "a HASH needs a string key");
-        auto& h = static_cast<HashNode&>(*parent);
-        held(h.mu);
-        auto it = h.items.find(*k);
-        if (!erase) return {Value(it != h.items.end())};
-        if (it == h.items.end()) return {Value()};
-        Value old = std::move(it->second);
-        h.items.erase(it);
-        return {old};
-      }
-      if (parent->kind == NodeKind::array) {
-        const auto* i = std::get_if<int64_t>(&path.back());
-        if (!i) throw Error(Errc::type_mismatch, "an ARRAY needs an index");
-        auto& a = static_cast<ArrayNode&>(*parent);
-        held(a.mu);
-        if (erase) return {array_erase(a, *i)};
-        auto idx = array_index(*i, a.items.size());
-        return {Value(idx && *idx < a.items.size())};
-      }
-      throw Error(Errc::type_mismatch, "cannot index into a SCALAR");
-    }
-
-    case wire::Op::Copy: {
-      // What Get reads, copied deep: served arrays and hashes below come as copies (scalars,
-      // objects, code and file handles stay references). One node's mutex at a time.
-      Value v;
-      if (n == 0) {
-        v = reference_to(root);
-      } else {
-        auto parent = node_at(root, path, n - 1);
-        if (parent) v = element(*parent, path.back(), path, n - 1);
-      }
-      if (n == 0 && root->kind == NodeKind::scalar) {
-        MutexLock lock(root->mu);
-        v = static_cast<ScalarNode&>(*root).value;
-      }
-      return {deep_copy(v, false, false, limits_.max_tables)};
-    }
-
-    case wire::Op::Describe: {
-      Value v;
-      if (n == 0) {
-        v = reference_to(root);
-      } else {
-        auto parent = node_at(root, path, n - 1);
-        if (parent) v = element(*parent, path.back(), path, n - 1);
-      }
-      const Reference* r = v.if_reference();
-      if (!r) return {Value(""), Value("")};
-      if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
-      return {Value(r->type_name), Value(r->reftype)};
-    }
-
-    default:
-      break;
-  }
-  throw Error(Errc::internal, std::string("the element handler cannot run ") + op_info(op).name);
-}
-
-ValueArray Executor::run_container(OpCall& c) {
-  const wire::Request& req = c.req;
-  const wire::Op op = c.op;
-  const std::shared_ptr<Node>& root = c.root;
-  const Path& path = c.path;
-  ValueArray& args = c.args;
-  const size_t n = path.size();
-  (void)req, (void)root, (void)args, (void)n;
-  switch (op) {
-    case wire::Op::Size:
-    case wire::Op::Keys:
-    case wire::Op::Values:
-    case wire::Op::Clear: {
-      auto node = node_at(root, path, n);
-      if (!node) {
-        if (op == wire::Op::Size) return {Value(0)};
-        return {};
-      }
-      MutexLock lock(node->mu);
-      if (node->kind == NodeKind::hash) {
-        auto& h = static_cast<HashNode&>(*node);
-        held(h.mu);
-        switch (op) {
-          case wire::Op::Size:
-            return {Value(static_cast<int64_t>(h.items.size()))};
-          case wire::Op::Clear:
-            h.items.clear();
-            return {};
-          default: {
-            ValueArray out;
-            out.reserve(h.items.size());
-            for (const auto& [k, v] : h.items) out.push_back(op == wire::Op::Keys ? Value(k) : v);
-            return out;
-          }
-        }
-      }
-      if (node->kind == NodeKind::array) {
-        auto& a = static_cast<ArrayNode&>(*node);
-        held(a.mu);
-        switch (op) {
-          case wire::Op::Size:
-            return {Value(static_cast<int64_t>(a.items.size()))};
-          case wire::Op::Clear:
-            a.items.clear();
-            return {};
-          case wire::Op::Keys: {
-            ValueArray out;
-            out.reserve(a.items.size());
-            for (size_t i = 0; i < a.items.size(); ++i) out.emplace_back(static_cast<int64_t>(i));
-            return out;
-          }
-          default:
-            return ValueArray(a.items.begin(), a.items.end());
-        }
-      }
-      throw Error(Errc::type_mismatch, "a SCALAR has no elements");
-    }
-
-    case wire::Op::Slice: {
-      // One page of a container: [next cursor or null, is a hash, items...]. An array's cursor is
-      // an index; a hash's is the last key of the page before (keys in order): each page is a
-      // lookup.
-      const Value cursor = args.empty() ? Value() : args[0];
-      const Value count_arg = args.size() < 2 ? Value() : args[1];
-      size_t count = std::numeric_limits<size_t>::max();
-      if (!count_arg.is_null()) {
-        const int64_t c = count_arg.as<int64_t>();
-        if (c <= 0)
-          throw Error(Errc::invalid_argument,
-                      "a slice of " + std::to_string(c) + " elements (the count must be > 0)");
-        count = static_cast<size_t>(c);
-      }
-      auto node = node_at(root, path, n);
-      if (!node) return {Value(), Value(false)};  // nothing there: empty, as Perl's undef
-      MutexLock lock(node->mu);
-      ValueArray out{Value(), Value(node->kind == NodeKind::hash)};
-      if (node->kind == NodeKind::array) {
-        auto& a = static_cast<ArrayNode&>(*node);
-        held(a.mu);
-        const int64_t start = cursor.is_null() ? 0 : cursor.as<int64_t>();
-        if (start < 0)
-          throw Error(Errc::index_out_of_range,
-                      "a slice from index " + std::to_string(start) + " (it must be >= 0)");
-        const size_t from = std::min(static_cast<size_t>(start), a.items.size());
-        const size_t to = from + std::min(count, a.items.size() - from);
-        out.reserve(2 + to - from);
-        out.insert(out.end(), a.items.begin() + static_cast<ptrdiff_t>(from),
-                   a.items.begin() + static_cast<ptrdiff_t>(to));
-        if (to < a.items.size()) out[0] = Value(static_cast<int64_t>(to));
-        return out;
-      }
-      if (node->kind == NodeKind::hash) {
-        auto& h = static_cast<HashNode&>(*node);
-        held(h.mu);
-        auto it =
-            cursor.is_null() ? h.items.begin() : h.items.upper_bound(cursor.as<std::string>());
-        for (size_t taken = 0; it != h.items.end() && taken < count; ++it, ++taken) {
-          out.emplace_back(it->first);
-          out.push_back(it->second);
-        }
-        if (it != h.items.end()) out[0] = out[out.size() - 2];
-        return out;
-      }
-      throw Error(Errc::type_mismatch, std::string("cannot page through ") + where(path, n) +
-                                           ", which is a " + node->reftype() +
-                                           ", not an array or a hash");
-    }
-
-    case wire::Op::Push:
-    case wire::Op::Unshift:
-    case wire::Op::Splice:
-    case wire::Op::Resize: {
-      static const PathElem kIndex = int64_t{0};
-      auto node = n == 0 ? root : vivify(root, path, n, &kIndex, limits_);
-      for (auto& a : args) a = stored_form(std::move(a));
-      MutexLock lock(node->mu);
-      switch (op) {
-        case wire::Op::Push: {
-          auto& a = want_array(*node, path, "push onto");
-          held(a.mu);
-          for (auto& v : args) a.items.push_back(std::move(v));
-          return {Value(static_cast<int64_t>(a.items.size()))};
-        }
-        case wire::Op::Unshift: {
-          auto& a = want_array(*node, path, "unshift onto");
-          held(a.mu);
-          a.items.insert(a.items.begin(), std::make_move_iterator(args.begin()),
-                         std::make_move_iterator(args.end()));
-          return {Value(static_cast<int64_t>(a.items.size()))};
-        }
-        case wire::Op::Resize: {
-          auto& a = want_array(*node, path, "resize");
-          held(a.mu);
-          array_resize(a, int_arg(args, 0, "resize", "a size"), limits_);
-          return {};
-        }
-        default: {
-          auto& a = want_array(*node, path, "splice");
-          held(a.mu);
-          const int64_t offset = int_arg(args, 0, "splice", "an offset");
-          std::optional<int64_t> length;
-          size_t first = 1;
-          if (args.size() >= 2) {
-            if (!args[1].is_null()) length = int_arg(args, 1, "splice", "a length");
-            first = 2;
-          }
-          ValueArray repl(
-              std::make_move_iterator(args.begin() + static_cast<std::ptrdiff_t>(first)),
-              std::make_move_iterator(args.end()));
-          return array_splice(a, offset, length, std::move(repl));
-        }
-      }
-    }
-
-    case wire::Op::Pop:
-    case wire::Op::Shift: {
-      auto node = node_at(root, path, n);
-      if (!node) return {Value()};
-      MutexLock lock(node->mu);
-      auto& a = want_array(*node, path, op == wire::Op::Pop ? "pop from" : "shift from");
+    default: {
+      auto& a = want_array(*node, path, "splice");
       held(a.mu);
-      if (a.items.empty()) return {Value()};
-      Value v;
-      if (op == wire::Op::Pop) {
-        v = std::move(a.items.back());
-        a.items.pop_back();
-      } else {
-        v = std::move(a.items.front());
-        a.items.pop_front();
+      const int64_t offset = int_arg(args, 0, "splice", "an offset");
+      std::optional<int64_t> length;
+      size_t first = 1;
+      if (args.size() >= 2) {
+        if (!args[1].is_null()) length = int_arg(args, 1, "splice", "a length");
+        first = 2;
       }
-      return {v};
+      ValueArray repl(std::make_move_iterator(args.begin() + static_cast<std::ptrdiff_t>(first)),
+                      std::make_move_iterator(args.end()));
+      return array_splice(a, offset, length, std::move(repl));
     }
-
-    default:
-      break;
   }
-  throw Error(Errc::internal, std::string("the container handler cannot run ") + op_info(op).name);
 }
 
-ValueArray Executor::run_served_op(OpCall& c) {
+ValueArray Executor::take_end(OpCall& c) {
+  const wire::Op op = c.op;
+  const std::shared_ptr<Node>& root = c.root;
+  const Path& path = c.path;
+  const size_t n = path.size();
+  auto node = node_at(root, path, n);
+  if (!node) return {Value()};
+  MutexLock lock(node->mu);
+  auto& a = want_array(*node, path, op == wire::Op::Pop ? "pop from" : "shift from");
+  held(a.mu);
+  if (a.items.empty()) return {Value()};
+  Value v;
+  if (op == wire::Op::Pop) {
+    v = std::move(a.items.back());
+    a.items.pop_back();
+  } else {
+    v = std::move(a.items.front());
+    a.items.pop_front();
+  }
+  return {v};
+}
+
+ValueArray Executor::served(OpCall& c) {
   const wire::Request& req = c.req;
   const wire::Op op = c.op;
   const std::shared_ptr<Node>& root = c.root;
   const Path& path = c.path;
   ValueArray& args = c.args;
   const size_t n = path.size();
-  (void)req, (void)root, (void)args, (void)n;
-  switch (op) {
-    case wire::Op::Call:
-    case wire::Op::Can:
-    case wire::Op::Isa:
-    case wire::Op::Operator:
-    case wire::Op::Convert:
-    case wire::Op::File: {
-      // Served objects, callables and handles (served_ops.cpp), at the object or at an element.
-      std::shared_ptr<Node> target = root;
-      if (n > 0) {
-        auto parent = node_at(root, path, n - 1);
-        const Value v = parent ? element(*parent, path.back(), path, n - 1) : Value();
-        target = node_of(v);
-        if (!target) {
-          if (op == wire::Op::Can || op == wire::Op::Isa) return {Value(false)};
-          throw Error(op == wire::Op::Call ? Errc::not_callable : Errc::type_mismatch,
-                      where(path, n) + " is " + type_name(v.type()) + " " +
-                          v.to_string().substr(0, 40) + ", not a served object" +
-                          (op == wire::Op::Call ? " (Not a CODE reference)" : ""));
-        }
-      }
-      const auto deadline = route_.deadline;
-      const std::string name = req.name() ? req.name()->str() : std::string();
-      ServedCall call{op, name, args, req.context(), options_, deadline, changed_, &route_};
-      ValueArray out = run_served(target, call);
-      deferred_ = call.deferred;
-      return out;
+  // Served objects, callables and handles (served_ops.cpp), at the object or at an element.
+  std::shared_ptr<Node> target = root;
+  if (n > 0) {
+    auto parent = node_at(root, path, n - 1);
+    const Value v = parent ? element(*parent, path.back(), path, n - 1) : Value();
+    target = node_of(v);
+    if (!target) {
+      if (op == wire::Op::Can || op == wire::Op::Isa) return {Value(false)};
+      throw Error(op == wire::Op::Call ? Errc::not_callable : Errc::type_mismatch,
+                  where(path, n) + " is " + type_name(v.type()) + " " +
+                      v.to_string().substr(0, 40) + ", not a served object" +
+                      (op == wire::Op::Call ? " (Not a CODE reference)" : ""));
     }
-    default:
-      break;
   }
-  throw Error(Errc::internal, std::string("the served handler cannot run ") + op_info(op).name);
+  const auto deadline = route_.deadline;
+  const std::string name = req.name() ? req.name()->str() : std::string();
+  ServedCall call{op, name, args, req.context(), options_, deadline, changed_, &route_};
+  ValueArray out = run_served(target, call);
+  deferred_ = call.deferred;
+  return out;
+}
+
+ValueArray Executor::lock(OpCall& c) {
+  PATRO_ASSERT(owed_ != nullptr && locks_ != nullptr, "a lock operation run without a lock table");
+  const Caller caller{c.req.client_id(), c.req.request_id(), std::string(route_.routing)};
+  // A parked request waits no longer than what is left of its deadline.
+  const int64_t left_ms = std::max<int64_t>(
+      std::chrono::ceil<std::chrono::milliseconds>(route_.deadline - Clock::now()).count(), 1);
+  return outcome_or_park(locks_->lock(
+      c.lock_object, caller, timeout_arg(c.args), c.args.size() > 1 && c.args[1].as<bool>(),
+      std::min(bound_arg(c.args, 2, options_.max_lock_wait), left_ms), *owed_));
+}
+
+ValueArray Executor::unlock(OpCall& c) {
+  PATRO_ASSERT(owed_ != nullptr && locks_ != nullptr, "a lock operation run without a lock table");
+  return outcome_or_park(
+      locks_->unlock(c.lock_object, c.req.client_id(), count_arg(c.args), *owed_));
+}
+
+ValueArray Executor::wait(OpCall& c) {
+  PATRO_ASSERT(owed_ != nullptr && locks_ != nullptr, "a lock operation run without a lock table");
+  const Caller caller{c.req.client_id(), c.req.request_id(), std::string(route_.routing)};
+  const int64_t left_ms = std::max<int64_t>(
+      std::chrono::ceil<std::chrono::milliseconds>(route_.deadline - Clock::now()).count(), 1);
+  return outcome_or_park(
+      locks_->wait(c.lock_object, caller, timeout_arg(c.args),
+                   std::min(bound_arg(c.args, 1, options_.max_lock_wait), left_ms), *owed_));
+}
+
+ValueArray Executor::notify(OpCall& c) {
+  PATRO_ASSERT(locks_ != nullptr, "a lock operation run without a lock table");
+  return outcome_or_park(locks_->notify(c.lock_object, c.req.client_id(), count_arg(c.args)));
+}
+
+ValueArray Executor::lock_info(OpCall& c) {
+  PATRO_ASSERT(locks_ != nullptr, "a lock operation run without a lock table");
+  const LockInfo i = locks_->info(c.lock_object);
+  return {Value(static_cast<int64_t>(i.holder)), Value(int64_t{i.depth}),
+          Value(static_cast<int64_t>(i.lock_waiters)), Value(static_cast<int64_t>(i.wait_waiters)),
+          Value(static_cast<int64_t>(i.token))};
+}
+
+ValueArray Executor::lock_state(OpCall& c) {
+  PATRO_ASSERT(locks_ != nullptr, "a lock operation run without a lock table");
+  return {Value(locks_->state(c.lock_object, c.req.client_id()))};
+}
+
+ValueArray Executor::outcome_or_park(const std::optional<SyncOutcome>& o) {
+  // No outcome: the caller is parked; its reply comes with a grant or at its deadline.
+  if (!o) {
+    parked_ = true;
+    return {};
+  }
+  return outcome_values(*o);
+}
+
+ValueArray Executor::release(OpCall& c) {
+  const wire::Request& req = c.req;
+  const ObjectId id{req.server(), req.object()};
+  const wire::Value* count =
+      req.args() != nullptr && req.args()->size() == 1 ? req.args()->Get(0) : nullptr;
+  if (count == nullptr || count->kind() != wire::Kind::Int || count->i() < 1)
+    throw Error(Errc::invalid_argument, "a release takes one argument: a count of at least 1");
+  if (id.server == objects_.server_id())
+    objects_.release(id.object, req.client_id(), static_cast<uint64_t>(count->i()));
+  return {};
+}
+
+// The handler table: one row per operation of the op table (wire/op_table.hpp), checked below.
+struct HandlerTable {
+  using E = Executor;
+  using enum wire::Op;
+  // clang-format off
+  static constexpr E::HandlerRow kRows[] = {
+    {Get,       &E::get},
+    {Set,       &E::set},
+    {Erase,     &E::erase_or_exists},
+    {Exists,    &E::erase_or_exists},
+    {Size,      &E::contents},
+    {Keys,      &E::contents},
+    {Values,    &E::contents},
+    {Push,      &E::grow_array},
+    {Pop,       &E::take_end},
+    {Shift,     &E::take_end},
+    {Unshift,   &E::grow_array},
+    {Splice,    &E::grow_array},
+    {Clear,     &E::contents},
+    {Resize,    &E::grow_array},
+    {Add,       &E::add},
+    {Describe,  &E::describe},
+    {Call,      &E::served},
+    {Can,       &E::served},
+    {Operator,  &E::served},
+    {Convert,   &E::served},
+    {File,      &E::served},
+    {Isa,       &E::served},
+    {Lock,      &E::lock},
+    {Unlock,    &E::unlock},
+    {Wait,      &E::wait},
+    {Notify,    &E::notify},
+    {LockState, &E::lock_state},
+    {LockInfo,  &E::lock_info},
+    {Slice,     &E::slice},
+    {Copy,      &E::copy},
+    {Release,   &E::release},
+  };
+  // clang-format on
+
+  static constexpr size_t count(wire::Op op) {
+    size_t n = 0;
+    for (const E::HandlerRow& row : kRows) n += row.op == op ? 1 : 0;
+    return n;
+  }
+  /// Every operation the op table knows has exactly one row here, and no other has one.
+  static constexpr bool complete() {
+    for (int op = 0; op < 256; ++op)
+      if (count(static_cast<wire::Op>(op)) != (op_info(static_cast<wire::Op>(op)).known() ? 1 : 0))
+        return false;
+    return true;
+  }
+  /// The table by operation number, as the op table is (constant time, no branch on the op).
+  static constexpr std::array<E::Handler, 256> by_op() {
+    std::array<E::Handler, 256> t{};
+    for (const E::HandlerRow& row : kRows) t[static_cast<uint8_t>(row.op)] = row.run;
+    return t;
+  }
+};
+static_assert(HandlerTable::complete(),
+              "each operation of op_table.hpp needs exactly one row in the handler table");
+
+const std::array<Executor::Handler, 256> Executor::kHandlerByOp = HandlerTable::by_op();
+
+size_t Executor::handlers_of(wire::Op op) noexcept {
+  return HandlerTable::count(op);
 }
 
 }  // namespace patro::detail

@@ -1,12 +1,17 @@
-// Runs one verified request against the served objects and builds its reply. One Executor per
-// worker thread (it reuses its FlatBuffers builder); the objects are shared and each operation
-// locks only the node it works on.
+// Runs one verified request against the served objects and the lock table, and builds its reply.
+// Each wire::Op has one named handler, in one table (executor.cpp): the op table's group
+// (wire/op_table.hpp) says what a request's operands are (the object and its path, the object
+// whose lock it names, or nothing for a release), the handler does the work. One Executor per
+// lane (it reuses its FlatBuffers builder); the objects are shared and each operation locks only
+// the node it works on.
 #pragma once
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <array>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "deferred.hpp"
 #include "lock_table.hpp"
@@ -18,6 +23,14 @@
 
 namespace patro::detail {
 
+/// What became of a request.
+enum class Dispatched {
+  reply,     // its reply is ready: send it now
+  parked,    // a lock wait: the lock table owes its reply (a grant, or its deadline)
+  deferred,  // a patro::Deferred answers later, through the lane's outbox
+  running,   // a copy of a request still running: its reply comes when that finishes
+};
+
 /// The request barrier, called inside a catch block: the error reply for the exception being
 /// handled. A patro::Error keeps its code (a RemoteError its type), bad_alloc is overloaded,
 /// anything else is internal and logged. Throws only if it cannot allocate the reply.
@@ -27,15 +40,20 @@ std::string exception_text();
 
 class Executor {
  public:
-  /// locks (may be null) is consulted for fencing tokens.
+  /// locks runs the lock operations and is consulted for fencing tokens (null: no fencing, and a
+  /// lock operation fails as internal).
   Executor(ObjectTable& objects, const ServerOptions& options, LockTable* locks = nullptr)
       : objects_(objects), options_(options), limits_(options.limits), locks_(locks) {}
 
-  /// The Reply body for req; an empty message when a method will reply later (patro::Deferred)
-  /// through sink. routing is the caller's routing id at the broker. Never throws for anything a
-  /// peer sent. deadline: the request's, on this host's clock (the dispatcher works it out).
-  zmq::message_t execute(const wire::Request& req, std::string_view routing,
-                         std::chrono::steady_clock::time_point deadline);
+  /// Runs req. reply: its Reply body when it is ready now (Dispatched::reply); none when a method
+  /// replies later through the sink (deferred: patro::Deferred) or a lock operation parked its
+  /// caller (parked: the lock table owes the reply). routing is the caller's routing id at the
+  /// broker. owed: replies a lock operation owes other parked callers (a grant), to send after
+  /// this one. Never throws for anything a peer sent. deadline: the request's, on this host's
+  /// clock (the dispatcher works it out); a parked caller waits no longer.
+  Dispatched execute(const wire::Request& req, std::string_view routing,
+                     std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
+                     std::vector<DeferredReply>& owed);
 
   /// How references to other servers' objects are made callable (null: they are not).
   void set_remote_refs(RemoteRefs* refs) noexcept { remote_refs_ = refs; }
@@ -49,28 +67,60 @@ class Executor {
   zmq::message_t results_reply(uint64_t client, uint64_t request_id, const ValueArray& results,
                                const ChangedArgs* changed = nullptr);
 
-  /// Runs a oneway call (no reply); the error's text if it failed. Never throws for anything a
-  /// peer sent.
+  /// Runs a oneway call (no reply; one that may travel in a oneway batch, op_info(op).oneway);
+  /// the error's text if it failed. Never throws for anything a peer sent.
   std::optional<std::string> execute_oneway(const wire::Request& req,
                                             std::chrono::steady_clock::time_point deadline);
 
+  /// How many handlers the table has for op (one for each operation the op table knows, none for
+  /// the others).
+  static size_t handlers_of(wire::Op op) noexcept;
+
+ private:
+  /// One request's operands, decoded once by its group (op_info(op).handler) for its handler.
+  struct OpCall {
+    const wire::Request& req;
+    wire::Op op;
+    std::shared_ptr<Node> root;  // the request's object (null for a lock operation, a release)
+    const Path& path;
+    ValueArray& args;
+    uint64_t lock_object = 0;  // a lock operation's: the object whose lock it names
+  };
+  using Handler = ValueArray (Executor::*)(OpCall&);
+  struct HandlerRow {
+    wire::Op op;
+    Handler run;
+  };
+  friend struct HandlerTable;
+  /// The handler of each operation, by its number (executor.cpp: null for an unknown one).
+  static const std::array<Handler, 256> kHandlerByOp;
+
+  ValueArray run(const wire::Request& req);
   /// The object whose lock a lock request names: the request's object, or the object stored at
   /// its path. Throws Error (unknown_object, type_mismatch).
   uint64_t lock_object(const wire::Request& req);
 
- private:
-  /// One request's operands, decoded once for the handler the op table names.
-  struct OpCall {
-    const wire::Request& req;
-    wire::Op op;
-    std::shared_ptr<Node> root;
-    const Path& path;
-    ValueArray& args;
-  };
-  ValueArray run(const wire::Request& req);
-  ValueArray run_element(OpCall& c);    // get, set, add, erase, exists, describe
-  ValueArray run_container(OpCall& c);  // size, keys, values, clear, push, pop, splice...
-  ValueArray run_served_op(OpCall& c);  // call, can, operator, convert, file
+  // The handlers, one per operation (a few share one where the work is the same).
+  ValueArray get(OpCall& c);
+  ValueArray set(OpCall& c);
+  ValueArray add(OpCall& c);
+  ValueArray erase_or_exists(OpCall& c);  // erase, exists
+  ValueArray copy(OpCall& c);
+  ValueArray describe(OpCall& c);
+  ValueArray contents(OpCall& c);    // size, keys, values, clear
+  ValueArray slice(OpCall& c);       // one page of a container
+  ValueArray grow_array(OpCall& c);  // push, unshift, splice, resize
+  ValueArray take_end(OpCall& c);    // pop, shift
+  ValueArray served(OpCall& c);      // call, can, isa, operator, convert, file
+  ValueArray lock(OpCall& c);
+  ValueArray unlock(OpCall& c);
+  ValueArray wait(OpCall& c);
+  ValueArray notify(OpCall& c);
+  ValueArray lock_info(OpCall& c);
+  ValueArray lock_state(OpCall& c);
+  ValueArray release(OpCall& c);
+  /// A lock operation's results, or none with the caller parked (parked_).
+  ValueArray outcome_or_park(const std::optional<SyncOutcome>& o);
   Value resolve_ref(const wire::Ref& ref);
   flatbuffers::Offset<wire::Ref> write_ref(flatbuffers::FlatBufferBuilder& fb, const Reference& r,
                                            uint64_t client);
@@ -84,6 +134,8 @@ class Executor {
   std::weak_ptr<ReplySink> sink_;
   ReplyRoute route_;       // the current request's
   bool deferred_ = false;  // the current request's method replies later
+  bool parked_ = false;    // the current request's caller waits for a lock or a notify
+  std::vector<DeferredReply>* owed_ = nullptr;  // the current request's (null: a oneway call)
   flatbuffers::FlatBufferBuilder fb_{1024};
 };
 

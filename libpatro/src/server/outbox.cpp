@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "assert.hpp"
 #include "executor.hpp"
 #include "ids.hpp"
 #include "log.hpp"
@@ -81,11 +82,14 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   if (const auto lane = direct_lane(routing)) {
     if (*lane != lane_) {
       // Another lane's client: that lane's ROUTER sends it (already in the reply cache).
-      if (peers_ && *lane < peers_->size())
-        (*peers_)[*lane]->push(Late{std::string(routing), 0, request_id, std::move(body)});
+      // The lanes' outboxes are set before any lane starts, and a direct routing names one of
+      // them (this server's lanes made it).
+      PATRO_ASSERT(peers_ != nullptr && *lane < peers_->size(),
+                   "a direct routing names a lane this server does not have");
+      (*peers_)[*lane]->push(Late{std::string(routing), 0, request_id, std::move(body)});
       return;
     }
-    if (direct_ == nullptr) return;  // cannot happen: the request came by it
+    PATRO_ASSERT(direct_ != nullptr, "a reply to a direct request on a lane with no ROUTER");
     annotate_sent(request_id);
     Multipart out;
     out.reserve(4);
@@ -98,10 +102,11 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   }
   zmq::socket_t* via = &sock;
   if (const unsigned broker = routing_broker(routing).value_or(0); broker != 0) {
-    if (brokers_ == nullptr || broker >= brokers_->size()) return;  // cannot happen
+    PATRO_ASSERT(brokers_ != nullptr && broker < brokers_->size(),
+                 "a routing names a broker this lane has no socket to");
     via = &(*brokers_)[broker];
-    routing = broker_peer(routing);
   }
+  routing = broker_peer(routing);  // the first broker's may be marked too (routing.hpp)
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
@@ -140,12 +145,19 @@ bool Outbox::flush(zmq::socket_t& sock, Executor& encoder) {
     stop = stop_;
   }
   for (Late& l : late) {
-    if (auto* results = std::get_if<ValueArray>(&l.reply))
-      answer(sock, l.routing, l.client_id, l.request_id,
-             encoder.results_reply(l.client_id, l.request_id, *results));
-    else
-      answer(sock, l.routing, l.client_id, l.request_id,
-             std::move(std::get<zmq::message_t>(l.reply)));
+    // Each reply has its own barrier: one that fails (a send, a broken invariant, logged where it
+    // failed) does not lose the others, nor the stop asked with them.
+    try {
+      if (auto* results = std::get_if<ValueArray>(&l.reply))
+        answer(sock, l.routing, l.client_id, l.request_id,
+               encoder.results_reply(l.client_id, l.request_id, *results));
+      else
+        answer(sock, l.routing, l.client_id, l.request_id,
+               std::move(std::get<zmq::message_t>(l.reply)));
+    } catch (const std::exception& e) {
+      PATRO_LOG(error, "server") << "lane " << lane_ << ": a late reply to request #"
+                                 << l.request_id << " was not sent: " << e.what();
+    }
   }
   return stop;
 }

@@ -3,8 +3,9 @@
 // reply reuses the request's frames). One that came through another broker (ServerOptions::brokers)
 // carries a marker and the broker's index before it, and one that came straight to a lane's ROUTER
 // (the direct path) a marker, the lane and the client's id at that ROUTER. Routing ids start with a
-// zero byte (ZeroMQ's generated ones) or 'p' (ours, base/socket.hpp), so neither marker (0xff) can
-// be mistaken for one.
+// zero byte (ZeroMQ's generated ones) or 'p' (ours, base/socket.hpp); a peer that chose one that
+// starts as a marker does (0xff) has its routing marked as if through another broker, so that no
+// client's id is ever read as a marked routing.
 #pragma once
 
 #include <cstdint>
@@ -45,10 +46,17 @@ inline std::optional<unsigned> direct_lane(std::string_view routing) noexcept {
   return marked_index(routing_marker::kDirect, routing);
 }
 
+/// Whether a request through broker `broker` from the client with routing id `id` needs a marked
+/// routing: through any broker but the first, or with an id that could be read as marked.
+inline bool needs_marking(unsigned broker, std::string_view id) noexcept {
+  return broker != 0 || (!id.empty() && id[0] == routing_marker::kBroker[0]);
+}
 /// The routing of a request that came through broker `broker` (its index in the server's list)
-/// from the client with routing id `id` there. The first broker's is the id as it is.
+/// from the client with routing id `id` there. The first broker's is the id as it is (unless
+/// needs_marking()).
 inline std::string broker_routing(unsigned broker, std::string_view id) {
-  return broker == 0 ? std::string(id) : marked_routing(routing_marker::kBroker, broker, id);
+  return needs_marking(broker, id) ? marked_routing(routing_marker::kBroker, broker, id)
+                                   : std::string(id);
 }
 /// Which broker a routing goes through; nullopt for a direct routing.
 inline std::optional<unsigned> routing_broker(std::string_view routing) noexcept {

@@ -19,6 +19,7 @@
 #include "dispatcher.hpp"
 #include "executor.hpp"
 #include "ids.hpp"
+#include "lane.hpp"
 #include "log.hpp"
 #include "outbox.hpp"
 #include "wire.hpp"
@@ -29,14 +30,14 @@ using Clock = std::chrono::steady_clock;
 
 // A lane's control channel is an eventfd and its outbox's queue rather than a ZeroMQ socket: a raw
 // fd in the lane's poll costs no extra system calls per request, where each ZeroMQ socket polled
-// does.
-struct Server::Lane {
+// does. The lane's own state lives on its thread, in a Lane (lane.hpp).
+struct Server::LaneThread {
   unsigned index = 0;
   std::thread thread;
   int wake_fd = -1;                // eventfd: stop, or late replies queued in the outbox
   std::shared_ptr<Outbox> outbox;  // the sink of the lane's patro::Deferred replies
 
-  ~Lane() {
+  ~LaneThread() {
     if (wake_fd >= 0) ::close(wake_fd);
   }
 };
@@ -48,36 +49,6 @@ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-
-// The offset from our steady clock to the broker's, from the readings it sends (REGISTERED and its
-// heartbeats), so that a lane knows how long a request waited since the broker forwarded it — in
-// the lane's socket behind a long call, say. A reading is taken before its trip here, so each
-// sample is at most the true offset and the largest recent one is the best: an age computed with
-// it errs short (a request just past its deadline may still run), never long.
-class BrokerClock {
- public:
-  void reset() { n_ = next_ = 0; }
-  void observe(uint64_t broker_ns) {
-    samples_[next_] = static_cast<int64_t>(broker_ns) - now_ns();
-    next_ = (next_ + 1) % samples_.size();
-    n_ = std::min(n_ + 1, samples_.size());
-  }
-  /// How long ago the broker forwarded at forwarded_ns (its clock); zero before any reading.
-  std::chrono::nanoseconds age(uint64_t forwarded_ns) const {
-    if (n_ == 0) return std::chrono::nanoseconds(0);
-    const int64_t offset = *std::max_element(samples_.begin(), samples_.begin() + n_);
-    return std::chrono::nanoseconds(
-        std::max<int64_t>(now_ns() + offset - static_cast<int64_t>(forwarded_ns), 0));
-  }
-
- private:
-  static int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-        .count();
-  }
-  std::array<int64_t, 8> samples_{};
-  size_t n_ = 0, next_ = 0;
-};
 
 unsigned thread_count(const ServerOptions& o) {
   if (o.threads > 0) return o.threads;
@@ -297,7 +268,7 @@ Config Server::start() {
   running_ = true;
   register_until_ = deadline - options_.heartbeat.interval;
   for (unsigned i = 0; i < options_.threads; ++i) {
-    auto lane = std::make_unique<Lane>();
+    auto lane = std::make_unique<LaneThread>();
     lane->index = i;
     lane->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (lane->wake_fd < 0) throw Error(Errc::internal, "eventfd failed");
@@ -306,7 +277,9 @@ Config Server::start() {
   }
   for (auto& lane : lanes_) outboxes_.push_back(lane->outbox.get());
   for (auto& lane : lanes_) lane->outbox->set_peers(lane->index, &outboxes_);
-  for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { lane_main(*l); });
+  for (auto& lane : lanes_)
+    lane->thread =
+        std::thread([this, l = lane.get()] { Lane(*this, l->index, l->wake_fd, l->outbox).run(); });
   timer_thread_ = std::thread([this] { timer_main(); });
   alive_thread_ = std::thread([this] { alive_main(); });
 
@@ -429,8 +402,9 @@ Value Server::serve_pinned(const std::shared_ptr<Node>& node) {
 
 bool Server::on_lane_thread() const {
   const auto me = std::this_thread::get_id();
-  return std::any_of(lanes_.begin(), lanes_.end(),
-                     [&](const std::unique_ptr<Lane>& l) { return l->thread.get_id() == me; });
+  return std::any_of(lanes_.begin(), lanes_.end(), [&](const std::unique_ptr<LaneThread>& l) {
+    return l->thread.get_id() == me;
+  });
 }
 
 void Server::stop() {
@@ -472,392 +446,6 @@ void Server::stop_server(bool from_fincheck) {
 void Server::wait() {
   MutexLock lock(mu_);
   while (running_) cv_.wait(lock.native());
-}
-
-void Server::lane_main(Lane& lane) {
-  const uint64_t server_id = objects_.server_id();
-  Outbox& outbox = *lane.outbox;
-  Dispatcher dispatcher(objects_, options_, *locks_, replies_, lane.outbox,
-                        options_.idle_timeout.count() > 0
-                            ? std::function<void(uint64_t)>([this](uint64_t c) { client_seen(c); })
-                            : std::function<void(uint64_t)>());
-  Executor& encoder = dispatcher.encoder();
-  encoder.set_remote_refs(remote_refs_.get());
-  std::vector<DeferredReply> owed;
-
-  // The direct path: this lane's own ROUTER, where clients send requests straight to it.
-  zmq::socket_t direct;
-  std::string direct_endpoint;
-  if (!direct_bind_.empty()) {
-    direct = detail::make_socket(ctx_, zmq::socket_type::router, options_.limits);
-    direct.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
-    direct_endpoint = bind_direct(direct, lane.index);
-    if (direct_endpoint.empty()) direct.close();
-  }
-  outbox.set_direct(direct.handle() != nullptr ? &direct : nullptr);
-
-  // The registration message, built once.
-  flatbuffers::FlatBufferBuilder fb(512);
-  {
-    std::vector<flatbuffers::Offset<wire::NameBinding>> names;
-    for (size_t i = 0; i < served_.size(); ++i) {
-      if (served_[i].name.empty()) continue;
-      names.push_back(wire::CreateNameBindingDirect(
-          fb, served_[i].name.c_str(), entries_[i].id.server, entries_[i].id.object,
-          entries_[i].type_name.c_str(), entries_[i].reftype.c_str()));
-    }
-    auto nv = fb.CreateVector(names);
-    auto ep = direct_endpoint.empty() ? 0 : fb.CreateString(direct_endpoint);
-    auto reg = wire::CreateRegister(fb, server_id, lane.index, static_cast<uint32_t>(lanes_.size()),
-                                    nv, incarnation_, ep);
-    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
-              wire::ControlIdentifier());
-  }
-  const std::string reg_body(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
-
-  auto make_socket = [&](size_t broker) {
-    zmq::socket_t s = detail::make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-    if (curve_.enabled()) detail::set_curve_client(s, curve_, curve_.keys);
-    s.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
-    s.connect(broker_endpoints_[broker]);
-    return s;
-  };
-  auto send_register = [&](zmq::socket_t& s) {
-    Multipart m;
-    m.push_back(header_frame(Command::register_server));
-    m.push_back(zmq::message_t(reg_body.data(), reg_body.size()));
-    send_multipart(s, m, false);
-  };
-  auto send_simple = [&](zmq::socket_t& s, Command c) {
-    Multipart m;
-    m.push_back(header_frame(c));
-    send_multipart(s, m, true);
-  };
-  // A heartbeat carries the server's counters, which the broker shows in broker_info.
-  auto send_heartbeat = [&](zmq::socket_t& s) {
-    Multipart m;
-    m.push_back(header_frame(Command::heartbeat));
-    m.push_back(u64_frame(replies_.hits()));
-    m.push_back(u64_frame(replies_.expired()));
-    m.push_back(u64_frame(direct_requests_.load(std::memory_order_relaxed)));
-    m.push_back(u64_frame(brokered_requests_.load(std::memory_order_relaxed)));
-    send_multipart(s, m, true);
-  };
-
-  // One DEALER per broker, each registered, heartbeated and watched on its own.
-  constexpr auto kNever = Clock::time_point::max();
-  // Lane 0 looks for objects to free four times a lease (ObjectTable::collect).
-  const auto collect_every = std::clamp<Clock::duration>(
-      options_.reference_lease / 4, std::chrono::milliseconds(5), std::chrono::seconds(1));
-  auto next_collect = Clock::now() + collect_every;
-  struct Link {
-    // Ours until the broker says its own (in Registered): then the faster interval, its window.
-    std::chrono::milliseconds interval, window;
-    Clock::time_point last_heard, next_heartbeat;
-    // Set while the broker refuses a name another live server holds: that owner may be this
-    // server's previous process, which the broker sees dead only after its heartbeat window, so
-    // the lane asks again each interval until register_until_.
-    Clock::time_point register_again = Clock::time_point::max();
-    BrokerClock clock;
-    bool counted = false;  // this lane told start() it registered here
-    bool silent = false;   // reconnecting after silence (logged once, until heard again)
-    bool live = false;     // registered, and not lost since
-  };
-  const size_t n_brokers = broker_endpoints_.size();
-  std::vector<zmq::socket_t> socks;
-  std::vector<Link> links(n_brokers);
-  socks.reserve(n_brokers);
-  for (size_t b = 0; b < n_brokers; ++b) {
-    socks.push_back(make_socket(b));
-    send_register(socks[b]);
-    Link& l = links[b];
-    l.interval = options_.heartbeat.interval;
-    l.window = options_.heartbeat.window();
-    l.last_heard = Clock::now();
-    l.next_heartbeat = l.last_heard + l.interval;
-  }
-  outbox.set_brokers(&socks);
-  zmq::socket_t& first = socks.front();  // replies by routing go by the outbox, from here
-  std::vector<zmq::pollitem_t> items;
-  items.push_back({nullptr, lane.wake_fd, ZMQ_POLLIN, 0});
-  const bool has_direct = direct.handle() != nullptr;
-  if (has_direct) items.push_back({direct.handle(), 0, ZMQ_POLLIN, 0});
-  const size_t first_broker_item = items.size();
-  for (auto& sk : socks) items.push_back({sk.handle(), 0, ZMQ_POLLIN, 0});
-  Multipart msg;
-  AlignedScratch scratch;
-  std::string marked;  // a request's routing through a broker other than the first
-  // A request, through broker `broker` or direct (then msg[1] is its direct routing):
-  // [hdr + forwarded at][client routing][object id][request id][body]
-  auto handle_request = [&](Multipart& rq, uint64_t stamp, bool is_direct, size_t broker) {
-    if (rq.size() != 5) return;
-    auto request_id = parse_u64(rq[3]);
-    if (!request_id) return;
-    annotate_received(*request_id);
-    (is_direct ? direct_requests_ : brokered_requests_).fetch_add(1, std::memory_order_relaxed);
-    Taken taken{rq[1].to_string_view()};
-    if (!is_direct && broker != 0) {
-      marked = broker_routing(static_cast<unsigned>(broker), rq[1].to_string_view());
-      taken.routing = marked;
-    }
-    if (stamp != 0) taken.age = links[broker].clock.age(stamp);
-    zmq::message_t reply;
-    std::optional<std::string> reroute;
-    Dispatched d = Dispatched::reply;
-    const wire::Request* req = nullptr;
-    if (is_batch(rq[4])) {
-      d = dispatcher.dispatch_batch(*request_id, rq[4], taken, scratch, reply, reroute);
-    } else if (req = verified_request(rq[4], options_.limits, scratch); req == nullptr) {
-      reply = error_reply(*request_id,
-                          rq[4].size() > options_.limits.max_message_size ? Errc::message_too_large
-                                                                          : Errc::bad_message,
-                          "the request body failed verification (" + std::to_string(rq[4].size()) +
-                              " bytes): malformed, truncated, too deep or too large");
-    } else {
-      d = dispatcher.dispatch(*req, taken, reply, reroute, owed);
-    }
-    // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
-    if (d == Dispatched::reply) {
-      if (reroute)
-        outbox.reply(first, *reroute, *request_id, std::move(reply));
-      else if (is_direct)
-        outbox.reply(first, taken.routing, *request_id, std::move(reply));
-      else
-        Outbox::reply(socks[broker], rq, *request_id, std::move(reply));
-    }
-    outbox.send_owed(first, encoder, owed);
-  };
-  // A client is gone: its locks are released, its waits dropped, what it left running forgotten.
-  auto release_client = [&](uint64_t client_id) {
-    locks_->drop_monitor(client_id, owed);
-    replies_.forget(client_id);
-    objects_.drop_client(client_id);  // the references it held
-    if (options_.idle_timeout.count() > 0) client_left(client_id);
-    outbox.send_owed(first, encoder, owed);
-    if (options_.on_client_gone) {
-      try {
-        options_.on_client_gone(client_id);
-      } catch (const std::exception& e) {
-        PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
-      } catch (...) {
-        PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
-      }
-    }
-  };
-  // The server's own watch over its clients when a broker goes away (lane 0 keeps it): a client
-  // attached through that broker that died with it is never reported gone by any broker, so
-  // every client attached through it must come back — a request, or a LOCATE through any broker
-  // (CLIENT_AT), as libpatro sends after moving or when its broker restarted — within twice the
-  // broker's window once some broker has us registered; those that do not are released.
-  auto broker_lost = [&](size_t broker, Clock::time_point now) {
-    links[broker].live = false;
-    broker_went_away(broker, now + 2 * links[broker].window);
-  };
-  auto broker_registered = [&](size_t broker, Clock::time_point now) {
-    links[broker].live = true;
-    broker_came_back(now + 2 * links[broker].window);
-  };
-  // Lane 0 releases the clients that did not come back after a broker went away.
-  auto check_lost = [&](Clock::time_point now) {
-    if (lane.index != 0) return;
-    bool any_live = false;
-    for (const Link& l : links) any_live = any_live || l.live;
-    for (const size_t b : brokers_to_check(now, any_live)) {
-      const auto stale = replies_.unconfirmed(static_cast<unsigned>(b));
-      if (!stale.empty())
-        PATRO_LOG(info, "server") << stale.size() << " client(s) attached through the broker at "
-                                  << broker_endpoints_[b]
-                                  << " did not come back after it went away: released";
-      for (uint64_t client_id : stale) release_client(client_id);
-    }
-  };
-  // A message from broker `broker`.
-  auto handle_broker = [&](size_t broker, Multipart& m, Clock::time_point now) {
-    Link& link = links[broker];
-    zmq::socket_t& sock = socks[broker];
-    uint64_t stamp = 0;  // a request's: when the broker forwarded it
-    const auto cmd = m.empty() ? std::nullopt : parse_header(m[0], stamp);
-    if (!cmd) return;
-    switch (*cmd) {
-      case Command::request:
-        handle_request(m, stamp, false, broker);
-        break;
-      case Command::heartbeat:
-        if (auto clock = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) link.clock.observe(*clock);
-        break;
-      case Command::registered: {
-        const wire::Control* c =
-            m.size() == 2 ? verified_control(m[1], options_.limits, scratch) : nullptr;
-        const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
-        if (r && r->clock_ns() != 0) link.clock.observe(r->clock_ns());
-        if (r && r->heartbeat_ms() > 0) {
-          link.interval =
-              std::min(options_.heartbeat.interval, std::chrono::milliseconds(r->heartbeat_ms()));
-          // The alive thread beats at the fastest interval of any broker.
-          int64_t alive = alive_ms_.load();
-          while ((alive == 0 || link.interval.count() < alive) &&
-                 !alive_ms_.compare_exchange_weak(alive, link.interval.count())) {
-          }
-          if (r->liveness() > 0)
-            link.window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
-        }
-        std::string refusal;
-        if (r && r->refused()) {
-          for (const auto* nb : *r->refused()) {
-            if (!nb->name()) continue;
-            refusal += (refusal.empty() ? "" : "; ") + std::string("the name '") +
-                       nb->name()->str() + "' is registered at the broker " +
-                       broker_endpoints_[broker] + " by server " +
-                       ObjectId{nb->server(), 0}.to_hex().substr(0, 16) + " (object " +
-                       ObjectId{nb->server(), nb->object()}.to_hex() +
-                       "), which is alive: a name has one owner until it stops";
-          }
-        }
-        broker_registered(broker, now);
-        if (!link.counted && !refusal.empty() && now + link.interval < register_until_) {
-          link.register_again = now + link.interval;
-        } else if (!link.counted) {
-          link.counted = true;
-          lane_registered(broker,
-                          r && r->client_endpoint() ? r->client_endpoint()->str() : std::string(),
-                          refusal);
-        } else if (!refusal.empty() && lane.index == 0) {
-          PATRO_LOG(error, "server") << "registering again: " << refusal;
-        }
-        break;
-      }
-      case Command::disconnect:
-        // The broker does not know this lane (it restarted): register again.
-        PATRO_LOG(info, "server") << "lane " << lane.index << " registering again at "
-                                  << broker_endpoints_[broker];
-        send_register(sock);
-        link.clock.reset();
-        broker_lost(broker, now);
-        break;
-      case Command::client_at:
-        // A client located us at this broker: with several brokers, the one it is attached to.
-        if (auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt)
-          replies_.attach(*client_id, static_cast<unsigned>(broker), now);
-        break;
-      case Command::client_gone: {
-        // A client died or left: its locks are released and its waits dropped.
-        auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt;
-        if (!client_id) break;
-        if (!replies_.gone_at(*client_id, static_cast<unsigned>(broker))) {
-          // It moved to another broker, which will tell us when it is gone.
-          PATRO_LOG(debug, "server") << "client " << *client_id << " left "
-                                     << broker_endpoints_[broker] << " for another broker";
-          break;
-        }
-        release_client(*client_id);
-        break;
-      }
-      default:
-        break;  // heartbeats
-    }
-  };
-  for (;;) {
-    // The lane's barrier: whatever escapes one turn (a zmq::error_t from a send, bad_alloc) is
-    // logged and the lane goes on; each request has its own barrier inside.
-    try {
-      auto now = Clock::now();
-      auto until = lane.index == 0 ? std::min(next_lost_check(), next_collect) : kNever;
-      for (const Link& l : links) until = std::min({until, l.next_heartbeat, l.register_again});
-      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
-      if (wait.count() < 0) wait = std::chrono::milliseconds(0);
-      for (size_t b = 0; b < n_brokers; ++b)
-        items[first_broker_item + b].socket = socks[b].handle();
-      try {
-        zmq::poll(items.data(), items.size(), wait + std::chrono::milliseconds(1));
-      } catch (const zmq::error_t& e) {
-        if (e.num() == EINTR) continue;
-        PATRO_LOG(error, "server") << "lane " << lane.index << " poll failed: " << e.what();
-        break;
-      }
-      if (items[0].revents & ZMQ_POLLIN) {
-        uint64_t n;
-        (void)!::read(lane.wake_fd, &n, sizeof n);
-        if (outbox.flush(first, encoder)) break;
-      }
-      // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]),
-      // run as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
-      for (int batch = 0; has_direct && batch < 64 && recv_multipart(direct, msg, true); ++batch) {
-        const auto cmd = msg.size() >= 2 ? parse_header(msg[1]) : std::nullopt;
-        if (cmd == Command::request && (msg.size() == 5 || msg.size() == 6)) {
-          msg.resize(5);  // the attempt frame, if resent
-          const std::string routing = direct_routing(lane.index, msg[0].to_string_view());
-          msg[0] = zmq::message_t(routing.data(), routing.size());
-          std::swap(msg[0], msg[1]);
-          handle_request(msg, 0, true, 0);
-        } else if (cmd == Command::heartbeat) {
-          Multipart hb;
-          hb.push_back(std::move(msg[0]));
-          hb.push_back(header_frame(Command::heartbeat));
-          send_multipart(direct, hb, true);
-        }
-      }
-      for (size_t b = 0; b < n_brokers; ++b) {
-        for (int batch = 0; batch < 64 && recv_multipart(socks[b], msg, true); ++batch) {
-          now = Clock::now();
-          links[b].last_heard = now;
-          links[b].silent = false;
-          handle_broker(b, msg, now);
-        }
-      }
-      now = Clock::now();
-      check_lost(now);
-      if (lane.index == 0 && now >= next_collect) {
-        // Lane 0 frees the objects no client has held for their lease.
-        if (const size_t freed = objects_.collect(now); freed > 0)
-          PATRO_LOG(debug, "server") << "freed " << freed << " object(s) no client holds";
-        next_collect = now + collect_every;
-      }
-      for (size_t b = 0; b < n_brokers; ++b) {
-        Link& l = links[b];
-        if (now >= l.next_heartbeat) {
-          send_heartbeat(socks[b]);
-          l.next_heartbeat = now + l.interval;
-        }
-        if (now >= l.register_again) {
-          l.register_again = kNever;
-          send_register(socks[b]);
-        }
-        // Silent past its window, unless what it sent waits unread (we were in a long call): a
-        // new socket would drop it.
-        if (now - l.last_heard > l.window && !(socks[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
-          // The broker went silent: a new socket, and register again (Majordomo's reconnect).
-          const bool newly = !l.silent;
-          if (newly)
-            PATRO_LOG(warn, "server")
-                << "lane " << lane.index << ": broker " << broker_endpoints_[b] << " silent for "
-                << l.window.count() << " ms; reconnecting";
-          l.silent = true;
-          socks[b].set(zmq::sockopt::linger, 0);
-          socks[b].close();
-          socks[b] = make_socket(b);
-          send_register(socks[b]);
-          l.clock.reset();  // perhaps another broker
-          if (newly) broker_lost(b, now);
-          l.last_heard = now;
-        }
-      }
-    } catch (const std::exception& e) {
-      PATRO_LOG(error, "server") << "lane " << lane.index << ": " << e.what() << "; going on";
-    } catch (...) {
-      PATRO_LOG(error, "server") << "lane " << lane.index
-                                 << ": something not a std::exception was thrown; going on";
-    }
-  }
-  for (auto& sk : socks) {
-    try {
-      send_simple(sk, Command::disconnect);
-    } catch (const zmq::error_t&) {
-    }
-    sk.close();
-  }
-  outbox.set_brokers(nullptr);
-  outbox.set_direct(nullptr);
-  if (direct.handle() != nullptr) direct.close();
 }
 
 void Server::broker_went_away(size_t broker, Clock::time_point check_at) {

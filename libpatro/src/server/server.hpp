@@ -49,8 +49,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   bool on_lane_thread() const;
 
  private:
-  struct Lane;
-  void lane_main(Lane& lane);
+  friend class Lane;  // a lane's thread: lane.hpp
+  struct LaneThread;
   /// Resolves ServerOptions::direct against the broker endpoint (start(), before the lanes).
   void resolve_direct();
   /// Binds lane `lane`'s direct ROUTER; returns the endpoint it advertises (empty: none).
@@ -96,7 +96,7 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
   // Until when a lane asks again for names another live server holds (set before lanes start).
   std::chrono::steady_clock::time_point register_until_;
-  std::vector<std::unique_ptr<Lane>> lanes_;
+  std::vector<std::unique_ptr<LaneThread>> lanes_;
   std::unique_ptr<LockTable> locks_;
   ReplyCache replies_;
   std::vector<Outbox*> outboxes_;  // the lanes', by index (for replies by another lane's ROUTER)

@@ -1,0 +1,417 @@
+#include "lane.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "ids.hpp"
+#include "log.hpp"
+#include "routing.hpp"
+#include "server.hpp"
+
+namespace patro::detail {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+constexpr auto kNever = Clock::time_point::max();
+}  // namespace
+
+void BrokerClock::observe(uint64_t broker_ns) {
+  samples_[next_] = static_cast<int64_t>(broker_ns) - now_ns();
+  next_ = (next_ + 1) % samples_.size();
+  n_ = std::min(n_ + 1, samples_.size());
+}
+
+std::chrono::nanoseconds BrokerClock::age(uint64_t forwarded_ns) const {
+  if (n_ == 0) return std::chrono::nanoseconds(0);
+  const int64_t offset = *std::max_element(samples_.begin(), samples_.begin() + n_);
+  return std::chrono::nanoseconds(
+      std::max<int64_t>(now_ns() + offset - static_cast<int64_t>(forwarded_ns), 0));
+}
+
+Lane::Lane(Server& server, unsigned index, int wake_fd, std::shared_ptr<Outbox> outbox)
+    : server_(server),
+      index_(index),
+      wake_fd_(wake_fd),
+      outbox_(std::move(outbox)),
+      dispatcher_(
+          server.objects_, server.options_, *server.locks_, server.replies_, outbox_,
+          server.options_.idle_timeout.count() > 0
+              ? std::function<void(uint64_t)>([&server](uint64_t c) { server.client_seen(c); })
+              : std::function<void(uint64_t)>()),
+      encoder_(dispatcher_.encoder()),
+      collect_every_(std::clamp<Clock::duration>(server.options_.reference_lease / 4,
+                                                 std::chrono::milliseconds(5),
+                                                 std::chrono::seconds(1))),
+      next_collect_(Clock::now() + collect_every_) {
+  const ServerOptions& options = server_.options_;
+  encoder_.set_remote_refs(server_.remote_refs_.get());
+  if (!server_.direct_bind_.empty()) {
+    direct_ = detail::make_socket(server_.ctx_, zmq::socket_type::router, options.limits);
+    direct_.set(zmq::sockopt::linger, static_cast<int>(options.limits.close_linger.count()));
+    direct_endpoint_ = server_.bind_direct(direct_, index_);
+    if (direct_endpoint_.empty()) direct_.close();
+  }
+  outbox_->set_direct(direct_.handle() != nullptr ? &direct_ : nullptr);
+  reg_body_ = registration();
+
+  const size_t n_brokers = server_.broker_endpoints_.size();
+  links_.resize(n_brokers);
+  socks_.reserve(n_brokers);
+  for (size_t b = 0; b < n_brokers; ++b) {
+    socks_.push_back(make_socket(b));
+    send_register(socks_[b]);
+    Link& l = links_[b];
+    l.interval = options.heartbeat.interval;
+    l.window = options.heartbeat.window();
+    l.last_heard = Clock::now();
+    l.next_heartbeat = l.last_heard + l.interval;
+  }
+  outbox_->set_brokers(&socks_);
+  items_.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
+  if (direct_.handle() != nullptr) items_.push_back({direct_.handle(), 0, ZMQ_POLLIN, 0});
+  first_broker_item_ = items_.size();
+  for (auto& sk : socks_) items_.push_back({sk.handle(), 0, ZMQ_POLLIN, 0});
+}
+
+std::string Lane::registration() const {
+  flatbuffers::FlatBufferBuilder fb(512);
+  std::vector<flatbuffers::Offset<wire::NameBinding>> names;
+  for (size_t i = 0; i < server_.served_.size(); ++i) {
+    if (server_.served_[i].name.empty()) continue;
+    const ObjectEntry& e = server_.entries_[i];
+    names.push_back(wire::CreateNameBindingDirect(fb, server_.served_[i].name.c_str(), e.id.server,
+                                                  e.id.object, e.type_name.c_str(),
+                                                  e.reftype.c_str()));
+  }
+  auto nv = fb.CreateVector(names);
+  auto ep = direct_endpoint_.empty() ? 0 : fb.CreateString(direct_endpoint_);
+  auto reg = wire::CreateRegister(fb, server_.objects_.server_id(), index_,
+                                  static_cast<uint32_t>(server_.lanes_.size()), nv,
+                                  server_.incarnation_, ep);
+  fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
+            wire::ControlIdentifier());
+  return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
+}
+
+zmq::socket_t Lane::make_socket(size_t broker) const {
+  const ServerOptions& options = server_.options_;
+  zmq::socket_t s = detail::make_socket(server_.ctx_, zmq::socket_type::dealer, options.limits);
+  if (server_.curve_.enabled()) detail::set_curve_client(s, server_.curve_, server_.curve_.keys);
+  s.set(zmq::sockopt::linger, static_cast<int>(options.limits.close_linger.count()));
+  s.connect(server_.broker_endpoints_[broker]);
+  return s;
+}
+
+void Lane::send_register(zmq::socket_t& s) {
+  Multipart m;
+  m.push_back(header_frame(Command::register_server));
+  m.push_back(zmq::message_t(reg_body_.data(), reg_body_.size()));
+  send_multipart(s, m, false);
+}
+
+void Lane::send_simple(zmq::socket_t& s, Command c) {
+  Multipart m;
+  m.push_back(header_frame(c));
+  send_multipart(s, m, true);
+}
+
+void Lane::send_heartbeat(zmq::socket_t& s) {
+  Multipart m;
+  m.push_back(header_frame(Command::heartbeat));
+  m.push_back(u64_frame(server_.replies_.hits()));
+  m.push_back(u64_frame(server_.replies_.expired()));
+  m.push_back(u64_frame(server_.direct_requests_.load(std::memory_order_relaxed)));
+  m.push_back(u64_frame(server_.brokered_requests_.load(std::memory_order_relaxed)));
+  send_multipart(s, m, true);
+}
+
+void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker) {
+  if (rq.size() != 5) return;
+  auto request_id = parse_u64(rq[3]);
+  if (!request_id) return;
+  annotate_received(*request_id);
+  (is_direct ? server_.direct_requests_ : server_.brokered_requests_)
+      .fetch_add(1, std::memory_order_relaxed);
+  Taken taken{rq[1].to_string_view()};
+  if (!is_direct && needs_marking(static_cast<unsigned>(broker), rq[1].to_string_view())) {
+    marked_ = broker_routing(static_cast<unsigned>(broker), rq[1].to_string_view());
+    taken.routing = marked_;
+  }
+  if (stamp != 0) taken.age = links_[broker].clock.age(stamp);
+  zmq::message_t reply;
+  std::optional<std::string> reroute;
+  const Dispatched d =
+      dispatcher_.dispatch_body(*request_id, rq[4], taken, scratch_, reply, reroute, owed_);
+  // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
+  if (d == Dispatched::reply) {
+    if (reroute)
+      outbox_->reply(first(), *reroute, *request_id, std::move(reply));
+    else if (is_direct)
+      outbox_->reply(first(), taken.routing, *request_id, std::move(reply));
+    else
+      Outbox::reply(socks_[broker], rq, *request_id, std::move(reply));
+  }
+  outbox_->send_owed(first(), encoder_, owed_);
+}
+
+void Lane::release_client(uint64_t client_id) {
+  const ServerOptions& options = server_.options_;
+  server_.locks_->drop_monitor(client_id, owed_);
+  server_.replies_.forget(client_id);
+  server_.objects_.drop_client(client_id);  // the references it held
+  if (options.idle_timeout.count() > 0) server_.client_left(client_id);
+  outbox_->send_owed(first(), encoder_, owed_);
+  if (options.on_client_gone) {
+    try {
+      options.on_client_gone(client_id);
+    } catch (const std::exception& e) {
+      PATRO_LOG(error, "server") << "on_client_gone threw: " << e.what();
+    } catch (...) {
+      PATRO_LOG(error, "server") << "on_client_gone threw something not a std::exception";
+    }
+  }
+}
+
+void Lane::broker_lost(size_t broker, Clock::time_point now) {
+  links_[broker].live = false;
+  server_.broker_went_away(broker, now + 2 * links_[broker].window);
+}
+
+void Lane::broker_registered(size_t broker, Clock::time_point now) {
+  links_[broker].live = true;
+  server_.broker_came_back(now + 2 * links_[broker].window);
+}
+
+void Lane::check_lost(Clock::time_point now) {
+  if (index_ != 0) return;
+  bool any_live = false;
+  for (const Link& l : links_) any_live = any_live || l.live;
+  for (const size_t b : server_.brokers_to_check(now, any_live)) {
+    const auto stale = server_.replies_.unconfirmed(static_cast<unsigned>(b));
+    if (!stale.empty())
+      PATRO_LOG(info, "server") << stale.size() << " client(s) attached through the broker at "
+                                << server_.broker_endpoints_[b]
+                                << " did not come back after it went away: released";
+    for (uint64_t client_id : stale) release_client(client_id);
+  }
+}
+
+void Lane::handle_registered(size_t broker, Multipart& m, Clock::time_point now) {
+  const ServerOptions& options = server_.options_;
+  Link& link = links_[broker];
+  const wire::Control* c =
+      m.size() == 2 ? verified_control(m[1], options.limits, scratch_) : nullptr;
+  const wire::Registered* r = c ? c->body_as_Registered() : nullptr;
+  if (r && r->clock_ns() != 0) link.clock.observe(r->clock_ns());
+  if (r && r->heartbeat_ms() > 0) {
+    link.interval =
+        std::min(options.heartbeat.interval, std::chrono::milliseconds(r->heartbeat_ms()));
+    // The alive thread beats at the fastest interval of any broker.
+    int64_t alive = server_.alive_ms_.load();
+    while ((alive == 0 || link.interval.count() < alive) &&
+           !server_.alive_ms_.compare_exchange_weak(alive, link.interval.count())) {
+    }
+    if (r->liveness() > 0)
+      link.window = std::chrono::milliseconds(int64_t{r->heartbeat_ms()} * r->liveness());
+  }
+  std::string refusal;
+  if (r && r->refused()) {
+    for (const auto* nb : *r->refused()) {
+      if (!nb->name()) continue;
+      refusal += (refusal.empty() ? "" : "; ") + std::string("the name '") + nb->name()->str() +
+                 "' is registered at the broker " + server_.broker_endpoints_[broker] +
+                 " by server " + ObjectId{nb->server(), 0}.to_hex().substr(0, 16) + " (object " +
+                 ObjectId{nb->server(), nb->object()}.to_hex() +
+                 "), which is alive: a name has one owner until it stops";
+    }
+  }
+  broker_registered(broker, now);
+  if (!link.counted && !refusal.empty() && now + link.interval < server_.register_until_) {
+    link.register_again = now + link.interval;
+  } else if (!link.counted) {
+    link.counted = true;
+    server_.lane_registered(
+        broker, r && r->client_endpoint() ? r->client_endpoint()->str() : std::string(), refusal);
+  } else if (!refusal.empty() && index_ == 0) {
+    PATRO_LOG(error, "server") << "registering again: " << refusal;
+  }
+}
+
+void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
+  Link& link = links_[broker];
+  uint64_t stamp = 0;  // a request's: when the broker forwarded it
+  const auto cmd = m.empty() ? std::nullopt : parse_header(m[0], stamp);
+  if (!cmd) return;
+  switch (*cmd) {
+    case Command::request:
+      handle_request(m, stamp, false, broker);
+      break;
+    case Command::heartbeat:
+      if (auto clock = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) link.clock.observe(*clock);
+      break;
+    case Command::registered:
+      handle_registered(broker, m, now);
+      break;
+    case Command::disconnect:
+      // The broker does not know this lane (it restarted): register again.
+      PATRO_LOG(info, "server") << "lane " << index_ << " registering again at "
+                                << server_.broker_endpoints_[broker];
+      send_register(socks_[broker]);
+      link.clock.reset();
+      broker_lost(broker, now);
+      break;
+    case Command::client_at:
+      // A client located us at this broker: with several brokers, the one it is attached to.
+      if (auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt)
+        server_.replies_.attach(*client_id, static_cast<unsigned>(broker), now);
+      break;
+    case Command::client_gone: {
+      // A client died or left: its locks are released and its waits dropped.
+      auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt;
+      if (!client_id) break;
+      if (!server_.replies_.gone_at(*client_id, static_cast<unsigned>(broker))) {
+        // It moved to another broker, which will tell us when it is gone.
+        PATRO_LOG(debug, "server") << "client " << *client_id << " left "
+                                   << server_.broker_endpoints_[broker] << " for another broker";
+        break;
+      }
+      release_client(*client_id);
+      break;
+    }
+    default:
+      break;  // heartbeats
+  }
+}
+
+void Lane::take_direct() {
+  // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]), run
+  // as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
+  for (int batch = 0; batch < 64 && recv_multipart(direct_, msg_, true); ++batch) {
+    const auto cmd = msg_.size() >= 2 ? parse_header(msg_[1]) : std::nullopt;
+    if (cmd == Command::request && (msg_.size() == 5 || msg_.size() == 6)) {
+      msg_.resize(5);  // the attempt frame, if resent
+      const std::string routing = direct_routing(index_, msg_[0].to_string_view());
+      msg_[0] = zmq::message_t(routing.data(), routing.size());
+      std::swap(msg_[0], msg_[1]);
+      handle_request(msg_, 0, true, 0);
+    } else if (cmd == Command::heartbeat) {
+      Multipart hb;
+      hb.push_back(std::move(msg_[0]));
+      hb.push_back(header_frame(Command::heartbeat));
+      send_multipart(direct_, hb, true);
+    }
+  }
+}
+
+void Lane::collect(Clock::time_point now) {
+  if (index_ != 0 || now < next_collect_) return;
+  if (const size_t freed = server_.objects_.collect(now); freed > 0)
+    PATRO_LOG(debug, "server") << "freed " << freed << " object(s) no client holds";
+  next_collect_ = now + collect_every_;
+}
+
+void Lane::keep_links(Clock::time_point now) {
+  for (size_t b = 0; b < socks_.size(); ++b) {
+    Link& l = links_[b];
+    if (now >= l.next_heartbeat) {
+      send_heartbeat(socks_[b]);
+      l.next_heartbeat = now + l.interval;
+    }
+    if (now >= l.register_again) {
+      l.register_again = kNever;
+      send_register(socks_[b]);
+    }
+    // Silent past its window, unless what it sent waits unread (we were in a long call): a new
+    // socket would drop it.
+    if (now - l.last_heard > l.window && !(socks_[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+      // The broker went silent: a new socket, and register again (Majordomo's reconnect).
+      const bool newly = !l.silent;
+      if (newly)
+        PATRO_LOG(warn, "server") << "lane " << index_ << ": broker "
+                                  << server_.broker_endpoints_[b] << " silent for "
+                                  << l.window.count() << " ms; reconnecting";
+      l.silent = true;
+      socks_[b].set(zmq::sockopt::linger, 0);
+      socks_[b].close();
+      socks_[b] = make_socket(b);
+      send_register(socks_[b]);
+      l.clock.reset();  // perhaps another broker
+      if (newly) broker_lost(b, now);
+      l.last_heard = now;
+    }
+  }
+}
+
+bool Lane::turn() {
+  auto now = Clock::now();
+  auto until = index_ == 0 ? std::min(server_.next_lost_check(), next_collect_) : kNever;
+  for (const Link& l : links_) until = std::min({until, l.next_heartbeat, l.register_again});
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
+  if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+  for (size_t b = 0; b < socks_.size(); ++b)
+    items_[first_broker_item_ + b].socket = socks_[b].handle();
+  try {
+    zmq::poll(items_.data(), items_.size(), wait + std::chrono::milliseconds(1));
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return true;
+    PATRO_LOG(error, "server") << "lane " << index_ << " poll failed: " << e.what();
+    return false;
+  }
+  if (items_[0].revents & ZMQ_POLLIN) {
+    uint64_t n;
+    (void)!::read(wake_fd_, &n, sizeof n);
+    if (outbox_->flush(first(), encoder_)) return false;
+  }
+  if (direct_.handle() != nullptr) take_direct();
+  for (size_t b = 0; b < socks_.size(); ++b) {
+    for (int batch = 0; batch < 64 && recv_multipart(socks_[b], msg_, true); ++batch) {
+      now = Clock::now();
+      links_[b].last_heard = now;
+      links_[b].silent = false;
+      handle_broker(b, msg_, now);
+    }
+  }
+  now = Clock::now();
+  check_lost(now);
+  collect(now);
+  keep_links(now);
+  return true;
+}
+
+void Lane::run() {
+  for (;;) {
+    // The lane's barrier: whatever escapes one turn (a zmq::error_t from a send, bad_alloc) is
+    // logged and the lane goes on; each request has its own barrier inside.
+    try {
+      if (!turn()) break;
+    } catch (const std::exception& e) {
+      PATRO_LOG(error, "server") << "lane " << index_ << ": " << e.what() << "; going on";
+    } catch (...) {
+      PATRO_LOG(error, "server") << "lane " << index_
+                                 << ": something not a std::exception was thrown; going on";
+    }
+  }
+  leave();
+}
+
+void Lane::leave() {
+  for (auto& sk : socks_) {
+    try {
+      send_simple(sk, Command::disconnect);
+    } catch (const zmq::error_t&) {
+    }
+    sk.close();
+  }
+  outbox_->set_brokers(nullptr);
+  outbox_->set_direct(nullptr);
+  if (direct_.handle() != nullptr) direct_.close();
+}
+
+}  // namespace patro::detail

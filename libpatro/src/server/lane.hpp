@@ -1,0 +1,148 @@
+// One lane of a server: a thread with its own DEALER socket to each broker (and, on the direct
+// path, its own ROUTER), its dispatcher and its outbox. The lane registers at every broker,
+// heartbeats each and watches each for silence, takes the requests they forward (and those that
+// come straight to its ROUTER), runs them through its dispatcher and sends their replies; lane 0
+// also frees the objects no client holds and releases the clients that did not come back after a
+// broker went away. Everything here belongs to the lane's thread: the Lane is made, run and
+// destroyed on it; what it shares with the other lanes is the server's (object table, lock table,
+// reply cache), reached through the Server.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "deferred.hpp"
+#include "dispatcher.hpp"
+#include "outbox.hpp"
+#include "socket.hpp"
+#include "wire.hpp"
+
+namespace patro::detail {
+
+class Server;
+
+/// The offset from our steady clock to the broker's, from the readings it sends (REGISTERED and
+/// its heartbeats), so that a lane knows how long a request waited since the broker forwarded it —
+/// in the lane's socket behind a long call, say. A reading is taken before its trip here, so each
+/// sample is at most the true offset and the largest recent one is the best: an age computed with
+/// it errs short (a request just past its deadline may still run), never long.
+class BrokerClock {
+ public:
+  void reset() { n_ = next_ = 0; }
+  void observe(uint64_t broker_ns);
+  /// How long ago the broker forwarded at forwarded_ns (its clock); zero before any reading.
+  std::chrono::nanoseconds age(uint64_t forwarded_ns) const;
+
+ private:
+  std::array<int64_t, 8> samples_{};
+  size_t n_ = 0, next_ = 0;
+};
+
+class Lane {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  /// On the lane's thread: binds the direct ROUTER (if the server has the direct path), connects
+  /// to every broker and sends the registrations. wake_fd: the lane's eventfd (stop, or late
+  /// replies queued in outbox).
+  Lane(Server& server, unsigned index, int wake_fd, std::shared_ptr<Outbox> outbox);
+  Lane(const Lane&) = delete;
+  Lane& operator=(const Lane&) = delete;
+
+  /// Serves until the outbox is asked to stop, then tells every broker it leaves (DISCONNECT)
+  /// and closes its sockets.
+  void run();
+
+ private:
+  /// One broker as this lane sees it.
+  struct Link {
+    // Ours until the broker says its own (in Registered): then the faster interval, its window.
+    std::chrono::milliseconds interval, window;
+    Clock::time_point last_heard, next_heartbeat;
+    // Set while the broker refuses a name another live server holds: that owner may be this
+    // server's previous process, which the broker sees dead only after its heartbeat window, so
+    // the lane asks again each interval until the server's register_until_.
+    Clock::time_point register_again = Clock::time_point::max();
+    BrokerClock clock;
+    bool counted = false;  // this lane told start() it registered here
+    bool silent = false;   // reconnecting after silence (logged once, until heard again)
+    bool live = false;     // registered, and not lost since
+  };
+
+  /// One turn of the loop: wait for the sockets, the wake fd or the next timer, and handle what
+  /// came. Returns false once the lane was asked to stop (or its poll failed).
+  bool turn();
+  /// The registration message, built once (the names the server serves, the direct endpoint).
+  std::string registration() const;
+  zmq::socket_t make_socket(size_t broker) const;
+  void send_register(zmq::socket_t& s);
+  void send_simple(zmq::socket_t& s, Command c);
+  /// A heartbeat carries the server's counters, which the broker shows in broker_info.
+  void send_heartbeat(zmq::socket_t& s);
+  /// Where replies by routing leave from: the socket to the first broker.
+  zmq::socket_t& first() { return socks_.front(); }
+
+  /// Requests that came to the lane's direct ROUTER (at most a batch of them); heartbeats there
+  /// are answered.
+  void take_direct();
+  /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
+  /// [hdr + forwarded at][client routing][object id][request id][body]
+  void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker);
+  /// A message from broker `broker`.
+  void handle_broker(size_t broker, Multipart& m, Clock::time_point now);
+  /// The broker's answer to our registration.
+  void handle_registered(size_t broker, Multipart& m, Clock::time_point now);
+  /// A client is gone: its locks are released, its waits dropped, what it left running forgotten.
+  void release_client(uint64_t client_id);
+
+  // The server's own watch over its clients when a broker goes away (lane 0 keeps it): a client
+  // attached through that broker that died with it is never reported gone by any broker, so
+  // every client attached through it must come back — a request, or a LOCATE through any broker
+  // (CLIENT_AT), as libpatro sends after moving or when its broker restarted — within twice the
+  // broker's window once some broker has us registered; those that do not are released.
+  void broker_lost(size_t broker, Clock::time_point now);
+  void broker_registered(size_t broker, Clock::time_point now);
+  /// Lane 0 releases the clients that did not come back after a broker went away.
+  void check_lost(Clock::time_point now);
+  /// Lane 0 frees the objects no client has held for their lease.
+  void collect(Clock::time_point now);
+  /// Heartbeats, registrations asked again, and brokers silent past their window.
+  void keep_links(Clock::time_point now);
+  /// After the loop: DISCONNECT to every broker, sockets closed.
+  void leave();
+
+  Server& server_;
+  const unsigned index_;
+  const int wake_fd_;
+  const std::shared_ptr<Outbox> outbox_;
+  Dispatcher dispatcher_;
+  Executor& encoder_;
+  std::vector<DeferredReply> owed_;
+
+  // The direct path: this lane's own ROUTER, where clients send requests straight to it.
+  zmq::socket_t direct_;
+  std::string direct_endpoint_;
+  std::string reg_body_;
+
+  // Lane 0 looks for objects to free four times a lease (ObjectTable::collect).
+  Clock::duration collect_every_;
+  Clock::time_point next_collect_;
+
+  // One DEALER per broker, each registered, heartbeated and watched on its own.
+  std::vector<zmq::socket_t> socks_;
+  std::vector<Link> links_;
+  std::vector<zmq::pollitem_t> items_;  // the wake fd, the direct ROUTER if any, the brokers
+  size_t first_broker_item_ = 0;
+  Multipart msg_;
+  AlignedScratch scratch_;
+  std::string marked_;  // a request's routing through a broker other than the first
+};
+
+}  // namespace patro::detail

@@ -1,0 +1,445 @@
+// The server's request path without a socket: requests built with the FlatBuffers builders, run by
+// a lane's Dispatcher (and its Executor) against an object table in memory, and their replies
+// read back. Covers the stages of dispatcher.hpp — the reply cache, the deadline, the handler
+// table — for single requests and the calls of a oneway batch alike.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dispatcher.hpp"
+#include "patro/object.hpp"
+#include "routing.hpp"
+
+using namespace std::chrono_literals;
+using patro::Errc;
+using patro::ObjectId;
+using patro::Path;
+using patro::Value;
+using patro::ValueArray;
+using patro::detail::AlignedScratch;
+using patro::detail::DeferredReply;
+using patro::detail::Dispatched;
+using patro::detail::Dispatcher;
+using patro::detail::Executor;
+using patro::detail::LockLimits;
+using patro::detail::LockTable;
+using patro::detail::ObjectTable;
+using patro::detail::ReplyCache;
+using patro::detail::Taken;
+namespace wire = patro::wire;
+
+namespace {
+
+constexpr uint64_t kServer = 0x5e11e5;
+constexpr uint64_t kClient = 77;
+
+/// One call of a request, as a client would send it.
+struct Call {
+  uint64_t request_id = 1;
+  ObjectId object{};
+  wire::Op op = wire::Op::Get;
+  Path path{};
+  ValueArray args{};
+  std::string name{};
+  uint32_t timeout_ms = 0;
+  uint64_t client = kClient;
+  uint64_t fence_token = 0;
+};
+
+flatbuffers::Offset<wire::Request> build(flatbuffers::FlatBufferBuilder& fb, const Call& c) {
+  const patro::detail::RefWriter no_refs;  // the tests send plain values only
+  auto path = patro::detail::encode_path(fb, c.path);
+  auto args = patro::detail::encode_values(fb, c.args, no_refs);
+  auto name = c.name.empty() ? 0 : fb.CreateString(c.name);
+  wire::RequestBuilder b(fb);
+  b.add_request_id(c.request_id);
+  b.add_client_id(c.client);
+  b.add_timeout_ms(c.timeout_ms);
+  b.add_server(c.object.server);
+  b.add_object(c.object.object);
+  b.add_op(c.op);
+  b.add_path(path);
+  if (!c.name.empty()) b.add_name(name);
+  b.add_args(args);
+  b.add_fence_token(c.fence_token);
+  return b.Finish();
+}
+
+zmq::message_t request_body(const Call& c) {
+  flatbuffers::FlatBufferBuilder fb;
+  fb.Finish(build(fb, c), wire::RequestIdentifier());
+  return patro::detail::body_frame(fb);
+}
+
+zmq::message_t batch_body(const std::vector<Call>& calls) {
+  flatbuffers::FlatBufferBuilder fb;
+  std::vector<flatbuffers::Offset<wire::Request>> rs;
+  for (const Call& c : calls) rs.push_back(build(fb, c));
+  auto v = fb.CreateVector(rs);
+  fb.Finish(wire::CreateBatch(fb, v), wire::BatchIdentifier());
+  return patro::detail::body_frame(fb);
+}
+
+/// A reply as the client reads it.
+struct Reply {
+  uint64_t request_id = 0;
+  bool ok = false;
+  Errc code = Errc::ok;
+  std::string text;
+  ValueArray results;
+};
+
+Reply read(const zmq::message_t& body) {
+  AlignedScratch scratch;
+  const wire::Reply* r = patro::detail::verified_reply(body, patro::Limits{}, scratch);
+  REQUIRE(r != nullptr);
+  Reply out;
+  out.request_id = r->request_id();
+  out.ok = r->status() == wire::Status::Ok;
+  out.code = static_cast<Errc>(r->error_code());
+  out.text = r->error_text() ? r->error_text()->str() : std::string();
+  const patro::detail::RefReader refs = [](const wire::Ref& ref) {
+    return Value(patro::Reference{
+        nullptr, nullptr, ObjectId{ref.server(), ref.object()}, {}, "", "", {}, false});
+  };
+  out.results = patro::detail::decode_values(r->results(), refs);
+  return out;
+}
+
+/// A lane's dispatcher over served objects of its own: a hash, a callable and a counter.
+struct TestLane {
+  patro::ServerOptions options;
+  ObjectTable objects{kServer, options.reference_lease};
+  ReplyCache cache{options.limits};
+  LockTable locks{"dispatcher-test-" + std::to_string(::getpid()), false, LockLimits{}};
+  Dispatcher dispatcher{objects, options, locks, cache, {}, {}};
+  AlignedScratch scratch;
+  ObjectId hash, code, scalar;
+
+  TestLane() {
+    hash = objects.pin(std::make_shared<patro::detail::HashNode>());
+    patro::Code twice = [](int64_t x) { return 2 * x; };
+    code = objects.pin(twice.node());
+    scalar = objects.pin(std::make_shared<patro::detail::ScalarNode>());
+  }
+
+  struct Outcome {
+    Dispatched how;
+    std::optional<Reply> reply;
+    std::optional<std::string> reroute;
+  };
+
+  Outcome take(const zmq::message_t& body, uint64_t request_id, std::vector<DeferredReply>& owed,
+               std::chrono::nanoseconds age = 0ns, std::string_view routing = "route") {
+    zmq::message_t reply;
+    std::optional<std::string> reroute;
+    const Dispatched d = dispatcher.dispatch_body(request_id, body, Taken{routing, age}, scratch,
+                                                  reply, reroute, owed);
+    Outcome o{d, std::nullopt, reroute};
+    if (d == Dispatched::reply) o.reply = read(reply);
+    return o;
+  }
+  Reply send(const Call& c, std::chrono::nanoseconds age = 0ns) {
+    std::vector<DeferredReply> owed;
+    const Outcome o = take(request_body(c), c.request_id, owed, age);
+    REQUIRE(o.how == Dispatched::reply);
+    CHECK(owed.empty());
+    return *o.reply;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("every operation of the op table has exactly one handler, and no other op has one") {
+  size_t known = 0;
+  for (int op = 0; op < 256; ++op) {
+    const auto o = static_cast<wire::Op>(op);
+    CHECK(Executor::handlers_of(o) == (patro::detail::op_info(o).known() ? 1u : 0u));
+    known += patro::detail::op_info(o).known() ? 1 : 0;
+  }
+  CHECK(known == 31);
+}
+
+TEST_CASE("set then get an element; a missing one is undef") {
+  TestLane lane;
+  Reply r = lane.send({.request_id = 1,
+                       .object = lane.hash,
+                       .op = wire::Op::Set,
+                       .path = {std::string("a")},
+                       .args = {Value(5)}});
+  CHECK(r.ok);
+  CHECK(r.request_id == 1);
+  r = lane.send(
+      {.request_id = 2, .object = lane.hash, .op = wire::Op::Get, .path = {std::string("a")}});
+  REQUIRE(r.ok);
+  REQUIRE(r.results.size() == 1);
+  CHECK(r.results[0].as<int64_t>() == 5);
+  r = lane.send({.request_id = 3,
+                 .object = lane.hash,
+                 .op = wire::Op::Get,
+                 .path = {std::string("missing")}});
+  REQUIRE(r.ok);
+  REQUIRE(r.results.size() == 1);
+  CHECK(r.results[0].is_null());
+  r = lane.send({.request_id = 4, .object = lane.hash, .op = wire::Op::Size});
+  REQUIRE(r.ok);
+  CHECK(r.results.at(0).as<int64_t>() == 1);
+}
+
+TEST_CASE("call runs a served callable; errors name what was wrong") {
+  TestLane lane;
+  Reply r =
+      lane.send({.request_id = 1, .object = lane.code, .op = wire::Op::Call, .args = {Value(21)}});
+  REQUIRE(r.ok);
+  CHECK(r.results.at(0).as<int64_t>() == 42);
+
+  SUBCASE("an unknown object") {
+    r = lane.send({.request_id = 2, .object = ObjectId{kServer, 999999}, .op = wire::Op::Get});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::unknown_object);
+  }
+  SUBCASE("an unknown method") {
+    r = lane.send({.request_id = 2, .object = lane.code, .op = wire::Op::Call, .name = "nope"});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::unknown_method);
+  }
+  SUBCASE("a hash is not callable") {
+    r = lane.send({.request_id = 2, .object = lane.hash, .op = wire::Op::Call});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::not_callable);
+  }
+  SUBCASE("an argument of the wrong type") {
+    r = lane.send({.request_id = 2,
+                   .object = lane.code,
+                   .op = wire::Op::Call,
+                   .args = {Value("not a number")}});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::type_mismatch);
+  }
+  SUBCASE("an index on a hash") {
+    r = lane.send(
+        {.request_id = 2, .object = lane.hash, .op = wire::Op::Get, .path = {int64_t{3}}});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::type_mismatch);
+  }
+  SUBCASE("push onto a hash") {
+    r = lane.send({.request_id = 2, .object = lane.hash, .op = wire::Op::Push, .args = {Value(1)}});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::type_mismatch);
+  }
+  SUBCASE("an operation this server does not know") {
+    r = lane.send({.request_id = 2, .object = lane.hash, .op = static_cast<wire::Op>(200)});
+    CHECK_FALSE(r.ok);
+    CHECK(r.code == Errc::unsupported);
+  }
+  SUBCASE("a body that is not a request") {
+    std::vector<DeferredReply> owed;
+    const std::string junk = "definitely not a flatbuffer";
+    const auto o = lane.take(zmq::message_t(junk.data(), junk.size()), 9, owed);
+    REQUIRE(o.reply);
+    CHECK(o.reply->request_id == 9);
+    CHECK(o.reply->code == Errc::bad_message);
+  }
+}
+
+TEST_CASE("a resent request id is answered from the reply cache, not run again") {
+  TestLane lane;
+  const Call add{.request_id = 7, .object = lane.scalar, .op = wire::Op::Add, .args = {Value(1)}};
+  Reply first = lane.send(add);
+  REQUIRE(first.ok);
+  CHECK(first.results.at(0).as<int64_t>() == 1);
+  Reply again = lane.send(add);
+  REQUIRE(again.ok);
+  CHECK(again.results.at(0).as<int64_t>() == 1);  // the first answer, not a second add
+  CHECK(lane.cache.hits() == 1);
+  const Reply value = lane.send({.request_id = 8, .object = lane.scalar, .op = wire::Op::Get});
+  CHECK(value.results.at(0).as<int64_t>() == 1);
+  // Another client's request 7 is its own.
+  Call other = add;
+  other.client = kClient + 1;
+  CHECK(lane.send(other).results.at(0).as<int64_t>() == 2);
+}
+
+TEST_CASE("a request whose deadline passed before a lane took it is not run") {
+  TestLane lane;
+  const Reply r = lane.send({.request_id = 1,
+                             .object = lane.scalar,
+                             .op = wire::Op::Add,
+                             .args = {Value(1)},
+                             .timeout_ms = 50},
+                            100ms);
+  CHECK_FALSE(r.ok);
+  CHECK(r.code == Errc::timeout);
+  CHECK(lane.cache.expired() == 1);
+  const Reply value = lane.send({.request_id = 2, .object = lane.scalar, .op = wire::Op::Get});
+  CHECK(value.results.at(0).is_null());  // never added to
+}
+
+TEST_CASE("a oneway batch runs its calls in order through the same stages, acknowledged once") {
+  TestLane lane;
+  const std::vector<Call> calls = {
+      {.request_id = 11, .object = lane.scalar, .op = wire::Op::Add, .args = {Value(1)}},
+      {.request_id = 12, .object = lane.scalar, .op = wire::Op::Lock},  // never oneway
+      {.request_id = 13,
+       .object = ObjectId{kServer, 424242},
+       .op = wire::Op::Set,
+       .args = {Value(1)}},
+      {.request_id = 14, .object = lane.scalar, .op = wire::Op::Add, .args = {Value(10)}},
+  };
+  const zmq::message_t body = batch_body(calls);
+  std::vector<DeferredReply> owed;
+  auto o = lane.take(body, 100, owed);
+  REQUIRE(o.reply);
+  CHECK(o.reply->ok);
+  CHECK(o.reply->request_id == 100);
+  REQUIRE(o.reply->results.size() == 3);
+  CHECK(o.reply->results[0].as<int64_t>() == 4);  // calls run
+  CHECK(o.reply->results[1].as<int64_t>() == 2);  // calls failed
+  CHECK(o.reply->results[2].as<std::string>().find("a lock cannot be a oneway call") !=
+        std::string::npos);
+  CHECK(owed.empty());
+  CHECK(lane.send({.request_id = 1, .object = lane.scalar, .op = wire::Op::Get})
+            .results.at(0)
+            .as<int64_t>() == 11);
+
+  SUBCASE("a resent batch is answered from the reply cache, its calls not run again") {
+    zmq::message_t copy(body.data(), body.size());
+    o = lane.take(copy, 100, owed);
+    REQUIRE(o.reply);
+    CHECK(o.reply->results.at(0).as<int64_t>() == 4);
+    CHECK(lane.send({.request_id = 2, .object = lane.scalar, .op = wire::Op::Get})
+              .results.at(0)
+              .as<int64_t>() == 11);
+  }
+  SUBCASE("calls whose deadline passed are not run, and count as failed") {
+    const zmq::message_t late = batch_body({
+        {.request_id = 21,
+         .object = lane.scalar,
+         .op = wire::Op::Add,
+         .args = {Value(100)},
+         .timeout_ms = 10},
+        {.request_id = 22,
+         .object = lane.scalar,
+         .op = wire::Op::Add,
+         .args = {Value(1000)},
+         .timeout_ms = 60'000},
+    });
+    o = lane.take(late, 101, owed, 50ms);
+    REQUIRE(o.reply);
+    CHECK(o.reply->results.at(0).as<int64_t>() == 2);
+    CHECK(o.reply->results.at(1).as<int64_t>() == 1);
+    CHECK(o.reply->results.at(2).as<std::string>().rfind("timeout:", 0) == 0);
+    CHECK(lane.cache.expired() == 1);
+    CHECK(lane.send({.request_id = 3, .object = lane.scalar, .op = wire::Op::Get})
+              .results.at(0)
+              .as<int64_t>() == 1011);
+  }
+}
+
+TEST_CASE("a lock operation parks its caller; the unlock owes it the grant") {
+  TestLane lane;
+  std::vector<DeferredReply> owed;
+  const Call lock1{.request_id = 1, .object = lane.hash, .op = wire::Op::Lock, .client = 1};
+  auto o = lane.take(request_body(lock1), 1, owed);
+  REQUIRE(o.reply);
+  REQUIRE(o.reply->ok);
+  CHECK(o.reply->results.at(0).as<bool>());  // granted
+
+  const Call lock2{.request_id = 1, .object = lane.hash, .op = wire::Op::Lock, .client = 2};
+  o = lane.take(request_body(lock2), 1, owed);
+  CHECK(o.how == Dispatched::parked);
+  CHECK(owed.empty());
+
+  const Call info{.request_id = 2, .object = lane.hash, .op = wire::Op::LockInfo, .client = 1};
+  o = lane.take(request_body(info), 2, owed);
+  REQUIRE(o.reply);
+  CHECK(o.reply->results.at(0).as<int64_t>() == 1);  // the holder
+  CHECK(o.reply->results.at(2).as<int64_t>() == 1);  // one waits for the lock
+
+  const Call unlock{.request_id = 3, .object = lane.hash, .op = wire::Op::Unlock, .client = 1};
+  o = lane.take(request_body(unlock), 3, owed);
+  REQUIRE(o.reply);
+  CHECK(o.reply->ok);
+  REQUIRE(owed.size() == 1);
+  CHECK(owed[0].client_id == 2);
+  CHECK(owed[0].request_id == 1);
+  CHECK(owed[0].outcome.ok);
+
+  SUBCASE("a lock on an object the server does not have") {
+    const Call bad{.request_id = 4,
+                   .object = ObjectId{kServer, 31337},
+                   .op = wire::Op::LockState,
+                   .client = 1};
+    o = lane.take(request_body(bad), 4, owed);
+    REQUIRE(o.reply);
+    CHECK(o.reply->code == Errc::unknown_object);
+  }
+}
+
+TEST_CASE("a client whose routing id starts as a marked routing is marked as through its broker") {
+  using namespace patro::detail;
+  const std::string id(
+      "\xff"
+      "D\x00\x01xyz",
+      7);
+  CHECK(needs_marking(0, id));
+  const std::string r = broker_routing(0, id);
+  CHECK_FALSE(direct_lane(r));  // never read as another lane's direct client
+  CHECK(routing_broker(r) == 0u);
+  CHECK(broker_peer(r) == id);
+  CHECK_FALSE(needs_marking(0, "pclient"));
+  CHECK(broker_routing(0, "pclient") == "pclient");
+  CHECK(routing_broker(broker_routing(2, "pclient")) == 2u);
+}
+
+TEST_CASE("a mutating call with a fencing token older than the newest grant is refused") {
+  TestLane lane;
+  std::vector<DeferredReply> owed;
+  const Call lock{.request_id = 1, .object = lane.scalar, .op = wire::Op::Lock, .client = 1};
+  auto o = lane.take(request_body(lock), 1, owed);
+  REQUIRE(o.reply);
+  REQUIRE(o.reply->ok);
+  const int64_t token = o.reply->results.at(3).as<int64_t>();
+  REQUIRE(token > 0);
+  Reply r = lane.send({.request_id = 2,
+                       .object = lane.scalar,
+                       .op = wire::Op::Set,
+                       .args = {Value(1)},
+                       .client = 1,
+                       .fence_token = static_cast<uint64_t>(token)});
+  CHECK(r.ok);
+  r = lane.send({.request_id = 3,
+                 .object = lane.scalar,
+                 .op = wire::Op::Set,
+                 .args = {Value(2)},
+                 .client = 1,
+                 .fence_token = static_cast<uint64_t>(token - 1)});
+  CHECK_FALSE(r.ok);
+  CHECK(r.code == Errc::fenced);
+  // A read is not fenced.
+  r = lane.send({.request_id = 4,
+                 .object = lane.scalar,
+                 .op = wire::Op::Get,
+                 .client = 1,
+                 .fence_token = static_cast<uint64_t>(token - 1)});
+  REQUIRE(r.ok);
+  CHECK(r.results.at(0).as<int64_t>() == 1);
+}
+
+TEST_CASE("a release is checked before the object is looked up, and may name a freed one") {
+  TestLane lane;
+  Reply r = lane.send({.request_id = 1,
+                       .object = ObjectId{kServer, 5555},
+                       .op = wire::Op::Release,
+                       .args = {Value(1)}});
+  CHECK(r.ok);
+  r = lane.send({.request_id = 2, .object = ObjectId{kServer, 5555}, .op = wire::Op::Release});
+  CHECK_FALSE(r.ok);
+  CHECK(r.code == Errc::invalid_argument);
+}
