@@ -149,6 +149,9 @@ int main(int argc, char** argv) {
   }
   patro::TerminationSignals signals;
   std::vector<Spec> specs;
+  // Declared before so (whose on_client_gone holds the queues): released only after every
+  // write-ahead log is closed.
+  std::unique_ptr<patro::worker::DataDirLock> data_lock;
   patro::ServerOptions so;
   patro::BrokerOptions bo;
   std::string data_dir, config_out, endpoints_file, metrics, log_level, log_file;
@@ -330,7 +333,6 @@ int main(int argc, char** argv) {
   try {
     // Held until main returns: a second worker on the same --data refuses here, before it
     // opens, renames or compacts anything in it.
-    std::unique_ptr<patro::worker::DataDirLock> data_lock;
     if (!data_dir.empty()) {
       patro::worker::make_data_directory(data_dir);
       data_lock = std::make_unique<patro::worker::DataDirLock>(data_dir);

@@ -110,6 +110,8 @@ Wal::Wal(const std::string& path, const Apply& apply, WalOptions options)
         });
     const std::string where = "write-ahead log " + path + " at offset " +
                               std::to_string(scan.problem_at) + ": " + scan.what;
+    if (scan.version > wal_format::kVersion)  // a later patro-worker's: never cut as damage
+      throw Error(Errc::unsupported, where + "; it is left as it is (--repair does not apply)");
     if (scan.problem == wal_format::Problem::corrupt) {
       if (!options.repair)
         throw Error(Errc::bad_message,

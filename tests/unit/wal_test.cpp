@@ -195,6 +195,10 @@ TEST_CASE("a newer format version is refused, not read as damage to cut") {
   spit(path, header + "anything");
   CHECK(error_of(path).find("format version 2") != std::string::npos);
   CHECK(slurp(path) == header + "anything");
+  WalOptions repair;
+  repair.repair = true;
+  CHECK(error_of(path, repair).find("format version 2") != std::string::npos);
+  CHECK(slurp(path) == header + "anything");
 }
 
 TEST_CASE("--repair keeps the damaged file as FILE.corrupt-TIME, then cuts the log there") {
