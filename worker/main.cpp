@@ -205,6 +205,12 @@ int main(int argc, char** argv) {
                "start even if a write-ahead log in --data is damaged: keep the file as "
                "FILE.corrupt-TIME, then cut the log where the damage starts (the records after it "
                "are lost; without --repair such a log stops the start)");
+  app.add_option("--max-record-bytes", wal_options.max_record_bytes,
+                 "refuse a change whose write-ahead log record would exceed N bytes "
+                 "(message_too_large; the change is not made)")
+      ->type_name("N")
+      ->check(CLI::Range(int64_t{1}, int64_t{patro::worker::wal_format::kMaxPayload}))
+      ->capture_default_str();
   app.add_option("--compact-ratio", wal_options.compact_ratio,
                  "compact a write-ahead log online once it holds more than R times the live "
                  "state (0: only at start-up)")

@@ -355,3 +355,28 @@ TEST_CASE("--data: a symbolic link in place of a log is refused; its target is l
   CHECK(err.find("symbolic link") != std::string::npos);
   CHECK(read_file(target) == "not a log\n");
 }
+
+TEST_CASE("--data: a change over --max-record-bytes is refused with a clear error, not made") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  Worker w(dir, {"hash", "kv", "queue", "jobs"}, {"--data", data, "--max-record-bytes", "1000"});
+  auto kv = patro::get_proxy(w.front, "kv");
+  try {
+    kv.call("set", "big", std::string(2000, 'x'));
+    FAIL("an oversized set was taken");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == patro::Errc::message_too_large);
+    CHECK(std::string(e.what()).find("over its limit of 1000 bytes") != std::string::npos);
+  }
+  CHECK(kv.call("exists", "big") == false);
+  kv.call("set", "small", "y");
+  auto jobs = patro::get_proxy(w.front, "jobs");
+  CHECK_THROWS_AS(
+      jobs.call("push_many", patro::Value(patro::ValueArray{"a", std::string(2000, 'x')})),
+      patro::Error);
+  CHECK(jobs.call("size") == 0);
+  CHECK(w.proc->stop() == 0);
+  Worker again(dir, {"hash", "kv", "queue", "jobs"}, {"--data", data});
+  CHECK(patro::get_proxy(again.front, "kv").call("get", "small") == "y");
+  CHECK(again.proc->stop() == 0);
+}
