@@ -98,8 +98,11 @@ void JobQueue::count_live(const Value& record, int64_t bytes) {
 }
 
 void JobQueue::log(const Value& record, std::function<void()> done) {
+  log(record, wal_ ? encode(record) : std::string(), std::move(done));
+}
+
+void JobQueue::log(const Value& record, std::string bytes, std::function<void()> done) {
   if (wal_) {
-    std::string bytes = encode(record);
     count_live(record, Wal::framed_size(bytes));
     wal_->append(std::move(bytes), std::move(done));
     // Online compaction; the state already holds this record's change. A lease record is
@@ -222,26 +225,45 @@ void JobQueue::requeue(int64_t id) {
 
 void JobQueue::push(const Value& job, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
-  const int64_t id = next_id_++;
+  const int64_t id = next_id_;
+  const Value record = Value::array({"push", id, job});
+  std::string bytes;
+  if (wal_) {
+    bytes = encode(record);
+    wal_->check_size(bytes.size());  // before the job is queued: a refused push leaves no trace
+  }
+  ++next_id_;
   jobs_[id] = job;
   ready_.push_back(id);
-  log(Value::array({"push", id, job}), [reply, id] { reply.resolve(id); });
+  log(record, std::move(bytes), [reply, id] { reply.resolve(id); });
   feed_takers();
 }
 
 void JobQueue::push_many(const ValueArray& jobs, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
+  // Every record checked before any job is queued: the batch is taken whole or not at all.
+  std::vector<std::string> records;
+  if (wal_) {
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      records.push_back(
+          encode(Value::array({"push", next_id_ + static_cast<int64_t>(k), jobs[k]})));
+      wal_->check_size(records.back().size());
+    }
+  }
   ValueArray ids;
-  for (const Value& job : jobs) {
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const Value& job = jobs[k];
     const int64_t id = next_id_++;
     jobs_[id] = job;
     ready_.push_back(id);
     ids.push_back(id);
+    std::string bytes = wal_ ? std::move(records[k]) : std::string();
     // One acknowledgment, after the last record is on disk (the log keeps order).
-    if (&job == &jobs.back())
-      log(Value::array({"push", id, job}), [reply, ids] { reply.resolve(Value(ids)); });
+    if (k + 1 == jobs.size())
+      log(Value::array({"push", id, job}), std::move(bytes),
+          [reply, ids] { reply.resolve(Value(ids)); });
     else
-      log(Value::array({"push", id, job}));
+      log(Value::array({"push", id, job}), std::move(bytes));
   }
   if (jobs.empty()) reply.resolve(Value(ValueArray{}));
   feed_takers();

@@ -111,7 +111,9 @@ class JobQueue {
   void feed_takers();                                                // requires mu_
   void requeue(int64_t id);                                          // requires mu_
   void timer_main();
-  void log(const Value& record, std::function<void()> done = {});
+  void log(const Value& record, std::function<void()> done = {});  // requires mu_
+  void log(const Value& record, std::string bytes,
+           std::function<void()> done = {});  // bytes: encoded
   void replay(std::string_view record);
   std::vector<std::string> snapshot();                  // requires mu_ (or start-up)
   void count_live(const Value& record, int64_t bytes);  // requires mu_ (or start-up)

@@ -45,10 +45,16 @@ Value KvStore::get(const std::string& key) {
 }
 
 void KvStore::set(const std::string& key, const Value& v, Deferred reply) {
+  std::string record;
+  if (wal_) {
+    // Refused before anything changes if the log would not take it (a value that reuses one
+    // sub-table many times encodes far larger than the message that carried it).
+    record = encode(Value::array({"set", key, v}));
+    wal_->check_size(record.size());
+  }
   std::lock_guard<std::mutex> lock(mu_);
   items_[key] = v;
   if (wal_) {
-    std::string record = encode(Value::array({"set", key, v}));
     int64_t& bytes = record_bytes_[key];
     const int64_t old = bytes;
     bytes = Wal::framed_size(record);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -21,9 +22,11 @@
 #include "cli/curve_flags.hpp"
 #include "cli/options.hpp"
 #include "daemon.hpp"
+#include "data_dir.hpp"
 #include "job_queue.hpp"
 #include "kv_store.hpp"
 #include "log_writer.hpp"
+#include "verify.hpp"
 
 namespace {
 
@@ -43,7 +46,21 @@ them with patro::get_proxy(endpoint, NAME) or the patro CLI). Logs to stderr (IS
 times; under systemd, journal priorities). SIGHUP reopens the served log files and --log-file
 (after logrotate moved them). Tells systemd READY=1 once serving. Stops cleanly on SIGINT or
 SIGTERM.
+With --data, each log is checked as it is read: a torn tail (the incomplete last write of a
+crash) is cut with a warning naming the file, the offset and the bytes; damage anywhere else stops
+the start with an error naming the file and the offset (--repair: keep it and cut). A second
+worker on the same --data refuses at once. patro-worker verify DIR checks a data directory
+offline (patro-worker verify --help).
 Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad options.)";
+
+const char* kVerifyUsage = R"(Usage: patro-worker verify DIR
+Checks the --data directory DIR offline, as a start reads it, and changes nothing: each
+write-ahead log's header, every record's magic, sequence number and checksum, and that each record
+is what its object writes. One line per log on standard output; each problem, naming the file and
+the offset, on standard error.
+Exit status: 0 clean; 1 a log is damaged or unreadable (a start refuses it; --repair cuts it);
+3 only torn tails (a start cuts them with a warning); 2 bad usage.
+)";
 
 struct Spec {
   std::string kind, name, path;
@@ -77,23 +94,6 @@ bool write_atomically(const std::string& path, const std::string& text) {
     if (!(out << text << '\n') || !out.flush()) return false;
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-// mkdir -p, new directories with mode 0750 (the data is the service's own).
-void make_directories(const std::string& dir) {
-  std::string at;
-  size_t pos = 0;
-  while (pos != std::string::npos) {
-    pos = dir.find('/', pos + 1);
-    at = dir.substr(0, pos);
-    if (at.empty() || at == "/") continue;
-    if (::mkdir(at.c_str(), 0750) != 0 && errno != EEXIST)
-      throw patro::Error(patro::Errc::invalid_argument,
-                         "cannot create --data directory " + at + ": " + std::strerror(errno));
-  }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw patro::Error(patro::Errc::invalid_argument, "--data " + dir + " is not a directory");
 }
 
 std::string render_metrics(const std::vector<std::shared_ptr<patro::worker::JobQueue>>& queues,
@@ -136,8 +136,22 @@ std::string render_metrics(const std::vector<std::shared_ptr<patro::worker::JobQ
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "verify") {
+    if (argc != 3 || std::string(argv[2]).rfind('-', 0) == 0) {
+      std::fprintf(argc == 3 && (std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h")
+                       ? stdout
+                       : stderr,
+                   "%s", kVerifyUsage);
+      return argc == 3 && (std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") ? 0
+                                                                                             : 2;
+    }
+    return patro::worker::verify_data_directory(argv[2], std::cout, std::cerr);
+  }
   patro::TerminationSignals signals;
   std::vector<Spec> specs;
+  // Declared before so (whose on_client_gone holds the queues): released only after every
+  // write-ahead log is closed.
+  std::unique_ptr<patro::worker::DataDirLock> data_lock;
   patro::ServerOptions so;
   patro::BrokerOptions bo;
   std::string data_dir, config_out, endpoints_file, metrics, log_level, log_file;
@@ -180,11 +194,23 @@ int main(int argc, char** argv) {
   app.add_option("--objects", objects_file,
                  "read OBJECT lines from FILE (one per line; # starts a comment)")
       ->type_name("FILE");
-  app.add_option("--data", data_dir,
-                 "keep queues, hashes and counters in write-ahead logs in DIR (created, mode "
-                 "0750, if missing): they survive a restart, kill -9 included, and a change is "
-                 "acknowledged only once it is on disk")
+  app.add_option(
+         "--data", data_dir,
+         "keep queues, hashes and counters in write-ahead logs in DIR (created, mode "
+         "0750, if missing): they survive a restart, kill -9 included, and a change is "
+         "acknowledged only once it is on disk; one worker at a time (DIR/patro-worker.lock);"
+         " patro-worker verify DIR checks it offline")
       ->type_name("DIR");
+  app.add_flag("--repair", wal_options.repair,
+               "start even if a write-ahead log in --data is damaged: keep the file as "
+               "FILE.corrupt-TIME, then cut the log where the damage starts (the records after it "
+               "are lost; without --repair such a log stops the start)");
+  app.add_option("--max-record-bytes", wal_options.max_record_bytes,
+                 "refuse a change whose write-ahead log record would exceed N bytes "
+                 "(message_too_large; the change is not made)")
+      ->type_name("N")
+      ->check(CLI::Range(int64_t{1}, int64_t{patro::worker::wal_format::kMaxPayload}))
+      ->capture_default_str();
   app.add_option("--compact-ratio", wal_options.compact_ratio,
                  "compact a write-ahead log online once it holds more than R times the live "
                  "state (0: only at start-up)")
@@ -311,7 +337,12 @@ int main(int argc, char** argv) {
     usage_error(e);
 
   try {
-    if (!data_dir.empty()) make_directories(data_dir);
+    // Held until main returns: a second worker on the same --data refuses here, before it
+    // opens, renames or compacts anything in it.
+    if (!data_dir.empty()) {
+      patro::worker::make_data_directory(data_dir);
+      data_lock = std::make_unique<patro::worker::DataDirLock>(data_dir);
+    }
     patro::worker::JobQueue::register_class();
     patro::worker::LogWriter::register_class();
     patro::worker::KvStore::register_class();

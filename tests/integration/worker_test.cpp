@@ -2,7 +2,10 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -239,4 +242,141 @@ TEST_CASE(
   }
   CHECK(acked >= 500);
   CHECK(missing == 0);
+}
+
+namespace {
+
+// A worker start expected to fail: its exit status and what it said.
+std::pair<std::optional<int>, std::string> failed_start(const TempDir& dir,
+                                                        std::vector<std::string> args) {
+  const std::string err = dir.file("failed-start.err");
+  std::remove(err.c_str());
+  args.insert(args.begin(), {program("PATRO_WORKER"), "--front", "tcp://127.0.0.1:*", "--back",
+                             "tcp://127.0.0.1:*"});
+  Process p(patro::test::redirected(args, err));
+  const auto status = p.wait(30s);
+  return {status, read_file(err)};
+}
+
+// Each file in dir (not the lock) with its inode and bytes: what "touches nothing" compares.
+std::map<std::string, std::pair<ino_t, std::string>> snapshot_of(const std::string& dir) {
+  std::map<std::string, std::pair<ino_t, std::string>> out;
+  for (const std::string name : {"queue-jobs.wal", "hash-kv.wal", "counter-n.wal"}) {
+    struct stat st {};
+    if (::stat((dir + "/" + name).c_str(), &st) == 0)
+      out[name] = {st.st_ino, read_file(dir + "/" + name)};
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("--data: a second worker on the same directory refuses at once and touches nothing") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  const std::vector<std::string> objects{"queue", "jobs", "hash", "kv", "counter", "n"};
+  Worker w(dir, objects, {"--data", data});
+  Process changes = client({"changes", w.front, "kv", "n", "50", dir.file("changed")});
+  CHECK(changes.wait(60s) == 0);
+  const auto before = snapshot_of(data);
+  REQUIRE(before.size() == 3);
+  const auto [status, err] = failed_start(dir, {"--data", data, "queue", "jobs", "hash", "kv"});
+  CHECK(status == 1);
+  CHECK(err.find("--data " + data + " is in use by another patro-worker (pid " +
+                 std::to_string(w.proc->pid()) + ")") != std::string::npos);
+  CHECK(snapshot_of(data) == before);  // no rename, no truncation, no compaction
+  // The first worker goes on, into the files it has open; a restart finds all of it.
+  auto kv = patro::get_proxy(w.front, "kv");
+  kv.call("set", "after", 1);
+  CHECK(w.proc->stop() == 0);
+  Worker again(dir, objects, {"--data", data});
+  auto kv2 = patro::get_proxy(again.front, "kv");
+  CHECK(kv2.call("get", "after") == 1);
+  CHECK(kv2.call("get", "k49") == 49);
+  CHECK(patro::get_proxy(again.front, "n").call("get") == 50);
+  CHECK(again.proc->stop() == 0);
+}
+
+TEST_CASE(
+    "--data: a flipped byte stops the start (file and offset named, file kept); verify "
+    "finds it; --repair keeps a copy and starts") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  const std::vector<std::string> objects{"hash", "kv"};
+  {
+    Worker w(dir, objects, {"--data", data});
+    auto kv = patro::get_proxy(w.front, "kv");
+    for (int i = 0; i < 102; ++i) kv.call("set", "k" + std::to_string(i), i);
+    CHECK(w.proc->stop() == 0);
+  }
+  const std::string wal = data + "/hash-kv.wal";
+  std::string bad = read_file(wal);
+  bad[bad.size() / 2] ^= 0x04;
+  {
+    std::ofstream out(wal, std::ios::binary | std::ios::trunc);
+    out << bad;
+  }
+  const auto [status, err] = failed_start(dir, {"--data", data, "hash", "kv"});
+  CHECK(status == 1);
+  CHECK(err.find("write-ahead log " + wal + " at offset ") != std::string::npos);
+  CHECK(read_file(wal) == bad);
+  Process verify({program("PATRO_WORKER"), "verify", data}, dir.file("verify.out"));
+  CHECK(verify.wait(30s) == 1);
+  Process verify_clean({program("PATRO_WORKER"), "verify", dir.path()}, dir.file("verify2.out"));
+  CHECK(verify_clean.wait(30s) == 0);  // no logs there: nothing wrong
+  Worker w(dir, objects, {"--data", data, "--repair"});
+  auto kv = patro::get_proxy(w.front, "kv");
+  const int64_t kept = kv.call("size").as<int64_t>();
+  CHECK(kept > 0);
+  CHECK(kept < 102);
+  CHECK(kv.call("get", "k0") == 0);
+  size_t copies = 0;
+  if (DIR* d = ::opendir(data.c_str())) {
+    while (const dirent* e = ::readdir(d))
+      copies += std::string(e->d_name).rfind("hash-kv.wal.corrupt-", 0) == 0;
+    ::closedir(d);
+  }
+  CHECK(copies == 1);
+  CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("--data: a symbolic link in place of a log is refused; its target is left alone") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  REQUIRE(std::system(("mkdir -p " + data).c_str()) == 0);
+  const std::string target = dir.file("precious");
+  {
+    std::ofstream out(target);
+    out << "not a log\n";
+  }
+  REQUIRE(::symlink(target.c_str(), (data + "/hash-kv.wal").c_str()) == 0);
+  const auto [status, err] = failed_start(dir, {"--data", data, "hash", "kv"});
+  CHECK(status == 1);
+  CHECK(err.find("symbolic link") != std::string::npos);
+  CHECK(read_file(target) == "not a log\n");
+}
+
+TEST_CASE("--data: a change over --max-record-bytes is refused with a clear error, not made") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  Worker w(dir, {"hash", "kv", "queue", "jobs"}, {"--data", data, "--max-record-bytes", "1000"});
+  auto kv = patro::get_proxy(w.front, "kv");
+  try {
+    kv.call("set", "big", std::string(2000, 'x'));
+    FAIL("an oversized set was taken");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == patro::Errc::message_too_large);
+    CHECK(std::string(e.what()).find("over its limit of 1000 bytes") != std::string::npos);
+  }
+  CHECK(kv.call("exists", "big") == false);
+  kv.call("set", "small", "y");
+  auto jobs = patro::get_proxy(w.front, "jobs");
+  CHECK_THROWS_AS(
+      jobs.call("push_many", patro::Value(patro::ValueArray{"a", std::string(2000, 'x')})),
+      patro::Error);
+  CHECK(jobs.call("size") == 0);
+  CHECK(w.proc->stop() == 0);
+  Worker again(dir, {"hash", "kv", "queue", "jobs"}, {"--data", data});
+  CHECK(patro::get_proxy(again.front, "kv").call("get", "small") == "y");
+  CHECK(again.proc->stop() == 0);
 }
