@@ -470,19 +470,6 @@ TEST_CASE("garbage in a segment is a clear error for readers and lock operations
   }
   const int fd = ::open(path.c_str(), O_WRONLY);
   REQUIRE(fd >= 0);
-  SUBCASE("after the header") {
-    // The header stays; everything the allocator keeps behind it is garbage. The reader's
-    // walk fails its checks, or faults in its child: either way an error, and this test lives.
-    REQUIRE(::pwrite(fd, junk.data() + 128, junk.size() - 128, 128) ==
-            static_cast<ssize_t>(junk.size() - 128));
-    try {
-      (void)LockTable::inspect(name);
-      FAIL("garbage was read as locks");
-    } catch (const patro::Error& e) {
-      CHECK(e.code() == patro::Errc::bad_message);
-      CHECK(std::string(e.what()).find("is corrupt") != std::string::npos);
-    }
-  }
   SUBCASE("over the header") {
     REQUIRE(::pwrite(fd, junk.data(), junk.size(), 0) == static_cast<ssize_t>(junk.size()));
     try {
@@ -501,6 +488,60 @@ TEST_CASE("garbage in a segment is a clear error for readers and lock operations
     t.drop_monitor(1, owed);  // logs, never throws
   }
   ::close(fd);
+}
+
+TEST_CASE("garbage past the header: a reader's walk fails its checks or faults in its child") {
+  // The owner is another process (a process reads its own table in place): a child that
+  // creates the table, takes a lock, and waits to be killed.
+  const std::string name = table_name("garbage-walk");
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t owner = ::fork();
+  REQUIRE(owner >= 0);
+  if (owner == 0) {
+    ::close(fds[0]);
+    try {
+      LockTable t(name, false, LockLimits{});
+      std::vector<DeferredReply> owed;
+      (void)t.lock(kObject, caller(1), 0, false, kBound, owed);
+      (void)!::write(fds[1], "h", 1);
+      for (;;) ::pause();
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  ::close(fds[1]);
+  char c = 0;
+  pollfd pfd{fds[0], POLLIN, 0};
+  const bool ready = ::poll(&pfd, 1, 10'000) == 1 && ::read(fds[0], &c, 1) == 1;
+  ::close(fds[0]);
+  if (ready) {
+    REQUIRE(LockTable::inspect(name).size() == 1);
+    const std::string path = shm_file(name);
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    std::string junk(static_cast<size_t>(st.st_size) - 128, '\0');
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (char& ch : junk) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      ch = static_cast<char>(x);
+    }
+    const int fd = ::open(path.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, junk.data(), junk.size(), 128) == static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+    try {
+      (void)LockTable::inspect(name);
+      FAIL("garbage was read as locks");
+    } catch (const patro::Error& e) {
+      CHECK(e.code() == patro::Errc::bad_message);
+      CHECK(std::string(e.what()).find("is corrupt") != std::string::npos);
+    }
+  }
+  kill_and_reap(owner);
+  CHECK(LockTable::remove(name));  // a dead owner's: removed
+  CHECK_FALSE(exists(shm_file(name, "-guard")));
+  REQUIRE(ready);
 }
 
 TEST_CASE("a segment file of another user's is refused, naming the owner") {

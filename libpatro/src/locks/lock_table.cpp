@@ -29,6 +29,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include "log.hpp"
@@ -266,6 +267,18 @@ void remove_objects(const std::string& n) {
   bip::named_condition::remove(cond_name(n).c_str());
 }
 
+// The names of the tables this process owns. A process reading its own table reads it in
+// place: a fault there would be its own server's next lock operation's anyway.
+Mutex owned_mu;
+std::set<std::string>& owned() {
+  static std::set<std::string> names;
+  return names;
+}
+bool owned_here(const std::string& name) {
+  MutexLock lock(owned_mu);
+  return owned().count(name) > 0;
+}
+
 DeferredReply reply_to(const Waiter& w, SyncOutcome o) {
   const size_t len = std::min<size_t>(w.routing_len, sizeof w.routing);
   return DeferredReply{std::string(w.routing, len), w.request_id, o, w.monitor};
@@ -501,6 +514,8 @@ LockTable::LockTable(const std::string& name, bool steal_ok, const LockLimits& l
     s.mutex = std::make_unique<bip::named_mutex>(bip::create_only, mutex_name(name).c_str(), mine);
     s.cond =
         std::make_unique<bip::named_condition>(bip::create_only, cond_name(name).c_str(), mine);
+    MutexLock lock(owned_mu);
+    owned().insert(name);
   } catch (const bip::interprocess_exception& e) {
     shm_.reset();
     remove_objects(name);
@@ -511,6 +526,10 @@ LockTable::LockTable(const std::string& name, bool steal_ok, const LockLimits& l
 }
 
 LockTable::~LockTable() {
+  {
+    MutexLock lock(owned_mu);
+    owned().erase(name_);
+  }
   stop_timer();
   const int guard = std::exchange(shm_->guard_fd, -1);
   shm_.reset();
@@ -793,39 +812,47 @@ bool write_all(int fd, const void* p, size_t n) {
   return true;
 }
 
-// In a forked child: walks the map, checks each record, sends it. A pointer that garbage sent
-// astray ends this child, not the reader.
-[[noreturn]] void send_locks(int out, const char* base, const SegHeader& h) {
+// Walks the map, checks each record, and hands each to put(bytes, n) (false: stop). Returns
+// the failed check, if any, after sending it.
+template <class Put>
+int32_t walk_locks(const char* base, const SegHeader& h, Put&& put) {
   const auto& locks = *reinterpret_cast<const LockMap*>(base + h.locks_offset);
   const size_t n = locks.size();
   auto fail = [&](int32_t why) {
     Sent s{};
     s.bad = why;
-    write_all(out, &s, sizeof s);
-    ::_exit(0);
+    put(&s, sizeof s);
+    return why;
   };
-  if (n > h.size / sizeof(LockRec)) fail(kTooManyRecords);
+  if (n > h.size / sizeof(LockRec)) return fail(kTooManyRecords);
   size_t seen = 0;
   for (const auto& [object, r] : locks) {
     const char* at = reinterpret_cast<const char*>(&r);
     if (++seen > n || at < base + kHeaderBytes || at + sizeof r > base + h.size)
-      fail(kRecordOutside);
-    if (r.depth > h.max_depth) fail(kBadDepth);
-    if ((r.holder == 0) != (r.depth == 0)) fail(kHolderDepth);
-    if (r.waiters.size() > h.max_waiters) fail(kManyWaiters);
-    if (r.stolen.size() > h.size / sizeof(uint64_t)) fail(kTooManyStolen);
+      return fail(kRecordOutside);
+    if (r.depth > h.max_depth) return fail(kBadDepth);
+    if ((r.holder == 0) != (r.depth == 0)) return fail(kHolderDepth);
+    if (r.waiters.size() > h.max_waiters) return fail(kManyWaiters);
+    if (r.stolen.size() > h.size / sizeof(uint64_t)) return fail(kTooManyStolen);
     Sent s{object, r.holder, r.token, 0, 0, r.stolen.size(), r.depth, kGood};
     for (const Waiter& w : r.waiters) {
       if (static_cast<uint8_t>(w.kind) > 2 || w.routing_len > sizeof w.routing || w.depth == 0 ||
           w.depth > h.max_depth)
-        fail(kBadWaiter);
+        return fail(kBadWaiter);
       (w.kind == WaitKind::wait ? s.wait_waiters : s.lock_waiters)++;
     }
-    if (!write_all(out, &s, sizeof s)) ::_exit(1);
+    if (!put(&s, sizeof s)) return kGood;
     for (uint64_t m : r.stolen)
-      if (!write_all(out, &m, sizeof m)) ::_exit(1);
+      if (!put(&m, sizeof m)) return kGood;
   }
-  ::_exit(0);
+  return kGood;
+}
+
+// In a forked child: a pointer that garbage sent astray ends this child, not the reader.
+[[noreturn]] void send_locks(int out, const char* base, const SegHeader& h) {
+  bool ok = true;
+  walk_locks(base, h, [&](const void* p, size_t n) { return ok = write_all(out, p, n); });
+  ::_exit(ok ? 0 : 1);
 }
 
 // The segment of `server`, mapped read-only and its header checked; throws what is wrong.
@@ -877,6 +904,14 @@ class Mapped {
   // Reads every lock in a child process, within kVisitorPatience.
   std::vector<LockInfo> read(const std::string& server) const {
     const std::string what = "the lock segment of server '" + server + "'";
+    if (owned_here(server)) {
+      std::string bytes;
+      walk_locks(base_, h_, [&](const void* p, size_t n) {
+        bytes.append(static_cast<const char*>(p), n);
+        return true;
+      });
+      return parse(bytes, what);
+    }
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(Errc::internal, "pipe: " + what);
     const pid_t child = ::fork();
@@ -917,6 +952,13 @@ class Mapped {
     if (WIFSIGNALED(status))
       throw Error(Errc::bad_message, what + " is corrupt: reading it faulted (signal " +
                                          std::to_string(WTERMSIG(status)) + ")");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      throw Error(Errc::internal, "reading " + what + " was cut short");
+    return parse(bytes, what);
+  }
+
+ private:
+  static std::vector<LockInfo> parse(const std::string& bytes, const std::string& what) {
     std::vector<LockInfo> out;
     size_t at = 0;
     while (at + sizeof(Sent) <= bytes.size()) {
@@ -937,12 +979,10 @@ class Mapped {
       at += s.stolen * sizeof(uint64_t);
       out.push_back(std::move(info));
     }
-    if (at != bytes.size() || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-      throw Error(Errc::internal, "reading " + what + " was cut short");
+    if (at != bytes.size()) throw Error(Errc::internal, "reading " + what + " was cut short");
     return out;
   }
 
- private:
   int fd_ = -1;
   const char* base_ = nullptr;
   size_t size_ = 0;
