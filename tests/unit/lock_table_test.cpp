@@ -4,14 +4,22 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/interprocess/sync/named_mutex.hpp>
 #include <chrono>
+#include <future>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "lock_table.hpp"
+#include "patro/error.hpp"
 
 using patro::detail::Caller;
 using patro::detail::DeferredReply;
@@ -277,4 +285,290 @@ TEST_CASE("a tool sees the table in /dev/shm while it exists, and not after") {
     CHECK(seen[0].holder == 1);
   }
   CHECK_THROWS(LockTable::inspect(name));
+}
+
+// --- Segments that survive their users (issue 23, item 6) ---
+
+namespace {
+std::string shm_file(const std::string& name, const char* suffix = "") {
+  return "/dev/shm/patro-" + name + "-locks" + suffix;
+}
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// A child process that takes the table's mutex (as a reader, or raw like a tool that knows no
+// protocol), says so on a pipe, and waits to be killed. Returns its pid once it holds the mutex.
+pid_t holder_child(const std::string& name, bool as_reader) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    const auto hold = [&] {
+      (void)!::write(fds[1], "h", 1);
+      for (;;) ::pause();
+    };
+    try {
+      if (as_reader) {
+        LockTable::visit(name, hold);
+      } else {
+        boost::interprocess::named_mutex m(boost::interprocess::open_only,
+                                           ("patro-" + name + "-locks-mutex").c_str());
+        m.lock();
+        hold();
+      }
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  ::close(fds[1]);
+  char c = 0;
+  pollfd pfd{fds[0], POLLIN, 0};
+  const bool held = ::poll(&pfd, 1, 10'000) == 1 && ::read(fds[0], &c, 1) == 1 && c == 'h';
+  ::close(fds[0]);
+  if (!held) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  REQUIRE(held);
+  return pid;
+}
+
+void kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status));
+}
+
+std::optional<SyncOutcome> lock_in_thread(LockTable& t, uint64_t monitor) {
+  // The lock op runs on a thread of its own so that a wedge fails the test instead of hanging
+  // it: the future is waited for a bounded time.
+  auto f = std::async(std::launch::async, [&t, monitor] {
+    std::vector<DeferredReply> owed;
+    return t.lock(kObject, caller(monitor), 0, false, kBound, owed);
+  });
+  if (f.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    FAIL("the lock operation is still blocked after 20 s");
+    std::abort();  // a thread blocked on the mutex cannot be joined
+  }
+  return f.get();
+}
+}  // namespace
+
+TEST_CASE("segments are 0600, and all of them, the guard included, go with the table") {
+  const std::string name = table_name("files");
+  {
+    LockTable t(name, false, LockLimits{});
+    for (const char* suffix : {"", "-cond", "-guard"}) {
+      struct stat st {};
+      REQUIRE(::stat(shm_file(name, suffix).c_str(), &st) == 0);
+      CHECK((st.st_mode & 0777) == 0600);
+      CHECK(st.st_uid == ::geteuid());
+    }
+    struct stat st {};
+    REQUIRE(::stat(("/dev/shm/sem.patro-" + name + "-locks-mutex").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+  }
+  for (const char* suffix : {"", "-cond", "-guard"}) CHECK_FALSE(exists(shm_file(name, suffix)));
+  CHECK_FALSE(exists("/dev/shm/sem.patro-" + name + "-locks-mutex"));
+}
+
+TEST_CASE("a second table of a live server's name is refused and leaves the first alone") {
+  const std::string name = table_name("twice");
+  LockTable first(name, false, LockLimits{});
+  std::vector<DeferredReply> owed;
+  REQUIRE(first.lock(kObject, caller(1), 0, false, kBound, owed)->ok);
+  try {
+    LockTable second(name, false, LockLimits{});
+    FAIL("a second table of a live name was created");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == patro::Errc::name_taken);
+    CHECK(std::string(e.what()).find("pid " + std::to_string(::getpid())) != std::string::npos);
+  }
+  CHECK_FALSE(LockTable::remove(name));  // nor does the sweep of dead servers remove them
+  CHECK(first.state(kObject, 1) == 4);   // still held: its segments are the same
+  const auto seen = LockTable::inspect(name);
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].holder == 1);
+}
+
+TEST_CASE("a dead server's segments are replaced by the next server of its name") {
+  const std::string name = table_name("dead");
+  // A dead server's leftovers: segments of its own, and its guard with nobody holding it.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    {
+      LockTable t(name, false, LockLimits{});
+      std::vector<DeferredReply> owed;
+      (void)t.lock(kObject, caller(9), 0, false, kBound, owed);
+      ::_exit(0);  // no destructor: the segments stay
+    }
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(exists(shm_file(name, "-guard")));
+  LockTable t(name, false, LockLimits{});
+  CHECK(t.state(kObject, 9) == 0);  // fresh
+  CHECK(LockTable::inspect(name).empty());
+}
+
+TEST_CASE("a reader that dies holding the mutex does not wedge the table") {
+  const std::string name = table_name("reader");
+  LockTable t(name, false, LockLimits{});
+  const pid_t pid = holder_child(name, true);
+  kill_and_reap(pid);
+  auto g = lock_in_thread(t, 1);
+  REQUIRE(g);
+  CHECK(g->ok);
+  CHECK(LockTable::inspect(name).size() == 1);  // and readers go on too
+}
+
+TEST_CASE("a process that took the mutex without marking it and died is presumed dead") {
+  const std::string name = table_name("raw");
+  LockTable t(name, false, LockLimits{});
+  const pid_t pid = holder_child(name, false);
+  kill_and_reap(pid);
+  auto g = lock_in_thread(t, 1);
+  REQUIRE(g);
+  CHECK(g->ok);
+}
+
+TEST_CASE("a live reader is waited for, not released") {
+  const std::string name = table_name("live-reader");
+  LockTable t(name, false, LockLimits{});
+  const pid_t pid = holder_child(name, true);
+  // The server gives up on nothing: with the reader alive, the lock op is still blocked after
+  // twice the time a dead one's recovery takes.
+  auto f = std::async(std::launch::async, [&t] {
+    std::vector<DeferredReply> owed;
+    return t.lock(kObject, caller(1), 0, false, kBound, owed);
+  });
+  CHECK(f.wait_for(std::chrono::seconds(3)) == std::future_status::timeout);
+  kill_and_reap(pid);
+  REQUIRE(f.wait_for(std::chrono::seconds(20)) == std::future_status::ready);
+  CHECK(f.get()->ok);
+}
+
+TEST_CASE("garbage in a segment is a clear error for readers and lock operations") {
+  const std::string name = table_name("garbage");
+  LockTable t(name, false, LockLimits{});
+  std::vector<DeferredReply> owed;
+  REQUIRE(t.lock(kObject, caller(1), 0, false, kBound, owed)->ok);
+  const std::string path = shm_file(name);
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  std::string junk(static_cast<size_t>(st.st_size), '\0');
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (char& c : junk) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  SUBCASE("over the header") {
+    REQUIRE(::pwrite(fd, junk.data(), junk.size(), 0) == static_cast<ssize_t>(junk.size()));
+    try {
+      (void)LockTable::inspect(name);
+      FAIL("garbage was read as locks");
+    } catch (const patro::Error& e) {
+      CHECK(e.code() == patro::Errc::bad_message);
+      CHECK(std::string(e.what()).find("no magic") != std::string::npos);
+    }
+    try {
+      (void)t.lock(kObject, caller(2), 0, false, kBound, owed);
+      FAIL("a lock operation followed garbage");
+    } catch (const patro::Error& e) {
+      CHECK(std::string(e.what()).find("overwritten") != std::string::npos);
+    }
+    t.drop_monitor(1, owed);  // logs, never throws
+  }
+  ::close(fd);
+}
+
+TEST_CASE("garbage past the header: a reader's walk fails its checks or faults in its child") {
+  // The owner is another process (a process reads its own table in place): a child that
+  // creates the table, takes a lock, and waits to be killed.
+  const std::string name = table_name("garbage-walk");
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t owner = ::fork();
+  REQUIRE(owner >= 0);
+  if (owner == 0) {
+    ::close(fds[0]);
+    try {
+      LockTable t(name, false, LockLimits{});
+      std::vector<DeferredReply> owed;
+      (void)t.lock(kObject, caller(1), 0, false, kBound, owed);
+      (void)!::write(fds[1], "h", 1);
+      for (;;) ::pause();
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  ::close(fds[1]);
+  char c = 0;
+  pollfd pfd{fds[0], POLLIN, 0};
+  const bool ready = ::poll(&pfd, 1, 10'000) == 1 && ::read(fds[0], &c, 1) == 1;
+  ::close(fds[0]);
+  if (ready) {
+    REQUIRE(LockTable::inspect(name).size() == 1);
+    const std::string path = shm_file(name);
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    std::string junk(static_cast<size_t>(st.st_size) - 128, '\0');
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (char& ch : junk) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      ch = static_cast<char>(x);
+    }
+    const int fd = ::open(path.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, junk.data(), junk.size(), 128) == static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+    try {
+      (void)LockTable::inspect(name);
+      FAIL("garbage was read as locks");
+    } catch (const patro::Error& e) {
+      CHECK(e.code() == patro::Errc::bad_message);
+      CHECK(std::string(e.what()).find("is corrupt") != std::string::npos);
+    }
+  }
+  kill_and_reap(owner);
+  CHECK(LockTable::remove(name));  // a dead owner's: removed
+  CHECK_FALSE(exists(shm_file(name, "-guard")));
+  REQUIRE(ready);
+}
+
+TEST_CASE("a segment file of another user's is refused, naming the owner") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to give a file to another user");
+    return;
+  }
+  const std::string name = table_name("foreign");
+  const std::string path = shm_file(name);
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::fchown(fd, 65534, 65534) == 0);
+  ::close(fd);
+  try {
+    LockTable t(name, false, LockLimits{});
+    FAIL("another user's segment was taken over");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == patro::Errc::invalid_argument);
+    CHECK(std::string(e.what()).find("uid 65534") != std::string::npos);
+  }
+  CHECK(exists(path));  // left alone
+  try {
+    (void)LockTable::inspect(name);
+    FAIL("another user's segment was read");
+  } catch (const patro::Error& e) {
+    CHECK(std::string(e.what()).find("uid 65534") != std::string::npos);
+  }
+  ::unlink(path.c_str());
+  ::unlink(shm_file(name, "-guard").c_str());
 }

@@ -199,6 +199,13 @@ void print_job(const Output& out, const Job& j) {
   out.line(text(j.id) + "\t" + text(j.delivery) + "\t" + escape_field(text(j.job)));
 }
 
+// How long a command whose patro died has between SIGTERM and SIGKILL: well inside the
+// heartbeat window after which the broker declares patro dead and its lock or lease goes on.
+std::chrono::milliseconds grace(const Cluster& c) {
+  return std::min<std::chrono::milliseconds>(std::chrono::seconds(1),
+                                             c.options().heartbeat.window() / 3);
+}
+
 bool settle(Proxy& p, const Job& j, bool ack) {
   const char* m = ack ? "ack" : "nack";
   if (truthy(p.call(m, j.id, j.delivery))) return true;
@@ -284,7 +291,8 @@ int cmd_take(const Invocation& a, Cluster& c, const Output& out) {
   }
   const std::string data = text(j.job);
   const int status = run_command(
-      a.command, {"PATRO_JOB_ID=" + text(j.id), "PATRO_JOB_DELIVERY=" + text(j.delivery)}, &data);
+      a.command, {"PATRO_JOB_ID=" + text(j.id), "PATRO_JOB_DELIVERY=" + text(j.delivery)}, &data,
+      grace(c));
   const bool settled = settle(p, j, status == 0);
   if (status == 0 && !settled) return patro_error;
   return status;
@@ -310,7 +318,8 @@ int cmd_lock(const Invocation& a, Cluster& c, const Output&) {
                  r.error);
     return not_granted;
   }
-  const int status = run_command(a.command, {"PATRO_LOCK_TOKEN=" + std::to_string(r.token)});
+  const int status =
+      run_command(a.command, {"PATRO_LOCK_TOKEN=" + std::to_string(r.token)}, nullptr, grace(c));
   try {
     unlock(p, -1);
   } catch (const Error& e) {

@@ -169,7 +169,12 @@ struct ServerOptions {
   /// the broker (127.0.0.1 for a broker on loopback), a free port per lane; a ZeroMQ endpoint
   /// ("tcp://10.0.0.5:*", "tcp://10.0.0.5:7200": lane i binds port 7200 + i); "" or "none": off.
   /// Off as well with CURVE (the direct path is plaintext only; calls then go through the broker).
+  /// Off loopback it needs `insecure`: an explicit endpoint is refused without it, and "auto"
+  /// then leaves the direct path off.
   std::string direct = "auto";
+  /// Binding the direct path to anything but loopback (127.0.0.0/8, ::1, localhost, ipc://,
+  /// inproc://) in plaintext is refused unless this is set (as BrokerOptions::insecure).
+  bool insecure = false;
   /// What clients are told to connect to for the direct path, when they reach it through an
   /// address other than the bound one (a port forward): "tcp://host:port", lane i advertising
   /// port + i. Empty: the bound endpoint.

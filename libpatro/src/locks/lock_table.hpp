@@ -1,7 +1,10 @@
 // The monitor locks of one server: Patro's state machine (NULL, WAIT, NOTIFY, STOLEN, LOCK with a
 // stack depth) in Boost.Interprocess shared memory under /dev/shm, guarded by a named mutex and a
 // named condition variable, so every thread of the server — and a tool in another process —
-// sees one truth.
+// sees one truth. A guard file beside them holds the kernel's locks that tell a live server or
+// reader from a dead one: a second server of the same name is refused, and a reader that died
+// holding the mutex has it released for it. A reader checks the segment before it follows a
+// pointer in it.
 //
 // A lock request that cannot be granted is parked in the object's FIFO; no thread waits for it.
 // Whoever releases the lock grants the next waiter and sends its reply. One timer thread sleeps
@@ -11,6 +14,7 @@
 #include "patro/options.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,8 +65,9 @@ struct LockLimits {
 
 class LockTable {
  public:
-  /// Creates the segments for server `name`, first removing any left by a crashed server of the
-  /// same name (a named mutex held by a dead process stays locked forever).
+  /// Creates the segments for server `name` (mode 0600), first removing any left by a dead
+  /// server of the same name. Throws Error(name_taken) if a live server has that name, and
+  /// Error(invalid_argument), naming the owner, if one of them belongs to another user.
   LockTable(const std::string& name, bool steal_ok, const LockLimits& limits);
   /// Removes the segments.
   ~LockTable();
@@ -97,15 +102,22 @@ class LockTable {
   bool timer_step(std::vector<DeferredReply>& owed);
   void stop_timer();
 
-  /// Every lock of server `name`, read from /dev/shm by any process; throws if there is none.
+  /// Every lock of server `name`, read from /dev/shm by any process of its user; throws
+  /// Error(not_found) if there is none, Error(bad_message) saying what is wrong with a segment
+  /// that fails its checks, Error(timeout) if the table stays busy for 2 s.
   static std::vector<LockInfo> inspect(const std::string& name);
+  /// Runs while_held holding server `name`'s mutex as inspect() does, marked as a reader so that
+  /// the server releases the mutex if this process dies meanwhile.
+  static void visit(const std::string& name, const std::function<void()>& while_held);
   /// Names of servers with lock segments in /dev/shm.
   static std::vector<std::string> servers();
-  /// Removes the segments of `name` (for servers whose process died).
-  static void remove(const std::string& name);
+  /// Removes the segments of `name` (for servers whose process died); false, removing nothing,
+  /// if a live server holds them or they are another user's.
+  static bool remove(const std::string& name);
+
+  struct Shm;  // public only for the .cpp's helpers
 
  private:
-  struct Shm;
   std::string name_;
   bool steal_ok_;
   LockLimits limits_;

@@ -71,6 +71,18 @@ std::optional<std::pair<std::string, std::string>> split_tcp(const std::string& 
   return std::pair{endpoint.substr(6, colon - 6), endpoint.substr(colon + 1)};
 }
 
+// Whether a direct endpoint stays on this host (loopback, ipc://, inproc://): anything else is
+// bound in plaintext off loopback only with ServerOptions::insecure, as the broker's ports.
+bool stays_on_host(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  auto hp = split_tcp(endpoint);
+  if (!hp) return false;
+  std::string host = hp->first;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return host.rfind("127.", 0) == 0 || host == "::1" || host == "localhost" || host == "lo";
+}
+
 // "tcp://host:port" with port + offset; nullopt if the port is not a number.
 std::optional<std::string> port_plus(const std::string& endpoint, unsigned offset) {
   auto hp = split_tcp(endpoint);
@@ -184,6 +196,17 @@ void Server::fincheck_main() {
 
 Config Server::start() {
   const auto deadline = Clock::now() + options_.connect_timeout;  // handshake and registration
+  const std::string& d = options_.direct;
+  if (!options_.insecure && !d.empty() && d != "none" && d != "auto" && !stays_on_host(d)) {
+    const bool embedded = options_.broker.empty() && options_.brokers.empty();
+    if (embedded ? options_.curve.keys.empty() : !detail::resolve_curve(options_.curve).enabled())
+      throw Error(Errc::invalid_argument,
+                  "refusing to bind the direct path at " + d +
+                      " without CURVE: off loopback anyone who reaches the port could read and "
+                      "change every served object. Use CURVE (requests then go through the "
+                      "broker), a loopback endpoint, or pass --insecure (ServerOptions::insecure) "
+                      "to accept plaintext on purpose");
+  }
   curve_ = options_.curve;
   if (options_.broker.empty() && options_.brokers.empty()) {
     BrokerOptions bo;
@@ -354,6 +377,12 @@ void Server::resolve_direct() {
   if (hp->first == "localhost" || hp->first.rfind("127.", 0) == 0) {
     direct_bind_ = "tcp://127.0.0.1:*";
   } else if (auto local = local_address_towards(hp->first)) {
+    if (!options_.insecure) {
+      PATRO_LOG(warn, "server") << "no direct path: it would bind " << *local
+                                << " in plaintext off loopback (set ServerOptions::insecure, "
+                                   "--insecure, to allow it); requests go through the broker";
+      return;
+    }
     direct_bind_ = "tcp://" + *local + ":*";
   } else {
     PATRO_LOG(warn, "server") << "no direct path: no local IPv4 address reaches the broker host "
