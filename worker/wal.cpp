@@ -27,7 +27,7 @@ uint32_t crc(std::string_view s) {
       crc32(0L, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
 }
 [[noreturn]] void fail(const std::string& what, const std::string& path) {
-  throw Error(Errc::internal, what + " " + path + ": " + std::strerror(errno));
+  throw Error(Errc::os_failure, what + " " + path + ": " + std::strerror(errno));
 }
 void write_all(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;

@@ -195,8 +195,8 @@ LockTable::LockTable(const std::string& name, bool steal_ok, const LockLimits& l
     shm_->header = shm_->segment->construct<Header>("header")();
   } catch (const bip::interprocess_exception& e) {
     remove(name);
-    throw Error(Errc::internal, "cannot create the lock segments of server '" + name +
-                                    "' in /dev/shm: " + e.what());
+    throw Error(Errc::os_failure, "cannot create the lock segments of server '" + name +
+                                      "' in /dev/shm: " + e.what());
   }
 }
 
