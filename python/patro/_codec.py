@@ -2,7 +2,8 @@
 through the classes flatc generates at build time (see docs/WIRE.md).
 
 FlatBuffers' Python runtime has no Verifier: every body read here is checked for its file
-identifier, vector lengths are checked against the buffer, and any failure to read one becomes
+identifier, tables, vtables and vector lengths are checked against the buffer, what its values
+decode to is bounded as libpatro bounds it (_Budget), and any failure to read one becomes
 Error(bad_message) rather than an exception of the runtime's own.
 """
 import collections
