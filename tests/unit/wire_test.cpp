@@ -321,6 +321,29 @@ TEST_CASE("a shared sub-table counts each time it is reached, in verifying and i
   CHECK_THROWS_AS(detail::decode_value(v, read_refs, few), Error);
   detail::DecodeBudget little(1u << 20, 1000);  // 2^18 x 40 bytes of strings
   CHECK_THROWS_AS(detail::decode_value(v, read_refs, little), Error);
+  // The issue's 632-byte set: a REQUEST whose argument shares a sub-table at each of 18 levels
+  // fails verification (a server answers bad_message), where a plain one of the same depth passes.
+  const auto request_with = [](int levels, bool shared) {
+    flatbuffers::FlatBufferBuilder fb;
+    auto top = detail::encode_value(fb, std::string(40, 'x'), refs);
+    for (int i = 0; i < levels; ++i) {
+      auto other = shared ? top : detail::encode_value(fb, 1, refs);
+      auto items = fb.CreateVector(std::vector<flatbuffers::Offset<wire::Value>>{top, other});
+      wire::ValueBuilder b(fb);
+      b.add_kind(wire::Kind::Array);
+      b.add_items(items);
+      top = b.Finish();
+    }
+    auto args = fb.CreateVector(std::vector<flatbuffers::Offset<wire::Value>>{top});
+    wire::RequestBuilder rb(fb);
+    rb.add_op(wire::Op::Set);
+    rb.add_args(args);
+    fb.Finish(rb.Finish(), wire::RequestIdentifier());
+    return detail::body_frame(fb);
+  };
+  detail::AlignedScratch scratch;
+  CHECK(detail::verified_request(request_with(18, true), Limits{}, scratch) == nullptr);
+  CHECK(detail::verified_request(request_with(18, false), Limits{}, scratch) != nullptr);
   // Two levels are a small tree, read as what they mean.
   CHECK(decode(shared_levels(2, "y")) ==
         Value::array({Value::array({"y", "y"}), Value::array({"y", "y"})}));
