@@ -134,8 +134,9 @@ MetricsServer::MetricsServer(const std::string& endpoint, std::function<std::str
   }
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_fd_ < 0) {
+    const int error_number = errno;
     ::close(listen_fd_);
-    throw Error(Errc::internal, "eventfd failed");
+    throw Error(Errc::os_failure, std::string("eventfd: ") + std::strerror(error_number));
   }
   thread_ = std::thread([this] { serve(); });
 }

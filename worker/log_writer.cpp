@@ -20,7 +20,7 @@ void write_all(int fd, const std::string& data) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw Error(Errc::internal, std::string("cannot write the log: ") + std::strerror(errno));
+      throw Error(Errc::os_failure, std::string("cannot write the log: ") + std::strerror(errno));
     }
     done += static_cast<size_t>(n);
   }

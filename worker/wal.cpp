@@ -17,7 +17,7 @@ namespace patro::worker {
 namespace {
 
 [[noreturn]] void fail(const std::string& what, const std::string& path) {
-  throw Error(Errc::internal, what + " " + path + ": " + std::strerror(errno));
+  throw Error(Errc::os_failure, what + " " + path + ": " + std::strerror(errno));
 }
 
 void write_all(int fd, const std::string& data, const std::string& path) {
@@ -287,7 +287,7 @@ void Wal::write_out(const std::string& all, uint64_t first_sequence,
                     std::vector<std::function<void()>>& acks) {
   if (all.empty() && acks.empty()) return;
   try {
-    if (broken_) throw Error(Errc::internal, "an earlier write failed and could not be undone");
+    if (broken_) throw Error(Errc::os_failure, "an earlier write failed and could not be undone");
     if (!all.empty()) {
       try {
         write_all(fd_, all, path_);

@@ -2,37 +2,28 @@
 through the classes flatc generates at build time (see docs/WIRE.md).
 
 FlatBuffers' Python runtime has no Verifier: every body read here is checked for its file
-identifier, vector lengths are checked against the buffer, and any failure to read one becomes
+identifier, tables, vtables and vector lengths are checked against the buffer, what its values
+decode to is bounded as libpatro bounds it (_Budget), and any failure to read one becomes
 Error(bad_message) rather than an exception of the runtime's own.
 """
+import collections
 import struct
 
 import flatbuffers
 
 from . import errors
-from ._schema import wire
+from ._schema import constants, wire
 
 VERSION = 1
 
-# Commands: the fourth byte of the header frame.
-HELLO = 1
-WELCOME = 2
-REQUEST = 3
-REPLY = 4
-HEARTBEAT = 5
-DISCONNECT = 6
-LOOKUP = 7
-LOOKUP_REPLY = 8
-REGISTER = 9
-REGISTERED = 10
-SERVER_DOWN = 11
-CLIENT_GONE = 12
-BROKER_INFO = 13
-BROKER_INFO_REPLY = 14
-NO_ROUTE = 15  # an error reply from the broker: no server to route the request to now
-LOCATE = 17  # tells a broker that this client uses a server (its answer is not read here)
+# Commands, the fourth byte of the header frame (HELLO = 1, ...; schemas/wire.json): one module
+# constant each, by its wire name.
+COMMANDS = {wire_name: value for wire_name, value, _, _ in constants.COMMANDS}
+globals().update(COMMANDS)
+_FIRST_COMMAND = min(COMMANDS.values())
+_LAST_COMMAND = max(COMMANDS.values())
 
-_HEADERS = {c: bytes((ord("P"), ord("T"), VERSION, c)) for c in range(HELLO, LOCATE + 1)}
+_HEADERS = {c: bytes((ord("P"), ord("T"), VERSION, c)) for c in COMMANDS.values()}
 
 REQUEST_ID = b"PTRQ"
 REPLY_ID = b"PTRP"
@@ -44,9 +35,12 @@ Op = wire.Op
 Kind = wire.Kind
 CallContext = wire.CallContext
 
+# The operations' classification, libpatro's op table (schemas/wire.json's "ops"), by wire.Op.
+OpInfo = collections.namedtuple("OpInfo", "op name handler idempotent mutating oneway")
+OPS = {getattr(Op, op): OpInfo(getattr(Op, op), name, handler, idem, mut, ow)
+       for op, name, handler, idem, mut, ow in constants.OPS}
 # Operations that may be retried blindly (libpatro's idempotent()).
-IDEMPOTENT = frozenset([Op.Get, Op.Set, Op.Exists, Op.Size, Op.Keys, Op.Values, Op.Clear,
-                        Op.Resize, Op.Describe, Op.Can, Op.Isa])
+IDEMPOTENT = frozenset(op for op, info in OPS.items() if info.idempotent)
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -64,7 +58,7 @@ def parse_header(frame):
     if len(frame) != 4 or frame[0] != 0x50 or frame[1] != 0x54 or frame[2] != VERSION:
         return None
     c = frame[3]
-    return c if HELLO <= c <= NO_ROUTE else None
+    return c if _FIRST_COMMAND <= c <= _LAST_COMMAND else None
 
 
 def u64_frame(v):
@@ -363,13 +357,42 @@ def _str(x):
     return x.decode("utf-8", "replace") if isinstance(x, (bytes, bytearray)) else (x or "")
 
 
-def decode_value_generated(v, make_ref, depth=0):
+class _Budget:
+    """What one body may decode to, as libpatro bounds it: no more values (nodes) than the body
+    has 4-byte words (+64), and no more string and bytes payload than the body has bytes, counting
+    a part the body shares (one sub-table reached from many places) each time it is reached. An
+    honest sender writes every value and string once, so only a forged body reaches the bounds,
+    which would otherwise let a kilobyte expand without end."""
+
+    __slots__ = ("nodes", "bytes")
+
+    def __init__(self, body_size):
+        self.nodes = body_size // 4 + 64
+        self.bytes = body_size
+
+    def node(self):
+        self.nodes -= 1
+        if self.nodes < 0:
+            raise errors.BadMessage("a value with more parts than its message can hold (a shared "
+                                    "part reached too often)")
+
+    def payload(self, n):
+        self.bytes -= n
+        if self.bytes < 0:
+            raise errors.BadMessage("a value with more bytes than its message can hold (a shared "
+                                    "part reached too often)")
+
+
+def decode_value_generated(v, make_ref, depth=0, budget=None):
     """A Python value for a wire Value; make_ref(server, object, type_name, reftype) makes a
-    proxy for a reference."""
+    proxy for a reference. budget: a _Budget for the whole body (else one for v's buffer)."""
     if v is None:
         return None
     if depth > 200:
         raise errors.BadMessage("a value nested more than 200 levels deep")
+    if budget is None:
+        budget = _Budget(len(v._tab.Bytes))
+    budget.node()
     kind = v.Kind()
     if kind == Kind.Null:
         return None
@@ -380,23 +403,30 @@ def decode_value_generated(v, make_ref, depth=0):
     if kind == Kind.Double:
         return v.D()
     if kind == Kind.String:
-        return _str(v.S())
+        s = v.S()
+        budget.payload(len(s or b""))
+        return _str(s)
     if kind == Kind.Bytes:
         n, o = _check_vector(v._tab, 14, 1)
+        budget.payload(n)
         if n == 0:
             return b""
         start = v._tab.Vector(o)
         return bytes(v._tab.Bytes[start:start + n])
     if kind == Kind.Array:
         n, _ = _check_vector(v._tab, 16, 4)
-        return [decode_value_generated(v.Items(i), make_ref, depth + 1) for i in range(n)]
+        return [decode_value_generated(v.Items(i), make_ref, depth + 1, budget) for i in range(n)]
     if kind == Kind.Hash:
         n, _ = _check_vector(v._tab, 18, 4)
         m, _ = _check_vector(v._tab, 16, 4)
         if n != m:
             raise errors.BadMessage("a hash value has %d keys but %d values" % (n, m))
-        return {_str(v.Keys(i)): decode_value_generated(v.Items(i), make_ref, depth + 1)
-                for i in range(n)}
+        out = {}
+        for i in range(n):
+            k = v.Keys(i)
+            budget.payload(len(k or b""))
+            out[_str(k)] = decode_value_generated(v.Items(i), make_ref, depth + 1, budget)
+        return out
     if kind == Kind.Ref:
         r = v.Ref()
         if r is None:
@@ -420,7 +450,9 @@ def decode_reply_generated(body, make_ref):
     try:
         if not has_identifier(body, REPLY_ID):
             raise errors.BadMessage("a reply without the PTRP identifier")
+        _check_root(body)
         r = wire.Reply.GetRootAs(body, 0)
+        budget = _Budget(len(body))
         out = Reply()
         out.request_id = r.RequestId()
         out.ok = r.Status() == wire.Status.Ok
@@ -439,11 +471,12 @@ def decode_reply_generated(body, make_ref):
             out.error = errors.make_error(code, text, _str(r.ErrorType()), r.ErrorNumber())
             return out
         n, _ = _check_vector(r._tab, 8, 4)
-        out.results = [decode_value_generated(r.Results(i), make_ref) for i in range(n)]
+        out.results = [decode_value_generated(r.Results(i), make_ref, 0, budget)
+                       for i in range(n)]
         n, _ = _check_vector(r._tab, 16, 4)
         for i in range(n):
             c = r.ChangedArgs(i)
-            out.changed[c.Index()] = decode_value_generated(c.Value(), make_ref)
+            out.changed[c.Index()] = decode_value_generated(c.Value(), make_ref, 0, budget)
         return out
     except errors.Error:
         raise
@@ -456,6 +489,7 @@ def decode_control(body):
     try:
         if not has_identifier(body, CONTROL_ID):
             raise errors.BadMessage("a control message without the PTCT identifier")
+        _check_root(body)
         c = wire.Control.GetRootAs(body, 0)
         t = c.BodyType()
         table = c.Body()
@@ -468,11 +502,45 @@ def decode_control(body):
             raise errors.BadMessage("an unexpected control message (type %d)" % t)
         obj = cls()
         obj.Init(table.Bytes, table.Pos)
-        return t, obj
+        _fields(body, table.Pos)
+        return t, _Checked(obj)
     except errors.Error:
         raise
     except Exception as e:
         raise errors.BadMessage("a control message that cannot be read: %s" % e) from None
+
+
+class _Checked:
+    """A table of a control message whose fields are read when asked for (the generated classes
+    read lazily): a field that cannot be read (an offset out of the message) raises
+    Error(bad_message), never the runtime's struct.error or IndexError; a table it leads to is
+    checked the same way."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, table):
+        self._t = table
+
+    def __getattr__(self, name):
+        f = getattr(self._t, name)
+        if not callable(f):
+            return f
+
+        def read(*args):
+            try:
+                r = f(*args)
+                if hasattr(r, "_tab"):
+                    _fields(r._tab.Bytes, r._tab.Pos)
+                    return _Checked(r)
+                if isinstance(r, (bytes, bytearray)):
+                    r.decode("utf-8")
+                return r
+            except errors.Error:
+                raise
+            except Exception as e:
+                raise errors.BadMessage("a control message that cannot be read (%s): %s"
+                                        % (name, e)) from None
+        return read
 
 
 def decode_binding(nb):
@@ -501,22 +569,34 @@ class _Bad(Exception):
 
 
 def _fields(buf, pos):
-    """The field offsets of the table at pos: a function slot -> absolute position, or 0."""
-    if pos < 0 or pos + 4 > len(buf):
+    """The field offsets of the table at pos: a function slot -> absolute position, or 0. The
+    table and its vtable are checked as FlatBuffers' verifier does: inside the message, aligned,
+    the vtable at least 4 bytes and its fields inside the table."""
+    if pos < 8 or pos + 4 > len(buf) or pos % 4:
         raise _Bad("a table outside the message")
     vt = pos - _R_I32(buf, pos)[0]
-    if vt < 0 or vt + 4 > len(buf):
+    if vt < 0 or vt + 4 > len(buf) or vt % 2:
         raise _Bad("a vtable outside the message")
-    size = _R_U16(buf, vt)[0]
-    if vt + size > len(buf):
+    size, table_size = _R_U16(buf, vt)[0], _R_U16(buf, vt + 2)[0]
+    if size < 4 or size % 2 or vt + size > len(buf) or table_size < 4 or \
+            pos + table_size > len(buf):
         raise _Bad("a vtable runs past the message")
 
     def at(slot):
         if slot >= size:
             return 0
         o = _R_U16(buf, vt + slot)[0]
+        if o >= table_size:
+            raise _Bad("a field outside its table")
         return pos + o if o else 0
     return at
+
+
+def _check_root(body):
+    """The root table of a body is where a table can be: after the root offset and identifier."""
+    if len(body) < 12:
+        raise errors.BadMessage("a message too short to hold a table")
+    _fields(body, _R_U32(body, 0)[0])
 
 
 def _ref(buf, at):
@@ -545,9 +625,10 @@ def _string(buf, at):
     return bytes(buf[first:first + n]).decode("utf-8", "replace")
 
 
-def _value(buf, pos, make_ref, depth):
+def _value(buf, pos, make_ref, depth, budget):
     if depth > 200:
         raise _Bad("a value nested more than 200 levels deep")
+    budget.node()
     f = _fields(buf, pos)
     at = f(4)
     kind = _R_U8(buf, at)[0] if at else Kind.Null
@@ -555,7 +636,9 @@ def _value(buf, pos, make_ref, depth):
         at = f(8)
         return _R_I64(buf, at)[0] if at else 0
     if kind == Kind.String:
-        return _string(buf, f(12))
+        first, n = _vector(buf, f(12), 1)
+        budget.payload(n)
+        return bytes(buf[first:first + n]).decode("utf-8", "replace")
     if kind == Kind.Null:
         return None
     if kind == Kind.Bool:
@@ -566,10 +649,12 @@ def _value(buf, pos, make_ref, depth):
         return _R_F64(buf, at)[0] if at else 0.0
     if kind == Kind.Bytes:
         first, n = _vector(buf, f(14), 1)
+        budget.payload(n)
         return bytes(buf[first:first + n])
     if kind == Kind.Array:
         first, n = _vector(buf, f(16), 4)
-        return [_value(buf, _ref(buf, first + 4 * i), make_ref, depth + 1) for i in range(n)]
+        return [_value(buf, _ref(buf, first + 4 * i), make_ref, depth + 1, budget)
+                for i in range(n)]
     if kind == Kind.Hash:
         kfirst, nk = _vector(buf, f(18), 4)
         vfirst, nv = _vector(buf, f(16), 4)
@@ -581,8 +666,9 @@ def _value(buf, pos, make_ref, depth):
             klen = _R_U32(buf, k)[0]
             if k + 4 + klen > len(buf):
                 raise _Bad("a key runs past the message")
+            budget.payload(klen)
             key = bytes(buf[k + 4:k + 4 + klen]).decode("utf-8", "replace")
-            out[key] = _value(buf, _ref(buf, vfirst + 4 * i), make_ref, depth + 1)
+            out[key] = _value(buf, _ref(buf, vfirst + 4 * i), make_ref, depth + 1, budget)
         return out
     if kind == Kind.Ref:
         at = f(20)
@@ -601,7 +687,10 @@ def decode_reply(body, make_ref):
         if len(body) < 8 or body[4:8] != REPLY_ID:
             raise errors.BadMessage("a reply without the PTRP identifier")
         buf = body
+        if len(buf) < 12:
+            raise _Bad("a message too short to hold a table")
         f = _fields(buf, _R_U32(buf, 0)[0])
+        budget = _Budget(len(buf))
         out = Reply()
         at = f(4)
         out.request_id = _R_U64(buf, at)[0] if at else 0
@@ -625,12 +714,14 @@ def decode_reply(body, make_ref):
                                           _R_I32(buf, at)[0] if at else 0)
             return out
         first, n = _vector(buf, f(8), 4)
-        out.results = [_value(buf, _ref(buf, first + 4 * i), make_ref, 0) for i in range(n)]
+        out.results = [_value(buf, _ref(buf, first + 4 * i), make_ref, 0, budget)
+                       for i in range(n)]
         first, n = _vector(buf, f(16), 4)
         for i in range(n):
             c = _fields(buf, _ref(buf, first + 4 * i))
             index = _R_U32(buf, c(4))[0] if c(4) else 0
-            out.changed[index] = (_value(buf, _ref(buf, c(6)), make_ref, 0) if c(6) else None)
+            out.changed[index] = (_value(buf, _ref(buf, c(6)), make_ref, 0, budget)
+                                  if c(6) else None)
         return out
     except errors.Error:
         raise

@@ -315,22 +315,24 @@ class Connection:
                 continue
             try:
                 t, w = codec.decode_control(slot.body)
+                if t != codec.wire.ControlBody.Welcome:
+                    problems.append("%s: the answer to hello was not a welcome" % endpoint)
+                    continue
+                # Every field read here: a damaged WELCOME is this broker's problem, not a crash.
+                theirs = w.HeartbeatMs() / 1000.0
+                liveness, max_size, instance = w.Liveness(), w.MaxMessageSize(), w.Instance()
             except errors.Error as e:
                 problems.append("%s: %s" % (endpoint, e))
                 continue
-            if t != codec.wire.ControlBody.Welcome:
-                problems.append("%s: the answer to hello was not a welcome" % endpoint)
-                continue
             self.endpoint = endpoint
-            theirs = w.HeartbeatMs() / 1000.0
             if 0 < theirs < self._hb_interval:
                 self._hb_interval = theirs
-            if theirs > 0 and w.Liveness() > 0:
-                self._window = theirs * w.Liveness()
-            self.broker_max_message_size = w.MaxMessageSize()
+            if theirs > 0 and liveness > 0:
+                self._window = theirs * liveness
+            self.broker_max_message_size = max_size
             with self._io:
-                if w.Instance():
-                    self._broker_instance = w.Instance()
+                if instance:
+                    self._broker_instance = instance
                 self._next_hb = min(self._next_hb, time.monotonic() + self._hb_interval)
             if self._hb_thread is None:
                 self._hb_thread = threading.Thread(target=_heartbeat_main,

@@ -5,61 +5,23 @@ Every error that came from the network, a server or the caller's input is a :cla
 its name (``"type_mismatch"``), ``e.kind`` how a caller may react (``"failed"``, ``"overloaded"``,
 ``"disconnected"``, ``"unimplemented"``), as in C++ ``patro::error_kind``.
 """
+import builtins
 import enum
 
+from ._schema import constants
 
-class Errc(enum.IntEnum):
-    """The codes of C++ ``patro::Errc`` (libpatro/include/patro/error.hpp). Never renumbered."""
+#: The codes of C++ ``patro::Errc`` (libpatro/include/patro/error.hpp), from schemas/wire.json.
+#: Never renumbered.
+Errc = enum.IntEnum("Errc", [(name, code) for name, code, _, _, _ in constants.ERRORS],
+                    module=__name__)
 
-    ok = 0
-    timeout = 1
-    broker_unreachable = 2
-    server_unavailable = 3
-    disconnected = 4
-    outcome_unknown = 5
-    bad_config = 6
-    unknown_object = 7
-    unknown_method = 8
-    type_mismatch = 9
-    index_out_of_range = 10
-    invalid_argument = 11
-    bad_message = 12
-    message_too_large = 13
-    not_callable = 14
-    remote_exception = 15
-    unsupported = 16
-    overloaded = 17
-    internal = 18
-    not_found = 19
-    fenced = 20
-    not_authorized = 21
-    name_taken = 22
-    # The outcomes of lock operations (SyncResult.error; SyncError names the same numbers).
-    lock_timeout = 1001
-    not_held = 1002
-    steal_refused = 1003
-    stolen = 1004
-    too_many_waiters = 1005
-    deep_recursion = 1111
-
-
-_KINDS = {
-    Errc.timeout: "disconnected",
-    Errc.broker_unreachable: "disconnected",
-    Errc.server_unavailable: "disconnected",
-    Errc.disconnected: "disconnected",
-    Errc.outcome_unknown: "disconnected",
-    Errc.overloaded: "overloaded",
-    Errc.too_many_waiters: "overloaded",
-    Errc.unsupported: "unimplemented",
-    Errc.unknown_method: "unimplemented",
-}
+_KINDS = {Errc(code): kind for _, code, kind, _, _ in constants.ERRORS}
 
 
 def error_kind(code):
     """How a caller may react to a code: failed, overloaded, disconnected or unimplemented."""
     try:
-        return _KINDS.get(Errc(code), "failed")
+        return _KINDS[Errc(code)]
     except ValueError:
         return "failed"
 
@@ -96,14 +58,17 @@ def _class_name(name):
 
 
 _BY_CODE = {}
-for _c in Errc:
-    if _c == Errc.ok:
+for _name, _code, _, _text, _bases in constants.ERRORS:
+    if _code == 0:
         continue
-    _cls = type(_class_name(_c.name), (Error,),
-                {"code": _c, "__doc__": "Errc.%s (%d)" % (_c.name, _c)})
+    # One class per code; a code may also be one of Python's own exceptions (wire.json's
+    # python_bases: Timeout is a TimeoutError), so ``except TimeoutError`` catches it.
+    _cls = type(_class_name(_name), (Error,) + tuple(getattr(builtins, b) for b in _bases),
+                {"code": Errc(_code), "__doc__": "Errc.%s (%d): %s." % (_name, _code, _text),
+                 "__module__": __name__})
     globals()[_cls.__name__] = _cls
-    _BY_CODE[int(_c)] = _cls
-del _c, _cls
+    _BY_CODE[_code] = _cls
+del _name, _code, _text, _bases, _cls
 
 #: C++ RemoteError: what served code threw.
 RemoteError = globals()["RemoteException"]

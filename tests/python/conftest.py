@@ -37,6 +37,7 @@ PROGRAMS = {
     "cli": ("PATRO_CLI", "tools/patro"),
     "test_client": ("PATRO_TEST_CLIENT", "tests/patro-test-client"),
     "py_server": ("PATRO_TEST_PY_SERVER", "tests/python/patro-test-py-server"),
+    "wire_dump": ("PATRO_TEST_WIRE_DUMP", "tests/python/patro-test-wire-dump"),
 }
 
 

@@ -115,3 +115,98 @@ def test_request_template():
         assert [r.Path(i).Key() or r.Path(i).Index() for i in range(r.PathLength())] == [b"k", 2]
         got = [codec.decode_value_generated(r.Args(i), make_ref) for i in range(len(args))]
         assert got == list(args)
+
+
+def _shared_levels(levels, leaf="x" * 30):
+    """A reply whose value reuses one sub-table at each level: [[t, t], [t, t]]... 2**levels
+    leaves in a message of about 30 bytes per level (issue: a 1.2 KB reply hung the client)."""
+    b = flatbuffers.Builder(1024)
+    top = codec.encode_value(b, leaf)
+    for _ in range(levels):
+        items = codec._encode_vector(b, [top, top])
+        wire.ValueStart(b)
+        wire.ValueAddKind(b, codec.Kind.Array)
+        wire.ValueAddItems(b, items)
+        top = wire.ValueEnd(b)
+    vec = codec._encode_vector(b, [top])
+    wire.ReplyStart(b)
+    wire.ReplyAddRequestId(b, 9)
+    wire.ReplyAddResults(b, vec)
+    b.Finish(wire.ReplyEnd(b), file_identifier=codec.REPLY_ID)
+    return bytes(b.Output())
+
+
+def test_a_shared_sub_table_counts_each_time_it_is_reached():
+    body = _shared_levels(40)
+    assert len(body) < 2000
+    for decode in (codec.decode_reply, codec.decode_reply_generated):
+        with pytest.raises(patro.BadMessage, match="shared part"):
+            decode(body, make_ref)
+    # A few levels stay within what the message may hold: read as the tree they mean.
+    small = codec.decode_reply(_shared_levels(2, "y"), make_ref)
+    assert small.results == [[["y", "y"], ["y", "y"]]]
+    # Strings reached again count their bytes again: 4 levels of a 1,000-byte string is 16 KB.
+    with pytest.raises(patro.BadMessage, match="more bytes"):
+        codec.decode_reply(_shared_levels(4, "z" * 1000), make_ref)
+
+
+def test_honest_large_replies_are_within_the_bounds():
+    # The smallest values on the wire (None: 8 bytes each) and payload-heavy ones both fit.
+    many = [None] * 20000 + [{"k%d" % i: i for i in range(2000)}, b"\xff" * 100000, "s" * 5000]
+    body = reply_body(many, changed={1: [None] * 5000})
+    for decode in (codec.decode_reply, codec.decode_reply_generated):
+        r = decode(body, make_ref)
+        assert r.results == many and r.changed == {1: [None] * 5000}
+
+
+def test_garbage_after_an_identifier_is_not_a_success():
+    for garbage in (b"", b"\x00" * 8, b"\xff" * 20, bytes(range(40))):
+        body = b"\x00\x00\x00\x00PTRP" + garbage
+        for decode in (codec.decode_reply, codec.decode_reply_generated):
+            with pytest.raises(patro.BadMessage):
+                decode(body, make_ref)
+
+
+def _lookup_reply(name="n"):
+    b = flatbuffers.Builder(256)
+    n = b.CreateString(name)
+    t = b.CreateString("Counter")
+    wire.NameBindingStart(b)
+    wire.NameBindingAddName(b, n)
+    wire.NameBindingAddServer(b, 5)
+    wire.NameBindingAddObject(b, 6)
+    wire.NameBindingAddTypeName(b, t)
+    binding = wire.NameBindingEnd(b)
+    wire.LookupReplyStart(b)
+    wire.LookupReplyAddFound(b, True)
+    wire.LookupReplyAddBinding(b, binding)
+    lr = wire.LookupReplyEnd(b)
+    wire.ControlStart(b)
+    wire.ControlAddBodyType(b, wire.ControlBody.LookupReply)
+    wire.ControlAddBody(b, lr)
+    b.Finish(wire.ControlEnd(b), file_identifier=codec.CONTROL_ID)
+    return bytes(b.Output())
+
+
+def test_control_messages_with_bad_offsets_are_bad_messages():
+    good = _lookup_reply()
+    t, lr = codec.decode_control(good)
+    assert t == wire.ControlBody.LookupReply and lr.Found()
+    assert codec.decode_binding(lr.Binding())["object"] == 6
+    # Every 4-byte word of the message set to an offset far outside it, in turn: each read gives
+    # bad_message or a value, never struct.error or IndexError.
+    outcomes = set()
+    for at in range(0, len(good) - 3):
+        for word in (0x7FFFFFF0, 0xFFFFFFF0, len(good) - 2):
+            body = bytearray(good)
+            body[at:at + 4] = word.to_bytes(4, "little")
+            try:
+                t, lr = codec.decode_control(bytes(body))
+                if t == wire.ControlBody.LookupReply and lr.Found() and lr.Binding() is not None:
+                    codec.decode_binding(lr.Binding())
+                outcomes.add("read")
+            except patro.BadMessage:
+                outcomes.add("bad")
+    assert "bad" in outcomes
+    with pytest.raises(patro.BadMessage):
+        codec.decode_control(b"\x00\x00\x00\x00PTCT" + b"\x01" * 16)

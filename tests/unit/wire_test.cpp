@@ -50,8 +50,7 @@ Value round_trip(const Value& v) {
 }  // namespace
 
 TEST_CASE("header frames round-trip for every command, and anything else is refused") {
-  for (int c = static_cast<int>(Command::hello); c <= static_cast<int>(Command::locate_reply);
-       ++c) {
+  for (int c = static_cast<int>(Command::hello); c <= static_cast<int>(Command::client_at); ++c) {
     const auto cmd = static_cast<Command>(c);
     const auto parsed = detail::parse_header(detail::header_frame(cmd));
     REQUIRE(parsed.has_value());
@@ -286,11 +285,104 @@ TEST_CASE(
   self.clear();  // the cycle is the test's own: break it, or the array is never freed
 }
 
+namespace {
+// A value that names one sub-table twice at each level: [[t, t], [t, t]]... (2^levels leaves in
+// a body of about 30 bytes per level), as a StoredValue body.
+std::string shared_levels(int levels, const std::string& leaf) {
+  flatbuffers::FlatBufferBuilder fb;
+  auto top = detail::encode_value(fb, leaf, refs);
+  for (int i = 0; i < levels; ++i) {
+    auto items = fb.CreateVector(std::vector<flatbuffers::Offset<wire::Value>>{top, top});
+    wire::ValueBuilder b(fb);
+    b.add_kind(wire::Kind::Array);
+    b.add_items(items);
+    top = b.Finish();
+  }
+  fb.Finish(wire::CreateStoredValue(fb, top), wire::StoredValueIdentifier());
+  return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
+}
+}  // namespace
+
+TEST_CASE("a shared sub-table counts each time it is reached, in verifying and in decoding") {
+  // 18 levels in about 600 bytes: 2^18 values of 40 bytes (the 10.5 MB WAL record).
+  const std::string body = shared_levels(18, std::string(40, 'x'));
+  CHECK(body.size() < 1000);
+  try {
+    (void)decode(body);
+    FAIL("a shared sub-table expanded");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::bad_message);
+  }
+  // The verifier counts tables per body size; the decoder counts values and bytes on its own.
+  CHECK(detail::max_tables_in(body.size(), Limits{}) < 1000);
+  CHECK(detail::max_tables_in(size_t{1} << 30, Limits{}) == Limits{}.max_tables);
+  const auto* v = flatbuffers::GetRoot<wire::StoredValue>(body.data())->value();
+  detail::DecodeBudget few(100, 1u << 20);
+  CHECK_THROWS_AS(detail::decode_value(v, read_refs, few), Error);
+  detail::DecodeBudget little(1u << 20, 1000);  // 2^18 x 40 bytes of strings
+  CHECK_THROWS_AS(detail::decode_value(v, read_refs, little), Error);
+  // The 632-byte set: a REQUEST whose argument shares a sub-table at each of 18 levels
+  // fails verification (a server answers bad_message), where a plain one of the same depth passes.
+  const auto request_with = [](int levels, bool shared) {
+    flatbuffers::FlatBufferBuilder fb;
+    auto top = detail::encode_value(fb, std::string(40, 'x'), refs);
+    for (int i = 0; i < levels; ++i) {
+      auto other = shared ? top : detail::encode_value(fb, 1, refs);
+      auto items = fb.CreateVector(std::vector<flatbuffers::Offset<wire::Value>>{top, other});
+      wire::ValueBuilder b(fb);
+      b.add_kind(wire::Kind::Array);
+      b.add_items(items);
+      top = b.Finish();
+    }
+    auto args = fb.CreateVector(std::vector<flatbuffers::Offset<wire::Value>>{top});
+    wire::RequestBuilder rb(fb);
+    rb.add_op(wire::Op::Set);
+    rb.add_args(args);
+    fb.Finish(rb.Finish(), wire::RequestIdentifier());
+    return detail::body_frame(fb);
+  };
+  detail::AlignedScratch scratch;
+  CHECK(detail::verified_request(request_with(18, true), Limits{}, scratch) == nullptr);
+  CHECK(detail::verified_request(request_with(18, false), Limits{}, scratch) != nullptr);
+  // Two levels are a small tree, read as what they mean.
+  CHECK(decode(shared_levels(2, "y")) ==
+        Value::array({Value::array({"y", "y"}), Value::array({"y", "y"})}));
+}
+
+TEST_CASE("honest bodies fit the bounds: many small values, many keys, long strings") {
+  ValueArray nulls(20000);
+  CHECK(round_trip(Value(nulls)) == Value(nulls));
+  ValueHash h;
+  for (int i = 0; i < 2000; ++i) h.insert_or_assign("k" + std::to_string(i), Value(int64_t{i}));
+  CHECK(round_trip(Value(h)) == Value(h));
+  const Value big = Value::array({std::string(100000, 's'), Value(nulls)});
+  CHECK(decode(encode(big)) == big);
+}
+
+TEST_CASE("error codes: names and kinds from schemas/wire.json, os_failure beside internal") {
+  CHECK(std::string(errc_name(Errc::os_failure)) == "os_failure");
+  CHECK(static_cast<int>(Errc::os_failure) == 23);
+  CHECK(std::string(errc_name(Errc::internal)) == "internal");
+  CHECK(error_kind(Errc::os_failure) == ErrorKind::failed);
+  CHECK(error_kind(Errc::timeout) == ErrorKind::disconnected);
+  CHECK(error_kind(Errc::too_many_waiters) == ErrorKind::overloaded);
+  CHECK(error_kind(Errc::unknown_method) == ErrorKind::unimplemented);
+  CHECK(std::string(errc_name(static_cast<Errc>(24))) == "unknown_error");
+  CHECK(std::string(Error(Errc::os_failure, "eventfd: Too many open files").what()) ==
+        "os_failure: eventfd: Too many open files");
+  CHECK(std::string(detail::command_name(Command::register_server)) == "REGISTER");
+  CHECK(std::string(detail::command_name(Command::client_at)) == "CLIENT_AT");
+}
+
 TEST_CASE("the slice and copy operations are reads") {
   CHECK(detail::idempotent(wire::Op::Slice));
   CHECK(detail::idempotent(wire::Op::Copy));
   CHECK_FALSE(detail::op_info(wire::Op::Copy).mutating);
   CHECK(detail::op_info(wire::Op::Slice).handler == detail::OpHandler::container);
+  CHECK(detail::idempotent(wire::Op::LockState));
+  CHECK(detail::idempotent(wire::Op::LockInfo));
+  CHECK(detail::op_info(wire::Op::LockState).lock_path());
+  CHECK_FALSE(detail::op_info(wire::Op::LockState).oneway);
 }
 
 TEST_CASE("the wire trace renders a request, cuts long arguments and reads replies") {

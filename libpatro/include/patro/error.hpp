@@ -10,7 +10,8 @@
 PATRO_PUBLIC_BEGIN
 namespace patro {
 
-/// Error codes. The numeric values travel on the wire; never renumber.
+/// Error codes. The numeric values travel on the wire; never renumber. They are kept in
+/// schemas/wire.json, which the Python client reads too; the build checks this list against it.
 enum class Errc : int {
   ok = 0,
   timeout = 1,             ///< no answer by the call's deadline
@@ -29,12 +30,13 @@ enum class Errc : int {
   not_callable = 14,
   remote_exception = 15,  ///< served code threw (see patro::RemoteError)
   unsupported = 16,
-  overloaded = 17,  ///< a limit on in-flight work was reached; retry later
-  internal = 18,
+  overloaded = 17,      ///< a limit on in-flight work was reached; retry later
+  internal = 18,        ///< a bug: something that cannot happen did (os_failure names the system's)
   not_found = 19,       ///< a name unknown to the broker's registry
   fenced = 20,          ///< the call carried a fencing token older than the newest lock grant
   not_authorized = 21,  ///< the broker refused this peer's CURVE key, or the CURVE handshake failed
   name_taken = 22,      ///< a name is registered by another live server
+  os_failure = 23,  ///< a system call failed (eventfd, fork, pipe, a file...); the text has errno's
   // The outcomes of lock operations (SyncResult::error; SyncError names the same numbers).
   lock_timeout = 1001,      ///< a lock or wait not granted (or notified) in time
   not_held = 1002,          ///< unlock, wait or notify without holding the lock

@@ -20,7 +20,8 @@ using namespace std::chrono_literals;
 struct Limits {
   /// Largest message body accepted or sent. Larger requests get Errc::message_too_large.
   size_t max_message_size = 16u << 20;
-  /// FlatBuffers verifier: the deepest nesting and the most tables in one body.
+  /// FlatBuffers verifier: the deepest nesting and the most tables in one body (counted each time
+  /// one is reached; a body of N bytes may hold no more than N/4 + 64, docs/WIRE.md "Values").
   unsigned max_depth = 128;
   unsigned max_tables = 1'000'000;
   /// Largest index a write may extend an array to (Perl would allocate it; we refuse past this).

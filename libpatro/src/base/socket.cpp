@@ -78,7 +78,8 @@ zmq::socket_t start_monitor(zmq::context_t& ctx, zmq::socket_t& s, int events) {
   const std::string address = "inproc://patro-monitor-" + std::to_string(::getpid()) + "-" +
                               std::to_string(watch_count.fetch_add(1));
   if (zmq_socket_monitor(s.handle(), address.c_str(), events) != 0)
-    throw Error(Errc::internal, "cannot monitor a socket");
+    throw Error(Errc::os_failure,
+                std::string("cannot monitor a socket: ") + zmq_strerror(zmq_errno()));
   zmq::socket_t out(ctx, zmq::socket_type::pair);
   out.set(zmq::sockopt::linger, 0);
   out.connect(address);

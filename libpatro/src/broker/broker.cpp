@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <optional>
 #include <queue>
 #include <set>
@@ -23,6 +24,7 @@
 #include "ids.hpp"
 #include "log.hpp"
 #include "mutex.hpp"
+#include "os_failure.hpp"
 #include "wire.hpp"
 
 namespace patro {
@@ -385,7 +387,7 @@ struct PATRO_PRIVATE Broker::Impl {
     back_endpoint = back.get(zmq::sockopt::last_endpoint);
     advertised = opts.advertise.empty() ? front_endpoint : opts.advertise;
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (stop_fd < 0) throw Error(Errc::internal, "eventfd failed");
+    if (stop_fd < 0) throw detail::os_failure("eventfd", errno);
   }
 
   ~Impl() {

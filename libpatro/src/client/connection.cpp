@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <tuple>
 
 #include "ids.hpp"
 #include "log.hpp"
+#include "os_failure.hpp"
 #include "trace.hpp"
 
 namespace patro::detail {
@@ -80,7 +82,7 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
     route_ = Route::broker;
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) throw Error(Errc::internal, "eventfd failed");
+  if (wake_fd_ < 0) throw os_failure("eventfd", errno);
 }
 
 Connection::~Connection() {

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "connection.hpp"
+#include "os_failure.hpp"
 #include "patro/config.hpp"
 #include "patro/error.hpp"
 #include "patro/server.hpp"
@@ -125,7 +126,7 @@ class ChildProcess {
   /// output, in a thread of its own, until the child closes its end or stop().
   void forward_output(std::string rest) {
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(Errc::internal, "pipe2 failed");
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw os_failure("pipe2", errno);
     quit_read_ = fds[0];
     quit_write_ = fds[1];
     forwarder_ = std::thread([this, rest = std::move(rest)] {
@@ -209,7 +210,7 @@ namespace {
 struct Pipe {
   int fd[2] = {-1, -1};
   Pipe() {
-    if (::pipe2(fd, O_CLOEXEC) != 0) throw Error(Errc::internal, "pipe2 failed");
+    if (::pipe2(fd, O_CLOEXEC) != 0) throw os_failure("pipe2", errno);
   }
   ~Pipe() {
     close_fd(fd[0]);
@@ -264,7 +265,7 @@ std::vector<Proxy> spawn(std::vector<std::string> argv, const SpawnOptions& opti
   const pid_t parent = ::getpid();
   const bool die_with_parent = options.die_with_parent;
   const pid_t pid = ::fork();
-  if (pid < 0) throw Error(Errc::internal, std::string("spawn: fork failed: ") + strerror(errno));
+  if (pid < 0) throw detail::os_failure("spawn: fork", errno);
   if (pid == 0) {
     if (die_with_parent) {
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);

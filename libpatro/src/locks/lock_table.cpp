@@ -34,6 +34,7 @@
 
 #include "log.hpp"
 #include "mutex.hpp"
+#include "os_failure.hpp"
 #include "patro/error.hpp"
 
 namespace patro::detail {
@@ -220,12 +221,13 @@ int open_guard(const std::string& server, bool create) {
     if ((err == EACCES || err == EPERM) && ::lstat(path.c_str(), &st) == 0)
       check_owner(path, st, server);
     if (err == ENOENT && !create) return -1;
-    throw Error(Errc::internal, "cannot open " + path + ": " + std::strerror(err));
+    throw os_failure("cannot open " + path, err);
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
+    const int err = errno;
     ::close(fd);
-    throw Error(Errc::internal, "cannot stat " + path + ": " + std::strerror(errno));
+    throw os_failure("cannot stat " + path, err);
   }
   try {
     check_owner(path, st, server);
@@ -520,8 +522,8 @@ LockTable::LockTable(const std::string& name, bool steal_ok, const LockLimits& l
     shm_.reset();
     remove_objects(name);
     ::unlink(guard_path(name).c_str());
-    throw Error(Errc::internal, "cannot create the lock segments of server '" + name +
-                                    "' in /dev/shm: " + e.what());
+    throw Error(Errc::os_failure, "cannot create the lock segments of server '" + name +
+                                      "' in /dev/shm: " + e.what());
   }
 }
 
@@ -865,7 +867,10 @@ class Mapped {
       throw Error(Errc::not_found, "no lock segments for server '" + server + "' in /dev/shm (" +
                                        path + ": " + std::strerror(errno) + ")");
     struct stat st {};
-    if (::fstat(fd_, &st) != 0) throw Error(Errc::internal, "cannot stat " + path);
+    if (::fstat(fd_, &st) != 0) {
+      const int err = errno;
+      throw os_failure("cannot stat " + path, err);
+    }
     check_owner(path, st, server);
     const auto bad = [&](const std::string& what) {
       return Error(Errc::bad_message, path + " is not a Patro lock segment: " + what);
@@ -875,7 +880,10 @@ class Mapped {
       throw bad("its size, " + std::to_string(st.st_size) + " bytes, is impossible");
     size_ = static_cast<size_t>(st.st_size);
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
-    if (p == MAP_FAILED) throw Error(Errc::internal, "cannot map " + path);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      throw os_failure("cannot map " + path, err);
+    }
     base_ = static_cast<const char*>(p);
     std::memcpy(&h_, base_, sizeof h_);
     if (std::memcmp(h_.magic, kMagic, sizeof kMagic) != 0) throw bad("no magic at its start");
@@ -913,12 +921,16 @@ class Mapped {
       return parse(bytes, what);
     }
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(Errc::internal, "pipe: " + what);
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      const int err = errno;
+      throw os_failure("pipe2 to read " + what, err);
+    }
     const pid_t child = ::fork();
     if (child < 0) {
+      const int err = errno;
       ::close(fds[0]);
       ::close(fds[1]);
-      throw Error(Errc::internal, "cannot fork to read " + what);
+      throw os_failure("fork to read " + what, err);
     }
     if (child == 0) {
       ::close(fds[0]);

@@ -21,6 +21,7 @@
 #include "ids.hpp"
 #include "lane.hpp"
 #include "log.hpp"
+#include "os_failure.hpp"
 #include "outbox.hpp"
 #include "wire.hpp"
 
@@ -294,7 +295,7 @@ Config Server::start() {
     auto lane = std::make_unique<LaneThread>();
     lane->index = i;
     lane->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (lane->wake_fd < 0) throw Error(Errc::internal, "eventfd failed");
+    if (lane->wake_fd < 0) throw os_failure("eventfd", errno);
     lane->outbox = std::make_shared<Outbox>(lane->wake_fd, replies_);
     lanes_.push_back(std::move(lane));
   }

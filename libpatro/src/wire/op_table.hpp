@@ -1,7 +1,8 @@
 // The operations of schemas/request.fbs, one row each: which handler of the server's dispatcher
-// runs it, and how clients and servers treat it. This table is the only place that classifies
-// operations; the client (retries, oneway calls) and the server (dispatch, fencing, oneway
-// batches) read it. A new wire::Op gets a row here, or the static_asserts below fail.
+// runs it, and how clients and servers treat it. The rows are written once, in schemas/wire.json
+// (generated into wire_constants.hpp at build time, and into the Python client's _wire_constants);
+// the client (retries, oneway calls) and the server (dispatch, fencing, oneway batches) read this
+// table. A new wire::Op gets a row there, or the static_asserts below fail.
 #pragma once
 
 #include <array>
@@ -10,6 +11,7 @@
 #include <iterator>
 
 #include "request_generated.h"
+#include "wire_constants.hpp"
 
 namespace patro::detail {
 
@@ -41,44 +43,11 @@ struct OpInfo {
 };
 
 namespace op_table_rows {
-using enum wire::Op;
-using H = OpHandler;
-// clang-format off
-//  op          name          handler       idempotent mutating oneway
-inline constexpr OpInfo kRows[] = {
-  {Get,       "get",        H::element,   true,      false,   true},
-  {Set,       "set",        H::element,   true,      true,    true},
-  {Erase,     "erase",      H::element,   false,     true,    true},
-  {Exists,    "exists",     H::element,   true,      false,   true},
-  {Size,      "size",       H::container, true,      false,   true},
-  {Keys,      "keys",       H::container, true,      false,   true},
-  {Values,    "values",     H::container, true,      false,   true},
-  {Push,      "push",       H::container, false,     true,    true},
-  {Pop,       "pop",        H::container, false,     true,    true},
-  {Shift,     "shift",      H::container, false,     true,    true},
-  {Unshift,   "unshift",    H::container, false,     true,    true},
-  {Splice,    "splice",     H::container, false,     true,    true},
-  {Clear,     "clear",      H::container, true,      true,    true},
-  {Resize,    "resize",     H::container, true,      true,    true},
-  {Add,       "add",        H::element,   false,     true,    true},
-  {Describe,  "describe",   H::element,   true,      false,   true},
-  {Call,      "call",       H::served,    false,     true,    true},
-  {Can,       "can",        H::served,    true,      false,   true},
-  {Operator,  "operator",   H::served,    false,     true,    true},
-  {Convert,   "convert",    H::served,    false,     true,    true},
-  {File,      "file",       H::served,    false,     true,    true},
-  {Isa,       "isa",        H::served,    true,      false,   true},
-  {Lock,      "lock",       H::lock,      false,     true,    false},
-  {Unlock,    "unlock",     H::lock,      false,     true,    false},
-  {Wait,      "wait",       H::lock,      false,     true,    false},
-  {Notify,    "notify",     H::lock,      false,     true,    false},
-  {LockState, "lock_state", H::lock,      true,      false,   false},
-  {LockInfo,  "lock_info",  H::lock,      true,      false,   false},
-  {Slice,     "slice",      H::container, true,      false,   true},
-  {Copy,      "copy",       H::element,   true,      false,   true},
-  {Release,   "release",    H::life,      false,     false,   true},
-};
-// clang-format on
+// The rows are schemas/wire.json's "ops", which the Python client reads too.
+#define PATRO_OP_ROW(op, name, handler, idempotent, mutating, oneway) \
+  OpInfo{wire::Op::op, name, OpHandler::handler, idempotent, mutating, oneway},
+inline constexpr OpInfo kRows[] = {PATRO_OP_ROWS(PATRO_OP_ROW)};
+#undef PATRO_OP_ROW
 }  // namespace op_table_rows
 
 /// The table by operation number (wire::Op is a ubyte; its numbers are sparse).
@@ -88,15 +57,16 @@ inline constexpr std::array<OpInfo, 256> kOpTable = [] {
   return t;
 }();
 
-static_assert(std::size(op_table_rows::kRows) == 31 && wire::Op::MAX == wire::Op::Release,
-              "a wire::Op was added or removed: give it a row in op_table.hpp");
+// sizeof is not evaluated: EnumValuesOp() is request.fbs's list of operations.
+static_assert(std::size(op_table_rows::kRows) == sizeof(wire::EnumValuesOp()) / sizeof(wire::Op),
+              "a wire::Op was added or removed: give it a row in schemas/wire.json");
 static_assert(
     [] {
       size_t known = 0;
       for (const OpInfo& row : kOpTable) known += row.known() ? 1 : 0;
       return known == std::size(op_table_rows::kRows);
     }(),
-    "two rows of op_table.hpp name the same wire::Op");
+    "two rows of schemas/wire.json name the same wire::Op");
 
 /// The row of an operation (an unknown one's handler is OpHandler::unknown). Constant time, no
 /// branch on the operation.

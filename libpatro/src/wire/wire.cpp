@@ -9,44 +9,11 @@ namespace patro::detail {
 
 const char* command_name(Command c) noexcept {
   switch (c) {
-    case Command::hello:
-      return "HELLO";
-    case Command::welcome:
-      return "WELCOME";
-    case Command::request:
-      return "REQUEST";
-    case Command::reply:
-      return "REPLY";
-    case Command::heartbeat:
-      return "HEARTBEAT";
-    case Command::disconnect:
-      return "DISCONNECT";
-    case Command::lookup:
-      return "LOOKUP";
-    case Command::lookup_reply:
-      return "LOOKUP_REPLY";
-    case Command::register_server:
-      return "REGISTER";
-    case Command::registered:
-      return "REGISTERED";
-    case Command::server_down:
-      return "SERVER_DOWN";
-    case Command::client_gone:
-      return "CLIENT_GONE";
-    case Command::broker_info:
-      return "BROKER_INFO";
-    case Command::broker_info_reply:
-      return "BROKER_INFO_REPLY";
-    case Command::no_route:
-      return "NO_ROUTE";
-    case Command::server_alive:
-      return "SERVER_ALIVE";
-    case Command::locate:
-      return "LOCATE";
-    case Command::locate_reply:
-      return "LOCATE_REPLY";
-    case Command::client_at:
-      return "CLIENT_AT";
+#define PATRO_COMMAND_CASE(name, value, wire_name, text) \
+  case Command::name:                                    \
+    return wire_name;
+    PATRO_COMMAND_ROWS(PATRO_COMMAND_CASE)
+#undef PATRO_COMMAND_CASE
   }
   return "?";
 }
@@ -61,7 +28,7 @@ std::optional<Command> parse_header(const zmq::message_t& frame) noexcept {
   const auto* h = static_cast<const uint8_t*>(frame.data());
   if (h[0] != 'P' || h[1] != 'T' || h[2] != kWireVersion) return std::nullopt;
   if (h[3] < static_cast<uint8_t>(Command::hello) ||
-      h[3] > static_cast<uint8_t>(Command::client_at))
+      h[3] > static_cast<uint8_t>(Command::PATRO_COMMAND_LAST))
     return std::nullopt;
   return static_cast<Command>(h[3]);
 }
@@ -304,8 +271,25 @@ flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> encod
   return fb.CreateVector(out);
 }
 
-Value decode_value(const wire::Value* v, const RefReader& refs) {
+void DecodeBudget::take_node() {
+  if (nodes == 0)
+    throw Error(Errc::bad_message,
+                "a value with more parts than its message can hold (a shared part reached too "
+                "often)");
+  --nodes;
+}
+
+void DecodeBudget::take_bytes(size_t n) {
+  if (n > bytes)
+    throw Error(Errc::bad_message,
+                "a value with more bytes than its message can hold (a shared part reached too "
+                "often)");
+  bytes -= n;
+}
+
+Value decode_value(const wire::Value* v, const RefReader& refs, DecodeBudget& budget) {
   if (v == nullptr) return Value();
+  budget.take_node();
   switch (v->kind()) {
     case wire::Kind::Null:
       return Value();
@@ -316,13 +300,15 @@ Value decode_value(const wire::Value* v, const RefReader& refs) {
     case wire::Kind::Double:
       return Value(v->d());
     case wire::Kind::String:
+      budget.take_bytes(v->s() ? v->s()->size() : 0);
       return Value(v->s() ? v->s()->str() : std::string());
     case wire::Kind::Bytes:
+      budget.take_bytes(v->bytes() ? v->bytes()->size() : 0);
       return Value(Bytes{v->bytes() ? std::string(reinterpret_cast<const char*>(v->bytes()->data()),
                                                   v->bytes()->size())
                                     : std::string()});
     case wire::Kind::Array:
-      return Value(decode_values(v->items(), refs));
+      return Value(decode_values(v->items(), refs, budget));
     case wire::Kind::Hash: {
       ValueHash h;
       const auto* ks = v->keys();
@@ -331,8 +317,10 @@ Value decode_value(const wire::Value* v, const RefReader& refs) {
       if ((vs ? vs->size() : 0) != n)
         throw Error(Errc::bad_message, "a hash value has " + std::to_string(n) + " keys but " +
                                            std::to_string(vs ? vs->size() : 0) + " values");
-      for (size_t i = 0; i < n; ++i)
-        h.insert_or_assign(ks->Get(i)->str(), decode_value(vs->Get(i), refs));
+      for (size_t i = 0; i < n; ++i) {
+        budget.take_bytes(ks->Get(i)->size());
+        h.insert_or_assign(ks->Get(i)->str(), decode_value(vs->Get(i), refs, budget));
+      }
       return Value(std::move(h));
     }
     case wire::Kind::Ref:
@@ -344,8 +332,8 @@ Value decode_value(const wire::Value* v, const RefReader& refs) {
       if (vs != nullptr && vs->size() > 1)
         throw Error(Errc::bad_message,
                     "a scalar value holds " + std::to_string(vs->size()) + " values, not one");
-      return Value(
-          Scalar(vs == nullptr || vs->size() == 0 ? Value() : decode_value(vs->Get(0), refs)));
+      return Value(Scalar(
+          vs == nullptr || vs->size() == 0 ? Value() : decode_value(vs->Get(0), refs, budget)));
     }
   }
   throw Error(Errc::bad_message,
@@ -353,12 +341,23 @@ Value decode_value(const wire::Value* v, const RefReader& refs) {
 }
 
 ValueArray decode_values(const flatbuffers::Vector<flatbuffers::Offset<wire::Value>>* vs,
-                         const RefReader& refs) {
+                         const RefReader& refs, DecodeBudget& budget) {
   ValueArray out;
   if (vs == nullptr) return out;
-  out.reserve(vs->size());
-  for (const auto* e : *vs) out.push_back(decode_value(e, refs));
+  out.reserve(std::min<size_t>(vs->size(), budget.nodes));
+  for (const auto* e : *vs) out.push_back(decode_value(e, refs, budget));
   return out;
+}
+
+Value decode_value(const wire::Value* v, const RefReader& refs) {
+  DecodeBudget budget;
+  return decode_value(v, refs, budget);
+}
+
+ValueArray decode_values(const flatbuffers::Vector<flatbuffers::Offset<wire::Value>>* vs,
+                         const RefReader& refs) {
+  DecodeBudget budget;
+  return decode_values(vs, refs, budget);
 }
 
 flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::PathElem>>> encode_path(
@@ -445,7 +444,8 @@ Value decode(std::string_view bytes) {
   const detail::RefReader no_refs = [](const wire::Ref&) -> Value {
     throw Error(Errc::bad_message, "a stored value holds a reference");
   };
-  return detail::decode_value(root->value(), no_refs);
+  detail::DecodeBudget budget = detail::DecodeBudget::for_body(bytes.size(), Limits{});
+  return detail::decode_value(root->value(), no_refs, budget);
 }
 
 }  // namespace patro

@@ -40,6 +40,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -49,6 +50,7 @@
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 #include "socket.hpp"
+#include "wire_constants.hpp"
 
 #include "batch_generated.h"
 #include "control_generated.h"
@@ -61,28 +63,11 @@ namespace patro::detail {
 
 inline constexpr uint8_t kWireVersion = 1;
 
+// The commands, the header's fourth byte: schemas/wire.json's "commands" (with what each carries).
 enum class Command : uint8_t {
-  hello = 1,
-  welcome = 2,
-  request = 3,
-  reply = 4,
-  heartbeat = 5,
-  disconnect = 6,
-  lookup = 7,
-  lookup_reply = 8,
-  register_server = 9,
-  registered = 10,
-  server_down = 11,
-  client_gone = 12,
-  broker_info = 13,
-  broker_info_reply = 14,
-  no_route = 15,      // broker -> client: no server to route a request to now ([rid][error reply])
-  server_alive = 16,  // server -> broker: its process lives ([server id]), from a thread of its
-                      // own, so that lanes busy in long calls are not taken for dead
-  locate = 17,        // client -> broker: the direct endpoints of a server ([server id][Locate])
-  locate_reply = 18,  // broker -> client ([server id][LocateReply])
-  client_at = 19,     // broker -> server: a client located it here ([client id]); with several
-                      // brokers, the broker a client moved to (its CLIENT_GONE is the one to heed)
+#define PATRO_COMMAND_ENUMERATOR(name, value, wire_name, text) name = value,
+  PATRO_COMMAND_ROWS(PATRO_COMMAND_ENUMERATOR)
+#undef PATRO_COMMAND_ENUMERATOR
 };
 const char* command_name(Command c) noexcept;
 
@@ -113,6 +98,14 @@ using AlignedScratch = std::vector<uint64_t>;
 /// The frame's bytes at an 8-byte aligned address: the frame itself, or a copy in scratch.
 const uint8_t* aligned_bytes(const zmq::message_t& frame, AlignedScratch& scratch);
 
+/// The most tables a body of size bytes may hold, as the verifier counts them (each time one is
+/// reached, so a sub-table the body shares counts at every place that names it). An honest body
+/// writes each table once, and each costs it at least 8 bytes (the table's offset to its vtable,
+/// and the offset that names it); more is a forged body that a kilobyte would expand without end.
+inline flatbuffers::uoffset_t max_tables_in(size_t size, const Limits& limits) {
+  return static_cast<flatbuffers::uoffset_t>(std::min<size_t>(limits.max_tables, size / 4 + 64));
+}
+
 /// Verifies bytes (at an 8-byte aligned address) against a root type and identifier within the
 /// limits; nullptr if bad.
 template <class T>
@@ -122,7 +115,7 @@ const T* verified_bytes(const uint8_t* data, size_t size, const char* identifier
   if (!flatbuffers::BufferHasIdentifier(data, identifier)) return nullptr;
   flatbuffers::Verifier::Options opts;
   opts.max_depth = limits.max_depth;
-  opts.max_tables = limits.max_tables;
+  opts.max_tables = max_tables_in(size, limits);
   flatbuffers::Verifier verifier(data, size, opts);
   if (!verifier.VerifyBuffer<T>(identifier)) return nullptr;
   return flatbuffers::GetRoot<T>(data);
@@ -176,7 +169,31 @@ flatbuffers::Offset<wire::Value> encode_value(flatbuffers::FlatBufferBuilder& fb
                                               const RefWriter& refs);
 flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Value>>> encode_values(
     flatbuffers::FlatBufferBuilder& fb, const ValueArray& vs, const RefWriter& refs);
-/// Decodes a verified value. Throws Error(bad_message) for an unknown kind.
+/// What the values of one body may decode to: at most nodes values and bytes of string, bytes and
+/// key payload, counting a part the body shares (one sub-table or string named from many places)
+/// each time it is reached. An honest sender writes each value once, so its values fit in what
+/// its body's size allows; the defaults are what the largest body allowed may hold (Limits).
+struct DecodeBudget {
+  size_t nodes;
+  size_t bytes;
+  explicit DecodeBudget(const Limits& limits = Limits{})
+      : nodes(limits.max_tables), bytes(limits.max_message_size) {}
+  DecodeBudget(size_t max_nodes, size_t max_bytes) : nodes(max_nodes), bytes(max_bytes) {}
+  /// For a body of size bytes: nodes as the verifier counts tables, payload its size.
+  static DecodeBudget for_body(size_t size, const Limits& limits) {
+    return DecodeBudget(max_tables_in(size, limits), std::min(size, limits.max_message_size));
+  }
+  /// Takes one value, or n bytes; Error(bad_message) past the budget.
+  void take_node();
+  void take_bytes(size_t n);
+};
+
+/// Decodes a verified value within budget. Throws Error(bad_message) for an unknown kind, or
+/// past the budget.
+Value decode_value(const wire::Value* v, const RefReader& refs, DecodeBudget& budget);
+ValueArray decode_values(const flatbuffers::Vector<flatbuffers::Offset<wire::Value>>* vs,
+                         const RefReader& refs, DecodeBudget& budget);
+/// The same, each call within a DecodeBudget of its own (the Limits defaults).
 Value decode_value(const wire::Value* v, const RefReader& refs);
 ValueArray decode_values(const flatbuffers::Vector<flatbuffers::Offset<wire::Value>>* vs,
                          const RefReader& refs);

@@ -1,0 +1,117 @@
+"""The Python client's view of the wire's constants is libpatro's: error codes, commands and the
+operations' flags (schemas/wire.json, generated for both), and the client acts on them as C++
+does: an idempotent call whose server died is sent again, another reports outcome_unknown."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+import patro
+from patro import _codec as codec
+from patro.connection import Op
+from conftest import program, remove_segments, wait_for_file
+
+
+def _cpp_view():
+    out = subprocess.run([program("wire_dump")], capture_output=True, check=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+def test_python_view_of_the_wire_equals_cpp():
+    cpp = _cpp_view()
+    python_errors = [[int(c), c.name, patro.error_kind(c)] for c in patro.Errc]
+    assert python_errors == cpp["errors"]
+    for c in patro.Errc:  # a class per code, by its CamelCase name
+        if c != patro.Errc.ok:
+            cls = getattr(patro, "".join(p.capitalize() for p in c.name.split("_")))
+            assert cls.code == c and issubclass(cls, patro.Error)
+
+    python_commands = sorted([v, name] for name, v in codec.COMMANDS.items())
+    assert python_commands == cpp["commands"]
+    accepted = [v for v in range(256) if codec.parse_header(codec._HEADERS.get(v) or
+                                                             bytes((0x50, 0x54, 1, v))) == v]
+    assert accepted == [v for v, _ in cpp["commands"]]
+
+    python_ops = sorted([int(i.op), i.name, i.handler, i.idempotent, i.mutating, i.oneway]
+                        for i in codec.OPS.values())
+    assert python_ops == cpp["ops"]
+    assert sorted(codec.IDEMPOTENT) == [op for op, _, _, idem, _, _ in cpp["ops"] if idem]
+    # Every operation of request.fbs has a row.
+    fbs_ops = {v for k, v in vars(Op).items() if not k.startswith("_")}
+    assert fbs_ops == set(codec.OPS)
+
+
+def test_the_idempotent_drift_is_fixed():
+    # The set the Python client once kept by hand lacked these four, which C++ retries.
+    for op in (Op.LockState, Op.LockInfo, Op.Slice, Op.Copy):
+        assert op in codec.IDEMPOTENT
+    assert Op.Add not in codec.IDEMPOTENT and Op.Lock not in codec.IDEMPOTENT
+    # The commands the hand-kept list lacked.
+    assert (codec.SERVER_ALIVE, codec.LOCATE_REPLY, codec.CLIENT_AT) == (16, 18, 19)
+
+
+def test_error_classes():
+    assert issubclass(patro.Timeout, TimeoutError) and issubclass(patro.Timeout, patro.Error)
+    try:
+        raise patro.errors.make_error(patro.Errc.timeout, "no answer")
+    except TimeoutError as e:
+        assert str(e) == "timeout: no answer" and e.code == 1 and e.kind == "disconnected"
+    e = patro.errors.make_error(23, "eventfd: Too many open files")
+    assert type(e) is patro.OsFailure and e.name == "os_failure" and e.kind == "failed"
+    assert patro.Errc.internal == 18 and patro.Internal.code == 18  # old names still work
+    assert type(patro.errors.make_error(999, "x")) is patro.Internal
+
+
+def test_lock_state_is_retried_when_its_server_dies(procs, tmp):
+    """A lock_state and an add in flight to a server that is then killed: when the broker reports
+    the server gone, the add (not idempotent) fails with outcome_unknown, and lock_state (idempotent,
+    as in C++) is sent again and answered by the server restarted under the same id."""
+    ends = os.path.join(tmp, "ends")
+    # The broker declares a server dead after 200 ms x 20; a call waits up to twice that for it.
+    broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
+                          "--back", "tcp://127.0.0.1:*", "--heartbeat-ms", "200",
+                          "--liveness", "20", "--endpoints-file", ends])
+    names = ["pytest-%d-retried" % os.getpid()]
+    server = None
+    conn = None
+    try:
+        assert wait_for_file(ends)
+        with open(ends) as f:
+            front, back = f.read().split()
+        config = os.path.join(tmp, "retried.conf")
+
+        def start_server():
+            return procs.start([program("py_server"), config, "--broker", back,
+                                "--heartbeat-ms", "100", "--threads", "2", "--name", names[0],
+                                "--server-id", "4343"])
+
+        server = start_server()
+        assert wait_for_file(config)
+        with open(config) as f:
+            text = f.read()
+        counter = patro.get_proxies(text, call_timeout=30)[4]
+        conn = counter.connection
+        assert patro.lock_state(counter) == "NULL"
+
+        os.kill(server.pid, signal.SIGSTOP)  # it takes no more requests; the broker routes to it
+        add = counter.at("n")._start(Op.Add, (5,))
+        state = counter._start(Op.LockState, ())
+        conn.lookup(names[0])  # answered by the broker after it forwarded both (one socket, in order)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        os.remove(config)
+        with pytest.raises(patro.OutcomeUnknown):
+            add.result(20)  # the broker said its server went away
+        assert not state.done()  # lock_state waits to be sent again
+        server = start_server()
+        assert state.result(30) == 0  # LockState NULL, answered by the restarted server
+        assert conn.retries > 0
+    finally:
+        if conn is not None:
+            conn.close()
+        if server is not None:
+            procs.stop(server)
+        procs.stop(broker)
+        remove_segments(names)
