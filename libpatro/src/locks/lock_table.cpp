@@ -987,7 +987,8 @@ class Mapped {
       info.wait_waiters = s.wait_waiters;
       if (s.stolen > (bytes.size() - at) / sizeof(uint64_t)) break;
       info.stolen.resize(s.stolen);
-      std::memcpy(info.stolen.data(), bytes.data() + at, s.stolen * sizeof(uint64_t));
+      if (s.stolen != 0)  // an empty vector's data() may be null, which memcpy may not take
+        std::memcpy(info.stolen.data(), bytes.data() + at, s.stolen * sizeof(uint64_t));
       at += s.stolen * sizeof(uint64_t);
       out.push_back(std::move(info));
     }
