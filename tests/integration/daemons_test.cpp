@@ -348,6 +348,27 @@ TEST_CASE("patro-worker whose broker does not answer says it did not register th
   CHECK(!contains(err, "accepted"));
 }
 
+TEST_CASE("patro-broker on a port already in use says the port is in use (os_failure)") {
+  TempDir dir;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  auto [rc, err] = run_to_end(
+      dir, {program("PATRO_BROKER"), "--front", endpoint, "--back", "tcp://127.0.0.1:*"});
+  ::close(fd);
+  CHECK(rc == 1);
+  CAPTURE(err);
+  CHECK(contains(err, "os_failure: broker cannot bind " + endpoint + " (the port is in use)"));
+  CHECK(!contains(err, "invalid_argument"));
+}
+
 TEST_CASE("SIGHUP reopens served logs and the worker's own log: the old file stops growing") {
   TempDir dir;
   const std::string path = dir.file("events.log"), own = dir.file("worker.log");
