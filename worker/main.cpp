@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", bo.insecure,
                "let the embedded broker bind a non-loopback address without CURVE");
   if (auto status = patro::cli::parse(app, argc, argv)) return *status;
-  so.insecure = bo.insecure;  // the direct path off loopback, too (issue 23)
+  so.insecure = bo.insecure;  // the direct path off loopback, too
   for (const std::string& b : broker_args)
     for (const std::string& e : patro::split_endpoints(b)) so.brokers.push_back(e);
   if (!broker_args.empty() && so.brokers.empty()) usage_error("--broker names no broker");
