@@ -129,29 +129,29 @@ int main(int argc, char** argv) {
       ->type_name("ENDPOINT");
   int64_t heartbeat_ms = opts.heartbeat.interval.count();
   app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval, both directions")
-      ->check(CLI::Range(int64_t{10}, int64_t{3600000}))
+      ->check(patro::cli::range(int64_t{10}, int64_t{3600000}))
       ->capture_default_str();
   app.add_option("--liveness", opts.heartbeat.liveness, "missed heartbeats before a peer is dead")
-      ->check(CLI::Range(1, 1000))
+      ->check(patro::cli::range(1, 1000))
       ->capture_default_str();
   app.add_option("--max-message-size", opts.limits.max_message_size,
                  "largest request body in bytes")
-      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->check(patro::cli::range(size_t{1024}, size_t{1} << 30))
       ->capture_default_str();
   app.add_option("--max-register-names", opts.max_register_names,
                  "most names one REGISTER may carry (more: refused)")
-      ->check(CLI::Range(size_t{1}, size_t{10'000'000}))
+      ->check(patro::cli::range(size_t{1}, size_t{10'000'000}))
       ->capture_default_str();
   app.add_option("--max-register-bytes", opts.max_register_bytes,
                  "most bytes of name strings one REGISTER may carry (more: refused)")
-      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->check(patro::cli::range(size_t{1024}, size_t{1} << 30))
       ->capture_default_str();
   app.add_option("--max-name-bytes", opts.max_name_bytes,
                  "longest name, type name, reftype or direct endpoint in a REGISTER")
-      ->check(CLI::Range(size_t{16}, size_t{1} << 20))
+      ->check(patro::cli::range(size_t{16}, size_t{1} << 20))
       ->capture_default_str();
   app.add_option("--max-names", opts.max_names, "most names in the registry")
-      ->check(CLI::Range(size_t{1}, size_t{10'000'000}))
+      ->check(patro::cli::range(size_t{1}, size_t{10'000'000}))
       ->capture_default_str();
   std::string curve_key;
   app.add_option("--curve-key", curve_key,

@@ -1,4 +1,4 @@
-// The hash example of DESIGN.md, client side.
+// The README's hash example, client side.
 //
 //   patro-example-hash-client CONFIG_FILE
 #include <cstdio>

@@ -1,4 +1,4 @@
-// The hash example of DESIGN.md, server side: serves a nested hash and writes its config.
+// The README's hash example, server side: serves a nested hash and writes its config.
 //
 //   patro-example-hash-server CONFIG_FILE [BROKER_SERVER_ENDPOINT]
 //

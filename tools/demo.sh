@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The hash example of DESIGN.md as three processes: patro-broker, a server, a client.
+# The README's hash example as three processes: patro-broker, a server, a client.
 # Builds into BUILD_DIR (default build/) first if needed.
 #   tools/demo.sh [BUILD_DIR]
 set -euo pipefail

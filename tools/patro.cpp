@@ -257,13 +257,13 @@ int main(int argc, char** argv) {
     subs[s]
         ->add_option("--wait", a.wait_ms, "wait up to MS milliseconds")
         ->type_name("MS")
-        ->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
+        ->check(patro::cli::range(int64_t{0}, int64_t{INT32_MAX}));
   subs["pop"]->add_flag("--shift", a.shift, "the first element instead of the last");
   subs["take"]
       ->add_option("--lease", a.lease_ms,
                    "lease the job for MS milliseconds (default: the queue's)")
       ->type_name("MS")
-      ->check(CLI::Range(int64_t{1}, int64_t{7} * 24 * 3600 * 1000));
+      ->check(patro::cli::range(int64_t{1}, int64_t{7} * 24 * 3600 * 1000));
   subs["take"]->add_flag("--exec", a.exec, "CMD [ARG...]: run CMD with the job on stdin");
   subs["ack"]->add_flag("--nack", a.nack, "put the job back in the queue");
   subs["lock"]->add_flag("--steal", a.steal, "steal the lock (if the server allows it)");
@@ -271,15 +271,15 @@ int main(int argc, char** argv) {
   subs["tail"]
       ->add_option("-n", a.lines, "how many of the last lines (default 10)")
       ->type_name("LINES")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+      ->check(patro::cli::range(int64_t{0}, int64_t{1} << 24));
   subs["tail"]
       ->add_option("--from", a.from, "every line from this byte offset on")
       ->type_name("OFFSET")
-      ->check(CLI::Range(int64_t{0}, INT64_MAX));
+      ->check(patro::cli::range(int64_t{0}, INT64_MAX));
   subs["stats"]
       ->add_option("--interval", a.interval_ms, "milliseconds between samples (default 1000)")
       ->type_name("MS")
-      ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
+      ->check(patro::cli::range(int64_t{1}, int64_t{3600000}));
 
   const Split split = split_command(std::vector<std::string>(argv + 1, argv + argc));
   if (auto status = parse(app, split.head)) return *status;

@@ -1248,7 +1248,7 @@ struct Bench {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Fail-over (issue 13): two brokers, a server registered at both, one client that knows both and
+// Fail-over: two brokers, a server registered at both, one client that knows both and
 // calls get() back to back through the broker. Each round kills the broker the client is using
 // (SIGKILL: its connection drops; or SIGSTOP: it hangs, silent) and times its death to the first
 // call that succeeds after it (through the other broker); then the broker is started again on

@@ -209,21 +209,21 @@ int main(int argc, char** argv) {
                  "refuse a change whose write-ahead log record would exceed N bytes "
                  "(message_too_large; the change is not made)")
       ->type_name("N")
-      ->check(CLI::Range(int64_t{1}, int64_t{patro::worker::wal_format::kMaxPayload}))
+      ->check(patro::cli::range(int64_t{1}, int64_t{patro::worker::wal_format::kMaxPayload}))
       ->capture_default_str();
   app.add_option("--compact-ratio", wal_options.compact_ratio,
                  "compact a write-ahead log online once it holds more than R times the live "
                  "state (0: only at start-up)")
       ->type_name("R")
-      ->check(CLI::Range(0.0, 1e6))
+      ->check(patro::cli::range(0.0, 1e6))
       ->capture_default_str();
   app.add_option("--compact-min-bytes", wal_options.compact_min_bytes, "... and more than N bytes")
       ->type_name("N")
-      ->check(CLI::NonNegativeNumber)
+      ->check(patro::cli::non_negative())
       ->capture_default_str();
   app.add_option("--visibility", visibility_ms, "a queue's lease (visibility) timeout in ms")
       ->type_name("MS")
-      ->check(CLI::NonNegativeNumber)
+      ->check(patro::cli::non_negative())
       ->capture_default_str();
   app.add_option("--log-sync", log_sync,
                  "always (a line is acknowledged once on disk), never (default), or a number "
@@ -234,13 +234,13 @@ int main(int argc, char** argv) {
   app.add_option("--log-rotate-bytes", rotate_bytes,
                  "rotate a log when it would grow past N bytes (0: never)")
       ->type_name("N")
-      ->check(CLI::NonNegativeNumber);
+      ->check(patro::cli::non_negative());
   app.add_option("--threads", so.threads, "worker threads (default $PATRO_THREADS, or 4)")
       ->type_name("N");
   app.add_option("--name", so.name, "the server's name (its lock segments in /dev/shm)");
   app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval (default 1000)")
       ->type_name("N")
-      ->check(CLI::NonNegativeNumber);
+      ->check(patro::cli::non_negative());
   app.add_option("--config-out", config_out,
                  "write the config (one line; objects in command-line order) to FILE; - for "
                  "standard output (patro::spawn through ssh reads it there)")
@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", bo.insecure,
                "let the embedded broker bind a non-loopback address without CURVE");
   if (auto status = patro::cli::parse(app, argc, argv)) return *status;
-  so.insecure = bo.insecure;  // the direct path off loopback, too (issue 23)
+  so.insecure = bo.insecure;  // the direct path off loopback, too
   for (const std::string& b : broker_args)
     for (const std::string& e : patro::split_endpoints(b)) so.brokers.push_back(e);
   if (!broker_args.empty() && so.brokers.empty()) usage_error("--broker names no broker");

@@ -1,4 +1,4 @@
-// Several brokers (issue 13): two brokers, a C++ server and patro-worker --data registered at
+// Several brokers: two brokers, a C++ server and patro-worker --data registered at
 // both, client processes doing non-idempotent calls, lock-protected increments, queue pushes,
 // takes and acks and log writes while one broker is SIGKILLed and restarted, then the other; and
 // a client that moves brokers keeps its lock when the broker it left expires it.

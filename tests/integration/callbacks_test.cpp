@@ -1,4 +1,4 @@
-// Callbacks (issue 15): a client's local objects passed to a server are served by the client, and
+// Callbacks: a client's local objects passed to a server are served by the client, and
 // the server calls them back (RMI's callbacks), through the broker or the direct path, on a thread
 // of the client's own; oneway calls from the server are server push. A callback whose client is
 // gone gives the server a clear error, not a hang.

@@ -12,6 +12,7 @@
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::BrokerProcess;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
@@ -28,18 +29,12 @@ struct Run {
 // The broker and the CLI test server, shared by every test case in this file.
 struct Cluster {
   TempDir dir;
-  std::string front, back, conf;
-  std::unique_ptr<Process> broker, server;
+  BrokerProcess broker{dir};
+  std::string front = broker.front, back = broker.back, conf;
+  std::unique_ptr<Process> server;
   int runs = 0;
 
   Cluster() {
-    const std::string file = dir.file("endpoints");
-    broker = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
-        "--heartbeat-ms", "100", "--liveness", "5", "--endpoints-file", file});
-    if (!wait_for_file(file, 10s)) throw std::runtime_error("the broker did not start");
-    std::istringstream in(read_file(file));
-    in >> front >> back;
     conf = dir.file("cli.conf");
     server = std::make_unique<Process>(std::vector<std::string>{
         program("PATRO_TEST_CLI_SERVER"), conf, "--broker", back, "--heartbeat-ms", "100"});
@@ -47,7 +42,7 @@ struct Cluster {
   }
   ~Cluster() {
     server->stop();
-    broker->stop();
+    broker.proc->stop();
   }
 
   std::vector<std::string> argv(std::vector<std::string> args, bool with_broker = true) const {

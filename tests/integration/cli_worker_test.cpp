@@ -165,7 +165,20 @@ TEST_CASE("the queue flow from a shell: take in one process, ack in another") {
   CHECK(w.out({"call", "jobs", "leased"}) == "1\n");
   CHECK(w.cli({"take", "jobs"}).status == 3);
   CHECK(w.cli({"ack", "jobs", "1", "1"}).status == 0);
-  CHECK(w.cli({"ack", "jobs", "1", "1"}).status == 1);  // settled already
+  {  // tail on an object that is not a log: says what the object is and what it serves
+    const std::string err = w.dir.file("tail-hash.err");
+    CHECK(run(w.dir, patro::test::redirected(w.argv({"tail", "kv"}), err)).status == 1);
+    const std::string text = read_file(err);
+    CAPTURE(text);
+    CHECK(text.find("the object is a Patro::Hash, which serves the methods ") != std::string::npos);
+    CHECK(text.find(" get, ") != std::string::npos);
+  }
+  {  // settled already: refused, and stderr says why
+    const std::string err = w.dir.file("ack-again.err");
+    CHECK(run(w.dir, patro::test::redirected(w.argv({"ack", "jobs", "1", "1"}), err)).status == 1);
+    CHECK(read_file(err).find("patro: jobs refused to ack job 1 delivery 1: it is not leased under "
+                              "that delivery") != std::string::npos);
+  }
   CHECK(w.out({"call", "jobs", "leased"}) == "0\n");
   CHECK(w.out({"call", "jobs", "size"}) == "0\n");
 

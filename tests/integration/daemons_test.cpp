@@ -4,11 +4,13 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -309,6 +311,62 @@ TEST_CASE("log levels: names in any case; unknown ones are refused with a clear 
   std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER"), "--log-level", "chatty"});
   CHECK(rc == 2);
   CHECK(contains(err, "'chatty' is not a level"));
+}
+
+TEST_CASE("numeric options: a word or a negative number is refused briefly, naming the value") {
+  TempDir dir;
+  auto [rc, err] = run_to_end(dir, {program("PATRO_WORKER"), "--visibility", "abc", "queue", "q"});
+  CHECK(rc == 2);
+  CHECK(contains(err, "'abc' is not a number"));
+  CHECK(err.size() < 200);  // not the bounds of a double in full (about 300 digits)
+  std::tie(rc, err) =
+      run_to_end(dir, {program("PATRO_WORKER"), "--heartbeat-ms", "-5", "queue", "q"});
+  CHECK(rc == 2);
+  CHECK(contains(err, "'-5' is negative"));
+  std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER"), "--heartbeat-ms", "5"});
+  CHECK(rc == 2);
+  CHECK(contains(err, "'5' is out of range (10 to 3600000)"));
+}
+
+TEST_CASE("patro-worker whose broker does not answer says it did not register there") {
+  TempDir dir;
+  // A port bound but not listening: connections to it are refused, and no one else can take it.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  auto [rc, err] = run_to_end(dir, {program("PATRO_WORKER"), "--broker", endpoint, "counter", "c"});
+  ::close(fd);
+  CHECK(rc != 0);
+  CAPTURE(err);
+  CHECK(contains(err, "the broker at " + endpoint + " did not accept the registration within"));
+  CHECK(!contains(err, "accepted"));
+}
+
+TEST_CASE("patro-broker on a port already in use says the port is in use (os_failure)") {
+  TempDir dir;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  auto [rc, err] = run_to_end(
+      dir, {program("PATRO_BROKER"), "--front", endpoint, "--back", "tcp://127.0.0.1:*"});
+  ::close(fd);
+  CHECK(rc == 1);
+  CAPTURE(err);
+  CHECK(contains(err, "os_failure: broker cannot bind " + endpoint + " (the port is in use)"));
+  CHECK(!contains(err, "invalid_argument"));
 }
 
 TEST_CASE("SIGHUP reopens served logs and the worker's own log: the old file stops growing") {

@@ -1,5 +1,5 @@
-// A direct ROUTER off loopback in plaintext needs --insecure, as a broker's port does (issue 23,
-// item 10). Nothing here binds off loopback: the refusal comes before any bind, and with
+// A direct ROUTER off loopback in plaintext needs --insecure, as a broker's port does.
+// Nothing here binds off loopback: the refusal comes before any bind, and with
 // --insecure the bind to 192.0.2.2 (TEST-NET-1, on no interface) fails and the worker serves
 // through its broker.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN

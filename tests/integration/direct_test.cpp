@@ -1,4 +1,4 @@
-// The direct path (issue 12): requests go straight to their server's lane when it can be reached,
+// The direct path: requests go straight to their server's lane when it can be reached,
 // through the broker otherwise; a direct connection killed mid-stream loses no call, runs none
 // twice and keeps the client's order; a client that spoke only directly still has its locks
 // released when it dies. Counters (broker_info) show which way requests went.

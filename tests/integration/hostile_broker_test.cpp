@@ -1,4 +1,4 @@
-// Hostile peers against patro-broker (issue 23), each attack spoken as docs/WIRE.md has it, with
+// Hostile peers against patro-broker, each attack spoken as docs/WIRE.md has it, with
 // raw ZeroMQ sockets, against a real patro-broker and a real patro-worker: a REGISTER that takes
 // over a live server's id and name, a REPLY forged by another server and by a stranger,
 // REGISTERs too large for the broker, a SERVER_ALIVE that keeps

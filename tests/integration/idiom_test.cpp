@@ -34,8 +34,8 @@ patro::ClientOptions fast_client(patro::Route route = patro::Route::broker) {
   return o;
 }
 
-// A broker and a patro-test-server in processes of their own. The server serves 0: the hash of
-// DESIGN.md {"abc": 123, "def": [456, {"ghi": "jkl"}, "mno"]}, 1: an empty array, 2: {"n": 0},
+// A broker and a patro-test-server in processes of their own. The server serves 0: the README's
+// hash {"abc": 123, "def": [456, {"ghi": "jkl"}, "mno"]}, 1: an empty array, 2: {"n": 0},
 // 3: a Slow object.
 struct Remote {
   TempDir dir;

@@ -1,4 +1,4 @@
-// The life of the objects a server hands out (issue 15, "Release"): a reference a reply brought
+// The life of the objects a server hands out: a reference a reply brought
 // lives while any copy of it (or a proxy made from it) does; when the client's last copy goes the
 // server is told, and it frees the object once no client has held it for the lease. Served roots
 // and named objects are never freed; a container still stored in a served one lives on. A client

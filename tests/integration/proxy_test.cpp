@@ -34,7 +34,7 @@ struct Served {
 
 }  // namespace
 
-TEST_CASE("the hash example of DESIGN.md") {
+TEST_CASE("the README's hash example") {
   Served t;
   Proxy p = t.ps.at(0);
   CHECK(p["abc"].get() == 123);

@@ -1,4 +1,4 @@
-// patro::spawn (issue 15, remote processes): a local server process started, used and stopped
+// patro::spawn (remote processes): a local server process started, used and stopped
 // through its proxies, leaving no process, zombie or /dev/shm lock segment; clear errors for a
 // program that cannot run, exits at once or prints no config; a wrapper command in between, as
 // ssh would be.

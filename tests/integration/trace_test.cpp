@@ -128,7 +128,8 @@ void check_trace(const std::string& client_err, const std::string& server_err, c
   sent = matching(client, cpre + R"(-> request #(\d+) )" + call + R"( args=\[7,"x"\] via=)" + via);
   REQUIRE(sent.size() == 1);
   const std::string cid = sent[0][1];
-  const std::string failed = " unknown_method " + kMs + R"( error=".*no_such_method.*")";
+  // The text names the class's methods too, so the trace may cut it to its width ("...").
+  const std::string failed = " unknown_method " + kMs + R"( error=".*no_such_method.*(?:"|\.\.\.))";
   CHECK(matching(client, cpre + "<- reply #" + cid + ' ' + call + failed + " via=" + via).size() ==
         1);
   CHECK(matching(server, spre + "<- request #" + cid + ' ' + call + R"( args=\[7,"x"\] client=)" +

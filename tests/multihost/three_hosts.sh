@@ -11,7 +11,7 @@
 # and pop on a served array, write a served hash and add to it concurrently, and check what they
 # wrote from the client host.
 #
-# Everything runs with CURVE (issue 11): the brokers share one key pair and the allow lists for
+# Everything runs with CURVE: the brokers share one key pair and the allow lists for
 # both ports (every broker checks the same keys); the server host's processes use a server key,
 # the client host's a client key (PATRO_CURVE_KEY), and all of them the brokers' public key
 # (PATRO_BROKER_KEY). A plaintext client is refused, and so is a plaintext broker bound to a
@@ -30,7 +30,7 @@
 # reaches a client. The second broker's counters and each client's log show that it carried the
 # rest.
 #
-# Last, the direct path (issue 12) in plaintext, through a third broker on the first broker host.
+# Last, the direct path in plaintext, through a third broker on the first broker host.
 #
 # Environment (meson sets these): PATRO_BROKER, PATRO_CLI, PATRO_TEST_SERVER, PATRO_TEST_CLIENT,
 # PATRO_WORKER, PATRO_WORKER_CLIENT.
@@ -355,7 +355,7 @@ cli --broker "$broker2_front" take work | grep -q from-the-cli || { echo "FAIL: 
 cli --broker "$broker2_front" tail -n 1 events | grep -qE '^w[01] ' ||
   { echo "FAIL: cli tail"; exit 1; }
 
-# --- the direct path (issue 12), plaintext: CURVE turns it off, so a third broker without keys
+# --- the direct path, plaintext: CURVE turns it off, so a third broker without keys
 # (--insecure), on the first broker host (whose CURVE broker is dead now), and a server without
 # keys registered with it alone. The server advertises its direct endpoint on the server
 # host's address, which the client host cannot reach: route=auto falls back to the broker and

@@ -1,5 +1,5 @@
 // A server for the Python client's tests (tests/python). Serves, in this order and by name:
-//   0 h       the hash of DESIGN.md and README {"abc": 123, "def": [456, {"ghi": "jkl"}, "mno"]}
+//   0 h       the hash of the README {"abc": 123, "def": [456, {"ghi": "jkl"}, "mno"]}
 //   1 foofie  Foofie(17): blerp gives (5, 6, 7, v) in list context and ++v in scalar context
 //   2 sq      sub { $_[0] = $_[0] * $_[0]; 19 } (changes its argument)
 //   3 add42   a callable of one integer: x + 42

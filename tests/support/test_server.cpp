@@ -1,5 +1,5 @@
 // A server for multi-process tests. Serves, in this order:
-//   0: the hash of DESIGN.md, 1: an empty array (also named "jobs"), 2: a hash {"n": 0},
+//   0: the README's hash, 1: an empty array (also named "jobs"), 2: a hash {"n": 0},
 //   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
 //   4: a Factory: make() returns a new Thing (a served object: get() -> its number), live() the
 //      Things alive, rss_kb() this process's resident set (after malloc_trim), heap_kb() what

@@ -287,7 +287,7 @@ TEST_CASE("a tool sees the table in /dev/shm while it exists, and not after") {
   CHECK_THROWS(LockTable::inspect(name));
 }
 
-// --- Segments that survive their users (issue 23, item 6) ---
+// --- Segments that survive their users ---
 
 namespace {
 std::string shm_file(const std::string& name, const char* suffix = "") {

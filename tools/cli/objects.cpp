@@ -303,7 +303,15 @@ int cmd_ack(const Invocation& a, Cluster& c, const Output&) {
   Proxy p = c.proxy(a.key(0));
   const Job j{parse_int(a.key(1), "ID", 0, INT64_MAX), Value(),
               parse_int(a.key(2), "DELIVERY", 0, INT64_MAX)};
-  return settle(p, j, !a.nack) ? ok : patro_error;
+  if (settle(p, j, !a.nack)) return ok;
+  // The queue answers only false: job ID is not leased under DELIVERY (any more).
+  std::fprintf(stderr,
+               "patro: %s refused to %s job %lld delivery %lld: it is not leased under that "
+               "delivery (settled already, its lease ran out, or it was delivered again)\n",
+               a.key(0).c_str(), a.nack ? "nack" : "ack",
+               static_cast<long long>(j.id.as<int64_t>()),
+               static_cast<long long>(j.delivery.as<int64_t>()));
+  return patro_error;
 }
 
 int cmd_lock(const Invocation& a, Cluster& c, const Output&) {

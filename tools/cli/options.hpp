@@ -65,6 +65,39 @@ inline std::optional<int> parse(CLI::App& app, std::vector<std::string> args) {
   return std::nullopt;
 }
 
+/// Accepts numbers from lo to hi. Unlike CLI::Range and CLI::NonNegativeNumber, whose message
+/// prints the bounds in full ("Value abc not in range 0.000000 to 179769313486231...", about 300
+/// digits for a double), it says briefly what is wrong with the value.
+template <typename T>
+CLI::Validator range(T lo, T hi) {
+  const auto text = [](T v) {
+    std::ostringstream out;
+    out << v;
+    return out.str();
+  };
+  const std::string bounds = text(lo) + " to " + text(hi);
+  return CLI::Validator(
+      [lo, hi, bounds](std::string& in) -> std::string {
+        T v{};
+        if (!CLI::detail::lexical_cast(in, v)) return "'" + in + "' is not a number";
+        if (v < lo || v > hi) return "'" + in + "' is out of range (" + bounds + ")";
+        return {};
+      },
+      "in " + bounds);
+}
+
+/// Accepts numbers 0 and above, with a brief message otherwise (see range()).
+inline CLI::Validator non_negative() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(in, v)) return "'" + in + "' is not a number";
+        if (v < 0) return "'" + in + "' is negative (give 0 or more)";
+        return {};
+      },
+      "0 or more");
+}
+
 inline std::optional<int> parse(CLI::App& app, int argc, char** argv) {
   return parse(app, std::vector<std::string>(argv + 1, argv + argc));
 }

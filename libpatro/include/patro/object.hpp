@@ -160,7 +160,7 @@ struct ClassInfo {
   std::map<std::string, Property, std::less<>> properties;
 };
 
-// The process-wide class registry (libpatro/src/class_registry.cpp).
+// The process-wide class registry (libpatro/src/objects/class_registry.cpp).
 void register_class(const std::type_info& type, std::string name);
 void change_class(const std::type_info& type, const std::function<void(ClassInfo&)>& change);
 /// Whether symbol is an operator or conversion name that Class::op accepts.

@@ -376,18 +376,26 @@ struct PATRO_PRIVATE Broker::Impl {
       detail::set_curve_server(front, opts.curve, kClientDomain);
       detail::set_curve_server(back, opts.curve, kServerDomain);
     }
-    try {
-      front.bind(opts.frontend);
-      back.bind(opts.backend);
-    } catch (const zmq::error_t& e) {
-      throw Error(Errc::invalid_argument,
-                  "broker cannot bind " + opts.frontend + " / " + opts.backend + ": " + e.what());
-    }
+    bind(front, opts.frontend);
+    bind(back, opts.backend);
     front_endpoint = front.get(zmq::sockopt::last_endpoint);
     back_endpoint = back.get(zmq::sockopt::last_endpoint);
     advertised = opts.advertise.empty() ? front_endpoint : opts.advertise;
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (stop_fd < 0) throw detail::os_failure("eventfd", errno);
+  }
+
+  // A port in use is the system's state, not a bad argument: os_failure, saying so; an endpoint
+  // that does not parse or resolve stays invalid_argument.
+  static void bind(zmq::socket_t& socket, const std::string& endpoint) {
+    try {
+      socket.bind(endpoint);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EADDRINUSE)
+        throw detail::os_failure("broker cannot bind " + endpoint + " (the port is in use)",
+                                 e.num());
+      throw Error(Errc::invalid_argument, "broker cannot bind " + endpoint + ": " + e.what());
+    }
   }
 
   ~Impl() {

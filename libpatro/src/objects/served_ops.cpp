@@ -161,9 +161,24 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
         throw Error(Errc::not_callable,
                     "a " + info->name + " object is not callable (Not a CODE reference)");
       auto it = info->methods.find(name);
-      if (it == info->methods.end())
+      if (it == info->methods.end()) {
+        // Perl's words first (clients match them), then what the object serves instead.
+        std::string methods;
+        size_t listed = 0;
+        for (const auto& m : info->methods) {
+          if (listed++ == 24) {
+            methods += ", ...";
+            break;
+          }
+          methods += (methods.empty() ? "" : ", ") + m.first;
+        }
         throw Error(Errc::unknown_method, "Can't locate object method \"" + name +
-                                              "\" via package \"" + info->name + "\"");
+                                              "\" via package \"" + info->name +
+                                              "\" (the object is a " + info->name + ", which " +
+                                              (methods.empty() ? std::string("has no methods")
+                                                               : "serves the methods " + methods) +
+                                              ")");
+      }
       return shaped(
           run_invoker(obj, it->second, obj.object.get(), reference_to(target),
                       info->name + "::" + name, c.args, context_of(c.context), &c.changed, &c),

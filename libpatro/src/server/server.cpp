@@ -334,11 +334,13 @@ Config Server::start() {
     if (client_endpoints.empty()) {
       lock.unlock();
       stop();
+      // One broker: "the broker at X did not accept ..."; several: "no broker (X, Y) accepted ...".
+      const bool several = broker_endpoints_.size() > 1;
       throw Error(Errc::broker_unreachable,
-                  std::string(broker_endpoints_.size() > 1 ? "no broker (" : "the broker at ") +
-                      missing + (broker_endpoints_.size() > 1 ? ")" : "") +
-                      " accepted the registration within " +
-                      std::to_string(options_.connect_timeout.count()) + " ms");
+                  std::string(several ? "no broker (" : "the broker at ") + missing +
+                      (several ? ") accepted" : " did not accept") + " the registration within " +
+                      std::to_string(options_.connect_timeout.count()) +
+                      " ms (is a broker running there?)");
     }
     if (!missing.empty())
       PATRO_LOG(warn, "server") << "not registered yet at " << missing
