@@ -1,6 +1,10 @@
 // Writes the seed corpus of the fuzz targets from the real encoder: valid bodies and frames of
 // every kind, and broken ones (truncated, wrong identifier, flipped bytes, a hash with more keys
-// than values). Usage: fuzz-corpus <dir> (tests/fuzz/corpus); writes <dir>/<target>/seed-*.
+// than values); message sequences of fake peers for the broker, and write-ahead log files of
+// both formats, whole, torn and damaged. Usage: fuzz-corpus <dir> (tests/fuzz/corpus); writes
+// <dir>/<target>/seed-*.
+#include <zlib.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +13,7 @@
 #include <vector>
 
 #include "patro/config.hpp"
+#include "wal_format.hpp"
 #include "wire.hpp"
 
 namespace {
@@ -174,6 +179,109 @@ Bytes_ frames(bool from_server, const std::vector<Bytes_>& fs_) {
   }
   return out;
 }
+
+// A Register from lane `lane` of server `id`, binding `name` to one of its objects.
+Bytes_ register_body(uint64_t id, uint32_t lane, uint64_t incarnation, const char* name) {
+  flatbuffers::FlatBufferBuilder fb;
+  std::vector<flatbuffers::Offset<wire::NameBinding>> names{
+      wire::CreateNameBindingDirect(fb, name, id, 0x5678, "HASH", "HASH")};
+  auto body = wire::CreateRegisterDirect(fb, id, lane, 4, &names, incarnation);
+  fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, body.Union()),
+            wire::ControlIdentifier());
+  return bytes_of(fb);
+}
+
+// One message of the fuzz_broker input: from peer `peer` (0-7) on the back port or the front,
+// after `wait` half-seconds, its frames after the routing id.
+Bytes_ message(unsigned peer, bool back, unsigned wait, const std::vector<Bytes_>& fs_) {
+  Bytes_ out;
+  out += static_cast<char>(peer | (back ? 8u : 0u) | (wait << 4));
+  out += static_cast<char>(fs_.size());
+  for (const Bytes_& f : fs_) {
+    out += static_cast<char>(f.size() & 0xff);
+    out += static_cast<char>((f.size() >> 8) & 0xff);
+    out += f;
+  }
+  return out;
+}
+
+// The fuzz_broker seeds: a server's lanes and clients going through their lives, and peers
+// trying what the broker must refuse (another server's id, its replies, its SERVER_ALIVE).
+void write_broker() {
+  using detail::Command;
+  auto hdr = [](Command c) { return frame_bytes(detail::header_frame(c)); };
+  auto u64 = [](uint64_t v) { return frame_bytes(detail::u64_frame(v)); };
+  const Bytes_ oid = frame_bytes(detail::object_id_frame(ObjectId{0x1234, 0x5678}));
+  const Bytes_ client1 = Bytes_("\0pee", 4) + "1";  // peer 1's routing id (fuzz_broker.cpp)
+  const Bytes_ reg0 =
+      message(0, true, 0, {hdr(Command::register_server), register_body(0x1234, 0, 77, "jobs")});
+  const Bytes_ reg2 =
+      message(2, true, 0, {hdr(Command::register_server), register_body(0x1234, 1, 77, "jobs")});
+  const Bytes_ hello =
+      message(1, false, 0, {hdr(Command::hello), u64(1), control(wire::ControlBody::Hello)});
+  const Bytes_ get =
+      message(1, false, 0, {hdr(Command::request), oid, u64(5), request_body(wire::Op::Get)});
+  const Bytes_ reply0 = message(0, true, 0, {hdr(Command::reply), client1, u64(5), reply_body()});
+  write(
+      "broker", "route",
+      reg0 + reg2 + hello + get + reply0 + message(1, false, 0, {hdr(Command::heartbeat), u64(7)}) +
+          message(0, true, 1, {hdr(Command::heartbeat), u64(0), u64(0), u64(0), u64(1)}) +
+          message(1, false, 0, {hdr(Command::lookup), u64(6), control(wire::ControlBody::Lookup)}) +
+          message(
+              1, false, 0,
+              {hdr(Command::broker_info), u64(7), control(wire::ControlBody::BrokerInfoRequest)}) +
+          message(0, true, 0, {hdr(Command::disconnect)}) + get +
+          message(1, false, 0, {hdr(Command::disconnect)}));
+  write("broker", "takeover",
+        reg0 + hello + get +
+            message(3, true, 0,
+                    {hdr(Command::register_server), register_body(0x1234, 0, 99, "jobs")}) +
+            message(3, true, 0, {hdr(Command::reply), client1, u64(5), reply_body()}) +
+            message(4, true, 0, {hdr(Command::server_alive), u64(0x1234)}) +
+            message(4, true, 0, {hdr(Command::server_alive), u64(0x1234), u64(99)}) + reply0);
+  write("broker", "expiry",
+        reg0 + hello + get + message(5, false, 15, {hdr(Command::heartbeat), u64(8)}) + get +
+            message(0, true, 15, {hdr(Command::server_alive), u64(0x1234), u64(77)}) + reply0);
+  write("broker", "bad-frames",
+        message(0, true, 0, {"PT\x02\x03"}) + message(1, false, 0, {}) +
+            message(1, false, 0, {hdr(Command::request), "abc", u64(1)}) +
+            message(2, true, 0, {hdr(Command::register_server), "not a body"}) +
+            message(2, true, 0, {hdr(Command::heartbeat), u64(1)}));
+}
+
+// The fuzz_wal seeds: files of both formats, whole, torn and damaged.
+void write_wal() {
+  namespace wf = worker::wal_format;
+  const Bytes_ header = wf::file_header();
+  const Bytes_ r1 = wf::frame(1, "set a 1"), r2 = wf::frame(2, "set b 2"),
+               r3 = wf::frame(3, "!refused by its owner");
+  write("wal", "empty-file", header);
+  write("wal", "three-records", header + r1 + r2 + wf::frame(3, "del a"));
+  write("wal", "torn-tail", header + r1 + r2.substr(0, r2.size() - 3));
+  write("wal", "torn-header", header.substr(0, 10));
+  Bytes_ flipped = header + r1 + r2;
+  flipped[header.size() + 22] ^= 1;
+  write("wal", "flipped-byte", flipped);
+  write("wal", "garbage-at-head", Bytes_(8, '\x7f') + header + r1);
+  write("wal", "sequence-gap", header + r1 + wf::frame(3, "set c 3"));
+  write("wal", "refused-record", header + r1 + r3 + r2);
+  Bytes_ version2 = header;
+  version2[8] = 2;
+  write("wal", "version-2", version2 + r1);
+  // Format 0: [length][crc32][payload], no header.
+  auto legacy = [](const Bytes_& payload) {
+    Bytes_ out;
+    for (uint32_t v :
+         {static_cast<uint32_t>(payload.size()),
+          static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(payload.data()),
+                                      static_cast<uInt>(payload.size())))})
+      for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+    return out + payload;
+  };
+  write("wal", "legacy", legacy("set a 1") + legacy("set b 2"));
+  write("wal", "legacy-torn", legacy("set a 1") + legacy("set b 2").substr(0, 9));
+  write("wal", "legacy-zeros", legacy("set a 1") + Bytes_(12, '\0'));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -227,6 +335,8 @@ int main(int argc, char** argv) {
       frames(true, {routing, hdr(Command::register_server), control(wire::ControlBody::Register)}));
   write("frames", "reply",
         frames(true, {routing, hdr(Command::reply), routing, rid, reply_body()}));
+  write_broker();
+  write_wal();
   std::printf("corpus written under %s\n", root.c_str());
   return 0;
 }

@@ -9,7 +9,7 @@
 #        tests/fuzz/run-fuzzers.sh --list            (the targets' names)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-targets=(frames request reply control batch config)
+targets=(frames request reply control batch config broker wal)
 if [ "${1:-}" = --list ]; then echo "${targets[*]}"; exit 0; fi
 dir=${1:?usage: run-fuzzers.sh <build dir> [seconds]}
 secs=${2:-25}

@@ -77,6 +77,10 @@ struct BrokerInfo {
 /// Error(broker_unreachable) if it does not answer in time.
 BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options = {});
 
+namespace detail {
+struct BrokerDriver;  // the tests' socket-free entry to the handlers (src/broker/broker_driver.hpp)
+}
+
 /// A broker. Binds in the constructor (throws Error on failure); run() serves until stop().
 /// run() and stop() may be called from different threads; everything else from run()'s thread
 /// or before it starts.
@@ -106,6 +110,7 @@ class Broker {
   std::string public_key() const;
 
  private:
+  friend struct detail::BrokerDriver;
   struct PATRO_PRIVATE Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "broker_driver.hpp"
 #include "ids.hpp"
 #include "log.hpp"
 #include "mutex.hpp"
@@ -1252,6 +1253,16 @@ struct PATRO_PRIVATE Broker::Impl {
     }
   }
 
+  // What is due at now: heartbeats to every peer (and forgetting old requests), then expiry.
+  void timers(Clock::time_point now) {
+    if (now >= next_heartbeat) {
+      heartbeat_all();
+      forget_old_requests(now);
+      next_heartbeat = now + opts.heartbeat.interval;
+    }
+    expire(now);
+  }
+
   void run() {
     PATRO_LOG(info, "broker") << "serving clients at " << front_endpoint << ", servers at "
                               << back_endpoint;
@@ -1285,13 +1296,7 @@ struct PATRO_PRIVATE Broker::Impl {
           on_back(msg, Clock::now());
         for (int i = 0; i < 256 && detail::recv_multipart(front, msg, true); ++i)
           on_front(msg, Clock::now());
-        now = Clock::now();
-        if (now >= next_heartbeat) {
-          heartbeat_all();
-          forget_old_requests(now);
-          next_heartbeat = now + opts.heartbeat.interval;
-        }
-        expire(now);
+        timers(Clock::now());
       } catch (const std::exception& e) {
         PATRO_LOG(error, "broker") << e.what() << "; going on";
       } catch (...) {
@@ -1356,6 +1361,19 @@ void Broker::reload() {
 
 std::string Broker::public_key() const {
   return impl_->opts.curve.public_key;
+}
+
+void detail::BrokerDriver::deliver(Broker& b, bool back, Multipart& f,
+                                   std::chrono::steady_clock::time_point now) {
+  if (back) {
+    b.impl_->on_back(f, now);
+  } else {
+    b.impl_->on_front(f, now);
+  }
+}
+
+void detail::BrokerDriver::tick(Broker& b, std::chrono::steady_clock::time_point now) {
+  b.impl_->timers(now);
 }
 
 const std::vector<double>& BrokerStats::latency_bounds() {
