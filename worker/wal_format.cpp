@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 
@@ -118,14 +119,29 @@ Parsed parse_legacy(std::string_view data, size_t at) {
 // the incomplete last write of a crash. A format-1 file is searched for format-1 records; a
 // format-0 one for either format's (a format-1 file whose header was overwritten reads as
 // format 0) and for a format-1 file header.
+// Each candidate is checksummed over the length it claims, so a file crafted with a plausible
+// length at every offset would take time quadratic in its size: past kSearchBudget bytes
+// checksummed, the search stops and calls the damage corruption (the start stops; --repair cuts),
+// erring towards keeping data rather than cutting what might be good records.
+constexpr size_t kSearchBudget = size_t{256} << 20;
+
 bool good_record_after(std::string_view data, size_t from, Format format) {
+  size_t budget = kSearchBudget;
+  const auto spent = [&budget](const Parsed& p) {
+    budget -= std::min(budget, p.payload.size());
+    return budget == 0;
+  };
   for (size_t o = data.find(kRecordMagic, from); o != std::string_view::npos;
-       o = data.find(kRecordMagic, o + 1))
-    if (parse_current(data, o, 0).checksum_ok) return true;
+       o = data.find(kRecordMagic, o + 1)) {
+    const Parsed p = parse_current(data, o, 0);
+    if (p.checksum_ok || spent(p)) return true;
+  }
   if (format == Format::current) return false;
   if (data.find(kFileMagic, from) != std::string_view::npos) return true;
-  for (size_t o = from; o + kLegacyHeaderSize < data.size(); ++o)
-    if (parse_legacy(data, o).ok) return true;
+  for (size_t o = from; o + kLegacyHeaderSize < data.size(); ++o) {
+    const Parsed p = parse_legacy(data, o);
+    if (p.ok || spent(p)) return true;
+  }
   return false;
 }
 

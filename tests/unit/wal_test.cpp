@@ -340,3 +340,17 @@ TEST_CASE("arbitrary bytes never crash the scan, and a clean verdict replays eve
     if (s.problem != fmt::Problem::none) CHECK(s.problem_at >= replayed_to);
   }
 }
+
+TEST_CASE("a file crafted to make the search for good records quadratic is called corrupt") {
+  // One good format-0 record, then a plausible length (512 KiB) at every offset: each candidate
+  // would be checksummed over 512 KiB. The search's budget stops it (unbounded, a 1 MiB file of
+  // this shape took 17 s, growing with the square of the size), and the damage is corruption:
+  // the start stops, nothing is cut.
+  std::string data = legacy_file({"one"});
+  const uint32_t len = 512 * 1024;
+  while (data.size() < (size_t{8} << 20))
+    for (int i = 0; i < 4; ++i) data.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
+  const fmt::Scan s = fmt::scan(data, [](std::string_view, size_t) {});
+  CHECK(s.records == 1);
+  CHECK(s.problem == fmt::Problem::corrupt);
+}
