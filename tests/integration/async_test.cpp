@@ -2,7 +2,6 @@
 // synchronous call seeing their effects, failures counted) and oneway flow control (a slow server
 // and a fast sender: the client's outstanding calls stay within the window, the broker drops
 // nothing, and every call runs once, in order). Behaviour only: nothing here is timed.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <atomic>

@@ -1,6 +1,5 @@
 // patro::broker_info: a broker's registry, servers and counters, asked by a client; and the lock
 // info operation (what patro locks prints).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <thread>

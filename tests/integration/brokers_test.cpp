@@ -2,7 +2,6 @@
 // both, client processes doing non-idempotent calls, lock-protected increments, queue pushes,
 // takes and acks and log writes while one broker is SIGKILLed and restarted, then the other; and
 // a client that moves brokers keeps its lock when the broker it left expires it.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

@@ -2,7 +2,6 @@
 // the server calls them back (RMI's callbacks), through the broker or the direct path, on a thread
 // of the client's own; oneway calls from the server are server push. A callback whose client is
 // gone gives the server a clear error, not a hang.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

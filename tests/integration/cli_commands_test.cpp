@@ -1,6 +1,5 @@
 // patro lock NAME -- CMD and patro take --exec CMD when patro itself is SIGKILLed: the command
 // and its descendants are gone before the lock or the job goes to anyone else.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

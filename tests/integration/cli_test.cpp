@@ -1,6 +1,5 @@
 // The patro CLI against a broker and a server in their own processes: every subcommand, its
 // output (text and --json) and its exit status.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

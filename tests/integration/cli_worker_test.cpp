@@ -2,7 +2,6 @@
 // in one process, ack in another; take --exec), typed input (--json-args, -x, @FILE), valid JSON
 // for any value, and the options every binary shares (--version, --opt=value, host:port); several
 // brokers (--broker A,B: each one's view in ls and stats, a dead one skipped).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>

@@ -1,7 +1,6 @@
 // patro-worker and patro-broker as daemons: the log writer's follow and long lines, log lines,
 // levels, SIGHUP, --data, duplicate names, and write-ahead log compaction. Each case drives the
 // real binaries.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <netinet/in.h>

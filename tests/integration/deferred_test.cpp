@@ -1,5 +1,4 @@
 // patro::Deferred: methods that reply later, from another thread, without holding a worker thread.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <condition_variable>

@@ -2,7 +2,6 @@
 // Nothing here binds off loopback: the refusal comes before any bind, and with
 // --insecure the bind to 192.0.2.2 (TEST-NET-1, on no interface) fails and the worker serves
 // through its broker.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include "../support/process.hpp"

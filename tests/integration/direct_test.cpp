@@ -2,7 +2,6 @@
 // through the broker otherwise; a direct connection killed mid-stream loses no call, runs none
 // twice and keeps the client's order; a client that spoke only directly still has its locks
 // released when it dies. Counters (broker_info) show which way requests went.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>

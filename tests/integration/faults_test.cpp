@@ -1,6 +1,5 @@
 // Calls that survive faults: the broker SIGKILLed and restarted under load (exactly once through
 // retries and the server's reply cache), deadlines the server keeps, and a server killed mid-call.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

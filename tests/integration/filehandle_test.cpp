@@ -1,6 +1,5 @@
 // Served file and directory handles through proxies: every operation, the refusal of open and
 // close, and errors that carry the server's errno.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <fcntl.h>

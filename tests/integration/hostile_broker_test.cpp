@@ -5,7 +5,6 @@
 // a dead server registered, a flood of malformed REGISTERs, and (CURVE) another allowed server
 // key taking an id, and keys removed from the allow lists by a SIGHUP. Each asserts that the
 // attack is refused and that the victim is still served.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

@@ -1,7 +1,6 @@
 // Issue 15, idiomatic C++: local values are copied to servers (Perl Patro's push @$proxy, [...]),
 // range-for over remote arrays and hashes in pages, items() and copy(). Broker, server and this
 // client each in their own process; round trips are counted by the broker.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <map>

@@ -1,6 +1,5 @@
 // Monitor locks across processes: Perl Patro's synchronization scenarios with each monitor in its
 // own process, holder death, the /dev/shm lifecycle and the patro-locks tool.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

@@ -2,7 +2,6 @@
 // and a reader of another object sees no stall while they wait. The waiters are raw ZeroMQ
 // DEALER sockets speaking the wire protocol (1,000 full client connections would cost 2,000
 // threads); each has its own client id, so each is its own monitor.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <zmq.hpp>

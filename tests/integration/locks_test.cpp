@@ -1,5 +1,4 @@
 // Monitor locks against a server in this process. Each get_proxies() call is one monitor.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <future>

@@ -1,6 +1,5 @@
 // patro-broker --metrics and patro-worker --metrics, scraped with curl as Prometheus would: the
 // documented series are there, in the text exposition format, and move as requests flow.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cstdio>

@@ -1,7 +1,6 @@
 // Served objects of registered classes, callables and registries, against a server in this
 // process: Patro's Foofie, Barfie, code reference and dispatch table, operators, conversions,
 // properties, contexts, written-back arguments, returned objects and Object::Remote's ways in.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <unistd.h>

@@ -1,7 +1,6 @@
 // The request pipeline's barrier: whatever served code throws (a std::runtime_error, an int,
 // std::bad_alloc) under get, call, an operator, lock, wait, a oneway batch or a Deferred becomes an
 // error reply with the right code, and the server goes on serving.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <functional>

@@ -1,5 +1,4 @@
 // The bus across real processes: broker, servers and clients each in their own process.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

@@ -1,5 +1,4 @@
 // Proxies against a server in this process (real TCP sockets through the embedded broker).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <thread>

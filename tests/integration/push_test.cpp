@@ -1,7 +1,6 @@
 // Server push: patro-worker's queue and log call a client's callback as jobs and lines
 // come, instead of the client asking again (take, follow). A consumer whose client is gone ends,
 // and what it held goes back to the queue.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <atomic>

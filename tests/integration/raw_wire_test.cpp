@@ -1,6 +1,5 @@
 // Malformed, truncated and oversized messages sent straight at the broker and at a server, with
 // raw ZeroMQ. Each gets an error answer or is dropped; everyone else keeps being served.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <zmq.hpp>

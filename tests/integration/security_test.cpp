@@ -1,7 +1,6 @@
 // Security across processes: CURVE between clients, servers and patro-broker; the
 // broker's ZAP handler and its allow lists (reloaded on SIGHUP); names that cannot be hijacked;
 // the refusal of plaintext off loopback; and the bytes on the wire, captured by a relay.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>

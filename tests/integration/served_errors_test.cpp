@@ -1,7 +1,6 @@
 // Every error case of served objects: wrong argument count or type, an exception thrown by served
 // code (and the next call working), calling what is not callable, a file operation on a closed
 // handle, and an errno set on the server travelling back.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cerrno>

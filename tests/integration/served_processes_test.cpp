@@ -1,7 +1,6 @@
 // Perl Patro's documented examples across processes: broker, server and clients each in their
 // own process. Also the documentation's first example, network file synchronization: four client
 // processes print through one served file handle at once.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <map>

@@ -1,7 +1,6 @@
 // Perl Patro's server options on patro::ServerOptions: keep_alive, idle_timeout, fincheck_freq;
 // and PATRO_THREADS as the default worker-thread count. Waits are bounded; nothing here measures
 // speed: "still serving" is checked only well inside the window, "stopped" with a generous bound.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <unistd.h>

@@ -2,7 +2,6 @@
 // through its proxies, leaving no process, zombie or /dev/shm lock segment; clear errors for a
 // program that cannot run, exits at once or prints no config; a wrapper command in between, as
 // ssh would be.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <dirent.h>

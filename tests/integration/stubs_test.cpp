@@ -1,7 +1,6 @@
 // Typed stubs and isa across processes: a broker, the counter example's server, and
 // this process calling the served Counter through the generated demo::CounterProxy (typed
 // arguments and results), then the example's own client process.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <string>

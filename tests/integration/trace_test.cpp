@@ -2,7 +2,6 @@
 // each log every request and reply, one line each, in the documented format; a get, a call that
 // fails and a batch of oneway calls, through the broker and on the direct path. Without it nothing
 // of the kind is printed. Real processes, real sockets; their stderr is read from files.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <memory>

@@ -6,7 +6,6 @@
 // at a kill may have landed unacknowledged.
 // PATRO_WAL_CRASH_KILLS sets the number of kills (default 50; 10 in a sanitizer's build, whose
 // starts are slower), PATRO_WAL_CRASH_SEED the random seed (printed).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <signal.h>

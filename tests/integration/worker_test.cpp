@@ -1,5 +1,4 @@
 // patro-worker across processes: the job queue, the log writer, and persistence through kill -9.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <dirent.h>

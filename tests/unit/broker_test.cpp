@@ -3,7 +3,6 @@
 // client; an unknown or departed server gets a definite server_unavailable; frames it cannot
 // parse are dropped and counted, and the broker goes on. (patro::Broker owns its ZeroMQ context,
 // so the peers reach it over loopback TCP rather than inproc.)
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <chrono>

@@ -2,7 +2,6 @@
 // request ids, replies matched out of order, deadlines, an unknown server, a server that leaves
 // with calls in flight (idempotent: server_unavailable; not: outcome_unknown), an unreachable
 // broker.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <chrono>

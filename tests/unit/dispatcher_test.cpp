@@ -2,7 +2,6 @@
 // a lane's Dispatcher (and its Executor) against an object table in memory, and their replies
 // read back. Covers the stages of dispatcher.hpp — the reply cache, the deadline, the handler
 // table — for single requests and the calls of a oneway batch alike.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <unistd.h>

@@ -1,7 +1,6 @@
 // The worker's job queue on its write-ahead log (no sockets): pushes answered once on disk, jobs
 // and leases back after a reopen, acknowledged jobs gone, a push_many with an oversized job
 // refused whole, and a damaged log refused.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <fstream>

@@ -1,7 +1,6 @@
 // The worker's key-value hash and counter on their write-ahead logs (no sockets): a change is
 // answered once it is on disk, a reopen gives the state back, a damaged log stops the open and
 // is left as it is, an oversized value is refused with nothing changed.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <fstream>

@@ -1,7 +1,6 @@
 // The lock table alone, driven call by call: grants, stacks, unlock counts, FIFO waiters,
 // wait/notify, steal, dropped monitors and timeouts (the timer runs on the caller's thread, so
 // a timeout is the timer step returning, not a sleep).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <fcntl.h>

@@ -1,6 +1,5 @@
 // The server's reply cache: a request id seen before is answered from it, a copy of one still
 // running is routed to when it finishes, and the bounds hold.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <thread>

@@ -2,7 +2,6 @@
 // how a file is judged: a torn tail at any byte of the last record is cut, a flipped byte
 // anywhere before it stops the open and changes nothing, --repair keeps the original, format 0
 // files are still read, a symbolic link is never followed, an oversized record is refused.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>

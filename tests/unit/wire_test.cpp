@@ -1,6 +1,5 @@
 // The wire: id and header frames, verified bodies and the value codec, including every malformed
 // case a peer can send.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cstdlib>
