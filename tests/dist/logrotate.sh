@@ -29,7 +29,9 @@ elif grep -qi 'error' <<<"$out"; then
 else
   echo "ok: logrotate -d reads $(basename "$conf")"
 fi
-if ! grep -q '^/var/log/patro/\*\.log ' "$conf"; then fail "the file does not name /var/log/patro/*.log"; fi
+if ! grep -q '^/var/log/patro/\*\.log ' "$conf"; then
+  fail "the file does not name /var/log/patro/*.log"
+fi
 
 # 2. A forced rotation of a copy.
 mkdir "$work/logs"
@@ -59,5 +61,7 @@ done
 if [[ -e $work/logs/notes.txt.1 ]]; then fail "a file not named *.log was rotated"; fi
 ran=$(grep -c ran "$work/postrotate" 2>/dev/null || true)
 if [[ $ran != 1 ]]; then fail "postrotate ran ${ran:-0} times for two logs, not once"; fi
-if [[ $status == 0 ]]; then echo "ok: a forced rotation moved both logs, created new ones, ran postrotate once"; fi
+if [[ $status == 0 ]]; then
+  echo "ok: a forced rotation moved both logs, created new ones, ran postrotate once"
+fi
 exit $status
