@@ -28,9 +28,18 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/patro-unit-syscalls.XXXXXX")
 pids=()
 name="unit-syscalls-$$"
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Each daemon first (a SIGKILLed strace would leave its tracee running), then its strace.
+  local p child
+  for p in "${pids[@]}"; do
+    [[ -n $p ]] || continue  # reaped already
+    for child in $(ps -o pid= --ppid "$p" 2>/dev/null); do
+      kill -KILL "$child" 2>/dev/null || true
+    done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do [[ -z $p ]] || wait "$p" 2>/dev/null || true; done
   rm -f /dev/shm/*patro-"$name"*
   rm -rf "$work"
 }
@@ -134,11 +143,23 @@ for ((i = 0; i < 100; i++)); do
     [[ $(grep -l 'SIGHUP' "$work/broker.log" "$work/worker.log" | wc -l) == 2 ]]; then break; fi
   sleep 0.05
 done
-kill -TERM "${daemon_pids[1]}"
-wait "${pids[1]}" || fail "patro-worker did not stop cleanly on SIGTERM"
-kill -TERM "${daemon_pids[0]}"
-wait "${pids[0]}" || fail "patro-broker did not stop cleanly on SIGTERM"
-pids=()
+# Stops daemon $1 (its strace is pids[$1]) with SIGTERM; its exit status, or 124 after 20 s.
+stop() {
+  local i
+  kill -TERM "${daemon_pids[$1]}"
+  for ((i = 0; i < 400; i++)); do
+    if ! kill -0 "${pids[$1]}" 2>/dev/null; then
+      local rc=0
+      wait "${pids[$1]}" || rc=$?
+      pids[$1]=""
+      return $rc
+    fi
+    sleep 0.05
+  done
+  return 124
+}
+stop 1 || fail "patro-worker did not stop cleanly on SIGTERM"
+stop 0 || fail "patro-broker did not stop cleanly on SIGTERM"
 
 # The checks.
 check() {
@@ -148,7 +169,7 @@ check() {
   local outside
   outside=$(comm -23 <(echo "$calls") <(allowed_calls "$unit"))
   if [[ -n $outside ]]; then
-    fail "$what makes calls its unit's SystemCallFilter= refuses: $(echo $outside)"
+    fail "$what makes calls its unit's SystemCallFilter= refuses: $(tr '\n' ' ' <<<"$outside")"
   fi
   families=$(sed -nE 's/^[0-9]+ +socket\((AF_[A-Z0-9]+).*/\1/p' "$trace" | sort -u)
   local allowed_families f
