@@ -23,11 +23,12 @@ from .proxy import (Config, Future, Proxy, await_oneway, connect, get_proxies,  
                     get_proxy, proxy_for, ref, reftype)
 from .sync import (LockInfo, LockState, SyncResult, Synchronized, lock, lock_info,  # noqa: E402
                    lock_state, notify, synchronize, unlock, wait)
-from .worker import Job, Log, Queue  # noqa: E402
+from .worker import Counter, Hash, Job, Log, Queue  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = (["Box", "ClientOptions", "Connection", "Config", "curve", "Future", "Proxy",
             "await_oneway", "connect",
             "get_proxies", "get_proxy", "proxy_for", "ref", "reftype", "LockInfo", "LockState",
             "SyncResult", "Synchronized", "lock", "lock_info", "lock_state", "notify",
-            "synchronize", "unlock", "wait", "Job", "Log", "Queue"] + errors.__all__)
+            "synchronize", "unlock", "wait", "Counter", "Hash", "Job", "Log", "Queue"]
+           + errors.__all__)

@@ -9,6 +9,7 @@ a broker that went silent. Any thread may use a Connection.
 """
 import atexit
 import collections
+import errno
 import itertools
 import os
 import secrets
@@ -171,6 +172,37 @@ def _handshake(monitor, timeout, secure):
                     "key right?")
 
 
+def endpoint_problem(endpoint):
+    """Why endpoint cannot be a broker's client endpoint, or None. What this catches is a usage
+    error, raised at once (InvalidArgument) rather than after the connect timeout: no transport
+    ("nonsense"), a tcp endpoint without a host and a port from 1 to 65535, an inproc endpoint
+    (only sockets of this process's own context answer there). ZeroMQ's connect refuses the
+    rest of what cannot work (an unknown transport, an ipc path too long) at once too."""
+    if not isinstance(endpoint, str):
+        return "an endpoint is a str, not %s" % type(endpoint).__name__
+    transport, sep, address = endpoint.partition("://")
+    if not sep or not transport:
+        return "it names no transport"
+    if transport == "inproc":
+        return "inproc:// reaches sockets of this process's own ZeroMQ context, never a broker"
+    if transport == "tcp":
+        host, colon, port = address.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return "a tcp endpoint is tcp://HOST:PORT, with a port from 1 to 65535"
+        if host == "*":
+            return "tcp://*:PORT is for binding; a client names the broker's host"
+    return None
+
+
+def _bad_endpoint(endpoint, why):
+    return errors.InvalidArgument("'%s' is not a broker endpoint: %s (one looks like "
+                                  "tcp://HOST:PORT or ipc:///PATH)" % (endpoint, why))
+
+
+# zmq_connect's errors that no retry or wait can cure.
+_USAGE_ERRNOS = (errno.EINVAL, errno.EPROTONOSUPPORT, errno.ENAMETOOLONG,
+                 getattr(zmq, "ENOCOMPATPROTO", -1))
+
 _live = weakref.WeakSet()
 
 
@@ -189,6 +221,10 @@ class Connection:
         self.brokers = [b for b in brokers if b]
         if not self.brokers:
             raise errors.BadConfig("no broker address to connect to")
+        for b in self.brokers:
+            why = endpoint_problem(b)
+            if why is not None:
+                raise _bad_endpoint(b, why)
         self.options = options or ClientOptions()
         o = self.options
         # CURVE (C++ resolve_curve): ("", None) for plaintext; raises before anything is opened.
@@ -246,7 +282,8 @@ class Connection:
     def connect(self):
         """Says hello to the first broker that answers; raises BrokerUnreachable, or
         NotAuthorized when a broker refused the CURVE handshake (a key not on its allow list, a
-        wrong broker key, no key for a broker that requires one)."""
+        wrong broker key, no key for a broker that requires one), or InvalidArgument at once
+        for an endpoint that cannot be one (see endpoint_problem)."""
         problems = []
         refused = False
         secure = self._curve_keys is not None
@@ -255,6 +292,7 @@ class Connection:
         # for the others.
         ct = self.options.connect_timeout
         budget = ct if n == 1 else max(ct / n, min(ct, 0.5))
+        usage = None  # an endpoint that zmq_connect refused as malformed
         for endpoint in self.brokers:
             deadline = time.monotonic() + budget
             with self._io:
@@ -279,7 +317,12 @@ class Connection:
                 # at once, and nothing of ours reaches the broker.
                 monitor = s.get_monitor_socket(_HANDSHAKE_EVENTS)
                 try:
-                    s.connect(endpoint)
+                    try:
+                        s.connect(endpoint)
+                    except zmq.ZMQError as e:
+                        if e.errno in _USAGE_ERRNOS:
+                            usage = _bad_endpoint(endpoint, e.strerror)
+                        raise
                     failure = _handshake(monitor, budget, secure)
                 except zmq.ZMQError as e:
                     failure, e_text = None, "%s: %s" % (endpoint, e)
@@ -290,6 +333,8 @@ class Connection:
                     monitor.close(0)
                 if e_text is not None or failure is not None:
                     s.close(0)
+                    if usage is not None:
+                        break
                     if e_text is not None:
                         problems.append(e_text)
                     else:
@@ -341,6 +386,8 @@ class Connection:
                 self._hb_thread.start()
             return self
         self.close()
+        if usage is not None:
+            raise usage
         if refused:
             raise errors.NotAuthorized("no broker accepts this client: " + "; ".join(problems))
         raise errors.BrokerUnreachable("no broker answers: " + "; ".join(problems))

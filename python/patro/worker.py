@@ -1,4 +1,5 @@
-"""The ready-made objects of patro-worker, from Python: a job queue and a log writer.
+"""The ready-made objects of patro-worker, from Python: a job queue, a log writer, a hash and a
+counter.
 
     q = patro.Queue(patro.get_proxy("tcp://127.0.0.1:7170", "jobs"))
     job = q.take(timeout=5)          # a Job, or None once 5 s pass with nothing to take
@@ -7,14 +8,23 @@
     log = patro.Log(patro.get_proxy("tcp://127.0.0.1:7170", "applog"))
     log.write("one whole line")
     for line in log.follow(idle_timeout=10): ...
+    kv = patro.Hash(patro.get_proxy("tcp://127.0.0.1:7170", "kv"))
+    kv["code"] = 42; kv["code"]; "code" in kv; len(kv); del kv["code"]   # a dict's protocol
+    hits = patro.Counter(patro.get_proxy("tcp://127.0.0.1:7170", "hits"))
+    hits.add(1)                      # the new value, as one atomic step on the worker
 """
 import collections
+import collections.abc
 import time
 
 from . import errors
 
 Job = collections.namedtuple("Job", "id job delivery")
-Job.__doc__ = "A taken job: its id, the job, and which delivery of it this is (1, 2, ...)."
+Job.__doc__ = """A taken job: its id, the job, and its delivery number.
+
+The queue numbers every delivery from one counter of its own (not per job), so a job's first
+delivery may be 57 and its next 60; a later delivery of a job has a larger number. ack and nack
+name the delivery, so only the one that holds the job's lease settles it."""
 
 # Each blocking call waits at most this long on the server, so the call's own deadline (the
 # connection's call_timeout) always outlasts it.
@@ -151,3 +161,86 @@ class Log:
                 yielded += 1
                 if max_lines is not None and yielded >= max_lines:
                     return
+
+
+class Hash(collections.abc.MutableMapping):
+    """A patro-worker hash (its served methods get, set, erase, exists, keys, size) with the
+    protocol of a dict: ``kv["code"]``, ``kv["code"] = v``, ``"code" in kv``, ``len(kv)``,
+    ``del kv["code"]``, ``iter(kv)`` (its keys, in order), and what MutableMapping builds on them
+    (get, keys, items, pop, setdefault, update...). Each operation is one call to the worker,
+    except where noted; the ones MutableMapping composes (pop, setdefault, update) are several
+    calls, not one atomic step. Keys are strings. Wraps a proxy to it."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    @staticmethod
+    def _key(key):
+        if not isinstance(key, str):
+            raise errors.TypeMismatch("a key of a patro-worker hash is a str, not %s"
+                                      % type(key).__name__)
+        return key
+
+    def __getitem__(self, key):
+        """The value; KeyError if there is none (a None answer is checked with exists, since a
+        key may hold None)."""
+        v = self.proxy.call("get", self._key(key))
+        if v is None and not self.proxy.call("exists", key):
+            raise KeyError(key)
+        return v
+
+    def __setitem__(self, key, value):
+        """Sets the key (once durable, with the worker's --data)."""
+        self.proxy.call("set", self._key(key), value)
+
+    def __delitem__(self, key):
+        """Erases the key; KeyError if it was not there (checked with exists first)."""
+        if not self.proxy.call("exists", self._key(key)):
+            raise KeyError(key)
+        self.proxy.call("erase", key)
+
+    def erase(self, key):
+        """Erases the key in one call; its old value, or None if it had none."""
+        return self.proxy.call("erase", self._key(key))
+
+    def __contains__(self, key):
+        return isinstance(key, str) and bool(self.proxy.call("exists", key))
+
+    def __len__(self):
+        return int(self.proxy.call("size"))
+
+    def __iter__(self):
+        return iter(self.proxy.call_list("keys"))
+
+    def __repr__(self):
+        return "<patro.Hash %r>" % (self.proxy,)
+
+
+class Counter:
+    """A patro-worker counter (add, get, set, cas): a 64-bit integer that every change updates
+    in one step on the worker. ``int(c)`` reads it. Wraps a proxy to it."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    def add(self, n=1):
+        """Adds n (negative subtracts); the new value."""
+        return self.proxy.call("add", int(n))
+
+    def get(self):
+        return self.proxy.call("get")
+
+    def set(self, value):
+        self.proxy.call("set", int(value))
+
+    def cas(self, expected, desired):
+        """Sets desired if the counter holds expected; whether it did."""
+        return bool(self.proxy.call("cas", int(expected), int(desired)))
+
+    def __int__(self):
+        return int(self.get())
+
+    __index__ = __int__
+
+    def __repr__(self):
+        return "<patro.Counter %r>" % (self.proxy,)
