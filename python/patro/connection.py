@@ -159,8 +159,15 @@ def _handshake(monitor, timeout, secure):
             return ("the broker refused this key (status %d): it is not on the broker's allow "
                     "list for this port" % value)
         if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-            if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH and secure:
+            # NO_DETAIL carries an errno (a connection reset by a broker that died meanwhile):
+            # ZeroMQ reconnects, so a plaintext client waits on. PROTOCOL carries a ZMTP error.
+            if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not secure:
+                continue
+            mismatch = value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+            if mismatch and secure:
                 return "the broker does not use CURVE, but a broker key was given"
+            if not secure and not mismatch:
+                return "the handshake with the broker failed (ZMTP error 0x%x)" % value
             if not secure:
                 return ("the broker requires CURVE: give its public key (broker_key, "
                         "PATRO_BROKER_KEY, or a config that carries it) and a key pair it allows "

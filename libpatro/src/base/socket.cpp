@@ -118,16 +118,24 @@ std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeou
                "): it is not on the broker's allow list for this port";
       case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
       case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: {
+        // NO_DETAIL carries an errno: the connection broke during the handshake (ECONNRESET from
+        // a broker that died or restarted meanwhile). ZeroMQ reconnects by itself, so a plaintext
+        // client waits on; under CURVE a broker that cannot decrypt our hello also just drops
+        // the connection, so there it is most likely the key. PROTOCOL carries a ZMTP error.
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve) continue;
         char code[32];
         std::snprintf(code, sizeof code, "0x%x", static_cast<unsigned>(value));
-        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH && curve)
+        const bool mismatch = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+        if (mismatch && curve)
           return std::string("the broker does not use CURVE, but a broker key was given");
-        if (!curve)
+        if (mismatch)
           return std::string(
                      "the broker requires CURVE: give its public key (--broker-key, "
                      "PATRO_BROKER_KEY, or a config that carries it) and a key pair it "
                      "allows (--curve-key or PATRO_CURVE_KEY) (handshake error ") +
                  code + ")";
+        if (!curve)
+          return std::string("the handshake with the broker failed (ZMTP error ") + code + ")";
         return std::string("the CURVE handshake failed (error ") + code +
                "): is the broker key right?";
       }
