@@ -24,21 +24,6 @@ void set_callback_host_factory(CallbackHostFactory factory) noexcept {
 
 namespace {
 
-/// A request whose deadline passed: its error. An answer from the broker that it had no route is
-/// kept as the answer when no copy can have run (server_unavailable).
-void time_out(Slot& s) {
-  if (s.body.size() != 0 && !s.maybe_ran) return;
-  s.body = zmq::message_t();
-  s.error = Errc::timeout;
-  s.error_text = "no answer to request " + std::to_string(s.request_id) + " by its deadline";
-  // Whoever reads this decides whether to call again: say whether the call may have run.
-  if (s.control) return;
-  if (s.oneway_calls == 0 && idempotent(s.op))
-    s.error_text += " (" + std::string(op_info(s.op).name) + " is idempotent: safe to retry)";
-  else
-    s.error_text += ": it may have run on the server, and calling again may run it twice";
-}
-
 // A control message to a broker: [hdr][id][body] (the id: a request id, or LOCATE's server id).
 Multipart control_frames(Command command, uint64_t id, const flatbuffers::FlatBufferBuilder& fb) {
   Multipart m;
@@ -69,7 +54,8 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
       client_id_(random_id()),
       heartbeat_ms_(options.heartbeat.interval.count()),
       broker_interval_ms_(options.heartbeat.interval.count()),
-      broker_window_ms_(options.heartbeat.window().count()) {
+      broker_window_ms_(options.heartbeat.window().count()),
+      requests_(options.retry, options.retry_backoff, options.limits) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
   (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   curve_ = resolve_curve(options_.curve);
@@ -92,7 +78,7 @@ Connection::~Connection() {
     callbacks_.reset();
   }
   {
-    MutexLock lock(state_mu_);
+    MutexLock lock(requests_.mutex());
     stopping_ = true;
     state_cv_.notify_all();
     heartbeat_cv_.notify_all();
@@ -220,34 +206,7 @@ void Connection::connect() {
 SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
                              Clock::time_point started, Clock::time_point deadline,
                              const Multipart* frames, bool control, uint32_t oneway_calls) {
-  auto slot = std::make_shared<Slot>();
-  slot->request_id = request_id;
-  slot->server = server;
-  slot->op = op;
-  slot->started = started;
-  slot->deadline = deadline;
-  slot->oneway_calls = oneway_calls;
-  slot->control = control;
-  if (wire_trace() && !control && frames != nullptr && frames->size() >= 4) [[unlikely]] {
-    if (oneway_calls > 0) {
-      slot->traced = "calls=" + std::to_string(oneway_calls);
-    } else {
-      AlignedScratch scratch;
-      // Our own request, as encode_request made it.
-      slot->traced =
-          trace_target(*flatbuffers::GetRoot<wire::Request>(aligned_bytes((*frames)[3], scratch)));
-    }
-  }
-  if (frames != nullptr && options_.retry) {
-    // Copies that share the bodies' buffers with what goes out (ZeroMQ counts references).
-    slot->frames.resize(frames->size());
-    for (size_t i = 0; i < frames->size(); ++i)
-      slot->frames[i].copy(const_cast<zmq::message_t&>((*frames)[i]));
-  }
-  MutexLock lock(state_mu_);
-  slots_.emplace(request_id, slot);
-  oneway_unacked_ += oneway_calls;
-  return slot;
+  return requests_.add(request_id, server, op, started, deadline, frames, control, oneway_calls);
 }
 
 void Connection::submit(Multipart frames, SlotPtr slot) {
@@ -367,16 +326,7 @@ zmq::socket_t* Connection::route_for(uint64_t server, Clock::time_point now, boo
   if (r.state == DirectRoute::State::live) {
     // Only once nothing sent to it through the broker is in flight: a request sent directly
     // must not overtake one still on its way through the broker.
-    bool brokered = false;
-    {
-      MutexLock lock(state_mu_);
-      for (const auto& [rid, slot] : slots_)
-        if (slot->server == server && !slot->done && slot->sent && !slot->sent_direct) {
-          brokered = true;
-          break;
-        }
-    }
-    if (!brokered) {
+    if (!requests_.brokered_in_flight(server)) {
       r.active = true;
       return &r.sock;
     }
@@ -508,16 +458,8 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
                                      : std::min(r.backoff * 2, std::chrono::milliseconds(30'000));
   r.retry_at = now + r.backoff;
   next_route_check_ = std::min(next_route_check_, r.retry_at);
-  // The requests in flight on it, in the order they were made.
-  std::vector<SlotPtr> lost;
-  {
-    MutexLock lock(state_mu_);
-    for (auto& [rid, slot] : slots_)
-      if (slot->server == server && !slot->done && slot->sent && slot->sent_direct)
-        lost.push_back(slot);
-  }
-  std::sort(lost.begin(), lost.end(),
-            [](const SlotPtr& a, const SlotPtr& b) { return a->request_id < b->request_id; });
+  // The requests in flight on it, in the order they were made (each may have run).
+  const std::vector<SlotPtr> lost = requests_.lost_direct(server);
   const std::string text = "server " + ObjectId{server, 0}.to_hex().substr(0, 16) + ": " + why;
   if (route_ == Route::direct) {
     std::vector<SlotPtr> held;
@@ -525,10 +467,6 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
       if (o.slot) held.push_back(o.slot);
     r.held.clear();
     fail_slots(held, text + " (route=direct)");
-    {
-      MutexLock lock(state_mu_);
-      for (const SlotPtr& slot : lost) slot->maybe_ran = true;
-    }
     fail_slots(lost, text + " (route=direct); the call may or may not have run");
     return;
   }
@@ -538,13 +476,6 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
   else
     PATRO_LOG(debug, "client") << text << "; requests go through the broker";
   // Resent before anything queued after them, so the server still runs them in their order.
-  {
-    MutexLock lock(state_mu_);
-    for (const SlotPtr& slot : lost) {
-      slot->maybe_ran = true;
-      slot->retry_at = Clock::time_point::max();
-    }
-  }
   std::vector<SlotPtr> resendable, unrecoverable;
   for (const SlotPtr& slot : lost)
     (slot->frames.empty() ? unrecoverable : resendable).push_back(slot);
@@ -554,33 +485,9 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
 
 void Connection::fail_slots(const std::vector<SlotPtr>& slots, const std::string& why) {
   if (slots.empty()) return;
-  MutexLock lock(state_mu_);
-  for (const SlotPtr& slot : slots) {
-    if (slot->done) continue;
-    const bool idempotent = slot->oneway_calls == 0 && op_info(slot->op).idempotent;
-    slot->body = zmq::message_t();
-    slot->error = slot->maybe_ran && !idempotent ? Errc::outcome_unknown : Errc::server_unavailable;
-    slot->error_text = why;
-    complete(slot);
-  }
+  requests_.fail(slots, why, Clock::now());
   state_cv_.notify_all();
 }
-
-namespace {
-// Runs the then-callbacks of answered slots; the caller holds no lock.
-void run_slot_callbacks(const std::vector<SlotPtr>& ready) {
-  for (const SlotPtr& s : ready) {
-    for (auto& f : s->callbacks) {
-      try {
-        f();
-      } catch (const std::exception& e) {
-        PATRO_LOG(warn, "client") << "a then-callback threw: " << e.what();
-      }
-    }
-    s->callbacks.clear();
-  }
-}
-}  // namespace
 
 void Connection::release_io() {
   io_mu_.unlock();
@@ -596,122 +503,33 @@ void Connection::release_io() {
   }
   std::vector<SlotPtr> ready;
   {
-    MutexLock lock(state_mu_);
+    MutexLock lock(requests_.mutex());
     ++io_generation_;
     state_cv_.notify_all();
-    ready.swap(ready_);
+    ready = requests_.take_ready();
   }
   // Callbacks run with no lock held (a callback may call the connection). Nothing of this
   // connection is touched after them: a callback may drop its last reference.
-  run_slot_callbacks(ready);
+  RequestTable::run_callbacks(ready);
 }
 
 void Connection::run_callbacks() {
   std::vector<SlotPtr> ready;
   {
-    MutexLock lock(state_mu_);
-    ready.swap(ready_);
+    MutexLock lock(requests_.mutex());
+    ready = requests_.take_ready();
   }
-  run_slot_callbacks(ready);
+  RequestTable::run_callbacks(ready);
 }
 
-void Connection::complete(const SlotPtr& s, const char* via) {
-  s->done = true;
-  slots_.erase(s->request_id);
-  if (!s->traced.empty()) [[unlikely]] {
-    const auto took = Clock::now() - s->started;
-    std::string outcome;
-    if (s->error != Errc::ok)
-      outcome = trace_failure(std::string(errc_name(s->error)) + ": " + s->error_text, took);
-    else
-      outcome = trace_outcome(s->body, options_.limits, took, s->oneway_calls > 0);
-    PATRO_LOG(trace, "client") << (s->oneway_calls > 0 ? "<- batch #" : "<- reply #")
-                               << s->request_id << ' ' << s->traced << ' ' << outcome
-                               << " via=" << via;
-  }
-  if (s->oneway_calls > 0) {
-    oneway_unacked_ -= std::min<size_t>(oneway_unacked_, s->oneway_calls);
-    uint64_t failed = 0;
-    std::string first;
-    if (s->error != Errc::ok) {
-      failed = s->oneway_calls;
-      first = std::string(errc_name(s->error)) + ": " + s->error_text;
-    } else {
-      AlignedScratch scratch;
-      const wire::Reply* r = verified_reply(s->body, options_.limits, scratch);
-      if (r == nullptr || r->status() != wire::Status::Ok) {
-        failed = s->oneway_calls;
-        first = r && r->error_text() ? r->error_text()->str() : "a bad acknowledgement";
-      } else if (r->results() && r->results()->size() >= 3) {
-        failed = static_cast<uint64_t>(std::max<int64_t>(r->results()->Get(1)->i(), 0));
-        if (r->results()->Get(2)->s()) first = r->results()->Get(2)->s()->str();
-      }
-    }
-    if (failed > 0) {
-      oneway_failed_ += failed;
-      PATRO_LOG(warn, "client") << failed << " of a batch of " << s->oneway_calls
-                                << " oneway calls failed; the first: " << first;
-    }
-    s->body = zmq::message_t();
-  }
-  if (!s->callbacks.empty()) {
-    if (callbacks_waiting_ > 0) --callbacks_waiting_;
-    ready_.push_back(s);
-  }
+RetryTiming Connection::retry_timing() const noexcept {
+  return RetryTiming{std::chrono::milliseconds(broker_window_ms_.load()),
+                     std::chrono::milliseconds(heartbeat_ms_.load())};
 }
 
 void Connection::fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server) {
-  MutexLock lock(state_mu_);
-  std::vector<SlotPtr> failing;
-  for (auto& [id, slot] : slots_)
-    if (!slot->done && (!server || slot->server == *server)) failing.push_back(slot);
-  const auto now = Clock::now();
-  for (const SlotPtr& slot : failing) {
-    const bool idempotent = slot->oneway_calls == 0 && op_info(slot->op).idempotent;
-    if (code == Errc::server_unavailable && idempotent && !slot->frames.empty()) {
-      // Its server went away: an idempotent request may go to it again once it is back (a
-      // server that keeps its id across a restart, or that only re-registered).
-      slot->maybe_ran = true;
-      retry_later(slot, now);
-      continue;
-    }
-    slot->error = code;
-    slot->error_text = text;
-    if (code == Errc::server_unavailable && !idempotent) {
-      slot->error = Errc::outcome_unknown;
-      slot->error_text = text + "; the call may or may not have run";
-    }
-    complete(slot);
-  }
+  requests_.fail_pending(code, text, server, Clock::now(), retry_timing());
   state_cv_.notify_all();
-}
-
-void Connection::retry_later(const SlotPtr& slot, Clock::time_point now) {
-  // No route within twice the broker's window: the server is not coming back.
-  const auto grace = 2 * std::chrono::milliseconds(broker_window_ms_.load());
-  if (slot->no_route_since == Clock::time_point::max()) slot->no_route_since = now;
-  const auto wait = slot->backoff.count() == 0 ? options_.retry_backoff : slot->backoff;
-  if (slot->frames.empty() || now + wait >= slot->deadline || now - slot->no_route_since > grace) {
-    const bool idempotent = slot->oneway_calls == 0 && op_info(slot->op).idempotent;
-    if (slot->maybe_ran && !idempotent) {
-      slot->body = zmq::message_t();
-      slot->error = Errc::outcome_unknown;
-      slot->error_text =
-          "its server went away and did not come back; the call may or may not have run";
-    } else if (slot->body.size() == 0 || slot->maybe_ran) {
-      slot->body = zmq::message_t();
-      slot->error = Errc::server_unavailable;
-      slot->error_text = "no server took the request (its server is not registered)";
-    }
-    complete(slot);
-    return;
-  }
-  slot->retry_at = now + wait;
-  slot->backoff = std::min(wait * 2, std::chrono::milliseconds(heartbeat_ms_.load()));
-  Clock::rep next = next_retry_.load();
-  const Clock::rep mine = slot->retry_at.time_since_epoch().count();
-  while (mine < next && !next_retry_.compare_exchange_weak(next, mine)) {
-  }
 }
 
 void Connection::resend(const std::vector<SlotPtr>& slots) {
@@ -728,11 +546,7 @@ void Connection::send_again(const std::vector<SlotPtr>& slots) {
       c.copy(f);
       m.push_back(std::move(c));
     }
-    uint32_t attempt;
-    {
-      MutexLock lock(state_mu_);
-      attempt = ++s->attempts;
-    }
+    const uint32_t attempt = requests_.next_attempt(s);
     if (!s->control) m.push_back(u64_frame(attempt));
     s->sent = true;
     s->sent_direct = false;
@@ -750,45 +564,16 @@ void Connection::send_again(const std::vector<SlotPtr>& slots) {
 }
 
 void Connection::resend_all(const char* why) {
-  std::vector<SlotPtr> all;
-  {
-    MutexLock lock(state_mu_);
-    for (auto& [id, slot] : slots_) {
-      // Those sent directly did not pass the broker: its fault lost none of them.
-      if (slot->done || slot->frames.empty() || slot->sent_direct) continue;
-      slot->maybe_ran = true;
-      slot->retry_at = Clock::time_point::max();
-      all.push_back(slot);
-    }
-  }
+  // In the order they were made; those sent directly did not pass the broker.
+  const std::vector<SlotPtr> all = requests_.take_all_for_resend();
   if (all.empty()) return;
   PATRO_LOG(info, "client") << why << ": resending " << all.size() << " request(s) in flight";
-  // In the order they were made.
-  std::sort(all.begin(), all.end(),
-            [](const SlotPtr& a, const SlotPtr& b) { return a->request_id < b->request_id; });
   resend(all);
 }
 
 void Connection::resend_due(Clock::time_point now) {
-  std::vector<SlotPtr> due;
-  if (now.time_since_epoch().count() < next_retry_.load()) return;
-  {
-    MutexLock lock(state_mu_);
-    Clock::time_point next = Clock::time_point::max();
-    for (auto& [id, slot] : slots_) {
-      if (slot->done || slot->retry_at == Clock::time_point::max()) continue;
-      if (slot->retry_at <= now) {
-        slot->retry_at = Clock::time_point::max();
-        due.push_back(slot);
-      } else {
-        next = std::min(next, slot->retry_at);
-      }
-    }
-    next_retry_ = next.time_since_epoch().count();
-  }
-  std::sort(due.begin(), due.end(),
-            [](const SlotPtr& a, const SlotPtr& b) { return a->request_id < b->request_id; });
-  resend(due);
+  if (now < requests_.next_retry()) return;
+  resend(requests_.take_due(now));
 }
 
 void Connection::broker_instance(uint64_t instance) {
@@ -931,15 +716,7 @@ std::optional<zmq::message_t> Connection::ask_broker(const std::string& endpoint
 }
 
 void Connection::expire_slots(Clock::time_point now) {
-  MutexLock lock(state_mu_);
-  std::vector<SlotPtr> late;
-  for (auto& [id, slot] : slots_)
-    if (!slot->done && slot->deadline <= now) late.push_back(slot);
-  for (const SlotPtr& slot : late) {
-    time_out(*slot);
-    complete(slot);
-  }
-  if (!late.empty()) state_cv_.notify_all();
+  if (requests_.expire(now)) state_cv_.notify_all();
 }
 
 void Connection::dispatch(Multipart& msg, bool direct) {
@@ -954,32 +731,17 @@ void Connection::dispatch(Multipart& msg, bool direct) {
       auto rid = parse_u64(msg[1]);
       if (!rid) return;
       annotate_received(*rid);
-      MutexLock lock(state_mu_);
-      auto it = slots_.find(*rid);
-      if (it == slots_.end()) return;  // late: its caller gave up
-      SlotPtr slot = it->second;
-      slot->body = std::move(msg[2]);
-      complete(slot, direct ? "direct" : "broker");
-      state_cv_.notify_all();
+      // None found: late, its caller gave up.
+      if (requests_.answer(*rid, std::move(msg[2]), Clock::now(), direct ? "direct" : "broker"))
+        state_cv_.notify_all();
       return;
     }
     case Command::no_route: {
       // The broker has no server for it now: it surely did not run; resend after a backoff.
       auto rid = msg.size() == 3 ? parse_u64(msg[1]) : std::nullopt;
       if (!rid) return;
-      MutexLock lock(state_mu_);
-      auto it = slots_.find(*rid);
-      if (it == slots_.end() || it->second->done) return;
-      SlotPtr slot = it->second;
-      if (!options_.retry) {
-        slot->body = std::move(msg[2]);
-        complete(slot, "broker");
-      } else {
-        // Kept in case it may not wait: its answer is then this error.
-        if (!slot->maybe_ran) slot->body = std::move(msg[2]);
-        retry_later(slot, Clock::now());
-      }
-      state_cv_.notify_all();
+      if (requests_.no_route(*rid, std::move(msg[2]), Clock::now(), retry_timing()))
+        state_cv_.notify_all();
       return;
     }
     case Command::heartbeat:
@@ -1047,7 +809,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
         broker_silent_ = false;
         if (instance == broker_instance_) resend_all("the broker is heard again");
       }
-      MutexLock lock(state_mu_);
+      MutexLock lock(requests_.mutex());
       if (done()) return;
     }
     if (direct_readable) {
@@ -1068,7 +830,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
               !recv_multipart(it->second.sock, msg, true))
             break;
           dispatch_direct(server, msg);
-          MutexLock lock(state_mu_);
+          MutexLock lock(requests_.mutex());
           if (done()) return;
         }
       }
@@ -1098,7 +860,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     const auto route_check = routes_.empty() ? Clock::time_point::max() : tend_routes(now);
     resend_due(now);
     {
-      MutexLock lock(state_mu_);
+      MutexLock lock(requests_.mutex());
       if (done()) return;
     }
     now = Clock::now();
@@ -1107,7 +869,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     // Several brokers: wake when the broker's silence would be long enough to move on.
     if (brokers_.size() > 1)
       limit = std::min(limit, last_heard_ + broker_window + std::chrono::milliseconds(1));
-    limit = std::min(limit, Clock::time_point(Clock::duration(next_retry_.load())));
+    limit = std::min(limit, requests_.next_retry());
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - now) +
                 std::chrono::milliseconds(1);
     poll_items_.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}});
@@ -1151,11 +913,11 @@ bool Connection::drive(Done done, Clock::time_point until) {
     uint64_t generation;
     size_t in_flight;
     {
-      MutexLock lock(state_mu_);
+      MutexLock lock(requests_.mutex());
       if (done()) return true;
       if (Clock::now() >= until) return false;
       generation = io_generation_;
-      in_flight = slots_.size();
+      in_flight = requests_.in_flight();
     }
     if (io_mu_.try_lock()) {
       try {
@@ -1169,7 +931,7 @@ bool Connection::drive(Done done, Clock::time_point until) {
       release_io();
       continue;
     }
-    MutexLock lock(state_mu_);
+    MutexLock lock(requests_.mutex());
     state_cv_.wait_until(lock.native(), until,
                          [&]() PATRO_NO_TSA { return done() || io_generation_ != generation; });
   }
@@ -1182,28 +944,20 @@ bool Connection::await(const SlotPtr& slot, Clock::time_point until) {
 
 void Connection::await(const SlotPtr& slot) {
   if (!drive([&]() PATRO_NO_TSA { return slot->done; }, slot->deadline)) {
-    {
-      MutexLock lock(state_mu_);
-      if (!slot->done) {
-        time_out(*slot);
-        complete(slot);
-      }
-    }
+    requests_.time_out(slot, Clock::now());
     run_callbacks();
   }
 }
 
 bool Connection::ready(const SlotPtr& slot) {
-  MutexLock lock(state_mu_);
+  MutexLock lock(requests_.mutex());
   return slot->done;
 }
 
 void Connection::on_done(const SlotPtr& slot, std::function<void()> f) {
   {
-    MutexLock lock(state_mu_);
-    if (!slot->done) {
-      if (slot->callbacks.empty()) ++callbacks_waiting_;
-      slot->callbacks.push_back(std::move(f));
+    MutexLock lock(requests_.mutex());
+    if (requests_.add_callback(slot, f)) {
       kicked_ = true;  // the heartbeat thread drives the socket while nobody else does
       heartbeat_cv_.notify_one();
       return;
@@ -1233,9 +987,9 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
     }
     bool drive_callbacks;
     {
-      MutexLock lock(state_mu_);
+      MutexLock lock(requests_.mutex());
       if (stopping_) return;
-      drive_callbacks = callbacks_waiting_ > 0;
+      drive_callbacks = requests_.callbacks_waiting() > 0;
     }
     const auto now = Clock::now();
     if (now >= next_expiry) {
@@ -1252,7 +1006,8 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
         // Without callbacks to drive, one pass that reads everything queued.
         pump(
             [&]() PATRO_NO_TSA {
-              return drive_callbacks && (callbacks_waiting_ == 0 || stopping_ || kicked_);
+              return drive_callbacks &&
+                     (requests_.callbacks_waiting() == 0 || stopping_ || kicked_);
             },
             until, true);
       } catch (const zmq::error_t& e) {
@@ -1265,9 +1020,10 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
       run_callbacks();
       if (gone.load()) return;
     }
-    MutexLock lock(state_mu_);
+    MutexLock lock(requests_.mutex());
     if (stopping_) return;
-    if (callbacks_waiting_ > 0 && !kicked_) wait = std::min(wait, std::chrono::microseconds(200));
+    if (requests_.callbacks_waiting() > 0 && !kicked_)
+      wait = std::min(wait, std::chrono::microseconds(200));
     heartbeat_cv_.wait_for(lock.native(), wait,
                            [&]() PATRO_NO_TSA { return stopping_ || kicked_; });
     kicked_ = false;
@@ -1318,11 +1074,11 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   const auto deadline = started + timeout;
   bool full;
   {
-    MutexLock lock(state_mu_);
-    full = slots_.size() >= options_.max_in_flight;
+    MutexLock lock(requests_.mutex());
+    full = requests_.in_flight() >= options_.max_in_flight;
   }
-  if (full &&
-      !drive([&]() PATRO_NO_TSA { return slots_.size() < options_.max_in_flight; }, deadline))
+  if (full && !drive([&]() PATRO_NO_TSA { return requests_.in_flight() < options_.max_in_flight; },
+                     deadline))
     throw Error(Errc::timeout, "no room for another request in flight by the call's deadline (" +
                                    std::to_string(options_.max_in_flight) + " in flight)");
   const uint64_t rid = next_request_id_++;
@@ -1433,8 +1189,8 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
   const size_t window = std::max(options_.oneway_window, options_.oneway_batch);
   bool full;
   {
-    MutexLock lock(state_mu_);
-    full = oneway_unacked_ >= window;
+    MutexLock lock(requests_.mutex());
+    full = requests_.oneway_unacked() >= window;
   }
   if (full) {
     {
@@ -1442,7 +1198,7 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
       seal_batch();
     }
     kick();
-    if (!drive([&]() PATRO_NO_TSA { return oneway_unacked_ < window; }, deadline))
+    if (!drive([&]() PATRO_NO_TSA { return requests_.oneway_unacked() < window; }, deadline))
       throw Error(Errc::timeout, "the server acknowledged none of " + std::to_string(window) +
                                      " oneway calls in flight by the call's deadline");
   }
@@ -1453,7 +1209,7 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
   }
   if (b.sealed) kick();
   if (b.opened) {
-    MutexLock lock(state_mu_);
+    MutexLock lock(requests_.mutex());
     kicked_ = true;  // the heartbeat thread sends the batch after oneway_delay
     heartbeat_cv_.notify_one();
   }
@@ -1553,11 +1309,12 @@ uint64_t Connection::await_oneway(std::chrono::milliseconds timeout) {
     seal_batch();
   }
   kick();
-  if (!drive([&]() PATRO_NO_TSA { return oneway_unacked_ == 0; }, Clock::now() + timeout))
+  if (!drive([&]() PATRO_NO_TSA { return requests_.oneway_unacked() == 0; },
+             Clock::now() + timeout))
     throw Error(Errc::timeout, "oneway calls still unacknowledged after " +
                                    std::to_string(timeout.count()) + " ms");
-  MutexLock lock(state_mu_);
-  return std::exchange(oneway_failed_, 0);
+  MutexLock lock(requests_.mutex());
+  return requests_.take_oneway_failed();
 }
 
 size_t Connection::oneway_outstanding() {
@@ -1565,8 +1322,8 @@ size_t Connection::oneway_outstanding() {
   // the unacknowledged ones, and a read between the two would count them twice.
   MutexLock out(out_mu_);
   const size_t open = batch_calls_.size();
-  MutexLock lock(state_mu_);
-  return open + oneway_unacked_;
+  MutexLock lock(requests_.mutex());
+  return open + requests_.oneway_unacked();
 }
 
 zmq::message_t Connection::control(Command command, const flatbuffers::FlatBufferBuilder& fb) {

@@ -11,7 +11,9 @@
 // one reply; at most ClientOptions::oneway_window calls are unacknowledged, and a sender past it
 // waits, driving the socket as a caller waiting for a reply does.
 //
-// Retries (ClientOptions::retry): each request keeps its frames until its answer comes (the body is
+// Retries (ClientOptions::retry), decided by the request table (request_table.hpp: the slots in
+// flight, their deadlines and the exactly-once rules, with no socket; the connection sends what it
+// says to resend): each request keeps its frames until its answer comes (the body is
 // shared with the copy that went out, not copied). It is sent again, with the same request id, when
 // its answer may have been lost — the broker restarted (its instance, in every heartbeat, changed)
 // or was silent past its window and is heard again — and, after a backoff, when the broker said it
@@ -41,7 +43,9 @@
 // connections do not pass a broker and go on untouched. A name unknown at the current broker is
 // looked up at the others, and the connection moves to the first that knows it.
 //
-// Lock order: io_mu_, then out_mu_, then state_mu_. Callbacks run with none of them held.
+// Lock order: io_mu_ (the broker socket and the direct ones), then out_mu_ (the outbox and the
+// open batch), then the request table's mutex (requests_.mutex(); it also guards the heartbeat
+// thread's wake-ups). Callbacks run with none of them held.
 #pragma once
 
 #include <atomic>
@@ -59,6 +63,7 @@
 #include "mutex.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
+#include "request_table.hpp"
 #include "socket.hpp"
 #include "wire.hpp"
 
@@ -81,39 +86,6 @@ struct CallExtras {
   /// Where to put the arguments the call changed (index, new value), if wanted.
   std::vector<std::pair<uint32_t, Value>>* changed = nullptr;
 };
-
-/// One request in flight, and its answer once it came. Guarded by the connection's state_mu_.
-struct Slot {
-  using Clock = std::chrono::steady_clock;
-  uint64_t request_id = 0;
-  uint64_t server = 0;
-  wire::Op op = wire::Op::Get;
-  Clock::time_point deadline;
-  bool done = false;
-  uint32_t oneway_calls = 0;  // a batch of oneway calls: the answer is their acknowledgement
-  Errc error = Errc::ok;
-  std::string error_text;
-  zmq::message_t body;
-  std::vector<std::function<void()>> callbacks;  // run once done, with no lock held
-  // Resending (set before the slot is published, then only read): the request as sent; a
-  // control request (to the broker) goes again as it was, a request gets an [attempt] frame.
-  Multipart frames;
-  bool control = false;
-  // Resending state, guarded by state_mu_.
-  uint32_t attempts = 1;
-  bool maybe_ran = false;  // a copy was lost on its way: it may have run
-  Clock::time_point retry_at = Clock::time_point::max();  // a resend waits for this
-  Clock::time_point no_route_since = Clock::time_point::max();
-  std::chrono::milliseconds backoff{0};
-  // Which way its latest copy went (set by the holder of the socket, io_mu_).
-  bool sent = false;
-  bool sent_direct = false;
-  // The wire trace (set before the slot is published, then only read): when the request was
-  // made, and what it asks ("OP obj=… path=…"; "calls=N" for a batch; empty: not traced).
-  Clock::time_point started;
-  std::string traced;
-};
-using SlotPtr = std::shared_ptr<Slot>;
 
 /// The references a client dropped (the last copy of each, from any thread), waiting for the
 /// connection's heartbeat thread to release them at their servers (wire::Op::Release). Shared
@@ -235,7 +207,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// frames: the request as it goes out, kept to resend it (none: not resent).
   SlotPtr new_slot(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point started,
                    Clock::time_point deadline, const Multipart* frames, bool control,
-                   uint32_t oneway_calls = 0) PATRO_EXCLUDES(state_mu_);
+                   uint32_t oneway_calls = 0) PATRO_EXCLUDES(requests_.mutex());
   /// The wire trace: logs a request (or a batch and its calls) as it goes out.
   void trace_sent(const Multipart& frames, const Slot& slot, bool direct, uint32_t attempt);
   /// serve_local, as local_copies takes it.
@@ -245,9 +217,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
       const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
       std::chrono::milliseconds timeout, uint64_t fence) const;
-  /// Waits, driving the socket, until done() (called under state_mu_) or until.
+  /// Waits, driving the socket, until done() (called under requests_.mutex()) or until.
   template <class Done>
-  bool drive(Done done, Clock::time_point until) PATRO_EXCLUDES(io_mu_, state_mu_);
+  bool drive(Done done, Clock::time_point until) PATRO_EXCLUDES(io_mu_, requests_.mutex());
   /// Waits for room for one more request in flight.
   void wait_for_room(Clock::time_point until);
   /// Queues frames behind everything queued before (the open batch first) and sends them.
@@ -258,8 +230,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
   void release_io() PATRO_RELEASE(io_mu_);
   /// Socket work by whoever holds io_mu_: flush the outbox, heartbeat, poll until done() (called
-  /// under state_mu_), someone wants the socket, or until. read_first: read before the first poll
-  /// (a single pass, until now, reads only then).
+  /// under requests_.mutex()), someone wants the socket, or until. read_first: read before the
+  /// first poll (a single pass, until now, reads only then).
   template <class Done>
   void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
   void flush() PATRO_REQUIRES(io_mu_);
@@ -295,14 +267,14 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void route_failed(uint64_t server, const std::string& why) PATRO_REQUIRES(io_mu_);
   /// Completes the slots with the error (route=direct and no direct connection).
   void fail_slots(const std::vector<SlotPtr>& slots, const std::string& why)
-      PATRO_EXCLUDES(state_mu_);
+      PATRO_EXCLUDES(requests_.mutex());
   /// A message from the broker, or (direct) from a server's direct socket.
   void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(io_mu_);
-  /// Marks a slot answered, drops it from slots_, settles a batch's credit, queues its callbacks.
-  /// via: where its answer came from, for the wire trace ("broker", "direct"; "local": made here,
-  /// a timeout or a failure).
-  void complete(const SlotPtr& slot, const char* via = "local") PATRO_REQUIRES(state_mu_);
-  void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server);
+  /// Fails the requests in flight (to server, if given): RequestTable::fail_pending.
+  void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server)
+      PATRO_EXCLUDES(requests_.mutex());
+  /// The broker's timing now, for the request table's retry decisions.
+  RetryTiming retry_timing() const noexcept;
   /// The broker restarted or came back: every request in flight may have been lost; resend all.
   void resend_all(const char* why) PATRO_REQUIRES(io_mu_);
   /// Resends the requests whose backoff ran out.
@@ -311,9 +283,6 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void resend(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
   /// Sends the slots again through the broker, in the given order, with the same request ids.
   void send_again(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
-  /// A request the broker could not route (answer: its error reply), or whose server went away:
-  /// schedules a resend after a backoff, or completes it with that answer if it may not wait.
-  void retry_later(const SlotPtr& slot, Clock::time_point now) PATRO_REQUIRES(state_mu_);
   /// A broker instance in a heartbeat or welcome; a new one means a restart.
   void broker_instance(uint64_t instance) PATRO_REQUIRES(io_mu_);
   /// Several brokers: moves to the next one in the list (see above), or to brokers_[*to].
@@ -326,8 +295,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// or nothing within connect_timeout.
   std::optional<zmq::message_t> ask_broker(const std::string& endpoint, Command command,
                                            const flatbuffers::FlatBufferBuilder& fb);
-  void expire_slots(Clock::time_point now);
-  void run_callbacks() PATRO_EXCLUDES(state_mu_);
+  void expire_slots(Clock::time_point now) PATRO_EXCLUDES(requests_.mutex());
+  void run_callbacks() PATRO_EXCLUDES(requests_.mutex());
   void heartbeat_main(const std::atomic<bool>& gone);
   void wake() noexcept;
 
@@ -380,19 +349,14 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   ObjectId batch_target_ PATRO_GUARDED_BY(out_mu_);
   Clock::time_point batch_opened_ PATRO_GUARDED_BY(out_mu_);
 
-  Mutex state_mu_;
-  CondVar state_cv_;
-  std::unordered_map<uint64_t, SlotPtr> slots_ PATRO_GUARDED_BY(state_mu_);
-  std::vector<SlotPtr> ready_ PATRO_GUARDED_BY(state_mu_);    // answered, callbacks to run
-  size_t callbacks_waiting_ PATRO_GUARDED_BY(state_mu_) = 0;  // slots with callbacks, unanswered
-  size_t oneway_unacked_ PATRO_GUARDED_BY(state_mu_) = 0;
-  uint64_t oneway_failed_ PATRO_GUARDED_BY(state_mu_) = 0;
-  uint64_t io_generation_ PATRO_GUARDED_BY(state_mu_) = 0;
-  // The earliest resend waiting for its backoff (ticks of Clock; max: none), read without a lock.
-  std::atomic<Clock::rep> next_retry_{std::numeric_limits<Clock::rep>::max()};
-  bool stopping_ PATRO_GUARDED_BY(state_mu_) = false;
-  bool kicked_ PATRO_GUARDED_BY(state_mu_) = false;  // the heartbeat thread has work
-  CondVar heartbeat_cv_;  // with state_mu_: wakes the heartbeat thread early
+  // The requests in flight. Its mutex, last in the lock order, also guards what waiters of the
+  // table look at with it: the socket's turns (io_generation_) and the heartbeat thread's wake-ups.
+  RequestTable requests_;
+  CondVar state_cv_;  // with requests_.mutex(): a slot was answered, or the socket let go
+  uint64_t io_generation_ PATRO_GUARDED_BY(requests_.mutex()) = 0;
+  bool stopping_ PATRO_GUARDED_BY(requests_.mutex()) = false;
+  bool kicked_ PATRO_GUARDED_BY(requests_.mutex()) = false;  // the heartbeat thread has work
+  CondVar heartbeat_cv_;  // with requests_.mutex(): wakes the heartbeat thread early
   // Set when the connection dies in the heartbeat thread itself (see the destructor).
   std::shared_ptr<std::atomic<bool>> heartbeat_gone_ = std::make_shared<std::atomic<bool>>(false);
 
