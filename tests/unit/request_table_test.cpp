@@ -4,7 +4,6 @@
 // broker restarts (in request order, same ids), a server that goes away (idempotent: resent; not:
 // outcome_unknown), a direct connection that dies, a oneway batch's credit, and callbacks that are
 // handed out once.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <chrono>
