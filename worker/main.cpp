@@ -38,7 +38,9 @@ const char* kObjects = R"(OBJECT is one of:
                      whose taker died, is delivered again (a detached lease, take_leased(wait,
                      lease_ms, true), survives its taker: patro take uses it).
   log NAME PATH      a log writer: write, write_many, rotate, read, follow, size. Lines land
-                     whole, in the order received.
+                     whole, in the order received. A read or follow answers the file's
+                     generation with the next offset; a position {generation, offset} follows
+                     the log across rotations (rotate, or mv and SIGHUP).
   hash NAME          a key-value store: get, set, erase, exists, keys, size
   counter NAME       an atomic counter: add, get, set, cas
 

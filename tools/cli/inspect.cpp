@@ -363,7 +363,8 @@ class Follower {
           return patro_error;
         }
         // Anything else, a timeout included (a dead broker may answer nothing): a new connection
-        // and a new lookup of the name, since a restarted server has new object ids.
+        // and a new lookup of the name, since a restarted server may have new object ids (a
+        // worker without --data or --server-id).
         if (!lost && e.code() != Errc::timeout) {
           std::fprintf(stderr, "patro: tail: %s; reconnecting\n", e.what());
           announced_ = true;
