@@ -2,14 +2,17 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <optional>
+#include <random>
 
 namespace patro::worker {
 
@@ -25,11 +28,40 @@ void write_all(int fd, const std::string& data) {
     done += static_cast<size_t>(n);
   }
 }
+constexpr const char* kGenerationAttribute = "user.patro.generation";
+
+// A file's generation: a random number in its extended attribute user.patro.generation, set the
+// first time the writer opens it as the current file, which a rename keeps and a restart reads
+// again (an inode number alone would not do: the next file created once a rotated one is removed
+// may get the same). Where the file system keeps no user attributes, the inode number.
+int64_t generation_of(int fd, const struct stat& st, bool assign) {
+  char buf[32] = {};
+  const ssize_t n = ::fgetxattr(fd, kGenerationAttribute, buf, sizeof buf - 1);
+  if (n > 0) {
+    char* end = nullptr;
+    const long long v = std::strtoll(buf, &end, 10);
+    if (end == buf + n && v > 0) return v;
+  }
+  if (assign && n < 0 && errno == ENODATA) {
+    std::random_device rd;
+    int64_t v = 0;
+    while (v <= 0) v = static_cast<int64_t>(((static_cast<uint64_t>(rd()) << 32) ^ rd()) >> 2);
+    const std::string text = std::to_string(v);
+    if (::fsetxattr(fd, kGenerationAttribute, text.data(), text.size(), 0) == 0) return v;
+  }
+  return static_cast<int64_t>(st.st_ino);
+}
 }  // namespace
 
 LogWriter::LogWriter(std::string path, LogOptions options)
     : path_(std::move(path)), options_(options) {
-  open_file();
+  open_rotated();
+  try {
+    open_file();
+  } catch (...) {
+    for (const Generation& g : files_) ::close(g.fd);
+    throw;
+  }
   writer_ = std::thread([this] { writer_main(); });
 }
 
@@ -41,16 +73,60 @@ LogWriter::~LogWriter() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
-  if (fd_ >= 0) ::close(fd_);
+  for (const Generation& g : files_) ::close(g.fd);
 }
 
 void LogWriter::open_file() {
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0)
+  // Read and write: followers read the current file through the same descriptor, so a line
+  // written after a mv and before the SIGHUP (into the moved file) still reaches them.
+  const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0)
     throw Error(Errc::invalid_argument,
                 "cannot open log file " + path_ + ": " + std::strerror(errno));
   struct stat st {};
-  written_ = ::fstat(fd_, &st) == 0 ? st.st_size : 0;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw Error(Errc::invalid_argument,
+                "cannot stat log file " + path_ + ": " + std::strerror(err));
+  }
+  struct stat current {};
+  if (fd_ >= 0 && ::fstat(fd_, &current) == 0 && current.st_ino == st.st_ino &&
+      current.st_dev == st.st_dev) {
+    ::close(fd);  // the same file (a SIGHUP with nothing moved): the same generation
+  } else {
+    files_.push_back(Generation{generation_of(fd, st, true), fd});
+    fd_ = fd;
+    trim_generations();
+  }
+  written_ = st.st_size;
+}
+
+void LogWriter::open_rotated() {
+  for (int i = options_.keep; i >= 1; --i) {
+    const std::string p = path_ + "." + std::to_string(i);
+    const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    const int64_t id =
+        ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? generation_of(fd, st, false) : 0;
+    const bool fresh = id != 0 && std::none_of(files_.begin(), files_.end(),
+                                               [&](const Generation& g) { return g.id == id; });
+    if (fresh)
+      files_.push_back(Generation{id, fd});
+    else
+      ::close(fd);
+  }
+}
+
+void LogWriter::trim_generations() {
+  // The current file and `keep` older ones (at least one: the file rotated last, which a
+  // follower may still be reading).
+  const size_t held = static_cast<size_t>(std::max(options_.keep, 1)) + 1;
+  while (files_.size() > held) {
+    ::close(files_.front().fd);
+    files_.pop_front();
+  }
 }
 
 std::string LogWriter::format(const std::string& line, uint64_t client) const {
@@ -114,8 +190,9 @@ void LogWriter::write_many(const ValueArray& lines, Deferred reply) {
 }
 
 void LogWriter::rotate_locked() {
+  // The old file stays open (a generation followers finish), whatever it is called now.
   ::fsync(fd_);
-  ::close(fd_);
+  if (options_.keep <= 0) ::unlink(path_.c_str());
   for (int i = options_.keep; i >= 1; --i) {
     const std::string from = i == 1 ? path_ : path_ + "." + std::to_string(i - 1);
     const std::string to = path_ + "." + std::to_string(i);
@@ -137,16 +214,9 @@ void LogWriter::reopen() {
   }
   std::lock_guard<std::mutex> io(io_mu_);
   const int old = fd_;
-  const int64_t old_written = written_;
-  try {
-    open_file();
-  } catch (...) {
-    fd_ = old;
-    written_ = old_written;
-    throw;
-  }
-  ::fdatasync(old);
-  ::close(old);
+  open_file();  // on failure nothing changed
+  // A new file: the old one becomes an older generation, still open for its followers.
+  if (fd_ != old) ::fdatasync(old);
 }
 
 bool LogWriter::rotate() {
@@ -221,80 +291,129 @@ void LogWriter::writer_main() {
   ::fdatasync(fd_);
 }
 
-Value LogWriter::read(int64_t offset, int64_t max_lines) {
-  std::lock_guard<std::mutex> io(io_mu_);
-  return read_locked(offset, max_lines);
+LogWriter::Position LogWriter::position_of(const Value& v) {
+  if (const int64_t* offset = v.if_int()) return Position{{}, *offset};
+  if (const ValueHash* h = v.if_hash()) {
+    const auto g = h->find("generation");
+    const auto o = h->find("offset");
+    if (h->size() == 2 && g != h->end() && o != h->end() && g->second.if_int() &&
+        o->second.if_int())
+      return Position{*g->second.if_int(), *o->second.if_int()};
+  }
+  throw Error(Errc::invalid_argument,
+              "a log position is a byte offset or {\"generation\": G, \"offset\": N} (from a "
+              "reply's \"generation\" and \"next\"), not " +
+                  v.to_string());
 }
 
-Value LogWriter::read_locked(int64_t offset, int64_t max_lines) {
+Value LogWriter::read(const Position& at, int64_t max_lines) {
+  std::lock_guard<std::mutex> io(io_mu_);
+  return read_locked(at, max_lines);
+}
+
+Value LogWriter::read_locked(const Position& at, int64_t max_lines) {
+  size_t idx = files_.size() - 1;
+  int64_t offset = std::max<int64_t>(at.offset, 0);
+  bool skipped = false;
+  if (at.generation) {
+    const auto it = std::find_if(files_.begin(), files_.end(),
+                                 [&](const Generation& g) { return g.id == *at.generation; });
+    if (it == files_.end()) {
+      // Gone (past what is kept, or moved away before a restart): the oldest file held is the
+      // first whose lines the follower cannot have had.
+      idx = 0;
+      offset = 0;
+      skipped = true;
+    } else {
+      idx = static_cast<size_t>(it - files_.begin());
+    }
+  }
+  ValueArray lines;
+  int64_t truncated = 0;
+  for (;;) {
+    const int fd = files_[idx].fd;
+    struct stat st {};
+    // Past the end of a file named by its generation: emptied in place (copytruncate).
+    if (at.generation && ::fstat(fd, &st) == 0 && offset > st.st_size) offset = 0;
+    offset = read_lines(fd, offset, max_lines, lines, truncated);
+    // An older file with no whole line left is finished: nothing more is written to it (the
+    // writer moved on under io_mu_, which we hold). A plain offset stays in the current file.
+    if (!lines.empty() || !at.generation || idx + 1 >= files_.size()) break;
+    ++idx;
+    offset = 0;
+  }
+  Value out;
+  out.set("lines", Value(std::move(lines)));
+  out.set("next", offset);
+  out.set("generation", files_[idx].id);
+  if (truncated > 0) out.set("truncated", truncated);
+  if (skipped) out.set("skipped", true);
+  return out;
+}
+
+int64_t LogWriter::read_lines(int fd, int64_t offset, int64_t max_lines, ValueArray& lines,
+                              int64_t& truncated) const {
   // Reads block by block until max_lines whole lines, or max_read_bytes of them, or the end of
   // what is written. A line longer than a block is read on to its end, never dropped (a line cut
   // at a block's end would otherwise hide every later line).
   constexpr size_t kBlock = 64 << 10;
   constexpr int64_t kPerLine = 16;  // a string's framing in the reply
   const int64_t cap = std::max<int64_t>(options_.max_read_bytes - kPerLine, 1);
-  ValueArray lines;
   int64_t at = std::max<int64_t>(offset, 0);
   int64_t budget = cap + kPerLine;
-  int64_t truncated = 0;
-  const int rfd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (rfd >= 0) {
-    std::string block(kBlock, '\0');
-    std::string partial;     // the start of a line whose end is not read yet
-    int64_t line_bytes = 0;  // that line's length so far (partial holds at most cap of it)
-    int64_t file_at = at;
-    bool done = false;
-    while (!done && static_cast<int64_t>(lines.size()) < max_lines) {
-      ssize_t n;
-      do {
-        n = ::pread(rfd, block.data(), kBlock, file_at);
-      } while (n < 0 && errno == EINTR);
-      if (n <= 0) break;
-      file_at += n;
-      const size_t got = static_cast<size_t>(n);
-      size_t start = 0;
-      while (start < got && static_cast<int64_t>(lines.size()) < max_lines) {
-        const void* nl = std::memchr(block.data() + start, '\n', got - start);
-        const size_t end =
-            nl ? static_cast<size_t>(static_cast<const char*>(nl) - block.data()) : got;
-        const size_t room =
-            static_cast<size_t>(cap) - std::min(partial.size(), static_cast<size_t>(cap));
-        partial.append(block, start, std::min(end - start, room));
-        line_bytes += static_cast<int64_t>(end - start);
-        if (nl == nullptr) break;
-        const int64_t cost = std::min(line_bytes, cap) + kPerLine;
-        if (cost > budget && !lines.empty()) {  // the next reply takes it
-          done = true;
-          break;
-        }
-        if (line_bytes > cap) ++truncated;  // longer than any reply may carry: cut to what fits
-        lines.push_back(std::move(partial));
-        partial.clear();
-        budget -= cost;
-        at += line_bytes + 1;
-        line_bytes = 0;
-        start = end + 1;
+  std::string block(kBlock, '\0');
+  std::string partial;     // the start of a line whose end is not read yet
+  int64_t line_bytes = 0;  // that line's length so far (partial holds at most cap of it)
+  int64_t file_at = at;
+  bool done = false;
+  while (!done && static_cast<int64_t>(lines.size()) < max_lines) {
+    ssize_t n;
+    do {
+      n = ::pread(fd, block.data(), kBlock, file_at);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) break;
+    file_at += n;
+    const size_t got = static_cast<size_t>(n);
+    size_t start = 0;
+    while (start < got && static_cast<int64_t>(lines.size()) < max_lines) {
+      const void* nl = std::memchr(block.data() + start, '\n', got - start);
+      const size_t end =
+          nl ? static_cast<size_t>(static_cast<const char*>(nl) - block.data()) : got;
+      const size_t room =
+          static_cast<size_t>(cap) - std::min(partial.size(), static_cast<size_t>(cap));
+      partial.append(block, start, std::min(end - start, room));
+      line_bytes += static_cast<int64_t>(end - start);
+      if (nl == nullptr) break;
+      const int64_t cost = std::min(line_bytes, cap) + kPerLine;
+      if (cost > budget && !lines.empty()) {  // the next reply takes it
+        done = true;
+        break;
       }
+      if (line_bytes > cap) ++truncated;  // longer than any reply may carry: cut to what fits
+      lines.push_back(std::move(partial));
+      partial.clear();
+      budget -= cost;
+      at += line_bytes + 1;
+      line_bytes = 0;
+      start = end + 1;
     }
-    ::close(rfd);
   }
-  Value out;
-  out.set("lines", Value(std::move(lines)));
-  out.set("next", at);
-  if (truncated > 0) out.set("truncated", truncated);
-  return out;
+  return at;
 }
 
-void LogWriter::follow(int64_t offset, int64_t max_lines, int64_t timeout_ms, Deferred reply) {
-  Value now = read(offset, max_lines);
+void LogWriter::follow(const Position& at, int64_t max_lines, int64_t timeout_ms, Deferred reply) {
+  Value now = read(at, max_lines);
   if (!now["lines"].if_array()->empty() || timeout_ms <= 0) {
     reply.resolve(now);
     return;
   }
+  // Parked where the read ended: past the older files it finished, if it named a generation.
+  const Position parked =
+      at.generation ? Position{now["generation"].as<int64_t>(), now["next"].as<int64_t>()} : at;
   {
     std::lock_guard<std::mutex> lock(mu_);
     followers_.push_back(
-        Follower{offset, max_lines,
+        Follower{parked, max_lines,
                  std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 3600000)),
                  reply});
@@ -314,7 +433,7 @@ void LogWriter::answer_followers(bool reread) {
   std::deque<Follower> still;
   for (auto& f : waiting) {
     const bool expired = f.deadline <= now;
-    Value got = reread || expired ? read(f.offset, f.max_lines) : Value();
+    Value got = reread || expired ? read(f.at, f.max_lines) : Value();
     if (got.is_null() || (got["lines"].if_array()->empty() && !expired)) {
       still.push_back(std::move(f));
     } else {
@@ -325,14 +444,23 @@ void LogWriter::answer_followers(bool reread) {
   for (auto& f : still) followers_.push_back(std::move(f));
 }
 
-int64_t LogWriter::subscribe(int64_t offset, const Value& callback) {
+int64_t LogWriter::subscribe(const Position& at, const Value& callback) {
   Proxy cb = push_target(callback, "subscribe",
-                         "it is called with {\"lines\", \"next\"} as follow answers");
+                         "it is called with {\"lines\", \"next\", \"generation\"} as follow "
+                         "answers");
+  // A plain offset is in the current file: named by its generation from here on, so the
+  // subscription follows the log across rotations.
+  Position start = at;
+  start.offset = std::max<int64_t>(start.offset, 0);
+  if (!start.generation) {
+    std::lock_guard<std::mutex> io(io_mu_);
+    start.generation = files_.back().id;
+  }
   int64_t token;
   {
     std::lock_guard<std::mutex> lock(mu_);
     token = next_token_++;
-    subscribers_.push_back(Subscriber{token, std::move(cb), std::max<int64_t>(offset, 0)});
+    subscribers_.push_back(Subscriber{token, std::move(cb), start});
     new_followers_ = true;  // the writer looks at once: lines may be there already
   }
   cv_.notify_all();
@@ -347,16 +475,15 @@ bool LogWriter::unsubscribe(int64_t token) {
 }
 
 void LogWriter::push_subscribers() {
-  std::vector<std::pair<int64_t, int64_t>> due;  // token, offset
+  std::vector<std::pair<int64_t, Position>> due;  // token, position
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const Subscriber& s : subscribers_)
-      if (!s.in_flight) due.emplace_back(s.token, s.offset);
+      if (!s.in_flight) due.emplace_back(s.token, s.at);
   }
   for (const auto& entry : due) {
     const int64_t token = entry.first;  // captured below, which clang 14 refuses for a binding
-    const int64_t offset = entry.second;
-    Value got = read(offset, 1000);
+    Value got = read(entry.second, 1000);
     if (got["lines"].if_array()->empty()) continue;
     std::optional<Proxy> cb;
     {
@@ -365,7 +492,7 @@ void LogWriter::push_subscribers() {
                              [&](const Subscriber& s) { return s.token == token; });
       if (it == subscribers_.end()) continue;  // unsubscribed meanwhile
       it->in_flight = true;
-      it->offset = got["next"].as<int64_t>();
+      it->at = Position{got["generation"].as<int64_t>(), got["next"].as<int64_t>()};
       cb = it->callback;
     }
     try {
@@ -417,12 +544,12 @@ void LogWriter::register_class() {
       .method("write_many",
               [](LogWriter& l, ValueArray lines, Deferred d) { l.write_many(lines, d); })
       .method("rotate", [](LogWriter& l) { return l.rotate(); })
-      .method("read", [](LogWriter& l, int64_t offset,
-                         int64_t max_lines) { return l.read(offset, max_lines); })
-      .method("follow", [](LogWriter& l, int64_t offset, int64_t timeout_ms,
-                           Deferred d) { l.follow(offset, 1000, timeout_ms, d); })
-      .method("subscribe", [](LogWriter& l, int64_t offset,
-                              Value callback) { return l.subscribe(offset, callback); })
+      .method("read", [](LogWriter& l, Value at,
+                         int64_t max_lines) { return l.read(position_of(at), max_lines); })
+      .method("follow", [](LogWriter& l, Value at, int64_t timeout_ms,
+                           Deferred d) { l.follow(position_of(at), 1000, timeout_ms, d); })
+      .method("subscribe", [](LogWriter& l, Value at,
+                              Value callback) { return l.subscribe(position_of(at), callback); })
       .method("unsubscribe", [](LogWriter& l, int64_t token) { return l.unsubscribe(token); })
       .method("size", [](LogWriter& l) { return l.size(); })
       .method("path", [](LogWriter& l) { return l.path(); });

@@ -26,6 +26,7 @@
 #include "job_queue.hpp"
 #include "kv_store.hpp"
 #include "log_writer.hpp"
+#include "server_identity.hpp"
 #include "verify.hpp"
 
 namespace {
@@ -37,7 +38,9 @@ const char* kObjects = R"(OBJECT is one of:
                      whose taker died, is delivered again (a detached lease, take_leased(wait,
                      lease_ms, true), survives its taker: patro take uses it).
   log NAME PATH      a log writer: write, write_many, rotate, read, follow, size. Lines land
-                     whole, in the order received.
+                     whole, in the order received. A read or follow answers the file's
+                     generation with the next offset; a position {generation, offset} follows
+                     the log across rotations (rotate, or mv and SIGHUP).
   hash NAME          a key-value store: get, set, erase, exists, keys, size
   counter NAME       an atomic counter: add, get, set, cas
 
@@ -235,9 +238,22 @@ int main(int argc, char** argv) {
                  "rotate a log when it would grow past N bytes (0: never)")
       ->type_name("N")
       ->check(patro::cli::non_negative());
+  app.add_option("--log-keep", log_options.keep,
+                 "rotated files of each log kept: PATH.1 .. PATH.N, the oldest removed at a "
+                 "rotation (0: none); also how many older files stay open for followers")
+      ->type_name("N")
+      ->check(patro::cli::range(0, 1000))
+      ->capture_default_str();
   app.add_option("--threads", so.threads, "worker threads (default $PATRO_THREADS, or 4)")
       ->type_name("N");
   app.add_option("--name", so.name, "the server's name (its lock segments in /dev/shm)");
+  std::string server_id_text;
+  app.add_option("--server-id", server_id_text,
+                 "the server's id (16 hex digits, not 0): its objects' ids follow from it and "
+                 "their names, so clients' proxies outlive a restart. With --data it is kept in "
+                 "DIR/server-id (made on the first start, read on later ones) and this need not "
+                 "be given; without either, a random id each start")
+      ->type_name("ID");
   app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval (default 1000)")
       ->type_name("N")
       ->check(patro::cli::non_negative());
@@ -336,6 +352,11 @@ int main(int argc, char** argv) {
                     specs[i].kind + "); each name must be unique");
   if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty())
     usage_error(e);
+  if (!server_id_text.empty()) {
+    const auto id = patro::worker::parse_server_id(server_id_text);
+    if (!id) usage_error("--server-id: 16 hex digits, not 0, not '" + server_id_text + "'");
+    so.server_id = *id;
+  }
 
   try {
     // Held until main returns: a second worker on the same --data refuses here, before it
@@ -343,7 +364,14 @@ int main(int argc, char** argv) {
     if (!data_dir.empty()) {
       patro::worker::make_data_directory(data_dir);
       data_lock = std::make_unique<patro::worker::DataDirLock>(data_dir);
+      so.server_id = patro::worker::data_directory_server_id(data_dir, so.server_id);
     }
+    if (so.server_id != 0)
+      patro::write_log(patro::LogLevel::info, "worker",
+                       "server id " + patro::worker::format_server_id(so.server_id) +
+                           (data_dir.empty() ? std::string(" (--server-id)")
+                                             : " (kept in " + data_dir + "/" +
+                                                   patro::worker::kServerIdFile + ")"));
     patro::worker::JobQueue::register_class();
     patro::worker::LogWriter::register_class();
     patro::worker::KvStore::register_class();

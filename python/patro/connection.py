@@ -463,6 +463,8 @@ class Connection:
         """Sends one operation and returns its slot at once (see wait / results)."""
         timeout = self.options.call_timeout if timeout is None else max(0.0, float(timeout))
         deadline = time.monotonic() + timeout
+        if not self._slots:
+            self._read_queued()
         if len(self._slots) >= self.options.max_in_flight:
             if not self._drive(lambda: len(self._slots) < self.options.max_in_flight, deadline):
                 raise errors.Timeout("no room for another request in flight by the call's deadline "
@@ -598,6 +600,22 @@ class Connection:
             with self._mu:
                 if not done() and self._generation == gen:
                     self._cv.wait(min(until - now, 0.05))
+
+    def _read_queued(self):
+        """Reads what the broker sent while nothing was in flight, before a new request goes out
+        (C++ Connection::read_queued): a SERVER_DOWN still queued must not fail a request sent
+        after its server came back under the same id. Skipped while another thread holds the
+        socket (it reads)."""
+        if self._closed or not self._io.acquire(blocking=False):
+            return
+        try:
+            sock = self._sock
+            if sock is not None and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._pump(lambda: False, time.monotonic(), True)
+        except zmq.ZMQError:
+            pass  # the request's own sending and waiting meet it and report it
+        finally:
+            self._release_io()
 
     def _release_io(self):
         self._io.release()

@@ -123,17 +123,23 @@ class Log:
         return self.proxy.call("size")
 
     def read(self, offset=0, max_lines=1000):
-        """(lines, next offset) from byte offset in the current file."""
+        """(lines, next offset) from byte offset in the current file. (The answer also names the
+        file's generation; follow() uses it to go on across rotations.)"""
         r = self.proxy.call("read", int(offset), int(max_lines))
         return r["lines"], r["next"]
 
     def follow(self, offset=0, idle_timeout=None, poll=1.0, max_lines=None):
         """Yields the file's lines from byte offset (None: from its current end), and new ones as
-        they are written, as tail -f does. Each wait on the server is at most poll seconds;
-        the generator ends after idle_timeout seconds with no new line (None: never; break out
-        of the loop instead), or after max_lines lines."""
+        they are written, as tail -f does, across rotations (rotate, or mv and SIGHUP): the old
+        file is finished, then the new one read from its start. Each wait on the server is at
+        most poll seconds; the generator ends after idle_timeout seconds with no new line (None:
+        never; break out of the loop instead), or after max_lines lines."""
         if offset is None:
             offset = self.size()
+        # The position: a byte offset in the current file until the first answer names the
+        # file's generation; from then on {"generation", "offset"} (a worker older than
+        # generations names none, and its offsets stay plain).
+        at = int(offset)
         poll = min(max(poll, 0.01), _SLICE)
         yielded = 0
         last = time.monotonic()
@@ -146,14 +152,17 @@ class Log:
                     return
                 wait = min(wait, left)
             try:
-                r = self.proxy.call("follow", int(offset), _ms(wait), timeout=wait + grace)
+                r = self.proxy.call("follow", at, _ms(wait), timeout=wait + grace)
             except errors.Timeout:
                 # A follow is a read: with no answer, ask again from the same offset. (A worker
                 # whose log has no writer may not answer a follow until the next line.)
                 continue
             if not isinstance(r, dict) or "lines" not in r:
                 raise errors.BadMessage("follow answered %r" % (r,))
-            offset = r["next"]
+            if "generation" in r:
+                at = {"generation": r["generation"], "offset": r["next"]}
+            else:
+                at = r["next"]
             if r["lines"]:
                 last = time.monotonic()
             for line in r["lines"]:

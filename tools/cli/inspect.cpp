@@ -285,13 +285,36 @@ int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
 
 namespace {
 
+// Where the next read of a log starts: a byte offset in the file of a generation (the log's
+// files across rotations), or, before any reply named one (tail --from), in the current file.
+struct LogPosition {
+  std::optional<int64_t> generation;
+  int64_t offset = 0;
+  Value value() const {
+    if (!generation) return offset;
+    return Value(ValueHash{{"generation", *generation}, {"offset", offset}});
+  }
+};
+
+// The position after a read or follow result. A worker older than generations names none: its
+// offsets stay plain.
+LogPosition next_position(const Value& r, const LogPosition& at) {
+  LogPosition next = at;
+  if (const int64_t* n = r["next"].if_int()) next.offset = *n;
+  if (const int64_t* g = r["generation"].if_int()) next.generation = *g;
+  return next;
+}
+
 // Prints the lines of a read or follow result (text: each line as it is; JSON lines: each line a
-// JSON string); returns its next offset.
-int64_t print_lines(const Output& out, const Value& r, int64_t offset) {
+// JSON string); returns the position after them.
+LogPosition print_lines(const Output& out, const Value& r, const LogPosition& at) {
+  if (r["skipped"] == true)
+    std::fprintf(stderr,
+                 "patro: tail: the file being followed is no longer kept; going on at the oldest "
+                 "one kept (lines may be missing)\n");
   if (const ValueArray* ls = r["lines"].if_array())
     for (const Value& l : *ls) out.print(l);
-  const Value& next = r["next"];
-  return next.if_int() ? *next.if_int() : offset;
+  return next_position(r, at);
 }
 
 // Errors that another try cannot mend: the name is there but is not a log.
@@ -312,8 +335,8 @@ bool fatal(const Error& e) {
 // The follower of tail -f, on its own thread: the main thread waits for the signal that ends it.
 class Follower {
  public:
-  Follower(const Invocation& a, Cluster& c, const Output& out, Proxy p, int64_t offset)
-      : a_(a), c_(c), out_(out), p_(std::move(p)), offset_(offset) {}
+  Follower(const Invocation& a, Cluster& c, const Output& out, Proxy p, LogPosition at)
+      : a_(a), c_(c), out_(out), p_(std::move(p)), at_(at) {}
 
   // Follows until stop(); a fatal error ends it with status 1.
   int run() {
@@ -330,7 +353,9 @@ class Follower {
           lost = false;
           backoff = std::chrono::milliseconds(100);
         }
-        offset_ = print_lines(out_, p_.call("follow", offset_, kFollowMs), offset_);
+        // The position names the file's generation: across a rotation the follower finishes the
+        // old file and goes on at the new one's start.
+        at_ = print_lines(out_, p_.call("follow", at_.value(), kFollowMs), at_);
       } catch (const Error& e) {
         if (stopping()) break;
         if (fatal(e)) {
@@ -338,7 +363,8 @@ class Follower {
           return patro_error;
         }
         // Anything else, a timeout included (a dead broker may answer nothing): a new connection
-        // and a new lookup of the name, since a restarted server has new object ids.
+        // and a new lookup of the name, since a restarted server may have new object ids (a
+        // worker without --data or --server-id).
         if (!lost && e.code() != Errc::timeout) {
           std::fprintf(stderr, "patro: tail: %s; reconnecting\n", e.what());
           announced_ = true;
@@ -369,7 +395,7 @@ class Follower {
   Cluster& c_;
   const Output& out_;
   Proxy p_;
-  int64_t offset_;
+  LogPosition at_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -381,24 +407,25 @@ class Follower {
 int cmd_tail(const Invocation& a, Cluster& c, const Output& out) {
   a.need(1, 1, "NAME");
   Proxy p = c.proxy(a.key(0));
-  int64_t offset = 0;
+  LogPosition at;
   if (a.from) {
-    offset = print_lines(out, p.call("read", *a.from, int64_t{100000}), *a.from);
+    at = print_lines(out, p.call("read", *a.from, int64_t{100000}), LogPosition{{}, *a.from});
   } else {
     // The last n lines: read everything, keep n. Bounded by the log's size.
     const int64_t n = a.lines.value_or(10);
     std::deque<Value> last;
     for (int round = 0; round < 1000000; ++round) {
-      const Value r = p.call("read", offset, int64_t{10000});
+      const Value r = p.call("read", at.value(), int64_t{10000});
       const ValueArray* ls = r["lines"].if_array();
-      const int64_t next = r["next"].if_int() ? *r["next"].if_int() : offset;
       if (ls)
         for (const Value& l : *ls) {
           last.push_back(l);
           if (static_cast<int64_t>(last.size()) > n) last.pop_front();
         }
-      if (ls == nullptr || ls->empty() || next == offset) break;
-      offset = next;
+      const LogPosition next = next_position(r, at);
+      const bool moved = next.offset != at.offset || next.generation != at.generation;
+      at = next;
+      if (ls == nullptr || ls->empty() || !moved) break;
     }
     for (const Value& l : last) out.print(l);
   }
@@ -406,7 +433,7 @@ int cmd_tail(const Invocation& a, Cluster& c, const Output& out) {
 
   // The follower runs on a thread; this one waits for SIGINT, SIGTERM or SIGHUP (blocked in every
   // thread since before the connection started), or for SIGUSR1 from a follower that failed.
-  Follower f(a, c, out, std::move(p), offset);
+  Follower f(a, c, out, std::move(p), at);
   std::promise<int> done;
   std::future<int> result = done.get_future();
   const pid_t self = ::getpid();

@@ -189,7 +189,8 @@ struct ServerOptions {
   /// made of the process id and the server id.
   std::string name;
   /// The server half of its objects' ids; 0 (the default): random. A server that restarts with the
-  /// same server_id and serves the same objects in the same order gives them the same ids, so
+  /// same server_id and serves the same objects gives them the same ids (a Named object's follows
+  /// from its name, wherever it stands in the list; an unnamed one's from its position), so
   /// clients' proxies outlive the restart and their idempotent calls in flight are retried against
   /// it (nested objects made later get new random ids, as ever). Keep it secret where ids matter:
   /// the served objects' ids derive from it.

@@ -489,6 +489,19 @@ void Connection::fail_slots(const std::vector<SlotPtr>& slots, const std::string
   state_cv_.notify_all();
 }
 
+void Connection::read_queued() {
+  if (io_mu_.try_lock()) {  // else its holder reads
+    try {
+      // ZMQ_EVENTS looks at what is queued without a system call in the common case.
+      if (sock_.get(zmq::sockopt::events) & ZMQ_POLLIN)
+        pump([]() PATRO_NO_TSA { return false; }, Clock::now(), true);
+    } catch (const zmq::error_t&) {
+      // The request's own sending and waiting meet the same failure and report it.
+    }
+    release_io();
+  }
+}
+
 void Connection::release_io() {
   io_mu_.unlock();
   // Whatever was queued while we held the socket, and nobody could flush, goes now.
@@ -1072,11 +1085,13 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   const auto timeout = extras.timeout.value_or(options_.call_timeout);
   const auto started = Clock::now();
   const auto deadline = started + timeout;
-  bool full;
+  bool full, idle;
   {
     MutexLock lock(requests_.mutex());
     full = requests_.in_flight() >= options_.max_in_flight;
+    idle = requests_.in_flight() == 0;
   }
+  if (idle) read_queued();
   if (full && !drive([&]() PATRO_NO_TSA { return requests_.in_flight() < options_.max_in_flight; },
                      deadline))
     throw Error(Errc::timeout, "no room for another request in flight by the call's deadline (" +

@@ -229,6 +229,11 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
   void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
   void release_io() PATRO_RELEASE(io_mu_);
+  /// Reads what the broker sent while nothing was in flight, before a new request goes out: a
+  /// SERVER_DOWN still queued (the heartbeat thread reads every half interval) must not fail a
+  /// request sent after its server came back under the same id (a restart with a fixed
+  /// server_id). Skipped while another thread holds the socket (it reads).
+  void read_queued() PATRO_EXCLUDES(io_mu_, out_mu_, requests_.mutex());
   /// Socket work by whoever holds io_mu_: flush the outbox, heartbeat, poll until done() (called
   /// under requests_.mutex()), someone wants the socket, or until. read_first: read before the
   /// first poll (a single pass, until now, reads only then).

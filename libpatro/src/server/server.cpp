@@ -51,6 +51,13 @@ uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// FNV-1a over a name: with mix64, a named object's id follows from the server id and its name.
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
 unsigned thread_count(const ServerOptions& o) {
   if (o.threads > 0) return o.threads;
   if (const char* env = std::getenv("PATRO_THREADS")) {
@@ -154,10 +161,13 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
                   "cannot serve a proxy; serve the object on its own server");
     auto node = served_node(named.object);
     named.object = reference_to(node);
-    // With a fixed server id, the served objects' ids follow from it and their position.
-    const ObjectId id = options_.server_id != 0
-                            ? objects_.pin(node, mix64(options_.server_id + entries_.size() + 1))
-                            : objects_.pin(node);
+    // With a fixed server id, the served objects' ids follow from it and their name (a named
+    // one: the order they are served in may change across restarts) or their position.
+    const uint64_t fixed = options_.server_id == 0 ? 0
+                           : named.name.empty()
+                               ? mix64(options_.server_id + entries_.size() + 1)
+                               : mix64(mix64(options_.server_id) ^ name_hash(named.name));
+    const ObjectId id = fixed != 0 ? objects_.pin(node, fixed) : objects_.pin(node);
     entries_.push_back(ObjectEntry{id, node->type_name(), node->reftype()});
   }
 }

@@ -1,0 +1,265 @@
+// patro-worker's identity across restarts (its server id kept in --data, each object's id from its
+// name) and its logs' followers across rotations (a position names the file's generation).
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include <patro/patro.hpp>
+
+#include "../support/process.hpp"
+
+using namespace std::chrono_literals;
+using patro::test::BrokerProcess;
+using patro::test::Process;
+using patro::test::program;
+using patro::test::read_file;
+using patro::test::TempDir;
+using patro::test::wait_for_file;
+
+namespace {
+
+// patro-worker registered with an outside broker (which outlives it, as under systemd); ready once
+// it wrote its config (after every lane registered).
+std::unique_ptr<Process> start_worker(const TempDir& dir, const std::string& broker_back,
+                                      const std::string& data, std::vector<std::string> objects) {
+  const std::string cfg = dir.file("worker.conf");
+  std::remove(cfg.c_str());
+  std::vector<std::string> argv{program("PATRO_WORKER"), "--broker", broker_back,    "--data", data,
+                                "--heartbeat-ms",        "100",      "--config-out", cfg};
+  argv.insert(argv.end(), objects.begin(), objects.end());
+  auto p = std::make_unique<Process>(argv);
+  REQUIRE(wait_for_file(cfg, 30s));
+  return p;
+}
+
+// patro-worker with its own broker serving the log "events" at path.
+struct LogWorker {
+  std::unique_ptr<Process> proc;
+  std::string front;
+  LogWorker(const TempDir& dir, const std::string& path, std::vector<std::string> options = {}) {
+    const std::string eps = dir.file("endpoints");
+    std::remove(eps.c_str());
+    std::vector<std::string> argv{
+        program("PATRO_WORKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
+        "--endpoints-file",      eps,       "--heartbeat-ms",    "250"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    for (const char* w : {"log", "events"}) argv.emplace_back(w);
+    argv.push_back(path);
+    proc = std::make_unique<Process>(argv);
+    REQUIRE(wait_for_file(eps, 20s));
+    std::istringstream(read_file(eps)) >> front;
+    for (int i = 0; i < 200; ++i) {
+      try {
+        patro::ClientOptions co;
+        co.connect_timeout = 1s;
+        (void)patro::get_proxy(front, "events", co);
+        return;
+      } catch (const patro::Error&) {
+        std::this_thread::sleep_for(25ms);
+      }
+    }
+    FAIL("the worker did not register its log");
+  }
+};
+
+patro::Value position(int64_t generation, int64_t offset) {
+  return patro::Value(patro::ValueHash{{"generation", generation}, {"offset", offset}});
+}
+
+// Every line from the position on, across the files after it, until a read finds none.
+std::vector<std::string> read_all(patro::Proxy& log, patro::Value at, bool* skipped = nullptr) {
+  std::vector<std::string> got;
+  for (int i = 0; i < 10000; ++i) {
+    const patro::Value r = log.call("read", at, 1000);
+    if (skipped && r["skipped"] == true) *skipped = true;
+    if (r["lines"].size() == 0) break;
+    for (const patro::Value& l : *r["lines"].if_array()) got.push_back(l.as<std::string>());
+    at = position(r["generation"].as<int64_t>(), r["next"].as<int64_t>());
+  }
+  return got;
+}
+
+// Waits (up to timeout) until the file holds at least n lines; the lines it holds.
+std::vector<std::string> lines_of(const std::string& file, size_t n,
+                                  std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::vector<std::string> lines;
+    std::istringstream in(read_file(file));
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    if (lines.size() >= n || std::chrono::steady_clock::now() >= deadline) return lines;
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "--data: proxies made before a restart keep working after kill -9 and after SIGTERM, with the "
+    "objects named in another order") {
+  TempDir dir;
+  // A 3 s window: a worker killed with -9 holds its id until then, and a client's call without a
+  // route waits twice that for its server to come back.
+  BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "30");
+  const std::string data = dir.file("data");
+  const std::vector<std::string> objects{"queue", "jobs", "hash", "kv", "counter", "n"};
+  const std::vector<std::string> reordered{"counter", "n", "hash", "kv", "queue", "jobs"};
+  auto worker = start_worker(dir, broker.back, data, objects);
+  const std::string id = read_file(data + "/server-id");
+  CHECK(id.size() == 17);  // 16 hex digits and a newline
+
+  patro::Proxy kv = patro::get_proxy(broker.front, "kv");
+  patro::Proxy n = patro::get_proxy(broker.front, "n");
+  patro::Proxy jobs = patro::get_proxy(broker.front, "jobs");
+  kv.call("set", "k", "v1");
+  CHECK(n.call("add", 5) == 5);
+  jobs.call("push", "job 1");
+
+  worker->signal(SIGKILL);
+  CHECK(worker->wait(10s).has_value());
+  // The new process is refused the id until the old one misses its heartbeats, then registers.
+  worker = start_worker(dir, broker.back, data, reordered);
+  CHECK(read_file(data + "/server-id") == id);
+  CHECK(kv.call("get", "k") == "v1");
+  CHECK(n.call("add", 1) == 6);
+  CHECK(jobs.call("size") == 1);
+
+  // A clean stop; a call made while no worker runs completes once the next one registers.
+  CHECK(worker->stop() == 0);
+  auto during = std::async(std::launch::async, [&] { return n.call("get"); });
+  worker = start_worker(dir, broker.back, data, objects);
+  CHECK(during.get() == 6);
+  CHECK(kv.call("get", "k") == "v1");
+  CHECK(jobs.call("take", 1000).size() > 0);
+  CHECK(read_file(data + "/server-id") == id);
+  CHECK(worker->stop() == 0);
+}
+
+TEST_CASE("--server-id: a bad id is refused; one that differs from --data's is refused") {
+  TempDir dir;
+  Process bad({program("PATRO_WORKER"), "--server-id", "xyz", "hash", "kv"});
+  CHECK(bad.wait(20s) == 2);
+  Process zero({program("PATRO_WORKER"), "--server-id", "0", "hash", "kv"});
+  CHECK(zero.wait(20s) == 2);
+
+  const std::string data = dir.file("data");
+  REQUIRE(std::system(("mkdir -p " + data).c_str()) == 0);
+  {
+    std::FILE* f = std::fopen((data + "/server-id").c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs("00000000000000aa\n", f);
+    std::fclose(f);
+  }
+  Process other({program("PATRO_WORKER"), "--front", "tcp://127.0.0.1:*", "--back",
+                 "tcp://127.0.0.1:*", "--data", data, "--server-id", "bb", "hash", "kv"});
+  CHECK(other.wait(20s) == 1);
+  // A damaged id file stops the start rather than giving the directory another identity.
+  {
+    std::FILE* f = std::fopen((data + "/server-id").c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs("not an id\n", f);
+    std::fclose(f);
+  }
+  Process damaged({program("PATRO_WORKER"), "--front", "tcp://127.0.0.1:*", "--back",
+                   "tcp://127.0.0.1:*", "--data", data, "hash", "kv"});
+  CHECK(damaged.wait(20s) == 1);
+  CHECK(read_file(data + "/server-id") == "not an id\n");
+}
+
+TEST_CASE(
+    "a follower across three rotations (rotate; mv, a line, SIGHUP; rotate) gets every line once, "
+    "whole, in order") {
+  TempDir dir;
+  const std::string path = dir.file("events.log"), out = dir.file("tail-out");
+  LogWorker w(dir, path);
+  patro::Proxy log = patro::get_proxy(w.front, "events");
+  const int64_t first = log.call("read", 0, 1)["generation"].as<int64_t>();
+  auto line = [](int i) {
+    return "line " + std::to_string(i) + " " + std::string(static_cast<size_t>(i % 97), 'x');
+  };
+  log.call("write", line(0));
+  Process tail({program("PATRO_CLI"), "--broker", w.front, "tail", "-f", "--from", "0", "events"},
+               out);
+  REQUIRE(lines_of(out, 1, 20s).size() == 1);  // following before the first rotation
+
+  constexpr int kLines = 400;
+  for (int i = 1; i < kLines; ++i) {
+    if (i == 100 || i == 300) CHECK(log.call("rotate") == true);
+    if (i == 200) REQUIRE(std::rename(path.c_str(), (path + ".moved").c_str()) == 0);
+    log.call("write", line(i));  // line 200: between the mv and the SIGHUP, into the moved file
+    if (i == 200) w.proc->signal(SIGHUP);
+  }
+  std::vector<std::string> expected;
+  for (int i = 0; i < kLines; ++i) expected.push_back(line(i));
+
+  const std::vector<std::string> followed = lines_of(out, kLines, 30s);
+  tail.signal(SIGINT);
+  CHECK(tail.wait(20s) == 0);
+  CHECK(lines_of(out, kLines, 0ms) == expected);
+  CHECK(followed.size() == expected.size());
+
+  // Read afterwards from the first file's start: every file in turn, the moved one included.
+  bool skipped = false;
+  CHECK(read_all(log, position(first, 0), &skipped) == expected);
+  CHECK(!skipped);
+  // A plain offset still means the current file (as older clients send it).
+  CHECK(log.call("read", 0, 1000)["lines"].size() == kLines - 300);
+  CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("--log-keep 1: one rotated file is kept; a follower of a file no longer kept is told") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  LogWorker w(dir, path, {"--log-keep", "1"});
+  patro::Proxy log = patro::get_proxy(w.front, "events");
+  const int64_t first = log.call("read", 0, 1)["generation"].as<int64_t>();
+  for (int r = 0; r < 3; ++r) {
+    log.call("write", "file " + std::to_string(r));
+    CHECK(log.call("rotate") == true);
+  }
+  log.call("write", "file 3");
+  CHECK(exists(path + ".1"));
+  CHECK(!exists(path + ".2"));
+  CHECK(read_file(path + ".1") == "file 2\n");
+  bool skipped = false;
+  CHECK(read_all(log, position(first, 0), &skipped) ==
+        std::vector<std::string>{"file 2", "file 3"});
+  CHECK(skipped);
+  // A bad position is a clear error.
+  CHECK_THROWS_AS(log.call("read", "nowhere", 10), patro::Error);
+  CHECK_THROWS_AS(log.call("follow", patro::Value(patro::ValueHash{{"generation", first}}), 10),
+                  patro::Error);
+  CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("a follower's position survives a worker restart after a rotation") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  auto w = std::make_unique<LogWorker>(dir, path);
+  patro::Proxy log = patro::get_proxy(w->front, "events");
+  log.call("write", "a");
+  const patro::Value r = log.call("read", 0, 1000);
+  const int64_t gen = r["generation"].as<int64_t>();
+  const int64_t next = r["next"].as<int64_t>();
+  log.call("write", "b");
+  CHECK(log.call("rotate") == true);
+  log.call("write", "c");
+  CHECK(w->proc->stop() == 0);
+  w = std::make_unique<LogWorker>(dir, path);
+  patro::Proxy again = patro::get_proxy(w->front, "events");
+  bool skipped = false;
+  CHECK(read_all(again, position(gen, next), &skipped) == std::vector<std::string>{"b", "c"});
+  CHECK(!skipped);
+  CHECK(w->proc->stop() == 0);
+}
