@@ -134,10 +134,17 @@ bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  out.flush();
+  if (!out) throw std::runtime_error("cannot write " + path);
 }
 
 std::string program(const char* env_var) {

@@ -64,7 +64,10 @@ std::vector<std::string> redirected(std::vector<std::string> argv, const std::st
 
 /// Waits until path exists and is non-empty (a config file being written); false on timeout.
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout);
+/// A file's bytes (empty when it cannot be read).
 std::string read_file(const std::string& path);
+/// Replaces a file's bytes with data (creating it); throws if it cannot be written.
+void write_file(const std::string& path, const std::string& data);
 /// The path of a program built in the tree, from the environment variable that meson sets.
 std::string program(const char* env_var);
 
