@@ -10,10 +10,11 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/cli_cluster.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
-using patro::test::BrokerProcess;
+using patro::test::CliCluster;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
@@ -23,34 +24,8 @@ using patro::test::wait_for_file;
 namespace {
 
 // A broker whose window (100 ms x 30 = 3 s) is the default's, and the CLI test server.
-struct Cluster {
-  TempDir dir;
-  BrokerProcess broker{dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "30"};
-  std::unique_ptr<Process> server;
-  int runs = 0;
-
-  Cluster() {
-    const std::string conf = dir.file("cli.conf");
-    server = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_TEST_CLI_SERVER"), conf, "--broker", broker.back, "--heartbeat-ms", "100"});
-    if (!wait_for_file(conf, 10s)) throw std::runtime_error("the server did not start");
-  }
-  ~Cluster() { server->stop(); }
-
-  std::vector<std::string> argv(std::vector<std::string> args) const {
-    std::vector<std::string> a{program("PATRO_CLI"), "--broker", broker.front};
-    a.insert(a.end(), args.begin(), args.end());
-    return a;
-  }
-  // Runs patro to its end; its status, its stdout in *out.
-  int run(std::vector<std::string> args, std::string* out = nullptr) {
-    const std::string file = dir.file("out-" + std::to_string(++runs));
-    Process p(argv(std::move(args)), file);
-    const auto st = p.wait(60s);
-    REQUIRE(st.has_value());
-    if (out != nullptr) *out = read_file(file);
-    return *st;
-  }
+struct Cluster : CliCluster {
+  Cluster() : CliCluster("30") {}
 };
 
 Cluster& cluster() {
@@ -102,7 +77,7 @@ TEST_CASE("kill -9 of patro lock NAME -- sleep 60: sleep is gone before the next
   CHECK(holder.wait(10s) == 128 + SIGKILL);
   std::vector<std::string> next{"lock", "kv", "--wait", "30000", "--"};
   for (auto& w : report({sleep_pid}, seen)) next.push_back(w);
-  CHECK(c.run(next) == 0);
+  CHECK(c.run(next).status == 0);
   CHECK(read_file(seen) == "gone\n");
 }
 
@@ -122,7 +97,7 @@ TEST_CASE("a command that ignores SIGTERM, and its descendants, are killed with 
   CHECK(holder.wait(10s) == 128 + SIGKILL);
   std::vector<std::string> next{"lock", "kv", "--wait", "30000", "--"};
   for (auto& w : report({shell, kid}, seen)) next.push_back(w);
-  CHECK(c.run(next) == 0);
+  CHECK(c.run(next).status == 0);
   CHECK(read_file(seen) == "gone\ngone\n");
 }
 
@@ -165,8 +140,8 @@ TEST_CASE("kill -9 of patro take --exec CMD: CMD is gone before the job is deliv
 
 TEST_CASE("the command's status, a command that cannot be run, and signals passed on") {
   auto& c = cluster();
-  CHECK(c.run({"lock", "kv", "--", "sh", "-c", "exit 9"}) == 9);
-  CHECK(c.run({"lock", "kv", "--", "/nonexistent/command"}) == 127);
+  CHECK(c.run({"lock", "kv", "--", "sh", "-c", "exit 9"}).status == 9);
+  CHECK(c.run({"lock", "kv", "--", "/nonexistent/command"}).status == 127);
   const std::string pid_file = c.dir.file("term.pid");
   Process holder(
       c.argv({"lock", "kv", "--", "sh", "-c", "echo $$ > " + pid_file + "; exec sleep 60"}));

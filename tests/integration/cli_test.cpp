@@ -8,10 +8,12 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/cli_cluster.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
-using patro::test::BrokerProcess;
+using patro::test::CliCluster;
+using patro::test::CliRun;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
@@ -20,53 +22,12 @@ using patro::test::wait_for_file;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;
-};
+using Run = CliRun;
 
 // The broker and the CLI test server, shared by every test case in this file.
-struct Cluster {
-  TempDir dir;
-  BrokerProcess broker{dir};
-  std::string front = broker.front, back = broker.back, conf;
-  std::unique_ptr<Process> server;
-  int runs = 0;
-
-  Cluster() {
-    conf = dir.file("cli.conf");
-    server = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_TEST_CLI_SERVER"), conf, "--broker", back, "--heartbeat-ms", "100"});
-    if (!wait_for_file(conf, 10s)) throw std::runtime_error("the server did not start");
-  }
-  ~Cluster() {
-    server->stop();
-    broker.proc->stop();
-  }
-
-  std::vector<std::string> argv(std::vector<std::string> args, bool with_broker = true) const {
-    std::vector<std::string> a{program("PATRO_CLI")};
-    if (with_broker) {
-      a.push_back("--broker");
-      a.push_back(front);
-    }
-    a.insert(a.end(), args.begin(), args.end());
-    return a;
-  }
-
-  // Runs patro with the args (after --broker FRONT) and returns its status and output.
-  Run run(std::vector<std::string> args, bool with_broker = true) {
-    const std::string out = dir.file("out-" + std::to_string(++runs));
-    Process p(argv(std::move(args), with_broker), out);
-    Run r;
-    auto st = p.wait(60s);
-    REQUIRE(st.has_value());
-    r.status = *st;
-    r.out = read_file(out);
-    return r;
-  }
+struct Cluster : CliCluster {
   std::string out(std::vector<std::string> args) {
-    Run r = run(std::move(args));
+    CliRun r = run(std::move(args));
     CHECK(r.status == 0);
     return r.out;
   }

@@ -16,6 +16,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/loopback_port.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -316,26 +317,7 @@ struct Member {
 };
 
 // A port on 127.0.0.1 that refuses connections: bound, never listening, held until the end.
-struct DeadPort {
-  int fd = -1;
-  std::string endpoint;
-  DeadPort() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
-  }
-  ~DeadPort() {
-    if (fd >= 0) ::close(fd);
-  }
-  DeadPort(const DeadPort&) = delete;
-  DeadPort& operator=(const DeadPort&) = delete;
-};
+using DeadPort = patro::test::LoopbackPort;
 
 // patro with its stderr in its output too.
 Run cli_with_stderr(const TempDir& dir, std::vector<std::string> args) {

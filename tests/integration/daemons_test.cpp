@@ -21,9 +21,13 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/loopback_port.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::BrokerOptions;
+using patro::test::BrokerProcess;
+using patro::test::LoopbackPort;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
@@ -255,17 +259,15 @@ TEST_CASE("daemon logs: ISO-8601 UTC times, info by default, start-up lines nami
     CHECK(contains(lines.front(), " INFO worker["));
   }
   // The broker: its endpoints at the default level.
-  const std::string eps = dir.file("broker-endpoints");
-  Process broker(redirected({program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back",
-                             "tcp://127.0.0.1:*", "--endpoints-file", eps},
-                            dir.file("broker.err"), {"-u", "PATRO_LOG_LEVEL"}));
-  REQUIRE(wait_for_file(eps, 20s));
-  std::string front, back;
-  std::istringstream(read_file(eps)) >> front >> back;
+  BrokerOptions bo;
+  bo.heartbeat_ms = bo.liveness = "";  // the defaults
+  bo.err_file = dir.file("broker.err");
+  bo.env = {"-u", "PATRO_LOG_LEVEL"};
+  BrokerProcess broker(dir, bo);
   const std::string text = wait_for_text(dir.file("broker.err"), "serving clients at");
-  CHECK(broker.stop() == 0);
+  CHECK(broker.proc->stop() == 0);
   INFO(text);
-  CHECK(contains(text, "serving clients at " + front + ", servers at " + back));
+  CHECK(contains(text, "serving clients at " + broker.front + ", servers at " + broker.back));
   for (const auto& l : lines_of(text)) CHECK(starts_with_iso_time(l));
 }
 
@@ -330,17 +332,9 @@ TEST_CASE("numeric options: a word or a negative number is refused briefly, nami
 TEST_CASE("patro-worker whose broker does not answer says it did not register there") {
   TempDir dir;
   // A port bound but not listening: connections to it are refused, and no one else can take it.
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const LoopbackPort port(false);
+  const std::string& endpoint = port.endpoint;
   auto [rc, err] = run_to_end(dir, {program("PATRO_WORKER"), "--broker", endpoint, "counter", "c"});
-  ::close(fd);
   CHECK(rc != 0);
   CAPTURE(err);
   CHECK(contains(err, "the broker at " + endpoint + " did not accept the registration within"));
@@ -349,19 +343,10 @@ TEST_CASE("patro-worker whose broker does not answer says it did not register th
 
 TEST_CASE("patro-broker on a port already in use says the port is in use (os_failure)") {
   TempDir dir;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(fd, 1) == 0);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const LoopbackPort port(true);
+  const std::string& endpoint = port.endpoint;
   auto [rc, err] = run_to_end(
       dir, {program("PATRO_BROKER"), "--front", endpoint, "--back", "tcp://127.0.0.1:*"});
-  ::close(fd);
   CHECK(rc == 1);
   CAPTURE(err);
   CHECK(contains(err, "os_failure: broker cannot bind " + endpoint + " (the port is in use)"));
@@ -589,22 +574,20 @@ TEST_CASE("online compaction under load, then kill -9: nothing acknowledged is l
 
 TEST_CASE("patro-broker: SIGHUP reopens --log-file and the broker keeps routing") {
   TempDir dir;
-  const std::string eps = dir.file("broker-endpoints"), own = dir.file("broker.log");
-  Process broker(redirected(
-      {program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
-       "--endpoints-file", eps, "--log-file", own, "--log-level", "info"},
-      dir.file("broker.err")));
-  REQUIRE(wait_for_file(eps, 20s));
+  const std::string own = dir.file("broker.log");
+  BrokerOptions bo;
+  bo.heartbeat_ms = bo.liveness = "";  // the defaults
+  bo.extra = {"--log-file", own, "--log-level", "info"};
+  bo.err_file = dir.file("broker.err");
+  BrokerProcess broker(dir, bo);
   CHECK(contains(wait_for_text(own, "serving clients at"), "serving clients at"));
   REQUIRE(std::rename(own.c_str(), (own + ".1").c_str()) == 0);
-  broker.signal(SIGHUP);
+  broker.proc->signal(SIGHUP);
   CHECK(contains(wait_for_text(own, "log file reopened"), "log file reopened"));
   CHECK(!contains(read_file(own + ".1"), "reopened"));
-  CHECK(!broker.wait(200ms).has_value());
-  std::string front, back;
-  std::istringstream(read_file(eps)) >> front >> back;
-  CHECK(patro::broker_info(front).servers.empty());  // still answering
-  CHECK(broker.stop() == 0);
+  CHECK(!broker.proc->wait(200ms).has_value());
+  CHECK(patro::broker_info(broker.front).servers.empty());  // still answering
+  CHECK(broker.proc->stop() == 0);
   CHECK(contains(read_file(own), "stopped"));
   CHECK(read_file(dir.file("broker.err")).empty());
 }

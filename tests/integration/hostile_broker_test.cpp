@@ -12,50 +12,43 @@
 #include <zmq.hpp>
 
 #include <algorithm>
-#include <fstream>
 #include <optional>
 #include <sstream>
 #include <thread>
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/process.hpp"
+#include "../support/register_message.hpp"
 #include "wire.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::BrokerOptions;
+using patro::test::BrokerProcess;
+using patro::test::curve_broker;
+using patro::test::Keys;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
+using patro::test::register_message;
 using patro::test::TempDir;
-using patro::test::wait_for_file;
+using patro::test::wait_for_name;
+using patro::test::write_file;
 namespace d = patro::detail;
 
 namespace {
 
-// A patro-broker with a 100 ms heartbeat and a liveness of 5, its stderr in dir/broker.log;
-// with CURVE when key is given.
-struct Broker {
-  std::unique_ptr<Process> proc;
-  std::string front, back, log;
-  explicit Broker(const TempDir& dir, std::vector<std::string> extra = {})
-      : log(dir.file("broker.log")) {
-    const std::string file = dir.file("broker-endpoints");
-    std::remove(file.c_str());
-    std::vector<std::string> argv{program("PATRO_BROKER"),
-                                  "--front",
-                                  "tcp://127.0.0.1:*",
-                                  "--back",
-                                  "tcp://127.0.0.1:*",
-                                  "--heartbeat-ms",
-                                  "100",
-                                  "--liveness",
-                                  "5",
-                                  "--endpoints-file",
-                                  file};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    proc = std::make_unique<Process>(patro::test::redirected(argv, log, {"PATRO_LOG_LEVEL=info"}));
-    REQUIRE(wait_for_file(file, 10s));
-    std::istringstream(read_file(file)) >> front >> back;
+// A patro-broker with a 100 ms heartbeat and a liveness of 5, its stderr in dir/broker.log at
+// level info.
+struct Broker : BrokerProcess {
+  std::string log;
+  explicit Broker(const TempDir& dir, BrokerOptions o = {})
+      : BrokerProcess(dir, logged(dir, std::move(o))), log(dir.file("broker.log")) {}
+  static BrokerOptions logged(const TempDir& dir, BrokerOptions o) {
+    o.err_file = dir.file("broker.log");
+    o.env = {"PATRO_LOG_LEVEL=info"};
+    return o;
   }
   size_t log_lines_with(const std::string& text) const {
     std::istringstream in(read_file(log));
@@ -64,20 +57,6 @@ struct Broker {
     return n;
   }
 };
-
-struct Keys {
-  std::string path;
-  patro::CurveKeyPair pair;
-  Keys(const TempDir& dir, const std::string& name) : path(dir.file(name + ".key")) {
-    pair = patro::curve_keypair();
-    patro::write_key_file(path, pair);
-  }
-  std::string pub() const { return path + ".pub"; }
-};
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
 
 // A patro-worker with a queue named `name`, registered with the broker's back end.
 Process worker(const std::string& back, const std::string& name,
@@ -96,21 +75,6 @@ patro::ClientOptions via_broker(patro::ClientOptions o = {}) {
   o.connect_timeout = 10s;
   o.call_timeout = 5s;
   return o;
-}
-
-// Waits (bounded) until the name resolves; the proxy.
-patro::Proxy wait_for_name(const std::string& front, const std::string& name,
-                           const patro::ClientOptions& o) {
-  for (int i = 0; i < 400; ++i) {
-    try {
-      return patro::get_proxy(front, name, o);
-    } catch (const patro::Error& e) {
-      if (e.code() != patro::Errc::not_found) throw;
-      std::this_thread::sleep_for(25ms);
-    }
-  }
-  FAIL("the name " << name << " never resolved");
-  throw std::logic_error("unreachable");
 }
 
 // The registered server that serves `name`.
@@ -164,21 +128,6 @@ struct Raw {
   size_t requests = 0;
 };
 
-zmq::message_t register_body(uint64_t server_id, uint32_t lane, uint32_t lanes,
-                             uint64_t incarnation, const std::vector<std::string>& names,
-                             uint64_t object, const std::string& type_name = "Patro::Queue") {
-  flatbuffers::FlatBufferBuilder fb(1024);
-  std::vector<flatbuffers::Offset<patro::wire::NameBinding>> nbs;
-  for (const auto& n : names)
-    nbs.push_back(patro::wire::CreateNameBindingDirect(fb, n.c_str(), server_id, object,
-                                                       type_name.c_str(), "HASH"));
-  auto nv = fb.CreateVector(nbs);
-  auto reg = patro::wire::CreateRegister(fb, server_id, lane, lanes, nv, incarnation);
-  fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Register, reg.Union()),
-            patro::wire::ControlIdentifier());
-  return zmq::message_t(fb.GetBufferPointer(), fb.GetSize());
-}
-
 std::vector<zmq::message_t> frames(zmq::message_t a, zmq::message_t b = {}) {
   std::vector<zmq::message_t> out;
   out.push_back(std::move(a));
@@ -219,14 +168,12 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
 
   Raw attacker(b.back);
   // As the issue found it: another incarnation, the victim's lanes; then lanes=1, incarnation 0.
-  attacker.send(frames(d::header_frame(d::Command::register_server),
-                       register_body(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object)));
+  attacker.send(register_message(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object));
   const auto first = refusal(attacker.next(d::Command::registered, 3s));
   CHECK(first);
   if (first) CHECK(first->find("another live process") != std::string::npos);
   Raw attacker2(b.back);
-  attacker2.send(frames(d::header_frame(d::Command::register_server),
-                        register_body(victim->id, 0, 1, 0, {"jobs", "extra"}, jobs_id.object)));
+  attacker2.send(register_message(victim->id, 0, 1, 0, {"jobs", "extra"}, jobs_id.object));
   CHECK(refusal(attacker2.next(d::Command::registered, 3s)));
 
   // The jobs reach the real queue, and nothing reaches the attackers.
@@ -261,8 +208,7 @@ TEST_CASE("item 1: a REPLY forged by another server or a stranger never reaches 
   // The forger registers a server of its own, which the client also talks to: so it learns the
   // client's routing id, as any server a client uses does.
   Raw forger(b.back), stranger(b.back), client(b.front);
-  forger.send(frames(d::header_frame(d::Command::register_server),
-                     register_body(0xf0f0, 0, 1, 0xabc, {"bait"}, 1)));
+  forger.send(register_message(0xf0f0, 0, 1, 0xabc, {"bait"}, 1));
   REQUIRE(forger.next(d::Command::registered, 3s).size() == 2);
   std::vector<zmq::message_t> bait;
   bait.push_back(d::header_frame(d::Command::request));
@@ -322,17 +268,15 @@ TEST_CASE("item 2: REGISTERs too large are refused at once; the broker serves an
   // 100,000 names in one REGISTER: refused whole, no name bound.
   std::vector<std::string> many;
   for (int i = 0; i < 100'000; ++i) many.push_back("n" + std::to_string(i));
-  attacker.send(frames(d::header_frame(d::Command::register_server),
-                       register_body(0xa77ac4, 0, 1, 1, many, 1)));
+  attacker.send(register_message(0xa77ac4, 0, 1, 1, many, 1));
   const auto r1 = refusal(attacker.next(d::Command::registered, 5s));
   CHECK(r1);
   if (r1) CHECK(r1->find("names") != std::string::npos);
   // 8 MiB type names, from several sockets under several ids: refused.
   for (uint64_t i = 0; i < 4; ++i) {
     Raw big(b.back);
-    big.send(frames(d::header_frame(d::Command::register_server),
-                    register_body(0xb16000 + i, 0, 1, 1, {"big" + std::to_string(i)}, 1,
-                                  std::string(8u << 20, 't'))));
+    big.send(register_message(0xb16000 + i, 0, 1, 1, {"big" + std::to_string(i)}, 1,
+                              std::string(8u << 20, 't')));
     CHECK(refusal(big.next(d::Command::registered, 5s)));
   }
   // The victim is still registered and served (not expired by a stalled broker), and the
@@ -407,10 +351,9 @@ TEST_CASE("items 1, 3 and 7 under CURVE: ids belong to keys; a SIGHUP revokes li
   TempDir dir;
   Keys broker_key(dir, "broker"), alice(dir, "alice"), bob(dir, "bob");
   Keys server(dir, "server"), server2(dir, "server2");
-  write_text(dir.file("clients"), alice.pair.public_key + "\n" + bob.pair.public_key + "\n");
-  write_text(dir.file("servers"), server.pair.public_key + "\n" + server2.pair.public_key + "\n");
-  Broker b(dir, {"--curve-key", broker_key.path, "--allow-clients", dir.file("clients"),
-                 "--allow-servers", dir.file("servers")});
+  write_file(dir.file("clients"), alice.pair.public_key + "\n" + bob.pair.public_key + "\n");
+  write_file(dir.file("servers"), server.pair.public_key + "\n" + server2.pair.public_key + "\n");
+  Broker b(dir, curve_broker(broker_key, dir.file("clients"), dir.file("servers")));
   Process w =
       worker(b.back, "jobs", {"--broker-key", broker_key.pub(), "--curve-key", server.path});
   Process w2 =
@@ -431,8 +374,7 @@ TEST_CASE("items 1, 3 and 7 under CURVE: ids belong to keys; a SIGHUP revokes li
 
   // Another allowed server key takes the victim's id (any incarnation): refused.
   Raw rogue(b.back, &server2.pair, broker_key.pair.public_key);
-  rogue.send(frames(d::header_frame(d::Command::register_server),
-                    register_body(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object)));
+  rogue.send(register_message(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object));
   const auto why = refusal(rogue.next(d::Command::registered, 3s));
   CHECK(why);
   if (why) CHECK(why->find("belongs to key") != std::string::npos);
@@ -447,8 +389,8 @@ TEST_CASE("items 1, 3 and 7 under CURVE: ids belong to keys; a SIGHUP revokes li
 
   // Bob's key and server2's key leave the lists; SIGHUP. Bob's live session is refused from
   // then on, server2's worker is dropped; alice and the first worker go on.
-  write_text(dir.file("clients"), alice.pair.public_key + "\n");
-  write_text(dir.file("servers"), server.pair.public_key + "\n");
+  write_file(dir.file("clients"), alice.pair.public_key + "\n");
+  write_file(dir.file("servers"), server.pair.public_key + "\n");
   b.proc->signal(SIGHUP);
   std::optional<patro::Errc> bob_error;
   for (int i = 0; i < 100 && !bob_error; ++i) {

@@ -16,21 +16,16 @@
 #include "wire.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::BrokerOptions;
+using patro::test::BrokerProcess;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
+using patro::test::redirected;
 using patro::test::TempDir;
-using patro::test::wait_for_file;
 namespace d = patro::detail;
 
 namespace {
-
-std::vector<std::string> redirected(std::vector<std::string> argv, const std::string& err_file) {
-  std::vector<std::string> out{"/bin/sh", "-c", "f=$1; shift; exec \"$@\" 2>>\"$f\"", "sh",
-                               err_file};
-  out.insert(out.end(), argv.begin(), argv.end());
-  return out;
-}
 
 // The metrics URL from the daemon's start-up line "metrics at http://HOST:PORT/metrics".
 std::string metrics_url(const std::string& err_file) {
@@ -83,14 +78,13 @@ double value(const Samples& s, const std::string& key) {
 
 TEST_CASE("broker and worker /metrics: the documented series move as requests flow") {
   TempDir dir;
-  const std::string eps = dir.file("broker-endpoints");
-  Process broker(redirected({program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back",
-                             "tcp://127.0.0.1:*", "--endpoints-file", eps, "--heartbeat-ms", "250",
-                             "--metrics", "tcp://127.0.0.1:0", "--log-level", "info"},
-                            dir.file("broker.err")));
-  REQUIRE(wait_for_file(eps, 20s));
-  std::string front, back;
-  std::istringstream(read_file(eps)) >> front >> back;
+  BrokerOptions bo;
+  bo.heartbeat_ms = "250";
+  bo.liveness = "";
+  bo.extra = {"--metrics", "tcp://127.0.0.1:0", "--log-level", "info"};
+  bo.err_file = dir.file("broker.err");
+  BrokerProcess broker(dir, bo);
+  const std::string front = broker.front, back = broker.back;
   const std::string broker_url = metrics_url(dir.file("broker.err"));
   CHECK(broker_url.rfind("http://127.0.0.1:", 0) == 0);
 
@@ -205,5 +199,5 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
     CHECK(value(scrape(worker_url), "patro_lock_waiters{object=\"n\"}") == 0);
   }
   CHECK(worker.stop() == 0);
-  CHECK(broker.stop() == 0);
+  CHECK(broker.proc->stop() == 0);
 }

@@ -13,56 +13,28 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
+using patro::test::BrokerProcess;
+using patro::test::curve_broker;
+using patro::test::Keys;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_file;
 using patro::test::TempDir;
-using patro::test::wait_for_file;
+using patro::test::wait_for_name;
+using patro::test::write_file;
 
 namespace {
 
-struct Keys {
-  std::string path;
-  patro::CurveKeyPair pair;
-  Keys(const TempDir& dir, const std::string& name) : path(dir.file(name + ".key")) {
-    pair = patro::curve_keypair();
-    patro::write_key_file(path, pair);
-  }
-  std::string pub() const { return path + ".pub"; }
-};
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
-
-// A patro-broker with CURVE, allow lists, a 100 ms heartbeat.
-struct SecureBroker {
-  std::unique_ptr<Process> proc;
-  std::string front, back;
-  SecureBroker(const TempDir& dir, const Keys& key, const std::string& clients,
-               const std::string& servers) {
-    const std::string file = dir.file("secure-broker-endpoints");
-    std::remove(file.c_str());
-    proc = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
-        "--heartbeat-ms", "100", "--liveness", "5", "--endpoints-file", file, "--curve-key",
-        key.path, "--allow-clients", clients, "--allow-servers", servers});
-    REQUIRE(wait_for_file(file, 10s));
-    std::istringstream(read_file(file)) >> front >> back;
-  }
-};
-
-Process worker(const SecureBroker& b, const Keys& broker_key, const Keys& server_key,
+Process worker(const BrokerProcess& b, const Keys& broker_key, const Keys& server_key,
                std::vector<std::string> objects) {
   std::vector<std::string> argv{program("PATRO_WORKER"), "--broker",       b.back,
                                 "--broker-key",          broker_key.pub(), "--curve-key",
@@ -77,21 +49,6 @@ patro::ClientOptions client_options(const std::string& broker_key, const patro::
   o.curve.broker_key = broker_key;
   o.curve.keys = k;
   return o;
-}
-
-// Waits (bounded) until the name resolves for this client; the proxy.
-patro::Proxy wait_for_name(const std::string& front, const std::string& name,
-                           const patro::ClientOptions& o) {
-  for (int i = 0; i < 400; ++i) {
-    try {
-      return patro::get_proxy(front, name, o);
-    } catch (const patro::Error& e) {
-      if (e.code() != patro::Errc::not_found) throw;
-      std::this_thread::sleep_for(25ms);
-    }
-  }
-  FAIL("the name " << name << " never resolved");
-  throw std::logic_error("unreachable");
 }
 
 // The error a connection attempt ends with (code and text).
@@ -216,9 +173,9 @@ TEST_CASE("key files: patro keygen's format, mode 0600, allow lists with comment
   CHECK(patro::read_public_key(k.pub()) == k.pair.public_key);
   CHECK(patro::read_public_key(k.pair.public_key) == k.pair.public_key);
   CHECK_FALSE(contains(read_file(k.pub()), k.pair.secret_key));
-  write_text(dir.file("allow"), "# ops team\n" + k.pair.public_key + "  # alice\n\n");
+  write_file(dir.file("allow"), "# ops team\n" + k.pair.public_key + "  # alice\n\n");
   CHECK(patro::read_allow_list(dir.file("allow")) == std::vector<std::string>{k.pair.public_key});
-  write_text(dir.file("bad"), "not-a-key\n");
+  write_file(dir.file("bad"), "not-a-key\n");
   CHECK_THROWS_AS(patro::read_allow_list(dir.file("bad")), patro::Error);
 
   // patro keygen writes the same, and prints the public key.
@@ -290,10 +247,10 @@ TEST_CASE("CURVE: allowed peers work end to end; refused ones get a clear error,
   TempDir dir;
   Keys broker_key(dir, "broker"), alice(dir, "alice"), mallory(dir, "mallory");
   Keys server(dir, "server"), server2(dir, "server2"), rogue(dir, "rogue");
-  write_text(dir.file("clients"), "# clients\n" + alice.pair.public_key + "\n");
-  write_text(dir.file("servers"),
+  write_file(dir.file("clients"), "# clients\n" + alice.pair.public_key + "\n");
+  write_file(dir.file("servers"),
              server.pair.public_key + "\n" + server2.pair.public_key + "  # the second\n");
-  SecureBroker b(dir, broker_key, dir.file("clients"), dir.file("servers"));
+  BrokerProcess b(dir, curve_broker(broker_key, dir.file("clients"), dir.file("servers")));
   Process w = worker(
       b, broker_key, server,
       {"queue", "jobs", "log", "events", dir.file("events.log"), "hash", "kv", "counter", "hits"});
@@ -363,7 +320,7 @@ TEST_CASE("CURVE: allowed peers work end to end; refused ones get a clear error,
     (void)wait_for_name(b.front, "hits", ok);
     const auto m = client_options(broker_key.pair.public_key, mallory.pair);
     CHECK(refusal(b.front, m).code() == patro::Errc::not_authorized);
-    write_text(dir.file("clients"), alice.pair.public_key + "\n" + mallory.pair.public_key + "\n");
+    write_file(dir.file("clients"), alice.pair.public_key + "\n" + mallory.pair.public_key + "\n");
     b.proc->signal(SIGHUP);
     bool accepted = false;
     for (int i = 0; i < 100 && !accepted; ++i) {

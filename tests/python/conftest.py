@@ -156,6 +156,48 @@ class Cluster:
         return n
 
 
+class LoneServer:
+    """A broker with its own heartbeat and liveness, and a py_server serving one name under a
+    fixed server id, in tmp: stopped or killed, the server starts again with the same ids and
+    the same config path (start_server). stop() ends both and removes the name's segments."""
+
+    def __init__(self, procs, tmp, tag, server_id, heartbeat_ms, liveness):
+        self.procs = procs
+        self.names = ["pytest-%d-%s" % (os.getpid(), tag)]
+        self.server_id = server_id
+        self.server = None
+        self.config = os.path.join(tmp, tag + ".conf")
+        ends = os.path.join(tmp, "ends")
+        self.broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
+                                   "--back", "tcp://127.0.0.1:*",
+                                   "--heartbeat-ms", str(heartbeat_ms),
+                                   "--liveness", str(liveness), "--endpoints-file", ends])
+        if not wait_for_file(ends):
+            pytest.fail("patro-broker did not write its endpoints")
+        with open(ends) as f:
+            self.front, self.back = f.read().split()
+
+    def start_server(self):
+        self.server = self.procs.start([program("py_server"), self.config, "--broker", self.back,
+                                        "--heartbeat-ms", "100", "--threads", "2",
+                                        "--name", self.names[0],
+                                        "--server-id", str(self.server_id)])
+        return self.server
+
+    def config_text(self):
+        """The server's config once it has written it."""
+        if not wait_for_file(self.config):
+            pytest.fail("the py server did not write its config")
+        with open(self.config) as f:
+            return f.read()
+
+    def stop(self):
+        if self.server is not None:
+            self.procs.stop(self.server)
+        self.procs.stop(self.broker)
+        remove_segments(self.names)
+
+
 def remove_segments(names):
     for n in names:
         for path in glob.glob("/dev/shm/*patro-%s-*" % n):
@@ -211,6 +253,21 @@ def tmp():
     d = tempfile.mkdtemp(prefix="patro-pytest-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def lone_server(procs, tmp):
+    """Makes LoneServers (tag, server_id, heartbeat_ms, liveness) in tmp; stops them after the
+    test, passed or failed."""
+    made = []
+
+    def make(tag, server_id, heartbeat_ms, liveness):
+        made.append(LoneServer(procs, tmp, tag, server_id, heartbeat_ms, liveness))
+        return made[-1]
+
+    yield make
+    for s in reversed(made):
+        s.stop()
 
 
 @pytest.fixture

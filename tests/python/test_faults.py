@@ -8,7 +8,7 @@ import time
 import pytest
 
 import patro
-from conftest import Cluster, program, remove_segments, wait_for_file
+from conftest import Cluster, program, remove_segments
 
 
 def _restart_broker(procs, c, extra=()):
@@ -137,56 +137,33 @@ def test_a_parked_lock_request_survives_a_broker_restart(procs, tmp):
         remove_segments(c.names)
 
 
-def test_a_call_waits_for_its_server_to_register(procs, tmp):
+def test_a_call_waits_for_its_server_to_register(lone_server):
     """NO_ROUTE: a call made while its server is not registered (it restarts under the same
     server id) is resent with a backoff and succeeds once the server is there, in its deadline.
     With retry=False the same call fails at once with server_unavailable."""
-    ends = os.path.join(tmp, "ends")
     # A 200 ms x 5 window: a call waits up to twice that (2 s) for a route.
-    broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
-                          "--back", "tcp://127.0.0.1:*", "--heartbeat-ms", "200",
-                          "--liveness", "5", "--endpoints-file", ends])
-    names = ["pytest-%d-noroute" % os.getpid()]
-    server = None
-    try:
-        assert wait_for_file(ends)
-        with open(ends) as f:
-            front, back = f.read().split()
-        config = os.path.join(tmp, "noroute.conf")
+    s = lone_server("noroute", server_id=4242, heartbeat_ms=200, liveness=5)
+    s.start_server()
+    text = s.config_text()
+    s.procs.stop(s.server)  # gone (unregistered); the config's ids stay valid for its restart
+    os.remove(s.config)
 
-        def start_server():
-            return procs.start([program("py_server"), config, "--broker", back,
-                                "--heartbeat-ms", "100", "--threads", "2", "--name", names[0],
-                                "--server-id", "4242"])
+    plain = patro.get_proxies(text, call_timeout=20, retry=False)[4]
+    t0 = time.monotonic()
+    with pytest.raises(patro.ServerUnavailable):
+        plain.at("n").add(1)
+    assert time.monotonic() - t0 < 1.0  # at once: the broker's answer, not a wait
+    plain.connection.close()
 
-        server = start_server()
-        assert wait_for_file(config)
-        with open(config) as f:
-            text = f.read()
-        procs.stop(server)  # gone (unregistered); the config's ids stay valid for its restart
-        os.remove(config)
-
-        plain = patro.get_proxies(text, call_timeout=20, retry=False)[4]
-        t0 = time.monotonic()
-        with pytest.raises(patro.ServerUnavailable):
-            plain.at("n").add(1)
-        assert time.monotonic() - t0 < 1.0  # at once: the broker's answer, not a wait
-        plain.connection.close()
-
-        counter = patro.get_proxies(text, call_timeout=20)[4]
-        fut = counter.at("n")._start(patro.connection.Op.Add, (5,))
-        time.sleep(0.2)
-        assert not fut.done()  # no route yet: waiting, resent with a backoff
-        server = start_server()
-        assert fut.result(20) == 5
-        assert counter.connection.retries > 0
-        assert counter.at("n").get() == 5  # ran once
-        counter.connection.close()
-    finally:
-        if server is not None:
-            procs.stop(server)
-        procs.stop(broker)
-        remove_segments(names)
+    counter = patro.get_proxies(text, call_timeout=20)[4]
+    fut = counter.at("n")._start(patro.connection.Op.Add, (5,))
+    time.sleep(0.2)
+    assert not fut.done()  # no route yet: waiting, resent with a backoff
+    s.start_server()
+    assert fut.result(20) == 5
+    assert counter.connection.retries > 0
+    assert counter.at("n").get() == 5  # ran once
+    counter.connection.close()
 
 
 def test_no_route_gives_up_after_twice_the_window(cluster, objs):

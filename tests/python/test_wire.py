@@ -11,7 +11,7 @@ import pytest
 import patro
 from patro import _codec as codec
 from patro.connection import Op
-from conftest import program, remove_segments, wait_for_file
+from conftest import program
 
 
 def _cpp_view():
@@ -64,54 +64,30 @@ def test_error_classes():
     assert type(patro.errors.make_error(999, "x")) is patro.Internal
 
 
-def test_lock_state_is_retried_when_its_server_dies(procs, tmp):
+def test_lock_state_is_retried_when_its_server_dies(lone_server):
     """A lock_state and an add in flight to a server that is then killed: when the broker reports
     the server gone, the add (not idempotent) fails with outcome_unknown, and lock_state (idempotent,
     as in C++) is sent again and answered by the server restarted under the same id."""
-    ends = os.path.join(tmp, "ends")
     # The broker declares a server dead after 200 ms x 20; a call waits up to twice that for it.
-    broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
-                          "--back", "tcp://127.0.0.1:*", "--heartbeat-ms", "200",
-                          "--liveness", "20", "--endpoints-file", ends])
-    names = ["pytest-%d-retried" % os.getpid()]
-    server = None
-    conn = None
+    s = lone_server("retried", server_id=4343, heartbeat_ms=200, liveness=20)
+    server = s.start_server()
+    counter = patro.get_proxies(s.config_text(), call_timeout=30)[4]
+    conn = counter.connection
     try:
-        assert wait_for_file(ends)
-        with open(ends) as f:
-            front, back = f.read().split()
-        config = os.path.join(tmp, "retried.conf")
-
-        def start_server():
-            return procs.start([program("py_server"), config, "--broker", back,
-                                "--heartbeat-ms", "100", "--threads", "2", "--name", names[0],
-                                "--server-id", "4343"])
-
-        server = start_server()
-        assert wait_for_file(config)
-        with open(config) as f:
-            text = f.read()
-        counter = patro.get_proxies(text, call_timeout=30)[4]
-        conn = counter.connection
         assert patro.lock_state(counter) == "NULL"
 
         os.kill(server.pid, signal.SIGSTOP)  # it takes no more requests; the broker routes to it
         add = counter.at("n")._start(Op.Add, (5,))
         state = counter._start(Op.LockState, ())
-        conn.lookup(names[0])  # answered by the broker after it forwarded both (one socket, in order)
+        conn.lookup(s.names[0])  # the broker answers it after it forwarded both (one socket)
         os.kill(server.pid, signal.SIGKILL)
         server.wait(10)
-        os.remove(config)
+        os.remove(s.config)
         with pytest.raises(patro.OutcomeUnknown):
             add.result(20)  # the broker said its server went away
         assert not state.done()  # lock_state waits to be sent again
-        server = start_server()
+        s.start_server()
         assert state.result(30) == 0  # LockState NULL, answered by the restarted server
         assert conn.retries > 0
     finally:
-        if conn is not None:
-            conn.close()
-        if server is not None:
-            procs.stop(server)
-        procs.stop(broker)
-        remove_segments(names)
+        conn.close()

@@ -101,18 +101,28 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-BrokerProcess::BrokerProcess(const TempDir& dir, const std::string& front_endpoint,
-                             const std::string& back_endpoint, const std::string& liveness) {
+BrokerProcess::BrokerProcess(const TempDir& dir, const BrokerOptions& options) {
   const std::string file = dir.file("broker-endpoints");
   std::remove(file.c_str());
-  proc = std::make_unique<Process>(std::vector<std::string>{
-      program("PATRO_BROKER"), "--front", front_endpoint, "--back", back_endpoint, "--heartbeat-ms",
-      "100", "--liveness", liveness, "--endpoints-file", file});
-  if (!wait_for_file(file, std::chrono::seconds(10)))
+  std::vector<std::string> argv{
+      program("PATRO_BROKER"), "--front", options.front, "--back", options.back,
+      "--endpoints-file",      file};
+  if (!options.heartbeat_ms.empty())
+    argv.insert(argv.end(), {"--heartbeat-ms", options.heartbeat_ms});
+  if (!options.liveness.empty()) argv.insert(argv.end(), {"--liveness", options.liveness});
+  argv.insert(argv.end(), options.extra.begin(), options.extra.end());
+  if (!options.err_file.empty()) argv = redirected(std::move(argv), options.err_file, options.env);
+  proc = std::make_unique<Process>(std::move(argv));
+  if (!wait_for_file(file, std::chrono::seconds(20)))
     throw std::runtime_error("patro-broker did not write " + file);
   std::istringstream in(read_file(file));
   in >> front >> back;
 }
+
+BrokerProcess::BrokerProcess(const TempDir& dir, const std::string& front_endpoint,
+                             const std::string& back_endpoint, const std::string& liveness)
+    : BrokerProcess(dir,
+                    BrokerOptions{front_endpoint, back_endpoint, "100", liveness, {}, {}, {}}) {}
 
 std::vector<std::string> redirected(std::vector<std::string> argv, const std::string& err_file,
                                     std::vector<std::string> env) {
@@ -134,10 +144,17 @@ bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  out.flush();
+  if (!out) throw std::runtime_error("cannot write " + path);
 }
 
 std::string program(const char* env_var) {

@@ -46,11 +46,28 @@ class TempDir {
   std::string path_;
 };
 
-/// A patro-broker process (from $PATRO_BROKER) with a 100 ms heartbeat; its bound endpoints are
-/// read from the file it writes. "*" ports pick free ones. Throws if it does not start.
+/// How a BrokerProcess runs: its endpoints ("*" ports pick free ones), timing, more options, and
+/// where its stderr goes.
+struct BrokerOptions {
+  std::string front = "tcp://127.0.0.1:*";
+  std::string back = "tcp://127.0.0.1:*";
+  /// --heartbeat-ms and --liveness; empty leaves the broker's own default.
+  std::string heartbeat_ms = "100";
+  std::string liveness = "5";
+  /// More options, after the others (--curve-key, --metrics, --log-file ...).
+  std::vector<std::string> extra;
+  /// When set, stderr is appended to this file and env is set, as redirected() does.
+  std::string err_file;
+  std::vector<std::string> env;
+};
+
+/// A patro-broker process (from $PATRO_BROKER); its bound endpoints are read from the file it
+/// writes (dir/broker-endpoints). Throws if it does not start.
 struct BrokerProcess {
   std::string front, back;
   std::unique_ptr<Process> proc;
+  BrokerProcess(const TempDir& dir, const BrokerOptions& options);
+  /// A 100 ms heartbeat and the given liveness.
   explicit BrokerProcess(const TempDir& dir,
                          const std::string& front_endpoint = "tcp://127.0.0.1:*",
                          const std::string& back_endpoint = "tcp://127.0.0.1:*",
@@ -64,7 +81,10 @@ std::vector<std::string> redirected(std::vector<std::string> argv, const std::st
 
 /// Waits until path exists and is non-empty (a config file being written); false on timeout.
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout);
+/// A file's bytes (empty when it cannot be read).
 std::string read_file(const std::string& path);
+/// Replaces a file's bytes with data (creating it); throws if it cannot be written.
+void write_file(const std::string& path, const std::string& data);
 /// The path of a program built in the tree, from the environment variable that meson sets.
 std::string program(const char* env_var);
 

@@ -3,9 +3,6 @@
 // refused whole, and a damaged log refused.
 #include <doctest/doctest.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "../support/process.hpp"
 #include "job_queue.hpp"
 #include "worker_replies.hpp"
@@ -13,22 +10,11 @@
 using namespace std::chrono_literals;
 using patro::Value;
 using patro::ValueArray;
+using patro::test::read_file;
 using patro::test::Replies;
 using patro::test::TempDir;
+using patro::test::write_file;
 using patro::worker::JobQueue;
-
-namespace {
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-void spit(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
-}  // namespace
 
 TEST_CASE("pushed jobs, leases and acks come back after a reopen") {
   TempDir dir;
@@ -93,13 +79,13 @@ TEST_CASE("a damaged queue log stops the open; a torn tail loses only the unfini
     for (int i = 0; i < 20; ++i) q.push(i, replies->make(i));
     (void)replies->wait(19);
   }
-  const std::string good = slurp(path);
+  const std::string good = read_file(path);
   std::string bad = good;
   bad[good.size() / 3] ^= 0x20;
-  spit(path, bad);
+  write_file(path, bad);
   CHECK_THROWS_AS((JobQueue{"jobs", 600000ms, path}), patro::Error);
-  CHECK(slurp(path) == bad);
-  spit(path, good.substr(0, good.size() - 4));  // the last push torn
+  CHECK(read_file(path) == bad);
+  write_file(path, good.substr(0, good.size() - 4));  // the last push torn
   JobQueue q("jobs", 600000ms, path);
   CHECK(q.size() == 19);
 }

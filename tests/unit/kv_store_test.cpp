@@ -3,31 +3,17 @@
 // is left as it is, an oversized value is refused with nothing changed.
 #include <doctest/doctest.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "../support/process.hpp"
 #include "kv_store.hpp"
 #include "worker_replies.hpp"
 
 using patro::Value;
+using patro::test::read_file;
 using patro::test::Replies;
 using patro::test::TempDir;
+using patro::test::write_file;
 using patro::worker::Counter;
 using patro::worker::KvStore;
-
-namespace {
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-void spit(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
-}  // namespace
 
 TEST_CASE("hash: sets and erases answered once on disk come back after a reopen") {
   TempDir dir;
@@ -59,16 +45,16 @@ TEST_CASE("hash: one flipped byte in the middle stops the open and leaves the fi
     for (int i = 0; i < 102; ++i) kv.set("k" + std::to_string(i), i, replies->make(i));
     (void)replies->wait(101);
   }
-  std::string bad = slurp(path);
+  std::string bad = read_file(path);
   bad[bad.size() / 2] ^= 0x08;
-  spit(path, bad);
+  write_file(path, bad);
   try {
     KvStore kv(path);
     FAIL("a damaged log was opened");
   } catch (const patro::Error& e) {
     CHECK(std::string(e.what()).find(path + " at offset ") != std::string::npos);
   }
-  CHECK(slurp(path) == bad);  // not truncated, not compacted
+  CHECK(read_file(path) == bad);  // not truncated, not compacted
   // --repair: the keys before the damage, and the original kept.
   patro::worker::WalOptions repair;
   repair.repair = true;
@@ -122,11 +108,11 @@ TEST_CASE("counter: 8 bytes of garbage at the head stop the open; the value is n
     for (int i = 0; i < 32; ++i) n.add(1, replies->make(i));
     (void)replies->wait(31);
   }
-  const std::string good = slurp(path);
-  spit(path, "12345678" + good);
+  const std::string good = read_file(path);
+  write_file(path, "12345678" + good);
   CHECK_THROWS_AS(Counter{path}, patro::Error);
-  CHECK(slurp(path) == "12345678" + good);
-  spit(path, good);
+  CHECK(read_file(path) == "12345678" + good);
+  write_file(path, good);
   CHECK(Counter(path).get() == 32);
 }
 

@@ -10,9 +10,7 @@
 
 #include <dirent.h>
 #include <atomic>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include <patro/patro.hpp>
@@ -21,23 +19,14 @@
 #include "wal.hpp"
 #include "wal_format.hpp"
 
+using patro::test::read_file;
 using patro::test::TempDir;
+using patro::test::write_file;
 using patro::worker::Wal;
 using patro::worker::WalOptions;
 namespace fmt = patro::worker::wal_format;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-void spit(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
 
 // Opens the log, returns what it replays (and closes it).
 std::vector<std::string> replay(const std::string& path, WalOptions options = {}) {
@@ -100,7 +89,7 @@ TEST_CASE("records are replayed in order after a reopen, behind a header with th
   TempDir dir;
   const std::string path = dir.file("a.wal");
   write_records(path, numbered(100));
-  const std::string data = slurp(path);
+  const std::string data = read_file(path);
   CHECK(data.substr(0, 8) == "PATROWAL");
   CHECK(data.substr(0, fmt::kFileHeaderSize) == fmt::file_header());
   CHECK(replay(path) == numbered(100));
@@ -109,7 +98,7 @@ TEST_CASE("records are replayed in order after a reopen, behind a header with th
   std::vector<std::string> want = numbered(100);
   for (const auto& r : numbered(5, "more")) want.push_back(r);
   CHECK(replay(path) == want);
-  const fmt::Scan scan = fmt::scan(slurp(path), [](std::string_view, size_t) {});
+  const fmt::Scan scan = fmt::scan(read_file(path), [](std::string_view, size_t) {});
   CHECK(scan.problem == fmt::Problem::none);
   CHECK(scan.records == 105);
 }
@@ -118,10 +107,10 @@ TEST_CASE("a new log is a header alone; an empty file gets one") {
   TempDir dir;
   const std::string path = dir.file("empty.wal");
   CHECK(replay(path).empty());
-  CHECK(slurp(path) == fmt::file_header());
-  spit(path, "");
+  CHECK(read_file(path) == fmt::file_header());
+  write_file(path, "");
   CHECK(replay(path).empty());
-  CHECK(slurp(path) == fmt::file_header());
+  CHECK(read_file(path) == fmt::file_header());
 }
 
 TEST_CASE("a torn tail at every byte offset of the last record is cut, the rest replayed") {
@@ -129,13 +118,13 @@ TEST_CASE("a torn tail at every byte offset of the last record is cut, the rest 
   const std::string path = dir.file("torn.wal");
   const auto records = numbered(3, "a record of some length");
   write_records(path, records);
-  const std::string whole = slurp(path);
+  const std::string whole = read_file(path);
   const size_t last = whole.size() - static_cast<size_t>(Wal::framed_size(records[2]));
   for (size_t cut = last; cut < whole.size(); ++cut) {
     CAPTURE(cut);
-    spit(path, whole.substr(0, cut));
+    write_file(path, whole.substr(0, cut));
     CHECK(replay(path) == std::vector<std::string>{records[0], records[1]});
-    CHECK(slurp(path) == whole.substr(0, last));  // cut back to the last whole record
+    CHECK(read_file(path) == whole.substr(0, last));  // cut back to the last whole record
     // The log goes on from there: the next record follows the second one.
     write_records(path, {"after"});
     CHECK(replay(path) == std::vector<std::string>{records[0], records[1], "after"});
@@ -144,14 +133,14 @@ TEST_CASE("a torn tail at every byte offset of the last record is cut, the rest 
   // size reached the disk, its data did not).
   for (size_t from = last; from < whole.size(); from += 3) {
     CAPTURE(from);
-    spit(path, whole.substr(0, from) + std::string(whole.size() - from, '\0'));
+    write_file(path, whole.substr(0, from) + std::string(whole.size() - from, '\0'));
     CHECK(replay(path) == std::vector<std::string>{records[0], records[1]});
   }
   // A file header cut short (a crash while it was created) is an empty log.
   for (size_t cut = 1; cut < fmt::kFileHeaderSize; ++cut) {
-    spit(path, whole.substr(0, cut));
+    write_file(path, whole.substr(0, cut));
     CHECK(replay(path).empty());
-    CHECK(slurp(path) == fmt::file_header());
+    CHECK(read_file(path) == fmt::file_header());
   }
 }
 
@@ -160,28 +149,28 @@ TEST_CASE("a flipped byte anywhere before the last record stops the open, naming
   const std::string path = dir.file("kv.wal");
   const auto records = numbered(3, "payload");
   write_records(path, records);
-  const std::string whole = slurp(path);
+  const std::string whole = read_file(path);
   const size_t last = whole.size() - static_cast<size_t>(Wal::framed_size(records[2]));
   for (size_t at = 0; at < last; ++at) {
     CAPTURE(at);
     std::string bad = whole;
     bad[at] = static_cast<char>(bad[at] ^ 0x10);
-    spit(path, bad);
+    write_file(path, bad);
     const std::string e = error_of(path);
     CHECK(e.find(path) != std::string::npos);
     CHECK(e.find("offset ") != std::string::npos);
-    CHECK(slurp(path) == bad);  // nothing cut, renamed or compacted
+    CHECK(read_file(path) == bad);  // nothing cut, renamed or compacted
   }
   // The offset named is where the damaged record starts.
   std::string bad = whole;
   const size_t second = fmt::kFileHeaderSize + static_cast<size_t>(Wal::framed_size(records[0]));
   bad[second + fmt::kRecordHeaderSize + 2] ^= 0x01;
-  spit(path, bad);
+  write_file(path, bad);
   CHECK(error_of(path).find("at offset " + std::to_string(second) + ":") != std::string::npos);
   // 8 bytes of garbage at the head.
-  spit(path, "garbage!" + whole);
+  write_file(path, "garbage!" + whole);
   CHECK(error_of(path).find("offset 0") != std::string::npos);
-  CHECK(slurp(path) == "garbage!" + whole);
+  CHECK(read_file(path) == "garbage!" + whole);
 }
 
 TEST_CASE("a newer format version is refused, not read as damage to cut") {
@@ -191,13 +180,13 @@ TEST_CASE("a newer format version is refused, not read as damage to cut") {
   header += std::string("\x02\0\0\0", 4);
   const uLong sum = crc32(0L, reinterpret_cast<const Bytef*>(header.data()), 12);
   for (int i = 0; i < 4; ++i) header.push_back(static_cast<char>((sum >> (8 * i)) & 0xff));
-  spit(path, header + "anything");
+  write_file(path, header + "anything");
   CHECK(error_of(path).find("format version 2") != std::string::npos);
-  CHECK(slurp(path) == header + "anything");
+  CHECK(read_file(path) == header + "anything");
   WalOptions repair;
   repair.repair = true;
   CHECK(error_of(path, repair).find("format version 2") != std::string::npos);
-  CHECK(slurp(path) == header + "anything");
+  CHECK(read_file(path) == header + "anything");
 }
 
 TEST_CASE("--repair keeps the damaged file as FILE.corrupt-TIME, then cuts the log there") {
@@ -205,11 +194,11 @@ TEST_CASE("--repair keeps the damaged file as FILE.corrupt-TIME, then cuts the l
   const std::string path = dir.file("r.wal");
   const auto records = numbered(10);
   write_records(path, records);
-  std::string bad = slurp(path);
+  std::string bad = read_file(path);
   const size_t fourth =
       fmt::kFileHeaderSize + 3 * static_cast<size_t>(Wal::framed_size(records[0]));
   bad[fourth + fmt::kRecordHeaderSize] ^= 0x40;
-  spit(path, bad);
+  write_file(path, bad);
   WalOptions repair;
   repair.repair = true;
   CHECK(replay(path, repair) == std::vector<std::string>(records.begin(), records.begin() + 3));
@@ -217,8 +206,8 @@ TEST_CASE("--repair keeps the damaged file as FILE.corrupt-TIME, then cuts the l
   REQUIRE(files.size() == 2);
   CHECK(files[0] == "r.wal");
   CHECK(files[1].rfind("r.wal.corrupt-", 0) == 0);
-  CHECK(slurp(dir.file(files[1])) == bad);
-  CHECK(slurp(path) == bad.substr(0, fourth));
+  CHECK(read_file(dir.file(files[1])) == bad);
+  CHECK(read_file(path) == bad.substr(0, fourth));
   CHECK(replay(path) == std::vector<std::string>(records.begin(), records.begin() + 3));
 }
 
@@ -226,32 +215,32 @@ TEST_CASE("a format-0 file is read, and written again in the current format") {
   TempDir dir;
   const std::string path = dir.file("old.wal");
   const auto records = numbered(20, "old");
-  spit(path, legacy_file(records));
+  write_file(path, legacy_file(records));
   CHECK(replay(path) == records);
-  CHECK(slurp(path).substr(0, 8) == "PATROWAL");
+  CHECK(read_file(path).substr(0, 8) == "PATROWAL");
   CHECK(replay(path) == records);
   // Its torn tail is cut; its damage stops the open.
   std::string old = legacy_file(records);
-  spit(path, old.substr(0, old.size() - 3));
+  write_file(path, old.substr(0, old.size() - 3));
   CHECK(replay(path) == std::vector<std::string>(records.begin(), records.end() - 1));
   std::string bad = old;
   bad[8 + 2] ^= 0x01;  // in the first record's payload
-  spit(path, bad);
+  write_file(path, bad);
   CHECK(error_of(path).find("offset 0") != std::string::npos);
-  CHECK(slurp(path) == bad);
-  spit(path, "garbage!" + old);  // the counter's case: 8 bytes at the head
+  CHECK(read_file(path) == bad);
+  write_file(path, "garbage!" + old);  // the counter's case: 8 bytes at the head
   CHECK(error_of(path).find("offset 0") != std::string::npos);
-  CHECK(slurp(path) == "garbage!" + old);
+  CHECK(read_file(path) == "garbage!" + old);
 }
 
 TEST_CASE("a symbolic link is not followed: an error, and its target untouched") {
   TempDir dir;
   const std::string target = dir.file("precious");
-  spit(target, "keep me");
+  write_file(target, "keep me");
   const std::string path = dir.file("link.wal");
   REQUIRE(::symlink(target.c_str(), path.c_str()) == 0);
   CHECK(error_of(path).find("symbolic link") != std::string::npos);
-  CHECK(slurp(target) == "keep me");
+  CHECK(read_file(target) == "keep me");
   // Nor is one planted where compaction writes its new file.
   const std::string real = dir.file("real.wal");
   REQUIRE(::symlink(target.c_str(), (real + ".compact").c_str()) == 0);
@@ -260,7 +249,7 @@ TEST_CASE("a symbolic link is not followed: an error, and its target untouched")
     Wal wal(real, [](std::string_view) {});
     wal.rewrite({"y"});
   }
-  CHECK(slurp(target) == "keep me");
+  CHECK(read_file(target) == "keep me");
   CHECK(replay(real) == std::vector<std::string>{"y"});
 }
 

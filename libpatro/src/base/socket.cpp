@@ -22,6 +22,8 @@
 #ifdef PATRO_TSAN
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
 #endif
 
 namespace patro::detail {
@@ -204,6 +206,18 @@ bool send_multipart(zmq::socket_t& s, Multipart& frames, bool dontwait) {
     }
   }
   return true;
+}
+
+std::string message_property(const zmq::message_t& m, const char* name) {
+#ifdef PATRO_TSAN
+  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+#endif
+  const char* v = zmq_msg_gets(const_cast<zmq_msg_t*>(m.handle()), name);
+  std::string copy = v ? std::string(v) : std::string();
+#ifdef PATRO_TSAN
+  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+#endif
+  return copy;
 }
 
 #ifdef PATRO_TSAN

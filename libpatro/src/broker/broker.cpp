@@ -26,6 +26,7 @@
 #include "log.hpp"
 #include "mutex.hpp"
 #include "os_failure.hpp"
+#include "socket.hpp"
 #include "wire.hpp"
 
 namespace patro {
@@ -74,25 +75,10 @@ std::string_view view(const flatbuffers::String* s) {
   return s ? std::string_view(s->data(), s->size()) : std::string_view();
 }
 
-#if defined(__SANITIZE_THREAD__)
-extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
-extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
-#endif
-
 // The CURVE public key (Z85) the ZAP handler authenticated the message's connection with ("User-
-// Id", as the handler answers it); empty in plaintext. A copy, read once: libzmq's I/O thread
-// wrote that text before it queued the message, a hand-off ThreadSanitizer cannot see in an
-// uninstrumented libzmq (as socket.cpp's annotations say), so the read is hidden from it here.
+// Id", as the handler answers it); empty in plaintext.
 std::string key_of(const zmq::message_t& m) {
-#if defined(__SANITIZE_THREAD__)
-  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
-#endif
-  const char* v = zmq_msg_gets(const_cast<zmq_msg_t*>(m.handle()), "User-Id");
-  std::string key = v ? std::string(v) : std::string();
-#if defined(__SANITIZE_THREAD__)
-  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
-#endif
-  return key;
+  return detail::message_property(m, "User-Id");
 }
 
 std::string short_id(uint64_t server_id) {

@@ -75,6 +75,14 @@ std::shared_ptr<Node> node_at(std::shared_ptr<Node> cur, const Path& path, size_
   return cur;
 }
 
+/// What a path names, as Get reads it: a reference to the object itself for an empty path, else
+/// the element there (null when something on the way is missing). No autovivification.
+Value value_at(const std::shared_ptr<Node>& root, const Path& path) {
+  if (path.empty()) return reference_to(root);
+  auto parent = node_at(root, path, path.size() - 1);
+  return parent ? element(*parent, path.back(), path, path.size() - 1) : Value();
+}
+
 std::shared_ptr<Node> new_container_for(const PathElem& next) {
   if (std::holds_alternative<int64_t>(next)) return std::make_shared<ArrayNode>();
   return std::make_shared<HashNode>();
@@ -218,11 +226,8 @@ Value Executor::resolve_ref(const wire::Ref& ref) {
     throw Error(Errc::unknown_object,
                 "an argument names object " + id.to_hex() + ", which this server does not have");
   const Path path = decode_path(ref.path());
-  if (path.empty()) return reference_to(node);
   // A proxy to an element stands for what is stored there, as $h->{x} does in Perl.
-  auto parent = node_at(node, path, path.size() - 1);
-  if (!parent) return Value();
-  return element(*parent, path.back(), path, path.size() - 1);
+  return value_at(node, path);
 }
 
 flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilder& fb,
@@ -311,8 +316,7 @@ uint64_t Executor::lock_object(const wire::Request& req) {
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
   const Path path = decode_path(req.path());
   if (path.empty()) return id.object;
-  auto parent = node_at(root, path, path.size() - 1);
-  Value v = parent ? element(*parent, path.back(), path, path.size() - 1) : Value();
+  const Value v = value_at(root, path);
   auto node = node_of(v);
   if (!node)
     throw Error(Errc::type_mismatch, "cannot lock " + where(path, path.size()) + ", which is " +
@@ -371,16 +375,11 @@ ValueArray Executor::get(OpCall& c) {
   const std::shared_ptr<Node>& root = c.root;
   const Path& path = c.path;
   const size_t n = path.size();
-  if (n == 0) {
-    if (root->kind == NodeKind::scalar) {
-      MutexLock lock(root->mu);
-      return {static_cast<ScalarNode&>(*root).value};
-    }
-    return {reference_to(root)};
+  if (n == 0 && root->kind == NodeKind::scalar) {
+    MutexLock lock(root->mu);
+    return {static_cast<ScalarNode&>(*root).value};
   }
-  auto parent = node_at(root, path, n - 1);
-  if (!parent) return {Value()};
-  return {element(*parent, path.back(), path, n - 1)};
+  return {value_at(root, path)};
 }
 
 ValueArray Executor::set(OpCall& c) {
@@ -522,15 +521,11 @@ ValueArray Executor::copy(OpCall& c) {
   // What Get reads, copied deep: served arrays and hashes below come as copies (scalars,
   // objects, code and file handles stay references). One node's mutex at a time.
   Value v;
-  if (n == 0) {
-    v = reference_to(root);
-  } else {
-    auto parent = node_at(root, path, n - 1);
-    if (parent) v = element(*parent, path.back(), path, n - 1);
-  }
   if (n == 0 && root->kind == NodeKind::scalar) {
     MutexLock lock(root->mu);
     v = static_cast<ScalarNode&>(*root).value;
+  } else {
+    v = value_at(root, path);
   }
   return {deep_copy(v, false, false, limits_.max_tables)};
 }
@@ -538,14 +533,7 @@ ValueArray Executor::copy(OpCall& c) {
 ValueArray Executor::describe(OpCall& c) {
   const std::shared_ptr<Node>& root = c.root;
   const Path& path = c.path;
-  const size_t n = path.size();
-  Value v;
-  if (n == 0) {
-    v = reference_to(root);
-  } else {
-    auto parent = node_at(root, path, n - 1);
-    if (parent) v = element(*parent, path.back(), path, n - 1);
-  }
+  const Value v = value_at(root, path);
   const Reference* r = v.if_reference();
   if (!r) return {Value(""), Value("")};
   if (r->node) return {Value(r->node->type_name()), Value(r->node->reftype())};
@@ -734,8 +722,7 @@ ValueArray Executor::served(OpCall& c) {
   // Served objects, callables and handles (served_ops.cpp), at the object or at an element.
   std::shared_ptr<Node> target = root;
   if (n > 0) {
-    auto parent = node_at(root, path, n - 1);
-    const Value v = parent ? element(*parent, path.back(), path, n - 1) : Value();
+    const Value v = value_at(root, path);
     target = node_of(v);
     if (!target) {
       if (op == wire::Op::Can || op == wire::Op::Isa) return {Value(false)};
