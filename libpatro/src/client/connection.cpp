@@ -1220,14 +1220,13 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
     bool sealed = false;
     {
       MutexLock out(out_mu_);
-      if (!batch_calls_.empty()) {
-        const auto due = batch_opened_ + options_.oneway_delay;
+      if (const auto due = batcher_.due()) {
         const auto now = Clock::now();
-        if (now >= due) {
+        if (batcher_.overdue(now)) {
           seal_batch();
           sealed = true;
         } else {
-          wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(due - now));
+          wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(*due - now));
         }
       }
     }
@@ -1396,26 +1395,15 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
 }
 
 void Connection::seal_batch() {
-  if (batch_calls_.empty()) return;
-  auto calls = batch_fb_.CreateVector(batch_calls_);
-  wire::BatchBuilder b(batch_fb_);
-  b.add_requests(calls);
-  batch_fb_.Finish(b.Finish(), wire::BatchIdentifier());
-  const uint64_t rid = next_request_id_++;
-  const auto n = static_cast<uint32_t>(batch_calls_.size());
-  Multipart m;
-  m.reserve(4);
-  m.push_back(header_frame(Command::request));
-  m.push_back(object_id_frame(batch_target_));
-  m.push_back(u64_frame(rid));
-  m.push_back(body_frame(batch_fb_));
-  batch_fb_.Clear();
-  batch_calls_.clear();
-  annotate_sent(rid);
+  if (auto batch = batcher_.seal()) queue_batch(std::move(*batch));
+}
+
+void Connection::queue_batch(OnewayBatcher::Sealed batch) {
+  annotate_sent(batch.request_id);
   const auto started = Clock::now();
-  SlotPtr slot = new_slot(rid, batch_target_.server, wire::Op::Call, started,
-                          started + options_.call_timeout, &m, false, n);
-  outbox_.push_back(Outgoing{std::move(m), std::move(slot)});
+  SlotPtr slot = new_slot(batch.request_id, batch.target.server, wire::Op::Call, started,
+                          started + options_.call_timeout, &batch.frames, false, batch.calls);
+  outbox_.push_back(Outgoing{std::move(batch.frames), std::move(slot)});
 }
 
 void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
@@ -1462,54 +1450,13 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
 Connection::Batched Connection::append_oneway(const ObjectId& id, wire::Op op, const Path& path,
                                               const ValueArray& args, std::string_view name,
                                               uint64_t fence) {
-  Batched b;
-  if (!batch_calls_.empty() && batch_target_.server != id.server) {
-    seal_batch();  // a batch goes to one server
-    b.sealed = true;
-  }
-  if (batch_calls_.empty()) {
-    batch_target_ = id;
-    batch_opened_ = Clock::now();
-    b.opened = true;
-  }
-  batch_calls_.push_back(encode_request(batch_fb_, next_request_id_++, id, op, path, args, name,
-                                        wire::CallContext::Void, options_.call_timeout, fence));
-  if (batch_calls_.size() >= options_.oneway_batch ||
-      batch_fb_.GetSize() >= options_.oneway_batch_bytes) {
-    seal_batch();
-    b.sealed = true;
-    b.opened = false;
-  }
-  return b;
-}
-
-void ReleaseQueue::add(const ObjectId& id) noexcept {
-  try {
-    MutexLock lock(mu_);
-    dropped_.push_back(id);
-    queued_.store(dropped_.size(), std::memory_order_relaxed);
-  } catch (...) {  // no memory: the object stays until this client is gone
-  }
-}
-
-std::vector<std::pair<ObjectId, uint64_t>> ReleaseQueue::take() {
-  std::vector<ObjectId> ids;
-  {
-    MutexLock lock(mu_);
-    ids.swap(dropped_);
-    queued_.store(0, std::memory_order_relaxed);
-  }
-  std::sort(ids.begin(), ids.end(), [](const ObjectId& a, const ObjectId& b) {
-    return std::tie(a.server, a.object) < std::tie(b.server, b.object);
-  });
-  std::vector<std::pair<ObjectId, uint64_t>> counted;
-  for (const ObjectId& id : ids) {
-    if (counted.empty() || !(counted.back().first == id))
-      counted.emplace_back(id, 1);
-    else
-      ++counted.back().second;
-  }
-  return counted;
+  auto appended =
+      batcher_.append(id, Clock::now(), [&](flatbuffers::FlatBufferBuilder& fb, uint64_t rid) {
+        return encode_request(fb, rid, id, op, path, args, name, wire::CallContext::Void,
+                              options_.call_timeout, fence);
+      });
+  for (OnewayBatcher::Sealed& batch : appended.sealed) queue_batch(std::move(batch));
+  return Batched{!appended.sealed.empty(), appended.opened};
 }
 
 namespace {
@@ -1564,7 +1511,7 @@ size_t Connection::oneway_outstanding() {
   // Both under out_mu_: sealing a batch (which holds it) moves its calls from the open batch to
   // the unacknowledged ones, and a read between the two would count them twice.
   MutexLock out(out_mu_);
-  const size_t open = batch_calls_.size();
+  const size_t open = batcher_.open_calls();
   MutexLock lock(state_mu_);
   return open + oneway_unacked_;
 }

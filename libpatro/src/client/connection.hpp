@@ -9,7 +9,9 @@
 // when it is older than ClientOptions::oneway_delay, or before any other request (so the order of
 // the connection's requests is the order they were made). The server acknowledges each batch with
 // one reply; at most ClientOptions::oneway_window calls are unacknowledged, and a sender past it
-// waits, driving the socket as a caller waiting for a reply does.
+// waits, driving the socket as a caller waiting for a reply does. The open batch is an
+// OnewayBatcher (oneway_batcher.hpp), guarded by out_mu_ like the outbox its batches go into;
+// the references a client dropped wait in a ReleaseQueue and go as Release calls in those batches.
 //
 // Retries (ClientOptions::retry): each request keeps its frames until its answer comes (the body is
 // shared with the copy that went out, not copied). It is sent again, with the same request id, when
@@ -57,6 +59,7 @@
 #include <unordered_set>
 
 #include "mutex.hpp"
+#include "oneway_batcher.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 #include "socket.hpp"
@@ -114,25 +117,6 @@ struct Slot {
   std::string traced;
 };
 using SlotPtr = std::shared_ptr<Slot>;
-
-/// The references a client dropped (the last copy of each, from any thread), waiting for the
-/// connection's heartbeat thread to release them at their servers (wire::Op::Release). Shared
-/// with every reference's hold, so a hold that outlives its connection has somewhere to go.
-class PATRO_PRIVATE ReleaseQueue {
- public:
-  /// Never throws (a reference's last copy goes in a destructor): a release it cannot queue is
-  /// dropped, and the object lives until the client is gone.
-  void add(const ObjectId& id) noexcept PATRO_EXCLUDES(mu_);
-  /// Everything queued, counted by object.
-  std::vector<std::pair<ObjectId, uint64_t>> take() PATRO_EXCLUDES(mu_);
-  /// How many are queued (a hint, read without the lock).
-  size_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<size_t> queued_{0};
-  Mutex mu_;
-  std::vector<ObjectId> dropped_ PATRO_GUARDED_BY(mu_);
-};
 
 class Connection;
 
@@ -254,6 +238,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void submit(Multipart frames, SlotPtr slot) PATRO_EXCLUDES(io_mu_, out_mu_);
   /// Moves the open batch to the outbox.
   void seal_batch() PATRO_REQUIRES(out_mu_);
+  /// Puts a sealed batch in the outbox, with its slot (its reply acknowledges its calls).
+  void queue_batch(OnewayBatcher::Sealed batch) PATRO_REQUIRES(out_mu_);
   /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
   void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
   void release_io() PATRO_RELEASE(io_mu_);
@@ -374,11 +360,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
 
   Mutex out_mu_;
   std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);
-  // The open batch of oneway calls: its builder (reused), the calls in it, where it goes.
-  flatbuffers::FlatBufferBuilder batch_fb_ PATRO_GUARDED_BY(out_mu_){4096};
-  std::vector<flatbuffers::Offset<wire::Request>> batch_calls_ PATRO_GUARDED_BY(out_mu_);
-  ObjectId batch_target_ PATRO_GUARDED_BY(out_mu_);
-  Clock::time_point batch_opened_ PATRO_GUARDED_BY(out_mu_);
+  // The open batch of oneway calls (sealed batches go to the outbox, in the order they were made).
+  OnewayBatcher batcher_ PATRO_GUARDED_BY(out_mu_){
+      {options_.oneway_batch, options_.oneway_batch_bytes, options_.oneway_delay},
+      next_request_id_};
 
   Mutex state_mu_;
   CondVar state_cv_;
