@@ -31,7 +31,9 @@
 // the lane. A direct connection silent past the broker's window is dead: the requests in flight on
 // it are resent through the broker, in their order, with the same ids (the server's reply cache
 // answers a copy that already ran), later requests follow them there, and the direct path is tried
-// again after a backoff.
+// again after a backoff. The decisions (each server's state, timers and held requests) are a
+// DirectRoutes table (direct_routes.hpp); the connection keeps the sockets and acts on them,
+// guarded by io_mu_ with the broker socket.
 //
 // Several brokers (a config or a list naming more than one): the connection talks to one at a
 // time. When it goes silent (1.5 of its heartbeat intervals) or its connection drops (a socket
@@ -58,6 +60,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "direct_routes.hpp"
 #include "mutex.hpp"
 #include "oneway_batcher.hpp"
 #include "patro/options.hpp"
@@ -249,27 +252,12 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   template <class Done>
   void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
   void flush() PATRO_REQUIRES(io_mu_);
-  /// A request (or anything else) on its way out, with its slot (null: none).
-  struct Outgoing {
-    Multipart frames;
-    SlotPtr slot;
-  };
-  /// One server's direct connection (the direct path).
-  struct DirectRoute {
-    enum class State { locating, probing, live, dead };
-    State state = State::locating;
-    zmq::socket_t sock;
-    bool active = false;  // requests to the server go by sock now
-    Clock::time_point since, last_heard, next_heartbeat, retry_at;
-    std::chrono::milliseconds backoff{0};
-    std::deque<Outgoing> held;  // route=direct: waiting for the connection
-  };
-  /// Sends one message: straight to its server when its route allows, else to the broker.
+  /// Sends one message: straight to its server when its route allows (routes_ decides), else to
+  /// the broker; route=direct: held for the direct connection, or failed when it is dead.
   void send_out(Outgoing& o) PATRO_REQUIRES(io_mu_);
-  /// The direct socket to send a request of server by now (null: the broker); nullptr and
-  /// held set when it must wait for the direct connection (route=direct).
-  zmq::socket_t* route_for(uint64_t server, Clock::time_point now, bool& hold)
-      PATRO_REQUIRES(io_mu_);
+  /// Whether a request to server sent through the broker is still in flight (a direct one must
+  /// not overtake it).
+  bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(state_mu_);
   void send_locate(uint64_t server) PATRO_REQUIRES(io_mu_);
   void on_locate_reply(Multipart& msg) PATRO_REQUIRES(io_mu_);
   /// A message from a server's direct socket.
@@ -351,8 +339,11 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   bool broker_silent_ PATRO_GUARDED_BY(io_mu_) = false;  // past its window: resend when heard
   std::atomic<uint64_t> retries_{0};
   Route route_ = Route::automatic;  // options_.route, resolved (CURVE: broker)
-  std::unordered_map<uint64_t, DirectRoute> routes_ PATRO_GUARDED_BY(io_mu_);
-  Clock::time_point next_route_check_ PATRO_GUARDED_BY(io_mu_) = Clock::time_point::max();
+  // The direct path: each server's route (its state and timers), and the sockets of the routes
+  // that have one (probing or live). route=direct is never resolved away (CURVE refuses it), so
+  // options_.route says what the table needs.
+  DirectRoutes routes_ PATRO_GUARDED_BY(io_mu_){options_.route};
+  std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(io_mu_);
   std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(io_mu_);
   std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(io_mu_);
   Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
