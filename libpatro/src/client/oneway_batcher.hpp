@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "mutex.hpp"
+#include "patro/options.hpp"
 #include "patro/value.hpp"
 #include "socket.hpp"
 #include "wire.hpp"
@@ -48,10 +49,11 @@ class PATRO_PRIVATE OnewayBatcher {
  public:
   using Clock = std::chrono::steady_clock;
 
+  /// ClientOptions' oneway_batch, oneway_batch_bytes and oneway_delay.
   struct Limits {
-    size_t calls = 256;                     // ClientOptions::oneway_batch
-    size_t bytes = 64u << 10;               // ClientOptions::oneway_batch_bytes
-    std::chrono::microseconds delay{1000};  // ClientOptions::oneway_delay
+    size_t calls = ClientOptions{}.oneway_batch;
+    size_t bytes = ClientOptions{}.oneway_batch_bytes;
+    std::chrono::microseconds delay = ClientOptions{}.oneway_delay;
   };
 
   /// A sealed batch: the request as it goes out ([request][target][request id][Batch body]).
