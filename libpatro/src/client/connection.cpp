@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <tuple>
 
+#include "assert.hpp"
 #include "ids.hpp"
 #include "log.hpp"
 #include "os_failure.hpp"
@@ -95,7 +96,8 @@ Connection::~Connection() {
   }
   {
     MutexLock io(io_mu_);
-    routes_.clear();  // their sockets close (linger 0) before the context ends
+    routes_.clear();
+    direct_socks_.clear();  // they close (linger 0) before the context ends
     watch_.reset();
     if (sock_.handle() != nullptr) {
       try {
@@ -247,20 +249,28 @@ void Connection::send_out(Outgoing& o) {
     servers_seen_.insert(last_server_);
   }
   if (o.slot && !o.slot->control && o.slot->server != 0 && route_ != Route::broker) {
-    bool hold = false;
-    zmq::socket_t* direct = route_for(o.slot->server, Clock::now(), hold);
-    if (hold) {
-      DirectRoute& r = routes_[o.slot->server];
-      if (r.state == DirectRoute::State::dead) {
-        // route=direct, and the last try failed: no waiting for the next one.
-        fail_slots({o.slot}, "server " + ObjectId{o.slot->server, 0}.to_hex().substr(0, 16) +
+    const uint64_t server = o.slot->server;
+    const auto choice =
+        routes_.choose(server, Clock::now(), std::chrono::milliseconds(broker_window_ms_.load()),
+                       [&] { return brokered_in_flight(server); });
+    if (choice.locate) send_locate(server);
+    switch (choice.way) {
+      case DirectRoutes::Way::broker:
+        break;
+      case DirectRoutes::Way::direct: {
+        auto it = direct_socks_.find(server);
+        PATRO_ASSERT(it != direct_socks_.end(), "a live direct route has its socket");
+        s = &it->second;
+        break;
+      }
+      case DirectRoutes::Way::hold:
+        routes_.hold(server, std::move(o));
+        return;
+      case DirectRoutes::Way::refuse:
+        fail_slots({o.slot}, "server " + ObjectId{server, 0}.to_hex().substr(0, 16) +
                                  " cannot be reached directly (route=direct)");
         return;
-      }
-      r.held.push_back(std::move(o));
-      return;
     }
-    if (direct != nullptr) s = direct;
   }
   if (o.slot) {
     o.slot->sent = true;
@@ -311,161 +321,83 @@ void Connection::send_locate(uint64_t server) {
   }
 }
 
-zmq::socket_t* Connection::route_for(uint64_t server, Clock::time_point now, bool& hold) {
-  auto [it, fresh] = routes_.try_emplace(server);
-  DirectRoute& r = it->second;
-  if (fresh || (r.state == DirectRoute::State::dead && now >= r.retry_at)) {
-    // Ask the broker where the server takes requests (and tell it we talk to that server).
-    r.state = DirectRoute::State::locating;
-    r.since = now;
-    next_route_check_ =
-        std::min(next_route_check_, now + std::chrono::milliseconds(broker_window_ms_.load()));
-    send_locate(server);
-  }
-  if (r.active) return &r.sock;
-  if (r.state == DirectRoute::State::live) {
-    // Only once nothing sent to it through the broker is in flight: a request sent directly
-    // must not overtake one still on its way through the broker.
-    if (!requests_.brokered_in_flight(server)) {
-      r.active = true;
-      return &r.sock;
-    }
-  }
-  hold = route_ == Route::direct;
-  return nullptr;
+bool Connection::brokered_in_flight(uint64_t server) {
+  return requests_.brokered_in_flight(server);
 }
 
 void Connection::on_locate_reply(Multipart& msg) {
   auto server = msg.size() == 3 ? parse_u64(msg[1]) : std::nullopt;
   if (!server) return;
-  auto it = routes_.find(*server);
-  if (it == routes_.end() || it->second.state != DirectRoute::State::locating) return;
-  DirectRoute& r = it->second;
+  if (!routes_.locating(*server)) return;
   AlignedScratch scratch;
   const wire::Control* c = verified_control(msg[2], options_.limits, scratch);
   const wire::LocateReply* lr = c ? c->body_as_LocateReply() : nullptr;
   std::vector<std::string> endpoints;
   if (lr && lr->endpoints())
     for (const auto* e : *lr->endpoints()) endpoints.push_back(e ? e->str() : std::string());
-  // One lane per server for this connection, chosen by client id: its requests there run in the
-  // order it sent them. A lane without an endpoint passes the choice to the next.
-  std::string endpoint;
-  for (size_t i = 0; i < endpoints.size() && endpoint.empty(); ++i)
-    endpoint = endpoints[(client_id_ + i) % endpoints.size()];
+  const std::string endpoint = DirectRoutes::pick_endpoint(endpoints, client_id_);
   if (endpoint.empty())
     return route_failed(*server, "server " + ObjectId{*server, 0}.to_hex().substr(0, 16) +
                                      " has no direct endpoint");
-  const auto now = Clock::now();
   try {
-    r.sock = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-    r.sock.set(zmq::sockopt::linger, 0);
-    r.sock.connect(endpoint);
+    zmq::socket_t sock = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.connect(endpoint);
+    direct_socks_[*server] = std::move(sock);
   } catch (const zmq::error_t& e) {
     return route_failed(*server, "cannot connect to " + endpoint + ": " + e.what());
   }
   PATRO_LOG(debug, "client") << "server " << ObjectId{*server, 0}.to_hex().substr(0, 16)
                              << ": trying its direct endpoint " << endpoint;
-  r.state = DirectRoute::State::probing;
-  r.since = r.last_heard = now;
-  r.next_heartbeat = now;  // the probe goes at once
-  next_route_check_ = now;
+  routes_.probing(*server, Clock::now());
 }
 
 void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
-  auto it = routes_.find(server);
-  if (it == routes_.end()) return;
-  DirectRoute& r = it->second;
-  const auto now = Clock::now();
-  r.last_heard = now;
-  if (r.state == DirectRoute::State::probing) {
-    r.state = DirectRoute::State::live;
-    r.backoff = std::chrono::milliseconds(0);
+  DirectRoutes::Heard heard = routes_.heard(server, Clock::now());
+  if (!heard.known) return;
+  if (heard.up) {
     PATRO_LOG(debug, "client") << "server " << ObjectId{server, 0}.to_hex().substr(0, 16)
                                << ": direct path up";
-    if (route_ == Route::direct) {
-      // Nothing went through the broker: the held requests go now, in their order.
-      r.active = true;
-      std::deque<Outgoing> held;
-      held.swap(r.held);
-      for (Outgoing& o : held) send_out(o);
-    }
+    // route=direct: nothing went through the broker; the held requests go now, in their order.
+    for (Outgoing& o : heard.ready) send_out(o);
   }
   dispatch(msg, true);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
 }
 
 Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
-  if (now < next_route_check_) return next_route_check_;
+  if (now < routes_.next_check()) return routes_.next_check();
   const std::chrono::milliseconds window(broker_window_ms_.load());
   const std::chrono::milliseconds interval(heartbeat_ms_.load());
-  auto next = Clock::time_point::max();
-  std::vector<std::pair<uint64_t, std::string>> failed;
-  for (auto& [server, r] : routes_) {
-    switch (r.state) {
-      case DirectRoute::State::locating:
-        if (now - r.since > window) {  // the answer was lost (a broker restart): ask again
-          r.since = now;
-          send_locate(server);
-        }
-        next = std::min(next, r.since + window);
-        break;
-      case DirectRoute::State::probing:
-      case DirectRoute::State::live:
-        if (now - r.last_heard > window) {
-          failed.emplace_back(server, r.state == DirectRoute::State::probing
-                                          ? "no answer on its direct endpoint"
-                                          : "its direct connection went silent");
-          break;
-        }
-        if (now >= r.next_heartbeat) {
-          Multipart hb;
-          hb.push_back(header_frame(Command::heartbeat));
-          hb.push_back(u64_frame(client_id_));
-          try {
-            send_multipart(r.sock, hb, true);
-          } catch (const zmq::error_t&) {
-          }
-          r.next_heartbeat = now + interval;
-        }
-        next = std::min({next, r.next_heartbeat, r.last_heard + window});
-        break;
-      case DirectRoute::State::dead:
-        if (route_ == Route::direct && !r.held.empty()) next = std::min(next, r.retry_at);
-        if (route_ == Route::direct && !r.held.empty() && now >= r.retry_at) {
-          r.state = DirectRoute::State::locating;
-          r.since = now;
-          send_locate(server);
-          next = std::min(next, now + window);
-        }
-        break;
+  const DirectRoutes::Tending due = routes_.tend(now, window, interval);
+  for (uint64_t server : due.locate) send_locate(server);
+  for (uint64_t server : due.heartbeat) {
+    auto it = direct_socks_.find(server);
+    if (it == direct_socks_.end()) continue;
+    Multipart hb;
+    hb.push_back(header_frame(Command::heartbeat));
+    hb.push_back(u64_frame(client_id_));
+    try {
+      send_multipart(it->second, hb, true);
+    } catch (const zmq::error_t&) {
     }
   }
-  next_route_check_ = next;
-  for (const auto& [server, why] : failed) route_failed(server, why);
-  return next_route_check_;
+  for (const auto& [server, why] : due.failed) route_failed(server, why);
+  return routes_.next_check();
 }
 
 void Connection::route_failed(uint64_t server, const std::string& why) {
-  auto it = routes_.find(server);
-  if (it == routes_.end()) return;
-  DirectRoute& r = it->second;
-  const auto now = Clock::now();
-  const bool was_active = r.active;
-  r.active = false;
-  r.state = DirectRoute::State::dead;
-  if (r.sock.handle() != nullptr) r.sock.close();
-  const std::chrono::milliseconds interval(heartbeat_ms_.load());
-  r.backoff = r.backoff.count() == 0 ? interval
-                                     : std::min(r.backoff * 2, std::chrono::milliseconds(30'000));
-  r.retry_at = now + r.backoff;
-  next_route_check_ = std::min(next_route_check_, r.retry_at);
+  DirectRoutes::Failure failure =
+      routes_.fail(server, Clock::now(), std::chrono::milliseconds(heartbeat_ms_.load()));
+  if (!failure.known) return;
+  direct_socks_.erase(server);  // closed (linger 0)
+  const bool was_active = failure.was_active;
   // The requests in flight on it, in the order they were made (each may have run).
   const std::vector<SlotPtr> lost = requests_.lost_direct(server);
   const std::string text = "server " + ObjectId{server, 0}.to_hex().substr(0, 16) + ": " + why;
   if (route_ == Route::direct) {
     std::vector<SlotPtr> held;
-    for (Outgoing& o : r.held)
+    for (Outgoing& o : failure.held)
       if (o.slot) held.push_back(o.slot);
-    r.held.clear();
     fail_slots(held, text + " (route=direct)");
     fail_slots(lost, text + " (route=direct); the call may or may not have run");
     return;
@@ -598,8 +530,8 @@ void Connection::broker_instance(uint64_t instance) {
   // are still here (CLIENT_AT): it releases the locks of clients that do not come back.
   if (restarted) {
     for (uint64_t server : servers_seen_) send_locate(server);
-    for (auto& [server, r] : routes_)
-      if (r.state != DirectRoute::State::dead && !servers_seen_.count(server)) send_locate(server);
+    for (uint64_t server : routes_.not_dead())
+      if (!servers_seen_.count(server)) send_locate(server);
   }
 }
 
@@ -692,11 +624,8 @@ void Connection::switch_broker(const std::string& why, std::optional<size_t> to)
   } catch (const zmq::error_t&) {
   }
   for (uint64_t server : servers_seen_) send_locate(server);
-  for (auto& [server, r] : routes_) {
-    if (r.state != DirectRoute::State::locating) continue;
+  for (uint64_t server : routes_.locate_again(now))
     if (!servers_seen_.count(server)) send_locate(server);
-    r.since = now;
-  }
   if (options_.retry) {
     resend_all(("moved from the broker at " + from + " to " + endpoint_).c_str());
   } else {
@@ -772,8 +701,7 @@ void Connection::dispatch(Multipart& msg, bool direct) {
                        " went away while the call was in flight",
                    *server);
       // Its direct endpoints went with it: located again on the next request.
-      if (auto it = routes_.find(*server); it != routes_.end() && it->second.held.empty())
-        routes_.erase(it);
+      if (routes_.forget(*server)) direct_socks_.erase(*server);
       servers_seen_.erase(*server);
       if (last_server_ == *server) last_server_ = 0;
       return;
@@ -790,7 +718,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
   // the poll says it is readable (the poll sees messages already queued at once), and reading
   // stops when what we wait for has come.
   bool readable = read_first;
-  bool direct_readable = read_first && !routes_.empty();
+  bool direct_readable = read_first && !direct_socks_.empty();
   poll_items_.clear();
   poll_servers_.clear();
   // The heartbeat thread's single pass (an idle connection polls nothing): a dropped broker
@@ -829,8 +757,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
       // The direct sockets the poll saw readable (all of them before the first poll).
       std::vector<uint64_t> servers;
       if (poll_items_.empty()) {
-        for (const auto& [server, r] : routes_)
-          if (r.sock.handle() != nullptr) servers.push_back(server);
+        for (const auto& [server, sock] : direct_socks_) servers.push_back(server);
       } else {
         for (size_t i = 0; i < poll_servers_.size(); ++i)
           if (poll_items_[2 + i].revents & ZMQ_POLLIN) servers.push_back(poll_servers_[i]);
@@ -838,10 +765,8 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
       for (uint64_t server : servers) {
         for (int n = 0; n < 256; ++n) {
           // Looked up each time: a message may change the routes.
-          auto it = routes_.find(server);
-          if (it == routes_.end() || it->second.sock.handle() == nullptr ||
-              !recv_multipart(it->second.sock, msg, true))
-            break;
+          auto it = direct_socks_.find(server);
+          if (it == direct_socks_.end() || !recv_multipart(it->second, msg, true)) break;
           dispatch_direct(server, msg);
           MutexLock lock(requests_.mutex());
           if (done()) return;
@@ -887,9 +812,8 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
                 std::chrono::milliseconds(1);
     poll_items_.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}});
     poll_servers_.clear();
-    for (auto& [server, r] : routes_) {
-      if (r.sock.handle() == nullptr) continue;
-      poll_items_.push_back(zmq::pollitem_t{r.sock.handle(), 0, ZMQ_POLLIN, 0});
+    for (auto& [server, sock] : direct_socks_) {
+      poll_items_.push_back(zmq::pollitem_t{sock.handle(), 0, ZMQ_POLLIN, 0});
       poll_servers_.push_back(server);
     }
     if (watch_) poll_items_.push_back(zmq::pollitem_t{watch_->handle(), 0, ZMQ_POLLIN, 0});
@@ -987,14 +911,13 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
     bool sealed = false;
     {
       MutexLock out(out_mu_);
-      if (!batch_calls_.empty()) {
-        const auto due = batch_opened_ + options_.oneway_delay;
+      if (const auto due = batcher_.due()) {
         const auto now = Clock::now();
-        if (now >= due) {
+        if (batcher_.overdue(now)) {
           seal_batch();
           sealed = true;
         } else {
-          wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(due - now));
+          wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(*due - now));
         }
       }
     }
@@ -1167,26 +1090,15 @@ ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,
 }
 
 void Connection::seal_batch() {
-  if (batch_calls_.empty()) return;
-  auto calls = batch_fb_.CreateVector(batch_calls_);
-  wire::BatchBuilder b(batch_fb_);
-  b.add_requests(calls);
-  batch_fb_.Finish(b.Finish(), wire::BatchIdentifier());
-  const uint64_t rid = next_request_id_++;
-  const auto n = static_cast<uint32_t>(batch_calls_.size());
-  Multipart m;
-  m.reserve(4);
-  m.push_back(header_frame(Command::request));
-  m.push_back(object_id_frame(batch_target_));
-  m.push_back(u64_frame(rid));
-  m.push_back(body_frame(batch_fb_));
-  batch_fb_.Clear();
-  batch_calls_.clear();
-  annotate_sent(rid);
+  if (auto batch = batcher_.seal()) queue_batch(std::move(*batch));
+}
+
+void Connection::queue_batch(OnewayBatcher::Sealed batch) {
+  annotate_sent(batch.request_id);
   const auto started = Clock::now();
-  SlotPtr slot = new_slot(rid, batch_target_.server, wire::Op::Call, started,
-                          started + options_.call_timeout, &m, false, n);
-  outbox_.push_back(Outgoing{std::move(m), std::move(slot)});
+  SlotPtr slot = new_slot(batch.request_id, batch.target.server, wire::Op::Call, started,
+                          started + options_.call_timeout, &batch.frames, false, batch.calls);
+  outbox_.push_back(Outgoing{std::move(batch.frames), std::move(slot)});
 }
 
 void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
@@ -1233,54 +1145,13 @@ void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
 Connection::Batched Connection::append_oneway(const ObjectId& id, wire::Op op, const Path& path,
                                               const ValueArray& args, std::string_view name,
                                               uint64_t fence) {
-  Batched b;
-  if (!batch_calls_.empty() && batch_target_.server != id.server) {
-    seal_batch();  // a batch goes to one server
-    b.sealed = true;
-  }
-  if (batch_calls_.empty()) {
-    batch_target_ = id;
-    batch_opened_ = Clock::now();
-    b.opened = true;
-  }
-  batch_calls_.push_back(encode_request(batch_fb_, next_request_id_++, id, op, path, args, name,
-                                        wire::CallContext::Void, options_.call_timeout, fence));
-  if (batch_calls_.size() >= options_.oneway_batch ||
-      batch_fb_.GetSize() >= options_.oneway_batch_bytes) {
-    seal_batch();
-    b.sealed = true;
-    b.opened = false;
-  }
-  return b;
-}
-
-void ReleaseQueue::add(const ObjectId& id) noexcept {
-  try {
-    MutexLock lock(mu_);
-    dropped_.push_back(id);
-    queued_.store(dropped_.size(), std::memory_order_relaxed);
-  } catch (...) {  // no memory: the object stays until this client is gone
-  }
-}
-
-std::vector<std::pair<ObjectId, uint64_t>> ReleaseQueue::take() {
-  std::vector<ObjectId> ids;
-  {
-    MutexLock lock(mu_);
-    ids.swap(dropped_);
-    queued_.store(0, std::memory_order_relaxed);
-  }
-  std::sort(ids.begin(), ids.end(), [](const ObjectId& a, const ObjectId& b) {
-    return std::tie(a.server, a.object) < std::tie(b.server, b.object);
-  });
-  std::vector<std::pair<ObjectId, uint64_t>> counted;
-  for (const ObjectId& id : ids) {
-    if (counted.empty() || !(counted.back().first == id))
-      counted.emplace_back(id, 1);
-    else
-      ++counted.back().second;
-  }
-  return counted;
+  auto appended =
+      batcher_.append(id, Clock::now(), [&](flatbuffers::FlatBufferBuilder& fb, uint64_t rid) {
+        return encode_request(fb, rid, id, op, path, args, name, wire::CallContext::Void,
+                              options_.call_timeout, fence);
+      });
+  for (OnewayBatcher::Sealed& batch : appended.sealed) queue_batch(std::move(batch));
+  return Batched{!appended.sealed.empty(), appended.opened};
 }
 
 namespace {
@@ -1336,7 +1207,7 @@ size_t Connection::oneway_outstanding() {
   // Both under out_mu_: sealing a batch (which holds it) moves its calls from the open batch to
   // the unacknowledged ones, and a read between the two would count them twice.
   MutexLock out(out_mu_);
-  const size_t open = batch_calls_.size();
+  const size_t open = batcher_.open_calls();
   MutexLock lock(requests_.mutex());
   return open + requests_.oneway_unacked();
 }

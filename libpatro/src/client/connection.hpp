@@ -9,7 +9,9 @@
 // when it is older than ClientOptions::oneway_delay, or before any other request (so the order of
 // the connection's requests is the order they were made). The server acknowledges each batch with
 // one reply; at most ClientOptions::oneway_window calls are unacknowledged, and a sender past it
-// waits, driving the socket as a caller waiting for a reply does.
+// waits, driving the socket as a caller waiting for a reply does. The open batch is an
+// OnewayBatcher (oneway_batcher.hpp), guarded by out_mu_ like the outbox its batches go into;
+// the references a client dropped wait in a ReleaseQueue and go as Release calls in those batches.
 //
 // Retries (ClientOptions::retry), decided by the request table (request_table.hpp: the slots in
 // flight, their deadlines and the exactly-once rules, with no socket; the connection sends what it
@@ -31,7 +33,9 @@
 // the lane. A direct connection silent past the broker's window is dead: the requests in flight on
 // it are resent through the broker, in their order, with the same ids (the server's reply cache
 // answers a copy that already ran), later requests follow them there, and the direct path is tried
-// again after a backoff.
+// again after a backoff. The decisions (each server's state, timers and held requests) are a
+// DirectRoutes table (direct_routes.hpp); the connection keeps the sockets and acts on them,
+// guarded by io_mu_ with the broker socket.
 //
 // Several brokers (a config or a list naming more than one): the connection talks to one at a
 // time. When it goes silent (1.5 of its heartbeat intervals) or its connection drops (a socket
@@ -60,7 +64,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "direct_routes.hpp"
 #include "mutex.hpp"
+#include "oneway_batcher.hpp"
 #include "patro/options.hpp"
 #include "patro/value.hpp"
 #include "request_table.hpp"
@@ -85,25 +91,6 @@ struct CallExtras {
   uint64_t fence = 0;
   /// Where to put the arguments the call changed (index, new value), if wanted.
   std::vector<std::pair<uint32_t, Value>>* changed = nullptr;
-};
-
-/// The references a client dropped (the last copy of each, from any thread), waiting for the
-/// connection's heartbeat thread to release them at their servers (wire::Op::Release). Shared
-/// with every reference's hold, so a hold that outlives its connection has somewhere to go.
-class PATRO_PRIVATE ReleaseQueue {
- public:
-  /// Never throws (a reference's last copy goes in a destructor): a release it cannot queue is
-  /// dropped, and the object lives until the client is gone.
-  void add(const ObjectId& id) noexcept PATRO_EXCLUDES(mu_);
-  /// Everything queued, counted by object.
-  std::vector<std::pair<ObjectId, uint64_t>> take() PATRO_EXCLUDES(mu_);
-  /// How many are queued (a hint, read without the lock).
-  size_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<size_t> queued_{0};
-  Mutex mu_;
-  std::vector<ObjectId> dropped_ PATRO_GUARDED_BY(mu_);
 };
 
 class Connection;
@@ -226,6 +213,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void submit(Multipart frames, SlotPtr slot) PATRO_EXCLUDES(io_mu_, out_mu_);
   /// Moves the open batch to the outbox.
   void seal_batch() PATRO_REQUIRES(out_mu_);
+  /// Puts a sealed batch in the outbox, with its slot (its reply acknowledges its calls).
+  void queue_batch(OnewayBatcher::Sealed batch) PATRO_REQUIRES(out_mu_);
   /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
   void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
   void release_io() PATRO_RELEASE(io_mu_);
@@ -240,27 +229,12 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   template <class Done>
   void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
   void flush() PATRO_REQUIRES(io_mu_);
-  /// A request (or anything else) on its way out, with its slot (null: none).
-  struct Outgoing {
-    Multipart frames;
-    SlotPtr slot;
-  };
-  /// One server's direct connection (the direct path).
-  struct DirectRoute {
-    enum class State { locating, probing, live, dead };
-    State state = State::locating;
-    zmq::socket_t sock;
-    bool active = false;  // requests to the server go by sock now
-    Clock::time_point since, last_heard, next_heartbeat, retry_at;
-    std::chrono::milliseconds backoff{0};
-    std::deque<Outgoing> held;  // route=direct: waiting for the connection
-  };
-  /// Sends one message: straight to its server when its route allows, else to the broker.
+  /// Sends one message: straight to its server when its route allows (routes_ decides), else to
+  /// the broker; route=direct: held for the direct connection, or failed when it is dead.
   void send_out(Outgoing& o) PATRO_REQUIRES(io_mu_);
-  /// The direct socket to send a request of server by now (null: the broker); nullptr and
-  /// held set when it must wait for the direct connection (route=direct).
-  zmq::socket_t* route_for(uint64_t server, Clock::time_point now, bool& hold)
-      PATRO_REQUIRES(io_mu_);
+  /// Whether a request to server sent through the broker is still in flight (a direct one must
+  /// not overtake it).
+  bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
   void send_locate(uint64_t server) PATRO_REQUIRES(io_mu_);
   void on_locate_reply(Multipart& msg) PATRO_REQUIRES(io_mu_);
   /// A message from a server's direct socket.
@@ -339,8 +313,11 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   bool broker_silent_ PATRO_GUARDED_BY(io_mu_) = false;  // past its window: resend when heard
   std::atomic<uint64_t> retries_{0};
   Route route_ = Route::automatic;  // options_.route, resolved (CURVE: broker)
-  std::unordered_map<uint64_t, DirectRoute> routes_ PATRO_GUARDED_BY(io_mu_);
-  Clock::time_point next_route_check_ PATRO_GUARDED_BY(io_mu_) = Clock::time_point::max();
+  // The direct path: each server's route (its state and timers), and the sockets of the routes
+  // that have one (probing or live). route=direct is never resolved away (CURVE refuses it), so
+  // options_.route says what the table needs.
+  DirectRoutes routes_ PATRO_GUARDED_BY(io_mu_){options_.route};
+  std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(io_mu_);
   std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(io_mu_);
   std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(io_mu_);
   Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
@@ -348,11 +325,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
 
   Mutex out_mu_;
   std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);
-  // The open batch of oneway calls: its builder (reused), the calls in it, where it goes.
-  flatbuffers::FlatBufferBuilder batch_fb_ PATRO_GUARDED_BY(out_mu_){4096};
-  std::vector<flatbuffers::Offset<wire::Request>> batch_calls_ PATRO_GUARDED_BY(out_mu_);
-  ObjectId batch_target_ PATRO_GUARDED_BY(out_mu_);
-  Clock::time_point batch_opened_ PATRO_GUARDED_BY(out_mu_);
+  // The open batch of oneway calls (sealed batches go to the outbox, in the order they were made).
+  OnewayBatcher batcher_ PATRO_GUARDED_BY(out_mu_){
+      {options_.oneway_batch, options_.oneway_batch_bytes, options_.oneway_delay},
+      next_request_id_};
 
   // The requests in flight. Its mutex, last in the lock order, also guards what waiters of the
   // table look at with it: the socket's turns (io_generation_) and the heartbeat thread's wake-ups.
