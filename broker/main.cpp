@@ -1,6 +1,5 @@
 // patro-broker: routes requests between Patro clients and servers.
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -78,19 +77,6 @@ std::string render_metrics(const patro::BrokerStats& s) {
     first = false;
   }
   return out;
-}
-
-// Every peer holds a descriptor: the soft limit (often 1,024) is raised to the hard one, which
-// is the operator's to set (LimitNOFILE= in the unit).
-void raise_descriptor_limit() {
-  rlimit r{};
-  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
-  const rlim_t was = r.rlim_cur;
-  r.rlim_cur = r.rlim_max;
-  if (::setrlimit(RLIMIT_NOFILE, &r) != 0)
-    patro::write_log(patro::LogLevel::warn, "broker",
-                     "cannot raise the descriptor limit from " + std::to_string(was) + ": " +
-                         std::strerror(errno));
 }
 
 }  // namespace
@@ -185,7 +171,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.track_latency = !metrics.empty();
-  raise_descriptor_limit();
+  patro::daemon::raise_descriptor_limit("broker");
   try {
     if (!curve_key.empty()) opts.curve = patro::read_key_file(curve_key);
     if (opts.curve.empty() &&

@@ -336,6 +336,7 @@ int main(int argc, char** argv) {
                     specs[i].kind + "); each name must be unique");
   if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty())
     usage_error(e);
+  patro::daemon::raise_descriptor_limit("worker");
 
   try {
     // Held until main returns: a second worker on the same --data refuses here, before it
