@@ -37,12 +37,16 @@ struct Limits {
   /// How long closing a connection may still spend delivering its last messages (a disconnect,
   /// a final reply) before they are dropped.
   std::chrono::milliseconds close_linger = 200ms;
-  /// A server's reply cache (exactly-once delivery under retries): the most finished replies kept
-  /// per client, and how long one is kept. A request retried after its reply left the cache runs
-  /// again, so the age should exceed the longest call deadline, and the count what a client keeps
-  /// in flight (ClientOptions::max_in_flight).
+  /// A server's reply cache (exactly-once delivery under retries): the most requests remembered
+  /// per client, and how long one is. A request retried after it was forgotten (by count or age)
+  /// runs again, so the age should exceed the longest call deadline, and the count what a client
+  /// keeps in flight (ClientOptions::max_in_flight).
   size_t reply_cache_entries = 10'000;
   std::chrono::milliseconds reply_cache_age = 60s;
+  /// The most bytes of reply bodies a server's reply cache holds, all clients together. Past it,
+  /// the oldest finished replies drop their bodies first; a resend of such a request is answered
+  /// outcome_unknown (it ran once), never run again. So are the replies of a client gone.
+  size_t reply_cache_bytes = 64u << 20;
   /// Most lanes (worker threads) one server may register.
   unsigned max_lanes = 1024;
   /// What a socket accepts in one frame: the largest body, framed twice over (a batch of calls),
