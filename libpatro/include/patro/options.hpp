@@ -89,6 +89,18 @@ struct BrokerOptions {
   /// default, as it costs the routing path a map insert and erase.
   bool track_latency = false;
   size_t max_tracked = 1'000'000;
+  /// Most bytes of request bodies of one client routed to servers and not yet answered (queued
+  /// at the broker for a lane, or running). A request past it is answered overloaded as NO_ROUTE
+  /// (it did not run; the client resends it later), counted (refused_by_kind "client_bytes") and
+  /// logged a few times per 10 s. A client with none unanswered may always send one.
+  size_t max_client_bytes = 64u << 20;
+  /// Most connections the broker keeps open, both ports together. One accepted past it is closed
+  /// at once (counted as refused_by_kind "connection_cap", logged a few times per 10 s), so the
+  /// broker never runs out of descriptors, where libzmq's accept would spin. (What its peer got
+  /// in before the close may still be served: libzmq reads while the broker hears of it.) 0 (the
+  /// default): the descriptor limit (soft RLIMIT_NOFILE, as the broker starts) less 64 for the
+  /// broker's own.
+  size_t max_connections = 0;
   /// CURVE: the broker's key pair. Set, both ports encrypt and authenticate every peer through
   /// the broker's ZAP handler; empty, they are plaintext.
   CurveKeyPair curve;
