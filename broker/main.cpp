@@ -1,6 +1,5 @@
 // patro-broker: routes requests between Patro clients and servers.
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -61,13 +60,16 @@ std::string render_metrics(const patro::BrokerStats& s) {
   metric(out, "patro_broker_clients", "gauge", "Live clients", static_cast<double>(s.clients));
   metric(out, "patro_broker_servers", "gauge", "Registered servers",
          static_cast<double>(s.servers));
+  metric(out, "patro_broker_connections", "gauge", "Connections open, both ports together",
+         static_cast<double>(s.connections));
   metric(out, "patro_broker_refused_total", "counter",
          "CURVE handshakes refused (a key not on the allow list)", static_cast<double>(s.refused));
   // Each kind shows, at zero until it happens, so that an alert can be written before it does.
   static const char* const kinds[] = {
-      "register_malformed",   "register_over_limits", "server_id_taken", "name_taken",
-      "name_of_other_server", "registry_full",        "alive_forged",    "reply_unrouted",
-      "key_mismatch",         "key_revoked",          "too_many_pending"};
+      "register_malformed",   "register_over_limits", "server_id_taken",  "name_taken",
+      "name_of_other_server", "registry_full",        "alive_forged",     "reply_unrouted",
+      "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes",
+      "connection_cap"};
   first = true;
   for (const char* kind : kinds) {
     const auto it = s.refused_by_kind.find(kind);
@@ -78,19 +80,6 @@ std::string render_metrics(const patro::BrokerStats& s) {
     first = false;
   }
   return out;
-}
-
-// Every peer holds a descriptor: the soft limit (often 1,024) is raised to the hard one, which
-// is the operator's to set (LimitNOFILE= in the unit).
-void raise_descriptor_limit() {
-  rlimit r{};
-  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
-  const rlim_t was = r.rlim_cur;
-  r.rlim_cur = r.rlim_max;
-  if (::setrlimit(RLIMIT_NOFILE, &r) != 0)
-    patro::write_log(patro::LogLevel::warn, "broker",
-                     "cannot raise the descriptor limit from " + std::to_string(was) + ": " +
-                         std::strerror(errno));
 }
 
 }  // namespace
@@ -150,6 +139,16 @@ int main(int argc, char** argv) {
                  "longest name, type name, reftype or direct endpoint in a REGISTER")
       ->check(patro::cli::range(size_t{16}, size_t{1} << 20))
       ->capture_default_str();
+  app.add_option("--max-client-bytes", opts.max_client_bytes,
+                 "most bytes of one client's requests routed and not yet answered (more: "
+                 "answered overloaded, not run)")
+      ->check(patro::cli::range(size_t{1024}, size_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--max-connections", opts.max_connections,
+                 "most connections kept open, both ports together (more: closed at once); 0: "
+                 "the descriptor limit less 64")
+      ->check(patro::cli::range(size_t{0}, size_t{100'000'000}))
+      ->capture_default_str();
   app.add_option("--max-names", opts.max_names, "most names in the registry")
       ->check(patro::cli::range(size_t{1}, size_t{10'000'000}))
       ->capture_default_str();
@@ -185,7 +184,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.track_latency = !metrics.empty();
-  raise_descriptor_limit();
+  patro::daemon::raise_descriptor_limit("broker");
   try {
     if (!curve_key.empty()) opts.curve = patro::read_key_file(curve_key);
     if (opts.curve.empty() &&

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -50,6 +51,17 @@ std::string configure_logging(const std::string& level_name, const std::string& 
     }
   }
   return {};
+}
+
+void raise_descriptor_limit(const std::string& component) {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+  const rlim_t was = r.rlim_cur;
+  r.rlim_cur = r.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &r) != 0)
+    write_log(LogLevel::warn, component,
+              "cannot raise the descriptor limit from " + std::to_string(was) + ": " +
+                  std::strerror(errno));
 }
 
 void notify(const std::string& state) {

@@ -16,6 +16,12 @@ namespace patro::daemon {
 /// opened; empty when all is well.
 std::string configure_logging(const std::string& level_name, const std::string& log_file);
 
+/// Raises the soft RLIMIT_NOFILE to the hard one: every peer of a broker, and every connection
+/// and data file of a worker, holds a descriptor, and the soft limit is often 1,024. The hard one
+/// is the operator's to set (LimitNOFILE= in the unit). A failure is logged (warn, as `component`)
+/// and the daemon goes on with the limit it has.
+void raise_descriptor_limit(const std::string& component);
+
 /// Tells systemd (sd_notify) the daemon's state: "READY=1", "STOPPING=1", "RELOADING=1"...
 /// Nothing when not run by systemd ($NOTIFY_SOCKET unset).
 void notify(const std::string& state);

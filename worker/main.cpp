@@ -352,6 +352,7 @@ int main(int argc, char** argv) {
                     specs[i].kind + "); each name must be unique");
   if (const std::string e = patro::daemon::configure_logging(log_level, log_file); !e.empty())
     usage_error(e);
+  patro::daemon::raise_descriptor_limit("worker");
   if (!server_id_text.empty()) {
     const auto id = patro::worker::parse_server_id(server_id_text);
     if (!id) usage_error("--server-id: 16 hex digits, not 0, not '" + server_id_text + "'");

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -382,6 +383,52 @@ TEST_CASE("SIGHUP reopens served logs and the worker's own log: the old file sto
   CHECK(new_lines.front() == "after 0");
   CHECK(!contains(read_file(own + ".1"), "reopened"));
   CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("patro-worker and patro-broker raise their soft descriptor limit to the hard one") {
+  rlimit mine{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &mine) == 0);
+  if (mine.rlim_max != RLIM_INFINITY && mine.rlim_max <= 512) return;  // nothing to raise to
+  // The daemons inherit a soft limit of 512, as a unit without LimitNOFILE= gets 1,024.
+  rlimit low = mine;
+  low.rlim_cur = 512;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  struct Restore {  // this process's limit, on every path out
+    rlimit limit;
+    ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
+  } restore{mine};
+  TempDir dir;
+  // The soft limit of a process, as /proc shows it ("Max open files  SOFT  HARD  files").
+  auto soft_limit = [](int pid) {
+    std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/limits"));
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("Max open files", 0) == 0) return line.substr(14);
+    return std::string();
+  };
+  auto words = [](const std::string& s) {
+    std::istringstream in(s);
+    std::vector<std::string> out;
+    for (std::string w; in >> w;) out.push_back(w);
+    return out;
+  };
+  {
+    Worker w(dir, {"queue", "jobs"});  // serving: past its start-up
+    Process b(redirected(
+        {program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*"},
+        dir.file("broker.err")));
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &mine) == 0);
+    for (const int pid : {w.proc->pid(), b.pid()}) {
+      std::vector<std::string> limits;
+      for (int i = 0; i < 200; ++i) {  // the broker raises it as it starts: wait for that
+        limits = words(soft_limit(pid));
+        if (limits.size() >= 2 && limits[0] == limits[1]) break;
+        std::this_thread::sleep_for(25ms);
+      }
+      REQUIRE(limits.size() >= 2);
+      CHECK(limits[0] != "512");
+      CHECK(limits[0] == limits[1]);
+    }
+  }
 }
 
 TEST_CASE("sd_notify: READY=1 once serving, STOPPING=1 on SIGTERM") {

@@ -265,6 +265,21 @@ TEST_CASE("a resent request id is answered from the reply cache, not run again")
   CHECK(lane.send(other).results.at(0).as<int64_t>() == 2);
 }
 
+TEST_CASE("a resend whose reply the cache dropped is answered outcome_unknown, not run again") {
+  TestLane lane;
+  const Call add{.request_id = 9, .object = lane.scalar, .op = wire::Op::Add, .args = {Value(5)}};
+  REQUIRE(lane.send(add).ok);
+  // The client was taken for gone (its replies' bodies are dropped, as past reply_cache_bytes).
+  lane.cache.forget(kClient);
+  CHECK(lane.cache.bytes() == 0);
+  const Reply again = lane.send(add);
+  CHECK_FALSE(again.ok);
+  CHECK(again.code == Errc::outcome_unknown);
+  CHECK(again.text.find("not run again") != std::string::npos);
+  const Reply value = lane.send({.request_id = 10, .object = lane.scalar, .op = wire::Op::Get});
+  CHECK(value.results.at(0).as<int64_t>() == 5);  // added once
+}
+
 TEST_CASE("a request whose deadline passed before a lane took it is not run") {
   TestLane lane;
   const Reply r = lane.send({.request_id = 1,

@@ -60,7 +60,7 @@ TEST_CASE(
         Seen::running);  // still running: kept
 }
 
-TEST_CASE("replies older than reply_cache_age go; a gone client's stay until then") {
+TEST_CASE("replies older than reply_cache_age go; a gone client's lose their bodies at once") {
   patro::Limits limits;
   limits.reply_cache_age = 50ms;
   ReplyCache cache(limits);
@@ -72,10 +72,12 @@ TEST_CASE("replies older than reply_cache_age go; a gone client's stay until the
         Seen::fresh);  // evicts the old one
   CHECK(cache.begin(1, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
   (void)cache.finish(1, 2, body("y"));
-  // Gone (a broker that stalled may say so of a live client): a resent copy is still answered.
+  CHECK(cache.bytes() == 1);  // "y" ("x" went with its entry; request 1 runs again)
+  // Gone (a broker that stalled may say so of a live client): its replies' memory is freed, and a
+  // resent copy is answered outcome_unknown (Seen::dropped), never run a second time.
   cache.forget(1);
-  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::answered);
-  CHECK(cached.to_string() == "y");
+  CHECK(cache.bytes() == 0);
+  CHECK(cache.begin(1, 2, "r", ReplyCache::Clock::now(), &cached) == Seen::dropped);
   // A request a gone client left running (a lock wait dropped with it) is forgotten at once: a
   // copy runs afresh.
   CHECK(cache.begin(7, 1, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh);
@@ -104,4 +106,102 @@ TEST_CASE("a broker went away: its clients are unconfirmed until they are heard 
   CHECK_FALSE(cache.gone_at(3, 1));  // the second broker's CLIENT_GONE no longer stands
   CHECK(cache.gone_at(3, 0));
   CHECK(cache.gone_at(99, 1));  // unknown: any broker's word stands
+}
+
+namespace {
+std::string sized(size_t n, char c) {
+  return std::string(n, c);
+}
+}  // namespace
+
+TEST_CASE("the cache holds at most reply_cache_bytes of bodies; the oldest go first, as dropped") {
+  patro::Limits limits;
+  limits.reply_cache_bytes = 10'000;
+  ReplyCache cache(limits);
+  zmq::message_t cached;
+  const auto now = ReplyCache::Clock::now();
+  // Clients 1..4 (in different shards, most likely) finish 1,000-byte replies in turn: 40 of
+  // them, four times the bound.
+  for (uint64_t id = 1; id <= 10; ++id)
+    for (uint64_t client = 1; client <= 4; ++client) {
+      REQUIRE(cache.begin(client, id, "r", now, &cached) == Seen::fresh);
+      (void)cache.finish(client, id, body(sized(1000, static_cast<char>('a' + client))));
+      CHECK(cache.bytes() <= limits.reply_cache_bytes);
+    }
+  CHECK(cache.bytes() == 10'000);
+  CHECK(cache.evicted() == 30);
+  // The newest ten stay (ids 9 and 10 of every client, and id 8 of clients 3 and 4), answered.
+  for (uint64_t client = 1; client <= 4; ++client) {
+    CHECK(cache.begin(client, 10, "r", now, &cached) == Seen::answered);
+    CHECK(cached.to_string() == sized(1000, static_cast<char>('a' + client)));
+    CHECK(cache.begin(client, 9, "r", now, &cached) == Seen::answered);
+    // The oldest were dropped: a resend is answered outcome_unknown, never run again.
+    CHECK(cache.begin(client, 1, "r", now, &cached) == Seen::dropped);
+    CHECK(cache.begin(client, 7, "r", now, &cached) == Seen::dropped);
+  }
+  CHECK(cache.begin(1, 8, "r", now, &cached) == Seen::dropped);
+  CHECK(cache.begin(2, 8, "r", now, &cached) == Seen::dropped);
+  CHECK(cache.begin(3, 8, "r", now, &cached) == Seen::answered);
+  CHECK(cache.begin(4, 8, "r", now, &cached) == Seen::answered);
+}
+
+TEST_CASE("one client's big replies are bounded too; requests running are never dropped") {
+  patro::Limits limits;
+  limits.reply_cache_bytes = 4096;
+  ReplyCache cache(limits);
+  zmq::message_t cached;
+  const auto now = ReplyCache::Clock::now();
+  REQUIRE(cache.begin(9, 1000, "r", now, &cached) == Seen::fresh);  // stays running
+  for (uint64_t id = 1; id <= 700; ++id) {
+    REQUIRE(cache.begin(9, id, "r", now, &cached) == Seen::fresh);
+    (void)cache.finish(9, id, body(sized(1024, 'z')));
+  }
+  CHECK(cache.bytes() == 4096);
+  CHECK(cache.evicted() == 696);
+  CHECK(cache.begin(9, 1000, "r", now, &cached) == Seen::running);
+  CHECK(cache.begin(9, 700, "r", now, &cached) == Seen::answered);
+  CHECK(cache.begin(9, 696, "r", now, &cached) == Seen::dropped);
+  // A reply larger than the whole bound is sent, but not kept.
+  REQUIRE(cache.begin(9, 2000, "r", now, &cached) == Seen::fresh);
+  (void)cache.finish(9, 2000, body(sized(8192, 'q')));
+  CHECK(cache.bytes() <= 4096);
+  CHECK(cache.begin(9, 2000, "r", now, &cached) == Seen::dropped);
+  // The client is gone: everything it held is freed.
+  cache.forget(9);
+  CHECK(cache.bytes() == 0);
+}
+
+TEST_CASE("entries forgotten by count or age give their bytes back") {
+  patro::Limits limits;
+  limits.reply_cache_entries = 2;
+  ReplyCache cache(limits);
+  zmq::message_t cached;
+  const auto now = ReplyCache::Clock::now();
+  for (uint64_t id = 1; id <= 100; ++id) {
+    REQUIRE(cache.begin(3, id, "r", now, &cached) == Seen::fresh);
+    (void)cache.finish(3, id, body(sized(100, 'k')));
+  }
+  // The last two finished, and at most one more being replaced: never all 100.
+  CHECK(cache.bytes() <= 300);
+  CHECK(cache.evicted() == 0);
+}
+
+TEST_CASE("lanes finishing replies of many clients at once keep the byte bound") {
+  patro::Limits limits;
+  limits.reply_cache_bytes = 64 << 10;
+  ReplyCache cache(limits);
+  std::vector<std::thread> lanes;
+  for (uint64_t t = 0; t < 4; ++t)
+    lanes.emplace_back([&cache, t] {
+      zmq::message_t cached;
+      for (uint64_t i = 0; i < 2000; ++i) {
+        const uint64_t client = 1 + t * 100 + i % 50;
+        if (cache.begin(client, i, "r", ReplyCache::Clock::now(), &cached) == Seen::fresh)
+          (void)cache.finish(client, i, body(sized(512, 'm')));
+        if (i % 500 == 0) cache.forget(client);
+      }
+    });
+  for (auto& l : lanes) l.join();
+  CHECK(cache.bytes() <= limits.reply_cache_bytes);
+  CHECK(cache.evicted() > 0);
 }

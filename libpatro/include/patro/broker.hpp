@@ -32,6 +32,10 @@ struct BrokerStats {
   uint64_t dedup_hits = 0;
   uint64_t expired = 0;
   uint64_t refused = 0;  ///< CURVE handshakes refused (a key not on the allow list)
+  /// Connections open now, both ports together (stats() only), and the most it keeps
+  /// (BrokerOptions::max_connections, or what the descriptor limit gave).
+  uint64_t connections = 0;
+  uint64_t max_connections = 0;
   std::map<Errc, uint64_t> rejected_by_code;  ///< rejected, by error code (stats() only)
   /// Messages from peers the broker refused, by kind (stats() only; docs/SECURITY.md lists the
   /// kinds): a REGISTER for another process's server id, over its limits, a forged SERVER_ALIVE

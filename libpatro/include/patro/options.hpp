@@ -37,12 +37,16 @@ struct Limits {
   /// How long closing a connection may still spend delivering its last messages (a disconnect,
   /// a final reply) before they are dropped.
   std::chrono::milliseconds close_linger = 200ms;
-  /// A server's reply cache (exactly-once delivery under retries): the most finished replies kept
-  /// per client, and how long one is kept. A request retried after its reply left the cache runs
-  /// again, so the age should exceed the longest call deadline, and the count what a client keeps
-  /// in flight (ClientOptions::max_in_flight).
+  /// A server's reply cache (exactly-once delivery under retries): the most requests remembered
+  /// per client, and how long one is. A request retried after it was forgotten (by count or age)
+  /// runs again, so the age should exceed the longest call deadline, and the count what a client
+  /// keeps in flight (ClientOptions::max_in_flight).
   size_t reply_cache_entries = 10'000;
   std::chrono::milliseconds reply_cache_age = 60s;
+  /// The most bytes of reply bodies a server's reply cache holds, all clients together. Past it,
+  /// the oldest finished replies drop their bodies first; a resend of such a request is answered
+  /// outcome_unknown (it ran once), never run again. So are the replies of a client gone.
+  size_t reply_cache_bytes = 64u << 20;
   /// Most lanes (worker threads) one server may register.
   unsigned max_lanes = 1024;
   /// What a socket accepts in one frame: the largest body, framed twice over (a batch of calls),
@@ -85,6 +89,18 @@ struct BrokerOptions {
   /// default, as it costs the routing path a map insert and erase.
   bool track_latency = false;
   size_t max_tracked = 1'000'000;
+  /// Most bytes of request bodies of one client routed to servers and not yet answered (queued
+  /// at the broker for a lane, or running). A request past it is answered overloaded as NO_ROUTE
+  /// (it did not run; the client resends it later), counted (refused_by_kind "client_bytes") and
+  /// logged a few times per 10 s. A client with none unanswered may always send one.
+  size_t max_client_bytes = 64u << 20;
+  /// Most connections the broker keeps open, both ports together. One accepted past it is closed
+  /// at once (counted as refused_by_kind "connection_cap", logged a few times per 10 s), so the
+  /// broker never runs out of descriptors, where libzmq's accept would spin. (What its peer got
+  /// in before the close may still be served: libzmq reads while the broker hears of it.) 0 (the
+  /// default): the descriptor limit (soft RLIMIT_NOFILE, as the broker starts) less 64 for the
+  /// broker's own.
+  size_t max_connections = 0;
   /// CURVE: the broker's key pair. Set, both ports encrypt and authenticate every peer through
   /// the broker's ZAP handler; empty, they are plaintext.
   CurveKeyPair curve;

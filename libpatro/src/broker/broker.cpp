@@ -5,13 +5,17 @@
 // frames are moved, not copied.
 #include "patro/broker.hpp"
 
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <optional>
 #include <queue>
 #include <set>
@@ -252,6 +256,12 @@ struct PATRO_PRIVATE Broker::Impl {
     uint64_t server = 0;
     Clock::time_point expiry;
   };
+  // A request routed and not yet answered: the server it went to, and its body's bytes.
+  struct Routed {
+    uint64_t server = 0;
+    size_t bytes = 0;
+  };
+  using PendingMap = std::unordered_map<uint64_t, Routed>;
   struct ClientRec {
     uint64_t client_id = 0;
     Clock::time_point expiry;
@@ -260,8 +270,9 @@ struct PATRO_PRIVATE Broker::Impl {
     // Its requests routed and not yet answered: request id -> the server it went to. A REPLY is
     // forwarded only from a lane of that server (no other peer can answer in a server's name);
     // any of its lanes, as a deferred reply (a lock granted, a job taken) leaves by the lane
-    // that resolved it.
-    std::unordered_map<uint64_t, uint64_t> pending;
+    // that resolved it. pending_bytes: their bodies together (BrokerOptions::max_client_bytes).
+    PendingMap pending;
+    size_t pending_bytes = 0;
     Clock::time_point last_sweep;  // when pending was last cleared of servers that are gone
   };
   struct Expiry {
@@ -279,6 +290,13 @@ struct PATRO_PRIVATE Broker::Impl {
   std::unique_ptr<ZapHandler> zap;  // with CURVE
   zmq::socket_t front;              // made in the constructor, with the limits applied
   zmq::socket_t back;
+  // Each port's socket monitor (PAIR): its connections accepted and gone, counted together
+  // against max_conns.
+  zmq::socket_t front_monitor, back_monitor;
+  int front_port = -1, back_port = -1;  // TCP ports bound (-1: not TCP)
+  size_t max_conns = 0;
+  std::atomic<uint64_t> n_connections{0};
+  detail::LogLimiter accept_failures;
   int stop_fd = -1;  // eventfd: stop (a raw fd costs the poll nothing per message)
   std::string front_endpoint, back_endpoint, advertised;
 
@@ -290,7 +308,8 @@ struct PATRO_PRIVATE Broker::Impl {
   // takes its own again. Forgotten after an hour, as the latency tracker forgets, or at once when
   // there are kMaxOrphans.
   struct Orphan {
-    std::unordered_map<uint64_t, uint64_t> pending;
+    PendingMap pending;
+    size_t pending_bytes = 0;
     Clock::time_point since;
   };
   std::unordered_map<std::string, Orphan> orphans;
@@ -326,12 +345,15 @@ struct PATRO_PRIVATE Broker::Impl {
     key_mismatch,
     key_revoked,
     too_many_pending,
+    client_bytes,
+    connection_cap,
     kRefusals
   };
   static constexpr std::array<const char*, kRefusals> kRefusalNames{
-      "register_malformed",   "register_over_limits", "server_id_taken", "name_taken",
-      "name_of_other_server", "registry_full",        "alive_forged",    "reply_unrouted",
-      "key_mismatch",         "key_revoked",          "too_many_pending"};
+      "register_malformed",   "register_over_limits", "server_id_taken",  "name_taken",
+      "name_of_other_server", "registry_full",        "alive_forged",     "reply_unrouted",
+      "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes",
+      "connection_cap"};
   std::array<std::atomic<uint64_t>, kRefusals> refusals{};
   std::array<detail::LogLimiter, kRefusals> refusal_logs{};
   detail::LogLimiter& refuse(Refusal kind) {
@@ -377,10 +399,15 @@ struct PATRO_PRIVATE Broker::Impl {
       detail::set_curve_server(front, opts.curve, kClientDomain);
       detail::set_curve_server(back, opts.curve, kServerDomain);
     }
+    max_conns = opts.max_connections != 0 ? opts.max_connections : descriptor_cap();
+    front_monitor = watch(front, "front");  // before binding: every connection is counted
+    back_monitor = watch(back, "back");
     bind(front, opts.frontend);
     bind(back, opts.backend);
     front_endpoint = front.get(zmq::sockopt::last_endpoint);
     back_endpoint = back.get(zmq::sockopt::last_endpoint);
+    front_port = tcp_port(front_endpoint);
+    back_port = tcp_port(back_endpoint);
     advertised = opts.advertise.empty() ? front_endpoint : opts.advertise;
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (stop_fd < 0) throw detail::os_failure("eventfd", errno);
@@ -401,6 +428,8 @@ struct PATRO_PRIVATE Broker::Impl {
 
   ~Impl() {
     if (stop_fd >= 0) ::close(stop_fd);
+    front_monitor.close();
+    back_monitor.close();
     front.close();
     back.close();
     zap.reset();
@@ -409,6 +438,87 @@ struct PATRO_PRIVATE Broker::Impl {
   Impl& operator=(const Impl&) = delete;
 
   std::chrono::milliseconds window() const { return opts.heartbeat.window(); }
+
+  // --- connections: counted from the sockets' monitors, capped ---
+
+  // The default cap: the descriptors this process may open, less 64 for its own (the listening
+  // sockets, libzmq's mailboxes, log files, the metrics responder).
+  static size_t descriptor_cap() {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 1'000'000;
+    return r.rlim_cur > 128 ? static_cast<size_t>(r.rlim_cur) - 64 : 64;
+  }
+
+  static int tcp_port(const std::string& endpoint) {
+    if (endpoint.rfind("tcp://", 0) != 0) return -1;
+    const auto colon = endpoint.rfind(':');
+    try {
+      return std::stoi(endpoint.substr(colon + 1));
+    } catch (const std::exception&) {
+      return -1;
+    }
+  }
+
+  zmq::socket_t watch(zmq::socket_t& socket, const char* port) {
+    const std::string ep = "inproc://patro-broker-" + std::string(port) + "-" +
+                           std::to_string(reinterpret_cast<uintptr_t>(this));
+    if (zmq_socket_monitor(socket.handle(), ep.c_str(),
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=
+        0)
+      throw Error(Errc::internal,
+                  std::string("cannot monitor the broker's sockets: ") + zmq_strerror(zmq_errno()));
+    zmq::socket_t mon(ctx, zmq::socket_type::pair);
+    mon.set(zmq::sockopt::linger, 0);
+    mon.connect(ep);
+    return mon;
+  }
+
+  // Whether descriptor fd is a connection accepted on our port (libzmq may have closed the one
+  // the event named, and the number gone to another file, by the time we read the event).
+  static bool accepted_on(int fd, int port) {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return false;
+    if (a.ss_family == AF_INET)
+      return port >= 0 && ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port) == port;
+    if (a.ss_family == AF_INET6)
+      return port >= 0 && ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port) == port;
+    return a.ss_family == AF_UNIX && port < 0;
+  }
+
+  // [event (u16), value (u32)][endpoint]: a connection accepted (value: its descriptor) or gone.
+  // One accepted past the cap is shut down at once: libzmq sees it end and closes it, so the
+  // peer gets a closed connection, never a descriptor the broker cannot spare.
+  void on_monitor(Multipart& m, int port, const char* which) {
+    if (m.empty() || m[0].size() < 6) return;
+    uint16_t event = 0;
+    uint32_t value = 0;
+    std::memcpy(&event, m[0].data(), sizeof event);
+    std::memcpy(&value, static_cast<const char*>(m[0].data()) + 2, sizeof value);
+    switch (event) {
+      case ZMQ_EVENT_ACCEPTED: {
+        const uint64_t open = n_connections.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (open <= max_conns) return;
+        PATRO_LOG_LIMITED(warn, "broker", refuse(connection_cap))
+            << "closed a connection to the " << which << " port: " << open - 1
+            << " are open, the most the broker keeps (--max-connections " << max_conns << ")";
+        const int fd = static_cast<int>(value);
+        if (accepted_on(fd, port)) ::shutdown(fd, SHUT_RDWR);
+        return;
+      }
+      case ZMQ_EVENT_DISCONNECTED:
+        if (n_connections.load(std::memory_order_relaxed) > 0)
+          n_connections.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      case ZMQ_EVENT_ACCEPT_FAILED:
+        PATRO_LOG_LIMITED(warn, "broker", accept_failures)
+            << "cannot accept a connection on the " << which
+            << " port: " << std::strerror(static_cast<int>(value));
+        return;
+      default:
+        return;
+    }
+  }
 
   void send_front(Multipart& m) {
     if (!detail::send_multipart(front, m)) ++dropped;
@@ -444,6 +554,7 @@ struct PATRO_PRIVATE Broker::Impl {
       n_clients = clients.size();
       if (auto o = orphans.find(routing); o != orphans.end()) {
         it->second.pending = std::move(o->second.pending);
+        it->second.pending_bytes = o->second.pending_bytes;
         orphans.erase(o);
       }
       expiries.push({it->second.expiry, true, routing});
@@ -532,15 +643,29 @@ struct PATRO_PRIVATE Broker::Impl {
     if (server.lanes[lane].empty())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
                     "the server is registering", Command::no_route);
-    if (!expect_reply(client, *request_id, oid->server, now)) {
-      PATRO_LOG_LIMITED(warn, "broker", refuse(too_many_pending))
-          << "client " << printable(routing) << " has " << client.pending.size()
-          << " requests unanswered; refusing more until replies come";
-      return reject(std::move(f[0]), *request_id, Errc::overloaded,
-                    "this client has " + std::to_string(client.pending.size()) +
-                        " requests unanswered at the broker, its limit",
-                    Command::no_route);
+    const size_t bytes = f[4].size();
+    switch (room_for(client, *request_id, bytes, now)) {
+      case Room::yes:
+        break;
+      case Room::requests:
+        PATRO_LOG_LIMITED(warn, "broker", refuse(too_many_pending))
+            << "client " << printable(routing) << " has " << client.pending.size()
+            << " requests unanswered; refusing more until replies come";
+        return reject(std::move(f[0]), *request_id, Errc::overloaded,
+                      "this client has " + std::to_string(client.pending.size()) +
+                          " requests unanswered at the broker, its limit",
+                      Command::no_route);
+      case Room::bytes:
+        PATRO_LOG_LIMITED(warn, "broker", refuse(client_bytes))
+            << "client " << printable(routing) << " has " << client.pending_bytes
+            << " bytes of requests unanswered; refusing more until replies come";
+        return reject(std::move(f[0]), *request_id, Errc::overloaded,
+                      "this client has " + std::to_string(client.pending_bytes) +
+                          " bytes of requests unanswered at the broker; " + std::to_string(bytes) +
+                          " more would pass its limit of " + std::to_string(opts.max_client_bytes),
+                      Command::no_route);
     }
+    expect_reply(client, *request_id, oid->server, bytes);
     if (client.last_server != oid->server) {
       client.last_server = oid->server;
       client.servers.insert(oid->server);
@@ -564,21 +689,45 @@ struct PATRO_PRIVATE Broker::Impl {
     ++routed;
   }
 
-  // Notes that the reply to request_id is to come from a lane of `server`; false if the client
-  // has as many requests unanswered as a socket queues (Limits::high_water_mark), counting only
-  // those whose server is still registered (the others are cleared at most once a window).
-  bool expect_reply(ClientRec& client, uint64_t request_id, uint64_t server,
-                    Clock::time_point now) {
+  // Whether the client may have one more request of `bytes` unanswered: not if it has as many
+  // as a socket queues (Limits::high_water_mark), nor if their bodies would pass
+  // BrokerOptions::max_client_bytes (a client with none unanswered may always send one). Only
+  // requests whose server is still registered count (the others are cleared at most once a
+  // window). A resent request takes its own place.
+  enum class Room { yes, requests, bytes };
+  Room room_for(ClientRec& client, uint64_t request_id, size_t bytes, Clock::time_point now) {
     const size_t cap = static_cast<size_t>(std::max(opts.limits.high_water_mark, 1024));
-    if (client.pending.size() >= cap && !client.pending.count(request_id)) {
-      if (now - client.last_sweep < window()) return false;
-      client.last_sweep = now;
-      for (auto it = client.pending.begin(); it != client.pending.end();)
-        it = servers.count(it->second) ? std::next(it) : client.pending.erase(it);
-      if (client.pending.size() >= cap) return false;
+    auto room = [&] {
+      const auto it = client.pending.find(request_id);
+      if (it != client.pending.end()) {
+        const size_t others = client.pending_bytes - it->second.bytes;
+        return others == 0 || others + bytes <= opts.max_client_bytes ? Room::yes : Room::bytes;
+      }
+      if (client.pending.size() >= cap) return Room::requests;
+      if (!client.pending.empty() && client.pending_bytes + bytes > opts.max_client_bytes)
+        return Room::bytes;
+      return Room::yes;
+    };
+    Room r = room();
+    if (r == Room::yes || now - client.last_sweep < window()) return r;
+    client.last_sweep = now;
+    for (auto it = client.pending.begin(); it != client.pending.end();) {
+      if (servers.count(it->second.server)) {
+        ++it;
+        continue;
+      }
+      client.pending_bytes -= it->second.bytes;
+      it = client.pending.erase(it);
     }
-    client.pending.insert_or_assign(request_id, server);
-    return true;
+    return room();
+  }
+
+  // Notes that the reply to request_id is to come from a lane of `server`.
+  static void expect_reply(ClientRec& client, uint64_t request_id, uint64_t server, size_t bytes) {
+    auto [it, inserted] = client.pending.try_emplace(request_id);
+    if (!inserted) client.pending_bytes -= it->second.bytes;
+    it->second = Routed{server, bytes};
+    client.pending_bytes += bytes;
   }
 
   void on_hello(Multipart& f, const std::string& routing, Clock::time_point now) {
@@ -847,14 +996,19 @@ struct PATRO_PRIVATE Broker::Impl {
     auto request_id = detail::parse_u64(f[3]);
     if (!request_id) return false;
     const std::string client = routing_of(f[2]);
-    std::unordered_map<uint64_t, uint64_t>* pending = nullptr;
-    if (auto cit = clients.find(client); cit != clients.end())
+    PendingMap* pending = nullptr;
+    size_t* pending_bytes = nullptr;
+    if (auto cit = clients.find(client); cit != clients.end()) {
       pending = &cit->second.pending;
-    else if (auto oit = orphans.find(client); oit != orphans.end())
+      pending_bytes = &cit->second.pending_bytes;
+    } else if (auto oit = orphans.find(client); oit != orphans.end()) {
       pending = &oit->second.pending;
+      pending_bytes = &oit->second.pending_bytes;
+    }
     if (pending == nullptr) return false;
     auto pit = pending->find(*request_id);
-    if (pit == pending->end() || pit->second != server) return false;
+    if (pit == pending->end() || pit->second.server != server) return false;
+    *pending_bytes -= pit->second.bytes;
     pending->erase(pit);
     return true;
   }
@@ -1180,7 +1334,8 @@ struct PATRO_PRIVATE Broker::Impl {
       }
     }
     if (silent && !cit->second.pending.empty() && orphans.size() < kMaxOrphans)
-      orphans[cit->first] = Orphan{std::move(cit->second.pending), Clock::now()};
+      orphans[cit->first] =
+          Orphan{std::move(cit->second.pending), cit->second.pending_bytes, Clock::now()};
     clients.erase(cit);
     n_clients = clients.size();
   }
@@ -1269,7 +1424,9 @@ struct PATRO_PRIVATE Broker::Impl {
     next_heartbeat = Clock::now() + opts.heartbeat.interval;
     zmq::pollitem_t items[] = {{front.handle(), 0, ZMQ_POLLIN, 0},
                                {back.handle(), 0, ZMQ_POLLIN, 0},
-                               {nullptr, stop_fd, ZMQ_POLLIN, 0}};
+                               {nullptr, stop_fd, ZMQ_POLLIN, 0},
+                               {front_monitor.handle(), 0, ZMQ_POLLIN, 0},
+                               {back_monitor.handle(), 0, ZMQ_POLLIN, 0}};
     Multipart msg;
     while (!stopping.load(std::memory_order_relaxed)) {
       auto now = Clock::now();
@@ -1278,7 +1435,7 @@ struct PATRO_PRIVATE Broker::Impl {
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
       try {
-        zmq::poll(items, 3, wait + std::chrono::milliseconds(1));
+        zmq::poll(items, 5, wait + std::chrono::milliseconds(1));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         if (e.num() == ETERM) break;
@@ -1290,6 +1447,11 @@ struct PATRO_PRIVATE Broker::Impl {
       // bad_alloc) is logged and the broker goes on; no peer can end the process.
       try {
         if (zap && zap->generation() != lists_seen) revoke();
+        // Connections first: one past the cap is closed before its peer is heard.
+        for (int i = 0; i < 256 && detail::recv_multipart(front_monitor, msg, true); ++i)
+          on_monitor(msg, front_port, "client");
+        for (int i = 0; i < 256 && detail::recv_multipart(back_monitor, msg, true); ++i)
+          on_monitor(msg, back_port, "server");
         // Bounded batches, so neither side starves the other or the timers. Each message is
         // stamped when it is read: one that took long to handle makes no later one look late.
         for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i)
@@ -1335,6 +1497,8 @@ BrokerStats Broker::stats() const {
   s.clients = impl_->n_clients;
   s.retried = impl_->retried;
   s.refused = impl_->zap ? impl_->zap->refused() : 0;
+  s.connections = impl_->n_connections.load(std::memory_order_relaxed);
+  s.max_connections = impl_->max_conns;
   for (size_t k = 0; k < Impl::kRefusals; ++k)
     if (const uint64_t n = impl_->refusals[k].load(std::memory_order_relaxed))
       s.refused_by_kind[Impl::kRefusalNames[k]] = n;

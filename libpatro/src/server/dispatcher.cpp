@@ -46,6 +46,12 @@ std::optional<Dispatched> Dispatcher::seen_before(uint64_t client, uint64_t requ
       return Dispatched::reply;
     case ReplyCache::Seen::running:
       return Dispatched::running;
+    case ReplyCache::Seen::dropped:
+      reply = error_reply(request_id, Errc::outcome_unknown,
+                          "this request ran once, and its reply left the server's reply cache "
+                          "(over Limits::reply_cache_bytes, or the client was taken for gone); it "
+                          "was not run again");
+      return Dispatched::reply;
     case ReplyCache::Seen::fresh:
       break;
   }

@@ -14,7 +14,7 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
   auto [it, inserted] = c.entries.try_emplace(request_id);
   if (inserted) {
     c.order.emplace_back(request_id, now);
-    evict(c, now);
+    evict(s, c, now);
     return Seen::fresh;
   }
   hits_.fetch_add(1, std::memory_order_relaxed);
@@ -22,6 +22,7 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
     it->second.reroute.assign(routing.data(), routing.size());
     return Seen::running;
   }
+  if (it->second.dropped) return Seen::dropped;
   cached->copy(it->second.body);
   return Seen::answered;
 }
@@ -34,10 +35,27 @@ std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_
   if (cit == s.clients.end()) return std::nullopt;  // forgotten: the client is gone
   auto it = cit->second.entries.find(request_id);
   if (it == cit->second.entries.end() || it->second.done) return std::nullopt;
-  it->second.done = true;
-  it->second.body.copy(const_cast<zmq::message_t&>(body));
-  if (it->second.reroute.empty()) return std::nullopt;
-  return std::move(it->second.reroute);
+  Entry& e = it->second;
+  e.done = true;
+  e.body.copy(const_cast<zmq::message_t&>(body));
+  e.seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  s.stored.push_back({e.seq, client, request_id});
+  ++s.bodies;
+  // Records of entries forgotten since (count, age, a gone client) are compacted away here, so
+  // the record queue stays within twice the bodies held.
+  if (s.stored.size() > 2 * s.bodies + 64) {
+    std::deque<Stored> live;
+    for (const Stored& r : s.stored)
+      if (holder(s, r)) live.push_back(r);
+    s.stored.swap(live);
+  }
+  std::optional<std::string> reroute;
+  if (!e.reroute.empty()) reroute = std::move(e.reroute);
+  if (bytes_.fetch_add(e.body.size(), std::memory_order_relaxed) + e.body.size() > max_bytes_) {
+    lock.unlock();
+    shed();
+  }
+  return reroute;
 }
 
 void ReplyCache::forget(uint64_t client) {
@@ -47,8 +65,14 @@ void ReplyCache::forget(uint64_t client) {
   if (it == s.clients.end()) return;
   it->second.via = -1;  // attached nowhere now
   auto& entries = it->second.entries;
-  for (auto e = entries.begin(); e != entries.end();)
-    e = e->second.done ? std::next(e) : entries.erase(e);
+  for (auto e = entries.begin(); e != entries.end();) {
+    if (!e->second.done) {
+      e = entries.erase(e);
+      continue;
+    }
+    release(s, e->second);
+    ++e;
+  }
 }
 
 void ReplyCache::attach(uint64_t client, unsigned broker, Clock::time_point now) {
@@ -98,11 +122,61 @@ void ReplyCache::sweep(Shard& s, Clock::time_point now) {
   for (auto it = s.clients.begin(); it != s.clients.end();) {
     bool stale = now - it->second.last > max_age_;
     for (const auto& [rid, e] : it->second.entries) stale = stale && e.done;  // none running
-    it = stale ? s.clients.erase(it) : std::next(it);
+    if (!stale) {
+      ++it;
+      continue;
+    }
+    for (auto& [rid, e] : it->second.entries) release(s, e);
+    it = s.clients.erase(it);
   }
 }
 
-void ReplyCache::evict(PerClient& c, Clock::time_point now) {
+void ReplyCache::release(Shard& s, Entry& e) {
+  if (!e.done || e.dropped) return;
+  e.dropped = true;
+  bytes_.fetch_sub(e.body.size(), std::memory_order_relaxed);
+  e.body = zmq::message_t();
+  --s.bodies;
+}
+
+ReplyCache::Entry* ReplyCache::holder(Shard& s, const Stored& r) {
+  auto cit = s.clients.find(r.client);
+  if (cit == s.clients.end()) return nullptr;
+  auto it = cit->second.entries.find(r.request_id);
+  if (it == cit->second.entries.end()) return nullptr;
+  Entry& e = it->second;
+  return e.done && !e.dropped && e.seq == r.seq ? &e : nullptr;
+}
+
+void ReplyCache::shed() {
+  // Each round looks at every shard's oldest body (dropping the records of bodies gone), then
+  // drops the oldest of them, if it is still there. A body always leaves, or a shard's record
+  // does, or another lane's shed got there first: rounds are bounded by what is stored.
+  for (int round = 0; round < 1'000'000 && bytes_.load(std::memory_order_relaxed) > max_bytes_;
+       ++round) {
+    Shard* oldest = nullptr;
+    uint64_t oldest_seq = 0;
+    for (Shard& s : shards_) {
+      MutexLock lock(s.mu);
+      while (!s.stored.empty() && !holder(s, s.stored.front())) s.stored.pop_front();
+      if (s.stored.empty()) continue;
+      if (!oldest || s.stored.front().seq < oldest_seq) {
+        oldest = &s;
+        oldest_seq = s.stored.front().seq;
+      }
+    }
+    if (!oldest) return;  // nothing finished left to drop (what remains is running)
+    MutexLock lock(oldest->mu);
+    if (oldest->stored.empty() || oldest->stored.front().seq != oldest_seq) continue;
+    if (Entry* e = holder(*oldest, oldest->stored.front())) {
+      release(*oldest, *e);
+      evicted_.fetch_add(1, std::memory_order_relaxed);
+    }
+    oldest->stored.pop_front();
+  }
+}
+
+void ReplyCache::evict(Shard& s, PerClient& c, Clock::time_point now) {
   // Oldest first; an entry still running goes to the back (it is bounded by what the client has
   // in flight), and each entry is looked at once per call at most.
   for (size_t n = c.order.size(); n > 0; --n) {
@@ -116,6 +190,7 @@ void ReplyCache::evict(PerClient& c, Clock::time_point now) {
       c.order.emplace_back(rid, now);
       continue;
     }
+    release(s, it->second);
     c.entries.erase(it);
   }
 }

@@ -5,12 +5,18 @@
 // lock, or waiting for a patro::Deferred) is answered once, when the first finishes: its routing is
 // remembered and the reply goes there, since the first copy's route may be gone with its broker.
 //
-// Each client keeps at most Limits::reply_cache_entries finished replies, none older than
-// Limits::reply_cache_age; a gone client's entries (the broker says so: with several brokers, the
-// broker the client came by last, so a client that moved keeps its state) go at the next sweep
-// after that age. Requests still
-// running are never evicted. Sharded by client id, so lanes serving different clients rarely meet
-// on a mutex.
+// Bounds. Each client keeps at most Limits::reply_cache_entries requests, none older than
+// Limits::reply_cache_age; past those an entry is forgotten whole, and a resend of its request
+// would run again (the age is meant to exceed any call's deadline, the count what a client keeps
+// in flight). The finished replies of all clients together hold at most Limits::reply_cache_bytes
+// of bodies: past that, the oldest finished reply (of any client) loses its body first, and so do
+// the replies of a client the broker says is gone (with several brokers, the broker the client
+// came by last, so a client that moved keeps its state). An entry that lost its body is kept
+// (a few bytes) until the count or age bound forgets it, and a resend of its request is answered
+// Seen::dropped: the dispatcher answers outcome_unknown (it ran once; its reply is gone), never a
+// second run. Requests still running are never evicted. Sharded by client id, so lanes serving
+// different clients rarely meet on a mutex; the byte bound is kept across the shards (each one's
+// oldest body, compared by a global sequence number), without holding two shards' mutexes.
 #pragma once
 
 #include <array>
@@ -36,13 +42,17 @@ class ReplyCache {
   using Clock = std::chrono::steady_clock;
 
   explicit ReplyCache(const Limits& limits)
-      : max_entries_(limits.reply_cache_entries), max_age_(limits.reply_cache_age) {}
+      : max_entries_(limits.reply_cache_entries),
+        max_age_(limits.reply_cache_age),
+        max_bytes_(limits.reply_cache_bytes) {}
 
   /// What to do with a request that arrived.
   enum class Seen {
-    fresh,    // never seen: run it (it is now recorded as running)
-    running,  // a copy is running: do nothing now; its reply comes here, routed to this copy
-    answered  // answered before: send *cached (a copy of that reply)
+    fresh,     // never seen: run it (it is now recorded as running)
+    running,   // a copy is running: do nothing now; its reply comes here, routed to this copy
+    answered,  // answered before: send *cached (a copy of that reply)
+    dropped    // answered before, and the reply was dropped (the byte bound, or the client was
+               // gone): answer outcome_unknown; it must not run again
   };
   /// Records a request as it arrives (routing: where its answer goes).
   Seen begin(uint64_t client, uint64_t request_id, std::string_view routing, Clock::time_point now,
@@ -54,8 +64,9 @@ class ReplyCache {
                                     const zmq::message_t& body);
 
   /// A client is gone (its broker says so): the requests it left running are forgotten (a lock
-  /// wait dropped with it never answers). Its finished replies stay until the age sweep: a client
-  /// taken for dead by a broker that stalled, which then resends, still gets each of them once.
+  /// wait dropped with it never answers), and its finished replies drop their bodies (their
+  /// memory is freed at once). Their request ids stay until the age sweep: a client taken for
+  /// dead by a broker that stalled, which then resends, gets outcome_unknown, never a second run.
   void forget(uint64_t client);
 
   /// Several brokers: the client is attached through broker `broker` now (it located a server
@@ -73,14 +84,26 @@ class ReplyCache {
   std::vector<uint64_t> unconfirmed(unsigned broker);
 
   uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
+  /// The bytes of reply bodies held now, and how many bodies were dropped to keep the byte bound.
+  size_t bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
+  uint64_t evicted() const noexcept { return evicted_.load(std::memory_order_relaxed); }
   uint64_t expired() const noexcept { return expired_.load(std::memory_order_relaxed); }
   void count_expired() noexcept { expired_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   struct Entry {
     bool done = false;
+    bool dropped = false;  // done, and its body was dropped (bytes, or the client gone)
+    uint64_t seq = 0;      // when it finished (a global count), naming it in Shard::stored
     zmq::message_t body;
     std::string reroute;  // a copy's routing, set when one arrived while running
+  };
+  // A finished reply that holds a body, oldest first per shard. Records whose entry is gone (or
+  // dropped its body) are skipped when met and compacted away as they accumulate.
+  struct Stored {
+    uint64_t seq;
+    uint64_t client;
+    uint64_t request_id;
   };
   struct PerClient {
     std::unordered_map<uint64_t, Entry> entries;
@@ -93,17 +116,27 @@ class ReplyCache {
     Mutex mu;
     std::unordered_map<uint64_t, PerClient> clients PATRO_GUARDED_BY(mu);
     uint32_t since_sweep PATRO_GUARDED_BY(mu) = 0;
+    std::deque<Stored> stored PATRO_GUARDED_BY(mu);
+    size_t bodies PATRO_GUARDED_BY(mu) = 0;  // entries holding a body (live records in stored)
   };
   Shard& shard(uint64_t client) noexcept { return shards_[(client * 0x9E3779B97F4A7C15ull) >> 60]; }
-  void evict(PerClient& c, Clock::time_point now);
+  void evict(Shard& s, PerClient& c, Clock::time_point now) PATRO_REQUIRES(s.mu);
   /// Drops clients silent for longer than the age bound (gone while the broker that would have
   /// said so was down); every few thousand requests to a shard.
   void sweep(Shard& s, Clock::time_point now) PATRO_REQUIRES(s.mu);
+  /// Frees an entry's body (its bytes leave the count); the entry itself stays.
+  void release(Shard& s, Entry& e) PATRO_REQUIRES(s.mu);
+  /// The entry a stored record names, if it still holds that body; else nullptr.
+  static Entry* holder(Shard& s, const Stored& r) PATRO_REQUIRES(s.mu);
+  /// Drops the oldest bodies, across shards, until the byte bound holds. Called with no mutex.
+  void shed();
 
   const size_t max_entries_;
   const std::chrono::milliseconds max_age_;
+  const size_t max_bytes_;
   std::array<Shard, 16> shards_;
-  std::atomic<uint64_t> hits_{0}, expired_{0};
+  std::atomic<uint64_t> hits_{0}, expired_{0}, evicted_{0}, seq_{0};
+  std::atomic<size_t> bytes_{0};
 };
 
 }  // namespace patro::detail
