@@ -45,10 +45,10 @@ void JobQueue::replay(std::string_view record) {
   next_id_ = std::max(next_id_, id + 1);
   if (op == "push") {
     jobs_[id] = r[2];
-    ready_.push_back(id);
+    ready_.insert(id);
   } else if (op == "lease") {
     if (!jobs_.count(id)) return;
-    ready_.erase(std::remove(ready_.begin(), ready_.end(), id), ready_.end());
+    ready_.erase(id);
     const int64_t delivery = r[2].as<int64_t>();
     next_delivery_ = std::max(next_delivery_, delivery + 1);
     const auto left =
@@ -59,9 +59,9 @@ void JobQueue::replay(std::string_view record) {
   } else if (op == "ack") {
     jobs_.erase(id);
     leases_.erase(id);
-    ready_.erase(std::remove(ready_.begin(), ready_.end(), id), ready_.end());
+    ready_.erase(id);
   } else if (op == "requeue") {
-    if (leases_.erase(id) && jobs_.count(id)) ready_.push_front(id);
+    if (leases_.erase(id) && jobs_.count(id)) ready_.insert(id);
   }
 }
 
@@ -133,8 +133,8 @@ void JobQueue::feed_takers() {
     ValueArray got;
     const int64_t n = std::max<int64_t>(t.max, 1);
     while (static_cast<int64_t>(got.size()) < n && !ready_.empty()) {
-      const int64_t id = ready_.front();
-      ready_.pop_front();
+      const int64_t id = *ready_.begin();
+      ready_.erase(ready_.begin());
       got.push_back(lease_one(id, t.reply.client_id(), t.terms));
     }
     t.reply.resolve(t.max == 0 ? got.front() : Value(got));
@@ -148,8 +148,8 @@ void JobQueue::feed_takers() {
       continue;
     }
     idle = 0;
-    const int64_t id = ready_.front();
-    ready_.pop_front();
+    const int64_t id = *ready_.begin();
+    ready_.erase(ready_.begin());
     Value item = lease_one(id, c.client, Terms{visibility_, false});
     leases_[id].consumer = c.token;
     ++c.leased;
@@ -219,7 +219,7 @@ void JobQueue::requeue(int64_t id) {
   if (it == leases_.end()) return;
   lease_ended(it->second);
   leases_.erase(it);
-  ready_.push_front(id);
+  ready_.insert(id);  // back in its place by id: redelivery keeps push order
   log(Value::array({"requeue", id}));
 }
 
@@ -234,7 +234,7 @@ void JobQueue::push(const Value& job, Deferred reply) {
   }
   ++next_id_;
   jobs_[id] = job;
-  ready_.push_back(id);
+  ready_.insert(id);
   log(record, std::move(bytes), [reply, id] { reply.resolve(id); });
   feed_takers();
 }
@@ -255,7 +255,7 @@ void JobQueue::push_many(const ValueArray& jobs, Deferred reply) {
     const Value& job = jobs[k];
     const int64_t id = next_id_++;
     jobs_[id] = job;
-    ready_.push_back(id);
+    ready_.insert(id);
     ids.push_back(id);
     std::string bytes = wal_ ? std::move(records[k]) : std::string();
     // One acknowledgment, after the last record is on disk (the log keeps order).
@@ -289,8 +289,8 @@ void JobQueue::take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred re
     ValueArray got;
     const int64_t want = std::max<int64_t>(n, 1);
     while (static_cast<int64_t>(got.size()) < want && !ready_.empty()) {
-      const int64_t id = ready_.front();
-      ready_.pop_front();
+      const int64_t id = *ready_.begin();
+      ready_.erase(ready_.begin());
       got.push_back(lease_one(id, reply.client_id(), terms));
     }
     if (n == 0)
@@ -359,7 +359,7 @@ int64_t JobQueue::leased() {
 
 Value JobQueue::peek() {
   std::lock_guard<std::mutex> lock(mu_);
-  return ready_.empty() ? Value() : jobs_[ready_.front()];
+  return ready_.empty() ? Value() : jobs_[*ready_.begin()];
 }
 
 void JobQueue::client_gone(uint64_t client) {
@@ -367,7 +367,6 @@ void JobQueue::client_gone(uint64_t client) {
   std::vector<int64_t> ids;
   for (const auto& [id, lease] : leases_)
     if (lease.client == client && client != 0) ids.push_back(id);
-  std::sort(ids.rbegin(), ids.rend());  // requeue to the front, oldest first in line
   for (int64_t id : ids) requeue(id);
   takers_.erase(std::remove_if(takers_.begin(), takers_.end(),
                                [&](const Taker& t) { return t.reply.client_id() == client; }),

@@ -66,7 +66,7 @@ class JobQueue {
   int64_t size();
   int64_t leased();
   Value peek();
-  /// The connection is gone: its leased jobs go back to the front of the queue, its takes end.
+  /// The connection is gone: its leased jobs go back to the queue, in their places, its takes end.
   void client_gone(uint64_t client);
 
   const std::string& name() const noexcept { return name_; }
@@ -125,7 +125,7 @@ class JobQueue {
   int64_t next_id_ = 1;
   int64_t next_delivery_ = 1;
   std::unordered_map<int64_t, Value> jobs_;
-  std::deque<int64_t> ready_;
+  std::set<int64_t> ready_;  // by id: first pushed, first taken (also when delivered again)
   std::unordered_map<int64_t, Lease> leases_;
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
   std::deque<Taker> takers_;

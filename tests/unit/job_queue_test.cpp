@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "../support/process.hpp"
 #include "job_queue.hpp"
@@ -103,4 +104,39 @@ TEST_CASE("a damaged queue log stops the open; a torn tail loses only the unfini
   spit(path, good.substr(0, good.size() - 4));  // the last push torn
   JobQueue q("jobs", 600000ms, path);
   CHECK(q.size() == 19);
+}
+
+namespace {
+// Takes n jobs (take_many, no wait) and answers their jobs in the order given.
+ValueArray take_n(JobQueue& q, Replies& replies, uint64_t request, int64_t n) {
+  q.take_many(n, 0, replies.make(request, 7));
+  const Value got = replies.wait(request);
+  return *got.if_array();
+}
+std::vector<std::string> jobs_of(const ValueArray& taken) {
+  std::vector<std::string> out;
+  for (const Value& t : taken) out.push_back(t[1].as<std::string>());
+  return out;
+}
+// Polls (bounded) until the queue has n ready jobs.
+bool wait_ready(JobQueue& q, int64_t n) {
+  for (int i = 0; i < 500; ++i) {
+    if (q.size() == n) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("jobs delivered again come back in push order, oldest first") {
+  auto replies = std::make_shared<Replies>();
+  JobQueue q("order", 200ms, "");
+  for (const char* j : {"a", "b", "c"}) q.push(j, replies->make(0));
+  CHECK(jobs_of(take_n(q, *replies, 1, 3)) == std::vector<std::string>{"a", "b", "c"});
+  REQUIRE(wait_ready(q, 3));  // every lease ran out
+  CHECK(jobs_of(take_n(q, *replies, 2, 3)) == std::vector<std::string>{"a", "b", "c"});
+  // Taken by a connection that goes: back in the same order, ahead of a later push.
+  q.push("d", replies->make(3));
+  q.client_gone(7);
+  CHECK(jobs_of(take_n(q, *replies, 4, 4)) == std::vector<std::string>{"a", "b", "c", "d"});
 }
