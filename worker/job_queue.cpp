@@ -45,7 +45,9 @@ JobQueue::~JobQueue() {
 //   ["lease", id, delivery, deadline, deliveries, length]  the same, or a touch of it
 //   ["requeue", id] ["ack", id] ["bury", id] ["kick", id]
 //   ["totals", 0, pushed, acknowledged]  the totals before the records after it
-// A record of an older worker is one of these; an older worker skips the ops it does not know.
+// A record an older worker wrote is one of these (the short push and lease forms). An older
+// worker reads the new forms' fields it knows and skips totals, bury and kick (its verify calls
+// those damage): going back to one keeps the jobs, not their options or burials.
 void JobQueue::replay(std::string_view record) {
   const Value r = decode(record);
   count_live(r, Wal::framed_size(record));
