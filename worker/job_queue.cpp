@@ -508,29 +508,27 @@ bool JobQueue::nack(int64_t id, int64_t delivery) {
   return true;
 }
 
-bool JobQueue::touch(int64_t id, int64_t delivery) {
+void JobQueue::touch(int64_t id, int64_t delivery, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(id);
-  if (it == leases_.end() || it->second.delivery != delivery) return false;
+  if (it == leases_.end() || it->second.delivery != delivery) return reply.resolve(false);
   Lease& lease = it->second;
   lease.deadline = Clock::now() + lease.length;
   lease_deadlines_.emplace(lease.deadline, id);  // the old entry no longer matches: skipped
-  if (wal_)
-    log(Value::array({"lease", id, delivery, wall_ms() + lease.length.count(), jobs_[id].deliveries,
-                      static_cast<int64_t>(lease.length.count())}));
-  return true;
+  log(Value::array({"lease", id, delivery, wall_ms() + lease.length.count(), jobs_[id].deliveries,
+                    static_cast<int64_t>(lease.length.count())}),
+      [reply] { reply.resolve(true); });
 }
 
-bool JobQueue::bury(int64_t id, int64_t delivery) {
+void JobQueue::bury(int64_t id, int64_t delivery, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(id);
-  if (it == leases_.end() || it->second.delivery != delivery) return false;
+  if (it == leases_.end() || it->second.delivery != delivery) return reply.resolve(false);
   lease_ended(it->second);
   leases_.erase(it);
   buried_.insert(id);
-  log(Value::array({"bury", id}));
+  log(Value::array({"bury", id}), [reply] { reply.resolve(true); });
   feed_takers();  // a consumer may have room now
-  return true;
 }
 
 namespace {
@@ -551,7 +549,7 @@ Value JobQueue::buried(int64_t n) {
   return Value(std::move(out));
 }
 
-int64_t JobQueue::kick(int64_t n) {
+void JobQueue::kick(int64_t n, Deferred reply) {
   count_of(n, "kick");
   std::lock_guard<std::mutex> lock(mu_);
   int64_t kicked = 0;
@@ -561,11 +559,15 @@ int64_t JobQueue::kick(int64_t n) {
     Job& job = jobs_[id];
     job.deliveries = 0;
     ready_.emplace(job.priority, id);
-    log(Value::array({"kick", id}));
     ++kicked;
+    // One answer, once the last record is on disk (the log keeps order).
+    if (kicked == n || buried_.empty())
+      log(Value::array({"kick", id}), [reply, kicked] { reply.resolve(kicked); });
+    else
+      log(Value::array({"kick", id}));
   }
+  if (kicked == 0) reply.resolve(int64_t{0});
   feed_takers();
-  return kicked;
 }
 
 Value JobQueue::stats() {
@@ -692,12 +694,12 @@ void JobQueue::register_class() {
       .method("consumers", [](JobQueue& q) { return q.consumers(); })
       .method("nack",
               [](JobQueue& q, int64_t id, int64_t delivery) { return q.nack(id, delivery); })
-      .method("touch",
-              [](JobQueue& q, int64_t id, int64_t delivery) { return q.touch(id, delivery); })
-      .method("bury",
-              [](JobQueue& q, int64_t id, int64_t delivery) { return q.bury(id, delivery); })
+      .method("touch", [](JobQueue& q, int64_t id, int64_t delivery,
+                          Deferred d) { q.touch(id, delivery, d); })
+      .method("bury", [](JobQueue& q, int64_t id, int64_t delivery,
+                         Deferred d) { q.bury(id, delivery, d); })
       .method("buried", [](JobQueue& q, int64_t n) { return q.buried(n); })
-      .method("kick", [](JobQueue& q, int64_t n) { return q.kick(n); })
+      .method("kick", [](JobQueue& q, int64_t n, Deferred d) { q.kick(n, d); })
       .method("stats", [](JobQueue& q) { return q.stats(); })
       .method("size", [](JobQueue& q) { return q.size(); })
       .method("leased", [](JobQueue& q) { return q.leased(); })

@@ -68,16 +68,16 @@ class JobQueue {
   void ack(int64_t id, int64_t delivery, Deferred reply);
   void ack_many(const ValueArray& pairs, Deferred reply);
   bool nack(int64_t id, int64_t delivery);
-  /// Restarts the lease's timer at its full length (beanstalkd's touch). False if the delivery is
-  /// not the job's current lease.
-  bool touch(int64_t id, int64_t delivery);
-  /// Sets a leased job aside (a dead letter) until kicked. False as touch.
-  bool bury(int64_t id, int64_t delivery);
+  /// Restarts the lease's timer at its full length (beanstalkd's touch). Answers false if the
+  /// delivery is not the job's current lease, true once the change is on disk (as each below).
+  void touch(int64_t id, int64_t delivery, Deferred reply);
+  /// Sets a leased job aside (a dead letter) until kicked. Answers as touch.
+  void bury(int64_t id, int64_t delivery, Deferred reply);
   /// Up to n buried jobs as [id, job], oldest first, left buried.
   Value buried(int64_t n);
   /// Up to n buried jobs back to ready, oldest first, each with max_deliveries tries again.
   /// Answers how many.
-  int64_t kick(int64_t n);
+  void kick(int64_t n, Deferred reply);
   /// {ready, delayed, leased, buried, oldest_ready_ms, pushed, acknowledged}.
   Value stats();
   int64_t size();

@@ -145,6 +145,23 @@ namespace {
 Value opts(std::initializer_list<std::pair<const std::string, Value>> items) {
   return Value::hash(items);
 }
+// The answers of touch, bury and kick (deferred until on disk), each under a request id of its own.
+uint64_t next_request = 100000;
+bool touch(JobQueue& q, Replies& r, int64_t id, int64_t delivery) {
+  const uint64_t req = next_request++;
+  q.touch(id, delivery, r.make(req));
+  return r.wait(req) == true;
+}
+bool bury(JobQueue& q, Replies& r, int64_t id, int64_t delivery) {
+  const uint64_t req = next_request++;
+  q.bury(id, delivery, r.make(req));
+  return r.wait(req) == true;
+}
+int64_t kick(JobQueue& q, Replies& r, int64_t n) {
+  const uint64_t req = next_request++;
+  q.kick(n, r.make(req));
+  return r.wait(req).as<int64_t>();
+}
 int64_t stat(JobQueue& q, const char* key) {
   return q.stats()[key].as<int64_t>();
 }
@@ -196,15 +213,15 @@ TEST_CASE("time-to-run: a job's own lease length; touch restarts it; take_leased
   // Touched every 100 ms for 600 ms: never past its 300 ms time-to-run.
   for (int i = 0; i < 6; ++i) {
     std::this_thread::sleep_for(100ms);
-    CHECK(q.touch(id, delivery));
+    CHECK(touch(q, *replies, id, delivery));
   }
   CHECK(q.leased() == 2);
-  CHECK_FALSE(q.touch(id, delivery + 100));
-  CHECK_FALSE(q.touch(999, 1));
+  CHECK_FALSE(touch(q, *replies, id, delivery + 100));
+  CHECK_FALSE(touch(q, *replies, 999, 1));
   REQUIRE(wait_ready(q, 1));  // not touched: back after its time-to-run; "long" stays leased
   CHECK(q.peek() == "short");
   CHECK(q.leased() == 1);
-  CHECK_FALSE(q.touch(id, delivery));  // that lease is over
+  CHECK_FALSE(touch(q, *replies, id, delivery));  // that lease is over
 }
 
 TEST_CASE("bad push options are refused with a clear error, and nothing is queued") {
@@ -217,7 +234,7 @@ TEST_CASE("bad push options are refused with a clear error, and nothing is queue
   }
   CHECK(stat(q, "pushed") == 0);
   CHECK(q.size() == 0);
-  CHECK_THROWS_AS(q.kick(0), patro::Error);
+  CHECK_THROWS_AS(q.kick(0, replies->make(9)), patro::Error);
   CHECK_THROWS_AS(q.buried(-1), patro::Error);
 }
 
@@ -240,14 +257,14 @@ TEST_CASE("max deliveries: buried after the last one; buried, kick and stats") {
   CHECK(stat(q, "buried") == 1);  // buried() only looks
   // bury by hand: only under the current delivery.
   const ValueArray good = take_n(q, *replies, 20, 1);
-  CHECK_FALSE(q.bury(good[0][0].as<int64_t>(), good[0][2].as<int64_t>() + 1));
-  CHECK(q.bury(good[0][0].as<int64_t>(), good[0][2].as<int64_t>()));
+  CHECK_FALSE(bury(q, *replies, good[0][0].as<int64_t>(), good[0][2].as<int64_t>() + 1));
+  CHECK(bury(q, *replies, good[0][0].as<int64_t>(), good[0][2].as<int64_t>()));
   CHECK(stat(q, "buried") == 2);
   CHECK(stat(q, "leased") == 0);
-  CHECK(q.kick(1) == 1);  // the oldest first
+  CHECK(kick(q, *replies, 1) == 1);  // the oldest first
   CHECK(q.peek() == "bad");
-  CHECK(q.kick(10) == 1);
-  CHECK(q.kick(10) == 0);
+  CHECK(kick(q, *replies, 10) == 1);
+  CHECK(kick(q, *replies, 10) == 0);
   // Kicked: max deliveries tries again.
   const ValueArray again = take_n(q, *replies, 30, 2);
   CHECK(jobs_of(again) == std::vector<std::string>{"bad", "good"});
@@ -287,7 +304,7 @@ TEST_CASE("priorities, delays, time-to-run, leases, buried jobs and totals survi
     CHECK(jobs_of(got) == std::vector<std::string>{"leased", "dies"});
     touched_id = got[0][0].as<int64_t>();
     touched_delivery = got[0][2].as<int64_t>();
-    CHECK(q.touch(touched_id, touched_delivery));
+    CHECK(touch(q, *replies, touched_id, touched_delivery));
     CHECK(q.nack(got[1][0].as<int64_t>(), got[1][2].as<int64_t>()));  // max 1: buried
     q.push("acked", opts({{"priority", -9}}), replies->make(11));
     (void)replies->wait(11);
@@ -306,7 +323,7 @@ TEST_CASE("priorities, delays, time-to-run, leases, buried jobs and totals survi
     CHECK(q.peek() == "high");
     CHECK(jobs_of(*q.buried(5).if_array()) == std::vector<std::string>{"dies"});
     if (reopen == 0) continue;
-    CHECK(q.touch(touched_id, touched_delivery));  // the lease and its length came back
+    CHECK(touch(q, *replies, touched_id, touched_delivery));  // the lease and its length came back
     CHECK(wait_stat(q, "delayed", 0));
     CHECK(jobs_of(take_n(q, *replies, 20, 5)) ==
           std::vector<std::string>{"later", "high", "low"});  // later: priority 0
@@ -333,7 +350,7 @@ TEST_CASE("a log written before options (3-field push, 4-field lease) still repl
   CHECK(q.leased() == 1);
   CHECK(q.peek() == "b");
   CHECK(stat(q, "acknowledged") == 1);
-  CHECK(q.touch(1, 7));
+  CHECK(touch(q, *replies, 1, 7));
   CHECK(q.nack(1, 7));  // its one delivery counted: one more to go before it is buried
   CHECK(stat(q, "buried") == 0);
   CHECK(jobs_of(take_n(q, *replies, 1, 5)) == std::vector<std::string>{"a", "b"});
