@@ -420,7 +420,7 @@ TEST_CASE(
     auto q = patro::get_proxy(front, "jobs");
     q.call("push", "a", patro::Value::hash({{"priority", 2}}));
     q.call("push_many", patro::ValueArray{"b", "c"}, patro::Value::hash({{"priority", 1}}));
-    q.call("push", "d", patro::Value::hash({{"delay_ms", 300}}));
+    q.call("push", "d", patro::Value::hash({{"delay_ms", 1000}}));
     q.call("push", "e", patro::Value::hash({{"ttr_ms", 250}}));
     CHECK(queue_stat(q, "delayed") == 1);
     const patro::Value e = q.call("take", 0);
