@@ -1,6 +1,7 @@
 #include "job_queue.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace patro::worker {
 
@@ -60,7 +61,7 @@ void JobQueue::replay(std::string_view record) {
     return;
   }
   if (op == "push") {
-    unready(id);
+    unready(id);  // (a log has one push per id; this keeps a second from leaving traces)
     Job& job = jobs_[id];
     job.body = r[2];
     job.pushed = Clock::now();
@@ -78,7 +79,7 @@ void JobQueue::replay(std::string_view record) {
     if (field("buried") != 0)
       buried_.insert(id);
     else if (wait > 0)
-      delayed_.emplace(Clock::now() + std::chrono::milliseconds(wait), id);
+      delayed_.emplace(job.ready_at = Clock::now() + std::chrono::milliseconds(wait), id);
     else
       ready_.emplace(job.priority, id);
     return;
@@ -325,8 +326,9 @@ void JobQueue::requeue(int64_t id) {
 
 void JobQueue::unready(int64_t id) {
   auto job = jobs_.find(id);
-  if (job != jobs_.end()) ready_.erase({job->second.priority, id});
-  std::erase_if(delayed_, [id](const auto& d) { return d.second == id; });
+  if (job == jobs_.end()) return;
+  ready_.erase({job->second.priority, id});
+  delayed_.erase({job->second.ready_at, id});
   buried_.erase(id);
 }
 
@@ -376,7 +378,7 @@ int64_t JobQueue::add_job(const Value& body, const Options& o) {
   job.pushed = Clock::now();
   ++pushed_total_;
   if (o.delay.count() > 0) {
-    delayed_.emplace(job.pushed + o.delay, id);
+    delayed_.emplace(job.ready_at = job.pushed + o.delay, id);
     cv_.notify_all();  // the timer may need to wake earlier
   } else {
     ready_.emplace(o.priority, id);
@@ -390,7 +392,7 @@ void JobQueue::push(const Value& body, const Value& options, Deferred reply) {
   const int64_t id = next_id_;
   std::string bytes;
   if (wal_) {
-    Job job{body, o.priority, o.ttr, 0, {}};
+    Job job{body, o.priority, o.ttr, 0, {}, {}};
     bytes = encode(push_record(id, job, o.delay.count() > 0 ? wall_ms() + o.delay.count() : 0));
     wal_->check_size(bytes.size());  // before the job is queued: a refused push leaves no trace
   }
@@ -407,7 +409,7 @@ void JobQueue::push_many(const ValueArray& jobs, const Value& options, Deferred 
   if (wal_) {
     const int64_t at = o.delay.count() > 0 ? wall_ms() + o.delay.count() : 0;
     for (size_t k = 0; k < jobs.size(); ++k) {
-      Job job{jobs[k], o.priority, o.ttr, 0, {}};
+      Job job{jobs[k], o.priority, o.ttr, 0, {}, {}};
       records.push_back(encode(push_record(next_id_ + static_cast<int64_t>(k), job, at)));
       wal_->check_size(records.back().size());
     }
@@ -574,7 +576,13 @@ Value JobQueue::stats() {
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = Clock::now();
   auto oldest = now;
-  for (const auto& [priority, id] : ready_) oldest = std::min(oldest, jobs_[id].pushed);
+  // The oldest is the lowest id (ids follow push times, replayed ones too): the first of each
+  // priority, so this looks at one job per priority, not every job.
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    oldest = std::min(oldest, jobs_[it->second].pushed);
+    if (it->first == INT64_MAX) break;
+    it = ready_.lower_bound({it->first + 1, INT64_MIN});
+  }
   ValueHash h;
   h["ready"] = static_cast<int64_t>(ready_.size());
   h["delayed"] = static_cast<int64_t>(delayed_.size());

@@ -95,6 +95,7 @@ class JobQueue {
     std::chrono::milliseconds ttr{0};  // 0: the visibility timeout
     int64_t deliveries = 0;            // leases since its push (or its kick)
     Clock::time_point pushed;          // (or when replayed): for the oldest ready age
+    Clock::time_point ready_at;        // while delayed: its key in delayed_
   };
   struct Options {
     int64_t priority = 0;

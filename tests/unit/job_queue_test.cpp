@@ -278,12 +278,13 @@ TEST_CASE("max deliveries: buried after the last one; buried, kick and stats") {
   CHECK(s["buried"] == 0);
 }
 
-TEST_CASE("stats: the oldest ready job's age grows while it waits") {
+TEST_CASE("stats: the oldest ready job's age, whatever its priority, grows while it waits") {
   auto replies = std::make_shared<Replies>();
   JobQueue q("age", 600000ms, "");
   CHECK(stat(q, "oldest_ready_ms") == 0);
-  q.push("x", Value(), replies->make(0));
+  q.push("x", opts({{"priority", 5}}), replies->make(0));
   std::this_thread::sleep_for(50ms);
+  q.push("y", opts({{"priority", -5}}), replies->make(0));  // first in line, not the oldest
   CHECK(stat(q, "oldest_ready_ms") >= 50);
 }
 
