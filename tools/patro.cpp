@@ -69,11 +69,13 @@ way), or calls the served object's set(KEY, VALUE). Prints nothing.)"},
 (--json: one JSON array); a method that returns one array gives its elements. --scalar calls
 it in scalar context and prints the one result.)"},
     {"push", "push onto a served array or job queue",
-     "NAME VALUE... [--priority N] [--delay T] [--ttr T]",
+     "NAME VALUE... [--priority N] [--delay T] [--ttr T] [--dedup KEY]",
      R"(Pushes the VALUEs onto a served array (prints its new size), or onto a job queue (prints the
 job ids, one per line; --json: an array of ids). On a job queue, --priority N (lower is taken
 first; default 0), --delay T (ready only after T) and --ttr T (its time-to-run: each lease's
-length; default the queue's visibility timeout); T as 200ms, 5s (the default unit) or 2m.)"},
+length; default the queue's visibility timeout); T as 200ms, 5s (the default unit) or 2m.
+--dedup KEY (one VALUE): if a job was pushed with KEY in the last 5 minutes, prints its id and
+pushes nothing (SQS FIFO's deduplication).)"},
     {"pop", "pop from an array (or take and ack a job)", "NAME [--shift] [--wait MS]",
      R"(Pops the last element of a served array (--shift: the first) and prints it. On a job queue,
 takes a job (waiting up to --wait MS, default 0) and acknowledges it at once. Exits 3 if there
@@ -294,6 +296,9 @@ int main(int argc, char** argv) {
   subs["push"]
       ->add_option("--ttr", a.ttr, "time-to-run: each lease's length (200ms, 5s, 2m)")
       ->type_name("T");
+  subs["push"]
+      ->add_option("--dedup", a.dedup, "a key: a second push with it within 5 min is the first")
+      ->type_name("KEY");
   subs["lock"]->add_flag("--steal", a.steal, "steal the lock (if the server allows it)");
   subs["tail"]->add_flag("-f,--follow", a.follow, "keep following until interrupted");
   subs["tail"]

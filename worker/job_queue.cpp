@@ -46,6 +46,8 @@ JobQueue::~JobQueue() {
 //   ["lease", id, delivery, deadline, deliveries, length]  the same, or a touch of it
 //   ["requeue", id] ["ack", id] ["bury", id] ["kick", id]
 //   ["totals", 0, pushed, acknowledged]  the totals before the records after it
+//   ["dedup", id, key, t]              a deduplication key of a push at t (wall-clock ms)
+// (a push's options may also hold dedup and t).
 // A record an older worker wrote is one of these (the short push and lease forms). An older
 // worker reads the new forms' fields it knows and skips totals, bury and kick (its verify calls
 // those damage): going back to one keeps the jobs, not their options or burials.
@@ -55,6 +57,10 @@ void JobQueue::replay(std::string_view record) {
   const std::string op = r[0].as<std::string>();
   const int64_t id = r[1].as<int64_t>();
   next_id_ = std::max(next_id_, id + 1);
+  if (op == "dedup") {
+    remember_key(r[2].as<std::string>(), id, r[3].as<int64_t>());
+    return;
+  }
   if (op == "totals") {
     pushed_total_ = r[2].as<int64_t>();
     acked_total_ = r[3].as<int64_t>();
@@ -72,6 +78,8 @@ void JobQueue::replay(std::string_view record) {
       auto it = o->find(key);
       return it == o->end() || it->second.is_null() ? 0 : it->second.as<int64_t>();
     };
+    if (o != nullptr && o->count("dedup"))
+      remember_key(o->at("dedup").as<std::string>(), id, field("t"));
     job.priority = field("priority");
     job.ttr = std::chrono::milliseconds(field("ttr"));
     job.deliveries = field("deliveries");
@@ -153,6 +161,9 @@ std::vector<std::string> JobQueue::snapshot() {
   // Replaying the pushes below counts them again.
   records.push_back(encode(Value::array(
       {"totals", int64_t{0}, pushed_total_ - static_cast<int64_t>(ids.size()), acked_total_})));
+  forget_old_keys();
+  for (const auto& [t, key] : dedup_order_)
+    records.push_back(encode(Value::array({"dedup", dedup_[key].first, key, t})));
   std::unordered_map<int64_t, int64_t> ready_at;
   for (const auto& [when, id] : delayed_) ready_at[id] = std::max<int64_t>(wall_of(when), 1);
   for (int64_t id : ids) {
@@ -324,6 +335,22 @@ void JobQueue::requeue(int64_t id) {
   log(Value::array({"requeue", id}));
 }
 
+void JobQueue::remember_key(const std::string& key, int64_t id, int64_t wall) {
+  if (wall_ms() - wall >= kDedupWindowMs) return;
+  dedup_[key] = {id, wall};
+  dedup_order_.emplace_back(wall, key);
+}
+
+void JobQueue::forget_old_keys() {
+  const int64_t now = wall_ms();
+  while (!dedup_order_.empty() && now - dedup_order_.front().first >= kDedupWindowMs) {
+    auto it = dedup_.find(dedup_order_.front().second);
+    // Only if no later push took the key over.
+    if (it != dedup_.end() && it->second.second == dedup_order_.front().first) dedup_.erase(it);
+    dedup_order_.pop_front();
+  }
+}
+
 void JobQueue::unready(int64_t id) {
   auto job = jobs_.find(id);
   if (job == jobs_.end()) return;
@@ -342,6 +369,14 @@ JobQueue::Options JobQueue::options_of(const Value& options, const char* method)
                 m + ": options must be a hash of priority, delay_ms and ttr_ms, not " +
                     options.to_string());
   for (const auto& [key, v] : *h) {
+    if (key == "dedup") {
+      const std::string* k = v.if_string();
+      if (k == nullptr || k->empty() || k->size() > 1024)
+        throw Error(Errc::invalid_argument,
+                    m + ": dedup must be a string of 1 to 1024 bytes, not " + v.to_string());
+      o.dedup = *k;
+      continue;
+    }
     const int64_t* n = v.if_int();
     if (n == nullptr && !v.is_null())
       throw Error(Errc::invalid_argument,
@@ -363,7 +398,7 @@ JobQueue::Options JobQueue::options_of(const Value& options, const char* method)
       o.ttr = std::chrono::milliseconds(x);
     } else {
       throw Error(Errc::invalid_argument,
-                  m + ": unknown option " + key + " (priority, delay_ms, ttr_ms)");
+                  m + ": unknown option " + key + " (priority, delay_ms, ttr_ms, dedup)");
     }
   }
   return o;
@@ -389,13 +424,36 @@ int64_t JobQueue::add_job(const Value& body, const Options& o) {
 void JobQueue::push(const Value& body, const Value& options, Deferred reply) {
   const Options o = options_of(options, "push");
   std::lock_guard<std::mutex> lock(mu_);
+  const int64_t wall = wall_ms();
+  if (!o.dedup.empty()) {
+    forget_old_keys();
+    auto seen = dedup_.find(o.dedup);
+    if (seen != dedup_.end()) {
+      // The first push's id, once its record is on disk (the log keeps order).
+      const int64_t first = seen->second.first;
+      return log(Value::array({"ack", int64_t{0}}), [reply, first] { reply.resolve(first); });
+    }
+  }
   const int64_t id = next_id_;
   std::string bytes;
   if (wal_) {
     Job job{body, o.priority, o.ttr, 0, {}, {}};
-    bytes = encode(push_record(id, job, o.delay.count() > 0 ? wall_ms() + o.delay.count() : 0));
+    Value record = push_record(id, job, o.delay.count() > 0 ? wall + o.delay.count() : 0);
+    if (!o.dedup.empty()) {
+      ValueArray r = *record.if_array();
+      ValueHash h = r.size() > 3 ? *r[3].if_hash() : ValueHash{};
+      h["dedup"] = o.dedup;
+      h["t"] = wall;
+      if (r.size() > 3)
+        r[3] = Value(std::move(h));
+      else
+        r.push_back(Value(std::move(h)));
+      record = Value(std::move(r));
+    }
+    bytes = encode(record);
     wal_->check_size(bytes.size());  // before the job is queued: a refused push leaves no trace
   }
+  if (!o.dedup.empty()) remember_key(o.dedup, id, wall);
   add_job(body, o);
   log(Value::array({"push", id}), std::move(bytes), [reply, id] { reply.resolve(id); });
   feed_takers();
@@ -403,6 +461,8 @@ void JobQueue::push(const Value& body, const Value& options, Deferred reply) {
 
 void JobQueue::push_many(const ValueArray& jobs, const Value& options, Deferred reply) {
   const Options o = options_of(options, "push_many");
+  if (!o.dedup.empty())
+    throw Error(Errc::invalid_argument, "push_many: dedup is one job's key: push each job");
   std::lock_guard<std::mutex> lock(mu_);
   // Every record checked before any job is queued: the batch is taken whole or not at all.
   std::vector<std::string> records;

@@ -34,6 +34,8 @@ namespace patro::worker {
 class JobQueue {
  public:
   using Clock = std::chrono::steady_clock;
+  /// How long a push's deduplication key is remembered (SQS's five minutes).
+  static constexpr int64_t kDedupWindowMs = 5 * 60 * 1000;
 
   /// wal_path empty: in memory only. max_deliveries 0: never bury.
   JobQueue(std::string name, std::chrono::milliseconds visibility, const std::string& wal_path,
@@ -45,8 +47,10 @@ class JobQueue {
   /// Registers the class's methods with patro (once per process).
   static void register_class();
 
-  /// options: null, or a hash of priority (lower first, default 0), delay_ms (ready after that)
-  /// and ttr_ms (its lease's length; default the visibility timeout). Answers the id.
+  /// options: null, or a hash of priority (lower first, default 0), delay_ms (ready after that),
+  /// ttr_ms (its lease's length; default the visibility timeout) and dedup (a string: a push
+  /// with the key of one in the last kDedupWindow answers that one's id and adds nothing; not
+  /// for push_many). Answers the id.
   void push(const Value& job, const Value& options, Deferred reply);
   void push_many(const ValueArray& jobs, const Value& options, Deferred reply);
   /// [id, job, delivery], or null once timeout_ms passes with nothing to take.
@@ -100,6 +104,7 @@ class JobQueue {
   struct Options {
     int64_t priority = 0;
     std::chrono::milliseconds delay{0}, ttr{0};
+    std::string dedup;  // empty: none
   };
   struct Lease {
     int64_t delivery;
@@ -165,6 +170,12 @@ class JobQueue {
   std::set<std::pair<Clock::time_point, int64_t>> delayed_;  // until ready
   std::set<int64_t> buried_;
   int64_t pushed_total_ = 0, acked_total_ = 0;
+  // Deduplication keys (SQS FIFO's): key -> [id, wall-clock ms of its push], for kDedupWindow;
+  // dedup_order_ in push order, which is expiry order.
+  std::unordered_map<std::string, std::pair<int64_t, int64_t>> dedup_;
+  std::deque<std::pair<int64_t, std::string>> dedup_order_;
+  void remember_key(const std::string& key, int64_t id, int64_t wall);  // requires mu_
+  void forget_old_keys();                                               // requires mu_
   std::unordered_map<int64_t, Lease> leases_;
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
   std::deque<Taker> takers_;

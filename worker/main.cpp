@@ -31,7 +31,7 @@
 namespace {
 
 const char* kObjects = R"(OBJECT is one of:
-  queue NAME         a job queue: push, push_many (with priority, delay_ms, ttr_ms), take
+  queue NAME         a job queue: push, push_many (with priority, delay_ms, ttr_ms, dedup), take
                      (blocking, with a timeout), take_leased, take_many, ack, ack_many, nack,
                      touch, bury, buried, kick, stats, size, leased, peek. A taken job is leased
                      until acknowledged; one not acknowledged within its time-to-run (default

@@ -54,6 +54,10 @@ void check_record(const std::string& kind, std::string_view payload) {
   } else if (op == "lease") {
     if (a->size() != 4 && a->size() != 6) bad("a lease record without its delivery and deadline");
     for (size_t i = 2; i < a->size(); ++i) (void)(*a)[i].as<int64_t>();
+  } else if (op == "dedup") {
+    if (a->size() != 4) bad("a dedup record without its key and time");
+    (void)(*a)[2].as<std::string>();
+    (void)(*a)[3].as<int64_t>();
   } else if (op == "totals") {
     if (a->size() != 4) bad("a totals record without its pushed and acknowledged counts");
     (void)(*a)[2].as<int64_t>();

@@ -47,12 +47,15 @@ class Queue:
     def __init__(self, proxy):
         self.proxy = proxy
 
-    def push(self, job, priority=None, delay=None, ttr=None):
+    def push(self, job, priority=None, delay=None, ttr=None, dedup=None):
         """Adds a job; returns its id (once it is durable, with the worker's --data).
         priority: lower is taken first (default 0; first pushed first within one); delay:
         seconds before it is ready; ttr: its time-to-run in seconds, each lease's length
-        (default the queue's visibility timeout)."""
+        (default the queue's visibility timeout); dedup: a key (str) -- if a job was pushed with
+        it in the last 5 minutes, its id is returned and nothing is pushed."""
         options = _push_options(priority, delay, ttr)
+        if dedup is not None:
+            options = dict(options or {}, dedup=str(dedup))
         if options is None:
             return self.proxy.call("push", job)
         return self.proxy.call("push", job, options)

@@ -516,6 +516,7 @@ TEST_CASE("queue options from the CLI: priority, delay, ttr, touch, bury, buried
   CHECK(cli({"push", "tasks", "x", "--priority", "first"}).status == 2);
   CHECK(cli({"push", "tasks", "x", "--ttr", "-1"}).status == 2);
   CHECK(cli({"kick", "tasks", "0"}).status == 2);
+  CHECK(cli({"push", "tasks", "x", "y", "--dedup", "k"}).status == 2);
   CHECK(cli({"touch", "tasks", "1"}).status == 2);
   CHECK(cli({"--json", "stats", "tasks"}).out.find("\"pushed\":5") != std::string::npos);
 
@@ -548,6 +549,11 @@ TEST_CASE("queue options from the CLI: priority, delay, ttr, touch, bury, buried
   CHECK(cli({"kick", "tasks"}).status == 3);
   CHECK(cli({"buried", "tasks"}).status == 3);
   CHECK(cli({"pop", "tasks"}).out == "high\n");
-  CHECK(cli({"stats", "tasks"}).out.find("pushed\t5\nacknowledged\t5\n") != std::string::npos);
+  // --dedup: a second push with a key answers the first's id and pushes nothing.
+  const std::string dup = cli({"push", "tasks", "once", "--dedup", "order-1"}).out;
+  CHECK(dup == "6\n");
+  CHECK(cli({"push", "tasks", "twice", "--dedup", "order-1"}).out == dup);
+  CHECK(cli({"pop", "tasks"}).out == "once\n");
+  CHECK(cli({"stats", "tasks"}).out.find("pushed\t6\nacknowledged\t6\n") != std::string::npos);
   CHECK(w->proc->stop() == 0);
 }

@@ -146,6 +146,9 @@ def test_queue_options_and_dead_letters_across_kill(cluster, procs, tmp):
         assert [b[1] for b in q.buried(5)] == ["high1", "short"]
         assert q.kick(5) == 2
         assert [j.job for j in q.take_many(10)] == ["short", "high1"]  # by priority
+        first_id = q.push("once", dedup="order-1")
+        assert q.push("twice", dedup="order-1") == first_id
+        assert [j.job for j in q.take_many(10)] == ["once"]
     finally:
         q.proxy.connection.close()
         procs.stop(w)

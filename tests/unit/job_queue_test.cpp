@@ -359,3 +359,38 @@ TEST_CASE("a log written before options (3-field push, 4-field lease) still repl
   CHECK(stat(q, "buried") == 0);
   CHECK(jobs_of(take_n(q, *replies, 1, 5)) == std::vector<std::string>{"a", "b"});
 }
+
+TEST_CASE(
+    "dedup: a second push with a key answers the first's id, also after an ack and a reopen") {
+  TempDir dir;
+  const std::string path = dir.file("queue-dedup.wal");
+  auto replies = std::make_shared<Replies>();
+  {
+    JobQueue q("dedup", 600000ms, path);
+    q.push("a", opts({{"dedup", "order-17"}, {"priority", 2}}), replies->make(1));
+    CHECK(replies->wait(1) == 1);
+    q.push("a again", opts({{"dedup", "order-17"}}), replies->make(2));
+    CHECK(replies->wait(2) == 1);
+    q.push("b", opts({{"dedup", "order-18"}}), replies->make(3));
+    CHECK(replies->wait(3) == 2);
+    CHECK(q.size() == 2);
+    CHECK(stat(q, "pushed") == 2);
+    CHECK_THROWS_AS(q.push_many(ValueArray{"x"}, opts({{"dedup", "k"}}), replies->make(4)),
+                    patro::Error);
+    CHECK_THROWS_AS(q.push("x", opts({{"dedup", 5}}), replies->make(4)), patro::Error);
+    CHECK_THROWS_AS(q.push("x", opts({{"dedup", ""}}), replies->make(4)), patro::Error);
+    const ValueArray got = take_n(q, *replies, 5, 1);  // "b" (priority 0)
+    q.ack(got[0][0].as<int64_t>(), got[0][2].as<int64_t>(), replies->make(6));
+    CHECK(replies->wait(6) == true);
+    q.push("b again", opts({{"dedup", "order-18"}}), replies->make(7));
+    CHECK(replies->wait(7) == 2);  // acknowledged, and still remembered
+  }
+  for (int reopen = 0; reopen < 2; ++reopen) {  // the second from the compacted log
+    JobQueue q("dedup", 600000ms, path);
+    q.push("a", opts({{"dedup", "order-17"}}), replies->make(10 + reopen));
+    CHECK(replies->wait(10 + reopen) == 1);
+    q.push("b", opts({{"dedup", "order-18"}}), replies->make(20 + reopen));
+    CHECK(replies->wait(20 + reopen) == 2);
+    CHECK(q.size() == 1);
+  }
+}

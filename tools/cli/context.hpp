@@ -39,6 +39,7 @@ struct Invocation {
   bool follow = false, exec = false;
   std::optional<int64_t> wait_ms, lease_ms, lines, from, interval_ms, priority;
   std::optional<std::string> delay, ttr;  // durations, as parse_duration takes them
+  std::optional<std::string> dedup;
 
   /// Needs between min and max words; a usage error naming what otherwise.
   void need(size_t min, size_t max, const char* what) const;

@@ -164,8 +164,13 @@ int cmd_push(const Invocation& a, Cluster& c, const Output& out) {
   if (a.priority) options["priority"] = *a.priority;
   if (a.delay) options["delay_ms"] = parse_duration(*a.delay, "--delay").count();
   if (a.ttr) options["ttr_ms"] = parse_duration(*a.ttr, "--ttr").count();
+  if (a.dedup) {
+    if (items.size() != 1) throw UsageError("--dedup is one job's key: push one VALUE");
+    options["dedup"] = *a.dedup;
+  }
   if (reftype(p) == "ARRAY") {
-    if (!options.empty()) throw UsageError("--priority, --delay and --ttr are for job queues");
+    if (!options.empty())
+      throw UsageError("--priority, --delay, --ttr and --dedup are for job queues");
     size_t n = 0;
     for (const Value& v : items) n = p.push(v);
     out.print(Value(static_cast<int64_t>(n)));
