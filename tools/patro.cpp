@@ -68,9 +68,14 @@ way), or calls the served object's set(KEY, VALUE). Prints nothing.)"},
      R"(Calls METHOD of the served object NAME in list context and prints each result on its own line
 (--json: one JSON array); a method that returns one array gives its elements. --scalar calls
 it in scalar context and prints the one result.)"},
-    {"push", "push onto a served array or job queue", "NAME VALUE...",
+    {"push", "push onto a served array or job queue",
+     "NAME VALUE... [--priority N] [--delay T] [--ttr T] [--dedup KEY]",
      R"(Pushes the VALUEs onto a served array (prints its new size), or onto a job queue (prints the
-job ids, one per line; --json: an array of ids).)"},
+job ids, one per line; --json: an array of ids). On a job queue, --priority N (lower is taken
+first; default 0), --delay T (ready only after T) and --ttr T (its time-to-run: each lease's
+length; default the queue's visibility timeout); T as 200ms, 5s (the default unit) or 2m.
+--dedup KEY (one VALUE): if a job was pushed with KEY in the last 5 minutes, prints its id and
+pushes nothing (SQS FIFO's deduplication).)"},
     {"pop", "pop from an array (or take and ack a job)", "NAME [--shift] [--wait MS]",
      R"(Pops the last element of a served array (--shift: the first) and prints it. On a job queue,
 takes a job (waiting up to --wait MS, default 0) and acknowledges it at once. Exits 3 if there
@@ -90,6 +95,18 @@ the ack was refused). On a served array, shifts the first element. Exits 3 if no
     {"ack", "acknowledge a job taken from a queue", "NAME ID DELIVERY [--nack]",
      R"(Acknowledges job ID (delivery DELIVERY, as take printed them); --nack puts it back in the
 queue. Exits 1 if the queue refused (the lease ran out or the job was settled already).)"},
+    {"touch", "extend a job's lease by its time-to-run", "NAME ID DELIVERY",
+     R"(Restarts the lease of job ID (delivery DELIVERY) at its full time-to-run, for work that takes
+longer. Exits 1 if the queue refused (the lease ran out or the job was settled already).)"},
+    {"bury", "set a taken job aside until kicked", "NAME ID DELIVERY",
+     R"(Buries job ID (delivery DELIVERY): it is kept, not delivered, until patro kick. A queue with
+--max-deliveries N buries a job itself once delivered N times. Exits 1 if the queue refused.)"},
+    {"buried", "list buried jobs", "NAME [N]",
+     R"(Prints up to N (default 10) buried jobs, oldest first, as "ID<TAB>JOB" (escaped as take's;
+--json: an array of {"id":…,"job":…}); they stay buried. Exits 3 if there is none.)"},
+    {"kick", "put buried jobs back in the queue", "NAME [N]",
+     R"(Puts up to N (default 1) buried jobs back in the queue, oldest first, each with
+--max-deliveries tries again, and prints how many. Exits 3 if there was none.)"},
     {"lock", "run a command holding an object's lock", "NAME [--wait MS] [--steal] -- CMD [ARG...]",
      R"(Takes the monitor lock of NAME (waiting up to --wait MS; default: until granted, bounded by
 --timeout plus 24 h), runs CMD with PATRO_LOCK_TOKEN set to the grant's fencing token, and
@@ -113,8 +130,11 @@ token. --json: one array of objects.)"},
 prints each line as a JSON string on its own line (JSON lines). -f keeps following and prints
 lines as they are written, until SIGINT, SIGTERM or SIGHUP (then exits 0); if the log's server
 goes away (a worker restart), it reconnects and goes on from where it was.)"},
-    {"stats", "rates, clients, servers, queue depths, lock waiters", "[--interval MS]",
-     R"(Samples the broker twice, MS milliseconds apart (default 1000), and prints requests per second,
+    {"stats", "rates, clients, servers, queue depths, lock waiters", "[NAME] [--interval MS]",
+     R"(With NAME, a job queue's counts, a NAME<TAB>VALUE line each: ready, delayed, leased, buried,
+oldest_ready_ms (how long the oldest ready job has waited), pushed and acknowledged (totals).
+--json: one object.
+Without, samples the broker twice, MS milliseconds apart (default 1000), and prints requests per second,
 replies per second, clients, servers, and for each name: the queue depth and leased jobs of job
 queues, and the lock waiters. --json: one object.
 With several brokers, samples each (at the same time) and prints each one's under a line broker
@@ -266,6 +286,19 @@ int main(int argc, char** argv) {
       ->check(patro::cli::range(int64_t{1}, int64_t{7} * 24 * 3600 * 1000));
   subs["take"]->add_flag("--exec", a.exec, "CMD [ARG...]: run CMD with the job on stdin");
   subs["ack"]->add_flag("--nack", a.nack, "put the job back in the queue");
+  subs["push"]
+      ->add_option("--priority", a.priority, "a job queue's priority: lower is taken first")
+      ->type_name("N")
+      ->check(patro::cli::range(int64_t{INT32_MIN}, int64_t{INT32_MAX}));
+  subs["push"]
+      ->add_option("--delay", a.delay, "ready only after T (200ms, 5s, 2m)")
+      ->type_name("T");
+  subs["push"]
+      ->add_option("--ttr", a.ttr, "time-to-run: each lease's length (200ms, 5s, 2m)")
+      ->type_name("T");
+  subs["push"]
+      ->add_option("--dedup", a.dedup, "a key: a second push with it within 5 min is the first")
+      ->type_name("KEY");
   subs["lock"]->add_flag("--steal", a.steal, "steal the lock (if the server allows it)");
   subs["tail"]->add_flag("-f,--follow", a.follow, "keep following until interrupted");
   subs["tail"]
@@ -355,10 +388,11 @@ int main(int argc, char** argv) {
     for (const std::string& b : brokers) broker = broker ? *broker + "," + b : b;
     Cluster cluster(broker, config, options);
     static const std::map<std::string, int (*)(const Invocation&, Cluster&, const Output&)>
-        commands = {{"get", cmd_get},     {"set", cmd_set},   {"call", cmd_call},
-                    {"push", cmd_push},   {"pop", cmd_pop},   {"take", cmd_take},
-                    {"ack", cmd_ack},     {"lock", cmd_lock}, {"ls", cmd_ls},
-                    {"locks", cmd_locks}, {"tail", cmd_tail}, {"stats", cmd_stats}};
+        commands = {
+            {"get", cmd_get},   {"set", cmd_set},     {"call", cmd_call}, {"push", cmd_push},
+            {"pop", cmd_pop},   {"take", cmd_take},   {"ack", cmd_ack},   {"lock", cmd_lock},
+            {"ls", cmd_ls},     {"touch", cmd_touch}, {"bury", cmd_bury}, {"buried", cmd_buried},
+            {"kick", cmd_kick}, {"locks", cmd_locks}, {"tail", cmd_tail}, {"stats", cmd_stats}};
     return commands.at(a.sub)(a, cluster, out);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "patro: %s\n(see patro %s--help)\n", e.what(),

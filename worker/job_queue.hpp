@@ -1,10 +1,13 @@
 // A reliable job queue (what Redis users build with BLMOVE, and SQS gives): a taken job is leased
-// to its taker until acknowledged; a job not acknowledged within the visibility timeout, or whose
-// taker's connection died, is delivered again. A detached lease (take_leased(…, detached=true),
-// what `patro take` uses) does not end with its taker's connection, only with its own timeout, so
-// that another process may acknowledge it. A blocking take waits on the server without a
-// thread (patro::Deferred) and without polling. With a write-ahead log, jobs and leases survive a
-// restart, and a push or ack is acknowledged only once it is on disk.
+// to its taker until acknowledged; a job not acknowledged within its time-to-run (the visibility
+// timeout unless the push gave one), or whose taker's connection died, is delivered again.
+// Jobs are taken by priority (lower first), first pushed first within a priority, also when
+// delivered again; a push may delay its job. With max_deliveries, a job delivered that many times
+// without an ack is buried (a dead letter): kept aside until kicked back. A detached lease
+// (take_leased(…, detached=true), what `patro take` uses) does not end with its taker's connection,
+// only with its own timeout, so that another process may acknowledge it. A blocking take waits on
+// the server without a thread (patro::Deferred) and without polling. With a write-ahead log, jobs
+// and leases survive a restart, and a push or ack is acknowledged only once it is on disk.
 #pragma once
 
 #include <chrono>
@@ -31,10 +34,12 @@ namespace patro::worker {
 class JobQueue {
  public:
   using Clock = std::chrono::steady_clock;
+  /// How long a push's deduplication key is remembered (SQS's five minutes).
+  static constexpr int64_t kDedupWindowMs = 5 * 60 * 1000;
 
-  /// wal_path empty: in memory only.
+  /// wal_path empty: in memory only. max_deliveries 0: never bury.
   JobQueue(std::string name, std::chrono::milliseconds visibility, const std::string& wal_path,
-           WalOptions wal_options = {});
+           WalOptions wal_options = {}, int64_t max_deliveries = 0);
   ~JobQueue();
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -42,8 +47,12 @@ class JobQueue {
   /// Registers the class's methods with patro (once per process).
   static void register_class();
 
-  void push(const Value& job, Deferred reply);
-  void push_many(const ValueArray& jobs, Deferred reply);
+  /// options: null, or a hash of priority (lower first, default 0), delay_ms (ready after that),
+  /// ttr_ms (its lease's length; default the visibility timeout) and dedup (a string: a push
+  /// with the key of one in the last kDedupWindow answers that one's id and adds nothing; not
+  /// for push_many). Answers the id.
+  void push(const Value& job, const Value& options, Deferred reply);
+  void push_many(const ValueArray& jobs, const Value& options, Deferred reply);
   /// [id, job, delivery], or null once timeout_ms passes with nothing to take.
   void take(int64_t timeout_ms, Deferred reply);
   /// Up to n of [id, job, delivery]; waits up to timeout_ms for the first.
@@ -63,24 +72,50 @@ class JobQueue {
   void ack(int64_t id, int64_t delivery, Deferred reply);
   void ack_many(const ValueArray& pairs, Deferred reply);
   bool nack(int64_t id, int64_t delivery);
+  /// Restarts the lease's timer at its full length (beanstalkd's touch). Answers false if the
+  /// delivery is not the job's current lease, true once the change is on disk (as each below).
+  void touch(int64_t id, int64_t delivery, Deferred reply);
+  /// Sets a leased job aside (a dead letter) until kicked. Answers as touch.
+  void bury(int64_t id, int64_t delivery, Deferred reply);
+  /// Up to n buried jobs as [id, job], oldest first, left buried.
+  Value buried(int64_t n);
+  /// Up to n buried jobs back to ready, oldest first, each with max_deliveries tries again.
+  /// Answers how many.
+  void kick(int64_t n, Deferred reply);
+  /// {ready, delayed, leased, buried, oldest_ready_ms, pushed, acknowledged}.
+  Value stats();
   int64_t size();
   int64_t leased();
   Value peek();
-  /// The connection is gone: its leased jobs go back to the front of the queue, its takes end.
+  /// The connection is gone: its leased jobs go back to the queue, in their places, its takes end.
   void client_gone(uint64_t client);
 
   const std::string& name() const noexcept { return name_; }
 
  private:
+  struct Job {
+    Value body;
+    int64_t priority = 0;
+    std::chrono::milliseconds ttr{0};  // 0: the visibility timeout
+    int64_t deliveries = 0;            // leases since its push (or its kick)
+    Clock::time_point pushed;          // (or when replayed): for the oldest ready age
+    Clock::time_point ready_at;        // while delayed: its key in delayed_
+  };
+  struct Options {
+    int64_t priority = 0;
+    std::chrono::milliseconds delay{0}, ttr{0};
+    std::string dedup;  // empty: none
+  };
   struct Lease {
     int64_t delivery;
     uint64_t client;  // 0: held by no connection (detached, or from before a restart)
     Clock::time_point deadline;
     int64_t consumer;  // the consumer it was pushed to (0: a take)
+    std::chrono::milliseconds length;
   };
   /// How a take leases what it gets.
   struct Terms {
-    std::chrono::milliseconds lease;
+    std::chrono::milliseconds lease;  // 0: the job's time-to-run
     bool detached = false;
   };
   struct Taker {
@@ -103,6 +138,10 @@ class JobQueue {
     Value item;
   };
 
+  static Options options_of(const Value& options, const char* method);
+  Value push_record(int64_t id, const Job& job, int64_t ready_at_wall) const;
+  int64_t add_job(const Value& body, const Options& o);  // requires mu_; the id, queued
+  void unready(int64_t id);  // requires mu_: out of ready, delayed and buried
   void take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply);
   void lease_ended(const Lease& lease);  // requires mu_
   void send_pushes(std::deque<Push> pushes);
@@ -120,12 +159,23 @@ class JobQueue {
 
   const std::string name_;
   const std::chrono::milliseconds visibility_;
+  const int64_t max_deliveries_;
   std::mutex mu_;
   std::condition_variable cv_;
   int64_t next_id_ = 1;
   int64_t next_delivery_ = 1;
-  std::unordered_map<int64_t, Value> jobs_;
-  std::deque<int64_t> ready_;
+  std::unordered_map<int64_t, Job> jobs_;
+  // (priority, id): lower priority first, then first pushed (also when delivered again).
+  std::set<std::pair<int64_t, int64_t>> ready_;
+  std::set<std::pair<Clock::time_point, int64_t>> delayed_;  // until ready
+  std::set<int64_t> buried_;
+  int64_t pushed_total_ = 0, acked_total_ = 0;
+  // Deduplication keys (SQS FIFO's): key -> [id, wall-clock ms of its push], for kDedupWindow;
+  // dedup_order_ in push order, which is expiry order.
+  std::unordered_map<std::string, std::pair<int64_t, int64_t>> dedup_;
+  std::deque<std::pair<int64_t, std::string>> dedup_order_;
+  void remember_key(const std::string& key, int64_t id, int64_t wall);  // requires mu_
+  void forget_old_keys();                                               // requires mu_
   std::unordered_map<int64_t, Lease> leases_;
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
   std::deque<Taker> takers_;

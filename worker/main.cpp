@@ -32,11 +32,13 @@
 namespace {
 
 const char* kObjects = R"(OBJECT is one of:
-  queue NAME         a job queue: push, push_many, take (blocking, with a timeout), take_leased,
-                     take_many, ack, ack_many, nack, size, leased, peek. A taken job is leased
-                     until acknowledged; one not acknowledged within the visibility timeout, or
-                     whose taker died, is delivered again (a detached lease, take_leased(wait,
-                     lease_ms, true), survives its taker: patro take uses it).
+  queue NAME         a job queue: push, push_many (with priority, delay_ms, ttr_ms, dedup), take
+                     (blocking, with a timeout), take_leased, take_many, ack, ack_many, nack,
+                     touch, bury, buried, kick, stats, size, leased, peek. A taken job is leased
+                     until acknowledged; one not acknowledged within its time-to-run (default
+                     the visibility timeout), or whose taker died, is delivered again (a
+                     detached lease, take_leased(wait, lease_ms, true), survives its taker:
+                     patro take uses it); with --max-deliveries N, buried after N.
   log NAME PATH      a log writer: write, write_many, rotate, read, follow, size. Lines land
                      whole, in the order received. A read or follow answers the file's
                      generation with the next offset; a position {generation, offset} follows
@@ -115,6 +117,14 @@ std::string render_metrics(const std::vector<std::shared_ptr<patro::worker::JobQ
     metric(out, "patro_queue_leased_jobs", "gauge",
            i == 0 ? "Jobs taken and not yet acknowledged" : "",
            static_cast<double>(queues[i]->leased()), label("queue", queues[i]->name()));
+  for (const char* state : {"delayed", "buried"})
+    for (size_t i = 0; i < queues.size(); ++i)
+      metric(out, std::string("patro_queue_") + state + "_jobs", "gauge",
+             i != 0                            ? ""
+             : std::string(state) == "delayed" ? "Jobs pushed with a delay, not yet ready"
+                                               : "Jobs set aside until kicked (dead letters)",
+             static_cast<double>(queues[i]->stats()[state].as<int64_t>()),
+             label("queue", queues[i]->name()));
   size_t n = 0;
   for (const Spec& s : specs) {
     if (s.kind != "log") continue;
@@ -227,6 +237,12 @@ int main(int argc, char** argv) {
   app.add_option("--visibility", visibility_ms, "a queue's lease (visibility) timeout in ms")
       ->type_name("MS")
       ->check(patro::cli::non_negative())
+      ->capture_default_str();
+  int64_t max_deliveries = 0;
+  app.add_option("--max-deliveries", max_deliveries,
+                 "bury a queue's job delivered N times without an ack (0: never)")
+      ->type_name("N")
+      ->check(patro::cli::range<int64_t>(0, 1000000))
       ->capture_default_str();
   app.add_option("--log-sync", log_sync,
                  "always (a line is acknowledged once on disk), never (default), or a number "
@@ -386,8 +402,8 @@ int main(int argc, char** argv) {
     std::vector<patro::Named> objects;
     for (const Spec& s : specs) {
       if (s.kind == "queue") {
-        queues.push_back(
-            std::make_shared<patro::worker::JobQueue>(s.name, visibility, wal(s), wal_options));
+        queues.push_back(std::make_shared<patro::worker::JobQueue>(s.name, visibility, wal(s),
+                                                                   wal_options, max_deliveries));
         objects.push_back(patro::named(s.name, queues.back()));
       } else if (s.kind == "log") {
         logs.push_back(std::make_shared<patro::worker::LogWriter>(s.path, log_options));

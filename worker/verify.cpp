@@ -46,13 +46,23 @@ void check_record(const std::string& kind, std::string_view payload) {
   }
   if (a->size() < 2) bad("a queue record without a job id");
   (void)(*a)[1].as<int64_t>();
+  // The forms JobQueue::replay reads (job_queue.cpp lists them).
   if (op == "push") {
-    if (a->size() != 3) bad("a push record without its job");
+    if (a->size() != 3 && a->size() != 4) bad("a push record without its job");
+    if (a->size() == 4 && (*a)[3].if_hash() == nullptr)
+      bad("a push record whose options are not a hash");
   } else if (op == "lease") {
-    if (a->size() != 4) bad("a lease record without its delivery and deadline");
+    if (a->size() != 4 && a->size() != 6) bad("a lease record without its delivery and deadline");
+    for (size_t i = 2; i < a->size(); ++i) (void)(*a)[i].as<int64_t>();
+  } else if (op == "dedup") {
+    if (a->size() != 4) bad("a dedup record without its key and time");
+    (void)(*a)[2].as<std::string>();
+    (void)(*a)[3].as<int64_t>();
+  } else if (op == "totals") {
+    if (a->size() != 4) bad("a totals record without its pushed and acknowledged counts");
     (void)(*a)[2].as<int64_t>();
     (void)(*a)[3].as<int64_t>();
-  } else if (op != "ack" && op != "requeue") {
+  } else if (op != "ack" && op != "requeue" && op != "bury" && op != "kick") {
     bad("an unknown queue operation '" + op + "'");
   }
 }

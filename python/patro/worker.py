@@ -2,9 +2,11 @@
 counter.
 
     q = patro.Queue(patro.get_proxy("tcp://127.0.0.1:7170", "jobs"))
+    q.push("urgent", priority=-1)    # lower first; also delay=SECONDS, ttr=SECONDS
     job = q.take(timeout=5)          # a Job, or None once 5 s pass with nothing to take
-    ...; q.ack(job)                  # not acknowledged: delivered again after the visibility
-                                     # timeout, or at once if this connection dies
+    ...; q.ack(job)                  # not acknowledged: delivered again after its time-to-run
+                                     # (the visibility timeout), or at once if this connection
+                                     # dies; q.touch(job) restarts the time-to-run
     log = patro.Log(patro.get_proxy("tcp://127.0.0.1:7170", "applog"))
     log.write("one whole line")
     for line in log.follow(idle_timeout=10): ...
@@ -35,18 +37,45 @@ def _ms(seconds):
     return max(0, int(round(seconds * 1000)))
 
 
+def _push_options(priority, delay, ttr):
+    for name, seconds in (("delay", delay), ("ttr", ttr)):
+        if seconds is not None and not seconds >= 0:
+            raise ValueError("%s must be 0 or more seconds, not %r" % (name, seconds))
+    options = {}
+    if priority is not None:
+        options["priority"] = int(priority)
+    if delay is not None:
+        options["delay_ms"] = _ms(delay)
+    if ttr is not None:
+        options["ttr_ms"] = _ms(ttr)
+    return options or None
+
+
 class Queue:
     """A patro-worker job queue (push, take, ack...). Wraps a proxy to it."""
 
     def __init__(self, proxy):
         self.proxy = proxy
 
-    def push(self, job):
-        """Adds a job; returns its id (once it is durable, with the worker's --data)."""
-        return self.proxy.call("push", job)
+    def push(self, job, priority=None, delay=None, ttr=None, dedup=None):
+        """Adds a job; returns its id (once it is durable, with the worker's --data).
+        priority: lower is taken first (default 0; first pushed first within one); delay:
+        seconds before it is ready; ttr: its time-to-run in seconds, each lease's length
+        (default the queue's visibility timeout); dedup: a key (str) -- if a job was pushed with
+        it in the last 5 minutes, its id is returned and nothing is pushed."""
+        options = _push_options(priority, delay, ttr)
+        if dedup is not None:
+            options = dict(options or {}, dedup=str(dedup))
+        if options is None:
+            return self.proxy.call("push", job)
+        return self.proxy.call("push", job, options)
 
-    def push_many(self, jobs):
-        return self.proxy.call("push_many", list(jobs))
+    def push_many(self, jobs, priority=None, delay=None, ttr=None):
+        """Adds jobs, all with the same options (as push's); returns their ids."""
+        options = _push_options(priority, delay, ttr)
+        if options is None:
+            return self.proxy.call("push_many", list(jobs))
+        return self.proxy.call("push_many", list(jobs), options)
 
     def take(self, timeout=0.0):
         """Takes a job, waiting up to timeout seconds; a Job, or None if none came in time."""
@@ -78,6 +107,31 @@ class Queue:
         if delivery is None:
             job, delivery = job.id, job.delivery
         return bool(self.proxy.call("nack", int(job), int(delivery)))
+
+    def touch(self, job, delivery=None):
+        """Restarts a taken job's lease at its full time-to-run; False if that delivery no longer
+        holds the lease."""
+        if delivery is None:
+            job, delivery = job.id, job.delivery
+        return bool(self.proxy.call("touch", int(job), int(delivery)))
+
+    def bury(self, job, delivery=None):
+        """Sets a taken job aside (a dead letter) until kick(); False as touch."""
+        if delivery is None:
+            job, delivery = job.id, job.delivery
+        return bool(self.proxy.call("bury", int(job), int(delivery)))
+
+    def buried(self, n=10):
+        """Up to n (1 to 10000) buried jobs as (id, job), oldest first; they stay buried."""
+        return [tuple(b) for b in self.proxy.call("buried", int(n))]
+
+    def kick(self, n=1):
+        """Puts up to n (1 to 10000) buried jobs back in the queue; returns how many."""
+        return self.proxy.call("kick", int(n))
+
+    def stats(self):
+        """A dict: ready, delayed, leased, buried, oldest_ready_ms, pushed, acknowledged."""
+        return self.proxy.call("stats")
 
     def size(self):
         return self.proxy.call("size")

@@ -430,3 +430,111 @@ TEST_CASE("several brokers: ls and stats show each one's view; a dead one is ski
   CHECK(run(dir, {cli, "--broker", ",", "ls"}).status == 2);
   CHECK(run(dir, {"/usr/bin/env", "PATRO_BROKER= , ", cli, "ls"}).status == 2);
 }
+
+namespace {
+
+// patro-worker serving one queue "tasks" with --data and --max-deliveries 2, on fixed ports
+// across a restart (front/back "*" the first time).
+struct DataWorker {
+  std::unique_ptr<Process> proc;
+  std::string front, back;
+  DataWorker(const TempDir& dir, const std::string& data, const std::string& front_ep,
+             const std::string& back_ep) {
+    const std::string eps = dir.file("data-worker-endpoints");
+    std::remove(eps.c_str());
+    proc = std::make_unique<Process>(std::vector<std::string>{
+        program("PATRO_WORKER"), "--front", front_ep, "--back", back_ep, "--endpoints-file", eps,
+        "--heartbeat-ms", "250", "--visibility", "600000", "--max-deliveries", "2", "--data", data,
+        "queue", "tasks"});
+    REQUIRE(wait_for_file(eps, 20s));
+    std::istringstream(read_file(eps)) >> front >> back;
+    for (int i = 0; i < 200; ++i) {
+      try {
+        patro::ClientOptions co;
+        co.connect_timeout = 1s;
+        (void)patro::get_proxy(front, "tasks", co);
+        return;
+      } catch (const patro::Error&) {
+        std::this_thread::sleep_for(25ms);
+      }
+    }
+    FAIL("the worker did not register its objects");
+  }
+};
+
+// ID and DELIVERY of a take's "ID<TAB>DELIVERY<TAB>JOB" line.
+std::pair<std::string, std::string> id_delivery(const std::string& line) {
+  std::istringstream in(line);
+  std::string id, delivery;
+  in >> id >> delivery;
+  return {id, delivery};
+}
+
+}  // namespace
+
+TEST_CASE("queue options from the CLI: priority, delay, ttr, touch, bury, buried, kick, stats") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  auto w = std::make_unique<DataWorker>(dir, data, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+  const std::string front = w->front, back = w->back;
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {program("PATRO_CLI"), "--broker", front});
+    return run(dir, args);
+  };
+  auto stat = [&](const char* key) {
+    return patro::get_proxy(front, "tasks").call("stats")[key].as<int64_t>();
+  };
+  CHECK(cli({"push", "tasks", "low", "--priority", "5"}).out == "1\n");
+  CHECK(cli({"push", "tasks", "high", "high2", "--priority", "-1"}).out == "2\n3\n");
+  CHECK(cli({"push", "tasks", "short", "--ttr", "0.2", "--priority", "9"}).out == "4\n");
+  CHECK(cli({"push", "tasks", "later", "--delay", "1500ms", "--priority", "1"}).out == "5\n");
+  const Run s = cli({"stats", "tasks"});
+  CAPTURE(s.out);
+  CHECK(s.out.find("ready\t4\ndelayed\t1\nleased\t0\nburied\t0\n") == 0);
+  CHECK(s.out.find("pushed\t5\nacknowledged\t0\n") != std::string::npos);
+  // Bad input: a usage error, nothing pushed.
+  CHECK(cli({"push", "tasks", "x", "--delay", "soon"}).status == 2);
+  CHECK(cli({"push", "tasks", "x", "--priority", "first"}).status == 2);
+  CHECK(cli({"push", "tasks", "x", "--ttr", "-1"}).status == 2);
+  CHECK(cli({"kick", "tasks", "0"}).status == 2);
+  CHECK(cli({"push", "tasks", "x", "y", "--dedup", "k"}).status == 2);
+  CHECK(cli({"touch", "tasks", "1"}).status == 2);
+  CHECK(cli({"--json", "stats", "tasks"}).out.find("\"pushed\":5") != std::string::npos);
+
+  const Run t = cli({"take", "tasks"});
+  CHECK(t.out.find("\thigh\n") != std::string::npos);  // priority -1, pushed first
+  const auto [id, delivery] = id_delivery(t.out);
+  CHECK(cli({"touch", "tasks", id, delivery}).status == 0);
+  CHECK(cli({"touch", "tasks", id, "999"}).status == 1);
+  CHECK(cli({"bury", "tasks", id, delivery}).status == 0);
+  CHECK(cli({"bury", "tasks", id, delivery}).status == 1);  // not leased any more
+  CHECK(cli({"buried", "tasks"}).out == id + "\thigh\n");
+
+  // kill -9: the buried job, the priorities and the delay survive.
+  w->proc->signal(SIGKILL);
+  REQUIRE(w->proc->wait(10s).has_value());
+  w = std::make_unique<DataWorker>(dir, data, front, back);
+  CHECK(cli({"buried", "tasks"}).out == id + "\thigh\n");
+  for (int i = 0; i < 1000 && stat("delayed") > 0; ++i) std::this_thread::sleep_for(10ms);
+  CHECK(stat("ready") == 4);
+  CHECK(stat("delayed") == 0);
+  std::string order;
+  for (int i = 0; i < 4; ++i) {
+    const Run r = cli({"pop", "tasks"});
+    CHECK(r.status == 0);
+    order += r.out;
+  }
+  CHECK(order == "high2\nlater\nlow\nshort\n");
+  CHECK(cli({"pop", "tasks"}).status == 3);
+  CHECK(cli({"kick", "tasks", "5"}).out == "1\n");
+  CHECK(cli({"kick", "tasks"}).status == 3);
+  CHECK(cli({"buried", "tasks"}).status == 3);
+  CHECK(cli({"pop", "tasks"}).out == "high\n");
+  // --dedup: a second push with a key answers the first's id and pushes nothing.
+  const std::string dup = cli({"push", "tasks", "once", "--dedup", "order-1"}).out;
+  CHECK(dup == "6\n");
+  CHECK(cli({"push", "tasks", "twice", "--dedup", "order-1"}).out == dup);
+  CHECK(cli({"pop", "tasks"}).out == "once\n");
+  CHECK(cli({"stats", "tasks"}).out.find("pushed\t6\nacknowledged\t6\n") != std::string::npos);
+  CHECK(w->proc->stop() == 0);
+}

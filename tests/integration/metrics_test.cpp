@@ -170,8 +170,11 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
   CHECK(in_flight >= 1);
   idle.call("push", "wake");
   CHECK(pending.get()[1] == "wake");
+  idle.call("push", "later", patro::Value::hash({{"delay_ms", 600000}}));
 
   Samples w = scrape(worker_url);
+  CHECK(value(w, "patro_queue_delayed_jobs{queue=\"idle\"}") == 1);
+  CHECK(value(w, "patro_queue_buried_jobs{queue=\"idle\"}") == 0);
   CHECK(value(w, "patro_queue_ready_jobs{queue=\"jobs\"}") == 4);  // 5 pushed, 1 taken
   CHECK(value(w, "patro_queue_leased_jobs{queue=\"jobs\"}") >= 1);
   CHECK(value(w, "patro_lock_waiters{object=\"n\"}") == 0);

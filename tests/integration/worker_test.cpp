@@ -379,3 +379,90 @@ TEST_CASE("--data: a change over --max-record-bytes is refused with a clear erro
   CHECK(patro::get_proxy(again.front, "kv").call("get", "small") == "y");
   CHECK(again.proc->stop() == 0);
 }
+
+namespace {
+int64_t queue_stat(patro::Proxy& q, const char* key) {
+  return q.call("stats")[key].as<int64_t>();
+}
+// Polls (bounded: 10 s) until stats()[key] is n.
+bool wait_queue_stat(patro::Proxy& q, const char* key, int64_t n) {
+  for (int i = 0; i < 1000; ++i) {
+    if (queue_stat(q, key) == n) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+std::vector<std::string> bodies(const patro::Value& taken) {
+  std::vector<std::string> out;
+  for (const patro::Value& t : *taken.if_array()) out.push_back(t[1].as<std::string>());
+  return out;
+}
+}  // namespace
+
+TEST_CASE(
+    "--data: priorities, delays, time-to-run deadlines and buried jobs survive kill -9; "
+    "--max-deliveries buries") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  const std::vector<std::string> objects{"queue", "jobs"};
+  // A long visibility timeout: a job comes back here only by its own time-to-run.
+  const std::vector<std::string> options{"--data", data,           "--max-deliveries",
+                                         "2",      "--visibility", "600000"};
+  auto w = std::make_unique<Worker>(dir, objects, options);
+  const std::string front = w->front, back = w->back;
+  auto kill_and_restart = [&] {
+    w->proc->signal(SIGKILL);
+    REQUIRE(w->proc->wait(10s).has_value());
+    w = std::make_unique<Worker>(dir, objects, options, front, back);
+  };
+  {
+    auto q = patro::get_proxy(front, "jobs");
+    q.call("push", "a", patro::Value::hash({{"priority", 2}}));
+    q.call("push_many", patro::ValueArray{"b", "c"}, patro::Value::hash({{"priority", 1}}));
+    q.call("push", "d", patro::Value::hash({{"delay_ms", 1000}}));
+    q.call("push", "e", patro::Value::hash({{"ttr_ms", 250}}));
+    CHECK(queue_stat(q, "delayed") == 1);
+    const patro::Value e = q.call("take", 0);
+    CHECK(e[1] == "e");  // priority 0; d is not ready yet
+  }
+  kill_and_restart();
+  {
+    auto q = patro::get_proxy(front, "jobs");
+    CHECK(queue_stat(q, "pushed") == 5);
+    // e's lease ends by its 250 ms time-to-run, d's delay ends: both ready, d first (its id).
+    REQUIRE(wait_queue_stat(q, "ready", 5));
+    CHECK(queue_stat(q, "leased") == 0);
+    const patro::Value all = q.call("take_many", 10, 0);
+    CHECK(bodies(all) == std::vector<std::string>{"d", "e", "b", "c", "a"});
+    // e's second delivery: nacked, it has had its two and is buried.
+    for (const patro::Value& t : *all.if_array()) {
+      if (t[1] == "e")
+        CHECK(q.call("nack", t[0], t[2]) == true);
+      else
+        CHECK(q.call("ack", t[0], t[2]) == true);
+    }
+    CHECK(queue_stat(q, "buried") == 1);
+  }
+  kill_and_restart();
+  auto q = patro::get_proxy(front, "jobs");
+  const patro::Value s = q.call("stats");
+  CHECK(s["buried"] == 1);
+  CHECK(s["ready"] == 0);
+  CHECK(s["acknowledged"] == 4);
+  CHECK(s["pushed"] == 5);
+  const patro::Value b = q.call("buried", 10);
+  REQUIRE(b.size() == 1);
+  CHECK(b[0][1] == "e");
+  CHECK(q.call("kick", 10) == 1);
+  const patro::Value e = q.call("take", 0);
+  CHECK(e[1] == "e");
+  CHECK(q.call("touch", e[0], e[2]) == true);
+  CHECK(q.call("bury", e[0], e[2]) == true);
+  CHECK(q.call("touch", e[0], e[2]) == false);  // buried: no lease to touch
+  CHECK_THROWS_AS(q.call("push", "x", patro::Value::hash({{"priority", "high"}})), patro::Error);
+  CHECK_THROWS_AS(q.call("push", "x", "fast"), patro::Error);
+  CHECK(queue_stat(q, "pushed") == 5);
+  CHECK(w->proc->stop() == 0);
+  Process verify({program("PATRO_WORKER"), "verify", data}, dir.file("verify.out"));
+  CHECK(verify.wait(30s) == 0);
+}

@@ -1,9 +1,12 @@
 """patro-worker's queue and log from Python, with jobs pushed by the C++ patro CLI."""
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+
+import pytest
 
 import patro
 from conftest import program
@@ -68,6 +71,87 @@ def test_queue_redelivery_after_consumer_killed(cluster, procs):
         assert q.ack(j)
     finally:
         q.proxy.connection.close()
+
+
+
+def _start_data_worker(cluster, procs, data, name):
+    """A patro-worker on the cluster's broker serving queue "tasks" with --data and
+    --max-deliveries 2; returns it once the name resolves."""
+    w = procs.start([program("worker"), "--broker", cluster.back, "--name", name,
+                     "--heartbeat-ms", "100", "--visibility", "600000", "--max-deliveries", "2",
+                     "--data", data, "queue", "tasks"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        # Answered by this worker (the name may still name the killed one for a moment).
+        probe = None
+        try:
+            probe = patro.get_proxy(cluster.front, "tasks", call_timeout=2, connect_timeout=2)
+            probe.call("stats")
+            return w, patro.Queue(patro.get_proxy(cluster.front, "tasks", call_timeout=20))
+        except patro.Error:
+            time.sleep(0.05)
+        finally:
+            if probe is not None:
+                probe.connection.close()
+    pytest.fail("the worker did not register tasks")
+
+
+def _wait_stat(q, key, n, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if q.stats()[key] == n:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_queue_options_and_dead_letters_across_kill(cluster, procs, tmp):
+    """Priorities, a delay, a time-to-run, touch, bury, buried, kick and stats from Python;
+    --max-deliveries buries; all across a kill -9 with --data (the worker on the same broker)."""
+    data = os.path.join(tmp, "data")
+    name = cluster._name("dataworker")
+    w, q = _start_data_worker(cluster, procs, data, name)
+    try:
+        assert q.push("low", priority=5) == 1
+        assert q.push_many(["high1", "high2"], priority=-1) == [2, 3]
+        assert q.push("later", delay=30) == 4  # still delayed after the restart
+        assert q.push("short", ttr=0.25, priority=-2) == 5
+        for bad in (dict(delay=-1), dict(ttr=-0.5)):
+            with pytest.raises(ValueError):
+                q.push("x", **bad)
+        with pytest.raises(patro.Error):
+            q.proxy.call("push", "x", {"priority": "first"})
+        s = q.stats()
+        assert (s["ready"], s["delayed"], s["pushed"]) == (4, 1, 5)
+        short = q.take()
+        assert short.job == "short"
+        assert q.touch(short)
+        first = q.take()
+        assert first.job == "high1"
+        assert q.bury(first) and not q.bury(first)
+        assert q.buried() == [(first.id, "high1")]
+        q.proxy.connection.close()
+        w.kill()
+        w.wait(5)
+        w, q = _start_data_worker(cluster, procs, data, name)
+        s = q.stats()
+        assert (s["buried"], s["delayed"], s["pushed"]) == (1, 1, 5)
+        # The short job's lease ends by its 0.25 s time-to-run, not the 600 s visibility.
+        assert _wait_stat(q, "leased", 0)
+        again = q.take()
+        assert again.job == "short"
+        assert q.nack(again)  # its second delivery: buried
+        assert q.stats()["buried"] == 2
+        assert [j.job for j in q.take_many(10)] == ["high2", "low"]
+        assert [b[1] for b in q.buried(5)] == ["high1", "short"]
+        assert q.kick(5) == 2
+        assert [j.job for j in q.take_many(10)] == ["short", "high1"]  # by priority
+        first_id = q.push("once", dedup="order-1")
+        assert q.push("twice", dedup="order-1") == first_id
+        assert [j.job for j in q.take_many(10)] == ["once"]
+    finally:
+        q.proxy.connection.close()
+        procs.stop(w)
 
 
 def test_log_lines_arrive_whole(cluster):

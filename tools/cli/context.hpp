@@ -37,7 +37,9 @@ struct Invocation {
   // Options of the subcommands (each used by the ones that define it).
   bool strict = false, list = false, scalar = false, shift = false, nack = false, steal = false;
   bool follow = false, exec = false;
-  std::optional<int64_t> wait_ms, lease_ms, lines, from, interval_ms;
+  std::optional<int64_t> wait_ms, lease_ms, lines, from, interval_ms, priority;
+  std::optional<std::string> delay, ttr;  // durations, as parse_duration takes them
+  std::optional<std::string> dedup;
 
   /// Needs between min and max words; a usage error naming what otherwise.
   void need(size_t min, size_t max, const char* what) const;
@@ -103,6 +105,10 @@ int cmd_push(const Invocation&, Cluster&, const Output&);
 int cmd_pop(const Invocation&, Cluster&, const Output&);
 int cmd_take(const Invocation&, Cluster&, const Output&);
 int cmd_ack(const Invocation&, Cluster&, const Output&);
+int cmd_touch(const Invocation&, Cluster&, const Output&);
+int cmd_bury(const Invocation&, Cluster&, const Output&);
+int cmd_buried(const Invocation&, Cluster&, const Output&);
+int cmd_kick(const Invocation&, Cluster&, const Output&);
 int cmd_lock(const Invocation&, Cluster&, const Output&);
 int cmd_ls(const Invocation&, Cluster&, const Output&);
 int cmd_locks(const Invocation&, Cluster&, const Output&);

@@ -1,4 +1,5 @@
-// Subcommands that show what a cluster holds and does: ls, locks, stats, and tail of a served log.
+// Subcommands that show what a cluster holds and does: ls, locks, stats (of a cluster or one job
+// queue), and tail of a served log.
 #include <pthread.h>
 #include <unistd.h>
 
@@ -261,7 +262,20 @@ void stats_text(const Json& s, const Output& out) {
 }  // namespace
 
 int cmd_stats(const Invocation& a, Cluster& c, const Output& out) {
-  a.need(0, 0, "no arguments");
+  a.need(0, 1, "[NAME]");
+  if (a.words.size() == 1) {
+    // One job queue's counts: its stats() hash, a NAME<TAB>VALUE line each in a fixed order.
+    const Value s = c.proxy(a.key(0)).call("stats");
+    if (s.if_hash() == nullptr) throw Error(Errc::type_mismatch, "stats answered " + s.to_string());
+    if (out.json) {
+      out.print(s);
+      return ok;
+    }
+    for (const char* key :
+         {"ready", "delayed", "leased", "buried", "oldest_ready_ms", "pushed", "acknowledged"})
+      out.line(std::string(key) + "\t" + text(s[key]));
+    return ok;
+  }
   const auto interval = std::chrono::milliseconds(a.interval_ms.value_or(1000));
   if (c.endpoints().size() > 1) {
     // Each broker sampled at the same time; its names asked through it.

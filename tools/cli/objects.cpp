@@ -1,4 +1,5 @@
-// Subcommands that read and write served objects: get, set, call, push, pop, take, ack, lock.
+// Subcommands that read and write served objects: get, set, call, push, pop, take, ack, lock,
+// and a job queue's touch, bury, buried and kick.
 #include <signal.h>
 
 #include <cinttypes>
@@ -159,14 +160,29 @@ int cmd_push(const Invocation& a, Cluster& c, const Output& out) {
   Proxy p = c.proxy(a.key(0));
   ValueArray items;
   for (size_t i = 1; i < a.words.size(); ++i) items.push_back(a.value(i));
+  ValueHash options;
+  if (a.priority) options["priority"] = *a.priority;
+  if (a.delay) options["delay_ms"] = parse_duration(*a.delay, "--delay").count();
+  if (a.ttr) options["ttr_ms"] = parse_duration(*a.ttr, "--ttr").count();
+  if (a.dedup) {
+    if (items.size() != 1) throw UsageError("--dedup is one job's key: push one VALUE");
+    options["dedup"] = *a.dedup;
+  }
   if (reftype(p) == "ARRAY") {
+    if (!options.empty())
+      throw UsageError("--priority, --delay, --ttr and --dedup are for job queues");
     size_t n = 0;
     for (const Value& v : items) n = p.push(v);
     out.print(Value(static_cast<int64_t>(n)));
     return ok;
   }
-  const Value ids = items.size() == 1 ? Value::array({p.call("push", items[0])})
-                                      : p.call("push_many", Value(items));
+  Value ids;
+  if (options.empty())
+    ids = items.size() == 1 ? Value::array({p.call("push", items[0])})
+                            : p.call("push_many", Value(items));
+  else
+    ids = items.size() == 1 ? Value::array({p.call("push", items[0], Value(options))})
+                            : p.call("push_many", Value(items), Value(options));
   if (const ValueArray* list = ids.if_array())
     out.print_all(*list);
   else
@@ -312,6 +328,66 @@ int cmd_ack(const Invocation& a, Cluster& c, const Output&) {
                static_cast<long long>(j.id.as<int64_t>()),
                static_cast<long long>(j.delivery.as<int64_t>()));
   return patro_error;
+}
+
+namespace {
+
+// touch and bury: a job queue's method of ID and DELIVERY, answered true or false.
+int settle_with(const Invocation& a, Cluster& c, const char* method, const char* done) {
+  a.need(3, 3, "NAME ID DELIVERY");
+  Proxy p = c.proxy(a.key(0));
+  const int64_t id = parse_int(a.key(1), "ID", 0, INT64_MAX);
+  const int64_t delivery = parse_int(a.key(2), "DELIVERY", 0, INT64_MAX);
+  if (truthy(p.call(method, id, delivery))) return ok;
+  std::fprintf(stderr,
+               "patro: %s refused to %s job %lld delivery %lld: it is not leased under that "
+               "delivery (settled already, its lease ran out, or it was delivered again)\n",
+               a.key(0).c_str(), done, static_cast<long long>(id),
+               static_cast<long long>(delivery));
+  return patro_error;
+}
+
+int64_t count_word(const Invocation& a, int64_t otherwise) {
+  return a.words.size() > 1 ? parse_int(a.key(1), "N", 1, 10000) : otherwise;
+}
+
+}  // namespace
+
+int cmd_touch(const Invocation& a, Cluster& c, const Output&) {
+  return settle_with(a, c, "touch", "touch");
+}
+
+int cmd_bury(const Invocation& a, Cluster& c, const Output&) {
+  return settle_with(a, c, "bury", "bury");
+}
+
+int cmd_buried(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(1, 2, "NAME [N]");
+  Proxy p = c.proxy(a.key(0));
+  const Value got = p.call("buried", count_word(a, 10));
+  const ValueArray* list = got.if_array();
+  if (list == nullptr) throw Error(Errc::type_mismatch, "buried answered " + got.to_string());
+  if (out.json) {
+    Json all = Json::array();
+    for (const Value& j : *list) {
+      Json o = Json::object();
+      o["id"] = to_json(j[0]);
+      o["job"] = to_json(j[1]);
+      all.push_back(std::move(o));
+    }
+    out.print(all);
+  } else {
+    for (const Value& j : *list) out.line(text(j[0]) + "\t" + escape_field(text(j[1])));
+  }
+  return list->empty() ? nothing : ok;
+}
+
+int cmd_kick(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(1, 2, "NAME [N]");
+  Proxy p = c.proxy(a.key(0));
+  const Value n = p.call("kick", count_word(a, 1));
+  out.print(n);
+  return n == 0 ? nothing : ok;
 }
 
 int cmd_lock(const Invocation& a, Cluster& c, const Output&) {
