@@ -329,14 +329,15 @@ TEST_CASE("item 3: SERVER_ALIVE from another socket does not keep a dead server 
 
 TEST_CASE("item 4: one client's unanswered requests are bounded in bytes; others are served") {
   TempDir dir;
-  Broker b(dir, {"--max-client-bytes", std::to_string(4u << 20)});
+  BrokerOptions options;
+  options.extra = {"--max-client-bytes", std::to_string(4u << 20)};
+  Broker b(dir, options);
   Process w = worker(b.back, "jobs");
   const auto o = via_broker();
   patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
   // A server that takes requests and never answers (it heartbeats, so it stays registered).
   Raw sink(b.back), flooder(b.front);
-  sink.send(frames(d::header_frame(d::Command::register_server),
-                   register_body(0x51c4, 0, 1, 0x5eed, {"sink"}, 1)));
+  sink.send(register_message(0x51c4, 0, 1, 0x5eed, {"sink"}, 1));
   REQUIRE(sink.next(d::Command::registered, 3s).size() == 2);
   const std::string mib(1u << 20, 'x');
   for (uint64_t id = 1; id <= 40; ++id) {
@@ -404,7 +405,9 @@ bool closed_by_peer(int fd, std::chrono::milliseconds timeout) {
 
 TEST_CASE("item 9: connections past --max-connections are closed at once, logged a few times") {
   TempDir dir;
-  Broker b(dir, {"--max-connections", "24"});
+  BrokerOptions options;
+  options.extra = {"--max-connections", "24"};
+  Broker b(dir, options);
   Process w = worker(b.back, "jobs");  // 4 lanes: 4 connections
   const auto o = via_broker();
   {
