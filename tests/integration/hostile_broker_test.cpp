@@ -348,9 +348,10 @@ TEST_CASE("item 4: one client's unanswered requests are bounded in bytes; others
     req.push_back(zmq::message_t(mib.data(), mib.size()));
     flooder.send(std::move(req));
   }
-  // The broker routes four (4 MiB) and answers the rest overloaded, as not run (NO_ROUTE).
+  // The broker routes four (4 MiB) and answers the rest overloaded, as not run (NO_ROUTE). Under
+  // ASan on a loaded machine 10 s saw 28 of the 36 answers: the wait ends when all 36 came.
   size_t overloaded = 0;
-  const auto until = std::chrono::steady_clock::now() + 10s;
+  const auto until = std::chrono::steady_clock::now() + 60s;
   while (overloaded < 36 && std::chrono::steady_clock::now() < until) {
     sink.send(frames(d::header_frame(d::Command::heartbeat)));
     flooder.s.set(zmq::sockopt::rcvtimeo, 100);
