@@ -810,6 +810,10 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     limit = std::min(limit, requests_.next_retry());
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - now) +
                 std::chrono::milliseconds(1);
+    // A limit already past (a resend or a route check that fell due while this pass ran) is
+    // looked at now: zmq_poll waits forever on a negative timeout, and with the broker gone
+    // nothing would wake it (a call then outlived its deadline under ASan).
+    if (wait.count() < 0) wait = std::chrono::milliseconds(0);
     poll_items_.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}});
     poll_servers_.clear();
     for (auto& [server, sock] : direct_socks_) {
