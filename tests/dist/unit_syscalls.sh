@@ -21,7 +21,9 @@ if ! strace -f -qq -o /dev/null true 2>/dev/null; then
   echo "SKIP: strace cannot trace here (ptrace not allowed)"
   exit 77
 fi
-if ldd "$broker" "$worker" 2>/dev/null | grep -Eq 'lib(a|t|ub|l)san'; then
+# (ldd's output read whole first: with pipefail, grep -q's early exit would fail the pipeline.)
+libs=$(ldd "$broker" "$worker" 2>/dev/null || true)
+if grep -Eq 'lib(a|t|ub|l)san' <<<"$libs"; then
   echo "SKIP: a sanitizer build"
   exit 77
 fi
