@@ -232,7 +232,10 @@ TEST_CASE_FIXTURE(Served, "memory stays flat over a million calls that each retu
           << list(rss) << "; its heap in use (kB):" << list(heap));
   REQUIRE(rss.size() == 11);
   REQUIRE(rss.front() > 0);
-  if (kCheckRss) CHECK(rss.back() <= rss.front() + rss.front() / 10);
+  // A fifth more at most: on a loaded machine the resident set of a server with every object freed
+  // was seen 13% above its first sample (the samples go up and down by about as much), while a
+  // leak of even 4 bytes a call is 4 MB over the million calls, a quarter of the whole.
+  if (kCheckRss) CHECK(rss.back() <= rss.front() + rss.front() / 5);
   // And every object goes once its lease is out.
   CHECK(live_at_most(factory, 0, 20s) == 0);
   stop();
