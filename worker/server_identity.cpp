@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -18,18 +19,9 @@ std::optional<uint64_t> parse_server_id(const std::string& text) {
   if (t.rfind("0x", 0) == 0 || t.rfind("0X", 0) == 0) t = t.substr(2);
   if (t.empty() || t.size() > 16) return std::nullopt;
   uint64_t id = 0;
-  for (char c : t) {
-    int v;
-    if (c >= '0' && c <= '9')
-      v = c - '0';
-    else if (c >= 'a' && c <= 'f')
-      v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F')
-      v = c - 'A' + 10;
-    else
-      return std::nullopt;
-    id = (id << 4) | static_cast<uint64_t>(v);
-  }
+  const char* end = t.data() + t.size();
+  const auto [stop, ec] = std::from_chars(t.data(), end, id, 16);
+  if (ec != std::errc() || stop != end) return std::nullopt;
   if (id == 0) return std::nullopt;  // 0 means "random" in ServerOptions
   return id;
 }
