@@ -202,16 +202,7 @@ void LogWriter::rotate_locked() {
 }
 
 void LogWriter::reopen() {
-  {
-    // As rotate: the buffer first, so every line written before the signal lands in the old file.
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.notify_all();
-    for (int i = 0; i < 1000 && !buffer_.empty(); ++i) {
-      lock.unlock();
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      lock.lock();
-    }
-  }
+  wait_written();  // as rotate: every line written before the signal lands in the old file
   std::lock_guard<std::mutex> io(io_mu_);
   const int old = fd_;
   open_file();  // on failure nothing changed
@@ -219,17 +210,17 @@ void LogWriter::reopen() {
   if (fd_ != old) ::fdatasync(old);
 }
 
+void LogWriter::wait_written() {
+  // Not only an empty buffer: the writer may have taken the last chunk and not yet written it
+  // (it takes io_mu_ after it lets go of mu_), and then a rotation would land it in the new file.
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.notify_all();
+  written_cv_.wait_for(lock, std::chrono::seconds(1),
+                       [&] { return (buffer_.empty() && !writing_) || stopping_; });
+}
+
 bool LogWriter::rotate() {
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    // Let the writer empty the buffer first, so no line straddles the rotation.
-    cv_.notify_all();
-    for (int i = 0; i < 1000 && !buffer_.empty(); ++i) {
-      lock.unlock();
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      lock.lock();
-    }
-  }
+  wait_written();  // so that no line straddles the rotation
   std::lock_guard<std::mutex> io(io_mu_);
   rotate_locked();
   return true;
@@ -258,6 +249,7 @@ void LogWriter::writer_main() {
       }
       if (buffer_.empty() && stopping_) break;
       chunk.swap(buffer_);
+      writing_ = !chunk.empty();
       acks.swap(acks_);
       reread = new_followers_;
       new_followers_ = false;
@@ -281,7 +273,14 @@ void LogWriter::writer_main() {
       }
     } catch (const Error& e) {
       std::fprintf(stderr, "patro-worker: log %s: %s\n", path_.c_str(), e.what());
-      continue;  // those lines are not acknowledged
+      acks.clear();  // those lines are not acknowledged
+    }
+    if (!chunk.empty()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        writing_ = false;
+      }
+      written_cv_.notify_all();
     }
     for (auto& a : acks) a();
     answer_followers(reread || !chunk.empty());

@@ -128,6 +128,8 @@ class LogWriter {
   // Closes the oldest generations beyond what is kept open; requires io_mu_.
   void trim_generations();
   void rotate_locked();  // requires io_mu_
+  // Waits (up to a second) until the writer has written every line appended so far.
+  void wait_written();
   // Answers followers that have lines (re-reading only when reread) or whose deadline passed.
   void answer_followers(bool reread);
   Value read_locked(const Position& at, int64_t max_lines);  // requires io_mu_
@@ -140,6 +142,7 @@ class LogWriter {
   const LogOptions options_;
   std::mutex mu_;  // the buffer and the followers
   std::condition_variable cv_;
+  std::condition_variable written_cv_;  // the writer wrote what it took from the buffer
   std::string buffer_;
   std::vector<std::function<void()>> acks_;  // answered after the buffer is written (and synced)
   std::deque<Follower> followers_;
@@ -148,8 +151,9 @@ class LogWriter {
   int64_t next_token_ = 1;
   std::shared_ptr<PushGuard<LogWriter>> alive_ = std::make_shared<PushGuard<LogWriter>>(this);
   bool stopping_ = false;
-  std::mutex io_mu_;              // the file
-  int fd_ = -1;                   // the current generation's (files_.back().fd)
+  bool writing_ = false;  // the writer took a chunk from the buffer and has not written it yet
+  std::mutex io_mu_;      // the file
+  int fd_ = -1;           // the current generation's (files_.back().fd)
   std::deque<Generation> files_;  // oldest first; the last is the current file
   int64_t written_ = 0;
   std::thread writer_;
