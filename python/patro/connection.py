@@ -142,6 +142,7 @@ def _handshake(monitor, timeout, secure):
     was heard (a broker that is not there: the hello then times out), else why it failed (the
     texts of C++ HandshakeWatch)."""
     deadline = time.monotonic() + timeout
+    resets = 0  # handshakes a plaintext client saw broken off
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not monitor.poll(int(left * 1000) + 1):
@@ -159,11 +160,15 @@ def _handshake(monitor, timeout, secure):
             return ("the broker refused this key (status %d): it is not on the broker's allow "
                     "list for this port" % value)
         if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-            # NO_DETAIL carries an errno (a connection reset by a broker that died meanwhile):
-            # ZeroMQ reconnects, so a plaintext client waits on. PROTOCOL carries a ZMTP error.
-            if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not secure:
-                continue
-            mismatch = value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+            # NO_DETAIL carries an errno: once, a broker that died meanwhile (ZeroMQ reconnects,
+            # so a plaintext client waits on); twice in a row, a CURVE broker that resets a
+            # plaintext greeting before its own is read. PROTOCOL carries a ZMTP error.
+            reset = event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not secure
+            if reset:
+                resets += 1
+                if resets < 2:
+                    continue
+            mismatch = value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH or reset
             if mismatch and secure:
                 return "the broker does not use CURVE, but a broker key was given"
             if not secure and not mismatch:

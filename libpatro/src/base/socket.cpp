@@ -102,6 +102,7 @@ HandshakeWatch::~HandshakeWatch() {
 
 std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeout, bool curve) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int resets = 0;  // handshakes a plaintext client saw broken off
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -120,14 +121,18 @@ std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeou
                "): it is not on the broker's allow list for this port";
       case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
       case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: {
-        // NO_DETAIL carries an errno: the connection broke during the handshake (ECONNRESET from
-        // a broker that died or restarted meanwhile). ZeroMQ reconnects by itself, so a plaintext
-        // client waits on; under CURVE a broker that cannot decrypt our hello also just drops
-        // the connection, so there it is most likely the key. PROTOCOL carries a ZMTP error.
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve) continue;
+        // NO_DETAIL carries an errno: the connection broke during the handshake. Once, that is
+        // a broker that died or restarted meanwhile (ZeroMQ reconnects by itself, so a plaintext
+        // client waits on); twice in a row, it is a broker that drops our greeting: a CURVE
+        // broker resets a plaintext client before its own greeting is read (the mechanism
+        // mismatch libzmq would report otherwise). Under CURVE a broker that cannot decrypt our
+        // hello also just drops the connection, so there it is most likely the key. PROTOCOL
+        // carries a ZMTP error.
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve && ++resets < 2) continue;
         char code[32];
         std::snprintf(code, sizeof code, "0x%x", static_cast<unsigned>(value));
-        const bool mismatch = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+        const bool mismatch = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
+                              (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve);
         if (mismatch && curve)
           return std::string("the broker does not use CURVE, but a broker key was given");
         if (mismatch)
