@@ -20,11 +20,14 @@
 using namespace std::chrono_literals;
 using patro::test::BrokerProcess;
 using patro::test::check_exactly_once;
+using patro::test::count_text;
 using patro::test::Process;
 using patro::test::program;
 using patro::test::read_numbers;
+using patro::test::redirected;
 using patro::test::TempDir;
 using patro::test::wait_for_file;
+using patro::test::wait_for_text;
 
 namespace {
 
@@ -151,20 +154,24 @@ TEST_CASE("a client that moves brokers keeps its lock when the broker it left ex
   auto a = std::make_unique<BrokerProcess>(dir);
   auto b = std::make_unique<BrokerProcess>(dir);
   const std::string conf = dir.file("server.conf");
-  Process server({program("PATRO_TEST_SERVER"), conf, "--broker", a->back, "--broker", b->back,
-                  "--heartbeat-ms", "100", "--liveness", "20"});
+  const std::string server_log = dir.file("server.err");
+  Process server(redirected({program("PATRO_TEST_SERVER"), conf, "--broker", a->back, "--broker",
+                             b->back, "--heartbeat-ms", "100", "--liveness", "20"},
+                            server_log, {"PATRO_LOG_LEVEL=debug"}));
   REQUIRE(wait_for_file(conf, 20s));
   REQUIRE(registered_everywhere({a->front, b->front}, "jobs"));
   const std::string token_file = dir.file("token");
   Process holder({program("PATRO_TEST_CLIENT"), "hold", conf, "0", token_file});
   REQUIRE(wait_for_file(token_file, 20s));
-  // A stops answering (alive, but cut off): the holder moves to B within twice the heartbeat
-  // interval. When A runs again it expires the holder, which the server ignores: the holder is
-  // attached through B now.
+  // A stops answering (alive, but cut off): the holder moves to B, which tells the server (its
+  // debug log says so). When A runs again it expires the holder, which the server ignores: the
+  // holder is attached through B now.
+  const std::string at_b = "attached through the broker at " + b->back;
+  const size_t before = count_text(server_log, at_b);
   a->proc->signal(SIGSTOP);
-  std::this_thread::sleep_for(1500ms);
+  REQUIRE(wait_for_text(server_log, at_b, 30s, before + 1));
   a->proc->signal(SIGCONT);
-  std::this_thread::sleep_for(1500ms);  // three of A's windows (500 ms)
+  std::this_thread::sleep_for(1500ms);  // three of A's windows (500 ms): A expires the holder
   patro::ClientOptions co;
   co.connect_timeout = 2s;
   auto p = patro::get_proxies(conf, co).at(0);

@@ -133,6 +133,25 @@ std::vector<std::string> redirected(std::vector<std::string> argv, const std::st
   return out;
 }
 
+size_t count_text(const std::string& path, const std::string& text) {
+  const std::string data = read_file(path);
+  size_t n = 0;
+  for (size_t at = data.find(text); !text.empty() && at != std::string::npos;
+       at = data.find(text, at + text.size()))
+    ++n;
+  return n;
+}
+
+bool wait_for_text(const std::string& path, const std::string& text,
+                   std::chrono::milliseconds timeout, size_t times) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (count_text(path, text) >= times) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

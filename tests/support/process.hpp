@@ -81,6 +81,12 @@ std::vector<std::string> redirected(std::vector<std::string> argv, const std::st
 
 /// Waits until path exists and is non-empty (a config file being written); false on timeout.
 bool wait_for_file(const std::string& path, std::chrono::milliseconds timeout);
+/// Waits until the file holds text (a line a process logs) at least `times` times; false on
+/// timeout.
+bool wait_for_text(const std::string& path, const std::string& text,
+                   std::chrono::milliseconds timeout, size_t times = 1);
+/// How many times the file holds text.
+size_t count_text(const std::string& path, const std::string& text);
 /// A file's bytes (empty when it cannot be read).
 std::string read_file(const std::string& path);
 /// Replaces a file's bytes with data (creating it); throws if it cannot be written.

@@ -269,8 +269,11 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
       break;
     case Command::client_at:
       // A client located us at this broker: with several brokers, the one it is attached to.
-      if (auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt)
+      if (auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) {
         server_.replies_.attach(*client_id, static_cast<unsigned>(broker), now);
+        PATRO_LOG(debug, "server") << "client " << *client_id << " attached through the broker at "
+                                   << server_.broker_endpoints_[broker];
+      }
       break;
     case Command::client_gone: {
       // A client died or left: its locks are released and its waits dropped.
