@@ -5,10 +5,8 @@
 // frames are moved, not copied.
 #include "patro/broker.hpp"
 
-#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +24,7 @@
 #include <unordered_set>
 
 #include "broker_driver.hpp"
+#include "connection_cap.hpp"
 #include "ids.hpp"
 #include "log.hpp"
 #include "mutex.hpp"
@@ -290,13 +289,8 @@ struct PATRO_PRIVATE Broker::Impl {
   std::unique_ptr<ZapHandler> zap;  // with CURVE
   zmq::socket_t front;              // made in the constructor, with the limits applied
   zmq::socket_t back;
-  // Each port's socket monitor (PAIR): its connections accepted and gone, counted together
-  // against max_conns.
-  zmq::socket_t front_monitor, back_monitor;
-  int front_port = -1, back_port = -1;  // TCP ports bound (-1: not TCP)
-  size_t max_conns = 0;
-  std::atomic<uint64_t> n_connections{0};
-  detail::LogLimiter accept_failures;
+  // The connections on both ports, counted and capped off the routing loop.
+  std::unique_ptr<detail::ConnectionCap> connections;
   int stop_fd = -1;  // eventfd: stop (a raw fd costs the poll nothing per message)
   std::string front_endpoint, back_endpoint, advertised;
 
@@ -346,14 +340,12 @@ struct PATRO_PRIVATE Broker::Impl {
     key_revoked,
     too_many_pending,
     client_bytes,
-    connection_cap,
     kRefusals
   };
   static constexpr std::array<const char*, kRefusals> kRefusalNames{
       "register_malformed",   "register_over_limits", "server_id_taken",  "name_taken",
       "name_of_other_server", "registry_full",        "alive_forged",     "reply_unrouted",
-      "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes",
-      "connection_cap"};
+      "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes"};
   std::array<std::atomic<uint64_t>, kRefusals> refusals{};
   std::array<detail::LogLimiter, kRefusals> refusal_logs{};
   detail::LogLimiter& refuse(Refusal kind) {
@@ -399,15 +391,14 @@ struct PATRO_PRIVATE Broker::Impl {
       detail::set_curve_server(front, opts.curve, kClientDomain);
       detail::set_curve_server(back, opts.curve, kServerDomain);
     }
-    max_conns = opts.max_connections != 0 ? opts.max_connections : descriptor_cap();
-    front_monitor = watch(front, "front");  // before binding: every connection is counted
-    back_monitor = watch(back, "back");
+    // Before binding: every connection is counted.
+    connections = std::make_unique<detail::ConnectionCap>(
+        ctx, front, back, opts.max_connections != 0 ? opts.max_connections : descriptor_cap());
     bind(front, opts.frontend);
     bind(back, opts.backend);
     front_endpoint = front.get(zmq::sockopt::last_endpoint);
     back_endpoint = back.get(zmq::sockopt::last_endpoint);
-    front_port = tcp_port(front_endpoint);
-    back_port = tcp_port(back_endpoint);
+    connections->start(tcp_port(front_endpoint), tcp_port(back_endpoint));
     advertised = opts.advertise.empty() ? front_endpoint : opts.advertise;
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (stop_fd < 0) throw detail::os_failure("eventfd", errno);
@@ -428,8 +419,7 @@ struct PATRO_PRIVATE Broker::Impl {
 
   ~Impl() {
     if (stop_fd >= 0) ::close(stop_fd);
-    front_monitor.close();
-    back_monitor.close();
+    connections.reset();
     front.close();
     back.close();
     zap.reset();
@@ -439,7 +429,7 @@ struct PATRO_PRIVATE Broker::Impl {
 
   std::chrono::milliseconds window() const { return opts.heartbeat.window(); }
 
-  // --- connections: counted from the sockets' monitors, capped ---
+  // --- connections: counted and capped by ConnectionCap ---
 
   // The default cap: the descriptors this process may open, less 64 for its own (the listening
   // sockets, libzmq's mailboxes, log files, the metrics responder).
@@ -456,67 +446,6 @@ struct PATRO_PRIVATE Broker::Impl {
       return std::stoi(endpoint.substr(colon + 1));
     } catch (const std::exception&) {
       return -1;
-    }
-  }
-
-  zmq::socket_t watch(zmq::socket_t& socket, const char* port) {
-    const std::string ep = "inproc://patro-broker-" + std::string(port) + "-" +
-                           std::to_string(reinterpret_cast<uintptr_t>(this));
-    if (zmq_socket_monitor(socket.handle(), ep.c_str(),
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=
-        0)
-      throw Error(Errc::internal,
-                  std::string("cannot monitor the broker's sockets: ") + zmq_strerror(zmq_errno()));
-    zmq::socket_t mon(ctx, zmq::socket_type::pair);
-    mon.set(zmq::sockopt::linger, 0);
-    mon.connect(ep);
-    return mon;
-  }
-
-  // Whether descriptor fd is a connection accepted on our port (libzmq may have closed the one
-  // the event named, and the number gone to another file, by the time we read the event).
-  static bool accepted_on(int fd, int port) {
-    sockaddr_storage a{};
-    socklen_t len = sizeof a;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return false;
-    if (a.ss_family == AF_INET)
-      return port >= 0 && ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port) == port;
-    if (a.ss_family == AF_INET6)
-      return port >= 0 && ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port) == port;
-    return a.ss_family == AF_UNIX && port < 0;
-  }
-
-  // [event (u16), value (u32)][endpoint]: a connection accepted (value: its descriptor) or gone.
-  // One accepted past the cap is shut down at once: libzmq sees it end and closes it, so the
-  // peer gets a closed connection, never a descriptor the broker cannot spare.
-  void on_monitor(Multipart& m, int port, const char* which) {
-    if (m.empty() || m[0].size() < 6) return;
-    uint16_t event = 0;
-    uint32_t value = 0;
-    std::memcpy(&event, m[0].data(), sizeof event);
-    std::memcpy(&value, static_cast<const char*>(m[0].data()) + 2, sizeof value);
-    switch (event) {
-      case ZMQ_EVENT_ACCEPTED: {
-        const uint64_t open = n_connections.fetch_add(1, std::memory_order_relaxed) + 1;
-        if (open <= max_conns) return;
-        PATRO_LOG_LIMITED(warn, "broker", refuse(connection_cap))
-            << "closed a connection to the " << which << " port: " << open - 1
-            << " are open, the most the broker keeps (--max-connections " << max_conns << ")";
-        const int fd = static_cast<int>(value);
-        if (accepted_on(fd, port)) ::shutdown(fd, SHUT_RDWR);
-        return;
-      }
-      case ZMQ_EVENT_DISCONNECTED:
-        if (n_connections.load(std::memory_order_relaxed) > 0)
-          n_connections.fetch_sub(1, std::memory_order_relaxed);
-        return;
-      case ZMQ_EVENT_ACCEPT_FAILED:
-        PATRO_LOG_LIMITED(warn, "broker", accept_failures)
-            << "cannot accept a connection on the " << which
-            << " port: " << std::strerror(static_cast<int>(value));
-        return;
-      default:
-        return;
     }
   }
 
@@ -1424,9 +1353,7 @@ struct PATRO_PRIVATE Broker::Impl {
     next_heartbeat = Clock::now() + opts.heartbeat.interval;
     zmq::pollitem_t items[] = {{front.handle(), 0, ZMQ_POLLIN, 0},
                                {back.handle(), 0, ZMQ_POLLIN, 0},
-                               {nullptr, stop_fd, ZMQ_POLLIN, 0},
-                               {front_monitor.handle(), 0, ZMQ_POLLIN, 0},
-                               {back_monitor.handle(), 0, ZMQ_POLLIN, 0}};
+                               {nullptr, stop_fd, ZMQ_POLLIN, 0}};
     Multipart msg;
     while (!stopping.load(std::memory_order_relaxed)) {
       auto now = Clock::now();
@@ -1435,7 +1362,7 @@ struct PATRO_PRIVATE Broker::Impl {
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
       try {
-        zmq::poll(items, 5, wait + std::chrono::milliseconds(1));
+        zmq::poll(items, 3, wait + std::chrono::milliseconds(1));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         if (e.num() == ETERM) break;
@@ -1447,11 +1374,6 @@ struct PATRO_PRIVATE Broker::Impl {
       // bad_alloc) is logged and the broker goes on; no peer can end the process.
       try {
         if (zap && zap->generation() != lists_seen) revoke();
-        // Connections first: one past the cap is closed before its peer is heard.
-        for (int i = 0; i < 256 && detail::recv_multipart(front_monitor, msg, true); ++i)
-          on_monitor(msg, front_port, "client");
-        for (int i = 0; i < 256 && detail::recv_multipart(back_monitor, msg, true); ++i)
-          on_monitor(msg, back_port, "server");
         // Bounded batches, so neither side starves the other or the timers. Each message is
         // stamped when it is read: one that took long to handle makes no later one look late.
         for (int i = 0; i < 256 && detail::recv_multipart(back, msg, true); ++i)
@@ -1497,11 +1419,12 @@ BrokerStats Broker::stats() const {
   s.clients = impl_->n_clients;
   s.retried = impl_->retried;
   s.refused = impl_->zap ? impl_->zap->refused() : 0;
-  s.connections = impl_->n_connections.load(std::memory_order_relaxed);
-  s.max_connections = impl_->max_conns;
+  s.connections = impl_->connections->open();
+  s.max_connections = impl_->connections->max();
   for (size_t k = 0; k < Impl::kRefusals; ++k)
     if (const uint64_t n = impl_->refusals[k].load(std::memory_order_relaxed))
       s.refused_by_kind[Impl::kRefusalNames[k]] = n;
+  if (const uint64_t n = impl_->connections->refused()) s.refused_by_kind["connection_cap"] = n;
   for (size_t c = 0; c < Impl::kCodes; ++c)
     if (const uint64_t n = impl_->rejected_codes[c]) s.rejected_by_code[static_cast<Errc>(c)] = n;
   s.in_flight = impl_->n_in_flight;
