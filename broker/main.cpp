@@ -145,8 +145,8 @@ int main(int argc, char** argv) {
       ->check(patro::cli::range(size_t{1024}, size_t{1} << 40))
       ->capture_default_str();
   app.add_option("--max-connections", opts.max_connections,
-                 "most connections kept open, both ports together (more: closed at once); 0: "
-                 "the descriptor limit less 64")
+                 "most connections kept open, both ports together (more: closed at once; the "
+                 "last eighth only on the server port); 0: the descriptor limit less 64")
       ->check(patro::cli::range(size_t{0}, size_t{100'000'000}))
       ->capture_default_str();
   app.add_option("--max-names", opts.max_names, "most names in the registry")

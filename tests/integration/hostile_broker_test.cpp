@@ -421,6 +421,15 @@ TEST_CASE("item 9: connections past --max-connections are closed at once, logged
     patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
     jobs.call("push", "before");
   }
+  // Every lane in before the flood (the name comes with the first): what is checked below is
+  // that the flood cuts none of them off.
+  auto served = server_of(b.front, "jobs", o);
+  for (int i = 0; i < 400 && (!served || served->lanes < 4); ++i) {
+    std::this_thread::sleep_for(25ms);
+    served = server_of(b.front, "jobs", o);
+  }
+  REQUIRE(served);
+  REQUIRE(served->lanes == 4);
   const int port = std::stoi(b.front.substr(b.front.rfind(':') + 1));
   std::vector<int> fds;
   for (int i = 0; i < 60; ++i)

@@ -96,7 +96,9 @@ struct BrokerOptions {
   size_t max_client_bytes = 64u << 20;
   /// Most connections the broker keeps open, both ports together. One accepted past it is closed
   /// at once (counted as refused_by_kind "connection_cap", logged a few times per 10 s), so the
-  /// broker never runs out of descriptors, where libzmq's accept would spin. (What its peer got
+  /// broker never runs out of descriptors, where libzmq's accept would spin. The last eighth (at
+  /// least one) is kept for the server port: clients that fill the rest cannot lock the servers
+  /// out. (What its peer got
   /// in before the close may still be served: libzmq reads while the broker hears of it.) 0 (the
   /// default): the descriptor limit (soft RLIMIT_NOFILE, as the broker starts) less 64 for the
   /// broker's own.

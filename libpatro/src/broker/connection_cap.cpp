@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -52,6 +53,7 @@ ConnectionCap::ConnectionCap(zmq::context_t& ctx, zmq::socket_t& front, zmq::soc
     : front_events_(watch(ctx, front, "front", this)),
       back_events_(watch(ctx, back, "back", this)),
       max_(max),
+      server_reserve_(std::max<size_t>(max / 8, 1)),
       front_watched_(&front),
       back_watched_(&back) {
   stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -86,9 +88,11 @@ void ConnectionCap::main() {
       zmq::poll(items, 3, std::chrono::milliseconds(-1));
       if (items[2].revents & ZMQ_POLLIN) return;
       for (int i = 0; i < 256 && recv_multipart(front_events_, event, true); ++i)
-        if (!event.empty()) on_event(event[0], front_port_, "client");
+        if (!event.empty())
+          on_event(event[0], front_port_, max_ > server_reserve_ ? max_ - server_reserve_ : 0,
+                   "client");
       for (int i = 0; i < 256 && recv_multipart(back_events_, event, true); ++i)
-        if (!event.empty()) on_event(event[0], back_port_, "server");
+        if (!event.empty()) on_event(event[0], back_port_, max_, "server");
     } catch (const zmq::error_t& e) {
       if (e.num() == ETERM) return;
       if (e.num() != EINTR) PATRO_LOG(error, "broker") << "connection watch: " << e.what();
@@ -98,7 +102,7 @@ void ConnectionCap::main() {
   }
 }
 
-void ConnectionCap::on_event(const zmq::message_t& m, int port, const char* which) {
+void ConnectionCap::on_event(const zmq::message_t& m, int port, size_t limit, const char* which) {
   if (m.size() < 6) return;
   uint16_t event = 0;
   uint32_t value = 0;
@@ -107,11 +111,12 @@ void ConnectionCap::on_event(const zmq::message_t& m, int port, const char* whic
   switch (event) {
     case ZMQ_EVENT_ACCEPTED: {
       const uint64_t open = open_.fetch_add(1, std::memory_order_relaxed) + 1;
-      if (open <= max_) return;
+      if (open <= limit) return;
       refused_.fetch_add(1, std::memory_order_relaxed);
       PATRO_LOG_LIMITED(warn, "broker", refusals_)
           << "closed a connection to the " << which << " port: " << open - 1
-          << " are open, the most the broker keeps (--max-connections " << max_ << ")";
+          << " are open, the most the broker keeps there (--max-connections " << max_
+          << (limit < max_ ? ", less the eighth kept for servers)" : ")");
       const int fd = static_cast<int>(value);
       if (accepted_on(fd, port)) ::shutdown(fd, SHUT_RDWR);
       return;

@@ -37,10 +37,12 @@ class ConnectionCap {
  private:
   void main();
   // [event (u16), value (u32)][endpoint]: a connection accepted (value: its descriptor) or gone.
-  void on_event(const zmq::message_t& event, int port, const char* which);
+  // limit: the most connections open, both ports together, when this one is accepted.
+  void on_event(const zmq::message_t& event, int port, size_t limit, const char* which);
 
   zmq::socket_t front_events_, back_events_;  // the monitors' PAIRs: the thread's alone
   const size_t max_;
+  const size_t server_reserve_;  // of max_, for the server port alone
   zmq::socket_t* front_watched_;
   zmq::socket_t* back_watched_;
   int front_port_ = -1, back_port_ = -1;
