@@ -1,7 +1,7 @@
 // The client connection against a real broker, with a raw socket playing the server's lane:
 // request ids, replies matched out of order, deadlines, an unknown server, a server that leaves
 // with calls in flight (idempotent: server_unavailable; not: outcome_unknown), an unreachable
-// broker.
+// broker, an endpoint that cannot be a broker's.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "connection.hpp"
+#include "endpoint.hpp"
 #include "patro/broker.hpp"
 #include "patro/error.hpp"
 
@@ -212,4 +213,39 @@ TEST_CASE("an unreachable broker is broker_unreachable") {
   } catch (const Error& e) {
     CHECK(e.code() == Errc::broker_unreachable);
   }
+}
+
+TEST_CASE("an endpoint that cannot be a broker's is invalid_argument at once, saying why") {
+  ClientOptions o = options();
+  o.connect_timeout = 30s;  // a usage error must not wait for it
+  const std::vector<std::pair<std::string, std::string>> bad{
+      {"nonsense", "names no transport"},        {"tcp://localhost", "tcp://HOST:PORT"},
+      {"tcp://h:99999", "port from 1 to 65535"}, {"tcp://h:0", "port from 1 to 65535"},
+      {"tcp://h:5x", "port from 1 to 65535"},    {"tcp://*:5555", "for binding"},
+      {"inproc://broker", "own ZeroMQ context"},
+  };
+  for (const auto& [endpoint, why] : bad) {
+    CAPTURE(endpoint);
+    try {
+      auto c = std::make_shared<detail::Connection>(std::vector<std::string>{endpoint}, o);
+      c->connect();
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::invalid_argument);
+      CHECK(std::string(e.what()).find(why) != std::string::npos);
+      CHECK(std::string(e.what()).find("is not a broker endpoint") != std::string::npos);
+    }
+  }
+  // What only ZeroMQ's connect can tell (an unknown transport) is a usage error too.
+  auto c = std::make_shared<detail::Connection>(std::vector<std::string>{"foo://x"}, o);
+  try {
+    c->connect();
+    FAIL("connected through an unknown transport");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::invalid_argument);
+    CHECK(std::string(e.what()).find("is not a broker endpoint") != std::string::npos);
+  }
+  // Well-formed endpoints pass the check (nobody answers there: that is another error).
+  for (const std::string good : {"tcp://127.0.0.1:1", "tcp://[::1]:5555", "ipc:///tmp/x.sock"})
+    CHECK_FALSE(detail::endpoint_problem(good));
 }

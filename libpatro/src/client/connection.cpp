@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "assert.hpp"
+#include "endpoint.hpp"
 #include "ids.hpp"
 #include "log.hpp"
 #include "os_failure.hpp"
@@ -58,6 +59,8 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
       broker_window_ms_(options.heartbeat.window().count()),
       requests_(options.retry, options.retry_backoff, options.limits) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
+  for (const std::string& b : brokers_)
+    if (auto why = endpoint_problem(b)) throw Error(Errc::invalid_argument, bad_endpoint(b, *why));
   (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   curve_ = resolve_curve(options_.curve);
   route_ = options_.route;
@@ -148,6 +151,8 @@ void Connection::connect() {
         sock_.connect(endpoint);
         failure = watch.wait(budget, curve);
       } catch (const zmq::error_t& e) {
+        if (is_usage_errno(e.num()))
+          throw Error(Errc::invalid_argument, bad_endpoint(endpoint, e.what()));
         failed(endpoint, e.what());
         continue;
       }
