@@ -14,6 +14,8 @@
 #include <optional>
 #include <random>
 
+#include "cli/values.hpp"
+
 namespace patro::worker {
 
 namespace {
@@ -53,8 +55,49 @@ int64_t generation_of(int fd, const struct stat& st, bool assign) {
 }
 }  // namespace
 
+namespace {
+// 2026-11-21T12:00:00.123Z
+std::string timestamp() {
+  using namespace std::chrono;
+  const auto now = system_clock::now();
+  const std::time_t t = system_clock::to_time_t(now);
+  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[96];  // room for any int gcc's format check can imagine; 24 are written
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return buf;
+}
+
+std::string hex16(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// A field's value in a text line: a string that needs no quoting as it is, anything else as
+// compact JSON (a string with a space, quote, equals sign or control character quoted).
+std::string field_text(const Value& v) {
+  if (const std::string* s = v.if_string()) {
+    const bool bare =
+        !s->empty() && cli::is_utf8(*s) && std::none_of(s->begin(), s->end(), [](unsigned char c) {
+          return c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f;
+        });
+    if (bare) return *s;
+  }
+  return cli::dump(cli::to_json(v));
+}
+}  // namespace
+
 LogWriter::LogWriter(std::string path, LogOptions options)
-    : path_(std::move(path)), options_(options) {
+    : path_(std::move(path)), options_(options), host_(host_name()) {
   open_rotated();
   try {
     open_file();
@@ -129,23 +172,36 @@ void LogWriter::trim_generations() {
   }
 }
 
-std::string LogWriter::format(const std::string& line, uint64_t client) const {
-  std::string out;
-  if (options_.prefix) {
-    using namespace std::chrono;
-    const auto now = system_clock::now();
-    const std::time_t t = system_clock::to_time_t(now);
-    const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %016llx ",
-                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  static_cast<int>(ms), static_cast<unsigned long long>(client));
-    out = buf;
+std::string LogWriter::format(const std::string& line, uint64_t client,
+                              const ValueHash* fields) const {
+  if (options_.format == LogOptions::Format::json) {
+    cli::Json j = cli::Json::object();
+    j["ts"] = timestamp();
+    j["host"] = host_;
+    j["sender"] = hex16(client);
+    std::string level = "info";
+    ValueHash rest;
+    if (fields) {
+      rest = *fields;
+      if (auto it = rest.find("level"); it != rest.end()) {
+        level = *it->second.if_string();  // write_fields checked that it is one
+        rest.erase(it);
+      }
+    }
+    j["level"] = level;
+    std::string text = line;  // a trailing newline is the line's own end, as in a text log
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    j["line"] = cli::to_json(Value(std::move(text)));
+    if (!rest.empty()) j["fields"] = cli::to_json(Value(std::move(rest)));
+    return cli::dump(j) + "\n";
   }
+  std::string out;
+  if (options_.prefix) out = timestamp() + " " + hex16(client) + " ";
+  std::string text = line;
+  if (fields)
+    for (const auto& [k, v] : *fields) text += " " + k + "=" + field_text(v);
   // One line per write: embedded newlines would split it, so they are escaped.
-  for (char c : line) {
+  for (char c : text) {
     if (c == '\n') {
       out += "\\n";
     } else if (c != '\r') {
@@ -167,26 +223,31 @@ void LogWriter::append(std::string text, std::function<void()> done) {
   cv_.notify_all();
 }
 
-void LogWriter::write(const std::string& line, Deferred reply) {
-  std::string text = format(line, reply.client_id());
+void LogWriter::append_and_answer(std::string text, Deferred reply, Value answer) {
   if (options_.sync == LogOptions::Sync::always) {
-    append(std::move(text), [reply] { reply.resolve(true); });
+    append(std::move(text), [reply, answer = std::move(answer)] { reply.resolve(answer); });
   } else {
     append(std::move(text), {});
-    reply.resolve(true);  // received and in order; on disk within the sync policy
+    reply.resolve(std::move(answer));  // received and in order; on disk within the sync policy
   }
+}
+
+void LogWriter::write(const std::string& line, Deferred reply) {
+  append_and_answer(format(line, reply.client_id()), reply, Value(true));
+}
+
+void LogWriter::write_fields(const std::string& line, const ValueHash& fields, Deferred reply) {
+  if (auto it = fields.find("level"); it != fields.end() && !it->second.if_string())
+    throw Error(
+        Errc::invalid_argument,
+        "write_fields: \"level\" is a string (such as \"warn\"), not " + it->second.to_string());
+  append_and_answer(format(line, reply.client_id(), &fields), reply, Value(true));
 }
 
 void LogWriter::write_many(const ValueArray& lines, Deferred reply) {
   std::string text;
   for (const Value& l : lines) text += format(l.as<std::string>(), reply.client_id());
-  const int64_t n = static_cast<int64_t>(lines.size());
-  if (options_.sync == LogOptions::Sync::always) {
-    append(std::move(text), [reply, n] { reply.resolve(n); });
-  } else {
-    append(std::move(text), {});
-    reply.resolve(n);
-  }
+  append_and_answer(std::move(text), reply, Value(static_cast<int64_t>(lines.size())));
 }
 
 void LogWriter::rotate_locked() {
@@ -542,6 +603,8 @@ void LogWriter::register_class() {
       .method("print", [](LogWriter& l, std::string line, Deferred d) { l.write(line, d); })
       .method("write_many",
               [](LogWriter& l, ValueArray lines, Deferred d) { l.write_many(lines, d); })
+      .method("write_fields", [](LogWriter& l, std::string line, ValueHash fields,
+                                 Deferred d) { l.write_fields(line, fields, d); })
       .method("rotate", [](LogWriter& l) { return l.rotate(); })
       .method("read", [](LogWriter& l, Value at,
                          int64_t max_lines) { return l.read(position_of(at), max_lines); })

@@ -1,8 +1,9 @@
 // A log writer: many clients append lines into one file. Each line lands whole, in the order the
-// writer received it (one writer thread, one buffer). Optional prefix with the time and the
-// sender. Rotation on request and on size. A sync policy the reply honours: under "always" a
-// line is acknowledged only once fdatasync has covered it (group commit: one sync for all lines
-// queued behind it); "interval" syncs every N ms; "never" leaves it to the kernel.
+// writer received it (one writer thread, one buffer). Text lines, optionally prefixed with the
+// time and the sender, or JSON lines (one object per line: ts, host, sender, level, line, fields).
+// Rotation on request and on size. A sync policy the reply honours: under "always" a line is
+// acknowledged only once fdatasync has covered it (group commit: one sync for all lines queued
+// behind it); "interval" syncs every N ms; "never" leaves it to the kernel.
 //
 // Each file the writer has written to is a generation, named by a random number kept in the file's
 // extended attribute user.patro.generation (which a rename keeps and a restart reads again; the
@@ -34,7 +35,11 @@ struct LogOptions {
   enum class Sync { always, interval, never };
   Sync sync = Sync::never;
   std::chrono::milliseconds sync_interval{100};
-  bool prefix = false;       // "2026-11-21T12:00:00.123Z 1a2b3c4d5e6f7081 " before each line
+  bool prefix = false;  // "2026-11-21T12:00:00.123Z 1a2b3c4d5e6f7081 " before each line
+  // text: the line as written (write_fields appends " key=value" pairs); json: one object per
+  // line, {"ts", "host", "sender", "level", "line"} and "fields" from write_fields.
+  enum class Format { text, json };
+  Format format = Format::text;
   int64_t rotate_bytes = 0;  // rotate when the file would grow past this; 0: never
   // Rotated files kept: PATH.1 .. PATH.keep (0: none; a follower still finishes the one file
   // rotated last, held open). Also how many older generations stay open for followers.
@@ -58,6 +63,10 @@ class LogWriter {
 
   void write(const std::string& line, Deferred reply);
   void write_many(const ValueArray& lines, Deferred reply);
+  /// A line with fields (a hash): in a JSON log they are the object's "fields", and a string
+  /// "level" among them is its "level" (else "info"); in a text log they follow the line as
+  /// key=value pairs. Throws Error (invalid_argument) for a "level" that is not a string.
+  void write_fields(const std::string& line, const ValueHash& fields, Deferred reply);
   /// Rotates now: PATH becomes PATH.1 (older ones shift up), a new PATH starts.
   bool rotate();
   /// Reopens PATH by name (SIGHUP after logrotate moved the file away): lines written from now
@@ -116,7 +125,10 @@ class LogWriter {
   void push_subscribers();
   /// A push answered: ok, the subscriber may have the next; otherwise it is dropped.
   void pushed(int64_t token, const std::string& failure);
-  std::string format(const std::string& line, uint64_t client) const;
+  std::string format(const std::string& line, uint64_t client,
+                     const ValueHash* fields = nullptr) const;
+  // Acknowledges once on disk under sync "always", else at once.
+  void append_and_answer(std::string text, Deferred reply, Value answer);
   void append(std::string text, std::function<void()> done);
   void writer_main();
   // Opens PATH (created if missing) as the current generation; requires io_mu_ (or the
@@ -140,7 +152,8 @@ class LogWriter {
 
   const std::string path_;
   const LogOptions options_;
-  std::mutex mu_;  // the buffer and the followers
+  const std::string host_;  // this host's name, in JSON lines
+  std::mutex mu_;           // the buffer and the followers
   std::condition_variable cv_;
   std::condition_variable written_cv_;  // the writer wrote what it took from the buffer
   std::string buffer_;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -249,7 +250,17 @@ int main(int argc, char** argv) {
                  "of milliseconds between syncs")
       ->type_name("POLICY");
   app.add_flag("--log-prefix", log_options.prefix,
-               "prefix each line with the time and the sender's client id");
+               "prefix each line with the time and the sender's client id (text logs)");
+  app.add_option("--log-format", log_options.format,
+                 "text (the lines as written), or json: one object per line with ts, host, "
+                 "sender, level, line, and the fields of write_fields")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, patro::worker::LogOptions::Format>{
+              {"text", patro::worker::LogOptions::Format::text},
+              {"json", patro::worker::LogOptions::Format::json}},
+          CLI::ignore_case))
+      ->type_name("FORMAT")
+      ->default_str("text");
   app.add_option("--log-rotate-bytes", rotate_bytes,
                  "rotate a log when it would grow past N bytes (0: never)")
       ->type_name("N")

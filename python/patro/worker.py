@@ -169,6 +169,13 @@ class Log:
     def write_many(self, lines):
         return self.proxy.call("write_many", list(lines))
 
+    def write_fields(self, line, **fields):
+        """Appends one line with fields (keyword arguments: str, int, float, bool, None, or lists
+        and dicts of them). In a worker's --log-format json log they are the line's object's
+        "fields", and level="warn" (any string) is its "level" ("info" when not given); in a text
+        log they follow the line as key=value pairs. True once received."""
+        return bool(self.proxy.call("write_fields", line, dict(fields)))
+
     def rotate(self):
         return bool(self.proxy.call("rotate"))
 

@@ -1,5 +1,6 @@
 // patro-worker's identity across restarts (its server id kept in --data, each object's id from its
-// name) and its logs' followers across rotations (a position names the file's generation).
+// name), its logs' followers across rotations (a position names the file's generation), and its
+// logs' formats (--log-format json, write_fields).
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -262,4 +263,61 @@ TEST_CASE("a follower's position survives a worker restart after a rotation") {
   CHECK(read_all(again, position(gen, next), &skipped) == std::vector<std::string>{"b", "c"});
   CHECK(!skipped);
   CHECK(w->proc->stop() == 0);
+}
+
+TEST_CASE("--log-format json: one object per line with fields; tail --json prints the objects") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  LogWorker w(dir, path, {"--log-format", "json"});
+  patro::Proxy log = patro::get_proxy(w.front, "events");
+  CHECK(log.call("write", "two\nlines\n") == true);
+  CHECK(log.call("write_fields", "disk full",
+                 patro::Value(patro::ValueHash{
+                     {"level", "warn"}, {"disk", "/dev/sda"}, {"free", int64_t{0}}})) == true);
+  // A level that is not a string is refused, and nothing is written.
+  CHECK_THROWS_AS(log.call("write_fields", "x", patro::Value(patro::ValueHash{{"level", 3}})),
+                  patro::Error);
+  const std::vector<std::string> lines = lines_of(path, 2, 20s);
+  REQUIRE(lines.size() == 2);
+  // {"ts":"2026-…Z","host":"…","sender":"<16 hex>","level":…,"line":…(,"fields":{…})}
+  for (const std::string& l : lines) {
+    CAPTURE(l);
+    CHECK(l.rfind("{\"ts\":\"", 0) == 0);
+    CHECK(l.find("Z\",\"host\":\"") == 30);
+    const size_t sender = l.find("\",\"sender\":\"");
+    REQUIRE(sender != std::string::npos);
+    CHECK(l.compare(sender + 28, 11, "\",\"level\":\"") == 0);  // 16 hex digits between
+  }
+  CHECK(lines[0].find("\"level\":\"info\",\"line\":\"two\\nlines\"}") != std::string::npos);
+  CHECK(lines[1].find("\"level\":\"warn\",\"line\":\"disk full\","
+                      "\"fields\":{\"disk\":\"/dev/sda\",\"free\":0}}") != std::string::npos);
+  // patro tail --json prints each line as its object, not as a string holding it.
+  const std::string out = dir.file("tail.out");
+  Process tail({program("PATRO_CLI"), "--broker", w.front, "--json", "tail", "events"}, out);
+  REQUIRE(tail.wait(30s) == 0);
+  CHECK(lines_of(out, 2, 0ms) == lines);
+  CHECK(w.proc->stop() == 0);
+}
+
+TEST_CASE("write_fields in a text log: key=value pairs after the line, quoted where needed") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  LogWorker w(dir, path);
+  patro::Proxy log = patro::get_proxy(w.front, "events");
+  CHECK(log.call("write_fields", "disk full",
+                 patro::Value(patro::ValueHash{{"disk", "/dev/sda"},
+                                               {"note", "two words"},
+                                               {"free", int64_t{0}},
+                                               {"tags", patro::ValueArray{"a", "b"}}})) == true);
+  CHECK(lines_of(path, 1, 20s) ==
+        std::vector<std::string>{
+            R"(disk full disk=/dev/sda free=0 note="two words" tags=["a","b"])"});
+  // tail --json prints a text line as a JSON string.
+  const std::string out = dir.file("tail.out");
+  Process tail({program("PATRO_CLI"), "--broker", w.front, "--json", "tail", "events"}, out);
+  REQUIRE(tail.wait(30s) == 0);
+  CHECK(lines_of(out, 1, 0ms) ==
+        std::vector<std::string>{
+            R"("disk full disk=/dev/sda free=0 note=\"two words\" tags=[\"a\",\"b\"]")"});
+  CHECK(w.proc->stop() == 0);
 }

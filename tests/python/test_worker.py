@@ -200,6 +200,28 @@ def test_log_lines_arrive_whole(cluster):
         log.proxy.connection.close()
 
 
+def test_log_write_fields(cluster):
+    """write_fields in a text log: the fields follow the line as key=value pairs (sorted by key),
+    quoted where needed; a level that is not a string is refused."""
+    log = patro.Log(patro.get_proxy(cluster.front, "applog"))
+    try:
+        assert log.write_fields("py fields", disk="/dev/sda", note="two words", free=0)
+        with pytest.raises(patro.InvalidArgument):
+            log.write_fields("bad level", level=3)
+        want = 'py fields disk=/dev/sda free=0 note="two words"'
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(cluster.log_path) as f:
+                lines = f.read().split("\n")
+            if want in lines:
+                break
+            time.sleep(0.02)
+        assert want in lines
+        assert not any(ln.startswith("bad level") for ln in lines)
+    finally:
+        log.proxy.connection.close()
+
+
 def test_log_follow(cluster):
     log = patro.Log(patro.get_proxy(cluster.front, "applog"))
     try:

@@ -319,15 +319,24 @@ LogPosition next_position(const Value& r, const LogPosition& at) {
   return next;
 }
 
-// Prints the lines of a read or follow result (text: each line as it is; JSON lines: each line a
-// JSON string); returns the position after them.
+// One line of a log: with --json, a line that is a JSON object (a worker's --log-format json)
+// is printed as that object, any other as a JSON string; without, as it is.
+void print_line(const Output& out, const Value& l) {
+  if (const std::string* s = l.if_string(); out.json && s && !s->empty() && s->front() == '{') {
+    Json j = Json::parse(*s, nullptr, false);
+    if (j.is_object()) return out.print(j);
+  }
+  out.print(l);
+}
+
+// Prints the lines of a read or follow result (print_line); returns the position after them.
 LogPosition print_lines(const Output& out, const Value& r, const LogPosition& at) {
   if (r["skipped"] == true)
     std::fprintf(stderr,
                  "patro: tail: the file being followed is no longer kept; going on at the oldest "
                  "one kept (lines may be missing)\n");
   if (const ValueArray* ls = r["lines"].if_array())
-    for (const Value& l : *ls) out.print(l);
+    for (const Value& l : *ls) print_line(out, l);
   return next_position(r, at);
 }
 
@@ -441,7 +450,7 @@ int cmd_tail(const Invocation& a, Cluster& c, const Output& out) {
       at = next;
       if (ls == nullptr || ls->empty() || !moved) break;
     }
-    for (const Value& l : last) out.print(l);
+    for (const Value& l : last) print_line(out, l);
   }
   if (!a.follow) return ok;
 
