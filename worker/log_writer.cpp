@@ -56,20 +56,6 @@ int64_t generation_of(int fd, const struct stat& st, bool assign) {
 }  // namespace
 
 namespace {
-// 2026-11-21T12:00:00.123Z
-std::string timestamp() {
-  using namespace std::chrono;
-  const auto now = system_clock::now();
-  const std::time_t t = system_clock::to_time_t(now);
-  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[96];  // room for any int gcc's format check can imagine; 24 are written
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
-
 std::string hex16(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
@@ -176,7 +162,7 @@ std::string LogWriter::format(const std::string& line, uint64_t client,
                               const ValueHash* fields) const {
   if (options_.format == LogOptions::Format::json) {
     cli::Json j = cli::Json::object();
-    j["ts"] = timestamp();
+    j["ts"] = log_timestamp();
     j["host"] = host_;
     j["sender"] = hex16(client);
     std::string level = "info";
@@ -196,7 +182,7 @@ std::string LogWriter::format(const std::string& line, uint64_t client,
     return cli::dump(j) + "\n";
   }
   std::string out;
-  if (options_.prefix) out = timestamp() + " " + hex16(client) + " ";
+  if (options_.prefix) out = log_timestamp() + " " + hex16(client) + " ";
   std::string text = line;
   if (fields)
     for (const auto& [k, v] : *fields) text += " " + k + "=" + field_text(v);

@@ -29,6 +29,9 @@ bool debug_requested() noexcept;
 void set_log_file(const std::string& path);
 /// Reopens the log file by its name (after logrotate moved it away); nothing for stderr.
 void reopen_log_file();
+/// The time now as Patro's log lines write it, UTC with milliseconds: "2026-11-28T21:00:00.123Z"
+/// (patro-worker's served logs write it too).
+std::string log_timestamp();
 /// Writes one line if level is at or above log_level(): "2026-11-28T21:00:00.123Z INFO who[pid]:
 /// text", or under systemd (stderr is the journal: $JOURNAL_STREAM names it) "<6>who: text", the
 /// journal keeping the time.

@@ -166,6 +166,19 @@ void reopen_log_file() {
   }
 }
 
+std::string log_timestamp() {
+  using namespace std::chrono;
+  const auto now = system_clock::now();
+  const std::time_t t = system_clock::to_time_t(now);
+  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[96];  // room for any int gcc's format check can imagine; 24 are written
+  std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return stamp;
+}
+
 void write_log(LogLevel level, std::string_view who, std::string_view text) noexcept {
   if (level > log_level()) return;
   try {
@@ -180,17 +193,10 @@ void write_log(LogLevel level, std::string_view who, std::string_view text) noex
       line.append(who);
       line += ": ";
     } else {
-      using namespace std::chrono;
-      const auto now = system_clock::now();
-      const std::time_t t = system_clock::to_time_t(now);
-      const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-      std::tm tm{};
-      gmtime_r(&t, &tm);
-      char stamp[64];
-      std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ",
-                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                    static_cast<int>(ms), level_name(level));
-      line += stamp;
+      line += log_timestamp();
+      line += ' ';
+      line += level_name(level);
+      line += ' ';
       line.append(who);
       line += '[' + std::to_string(getpid()) + "]: ";
     }
