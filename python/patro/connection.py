@@ -163,12 +163,16 @@ def _handshake(monitor, timeout, secure):
             # NO_DETAIL carries an errno: once, a broker that died meanwhile (ZeroMQ reconnects,
             # so a plaintext client waits on); twice in a row, a CURVE broker that resets a
             # plaintext greeting before its own is read. PROTOCOL carries a ZMTP error.
-            reset = event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not secure
-            if reset:
+            if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not secure:
                 resets += 1
                 if resets < 2:
                     continue
-            mismatch = value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH or reset
+                return ("the broker broke off the handshake twice in a row (%s): it most likely "
+                        "requires CURVE: give its public key (broker_key, PATRO_BROKER_KEY, or a "
+                        "config that carries it) and a key pair it allows "
+                        "(client_public_key/client_secret_key, curve_key or PATRO_CURVE_KEY); or "
+                        "it is full (its --max-connections)" % os.strerror(value))
+            mismatch = value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
             if mismatch and secure:
                 return "the broker does not use CURVE, but a broker key was given"
             if not secure and not mismatch:

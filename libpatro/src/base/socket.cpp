@@ -128,11 +128,17 @@ std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeou
         // mismatch libzmq would report otherwise). Under CURVE a broker that cannot decrypt our
         // hello also just drops the connection, so there it is most likely the key. PROTOCOL
         // carries a ZMTP error.
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve && ++resets < 2) continue;
+        const bool reset = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve;
+        if (reset && ++resets < 2) continue;
+        if (reset)
+          return std::string("the broker broke off the handshake twice in a row (") +
+                 std::strerror(static_cast<int>(value)) +
+                 "): it most likely requires CURVE: give its public key (--broker-key, "
+                 "PATRO_BROKER_KEY, or a config that carries it) and a key pair it allows "
+                 "(--curve-key or PATRO_CURVE_KEY); or it is full (its --max-connections)";
         char code[32];
         std::snprintf(code, sizeof code, "0x%x", static_cast<unsigned>(value));
-        const bool mismatch = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
-                              (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !curve);
+        const bool mismatch = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
         if (mismatch && curve)
           return std::string("the broker does not use CURVE, but a broker key was given");
         if (mismatch)
