@@ -53,9 +53,7 @@ int64_t generation_of(int fd, const struct stat& st, bool assign) {
   }
   return static_cast<int64_t>(st.st_ino);
 }
-}  // namespace
 
-namespace {
 std::string hex16(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));

@@ -1,7 +1,6 @@
 #include "connection_cap.hpp"
 
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -53,7 +52,7 @@ ConnectionCap::ConnectionCap(zmq::context_t& ctx, zmq::socket_t& front, zmq::soc
     : front_events_(watch(ctx, front, "front", this)),
       back_events_(watch(ctx, back, "back", this)),
       max_(max),
-      server_reserve_(std::max<size_t>(max / 8, 1)),
+      server_reserve_(max >= 2 ? std::max<size_t>(max / 8, 1) : 0),  // a cap of 1 shares it
       front_watched_(&front),
       back_watched_(&back) {
   stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
