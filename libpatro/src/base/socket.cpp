@@ -74,9 +74,9 @@ CurveOptions resolve_curve(const CurveOptions& options) {
 
 namespace {
 std::atomic<uint64_t> watch_count{0};
+}  // namespace
 
-// A PAIR socket that receives the socket's events (a ZeroMQ socket monitor).
-zmq::socket_t start_monitor(zmq::context_t& ctx, zmq::socket_t& s, int events) {
+zmq::socket_t monitor_socket(zmq::context_t& ctx, zmq::socket_t& s, int events) {
   const std::string address = "inproc://patro-monitor-" + std::to_string(::getpid()) + "-" +
                               std::to_string(watch_count.fetch_add(1));
   if (zmq_socket_monitor(s.handle(), address.c_str(), events) != 0)
@@ -87,14 +87,13 @@ zmq::socket_t start_monitor(zmq::context_t& ctx, zmq::socket_t& s, int events) {
   out.connect(address);
   return out;
 }
-}  // namespace
 
 HandshakeWatch::HandshakeWatch(zmq::context_t& ctx, zmq::socket_t& s)
     : watched_(&s),
-      events_(start_monitor(ctx, s,
-                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED)) {}
+      events_(monitor_socket(ctx, s,
+                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED)) {}
 
 HandshakeWatch::~HandshakeWatch() {
   if (watched_->handle() != nullptr) zmq_socket_monitor(watched_->handle(), nullptr, 0);
@@ -165,7 +164,7 @@ std::optional<std::string> HandshakeWatch::wait(std::chrono::milliseconds timeou
 }
 
 DisconnectWatch::DisconnectWatch(zmq::context_t& ctx, zmq::socket_t& s)
-    : watched_(&s), events_(start_monitor(ctx, s, ZMQ_EVENT_DISCONNECTED)) {}
+    : watched_(&s), events_(monitor_socket(ctx, s, ZMQ_EVENT_DISCONNECTED)) {}
 
 DisconnectWatch::~DisconnectWatch() {
   if (watched_->handle() != nullptr) zmq_socket_monitor(watched_->handle(), nullptr, 0);

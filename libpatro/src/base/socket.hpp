@@ -42,6 +42,11 @@ void set_curve_client(zmq::socket_t& s, const CurveOptions& options, const Curve
 /// or a file); with one, the key pair given, else $PATRO_CURVE_KEY's, else a fresh one.
 CurveOptions resolve_curve(const CurveOptions& options);
 
+/// A PAIR socket that receives s's events (a ZeroMQ socket monitor for the ZMQ_EVENT_* bits in
+/// events). Throws Error (os_failure) if libzmq refuses. The monitor runs until
+/// zmq_socket_monitor(s, nullptr, 0) or s closes.
+zmq::socket_t monitor_socket(zmq::context_t& ctx, zmq::socket_t& s, int events);
+
 /// Watches the handshake of one connecting socket with its peer (a ZeroMQ socket monitor), so a
 /// refused key or a mismatched mechanism is a clear error at once rather than a silent timeout.
 /// Made before the socket connects; wait() after. The socket must outlive the watch.

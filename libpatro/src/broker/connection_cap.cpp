@@ -17,20 +17,7 @@
 namespace patro::detail {
 namespace {
 
-zmq::socket_t watch(zmq::context_t& ctx, zmq::socket_t& socket, const char* port,
-                    const void* owner) {
-  const std::string ep = "inproc://patro-broker-" + std::string(port) + "-" +
-                         std::to_string(reinterpret_cast<uintptr_t>(owner));
-  if (zmq_socket_monitor(socket.handle(), ep.c_str(),
-                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=
-      0)
-    throw Error(Errc::internal,
-                std::string("cannot monitor the broker's sockets: ") + zmq_strerror(zmq_errno()));
-  zmq::socket_t events(ctx, zmq::socket_type::pair);
-  events.set(zmq::sockopt::linger, 0);
-  events.connect(ep);
-  return events;
-}
+constexpr int kEvents = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED;
 
 // Whether descriptor fd is a connection accepted on our port (libzmq may have closed the one the
 // event named, and the number gone to another file, by the time we read the event).
@@ -49,8 +36,8 @@ bool accepted_on(int fd, int port) {
 
 ConnectionCap::ConnectionCap(zmq::context_t& ctx, zmq::socket_t& front, zmq::socket_t& back,
                              size_t max)
-    : front_events_(watch(ctx, front, "front", this)),
-      back_events_(watch(ctx, back, "back", this)),
+    : front_events_(monitor_socket(ctx, front, kEvents)),
+      back_events_(monitor_socket(ctx, back, kEvents)),
       max_(max),
       server_reserve_(max >= 2 ? std::max<size_t>(max / 8, 1) : 0),  // a cap of 1 shares it
       front_watched_(&front),
