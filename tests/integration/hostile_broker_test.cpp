@@ -93,6 +93,20 @@ std::optional<patro::BrokerServer> server_of(const std::string& front, const std
   return std::nullopt;
 }
 
+// The server that serves `name`, once all its `lanes` registered (the name comes with the
+// first lane's REGISTER; the others follow): bounded wait.
+patro::BrokerServer wait_for_lanes(const std::string& front, const std::string& name,
+                                   const patro::ClientOptions& o, unsigned lanes) {
+  auto served = server_of(front, name, o);
+  for (int i = 0; i < 400 && (!served || served->lanes < lanes); ++i) {
+    std::this_thread::sleep_for(25ms);
+    served = server_of(front, name, o);
+  }
+  REQUIRE(served);
+  REQUIRE(served->lanes == lanes);
+  return *served;
+}
+
 // A raw DEALER on the broker's back end: the attacker.
 struct Raw {
   zmq::context_t ctx;
@@ -165,24 +179,17 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
   Process w = worker(b.back, "jobs");
   const auto o = via_broker();
   patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
-  // The name comes with the first lane's REGISTER; the others follow (bounded wait).
-  auto victim = server_of(b.front, "jobs", o);
-  for (int i = 0; i < 400 && (!victim || victim->lanes < 4); ++i) {
-    std::this_thread::sleep_for(25ms);
-    victim = server_of(b.front, "jobs", o);
-  }
-  REQUIRE(victim);
-  REQUIRE(victim->lanes == 4);
+  const patro::BrokerServer victim = wait_for_lanes(b.front, "jobs", o, 4);
   const patro::ObjectId jobs_id = patro::broker_info(b.front, o).names.at(0).id;
 
   Raw attacker(b.back);
   // As the issue found it: another incarnation, the victim's lanes; then lanes=1, incarnation 0.
-  attacker.send(register_message(victim->id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object));
+  attacker.send(register_message(victim.id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object));
   const auto first = refusal(attacker.next(d::Command::registered, 3s));
   CHECK(first);
   if (first) CHECK(first->find("another live process") != std::string::npos);
   Raw attacker2(b.back);
-  attacker2.send(register_message(victim->id, 0, 1, 0, {"jobs", "extra"}, jobs_id.object));
+  attacker2.send(register_message(victim.id, 0, 1, 0, {"jobs", "extra"}, jobs_id.object));
   CHECK(refusal(attacker2.next(d::Command::registered, 3s)));
 
   // The jobs reach the real queue, and nothing reaches the attackers.
@@ -200,7 +207,7 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
   CHECK(attacker2.requests == 0);
   const auto after = server_of(b.front, "jobs", o);
   REQUIRE(after);
-  CHECK(after->id == victim->id);
+  CHECK(after->id == victim.id);
   CHECK(after->lanes == 4);
   for (const auto& n : patro::broker_info(b.front, o).names) CHECK(n.name != "extra");
   CHECK(b.log_lines_with("refused a REGISTER") >= 1);
@@ -421,15 +428,8 @@ TEST_CASE("item 9: connections past --max-connections are closed at once, logged
     patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
     jobs.call("push", "before");
   }
-  // Every lane in before the flood (the name comes with the first): what is checked below is
-  // that the flood cuts none of them off.
-  auto served = server_of(b.front, "jobs", o);
-  for (int i = 0; i < 400 && (!served || served->lanes < 4); ++i) {
-    std::this_thread::sleep_for(25ms);
-    served = server_of(b.front, "jobs", o);
-  }
-  REQUIRE(served);
-  REQUIRE(served->lanes == 4);
+  // Every lane in before the flood: what is checked below is that the flood cuts none off.
+  (void)wait_for_lanes(b.front, "jobs", o, 4);
   const int port = std::stoi(b.front.substr(b.front.rfind(':') + 1));
   std::vector<int> fds;
   for (int i = 0; i < 60; ++i)
