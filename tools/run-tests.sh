@@ -182,15 +182,18 @@ for v in "${variants[@]}"; do
     # CI shows only the tail of its output, far below the test's own log.
     failed=$(python3 - "$dir/meson-logs/testlog.json" "$details" 2>/dev/null <<'PY' || true
 import json, re, sys
-said = re.compile(r"ERROR|FATAL|NOT correct|MESSAGE|Sanitizer|Assertion|FAILED|Traceback|Error:")
+said = re.compile(r"ERROR|FATAL|NOT correct|MESSAGE|Sanitizer|Assertion|FAILED|Traceback|Error:"
+                  r"|^[a-z-]+(-client|-server|broker|worker): ")
 failed = [t for t in map(json.loads, open(sys.argv[1]))
           if t["result"] not in ("OK", "SKIP", "EXPECTEDFAIL")]
 print(" ".join(t["name"] + " " + t["result"] for t in failed))
 with open(sys.argv[2], "a") as details:
     for t in failed:
-        lines = [l for l in (t.get("stdout") or "").splitlines() if said.search(l)]
+        # The test's own output and its child processes' (stderr: what a client said went wrong).
+        out = (t.get("stdout") or "") + "\n" + (t.get("stderr") or "")
+        lines = [l for l in out.splitlines() if said.search(l)]
         print("--- " + t["name"] + " (" + t["result"] + "):", file=details)
-        for l in lines[:12]:
+        for l in lines[:20]:
             print("    " + l[:300], file=details)
 PY
 )

@@ -87,20 +87,23 @@ TEST_CASE("two brokers, each SIGKILLed and restarted in turn under load: nothing
   }
   const std::string brokered = dir.file("brokered.conf");
   constexpr int kAdds = 3000, kIncrements = 400, kJobs = 3000, kLines = 3000;
+  // Each client's stderr goes to a file of its own, shown when the client fails.
   std::vector<Process> clients;
-  clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "add-paced", brokered,
-                                                "2", "n", std::to_string(kAdds), "2000"});
-  clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "sync-incr-paced",
-                                                brokered, "2", "m", std::to_string(kIncrements),
-                                                "10000"});
-  clients.emplace_back(std::vector<std::string>{
-      program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "produce", brokers,
-      "work", "0", std::to_string(kJobs), "1", dir.file("produced.txt")});
-  clients.emplace_back(std::vector<std::string>{program("PATRO_WORKER_CLIENT"), "consume", brokers,
-                                                "work", "5", dir.file("consumed.txt"), "4000"});
-  clients.emplace_back(std::vector<std::string>{
-      program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "log", brokers,
-      "lines", "w", std::to_string(kLines), "1", dir.file("logged.txt")});
+  std::vector<std::string> client_errs;
+  auto start_client = [&](std::vector<std::string> argv) {
+    client_errs.push_back(dir.file("client" + std::to_string(clients.size()) + ".err"));
+    clients.emplace_back(redirected(std::move(argv), client_errs.back()));
+  };
+  start_client({program("PATRO_TEST_CLIENT"), "add-paced", brokered, "2", "n",
+                std::to_string(kAdds), "2000"});
+  start_client({program("PATRO_TEST_CLIENT"), "sync-incr-paced", brokered, "2", "m",
+                std::to_string(kIncrements), "10000"});
+  start_client({program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "produce",
+                brokers, "work", "0", std::to_string(kJobs), "1", dir.file("produced.txt")});
+  start_client({program("PATRO_WORKER_CLIENT"), "consume", brokers, "work", "5",
+                dir.file("consumed.txt"), "4000"});
+  start_client({program("PATRO_WORKER_CLIENT"), "--pace-us", "2000", "--route", "broker", "log",
+                brokers, "lines", "w", std::to_string(kLines), "1", dir.file("logged.txt")});
 
   // A dies and comes back, then B.
   const std::string a_front = a->front, a_back = a->back, b_front = b->front, b_back = b->back;
@@ -116,7 +119,7 @@ TEST_CASE("two brokers, each SIGKILLed and restarted in turn under load: nothing
   std::vector<int> codes;
   for (auto& c : clients) codes.push_back(c.wait(180s).value_or(-2));
   for (size_t i = 0; i < codes.size(); ++i) {
-    INFO("client " << i);
+    INFO("client " << i << " said: " << patro::test::read_file(client_errs[i]));
     CHECK(codes[i] == 0);  // no error reached a caller
   }
   // Whatever the consumer left (it stops after 4 s with nothing to take) is taken now.

@@ -334,7 +334,7 @@ TEST_CASE("several brokers: ls and stats show each one's view; a dead one is ski
   const std::string both = a.front + "," + b.front;
   const std::string cli = program("PATRO_CLI");
   // A short deadline for the commands that meet a dead broker (each costs it once).
-  const std::string short_timeout = "--timeout=2s";
+  const std::string short_timeout = "--timeout=1s";
 
   // Each broker's names under its own header, in the order given.
   Run r = run(dir, {cli, "--broker", both, "ls"});

@@ -125,7 +125,10 @@ int main(int argc, char** argv) {
               v = x + 1;
             },
             {.timeout = 60s});
-        if (!done) return 3;
+        if (!done) {
+          std::fprintf(stderr, "test-client: increment %d: the lock was not granted in 60 s\n", i);
+          return 3;
+        }
       }
     } else if (mode == "produce" && argc == 7) {
       const int n = std::atoi(argv[4]);
