@@ -243,7 +243,21 @@ void LogWriter::rotate_locked() {
     const std::string to = path_ + "." + std::to_string(i);
     std::rename(from.c_str(), to.c_str());
   }
+  remove_past_keep_bytes();
   open_file();
+}
+
+void LogWriter::remove_past_keep_bytes() {
+  if (options_.keep_bytes <= 0) return;
+  // Newest first: once the total passes the bound, that file and every older one go.
+  int64_t total = 0;
+  for (int i = 1; i <= options_.keep; ++i) {
+    const std::string p = path_ + "." + std::to_string(i);
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    total += st.st_size;
+    if (i > 1 && total > options_.keep_bytes) ::unlink(p.c_str());
+  }
 }
 
 void LogWriter::reopen() {

@@ -44,6 +44,10 @@ struct LogOptions {
   // Rotated files kept: PATH.1 .. PATH.keep (0: none; a follower still finishes the one file
   // rotated last, held open). Also how many older generations stay open for followers.
   int keep = 5;
+  // And at most this many bytes of them (0: no bound by bytes): after a rotation the oldest
+  // rotated files are removed until the rest total at most this; PATH.1, the file just rotated,
+  // always stays (else a rotation would remove what it rotated).
+  int64_t keep_bytes = 0;
   // The most bytes of lines one read or follow reply carries: the reply must fit the message
   // limit (Limits::max_message_size), less room for its framing (about 270 bytes). A line longer
   // than this comes back cut to it, counted in "truncated": one written by something else, or
@@ -140,6 +144,8 @@ class LogWriter {
   // Closes the oldest generations beyond what is kept open; requires io_mu_.
   void trim_generations();
   void rotate_locked();  // requires io_mu_
+  // Removes the oldest rotated files past options_.keep_bytes (PATH.1 stays).
+  void remove_past_keep_bytes();
   // Waits (up to a second) until the writer has written every line appended so far.
   void wait_written();
   // Answers followers that have lines (re-reading only when reread) or whose deadline passed.

@@ -271,6 +271,11 @@ int main(int argc, char** argv) {
       ->type_name("N")
       ->check(patro::cli::range(0, 1000))
       ->capture_default_str();
+  app.add_option("--log-keep-bytes", log_options.keep_bytes,
+                 "and at most N bytes of them: at a rotation the oldest rotated files are "
+                 "removed until the rest total at most N; PATH.1 always stays (0: no bound)")
+      ->type_name("N")
+      ->check(patro::cli::non_negative());
   app.add_option("--threads", so.threads, "worker threads (default $PATRO_THREADS, or 4)")
       ->type_name("N");
   app.add_option("--name", so.name, "the server's name (its lock segments in /dev/shm)");

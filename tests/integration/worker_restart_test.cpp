@@ -244,6 +244,31 @@ TEST_CASE("--log-keep 1: one rotated file is kept; a follower of a file no longe
   CHECK(w.proc->stop() == 0);
 }
 
+TEST_CASE("--log-keep-bytes: the oldest rotated files go until the rest fit; PATH.1 stays") {
+  TempDir dir;
+  const std::string path = dir.file("events.log");
+  // Files of 100 bytes (ten lines of ten), at most 250 bytes of them: two rotated files kept.
+  LogWorker w(dir, path, {"--log-keep", "10", "--log-keep-bytes", "250"});
+  patro::Proxy log = patro::get_proxy(w.front, "events");
+  auto file_of = [&](int r) {
+    log.call("write_many",
+             patro::Value(patro::ValueArray(10, "file " + std::to_string(r) + "...")));
+    CHECK(log.call("rotate") == true);
+  };
+  for (int r = 0; r < 5; ++r) file_of(r);
+  CHECK(read_file(path + ".1").rfind("file 4...\n", 0) == 0);
+  CHECK(read_file(path + ".2").rfind("file 3...\n", 0) == 0);
+  CHECK(read_file(path + ".1").size() == 100);
+  CHECK(!exists(path + ".3"));  // 300 bytes with it: past the bound
+  CHECK(!exists(path + ".5"));
+  // A file larger than the bound alone: it stays as PATH.1, and every older one goes.
+  log.call("write_many", patro::Value(patro::ValueArray(30, std::string(9, 'y'))));
+  CHECK(log.call("rotate") == true);
+  CHECK(read_file(path + ".1").size() == 300);
+  CHECK(!exists(path + ".2"));
+  CHECK(w.proc->stop() == 0);
+}
+
 TEST_CASE("a follower's position survives a worker restart after a rotation") {
   TempDir dir;
   const std::string path = dir.file("events.log");
