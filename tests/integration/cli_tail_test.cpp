@@ -9,6 +9,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -30,17 +31,7 @@ std::unique_ptr<Process> start_worker(const TempDir& dir, const std::string& pat
       "--heartbeat-ms", "250", "log", "events", path});
   REQUIRE(wait_for_file(eps, 20s));
   std::istringstream(read_file(eps)) >> front >> back;
-  for (int i = 0; i < 200; ++i) {
-    try {
-      patro::ClientOptions co;
-      co.connect_timeout = 1s;
-      (void)patro::get_proxy(front, "events", co);
-      return p;
-    } catch (const patro::Error&) {
-      std::this_thread::sleep_for(25ms);
-    }
-  }
-  FAIL("the worker did not register its log");
+  if (!patro::test::resolve_when_up(front, "events")) FAIL("the worker did not register its log");
   return p;
 }
 

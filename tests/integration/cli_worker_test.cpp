@@ -16,6 +16,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/loopback_port.hpp"
 #include "../support/process.hpp"
 
@@ -61,17 +62,8 @@ struct Worker {
     REQUIRE(wait_for_file(eps, 20s));
     std::istringstream(read_file(eps)) >> front;
     host_port = front.substr(std::string("tcp://").size());
-    for (int i = 0; i < 200; ++i) {
-      try {
-        patro::ClientOptions co;
-        co.connect_timeout = 1s;
-        (void)patro::get_proxy(front, "events", co);
-        return;
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(25ms);
-      }
-    }
-    FAIL("the worker did not register its objects");
+    if (!patro::test::resolve_when_up(front, "events"))
+      FAIL("the worker did not register its objects");
   }
   ~Worker() { proc->stop(); }
 
@@ -302,17 +294,7 @@ struct Member {
 
   // Whether the broker at front knows name (asked for up to 5 s).
   static bool registered(const std::string& front, const std::string& name) {
-    for (int i = 0; i < 200; ++i) {
-      try {
-        patro::ClientOptions co;
-        co.connect_timeout = 1s;
-        (void)patro::get_proxy(front, name, co);
-        return true;
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(25ms);
-      }
-    }
-    return false;
+    return patro::test::resolve_when_up(front, name).has_value();
   }
 };
 
@@ -448,17 +430,8 @@ struct DataWorker {
         "queue", "tasks"});
     REQUIRE(wait_for_file(eps, 20s));
     std::istringstream(read_file(eps)) >> front >> back;
-    for (int i = 0; i < 200; ++i) {
-      try {
-        patro::ClientOptions co;
-        co.connect_timeout = 1s;
-        (void)patro::get_proxy(front, "tasks", co);
-        return;
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(25ms);
-      }
-    }
-    FAIL("the worker did not register its objects");
+    if (!patro::test::resolve_when_up(front, "tasks"))
+      FAIL("the worker did not register its objects");
   }
 };
 

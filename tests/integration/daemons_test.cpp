@@ -22,6 +22,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/loopback_port.hpp"
 #include "../support/process.hpp"
 
@@ -68,17 +69,8 @@ struct Worker {
     proc = std::make_unique<Process>(redirected(argv, dir.file("worker.err"), env));
     REQUIRE(wait_for_file(eps, 20s));
     std::istringstream(read_file(eps)) >> front >> back;
-    for (int i = 0; i < 200; ++i) {
-      try {
-        patro::ClientOptions co;
-        co.connect_timeout = 1s;
-        (void)patro::get_proxy(front, objects.at(1), co);
-        return;
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(25ms);
-      }
-    }
-    FAIL("the worker did not register its objects");
+    if (!patro::test::resolve_when_up(front, objects.at(1)))
+      FAIL("the worker did not register its objects");
   }
 };
 

@@ -12,6 +12,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/process.hpp"
 #include "wire.hpp"
 
@@ -107,16 +108,7 @@ TEST_CASE("broker and worker /metrics: the documented series move as requests fl
                             dir.file("worker.err")));
   const std::string worker_url = metrics_url(dir.file("worker.err"));
   // Ready once its names resolve.
-  for (int i = 0; i < 200; ++i) {
-    try {
-      patro::ClientOptions co;
-      co.connect_timeout = 1s;
-      (void)patro::get_proxy(front, "n", co);
-      break;
-    } catch (const patro::Error&) {
-      std::this_thread::sleep_for(25ms);
-    }
-  }
+  REQUIRE(patro::test::resolve_when_up(front, "n"));
   // The broker's series count what passes through it: these calls take the brokered path.
   patro::ClientOptions brokered;
   brokered.route = patro::Route::broker;

@@ -14,6 +14,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/expect.hpp"
 #include "../support/process.hpp"
 
@@ -45,15 +46,9 @@ struct Worker {
   patro::Proxy get(const std::string& name) const {
     patro::ClientOptions o;
     o.heartbeat.interval = 100ms;
-    for (int i = 0; i < 200; ++i) {
-      try {
-        return patro::get_proxy(front, name, o);
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(25ms);
-      }
-    }
-    FAIL("the worker did not register " << name);
-    throw std::logic_error("unreachable");
+    auto p = patro::test::resolve_when_up(front, name, o);
+    if (!p) FAIL("the worker did not register " << name);
+    return *p;
   }
 };
 

@@ -21,6 +21,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/exactly_once.hpp"
 #include "../support/process.hpp"
 #include "verify.hpp"
@@ -83,17 +84,8 @@ struct Worker {
     std::istringstream(read_file(eps)) >> front >> back;
   }
   void wait_ready() {
-    for (int i = 0; i < 400; ++i) {
-      try {
-        patro::ClientOptions co;
-        co.connect_timeout = 1s;
-        (void)patro::get_proxy(front, "n", co);
-        return;
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(10ms);
-      }
-    }
-    FAIL("the worker did not register its objects");
+    if (!patro::test::resolve_when_up(front, "n", {}, 400))
+      FAIL("the worker did not register its objects");
   }
 };
 

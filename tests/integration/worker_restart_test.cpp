@@ -13,6 +13,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/broker_setup.hpp"
 #include "../support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -55,17 +56,7 @@ struct LogWorker {
     proc = std::make_unique<Process>(argv);
     REQUIRE(wait_for_file(eps, 20s));
     std::istringstream(read_file(eps)) >> front;
-    for (int i = 0; i < 200; ++i) {
-      try {
-        patro::ClientOptions co;
-        co.connect_timeout = 1s;
-        (void)patro::get_proxy(front, "events", co);
-        return;
-      } catch (const patro::Error&) {
-        std::this_thread::sleep_for(25ms);
-      }
-    }
-    FAIL("the worker did not register its log");
+    if (!patro::test::resolve_when_up(front, "events")) FAIL("the worker did not register its log");
   }
 };
 

@@ -1,8 +1,10 @@
 // What tests against a real patro-broker set up beside it: CURVE key files and the broker
-// options that use them, and a bounded wait until a name resolves.
+// options that use them, and bounded waits until a name resolves.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -46,6 +48,24 @@ inline patro::Proxy wait_for_name(const std::string& front, const std::string& n
     }
   }
   throw std::runtime_error("the name " + name + " never resolved");
+}
+
+/// Waits until the name resolves at front, every error waited out: for a process that binds its
+/// own broker (patro-worker --front), which may not answer yet. Bounded: `tries` tries 25 ms
+/// apart, each connecting for at most 1 s. The proxy, or nullopt if the name never resolved.
+inline std::optional<patro::Proxy> resolve_when_up(const std::string& front,
+                                                   const std::string& name,
+                                                   patro::ClientOptions o = {}, int tries = 200) {
+  o.connect_timeout =
+      std::min<std::chrono::milliseconds>(o.connect_timeout, std::chrono::seconds(1));
+  for (int i = 0; i < tries; ++i) {
+    try {
+      return patro::get_proxy(front, name, o);
+    } catch (const patro::Error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace patro::test
