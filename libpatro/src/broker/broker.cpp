@@ -659,10 +659,26 @@ struct PATRO_PRIVATE Broker::Impl {
     client.pending_bytes += bytes;
   }
 
+  // A client's control request, [routing][hdr][u64][Control]: its verified body, or nullptr.
+  const wire::Control* front_control(Multipart& f) {
+    return f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+  }
+
+  // Answers a front_control() request: [routing][hdr][its u64][Control(body)].
+  void answer_front(Multipart& f, Command cmd, flatbuffers::FlatBufferBuilder& fb,
+                    wire::ControlBody type, flatbuffers::Offset<void> body) {
+    fb.Finish(wire::CreateControl(fb, type, body), wire::ControlIdentifier());
+    Multipart out;
+    out.push_back(std::move(f[0]));
+    out.push_back(detail::header_frame(cmd));
+    out.push_back(std::move(f[2]));
+    out.push_back(detail::body_frame(fb));
+    send_front(out);
+  }
+
   void on_hello(Multipart& f, const std::string& routing, Clock::time_point now) {
     auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-    const wire::Control* c =
-        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+    const wire::Control* c = front_control(f);
     const wire::Hello* hello = c ? c->body_as_Hello() : nullptr;
     if (!request_id || !hello) return void(++dropped);
     touch_client(routing, hello->client_id(), now);
@@ -670,20 +686,12 @@ struct PATRO_PRIVATE Broker::Impl {
     auto w = wire::CreateWelcomeDirect(fb, static_cast<uint32_t>(opts.heartbeat.interval.count()),
                                        opts.heartbeat.liveness, opts.limits.max_message_size,
                                        instance, back_endpoint.c_str());
-    fb.Finish(wire::CreateControl(fb, wire::ControlBody::Welcome, w.Union()),
-              wire::ControlIdentifier());
-    Multipart out;
-    out.push_back(std::move(f[0]));
-    out.push_back(detail::header_frame(Command::welcome));
-    out.push_back(std::move(f[2]));
-    out.push_back(detail::body_frame(fb));
-    send_front(out);
+    answer_front(f, Command::welcome, fb, wire::ControlBody::Welcome, w.Union());
   }
 
   void on_lookup(Multipart& f, const std::string& routing, Clock::time_point now) {
     auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-    const wire::Control* c =
-        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+    const wire::Control* c = front_control(f);
     const wire::Lookup* lookup = c ? c->body_as_Lookup() : nullptr;
     if (!request_id || !lookup || !lookup->name()) return void(++dropped);
     touch_client(routing, 0, now);
@@ -697,20 +705,12 @@ struct PATRO_PRIVATE Broker::Impl {
                                          it->second.reftype.c_str());
     }
     auto lr = wire::CreateLookupReply(fb, it != names.end(), nb);
-    fb.Finish(wire::CreateControl(fb, wire::ControlBody::LookupReply, lr.Union()),
-              wire::ControlIdentifier());
-    Multipart out;
-    out.push_back(std::move(f[0]));
-    out.push_back(detail::header_frame(Command::lookup_reply));
-    out.push_back(std::move(f[2]));
-    out.push_back(detail::body_frame(fb));
-    send_front(out);
+    answer_front(f, Command::lookup_reply, fb, wire::ControlBody::LookupReply, lr.Union());
   }
 
   void on_info(Multipart& f, const std::string& routing, Clock::time_point now) {
     auto request_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-    const wire::Control* c =
-        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+    const wire::Control* c = front_control(f);
     if (!request_id || !c || !c->body_as_BrokerInfoRequest()) return void(++dropped);
     touch_client(routing, 0, now);
     flatbuffers::FlatBufferBuilder fb(1024);
@@ -734,14 +734,7 @@ struct PATRO_PRIVATE Broker::Impl {
     auto r = wire::CreateBrokerInfoReplyDirect(fb, &nbs, &sis, routed, replies, dropped, rejected,
                                                n_clients, n_servers, retried, dedup_hits, expired,
                                                zap ? zap->refused() : 0);
-    fb.Finish(wire::CreateControl(fb, wire::ControlBody::BrokerInfoReply, r.Union()),
-              wire::ControlIdentifier());
-    Multipart out;
-    out.push_back(std::move(f[0]));
-    out.push_back(detail::header_frame(Command::broker_info_reply));
-    out.push_back(std::move(f[2]));
-    out.push_back(detail::body_frame(fb));
-    send_front(out);
+    answer_front(f, Command::broker_info_reply, fb, wire::ControlBody::BrokerInfoReply, r.Union());
   }
 
   // [routing][hdr][server id][Control(Locate)]: the server's direct endpoints. The client talks
@@ -749,8 +742,7 @@ struct PATRO_PRIVATE Broker::Impl {
   // goes: its locks and leases are released whichever way its requests went.
   void on_locate(Multipart& f, const std::string& routing, Clock::time_point now) {
     auto server_id = f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
-    const wire::Control* c =
-        f.size() == 4 ? detail::verified_control(f[3], opts.limits, scratch) : nullptr;
+    const wire::Control* c = front_control(f);
     const wire::Locate* locate = c ? c->body_as_Locate() : nullptr;
     if (!server_id || !locate || locate->server() != *server_id) return void(++dropped);
     ClientRec& client = touch_client(routing, 0, now);
@@ -782,14 +774,7 @@ struct PATRO_PRIVATE Broker::Impl {
       if (client.servers.size() < kMaxServersPerClient) client.servers.insert(*server_id);
     }
     auto lr = wire::CreateLocateReplyDirect(fb, *server_id, &eps);
-    fb.Finish(wire::CreateControl(fb, wire::ControlBody::LocateReply, lr.Union()),
-              wire::ControlIdentifier());
-    Multipart out;
-    out.push_back(std::move(f[0]));
-    out.push_back(detail::header_frame(Command::locate_reply));
-    out.push_back(std::move(f[2]));
-    out.push_back(detail::body_frame(fb));
-    send_front(out);
+    answer_front(f, Command::locate_reply, fb, wire::ControlBody::LocateReply, lr.Union());
   }
 
   void send_client_at(const std::string& lane, uint64_t client_id) {
