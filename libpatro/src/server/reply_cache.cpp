@@ -64,15 +64,10 @@ void ReplyCache::forget(uint64_t client) {
   auto it = s.clients.find(client);
   if (it == s.clients.end()) return;
   it->second.via = -1;  // attached nowhere now
-  auto& entries = it->second.entries;
-  for (auto e = entries.begin(); e != entries.end();) {
-    if (!e->second.done) {
-      e = entries.erase(e);
-      continue;
-    }
-    release(s, e->second);
-    ++e;
-  }
+  // Finished replies keep their bodies: a broker's word that a client is gone can be wrong (a
+  // client that moved to another broker and back, cut off from this one meanwhile; a stall), and
+  // such a client resends what it had in flight. They go with age or the byte bound, as others.
+  std::erase_if(it->second.entries, [](const auto& e) { return !e.second.done; });
 }
 
 void ReplyCache::attach(uint64_t client, unsigned broker, Clock::time_point now) {

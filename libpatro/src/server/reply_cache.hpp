@@ -64,9 +64,9 @@ class ReplyCache {
                                     const zmq::message_t& body);
 
   /// A client is gone (its broker says so): the requests it left running are forgotten (a lock
-  /// wait dropped with it never answers), and its finished replies drop their bodies (their
-  /// memory is freed at once). Their request ids stay until the age sweep: a client taken for
-  /// dead by a broker that stalled, which then resends, gets outcome_unknown, never a second run.
+  /// wait dropped with it never answers). Its finished replies stay until the age sweep or the
+  /// byte bound takes them, as any client's: a client taken for gone while alive (it moved
+  /// brokers and back, or a broker stalled) resends what it had in flight and gets its reply.
   void forget(uint64_t client);
 
   /// Several brokers: the client is attached through broker `broker` now (it located a server
