@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Debian packages (libpatro, libpatro-dev, patro-tools) from this working tree with
+# Builds the Debian packages (libpatro0, libpatro-dev, patro-tools, python3-patro) from this working tree with
 # dpkg-buildpackage, unpacks each into a clean root with dpkg -x and lists what landed, checking
-# that the files an operator needs are there. Works in a temporary directory and removes it.
+# that the files an operator needs are there, and runs lintian on them. Works in a temporary directory and removes it.
 #   tools/build-deb.sh [OUTDIR]   (OUTDIR: where to keep the .deb files; default: none kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,7 @@ mkdir "$work/src"
 }
 
 status=0
-for pkg in libpatro libpatro-dev patro-tools python3-patro; do
+for pkg in libpatro0 libpatro-dev patro-tools python3-patro; do
   deb=$(ls "$work"/${pkg}_*.deb)
   root="$work/root-$pkg"
   mkdir "$root"
@@ -38,7 +38,7 @@ need() {
   echo "build-deb: $1 lacks $2" >&2
   status=1
 }
-need libpatro "usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/libpatro.so.0"
+need libpatro0 "usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/libpatro.so.0"
 need libpatro-dev usr/include/patro/patro.hpp
 need libpatro-dev "usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/pkgconfig/patro.pc"
 for f in usr/bin/patro usr/bin/patro-broker usr/bin/patro-worker \
@@ -49,6 +49,18 @@ done
 if grep -q -- '-std=' "$work"/root-libpatro-dev/usr/lib/*/pkgconfig/patro.pc; then
   echo "build-deb: patro.pc names a -std flag" >&2
   status=1
+fi
+# lintian on what was built: no errors and no warnings, but for the tags debian/README.source
+# names with the reason for each.
+if command -v lintian >/dev/null; then
+  echo "== lintian"
+  if ! lintian --fail-on error,warning --tag-display-limit 0 \
+    --suppress-tags bogus-mail-host,bogus-mail-host-in-debian-changelog "$work"/*.changes; then
+    echo "build-deb: lintian found errors or warnings" >&2
+    status=1
+  fi
+else
+  echo "build-deb: lintian is not installed (apt-get install lintian): not run"
 fi
 if [[ -n $keep ]]; then
   mkdir -p "$keep"
