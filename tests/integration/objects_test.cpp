@@ -73,6 +73,22 @@ TEST_CASE("a list result gives its last item in scalar context") {
   CHECK(p.call_code_list() == std::vector<Value>{1, 2, 3});
 }
 
+namespace {
+struct Ping {};
+struct Pong {};
+}  // namespace
+
+TEST_CASE("isa through bases that name each other ends: a cycle is looked at once") {
+  patro::Class<Ping>("Ping").base("Pong");
+  patro::Class<Pong>("Pong").base("Ping");
+  auto cfg = patro::patronize(fast_options(), std::make_shared<Ping>());
+  auto p = patro::get_proxies(cfg).at(0);
+  CHECK(patro::isa(p, "Ping"));
+  CHECK(patro::isa(p, "Pong"));
+  CHECK_FALSE(patro::isa(p, "Elsewhere"));
+  CHECK_THROWS_AS(patro::Class<Ping>("Ping").base(""), patro::Error);
+}
+
 TEST_CASE("can, isa and unknown methods behave as Perl's can, isa and method resolution") {
   register_example_classes();
   auto h = patro::Hash{{"abc", 1}, {"foo", std::make_shared<Foofie>(Foofie{2})}};
@@ -83,9 +99,12 @@ TEST_CASE("can, isa and unknown methods behave as Perl's can, isa and method res
   CHECK_FALSE(patro::can(ps[0], "nope"));
   CHECK_FALSE(patro::can(ps[1], "blerp"));  // a HASH has no methods
   CHECK_FALSE(patro::can(ps[1]["abc"], "x"));
-  // isa: the object's registered class name only (classes record no bases); anything that is not
-  // a served object is false, whatever name is asked.
+  // isa: the object's registered class and the bases registrations name, through two levels
+  // (Foofie names Fooish, Fooish names Thingish); anything that is not a served object is false,
+  // whatever name is asked.
   CHECK(patro::isa(ps[0], "Foofie"));
+  CHECK(patro::isa(ps[0], "Fooish"));
+  CHECK(patro::isa(ps[0], "Thingish"));
   CHECK_FALSE(patro::isa(ps[0], "Barfie"));
   CHECK_FALSE(patro::isa(ps[0], "foofie"));
   CHECK(patro::isa(ps[1]["foo"], "Foofie"));  // an object stored in a container, by path

@@ -101,6 +101,7 @@ def test_method_list_context(objs):
     assert foofie.call_list("blerp") == [5, 6, 7, before[3] + 1]
     assert foofie.can("blerp") and not foofie.can("nope")
     assert foofie.isa("Foofie") and not foofie.isa("Barfie")
+    assert foofie.isa("Fooish") and foofie.isa("Thingish")  # its bases, two levels
     assert not objs["h"].isa("HASH") and not objs["sq"].isa("Foofie")
 
 

@@ -18,6 +18,8 @@ namespace patro::test {
 struct Foofie {
   int64_t v;
 };
+// A base that Foofie's registration names (nothing served is of it alone).
+struct Fooish {};
 
 // Patro's Barfie: '+=' adds to every value; prod multiplies them.
 struct Barfie {
@@ -59,7 +61,9 @@ inline void register_example_classes() {
                 if (ctx.list()) return List{5, 6, 7, f.v};
                 return ++f.v;
               })
-      .property("v", &Foofie::v);
+      .property("v", &Foofie::v)
+      .base("Fooish");  // isa through two levels: Foofie, Fooish, Thingish
+  Class<Fooish>("Fooish").base("Thingish");
 
   Class<Barfie>("Barfie")
       .method("prod", &Barfie::prod)

@@ -454,9 +454,9 @@ std::string reftype(const Proxy& p);
 /// Perl's can: whether the served object has the method (false for a container).
 bool can(const Proxy& p, std::string_view method);
 /// Perl's isa: whether what the proxy names is a served object of the patro::Class registered as
-/// class_name (classes record no bases, so only its own class answers true). False for a
-/// container, code, a file handle or a plain value. A server older than this operation:
-/// Error(unsupported).
+/// class_name, or of a class that names it as a base (Class::base), through any number of
+/// levels. False for a container, code, a file handle or a plain value. A server older than this
+/// operation: Error(unsupported).
 bool isa(const Proxy& p, std::string_view class_name);
 
 /// Object::Remote's new::on: a new object made on the server by the factory registered as name in

@@ -18,6 +18,7 @@
 // the method was called on (the client's proxy keeps naming it).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -33,6 +34,7 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 #include "patro/export.hpp"
 #include "patro/value.hpp"
@@ -158,6 +160,8 @@ struct ClassInfo {
   /// ("\"\"" to a string, "0+" to a number, "bool").
   std::map<std::string, Invoker, std::less<>> ops;
   std::map<std::string, Property, std::less<>> properties;
+  /// The registered names of its bases (Perl's @ISA), for isa.
+  std::vector<std::string> bases;
 };
 
 // The process-wide class registry (libpatro/src/objects/class_registry.cpp).
@@ -419,6 +423,19 @@ class Class {
   template <class F>
   Class& to_bool(F fn) {
     return op("bool", std::move(fn));
+  }
+
+  /// Names a base class by its registered name (Perl's push @ISA): patro::isa(p, name) is true
+  /// for an object of this class, and through the base's own bases, however deep (a name not
+  /// registered is a base with no bases of its own). Methods are not inherited: register them
+  /// here.
+  Class& base(std::string name) {
+    if (name.empty()) throw Error(Errc::invalid_argument, "a base class needs a name");
+    detail::change_class(typeid(T), [&](detail::ClassInfo& c) {
+      if (std::find(c.bases.begin(), c.bases.end(), name) == c.bases.end())
+        c.bases.push_back(std::move(name));
+    });
+    return *this;
   }
 
   /// A data member, read with p["name"].get() and written with p["name"] = v.

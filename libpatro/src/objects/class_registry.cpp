@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <set>
 
 #include "object_node.hpp"
 
@@ -29,6 +30,22 @@ std::shared_ptr<const ClassInfo> ClassRegistry::find(std::type_index type) const
   MutexLock lock(mu_);
   auto it = classes_.find(type);
   return it == classes_.end() ? nullptr : it->second;
+}
+
+bool ClassRegistry::derives(const ClassInfo& info, std::string_view name) const {
+  if (info.name == name) return true;
+  std::vector<std::string> todo(info.bases.begin(), info.bases.end());
+  std::set<std::string, std::less<>> seen{info.name};
+  MutexLock lock(mu_);
+  while (!todo.empty()) {
+    std::string next = std::move(todo.back());
+    todo.pop_back();
+    if (next == name) return true;
+    if (!seen.insert(next).second) continue;
+    for (const auto& [type, c] : classes_)
+      if (c->name == next) todo.insert(todo.end(), c->bases.begin(), c->bases.end());
+  }
+  return false;
 }
 
 std::shared_ptr<Node> ClassRegistry::node_for(std::shared_ptr<void> object, std::type_index type) {

@@ -27,6 +27,9 @@ class ClassRegistry {
       PATRO_EXCLUDES(mu_);
   /// The class's entry, or null if it is not registered.
   std::shared_ptr<const ClassInfo> find(std::type_index type) const PATRO_EXCLUDES(mu_);
+  /// Whether a class is the one registered as name or has it among its bases, through the
+  /// bases' own (each name looked at once: a cycle of bases ends).
+  bool derives(const ClassInfo& info, std::string_view name) const PATRO_EXCLUDES(mu_);
 
   /// The served node of an object, the same node every time for the same object, so that its
   /// id (and its lock) stay one. Throws Error(invalid_argument) if the class is not registered.

@@ -453,9 +453,10 @@ ValueArray run_served(const std::shared_ptr<Node>& target, ServedCall& c) {
       return {Value(info->methods.count(c.name) > 0)};
     }
     case wire::Op::Isa: {
-      // Registered classes record no bases: an object is of its own class only.
+      // Its own class, or one of the bases that its registration named (Class::base), deep.
       if (target->kind != NodeKind::object) return {Value(false)};
-      return {Value(node_cast<ObjectNode>(*target).info()->name == c.name)};
+      return {
+          Value(ClassRegistry::instance().derives(*node_cast<ObjectNode>(*target).info(), c.name))};
     }
     case wire::Op::Operator:
       return operate(target, c);
