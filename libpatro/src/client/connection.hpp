@@ -305,7 +305,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // The faster of ours and the broker's (from its Welcome), so the broker never thinks us dead.
   std::atomic<int64_t> heartbeat_ms_{0};
   // The broker's heartbeat interval (from its Welcome), and how long it may be silent before we
-  // call it gone: its interval times its liveness (several brokers: 1.5 intervals).
+  // call it gone: its interval times its liveness (several brokers: 3 intervals, if shorter).
   std::atomic<int64_t> broker_interval_ms_{0};
   std::atomic<int64_t> broker_window_ms_{0};
   Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
