@@ -33,8 +33,7 @@ namespace {
 
 // Kills a broker (SIGKILL).
 void kill_broker(std::unique_ptr<BrokerProcess>& broker) {
-  broker->proc->signal(SIGKILL);
-  (void)broker->proc->wait(10s);
+  (void)broker->proc->kill();
   broker.reset();
 }
 

@@ -139,10 +139,8 @@ TEST_CASE("--data: kill -9 the worker mid-run; after a restart nothing acknowled
   CHECK(w->proc->wait(10s).has_value());
   // Cut off, they would retry their calls in flight until the calls' deadlines: what they wrote
   // down (acknowledged) is all the test needs, so they are stopped at once.
-  for (Process* p : {&producer, &changes}) {
-    p->signal(SIGKILL);
-    CHECK(p->wait(10s).has_value());
-  }
+  CHECK(producer.kill());
+  CHECK(changes.kill());
   const std::vector<long> pushed = read_numbers(dir.file("pushed"));
   const std::vector<long> changed = read_numbers(dir.file("changed"));
   REQUIRE(pushed.size() >= 5000);
@@ -221,10 +219,8 @@ TEST_CASE(
   w.proc->signal(SIGKILL);
   CHECK(w.proc->wait(10s).has_value());
   patro::remove_stale_lock_segments();  // the killed worker's, which no restart will sweep
-  for (Process* p : {&a, &b}) {         // cut off: stopped at once (see above)
-    p->signal(SIGKILL);
-    CHECK(p->wait(10s).has_value());
-  }
+  CHECK(a.kill());                      // cut off: stopped at once (see above)
+  CHECK(b.kill());
   std::set<std::string> in_file;
   {
     std::ifstream in(path);

@@ -90,6 +90,12 @@ int Process::stop(std::chrono::milliseconds grace) {
   return *wait(std::chrono::milliseconds(10000));
 }
 
+bool Process::kill(std::chrono::milliseconds timeout) {
+  if (status_) return true;
+  signal(SIGKILL);
+  return wait(timeout).has_value();
+}
+
 TempDir::TempDir() {
   char tmpl[] = "/tmp/patro-test-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");

@@ -26,6 +26,8 @@ class Process {
   std::optional<int> wait(std::chrono::milliseconds timeout);
   /// SIGTERM, then SIGKILL after grace; returns the exit code.
   int stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+  /// SIGKILL at once (kill -9), and waits up to timeout; whether it ended.
+  bool kill(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 
  private:
   int pid_ = -1;
