@@ -482,6 +482,60 @@ TEST_CASE(
   t.join();
 }
 
+TEST_CASE(
+    "a client's old connection expiring says nothing while it is here on a new one; its last "
+    "connection's does") {
+  BrokerOptions o = RunningBroker::options();
+  o.heartbeat.interval = std::chrono::milliseconds(100);
+  o.heartbeat.liveness = 3;  // a 300 ms window
+  RunningBroker b(o);
+  zmq::context_t ctx;
+  Peer lane(ctx, b.broker.backend_endpoint(), true);
+  // One client (id 0xc1), its socket remade: the old connection goes silent, the new one lives.
+  Peer old_conn(ctx, b.broker.frontend_endpoint(), true);
+  Peer new_conn(ctx, b.broker.frontend_endpoint(), true);
+  register_lane(lane, 0x93);
+  const uint64_t client_id = 0xc1;
+  auto beat = [&](Peer& p) {
+    p.send(make(detail::header_frame(Command::heartbeat), detail::u64_frame(client_id)));
+  };
+  beat(old_conn);
+  old_conn.send(make(detail::header_frame(Command::request),
+                     detail::object_id_frame(ObjectId{0x93, 1}), detail::u64_frame(1), text("x")));
+  Multipart in = lane.next();
+  REQUIRE(in.size() == 5);
+  beat(new_conn);
+  // Counts the CLIENT_GONEs the lane hears while it heartbeats for `rounds` x 10 ms, or until
+  // `until` holds; the new connection beats too while `beating`.
+  bool beating = true;
+  auto lane_hears_gone = [&](int rounds, auto until) {
+    int gone = 0;
+    for (int i = 0; i < rounds && !until(); ++i) {
+      lane.send(make(detail::header_frame(Command::heartbeat)));
+      Multipart m;
+      while (detail::recv_multipart(lane.s, m, true)) {
+        if (m.size() == 2 && detail::parse_header(m[0]) == Command::client_gone) {
+          CHECK(detail::parse_u64(m[1]) == client_id);
+          ++gone;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (beating && i % 5 == 0) beat(new_conn);
+    }
+    return gone;
+  };
+  // The old connection expires (2 connections -> 1); then a full window more: nothing said.
+  CHECK(lane_hears_gone(300, [&] { return b.broker.stats().clients == 1; }) == 0);
+  REQUIRE(b.broker.stats().clients == 1);
+  CHECK(lane_hears_gone(40, [] { return false; }) == 0);
+  // The new connection goes: the client is gone, and the server is told.
+  beating = false;
+  new_conn.send(make(detail::header_frame(Command::disconnect)));
+  int gone = 0;
+  for (int i = 0; i < 100 && gone == 0; ++i) gone = lane_hears_gone(1, [] { return false; });
+  CHECK(gone == 1);
+}
+
 TEST_CASE("a client's unanswered requests are bounded in bytes; a reply makes room again") {
   BrokerOptions o = RunningBroker::options();
   o.max_client_bytes = 3000;

@@ -297,6 +297,11 @@ struct PATRO_PRIVATE Broker::Impl {
   std::unordered_map<uint64_t, ServerRec> servers;
   std::unordered_map<std::string, LaneRec> lanes;
   std::unordered_map<std::string, ClientRec> clients;
+  // The connections of each client id, oldest first. A client that reconnected (a new routing
+  // id: it moved to another broker and back, or its socket was remade) is the same client while
+  // its old connection waits out its window here; that one's expiry must not tell its servers
+  // the client is gone (they would release its locks and drop its parked takes).
+  std::unordered_map<uint64_t, std::vector<std::string>> connections_of;
   // The requests still unanswered of clients dropped for silence (a raw client that never
   // heartbeats, parked on a lock): their replies still go to them, and a client that comes back
   // takes its own again. Forgotten after an hour, as the latency tracker forgets, or at once when
@@ -478,7 +483,11 @@ struct PATRO_PRIVATE Broker::Impl {
   ClientRec& touch_client(const std::string& routing, uint64_t client_id, Clock::time_point now) {
     auto [it, inserted] = clients.try_emplace(routing);
     it->second.expiry = now + window();
-    if (client_id != 0) it->second.client_id = client_id;
+    if (client_id != 0 && it->second.client_id != client_id) {
+      if (it->second.client_id != 0) forget_connection(it->second.client_id, routing);
+      it->second.client_id = client_id;
+      connections_of[client_id].push_back(routing);
+    }
     if (inserted) {
       n_clients = clients.size();
       if (auto o = orphans.find(routing); o != orphans.end()) {
@@ -1229,10 +1238,38 @@ struct PATRO_PRIVATE Broker::Impl {
 
   // silent: it missed its heartbeats (it may still be there, waiting for replies), rather than
   // said it leaves.
+  // Takes routing off its client id's connections; the client's newest other connection here,
+  // or clients.end() if that was its last.
+  std::unordered_map<std::string, ClientRec>::iterator forget_connection(
+      uint64_t client_id, const std::string& routing) {
+    auto it = connections_of.find(client_id);
+    if (it == connections_of.end()) return clients.end();
+    std::erase(it->second, routing);
+    while (!it->second.empty()) {
+      auto live = clients.find(it->second.back());
+      if (live != clients.end() && live->second.client_id == client_id) return live;
+      it->second.pop_back();  // not expected: every record takes itself off as it goes
+    }
+    connections_of.erase(it);
+    return clients.end();
+  }
+
   void drop_client(std::unordered_map<std::string, ClientRec>::iterator cit, bool silent) {
-    const ClientRec& client = cit->second;
+    ClientRec& client = cit->second;
     PATRO_LOG(debug, "broker") << "client " << printable(cit->first) << " gone";
+    const auto still =
+        client.client_id != 0 ? forget_connection(client.client_id, cit->first) : clients.end();
     for (uint64_t s : client.servers) {
+      if (still != clients.end()) {
+        // The client is still here on a newer connection: that one answers for its servers
+        // from now on (and tells them when it goes).
+        if (still->second.servers.size() < kMaxServersPerClient) still->second.servers.insert(s);
+        if (auto sit = servers.find(s); sit != servers.end()) {
+          sit->second.clients.erase(cit->first);
+          sit->second.clients.insert(still->first);
+        }
+        continue;
+      }
       auto sit = servers.find(s);
       if (sit == servers.end()) continue;
       sit->second.clients.erase(cit->first);
