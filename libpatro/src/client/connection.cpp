@@ -778,16 +778,17 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
         }
       }
     }
-    // With several brokers, silence for three of the broker's heartbeat intervals (two beats
-    // missed) is enough to move on: another broker is there, and moving is safe. One missed beat
-    // (1.5 intervals) was too few: under load (ASan beside a compile) a client moved between two
-    // live brokers fourteen times in 35 s. Beats can be missed only once they come: until the
-    // broker we moved to is first heard (its instance known), its whole window applies, or a
-    // loaded machine, slow to connect, moves on again and again without ever hearing one.
+    // With several brokers, silence for 1.75 of the broker's heartbeat intervals (a beat missed
+    // and the next one late by most of an interval) is enough to move on: another broker is
+    // there, moving is safe, and the fail-over target is 2 intervals (docs/BENCHMARKS.md). 1.5
+    // intervals moved a loaded client (ASan beside a compile) between two live brokers fourteen
+    // times in 35 s. Beats can be missed only once they come: until the broker we moved to is
+    // first heard (its instance known), its whole window applies, or a loaded machine, slow to
+    // connect, moves on again and again without ever hearing one.
     const bool beating = broker_instance_ != 0;
     const std::chrono::milliseconds broker_window(
         brokers_.size() > 1 && beating
-            ? std::min(broker_window_ms_.load(), broker_interval_ms_.load() * 3)
+            ? std::min(broker_window_ms_.load(), broker_interval_ms_.load() * 7 / 4)
             : broker_window_ms_.load());
     if (readable && !got && now - last_heard_ > broker_window) {
       const std::string text = "the broker at " + endpoint_ + " has been silent for more than " +

@@ -38,7 +38,7 @@
 // guarded by io_mu_ with the broker socket.
 //
 // Several brokers (a config or a list naming more than one): the connection talks to one at a
-// time. When it goes silent (1.5 of its heartbeat intervals) or its connection drops (a socket
+// time. When it goes silent (1.75 of its heartbeat intervals) or its connection drops (a socket
 // monitor sees the TCP connection close, as it does at once when a broker process dies), the
 // connection moves to the next in the list: a new socket, a hello, a LOCATE for each server it has
 // talked to (the server then heeds only this broker's CLIENT_GONE for it: locks and leases belong
@@ -305,7 +305,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // The faster of ours and the broker's (from its Welcome), so the broker never thinks us dead.
   std::atomic<int64_t> heartbeat_ms_{0};
   // The broker's heartbeat interval (from its Welcome), and how long it may be silent before we
-  // call it gone: its interval times its liveness (several brokers: 3 intervals, if shorter).
+  // call it gone: its interval times its liveness (several brokers: 1.75 intervals, if shorter).
   std::atomic<int64_t> broker_interval_ms_{0};
   std::atomic<int64_t> broker_window_ms_{0};
   Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
