@@ -297,6 +297,14 @@ int main(int argc, char** argv) {
   app.add_flag("--watch-stdin", watch_stdin,
                "stop (as on SIGTERM) when standard input reaches its end: under patro::spawn "
                "through ssh, the worker stops when its parent or the connection goes");
+  int64_t watchdog_ms = 0;
+  app.add_option("--watchdog", watchdog_ms,
+                 "end when standard input has brought nothing for MS milliseconds, or ended, "
+                 "even if every lane hangs: SIGTERM, then _exit after max(1 s, MS) (patro::spawn "
+                 "with SpawnOptions::watchdog beats on it, through ssh too; default "
+                 "$PATRO_WATCHDOG_MS, which spawn sets, or none)")
+      ->type_name("MS")
+      ->check(patro::cli::range(int64_t{0}, int64_t{24} * 3600 * 1000));
   app.add_option("--endpoints-file", endpoints_file,
                  "write \"FRONT BACK\" of the embedded broker to FILE once bound")
       ->type_name("FILE");
@@ -342,6 +350,7 @@ int main(int argc, char** argv) {
   if (!so.brokers.empty()) so.broker = so.brokers.front();
   if (so.brokers.size() == 1) so.brokers.clear();
   visibility = std::chrono::milliseconds(visibility_ms);
+  so.watchdog = std::chrono::milliseconds(watchdog_ms);
   log_options.rotate_bytes = rotate_bytes;
   if (heartbeat_ms > 0) {
     so.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
@@ -511,7 +520,8 @@ int main(int argc, char** argv) {
         patro::write_log(patro::LogLevel::info, "worker",
                          "metrics at http://" + metrics_server->endpoint().substr(6) + "/metrics");
       }
-      if (watch_stdin) {
+      // The watchdog reads standard input itself, and ends the process at its end as well.
+      if (watch_stdin && so.watchdog.count() == 0 && std::getenv("PATRO_WATCHDOG_MS") == nullptr) {
         // The signals are blocked in every thread (TerminationSignals): the main thread's wait
         // takes this one as it would an operator's.
         std::thread([] {

@@ -5,8 +5,10 @@
 #include <doctest/doctest.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -63,6 +65,22 @@ bool wait_stopped(int pid, std::chrono::milliseconds timeout) {
     std::getline(stat, line);
     const auto paren = line.rfind(')');
     if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T')
+      return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+// Waits (bounded) until pid has exited (a zombie: its parent, spawn, has not reaped it yet).
+bool wait_exited(int pid, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (line.empty() || (paren != std::string::npos && paren + 2 < line.size() &&
+                         (line[paren + 2] == 'Z' || line[paren + 2] == 'X')))
       return true;
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(10ms);
@@ -177,6 +195,55 @@ TEST_CASE(
   CHECK(segment_pids().count(worker_pid) == 0);  // a clean stop removed it
 }
 
+TEST_CASE("the watchdog: spawn's beats keep a busy server; it ends when they stop, lanes hung") {
+  TempDir dir;
+  SUBCASE("beats keep it while its only lane is busy for five silences") {
+    patro::SpawnOptions o;
+    o.watchdog = 300ms;
+    auto ps = patro::spawn({program("PATRO_TEST_SERVER"), dir.file("config"), "--threads", "1"}, o);
+    const int pid = patro::spawned_pid(ps.at(0));
+    CHECK(ps.at(3).call("add", 1500) == 1);  // Slow: sleeps 1.5 s in the lane
+    CHECK_FALSE(process_gone(pid));
+    CHECK(patro::stop_spawned(ps[0]) == 0);  // a clean stop: the watchdog never fired
+    CHECK(segment_pids().count(pid) == 0);
+  }
+  SUBCASE("silence, or the end of the input, ends it") {
+    // The beats come from this test through a pipe of its own (spawn's own beats go unread:
+    // the shell puts the pipe on the server's standard input), so that it can stop them.
+    int beats[2];
+    REQUIRE(::pipe2(beats, O_CLOEXEC) == 0);
+    REQUIRE(::fcntl(beats[0], F_SETFD, 0) == 0);  // the child's end crosses exec
+    patro::SpawnOptions o;
+    o.watchdog = 60s;  // so that spawn sets the variable; the env below overrides it
+    auto beat = [&] { REQUIRE(::write(beats[1], "b", 1) == 1); };
+    auto ps = patro::spawn({"sh", "-c", "exec \"$@\" <&" + std::to_string(beats[0]), "sh", "env",
+                            "PATRO_WATCHDOG_MS=400", program("PATRO_TEST_SERVER"),
+                            dir.file("config"), "--threads", "1"},
+                           o);
+    ::close(beats[0]);
+    beat();
+    const int pid = patro::spawned_pid(ps.at(0));  // the server: sh and env exec it
+    CHECK(segment_pids().count(pid) == 1);
+    SUBCASE("silence, with its only lane hung in a method: SIGTERM, then _exit") {
+      auto hung = ps.at(3).async_call("add", 30000);  // the lane sleeps 30 s
+      for (int i = 0; i < 10; ++i) {                  // time for the call to reach the lane
+        beat();
+        std::this_thread::sleep_for(100ms);
+      }
+      CHECK(wait_exited(pid, 20s));            // 400 ms of silence, then 1 s after SIGTERM
+      CHECK(patro::stop_spawned(ps[0]) == 1);  // _exit(1): its stop waited for the lane
+      ::close(beats[1]);
+    }
+    SUBCASE("the end of its input, idle: SIGTERM, and its own clean stop") {
+      ::close(beats[1]);
+      CHECK(wait_exited(pid, 20s));
+      CHECK(patro::stop_spawned(ps[0]) == 0);
+    }
+    CHECK(segment_pids().count(pid) == 0);
+  }
+  CHECK(no_children());
+}
+
 TEST_CASE("spawn errors are clear and leave no process") {
   SUBCASE("no program") {
     CHECK_THROWS_WITH_AS(patro::spawn({}), doctest::Contains("no program"), patro::Error);
@@ -207,6 +274,20 @@ TEST_CASE("spawn errors are clear and leave no process") {
       CHECK(e.code() == patro::Errc::server_unavailable);
       CHECK(std::string(e.what()).find("exited with status 3") != std::string::npos);
     }
+  }
+  SUBCASE("a watchdog setting that is no number of milliseconds") {
+    try {
+      (void)patro::spawn(
+          {"env", "PATRO_WATCHDOG_MS=soon", program("PATRO_WORKER"), "counter", "n"});
+      FAIL("no error");
+    } catch (const patro::Error& e) {
+      CHECK(e.code() == patro::Errc::server_unavailable);
+      CHECK(std::string(e.what()).find("exited with status") != std::string::npos);
+    }
+    patro::SpawnOptions o;
+    o.watchdog = -1ms;
+    CHECK_THROWS_WITH_AS(patro::spawn(worker({"counter", "n"}), o),
+                         doctest::Contains("negative watchdog"), patro::Error);
   }
   SUBCASE("prints no config in time") {
     patro::SpawnOptions o;

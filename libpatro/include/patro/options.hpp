@@ -231,6 +231,14 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{0};
   /// fincheck_freq: how often the server checks whether it has clients left.
   std::chrono::milliseconds fincheck_freq = 1s;
+  /// Object::Remote's WatchDog: when not zero, the process ends once its standard input has
+  /// brought nothing for this long, or reached its end, however its lanes are doing: a thread of
+  /// its own logs why, removes the process's lock segments, sends the process SIGTERM and, if it
+  /// still runs max(1 s, watchdog) later, calls _exit(1). Standard input is then the beat
+  /// stream: patro::spawn with SpawnOptions::watchdog writes a byte to it every quarter of the
+  /// time (through ssh as well). Zero (the default): $PATRO_WATCHDOG_MS (which spawn sets), or
+  /// no watchdog. One per process: the first server started with one runs it.
+  std::chrono::milliseconds watchdog{0};
   /// The deadline a served call runs under when its request carries none, and the longest one a
   /// request may ask for (a served method learns it through patro::Deferred and file operations).
   std::chrono::milliseconds default_call_deadline = 30s;

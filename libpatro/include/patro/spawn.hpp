@@ -22,6 +22,15 @@ struct SpawnOptions {
   /// follows the calling thread, not the process): a program that spawns from a short-lived
   /// thread and keeps the proxies longer sets this false.
   bool die_with_parent = true;
+  /// Object::Remote's WatchDog: when not zero, the child gets PATRO_WATCHDOG_MS (this many
+  /// milliseconds) and this process writes a beat (a byte) to its standard input every quarter
+  /// of that; a patronize() program (patro-worker included) ends once no beat has come for that
+  /// long or its input ended, even if all its lanes hang in a method (ServerOptions::watchdog
+  /// says how). It thus ends when this process hangs or dies, or the connection to it (ssh)
+  /// does. Through ssh the variable does not pass: give the far side `patro-worker --watchdog
+  /// MS`, or `env PATRO_WATCHDOG_MS=MS PROGRAM`. Zero (the default): no beats, and the child
+  /// gets no PATRO_WATCHDOG_MS (one this process has is not passed on).
+  std::chrono::milliseconds watchdog{0};
   /// How the proxies connect (as get_proxies' options).
   ClientOptions client;
 };

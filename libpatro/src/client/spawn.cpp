@@ -113,8 +113,14 @@ std::optional<std::string> find_program(const std::string& name) {
 /// its stop. Any thread may call stop(); the destructor stops it.
 class ChildProcess {
  public:
-  ChildProcess(pid_t pid, int stdin_fd, int stdout_fd, std::chrono::milliseconds stop_timeout)
-      : pid_(pid), stdin_fd_(stdin_fd), stdout_fd_(stdout_fd), stop_timeout_(stop_timeout) {}
+  /// beat: how often to write a beat to its standard input for its watchdog; zero: never.
+  ChildProcess(pid_t pid, int stdin_fd, int stdout_fd, std::chrono::milliseconds stop_timeout,
+               std::chrono::milliseconds beat)
+      : pid_(pid),
+        stdin_fd_(stdin_fd),
+        stdout_fd_(stdout_fd),
+        stop_timeout_(stop_timeout),
+        beat_(beat) {}
   ~ChildProcess() { (void)stop(); }
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
@@ -123,25 +129,51 @@ class ChildProcess {
   int stdout_fd() const noexcept { return stdout_fd_; }
 
   /// Copies what the child prints after its config (rest: what was read past it) to our standard
-  /// output, in a thread of its own, until the child closes its end or stop().
+  /// output, in a thread of its own, until the child closes its end or stop(); the same thread
+  /// beats for the child's watchdog, until stop() (a child whose output ended may still run).
   void forward_output(std::string rest) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw os_failure("pipe2", errno);
     quit_read_ = fds[0];
     quit_write_ = fds[1];
     forwarder_ = std::thread([this, rest = std::move(rest)] {
+      // A beat to a child that closed its standard input must not kill us: SIGPIPE stays blocked
+      // in this thread (one raised here is dropped with the thread).
+      sigset_t pipe_set;
+      sigemptyset(&pipe_set);
+      sigaddset(&pipe_set, SIGPIPE);
+      if (beat_.count() > 0) (void)::pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
       write_out(rest.data(), rest.size());
       char buf[4096];
+      bool output = true;
+      auto next_beat = std::chrono::steady_clock::now();
       for (;;) {
-        pollfd p[2] = {{stdout_fd_, POLLIN, 0}, {quit_read_, POLLIN, 0}};
-        if (::poll(p, 2, -1) < 0) {
+        int timeout = -1;
+        if (beat_.count() > 0) {
+          const auto now = std::chrono::steady_clock::now();
+          if (now >= next_beat) {
+            beat();
+            next_beat = now + beat_;
+          }
+          timeout = static_cast<int>(
+              std::chrono::ceil<std::chrono::milliseconds>(next_beat - now).count());
+        } else if (!output) {
+          return;
+        }
+        pollfd p[2] = {{output ? stdout_fd_ : -1, POLLIN, 0}, {quit_read_, POLLIN, 0}};
+        const int r = ::poll(p, 2, timeout);
+        if (r < 0) {
           if (errno == EINTR) continue;
           return;
         }
         if (p[1].revents != 0) return;
+        if (r == 0 || p[0].revents == 0) continue;
         const ssize_t n = ::read(stdout_fd_, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
+        if (n <= 0) {
+          output = false;
+          continue;
+        }
         write_out(buf, static_cast<size_t>(n));
       }
     });
@@ -152,7 +184,10 @@ class ChildProcess {
   int stop() noexcept {
     std::lock_guard lock(mu_);
     if (!status_) {
-      close_fd(stdin_fd_);
+      {
+        std::lock_guard in(stdin_mu_);
+        close_fd(stdin_fd_);
+      }
       int st = reaped_.value_or(0);
       pid_t r = reaped_ ? pid_ : ::waitpid(pid_, &st, WNOHANG);
       if (r == 0) {
@@ -194,10 +229,19 @@ class ChildProcess {
   }
 
  private:
+  // One byte to the child's standard input (non-blocking: a child that does not read it loses
+  // beats, never blocks us), unless stop() closed it.
+  void beat() noexcept {
+    std::lock_guard in(stdin_mu_);
+    if (stdin_fd_ >= 0) (void)!::write(stdin_fd_, "b", 1);
+  }
+
   const pid_t pid_;
+  std::mutex stdin_mu_;  // stdin_fd_, written by the forwarder's beats and closed by stop()
   int stdin_fd_;
   int stdout_fd_;
   const std::chrono::milliseconds stop_timeout_;
+  const std::chrono::milliseconds beat_;
   int quit_read_ = -1, quit_write_ = -1;
   std::thread forwarder_;
   std::mutex mu_;
@@ -255,8 +299,14 @@ std::vector<Proxy> spawn(std::vector<std::string> argv, const SpawnOptions& opti
   args.push_back(nullptr);
   std::vector<std::string> env_strings;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e)
-    if (std::strncmp(*e, "PATRO_SPAWNED=", 14) != 0) env_strings.emplace_back(*e);
+    if (std::strncmp(*e, "PATRO_SPAWNED=", 14) != 0 &&
+        std::strncmp(*e, "PATRO_WATCHDOG_MS=", 18) != 0)
+      env_strings.emplace_back(*e);
   env_strings.push_back(std::string(detail::kSpawnedVariable) + "=1");
+  if (options.watchdog.count() < 0)
+    throw Error(Errc::invalid_argument, "spawn: a negative watchdog");
+  if (options.watchdog.count() > 0)
+    env_strings.push_back("PATRO_WATCHDOG_MS=" + std::to_string(options.watchdog.count()));
   std::vector<char*> env;
   for (auto& e : env_strings) env.push_back(e.data());
   env.push_back(nullptr);
@@ -289,8 +339,12 @@ std::vector<Proxy> spawn(std::vector<std::string> argv, const SpawnOptions& opti
   detail::close_fd(in.fd[0]);
   detail::close_fd(out.fd[1]);
   detail::close_fd(exec_error.fd[1]);
-  auto child =
-      std::make_shared<ChildProcess>(pid, in.release(1), out.release(0), options.stop_timeout);
+  // Beats must never block us (a child that does not read them fills the pipe).
+  if (options.watchdog.count() > 0) ::fcntl(in.fd[1], F_SETFL, O_NONBLOCK);
+  auto child = std::make_shared<ChildProcess>(
+      pid, in.release(1), out.release(0), options.stop_timeout,
+      options.watchdog.count() > 0 ? std::max(std::chrono::milliseconds(1), options.watchdog / 4)
+                                   : std::chrono::milliseconds(0));
 
   // exec failed: the child wrote its errno before exiting; exec succeeded: the pipe closed.
   {

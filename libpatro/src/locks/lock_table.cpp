@@ -541,6 +541,17 @@ LockTable::~LockTable() {
   ::close(guard);
 }
 
+void LockTable::remove_owned() noexcept {
+  try {
+    MutexLock lock(owned_mu);
+    for (const std::string& name : owned()) {
+      remove_objects(name);
+      ::unlink(guard_path(name).c_str());
+    }
+  } catch (...) {
+  }
+}
+
 bool LockTable::remove(const std::string& name) {
   struct stat st {};
   if (::lstat(guard_path(name).c_str(), &st) != 0) {

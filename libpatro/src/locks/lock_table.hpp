@@ -114,6 +114,9 @@ class LockTable {
   /// Removes the segments of `name` (for servers whose process died); false, removing nothing,
   /// if a live server holds them or they are another user's.
   static bool remove(const std::string& name);
+  /// Removes the segments of every table this process owns, for a process about to end without
+  /// its destructors (the watchdog's exit); its mapped tables stay usable until then.
+  static void remove_owned() noexcept;
 
   struct Shm;  // public only for the .cpp's helpers
 

@@ -23,6 +23,7 @@
 #include "log.hpp"
 #include "os_failure.hpp"
 #include "outbox.hpp"
+#include "watchdog.hpp"
 #include "wire.hpp"
 
 namespace patro::detail {
@@ -593,6 +594,9 @@ size_t remove_stale_lock_segments() {
 }
 
 Config detail::patronize_values(const ServerOptions& options, std::vector<Named> objects) {
+  // Read before anything starts: a bad PATRO_WATCHDOG_MS is an error, not a server left running.
+  const std::chrono::milliseconds watchdog =
+      options.watchdog.count() > 0 ? options.watchdog : detail::watchdog_from_environment();
   auto server = std::make_shared<detail::Server>(options, std::move(objects));
   Config cfg = server->start();
   cfg.attach_server(std::move(server));
@@ -610,6 +614,7 @@ Config detail::patronize_values(const ServerOptions& options, std::vector<Named>
       done += static_cast<size_t>(n);
     }
   }
+  detail::start_watchdog(watchdog);  // once serving: the parent beats once it has the config
   return cfg;
 }
 
