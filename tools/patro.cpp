@@ -45,7 +45,7 @@ config that names several) are tried in that order, and a call moves to the next
 the one it uses goes silent (README "Several brokers"); ls and stats show each broker's view.
 
 Exit status: 0 ok; 1 a Patro error (message on stderr); 2 bad usage; 3 nothing (take or pop
-found nothing, a missing key with --strict); 4 lock not granted; for lock -- CMD and
+found nothing, a missing key with --strict, isa false); 4 lock not granted; for lock -- CMD and
 take --exec CMD, CMD's status.
 )";
 
@@ -107,6 +107,10 @@ longer. Exits 1 if the queue refused (the lease ran out or the job was settled a
     {"kick", "put buried jobs back in the queue", "NAME [N]",
      R"(Puts up to N (default 1) buried jobs back in the queue, oldest first, each with
 --max-deliveries tries again, and prints how many. Exits 3 if there was none.)"},
+    {"isa", "whether an object is of a class, or derives from it", "NAME CLASS",
+     R"(Prints true if the served object NAME is of the class registered as CLASS, or of one that
+names CLASS among its bases however deep (Perl's isa; patro::Class<T>::base), else false. Exits
+0 if it is, 3 if it is not.)"},
     {"lock", "run a command holding an object's lock", "NAME [--wait MS] [--steal] -- CMD [ARG...]",
      R"(Takes the monitor lock of NAME (waiting up to --wait MS; default: until granted, bounded by
 --timeout plus 24 h), runs CMD with PATRO_LOCK_TOKEN set to the grant's fencing token, and
@@ -388,11 +392,12 @@ int main(int argc, char** argv) {
     for (const std::string& b : brokers) broker = broker ? *broker + "," + b : b;
     Cluster cluster(broker, config, options);
     static const std::map<std::string, int (*)(const Invocation&, Cluster&, const Output&)>
-        commands = {
-            {"get", cmd_get},   {"set", cmd_set},     {"call", cmd_call}, {"push", cmd_push},
-            {"pop", cmd_pop},   {"take", cmd_take},   {"ack", cmd_ack},   {"lock", cmd_lock},
-            {"ls", cmd_ls},     {"touch", cmd_touch}, {"bury", cmd_bury}, {"buried", cmd_buried},
-            {"kick", cmd_kick}, {"locks", cmd_locks}, {"tail", cmd_tail}, {"stats", cmd_stats}};
+        commands = {{"get", cmd_get},     {"set", cmd_set},     {"call", cmd_call},
+                    {"push", cmd_push},   {"pop", cmd_pop},     {"take", cmd_take},
+                    {"ack", cmd_ack},     {"lock", cmd_lock},   {"ls", cmd_ls},
+                    {"touch", cmd_touch}, {"bury", cmd_bury},   {"buried", cmd_buried},
+                    {"kick", cmd_kick},   {"locks", cmd_locks}, {"tail", cmd_tail},
+                    {"stats", cmd_stats}, {"isa", cmd_isa}};
     return commands.at(a.sub)(a, cluster, out);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "patro: %s\n(see patro %s--help)\n", e.what(),

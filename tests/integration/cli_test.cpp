@@ -131,6 +131,16 @@ TEST_CASE("get, set and call on served objects (a worker's hash and counter)") {
   CHECK(c.out({"--json", "call", "hits", "add", "0", "--scalar"}) == "11\n");
 }
 
+TEST_CASE("isa: true for the object's class (exit 0), false for another (exit 3)") {
+  auto& c = cluster();
+  CHECK(c.out({"isa", "kv", "hash"}) == "true\n");
+  const auto no = c.run({"isa", "kv", "queue"});
+  CHECK(no.status == 3);
+  CHECK(no.out == "false\n");
+  CHECK(c.out({"--json", "isa", "jobs", "queue"}) == "true\n");
+  CHECK(c.run({"isa", "kv"}).status == 2);  // usage: NAME CLASS
+}
+
 TEST_CASE("push, pop and take on a served array") {
   auto& c = cluster();
   CHECK(c.out({"push", "arr", "a", "b", "c"}) == "3\n");

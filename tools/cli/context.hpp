@@ -109,6 +109,7 @@ int cmd_touch(const Invocation&, Cluster&, const Output&);
 int cmd_bury(const Invocation&, Cluster&, const Output&);
 int cmd_buried(const Invocation&, Cluster&, const Output&);
 int cmd_kick(const Invocation&, Cluster&, const Output&);
+int cmd_isa(const Invocation&, Cluster&, const Output&);
 int cmd_lock(const Invocation&, Cluster&, const Output&);
 int cmd_ls(const Invocation&, Cluster&, const Output&);
 int cmd_locks(const Invocation&, Cluster&, const Output&);

@@ -390,6 +390,13 @@ int cmd_kick(const Invocation& a, Cluster& c, const Output& out) {
   return n == 0 ? nothing : ok;
 }
 
+int cmd_isa(const Invocation& a, Cluster& c, const Output& out) {
+  a.need(2, 2, "NAME CLASS");
+  const bool is = isa(c.proxy(a.key(0)), a.key(1));
+  out.print(Value(is));
+  return is ? ok : nothing;
+}
+
 int cmd_lock(const Invocation& a, Cluster& c, const Output&) {
   a.need(1, 1, "NAME -- CMD [ARG...]");
   if (a.command.empty()) throw UsageError("patro lock needs a command after --");
