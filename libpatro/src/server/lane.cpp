@@ -238,6 +238,8 @@ void Lane::handle_registered(size_t broker, Multipart& m, Clock::time_point now)
                  "), which is alive: a name has one owner until it stops";
     }
   }
+  // A REGISTER refused as a whole (its server id held by another live process): say why first.
+  if (!refusal.empty() && r->refusal()) refusal = r->refusal()->str() + "; " + refusal;
   broker_registered(broker, now);
   if (!link.counted && !refusal.empty() && now + link.interval < server_.register_until_) {
     link.register_again = now + link.interval;
