@@ -101,8 +101,8 @@ TEST_CASE(
     "--data: proxies made before a restart keep working after kill -9 and after SIGTERM, with the "
     "objects named in another order") {
   TempDir dir;
-  // A 3 s window: a worker killed with -9 holds its id until then, and a client's call without a
-  // route waits twice that for its server to come back.
+  // A 3 s window: a client's call without a route waits twice that for its server to come back
+  // (a worker killed with -9 is replaced at once by its restart, which holds the secret).
   BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "30");
   const std::string data = dir.file("data");
   const std::vector<std::string> objects{"queue", "jobs", "hash", "kv", "counter", "n"};
