@@ -234,7 +234,7 @@ TEST_CASE(
                               std::string(32, '\x01')));
   const auto wrong = refusal(guess.next(d::Command::registered, 3s));
   REQUIRE(wrong);
-  CHECK(wrong->find("restart proof is not its") != std::string::npos);
+  CHECK(wrong->find("restart proof is not the id's") != std::string::npos);
   bare.send(register_message(victim.id, 0, 4, 0x5eee, {"jobs"}, jobs_id.object));
   const auto none = refusal(bare.next(d::Command::registered, 3s));
   REQUIRE(none);

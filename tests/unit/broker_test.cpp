@@ -336,7 +336,7 @@ TEST_CASE(
   CHECK(none.find("no restart proof") != std::string::npos);
   std::string wrong = secret;
   wrong.back() = 'x';  // differs in its last byte only
-  CHECK(try_register(rogue, 0x61, 0, 2, 2222, wrong).find("restart proof is not its") !=
+  CHECK(try_register(rogue, 0x61, 0, 2, 2222, wrong).find("restart proof is not the id's") !=
         std::string::npos);
   CHECK(!try_register(rogue, 0x61, 0, 2, 2222, secret.substr(1)).empty());       // a prefix
   CHECK(!try_register(rogue, 0x61, 0, 2, 2222, std::string(257, 'a')).empty());  // over the cap

@@ -1035,7 +1035,7 @@ struct PATRO_PRIVATE Broker::Impl {
              (s.proof.empty() ? std::string()
               : proof_of(reg).empty()
                   ? std::string(", and this REGISTER has no restart proof")
-                  : std::string(", and this REGISTER's restart proof is not its")) +
+                  : std::string(", and this REGISTER's restart proof is not the id's")) +
              "): refused until that one unregisters or misses its heartbeats";
     }
     if (reg.lanes() != s.lanes.size())
