@@ -407,6 +407,7 @@ int main(int argc, char** argv) {
       patro::worker::make_data_directory(data_dir);
       data_lock = std::make_unique<patro::worker::DataDirLock>(data_dir);
       so.server_id = patro::worker::data_directory_server_id(data_dir, so.server_id);
+      so.server_secret = patro::worker::data_directory_server_secret(data_dir);
     }
     if (so.server_id != 0)
       patro::write_log(patro::LogLevel::info, "worker",

@@ -1,6 +1,7 @@
 #include "server_identity.hpp"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,9 +41,10 @@ namespace {
 
 // Writes text to path through path.tmp, synced, then renamed and the directory synced: a crash
 // leaves the old state or the new, never a torn file.
-void write_durably(const std::string& dir, const std::string& path, const std::string& text) {
+void write_durably(const std::string& dir, const std::string& path, const std::string& text,
+                   mode_t mode = 0640) {
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0) fail("cannot write " + tmp + ": " + std::strerror(errno));
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
                   ::fsync(fd) == 0;
@@ -60,7 +62,59 @@ void write_durably(const std::string& dir, const std::string& path, const std::s
   }
 }
 
+constexpr size_t kSecretBytes = 32;
+
+// The secret's bytes from its 64 hex digits (a trailing newline allowed); nullopt if it is not.
+std::optional<std::string> parse_secret(std::string t) {
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  if (t.size() != 2 * kSecretBytes) return std::nullopt;
+  std::string out;
+  for (size_t i = 0; i < t.size(); i += 2) {
+    unsigned byte = 0;
+    const auto [stop, ec] = std::from_chars(t.data() + i, t.data() + i + 2, byte, 16);
+    if (ec != std::errc() || stop != t.data() + i + 2) return std::nullopt;
+    out.push_back(static_cast<char>(byte));
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string data_directory_server_secret(const std::string& dir) {
+  const std::string path = dir + "/" + kServerSecretFile;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[160] = {};
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    const std::optional<std::string> secret =
+        n > 0 ? parse_secret(std::string(buf, static_cast<size_t>(n))) : std::nullopt;
+    if (!secret)
+      fail(path +
+           " does not hold a server secret (64 hex digits): restore the file, or remove it " +
+           "to make a new one (a restart then waits until the broker drops the old process)");
+    return *secret;
+  }
+  if (errno != ENOENT)
+    fail("cannot read " + path + ": " + std::strerror(errno) +
+         (errno == ELOOP ? " (a symbolic link is not followed)" : ""));
+  std::string secret(kSecretBytes, '\0');
+  for (size_t got = 0; got < secret.size();) {
+    const ssize_t n = ::getrandom(secret.data() + got, secret.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      fail(std::string("cannot make a server secret: getrandom: ") + std::strerror(errno));
+    got += static_cast<size_t>(n);
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string text;
+  for (unsigned char c : secret) {
+    text += hex[c >> 4];
+    text += hex[c & 15];
+  }
+  write_durably(dir, path, text + "\n", 0600);
+  return secret;
+}
 
 uint64_t data_directory_server_id(const std::string& dir, uint64_t given) {
   const std::string path = dir + "/" + kServerIdFile;

@@ -10,6 +10,7 @@
 namespace patro::worker {
 
 inline constexpr const char* kServerIdFile = "server-id";
+inline constexpr const char* kServerSecretFile = "server-secret";
 
 /// Parses a server id as written (16 hex digits, optionally 0x-prefixed; not zero); nullopt if it
 /// is not one.
@@ -23,5 +24,13 @@ std::string format_server_id(uint64_t id);
 /// not hold a server id (never replaced silently: that would be another server), or if `given`
 /// differs from the id it holds.
 uint64_t data_directory_server_id(const std::string& dir, uint64_t given);
+
+/// The secret kept beside the server id in the --data directory dir (ServerOptions::
+/// server_secret: what proves to a broker that a restarted worker is the same server): 32 bytes,
+/// read from DIR/server-secret (64 hex digits); when there is no such file (the first start, or a
+/// directory from before the secret), 32 random bytes from getrandom, written there (0600,
+/// atomically, synced) before they are used. Throws patro::Error naming the file if it cannot be
+/// read or written or does not hold a secret (never replaced silently).
+std::string data_directory_server_secret(const std::string& dir);
 
 }  // namespace patro::worker

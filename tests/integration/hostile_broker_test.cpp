@@ -214,6 +214,51 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
   w.stop();
 }
 
+TEST_CASE(
+    "item 1 with a restart proof: a REGISTER for a --data worker's live id from another "
+    "incarnation "
+    "without its secret, or with another, is refused; the worker is served") {
+  TempDir dir;
+  Broker b(dir);
+  const std::string data = dir.file("data");
+  Process w = worker(b.back, "jobs", {"--data", data});
+  const auto o = via_broker();
+  patro::Proxy jobs = wait_for_name(b.front, "jobs", o);
+  const patro::BrokerServer victim = wait_for_lanes(b.front, "jobs", o, 4);
+  const patro::ObjectId jobs_id = patro::broker_info(b.front, o).names.at(0).id;
+  REQUIRE(read_file(data + "/server-secret").size() == 65);
+
+  // What `patro ls` shows (the id, the name) and a guess at the secret: 32 bytes, as the worker's.
+  Raw guess(b.back), bare(b.back);
+  guess.send(register_message(victim.id, 0, 4, 0x5eed, {"jobs"}, jobs_id.object, "Patro::Queue",
+                              std::string(32, '\x01')));
+  const auto wrong = refusal(guess.next(d::Command::registered, 3s));
+  REQUIRE(wrong);
+  CHECK(wrong->find("restart proof is not the id's") != std::string::npos);
+  bare.send(register_message(victim.id, 0, 4, 0x5eee, {"jobs"}, jobs_id.object));
+  const auto none = refusal(bare.next(d::Command::registered, 3s));
+  REQUIRE(none);
+  CHECK(none->find("no restart proof") != std::string::npos);
+
+  for (int i = 0; i < 10; ++i) {
+    try {
+      jobs.call("push", "secret" + std::to_string(i));
+    } catch (const patro::Error& e) {
+      FAIL_CHECK("push " << i << ": " << std::string(e.what()));
+    }
+  }
+  CHECK(jobs.call("size") == 10);
+  (void)guess.next(d::Command::request, 300ms);
+  (void)bare.next(d::Command::request, 300ms);
+  CHECK(guess.requests == 0);
+  CHECK(bare.requests == 0);
+  const auto after = server_of(b.front, "jobs", o);
+  REQUIRE(after);
+  CHECK(after->id == victim.id);
+  CHECK(after->lanes == 4);
+  CHECK(w.stop() == 0);
+}
+
 TEST_CASE("item 1: a REPLY forged by another server or a stranger never reaches the client") {
   TempDir dir;
   Broker b(dir);

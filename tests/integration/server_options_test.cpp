@@ -138,6 +138,24 @@ TEST_CASE("Config::stop while the server may be stopping itself is safe") {
   }
 }
 
+TEST_CASE("server_secret: one over 256 bytes is refused with an error naming it") {
+  patro::ServerOptions so;
+  so.server_id = 0x7e57;
+  so.server_secret = std::string(257, 's');
+  try {
+    auto cfg = patro::patronize(so, patro::Hash{});
+    cfg.stop();
+    FAIL("a 257-byte server_secret was accepted");
+  } catch (const patro::Error& e) {
+    CHECK(e.code() == patro::Errc::invalid_argument);
+    CHECK(std::string(e.what()).find("server_secret") != std::string::npos);
+  }
+  so.server_secret = std::string(256, 's');  // at the bound: served
+  auto cfg = patro::patronize(so, patro::Hash{});
+  CHECK(cfg.serving());
+  cfg.stop();
+}
+
 TEST_CASE("PATRO_THREADS sets the default worker-thread count") {
   ::setenv("PATRO_THREADS", "3", 1);
   {

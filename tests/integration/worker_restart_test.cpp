@@ -101,8 +101,8 @@ TEST_CASE(
     "--data: proxies made before a restart keep working after kill -9 and after SIGTERM, with the "
     "objects named in another order") {
   TempDir dir;
-  // A 3 s window: a worker killed with -9 holds its id until then, and a client's call without a
-  // route waits twice that for its server to come back.
+  // A 3 s window: a client's call without a route waits twice that for its server to come back
+  // (a worker killed with -9 is replaced at once by its restart, which holds the secret).
   BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "30");
   const std::string data = dir.file("data");
   const std::vector<std::string> objects{"queue", "jobs", "hash", "kv", "counter", "n"};
@@ -120,7 +120,7 @@ TEST_CASE(
 
   worker->signal(SIGKILL);
   CHECK(worker->wait(10s).has_value());
-  // The new process is refused the id until the old one misses its heartbeats, then registers.
+  // The new process proves it is the same server (DIR/server-secret) and replaces the old one.
   worker = start_worker(dir, broker.back, data, reordered);
   CHECK(read_file(data + "/server-id") == id);
   CHECK(kv.call("get", "k") == "v1");
@@ -136,6 +136,64 @@ TEST_CASE(
   CHECK(jobs.call("take", 1000).size() > 0);
   CHECK(read_file(data + "/server-id") == id);
   CHECK(worker->stop() == 0);
+}
+
+TEST_CASE(
+    "--data in plaintext: a worker restarted after kill -9 replaces its old process at once by the "
+    "secret beside its id; a worker with the id and not the secret is refused") {
+  TempDir dir;
+  // A 60 s window (100 ms x 600): without the proof the old process would hold the id that long,
+  // and every wait below is bounded well under it.
+  BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "600");
+  const std::string data = dir.file("data");
+  auto worker = start_worker(dir, broker.back, data, {"hash", "kv", "counter", "n"});
+  const std::string id = read_file(data + "/server-id");
+  const std::string secret = read_file(data + "/server-secret");
+  CHECK(secret.size() == 65);  // 64 hex digits and a newline
+  struct stat st {};
+  REQUIRE(::stat((data + "/server-secret").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+
+  patro::ClientOptions o;
+  o.call_timeout = 20s;  // a third of the window: a call waiting for the old process fails
+  patro::Proxy kv = patro::get_proxy(broker.front, "kv", o);
+  patro::Proxy n = patro::get_proxy(broker.front, "n", o);
+  kv.call("set", "k", "v1");
+  CHECK(n.call("add", 5) == 5);
+
+  REQUIRE(worker->kill());
+  // start_worker waits (30 s at most) for the config, written once every lane registered.
+  worker = start_worker(dir, broker.back, data, {"counter", "n", "hash", "kv"});
+  CHECK(read_file(data + "/server-id") == id);
+  CHECK(read_file(data + "/server-secret") == secret);
+  CHECK(kv.call("get", "k") == "v1");
+  CHECK(n.call("add", 1) == 6);
+
+  // Another directory holding a copy of the id and no secret: the worker makes a secret of its
+  // own, which is not the one the id was registered with, and is refused while the first lives.
+  const std::string copy = dir.file("copy");
+  REQUIRE(std::system(("mkdir -p " + copy).c_str()) == 0);
+  patro::test::write_file(copy + "/server-id", id);
+  const std::string err = dir.file("impostor.err");
+  Process impostor(patro::test::redirected({program("PATRO_WORKER"), "--broker", broker.back,
+                                            "--data", copy, "--heartbeat-ms", "100", "hash", "kv"},
+                                           err));
+  const auto status = impostor.wait(40s);
+  REQUIRE(status.has_value());
+  CHECK(*status != 0);
+  CHECK(read_file(copy + "/server-secret").size() == 65);
+  CHECK(read_file(copy + "/server-secret") != secret);
+  CHECK(read_file(err).find("restart proof") != std::string::npos);
+  // The first worker is still the one served.
+  CHECK(kv.call("get", "k") == "v1");
+  CHECK(n.call("get") == 6);
+
+  // A damaged secret stops the start, and is left as it was.
+  CHECK(worker->stop() == 0);
+  patro::test::write_file(data + "/server-secret", "not a secret\n");
+  Process damaged({program("PATRO_WORKER"), "--broker", broker.back, "--data", data, "hash", "kv"});
+  CHECK(damaged.wait(20s) == 1);
+  CHECK(read_file(data + "/server-secret") == "not a secret\n");
 }
 
 TEST_CASE("--server-id: a bad id is refused; one that differs from --data's is refused") {

@@ -11,8 +11,8 @@ from conftest import program, wait_for_file
 
 
 def _broker(procs, tmp):
-    # A 2 s window: a killed worker holds its id until then; a call without a route waits twice
-    # that for its server to come back.
+    # A 2 s window: a call without a route waits twice that for its server to come back (a killed
+    # worker is replaced at once by its restart, which holds the secret in --data).
     ends = os.path.join(tmp, "broker-endpoints")
     p = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*", "--back",
                      "tcp://127.0.0.1:*", "--heartbeat-ms", "100", "--liveness", "20",

@@ -255,9 +255,12 @@ TEST_CASE(
 
 namespace {
 zmq::message_t register_body(uint64_t server_id, uint32_t lane, uint32_t lanes,
-                             uint64_t incarnation) {
+                             uint64_t incarnation, const std::string& proof = {}) {
   flatbuffers::FlatBufferBuilder fb;
-  auto r = wire::CreateRegister(fb, server_id, lane, lanes, 0, incarnation);
+  auto p = proof.empty()
+               ? 0
+               : fb.CreateVector(reinterpret_cast<const uint8_t*>(proof.data()), proof.size());
+  auto r = wire::CreateRegister(fb, server_id, lane, lanes, 0, incarnation, 0, p);
   fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, r.Union()),
             wire::ControlIdentifier());
   return detail::body_frame(fb);
@@ -265,9 +268,9 @@ zmq::message_t register_body(uint64_t server_id, uint32_t lane, uint32_t lanes,
 
 // Registers lane `lane` of `lanes`; the REGISTERED's refusal (empty: accepted).
 std::string try_register(Peer& p, uint64_t server_id, uint32_t lane, uint32_t lanes,
-                         uint64_t incarnation) {
+                         uint64_t incarnation, const std::string& proof = {}) {
   p.send(make(detail::header_frame(Command::register_server),
-              register_body(server_id, lane, lanes, incarnation)));
+              register_body(server_id, lane, lanes, incarnation, proof)));
   const Multipart m = p.next();
   REQUIRE(m.size() == 2);
   REQUIRE(detail::parse_header(m[0]) == Command::registered);
@@ -317,6 +320,53 @@ TEST_CASE("a server id is its process's: another incarnation is refused, the sam
                      detail::object_id_frame(ObjectId{0x51, 1}), detail::u64_frame(rid),
                      text("x")));
   CHECK(rogue.next(std::chrono::milliseconds(300)).empty());
+}
+
+TEST_CASE(
+    "a restart proof: another incarnation with the id's first proof replaces the old process at "
+    "once; without it, or with another, it is refused") {
+  RunningBroker b;
+  zmq::context_t ctx;
+  const std::string secret(32, '\x5a');
+  Peer old0(ctx, b.broker.backend_endpoint(), true), old1(ctx, b.broker.backend_endpoint(), true);
+  CHECK(try_register(old0, 0x61, 0, 2, 1111, secret).empty());
+  CHECK(try_register(old1, 0x61, 1, 2, 1111, secret).empty());
+  Peer rogue(ctx, b.broker.backend_endpoint(), true);
+  const std::string none = try_register(rogue, 0x61, 0, 2, 2222);
+  CHECK(none.find("no restart proof") != std::string::npos);
+  std::string wrong = secret;
+  wrong.back() = 'x';  // differs in its last byte only
+  CHECK(try_register(rogue, 0x61, 0, 2, 2222, wrong).find("restart proof is not the id's") !=
+        std::string::npos);
+  CHECK(!try_register(rogue, 0x61, 0, 2, 2222, secret.substr(1)).empty());       // a prefix
+  CHECK(!try_register(rogue, 0x61, 0, 2, 2222, std::string(257, 'a')).empty());  // over the cap
+  CHECK(refused(b, "server_id_taken", 3) == 3);
+  CHECK(b.broker.stats().servers == 1);
+
+  // The restarted process (another incarnation, the proof, even another lane count): accepted at
+  // once, and the old one's lanes are gone.
+  Peer fresh(ctx, b.broker.backend_endpoint(), true);
+  CHECK(try_register(fresh, 0x61, 0, 1, 3333, secret).empty());
+  Peer client(ctx, b.broker.frontend_endpoint(), true);
+  for (uint64_t rid = 1; rid <= 3; ++rid)
+    client.send(make(detail::header_frame(Command::request),
+                     detail::object_id_frame(ObjectId{0x61, 1}), detail::u64_frame(rid),
+                     text("x")));
+  size_t reached = 0;
+  for (int i = 0; i < 3; ++i) {
+    const Multipart m = fresh.next(std::chrono::milliseconds(2000));
+    uint64_t stamp = 0;  // a forwarded REQUEST's header carries when it was forwarded
+    if (!m.empty() && detail::parse_header(m[0], stamp) == Command::request) ++reached;
+  }
+  CHECK(reached == 3);
+  // The old process, back with its old incarnation but no proof, may not take the id again.
+  CHECK(!try_register(old0, 0x61, 0, 2, 1111).empty());
+
+  // An id first registered without a proof keeps the incarnation rule alone: a proof does not
+  // open it.
+  Peer plain(ctx, b.broker.backend_endpoint(), true), later(ctx, b.broker.backend_endpoint(), true);
+  CHECK(try_register(plain, 0x62, 0, 1, 4444).empty());
+  CHECK(!try_register(later, 0x62, 0, 1, 5555, secret).empty());
 }
 
 TEST_CASE("a REPLY is forwarded only from the server its request was routed to") {

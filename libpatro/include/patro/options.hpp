@@ -213,6 +213,15 @@ struct ServerOptions {
   /// it (nested objects made later get new random ids, as ever). Keep it secret where ids matter:
   /// the served objects' ids derive from it.
   uint64_t server_id = 0;
+  /// With a server_id: a secret of this server (any bytes, at most 256; patro-worker keeps 32
+  /// random ones beside its id in --data), sent in each REGISTER. A process restarted under the
+  /// same server_id with the same secret replaces the old one at the broker at once, without
+  /// waiting for it to miss its heartbeats; another process with the id and without the secret is
+  /// refused while the old one lives. In plaintext the secret travels in the clear, as everything
+  /// does (docs/SECURITY.md). Two live processes given the same id and secret displace each other:
+  /// give each server its own. Empty (the default): none; a restarted server waits until its old
+  /// process is dropped (under CURVE the server's key proves it instead).
+  std::string server_secret;
   /// Whether a monitor may steal a lock from another (Perl Patro's steal_lock_ok). Off by default.
   bool steal_lock_ok = false;
   /// Refuse open, close, sysopen, opendir and closedir through proxies to served file and

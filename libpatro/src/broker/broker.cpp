@@ -97,6 +97,24 @@ std::string printable(const std::string& routing) {
   }
   return out;
 }
+
+// A REGISTER's restart_proof as bytes (empty: none).
+std::string_view proof_of(const wire::Register& reg) {
+  const auto* p = reg.restart_proof();
+  return p ? std::string_view(reinterpret_cast<const char*>(p->data()), p->size())
+           : std::string_view();
+}
+
+// Whether a restart proof is the one kept, in time that does not depend on where they differ (a
+// prober learns nothing byte by byte). An empty one never matches: a server that sent none has no
+// proof to give.
+bool same_proof(std::string_view kept, std::string_view given) {
+  if (kept.empty() || kept.size() != given.size()) return false;
+  volatile unsigned char diff = 0;
+  for (size_t i = 0; i < kept.size(); ++i)
+    diff = static_cast<unsigned char>(diff | (kept[i] ^ given[i]));
+  return diff == 0;
+}
 }  // namespace
 
 // The broker's ZAP handler (RFC 27): a thread of its own answering libzmq's authentication
@@ -250,6 +268,9 @@ struct PATRO_PRIVATE Broker::Impl {
     // REGISTER or SERVER_ALIVE comes from the process that registered (docs/SECURITY.md).
     uint64_t incarnation = 0;
     std::string key;  // CURVE: the public key that registered it; all it sends carries this key
+    // Plaintext: the restart_proof of the REGISTER that first registered the id (empty: none); a
+    // process of another incarnation with it is this server restarted.
+    std::string proof;
   };
   struct LaneRec {
     uint64_t server = 0;
@@ -979,6 +1000,9 @@ struct PATRO_PRIVATE Broker::Impl {
     if (reg.direct() && reg.direct()->size() > most)
       return "its direct endpoint is " + std::to_string(reg.direct()->size()) + " bytes (at most " +
              std::to_string(most) + ")";
+    if (reg.restart_proof() && reg.restart_proof()->size() > detail::kMaxServerSecret)
+      return "its restart proof is " + std::to_string(reg.restart_proof()->size()) +
+             " bytes (at most " + std::to_string(detail::kMaxServerSecret) + ")";
     if (!reg.names()) return {};
     if (reg.names()->size() > opts.max_register_names)
       return "it carries " + std::to_string(reg.names()->size()) + " names (at most " +
@@ -1003,7 +1027,8 @@ struct PATRO_PRIVATE Broker::Impl {
   // lane registering, or registering again from a new socket). Under CURVE the key that
   // registered the id decides (the same key and another incarnation: the server restarted, and
   // the caller replaces the old process); in plaintext the incarnation does, which only that
-  // process and this broker know.
+  // process and this broker know, or the restart proof the id was first registered with (another
+  // incarnation with it: the server restarted, replaced the same way).
   std::string claim_refusal(const ServerRec& s, const wire::Register& reg, std::string_view key,
                             const std::string& routing) const {
     const std::string id = short_id(reg.server_id());
@@ -1014,9 +1039,13 @@ struct PATRO_PRIVATE Broker::Impl {
                ") may not take it";
       if (reg.incarnation() != s.incarnation) return {};  // restarted: replaces the old one
     } else if (reg.incarnation() != s.incarnation) {
-      return "server id " + id +
-             " is registered by another live process (another incarnation): refused until that "
-             "one unregisters or misses its heartbeats";
+      if (same_proof(s.proof, proof_of(reg))) return {};  // restarted: replaces the old one
+      return "server id " + id + " is registered by another live process (another incarnation" +
+             (s.proof.empty() ? std::string()
+              : proof_of(reg).empty()
+                  ? std::string(", and this REGISTER has no restart proof")
+                  : std::string(", and this REGISTER's restart proof is not the id's")) +
+             "): refused until that one unregisters or misses its heartbeats";
     }
     if (reg.lanes() != s.lanes.size())
       return "server id " + id + " is registered with " + std::to_string(s.lanes.size()) +
@@ -1087,8 +1116,9 @@ struct PATRO_PRIVATE Broker::Impl {
         PATRO_LOG_LIMITED(warn, "broker", refuse(server_id_taken)) << "refused a REGISTER: " << why;
         return refuse_register(routing, why, reg);
       }
-      // The same key and another incarnation (CURVE): the server restarted before we saw it
-      // die. The first process's calls in flight are lost; its clients hear it went away.
+      // Another incarnation with the same key (CURVE) or the same restart proof (plaintext): the
+      // server restarted before we saw it die. The first process's calls in flight are lost;
+      // its clients hear it went away.
       if (old->second.incarnation != reg->incarnation()) drop_server(old, "restarted");
     }
     auto lit = lanes.find(routing);
@@ -1096,7 +1126,10 @@ struct PATRO_PRIVATE Broker::Impl {
     auto [sit, inserted] = servers.try_emplace(server_id);
     ServerRec& server = sit->second;
     server.incarnation = reg->incarnation();
-    if (inserted) server.key = std::string(key);
+    if (inserted) {
+      server.key = std::string(key);
+      if (!zap) server.proof = std::string(proof_of(*reg));
+    }
     if (server.lanes.size() != reg->lanes()) server.lanes.resize(reg->lanes());
     server.direct.resize(reg->lanes());
     server.direct[reg->lane()] = reg->direct() ? reg->direct()->str() : std::string();

@@ -92,9 +92,15 @@ std::string Lane::registration() const {
   }
   auto nv = fb.CreateVector(names);
   auto ep = direct_endpoint_.empty() ? 0 : fb.CreateString(direct_endpoint_);
+  // The secret itself: there is no digest in this library's dependencies, and in plaintext a
+  // digest would prove no more (whoever reads it can send it again); docs/SECURITY.md.
+  const std::string& secret = server_.options_.server_secret;
+  auto proof = secret.empty() ? 0
+                              : fb.CreateVector(reinterpret_cast<const uint8_t*>(secret.data()),
+                                                secret.size());
   auto reg = wire::CreateRegister(fb, server_.objects_.server_id(), index_,
                                   static_cast<uint32_t>(server_.lanes_.size()), nv,
-                                  server_.incarnation_, ep);
+                                  server_.incarnation_, ep, proof);
   fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
             wire::ControlIdentifier());
   return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
@@ -232,6 +238,8 @@ void Lane::handle_registered(size_t broker, Multipart& m, Clock::time_point now)
                  "), which is alive: a name has one owner until it stops";
     }
   }
+  // A REGISTER refused as a whole (its server id held by another live process): say why first.
+  if (!refusal.empty() && r->refusal()) refusal = r->refusal()->str() + "; " + refusal;
   broker_registered(broker, now);
   if (!link.counted && !refusal.empty() && now + link.interval < server_.register_until_) {
     link.register_again = now + link.interval;

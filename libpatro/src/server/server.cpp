@@ -143,6 +143,10 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
       served_(std::move(objects)),
       replies_(options.limits) {
   options_.threads = thread_count(options_);
+  if (options_.server_secret.size() > kMaxServerSecret)
+    throw Error(Errc::invalid_argument,
+                "ServerOptions::server_secret is " + std::to_string(options_.server_secret.size()) +
+                    " bytes (at most " + std::to_string(kMaxServerSecret) + ")");
   (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   patro::remove_stale_lock_segments();
   if (options_.name.empty()) {

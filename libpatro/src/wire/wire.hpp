@@ -62,6 +62,9 @@
 namespace patro::detail {
 
 inline constexpr uint8_t kWireVersion = 1;
+// The most bytes of a server's secret (ServerOptions::server_secret), which a REGISTER carries
+// as its restart_proof: a server refuses a longer one, and the broker a REGISTER with one.
+inline constexpr size_t kMaxServerSecret = 256;
 
 // The commands, the header's fourth byte: schemas/wire.json's "commands" (with what each carries).
 enum class Command : uint8_t {
