@@ -784,10 +784,17 @@ class Connection:
                 self._complete(slot, None)
                 self._cv.notify_all()
         elif cmd == codec.SERVER_DOWN:
-            server = codec.parse_u64(msg[1]) if len(msg) == 2 else None
+            # [server id]([request ids]): the broker names the requests the process that went
+            # had (those sent since may be a restarted one's); one that names none fails them all.
+            server = codec.parse_u64(msg[1]) if len(msg) in (2, 3) else None
+            only = None
+            if len(msg) == 3:
+                if len(msg[2]) % 8 != 0:
+                    return
+                only = set(struct.unpack(">%dQ" % (len(msg[2]) // 8), msg[2]))
             if server is not None:
                 self._fail_pending(errors.ServerUnavailable(
-                    "server %016x went away while the call was in flight" % server), server)
+                    "server %016x went away while the call was in flight" % server), server, only)
         elif cmd == codec.DISCONNECT:
             # The broker does not know us (it restarted): say hello again.
             try:
@@ -947,11 +954,15 @@ class Connection:
             self._oneway_failed += failed
         slot.body = None
 
-    def _fail_pending(self, error, server):
+    def _fail_pending(self, error, server, only=None):
+        """Fails the requests in flight (to server, if not None); only, if not None: just the
+        request ids in it (SERVER_DOWN's list)."""
         with self._mu:
             now = time.monotonic()
             for slot in list(self._slots.values()):
                 if slot.done or (server is not None and slot.server != server):
+                    continue
+                if only is not None and slot.request_id not in only:
                     continue
                 unavailable = isinstance(error, errors.ServerUnavailable)
                 if unavailable and slot.idempotent() and slot.frames is not None:

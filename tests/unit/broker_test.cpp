@@ -5,6 +5,7 @@
 // so the peers reach it over loopback TCP rather than inproc.)
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -177,6 +178,30 @@ TEST_CASE("an unknown server, and one that left, get server_unavailable from the
   }
   CHECK(code == Errc::server_unavailable);
   CHECK(b.broker.stats().rejected >= 2);
+}
+
+TEST_CASE("SERVER_DOWN names the requests the server that went had, and the broker forgets them") {
+  RunningBroker b;
+  zmq::context_t ctx;
+  Peer client(ctx, b.broker.frontend_endpoint());
+  Peer lane(ctx, b.broker.backend_endpoint());
+  register_lane(lane, 0x778);
+  for (uint64_t rid : {9, 11}) {
+    client.send(make(detail::header_frame(Command::request),
+                     detail::object_id_frame(ObjectId{0x778, 1}), detail::u64_frame(rid),
+                     text("x")));
+    REQUIRE(lane.next().size() == 5);  // routed, never answered
+  }
+  lane.send(make(detail::header_frame(Command::disconnect)));
+  const Multipart down = client.next();
+  REQUIRE(down.size() == 3);
+  CHECK(detail::parse_header(down[0]) == Command::server_down);
+  CHECK(detail::parse_u64(down[1]) == 0x778);
+  auto ids = detail::parse_u64_list(down[2]);
+  REQUIRE(ids);
+  std::sort(ids->begin(), ids->end());
+  CHECK(*ids == std::vector<uint64_t>{9, 11});
+  CHECK_FALSE(detail::parse_u64_list(text("seven")));  // not a multiple of 8 bytes
 }
 
 TEST_CASE("frames the broker cannot parse are dropped and counted; it goes on routing") {

@@ -1255,12 +1255,27 @@ struct PATRO_PRIVATE Broker::Impl {
     for (const std::string& c : sit->second.clients) {
       auto cit = clients.find(c);
       if (cit == clients.end()) continue;
-      cit->second.servers.erase(server_id);
-      if (cit->second.last_server == server_id) cit->second.last_server = 0;
+      ClientRec& client = cit->second;
+      client.servers.erase(server_id);
+      if (client.last_server == server_id) client.last_server = 0;
+      // The requests this process had and did not answer, named, so that the client fails
+      // those and not the ones it sent since, which a process that replaced this one (the
+      // same id, restarted) takes: they are ours to forget as well.
+      std::vector<uint64_t> ids;
+      for (auto it = client.pending.begin(); it != client.pending.end();) {
+        if (it->second.server != server_id) {
+          ++it;
+          continue;
+        }
+        ids.push_back(it->first);
+        client.pending_bytes -= std::min(client.pending_bytes, it->second.bytes);
+        it = client.pending.erase(it);
+      }
       Multipart out;
       out.push_back(routing_frame(c));
       out.push_back(detail::header_frame(Command::server_down));
       out.push_back(detail::u64_frame(server_id));
+      out.push_back(detail::u64_list_frame(ids));
       send_front(out);
     }
     for (const auto& l : sit->second.lanes)

@@ -477,8 +477,9 @@ RetryTiming Connection::retry_timing() const noexcept {
                      std::chrono::milliseconds(heartbeat_ms_.load())};
 }
 
-void Connection::fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server) {
-  requests_.fail_pending(code, text, server, Clock::now(), retry_timing());
+void Connection::fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
+                              const std::vector<uint64_t>* only) {
+  requests_.fail_pending(code, text, server, Clock::now(), retry_timing(), only);
   state_cv_.notify_all();
 }
 
@@ -699,12 +700,16 @@ void Connection::dispatch(Multipart& msg, bool direct) {
       on_locate_reply(msg);
       return;
     case Command::server_down: {
-      auto server = msg.size() == 2 ? parse_u64(msg[1]) : std::nullopt;
+      // [server id]([request ids]): the broker names the requests the process that went had
+      // (those sent since may be a restarted one's); one that names none fails them all.
+      auto server = msg.size() >= 2 ? parse_u64(msg[1]) : std::nullopt;
       if (!server) return;
+      std::optional<std::vector<uint64_t>> only;
+      if (msg.size() >= 3 && !(only = parse_u64_list(msg[2]))) return;
       fail_pending(Errc::server_unavailable,
                    "server " + ObjectId{*server, 0}.to_hex().substr(0, 16) +
                        " went away while the call was in flight",
-                   *server);
+                   *server, only ? &*only : nullptr);
       // Its direct endpoints went with it: located again on the next request.
       if (routes_.forget(*server)) direct_socks_.erase(*server);
       servers_seen_.erase(*server);

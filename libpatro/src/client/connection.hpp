@@ -250,8 +250,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// A message from the broker, or (direct) from a server's direct socket.
   void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(io_mu_);
   /// Fails the requests in flight (to server, if given): RequestTable::fail_pending.
-  void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server)
-      PATRO_EXCLUDES(requests_.mutex());
+  void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
+                    const std::vector<uint64_t>* only = nullptr) PATRO_EXCLUDES(requests_.mutex());
   /// The broker's timing now, for the request table's retry decisions.
   RetryTiming retry_timing() const noexcept;
   /// The broker restarted or came back: every request in flight may have been lost; resend all.

@@ -175,11 +175,20 @@ void RequestTable::fail(const std::vector<SlotPtr>& slots, const std::string& wh
 }
 
 void RequestTable::fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
-                                Clock::time_point now, const RetryTiming& timing) {
+                                Clock::time_point now, const RetryTiming& timing,
+                                const std::vector<uint64_t>* only) {
   MutexLock lock(mu_);
   std::vector<SlotPtr> failing;
+  if (only != nullptr) {
+    for (uint64_t id : *only)
+      if (auto it = slots_.find(id); it != slots_.end() && !it->second->done &&
+                                     it->second->server == *server && !it->second->sent_direct)
+        failing.push_back(it->second);
+  }
   for (auto& [id, slot] : slots_)
-    if (!slot->done && (!server || slot->server == *server)) failing.push_back(slot);
+    if (!slot->done && (!server || slot->server == *server) &&
+        (only == nullptr || slot->sent_direct))
+      failing.push_back(slot);
   for (const SlotPtr& slot : failing) {
     const bool idempotent = slot_idempotent(*slot);
     if (code == Errc::server_unavailable && idempotent && !slot->frames.empty()) {

@@ -121,9 +121,11 @@ class PATRO_PRIVATE RequestTable {
       PATRO_EXCLUDES(mu_);
   /// Fails every request in flight (to server, if given) with code; a server that went away
   /// (server_unavailable): an idempotent request is resent after a backoff instead, and one that
-  /// is not fails with outcome_unknown.
+  /// is not fails with outcome_unknown. only, if given: of server's requests sent through the
+  /// broker, just these ids (SERVER_DOWN's list); those sent directly all the same.
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
-                    Clock::time_point now, const RetryTiming& timing) PATRO_EXCLUDES(mu_);
+                    Clock::time_point now, const RetryTiming& timing,
+                    const std::vector<uint64_t>* only = nullptr) PATRO_EXCLUDES(mu_);
   /// A request the broker could not route (its body: that answer), or whose server went away:
   /// schedules a resend after a backoff, or completes it with that answer if it may not wait.
   void retry_later(const SlotPtr& slot, Clock::time_point now, const RetryTiming& timing)

@@ -75,6 +75,21 @@ std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept {
   return get_u64(static_cast<const uint8_t*>(frame.data()));
 }
 
+zmq::message_t u64_list_frame(const std::vector<uint64_t>& vs) {
+  zmq::message_t m(vs.size() * 8);
+  auto* p = static_cast<uint8_t*>(m.data());
+  for (size_t i = 0; i < vs.size(); ++i) put_u64(p + 8 * i, vs[i]);
+  return m;
+}
+
+std::optional<std::vector<uint64_t>> parse_u64_list(const zmq::message_t& frame) {
+  if (frame.size() % 8 != 0) return std::nullopt;
+  std::vector<uint64_t> out(frame.size() / 8);
+  const auto* p = static_cast<const uint8_t*>(frame.data());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = get_u64(p + 8 * i);
+  return out;
+}
+
 zmq::message_t object_id_frame(const ObjectId& id) {
   zmq::message_t m(16);
   auto* p = static_cast<uint8_t*>(m.data());

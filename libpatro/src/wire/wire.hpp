@@ -86,6 +86,10 @@ std::optional<Command> parse_header(const zmq::message_t& frame, uint64_t& stamp
 
 zmq::message_t u64_frame(uint64_t v);
 std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept;
+/// A list of u64s in one frame, each big-endian (SERVER_DOWN's request ids); nullopt for a frame
+/// whose size is not a multiple of 8.
+zmq::message_t u64_list_frame(const std::vector<uint64_t>& vs);
+std::optional<std::vector<uint64_t>> parse_u64_list(const zmq::message_t& frame);
 zmq::message_t object_id_frame(const ObjectId& id);
 std::optional<ObjectId> parse_object_id(const zmq::message_t& frame) noexcept;
 
