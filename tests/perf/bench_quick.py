@@ -2,10 +2,12 @@
 """Smoke run of patro-bench (the perf suite): every case runs briefly and its numbers come out.
 
 Not timed: it asserts only that each row has its figures, that the Ice rows are numbers where the
-Ice peer was built and say "skipped" where not, that patro-worker's rows measure patro-worker, and
+Ice peer was built and say "skipped" where not, that patro-worker's rows measure patro-worker, that
+the job queue's peers (beanstalkd, Redis) ran where installed and say "skipped" where not, and
 that bad options are refused. Usage: bench_quick.py PATRO_BENCH (PATRO_WORKER in the environment).
 """
 import json
+import shutil
 import subprocess
 import sys
 
@@ -63,11 +65,48 @@ def main():
     assert out["worker"] == "found", "PATRO_WORKER is set by the test's environment"
     for name in ["patro-worker queue, 4 consumers, take+ack per job",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many",
+                 "patro-worker queue, 4 consumers, take+ack per job, --data",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
                  "patro-worker log, 4 clients, oneway write, --log-sync never",
                  "patro-worker log, 4 clients, oneway write, --log-sync always",
                  "FileHandle print_async, 4 clients (direct)"]:
         assert number(row(name)["per_s"]), rows[name]
+
+    # The job queue's peers, started by the bench where Debian's beanstalkd and redis-server are
+    # in PATH (tools/install-deps.sh installs them), skipped with a line of their own where not;
+    # each comparison row is there when patro-worker and a peer of its kind ran.
+    peers = {
+        "beanstalkd": ["beanstalkd: 4 consumers, reserve+delete per job",
+                       "beanstalkd: 4 consumers, reserve+delete per job, -b DIR -f 0"],
+        "redis-server": ["redis: 4 consumers, per job",
+                         "redis streams: 4 consumers, XREADGROUP COUNT 100 + XACK of 100",
+                         "redis: 4 consumers, per job, appendonly yes, appendfsync always"],
+    }
+    skipped = {"beanstalkd": "beanstalkd: skipped (not found)",
+               "redis-server": "redis: skipped (not found)"}
+    for program, names in peers.items():
+        found = out["beanstalkd" if program == "beanstalkd" else "redis"]
+        assert found == ("found" if shutil.which(program) else "skipped (not found)"), found
+        if shutil.which(program):
+            assert skipped[program] not in rows, rows[skipped[program]]
+            for name in names:
+                assert number(row(name)["per_s"]), rows[name]
+        else:
+            row(skipped[program])
+            for name in names:
+                assert name not in rows, rows[name]
+    compared = {"queue per job, 4 consumers: patro-worker / best peer": ["beanstalkd",
+                                                                         "redis-server"],
+                "queue batched by 100, 4 consumers: patro-worker / redis streams":
+                    ["redis-server"],
+                "queue per job, durable, 4 consumers: patro-worker / best peer":
+                    ["beanstalkd", "redis-server"]}
+    for name, programs in compared.items():
+        if any(shutil.which(p) for p in programs):
+            r = row(name)
+            assert number(r["per_s"]) and number(r["floor_per_s"]) and number(r["ratio"]), r
+        else:
+            assert name not in rows, rows[name]
 
     # The fail-over case: one round of each kind, with a short heartbeat; every call succeeded
     # (patro-bench exits 1 otherwise) and each round has its time.
