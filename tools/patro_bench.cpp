@@ -1368,8 +1368,7 @@ struct Bench {
         patro_row("patro100d", "take_many", true,
                   "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data");
       // The durable per-job rows take a tenth of the jobs: beanstalkd fsyncs every put as it
-      // fills (about 1.6 ms each on this project's VM), and the three run at a few hundred to a
-      // few thousand jobs a second.
+      // fills, and the three run at a few hundred to a few thousand jobs a second.
       for (Row& row : rows)
         row.per_round = row.key.back() == 'd' && row.key.find("100") == std::string::npos
                             ? std::max<uint64_t>(prm.count / 10, 1)

@@ -3,19 +3,69 @@
 
 Not timed: it asserts only that each row has its figures, that the Ice rows are numbers where the
 Ice peer was built and say "skipped" where not, that patro-worker's rows measure patro-worker, that
-the job queue's peers (beanstalkd, Redis) ran where installed and say "skipped" where not, and
-that bad options are refused. Usage: bench_quick.py PATRO_BENCH (PATRO_WORKER in the environment).
+the job queue's peers (beanstalkd, Redis) ran where installed and say "skipped" where not, that
+their load clients fail with a clear message against a peer that misbehaves, and that bad
+options are refused. Usage: bench_quick.py PATRO_BENCH (PATRO_WORKER in the environment).
 """
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 CLIENTS = [1, 8]
 
 
 def number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def fake_peer(answer):
+    """A one-connection server on loopback: reads what comes, answers with `answer` (None: closes
+    at once), then closes. Returns its port and the thread."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(20)
+
+    def serve():
+        with srv:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if answer is not None:
+                        conn.recv(4096)
+                        conn.sendall(answer)
+                        conn.recv(4096)  # until the client gives up and closes
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve)
+    t.start()
+    return srv.getsockname()[1], t
+
+
+def peer_clients_fail_cleanly(bench):
+    """The beanstalkd and Redis load clients (internal roles) against a peer that closes, answers
+    garbage or sends a line with no end: each exits 1 with a message naming the peer, at once."""
+    cases = [("beanstalk-client", ["jobs"], "beanstalkd"),
+             ("redis-client", ["s", "1"], "redis")]
+    answers = {None: ("connection closed", "Connection reset by peer"),
+               b"garbage\r\n": ("garbage",), b"+" + b"x" * 10000: ("longer than",)}
+    for role, extra, name in cases:
+        for answer, says in answers.items():
+            port, t = fake_peer(answer)
+            r = subprocess.run([bench, "--role", role, str(port)] + extra + ["100", "1000"],
+                               input="ge", capture_output=True, text=True, timeout=20)
+            t.join(timeout=20)
+            assert r.returncode == 1, (role, answer, r.returncode, r.stderr)
+            assert f"patro-bench: {name}: " in r.stderr, (role, answer, r.stderr)
+            assert any(w in r.stderr for w in says), (role, answer, r.stderr)
 
 
 def main():
@@ -118,6 +168,8 @@ def main():
     assert fo["heartbeat_ms"] == 200 and len(fo["cases"]) == 2, fo
     for c in fo["cases"]:
         assert len(c["ms"]) == 1 and number(c["max_ms"]), c
+
+    peer_clients_fail_cleanly(bench)
 
     # Bad options: a clear message and exit status 2, nothing run.
     for bad in (["--clients", "0"], ["--clients", "1,x"], ["--route", "sideways"],
