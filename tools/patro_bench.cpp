@@ -1682,7 +1682,8 @@ int main(int argc, char** argv) {
     Bench b;
     CLI::App app(
         "Patro against a raw ZeroMQ floor and ZeroC Ice in one run, and patro-worker's queue "
-        "and log (docs/BENCHMARKS.md).",
+        "(beside beanstalkd and Redis Streams where their servers are in PATH) and log "
+        "(docs/BENCHMARKS.md).",
         "patro-bench");
     patro::cli::setup(app);
     app.footer("Exit status: 0, 1 if a case failed, 2 on bad options.");
