@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Patro needs to build and test, from Debian's packages. Run as root.
-# (ZeroC Ice is for patro-bench's Ice peer only: meson option ice, built where present.)
+# (ZeroC Ice is for patro-bench's Ice peer only: meson option ice, built where present;
+# beanstalkd and redis-server for its job-queue peers only, found in PATH when it runs.)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -9,4 +10,15 @@ apt-get install -y -qq --no-install-recommends \
   libzmq3-dev cppzmq-dev zlib1g-dev flatbuffers-compiler libflatbuffers-dev libboost-dev doctest-dev \
   libcli11-dev nlohmann-json3-dev libsystemd-dev debhelper dh-python lintian mmdebstrap dpkg-dev curl clang-format libclang-rt-14-dev \
   iproute2 procps python3-zmq python3-flatbuffers python3-pytest systemd strace logrotate \
-  libzeroc-ice-dev zeroc-ice-compilers >/dev/null
+  libzeroc-ice-dev zeroc-ice-compilers beanstalkd redis-server >/dev/null
+# beanstalkd and redis-server are patro-bench's optional job-queue peers (skipped where absent).
+# The bench starts its own, on free loopback ports with data directories of its own, so the
+# system services the packages install are stopped and disabled rather than left listening.
+for service in beanstalkd redis-server; do
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  else
+    service "$service" stop >/dev/null 2>&1 || true
+    update-rc.d "$service" disable >/dev/null 2>&1 || true
+  fi
+done

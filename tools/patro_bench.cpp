@@ -49,8 +49,11 @@
 #include <nlohmann/json.hpp>
 #include <patro/patro.hpp>
 
+#include "beanstalk_peer.hpp"
 #include "cli/options.hpp"
 #include "ice_peer.hpp"
+#include "redis_peer.hpp"
+#include "tcp_conn.hpp"
 
 namespace {
 
@@ -158,6 +161,23 @@ uint64_t cpu_ns(pid_t pid) {
     std::ifstream f(dir + "/" + e->d_name + "/schedstat");
     uint64_t ns = 0;
     if (f >> ns) total += ns;
+  }
+  ::closedir(d);
+  return total;
+}
+
+/// Times the process's threads went to sleep and were woken (the sum of their
+/// voluntary_ctxt_switches in /proc/PID/task/*/status).
+uint64_t wakeups(pid_t pid) {
+  uint64_t total = 0;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(dir + "/" + e->d_name + "/status");
+    for (std::string l; std::getline(f, l);)
+      if (l.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stoull(l.substr(24));
   }
   ::closedir(d);
   return total;
@@ -664,6 +684,68 @@ int role_worker_client(const std::string& conf, const std::string& route, const 
       lat);
 }
 
+/// A beanstalkd consumer of tube: reserve-with-timeout 0, then delete, one job at a time, until
+/// none is ready.
+int role_beanstalk_client(uint16_t port, const std::string& tube, const Params& prm) {
+  patro::bench::BeanstalkClient c(port, tube);
+  Latencies lat;
+  return chunk_loop(
+      [&]() -> Run {
+        uint64_t deleted = 0;
+        Run r = throughput(
+            [&]() -> uint64_t {
+              const auto id = c.reserve();
+              if (!id) return prm.count;  // none ready: done
+              c.remove(*id);
+              ++deleted;
+              return 1;
+            },
+            prm.count, prm.time);
+        r.count = deleted;
+        return r;
+      },
+      lat);
+}
+
+/// A Redis Streams consumer in group "bench" (consumer name: its pid): XREADGROUP COUNT batch,
+/// then XACK of every id it read, until the stream has no new entries.
+int role_redis_client(uint16_t port, const std::string& stream, uint64_t batch, const Params& prm) {
+  patro::bench::RedisClient c(port);
+  const std::string consumer = "c" + std::to_string(::getpid());
+  Latencies lat;
+  return chunk_loop(
+      [&]() -> Run {
+        uint64_t acked = 0;
+        Run r = throughput(
+            [&]() -> uint64_t {
+              const auto ids = c.read_group(stream, "bench", consumer, batch);
+              if (ids.empty()) return prm.count;  // nothing new: done
+              c.ack(stream, "bench", ids);
+              acked += ids.size();
+              return ids.size();
+            },
+            prm.count, prm.time);
+        r.count = acked;
+        return r;
+      },
+      lat);
+}
+
+/// A program's path found in $PATH, or empty.
+std::string find_in_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::istringstream in(path ? path : "");
+  for (std::string d; std::getline(in, d, ':');) {
+    if (d.empty()) continue;
+    const std::string p = d + "/" + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return {};
+}
+
+// The job every queue row pushes and takes: 16 bytes, as issue 25 measured.
+const std::string kJobBody = "sixteen byte job";
+
 // ---------------------------------------------------------------------------------------------
 // The orchestrator
 
@@ -733,12 +815,16 @@ struct Bench {
   std::string clients_list = "1,2,4,8,16";
   std::vector<int> clients;
   std::string worker;  // patro-worker's path; empty: its rows are skipped
+  // The queue rows' peers, found in $PATH; empty: their rows are skipped.
+  std::string beanstalkd = find_in_path("beanstalkd");
+  std::string redis_server = find_in_path("redis-server");
   bool want(const std::string& c) const {
     return ("," + only + ",").find("," + c + ",") != std::string::npos;
   }
   std::string dir;
   Child floor_broker, floor_server, patro_broker, patro_server, curve_broker, curve_server,
       ice_server;
+  std::vector<Child> queue_servers;  // the queue rows' patro-workers and peers, stopped by finish()
   std::string floor_front, patro_back, patro_conf, curve_conf, ice_proxy;
   std::vector<Case> cases;
 
@@ -886,15 +972,17 @@ struct Bench {
     std::this_thread::sleep_for(200ms);  // the floor server's lanes say READY
   }
 
-  /// A patro-worker serving "queue jobs" and "log lines PATH" through the Patro broker, with its
-  /// extra flags; waits for the config it writes. The caller stops it.
+  /// A patro-worker serving "queue jobs-TAG" and "log lines-TAG PATH" through the Patro broker,
+  /// with its extra flags; waits for the config it writes. The caller stops it.
   Child start_worker(const std::string& tag, std::vector<std::string> flags, std::string& conf) {
     conf = dir + "/worker-" + tag + ".conf";
     std::vector<std::string> a{"--broker",    patro_back,  "--config-out",
                                conf,          "--threads", std::to_string(threads),
                                "--log-level", "warn"};
     for (auto& f : flags) a.push_back(f);
-    for (const char* w : {"queue", "jobs", "log", "lines"}) a.push_back(w);
+    // Names of its own: the queue rows run several patro-workers at once, and a name has one
+    // owner at the broker.
+    a.insert(a.end(), {"queue", "jobs-" + tag, "log", "lines-" + tag});
     a.push_back(dir + "/worker-" + tag + ".log");
     Child c = spawn(a, service_cpu(), worker);
     for (int i = 0; i < 2000 && ::access(conf.c_str(), R_OK) != 0; ++i) {
@@ -913,6 +1001,7 @@ struct Bench {
   }
 
   void finish() {
+    for (Child& c : queue_servers) c.stop();
     ice_server.stop();
     curve_server.stop();
     curve_broker.stop();
@@ -1119,8 +1208,9 @@ struct Bench {
                        over(rate, floor4), unit + scale, std::nullopt, ice4, over(rate, ice4)});
     };
     // patro-worker's job queue and log, each served by a patro-worker of its own.
-    const uint64_t jobs = quick ? 2000 : 400000;
-    if (want("jobs")) worker_jobs(jobs, scaled);
+    // 50,000 jobs a round, three rounds, as issue 25 measured (fewer rounds than the other
+    // cases': every round drains every queue, the durable ones at a few thousand jobs a second).
+    if (want("jobs")) queue_jobs(quick ? 100 : 50000, quick ? 2 : 3, scaled);
     const uint64_t lines = quick ? 2000 : 2000000;
     if (want("lines")) worker_lines(lines, scaled);
     // FileHandle print_async from 4 clients into one file (one write(2) per line).
@@ -1131,52 +1221,213 @@ struct Bench {
     }
   }
 
-  /// patro-worker's own queue: 4 consumers take and acknowledge jobs pushed beforehand, with
-  /// leases, in memory and with --data (its write-ahead log); each with a worker of its own.
-  template <class Scaled>
-  void worker_jobs(uint64_t jobs, Scaled& scaled) {
-    if (worker.empty()) {
-      cases.push_back({"patro-worker: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
-      return;
-    }
-    struct Row {
-      std::string tag, mode, name;
-      uint64_t jobs;
-      bool data;
-    };
-    const std::vector<Row> rows{
-        {"mem1", "take_one", "patro-worker queue, 4 consumers, take+ack per job", jobs / 20, false},
-        {"mem", "take_many", "patro-worker queue, 4 consumers, take_many(100)+ack_many", jobs,
-         false},
-        {"data", "take_many", "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
-         jobs, true},
-    };
-    for (const Row& row : rows) {
-      std::vector<std::string> flags;
-      if (row.data) flags = {"--data", dir + "/worker-data"};
-      std::string conf;
-      Child w = start_worker(row.tag, flags, conf);
-      try {
-        {
-          auto q = patro::get_proxies(conf, client_options(route)).at(0);
-          for (uint64_t done = 0; done < row.jobs;) {
-            const uint64_t m = std::min<uint64_t>(10000, row.jobs - done);
-            patro::ValueArray batch;
-            batch.reserve(m);
-            for (uint64_t i = 0; i < m; ++i) batch.emplace_back(static_cast<int64_t>(done + i));
-            q.call("push_many", patro::Value(std::move(batch)));
-            done += m;
-          }
+  /// A peer server (beanstalkd, redis-server) at path on a free loopback port, args(port) its
+  /// arguments; tried on up to three ports (another process may take a free port first). It joins
+  /// queue_servers, which finish() stops. Returns its port once it accepts connections.
+  uint16_t start_peer(const std::string& path,
+                      const std::function<std::vector<std::string>(uint16_t)>& args) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      const uint16_t port = patro::bench::free_loopback_port();
+      queue_servers.push_back(spawn(args(port), service_cpu(), path));
+      Child& c = queue_servers.back();
+      for (int i = 0; i < 1000; ++i) {  // 10 s
+        if (::waitpid(c.pid, nullptr, WNOHANG) == c.pid) {
+          c.pid = -1;  // exited: perhaps the port was taken; the next attempt takes another
+          ::close(c.in);
+          ::close(c.out);
+          break;
         }
-        Group p = worker_group(4, conf, row.mode, 100, params(row.jobs, 3000ms));
-        chunk(p);
-        scaled(row.name, end(p).second, "jobs/s");
-      } catch (...) {
-        w.stop();
-        throw;
+        try {
+          patro::bench::TcpConn probe(path, port, 1s);
+          return port;
+        } catch (const std::exception&) {
+          std::this_thread::sleep_for(10ms);
+        }
       }
-      w.stop();
+      c.stop();
+      queue_servers.pop_back();
     }
+    throw std::runtime_error(path + " did not start (see its messages above)");
+  }
+
+  /// The job queues side by side, in rounds: patro-worker's (take+ack per job and
+  /// take_many(100)+ack_many, each in memory and with --data, each row a patro-worker of its
+  /// own), beanstalkd's (reserve+delete per job, in memory and with -b DIR -f 0) and Redis
+  /// Streams' (XREADGROUP+XACK per job and by 100 in memory, per job with appendonly and
+  /// appendfsync always). Each round fills every queue with the same jobs (16 bytes each), then
+  /// its 4 consumer processes take and acknowledge them until it is empty; a job counts once
+  /// acknowledged. Three rows compare patro-worker with the best peer of its kind.
+  template <class Scaled>
+  void queue_jobs(uint64_t jobs, int rounds_n, Scaled& scaled) {
+    struct Row {
+      std::string key, name, note;
+      std::function<void(uint64_t)> fill;
+      std::optional<Group> group;
+      pid_t server = -1;
+      uint64_t server_ns = 0, clients_ns = 0;  // CPU time during the rounds
+      uint64_t server_wakeups = 0;
+      uint64_t per_round = 0, queued = 0;  // jobs in the queue at each round's start; now
+    };
+    std::vector<Row> rows;
+    const Params prm = params(jobs, 30000ms);
+    const std::vector<std::string> prm_args = param_args(prm);
+    auto patro_row = [&](const std::string& key, const std::string& mode, bool data,
+                         const std::string& name) {
+      std::vector<std::string> flags;
+      if (data) flags = {"--data", dir + "/worker-" + key + "-data"};
+      std::string conf;
+      queue_servers.push_back(start_worker(key, flags, conf));
+      auto q =
+          std::make_shared<patro::Proxy>(patro::get_proxies(conf, client_options(route)).at(0));
+      const pid_t server = queue_servers.back().pid;
+      rows.push_back({key, name, "jobs/s",
+                      [q](uint64_t n) {
+                        for (uint64_t done = 0; done < n;) {  // push_many of 10,000 at a time
+                          const uint64_t m = std::min<uint64_t>(10000, n - done);
+                          patro::ValueArray batch(m, patro::Value(kJobBody));
+                          q->call("push_many", patro::Value(std::move(batch)));
+                          done += m;
+                        }
+                      },
+                      worker_group(4, conf, mode, 100, prm), server});
+    };
+    auto beanstalk_row = [&](const std::string& key, bool durable, const std::string& name,
+                             const std::string& note) {
+      const std::string d = dir + "/beanstalkd-" + key;
+      if (durable) std::filesystem::create_directories(d);
+      const uint16_t port = start_peer(beanstalkd, [&](uint16_t p) {
+        std::vector<std::string> a{"-l", "127.0.0.1", "-p", std::to_string(p)};
+        if (durable) a.insert(a.end(), {"-b", d, "-f", "0"});
+        return a;
+      });
+      const pid_t server = queue_servers.back().pid;
+      auto producer = std::make_shared<patro::bench::BeanstalkClient>(port, "jobs");
+      std::vector<std::string> a{"--role", "beanstalk-client", std::to_string(port), "jobs"};
+      a.insert(a.end(), prm_args.begin(), prm_args.end());
+      rows.push_back({key, name, note, [producer](uint64_t n) { producer->put_many(kJobBody, n); },
+                      spawn_group(4, a), server});
+    };
+    std::map<uint16_t, pid_t> redis_pid;
+    auto redis_at = [&](bool durable) {
+      const std::string d = dir + (durable ? "/redis-aof" : "/redis");
+      std::filesystem::create_directories(d);
+      const uint16_t port = start_peer(redis_server, [&](uint16_t p) {
+        return std::vector<std::string>{
+            "--port",       std::to_string(p),      "--bind",        "127.0.0.1", "--save", "",
+            "--appendonly", durable ? "yes" : "no", "--appendfsync", "always",    "--dir",  d,
+            "--logfile",    d + "/redis.log",       "--daemonize",   "no"};
+      });
+      redis_pid[port] = queue_servers.back().pid;
+      return port;
+    };
+    auto redis_row = [&](const std::string& key, uint16_t port, uint64_t batch,
+                         const std::string& name, const std::string& note) {
+      auto producer = std::make_shared<patro::bench::RedisClient>(port);
+      producer->create_group(key, "bench");
+      std::vector<std::string> a{"--role", "redis-client", std::to_string(port), key,
+                                 std::to_string(batch)};
+      a.insert(a.end(), prm_args.begin(), prm_args.end());
+      rows.push_back({key, name, note,
+                      [producer, key](uint64_t n) { producer->add_many(key, kJobBody, n); },
+                      spawn_group(4, a), redis_pid.at(port)});
+    };
+    if (worker.empty())
+      cases.push_back({"patro-worker: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
+    if (beanstalkd.empty())
+      cases.push_back({"beanstalkd: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
+    if (redis_server.empty())
+      cases.push_back({"redis: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
+    const std::string per_job = "jobs/s; Redis Streams, XREADGROUP COUNT 1 + XACK";
+    try {
+      const uint16_t redis_mem = redis_server.empty() ? 0 : redis_at(false);
+      const uint16_t redis_aof = redis_server.empty() ? 0 : redis_at(true);
+      if (!worker.empty())
+        patro_row("patro1", "take_one", false, "patro-worker queue, 4 consumers, take+ack per job");
+      if (!beanstalkd.empty())
+        beanstalk_row("beanstalk1", false, "beanstalkd: 4 consumers, reserve+delete per job",
+                      "jobs/s");
+      if (redis_mem) redis_row("redis1", redis_mem, 1, "redis: 4 consumers, per job", per_job);
+      if (!worker.empty())
+        patro_row("patro100", "take_many", false,
+                  "patro-worker queue, 4 consumers, take_many(100)+ack_many");
+      if (redis_mem)
+        redis_row("redis100", redis_mem, 100,
+                  "redis streams: 4 consumers, XREADGROUP COUNT 100 + XACK of 100", "jobs/s");
+      if (!worker.empty())
+        patro_row("patro1d", "take_one", true,
+                  "patro-worker queue, 4 consumers, take+ack per job, --data");
+      if (!beanstalkd.empty())
+        beanstalk_row("beanstalk1d", true,
+                      "beanstalkd: 4 consumers, reserve+delete per job, -b DIR -f 0",
+                      "jobs/s; binlog fsynced at every write");
+      if (redis_aof)
+        redis_row("redis1d", redis_aof, 1,
+                  "redis: 4 consumers, per job, appendonly yes, appendfsync always",
+                  per_job + "; fsynced before each reply");
+      if (!worker.empty())
+        patro_row("patro100d", "take_many", true,
+                  "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data");
+      // The durable per-job rows take a tenth of the jobs: beanstalkd fsyncs every put as it
+      // fills, and the three run at a few hundred to a few thousand jobs a second.
+      for (Row& row : rows)
+        row.per_round = row.key.back() == 'd' && row.key.find("100") == std::string::npos
+                            ? std::max<uint64_t>(prm.count / 10, 1)
+                            : prm.count;
+      for (int r = 0; r < rounds_n; ++r)
+        for (Row& row : rows) {
+          // Topped up to per_round: a round cut short by its time leaves jobs for the next.
+          if (row.queued < row.per_round) row.fill(row.per_round - row.queued);
+          row.queued = std::max(row.queued, row.per_round);
+          const double acked0 = row.group->per_s_sum;
+          const uint64_t s0 = cpu_ns(row.server), w0 = wakeups(row.server);
+          uint64_t c0 = 0;
+          for (const Child& c : row.group->procs) c0 += cpu_ns(c.pid);
+          chunk(*row.group);
+          row.server_ns += cpu_ns(row.server) - s0;
+          row.server_wakeups += wakeups(row.server) - w0;
+          for (const Child& c : row.group->procs) row.clients_ns += cpu_ns(c.pid);
+          row.clients_ns -= c0;
+          row.queued -= std::min(row.queued, static_cast<uint64_t>(row.group->per_s_sum - acked0));
+        }
+    } catch (...) {
+      for (Row& row : rows)
+        for (Child& c : row.group->procs) c.stop();
+      throw;
+    }
+    std::map<std::string, double> rate;
+    for (Row& row : rows) {
+      // CPU per job acknowledged: the server's (all its threads) and the 4 consumers' together.
+      const double n = std::max(row.group->per_s_sum, 1.0);
+      const std::string cpu = "; CPU us per job: server " + num(row.server_ns / 1000.0 / n, 1) +
+                              ", consumers " + num(row.clients_ns / 1000.0 / n, 1) +
+                              "; server wake-ups per job " + num(row.server_wakeups / n, 2);
+      rate[row.key] = end(*row.group).second;
+      scaled(row.name, rate[row.key], row.note + cpu);
+    }
+    // patro-worker over the best peer of the same kind (issue 25 asks for 1.0 or more); the
+    // floor columns of these rows hold that peer's rate.
+    auto compare = [&](const std::string& name, const std::string& patro_key,
+                       const std::vector<std::pair<std::string, std::string>>& peers) {
+      std::optional<double> best;
+      std::string which;
+      for (const auto& [key, label] : peers)
+        if (rate.count(key) && (!best || rate[key] > *best)) {
+          best = rate[key];
+          which = label;
+        }
+      if (!rate.count(patro_key) || !best) return;
+      cases.push_back({name, std::nullopt, std::nullopt, rate[patro_key], std::nullopt, best,
+                       over(rate[patro_key], best),
+                       "patro-worker over the best peer (" + which +
+                           "; its rate is in the floor "
+                           "column)"});
+    };
+    compare("queue per job, 4 consumers: patro-worker / best peer", "patro1",
+            {{"beanstalk1", "beanstalkd"}, {"redis1", "redis streams"}});
+    compare("queue batched by 100, 4 consumers: patro-worker / redis streams", "patro100",
+            {{"redis100", "redis streams"}});
+    compare("queue per job, durable, 4 consumers: patro-worker / best peer", "patro1d",
+            {{"beanstalk1d", "beanstalkd -b -f 0"}, {"redis1d", "redis appendfsync always"}});
   }
 
   /// patro-worker's own log: 4 clients write lines oneway, under --log-sync never and always.
@@ -1241,6 +1492,8 @@ struct Bench {
         {"clients", clients},
         {"ice", patro::bench::ice_built() ? "built" : "skipped (not built)"},
         {"worker", worker.empty() ? "skipped (not found)" : "found"},
+        {"beanstalkd", beanstalkd.empty() ? "skipped (not found)" : "found"},
+        {"redis", redis_server.empty() ? "skipped (not found)" : "found"},
         {"cases", list}};
     std::printf("%s\n",
                 out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
@@ -1417,6 +1670,11 @@ int main(int argc, char** argv) {
       }
       if (role == "worker-client")
         return role_worker_client(at(2), at(3), at(4), std::stoll(at(5)), prm(6));
+      if (role == "beanstalk-client")
+        return role_beanstalk_client(static_cast<uint16_t>(std::stoi(at(2))), at(3), prm(4));
+      if (role == "redis-client")
+        return role_redis_client(static_cast<uint16_t>(std::stoi(at(2))), at(3), std::stoull(at(4)),
+                                 prm(5));
       if (role == "ice-server") return patro::bench::run_ice_server(std::stoi(at(2)));
       if (role == "ice-client") return role_ice_client(at(2), at(3), std::stoi(at(4)), prm(5));
       return usage();
@@ -1424,7 +1682,8 @@ int main(int argc, char** argv) {
     Bench b;
     CLI::App app(
         "Patro against a raw ZeroMQ floor and ZeroC Ice in one run, and patro-worker's queue "
-        "and log (docs/BENCHMARKS.md).",
+        "(beside beanstalkd and Redis Streams where their servers are in PATH) and log "
+        "(docs/BENCHMARKS.md).",
         "patro-bench");
     patro::cli::setup(app);
     app.footer("Exit status: 0, 1 if a case failed, 2 on bad options.");

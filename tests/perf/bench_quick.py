@@ -2,18 +2,70 @@
 """Smoke run of patro-bench (the perf suite): every case runs briefly and its numbers come out.
 
 Not timed: it asserts only that each row has its figures, that the Ice rows are numbers where the
-Ice peer was built and say "skipped" where not, that patro-worker's rows measure patro-worker, and
-that bad options are refused. Usage: bench_quick.py PATRO_BENCH (PATRO_WORKER in the environment).
+Ice peer was built and say "skipped" where not, that patro-worker's rows measure patro-worker, that
+the job queue's peers (beanstalkd, Redis) ran where installed and say "skipped" where not, that
+their load clients fail with a clear message against a peer that misbehaves, and that bad
+options are refused. Usage: bench_quick.py PATRO_BENCH (PATRO_WORKER in the environment).
 """
 import json
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 CLIENTS = [1, 8]
 
 
 def number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def fake_peer(answer):
+    """A one-connection server on loopback: reads what comes, answers with `answer` (None: closes
+    at once), then closes. Returns its port and the thread."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(20)
+
+    def serve():
+        with srv:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if answer is not None:
+                        conn.recv(4096)
+                        conn.sendall(answer)
+                        conn.recv(4096)  # until the client gives up and closes
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve)
+    t.start()
+    return srv.getsockname()[1], t
+
+
+def peer_clients_fail_cleanly(bench):
+    """The beanstalkd and Redis load clients (internal roles) against a peer that closes, answers
+    garbage or sends a line with no end: each exits 1 with a message naming the peer, at once."""
+    cases = [("beanstalk-client", ["jobs"], "beanstalkd"),
+             ("redis-client", ["s", "1"], "redis")]
+    answers = {None: ("connection closed", "Connection reset by peer"),
+               b"garbage\r\n": ("garbage",), b"+" + b"x" * 10000: ("longer than",)}
+    for role, extra, name in cases:
+        for answer, says in answers.items():
+            port, t = fake_peer(answer)
+            r = subprocess.run([bench, "--role", role, str(port)] + extra + ["100", "1000"],
+                               input="ge", capture_output=True, text=True, timeout=20)
+            t.join(timeout=20)
+            assert r.returncode == 1, (role, answer, r.returncode, r.stderr)
+            assert f"patro-bench: {name}: " in r.stderr, (role, answer, r.stderr)
+            assert any(w in r.stderr for w in says), (role, answer, r.stderr)
 
 
 def main():
@@ -63,11 +115,48 @@ def main():
     assert out["worker"] == "found", "PATRO_WORKER is set by the test's environment"
     for name in ["patro-worker queue, 4 consumers, take+ack per job",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many",
+                 "patro-worker queue, 4 consumers, take+ack per job, --data",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
                  "patro-worker log, 4 clients, oneway write, --log-sync never",
                  "patro-worker log, 4 clients, oneway write, --log-sync always",
                  "FileHandle print_async, 4 clients (direct)"]:
         assert number(row(name)["per_s"]), rows[name]
+
+    # The job queue's peers, started by the bench where Debian's beanstalkd and redis-server are
+    # in PATH (tools/install-deps.sh installs them), skipped with a line of their own where not;
+    # each comparison row is there when patro-worker and a peer of its kind ran.
+    peers = {
+        "beanstalkd": ["beanstalkd: 4 consumers, reserve+delete per job",
+                       "beanstalkd: 4 consumers, reserve+delete per job, -b DIR -f 0"],
+        "redis-server": ["redis: 4 consumers, per job",
+                         "redis streams: 4 consumers, XREADGROUP COUNT 100 + XACK of 100",
+                         "redis: 4 consumers, per job, appendonly yes, appendfsync always"],
+    }
+    skipped = {"beanstalkd": "beanstalkd: skipped (not found)",
+               "redis-server": "redis: skipped (not found)"}
+    for program, names in peers.items():
+        found = out["beanstalkd" if program == "beanstalkd" else "redis"]
+        assert found == ("found" if shutil.which(program) else "skipped (not found)"), found
+        if shutil.which(program):
+            assert skipped[program] not in rows, rows[skipped[program]]
+            for name in names:
+                assert number(row(name)["per_s"]), rows[name]
+        else:
+            row(skipped[program])
+            for name in names:
+                assert name not in rows, rows[name]
+    compared = {"queue per job, 4 consumers: patro-worker / best peer": ["beanstalkd",
+                                                                         "redis-server"],
+                "queue batched by 100, 4 consumers: patro-worker / redis streams":
+                    ["redis-server"],
+                "queue per job, durable, 4 consumers: patro-worker / best peer":
+                    ["beanstalkd", "redis-server"]}
+    for name, programs in compared.items():
+        if any(shutil.which(p) for p in programs):
+            r = row(name)
+            assert number(r["per_s"]) and number(r["floor_per_s"]) and number(r["ratio"]), r
+        else:
+            assert name not in rows, rows[name]
 
     # The fail-over case: one round of each kind, with a short heartbeat; every call succeeded
     # (patro-bench exits 1 otherwise) and each round has its time.
@@ -79,6 +168,8 @@ def main():
     assert fo["heartbeat_ms"] == 200 and len(fo["cases"]) == 2, fo
     for c in fo["cases"]:
         assert len(c["ms"]) == 1 and number(c["max_ms"]), c
+
+    peer_clients_fail_cleanly(bench)
 
     # Bad options: a clear message and exit status 2, nothing run.
     for bad in (["--clients", "0"], ["--clients", "1,x"], ["--route", "sideways"],
