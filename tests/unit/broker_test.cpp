@@ -562,7 +562,7 @@ TEST_CASE(
     "connection's does") {
   BrokerOptions o = RunningBroker::options();
   o.heartbeat.interval = std::chrono::milliseconds(100);
-  o.heartbeat.liveness = 3;  // a 300 ms window
+  o.heartbeat.liveness = 10;  // a 1 s window: the live connection beats every 50 ms
   RunningBroker b(o);
   zmq::context_t ctx;
   Peer lane(ctx, b.broker.backend_endpoint(), true);
@@ -600,9 +600,9 @@ TEST_CASE(
     return gone;
   };
   // The old connection expires (2 connections -> 1); then a full window more: nothing said.
-  CHECK(lane_hears_gone(300, [&] { return b.broker.stats().clients == 1; }) == 0);
+  CHECK(lane_hears_gone(600, [&] { return b.broker.stats().clients == 1; }) == 0);
   REQUIRE(b.broker.stats().clients == 1);
-  CHECK(lane_hears_gone(40, [] { return false; }) == 0);
+  CHECK(lane_hears_gone(120, [] { return false; }) == 0);
   // The new connection goes: the client is gone, and the server is told.
   beating = false;
   new_conn.send(make(detail::header_frame(Command::disconnect)));
