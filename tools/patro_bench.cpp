@@ -150,37 +150,39 @@ Child spawn(std::vector<std::string> args, int cpu, std::string self = "/proc/se
   return c;
 }
 
-/// Nanoseconds the process's threads have run (the sum of /proc/PID/task/*/schedstat).
-uint64_t cpu_ns(pid_t pid) {
+/// The sum over the process's threads of what `read` takes from each one's FILE in
+/// /proc/PID/task/TID/ (0 where the process is gone).
+template <class Read>
+uint64_t sum_over_threads(pid_t pid, const char* file, Read read) {
   uint64_t total = 0;
   const std::string dir = "/proc/" + std::to_string(pid) + "/task";
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    std::ifstream f(dir + "/" + e->d_name + "/schedstat");
-    uint64_t ns = 0;
-    if (f >> ns) total += ns;
+    std::ifstream f(dir + "/" + e->d_name + "/" + file);
+    total += read(f);
   }
   ::closedir(d);
   return total;
 }
 
-/// Times the process's threads went to sleep and were woken (the sum of their
-/// voluntary_ctxt_switches in /proc/PID/task/*/status).
+/// Nanoseconds the process's threads have run (their schedstat's first field).
+uint64_t cpu_ns(pid_t pid) {
+  return sum_over_threads(pid, "schedstat", [](std::ifstream& f) {
+    uint64_t ns = 0;
+    return f >> ns ? ns : 0;
+  });
+}
+
+/// Times the process's threads went to sleep and were woken (their status's
+/// voluntary_ctxt_switches).
 uint64_t wakeups(pid_t pid) {
-  uint64_t total = 0;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return 0;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream f(dir + "/" + e->d_name + "/status");
+  return sum_over_threads(pid, "status", [](std::ifstream& f) -> uint64_t {
     for (std::string l; std::getline(f, l);)
-      if (l.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stoull(l.substr(24));
-  }
-  ::closedir(d);
-  return total;
+      if (l.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stoull(l.substr(24));
+    return 0;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -171,6 +171,18 @@ long rss_kib(int pid) {
   return -1;
 }
 
+// Ten jobs pushed through the broker, each one answered: they reached the real queue.
+void push_ten(const patro::Proxy& jobs) {
+  for (int i = 0; i < 10; ++i) {
+    try {
+      jobs.call("push", "secret" + std::to_string(i));
+    } catch (const patro::Error& e) {
+      FAIL_CHECK("push " << i << ": " << std::string(e.what()));
+    }
+  }
+  CHECK(jobs.call("size") == 10);
+}
+
 }  // namespace
 
 TEST_CASE("item 1: a REGISTER for a live server's id and name from another socket is refused") {
@@ -193,14 +205,7 @@ TEST_CASE("item 1: a REGISTER for a live server's id and name from another socke
   CHECK(refusal(attacker2.next(d::Command::registered, 3s)));
 
   // The jobs reach the real queue, and nothing reaches the attackers.
-  for (int i = 0; i < 10; ++i) {
-    try {
-      jobs.call("push", "secret" + std::to_string(i));
-    } catch (const patro::Error& e) {
-      FAIL_CHECK("push " << i << ": " << std::string(e.what()));
-    }
-  }
-  CHECK(jobs.call("size") == 10);
+  push_ten(jobs);
   (void)attacker.next(d::Command::request, 300ms);
   (void)attacker2.next(d::Command::request, 300ms);
   CHECK(attacker.requests == 0);
@@ -240,14 +245,7 @@ TEST_CASE(
   REQUIRE(none);
   CHECK(none->find("no restart proof") != std::string::npos);
 
-  for (int i = 0; i < 10; ++i) {
-    try {
-      jobs.call("push", "secret" + std::to_string(i));
-    } catch (const patro::Error& e) {
-      FAIL_CHECK("push " << i << ": " << std::string(e.what()));
-    }
-  }
-  CHECK(jobs.call("size") == 10);
+  push_ten(jobs);
   (void)guess.next(d::Command::request, 300ms);
   (void)bare.next(d::Command::request, 300ms);
   CHECK(guess.requests == 0);

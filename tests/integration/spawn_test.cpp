@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include <patro/patro.hpp>
@@ -56,35 +57,33 @@ bool wait_gone(int pid, std::chrono::milliseconds timeout) {
   return true;
 }
 
-// Waits (bounded) until pid is stopped (state T in /proc/PID/stat).
-bool wait_stopped(int pid, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T')
-      return true;
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(10ms);
-  }
+// The state letter of pid in /proc/PID/stat (R, S, T, Z, ...); 0 if there is no such process.
+char proc_state(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : '\0';
 }
 
-// Waits (bounded) until pid has exited (a zombie: its parent, spawn, has not reaped it yet).
-bool wait_exited(int pid, std::chrono::milliseconds timeout) {
+// Waits (bounded) until pid's state is one of `states`.
+bool wait_state(int pid, std::string_view states, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    if (line.empty() || (paren != std::string::npos && paren + 2 < line.size() &&
-                         (line[paren + 2] == 'Z' || line[paren + 2] == 'X')))
-      return true;
+  while (states.find(proc_state(pid)) == std::string_view::npos) {
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(10ms);
   }
+  return true;
+}
+
+// Waits (bounded) until pid is stopped (SIGSTOP).
+bool wait_stopped(int pid, std::chrono::milliseconds timeout) {
+  return wait_state(pid, "T", timeout);
+}
+
+// Waits (bounded) until pid has exited: a zombie (spawn has not reaped it yet), or gone.
+bool wait_exited(int pid, std::chrono::milliseconds timeout) {
+  return wait_state(pid, std::string_view("ZX\0", 3), timeout);
 }
 
 // No child of this test process is left unreaped (or running).
