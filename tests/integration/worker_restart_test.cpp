@@ -111,9 +111,12 @@ TEST_CASE(
   const std::string id = read_file(data + "/server-id");
   CHECK(id.size() == 17);  // 16 hex digits and a newline
 
-  patro::Proxy kv = patro::get_proxy(broker.front, "kv");
-  patro::Proxy n = patro::get_proxy(broker.front, "n");
-  patro::Proxy jobs = patro::get_proxy(broker.front, "jobs");
+  // Through the broker: see the next case.
+  patro::ClientOptions o;
+  o.route = patro::Route::broker;
+  patro::Proxy kv = patro::get_proxy(broker.front, "kv", o);
+  patro::Proxy n = patro::get_proxy(broker.front, "n", o);
+  patro::Proxy jobs = patro::get_proxy(broker.front, "jobs", o);
   kv.call("set", "k", "v1");
   CHECK(n.call("add", 5) == 5);
   jobs.call("push", "job 1");
