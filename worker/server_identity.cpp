@@ -78,26 +78,34 @@ std::optional<std::string> parse_secret(std::string t) {
   return out;
 }
 
+// The first bytes (up to 159) of a small file of the data directory, never through a symbolic
+// link; nullopt if it does not exist, and a failure if it cannot be read.
+std::optional<std::string> read_small_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT)
+      fail("cannot read " + path + ": " + std::strerror(errno) +
+           (errno == ELOOP ? " (a symbolic link is not followed)" : ""));
+    return std::nullopt;
+  }
+  char buf[160];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
+}
+
 }  // namespace
 
 std::string data_directory_server_secret(const std::string& dir) {
   const std::string path = dir + "/" + kServerSecretFile;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0) {
-    char buf[160] = {};
-    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    const std::optional<std::string> secret =
-        n > 0 ? parse_secret(std::string(buf, static_cast<size_t>(n))) : std::nullopt;
+  if (const std::optional<std::string> text = read_small_file(path)) {
+    const std::optional<std::string> secret = text->empty() ? std::nullopt : parse_secret(*text);
     if (!secret)
       fail(path +
            " does not hold a server secret (64 hex digits): restore the file, or remove it " +
            "to make a new one (a restart then waits until the broker drops the old process)");
     return *secret;
   }
-  if (errno != ENOENT)
-    fail("cannot read " + path + ": " + std::strerror(errno) +
-         (errno == ELOOP ? " (a symbolic link is not followed)" : ""));
   std::string secret(kSecretBytes, '\0');
   for (size_t got = 0; got < secret.size();) {
     const ssize_t n = ::getrandom(secret.data() + got, secret.size() - got, 0);
@@ -118,13 +126,8 @@ std::string data_directory_server_secret(const std::string& dir) {
 
 uint64_t data_directory_server_id(const std::string& dir, uint64_t given) {
   const std::string path = dir + "/" + kServerIdFile;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0) {
-    char buf[64] = {};
-    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    const std::optional<uint64_t> id =
-        n > 0 ? parse_server_id(std::string(buf, static_cast<size_t>(n))) : std::nullopt;
+  if (const std::optional<std::string> text = read_small_file(path)) {
+    const std::optional<uint64_t> id = text->empty() ? std::nullopt : parse_server_id(*text);
     if (!id)
       fail(path +
            " does not hold a server id (16 hex digits): this data directory's identity is "
@@ -135,9 +138,6 @@ uint64_t data_directory_server_id(const std::string& dir, uint64_t given) {
            ", the id kept in " + path + " (remove the file to change it)");
     return *id;
   }
-  if (errno != ENOENT)
-    fail("cannot read " + path + ": " + std::strerror(errno) +
-         (errno == ELOOP ? " (a symbolic link is not followed)" : ""));
   uint64_t id = given;
   if (id == 0) {
     std::random_device rd;
