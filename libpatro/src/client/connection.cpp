@@ -1,8 +1,5 @@
 #include "connection.hpp"
 
-#include <sys/eventfd.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <tuple>
@@ -25,25 +22,6 @@ void set_callback_host_factory(CallbackHostFactory factory) noexcept {
 }
 
 namespace {
-
-// A control message to a broker: [hdr][id][body] (the id: a request id, or LOCATE's server id).
-Multipart control_frames(Command command, uint64_t id, const flatbuffers::FlatBufferBuilder& fb) {
-  Multipart m;
-  m.push_back(header_frame(command));
-  m.push_back(u64_frame(id));
-  m.push_back(body_frame(fb));
-  return m;
-}
-
-// HELLO's body: the client id.
-flatbuffers::FlatBufferBuilder hello_body(uint64_t client_id) {
-  flatbuffers::FlatBufferBuilder fb(64);
-  fb.Finish(
-      wire::CreateControl(fb, wire::ControlBody::Hello, wire::CreateHello(fb, client_id).Union()),
-      wire::ControlIdentifier());
-  return fb;
-}
-
 uint32_t timeout_ms(std::chrono::milliseconds t) {
   return static_cast<uint32_t>(
       std::clamp<int64_t>(t.count(), 0, std::numeric_limits<uint32_t>::max()));
@@ -54,10 +32,8 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
     : brokers_(std::move(brokers)),
       options_(options),
       client_id_(random_id()),
-      heartbeat_ms_(options.heartbeat.interval.count()),
-      broker_interval_ms_(options.heartbeat.interval.count()),
-      broker_window_ms_(options.heartbeat.window().count()),
-      requests_(options.retry, options.retry_backoff, options.limits) {
+      requests_(options.retry, options.retry_backoff, options.limits),
+      link_(ctx_, brokers_, options_, curve_, client_id_, timing_) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
   for (const std::string& b : brokers_)
     if (auto why = endpoint_problem(b)) throw Error(Errc::invalid_argument, bad_endpoint(b, *why));
@@ -71,8 +47,6 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
                   "route=direct cannot be used with CURVE: the direct path is plaintext only");
     route_ = Route::broker;
   }
-  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) throw os_failure("eventfd", errno);
 }
 
 Connection::~Connection() {
@@ -84,7 +58,7 @@ Connection::~Connection() {
   {
     MutexLock lock(requests_.mutex());
     stopping_ = true;
-    state_cv_.notify_all();
+    loop_.notify();
     heartbeat_cv_.notify_all();
   }
   if (heartbeat_.joinable()) {
@@ -98,27 +72,11 @@ Connection::~Connection() {
     }
   }
   {
-    MutexLock io(io_mu_);
+    MutexLock io(loop_.turn());
     routes_.clear();
     direct_socks_.clear();  // they close (linger 0) before the context ends
-    watch_.reset();
-    if (sock_.handle() != nullptr) {
-      try {
-        Multipart bye;
-        bye.push_back(header_frame(Command::disconnect));
-        send_multipart(sock_, bye, true);
-        sock_.set(zmq::sockopt::linger, static_cast<int>(options_.limits.close_linger.count()));
-        sock_.close();
-      } catch (const zmq::error_t&) {
-      }
-    }
+    link_.close();
   }
-  ::close(wake_fd_);
-}
-
-void Connection::wake() noexcept {
-  const uint64_t one = 1;
-  (void)!::write(wake_fd_, &one, sizeof one);
 }
 
 void Connection::connect() {
@@ -127,7 +85,6 @@ void Connection::connect() {
     errors += (errors.empty() ? " " : "; ") + endpoint + ": " + why;
   };
   bool refused = false;  // a broker refused the handshake (rather than not answering)
-  const bool curve = curve_.enabled();
   // With several brokers each gets its share of the time, so a dead first one leaves time for the
   // others.
   const auto budget =
@@ -139,33 +96,13 @@ void Connection::connect() {
     const std::string& endpoint = brokers_[index];
     const auto deadline = Clock::now() + budget;
     {
-      MutexLock io(io_mu_);
-      watch_.reset();
-      sock_ = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-      if (curve) set_curve_client(sock_, curve_, curve_.keys);
-      std::optional<std::string> failure;
-      try {
-        // The handshake first: a refused key or a mismatched mechanism is a clear error at
-        // once, and nothing of ours reaches the broker.
-        HandshakeWatch watch(ctx_, sock_);
-        sock_.connect(endpoint);
-        failure = watch.wait(budget, curve);
-      } catch (const zmq::error_t& e) {
-        if (is_usage_errno(e.num()))
-          throw Error(Errc::invalid_argument, bad_endpoint(endpoint, e.what()));
-        failed(endpoint, e.what());
+      MutexLock io(loop_.turn());
+      const BrokerLink::Opened opened = link_.open(index, budget);
+      if (!opened.ok) {
+        refused = refused || opened.refused;
+        failed(endpoint, opened.why);
         continue;
       }
-      if (failure) {
-        refused = true;
-        failed(endpoint,
-               *failure +
-                   (curve ? " (client key " + key_fingerprint(curve_.keys.public_key) + ")" : ""));
-        sock_.close();
-        continue;
-      }
-      last_heard_ = Clock::now();
-      next_heartbeat_ = last_heard_ + options_.heartbeat.interval;
     }
     const uint64_t rid = next_request_id_++;
     Multipart m = control_frames(Command::hello, rid, hello_body(client_id_));
@@ -180,25 +117,8 @@ void Connection::connect() {
     const wire::Control* c = verified_control(slot->body, options_.limits, scratch);
     if (c && c->body_as_Welcome()) {
       {
-        MutexLock io(io_mu_);
-        endpoint_ = endpoint;
-        broker_index_ = index;
-        broker_instance_ = c->body_as_Welcome()->instance();
-        const auto* se = c->body_as_Welcome()->server_endpoint();
-        broker_server_endpoint_ = se ? se->str() : std::string();
-        if (brokers_.size() > 1) watch_ = std::make_unique<DisconnectWatch>(ctx_, sock_);
-      }
-      const uint32_t theirs = c->body_as_Welcome()->heartbeat_ms();
-      if (theirs > 0 && theirs < heartbeat_ms_) heartbeat_ms_ = theirs;
-      if (theirs > 0) broker_interval_ms_ = theirs;
-      if (theirs > 0 && c->body_as_Welcome()->liveness() > 0)
-        broker_window_ms_ = int64_t{theirs} * c->body_as_Welcome()->liveness();
-      {
-        // The broker's faster interval applies now: the first heartbeat must not wait for ours,
-        // or a broker with a shorter window drops this client during a long call.
-        MutexLock io(io_mu_);
-        next_heartbeat_ = std::min(next_heartbeat_,
-                                   Clock::now() + std::chrono::milliseconds(heartbeat_ms_.load()));
+        MutexLock io(loop_.turn());
+        link_.welcomed(index, *c->body_as_Welcome());
       }
       if (!heartbeat_.joinable())
         heartbeat_ = std::thread([this, gone = heartbeat_gone_] { heartbeat_main(*gone); });
@@ -226,11 +146,11 @@ void Connection::submit(Multipart frames, SlotPtr slot) {
 }
 
 void Connection::kick() {
-  if (io_mu_.try_lock()) {
+  if (loop_.try_take()) {
     flush();
     release_io();
   } else {
-    wake();  // the holder of the socket flushes it
+    loop_.wake();  // the holder of the socket flushes it
   }
 }
 
@@ -248,24 +168,20 @@ void Connection::flush() {
 }
 
 void Connection::send_out(Outgoing& o) {
-  zmq::socket_t* s = &sock_;
-  if (o.slot && o.slot->server != 0 && o.slot->server != last_server_) {
-    last_server_ = o.slot->server;
-    servers_seen_.insert(last_server_);
-  }
+  zmq::socket_t* direct = nullptr;
+  if (o.slot) link_.note_server(o.slot->server);
   if (o.slot && !o.slot->control && o.slot->server != 0 && route_ != Route::broker) {
     const uint64_t server = o.slot->server;
-    const auto choice =
-        routes_.choose(server, Clock::now(), std::chrono::milliseconds(broker_window_ms_.load()),
-                       [&] { return brokered_in_flight(server); });
-    if (choice.locate) send_locate(server);
+    const auto choice = routes_.choose(server, Clock::now(), timing_.window(),
+                                       [&] { return brokered_in_flight(server); });
+    if (choice.locate) link_.locate(server);
     switch (choice.way) {
       case DirectRoutes::Way::broker:
         break;
       case DirectRoutes::Way::direct: {
         auto it = direct_socks_.find(server);
         PATRO_ASSERT(it != direct_socks_.end(), "a live direct route has its socket");
-        s = &it->second;
+        direct = &it->second;
         break;
       }
       case DirectRoutes::Way::hold:
@@ -279,15 +195,14 @@ void Connection::send_out(Outgoing& o) {
   }
   if (o.slot) {
     o.slot->sent = true;
-    o.slot->sent_direct = s != &sock_;
+    o.slot->sent_direct = direct != nullptr;
     if (!o.slot->traced.empty()) [[unlikely]]
-      trace_sent(o.frames, *o.slot, s != &sock_, 1);
+      trace_sent(o.frames, *o.slot, direct != nullptr, 1);
   }
-  try {
-    if (!send_multipart(*s, o.frames, false)) PATRO_LOG(warn, "client") << "a request was not sent";
-  } catch (const zmq::error_t& e) {
-    PATRO_LOG(warn, "client") << "send failed: " << e.what();
-  }
+  if (direct != nullptr)
+    send_logged(*direct, o.frames, false, "request");
+  else
+    link_.send(o.frames, false, "request");
 }
 
 void Connection::trace_sent(const Multipart& frames, const Slot& slot, bool direct,
@@ -311,19 +226,6 @@ void Connection::trace_sent(const Multipart& frames, const Slot& slot, bool dire
   for (const wire::Request* r : *batch->requests())
     PATRO_LOG(trace, "client") << "-> oneway #" << r->request_id() << ' ' << trace_target(*r) << ' '
                                << trace_args(*r);
-}
-
-void Connection::send_locate(uint64_t server) {
-  flatbuffers::FlatBufferBuilder fb(64);
-  fb.Finish(
-      wire::CreateControl(fb, wire::ControlBody::Locate, wire::CreateLocate(fb, server).Union()),
-      wire::ControlIdentifier());
-  Multipart m = control_frames(Command::locate, server, fb);
-  try {
-    send_multipart(sock_, m, true);
-  } catch (const zmq::error_t& e) {
-    PATRO_LOG(warn, "client") << "locate failed: " << e.what();
-  }
 }
 
 bool Connection::brokered_in_flight(uint64_t server) {
@@ -371,10 +273,8 @@ void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
 
 Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
   if (now < routes_.next_check()) return routes_.next_check();
-  const std::chrono::milliseconds window(broker_window_ms_.load());
-  const std::chrono::milliseconds interval(heartbeat_ms_.load());
-  const DirectRoutes::Tending due = routes_.tend(now, window, interval);
-  for (uint64_t server : due.locate) send_locate(server);
+  const DirectRoutes::Tending due = routes_.tend(now, timing_.window(), timing_.heartbeat());
+  for (uint64_t server : due.locate) link_.locate(server);
   for (uint64_t server : due.heartbeat) {
     auto it = direct_socks_.find(server);
     if (it == direct_socks_.end()) continue;
@@ -391,8 +291,7 @@ Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
 }
 
 void Connection::route_failed(uint64_t server, const std::string& why) {
-  DirectRoutes::Failure failure =
-      routes_.fail(server, Clock::now(), std::chrono::milliseconds(heartbeat_ms_.load()));
+  DirectRoutes::Failure failure = routes_.fail(server, Clock::now(), timing_.heartbeat());
   if (!failure.known) return;
   direct_socks_.erase(server);  // closed (linger 0)
   const bool was_active = failure.was_active;
@@ -423,15 +322,13 @@ void Connection::route_failed(uint64_t server, const std::string& why) {
 void Connection::fail_slots(const std::vector<SlotPtr>& slots, const std::string& why) {
   if (slots.empty()) return;
   requests_.fail(slots, why, Clock::now());
-  state_cv_.notify_all();
+  loop_.notify();
 }
 
 void Connection::read_queued() {
-  if (io_mu_.try_lock()) {  // else its holder reads
+  if (loop_.try_take()) {  // else its holder reads
     try {
-      // ZMQ_EVENTS looks at what is queued without a system call in the common case.
-      if (sock_.get(zmq::sockopt::events) & ZMQ_POLLIN)
-        pump([]() PATRO_NO_TSA { return false; }, Clock::now(), true);
+      if (link_.readable()) pump([]() PATRO_NO_TSA { return false; }, Clock::now(), true);
     } catch (const zmq::error_t&) {
       // The request's own sending and waiting meet the same failure and report it.
     }
@@ -440,24 +337,19 @@ void Connection::read_queued() {
 }
 
 void Connection::release_io() {
-  io_mu_.unlock();
+  loop_.let_go();
   // Whatever was queued while we held the socket, and nobody could flush, goes now.
   for (;;) {
     {
       MutexLock out(out_mu_);
       if (outbox_.empty()) break;
     }
-    if (!io_mu_.try_lock()) break;  // the new holder flushes
+    if (!loop_.try_take()) break;  // the new holder flushes
     flush();
-    io_mu_.unlock();
+    loop_.let_go();
   }
   std::vector<SlotPtr> ready;
-  {
-    MutexLock lock(requests_.mutex());
-    ++io_generation_;
-    state_cv_.notify_all();
-    ready = requests_.take_ready();
-  }
+  loop_.next_turn([&]() PATRO_NO_TSA { ready = requests_.take_ready(); });
   // Callbacks run with no lock held (a callback may call the connection). Nothing of this
   // connection is touched after them: a callback may drop its last reference.
   RequestTable::run_callbacks(ready);
@@ -473,14 +365,13 @@ void Connection::run_callbacks() {
 }
 
 RetryTiming Connection::retry_timing() const noexcept {
-  return RetryTiming{std::chrono::milliseconds(broker_window_ms_.load()),
-                     std::chrono::milliseconds(heartbeat_ms_.load())};
+  return RetryTiming{timing_.window(), timing_.heartbeat()};
 }
 
 void Connection::fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
                               const std::vector<uint64_t>* only) {
   requests_.fail_pending(code, text, server, Clock::now(), retry_timing(), only);
-  state_cv_.notify_all();
+  loop_.notify();
 }
 
 void Connection::resend(const std::vector<SlotPtr>& slots) {
@@ -506,11 +397,7 @@ void Connection::send_again(const std::vector<SlotPtr>& slots) {
                                << ")";
     if (!s->traced.empty()) [[unlikely]]
       trace_sent(m, *s, false, attempt);
-    try {
-      if (!send_multipart(sock_, m, false)) PATRO_LOG(warn, "client") << "a resend was not sent";
-    } catch (const zmq::error_t& e) {
-      PATRO_LOG(warn, "client") << "resend failed: " << e.what();
-    }
+    link_.send(m, false, "resend");
   }
 }
 
@@ -528,25 +415,26 @@ void Connection::resend_due(Clock::time_point now) {
 }
 
 void Connection::broker_instance(uint64_t instance) {
-  if (instance == 0 || instance == broker_instance_) return;
-  const bool restarted = broker_instance_ != 0;
-  broker_instance_ = instance;
-  if (restarted && options_.retry) resend_all("the broker restarted");
+  if (link_.instance(instance) != BrokerLink::Instance::restarted) return;
+  if (options_.retry) resend_all("the broker restarted");
   // A new broker learns again which servers we talk to (for CLIENT_GONE), and each server that we
   // are still here (CLIENT_AT): it releases the locks of clients that do not come back.
-  if (restarted) {
-    for (uint64_t server : servers_seen_) send_locate(server);
-    for (uint64_t server : routes_.not_dead())
-      if (!servers_seen_.count(server)) send_locate(server);
-  }
+  locate_known(routes_.not_dead());
+}
+
+void Connection::locate_known(const std::vector<uint64_t>& routed) {
+  const auto& seen = link_.servers_seen();
+  for (uint64_t server : seen) link_.locate(server);
+  for (uint64_t server : routed)
+    if (!seen.count(server)) link_.locate(server);
 }
 
 std::string Connection::broker_server_endpoint() {
   std::string se, reached;
   {
-    MutexLock io(io_mu_);
-    se = broker_server_endpoint_;
-    reached = endpoint_;
+    MutexLock io(loop_.turn());
+    se = link_.server_endpoint();
+    reached = link_.endpoint();
   }
   if (se.empty())
     throw Error(Errc::unsupported, "the broker at " + reached +
@@ -593,78 +481,26 @@ LocalServer Connection::local_server() const {
 }
 
 std::string Connection::endpoint() {
-  MutexLock io(io_mu_);
-  return endpoint_;
+  MutexLock io(loop_.turn());
+  return link_.endpoint();
 }
 
 void Connection::switch_broker(const std::string& why, std::optional<size_t> to) {
   const auto now = Clock::now();
-  broker_index_ = to.value_or((broker_index_ + 1) % brokers_.size());
-  const std::string from = endpoint_;
-  endpoint_ = brokers_[broker_index_];
-  PATRO_LOG(warn, "client") << why << "; moving to the broker at " << endpoint_;
+  const std::string from = link_.move(to, next_request_id_++, now);
+  PATRO_LOG(warn, "client") << why << "; moving to the broker at " << link_.endpoint();
   failovers_.fetch_add(1, std::memory_order_relaxed);
-  // The old broker is not told (no DISCONNECT): if it lives, it expires us after its window, and
-  // the servers heed that only if we did not attach to them here first.
-  watch_.reset();
-  sock_.set(zmq::sockopt::linger, 0);
-  sock_.close();
-  sock_ = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-  if (curve_.enabled()) set_curve_client(sock_, curve_, curve_.keys);
-  try {
-    sock_.connect(endpoint_);
-  } catch (const zmq::error_t& e) {
-    PATRO_LOG(warn, "client") << "cannot connect to " << endpoint_ << ": " << e.what();
-  }
-  watch_ = std::make_unique<DisconnectWatch>(ctx_, sock_);
-  // Its first heartbeat names it without counting as a restart (that would resend all again).
-  broker_instance_ = 0;
-  broker_silent_ = false;
-  last_heard_ = now;
-  next_heartbeat_ = now;
-  // Hello (its welcome finds no slot and is dropped: a cluster's brokers share their settings),
-  // then a LOCATE for each server we talk to: it tells the server we are attached here now.
-  Multipart hello = control_frames(Command::hello, next_request_id_++, hello_body(client_id_));
-  try {
-    send_multipart(sock_, hello, true);
-  } catch (const zmq::error_t&) {
-  }
-  for (uint64_t server : servers_seen_) send_locate(server);
-  for (uint64_t server : routes_.locate_again(now))
-    if (!servers_seen_.count(server)) send_locate(server);
+  // A LOCATE for each server we talk to: it tells the server we are attached here now.
+  locate_known(routes_.locate_again(now));
   if (options_.retry) {
-    resend_all(("moved from the broker at " + from + " to " + endpoint_).c_str());
+    resend_all(("moved from the broker at " + from + " to " + link_.endpoint()).c_str());
   } else {
     fail_pending(Errc::broker_unreachable, why + "; retries are off", std::nullopt);
   }
 }
 
-std::optional<zmq::message_t> Connection::ask_broker(const std::string& endpoint, Command command,
-                                                     const flatbuffers::FlatBufferBuilder& fb) {
-  zmq::socket_t s = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
-  if (curve_.enabled()) set_curve_client(s, curve_, curve_.keys);
-  const uint64_t rid = next_request_id_++;
-  try {
-    s.connect(endpoint);
-    Multipart m = control_frames(command, rid, fb);
-    send_multipart(s, m, true);
-    const auto deadline = Clock::now() + options_.connect_timeout;
-    Multipart reply;
-    for (int n = 0; n < 64; ++n) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0 || !poll_in(s, left) || !recv_multipart(s, reply, true)) break;
-      // [hdr][rid][body]; the broker's heartbeats ([hdr][instance]) are skipped.
-      if (reply.size() == 3 && parse_u64(reply[1]) == rid) return std::move(reply[2]);
-    }
-  } catch (const zmq::error_t& e) {
-    PATRO_LOG(debug, "client") << "asking the broker at " << endpoint << ": " << e.what();
-  }
-  return std::nullopt;
-}
-
 void Connection::expire_slots(Clock::time_point now) {
-  if (requests_.expire(now)) state_cv_.notify_all();
+  if (requests_.expire(now)) loop_.notify();
 }
 
 void Connection::dispatch(Multipart& msg, bool direct) {
@@ -681,15 +517,14 @@ void Connection::dispatch(Multipart& msg, bool direct) {
       annotate_received(*rid);
       // None found: late, its caller gave up.
       if (requests_.answer(*rid, std::move(msg[2]), Clock::now(), direct ? "direct" : "broker"))
-        state_cv_.notify_all();
+        loop_.notify();
       return;
     }
     case Command::no_route: {
       // The broker has no server for it now: it surely did not run; resend after a backoff.
       auto rid = msg.size() == 3 ? parse_u64(msg[1]) : std::nullopt;
       if (!rid) return;
-      if (requests_.no_route(*rid, std::move(msg[2]), Clock::now(), retry_timing()))
-        state_cv_.notify_all();
+      if (requests_.no_route(*rid, std::move(msg[2]), Clock::now(), retry_timing())) loop_.notify();
       return;
     }
     case Command::heartbeat:
@@ -712,8 +547,7 @@ void Connection::dispatch(Multipart& msg, bool direct) {
                    *server, only ? &*only : nullptr);
       // Its direct endpoints went with it: located again on the next request.
       if (routes_.forget(*server)) direct_socks_.erase(*server);
-      servers_seen_.erase(*server);
-      if (last_server_ == *server) last_server_ = 0;
+      link_.forget_server(*server);
       return;
     }
     default:
@@ -733,33 +567,21 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
   poll_servers_.clear();
   // The heartbeat thread's single pass (an idle connection polls nothing): a dropped broker
   // connection is noticed here too.
-  if (watch_ && read_first && until <= Clock::now() && watch_->disconnected())
-    switch_broker("the connection to the broker at " + endpoint_ + " dropped");
+  if (read_first && until <= Clock::now() && link_.dropped())
+    switch_broker("the connection to the broker at " + link_.endpoint() + " dropped");
   for (;;) {
     flush();
     auto now = Clock::now();
-    if (now >= next_heartbeat_) {
-      Multipart hb;
-      hb.push_back(header_frame(Command::heartbeat));
-      hb.push_back(u64_frame(client_id_));
-      try {
-        send_multipart(sock_, hb, true);
-      } catch (const zmq::error_t&) {
-      }
-      next_heartbeat_ = now + std::chrono::milliseconds(heartbeat_ms_.load());
-    }
+    link_.beat(now);
     bool got = false;
-    while (readable && recv_multipart(sock_, msg, true)) {
+    bool was_silent = false;
+    while (readable && link_.receive(msg, now, was_silent)) {
       got = true;
-      last_heard_ = now;
-      const uint64_t instance = broker_instance_;
+      const uint64_t instance = link_.instance();
       dispatch(msg);
-      if (broker_silent_) {
-        // Heard again after its window: what we sent meanwhile, or what it held, may be lost
-        // (a broken connection loses what was in it). A restart was handled by dispatch.
-        broker_silent_ = false;
-        if (instance == broker_instance_) resend_all("the broker is heard again");
-      }
+      // Heard again after its window: what we sent meanwhile, or what it held, may be lost (a
+      // broken connection loses what was in it). A restart was handled by dispatch.
+      if (was_silent && instance == link_.instance()) resend_all("the broker is heard again");
       MutexLock lock(requests_.mutex());
       if (done()) return;
     }
@@ -783,34 +605,19 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
         }
       }
     }
-    // With several brokers, silence for 1.75 of the broker's heartbeat intervals (a beat missed
-    // and the next one late by most of an interval) is enough to move on: another broker is
-    // there, moving is safe, and the fail-over target is 2 intervals (docs/BENCHMARKS.md). 1.5
-    // intervals moved a loaded client (ASan beside a compile) between two live brokers fourteen
-    // times in 35 s. Beats can be missed only once they come: until the broker we moved to is
-    // first heard (its instance known), its whole window applies, or a loaded machine, slow to
-    // connect, moves on again and again without ever hearing one.
-    const bool beating = broker_instance_ != 0;
-    const std::chrono::milliseconds broker_window(
-        brokers_.size() > 1 && beating
-            ? std::min(broker_window_ms_.load(), broker_interval_ms_.load() * 7 / 4)
-            : broker_window_ms_.load());
-    if (readable && !got && now - last_heard_ > broker_window) {
-      const std::string text = "the broker at " + endpoint_ + " has been silent for more than " +
-                               std::to_string(broker_window.count()) + " ms";
-      if (brokers_.size() > 1) {
-        switch_broker(text);
-        readable = false;
-        continue;
+    // Silent past its window (broker_link.hpp: silence_allowed): with several brokers, move on.
+    if (readable && !got) {
+      if (const auto text = link_.overdue(now)) {
+        if (link_.several()) {
+          switch_broker(*text);
+          readable = false;
+          continue;
+        }
+        if (!options_.retry)
+          fail_pending(Errc::broker_unreachable, *text, std::nullopt);
+        else if (link_.went_silent(now))  // requests wait for it until their deadlines
+          PATRO_LOG(warn, "client") << *text << "; waiting for it";
       }
-      if (!options_.retry) {
-        fail_pending(Errc::broker_unreachable, text, std::nullopt);
-      } else if (!broker_silent_) {
-        // Requests wait for it until their deadlines, and are resent when it is back.
-        PATRO_LOG(warn, "client") << text << "; waiting for it";
-        broker_silent_ = true;
-      }
-      last_heard_ = now;  // each call after this gets its own full window
     }
     const auto route_check = routes_.empty() ? Clock::time_point::max() : tend_routes(now);
     resend_due(now);
@@ -820,10 +627,9 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     }
     now = Clock::now();
     if (now >= until) return;
-    auto limit = std::min({until, next_heartbeat_, route_check});
+    auto limit = std::min({until, link_.next_beat(), route_check});
     // Several brokers: wake when the broker's silence would be long enough to move on.
-    if (brokers_.size() > 1)
-      limit = std::min(limit, last_heard_ + broker_window + std::chrono::milliseconds(1));
+    if (link_.several()) limit = std::min(limit, link_.move_due());
     limit = std::min(limit, requests_.next_retry());
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - now) +
                 std::chrono::milliseconds(1);
@@ -831,26 +637,26 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     // looked at now: zmq_poll waits forever on a negative timeout, and with the broker gone
     // nothing would wake it (a call then outlived its deadline under ASan).
     if (wait.count() < 0) wait = std::chrono::milliseconds(0);
-    poll_items_.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}});
+    poll_items_.assign({{link_.socket_handle(), 0, ZMQ_POLLIN, 0}, loop_.wake_item()});
     poll_servers_.clear();
     for (auto& [server, sock] : direct_socks_) {
       poll_items_.push_back(zmq::pollitem_t{sock.handle(), 0, ZMQ_POLLIN, 0});
       poll_servers_.push_back(server);
     }
-    if (watch_) poll_items_.push_back(zmq::pollitem_t{watch_->handle(), 0, ZMQ_POLLIN, 0});
+    void* const watch = link_.watch_handle();
+    if (watch != nullptr) poll_items_.push_back(zmq::pollitem_t{watch, 0, ZMQ_POLLIN, 0});
     try {
       zmq::poll(poll_items_.data(), poll_items_.size(), wait);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
     }
     if (poll_items_[1].revents & ZMQ_POLLIN) {
-      uint64_t n;
-      (void)!::read(wake_fd_, &n, sizeof n);
+      loop_.drain_wake();
       flush();
       return;  // someone else wants the socket: let them have a turn
     }
-    if (watch_ && (poll_items_.back().revents & ZMQ_POLLIN) && watch_->disconnected()) {
-      switch_broker("the connection to the broker at " + endpoint_ + " dropped");
+    if (watch != nullptr && (poll_items_.back().revents & ZMQ_POLLIN) && link_.dropped()) {
+      switch_broker("the connection to the broker at " + link_.endpoint() + " dropped");
       readable = false;
       direct_readable = false;
       poll_items_.clear();
@@ -867,32 +673,19 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
 
 template <class Done>
 bool Connection::drive(Done done, Clock::time_point until) {
-  for (;;) {
-    uint64_t generation;
-    size_t in_flight;
-    {
-      MutexLock lock(requests_.mutex());
-      if (done()) return true;
-      if (Clock::now() >= until) return false;
-      generation = io_generation_;
-      in_flight = requests_.in_flight();
-    }
-    if (io_mu_.try_lock()) {
-      try {
-        // With other requests in flight their answers, and maybe ours, may be queued already:
-        // read before polling. A lone request's answer cannot be there yet.
-        pump(done, until, in_flight > 1);
-      } catch (...) {
+  return loop_.drive(
+      done, until, [&]() PATRO_NO_TSA { return requests_.in_flight(); },
+      [&](size_t in_flight) PATRO_NO_TSA {
+        try {
+          // With other requests in flight their answers, and maybe ours, may be queued already:
+          // read before polling. A lone request's answer cannot be there yet.
+          pump(done, until, in_flight > 1);
+        } catch (...) {
+          release_io();
+          throw;
+        }
         release_io();
-        throw;
-      }
-      release_io();
-      continue;
-    }
-    MutexLock lock(requests_.mutex());
-    state_cv_.wait_until(lock.native(), until,
-                         [&]() PATRO_NO_TSA { return done() || io_generation_ != generation; });
-  }
+      });
 }
 
 bool Connection::await(const SlotPtr& slot, Clock::time_point until) {
@@ -927,7 +720,7 @@ void Connection::on_done(const SlotPtr& slot, std::function<void()> f) {
 void Connection::heartbeat_main(const std::atomic<bool>& gone) {
   auto next_expiry = Clock::now();
   for (;;) {
-    std::chrono::microseconds wait(heartbeat_ms_.load() * 1000 / 2);
+    std::chrono::microseconds wait = std::chrono::microseconds(timing_.heartbeat()) / 2;
     send_releases();
     bool sealed = false;
     {
@@ -951,11 +744,11 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
     const auto now = Clock::now();
     if (now >= next_expiry) {
       expire_slots(now);
-      next_expiry = now + std::chrono::milliseconds(heartbeat_ms_.load()) / 2;
+      next_expiry = now + timing_.heartbeat() / 2;
     }
     // Then-callbacks wait for answers nobody else may wait for: drive the socket for them,
     // giving it up whenever a caller wants it.
-    if (io_mu_.try_lock()) {
+    if (loop_.try_take()) {
       try {
         const auto until = drive_callbacks
                                ? now + std::min<Clock::duration>(wait, std::chrono::milliseconds(5))
@@ -973,7 +766,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
       release_io();
       if (gone.load()) return;
     } else {
-      if (sealed) wake();  // the holder of the socket sends the batch
+      if (sealed) loop_.wake();  // the holder of the socket sends the batch
       run_callbacks();
       if (gone.load()) return;
     }
@@ -1268,7 +1061,8 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
   const std::string current = endpoint();
   for (size_t i = 0; i < brokers_.size(); ++i) {
     if (brokers_[i] == current) continue;
-    auto body = ask_broker(brokers_[i], Command::lookup, fb);
+    auto body =
+        ask_broker(ctx_, brokers_[i], options_, curve_, Command::lookup, next_request_id_++, fb);
     std::optional<NameInfo> found;
     try {
       if (body) found = parse(*body);
@@ -1276,8 +1070,8 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
       PATRO_LOG(warn, "client") << "the broker at " << brokers_[i] << ": " << e.what();
     }
     if (!found) continue;
-    MutexLock io(io_mu_);
-    if (endpoint_ == current)
+    MutexLock io(loop_.turn());
+    if (link_.endpoint() == current)
       switch_broker("the broker at " + current + " does not know the name '" + name + "'", i);
     return found;
   }

@@ -1,7 +1,12 @@
 // A client connection to a broker: one DEALER socket, many requests in flight, replies matched by
 // request id. There is no I/O thread: the thread that waits for a reply does the socket I/O itself
-// (leader/follower), so a call costs what a raw ZeroMQ round trip costs. A small heartbeat thread
-// keeps the connection alive while nobody is calling, sends oneway batches that waited their
+// (leader/follower: the IoLoop, io_loop.hpp, holds the turns), so a call costs what a raw ZeroMQ
+// round trip costs. The connection is a façade over parts that each do one job: the io loop, the
+// broker link (broker_link.hpp: the socket, hello and welcome, heartbeats, silence, the move to
+// another broker), the request table (request_table.hpp), the direct routes (direct_routes.hpp)
+// and the oneway batcher (oneway_batcher.hpp); its own code is the pump that drives them (what a
+// holder of the turn does with the sockets) and the decisions that join them. A small heartbeat
+// thread keeps the connection alive while nobody is calling, sends oneway batches that waited their
 // delay, and drives the socket while then-callbacks wait for answers nobody else waits for. Any
 // thread may use a Connection.
 //
@@ -35,7 +40,7 @@
 // answers a copy that already ran), later requests follow them there, and the direct path is tried
 // again after a backoff. The decisions (each server's state, timers and held requests) are a
 // DirectRoutes table (direct_routes.hpp); the connection keeps the sockets and acts on them,
-// guarded by io_mu_ with the broker socket.
+// under the io loop's turn with the broker link.
 //
 // Several brokers (a config or a list naming more than one): the connection talks to one at a
 // time. When it goes silent (1.75 of its heartbeat intervals) or its connection drops (a socket
@@ -47,9 +52,10 @@
 // connections do not pass a broker and go on untouched. A name unknown at the current broker is
 // looked up at the others, and the connection moves to the first that knows it.
 //
-// Lock order: io_mu_ (the broker socket and the direct ones), then out_mu_ (the outbox and the
-// open batch), then the request table's mutex (requests_.mutex(); it also guards the heartbeat
-// thread's wake-ups). Callbacks run with none of them held.
+// Lock order: the io loop's turn (loop_.turn(): the broker link and the direct sockets), then
+// out_mu_ (the outbox and the open batch), then the request table's mutex (requests_.mutex(); it
+// also guards the turns' generation and the heartbeat thread's wake-ups). Callbacks run with none
+// of them held.
 #pragma once
 
 #include <atomic>
@@ -64,7 +70,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "broker_link.hpp"
 #include "direct_routes.hpp"
+#include "io_loop.hpp"
 #include "mutex.hpp"
 #include "oneway_batcher.hpp"
 #include "patro/options.hpp"
@@ -171,10 +179,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   uint64_t retries() const noexcept { return retries_.load(std::memory_order_relaxed); }
   const ClientOptions& options() const noexcept { return options_; }
   /// The broker talked to now (several brokers: it changes when the connection moves).
-  std::string endpoint() PATRO_EXCLUDES(io_mu_);
+  std::string endpoint() PATRO_EXCLUDES(loop_.turn());
   /// Where servers register with that broker (from its Welcome; a wildcard host replaced by the
   /// host this connection reached). Throws Error(unsupported) for a broker too old to say.
-  std::string broker_server_endpoint() PATRO_EXCLUDES(io_mu_);
+  std::string broker_server_endpoint() PATRO_EXCLUDES(loop_.turn());
   /// Callbacks: serves the local object r names on this connection's callback host (started on
   /// first use, stopped with the connection) and returns a reference that servers can call.
   Value serve_local(const Reference& r) PATRO_EXCLUDES(callbacks_mu_);
@@ -206,122 +214,100 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
       std::chrono::milliseconds timeout, uint64_t fence) const;
   /// Waits, driving the socket, until done() (called under requests_.mutex()) or until.
   template <class Done>
-  bool drive(Done done, Clock::time_point until) PATRO_EXCLUDES(io_mu_, requests_.mutex());
+  bool drive(Done done, Clock::time_point until) PATRO_EXCLUDES(loop_.turn(), requests_.mutex());
   /// Waits for room for one more request in flight.
   void wait_for_room(Clock::time_point until);
   /// Queues frames behind everything queued before (the open batch first) and sends them.
-  void submit(Multipart frames, SlotPtr slot) PATRO_EXCLUDES(io_mu_, out_mu_);
+  void submit(Multipart frames, SlotPtr slot) PATRO_EXCLUDES(loop_.turn(), out_mu_);
   /// Moves the open batch to the outbox.
   void seal_batch() PATRO_REQUIRES(out_mu_);
   /// Puts a sealed batch in the outbox, with its slot (its reply acknowledges its calls).
   void queue_batch(OnewayBatcher::Sealed batch) PATRO_REQUIRES(out_mu_);
   /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
-  void kick() PATRO_EXCLUDES(io_mu_, out_mu_);
-  void release_io() PATRO_RELEASE(io_mu_);
+  void kick() PATRO_EXCLUDES(loop_.turn(), out_mu_);
+  void release_io() PATRO_RELEASE(loop_.turn());
   /// Reads what the broker sent while nothing was in flight, before a new request goes out: a
   /// SERVER_DOWN still queued (the heartbeat thread reads every half interval) must not fail a
   /// request sent after its server came back under the same id (a restart with a fixed
   /// server_id). Skipped while another thread holds the socket (it reads).
-  void read_queued() PATRO_EXCLUDES(io_mu_, out_mu_, requests_.mutex());
-  /// Socket work by whoever holds io_mu_: flush the outbox, heartbeat, poll until done() (called
-  /// under requests_.mutex()), someone wants the socket, or until. read_first: read before the
-  /// first poll (a single pass, until now, reads only then).
+  void read_queued() PATRO_EXCLUDES(loop_.turn(), out_mu_, requests_.mutex());
+  /// Socket work by whoever holds loop_.turn(): flush the outbox, heartbeat, poll until done()
+  /// (called under requests_.mutex()), someone wants the socket, or until. read_first: read before
+  /// the first poll (a single pass, until now, reads only then).
   template <class Done>
-  void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(io_mu_);
-  void flush() PATRO_REQUIRES(io_mu_);
+  void pump(Done done, Clock::time_point until, bool read_first) PATRO_REQUIRES(loop_.turn());
+  void flush() PATRO_REQUIRES(loop_.turn());
   /// Sends one message: straight to its server when its route allows (routes_ decides), else to
   /// the broker; route=direct: held for the direct connection, or failed when it is dead.
-  void send_out(Outgoing& o) PATRO_REQUIRES(io_mu_);
+  void send_out(Outgoing& o) PATRO_REQUIRES(loop_.turn());
   /// Whether a request to server sent through the broker is still in flight (a direct one must
   /// not overtake it).
   bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
-  void send_locate(uint64_t server) PATRO_REQUIRES(io_mu_);
-  void on_locate_reply(Multipart& msg) PATRO_REQUIRES(io_mu_);
+  void on_locate_reply(Multipart& msg) PATRO_REQUIRES(loop_.turn());
   /// A message from a server's direct socket.
-  void dispatch_direct(uint64_t server, Multipart& msg) PATRO_REQUIRES(io_mu_);
+  void dispatch_direct(uint64_t server, Multipart& msg) PATRO_REQUIRES(loop_.turn());
   /// Heartbeats and silence checks of the direct connections; returns the next time to look.
-  Clock::time_point tend_routes(Clock::time_point now) PATRO_REQUIRES(io_mu_);
+  Clock::time_point tend_routes(Clock::time_point now) PATRO_REQUIRES(loop_.turn());
   /// The direct connection to server failed: requests in flight on it go through the broker
   /// (route=auto) or fail (route=direct); it is tried again after a backoff.
-  void route_failed(uint64_t server, const std::string& why) PATRO_REQUIRES(io_mu_);
+  void route_failed(uint64_t server, const std::string& why) PATRO_REQUIRES(loop_.turn());
   /// Completes the slots with the error (route=direct and no direct connection).
   void fail_slots(const std::vector<SlotPtr>& slots, const std::string& why)
       PATRO_EXCLUDES(requests_.mutex());
   /// A message from the broker, or (direct) from a server's direct socket.
-  void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(io_mu_);
+  void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(loop_.turn());
   /// Fails the requests in flight (to server, if given): RequestTable::fail_pending.
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
                     const std::vector<uint64_t>* only = nullptr) PATRO_EXCLUDES(requests_.mutex());
   /// The broker's timing now, for the request table's retry decisions.
   RetryTiming retry_timing() const noexcept;
   /// The broker restarted or came back: every request in flight may have been lost; resend all.
-  void resend_all(const char* why) PATRO_REQUIRES(io_mu_);
+  void resend_all(const char* why) PATRO_REQUIRES(loop_.turn());
   /// Resends the requests whose backoff ran out.
-  void resend_due(Clock::time_point now) PATRO_REQUIRES(io_mu_);
+  void resend_due(Clock::time_point now) PATRO_REQUIRES(loop_.turn());
   /// Flushes the outbox (what was queued before goes first), then sends the slots again.
-  void resend(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
+  void resend(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(loop_.turn());
   /// Sends the slots again through the broker, in the given order, with the same request ids.
-  void send_again(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(io_mu_);
+  void send_again(const std::vector<SlotPtr>& slots) PATRO_REQUIRES(loop_.turn());
   /// A broker instance in a heartbeat or welcome; a new one means a restart.
-  void broker_instance(uint64_t instance) PATRO_REQUIRES(io_mu_);
+  void broker_instance(uint64_t instance) PATRO_REQUIRES(loop_.turn());
   /// Several brokers: moves to the next one in the list (see above), or to brokers_[*to].
   void switch_broker(const std::string& why, std::optional<size_t> to = std::nullopt)
-      PATRO_REQUIRES(io_mu_);
-  /// Opens sock_ to brokers_[broker_index_] (and, with several brokers, its disconnect watch).
-  void open_broker_socket() PATRO_REQUIRES(io_mu_);
-  void close_broker_socket() PATRO_REQUIRES(io_mu_);
-  /// Asks the broker at endpoint one control question on a socket of its own; the answer's body,
-  /// or nothing within connect_timeout.
-  std::optional<zmq::message_t> ask_broker(const std::string& endpoint, Command command,
-                                           const flatbuffers::FlatBufferBuilder& fb);
+      PATRO_REQUIRES(loop_.turn());
+  /// A LOCATE for each server the broker has seen us ask for, and for those with a direct route
+  /// (not seen): after a restart (alive) or a move (locate_again).
+  void locate_known(const std::vector<uint64_t>& routed) PATRO_REQUIRES(loop_.turn());
   void expire_slots(Clock::time_point now) PATRO_EXCLUDES(requests_.mutex());
   void run_callbacks() PATRO_EXCLUDES(requests_.mutex());
   void heartbeat_main(const std::atomic<bool>& gone);
-  void wake() noexcept;
 
   std::shared_ptr<ChildProcess> child_;
   const std::vector<std::string> brokers_;
   const ClientOptions options_;
   CurveOptions curve_;  // options_.curve, resolved (environment, a fresh pair)
   const uint64_t client_id_;
-  std::string endpoint_ PATRO_GUARDED_BY(io_mu_);
-  std::string broker_server_endpoint_ PATRO_GUARDED_BY(io_mu_);  // from the Welcome
   Mutex callbacks_mu_;
   std::unique_ptr<CallbackHost> callbacks_ PATRO_GUARDED_BY(callbacks_mu_);
-  size_t broker_index_ PATRO_GUARDED_BY(io_mu_) = 0;  // brokers_[broker_index_] is endpoint_
-  // Several brokers: sock_'s disconnect watch. The servers this connection sent requests to: each
-  // learns by a LOCATE through the broker that we are attached there, after a move or a restart.
-  std::unique_ptr<DisconnectWatch> watch_ PATRO_GUARDED_BY(io_mu_);
-  std::unordered_set<uint64_t> servers_seen_ PATRO_GUARDED_BY(io_mu_);
-  uint64_t last_server_ PATRO_GUARDED_BY(io_mu_) = 0;
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> next_request_id_{1};
-
-  zmq::context_t ctx_{1};
-  int wake_fd_ = -1;  // eventfd: someone wants the socket
-
-  Mutex io_mu_;
-  zmq::socket_t sock_ PATRO_GUARDED_BY(io_mu_);
-  // The faster of ours and the broker's (from its Welcome), so the broker never thinks us dead.
-  std::atomic<int64_t> heartbeat_ms_{0};
-  // The broker's heartbeat interval (from its Welcome), and how long it may be silent before we
-  // call it gone: its interval times its liveness (several brokers: 1.75 intervals, if shorter).
-  std::atomic<int64_t> broker_interval_ms_{0};
-  std::atomic<int64_t> broker_window_ms_{0};
-  Clock::time_point last_heard_ PATRO_GUARDED_BY(io_mu_);
-  uint64_t broker_instance_ PATRO_GUARDED_BY(io_mu_) = 0;
-  bool broker_silent_ PATRO_GUARDED_BY(io_mu_) = false;  // past its window: resend when heard
   std::atomic<uint64_t> retries_{0};
   Route route_ = Route::automatic;  // options_.route, resolved (CURVE: broker)
+  LinkTiming timing_{options_.heartbeat};
+
+  // The requests in flight. Its mutex, last in the lock order, also guards what waiters of the
+  // table look at with it: the io loop's generation and the heartbeat thread's wake-ups.
+  RequestTable requests_;
+
+  zmq::context_t ctx_{1};  // before the sockets below: they close first
+  IoLoop loop_{requests_.mutex()};
+  BrokerLink link_ PATRO_GUARDED_BY(loop_.turn());
   // The direct path: each server's route (its state and timers), and the sockets of the routes
   // that have one (probing or live). route=direct is never resolved away (CURVE refuses it), so
   // options_.route says what the table needs.
-  DirectRoutes routes_ PATRO_GUARDED_BY(io_mu_){options_.route};
-  std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(io_mu_);
-  std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(io_mu_);
-  std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(io_mu_);
-  Clock::time_point next_heartbeat_ PATRO_GUARDED_BY(io_mu_);
-  AlignedScratch ack_scratch_ PATRO_GUARDED_BY(io_mu_);
+  DirectRoutes routes_ PATRO_GUARDED_BY(loop_.turn()){options_.route};
+  std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(loop_.turn());
+  std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(loop_.turn());
+  std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(loop_.turn());
 
   Mutex out_mu_;
   std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);
@@ -330,11 +316,6 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
       {options_.oneway_batch, options_.oneway_batch_bytes, options_.oneway_delay},
       next_request_id_};
 
-  // The requests in flight. Its mutex, last in the lock order, also guards what waiters of the
-  // table look at with it: the socket's turns (io_generation_) and the heartbeat thread's wake-ups.
-  RequestTable requests_;
-  CondVar state_cv_;  // with requests_.mutex(): a slot was answered, or the socket let go
-  uint64_t io_generation_ PATRO_GUARDED_BY(requests_.mutex()) = 0;
   bool stopping_ PATRO_GUARDED_BY(requests_.mutex()) = false;
   bool kicked_ PATRO_GUARDED_BY(requests_.mutex()) = false;  // the heartbeat thread has work
   CondVar heartbeat_cv_;  // with requests_.mutex(): wakes the heartbeat thread early

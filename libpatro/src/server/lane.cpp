@@ -70,8 +70,7 @@ Lane::Lane(Server& server, unsigned index, int wake_fd, std::shared_ptr<Outbox> 
     Link& l = links_[b];
     l.interval = options.heartbeat.interval;
     l.window = options.heartbeat.window();
-    l.last_heard = Clock::now();
-    l.next_heartbeat = l.last_heard + l.interval;
+    l.beats.start(Clock::now(), l.interval);
   }
   outbox_->set_brokers(&socks_);
   items_.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
@@ -331,31 +330,26 @@ void Lane::collect(Clock::time_point now) {
 void Lane::keep_links(Clock::time_point now) {
   for (size_t b = 0; b < socks_.size(); ++b) {
     Link& l = links_[b];
-    if (now >= l.next_heartbeat) {
-      send_heartbeat(socks_[b]);
-      l.next_heartbeat = now + l.interval;
-    }
+    if (l.beats.beat_due(now, l.interval)) send_heartbeat(socks_[b]);
     if (now >= l.register_again) {
       l.register_again = kNever;
       send_register(socks_[b]);
     }
     // Silent past its window, unless what it sent waits unread (we were in a long call): a new
     // socket would drop it.
-    if (now - l.last_heard > l.window && !(socks_[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+    if (l.beats.overdue(now, l.window) && !(socks_[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
       // The broker went silent: a new socket, and register again (Majordomo's reconnect).
-      const bool newly = !l.silent;
+      const bool newly = l.beats.went_silent(now);
       if (newly)
         PATRO_LOG(warn, "server") << "lane " << index_ << ": broker "
                                   << server_.broker_endpoints_[b] << " silent for "
                                   << l.window.count() << " ms; reconnecting";
-      l.silent = true;
       socks_[b].set(zmq::sockopt::linger, 0);
       socks_[b].close();
       socks_[b] = make_socket(b);
       send_register(socks_[b]);
       l.clock.reset();  // perhaps another broker
       if (newly) broker_lost(b, now);
-      l.last_heard = now;
     }
   }
 }
@@ -363,7 +357,7 @@ void Lane::keep_links(Clock::time_point now) {
 bool Lane::turn() {
   auto now = Clock::now();
   auto until = index_ == 0 ? std::min(server_.next_lost_check(), next_collect_) : kNever;
-  for (const Link& l : links_) until = std::min({until, l.next_heartbeat, l.register_again});
+  for (const Link& l : links_) until = std::min({until, l.beats.next_beat(), l.register_again});
   auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
   if (wait.count() < 0) wait = std::chrono::milliseconds(0);
   for (size_t b = 0; b < socks_.size(); ++b)
@@ -384,8 +378,7 @@ bool Lane::turn() {
   for (size_t b = 0; b < socks_.size(); ++b) {
     for (int batch = 0; batch < 64 && recv_multipart(socks_[b], msg_, true); ++batch) {
       now = Clock::now();
-      links_[b].last_heard = now;
-      links_[b].silent = false;
+      links_[b].beats.heard(now);
       handle_broker(b, msg_, now);
     }
   }

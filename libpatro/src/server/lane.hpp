@@ -20,6 +20,7 @@
 
 #include "deferred.hpp"
 #include "dispatcher.hpp"
+#include "heartbeats.hpp"
 #include "outbox.hpp"
 #include "socket.hpp"
 #include "wire.hpp"
@@ -65,14 +66,13 @@ class Lane {
   struct Link {
     // Ours until the broker says its own (in Registered): then the faster interval, its window.
     std::chrono::milliseconds interval, window;
-    Clock::time_point last_heard, next_heartbeat;
+    Heartbeats beats;  // ours due, the broker's last heard, its silence (logged once per silence)
     // Set while the broker refuses a name another live server holds: that owner may be this
     // server's previous process, which the broker sees dead only after its heartbeat window, so
     // the lane asks again each interval until the server's register_until_.
     Clock::time_point register_again = Clock::time_point::max();
     BrokerClock clock;
     bool counted = false;  // this lane told start() it registered here
-    bool silent = false;   // reconnecting after silence (logged once, until heard again)
     bool live = false;     // registered, and not lost since
   };
 
