@@ -445,6 +445,19 @@ void stop_callbacks(const Proxy& p);
 /// within timeout.
 uint64_t await_oneway(const Proxy& p, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+/// The event source of p's connection, made with ClientOptions::continuations = event_loop: a
+/// file descriptor that is readable while Future::then continuations wait to run. Add it to the
+/// program's loop (poll, epoll, Boost.Asio's posix::stream_descriptor, libuv, GLib) and call
+/// run_ready when it is readable; the continuations then run in that thread and in no other.
+/// Answers are received meanwhile by the connection's heartbeat thread (or by any caller waiting on
+/// the connection), which only queues the continuations. Waiting continuations hold their futures,
+/// and so the connection: a program that stops running them keeps it open. Throws
+/// Error(invalid_argument) for a connection made without event_loop.
+int event_fd(const Proxy& p);
+/// Runs the continuations ready on p's connection in the calling thread (those they queue wait for
+/// the next call); returns how many ran. Throws as event_fd.
+size_t run_ready(const Proxy& p);
+
 /// Perl's ref(): the class name or basic type (HASH, ARRAY, SCALAR…) of what the proxy names;
 /// empty if it names a plain value.
 std::string ref(const Proxy& p);

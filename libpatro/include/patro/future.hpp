@@ -7,7 +7,9 @@
 // connection) reads the answers of every request in flight. A then-callback runs in the thread that
 // received its answer, after that thread let go of the connection's socket (so the callback may
 // call the connection), or at once in the calling thread if the answer is already there. While
-// callbacks wait and nobody else drives the connection, its heartbeat thread does.
+// callbacks wait and nobody else drives the connection, its heartbeat thread does. A connection
+// made with ClientOptions::continuations = event_loop runs none of them itself: they wait for the
+// program's loop (patro::event_fd, patro::run_ready in client.hpp).
 #pragma once
 
 #include <chrono>

@@ -134,6 +134,9 @@ enum class Route : uint8_t {
 Route parse_route(const std::string& text);
 const char* route_name(Route r) noexcept;
 
+/// Where a client's Future::then continuations run (ClientOptions::continuations).
+enum class Continuations { any_thread, event_loop };
+
 /// Options of a client connection (one get_proxies() call).
 struct ClientOptions {
   /// Which way requests go: direct to their server when reachable (the default), direct only,
@@ -171,6 +174,11 @@ struct ClientOptions {
   CurveOptions curve;
   Heartbeat heartbeat;
   Limits limits;
+  /// Where Future::then continuations run. any_thread (the default): in whichever thread received
+  /// the answer (a caller waiting on the connection, or its heartbeat thread). event_loop: never
+  /// there; they wait until the program's own loop runs them with patro::run_ready, when the
+  /// connection's patro::event_fd is readable (poll, epoll, Boost.Asio, libuv, GLib).
+  Continuations continuations = Continuations::any_thread;
 };
 
 /// Options of a server (patronize).

@@ -47,6 +47,8 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
                   "route=direct cannot be used with CURVE: the direct path is plaintext only");
     route_ = Route::broker;
   }
+  if (options_.continuations == Continuations::event_loop)
+    completions_ = std::make_unique<Completions>();
 }
 
 Connection::~Connection() {
@@ -350,9 +352,7 @@ void Connection::release_io() {
   }
   std::vector<SlotPtr> ready;
   loop_.next_turn([&]() PATRO_NO_TSA { ready = requests_.take_ready(); });
-  // Callbacks run with no lock held (a callback may call the connection). Nothing of this
-  // connection is touched after them: a callback may drop its last reference.
-  RequestTable::run_callbacks(ready);
+  deliver(ready);
 }
 
 void Connection::run_callbacks() {
@@ -361,7 +361,32 @@ void Connection::run_callbacks() {
     MutexLock lock(requests_.mutex());
     ready = requests_.take_ready();
   }
+  deliver(ready);
+}
+
+void Connection::deliver(const std::vector<SlotPtr>& ready) {
+  if (ready.empty()) return;
+  // The program's loop runs them (event_loop).
+  if (completions_) return completions_->post(ready);
+  // Callbacks run with no lock held (a callback may call the connection). Nothing of this
+  // connection is touched after them: a callback may drop its last reference.
   RequestTable::run_callbacks(ready);
+}
+
+int Connection::event_fd() const {
+  if (!completions_)
+    throw Error(Errc::invalid_argument,
+                "this connection runs continuations on any thread: its event fd needs "
+                "ClientOptions::continuations = event_loop");
+  return completions_->fd();
+}
+
+size_t Connection::run_ready() {
+  if (!completions_)
+    throw Error(Errc::invalid_argument,
+                "this connection runs continuations on any thread: run_ready needs "
+                "ClientOptions::continuations = event_loop");
+  return completions_->run();
 }
 
 RetryTiming Connection::retry_timing() const noexcept {
@@ -714,7 +739,10 @@ void Connection::on_done(const SlotPtr& slot, std::function<void()> f) {
       return;
     }
   }
-  f();
+  if (completions_)
+    completions_->post(std::move(f));
+  else
+    f();
 }
 
 void Connection::heartbeat_main(const std::atomic<bool>& gone) {
@@ -756,8 +784,9 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
         // Without callbacks to drive, one pass that reads everything queued.
         pump(
             [&]() PATRO_NO_TSA {
-              return drive_callbacks &&
-                     (requests_.callbacks_waiting() == 0 || stopping_ || kicked_);
+              // event_loop: each answer goes to the program's loop as soon as it is here.
+              return drive_callbacks && (requests_.callbacks_waiting() == 0 || stopping_ ||
+                                         kicked_ || (completions_ && requests_.has_ready()));
             },
             until, true);
       } catch (const zmq::error_t& e) {

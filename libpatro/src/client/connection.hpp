@@ -71,6 +71,7 @@
 #include <unordered_set>
 
 #include "broker_link.hpp"
+#include "completions.hpp"
 #include "direct_routes.hpp"
 #include "io_loop.hpp"
 #include "mutex.hpp"
@@ -148,8 +149,13 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   ValueArray results(const SlotPtr& slot,
                      std::vector<std::pair<uint32_t, Value>>* changed = nullptr);
   /// Runs f once the slot is answered: at once in this thread if it is, otherwise in the thread
-  /// that receives the answer, after it let go of the socket.
+  /// that receives the answer, after it let go of the socket. With continuations = event_loop,
+  /// queued for run_ready instead, in either case.
   void on_done(const SlotPtr& slot, std::function<void()> f);
+  /// continuations = event_loop: the fd readable while continuations wait, and the call that runs
+  /// them in the calling thread (how many ran). Otherwise both throw Error(invalid_argument).
+  int event_fd() const;
+  size_t run_ready();
 
   /// Queues a oneway call (no answer). Waits, driving the socket, while oneway_window calls are
   /// unacknowledged; throws Error(timeout) if the window does not open within call_timeout.
@@ -279,6 +285,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void locate_known(const std::vector<uint64_t>& routed) PATRO_REQUIRES(loop_.turn());
   void expire_slots(Clock::time_point now) PATRO_EXCLUDES(requests_.mutex());
   void run_callbacks() PATRO_EXCLUDES(requests_.mutex());
+  /// Runs the callbacks of answered slots, or (event_loop) posts them to completions_.
+  void deliver(const std::vector<SlotPtr>& ready) PATRO_EXCLUDES(requests_.mutex());
   void heartbeat_main(const std::atomic<bool>& gone);
 
   std::shared_ptr<ChildProcess> child_;
@@ -293,6 +301,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   std::atomic<uint64_t> retries_{0};
   Route route_ = Route::automatic;  // options_.route, resolved (CURVE: broker)
   LinkTiming timing_{options_.heartbeat};
+  // continuations = event_loop: the continuations waiting for the program's loop (else null).
+  std::unique_ptr<Completions> completions_;
 
   // The requests in flight. Its mutex, last in the lock order, also guards what waiters of the
   // table look at with it: the io loop's generation and the heartbeat thread's wake-ups.

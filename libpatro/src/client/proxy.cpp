@@ -265,6 +265,14 @@ Value callback(Value local) {
   return Value(std::move(marked));
 }
 
+int event_fd(const Proxy& p) {
+  return p.connection()->event_fd();
+}
+
+size_t run_ready(const Proxy& p) {
+  return p.connection()->run_ready();
+}
+
 void stop_callbacks(const Proxy& p) {
   p.connection()->stop_callbacks();
 }

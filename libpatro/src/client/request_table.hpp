@@ -100,6 +100,8 @@ class PATRO_PRIVATE RequestTable {
   size_t in_flight() const PATRO_REQUIRES(mu_) { return slots_.size(); }
   size_t oneway_unacked() const PATRO_REQUIRES(mu_) { return oneway_unacked_; }
   size_t callbacks_waiting() const PATRO_REQUIRES(mu_) { return callbacks_waiting_; }
+  /// Whether answered slots wait for take_ready (their callbacks to run).
+  bool has_ready() const PATRO_REQUIRES(mu_) { return !ready_.empty(); }
   /// The oneway calls that failed on the server since the last time.
   uint64_t take_oneway_failed() PATRO_REQUIRES(mu_) { return std::exchange(oneway_failed_, 0); }
 
