@@ -299,9 +299,9 @@ TEST_CASE("log levels: names in any case; unknown ones are refused with a clear 
   CHECK(rc == 2);
   CHECK(contains(err, "'loud' is not a level"));
   std::tie(rc, err) =
-      run_to_end(dir, {program("PATRO_WORKER"), "queue", "q"}, {"PATRO_LOG_LEVEL=verbose"});
+      run_to_end(dir, {program("PATRO_WORKER"), "queue", "q"}, {"PATRO_LOG_LEVEL=verbosely"});
   CHECK(rc == 2);
-  CHECK(contains(err, "PATRO_LOG_LEVEL='verbose' is not a level"));
+  CHECK(contains(err, "PATRO_LOG_LEVEL='verbosely' is not a level"));
   std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER"), "--log-level", "chatty"});
   CHECK(rc == 2);
   CHECK(contains(err, "'chatty' is not a level"));
