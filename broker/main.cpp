@@ -173,7 +173,8 @@ int main(int argc, char** argv) {
                  "serve Prometheus metrics over HTTP at ENDPOINT/metrics (e.g. "
                  "tcp://127.0.0.1:9170); also times requests for a histogram")
       ->type_name("ENDPOINT");
-  app.add_option("--log-level", log_level, "error, warn, info (default), debug or trace, any case")
+  app.add_option("--log-level", log_level,
+                 "fatal, error, warn, info (default), verbose, debug or trace, any case")
       ->type_name("LEVEL");
   app.add_option("--log-file", log_file, "log to FILE instead of stderr (SIGHUP reopens it)")
       ->type_name("FILE");
@@ -234,7 +235,7 @@ int main(int argc, char** argv) {
     // run() returns only after stop(); the waiter has taken its signal.
     waiter.join();
   } catch (const std::exception& e) {
-    patro::write_log(patro::LogLevel::error, "broker", e.what());
+    patro::write_log(patro::LogLevel::fatal, "broker", e.what());
     return 1;
   }
   return 0;

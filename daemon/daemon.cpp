@@ -26,21 +26,32 @@
 
 namespace patro::daemon {
 
+namespace {
+constexpr const char* kLevelNames = "fatal, error, warn, info, verbose, debug or trace";
+}  // namespace
+
 std::string configure_logging(const std::string& level_name, const std::string& log_file) {
   LogLevel level = LogLevel::info;
   if (!level_name.empty()) {
     auto parsed = parse_log_level(level_name);
-    if (!parsed)
-      return "--log-level: '" + level_name + "' is not a level (error, warn, info, debug or trace)";
+    if (!parsed) return "--log-level: '" + level_name + "' is not a level (" + kLevelNames + ")";
     level = *parsed;
   } else if (debug_requested()) {
     level = LogLevel::trace;  // PATRO_DEBUG=1: the wire trace
   } else if (const char* env = std::getenv("PATRO_LOG_LEVEL"); env != nullptr && *env != '\0') {
     auto parsed = parse_log_level(env);
     if (!parsed)
-      return "PATRO_LOG_LEVEL='" + std::string(env) +
-             "' is not a level (error, warn, info, debug or trace)";
+      return "PATRO_LOG_LEVEL='" + std::string(env) + "' is not a level (" + kLevelNames + ")";
     level = *parsed;
+  }
+  // A daemon refuses bad selections at start, as it refuses a bad level (a program that embeds
+  // Patro reports them once and selects every component).
+  if (const char* env = std::getenv("PATRO_LOG_SELECTIONS"); env != nullptr) {
+    try {
+      set_log_selections(env);
+    } catch (const std::exception& e) {
+      return std::string("PATRO_LOG_SELECTIONS='") + env + "': " + e.what();
+    }
   }
   set_log_level(level);
   if (!log_file.empty()) {

@@ -12,7 +12,8 @@ namespace patro::daemon {
 
 /// Sets the process's log level and file for a daemon: level_name (from --log-level) if given,
 /// else trace if $PATRO_DEBUG asks for it, else $PATRO_LOG_LEVEL, else info (a daemon's start-up
-/// lines are info). Returns an error text for an unknown level name or a log file that cannot be
+/// lines are info); and the components logged from $PATRO_LOG_SELECTIONS (patro/logging.hpp).
+/// Returns an error text for an unknown level name, bad selections or a log file that cannot be
 /// opened; empty when all is well.
 std::string configure_logging(const std::string& level_name, const std::string& log_file);
 

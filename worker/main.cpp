@@ -313,7 +313,8 @@ int main(int argc, char** argv) {
                  "tcp://127.0.0.1:9171)")
       ->type_name("ENDPOINT");
   app.add_option("--log-level", log_level,
-                 "error, warn, info (default; or $PATRO_LOG_LEVEL), debug or trace, any case")
+                 "fatal, error, warn, info (default; or $PATRO_LOG_LEVEL), verbose, debug or "
+                 "trace, any case")
       ->type_name("LEVEL");
   app.add_option("--log-file", log_file, "log to FILE instead of stderr")->type_name("FILE");
   patro::cli::CurveFlags curve;
@@ -565,7 +566,7 @@ int main(int argc, char** argv) {
     }
     stop_broker();
   } catch (const std::exception& e) {
-    patro::write_log(patro::LogLevel::error, "worker", e.what());
+    patro::write_log(patro::LogLevel::fatal, "worker", e.what());
     return 1;
   }
   return 0;

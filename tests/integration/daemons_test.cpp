@@ -299,12 +299,53 @@ TEST_CASE("log levels: names in any case; unknown ones are refused with a clear 
   CHECK(rc == 2);
   CHECK(contains(err, "'loud' is not a level"));
   std::tie(rc, err) =
-      run_to_end(dir, {program("PATRO_WORKER"), "queue", "q"}, {"PATRO_LOG_LEVEL=verbose"});
+      run_to_end(dir, {program("PATRO_WORKER"), "queue", "q"}, {"PATRO_LOG_LEVEL=verbosely"});
   CHECK(rc == 2);
-  CHECK(contains(err, "PATRO_LOG_LEVEL='verbose' is not a level"));
+  CHECK(contains(err, "PATRO_LOG_LEVEL='verbosely' is not a level"));
   std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER"), "--log-level", "chatty"});
   CHECK(rc == 2);
   CHECK(contains(err, "'chatty' is not a level"));
+}
+
+TEST_CASE("log levels and selections: verbose is above info and below debug; components chosen") {
+  TempDir dir;
+  auto worker_log = [&dir](std::vector<std::string> options, std::vector<std::string> env) {
+    std::remove(dir.file("worker.err").c_str());
+    Worker w(dir, {"queue", "jobs"}, std::move(options), std::move(env));
+    CHECK(w.proc->stop() == 0);
+    return read_file(dir.file("worker.err"));
+  };
+  // Debug: the start-up lines and the embedded broker's debug lines (a client connected).
+  std::string text = worker_log({}, {"PATRO_LOG_LEVEL=debug"});
+  CHECK(contains(text, " DEBUG broker["));
+  // Verbose: the info lines, not the debug ones. --log-level verbose is the same.
+  for (const auto& [options, env] :
+       std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>>{
+           {{}, {"PATRO_LOG_LEVEL=Verbose"}}, {{"--log-level", "verbose"}, {}}}) {
+    text = worker_log(options, env);
+    INFO(text);
+    CHECK(contains(text, " INFO worker["));
+    CHECK(contains(text, "serving queue 'jobs'"));
+    CHECK(contains(text, "embedded broker: clients connect to"));
+    CHECK(!contains(text, " DEBUG "));
+  }
+  // Only the worker's lines, not its embedded broker's, and the other way round.
+  text = worker_log({}, {"PATRO_LOG_LEVEL=info", "PATRO_LOG_SELECTIONS=-broker"});
+  CHECK(contains(text, "serving queue 'jobs'"));
+  CHECK(!contains(text, " broker["));
+  text = worker_log({}, {"PATRO_LOG_LEVEL=debug", "PATRO_LOG_SELECTIONS=broker"});
+  CHECK(contains(text, " DEBUG broker["));
+  CHECK(contains(text, " INFO broker["));
+  CHECK(!contains(text, "worker["));
+  // Bad selections are refused at start, by the worker and by the broker.
+  auto [rc, err] = run_to_end(dir, {program("PATRO_WORKER"), "queue", "q"},
+                              {"PATRO_LOG_SELECTIONS=worker --broker"});
+  CHECK(rc == 2);
+  CHECK(contains(err, "PATRO_LOG_SELECTIONS='worker --broker'"));
+  CHECK(contains(err, "'--broker' is not a selection"));
+  std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER")}, {"PATRO_LOG_SELECTIONS=-"});
+  CHECK(rc == 2);
+  CHECK(contains(err, "'-' is not a selection"));
 }
 
 TEST_CASE("numeric options: a word or a negative number is refused briefly, naming the value") {

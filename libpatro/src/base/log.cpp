@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <vector>
 
 #include "patro/error.hpp"
 
@@ -19,23 +20,33 @@ namespace patro {
 
 namespace {
 
-constexpr int kUnset = -1;
-std::atomic<int> g_level{kUnset};
+using detail::g_verbosity;
+using detail::kVerbosityUnread;
+
+// The levels by verbosity (log_verbosity's inverse).
+constexpr LogLevel kByVerbosity[] = {LogLevel::fatal, LogLevel::error,   LogLevel::warn,
+                                     LogLevel::info,  LogLevel::verbose, LogLevel::debug,
+                                     LogLevel::trace};
+static_assert(log_verbosity(LogLevel::fatal) == 0 && log_verbosity(LogLevel::trace) == 6);
 
 // Sets the level and the wire trace's flag with it.
 void store_level(LogLevel level) {
-  g_level.store(static_cast<int>(level), std::memory_order_relaxed);
+  g_verbosity.store(log_verbosity(level), std::memory_order_relaxed);
   detail::g_wire_trace.store(level >= LogLevel::trace, std::memory_order_relaxed);
 }
 
 const char* level_name(LogLevel l) {
   switch (l) {
+    case LogLevel::fatal:
+      return "FATAL";
     case LogLevel::error:
       return "ERROR";
     case LogLevel::warn:
       return "WARN";
     case LogLevel::info:
       return "INFO";
+    case LogLevel::verbose:
+      return "VERBOSE";
     case LogLevel::debug:
       return "DEBUG";
     case LogLevel::trace:
@@ -47,11 +58,14 @@ const char* level_name(LogLevel l) {
 // syslog priorities, as sd-daemon(3) prefixes them.
 int journal_priority(LogLevel l) {
   switch (l) {
+    case LogLevel::fatal:
+      return 2;  // LOG_CRIT: the process ends
     case LogLevel::error:
       return 3;
     case LogLevel::warn:
       return 4;
     case LogLevel::info:
+    case LogLevel::verbose:
       return 6;
     case LogLevel::debug:
     case LogLevel::trace:
@@ -94,17 +108,116 @@ int open_log(const std::string& path) {
   return fd;
 }
 
+// The selections: names selected, names left out, and whether "*" selects every other one.
+struct Selections {
+  bool every = false;
+  std::vector<std::string> in, out;
+  std::string text;  // as log_selections() gives it
+};
+
+struct SelectionState {
+  detail::Mutex mu;
+  Selections in_force PATRO_GUARDED_BY(mu);
+};
+
+SelectionState& selection_state() {
+  static auto* s = new SelectionState;  // never destroyed: threads may log during exit
+  return *s;
+}
+
+bool is_separator(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' || c == ',';
+}
+
+Selections parse_selections(std::string_view list) {
+  Selections s;
+  size_t i = 0;
+  while (i < list.size()) {
+    if (is_separator(list[i])) {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < list.size() && !is_separator(list[end])) ++end;
+    const std::string_view item = list.substr(i, end - i);
+    i = end;
+    for (char c : item)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        throw Error(Errc::invalid_argument, "log selections: a control character (code " +
+                                                std::to_string(static_cast<unsigned char>(c)) +
+                                                ") in a name");
+    const bool leave_out = item.front() == '-';
+    const std::string_view name = leave_out ? item.substr(1) : item;
+    if (name.empty() || (leave_out && name == "*") || name.front() == '-')
+      throw Error(Errc::invalid_argument,
+                  "log selections: '" + std::string(item) +
+                      "' is not a selection (NAME, *, or -NAME to leave NAME out)");
+    if (!s.text.empty()) s.text += ' ';
+    s.text.append(item);
+    if (leave_out)
+      s.out.emplace_back(name);
+    else if (name == "*")
+      s.every = true;
+    else
+      s.in.emplace_back(name);
+  }
+  if (s.in.empty()) s.every = true;  // nothing but leavings-out, or nothing: every other one
+  return s;
+}
+
+// Puts s in force; the caller holds st.mu.
+void store_selections(SelectionState& st, Selections s) PATRO_REQUIRES(st.mu) {
+  const bool narrows = !s.every || !s.out.empty();
+  st.in_force = std::move(s);
+  detail::g_selecting.store(narrows ? detail::kSelectSome : detail::kSelectEvery,
+                            std::memory_order_relaxed);
+}
+
+// Reads $PATRO_LOG_SELECTIONS if nothing has been set yet; the caller holds st.mu.
+void read_selections_env(SelectionState& st) PATRO_REQUIRES(st.mu) {
+  if (detail::g_selecting.load(std::memory_order_relaxed) != detail::kSelectionsUnread) return;
+  const char* env = std::getenv("PATRO_LOG_SELECTIONS");
+  try {
+    store_selections(st, parse_selections(env != nullptr ? env : ""));
+  } catch (const Error& e) {
+    std::fprintf(stderr, "patro: PATRO_LOG_SELECTIONS: %s; selecting every component\n", e.what());
+    Selections every;
+    every.every = true;
+    store_selections(st, std::move(every));
+  }
+}
+
 }  // namespace
 
 std::optional<LogLevel> parse_log_level(std::string_view name) noexcept {
   std::string lower;
   for (char c : name) lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  if (lower == "fatal") return LogLevel::fatal;
   if (lower == "error") return LogLevel::error;
   if (lower == "warn" || lower == "warning") return LogLevel::warn;
   if (lower == "info") return LogLevel::info;
+  if (lower == "verbose") return LogLevel::verbose;
   if (lower == "debug") return LogLevel::debug;
   if (lower == "trace") return LogLevel::trace;
   return std::nullopt;
+}
+
+void set_log_selections(std::string_view selections) {
+  Selections s = parse_selections(selections);  // throws before anything changes
+  SelectionState& st = selection_state();
+  detail::MutexLock lock(st.mu);
+  store_selections(st, std::move(s));
+}
+
+std::string log_selections() {
+  SelectionState& st = selection_state();
+  detail::MutexLock lock(st.mu);
+  read_selections_env(st);
+  return st.in_force.text;
+}
+
+bool log_selected(std::string_view who) noexcept {
+  return detail::log_selected(who);
 }
 
 bool debug_requested() noexcept {
@@ -113,8 +226,8 @@ bool debug_requested() noexcept {
 }
 
 LogLevel log_level() noexcept {
-  int l = g_level.load(std::memory_order_relaxed);
-  if (l != kUnset) return static_cast<LogLevel>(l);
+  const int v = g_verbosity.load(std::memory_order_relaxed);
+  if (v != kVerbosityUnread) return kByVerbosity[v];
   LogLevel from_env = LogLevel::warn;
   const char* env = std::getenv("PATRO_LOG_LEVEL");
   if (debug_requested()) {
@@ -126,16 +239,16 @@ LogLevel log_level() noexcept {
       static std::once_flag warned;
       std::call_once(warned, [env] {
         std::fprintf(stderr,
-                     "patro: PATRO_LOG_LEVEL='%s' is not a level (error, warn, info, debug, "
-                     "trace); using warn\n",
+                     "patro: PATRO_LOG_LEVEL='%s' is not a level (fatal, error, warn, info, "
+                     "verbose, debug, trace); using warn\n",
                      env);
       });
     }
   }
-  int expected = kUnset;
-  if (g_level.compare_exchange_strong(expected, static_cast<int>(from_env)))
+  int expected = kVerbosityUnread;
+  if (g_verbosity.compare_exchange_strong(expected, log_verbosity(from_env)))
     detail::g_wire_trace.store(from_env >= LogLevel::trace, std::memory_order_relaxed);
-  return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
+  return kByVerbosity[g_verbosity.load(std::memory_order_relaxed)];
 }
 
 void set_log_level(LogLevel level) noexcept {
@@ -180,7 +293,33 @@ std::string log_timestamp() {
 }
 
 void write_log(LogLevel level, std::string_view who, std::string_view text) noexcept {
-  if (level > log_level()) return;
+  if (!detail::log_enabled(level) || !detail::log_selected(who)) return;
+  detail::log_line(level, who, text);
+}
+
+namespace detail {
+std::atomic<bool> g_wire_trace{false};
+std::atomic<int> g_verbosity{kVerbosityUnread};
+std::atomic<int> g_selecting{kSelectionsUnread};
+
+bool log_enabled_unread(LogLevel level) noexcept {
+  return level <= ::patro::log_level();
+}
+
+bool log_selected_slow(std::string_view who) noexcept {
+  SelectionState& st = selection_state();
+  MutexLock lock(st.mu);
+  read_selections_env(st);
+  const Selections& s = st.in_force;
+  for (const auto& name : s.out)
+    if (name == who) return false;
+  if (s.every) return true;
+  for (const auto& name : s.in)
+    if (name == who) return true;
+  return false;
+}
+
+void log_line(LogLevel level, std::string_view who, std::string_view text) noexcept {
   try {
     Sink& s = sink();
     std::string line;
@@ -213,13 +352,6 @@ void write_log(LogLevel level, std::string_view who, std::string_view text) noex
   } catch (...) {
     // Logging never throws.
   }
-}
-
-namespace detail {
-std::atomic<bool> g_wire_trace{false};
-
-void log_line(LogLevel level, const std::string& who, const std::string& text) noexcept {
-  ::patro::write_log(level, who, text);
 }
 
 bool LogLimiter::allow(uint64_t& held) {

@@ -30,12 +30,12 @@ using Clock = std::chrono::steady_clock;
   if (ended)
     PATRO_LOG(info, "watchdog") << why << ": ending this process";
   else
-    PATRO_LOG(error, "watchdog") << why << ": ending this process";
+    PATRO_LOG(fatal, "watchdog") << why << ": ending this process";
   LockTable::remove_owned();
   ::kill(::getpid(), SIGTERM);
   const auto grace = std::max<std::chrono::milliseconds>(std::chrono::seconds(1), silence);
   std::this_thread::sleep_for(grace);
-  PATRO_LOG(error, "watchdog") << "still running " << grace.count()
+  PATRO_LOG(fatal, "watchdog") << "still running " << grace.count()
                                << " ms after SIGTERM (its lanes hang?): _exit(1)";
   ::_exit(1);
 }
