@@ -120,6 +120,7 @@ TEST_CASE("--version and --help on every binary") {
 TEST_CASE("--opt=value on patro-broker and patro-worker; host:port and PATRO_BROKER for patro") {
   TempDir dir;
   const std::string eps = dir.file("broker-endpoints"), conf = dir.file("worker.conf");
+  // By hand, not through BrokerProcess: the --opt=value spelling of its options is the subject.
   Process broker({program("PATRO_BROKER"), "--front=tcp://127.0.0.1:*", "--back=tcp://127.0.0.1:*",
                   "--heartbeat-ms=100", "--liveness=5", "--endpoints-file=" + eps});
   REQUIRE(wait_for_file(eps, 20s));

@@ -302,6 +302,8 @@ TEST_CASE("log levels: names in any case; unknown ones are refused with a clear 
       run_to_end(dir, {program("PATRO_WORKER"), "queue", "q"}, {"PATRO_LOG_LEVEL=verbosely"});
   CHECK(rc == 2);
   CHECK(contains(err, "PATRO_LOG_LEVEL='verbosely' is not a level"));
+  // Started by hand, not through BrokerProcess: the broker must refuse its command line and exit
+  // before it writes an endpoints file.
   std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER"), "--log-level", "chatty"});
   CHECK(rc == 2);
   CHECK(contains(err, "'chatty' is not a level"));
@@ -358,6 +360,7 @@ TEST_CASE("numeric options: a word or a negative number is refused briefly, nami
       run_to_end(dir, {program("PATRO_WORKER"), "--heartbeat-ms", "-5", "queue", "q"});
   CHECK(rc == 2);
   CHECK(contains(err, "'-5' is negative"));
+  // By hand, as above: a broker that refuses its options never writes its endpoints.
   std::tie(rc, err) = run_to_end(dir, {program("PATRO_BROKER"), "--heartbeat-ms", "5"});
   CHECK(rc == 2);
   CHECK(contains(err, "'5' is out of range (10 to 3600000)"));
@@ -379,6 +382,7 @@ TEST_CASE("patro-broker on a port already in use says the port is in use (os_fai
   TempDir dir;
   const LoopbackPort port(true);
   const std::string& endpoint = port.endpoint;
+  // By hand, not through BrokerProcess: this broker fails to start, which is what is tested.
   auto [rc, err] = run_to_end(
       dir, {program("PATRO_BROKER"), "--front", endpoint, "--back", "tcp://127.0.0.1:*"});
   CHECK(rc == 1);
@@ -446,11 +450,12 @@ TEST_CASE("patro-worker and patro-broker raise their soft descriptor limit to th
   };
   {
     Worker w(dir, {"queue", "jobs"});  // serving: past its start-up
-    Process b(redirected(
-        {program("PATRO_BROKER"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*"},
-        dir.file("broker.err")));
+    BrokerOptions bo;
+    bo.heartbeat_ms = bo.liveness = "";  // the defaults
+    bo.err_file = dir.file("broker.err");
+    BrokerProcess b(dir, bo);  // bound: past its start-up too
     REQUIRE(::setrlimit(RLIMIT_NOFILE, &mine) == 0);
-    for (const int pid : {w.proc->pid(), b.pid()}) {
+    for (const int pid : {w.proc->pid(), b.proc->pid()}) {
       std::vector<std::string> limits;
       for (int i = 0; i < 200; ++i) {  // the broker raises it as it starts: wait for that
         limits = words(soft_limit(pid));

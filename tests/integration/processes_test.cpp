@@ -12,6 +12,7 @@
 #include <patro/patro.hpp>
 
 #include "../support/process.hpp"
+#include "../support/sanitizers.hpp"
 
 using namespace std::chrono_literals;
 using patro::Errc;
@@ -82,39 +83,47 @@ TEST_CASE("the hash example with the embedded broker in two processes") {
   CHECK(server.stop() == 0);
 }
 
-TEST_CASE("four processes push 10,000 values each onto one array: none lost, none doubled") {
+// The values and adds of the two counting cases: a quarter as many under a sanitizer
+// (support/sanitizers.hpp), where every client and the server run several times slower.
+constexpr long kPushes = patro::test::scaled(10'000, 4);
+constexpr long kAdds = patro::test::scaled(5'000, 4);
+
+TEST_CASE(
+    "four processes push 10,000 values each (a quarter under a sanitizer): none lost or doubled") {
   TempDir dir;
   auto server = start_server(dir, "");
   const std::string conf = dir.file("server.conf");
   std::vector<Process> clients;
   for (int k = 0; k < 4; ++k)
     clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "push", conf, "1",
-                                                  "c" + std::to_string(k), "10000"});
+                                                  "c" + std::to_string(k),
+                                                  std::to_string(kPushes)});
   for (auto& c : clients) CHECK(c.wait(300s) == 0);
   auto ps = patro::get_proxies(conf, fast_client());
   auto values = ps.at(1).values();
-  CHECK(values.size() == 40000);
+  CHECK(values.size() == static_cast<size_t>(4 * kPushes));
   std::set<std::string> distinct;
   for (const auto& v : values) distinct.insert(v.as<std::string>());
-  CHECK(distinct.size() == 40000);
+  CHECK(distinct.size() == static_cast<size_t>(4 * kPushes));
   for (int k = 0; k < 4; ++k) {
     CHECK(distinct.count("c" + std::to_string(k) + "-0") == 1);
-    CHECK(distinct.count("c" + std::to_string(k) + "-9999") == 1);
+    CHECK(distinct.count("c" + std::to_string(k) + "-" + std::to_string(kPushes - 1)) == 1);
   }
   CHECK(server->stop() == 0);
 }
 
-TEST_CASE("four processes increment one hash entry: the count is exact") {
+TEST_CASE(
+    "four processes increment one hash entry 5,000 times each (a quarter under a sanitizer)") {
   TempDir dir;
   auto server = start_server(dir, "");
   const std::string conf = dir.file("server.conf");
   std::vector<Process> clients;
   for (int k = 0; k < 4; ++k)
-    clients.emplace_back(
-        std::vector<std::string>{program("PATRO_TEST_CLIENT"), "add", conf, "2", "n", "5000"});
+    clients.emplace_back(std::vector<std::string>{program("PATRO_TEST_CLIENT"), "add", conf, "2",
+                                                  "n", std::to_string(kAdds)});
   for (auto& c : clients) CHECK(c.wait(300s) == 0);
   auto ps = patro::get_proxies(conf, fast_client());
-  CHECK(ps.at(2)["n"].get() == 20000);
+  CHECK(ps.at(2)["n"].get() == 4 * kAdds);  // the count is exact
   CHECK(server->stop() == 0);
 }
 

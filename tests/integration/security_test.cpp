@@ -224,7 +224,8 @@ TEST_CASE("plaintext off loopback is refused without --insecure") {
   o.frontend = "tcp://127.0.0.1:*";
   o.backend = "tcp://[::]:*";
   CHECK_THROWS_AS(patro::Broker{o}, patro::Error);
-  // patro-broker and patro-worker's embedded broker say the same and exit 1, before binding.
+  // patro-broker and patro-worker's embedded broker say the same and exit 1, before binding
+  // (started by hand, not through BrokerProcess, which waits for a broker that binds).
   TempDir dir;
   Process broker(
       {program("PATRO_BROKER"), "--front", "tcp://0.0.0.0:*", "--back", "tcp://127.0.0.1:*"});

@@ -17,6 +17,7 @@
 #include "../support/broker_setup.hpp"
 #include "../support/exactly_once.hpp"
 #include "../support/process.hpp"
+#include "../support/sanitizers.hpp"
 
 using namespace std::chrono_literals;
 using patro::test::check_exactly_once;
@@ -64,6 +65,17 @@ Process client_cut_off(std::vector<std::string> args) {
   return client(std::move(args));
 }
 
+// The jobs of the two exactly-once runs and the lines of the served log's: a fifth as many under
+// a sanitizer (support/sanitizers.hpp), where the clients and the worker run ten times slower.
+constexpr long kJobs = patro::test::scaled(100'000, 5);
+constexpr long kLinesPerClient = patro::test::scaled(25'000, 5);
+
+// The two producers' arguments: half the jobs each.
+std::vector<std::string> produce(const std::string& front, int k, const std::string& out) {
+  return {"produce", front, "jobs", std::to_string(k * kJobs / 2), std::to_string(kJobs / 2),
+          "100",     out};
+}
+
 size_t lines_in(const std::string& path) {
   size_t n = 0;
   std::ifstream in(path);
@@ -73,15 +85,15 @@ size_t lines_in(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("2 producers and 4 consumers move 100,000 jobs: each acknowledged exactly once") {
+TEST_CASE("2 producers and 4 consumers move 100,000 jobs (a fifth under a sanitizer): each once") {
   TempDir dir;
   Worker w(dir, {"queue", "jobs"});
   std::vector<Process> consumers;
   for (int k = 0; k < 4; ++k)
     consumers.push_back(
         client({"consume", w.front, "jobs", "50", dir.file("acked" + std::to_string(k)), "3000"}));
-  Process p1 = client({"produce", w.front, "jobs", "0", "50000", "100", dir.file("pushed1")});
-  Process p2 = client({"produce", w.front, "jobs", "50000", "50000", "100", dir.file("pushed2")});
+  Process p1 = client(produce(w.front, 0, dir.file("pushed1")));
+  Process p2 = client(produce(w.front, 1, dir.file("pushed2")));
   CHECK(p1.wait(300s) == 0);
   CHECK(p2.wait(300s) == 0);
   std::vector<long> acked;
@@ -89,7 +101,7 @@ TEST_CASE("2 producers and 4 consumers move 100,000 jobs: each acknowledged exac
     CHECK(consumers[k].wait(300s) == 0);
     for (long v : read_numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
   }
-  check_exactly_once(acked, 100000);
+  check_exactly_once(acked, kJobs);
   auto q = patro::get_proxy(w.front, "jobs");
   CHECK(q.call("size") == 0);
   CHECK(q.call("leased") == 0);
@@ -100,8 +112,8 @@ TEST_CASE("the same run with a consumer kill -9ed while holding leases: its jobs
   TempDir dir;
   // A long visibility timeout: redelivery here comes from the taker's death, not the timeout.
   Worker w(dir, {"queue", "jobs"}, {"--visibility", "600000"});
-  Process p1 = client({"produce", w.front, "jobs", "0", "50000", "100", dir.file("pushed1")});
-  Process p2 = client({"produce", w.front, "jobs", "50000", "50000", "100", dir.file("pushed2")});
+  Process p1 = client(produce(w.front, 0, dir.file("pushed1")));
+  Process p2 = client(produce(w.front, 1, dir.file("pushed2")));
   Process holder = client({"hold", w.front, "jobs", "500", dir.file("held")});
   REQUIRE(wait_for_file(dir.file("held"), 60s));
   const size_t held = read_numbers(dir.file("held")).size();
@@ -118,7 +130,7 @@ TEST_CASE("the same run with a consumer kill -9ed while holding leases: its jobs
     CHECK(consumers[k].wait(300s) == 0);
     for (long v : read_numbers(dir.file("acked" + std::to_string(k)))) acked.push_back(v);
   }
-  check_exactly_once(acked, 100000);
+  check_exactly_once(acked, kJobs);
   CHECK(w.proc->stop() == 0);
 }
 
@@ -165,14 +177,15 @@ TEST_CASE("--data: kill -9 the worker mid-run; after a restart nothing acknowled
   CHECK(w->proc->stop() == 0);
 }
 
-TEST_CASE("4 clients x 25,000 lines into one served log: exactly 100,000 whole lines") {
+TEST_CASE("4 clients x 25,000 lines (a fifth under a sanitizer) into one served log: all whole") {
   TempDir dir;
   const std::string path = dir.file("events.log");
   Worker w(dir, {"log", "events", path});
   std::vector<Process> writers;
   for (int k = 0; k < 4; ++k)
-    writers.push_back(client({"log", w.front, "events", "w" + std::to_string(k), "25000", "100",
-                              dir.file("wrote" + std::to_string(k))}));
+    writers.push_back(
+        client({"log", w.front, "events", "w" + std::to_string(k), std::to_string(kLinesPerClient),
+                "100", dir.file("wrote" + std::to_string(k))}));
   for (auto& p : writers) CHECK(p.wait(300s) == 0);
   CHECK(w.proc->stop() == 0);  // a clean stop writes everything
   // A whole line is "w<k> <i> " and 40 x's: nothing more, nothing less.
@@ -200,9 +213,9 @@ TEST_CASE("4 clients x 25,000 lines into one served log: exactly 100,000 whole l
     }
     seen[k].insert(i);
   }
-  CHECK(lines == 100000);
+  CHECK(lines == static_cast<size_t>(4 * kLinesPerClient));
   CHECK(broken == 0);
-  for (int k = 0; k < 4; ++k) CHECK(seen[k].size() == 25000);
+  for (int k = 0; k < 4; ++k) CHECK(seen[k].size() == static_cast<size_t>(kLinesPerClient));
 }
 
 TEST_CASE(

@@ -100,6 +100,23 @@ def wait_for_file(path, timeout=10.0):
     return False
 
 
+def start_broker(procs, tmp, heartbeat_ms=100, liveness=5, extra=()):
+    """A patro-broker on free loopback ports, as tests/support's BrokerProcess starts one: its
+    endpoints read from the file it writes once bound. Returns (process, front, back)."""
+    ends = os.path.join(tmp, "broker-endpoints")
+    if os.path.exists(ends):
+        os.remove(ends)
+    broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
+                          "--back", "tcp://127.0.0.1:*",
+                          "--heartbeat-ms", str(heartbeat_ms), "--liveness", str(liveness),
+                          "--endpoints-file", ends] + list(extra))
+    if not wait_for_file(ends):
+        pytest.fail("patro-broker did not write its endpoints")
+    with open(ends) as f:
+        front, back = f.read().split()
+    return broker, front, back
+
+
 class Cluster:
     """A broker, a py_server and a patro-worker, in tmp."""
 
@@ -107,16 +124,8 @@ class Cluster:
         self.procs = procs
         self.tmp = tmp
         self.names = []
-        ends = os.path.join(tmp, "broker-endpoints")
-        argv = [program("broker"), "--front", "tcp://127.0.0.1:*", "--back", "tcp://127.0.0.1:*",
-                "--heartbeat-ms", "100", "--liveness", "5", "--endpoints-file", ends]
-        if max_message_size:
-            argv += ["--max-message-size", str(max_message_size)]
-        self.broker = procs.start(argv)
-        if not wait_for_file(ends):
-            pytest.fail("patro-broker did not write its endpoints")
-        with open(ends) as f:
-            self.front, self.back = f.read().split()
+        extra = ["--max-message-size", str(max_message_size)] if max_message_size else []
+        self.broker, self.front, self.back = start_broker(procs, tmp, extra=extra)
         if server:
             self.config = os.path.join(tmp, "py-server.conf")
             name = self._name("py")
@@ -167,15 +176,7 @@ class LoneServer:
         self.server_id = server_id
         self.server = None
         self.config = os.path.join(tmp, tag + ".conf")
-        ends = os.path.join(tmp, "ends")
-        self.broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
-                                   "--back", "tcp://127.0.0.1:*",
-                                   "--heartbeat-ms", str(heartbeat_ms),
-                                   "--liveness", str(liveness), "--endpoints-file", ends])
-        if not wait_for_file(ends):
-            pytest.fail("patro-broker did not write its endpoints")
-        with open(ends) as f:
-            self.front, self.back = f.read().split()
+        self.broker, self.front, self.back = start_broker(procs, tmp, heartbeat_ms, liveness)
 
     def start_server(self):
         self.server = self.procs.start([program("py_server"), self.config, "--broker", self.back,

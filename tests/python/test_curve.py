@@ -9,7 +9,7 @@ import pytest
 
 import patro
 from patro import curve
-from conftest import program, remove_segments, wait_for_file
+from conftest import program, remove_segments, start_broker, wait_for_file
 
 pytestmark = pytest.mark.skipif(not curve.available(), reason="libzmq without CURVE")
 
@@ -32,16 +32,10 @@ def secure(procs, tmpdir_session):
         f.write("# clients\n%s  # alice\n" % keys["alice"][1].public_key)
     with open(os.path.join(tmp, "servers"), "w") as f:
         f.write(keys["server"][1].public_key + "\n")
-    ends = os.path.join(tmp, "ends")
-    broker = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*",
-                          "--back", "tcp://127.0.0.1:*", "--heartbeat-ms", "100",
-                          "--liveness", "5", "--endpoints-file", ends,
-                          "--curve-key", keys["broker"][0],
-                          "--allow-clients", os.path.join(tmp, "clients"),
-                          "--allow-servers", os.path.join(tmp, "servers")])
-    assert wait_for_file(ends)
-    with open(ends) as f:
-        front, back = f.read().split()
+    broker, front, back = start_broker(procs, tmp,
+                                       extra=["--curve-key", keys["broker"][0],
+                                              "--allow-clients", os.path.join(tmp, "clients"),
+                                              "--allow-servers", os.path.join(tmp, "servers")])
     config = os.path.join(tmp, "secure.conf")
     name = "pytest-%d-curve" % os.getpid()
     server = procs.start([program("py_server"), config, "--broker", back, "--heartbeat-ms", "100",

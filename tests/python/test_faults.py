@@ -12,6 +12,8 @@ from conftest import Cluster, program, remove_segments
 
 
 def _restart_broker(procs, c, extra=()):
+    # Not start_broker: the broker comes back on the ports of the one killed, and the clients
+    # must not wait for it to bind.
     return procs.start([program("broker"), "--front", c.front, "--back", c.back,
                         "--heartbeat-ms", "100", "--liveness", "5"] + list(extra))
 

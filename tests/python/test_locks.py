@@ -184,6 +184,7 @@ def test_an_idle_holder_keeps_its_lock_across_a_broker_restart(procs, tmp):
         assert patro.lock(holder, timeout=5)
         broker.kill()
         broker.wait(5)
+        # Not start_broker: it comes back on the killed broker's ports.
         broker = procs.start([program("broker"), "--front", c.front, "--back", c.back,
                               "--heartbeat-ms", "100", "--liveness", "5"])
         time.sleep(3)  # the server is registered again, and its check (1 s later) has run

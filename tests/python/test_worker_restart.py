@@ -7,20 +7,13 @@ import threading
 import time
 
 import patro
-from conftest import program, wait_for_file
+from conftest import program, start_broker, wait_for_file
 
 
 def _broker(procs, tmp):
     # A 2 s window: a call without a route waits twice that for its server to come back (a killed
     # worker is replaced at once by its restart, which holds the secret in --data).
-    ends = os.path.join(tmp, "broker-endpoints")
-    p = procs.start([program("broker"), "--front", "tcp://127.0.0.1:*", "--back",
-                     "tcp://127.0.0.1:*", "--heartbeat-ms", "100", "--liveness", "20",
-                     "--endpoints-file", ends])
-    assert wait_for_file(ends)
-    with open(ends) as f:
-        front, back = f.read().split()
-    return p, front, back
+    return start_broker(procs, tmp, liveness=20)
 
 
 def _worker(procs, tmp, back, args):
