@@ -394,6 +394,51 @@ TEST_CASE(
   CHECK(!try_register(later, 0x62, 0, 1, 5555, secret).empty());
 }
 
+TEST_CASE("a client's requests wait for its own lane: never another one while it is away") {
+  RunningBroker b;
+  zmq::context_t ctx;
+  Peer lane0(ctx, b.broker.backend_endpoint(), true), lane1(ctx, b.broker.backend_endpoint(), true);
+  CHECK(try_register(lane0, 0x5a, 0, 2, 4242).empty());  // lane 1 not yet registered
+  constexpr int kClients = 16;
+  std::vector<std::unique_ptr<Peer>> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.push_back(std::make_unique<Peer>(ctx, b.broker.frontend_endpoint(), true));
+    clients.back()->send(make(detail::header_frame(Command::request),
+                              detail::object_id_frame(ObjectId{0x5a, 1}),
+                              detail::u64_frame(static_cast<uint64_t>(c + 1)), text("x")));
+  }
+  // Each request either reached lane 0 or was answered NO_ROUTE (server_unavailable); with 16
+  // clients some hash to lane 1 (all to lane 0: a chance of 2^-16). Read within the broker's
+  // window (3 s): the lanes here send no heartbeats.
+  int at_lane0 = 0;
+  for (Multipart m = lane0.next(std::chrono::milliseconds(300)); !m.empty();
+       m = lane0.next(std::chrono::milliseconds(300)))
+    ++at_lane0;
+  std::vector<int> waiting;  // the clients whose lane is lane 1
+  for (int c = 0; c < kClients; ++c) {
+    // A NO_ROUTE is sent as the request arrives: it is here by now.
+    const Multipart m = clients[static_cast<size_t>(c)]->next(std::chrono::milliseconds(20));
+    if (m.empty()) continue;  // routed to lane 0
+    CHECK(detail::parse_header(m[0]) == Command::no_route);
+    CHECK(reply_code(m, static_cast<uint64_t>(c + 1)) == Errc::server_unavailable);
+    waiting.push_back(c);
+  }
+  CHECK_FALSE(waiting.empty());
+  CHECK(at_lane0 + static_cast<int>(waiting.size()) == kClients);
+  // Lane 1 comes: their resends reach it, and none reaches lane 0.
+  CHECK(try_register(lane1, 0x5a, 1, 2, 4242).empty());
+  for (int c : waiting)
+    clients[static_cast<size_t>(c)]->send(
+        make(detail::header_frame(Command::request), detail::object_id_frame(ObjectId{0x5a, 1}),
+             detail::u64_frame(static_cast<uint64_t>(c + 1)), text("x"), detail::u64_frame(2)));
+  int at_lane1 = 0;
+  for (Multipart m = lane1.next(std::chrono::milliseconds(500)); !m.empty();
+       m = lane1.next(std::chrono::milliseconds(300)))
+    ++at_lane1;
+  CHECK(at_lane1 == static_cast<int>(waiting.size()));
+  CHECK(lane0.next(std::chrono::milliseconds(100)).empty());
+}
+
 TEST_CASE("a REPLY is forwarded only from the server its request was routed to") {
   RunningBroker b;
   zmq::context_t ctx;

@@ -596,12 +596,17 @@ struct PATRO_PRIVATE Broker::Impl {
                     Command::no_route);
     ServerRec& server = sit->second;
     // Requests from one client go to one lane, so they run in the order the client sent them.
+    // Never to another while that lane is away (registering, or registering again after the broker
+    // dropped a server it thought dead): its thread may still be running this client's earlier
+    // requests, and the two lanes would interleave them. NO_ROUTE instead: nothing ran, and the
+    // client resends after a backoff, once the lane is back.
     const size_t n = server.lanes.size();
-    size_t lane = std::hash<std::string>{}(routing) % n;
-    for (size_t i = 0; i < n && server.lanes[lane].empty(); ++i) lane = (lane + 1) % n;
+    const size_t lane = std::hash<std::string>{}(routing) % n;
     if (server.lanes[lane].empty())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
-                    "the server is registering", Command::no_route);
+                    "the server is registering (lane " + std::to_string(lane) + " of " +
+                        std::to_string(n) + " is not yet back)",
+                    Command::no_route);
     const size_t bytes = f[4].size();
     switch (room_for(client, *request_id, bytes, now)) {
       case Room::yes:
