@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "event_fd.hpp"
 #include "mutex.hpp"
 #include "request_table.hpp"
 
@@ -16,8 +17,7 @@ namespace patro::detail {
 
 class Completions {
  public:
-  Completions();
-  ~Completions();
+  Completions() = default;
   Completions(const Completions&) = delete;
   Completions& operator=(const Completions&) = delete;
 
@@ -26,7 +26,7 @@ class Completions {
   /// Queues one continuation.
   void post(std::function<void()> f) PATRO_EXCLUDES(mu_);
   /// Readable while continuations wait (level-triggered until run() takes them).
-  int fd() const noexcept { return fd_; }
+  int fd() const noexcept { return fd_.fd(); }
   /// Runs the continuations queued now, in the calling thread (those they queue wait for the
   /// next call); how many ran. An exception one throws is logged and dropped.
   size_t run() PATRO_EXCLUDES(mu_);
@@ -34,9 +34,7 @@ class Completions {
   size_t waiting() PATRO_EXCLUDES(mu_);
 
  private:
-  void signal() noexcept;
-
-  int fd_ = -1;
+  EventFd fd_;  // signalled and drained under mu_
   Mutex mu_;
   std::deque<std::function<void()>> queue_ PATRO_GUARDED_BY(mu_);
 };

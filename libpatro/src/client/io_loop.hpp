@@ -14,6 +14,7 @@
 
 #include <zmq.hpp>
 
+#include "event_fd.hpp"
 #include "mutex.hpp"
 
 namespace patro::detail {
@@ -23,8 +24,7 @@ class IoLoop {
   using Clock = std::chrono::steady_clock;
 
   /// state_mu: the mutex under which waiters look at what they wait for (it outlives the loop).
-  explicit IoLoop(Mutex& state_mu);
-  ~IoLoop();
+  explicit IoLoop(Mutex& state_mu) : state_mu_(state_mu) {}
   IoLoop(const IoLoop&) = delete;
   IoLoop& operator=(const IoLoop&) = delete;
 
@@ -34,10 +34,10 @@ class IoLoop {
   void let_go() PATRO_RELEASE(turn_mu_) { turn_mu_.unlock(); }
 
   /// Asks the holder of the turn to let go (or to flush what was queued).
-  void wake() noexcept;
+  void wake() noexcept { wake_.signal(); }
   /// The wake fd as a poll item; and, after a poll saw it readable, consumes the wake-ups.
-  zmq::pollitem_t wake_item() const noexcept { return {nullptr, wake_fd_, ZMQ_POLLIN, 0}; }
-  void drain_wake() noexcept;
+  zmq::pollitem_t wake_item() const noexcept { return {nullptr, wake_.fd(), ZMQ_POLLIN, 0}; }
+  void drain_wake() noexcept { wake_.drain(); }
 
   /// A turn ended: the next generation, waiters woken; under runs with the state mutex held.
   template <class Under>
@@ -81,7 +81,7 @@ class IoLoop {
   Mutex& state_mu_;
   CondVar cv_;  // with state_mu_: a turn ended, or notify()
   uint64_t generation_ PATRO_GUARDED_BY(state_mu_) = 0;
-  int wake_fd_ = -1;
+  EventFd wake_;
 };
 
 }  // namespace patro::detail
