@@ -2,8 +2,10 @@
 // async calls completed through the connection's event fd in a plain poll loop, every
 // continuation on the loop's thread and inside run_ready, none on a thread of Patro's; a then on
 // an answered future waits for the loop too; the fd is readable exactly while continuations wait;
-// a connection made without the option refuses event_fd and run_ready; and the two examples (a
-// poll loop, Boost.Asio) in processes of their own against the hash example's server.
+// a connection made without the option refuses event_fd and run_ready; the two examples (a poll
+// loop, Boost.Asio) in processes of their own against the hash example's server; and coroutines
+// (patro/task.hpp): 1,000 sequential co_awaits, nested tasks, errors, and 64 coroutines at once on
+// the program's loop, each resumed on the loop's thread.
 #include <doctest/doctest.h>
 #include <poll.h>
 
@@ -12,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <patro/patro.hpp>
 
@@ -143,4 +146,77 @@ TEST_CASE("the event-loop examples (poll, Boost.Asio) against the hash example's
   CHECK(patro::test::read_file(dir.file("asio.out")).find("500 answered, 500 right, 0 elsewhere") !=
         std::string::npos);
   CHECK(server.stop() == 0);
+}
+
+namespace {
+
+patro::Task<int64_t> sum_of_gets(Proxy p, int n) {
+  int64_t sum = 0;
+  for (int i = 0; i < n; ++i) sum += (co_await p["a"].async_get()).as<int64_t>();
+  co_return sum;
+}
+
+patro::Task<int64_t> nested(Proxy p) {
+  const int64_t first = co_await sum_of_gets(p, 3);
+  co_return first + co_await sum_of_gets(p, 2);
+}
+
+patro::Task<std::string> failing(Proxy p) {
+  try {
+    co_await p["a"][0].async_get();  // indexing an integer
+  } catch (const patro::Error& e) {
+    co_return std::string(patro::errc_name(e.code()));
+  }
+  co_return std::string("no error");
+}
+
+patro::Task<void> throws_out(Proxy p) {
+  co_await p["a"].async_get();
+  throw std::runtime_error("out of the coroutine");
+}
+
+}  // namespace
+
+TEST_CASE("coroutines: 1,000 sequential co_awaits, nested tasks, errors in and out") {
+  auto h = patro::Hash{{"a", 3}};
+  auto cfg = patro::patronize(h);
+  Proxy p = patro::get_proxies(cfg).at(0);
+  CHECK(patro::run_sync(sum_of_gets(p, 1000)) == 3000);
+  CHECK(patro::run_sync(nested(p)) == 15);
+  CHECK(patro::run_sync(failing(p)) == "type_mismatch");
+  CHECK_THROWS_WITH_AS(patro::run_sync(throws_out(p)), "out of the coroutine", std::runtime_error);
+  cfg.stop();
+}
+
+TEST_CASE("64 concurrent coroutines on the program's loop, each resumed on the loop's thread") {
+  auto h = patro::Hash{{"a", 2}};
+  auto cfg = patro::patronize(h);
+  Proxy p = patro::get_proxies(cfg, loop_options()).at(0);
+  const std::thread::id loop_thread = std::this_thread::get_id();
+  constexpr int kTasks = 64, kCalls = 20;
+  std::atomic<long> off_loop{0};
+  auto one = [&](int) -> patro::Task<int64_t> {
+    int64_t sum = 0;
+    for (int i = 0; i < kCalls; ++i) {
+      sum += (co_await p["a"].async_get()).as<int64_t>();
+      if (std::this_thread::get_id() != loop_thread) ++off_loop;
+    }
+    co_return sum;
+  };
+  std::vector<patro::Task<int64_t>> tasks;
+  for (int t = 0; t < kTasks; ++t) tasks.push_back(one(t));
+  for (auto& t : tasks) t.start();  // each runs to its first co_await, sending its first call
+  const int fd = patro::event_fd(p);
+  const auto give_up = std::chrono::steady_clock::now() + 120s;
+  auto all_done = [&] {
+    for (auto& t : tasks)
+      if (!t.done()) return false;
+    return true;
+  };
+  while (!all_done() && std::chrono::steady_clock::now() < give_up)
+    if (readable(fd, 1000)) patro::run_ready(p);
+  REQUIRE(all_done());
+  for (auto& t : tasks) CHECK(t.result() == 2 * kCalls);
+  CHECK(off_loop.load() == 0);
+  cfg.stop();
 }

@@ -17,4 +17,5 @@
 #include "patro/signals.hpp"
 #include "patro/spawn.hpp"
 #include "patro/sync.hpp"
+#include "patro/task.hpp"
 #include "patro/value.hpp"
