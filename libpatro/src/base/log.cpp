@@ -310,11 +310,10 @@ bool log_selected_slow(std::string_view who) noexcept {
   SelectionState& st = selection_state();
   MutexLock lock(st.mu);
   read_selections_env(st);
-  const Selections& s = st.in_force;
-  for (const auto& name : s.out)
+  for (const auto& name : st.in_force.out)
     if (name == who) return false;
-  if (s.every) return true;
-  for (const auto& name : s.in)
+  if (st.in_force.every) return true;
+  for (const auto& name : st.in_force.in)
     if (name == who) return true;
   return false;
 }
