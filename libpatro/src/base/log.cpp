@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <iterator>
 #include <mutex>
 #include <vector>
 
@@ -23,55 +24,34 @@ namespace {
 using detail::g_verbosity;
 using detail::kVerbosityUnread;
 
-// The levels by verbosity (log_verbosity's inverse).
-constexpr LogLevel kByVerbosity[] = {LogLevel::fatal, LogLevel::error,   LogLevel::warn,
-                                     LogLevel::info,  LogLevel::verbose, LogLevel::debug,
-                                     LogLevel::trace};
-static_assert(log_verbosity(LogLevel::fatal) == 0 && log_verbosity(LogLevel::trace) == 6);
+// Each level's names and journal priority, in the order of verbosity (log_verbosity indexes it).
+struct LevelInfo {
+  LogLevel level;
+  const char* name;   // as parse_log_level takes it (in any case)
+  const char* label;  // in a log line
+  int journal;        // its syslog priority, as sd-daemon(3) prefixes it
+};
+constexpr LevelInfo kLevels[] = {
+    {LogLevel::fatal, "fatal", "FATAL", 2},  // LOG_CRIT: the process ends
+    {LogLevel::error, "error", "ERROR", 3}, {LogLevel::warn, "warn", "WARN", 4},
+    {LogLevel::info, "info", "INFO", 6},    {LogLevel::verbose, "verbose", "VERBOSE", 6},
+    {LogLevel::debug, "debug", "DEBUG", 7}, {LogLevel::trace, "trace", "TRACE", 7},
+};
+constexpr bool levels_in_order() {
+  for (int v = 0; v < 7; ++v)
+    if (log_verbosity(kLevels[v].level) != v) return false;
+  return true;
+}
+static_assert(std::size(kLevels) == 7 && levels_in_order());
+
+const LevelInfo& level_info(LogLevel l) {
+  return kLevels[log_verbosity(l)];
+}
 
 // Sets the level and the wire trace's flag with it.
 void store_level(LogLevel level) {
   g_verbosity.store(log_verbosity(level), std::memory_order_relaxed);
   detail::g_wire_trace.store(level >= LogLevel::trace, std::memory_order_relaxed);
-}
-
-const char* level_name(LogLevel l) {
-  switch (l) {
-    case LogLevel::fatal:
-      return "FATAL";
-    case LogLevel::error:
-      return "ERROR";
-    case LogLevel::warn:
-      return "WARN";
-    case LogLevel::info:
-      return "INFO";
-    case LogLevel::verbose:
-      return "VERBOSE";
-    case LogLevel::debug:
-      return "DEBUG";
-    case LogLevel::trace:
-      return "TRACE";
-  }
-  return "?";
-}
-
-// syslog priorities, as sd-daemon(3) prefixes them.
-int journal_priority(LogLevel l) {
-  switch (l) {
-    case LogLevel::fatal:
-      return 2;  // LOG_CRIT: the process ends
-    case LogLevel::error:
-      return 3;
-    case LogLevel::warn:
-      return 4;
-    case LogLevel::info:
-    case LogLevel::verbose:
-      return 6;
-    case LogLevel::debug:
-    case LogLevel::trace:
-      return 7;
-  }
-  return 6;
 }
 
 // Where lines go: stderr, or a file opened by name (reopened on request).
@@ -192,13 +172,9 @@ void read_selections_env(SelectionState& st) PATRO_REQUIRES(st.mu) {
 std::optional<LogLevel> parse_log_level(std::string_view name) noexcept {
   std::string lower;
   for (char c : name) lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  if (lower == "fatal") return LogLevel::fatal;
-  if (lower == "error") return LogLevel::error;
-  if (lower == "warn" || lower == "warning") return LogLevel::warn;
-  if (lower == "info") return LogLevel::info;
-  if (lower == "verbose") return LogLevel::verbose;
-  if (lower == "debug") return LogLevel::debug;
-  if (lower == "trace") return LogLevel::trace;
+  if (lower == "warning") return LogLevel::warn;
+  for (const LevelInfo& l : kLevels)
+    if (lower == l.name) return l.level;
   return std::nullopt;
 }
 
@@ -227,7 +203,7 @@ bool debug_requested() noexcept {
 
 LogLevel log_level() noexcept {
   const int v = g_verbosity.load(std::memory_order_relaxed);
-  if (v != kVerbosityUnread) return kByVerbosity[v];
+  if (v != kVerbosityUnread) return kLevels[v].level;
   LogLevel from_env = LogLevel::warn;
   const char* env = std::getenv("PATRO_LOG_LEVEL");
   if (debug_requested()) {
@@ -248,7 +224,7 @@ LogLevel log_level() noexcept {
   int expected = kVerbosityUnread;
   if (g_verbosity.compare_exchange_strong(expected, log_verbosity(from_env)))
     detail::g_wire_trace.store(from_env >= LogLevel::trace, std::memory_order_relaxed);
-  return kByVerbosity[g_verbosity.load(std::memory_order_relaxed)];
+  return kLevels[g_verbosity.load(std::memory_order_relaxed)].level;
 }
 
 void set_log_level(LogLevel level) noexcept {
@@ -326,14 +302,14 @@ void log_line(LogLevel level, std::string_view who, std::string_view text) noexc
     std::lock_guard<std::mutex> lock(s.mu);
     if (s.journal && s.fd == 2) {
       line += '<';
-      line += static_cast<char>('0' + journal_priority(level));
+      line += static_cast<char>('0' + level_info(level).journal);
       line += '>';
       line.append(who);
       line += ": ";
     } else {
       line += log_timestamp();
       line += ' ';
-      line += level_name(level);
+      line += level_info(level).label;
       line += ' ';
       line.append(who);
       line += '[' + std::to_string(getpid()) + "]: ";
