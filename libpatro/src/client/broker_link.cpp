@@ -40,11 +40,14 @@ BrokerLink::BrokerLink(zmq::context_t& ctx, std::vector<std::string> brokers,
       timing_(timing) {}
 
 BrokerLink::~BrokerLink() {
+  drop_socket();
+}
+
+void BrokerLink::drop_socket() noexcept {
   watch_.reset();
-  if (sock_.handle() != nullptr) {
-    sock_.set(zmq::sockopt::linger, 0);
-    sock_.close();
-  }
+  if (sock_.handle() == nullptr) return;
+  sock_.set(zmq::sockopt::linger, 0);
+  sock_.close();
 }
 
 void BrokerLink::new_socket() {
@@ -99,11 +102,7 @@ std::string BrokerLink::move(std::optional<size_t> to, uint64_t rid, Clock::time
   index_ = to.value_or((index_ + 1) % brokers_.size());
   std::string from = std::move(endpoint_);
   endpoint_ = brokers_[index_];
-  if (sock_.handle() != nullptr) {
-    watch_.reset();
-    sock_.set(zmq::sockopt::linger, 0);
-    sock_.close();
-  }
+  drop_socket();
   new_socket();
   try {
     sock_.connect(endpoint_);

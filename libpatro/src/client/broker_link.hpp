@@ -140,6 +140,9 @@ class BrokerLink {
   const std::unordered_set<uint64_t>& servers_seen() const noexcept { return servers_seen_; }
 
  private:
+  /// Closes the socket at once (linger 0), and its drop watch.
+  void drop_socket() noexcept;
+  /// A new socket (CURVE if configured), not connected; the old one closes.
   void new_socket();
 
   zmq::context_t& ctx_;

@@ -45,9 +45,4 @@ size_t Completions::run() {
   return now.size();
 }
 
-size_t Completions::waiting() {
-  MutexLock lock(mu_);
-  return queue_.size();
-}
-
 }  // namespace patro::detail

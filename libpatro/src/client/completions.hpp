@@ -30,8 +30,6 @@ class Completions {
   /// Runs the continuations queued now, in the calling thread (those they queue wait for the
   /// next call); how many ran. An exception one throws is logged and dropped.
   size_t run() PATRO_EXCLUDES(mu_);
-  /// Continuations waiting.
-  size_t waiting() PATRO_EXCLUDES(mu_);
 
  private:
   EventFd fd_;  // signalled and drained under mu_

@@ -373,20 +373,20 @@ void Connection::deliver(const std::vector<SlotPtr>& ready) {
   RequestTable::run_callbacks(ready);
 }
 
-int Connection::event_fd() const {
+Completions& Connection::completions(const char* what) const {
   if (!completions_)
     throw Error(Errc::invalid_argument,
-                "this connection runs continuations on any thread: its event fd needs "
-                "ClientOptions::continuations = event_loop");
-  return completions_->fd();
+                std::string("this connection runs continuations on any thread: ") + what +
+                    " needs ClientOptions::continuations = event_loop");
+  return *completions_;
+}
+
+int Connection::event_fd() const {
+  return completions("its event fd").fd();
 }
 
 size_t Connection::run_ready() {
-  if (!completions_)
-    throw Error(Errc::invalid_argument,
-                "this connection runs continuations on any thread: run_ready needs "
-                "ClientOptions::continuations = event_loop");
-  return completions_->run();
+  return completions("run_ready").run();
 }
 
 RetryTiming Connection::retry_timing() const noexcept {

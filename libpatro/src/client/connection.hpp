@@ -287,6 +287,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void run_callbacks() PATRO_EXCLUDES(requests_.mutex());
   /// Runs the callbacks of answered slots, or (event_loop) posts them to completions_.
   void deliver(const std::vector<SlotPtr>& ready) PATRO_EXCLUDES(requests_.mutex());
+  /// completions_, or Error(invalid_argument) saying that what needs event_loop.
+  Completions& completions(const char* what) const;
   void heartbeat_main(const std::atomic<bool>& gone);
 
   std::shared_ptr<ChildProcess> child_;

@@ -16,7 +16,7 @@
 //
 // The table decides; its holder acts (sends the LOCATEs and the heartbeats, opens and closes the
 // sockets, resends or fails the requests). Not locked itself: its holder guards it (the connection,
-// with its io_mu_).
+// under its io loop's turn).
 #pragma once
 
 #include <chrono>

@@ -57,7 +57,7 @@ struct Slot {
   Clock::time_point retry_at = Clock::time_point::max();  // a resend waits for this
   Clock::time_point no_route_since = Clock::time_point::max();
   std::chrono::milliseconds backoff{0};
-  // Which way its latest copy went (set by the holder of the connection's socket, io_mu_).
+  // Which way its latest copy went (set by the holder of the connection's socket turn).
   bool sent = false;
   bool sent_direct = false;
   // The wire trace (set before the slot is published, then only read): when the request was
