@@ -69,7 +69,7 @@ std::string render_metrics(const patro::BrokerStats& s) {
       "register_malformed",   "register_over_limits", "server_id_taken",  "name_taken",
       "name_of_other_server", "registry_full",        "alive_forged",     "reply_unrouted",
       "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes",
-      "connection_cap"};
+      "client_unread",        "connection_cap"};
   first = true;
   for (const char* kind : kinds) {
     const auto it = s.refused_by_kind.find(kind);
@@ -142,6 +142,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-client-bytes", opts.max_client_bytes,
                  "most bytes of one client's requests routed and not yet answered (more: "
                  "answered overloaded, not run)")
+      ->check(patro::cli::range(size_t{1024}, size_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--max-client-unread", opts.max_client_unread,
+                 "most bytes sent to one client and not yet taken by its TCP (more: its replies "
+                 "wait at the server, its requests are answered overloaded)")
       ->check(patro::cli::range(size_t{1024}, size_t{1} << 40))
       ->capture_default_str();
   app.add_option("--max-connections", opts.max_connections,

@@ -286,6 +286,14 @@ int main(int argc, char** argv) {
                  "DIR/server-id (made on the first start, read on later ones) and this need not "
                  "be given; without either, a random id each start")
       ->type_name("ID");
+  std::string server_secret_path;
+  app.add_option("--server-secret", server_secret_path,
+                 "with --server-id and no --data: a file (0600) holding this server's secret, "
+                 "64 hex digits (openssl rand -hex 32), by which a restart replaces its old "
+                 "process at the broker at once (--data keeps its own)")
+      ->type_name("FILE")
+      ->needs("--server-id")
+      ->excludes("--data");
   app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat interval (default 1000)")
       ->type_name("N")
       ->check(patro::cli::non_negative());
@@ -399,6 +407,13 @@ int main(int argc, char** argv) {
     const auto id = patro::worker::parse_server_id(server_id_text);
     if (!id) usage_error("--server-id: 16 hex digits, not 0, not '" + server_id_text + "'");
     so.server_id = *id;
+  }
+  if (!server_secret_path.empty()) {
+    try {
+      so.server_secret = patro::worker::server_secret_file(server_secret_path);
+    } catch (const patro::Error& e) {
+      usage_error(e.what());
+    }
   }
 
   try {

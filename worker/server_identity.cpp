@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -95,6 +96,26 @@ std::optional<std::string> read_small_file(const std::string& path) {
 }
 
 }  // namespace
+
+std::string server_secret_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot read the server secret " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  const bool stated = ::fstat(fd, &st) == 0;
+  char buf[160];
+  const ssize_t n = stated && S_ISREG(st.st_mode) ? ::read(fd, buf, sizeof buf - 1) : -1;
+  ::close(fd);
+  if (!stated || !S_ISREG(st.st_mode)) fail("the server secret " + path + " is not a regular file");
+  if ((st.st_mode & 077) != 0)
+    fail("the server secret " + path + " can be read by others than its owner (chmod 600 it)");
+  const std::optional<std::string> secret =
+      n > 0 ? parse_secret(std::string(buf, static_cast<size_t>(n))) : std::nullopt;
+  if (!secret)
+    fail(path +
+         " does not hold a server secret (64 hex digits, as `openssl rand -hex 32` "
+         "writes them)");
+  return *secret;
+}
 
 std::string data_directory_server_secret(const std::string& dir) {
   const std::string path = dir + "/" + kServerSecretFile;

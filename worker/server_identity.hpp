@@ -33,4 +33,10 @@ uint64_t data_directory_server_id(const std::string& dir, uint64_t given);
 /// read or written or does not hold a secret (never replaced silently).
 std::string data_directory_server_secret(const std::string& dir);
 
+/// The secret in the file `path` (--server-secret, for a --server-id given without --data): 64
+/// hex digits, as `openssl rand -hex 32` writes them. Throws patro::Error naming the file if it
+/// cannot be read, is not a regular file, can be read by anyone but its owner, or does not hold a
+/// secret.
+std::string server_secret_file(const std::string& path);
+
 }  // namespace patro::worker

@@ -759,10 +759,19 @@ class Connection:
             if len(msg) != 3:
                 return
             rid = codec.parse_u64(msg[1])
+            # outcome_unknown: it ran (its reply was held back at the broker, for a client that
+            # did not read); a resend gets its answer from the server's reply cache.
+            try:
+                error = codec.decode_reply(msg[2], None).error
+            except errors.Error:
+                error = None
+            ran = error is not None and error.code == errors.Errc.outcome_unknown
             with self._mu:
                 slot = self._slots.get(rid)
                 if slot is None or slot.done:
                     return
+                if ran:
+                    slot.maybe_ran = True
                 if not self.options.retry:
                     slot.body = msg[2]
                     self._complete(slot, None)

@@ -203,6 +203,104 @@ TEST_CASE(
   CHECK(read_file(data + "/server-secret") == "not a secret\n");
 }
 
+TEST_CASE(
+    "--server-id with --server-secret (no --data): a restart after kill -9 replaces the old "
+    "process "
+    "at once; another secret is refused; a secret others can read is refused") {
+  TempDir dir;
+  // A 60 s window, as above: only the proof lets a restart in sooner.
+  BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "600");
+  const std::string secret = dir.file("secret"), other = dir.file("other");
+  patro::test::write_file(secret, std::string(64, 'a') + "\n");
+  patro::test::write_file(other, std::string(64, 'b') + "\n");
+  REQUIRE(::chmod(secret.c_str(), 0600) == 0);
+  REQUIRE(::chmod(other.c_str(), 0600) == 0);
+  const std::string cfg = dir.file("worker.conf");
+  auto start = [&](const std::string& secret_file) {
+    std::remove(cfg.c_str());
+    return std::make_unique<Process>(
+        std::vector<std::string>{program("PATRO_WORKER"), "--broker", broker.back, "--server-id",
+                                 "00000000000000c1", "--server-secret", secret_file,
+                                 "--heartbeat-ms", "100", "--config-out", cfg, "counter", "n"});
+  };
+  auto worker = start(secret);
+  REQUIRE(wait_for_file(cfg, 30s));
+  patro::ClientOptions o;
+  o.call_timeout = 20s;
+  o.route = patro::Route::broker;
+  patro::Proxy n = patro::get_proxy(broker.front, "n", o);
+  CHECK(n.call("add", 5) == 5);
+
+  REQUIRE(worker->kill());
+  worker = start(secret);
+  REQUIRE(wait_for_file(cfg, 30s));
+  CHECK(n.call("add", 1) == 1);  // the new process (no --data: the counter starts again)
+
+  // The id with another secret is refused while the first lives, and it is still served.
+  auto impostor = start(other);
+  const auto status = impostor->wait(40s);
+  REQUIRE(status.has_value());
+  CHECK(*status != 0);
+  CHECK(n.call("add", 1) == 2);
+
+  REQUIRE(::chmod(other.c_str(), 0644) == 0);
+  Process readable(
+      {program("PATRO_WORKER"), "--server-id", "c1", "--server-secret", other, "counter", "n"});
+  CHECK(readable.wait(20s) == 2);
+  patro::test::write_file(other, "not a secret\n");
+  REQUIRE(::chmod(other.c_str(), 0600) == 0);
+  Process damaged(
+      {program("PATRO_WORKER"), "--server-id", "c1", "--server-secret", other, "counter", "n"});
+  CHECK(damaged.wait(20s) == 2);
+  Process without_id({program("PATRO_WORKER"), "--server-secret", secret, "counter", "n"});
+  CHECK(without_id.wait(20s) == 2);
+  CHECK(worker->stop() == 0);
+}
+
+TEST_CASE(
+    "the direct path: a call made after the server's kill -9 is never sent to the dead process; "
+    "it waits for the restart and runs there once") {
+  TempDir dir;
+  // A 60 s window: the broker still holds the dead process when the call is made.
+  BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "600");
+  const std::string secret = dir.file("secret");
+  patro::test::write_file(secret, std::string(64, 'c') + "\n");
+  REQUIRE(::chmod(secret.c_str(), 0600) == 0);
+  const std::string cfg = dir.file("worker.conf");
+  auto start = [&] {
+    std::remove(cfg.c_str());
+    auto p = std::make_unique<Process>(std::vector<std::string>{
+        program("PATRO_WORKER"), "--broker", broker.back, "--server-id", "00000000000000c2",
+        "--server-secret", secret, "--direct", "tcp://127.0.0.1:*", "--heartbeat-ms", "100",
+        "--config-out", cfg, "counter", "n"});
+    REQUIRE(wait_for_file(cfg, 30s));
+    return p;
+  };
+  auto worker = start();
+  patro::ClientOptions o;  // route=auto
+  o.call_timeout = 30s;
+  patro::Proxy n = patro::get_proxy(broker.front, "n", o);
+  // Until the calls take the direct path (the server counts them).
+  int64_t total = 0;
+  uint64_t direct = 0;
+  for (int i = 0; i < 200 && direct == 0; ++i) {
+    CHECK(n.call("add", 1) == ++total);
+    for (const auto& s : patro::broker_info(broker.front, o).servers) direct += s.direct;
+    if (direct == 0) std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(direct > 0);
+
+  REQUIRE(worker->kill());
+  std::this_thread::sleep_for(200ms);  // the client's socket has seen its connection close
+  // Not idempotent: sent to the dead process it could only end as outcome_unknown.
+  auto after = std::async(std::launch::async, [&] { return n.call("add", 1); });
+  std::this_thread::sleep_for(300ms);
+  worker = start();
+  CHECK(after.get() == 1);  // the restart's counter starts at 0 (no --data): it ran once, there
+  CHECK(n.call("get") == 1);
+  CHECK(worker->stop() == 0);
+}
+
 TEST_CASE("--server-id: a bad id is refused; one that differs from --data's is refused") {
   TempDir dir;
   Process bad({program("PATRO_WORKER"), "--server-id", "xyz", "hash", "kv"});

@@ -320,3 +320,19 @@ TEST_CASE("each client uses one lane of a server, chosen by its id") {
   CHECK(DirectRoutes::pick_endpoint({"", ""}, 7).empty());
   CHECK(DirectRoutes::pick_endpoint({}, 7).empty());
 }
+
+TEST_CASE("a probe that could not leave goes again soon; a live route's unsent beat says so") {
+  DirectRoutes routes(Route::automatic);
+  Brokered none;
+  routes.choose(kServer, t0, kWindow, none.fn());
+  routes.probing(kServer, t0);
+  CHECK(routes.tend(t0, kWindow, kInterval).heartbeat == std::vector<uint64_t>{kServer});
+  // The connection is not made yet: the probe is sent again in 2 ms, not after a whole interval.
+  CHECK(!routes.beat_unsent(kServer, t0));
+  CHECK(routes.next_check() == t0 + 2ms);
+  CHECK(routes.tend(t0 + 2ms, kWindow, kInterval).heartbeat == std::vector<uint64_t>{kServer});
+  REQUIRE(routes.heard(kServer, t0 + 3ms).up);
+  // Live: an unsent heartbeat is the connection gone, for the connection to judge.
+  CHECK(routes.beat_unsent(kServer, t0 + 4ms));
+  CHECK(!routes.beat_unsent(kServer + 1, t0 + 4ms));  // unknown
+}

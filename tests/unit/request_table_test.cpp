@@ -95,7 +95,7 @@ TEST_CASE("a deadline: timeout, or the broker's no-route answer where no copy ca
   SlotPtr unrouted = add(table, 3, wire::Op::Get, 1s);
   SlotPtr later = add(table, 4, wire::Op::Get, 5s);
   // No route for 3: kept as its answer, and resent after a backoff.
-  REQUIRE(table.no_route(3, no_route_body(3), t0, timing));
+  REQUIRE(table.no_route(3, no_route_body(3), false, t0, timing));
   CHECK_FALSE(unrouted->done);
 
   CHECK_FALSE(table.expire(t0 + 999ms));
@@ -125,7 +125,7 @@ TEST_CASE("a deadline: timeout, or the broker's no-route answer where no copy ca
   table.fail_pending(Errc::server_unavailable, "server gone", kServer, t0, timing);
   CHECK_FALSE(gone->done);
   CHECK(gone->maybe_ran);
-  REQUIRE(table.no_route(5, no_route_body(5), t0 + 30ms, timing));
+  REQUIRE(table.no_route(5, no_route_body(5), false, t0 + 30ms, timing));
   CHECK(gone->body.size() == 0);  // not kept: a copy may have run
   table.time_out(gone, t0 + 1s);
   REQUIRE(gone->done);
@@ -149,7 +149,7 @@ TEST_CASE("no route: resent after a growing backoff, given up after twice the br
   SlotPtr s = add(table, 1, wire::Op::Get);
   CHECK(table.next_retry() == Clock::time_point::max());
 
-  REQUIRE(table.no_route(1, no_route_body(1), t0, timing));
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0, timing));
   CHECK_FALSE(s->done);
   CHECK(s->retry_at == t0 + 20ms);
   CHECK(table.next_retry() == t0 + 20ms);
@@ -164,28 +164,28 @@ TEST_CASE("no route: resent after a growing backoff, given up after twice the br
   CHECK(table.take_due(t0 + 1s).empty());  // once
 
   // Still no route: the backoff doubles up to the most (70 ms here).
-  REQUIRE(table.no_route(1, no_route_body(1), t0 + 25ms, timing));
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0 + 25ms, timing));
   CHECK(s->retry_at == t0 + 65ms);
   CHECK(s->backoff == 70ms);
   CHECK(ids(table.take_due(t0 + 65ms)) == std::vector<uint64_t>{1});
-  REQUIRE(table.no_route(1, no_route_body(1), t0 + 70ms, timing));
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0 + 70ms, timing));
   CHECK(s->retry_at == t0 + 140ms);
   CHECK(s->backoff == 70ms);
   CHECK(ids(table.take_due(t0 + 140ms)) == std::vector<uint64_t>{1});
   // At twice the window it may still wait; past it, the server is not coming back. No copy ran:
   // the answer is the broker's.
-  REQUIRE(table.no_route(1, no_route_body(1), t0 + 200ms, timing));
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0 + 200ms, timing));
   CHECK_FALSE(s->done);
   CHECK(ids(table.take_due(t0 + 270ms)) == std::vector<uint64_t>{1});
-  REQUIRE(table.no_route(1, no_route_body(1), t0 + 201ms + 70ms, timing));
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0 + 201ms + 70ms, timing));
   REQUIRE(s->done);
   CHECK(s->error == Errc::ok);
   CHECK(reply_code(s->body) == Errc::server_unavailable);
-  CHECK_FALSE(table.no_route(1, no_route_body(1), t0 + 300ms, timing));  // no slot now
+  CHECK_FALSE(table.no_route(1, no_route_body(1), false, t0 + 300ms, timing));  // no slot now
 
   // A backoff that would pass the deadline: answered at once.
   SlotPtr near = add(table, 2, wire::Op::Get, 15ms);
-  REQUIRE(table.no_route(2, no_route_body(2), t0, timing));
+  REQUIRE(table.no_route(2, no_route_body(2), false, t0, timing));
   REQUIRE(near->done);
   CHECK(reply_code(near->body) == Errc::server_unavailable);
   {
@@ -198,7 +198,7 @@ TEST_CASE("retries off: no frames kept, a no-route answer is the answer") {
   RequestTable table(false, 20ms, Limits{});
   SlotPtr s = add(table, 1, wire::Op::Get);
   CHECK(s->frames.empty());
-  REQUIRE(table.no_route(1, no_route_body(1), t0, timing));
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0, timing));
   REQUIRE(s->done);
   CHECK(reply_code(s->body) == Errc::server_unavailable);
   add(table, 2, wire::Op::Get);
@@ -228,7 +228,7 @@ TEST_CASE("a broker restart: every request through it resent, in their order, wi
   // for a backoff after no route.
   slots[7]->sent_direct = true;
   REQUIRE(table.answer(11, zmq::message_t(std::string("ok")), t0, "broker"));
-  REQUIRE(table.no_route(9, no_route_body(9), t0, timing));
+  REQUIRE(table.no_route(9, no_route_body(9), false, t0, timing));
   CHECK(table.next_retry() == t0 + 20ms);
 
   std::vector<SlotPtr> resend = table.take_all_for_resend();
@@ -278,7 +278,7 @@ TEST_CASE("a server that goes away: idempotent resent, not idempotent outcome_un
   SlotPtr get2 = add(table, 4, wire::Op::Get);
   table.fail_pending(Errc::server_unavailable, "server 5e7 went away", kServer, t0, timing);
   CHECK_FALSE(get2->done);
-  REQUIRE(table.no_route(4, no_route_body(4), t0 + 201ms, timing));
+  REQUIRE(table.no_route(4, no_route_body(4), false, t0 + 201ms, timing));
   REQUIRE(get2->done);
   CHECK(get2->error == Errc::server_unavailable);
   CHECK(get2->body.size() == 0);
@@ -286,9 +286,24 @@ TEST_CASE("a server that goes away: idempotent resent, not idempotent outcome_un
   SlotPtr call2 = add(table, 5, wire::Op::Call);
   call2->sent = call2->sent_direct = true;
   CHECK(ids(table.lost_direct(kServer)) == std::vector<uint64_t>{5});
-  REQUIRE(table.no_route(5, no_route_body(5), t0 + 10s - 10ms, timing));  // past the deadline
+  REQUIRE(
+      table.no_route(5, no_route_body(5), false, t0 + 10s - 10ms, timing));  // past the deadline
   REQUIRE(call2->done);
   CHECK(call2->error == Errc::outcome_unknown);
+}
+
+TEST_CASE(
+    "a reply held back at the broker (NO_ROUTE that ran): resent; given up as outcome_unknown") {
+  RequestTable table(true, 20ms, Limits{});
+  SlotPtr call = add(table, 1, wire::Op::Call);
+  REQUIRE(table.no_route(1, no_route_body(1), true, t0, timing));
+  CHECK_FALSE(call->done);
+  CHECK(call->maybe_ran);
+  CHECK(ids(table.take_due(t0 + 20ms)) == std::vector<uint64_t>{1});
+  // Still held back at the deadline: it may have run, so not server_unavailable.
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0 + 10s - 10ms, timing));
+  REQUIRE(call->done);
+  CHECK(call->error == Errc::outcome_unknown);
 }
 
 TEST_CASE("a direct connection that dies: its requests, in order, may have run") {

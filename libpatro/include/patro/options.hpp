@@ -117,6 +117,12 @@ struct BrokerOptions {
   /// Binding a port to anything but loopback (127.0.0.0/8, ::1, localhost, ipc://, inproc://)
   /// without CURVE is refused unless this is set: plaintext off loopback on purpose only.
   bool insecure = false;
+  /// Most bytes sent to one client that its TCP has not yet acknowledged (replies queued at the
+  /// broker for a client that does not read them). Past it, the client's requests are answered
+  /// overloaded as NO_ROUTE, and a reply for it is held back: the client gets NO_ROUTE instead,
+  /// and its resend is answered from the server's reply cache. Counted (refused_by_kind
+  /// "client_unread") and logged a few times per 10 s. Counted on TCP connections only.
+  size_t max_client_unread = 64u << 20;
 };
 
 /// Which way a client's requests go (the direct path; see README "The direct path").

@@ -30,6 +30,7 @@
 #include "mutex.hpp"
 #include "os_failure.hpp"
 #include "socket.hpp"
+#include "unread_bytes.hpp"
 #include "wire.hpp"
 
 namespace patro {
@@ -294,6 +295,8 @@ struct PATRO_PRIVATE Broker::Impl {
     PendingMap pending;
     size_t pending_bytes = 0;
     Clock::time_point last_sweep;  // when pending was last cleared of servers that are gone
+    // What we sent it and its TCP has not acknowledged (BrokerOptions::max_client_unread).
+    detail::UnreadBytes unread;
   };
   struct Expiry {
     Clock::time_point when;
@@ -308,7 +311,9 @@ struct PATRO_PRIVATE Broker::Impl {
   const uint64_t instance = detail::random_id();
   zmq::context_t ctx{1};
   std::unique_ptr<ZapHandler> zap;  // with CURVE
-  zmq::socket_t front;              // made in the constructor, with the limits applied
+  bool curve_front = false;
+  int front_fd = -1;    // the connection the client message at hand came through (ZMQ_SRCFD)
+  zmq::socket_t front;  // made in the constructor, with the limits applied
   zmq::socket_t back;
   // The connections on both ports, counted and capped off the routing loop.
   std::unique_ptr<detail::ConnectionCap> connections;
@@ -366,12 +371,14 @@ struct PATRO_PRIVATE Broker::Impl {
     key_revoked,
     too_many_pending,
     client_bytes,
+    client_unread,
     kRefusals
   };
   static constexpr std::array<const char*, kRefusals> kRefusalNames{
       "register_malformed",   "register_over_limits", "server_id_taken",  "name_taken",
       "name_of_other_server", "registry_full",        "alive_forged",     "reply_unrouted",
-      "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes"};
+      "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes",
+      "client_unread"};
   std::array<std::atomic<uint64_t>, kRefusals> refusals{};
   std::array<detail::LogLimiter, kRefusals> refusal_logs{};
   detail::LogLimiter& refuse(Refusal kind) {
@@ -413,6 +420,7 @@ struct PATRO_PRIVATE Broker::Impl {
     }
     front = detail::make_socket(ctx, zmq::socket_type::router, opts.limits);
     back = detail::make_socket(ctx, zmq::socket_type::router, opts.limits);
+    curve_front = curve;
     if (curve) {
       detail::set_curve_server(front, opts.curve, kClientDomain);
       detail::set_curve_server(back, opts.curve, kServerDomain);
@@ -475,8 +483,15 @@ struct PATRO_PRIVATE Broker::Impl {
     }
   }
 
-  void send_front(Multipart& m) {
+  // To a client, [routing][frames...]: what goes to a client we know is counted in its unread
+  // bytes (`to`, or looked up).
+  void send_front(Multipart& m, ClientRec* to) {
+    if (to) to->unread.sent(m, 1, curve_front);
     if (!detail::send_multipart(front, m)) ++dropped;
+  }
+  void send_front(Multipart& m) {
+    auto it = clients.find(routing_of(m[0]));
+    send_front(m, it == clients.end() ? nullptr : &it->second);
   }
   void send_back(Multipart& m) {
     if (!detail::send_multipart(back, m)) ++dropped;
@@ -504,6 +519,7 @@ struct PATRO_PRIVATE Broker::Impl {
   ClientRec& touch_client(const std::string& routing, uint64_t client_id, Clock::time_point now) {
     auto [it, inserted] = clients.try_emplace(routing);
     it->second.expiry = now + window();
+    it->second.unread.seen_on(front_fd);
     if (client_id != 0 && it->second.client_id != client_id) {
       if (it->second.client_id != 0) forget_connection(it->second.client_id, routing);
       it->second.client_id = client_id;
@@ -533,6 +549,7 @@ struct PATRO_PRIVATE Broker::Impl {
       return void(++dropped);
     }
     const std::string routing = routing_of(f[0]);
+    front_fd = zmq_msg_get(f[1].handle(), ZMQ_SRCFD);
     if (allowed_clients && !allowed(*allowed_clients, f[1])) {
       PATRO_LOG_LIMITED(warn, "broker", refuse(key_revoked))
           << "refused a message from client key " << key_fingerprint(key_of(f[1]))
@@ -629,6 +646,13 @@ struct PATRO_PRIVATE Broker::Impl {
                           " more would pass its limit of " + std::to_string(opts.max_client_bytes),
                       Command::no_route);
     }
+    if (client.unread.over(opts.max_client_unread)) {
+      PATRO_LOG_LIMITED(warn, "broker", refuse(client_unread))
+          << "client " << printable(routing) << " has not read " << client.unread.unread()
+          << " bytes sent to it; refusing its requests until it reads them";
+      return reject(std::move(f[0]), *request_id, Errc::overloaded, unread_text(client),
+                    Command::no_route);
+    }
     expect_reply(client, *request_id, oid->server, bytes);
     if (client.last_server != oid->server) {
       client.last_server = oid->server;
@@ -649,7 +673,20 @@ struct PATRO_PRIVATE Broker::Impl {
     out.push_back(std::move(f[2]));
     out.push_back(std::move(f[3]));
     out.push_back(std::move(f[4]));
-    send_back(out);
+    if (!detail::send_multipart(back, out)) {
+      // The lane's connection is gone (a process that died and that its restart has not yet
+      // replaced) or its queue is full: nothing of the request left, so it surely did not run.
+      if (auto it = client.pending.find(*request_id); it != client.pending.end()) {
+        client.pending_bytes -= it->second.bytes;
+        client.pending.erase(it);
+      }
+      if (opts.track_latency && in_flight.erase(routing + std::string(out[4].to_string_view())))
+        n_in_flight = in_flight.size();
+      return reject(std::move(out[2]), *request_id, Errc::server_unavailable,
+                    "lane " + std::to_string(lane) + " of server " + short_id(oid->server) +
+                        " cannot take it now (its connection is gone, or its queue is full)",
+                    Command::no_route);
+    }
     ++routed;
   }
 
@@ -860,7 +897,8 @@ struct PATRO_PRIVATE Broker::Impl {
         // restarted while it ran a call) is told to register again; the client resends what it had
         // in flight when it sees our new instance, and the server's reply cache answers it.
         if (lit == lanes.end()) send_to_lane(routing, Command::disconnect);
-        if (lit == lanes.end() || !take_reply(f, lit->second.server)) {
+        ClientRec* client = nullptr;
+        if (lit == lanes.end() || !take_reply(f, lit->second.server, client)) {
           PATRO_LOG_LIMITED(info, "broker", refuse(reply_unrouted))
               << "refused a REPLY from "
               << (lit == lanes.end() ? std::string("an unregistered socket")
@@ -870,13 +908,27 @@ struct PATRO_PRIVATE Broker::Impl {
         }
         lit->second.expiry = now + window();
         if (opts.track_latency) observe_reply(f[2], f[3], now);
+        if (client && client->unread.over(opts.max_client_unread)) {
+          // Held back: the request ran, and the server's reply cache keeps its answer for the
+          // client's resend (NO_ROUTE asks for one) once it reads what it was sent.
+          PATRO_LOG_LIMITED(warn, "broker", refuse(client_unread))
+              << "held back a reply of " << f[4].size() << " bytes to client "
+              << printable(routing_of(f[2])) << ", which has not read " << client->unread.unread()
+              << " bytes sent to it";
+          // NO_ROUTE with outcome_unknown: it ran; resend it for its answer.
+          const auto request_id = detail::parse_u64(f[3]);
+          return reject(std::move(f[2]), request_id.value_or(0), Errc::outcome_unknown,
+                        "its reply of " + std::to_string(f[4].size()) +
+                            " bytes was held back, as " + unread_text(*client),
+                        Command::no_route);
+        }
         Multipart out;
         out.reserve(4);
         out.push_back(std::move(f[2]));
         out.push_back(std::move(f[1]));
         out.push_back(std::move(f[3]));
         out.push_back(std::move(f[4]));
-        send_front(out);
+        send_front(out, client);
         ++replies;
         return;
       }
@@ -939,17 +991,25 @@ struct PATRO_PRIVATE Broker::Impl {
     }
   }
 
+  std::string unread_text(const ClientRec& client) const {
+    return "this client has not read " + std::to_string(client.unread.unread()) +
+           " bytes the broker sent it, past its limit of " + std::to_string(opts.max_client_unread);
+  }
+
   // Whether the REPLY [routing][hdr][client routing][request id][body] from a lane of `server`
-  // answers a request this broker routed to that server; if so, the request is answered.
-  bool take_reply(const Multipart& f, uint64_t server) {
+  // answers a request this broker routed to that server; if so, the request is answered, and
+  // `answered` is its client's record (nullptr for a client dropped for silence).
+  bool take_reply(const Multipart& f, uint64_t server, ClientRec*& answered) {
     auto request_id = detail::parse_u64(f[3]);
     if (!request_id) return false;
     const std::string client = routing_of(f[2]);
+    ClientRec* to = nullptr;
     PendingMap* pending = nullptr;
     size_t* pending_bytes = nullptr;
     if (auto cit = clients.find(client); cit != clients.end()) {
       pending = &cit->second.pending;
       pending_bytes = &cit->second.pending_bytes;
+      to = &cit->second;
     } else if (auto oit = orphans.find(client); oit != orphans.end()) {
       pending = &oit->second.pending;
       pending_bytes = &oit->second.pending_bytes;
@@ -959,6 +1019,7 @@ struct PATRO_PRIVATE Broker::Impl {
     if (pit == pending->end() || pit->second.server != server) return false;
     *pending_bytes -= pit->second.bytes;
     pending->erase(pit);
+    answered = to;
     return true;
   }
 

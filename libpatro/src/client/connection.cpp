@@ -195,16 +195,34 @@ void Connection::send_out(Outgoing& o) {
         return;
     }
   }
+  if (direct != nullptr && !send_direct(*direct, o)) {
+    // The direct connection is closed: the request never left, so it goes as the route now says
+    // (through the broker, or held until the server is located again), after those in flight
+    // on the closed connection.
+    route_failed(o.slot->server, "its direct connection is closed");
+    return send_out(o);
+  }
   if (o.slot) {
     o.slot->sent = true;
     o.slot->sent_direct = direct != nullptr;
     if (!o.slot->traced.empty()) [[unlikely]]
       trace_sent(o.frames, *o.slot, direct != nullptr, 1);
   }
-  if (direct != nullptr)
-    send_logged(*direct, o.frames, false, "request");
-  else
-    link_.send(o.frames, false, "request");
+  if (direct == nullptr) link_.send(o.frames, false, "request");
+}
+
+bool Connection::direct_closed(uint64_t server) {
+  // With ZMQ_IMMEDIATE a socket queues nothing while it has no connection; a full queue (a
+  // high-water mark's worth of requests in flight) refuses too, and is waited for.
+  return requests_.direct_in_flight(server) <
+         static_cast<size_t>(std::max(options_.limits.high_water_mark, 2)) / 2;
+}
+
+bool Connection::send_direct(zmq::socket_t& sock, Outgoing& o) {
+  if (send_logged(sock, o.frames, true, "request")) return true;
+  if (direct_closed(o.slot->server)) return false;
+  (void)send_logged(sock, o.frames, false, "request");  // a full queue: wait for room
+  return true;
 }
 
 void Connection::trace_sent(const Multipart& frames, const Slot& slot, bool direct,
@@ -251,6 +269,10 @@ void Connection::on_locate_reply(Multipart& msg) {
   try {
     zmq::socket_t sock = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
     sock.set(zmq::sockopt::linger, 0);
+    // Nothing is queued for a connection not made, or one that closed: a request sent to a
+    // process that died is refused at once (and goes another way) instead of waiting in the
+    // socket, where it could only fail later as outcome_unknown.
+    sock.set(zmq::sockopt::immediate, 1);
     sock.connect(endpoint);
     direct_socks_[*server] = std::move(sock);
   } catch (const zmq::error_t& e) {
@@ -275,20 +297,26 @@ void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
 
 Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
   if (now < routes_.next_check()) return routes_.next_check();
-  const DirectRoutes::Tending due = routes_.tend(now, timing_.window(), timing_.heartbeat());
+  DirectRoutes::Tending due = routes_.tend(now, timing_.window(), timing_.heartbeat());
   for (uint64_t server : due.locate) link_.locate(server);
+  std::vector<std::pair<uint64_t, std::string>> failed = std::move(due.failed);
   for (uint64_t server : due.heartbeat) {
     auto it = direct_socks_.find(server);
     if (it == direct_socks_.end()) continue;
     Multipart hb;
     hb.push_back(header_frame(Command::heartbeat));
     hb.push_back(u64_frame(client_id_));
+    bool sent = false;
     try {
-      send_multipart(it->second, hb, true);
+      sent = send_multipart(it->second, hb, true);
     } catch (const zmq::error_t&) {
     }
+    // Not connected: a probe (the connection is still being made) goes again soon; a live
+    // route's connection closed.
+    if (!sent && routes_.beat_unsent(server, now) && direct_closed(server))
+      failed.emplace_back(server, "its direct connection is closed");
   }
-  for (const auto& [server, why] : due.failed) route_failed(server, why);
+  for (const auto& [server, why] : failed) route_failed(server, why);
   return routes_.next_check();
 }
 
@@ -549,7 +577,12 @@ void Connection::dispatch(Multipart& msg, bool direct) {
       // The broker has no server for it now: it surely did not run; resend after a backoff.
       auto rid = msg.size() == 3 ? parse_u64(msg[1]) : std::nullopt;
       if (!rid) return;
-      if (requests_.no_route(*rid, std::move(msg[2]), Clock::now(), retry_timing())) loop_.notify();
+      // outcome_unknown: it ran (its reply was held back at the broker); a resend gets its answer.
+      AlignedScratch scratch;
+      const wire::Reply* r = verified_reply(msg[2], options_.limits, scratch);
+      const bool ran = r && static_cast<Errc>(r->error_code()) == Errc::outcome_unknown;
+      if (requests_.no_route(*rid, std::move(msg[2]), ran, Clock::now(), retry_timing()))
+        loop_.notify();
       return;
     }
     case Command::heartbeat:

@@ -249,6 +249,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Whether a request to server sent through the broker is still in flight (a direct one must
   /// not overtake it).
   bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
+  // Whether a direct socket that refused a message did so for want of a connection.
+  bool direct_closed(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
+  // Sends a request directly; false if the socket has no connection (nothing left).
+  bool send_direct(zmq::socket_t& sock, Outgoing& o) PATRO_REQUIRES(loop_.turn());
   void on_locate_reply(Multipart& msg) PATRO_REQUIRES(loop_.turn());
   /// A message from a server's direct socket.
   void dispatch_direct(uint64_t server, Multipart& msg) PATRO_REQUIRES(loop_.turn());

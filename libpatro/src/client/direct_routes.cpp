@@ -59,6 +59,17 @@ void DirectRoutes::probing(uint64_t server, Clock::time_point now) {
   next_check_ = now;
 }
 
+bool DirectRoutes::beat_unsent(uint64_t server, Clock::time_point now) {
+  auto it = routes_.find(server);
+  if (it == routes_.end()) return false;
+  Entry& r = it->second;
+  if (r.state == State::live) return true;
+  if (r.state != State::probing) return false;
+  r.next_heartbeat = now + std::chrono::milliseconds(2);
+  next_check_ = std::min(next_check_, r.next_heartbeat);
+  return false;
+}
+
 DirectRoutes::Heard DirectRoutes::heard(uint64_t server, Clock::time_point now) {
   Heard h;
   auto it = routes_.find(server);

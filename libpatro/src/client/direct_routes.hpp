@@ -83,6 +83,9 @@ class PATRO_PRIVATE DirectRoutes {
   static std::string pick_endpoint(const std::vector<std::string>& endpoints, uint64_t client_id);
   /// A socket to server's lane was opened at now: the route probes it at once.
   void probing(uint64_t server, Clock::time_point now);
+  /// server's heartbeat could not be sent (its socket has no connection): a probe goes again
+  /// soon, as the connection may still be being made. True if the route was live.
+  bool beat_unsent(uint64_t server, Clock::time_point now);
 
   /// What a message on a direct socket did.
   struct Heard {

@@ -124,12 +124,13 @@ bool RequestTable::answer(uint64_t request_id, zmq::message_t body, Clock::time_
   return true;
 }
 
-bool RequestTable::no_route(uint64_t request_id, zmq::message_t body, Clock::time_point now,
-                            const RetryTiming& timing) {
+bool RequestTable::no_route(uint64_t request_id, zmq::message_t body, bool ran,
+                            Clock::time_point now, const RetryTiming& timing) {
   MutexLock lock(mu_);
   auto it = slots_.find(request_id);
   if (it == slots_.end() || it->second->done) return false;
   SlotPtr slot = it->second;
+  if (ran) slot->maybe_ran = true;
   if (!retry_) {
     slot->body = std::move(body);
     complete(slot, now, "broker");
@@ -282,6 +283,14 @@ bool RequestTable::brokered_in_flight(uint64_t server) {
   for (const auto& [rid, slot] : slots_)
     if (slot->server == server && !slot->done && slot->sent && !slot->sent_direct) return true;
   return false;
+}
+
+size_t RequestTable::direct_in_flight(uint64_t server) {
+  MutexLock lock(mu_);
+  size_t n = 0;
+  for (const auto& [rid, slot] : slots_)
+    n += slot->server == server && !slot->done && slot->sent && slot->sent_direct;
+  return n;
 }
 
 std::vector<SlotPtr> RequestTable::lost_direct(uint64_t server) {

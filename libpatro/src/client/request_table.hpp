@@ -109,9 +109,11 @@ class PATRO_PRIVATE RequestTable {
   /// completes its slot. False: no such slot (late: its caller gave up).
   bool answer(uint64_t request_id, zmq::message_t body, Clock::time_point now, const char* via)
       PATRO_EXCLUDES(mu_);
-  /// The broker had no route for request_id (body: its error reply): it surely did not run. It is
-  /// resent after a backoff (retries on), or answered with body. False: no slot waits for it.
-  bool no_route(uint64_t request_id, zmq::message_t body, Clock::time_point now,
+  /// The broker had no route for request_id (body: its error reply): it surely did not run, unless
+  /// `ran` (the broker held its reply back: it ran, and a resend gets its answer from the
+  /// server's reply cache). It is resent after a backoff (retries on), or answered with body.
+  /// False: no slot waits for it.
+  bool no_route(uint64_t request_id, zmq::message_t body, bool ran, Clock::time_point now,
                 const RetryTiming& timing) PATRO_EXCLUDES(mu_);
   /// Completes the slots whose deadline passed (see time_out); whether there were any.
   bool expire(Clock::time_point now) PATRO_EXCLUDES(mu_);
@@ -149,6 +151,8 @@ class PATRO_PRIVATE RequestTable {
   // The direct path.
   /// Whether a request to server sent through the broker is still in flight.
   bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(mu_);
+  /// How many requests sent directly to server are in flight.
+  size_t direct_in_flight(uint64_t server) PATRO_EXCLUDES(mu_);
   /// The direct connection to server died: the requests in flight on it, in their order, marked
   /// as having maybe run, their resend timers cleared.
   std::vector<SlotPtr> lost_direct(uint64_t server) PATRO_EXCLUDES(mu_);
