@@ -1125,30 +1125,39 @@ struct Bench {
         }
       }
     }
-    // CURVE against plaintext: the same get, sequential and 64 in flight, chunks alternating.
+    // CURVE against plaintext on the same path, chunks alternating: the sequential get direct
+    // and brokered, 64 in flight and 4 client processes direct (issue 24's rows).
     if (want("curve")) {
-      // CURVE calls go through the broker (the direct path is plaintext only): so does plaintext.
-      Group plain = patro_group(1, "get", 1, seq, {}, "broker"),
-            curve = patro_group(1, "get", 1, seq, curve_conf);
-      for (int r = 0; r < rounds_n; ++r) {
-        chunk(plain);
-        chunk(curve);
+      // One row: CURVE's groups against plaintext's (the floor), sequential get or a rate.
+      auto curve_row = [&](const std::string& name, Group& plain, Group& curve, bool latency) {
+        for (int r = 0; r < rounds_n; ++r) {
+          chunk(plain);
+          chunk(curve);
+        }
+        auto [pr, prate] = end(plain);
+        auto [cr, crate] = end(curve);
+        if (latency)
+          cases.push_back({name, cr.p50_us, cr.p99_us, crate, pr.p50_us, prate,
+                           cr.p50_us / pr.p50_us,
+                           "floor: plaintext, same path; p99 ratio " + num(cr.p99_us / pr.p99_us)});
+        else
+          cases.push_back({name, std::nullopt, std::nullopt, crate, std::nullopt, prate,
+                           crate / prate, "calls/s; floor: plaintext, same path"});
+      };
+      for (const char* path : {"direct", "broker"}) {
+        Group plain = patro_group(1, "get", 1, seq, {}, path),
+              curve = patro_group(1, "get", 1, seq, curve_conf, path);
+        curve_row(std::string("curve: get, 1 client (") +
+                      (path == std::string("direct") ? "direct" : "brokered") + ")",
+                  plain, curve, true);
       }
-      auto [pr, prate] = end(plain);
-      auto [cr, crate] = end(curve);
-      cases.push_back({"CURVE get, 1 client (floor: plaintext get)", cr.p50_us, cr.p99_us, crate,
-                       pr.p50_us, prate, cr.p50_us / pr.p50_us,
-                       "p50 ratio; p99 ratio " + num(cr.p99_us / pr.p99_us)});
       const Params cpipe = params(100000, 400ms);
-      Group pp = patro_group(1, "async", 64, cpipe, {}, "broker"),
-            cp = patro_group(1, "async", 64, cpipe, curve_conf);
-      for (int r = 0; r < rounds_n; ++r) {
-        chunk(pp);
-        chunk(cp);
-      }
-      const double pprate = end(pp).second, cprate = end(cp).second;
-      cases.push_back({"CURVE async get, 64 in flight (floor: plaintext)", std::nullopt,
-                       std::nullopt, cprate, std::nullopt, pprate, cprate / pprate, "calls/s"});
+      Group pp = patro_group(1, "async", 64, cpipe, {}, "direct"),
+            cp = patro_group(1, "async", 64, cpipe, curve_conf, "direct");
+      curve_row("curve: async get, 64 in flight (direct)", pp, cp, false);
+      Group p4 = patro_group(4, "get", 1, seq, {}, "direct"),
+            c4 = patro_group(4, "get", 1, seq, curve_conf, "direct");
+      curve_row("curve: 4 client processes, sync get (direct)", p4, c4, false);
     }
     // Pipelined, one client, in rounds (Ice: AMI, as many in flight).
     const Params pipe = params(100000, 400ms);

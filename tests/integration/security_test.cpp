@@ -1,6 +1,7 @@
 // Security across processes: CURVE between clients, servers and patro-broker; the
 // broker's ZAP handler and its allow lists (reloaded on SIGHUP); names that cannot be hijacked;
-// the refusal of plaintext off loopback; and the bytes on the wire, captured by a relay.
+// the refusal of plaintext off loopback; and the bytes on the wire, captured by a relay (between
+// client and broker, and on the direct path under CURVE).
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -19,7 +20,10 @@
 #include <patro/patro.hpp>
 
 #include "../support/broker_setup.hpp"
+#include "../support/loopback_port.hpp"
 #include "../support/process.hpp"
+#include "socket.hpp"
+#include "wire.hpp"
 
 using namespace std::chrono_literals;
 using patro::test::BrokerProcess;
@@ -429,4 +433,124 @@ TEST_CASE("a relay between client and broker sees served values only without CUR
       served.stop();
     }
   }
+}
+
+namespace {
+
+// An in-process CURVE broker whose client allow list is a file (reloaded by reload()), run on a
+// thread of its own and stopped however the test ends.
+struct CurveBroker {
+  patro::CurveKeyPair keys = patro::curve_keypair();
+  std::string allow_file;
+  std::unique_ptr<patro::Broker> broker;
+  std::thread runner;
+  CurveBroker(const TempDir& dir, const std::vector<std::string>& clients) {
+    allow_file = dir.file("clients.allow");
+    allow(clients);
+    patro::BrokerOptions bo;
+    bo.frontend = bo.backend = "tcp://127.0.0.1:*";
+    bo.curve = keys;
+    bo.allow_clients_file = allow_file;
+    broker = std::make_unique<patro::Broker>(bo);
+    runner = std::thread([this] { broker->run(); });
+  }
+  ~CurveBroker() {
+    broker->stop();
+    runner.join();
+  }
+  void allow(const std::vector<std::string>& clients) {
+    std::string text;
+    for (const auto& k : clients) text += k + "\n";
+    write_file(allow_file, text);
+  }
+};
+
+// A raw CURVE DEALER to a server's direct endpoint with the given pair: whether a HEARTBEAT sent
+// there is answered within the wait (the handshake admitted the key).
+bool direct_answers(const std::string& endpoint, const std::string& server_key,
+                    const patro::CurveKeyPair& keys, std::chrono::milliseconds wait) {
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::curve_serverkey, server_key);
+  s.set(zmq::sockopt::curve_publickey, keys.public_key);
+  s.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+  s.connect(endpoint);
+  patro::detail::Multipart hb;
+  hb.push_back(patro::detail::header_frame(patro::detail::Command::heartbeat));
+  hb.push_back(patro::detail::u64_frame(7));
+  if (!patro::detail::send_multipart(s, hb, true)) {
+    // Queued until the handshake is done (no ZMQ_IMMEDIATE here).
+  }
+  s.set(zmq::sockopt::rcvtimeo, static_cast<int>(wait.count()));
+  patro::detail::Multipart m;
+  return patro::detail::recv_multipart(s, m);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "the direct path under CURVE: encrypted end to end (a relay on the direct port sees no "
+    "plaintext), open only to keys a broker vouched for, closed when a key is revoked") {
+  if (!patro::curve_available()) return;
+  TempDir dir;
+  const patro::CurveKeyPair client_keys = patro::curve_keypair(),
+                            server_keys = patro::curve_keypair();
+  CurveBroker b(dir, {client_keys.public_key});
+  const std::string marker = "served-over-the-direct-path-4e1b";
+  // The server's lane binds a port of its own and advertises the relay in front of it.
+  const int direct_port = [] {
+    patro::test::LoopbackPort p;
+    return port_of(p.endpoint);
+  }();
+  Relay relay(direct_port);
+  patro::ServerOptions so;
+  so.broker = b.broker->backend_endpoint();
+  so.threads = 1;
+  so.curve.broker_key = b.keys.public_key;
+  so.curve.keys = server_keys;
+  so.direct = "tcp://127.0.0.1:" + std::to_string(direct_port);
+  so.direct_advertise = relay.endpoint();
+  patro::Hash h{{"secret", marker}};
+  patro::Config served = patro::patronize(so, patro::named("vault", h));
+  struct Stop {
+    patro::Config& c;
+    ~Stop() { c.stop(); }
+  } stop{served};
+
+  // A client of the broker that never located the server, and a key the broker does not know:
+  // the server admits neither.
+  CHECK_FALSE(direct_answers(relay.endpoint(), server_keys.public_key, client_keys, 500ms));
+  CHECK_FALSE(
+      direct_answers(relay.endpoint(), server_keys.public_key, patro::curve_keypair(), 500ms));
+
+  patro::ClientOptions co;
+  co.route = patro::Route::direct;  // refused before: "the direct path is plaintext only"
+  co.connect_timeout = 10s;
+  co.call_timeout = 10s;
+  co.curve.broker_key = b.keys.public_key;
+  co.curve.keys = client_keys;
+  patro::Proxy vault = patro::get_proxy(b.broker->frontend_endpoint(), "vault", co);
+  CHECK(vault["secret"].get() == marker);
+  vault["other"] = marker + "-written";
+  CHECK(vault["other"].get() == marker + "-written");
+  const std::string wire = relay.captured();
+  CHECK(wire.size() > 2 * marker.size());  // the calls went by the relay: the direct path
+  CHECK_FALSE(contains(wire, marker));
+  // Now that the broker vouched for it, the key is admitted (a raw socket with it answers).
+  CHECK(direct_answers(relay.endpoint(), server_keys.public_key, client_keys, 5s));
+
+  // The key leaves the allow list: its live direct session is refused by the server.
+  b.allow({patro::curve_keypair().public_key});
+  b.broker->reload();
+  std::optional<patro::Errc> refused;
+  for (int i = 0; i < 200 && !refused; ++i) {
+    try {
+      (void)vault["secret"].get();
+      std::this_thread::sleep_for(25ms);
+    } catch (const patro::Error& e) {
+      refused = e.code();
+    }
+  }
+  CHECK(refused == patro::Errc::not_authorized);
 }

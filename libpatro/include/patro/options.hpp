@@ -201,9 +201,10 @@ struct ServerOptions {
   /// (advertised when it registers). "auto" (the default): the interface this host uses to reach
   /// the broker (127.0.0.1 for a broker on loopback), a free port per lane; a ZeroMQ endpoint
   /// ("tcp://10.0.0.5:*", "tcp://10.0.0.5:7200": lane i binds port 7200 + i); "" or "none": off.
-  /// Off as well with CURVE (the direct path is plaintext only; calls then go through the broker).
-  /// Off loopback it needs `insecure`: an explicit endpoint is refused without it, and "auto"
-  /// then leaves the direct path off.
+  /// With CURVE the ROUTERs are encrypted with the server's key pair and admit the client keys a
+  /// broker vouches for (README "The direct path"). In plaintext, off loopback it needs
+  /// `insecure`: an explicit endpoint is refused without it, and "auto" then leaves the direct
+  /// path off.
   std::string direct = "auto";
   /// Binding the direct path to anything but loopback (127.0.0.0/8, ::1, localhost, ipc://,
   /// inproc://) in plaintext is refused unless this is set (as BrokerOptions::insecure).

@@ -388,6 +388,11 @@ struct PATRO_PRIVATE Broker::Impl {
   // The allow lists the loop checks every message's key against (CURVE; null: any key), as the
   // ZAP handler read them last (lists_seen: its generation).
   ZapHandler::List allowed_clients, allowed_servers;
+  // CURVE: the client keys vouched for to servers (their direct path), so that a key that leaves
+  // the allow list is revoked at the servers too. Bounded: past it, no more are remembered (a
+  // vouch not remembered is not revoked at the servers until they restart).
+  KeySet vouched_keys;
+  static constexpr size_t kMaxVouchedKeys = 100'000;
   uint64_t lists_seen = 0;
   // A name's share of broker_info's reply beyond its strings (its table, vtable, offsets).
   static constexpr size_t kBindingBytes = 64;
@@ -820,18 +825,24 @@ struct PATRO_PRIVATE Broker::Impl {
     ClientRec& client = touch_client(routing, 0, now);
     flatbuffers::FlatBufferBuilder fb(256);
     std::vector<flatbuffers::Offset<flatbuffers::String>> eps;
+    flatbuffers::Offset<flatbuffers::String> server_key;
     if (auto sit = servers.find(*server_id); sit != servers.end()) {
       client.servers.insert(*server_id);
       sit->second.clients.insert(routing);
       // The server learns that the client is attached here now (several brokers: one that moved
-      // keeps its locks when the broker it left expires it).
-      if (client.client_id != 0) {
+      // keeps its locks when the broker it left expires it), and under CURVE that we vouch for
+      // the client's key: the server's direct ROUTERs admit it.
+      const std::string client_key = zap ? key_of(f[1]) : std::string();
+      if (!client_key.empty() && vouched_keys.size() < kMaxVouchedKeys)
+        vouched_keys.insert(client_key);
+      if (client.client_id != 0 || !client_key.empty()) {
         for (const auto& l : sit->second.lanes) {
           if (l.empty()) continue;
-          send_client_at(l, client.client_id);
+          send_client_at(l, client.client_id, client_key);
           break;  // one lane tells the whole server
         }
       }
+      if (zap) server_key = fb.CreateString(sit->second.key);
       bool any = false;
       for (size_t i = 0; i < sit->second.lanes.size(); ++i) {
         const bool has = i < sit->second.direct.size() && !sit->second.lanes[i].empty() &&
@@ -845,15 +856,22 @@ struct PATRO_PRIVATE Broker::Impl {
       // (Bounded: a client cannot make us remember any number of unknown ids.)
       if (client.servers.size() < kMaxServersPerClient) client.servers.insert(*server_id);
     }
-    auto lr = wire::CreateLocateReplyDirect(fb, *server_id, &eps);
-    answer_front(f, Command::locate_reply, fb, wire::ControlBody::LocateReply, lr.Union());
+    auto ev = fb.CreateVector(eps);
+    wire::LocateReplyBuilder lr(fb);
+    lr.add_server(*server_id);
+    lr.add_endpoints(ev);
+    if (!server_key.IsNull()) lr.add_server_key(server_key);
+    answer_front(f, Command::locate_reply, fb, wire::ControlBody::LocateReply, lr.Finish().Union());
   }
 
-  void send_client_at(const std::string& lane, uint64_t client_id) {
+  // [client id]([client key]): the key (Z85) under CURVE, which the server's direct path admits.
+  void send_client_at(const std::string& lane, uint64_t client_id,
+                      const std::string& client_key = {}) {
     Multipart at;
     at.push_back(routing_frame(lane));
     at.push_back(detail::header_frame(Command::client_at));
     at.push_back(detail::u64_frame(client_id));
+    if (!client_key.empty()) at.push_back(zmq::message_t(client_key.data(), client_key.size()));
     send_back(at);
   }
 
@@ -1460,6 +1478,28 @@ struct PATRO_PRIVATE Broker::Impl {
   void revoke() {
     lists_seen = zap->generation();
     std::tie(allowed_clients, allowed_servers) = zap->lists();
+    if (allowed_clients) {
+      // Client keys vouched for to servers and no longer allowed: their direct sessions end too.
+      for (auto it = vouched_keys.begin(); it != vouched_keys.end();) {
+        if (allowed_clients->find(*it) != allowed_clients->end()) {
+          ++it;
+          continue;
+        }
+        for (const auto& [id, s] : servers)
+          for (const auto& l : s.lanes) {
+            if (l.empty()) continue;
+            Multipart out;
+            out.push_back(routing_frame(l));
+            out.push_back(detail::header_frame(Command::key_revoked));
+            out.push_back(zmq::message_t(it->data(), it->size()));
+            send_back(out);
+            break;  // one lane tells the whole server
+          }
+        PATRO_LOG(info, "broker") << "client key " << key_fingerprint(*it)
+                                  << " left the allow list: revoked at the servers' direct paths";
+        it = vouched_keys.erase(it);
+      }
+    }
     if (!allowed_servers) return;
     std::vector<uint64_t> gone;
     for (const auto& [id, s] : servers)

@@ -40,13 +40,6 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
   (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   curve_ = resolve_curve(options_.curve);
   route_ = options_.route;
-  if (curve_.enabled() && route_ != Route::broker) {
-    // The direct path is plaintext only: with CURVE every call goes through the broker.
-    if (route_ == Route::direct)
-      throw Error(Errc::invalid_argument,
-                  "route=direct cannot be used with CURVE: the direct path is plaintext only");
-    route_ = Route::broker;
-  }
   if (options_.continuations == Continuations::event_loop)
     completions_ = std::make_unique<Completions>();
 }
@@ -263,12 +256,22 @@ void Connection::on_locate_reply(Multipart& msg) {
   if (lr && lr->endpoints())
     for (const auto* e : *lr->endpoints()) endpoints.push_back(e ? e->str() : std::string());
   const std::string endpoint = DirectRoutes::pick_endpoint(endpoints, client_id_);
-  if (endpoint.empty())
-    return route_failed(*server, "server " + ObjectId{*server, 0}.to_hex().substr(0, 16) +
-                                     " has no direct endpoint");
+  const std::string id_text = "server " + ObjectId{*server, 0}.to_hex().substr(0, 16);
+  if (endpoint.empty()) return route_failed(*server, id_text + " has no direct endpoint");
+  // Under CURVE the broker vouched for our key to the server and hands us the server's.
+  const std::string server_key = lr && lr->server_key() ? lr->server_key()->str() : std::string();
+  if (curve_.enabled() && !is_curve_key(server_key))
+    return route_failed(*server, id_text +
+                                     ": the broker gave no key for its direct path (a "
+                                     "broker older than the direct path under CURVE)");
   try {
     zmq::socket_t sock = make_socket(ctx_, zmq::socket_type::dealer, options_.limits);
     sock.set(zmq::sockopt::linger, 0);
+    if (curve_.enabled()) {
+      CurveOptions direct = curve_;
+      direct.broker_key = server_key;  // the peer's key: the server's, here
+      set_curve_client(sock, direct, curve_.keys);
+    }
     // Nothing is queued for a connection not made, or one that closed: a request sent to a
     // process that died is refused at once (and goes another way) instead of waiting in the
     // socket, where it could only fail later as outcome_unknown.

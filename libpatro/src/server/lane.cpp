@@ -55,6 +55,10 @@ Lane::Lane(Server& server, unsigned index, int wake_fd, std::shared_ptr<Outbox> 
   if (!server_.direct_bind_.empty()) {
     direct_ = detail::make_socket(server_.ctx_, zmq::socket_type::router, options.limits);
     direct_.set(zmq::sockopt::linger, static_cast<int>(options.limits.close_linger.count()));
+    // Under CURVE: encrypted with the server's key, which the broker hands the clients it
+    // vouches for; the gate admits those.
+    if (server_.gate_)
+      detail::set_curve_server(direct_, server_.curve_.keys, detail::DirectGate::kDomain);
     direct_endpoint_ = server_.bind_direct(direct_, index_);
     if (direct_endpoint_.empty()) direct_.close();
   }
@@ -274,12 +278,28 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
       link.clock.reset();
       broker_lost(broker, now);
       break;
-    case Command::client_at:
+    case Command::client_at: {
       // A client located us at this broker: with several brokers, the one it is attached to.
-      if (auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) {
+      // [client id]([client key]): under CURVE the broker vouches for the key (the direct path).
+      auto client_id = m.size() == 2 || m.size() == 3 ? parse_u64(m[1]) : std::nullopt;
+      if (client_id && *client_id != 0) {
         server_.replies_.attach(*client_id, static_cast<unsigned>(broker), now);
         PATRO_LOG(debug, "server") << "client " << *client_id << " attached through the broker at "
                                    << server_.broker_endpoints_[broker];
+      }
+      if (client_id && m.size() == 3 && server_.gate_ &&
+          !server_.gate_->vouch(std::string(m[2].to_string_view())))
+        PATRO_LOG(debug, "server") << "a CLIENT_AT with a malformed client key: ignored";
+      break;
+    }
+    case Command::key_revoked:
+      // [client key]: it left the broker's allow list; its direct sessions end.
+      if (m.size() == 2 && server_.gate_) {
+        const std::string key(m[1].to_string_view());
+        server_.gate_->revoke(key);
+        PATRO_LOG(info, "server") << "client key " << key_fingerprint(key)
+                                  << " revoked by the broker at "
+                                  << server_.broker_endpoints_[broker];
       }
       break;
     case Command::client_gone: {
@@ -300,10 +320,29 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
   }
 }
 
+bool Lane::refuse_revoked(Multipart& m) {
+  // [client id at the ROUTER][hdr][object id][request id]...: from a session opened before its
+  // key was revoked, nothing runs any more; a request is answered not_authorized.
+  if (m.size() < 2 || !server_.gate_->revoked(message_property(m[1], "User-Id"))) return false;
+  const auto cmd = parse_header(m[1]);
+  const auto rid =
+      cmd && *cmd == Command::request && m.size() >= 4 ? parse_u64(m[3]) : std::nullopt;
+  if (!rid) return true;
+  Multipart no;
+  no.push_back(std::move(m[0]));
+  no.push_back(header_frame(Command::reply));
+  no.push_back(u64_frame(*rid));
+  no.push_back(error_reply(*rid, Errc::not_authorized,
+                           "this client's key was revoked (it left the broker's allow list)"));
+  send_multipart(direct_, no, true);
+  return true;
+}
+
 void Lane::take_direct() {
   // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]), run
   // as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
   for (int batch = 0; batch < 64 && recv_multipart(direct_, msg_, true); ++batch) {
+    if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(msg_)) continue;
     const auto cmd = msg_.size() >= 2 ? parse_header(msg_[1]) : std::nullopt;
     if (cmd == Command::request && (msg_.size() == 5 || msg_.size() == 6)) {
       msg_.resize(5);  // the attempt frame, if resent

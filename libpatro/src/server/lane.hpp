@@ -92,6 +92,8 @@ class Lane {
   /// Requests that came to the lane's direct ROUTER (at most a batch of them); heartbeats there
   /// are answered.
   void take_direct();
+  // Whether a direct message comes from a session whose key was revoked (answered if a request).
+  bool refuse_revoked(Multipart& m);
   /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
   /// [hdr + forwarded at][client routing][object id][request id][body]
   void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker);

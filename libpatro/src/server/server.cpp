@@ -219,9 +219,9 @@ Config Server::start() {
       throw Error(Errc::invalid_argument,
                   "refusing to bind the direct path at " + d +
                       " without CURVE: off loopback anyone who reaches the port could read and "
-                      "change every served object. Use CURVE (requests then go through the "
-                      "broker), a loopback endpoint, or pass --insecure (ServerOptions::insecure) "
-                      "to accept plaintext on purpose");
+                      "change every served object. Use CURVE (the direct path is then encrypted "
+                      "and admits the clients a broker vouches for), a loopback endpoint, or pass "
+                      "--insecure (ServerOptions::insecure) to accept plaintext on purpose");
   }
   curve_ = options_.curve;
   if (options_.broker.empty() && options_.brokers.empty()) {
@@ -286,6 +286,7 @@ Config Server::start() {
     }
   }
   resolve_direct();
+  if (curve_.enabled() && !direct_bind_.empty()) gate_ = std::make_unique<DirectGate>(ctx_);
   {
     MutexLock lock(mu_);
     registered_.assign(broker_endpoints_.size(), 0);
@@ -376,10 +377,6 @@ Config Server::start() {
 void Server::resolve_direct() {
   const std::string& d = options_.direct;
   if (d.empty() || d == "none") return;
-  if (curve_.enabled()) {
-    PATRO_LOG(info, "server") << "no direct path with CURVE: requests go through the broker";
-    return;
-  }
   direct_advertise_ = options_.direct_advertise;
   if (d != "auto") {
     direct_bind_ = d;
@@ -395,7 +392,7 @@ void Server::resolve_direct() {
   if (hp->first == "localhost" || hp->first.rfind("127.", 0) == 0) {
     direct_bind_ = "tcp://127.0.0.1:*";
   } else if (auto local = local_address_towards(hp->first)) {
-    if (!options_.insecure) {
+    if (!options_.insecure && !curve_.enabled()) {
       PATRO_LOG(warn, "server") << "no direct path: it would bind " << *local
                                 << " in plaintext off loopback (set ServerOptions::insecure, "
                                    "--insecure, to allow it); requests go through the broker";

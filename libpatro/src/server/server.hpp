@@ -14,6 +14,7 @@
 #include <zmq.hpp>
 
 #include "deferred.hpp"
+#include "direct_gate.hpp"
 #include "ids.hpp"
 #include "lock_table.hpp"
 #include "mutex.hpp"
@@ -94,6 +95,8 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::string broker_endpoint_;                // the first broker's server endpoint
   std::vector<std::string> broker_endpoints_;  // every broker's (ServerOptions::brokers), in order
   CurveOptions curve_;  // resolved in start(): with the key pair the lanes use
+  // Under CURVE with a direct path: who may connect to the lanes' ROUTERs (destroyed after them).
+  std::unique_ptr<DirectGate> gate_;
   // Until when a lane asks again for names another live server holds (set before lanes start).
   std::chrono::steady_clock::time_point register_until_;
   std::vector<std::unique_ptr<LaneThread>> lanes_;
