@@ -64,7 +64,7 @@ TEST_CASE("header frames round-trip for every command, and anything else is refu
   CHECK_FALSE(detail::parse_header(frame("PX\x01\x03")));
   CHECK_FALSE(detail::parse_header(frame("PT\x02\x03")));                  // other version
   CHECK_FALSE(detail::parse_header(frame(std::string("PT\x01\x00", 4))));  // command 0
-  CHECK_FALSE(detail::parse_header(frame("PT\x01\x14")));                  // past the last
+  CHECK_FALSE(detail::parse_header(frame("PT\x01\x15")));                  // past the last
   CHECK_FALSE(detail::parse_header(frame("PT\x01\xff")));
 }
 
