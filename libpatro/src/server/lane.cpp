@@ -332,21 +332,24 @@ void Lane::handle_cancel(const Multipart& m) {
 
 void Lane::read_ahead() {
   const size_t most = std::max<size_t>(server_.options_.limits.lane_read_ahead, 1);
-  auto read = [&](zmq::socket_t& s, bool direct, size_t broker) {
-    while (ahead_.size() < most) {
-      Ahead a{{}, direct, broker};
-      if (!recv_multipart(s, a.msg, true)) return;
-      if (!direct) links_[broker].beats.heard(Clock::now());
-      const size_t header = direct ? 1 : 0;
-      if (a.msg.size() > header && parse_header(a.msg[header]) == Command::cancel) {
-        handle_cancel(a.msg);
-        continue;
-      }
+  // One message from each socket in turn, so that one flooding its socket does not keep the
+  // others' messages from the lane (as each took at most a batch a turn before).
+  auto read_one = [&](zmq::socket_t& s, bool direct, size_t broker) {
+    if (ahead_.size() >= most) return false;
+    Ahead a{{}, direct, broker};
+    if (!recv_multipart(s, a.msg, true)) return false;
+    if (!direct) links_[broker].beats.heard(Clock::now());
+    const size_t header = direct ? 1 : 0;
+    if (a.msg.size() > header && parse_header(a.msg[header]) == Command::cancel)
+      handle_cancel(a.msg);
+    else
       ahead_.push_back(std::move(a));
-    }
+    return true;
   };
-  if (direct_.handle() != nullptr) read(direct_, true, 0);
-  for (size_t b = 0; b < socks_.size(); ++b) read(socks_[b], false, b);
+  for (bool more = true; more;) {
+    more = direct_.handle() != nullptr && read_one(direct_, true, 0);
+    for (size_t b = 0; b < socks_.size(); ++b) more = read_one(socks_[b], false, b) || more;
+  }
 }
 
 void Lane::collect(Clock::time_point now) {
@@ -388,7 +391,7 @@ bool Lane::turn() {
   auto until = index_ == 0 ? std::min(server_.next_lost_check(), next_collect_) : kNever;
   for (const Link& l : links_) until = std::min({until, l.beats.next_beat(), l.register_again});
   auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
-  if (wait.count() < 0 || !ahead_.empty()) wait = std::chrono::milliseconds(0);
+  if (wait.count() < 0) wait = std::chrono::milliseconds(0);
   for (size_t b = 0; b < socks_.size(); ++b)
     items_[first_broker_item_ + b].socket = socks_[b].handle();
   try {
