@@ -107,7 +107,7 @@ def _send(sock, frames):
 class _Slot:
     __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway",
                  "frames", "control", "attempts", "maybe_ran", "retry_at", "no_route_since",
-                 "backoff")
+                 "backoff", "callbacks")
 
     def __init__(self, request_id, server, op, deadline, frames=None, control=False):
         self.request_id = request_id
@@ -127,6 +127,7 @@ class _Slot:
         self.retry_at = None  # a resend waits for this
         self.no_route_since = None
         self.backoff = 0.0
+        self.callbacks = None  # Connection.on_done's, run once answered
 
     def idempotent(self):
         return not self.oneway and self.op in codec.IDEMPOTENT
@@ -278,6 +279,11 @@ class Connection:
         self._stop = threading.Event()
         self._kick = threading.Event()  # wakes the heartbeat thread (a batch opened, closing)
         self._hb_thread = None
+        # Answers awaited by callbacks (asyncio: Future.__await__): the driver thread reads the
+        # socket for them while any wait, as the C++ heartbeat thread does for then-callbacks.
+        self._awaited = 0
+        self._driver = None
+        self._driver_kick = threading.Event()
         # The open batch of oneway calls (guarded by _out_mu, taken before _mu).
         self._out_mu = threading.Lock()
         self._batch = None
@@ -428,8 +434,10 @@ class Connection:
             os.write(self._wake_w, b"x")  # a thread polling the socket lets go of it now
         except OSError:
             pass
-        if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
-            self._hb_thread.join(5)
+        self._driver_kick.set()
+        for thread in (self._hb_thread, self._driver):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(5)
         with self._io:
             if self._sock is not None:
                 try:
@@ -837,6 +845,35 @@ class Connection:
         self._slots.pop(slot.request_id, None)
         if slot.oneway:
             self._settle_batch(slot)
+        if slot.callbacks:
+            callbacks, slot.callbacks = slot.callbacks, None
+            self._awaited -= 1
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    pass
+
+    def on_done(self, slot, callback):
+        """Calls callback() once the slot is answered, in the thread that answers it and with the
+        connection's lock held: it must be quick and must not use the connection (asyncio's
+        loop.call_soon_threadsafe is). Meanwhile a driver thread reads the socket for it, so
+        the answer comes with nobody waiting. False (callback not kept): it is answered already."""
+        with self._mu:
+            if slot.done:
+                return False
+            if slot.callbacks is None:
+                slot.callbacks = []
+                self._awaited += 1
+            slot.callbacks.append(callback)
+            if self._driver is None and not self._closed:
+                self._driver = threading.Thread(target=_driver_main,
+                                                args=(weakref.ref(self), self._stop,
+                                                      self._driver_kick),
+                                                name="patro-await", daemon=True)
+                self._driver.start()
+        self._driver_kick.set()
+        return True
 
     # --- oneway calls ---
 
@@ -1123,6 +1160,29 @@ class _Hold:
         conn = self._conn()
         if conn is not None and not conn._closed:
             conn._released.append(self._id)  # deque.append: safe from any thread, no lock
+
+
+def _driver_main(ref, stop, kick):
+    """Reads the socket while answers are awaited by callbacks (Connection.on_done), in turns of
+    at most 50 ms, so a caller that wants the socket gets it between them; expires their slots at
+    their deadlines. Holds its connection only weakly while idle."""
+    while not stop.is_set():
+        conn = ref()
+        if conn is None:
+            return
+        kick.clear()
+        with conn._mu:
+            busy = conn._awaited > 0 and not conn._closed
+        if busy:
+            try:
+                conn._drive(lambda: conn._awaited == 0 or conn._closed,
+                            time.monotonic() + 0.05)
+                conn._expire(time.monotonic())
+            except Exception:
+                pass
+        del conn
+        if not busy:
+            kick.wait(0.5)
 
 
 def _heartbeat_main(ref, stop):

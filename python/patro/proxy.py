@@ -1,5 +1,6 @@
 """Proxies to served objects, and how to get them: from a config a server wrote, or from a name in
 the broker's registry."""
+import asyncio
 import json
 import os
 import re
@@ -391,7 +392,10 @@ class Proxy:
 
 
 class Future:
-    """The answer to an asynchronous call, once it comes."""
+    """The answer to an asynchronous call, once it comes. Awaitable in asyncio: ``await fut``
+    in a coroutine gives result() without blocking the event loop (a thread of the connection
+    reads the socket meanwhile and hands the answer to the loop with call_soon_threadsafe); the
+    call's deadline still bounds it (Timeout)."""
 
     __slots__ = ("_proxy", "_slot", "_list")
 
@@ -413,6 +417,25 @@ class Future:
             raise errors.Timeout("no answer within %s s" % timeout)
         r = self._proxy._conn.results(self._slot, self._proxy._make_ref).results
         return r if self._list else _first(r)
+
+    def __await__(self):
+        if not self._slot.done:
+            loop = asyncio.get_running_loop()
+            answered = loop.create_future()
+
+            def settle():
+                if not answered.done():
+                    answered.set_result(None)
+
+            def on_done():  # the thread that answered the slot, under the connection's lock
+                try:
+                    loop.call_soon_threadsafe(settle)
+                except RuntimeError:
+                    pass  # the loop was closed meanwhile
+
+            if self._proxy._conn.on_done(self._slot, on_done):
+                yield from answered.__await__()
+        return self.result(0)
 
 
 def _options(options, overrides):

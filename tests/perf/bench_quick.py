@@ -87,7 +87,7 @@ def main():
     # The default route (auto) goes direct; the brokered rows run beside for get.
     for name in ["floor: raw ZeroMQ echo via broker, 1 client", "get, 1 client (direct)",
                  "get, 1 client (brokered)", "set, 1 client (direct)", "call, 1 client (direct)",
-                 "lock+unlock pair, 1 client (direct)"]:
+                 "lock+unlock pair, 1 client (direct)", "coroutine get, 1 in flight (direct)"]:
         r = row(name)
         assert number(r["p50_us"]) and number(r["p99_us"]) and number(r["ratio"]), r
     rate_rows = [f"async get, {w} in flight ({route})" for w in (1, 8, 64)

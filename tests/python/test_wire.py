@@ -61,6 +61,8 @@ def test_error_classes():
     e = patro.errors.make_error(23, "eventfd: Too many open files")
     assert type(e) is patro.OsFailure and e.name == "os_failure" and e.kind == "failed"
     assert patro.Errc.internal == 18 and patro.Internal.code == 18  # old names still work
+    e = patro.errors.make_error(24, "cancelled by its caller")
+    assert type(e) is patro.Cancelled and e.name == "cancelled" and codec.CANCEL == 20
     assert type(patro.errors.make_error(999, "x")) is patro.Internal
 
 

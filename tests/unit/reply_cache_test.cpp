@@ -28,6 +28,28 @@ TEST_CASE("a request seen before is answered from the cache, not run again") {
   CHECK(cache.begin(8, 1, "r3", ReplyCache::Clock::now(), &cached) == Seen::fresh);
 }
 
+TEST_CASE("a cancel before its request keeps it (and every copy) from running; later, a no-op") {
+  ReplyCache cache(patro::Limits{});
+  zmq::message_t cached;
+  const auto now = ReplyCache::Clock::now();
+  CHECK(cache.cancel(7, 3, now));
+  CHECK_FALSE(cache.cancel(7, 3, now));  // once
+  CHECK(cache.begin(7, 3, "r", now, &cached) == Seen::cancelled);
+  CHECK(cache.begin(7, 3, "r", now, &cached) == Seen::cancelled);  // a resent copy
+  CHECK_FALSE(cache.finish(7, 3, body("never")));
+  CHECK(cache.begin(7, 3, "r", now, &cached) == Seen::cancelled);
+  CHECK(cache.bytes() == 0);
+  // Running or answered: left alone.
+  CHECK(cache.begin(7, 4, "r", now, &cached) == Seen::fresh);
+  CHECK_FALSE(cache.cancel(7, 4, now));
+  (void)cache.finish(7, 4, body("ran"));
+  CHECK_FALSE(cache.cancel(7, 4, now));
+  CHECK(cache.begin(7, 4, "r", now, &cached) == Seen::answered);
+  CHECK(cached.to_string() == "ran");
+  // Per client.
+  CHECK(cache.begin(8, 3, "r", now, &cached) == Seen::fresh);
+}
+
 TEST_CASE("a copy that arrives while the first runs is answered once, at its own route") {
   ReplyCache cache(patro::Limits{});
   zmq::message_t cached;

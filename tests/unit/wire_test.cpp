@@ -49,7 +49,7 @@ Value round_trip(const Value& v) {
 }  // namespace
 
 TEST_CASE("header frames round-trip for every command, and anything else is refused") {
-  for (int c = static_cast<int>(Command::hello); c <= static_cast<int>(Command::client_at); ++c) {
+  for (int c = static_cast<int>(Command::hello); c <= static_cast<int>(Command::cancel); ++c) {
     const auto cmd = static_cast<Command>(c);
     const auto parsed = detail::parse_header(detail::header_frame(cmd));
     REQUIRE(parsed.has_value());
@@ -64,7 +64,7 @@ TEST_CASE("header frames round-trip for every command, and anything else is refu
   CHECK_FALSE(detail::parse_header(frame("PX\x01\x03")));
   CHECK_FALSE(detail::parse_header(frame("PT\x02\x03")));                  // other version
   CHECK_FALSE(detail::parse_header(frame(std::string("PT\x01\x00", 4))));  // command 0
-  CHECK_FALSE(detail::parse_header(frame("PT\x01\x15")));                  // past the last
+  CHECK_FALSE(detail::parse_header(frame("PT\x01\x16")));                  // past the last
   CHECK_FALSE(detail::parse_header(frame("PT\x01\xff")));
 }
 
@@ -366,11 +366,16 @@ TEST_CASE("error codes: names and kinds from schemas/wire.json, os_failure besid
   CHECK(error_kind(Errc::timeout) == ErrorKind::disconnected);
   CHECK(error_kind(Errc::too_many_waiters) == ErrorKind::overloaded);
   CHECK(error_kind(Errc::unknown_method) == ErrorKind::unimplemented);
-  CHECK(std::string(errc_name(static_cast<Errc>(24))) == "unknown_error");
+  CHECK(std::string(errc_name(Errc::cancelled)) == "cancelled");
+  CHECK(static_cast<int>(Errc::cancelled) == 24);
+  CHECK(error_kind(Errc::cancelled) == ErrorKind::failed);
+  CHECK(std::string(errc_name(static_cast<Errc>(25))) == "unknown_error");
   CHECK(std::string(Error(Errc::os_failure, "eventfd: Too many open files").what()) ==
         "os_failure: eventfd: Too many open files");
   CHECK(std::string(detail::command_name(Command::register_server)) == "REGISTER");
   CHECK(std::string(detail::command_name(Command::client_at)) == "CLIENT_AT");
+  CHECK(std::string(detail::command_name(Command::cancel)) == "CANCEL");
+  CHECK(static_cast<int>(Command::cancel) == 20);
 }
 
 TEST_CASE("the slice and copy operations are reads") {

@@ -37,6 +37,7 @@ enum class Errc : int {
   not_authorized = 21,  ///< the broker refused this peer's CURVE key, or the CURVE handshake failed
   name_taken = 22,      ///< a name is registered by another live server
   os_failure = 23,  ///< a system call failed (eventfd, fork, pipe, a file...); the text has errno's
+  cancelled = 24,   ///< the caller cancelled the call (Future::cancel): see future.hpp
   // The outcomes of lock operations (SyncResult::error; SyncError names the same numbers).
   lock_timeout = 1001,      ///< a lock or wait not granted (or notified) in time
   not_held = 1002,          ///< unlock, wait or notify without holding the lock

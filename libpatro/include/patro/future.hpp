@@ -40,6 +40,7 @@ bool future_ready(const FutureCore& c);
 bool future_wait(const FutureCore& c, std::chrono::milliseconds timeout);
 ValueArray future_results(const FutureCore& c);
 void future_then(const FutureCore& c, std::function<void()> f);
+bool future_cancel(const FutureCore& c);
 }  // namespace detail
 
 /// The answer to an asynchronous call, to come. T is Value (the call's result; null if none) or
@@ -75,6 +76,12 @@ class Future {
       return r;
     }
   }
+  /// Cancels the call if its answer is not here yet, and says whether it did. A cancelled call is
+  /// answered at once: get() throws Error(Errc::cancelled), then-callbacks run. A server that has
+  /// not started it never runs it (not even a resent copy); one already running it finishes, and
+  /// its reply is dropped. Cancelling a call already answered (or cancelled) changes nothing.
+  /// Oneway calls are not cancelled. See docs/WIRE.md "Cancelling".
+  bool cancel() const { return detail::future_cancel(*core_); }
   /// Runs f(future) once the answer is here (see the header comment for the thread). f may call
   /// get(), which then does not block. An exception f throws is logged and dropped.
   template <class F>

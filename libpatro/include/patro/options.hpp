@@ -49,6 +49,11 @@ struct Limits {
   size_t reply_cache_bytes = 64u << 20;
   /// Most lanes (worker threads) one server may register.
   unsigned max_lanes = 1024;
+  /// Most messages a server lane reads ahead of the request it runs next. A lane reads what
+  /// waits on its sockets before it runs each request, so that a CANCEL sent behind a request is
+  /// seen before that request runs (docs/WIRE.md "Cancelling"); a CANCEL further behind than this
+  /// comes too late for a request that had not started.
+  size_t lane_read_ahead = 1000;
   /// What a socket accepts in one frame: the largest body, framed twice over (a batch of calls),
   /// with room for envelope frames. ZeroMQ drops the peer that sends more.
   int64_t socket_message_cap() const {

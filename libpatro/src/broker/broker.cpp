@@ -569,6 +569,8 @@ struct PATRO_PRIVATE Broker::Impl {
     switch (*cmd) {
       case Command::request:
         return on_request(f, routing, now);
+      case Command::cancel:
+        return on_cancel(f, routing, now);
       case Command::heartbeat: {
         auto id = f.size() == 3 ? detail::parse_u64(f[2]) : std::nullopt;
         if (!id) return void(++dropped);
@@ -693,6 +695,29 @@ struct PATRO_PRIVATE Broker::Impl {
                     Command::no_route);
     }
     ++routed;
+  }
+
+  void on_cancel(Multipart& f, const std::string& routing, Clock::time_point now) {
+    // [routing][hdr][object id][request id][client id]: to the lane its requests go to (as in
+    // on_request), behind them, never answered; nothing to route it to drops it (the request it
+    // names cannot be waiting there either).
+    auto oid = f.size() == 5 ? detail::parse_object_id(f[2]) : std::nullopt;
+    if (!oid || !detail::parse_u64(f[3]) || !detail::parse_u64(f[4])) return void(++dropped);
+    touch_client(routing, 0, now);
+    auto sit = servers.find(oid->server);
+    if (sit == servers.end() || sit->second.lanes.empty()) return;
+    const ServerRec& server = sit->second;
+    const size_t lane = std::hash<std::string>{}(routing) % server.lanes.size();
+    if (server.lanes[lane].empty()) return;
+    Multipart out;
+    out.reserve(6);
+    out.push_back(routing_frame(server.lanes[lane]));
+    out.push_back(detail::header_frame(Command::cancel));
+    out.push_back(std::move(f[0]));
+    out.push_back(std::move(f[2]));
+    out.push_back(std::move(f[3]));
+    out.push_back(std::move(f[4]));
+    send_back(out);
   }
 
   // Whether the client may have one more request of `bytes` unanswered: not if it has as many

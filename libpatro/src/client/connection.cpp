@@ -163,6 +163,7 @@ void Connection::flush() {
 }
 
 void Connection::send_out(Outgoing& o) {
+  if (o.cancel) return send_cancel(o);
   zmq::socket_t* direct = nullptr;
   if (o.slot) link_.note_server(o.slot->server);
   if (o.slot && !o.slot->control && o.slot->server != 0 && route_ != Route::broker) {
@@ -216,6 +217,29 @@ bool Connection::send_direct(zmq::socket_t& sock, Outgoing& o) {
   if (direct_closed(o.slot->server)) return false;
   (void)send_logged(sock, o.frames, false, "request");  // a full queue: wait for room
   return true;
+}
+
+void Connection::send_cancel(Outgoing& o) {
+  // Its request went before it (the outbox is in order): the CANCEL follows it to the same lane.
+  // A request held for its direct route (route=direct) holds its CANCEL behind it; one refused
+  // or failed there never left, and needs none.
+  const Slot& s = *o.slot;
+  if (!s.sent) {
+    if (route_ == Route::direct) {
+      const auto choice =
+          routes_.choose(s.server, Clock::now(), timing_.window(), [] { return true; });
+      if (choice.way == DirectRoutes::Way::hold) routes_.hold(s.server, std::move(o));
+    }
+    return;
+  }
+  if (s.sent_direct) {
+    // Its direct connection gone, the request is not resent (it is no longer in flight): the
+    // CANCEL has nowhere to go, and the lane it went to is not waiting for anything from us.
+    if (auto it = direct_socks_.find(s.server); it != direct_socks_.end())
+      send_logged(it->second, o.frames, false, "cancel");
+    return;
+  }
+  link_.send(o.frames, false, "cancel");
 }
 
 void Connection::trace_sent(const Multipart& frames, const Slot& slot, bool direct,
@@ -759,6 +783,27 @@ void Connection::await(const SlotPtr& slot) {
     requests_.time_out(slot, Clock::now());
     run_callbacks();
   }
+}
+
+bool Connection::cancel(const SlotPtr& slot) {
+  if (!requests_.cancel(slot, Clock::now())) return false;
+  // A control request or a batch of oneway calls is not cancelled on the wire: only answered.
+  if (!slot->control && slot->oneway_calls == 0 && slot->server != 0) {
+    Multipart m;
+    m.reserve(4);
+    m.push_back(header_frame(Command::cancel));
+    m.push_back(object_id_frame(ObjectId{slot->server, 0}));
+    m.push_back(u64_frame(slot->request_id));
+    m.push_back(u64_frame(client_id_));
+    {
+      MutexLock out(out_mu_);
+      outbox_.push_back(Outgoing{std::move(m), slot, true});
+    }
+    kick();
+  }
+  loop_.notify();
+  run_callbacks();
+  return true;
 }
 
 bool Connection::ready(const SlotPtr& slot) {

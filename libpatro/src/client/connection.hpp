@@ -145,6 +145,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Until the slot's own deadline (after which it is answered with Errc::timeout).
   void await(const SlotPtr& slot);
   bool ready(const SlotPtr& slot);
+  /// Cancels the slot's request if it is not answered yet (whether it was not): it is answered
+  /// Errc::cancelled at once, and a CANCEL follows the request the way it went, so that a server
+  /// that has not started it never runs it (docs/WIRE.md "Cancelling").
+  bool cancel(const SlotPtr& slot);
   /// The results of an answered slot; throws the call's error.
   ValueArray results(const SlotPtr& slot,
                      std::vector<std::pair<uint32_t, Value>>* changed = nullptr);
@@ -246,6 +250,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Sends one message: straight to its server when its route allows (routes_ decides), else to
   /// the broker; route=direct: held for the direct connection, or failed when it is dead.
   void send_out(Outgoing& o) PATRO_REQUIRES(loop_.turn());
+  /// Sends a CANCEL the way its request went (held behind it while that is held).
+  void send_cancel(Outgoing& o) PATRO_REQUIRES(loop_.turn());
   /// Whether a request to server sent through the broker is still in flight (a direct one must
   /// not overtake it).
   bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(requests_.mutex());

@@ -40,6 +40,7 @@ struct Slot;  // connection.hpp: a request in flight
 struct Outgoing {
   Multipart frames;
   std::shared_ptr<Slot> slot;
+  bool cancel = false;  // a CANCEL of slot's request: it goes the way that request went
 };
 
 class PATRO_PRIVATE DirectRoutes {

@@ -241,6 +241,9 @@ ValueArray future_results(const FutureCore& c) {
 void future_then(const FutureCore& c, std::function<void()> f) {
   c.conn->on_done(c.slot, std::move(f));
 }
+bool future_cancel(const FutureCore& c) {
+  return c.conn->cancel(c.slot);
+}
 }  // namespace detail
 
 std::string ref(const Proxy& p) {

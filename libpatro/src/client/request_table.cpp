@@ -161,6 +161,18 @@ void RequestTable::time_out(const SlotPtr& slot, Clock::time_point now) {
   complete(slot, now);
 }
 
+bool RequestTable::cancel(const SlotPtr& slot, Clock::time_point now) {
+  MutexLock lock(mu_);
+  if (slot->done) return false;
+  slot->body = zmq::message_t();
+  slot->error = Errc::cancelled;
+  slot->error_text =
+      "request " + std::to_string(slot->request_id) +
+      " was cancelled by its caller (a server that had not started it never runs it)";
+  complete(slot, now);
+  return true;
+}
+
 void RequestTable::fail(const std::vector<SlotPtr>& slots, const std::string& why,
                         Clock::time_point now) {
   if (slots.empty()) return;

@@ -117,6 +117,9 @@ class PATRO_PRIVATE RequestTable {
                 const RetryTiming& timing) PATRO_EXCLUDES(mu_);
   /// Completes the slots whose deadline passed (see time_out); whether there were any.
   bool expire(Clock::time_point now) PATRO_EXCLUDES(mu_);
+  /// The caller cancelled the slot: completes it with Errc::cancelled, if it is not answered yet
+  /// (whether it was not). Its answer, if one comes, is then dropped, and it is never resent.
+  bool cancel(const SlotPtr& slot, Clock::time_point now) PATRO_EXCLUDES(mu_);
   /// Completes one slot at its deadline, if it is not answered yet.
   void time_out(const SlotPtr& slot, Clock::time_point now) PATRO_EXCLUDES(mu_);
   /// Fails the slots with why (a direct connection that failed): outcome_unknown where a copy may

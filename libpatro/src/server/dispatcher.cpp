@@ -52,6 +52,10 @@ std::optional<Dispatched> Dispatcher::seen_before(uint64_t client, uint64_t requ
                           "(over Limits::reply_cache_bytes, or the client was taken for gone); it "
                           "was not run again");
       return Dispatched::reply;
+    case ReplyCache::Seen::cancelled:
+      reply = error_reply(request_id, Errc::cancelled,
+                          "the client cancelled this request before it ran; it was not run");
+      return Dispatched::reply;
     case ReplyCache::Seen::fresh:
       break;
   }

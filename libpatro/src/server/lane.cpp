@@ -338,24 +338,56 @@ bool Lane::refuse_revoked(Multipart& m) {
   return true;
 }
 
-void Lane::take_direct() {
+void Lane::handle_direct(Multipart& m) {
   // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]), run
   // as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
-  for (int batch = 0; batch < 64 && recv_multipart(direct_, msg_, true); ++batch) {
-    if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(msg_)) continue;
-    const auto cmd = msg_.size() >= 2 ? parse_header(msg_[1]) : std::nullopt;
-    if (cmd == Command::request && (msg_.size() == 5 || msg_.size() == 6)) {
-      msg_.resize(5);  // the attempt frame, if resent
-      const std::string routing = direct_routing(index_, msg_[0].to_string_view());
-      msg_[0] = zmq::message_t(routing.data(), routing.size());
-      std::swap(msg_[0], msg_[1]);
-      handle_request(msg_, 0, true, 0);
-    } else if (cmd == Command::heartbeat) {
-      Multipart hb;
-      hb.push_back(std::move(msg_[0]));
-      hb.push_back(header_frame(Command::heartbeat));
-      send_multipart(direct_, hb, true);
-    }
+  if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(m)) return;
+  const auto cmd = m.size() >= 2 ? parse_header(m[1]) : std::nullopt;
+  if (cmd == Command::request && (m.size() == 5 || m.size() == 6)) {
+    m.resize(5);  // the attempt frame, if resent
+    const std::string routing = direct_routing(index_, m[0].to_string_view());
+    m[0] = zmq::message_t(routing.data(), routing.size());
+    std::swap(m[0], m[1]);
+    handle_request(m, 0, true, 0);
+  } else if (cmd == Command::heartbeat) {
+    Multipart hb;
+    hb.push_back(std::move(m[0]));
+    hb.push_back(header_frame(Command::heartbeat));
+    send_multipart(direct_, hb, true);
+  }
+}
+
+void Lane::handle_cancel(const Multipart& m) {
+  // [hdr][client routing] (brokered) or [routing][hdr] (direct), then [object id:16][request
+  // id:8][client id:8]; the object id only routed it.
+  const auto request_id = m.size() == 5 ? parse_u64(m[3]) : std::nullopt;
+  const auto client_id = request_id ? parse_u64(m[4]) : std::nullopt;
+  if (!client_id || *client_id == 0) return;  // a raw peer's ids are not deduplicated
+  const bool recorded = server_.replies_.cancel(*client_id, *request_id, Clock::now());
+  PATRO_LOG(debug, "server") << "lane " << index_ << ": client " << *client_id
+                             << " cancelled request " << *request_id
+                             << (recorded ? " before it ran" : ", already running or answered");
+}
+
+void Lane::read_ahead() {
+  const size_t most = std::max<size_t>(server_.options_.limits.lane_read_ahead, 1);
+  // One message from each socket in turn, so that one flooding its socket does not keep the
+  // others' messages from the lane (as each took at most a batch a turn before).
+  auto read_one = [&](zmq::socket_t& s, bool direct, size_t broker) {
+    if (ahead_.size() >= most) return false;
+    Ahead a{{}, direct, broker};
+    if (!recv_multipart(s, a.msg, true)) return false;
+    if (!direct) links_[broker].beats.heard(Clock::now());
+    const size_t header = direct ? 1 : 0;
+    if (a.msg.size() > header && parse_header(a.msg[header]) == Command::cancel)
+      handle_cancel(a.msg);
+    else
+      ahead_.push_back(std::move(a));
+    return true;
+  };
+  for (bool more = true; more;) {
+    more = direct_.handle() != nullptr && read_one(direct_, true, 0);
+    for (size_t b = 0; b < socks_.size(); ++b) more = read_one(socks_[b], false, b) || more;
   }
 }
 
@@ -402,7 +434,8 @@ bool Lane::turn() {
   for (size_t b = 0; b < socks_.size(); ++b)
     items_[first_broker_item_ + b].socket = socks_[b].handle();
   try {
-    zmq::poll(items_.data(), items_.size(), wait + std::chrono::milliseconds(1));
+    zmq::poll(items_.data(), items_.size(),
+              ahead_.empty() ? wait + std::chrono::milliseconds(1) : std::chrono::milliseconds(0));
   } catch (const zmq::error_t& e) {
     if (e.num() == EINTR) return true;
     PATRO_LOG(error, "server") << "lane " << index_ << " poll failed: " << e.what();
@@ -413,13 +446,17 @@ bool Lane::turn() {
     (void)!::read(wake_fd_, &n, sizeof n);
     if (outbox_->flush(first(), encoder_)) return false;
   }
-  if (direct_.handle() != nullptr) take_direct();
-  for (size_t b = 0; b < socks_.size(); ++b) {
-    for (int batch = 0; batch < 64 && recv_multipart(socks_[b], msg_, true); ++batch) {
-      now = Clock::now();
-      links_[b].beats.heard(now);
-      handle_broker(b, msg_, now);
-    }
+  // Everything waiting is read ahead before the next message is handled, and again after each:
+  // a CANCEL behind a request is applied before that request runs (docs/WIRE.md "Cancelling").
+  read_ahead();
+  for (size_t batch = 0; batch < 64 * (socks_.size() + 1) && !ahead_.empty(); ++batch) {
+    Ahead a = std::move(ahead_.front());
+    ahead_.pop_front();
+    if (a.direct)
+      handle_direct(a.msg);
+    else
+      handle_broker(a.broker, a.msg, Clock::now());
+    read_ahead();
   }
   now = Clock::now();
   check_lost(now);

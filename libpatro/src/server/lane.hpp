@@ -11,6 +11,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,9 +90,22 @@ class Lane {
   /// Where replies by routing leave from: the socket to the first broker.
   zmq::socket_t& first() { return socks_.front(); }
 
-  /// Requests that came to the lane's direct ROUTER (at most a batch of them); heartbeats there
-  /// are answered.
-  void take_direct();
+  /// A message read ahead of the one the lane runs next: from the direct ROUTER, or from broker
+  /// `broker`.
+  struct Ahead {
+    Multipart msg;
+    bool direct = false;
+    size_t broker = 0;
+  };
+  /// Reads what waits on the lane's sockets (at most Limits::lane_read_ahead messages held), so
+  /// that a CANCEL queued behind a request is seen before that request runs: CANCELs are applied
+  /// as they are read, the rest handled in order by turn().
+  void read_ahead();
+  /// A message that came to the lane's direct ROUTER: a request, run; a heartbeat, answered.
+  void handle_direct(Multipart& m);
+  /// A CANCEL, [hdr][client routing][object id][request id][client id] (brokered; direct ones
+  /// come with the ROUTER's routing first and the header second): recorded in the reply cache.
+  void handle_cancel(const Multipart& m);
   // Whether a direct message comes from a session whose key was revoked (answered if a request).
   bool refuse_revoked(Multipart& m);
   /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
@@ -142,7 +156,7 @@ class Lane {
   std::vector<Link> links_;
   std::vector<zmq::pollitem_t> items_;  // the wake fd, the direct ROUTER if any, the brokers
   size_t first_broker_item_ = 0;
-  Multipart msg_;
+  std::deque<Ahead> ahead_;  // read ahead (read_ahead), in the order read
   AlignedScratch scratch_;
   std::string marked_;  // a request's routing through a broker other than the first
 };

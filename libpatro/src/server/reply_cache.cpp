@@ -22,6 +22,7 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
     it->second.reroute.assign(routing.data(), routing.size());
     return Seen::running;
   }
+  if (it->second.cancelled) return Seen::cancelled;
   if (it->second.dropped) return Seen::dropped;
   cached->copy(it->second.body);
   return Seen::answered;
@@ -56,6 +57,20 @@ std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_
     shed();
   }
   return reroute;
+}
+
+bool ReplyCache::cancel(uint64_t client, uint64_t request_id, Clock::time_point now) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  PerClient& c = s.clients[client];
+  c.last = now;
+  auto [it, inserted] = c.entries.try_emplace(request_id);
+  if (!inserted) return false;
+  // Done and dropped: no body to count, and nothing for release() to free.
+  it->second.done = it->second.dropped = it->second.cancelled = true;
+  c.order.emplace_back(request_id, now);
+  evict(s, c, now);
+  return true;
 }
 
 void ReplyCache::forget(uint64_t client) {

@@ -51,8 +51,9 @@ class ReplyCache {
     fresh,     // never seen: run it (it is now recorded as running)
     running,   // a copy is running: do nothing now; its reply comes here, routed to this copy
     answered,  // answered before: send *cached (a copy of that reply)
-    dropped    // answered before, and the reply was dropped (the byte bound, or the client was
+    dropped,   // answered before, and the reply was dropped (the byte bound, or the client was
                // gone): answer outcome_unknown; it must not run again
+    cancelled  // its client cancelled it before it ran: answer cancelled; it must never run
   };
   /// Records a request as it arrives (routing: where its answer goes).
   Seen begin(uint64_t client, uint64_t request_id, std::string_view routing, Clock::time_point now,
@@ -62,6 +63,13 @@ class ReplyCache {
   /// the latest copy if one arrived while it ran (send there), or nothing (send to the first).
   std::optional<std::string> finish(uint64_t client, uint64_t request_id,
                                     const zmq::message_t& body);
+
+  /// The client cancelled request_id (a CANCEL): if it has not arrived yet (or is waiting behind
+  /// the request a lane runs now, which is the same to us) it is recorded as cancelled, so that
+  /// neither it nor a resent copy ever runs; one running or answered is left alone. Whether it was
+  /// recorded. A cancelled entry holds no body and is forgotten by the count and age bounds as
+  /// others are.
+  bool cancel(uint64_t client, uint64_t request_id, Clock::time_point now);
 
   /// A client is gone (its broker says so): the requests it left running are forgotten (a lock
   /// wait dropped with it never answers). Its finished replies stay until the age sweep or the
@@ -93,8 +101,9 @@ class ReplyCache {
  private:
   struct Entry {
     bool done = false;
-    bool dropped = false;  // done, and its body was dropped (bytes, or the client gone)
-    uint64_t seq = 0;      // when it finished (a global count), naming it in Shard::stored
+    bool dropped = false;    // done, and its body was dropped (bytes, or the client gone)
+    bool cancelled = false;  // done and dropped (no body): cancelled before it ran
+    uint64_t seq = 0;        // when it finished (a global count), naming it in Shard::stored
     zmq::message_t body;
     std::string reroute;  // a copy's routing, set when one arrived while running
   };

@@ -10,6 +10,7 @@
 //                      BROKER_INFO [hdr][request id:8][Control(BrokerInfoRequest)]
 //                      LOCATE    [hdr][server id:8][Control(Locate)]
 //                      HEARTBEAT [hdr][client id:8]
+//                      CANCEL    [hdr][object id:16][request id:8][client id:8] (never answered)
 //                      DISCONNECT[hdr]
 //   broker -> client   WELCOME   [hdr][request id:8][Control(Welcome)]
 //                      REPLY     [hdr][request id:8][Reply]     (also the broker's own errors)
@@ -28,10 +29,12 @@
 //                      HEARTBEAT [hdr]
 //                      DISCONNECT[hdr]                          (unknown to me: register again)
 //                      CLIENT_GONE [hdr][client id:8]
+//                      CANCEL    [hdr][client routing id][object id:16][request id:8][client id:8]
 //   client -> server lane's direct ROUTER (the direct path; the ROUTER adds the client's routing
 //   id)
 //                      REQUEST   [hdr][object id:16][request id:8][Request or Batch] ([attempt])
 //                      HEARTBEAT [hdr][client id:8]
+//                      CANCEL    [hdr][object id:16][request id:8][client id:8]
 //   server lane -> client, on its direct ROUTER
 //                      REPLY     [hdr][request id:8][Reply]
 //                      HEARTBEAT [hdr]
