@@ -46,6 +46,21 @@ void register_listener() {
   });
 }
 
+// Waits (bounded) until what() holds; whether it did.
+template <class What>
+bool eventually(What what, std::chrono::milliseconds limit = 20s) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!what()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+size_t served_by(const patro::Proxy& p) {
+  return patro::client(p).stats().callbacks_served;
+}
+
 size_t this_thread_hash() {
   return std::hash<std::thread::id>{}(std::this_thread::get_id());
 }
@@ -58,6 +73,14 @@ struct Served {
   std::unique_ptr<Process> server = start();
   std::vector<patro::Proxy> ps = patro::get_proxies(dir.file("server.conf"));
   patro::Proxy notifier = ps.at(kNotifier);
+
+  /// The notifier on a connection of its own, whose callback host frees an object lease after
+  /// the server let go of it.
+  patro::Proxy own_notifier(std::chrono::milliseconds lease = 100ms) const {
+    patro::ClientOptions o;
+    o.callback_lease = lease;
+    return patro::get_proxies(dir.file("server.conf"), o).at(kNotifier);
+  }
 
   std::unique_ptr<Process> start() {
     static const bool registered = (register_listener(), true);
@@ -200,5 +223,74 @@ TEST_CASE_FIXTURE(Served, "a callback whose client is gone gives the server a cl
   (void)patro::remove_stale_lock_segments();
   // The server is unharmed.
   CHECK(ps.at(0)["abc"].get() == 123);
+  stop();
+}
+
+TEST_CASE_FIXTURE(Served, "a callback object is freed once the server lets go of it") {
+  patro::Proxy n = own_notifier();
+  CHECK(served_by(n) == 0);
+  // The tokens count the callbacks' copies: 1 once the callback host let go of the object (the
+  // client keeps none of its own).
+  auto once = std::make_shared<int>(0);
+  auto kept = std::make_shared<int>(0);
+  std::atomic<int64_t> fired{0};
+  // An argument the server does not keep, and one it keeps (listen).
+  CHECK(n.call("listen", patro::Code([kept, &fired](int64_t x) { return fired += x; })) == true);
+  CHECK(n.call("call_code", patro::Code([once](int64_t x) { return x * 2; }), 21) == 42);
+  CHECK(eventually([&] { return once.use_count() == 1 && served_by(n) == 1; }));
+  // The kept one outlives its lease many times over while the server holds it, and works.
+  std::this_thread::sleep_for(500ms);
+  CHECK(served_by(n) == 1);
+  CHECK(kept.use_count() == 2);
+  CHECK(n.call("fire", 4) == 4);
+  CHECK(fired == 4);
+  // Replaced by another: the first goes, the second works.
+  auto second = std::make_shared<int>(0);
+  CHECK(n.call("listen", patro::Code([second](int64_t x) { return x + 100; })) == true);
+  CHECK(eventually([&] { return kept.use_count() == 1 && served_by(n) == 1; }));
+  CHECK(second.use_count() == 2);
+  CHECK(n.call("fire", 5) == 105);
+  // Let go of: nothing is served any more, while the connection lives on.
+  CHECK(n.call("unlisten") == true);
+  CHECK(eventually([&] { return second.use_count() == 1 && served_by(n) == 0; }));
+  CHECK(fired == 4);
+
+  // An object of a registered class, passed as an argument: the host drops its share of it.
+  auto l = std::make_shared<Listener>();
+  CHECK(n.call("call_method", l, "on_event", 5) == 5);
+  CHECK(eventually([&] { return l.use_count() == 1 && served_by(n) == 0; }));
+  CHECK(l->calls == 1);
+
+  // Stored in a served container by a set, then erased there.
+  patro::Proxy h = patro::Proxy(n.connection(), ps.at(0).id());
+  auto stored = std::make_shared<int>(0);
+  h["cb"] = patro::Code([stored](int64_t x) { return x - 1; });
+  CHECK(patro::Proxy(h["cb"].get())(10) == 9);
+  CHECK(served_by(n) == 1);
+  (void)h["cb"].erase();
+  CHECK(eventually([&] { return stored.use_count() == 1 && served_by(n) == 0; }));
+  // The connection still serves new callbacks.
+  CHECK(n.call("call_code", patro::Code([](int64_t x) { return x + 1; }), 1) == 2);
+  n = patro::Proxy(nullptr, {});
+  h = patro::Proxy(nullptr, {});
+  stop();
+}
+
+TEST_CASE_FIXTURE(Served, "passing a callback again while its releases are on their way") {
+  patro::Proxy n = own_notifier(50ms);
+  const patro::Code same([](int64_t x) { return x + 1; });
+  // Rounds of passes in flight together, paced so that they meet the server's releases of the
+  // rounds before (sent at its connection's heartbeat turns) and the host's collection after
+  // the lease at different points. Each pass is counted: no call finds the object gone.
+  const int pauses_ms[] = {0, 120, 260, 410, 700, 30};
+  for (const int pause : pauses_ms) {
+    std::vector<patro::Future<patro::Value>> calls;
+    for (int64_t i = 0; i < 16; ++i) calls.push_back(n.async_call("call_code", same, i));
+    for (int64_t i = 0; i < 16; ++i) CHECK(calls[static_cast<size_t>(i)].get() == i + 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause));
+  }
+  // Every pass released: the host serves nothing, though the client still holds its Code.
+  CHECK(eventually([&] { return served_by(n) == 0; }));
+  n = patro::Proxy(nullptr, {});
   stop();
 }

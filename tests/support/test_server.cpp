@@ -6,8 +6,9 @@
 //      the allocator has handed out; 5: a hash {"nested": {"x": 1}} ("tree")
 //   6: a Notifier, which calls back what clients pass it: call_code(cb, x) -> cb(x);
 //      call_method(obj, name, x) -> obj.name(x); get_key(container, key) and set_key(container,
-//      key, value) through a client's served container; listen(cb) keeps cb, fire(x) -> cb(x) of
-//      the last kept; push(obj, name, n): n oneway calls obj.name(i), i = 1..n, then returns n
+//      key, value) through a client's served container; listen(cb) keeps cb (replacing the one
+//      kept before), fire(x) -> cb(x) of the last kept, unlisten() lets go of it; push(obj, name,
+//      n): n oneway calls obj.name(i), i = 1..n, then returns n
 // and writes its config to CONFIG. Runs until SIGTERM/SIGINT.
 //
 //   patro-test-server CONFIG [--broker ENDPOINT]... [--heartbeat-ms N] [--liveness N] [--threads N]
@@ -140,6 +141,16 @@ int main(int argc, char** argv) {
                   std::lock_guard lock(n.mu);
                   n.listener = cb;
                   return true;
+                })
+        .method("unlisten",
+                [](Notifier& n) {
+                  patro::Value gone;
+                  {
+                    std::lock_guard lock(n.mu);
+                    gone = std::move(n.listener);
+                    n.listener = patro::Value();
+                  }
+                  return !gone.is_null();
                 })
         .method("fire",
                 [](Notifier& n, patro::Value x) {

@@ -465,3 +465,59 @@ TEST_CASE("a release is checked before the object is looked up, and may name a f
   CHECK_FALSE(r.ok);
   CHECK(r.code == Errc::invalid_argument);
 }
+
+TEST_CASE("a callback object's passes: released under the table's pass key, freed after all") {
+  TestLane lane;
+  const auto later = [](int seconds) {
+    return ObjectTable::Clock::now() + std::chrono::seconds(seconds);
+  };
+  patro::Code cb = [](int64_t x) { return x; };
+  const ObjectId id = lane.objects.serve(cb.node());
+  CHECK(lane.objects.serve(cb.node()) == id);  // served again: the same id
+  // Served but never passed: never collected.
+  CHECK(lane.objects.collect(later(3600)) == 0);
+  const uint64_t key = lane.objects.count_pass(id.object);
+  REQUIRE(key != 0);
+  CHECK(lane.objects.count_pass(id.object) == key);       // a second pass, before any release
+  CHECK(lane.objects.count_pass(12345) == 0);             // not served: nothing counted
+  CHECK(lane.objects.count_pass(lane.hash.object) == 0);  // pinned: never counted
+  const auto release = [&](uint64_t request_id, ValueArray args) {
+    return lane.send(
+        {.request_id = request_id, .object = id, .op = wire::Op::Release, .args = std::move(args)});
+  };
+  // A wrong key, and a plain release by a client never sent a reference: ignored.
+  CHECK(release(1, {Value(2), Value(static_cast<int64_t>(key + 1))}).ok);
+  CHECK(release(2, {Value(2)}).ok);
+  CHECK(lane.objects.collect(later(3600)) == 0);
+  // One pass released: the other still holds it.
+  CHECK(release(3, {Value(1), Value(static_cast<int64_t>(key))}).ok);
+  CHECK(lane.objects.collect(later(3600)) == 0);
+  // Passed again while idle would be: a third pass, then both released.
+  CHECK(lane.objects.count_pass(id.object) == key);
+  CHECK(release(4, {Value(2), Value(static_cast<int64_t>(key))}).ok);
+  CHECK(lane.objects.find(id) != nullptr);  // within its lease
+  CHECK(lane.objects.collect(later(3600)) == 1);
+  CHECK(lane.objects.find(id) == nullptr);
+  // A malformed key is refused as any malformed release.
+  CHECK_FALSE(release(5, {Value(1), Value("key")}).ok);
+
+  // Every pass released, then served again before the lease ran out (a new pass on its way): it
+  // is kept until that pass is counted and released.
+  patro::Code other = [](int64_t x) { return x; };
+  const ObjectId again = lane.objects.serve(other.node());
+  CHECK(lane.objects.count_pass(again.object) == key);
+  CHECK(lane.send({.request_id = 6,
+                   .object = again,
+                   .op = wire::Op::Release,
+                   .args = {Value(1), Value(static_cast<int64_t>(key))}})
+            .ok);
+  CHECK(lane.objects.serve(other.node()) == again);
+  CHECK(lane.objects.collect(later(3600)) == 0);
+  CHECK(lane.objects.count_pass(again.object) == key);
+  CHECK(lane.send({.request_id = 7,
+                   .object = again,
+                   .op = wire::Op::Release,
+                   .args = {Value(1), Value(static_cast<int64_t>(key))}})
+            .ok);
+  CHECK(lane.objects.collect(later(7200)) == 1);
+}

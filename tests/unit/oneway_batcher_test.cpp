@@ -231,16 +231,16 @@ TEST_CASE("released references are counted by object, and go as one Release call
   CHECK(queue.queued() == 0);
   CHECK(queue.take().empty());  // taken once
   REQUIRE(dropped.size() == 3);
-  CHECK(dropped[0] == std::pair<ObjectId, uint64_t>{kA, 3});
-  CHECK(dropped[1] == std::pair<ObjectId, uint64_t>{kA2, 1});
-  CHECK(dropped[2] == std::pair<ObjectId, uint64_t>{kB, 2});
+  CHECK(dropped[0] == ReleaseQueue::Released{kA, 0, 3});
+  CHECK(dropped[1] == ReleaseQueue::Released{kA2, 0, 1});
+  CHECK(dropped[2] == ReleaseQueue::Released{kB, 0, 2});
 
   // As the connection sends them: a batch per server, in the order taken.
   std::atomic<uint64_t> ids{1};
   OnewayBatcher batcher(limits(256), ids);
   const auto t0 = Clock::time_point{} + 1h;
   std::vector<OnewayBatcher::Sealed> sealed;
-  for (const auto& [id, count] : dropped) {
+  for (const auto& [id, pass, count] : dropped) {
     auto a = batcher.append(id, t0,
                             encoder(id, wire::Op::Release, {Value(static_cast<int64_t>(count))}));
     for (auto& s : a.sealed) sealed.push_back(std::move(s));
@@ -260,4 +260,20 @@ TEST_CASE("released references are counted by object, and go as one Release call
   CHECK(to_a.calls[1].args == ValueArray{Value(int64_t{1})});
   CHECK(to_b.calls[0].object == kB.object);
   CHECK(to_b.calls[0].args == ValueArray{Value(int64_t{2})});
+}
+
+TEST_CASE("callback passes are counted apart from plain references, by their pass key") {
+  ReleaseQueue queue;
+  // The same object: two plain references, three of one pass key, one of another.
+  queue.add(kA, 7);
+  queue.add(kA);
+  queue.add(kA, 7);
+  queue.add(kA, 9);
+  queue.add(kA);
+  queue.add(kA, 7);
+  const auto dropped = queue.take();
+  REQUIRE(dropped.size() == 3);
+  CHECK(dropped[0] == ReleaseQueue::Released{kA, 0, 2});
+  CHECK(dropped[1] == ReleaseQueue::Released{kA, 7, 3});
+  CHECK(dropped[2] == ReleaseQueue::Released{kA, 9, 1});
 }

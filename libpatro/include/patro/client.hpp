@@ -439,6 +439,65 @@ Value callback(Value local);
 /// any callback; one called back on the host's thread is refused with Errc::invalid_argument.
 void stop_callbacks(const Proxy& p);
 
+/// What a connection counted since it opened (patro::Client::stats).
+struct ClientStats {
+  /// Requests made: calls, asynchronous calls, and batches of oneway calls (one each, however many
+  /// calls it carries); requests to the broker itself (lookups) aside.
+  uint64_t requests = 0;
+  /// Their answers that came; direct_replies of them straight from their server (the direct path),
+  /// the rest through the broker. A request that failed on the client (its deadline, a closed
+  /// connection) has none.
+  uint64_t replies = 0;
+  uint64_t direct_replies = 0;
+  /// Requests sent again (README "Retries": the broker restarted or went silent, no route yet, a
+  /// direct connection died).
+  uint64_t resends = 0;
+  /// Moves to another broker (README "Several brokers").
+  uint64_t moves = 0;
+  /// Release calls sent for references the program dropped (one per object and batch).
+  uint64_t releases = 0;
+  /// Requests waiting for their answer now.
+  size_t in_flight = 0;
+  /// Objects the connection's callback host serves now (0: none runs): each callback object
+  /// passed and not yet let go of by the servers it was passed to (README "Callbacks").
+  size_t callbacks_served = 0;
+};
+
+/// A proxy's connection as a handle (Perl Patro's Patro::client($proxy)): what every proxy that
+/// one get_proxies or get_proxy call made, nested ones included, shares. Copies share the
+/// connection and keep it open, as proxies do. Any thread may use it.
+class Client {
+ public:
+  /// Throws Error(invalid_argument) for a null connection.
+  explicit Client(std::shared_ptr<detail::Connection> conn);
+
+  /// The client endpoint of the broker the connection talks to now ("tcp://host:port"); after a
+  /// move to another broker, that one.
+  std::string broker() const;
+  /// The connection's client id: the monitor that locks know, in every request it sends.
+  uint64_t id() const noexcept;
+  /// What the connection counted so far.
+  ClientStats stats() const;
+  /// Closes the connection now rather than when its last proxy goes: its callback host stops,
+  /// calls in flight (futures included) complete with Errc::disconnected, the broker is told (so
+  /// servers drop the client's locks and references), and every later call on any proxy of the
+  /// connection fails with Errc::disconnected at once. Oneway calls not yet sent are dropped
+  /// (patro::await_oneway first sends them and waits). Closing again does nothing. Refused with
+  /// Errc::invalid_argument inside one of the connection's own callbacks (stopping its callback
+  /// host would wait for itself).
+  void close();
+  bool closed() const noexcept;
+
+  const std::shared_ptr<detail::Connection>& connection() const noexcept { return conn_; }
+
+ private:
+  std::shared_ptr<detail::Connection> conn_;
+};
+
+/// p's connection (Perl Patro's Patro::client). Throws Error(invalid_argument) for a proxy with
+/// none.
+Client client(const Proxy& p);
+
 /// Sends the connection's open batch of oneway calls and waits until the server acknowledged every
 /// oneway call made on it. Returns how many of them failed on the server since the last
 /// await_oneway (each failure was logged). Throws Error(timeout) if they are not all acknowledged

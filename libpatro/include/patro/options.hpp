@@ -190,6 +190,11 @@ struct ClientOptions {
   /// there; they wait until the program's own loop runs them with patro::run_ready, when the
   /// connection's patro::event_fd is readable (poll, epoll, Boost.Asio, libuv, GLib).
   Continuations continuations = Continuations::any_thread;
+  /// Callbacks (patro::callback): how long the connection's callback host keeps serving an
+  /// object after every server it was passed to let go of it (the lease a server's
+  /// reference_lease is for its objects): a reference that a server handed on stays good that
+  /// long.
+  std::chrono::milliseconds callback_lease = 30s;
 };
 
 /// Options of a server (patronize).

@@ -150,6 +150,15 @@ void Connection::kick() {
 }
 
 void Connection::flush() {
+  if (closed()) [[unlikely]] {
+    // Nothing goes out any more; what was queued, and anything still waiting, fails.
+    {
+      MutexLock out(out_mu_);
+      outbox_.clear();
+    }
+    fail_pending(Errc::disconnected, "the connection was closed", std::nullopt);
+    return;
+  }
   for (;;) {
     Outgoing o;
     {
@@ -383,6 +392,7 @@ void Connection::fail_slots(const std::vector<SlotPtr>& slots, const std::string
 }
 
 void Connection::read_queued() {
+  if (closed()) return;
   if (loop_.try_take()) {  // else its holder reads
     try {
       if (link_.readable()) pump([]() PATRO_NO_TSA { return false; }, Clock::now(), true);
@@ -534,12 +544,28 @@ std::string Connection::broker_server_endpoint() {
 Value Connection::serve_local(const Reference& r) {
   MutexLock lock(callbacks_mu_);
   if (!callbacks_) {
+    check_open();  // a closed connection starts no host (close() stopped its own)
     CallbackHostFactory factory = callback_host_factory.load();
     if (factory == nullptr)
       throw Error(Errc::unsupported, "callbacks are not built into this library");
     callbacks_ = factory(*this);
+    callback_server_.store(callbacks_->server_id(), std::memory_order_relaxed);
   }
   return callbacks_->serve(r);
+}
+
+uint64_t Connection::count_pass(const ObjectId& id) {
+  MutexLock lock(callbacks_mu_);
+  return callbacks_ ? callbacks_->count_pass(id) : 0;
+}
+
+size_t Connection::callbacks_served() {
+  MutexLock lock(callbacks_mu_);
+  return callbacks_ ? callbacks_->served() : 0;
+}
+
+RequestTable::Counts Connection::request_counts() {
+  return requests_.counts();
 }
 
 void Connection::stop_callbacks() {
@@ -550,9 +576,47 @@ void Connection::stop_callbacks() {
       throw Error(Errc::invalid_argument,
                   "patro::stop_callbacks cannot run inside a callback (it would wait for itself)");
     host.swap(callbacks_);
+    callback_server_.store(0, std::memory_order_relaxed);
   }
   // Stopped outside the lock: a callback running now may pass another local object meanwhile
   // (and start a new host).
+}
+
+void Connection::check_open() const {
+  if (closed()) throw Error(Errc::disconnected, "the connection was closed");
+}
+
+void Connection::close() {
+  std::unique_ptr<CallbackHost> host;
+  {
+    MutexLock lock(callbacks_mu_);
+    if (callbacks_ && callbacks_->on_host_thread())
+      throw Error(Errc::invalid_argument,
+                  "a connection cannot be closed inside one of its callbacks (stopping its "
+                  "callback host would wait for itself)");
+    if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+    host.swap(callbacks_);
+    callback_server_.store(0, std::memory_order_relaxed);
+  }
+  PATRO_LOG(debug, "client") << "closing the connection";
+  // What waits fails now, before the host stops: a callback running there may wait for an answer
+  // on this connection. A request that a racing call adds later fails in the pump (closed()).
+  fail_pending(Errc::disconnected, "the connection was closed", std::nullopt);
+  run_callbacks();
+  host.reset();  // its lanes leave the broker before this connection does
+  {
+    MutexLock lock(requests_.mutex());
+    stopping_ = true;
+    heartbeat_cv_.notify_all();
+  }
+  // A then-callback the heartbeat thread runs may close: it ends by itself (stopping_), and the
+  // destructor joins it.
+  if (heartbeat_.joinable() && heartbeat_.get_id() != std::this_thread::get_id()) heartbeat_.join();
+  loop_.wake();  // a holder of the turn lets go
+  MutexLock io(loop_.turn());
+  routes_.clear();
+  direct_socks_.clear();
+  link_.close();  // tells the broker (DISCONNECT), which tells the servers we talked to
 }
 
 LocalServer Connection::local_server() const {
@@ -652,6 +716,8 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
   poll_servers_.clear();
   // The heartbeat thread's single pass (an idle connection polls nothing): a dropped broker
   // connection is noticed here too.
+  if (closed()) [[unlikely]]
+    return flush();  // its sockets are closed: fails what waits
   if (read_first && until <= Clock::now() && link_.dropped())
     switch_broker("the connection to the broker at " + link_.endpoint() + " dropped");
   for (;;) {
@@ -893,14 +959,19 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
 flatbuffers::Offset<wire::Request> Connection::encode_request(
     flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
     const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
-    std::chrono::milliseconds timeout, uint64_t fence) const {
-  const RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
+    std::chrono::milliseconds timeout, uint64_t fence) {
+  const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
     // local_copies left local scalars only: a null offset sends one as a copy.
     if (r.node) return flatbuffers::Offset<wire::Ref>();
     // A callback object's reference says what it is (a proxy's does not: its server knows).
     auto tn = r.type_name.empty() ? 0 : b.CreateString(r.type_name);
     auto rt = r.reftype.empty() ? 0 : b.CreateString(r.reftype);
-    return wire::CreateRef(b, r.id.server, r.id.object, tn, rt, encode_path(b, r.path));
+    // One of our callback host's objects: a pass, which its receiver releases with this key.
+    const uint64_t pass =
+        r.id.server != 0 && r.id.server == callback_server_.load(std::memory_order_relaxed)
+            ? count_pass(r.id)
+            : 0;
+    return wire::CreateRef(b, r.id.server, r.id.object, tn, rt, encode_path(b, r.path), pass);
   };
   ValueArray copies;
   // Local containers travel as copies, local objects as references to the callback host.
@@ -926,6 +997,7 @@ flatbuffers::Offset<wire::Request> Connection::encode_request(
 SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
                           std::string_view name, wire::CallContext context,
                           const CallExtras& extras) {
+  check_open();
   // A client that drops references faster than its heartbeat thread turns releases them on the
   // way, so the objects its server keeps for it stay bounded.
   if (releases_->queued() >= kReleaseEarly) send_releases();
@@ -1027,6 +1099,7 @@ void Connection::queue_batch(OnewayBatcher::Sealed batch) {
 
 void Connection::send_oneway(const ObjectId& id, wire::Op op, const Path& path,
                              const ValueArray& args, std::string_view name, uint64_t fence) {
+  check_open();
   if (!op_info(op).oneway)
     throw Error(Errc::invalid_argument,
                 std::string("a ") + op_info(op).name + " cannot be a oneway call");
@@ -1081,17 +1154,19 @@ Connection::Batched Connection::append_oneway(const ObjectId& id, wire::Op op, c
 namespace {
 // Made in place and never copied: each one that goes queues one release.
 struct ReferenceHold {
-  ReferenceHold(std::shared_ptr<ReleaseQueue> q, const ObjectId& i) : queue(std::move(q)), id(i) {}
+  ReferenceHold(std::shared_ptr<ReleaseQueue> q, const ObjectId& i, uint64_t p)
+      : queue(std::move(q)), id(i), pass(p) {}
   ReferenceHold(const ReferenceHold&) = delete;
   ReferenceHold& operator=(const ReferenceHold&) = delete;
-  ~ReferenceHold() { queue->add(id); }
+  ~ReferenceHold() { queue->add(id, pass); }
   const std::shared_ptr<ReleaseQueue> queue;
   const ObjectId id;
+  const uint64_t pass;
 };
 }  // namespace
 
-std::shared_ptr<const void> Connection::hold(const ObjectId& id) {
-  return std::make_shared<const ReferenceHold>(releases_, id);
+std::shared_ptr<const void> Connection::hold(const ObjectId& id, uint64_t pass) {
+  return std::make_shared<const ReferenceHold>(releases_, id, pass);
 }
 
 void Connection::send_releases() {
@@ -1104,16 +1179,18 @@ void Connection::send_releases() {
   // must not block.
   {
     MutexLock out(out_mu_);
-    for (const auto& [id, count] : dropped)
-      sealed |=
-          append_oneway(id, wire::Op::Release, {}, {Value(static_cast<int64_t>(count))}, {}, 0)
-              .sealed;
+    for (const auto& [id, pass, count] : dropped) {
+      ValueArray args{Value(static_cast<int64_t>(count))};
+      if (pass != 0) args.emplace_back(static_cast<int64_t>(pass));  // a callback's passes
+      sealed |= append_oneway(id, wire::Op::Release, {}, args, {}, 0).sealed;
+    }
   }
   released_.fetch_add(dropped.size(), std::memory_order_relaxed);
   if (sealed) kick();  // the open batch goes after oneway_delay, as any
 }
 
 uint64_t Connection::await_oneway(std::chrono::milliseconds timeout) {
+  check_open();
   {
     MutexLock out(out_mu_);
     seal_batch();
@@ -1137,6 +1214,7 @@ size_t Connection::oneway_outstanding() {
 }
 
 zmq::message_t Connection::control(Command command, const flatbuffers::FlatBufferBuilder& fb) {
+  check_open();
   const uint64_t rid = next_request_id_++;
   Multipart m = control_frames(command, rid, fb);
   const auto started = Clock::now();

@@ -113,6 +113,13 @@ class PATRO_PRIVATE CallbackHost {
   virtual Value serve(const Reference& r) = 0;
   /// Whether the calling thread is one of the host's (running a callback).
   virtual bool on_host_thread() const = 0;
+  /// The server half of the ids of the objects it serves.
+  virtual uint64_t server_id() const = 0;
+  /// A reference to id about to go into a request (a pass): counted, and the key its receiver
+  /// releases it with (wire Ref.pass) returned; 0 (nothing counted) if the host does not serve it.
+  virtual uint64_t count_pass(const ObjectId& id) = 0;
+  /// The objects it serves now.
+  virtual size_t served() const = 0;
 };
 using CallbackHostFactory = std::unique_ptr<CallbackHost> (*)(Connection& conn);
 void set_callback_host_factory(CallbackHostFactory factory) noexcept;
@@ -171,7 +178,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Oneway calls sent but not acknowledged, plus those in the open batch.
   size_t oneway_outstanding();
   /// A hold on a reference to id that a reply brought: its last copy going queues a release.
-  std::shared_ptr<const void> hold(const ObjectId& id);
+  /// pass: the key of a callback reference's pass (wire Ref.pass), released with it (0: none).
+  std::shared_ptr<const void> hold(const ObjectId& id, uint64_t pass = 0);
   /// References released so far (each Release call sent; a test's and an operator's view).
   uint64_t released() const noexcept { return released_.load(std::memory_order_relaxed); }
 
@@ -200,6 +208,18 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void stop_callbacks() PATRO_EXCLUDES(callbacks_mu_);
   /// Times the connection moved to another broker.
   uint64_t failovers() const noexcept { return failovers_.load(std::memory_order_relaxed); }
+  /// The objects its callback host serves now (0: none runs).
+  size_t callbacks_served() PATRO_EXCLUDES(callbacks_mu_);
+  /// What the request table counted (patro::Client::stats).
+  RequestTable::Counts request_counts() PATRO_EXCLUDES(requests_.mutex());
+
+  /// Closes the connection (patro::Client::close): the callback host stops, the requests in
+  /// flight fail with Errc::disconnected (their futures complete so), the broker is told, and every
+  /// later call fails with Errc::disconnected at once. Unsent oneway calls are dropped. Closing
+  /// again does nothing. Refused (Errc::invalid_argument) on a callback host's thread, where
+  /// stopping the host would wait for itself.
+  void close() PATRO_EXCLUDES(callbacks_mu_, loop_.turn(), out_mu_, requests_.mutex());
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
   /// The process patro::spawn started to serve this connection's objects (null: none). Set once,
   /// before the connection is shared; it is stopped when the connection goes, after the
@@ -217,11 +237,16 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void trace_sent(const Multipart& frames, const Slot& slot, bool direct, uint32_t attempt);
   /// serve_local, as local_copies takes it.
   LocalServer local_server() const;
-  /// Encodes a Request into fb (not finished).
+  /// Encodes a Request into fb (not finished). Each reference to an object of the callback host
+  /// in it is a pass, counted there.
   flatbuffers::Offset<wire::Request> encode_request(
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
       const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
-      std::chrono::milliseconds timeout, uint64_t fence) const;
+      std::chrono::milliseconds timeout, uint64_t fence);
+  /// CallbackHost::count_pass on the callback host, if one runs.
+  uint64_t count_pass(const ObjectId& id) PATRO_EXCLUDES(callbacks_mu_);
+  /// Throws Error(disconnected) once the connection was closed.
+  void check_open() const;
   /// Waits, driving the socket, until done() (called under requests_.mutex()) or until.
   template <class Done>
   bool drive(Done done, Clock::time_point until) PATRO_EXCLUDES(loop_.turn(), requests_.mutex());
@@ -308,6 +333,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   const uint64_t client_id_;
   Mutex callbacks_mu_;
   std::unique_ptr<CallbackHost> callbacks_ PATRO_GUARDED_BY(callbacks_mu_);
+  // callbacks_'s server id (0: none runs), read without the lock when encoding references.
+  std::atomic<uint64_t> callback_server_{0};
+  std::atomic<bool> closed_{false};  // close() was called
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<uint64_t> retries_{0};

@@ -5,31 +5,32 @@
 
 namespace patro::detail {
 
-void ReleaseQueue::add(const ObjectId& id) noexcept {
+void ReleaseQueue::add(const ObjectId& id, uint64_t pass) noexcept {
   try {
     MutexLock lock(mu_);
-    dropped_.push_back(id);
+    dropped_.emplace_back(id, pass);
     queued_.store(dropped_.size(), std::memory_order_relaxed);
   } catch (...) {  // no memory: the object stays until this client is gone
   }
 }
 
-std::vector<std::pair<ObjectId, uint64_t>> ReleaseQueue::take() {
-  std::vector<ObjectId> ids;
+std::vector<ReleaseQueue::Released> ReleaseQueue::take() {
+  std::vector<std::pair<ObjectId, uint64_t>> ids;
   {
     MutexLock lock(mu_);
     ids.swap(dropped_);
     queued_.store(0, std::memory_order_relaxed);
   }
-  std::sort(ids.begin(), ids.end(), [](const ObjectId& a, const ObjectId& b) {
-    return std::tie(a.server, a.object) < std::tie(b.server, b.object);
-  });
-  std::vector<std::pair<ObjectId, uint64_t>> counted;
-  for (const ObjectId& id : ids) {
-    if (counted.empty() || !(counted.back().first == id))
-      counted.emplace_back(id, 1);
+  const auto key = [](const std::pair<ObjectId, uint64_t>& d) {
+    return std::tie(d.first.server, d.first.object, d.second);
+  };
+  std::sort(ids.begin(), ids.end(), [&](const auto& a, const auto& b) { return key(a) < key(b); });
+  std::vector<Released> counted;
+  for (const auto& [id, pass] : ids) {
+    if (counted.empty() || !(counted.back().id == id) || counted.back().pass != pass)
+      counted.push_back(Released{id, pass, 1});
     else
-      ++counted.back().second;
+      ++counted.back().count;
   }
   return counted;
 }

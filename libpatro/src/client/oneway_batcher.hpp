@@ -30,18 +30,27 @@ namespace patro::detail {
 /// with every reference's hold, so a hold that outlives its connection has somewhere to go.
 class PATRO_PRIVATE ReleaseQueue {
  public:
+  /// References to one object dropped, under one pass key (0: references a reply brought; else
+  /// a callback reference's pass, released as Release [count, pass]).
+  struct Released {
+    ObjectId id;
+    uint64_t pass = 0;
+    uint64_t count = 0;
+    bool operator==(const Released&) const = default;
+  };
   /// Never throws (a reference's last copy goes in a destructor): a release it cannot queue is
   /// dropped, and the object lives until the client is gone.
-  void add(const ObjectId& id) noexcept PATRO_EXCLUDES(mu_);
-  /// Everything queued, counted by object (one entry per object, ordered by server and object).
-  std::vector<std::pair<ObjectId, uint64_t>> take() PATRO_EXCLUDES(mu_);
+  void add(const ObjectId& id, uint64_t pass = 0) noexcept PATRO_EXCLUDES(mu_);
+  /// Everything queued, counted by object and pass key (one entry each, ordered by server, object
+  /// and key).
+  std::vector<Released> take() PATRO_EXCLUDES(mu_);
   /// How many are queued (a hint, read without the lock).
   size_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
 
  private:
   std::atomic<size_t> queued_{0};
   Mutex mu_;
-  std::vector<ObjectId> dropped_ PATRO_GUARDED_BY(mu_);
+  std::vector<std::pair<ObjectId, uint64_t>> dropped_ PATRO_GUARDED_BY(mu_);  // (id, pass)
 };
 
 /// The open batch. Not locked itself: its holder guards it (the connection, with its out_mu_).

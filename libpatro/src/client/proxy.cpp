@@ -280,6 +280,46 @@ void stop_callbacks(const Proxy& p) {
   p.connection()->stop_callbacks();
 }
 
+Client::Client(std::shared_ptr<detail::Connection> conn) : conn_(std::move(conn)) {
+  if (!conn_) throw Error(Errc::invalid_argument, "a patro::Client needs a connection");
+}
+
+std::string Client::broker() const {
+  return conn_->endpoint();
+}
+
+uint64_t Client::id() const noexcept {
+  return conn_->client_id();
+}
+
+ClientStats Client::stats() const {
+  const auto counts = conn_->request_counts();
+  ClientStats s;
+  s.requests = counts.requests;
+  s.replies = counts.replies;
+  s.direct_replies = counts.direct_replies;
+  s.resends = conn_->retries();
+  s.moves = conn_->failovers();
+  s.releases = conn_->released();
+  s.in_flight = counts.in_flight;
+  s.callbacks_served = conn_->callbacks_served();
+  return s;
+}
+
+void Client::close() {
+  conn_->close();
+}
+
+bool Client::closed() const noexcept {
+  return conn_->closed();
+}
+
+Client client(const Proxy& p) {
+  if (!p.connection())
+    throw Error(Errc::invalid_argument, "patro::client: the proxy has no connection");
+  return Client(p.connection());
+}
+
 std::vector<Proxy> get_proxies(const Config& config, const ClientOptions& options) {
   // The keys the options give win over those the config carries.
   ClientOptions o = options;

@@ -1,6 +1,7 @@
 #include "request_table.hpp"
 
 #include <algorithm>
+#include <string_view>
 
 #include "log.hpp"
 #include "trace.hpp"
@@ -65,12 +66,24 @@ SlotPtr RequestTable::add(uint64_t request_id, uint64_t server, wire::Op op,
   MutexLock lock(mu_);
   slots_.emplace(request_id, slot);
   oneway_unacked_ += oneway_calls;
+  if (!control) ++counts_.requests;
   return slot;
+}
+
+RequestTable::Counts RequestTable::counts() {
+  MutexLock lock(mu_);
+  Counts c = counts_;
+  c.in_flight = slots_.size();
+  return c;
 }
 
 void RequestTable::complete(const SlotPtr& s, Clock::time_point now, const char* via) {
   s->done = true;
   slots_.erase(s->request_id);
+  if (!s->control && std::string_view(via) != "local") {
+    ++counts_.replies;
+    if (std::string_view(via) == "direct") ++counts_.direct_replies;
+  }
   if (!s->traced.empty()) [[unlikely]] {
     const auto took = now - s->started;
     std::string outcome;

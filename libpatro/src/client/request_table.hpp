@@ -105,6 +105,15 @@ class PATRO_PRIVATE RequestTable {
   /// The oneway calls that failed on the server since the last time.
   uint64_t take_oneway_failed() PATRO_REQUIRES(mu_) { return std::exchange(oneway_failed_, 0); }
 
+  /// What the table counted since it was made (patro::Client::stats).
+  struct Counts {
+    uint64_t requests = 0;        // requests added (a batch of oneway calls is one; control aside)
+    uint64_t replies = 0;         // their answers that came, through the broker or directly
+    uint64_t direct_replies = 0;  // of which straight from their server (the direct path)
+    size_t in_flight = 0;         // slots waiting for their answer now, control ones too
+  };
+  Counts counts() PATRO_EXCLUDES(mu_);
+
   /// An answer from the broker (via "broker") or a direct connection ("direct") for request_id:
   /// completes its slot. False: no such slot (late: its caller gave up).
   bool answer(uint64_t request_id, zmq::message_t body, Clock::time_point now, const char* via)
@@ -183,6 +192,7 @@ class PATRO_PRIVATE RequestTable {
   size_t callbacks_waiting_ PATRO_GUARDED_BY(mu_) = 0;  // slots with callbacks, unanswered
   size_t oneway_unacked_ PATRO_GUARDED_BY(mu_) = 0;
   uint64_t oneway_failed_ PATRO_GUARDED_BY(mu_) = 0;
+  Counts counts_ PATRO_GUARDED_BY(mu_);  // in_flight aside
   // The earliest resend waiting for its backoff (ticks of Clock; max: none), read without a lock.
   std::atomic<Clock::rep> next_retry_{std::numeric_limits<Clock::rep>::max()};
 };

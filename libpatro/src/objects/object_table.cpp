@@ -8,11 +8,18 @@
 
 namespace patro::detail {
 
+ObjectTable::ObjectTable(uint64_t server_id, std::chrono::milliseconds lease)
+    : server_id_(server_id), lease_(lease), pass_key_(random_id()) {}
+
 ObjectId ObjectTable::add(const std::shared_ptr<Node>& node, uint64_t object, bool pinned) {
   auto it = by_node_.find(node.get());
   if (it != by_node_.end()) {
     Entry& e = by_id_.at(it->second);
     e.pinned = e.pinned || pinned;
+    // Sent again while idle: its place in the collection queue no longer stands for it (collect
+    // skips an entry whose idle_since changed), so it outlives the lease until a reference to it
+    // is counted and released again.
+    e.idle_since = Clock::time_point{};
     return ObjectId{server_id_, it->second};
   }
   if (object == 0) {
@@ -44,6 +51,24 @@ ObjectId ObjectTable::export_to(const std::shared_ptr<Node>& node, uint64_t clie
     ++by_client_[client][id.object];
   }
   return id;
+}
+
+ObjectId ObjectTable::serve(const std::shared_ptr<Node>& node) {
+  MutexLock lock(mu_);
+  return add(node, 0, false);
+}
+
+uint64_t ObjectTable::count_pass(uint64_t object) {
+  MutexLock lock(mu_);
+  auto e = by_id_.find(object);
+  if (e == by_id_.end() || e->second.pinned) return 0;
+  ++e->second.held;
+  ++by_client_[pass_key_][object];
+  return pass_key_;
+}
+
+void ObjectTable::release_pass(uint64_t object, uint64_t key, uint64_t count) {
+  if (key == pass_key_) release(object, pass_key_, count);
 }
 
 void ObjectTable::drop(uint64_t object, Entry& e, uint64_t count, Clock::time_point now) {

@@ -8,6 +8,13 @@
 // so, or the server's own watch) drops every reference it held. What is freed is only the
 // table's hold: an object still reachable from a served root lives on, and gets a new id if it
 // is sent again. Any thread may call it.
+//
+// A client's callback host serves its objects the same way, counted per pass instead of per
+// reply: each reference to one that the client writes into a request is a pass, counted under the
+// table's pass key (a random number that stands where a client id would, known only to the
+// receivers of passes), and a receiver lets go of it with Release [count, pass key]. The object
+// goes once every pass is released (and the lease ran out), however the passes and releases
+// interleave.
 #pragma once
 
 #include <chrono>
@@ -25,8 +32,7 @@ class ObjectTable {
   using Clock = std::chrono::steady_clock;
 
   explicit ObjectTable(uint64_t server_id,
-                       std::chrono::milliseconds lease = std::chrono::seconds(30))
-      : server_id_(server_id), lease_(lease) {}
+                       std::chrono::milliseconds lease = std::chrono::seconds(30));
 
   uint64_t server_id() const noexcept { return server_id_; }
   /// The id of a pinned node (a served root, or an object a lock names), giving it one if it has
@@ -41,6 +47,18 @@ class ObjectTable {
   /// `client` dropped `count` of the references to object it was sent (more than it holds: what
   /// it holds). An unknown object or client is ignored: a release may come late or twice.
   void release(uint64_t object, uint64_t client, uint64_t count) PATRO_EXCLUDES(mu_);
+
+  // Callback objects (a client's callback host): served unpinned, counted per pass.
+  /// The id of node, giving it one if it has none, neither pinned nor counted: it lives until a
+  /// pass of it was counted and every pass released. An idle one is kept from collection until
+  /// then.
+  ObjectId serve(const std::shared_ptr<Node>& node) PATRO_EXCLUDES(mu_);
+  /// Counts one pass of object (a reference to it written into a request) and returns the key
+  /// its receiver releases it with; 0 (nothing counted) for an object that is pinned or unknown.
+  uint64_t count_pass(uint64_t object) PATRO_EXCLUDES(mu_);
+  /// A receiver of `count` passes of object let go of them; a key other than this table's is
+  /// ignored, as release does with an unknown client.
+  void release_pass(uint64_t object, uint64_t key, uint64_t count) PATRO_EXCLUDES(mu_);
   /// `client` is gone: every reference it held is dropped.
   void drop_client(uint64_t client) PATRO_EXCLUDES(mu_);
   /// Frees the exported objects nobody has held for the lease; returns how many.
@@ -63,6 +81,7 @@ class ObjectTable {
 
   const uint64_t server_id_;
   const std::chrono::milliseconds lease_;
+  const uint64_t pass_key_;  // by_client_'s key for passes
   mutable Mutex mu_;
   std::unordered_map<uint64_t, Entry> by_id_ PATRO_GUARDED_BY(mu_);
   std::unordered_map<const Node*, uint64_t> by_node_ PATRO_GUARDED_BY(mu_);

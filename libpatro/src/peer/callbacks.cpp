@@ -19,6 +19,7 @@ class CallbackServer final : public CallbackHost {
     o.curve = conn.options().curve;
     o.threads = 2;  // a callback that calls another of this client's callbacks does not wait
     o.limits = conn.options().limits;
+    o.reference_lease = conn.options().callback_lease;
     server_ = std::make_shared<Server>(o, std::vector<Named>{});
     server_->start();
     PATRO_LOG(debug, "client") << "serving callbacks at " << o.broker;
@@ -27,8 +28,11 @@ class CallbackServer final : public CallbackHost {
   CallbackServer(const CallbackServer&) = delete;
   CallbackServer& operator=(const CallbackServer&) = delete;
 
-  Value serve(const Reference& r) override { return server_->serve_pinned(r.node); }
+  Value serve(const Reference& r) override { return server_->serve_callback(r.node); }
   bool on_host_thread() const override { return server_->on_lane_thread(); }
+  uint64_t server_id() const override { return server_->server_id(); }
+  uint64_t count_pass(const ObjectId& id) override { return server_->count_pass(id); }
+  size_t served() const override { return server_->objects_served(); }
 
  private:
   std::shared_ptr<Server> server_;
@@ -44,8 +48,9 @@ RemoteRefs::Maker open_connection(const std::vector<std::string>& brokers,
   o.curve = curve;
   auto conn = std::make_shared<Connection>(brokers, o);
   conn->connect();
-  return [conn](const ObjectId& id, const std::string& type_name, const std::string& reftype) {
-    return Value(Reference{nullptr, conn, id, {}, type_name, reftype, conn->hold(id), false});
+  return [conn](const ObjectId& id, const std::string& type_name, const std::string& reftype,
+                uint64_t pass) {
+    return Value(Reference{nullptr, conn, id, {}, type_name, reftype, conn->hold(id, pass), false});
   };
 }
 

@@ -217,7 +217,7 @@ Value Executor::resolve_ref(const wire::Ref& ref) {
     // follow and that served code can call.
     std::string type_name = ref.type_name() ? ref.type_name()->str() : std::string();
     std::string reftype = ref.reftype() ? ref.reftype()->str() : std::string();
-    if (remote_refs_ != nullptr) return remote_refs_->make(id, type_name, reftype);
+    if (remote_refs_ != nullptr) return remote_refs_->make(id, type_name, reftype, ref.pass());
     return Value(
         Reference{nullptr, nullptr, id, {}, std::move(type_name), std::move(reftype), {}, false});
   }
@@ -352,6 +352,10 @@ ValueArray Executor::run(const wire::Request& req) {
     case OpHandler::unknown:
       break;
   }
+  // The arguments first: a callback reference among them is released (its pass) when they go,
+  // also when the call is refused below.
+  const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
+  ValueArray args = decode_values(req.args(), refs);
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
   if (req.fence_token() != 0 && locks_ != nullptr && op_info(op).mutating) {
@@ -363,8 +367,6 @@ ValueArray Executor::run(const wire::Request& req) {
                                     std::to_string(newest));
   }
   const Path path = decode_path(req.path());
-  const RefReader refs = [this](const wire::Ref& r) { return resolve_ref(r); };
-  ValueArray args = decode_values(req.args(), refs);
   if (handler == nullptr)
     throw Error(Errc::unsupported, "unknown operation " + std::to_string(static_cast<int>(op)));
   OpCall c{req, op, root, path, args};
@@ -797,11 +799,20 @@ ValueArray Executor::outcome_or_park(const std::optional<SyncOutcome>& o) {
 ValueArray Executor::release(OpCall& c) {
   const wire::Request& req = c.req;
   const ObjectId id{req.server(), req.object()};
-  const wire::Value* count =
-      req.args() != nullptr && req.args()->size() == 1 ? req.args()->Get(0) : nullptr;
-  if (count == nullptr || count->kind() != wire::Kind::Int || count->i() < 1)
-    throw Error(Errc::invalid_argument, "a release takes one argument: a count of at least 1");
-  if (id.server == objects_.server_id())
+  // [count]: references a reply sent this client; [count, pass]: passes of a callback object
+  // (the key its Ref carried).
+  const size_t n = req.args() != nullptr ? req.args()->size() : 0;
+  const wire::Value* count = n == 1 || n == 2 ? req.args()->Get(0) : nullptr;
+  const wire::Value* pass = n == 2 ? req.args()->Get(1) : nullptr;
+  if (count == nullptr || count->kind() != wire::Kind::Int || count->i() < 1 ||
+      (pass != nullptr && pass->kind() != wire::Kind::Int))
+    throw Error(Errc::invalid_argument,
+                "a release takes a count of at least 1, and optionally a pass key");
+  if (id.server != objects_.server_id()) return {};
+  if (pass != nullptr)
+    objects_.release_pass(id.object, static_cast<uint64_t>(pass->i()),
+                          static_cast<uint64_t>(count->i()));
+  else
     objects_.release(id.object, req.client_id(), static_cast<uint64_t>(count->i()));
   return {};
 }

@@ -18,8 +18,8 @@ void RemoteRefs::set_factory(Factory factory) noexcept {
   factory_.store(factory);
 }
 
-Value RemoteRefs::make(const ObjectId& id, const std::string& type_name,
-                       const std::string& reftype) {
+Value RemoteRefs::make(const ObjectId& id, const std::string& type_name, const std::string& reftype,
+                       uint64_t pass) {
   Maker maker;
   {
     MutexLock lock(mu_);
@@ -39,7 +39,7 @@ Value RemoteRefs::make(const ObjectId& id, const std::string& type_name,
     }
     maker = maker_;
   }
-  return maker ? maker(id, type_name, reftype) : plain(id, type_name, reftype);
+  return maker ? maker(id, type_name, reftype, pass) : plain(id, type_name, reftype);
 }
 
 void RemoteRefs::close() {

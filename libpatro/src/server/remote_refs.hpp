@@ -16,9 +16,11 @@ namespace patro::detail {
 
 class RemoteRefs {
  public:
-  /// A reference to object id of another server, bound to the connection the maker holds.
+  /// A reference to object id of another server, bound to the connection the maker holds. pass:
+  /// the key of a callback reference's pass (wire Ref.pass; 0: none), released with it when the
+  /// reference's last copy goes.
   using Maker = std::function<Value(const ObjectId& id, const std::string& type_name,
-                                    const std::string& reftype)>;
+                                    const std::string& reftype, uint64_t pass)>;
   /// Opens a client connection to these brokers (their client endpoints) with these keys.
   using Factory = Maker (*)(const std::vector<std::string>& brokers, const CurveOptions& curve);
   static void set_factory(Factory factory) noexcept;
@@ -30,8 +32,8 @@ class RemoteRefs {
   /// A reference to id that the server's code can make a proxy of and call. Where no connection
   /// can be had (no factory, no broker answers), a plain reference, which the server can still
   /// store and send to its clients; the failure is logged once.
-  Value make(const ObjectId& id, const std::string& type_name, const std::string& reftype)
-      PATRO_EXCLUDES(mu_);
+  Value make(const ObjectId& id, const std::string& type_name, const std::string& reftype,
+             uint64_t pass = 0) PATRO_EXCLUDES(mu_);
   /// Lets go of the connection (the server stops); references made keep it while they live.
   void close() PATRO_EXCLUDES(mu_);
 

@@ -439,9 +439,13 @@ void Server::lane_registered(size_t broker, const std::string& client_endpoint,
   cv_.notify_all();
 }
 
-Value Server::serve_pinned(const std::shared_ptr<Node>& node) {
-  const ObjectId id = objects_.pin(node);
+Value Server::serve_callback(const std::shared_ptr<Node>& node) {
+  const ObjectId id = objects_.serve(node);
   return Value(Reference{nullptr, nullptr, id, {}, node->type_name(), node->reftype(), {}, false});
+}
+
+uint64_t Server::count_pass(const ObjectId& id) {
+  return id.server == objects_.server_id() ? objects_.count_pass(id.object) : 0;
 }
 
 bool Server::on_lane_thread() const {

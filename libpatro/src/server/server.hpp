@@ -43,9 +43,16 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   void wait() override PATRO_EXCLUDES(mu_);
   bool running() const noexcept override { return running_.load(); }
   std::string server_endpoint() const override { return broker_endpoint_; }
-  /// Serves node for as long as the server runs (a client's callback object) and returns a
-  /// reference to it as its clients name it.
-  Value serve_pinned(const std::shared_ptr<Node>& node);
+  /// Serves node (a client's callback object) and returns a reference to it as its clients name
+  /// it. It is served until each pass of it (count_pass) is released and the lease ran out, or
+  /// until the server stops.
+  Value serve_callback(const std::shared_ptr<Node>& node);
+  /// A reference to id about to go into a request (a pass): counted, and the key its receiver
+  /// releases it with returned; 0 for an object this server does not serve.
+  uint64_t count_pass(const ObjectId& id);
+  /// The objects the server serves now.
+  size_t objects_served() const { return objects_.size(); }
+  uint64_t server_id() const noexcept { return objects_.server_id(); }
   /// Whether the calling thread is one of the lanes (set in start(); call while running).
   bool on_lane_thread() const;
 
