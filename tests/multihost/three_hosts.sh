@@ -15,7 +15,9 @@
 # both ports (every broker checks the same keys); the server host's processes use a server key,
 # the client host's a client key (PATRO_CURVE_KEY), and all of them the brokers' public key
 # (PATRO_BROKER_KEY). A plaintext client is refused, and so is a plaintext broker bound to a
-# namespace's address. CURVE turns the direct path off, so every call goes through a broker.
+# namespace's address. The client host cannot reach the server host's addresses, so until the
+# last part (a link of their own, where the direct path runs under CURVE) every call goes through
+# a broker.
 #
 # Skipped (77) where namespaces cannot be made (not root, no `ip netns`). Cleans up namespaces,
 # processes and temp files on every path; every wait is bounded.
@@ -355,7 +357,35 @@ cli --broker "$broker2_front" take work | grep -q from-the-cli || { echo "FAIL: 
 cli --broker "$broker2_front" tail -n 1 events | grep -qE '^w[01] ' ||
   { echo "FAIL: cli tail"; exit 1; }
 
-# --- the direct path, plaintext: CURVE turns it off, so a third broker without keys
+# --- the direct path under CURVE: a link of its own between the server host and the client host
+# (10.231.5.0/24), and a worker registered with the second broker whose lanes bind there. With
+# --route direct every call goes by that link, encrypted with the server's key, which the broker
+# handed the client with its LOCATE answer; the worker counts them (DIRECT in `patro ls`).
+ip link add "mh$$i" netns "$ns_s" type veth peer name "mh$$j" netns "$ns_c"
+ip -n "$ns_s" addr add 10.231.5.1/24 dev "mh$$i"
+ip -n "$ns_c" addr add 10.231.5.2/24 dev "mh$$j"
+ip -n "$ns_s" link set "mh$$i" up
+ip -n "$ns_c" link set "mh$$j" up
+"${as_server[@]}" ip netns exec "$ns_s" "$PATRO_WORKER" --broker "$broker2_back" \
+  --direct 'tcp://10.231.5.1:*' --heartbeat-ms 200 --config-out "$tmp/direct-worker.conf" \
+  queue dq 2>"$tmp/direct-worker.log" &
+pids+=($!)
+wait_file "$tmp/direct-worker.conf" 20
+cli --broker "$broker2_front" --route direct push dq x y z >/dev/null
+took=$(cli --broker "$broker2_front" --route direct take dq | cut -f3)  # id, delivery, job
+[ "$took" = x ] || { echo "FAIL: direct take under CURVE: '$took'"; exit 1; }
+ok=
+for _ in $(seq 50); do
+  dq_json=$(cli --broker "$broker2_front" --json ls)
+  # Only this worker can be reached directly: every other server's direct count stays 0.
+  if echo "$dq_json" | grep -qE '"direct":[1-9]'; then
+    ok=1; break
+  fi
+  sleep 0.1
+done
+[ -n "$ok" ] || { echo "FAIL: want the CURVE calls direct: $dq_json"; exit 1; }
+
+# --- the direct path, plaintext: a third broker without keys
 # (--insecure), on the first broker host (whose CURVE broker is dead now), and a server without
 # keys registered with it alone. The server advertises its direct endpoint on the server
 # host's address, which the client host cannot reach: route=auto falls back to the broker and

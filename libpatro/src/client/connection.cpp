@@ -198,6 +198,10 @@ void Connection::send_out(Outgoing& o) {
         return;
     }
   }
+  // Traced before it leaves (sending moves the frames out); a direct send that finds the
+  // connection closed is traced again on the way it then takes.
+  if (o.slot && !o.slot->traced.empty()) [[unlikely]]
+    trace_sent(o.frames, *o.slot, direct != nullptr, 1);
   if (direct != nullptr && !send_direct(*direct, o)) {
     // The direct connection is closed: the request never left, so it goes as the route now says
     // (through the broker, or held until the server is located again), after those in flight
@@ -208,8 +212,6 @@ void Connection::send_out(Outgoing& o) {
   if (o.slot) {
     o.slot->sent = true;
     o.slot->sent_direct = direct != nullptr;
-    if (!o.slot->traced.empty()) [[unlikely]]
-      trace_sent(o.frames, *o.slot, direct != nullptr, 1);
   }
   if (direct == nullptr) link_.send(o.frames, false, "request");
 }
