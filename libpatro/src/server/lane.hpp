@@ -156,7 +156,9 @@ class Lane {
   std::vector<Link> links_;
   std::vector<zmq::pollitem_t> items_;  // the wake fd, the direct ROUTER if any, the brokers
   size_t first_broker_item_ = 0;
-  std::deque<Ahead> ahead_;  // read ahead (read_ahead), in the order read
+  std::deque<Ahead> ahead_;      // read ahead (read_ahead), in the order read
+  Clock::time_point read_at_{};  // when read_ahead last drained the sockets
+  std::vector<bool> dry_;        // read_ahead: the broker sockets found empty in this pass
   AlignedScratch scratch_;
   std::string marked_;  // a request's routing through a broker other than the first
 };
