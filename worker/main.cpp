@@ -194,7 +194,8 @@ int main(int argc, char** argv) {
   app.add_option("--direct", so.direct,
                  "where each lane takes requests straight from clients (the direct path): auto "
                  "(the interface that reaches the broker, free ports), an endpoint such as "
-                 "tcp://10.0.0.5:7200 (lane i: port + i), or none; off with CURVE (default auto)")
+                 "tcp://10.0.0.5:7200 (lane i: port + i), or none; encrypted under CURVE "
+                 "(default auto)")
       ->type_name("ENDPOINT");
   app.add_option("--direct-advertise", so.direct_advertise,
                  "the direct endpoint clients are told (a port forward; lane i: port + i)")
