@@ -52,6 +52,26 @@ void set_curve_server(zmq::socket_t& s, const CurveKeyPair& keys, const std::str
   s.set(zmq::sockopt::zap_domain, zap_domain);
 }
 
+std::string zap_curve_key(const Multipart& request) {
+  if (request.size() < 7 || request[5].to_string_view() != "CURVE" || request[6].size() != 32)
+    return {};
+  char z85[41] = {};
+  zmq_z85_encode(z85, static_cast<const uint8_t*>(request[6].data()), 32);
+  return z85;
+}
+
+void zap_answer(zmq::socket_t& rep, Multipart& request, bool ok, const std::string& text,
+                const std::string& user) {
+  Multipart out;
+  out.push_back(zmq::message_t(std::string_view("1.0")));
+  out.push_back(request.size() >= 2 ? std::move(request[1]) : zmq::message_t());
+  out.push_back(zmq::message_t(std::string_view(ok ? "200" : "400")));
+  out.push_back(zmq::message_t(std::string_view(ok ? "OK" : text)));
+  out.push_back(zmq::message_t(std::string_view(ok ? user : std::string())));
+  out.push_back(zmq::message_t());
+  send_multipart(rep, out, false);
+}
+
 void set_curve_client(zmq::socket_t& s, const CurveOptions& options, const CurveKeyPair& keys) {
   s.set(zmq::sockopt::curve_serverkey, options.broker_key);
   s.set(zmq::sockopt::curve_publickey, keys.public_key);

@@ -36,6 +36,13 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Limi
 /// CURVE on a socket made by make_socket, before it binds or connects.
 /// The serving side (the broker's ports): its key pair, and the ZAP domain its handler checks.
 void set_curve_server(zmq::socket_t& s, const CurveKeyPair& keys, const std::string& zap_domain);
+/// A ZAP request (RFC 27: [version][request id][domain][address][identity][mechanism]
+/// [credentials...]), for the handlers that answer libzmq on inproc://zeromq.zap.01: the CURVE
+/// client key it carries, as Z85 (empty if none), and its answer on the handler's REP socket
+/// (200 with `user` as the connection's User-Id when ok, 400 with `text` otherwise).
+std::string zap_curve_key(const Multipart& request);
+void zap_answer(zmq::socket_t& rep, Multipart& request, bool ok, const std::string& text,
+                const std::string& user);
 /// The connecting side: the broker's public key and this side's pair (options.enabled() only).
 void set_curve_client(zmq::socket_t& s, const CurveOptions& options, const CurveKeyPair& keys);
 /// The CURVE settings a connecting side uses: the broker key given, else $PATRO_BROKER_KEY's (Z85

@@ -186,42 +186,20 @@ class PATRO_PRIVATE ZapHandler {
 
   // [version][request id][domain][address][identity][mechanism][credentials...]
   void answer(Multipart& req) {
-    std::string status = "400", text = "refused", user;
-    if (req.size() >= 6) {
-      const std::string domain(req[2].to_string_view());
-      const std::string address(req[3].to_string_view());
-      const std::string mechanism(req[5].to_string_view());
-      std::string key;
-      if (mechanism == "CURVE" && req.size() >= 7 && req[6].size() == 32) {
-        char z85[41] = {};
-        zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
-        key = z85;
-      }
-      const bool for_servers = domain == kServerDomain;
-      bool ok = false;
-      if (!key.empty()) {
-        detail::MutexLock lock(mu_);
-        const List& list = for_servers ? servers_ : clients_;
-        ok = !list || list->find(key) != list->end();
-      }
-      if (ok) {
-        status = "200";
-        text = "OK";
-        user = key;
-      } else {
-        ++refused_;
-        text = key.empty() ? "no CURVE key" : "key not allowed";
-        log_refusal(key, address, for_servers);
-      }
+    if (req.size() < 6) return detail::zap_answer(sock_, req, false, "refused", {});
+    const bool for_servers = req[2].to_string_view() == kServerDomain;
+    const std::string key = detail::zap_curve_key(req);
+    bool ok = false;
+    if (!key.empty()) {
+      detail::MutexLock lock(mu_);
+      const List& list = for_servers ? servers_ : clients_;
+      ok = !list || list->find(key) != list->end();
     }
-    Multipart rep;
-    rep.push_back(zmq::message_t(std::string_view("1.0")));
-    rep.push_back(req.size() >= 2 ? std::move(req[1]) : zmq::message_t());
-    rep.push_back(zmq::message_t(std::string_view(status)));
-    rep.push_back(zmq::message_t(std::string_view(text)));
-    rep.push_back(zmq::message_t(std::string_view(user)));
-    rep.push_back(zmq::message_t());
-    detail::send_multipart(sock_, rep, false);
+    if (!ok) {
+      ++refused_;
+      log_refusal(key, std::string(req[3].to_string_view()), for_servers);
+    }
+    detail::zap_answer(sock_, req, ok, key.empty() ? "no CURVE key" : "key not allowed", key);
   }
 
   // One line per key and port every 10 s at most: a refused peer that keeps retrying must not

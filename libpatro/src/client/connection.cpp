@@ -337,7 +337,6 @@ Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
   if (now < routes_.next_check()) return routes_.next_check();
   DirectRoutes::Tending due = routes_.tend(now, timing_.window(), timing_.heartbeat());
   for (uint64_t server : due.locate) link_.locate(server);
-  std::vector<std::pair<uint64_t, std::string>> failed = std::move(due.failed);
   for (uint64_t server : due.heartbeat) {
     auto it = direct_socks_.find(server);
     if (it == direct_socks_.end()) continue;
@@ -352,9 +351,9 @@ Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
     // Not connected: a probe (the connection is still being made) goes again soon; a live
     // route's connection closed.
     if (!sent && routes_.beat_unsent(server, now) && direct_closed(server))
-      failed.emplace_back(server, "its direct connection is closed");
+      due.failed.emplace_back(server, "its direct connection is closed");
   }
-  for (const auto& [server, why] : failed) route_failed(server, why);
+  for (const auto& [server, why] : due.failed) route_failed(server, why);
   return routes_.next_check();
 }
 

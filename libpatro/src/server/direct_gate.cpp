@@ -58,19 +58,13 @@ void DirectGate::run() {
 
 // [version][request id][domain][address][identity][mechanism][credentials...]
 void DirectGate::answer(std::vector<zmq::message_t>& req) {
-  std::string status = "400", text = "not vouched for by a broker", user, key;
-  if (req.size() >= 7 && req[5].to_string_view() == "CURVE" && req[6].size() == 32) {
-    char z85[41] = {};
-    zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
-    key = z85;
+  const std::string key = zap_curve_key(req);
+  bool ok = false;
+  if (!key.empty()) {
     MutexLock lock(mu_);
-    if (vouched_.count(key) != 0) {
-      status = "200";
-      text = "OK";
-      user = key;
-    }
+    ok = vouched_.count(key) != 0;
   }
-  if (status != "200") {
+  if (!ok) {
     refused_.fetch_add(1, std::memory_order_relaxed);
     PATRO_LOG_LIMITED(info, "server", refusals_)
         << "refused a direct connection from "
@@ -78,14 +72,7 @@ void DirectGate::answer(std::vector<zmq::message_t>& req) {
         << " with key " << (key.empty() ? std::string("(none)") : key_fingerprint(key))
         << ": no broker vouched for it (yet: it connects again once one has)";
   }
-  std::vector<zmq::message_t> rep;
-  rep.push_back(zmq::message_t(std::string_view("1.0")));
-  rep.push_back(req.size() >= 2 ? std::move(req[1]) : zmq::message_t());
-  rep.push_back(zmq::message_t(std::string_view(status)));
-  rep.push_back(zmq::message_t(std::string_view(text)));
-  rep.push_back(zmq::message_t(std::string_view(user)));
-  rep.push_back(zmq::message_t());
-  send_multipart(sock_, rep, false);
+  zap_answer(sock_, req, ok, "not vouched for by a broker", key);
 }
 
 }  // namespace patro::detail
