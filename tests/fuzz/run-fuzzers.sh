@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 targets=(frames request reply control batch config broker wal)
 if [ "${1:-}" = --list ]; then echo "${targets[*]}"; exit 0; fi
 dir=${1:?usage: run-fuzzers.sh <build dir> [seconds]}
-secs=${2:-25}
+secs=${2:-15}
 jobs=${PATRO_FUZZ_JOBS:-$(nproc)}
 work=$(mktemp -d /tmp/patro-fuzz-XXXXXX)
 trap 'rm -rf "$work"' EXIT
