@@ -610,8 +610,8 @@ int role_patro_client(const std::string& conf, const std::string& route, const s
 /// A ZeroC Ice client: the floor's shapes (seq: one twoway get at a time; pipe: window AMI gets in
 /// flight) against the Ice server.
 int role_ice_client(const std::string& proxy, const std::string& mode, int window,
-                    const Params& prm) {
-  patro::bench::IceClient c(proxy);
+                    const Params& prm, const std::string& tls_dir) {
+  patro::bench::IceClient c(proxy, tls_dir);
   for (int i = 0; i < 200; ++i) (void)c.get();  // connect and warm up
   Latencies lat;
   return chunk_loop(
@@ -833,9 +833,11 @@ struct Bench {
   }
   std::string dir;
   Child floor_broker, floor_server, patro_broker, patro_server, curve_broker, curve_server,
-      ice_server;
+      ice_server, ice_ssl_server;
   std::vector<Child> queue_servers;  // the queue rows' patro-workers and peers, stopped by finish()
   std::string floor_front, patro_back, patro_conf, curve_conf, ice_proxy;
+  // Ice over TLS (IceSSL), beside the CURVE rows: its proxy, certificates and negotiated cipher.
+  std::string ice_ssl_proxy, tls_dir, ice_ssl_cipher;
   std::vector<Case> cases;
 
   bool ice() const { return !ice_proxy.empty(); }
@@ -889,10 +891,14 @@ struct Bench {
     return spawn_group(n, a);
   }
   /// Ice's clients for a case (seq, or pipe with window in flight); none where Ice is not built.
-  std::optional<Group> ice_group(int n, const std::string& mode, int window, const Params& p) {
-    if (!ice()) return std::nullopt;
-    std::vector<std::string> a{"--role", "ice-client", ice_proxy, mode, std::to_string(window)};
+  /// With tls, over IceSSL against the TLS server; none where IceSSL is not built.
+  std::optional<Group> ice_group(int n, const std::string& mode, int window, const Params& p,
+                                 bool tls = false) {
+    if (tls ? ice_ssl_proxy.empty() : !ice()) return std::nullopt;
+    std::vector<std::string> a{"--role", "ice-client", tls ? ice_ssl_proxy : ice_proxy, mode,
+                               std::to_string(window)};
     for (auto& x : param_args(p)) a.push_back(x);
+    if (tls) a.push_back(tls_dir);
     return spawn_group(n, a);
   }
   Group worker_group(int n, const std::string& conf, const std::string& mode, int64_t arg,
@@ -979,6 +985,21 @@ struct Bench {
       if (!proxy || proxy->empty()) throw std::runtime_error("the Ice server did not start");
       ice_proxy = *proxy;
     }
+    if (want("curve") && patro::bench::ice_ssl_built()) {
+      // And over TLS (IceSSL), the CURVE rows' peer, with certificates made here.
+      tls_dir = dir + "/tls";
+      if (::mkdir(tls_dir.c_str(), 0700) != 0) throw std::runtime_error("mkdir " + tls_dir);
+      patro::bench::write_tls_files(tls_dir);
+      ice_ssl_server = spawn({"--role", "ice-server", std::to_string(threads), tls_dir},
+                             service_cpu());
+      auto proxy = ice_ssl_server.line(20s);
+      if (!proxy || proxy->empty()) throw std::runtime_error("the IceSSL server did not start");
+      ice_ssl_proxy = *proxy;
+      // One call from here: the handshake works, and which cipher suite it agreed on.
+      patro::bench::IceClient probe(ice_ssl_proxy, tls_dir);
+      (void)probe.get();
+      ice_ssl_cipher = probe.cipher();
+    }
     std::this_thread::sleep_for(200ms);  // the floor server's lanes say READY
   }
 
@@ -1013,6 +1034,7 @@ struct Bench {
   void finish() {
     for (Child& c : queue_servers) c.stop();
     ice_server.stop();
+    ice_ssl_server.stop();
     curve_server.stop();
     curve_broker.stop();
     patro_server.stop();
@@ -1143,36 +1165,85 @@ struct Bench {
     // CURVE against plaintext on the same path, chunks alternating: the sequential get direct
     // and brokered, 64 in flight and 4 client processes direct (issue 24's rows).
     if (want("curve")) {
-      // One row: CURVE's groups against plaintext's (the floor), sequential get or a rate.
-      auto curve_row = [&](const std::string& name, Group& plain, Group& curve, bool latency) {
+      if (!patro::bench::ice_ssl_built())
+        cases.push_back({"ice-ssl: skipped (not built)", {}, {}, {}, {}, {}, {}, ""});
+      // Ice over TLS beside them (ice-ssl rows, against plain Ice in the same rounds); each
+      // CURVE row reports its ratio to the matching ice-ssl figure in its Ice columns.
+      struct TlsPeer {
+        std::optional<double> p50, rate;
+      };
+      // One row: CURVE's groups against plaintext's (the floor), sequential get or a rate, with
+      // Ice's groups plain and over TLS in the same rounds where given; answers the ice-ssl
+      // figure (p50 or rate), for rows that share it.
+      auto curve_row = [&](const std::string& name, Group& plain, Group& curve, bool latency,
+                           std::optional<Group> ice_g, std::optional<Group> tls_g,
+                           const std::string& tls_name, TlsPeer shared = {}) {
         for (int r = 0; r < rounds_n; ++r) {
           chunk(plain);
           chunk(curve);
+          if (ice_g) chunk(*ice_g);
+          if (tls_g) chunk(*tls_g);
         }
         auto [pr, prate] = end(plain);
         auto [cr, crate] = end(curve);
+        TlsPeer tls = shared;
+        if (ice_g && tls_g) {
+          auto [ir, irate] = end(*ice_g);
+          auto [tr, trate] = end(*tls_g);
+          tls = {latency ? std::optional<double>(tr.p50_us) : std::nullopt, trate};
+          const std::string note = "floor: plain Ice, same rounds; " + ice_ssl_cipher;
+          if (latency)
+            cases.push_back({tls_name, tr.p50_us, tr.p99_us, trate, ir.p50_us, irate,
+                             tr.p50_us / ir.p50_us, note + "; p99 ratio " +
+                                 num(tr.p99_us / ir.p99_us)});
+          else
+            cases.push_back({tls_name, std::nullopt, std::nullopt, trate, std::nullopt, irate,
+                             trate / irate, "calls/s; " + note});
+        } else {
+          if (ice_g) (void)end(*ice_g);
+          if (tls_g) (void)end(*tls_g);
+        }
+        const std::string vs = "; ice: Ice over TLS (" + tls_name + ")";
         if (latency)
           cases.push_back({name, cr.p50_us, cr.p99_us, crate, pr.p50_us, prate,
                            cr.p50_us / pr.p50_us,
-                           "floor: plaintext, same path; p99 ratio " + num(cr.p99_us / pr.p99_us)});
+                           "floor: plaintext, same path; p99 ratio " + num(cr.p99_us / pr.p99_us) +
+                               vs,
+                           tls.p50, tls.rate, over(cr.p50_us, tls.p50)});
         else
           cases.push_back({name, std::nullopt, std::nullopt, crate, std::nullopt, prate,
-                           crate / prate, "calls/s; floor: plaintext, same path"});
+                           crate / prate, "calls/s; floor: plaintext, same path" + vs,
+                           std::nullopt, tls.rate, over(crate, tls.rate)});
+        return tls;
       };
+      const std::string tls_get = "ice-ssl: twoway get, 1 client";
+      TlsPeer get_tls;
       for (const char* path : {"direct", "broker"}) {
+        const bool direct = path == std::string("direct");
         Group plain = patro_group(1, "get", 1, seq, {}, path),
               curve = patro_group(1, "get", 1, seq, curve_conf, path);
-        curve_row(std::string("curve: get, 1 client (") +
-                      (path == std::string("direct") ? "direct" : "brokered") + ")",
-                  plain, curve, true);
+        // Ice's groups run with the direct row; the brokered row is set beside the same figure.
+        std::optional<Group> ice_g, tls_g;
+        if (direct) {
+          ice_g = ice_group(1, "seq", 1, seq);
+          tls_g = ice_group(1, "seq", 1, seq, true);
+        }
+        get_tls = curve_row(std::string("curve: get, 1 client (") +
+                                (direct ? "direct" : "brokered") + ")",
+                            plain, curve, true, std::move(ice_g), std::move(tls_g), tls_get,
+                            get_tls);
       }
       const Params cpipe = params(100000, 400ms);
       Group pp = patro_group(1, "async", 64, cpipe, {}, "direct"),
             cp = patro_group(1, "async", 64, cpipe, curve_conf, "direct");
-      curve_row("curve: async get, 64 in flight (direct)", pp, cp, false);
+      curve_row("curve: async get, 64 in flight (direct)", pp, cp, false,
+                ice_group(1, "pipe", 64, cpipe), ice_group(1, "pipe", 64, cpipe, true),
+                "ice-ssl: async get, 64 in flight");
       Group p4 = patro_group(4, "get", 1, seq, {}, "direct"),
             c4 = patro_group(4, "get", 1, seq, curve_conf, "direct");
-      curve_row("curve: 4 client processes, sync get (direct)", p4, c4, false);
+      curve_row("curve: 4 client processes, sync get (direct)", p4, c4, false,
+                ice_group(4, "seq", 1, seq), ice_group(4, "seq", 1, seq, true),
+                "ice-ssl: 4 client processes, sync get");
     }
     // Pipelined, one client, in rounds (Ice: AMI, as many in flight).
     const Params pipe = params(100000, 400ms);
@@ -1517,6 +1588,7 @@ struct Bench {
         {"route", route},
         {"clients", clients},
         {"ice", patro::bench::ice_built() ? "built" : "skipped (not built)"},
+        {"ice_ssl", !ice_ssl_cipher.empty() ? ice_ssl_cipher : "skipped (not built or not run)"},
         {"worker", worker.empty() ? "skipped (not found)" : "found"},
         {"beanstalkd", beanstalkd.empty() ? "skipped (not found)" : "found"},
         {"redis", redis_server.empty() ? "skipped (not found)" : "found"},
@@ -1701,8 +1773,9 @@ int main(int argc, char** argv) {
       if (role == "redis-client")
         return role_redis_client(static_cast<uint16_t>(std::stoi(at(2))), at(3), std::stoull(at(4)),
                                  prm(5));
-      if (role == "ice-server") return patro::bench::run_ice_server(std::stoi(at(2)));
-      if (role == "ice-client") return role_ice_client(at(2), at(3), std::stoi(at(4)), prm(5));
+      if (role == "ice-server") return patro::bench::run_ice_server(std::stoi(at(2)), at(3));
+      if (role == "ice-client")
+        return role_ice_client(at(2), at(3), std::stoi(at(4)), prm(5), at(7));
       return usage();
     }
     Bench b;

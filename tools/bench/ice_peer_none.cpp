@@ -13,12 +13,20 @@ bool ice_built() noexcept {
   return false;
 }
 
-int run_ice_server(int) {
+bool ice_ssl_built() noexcept {
+  return false;
+}
+
+int run_ice_server(int, const std::string&) {
   std::fprintf(stderr, "patro-bench: built without ZeroC Ice\n");
   return 1;
 }
 
-IceClient::IceClient(const std::string&) {
+void write_tls_files(const std::string&) {
+  throw std::runtime_error("built without ZeroC Ice");
+}
+
+IceClient::IceClient(const std::string&, const std::string&) {
   throw std::runtime_error("built without ZeroC Ice");
 }
 IceClient::~IceClient() = default;
@@ -28,6 +36,9 @@ int64_t IceClient::get() {
 void IceClient::start_get() {}
 bool IceClient::finish_oldest() {
   return false;
+}
+std::string IceClient::cipher() {
+  return {};
 }
 
 }  // namespace patro::bench
