@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Patro needs to build and test, from Debian's packages. Run as root.
 # (ZeroC Ice is for patro-bench's Ice peer only: meson option ice, built where present;
-# beanstalkd and redis-server for its job-queue peers only, found in PATH when it runs.)
+# beanstalkd and redis-server for its job-queue peers only, found in PATH when it runs; openssl
+# makes the certificates of its Ice-over-TLS peer.)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -9,7 +10,7 @@ apt-get install -y -qq --no-install-recommends \
   g++ clang meson ninja-build pkg-config \
   libzmq3-dev cppzmq-dev zlib1g-dev flatbuffers-compiler libflatbuffers-dev libboost-dev doctest-dev \
   libcli11-dev nlohmann-json3-dev libsystemd-dev debhelper dh-python lintian mmdebstrap dpkg-dev curl clang-format libclang-rt-14-dev \
-  iproute2 procps python3-zmq python3-flatbuffers python3-pytest systemd strace logrotate \
+  iproute2 procps openssl python3-zmq python3-flatbuffers python3-pytest systemd strace logrotate \
   libzeroc-ice-dev zeroc-ice-compilers beanstalkd redis-server >/dev/null
 # beanstalkd and redis-server are patro-bench's optional job-queue peers (skipped where absent).
 # The bench starts its own, on free loopback ports with data directories of its own, so the

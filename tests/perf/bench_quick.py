@@ -112,6 +112,24 @@ def main():
         for r in out["cases"]:
             assert r["ice_p50_us"] is None and r["ice_per_s"] is None, r
 
+    # CURVE against plaintext on the same path, and Ice over TLS beside it where IceSSL is built.
+    curve_rows = ["curve: get, 1 client (direct)", "curve: get, 1 client (brokered)",
+                  "curve: async get, 64 in flight (direct)",
+                  "curve: 4 client processes, sync get (direct)"]
+    for name in curve_rows:
+        r = row(name)
+        assert number(r["per_s"]) and number(r["ratio"]), r
+    tls_rows = ["ice-ssl: twoway get, 1 client", "ice-ssl: async get, 64 in flight",
+                "ice-ssl: 4 client processes, sync get"]
+    if out["ice_ssl"].startswith("TLS_"):
+        for name in tls_rows:
+            r = row(name)
+            assert number(r["per_s"]) and number(r["floor_per_s"]) and number(r["ratio"]), r
+        for name in curve_rows:
+            assert number(rows[name]["ice_ratio"]), rows[name]
+    else:
+        assert any(n.startswith("ice-ssl: skipped") for n in rows), sorted(rows)
+
     assert out["worker"] == "found", "PATRO_WORKER is set by the test's environment"
     for name in ["patro-worker queue, 4 consumers, take+ack per job",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many",
