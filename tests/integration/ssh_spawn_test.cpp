@@ -254,6 +254,14 @@ std::set<std::string> near_segments_of(int pid) {
   return out;
 }
 
+// ssh's handshake and the far side's start on a loaded machine (CI runs tests side by side) take
+// longer than spawn's default start timeout allows.
+patro::SpawnOptions spawn_options() {
+  patro::SpawnOptions o;
+  o.start_timeout = 30000ms;
+  return o;
+}
+
 // Whether pid (a child of ours) was reaped: no zombie left (sshd stays a child of ours).
 bool reaped(int pid) {
   int st = 0;
@@ -288,7 +296,8 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
     int ssh_pid = 0, worker_pid = 0;
     {
       auto ps = patro::spawn(
-          far.ssh({program("PATRO_WORKER"), "counter", "n", "queue", "jobs", "hash", "kv"}));
+          far.ssh({program("PATRO_WORKER"), "counter", "n", "queue", "jobs", "hash", "kv"}),
+          spawn_options());
       REQUIRE(ps.size() == 3);
       ssh_pid = patro::spawned_pid(ps[0]);
       REQUIRE(ssh_pid > 0);
@@ -308,6 +317,11 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
       // Through the broker only: the far side's direct path would be its own loopback. Many calls
       // in a row all succeed (no direct attempt to time out).
       for (int i = 0; i < 50; ++i) REQUIRE(ps[0].call("add", 1) == 6 + i);
+      const patro::Client c = patro::client(ps[0]);
+      CHECK(c.broker().rfind("tcp://127.0.0.1:", 0) == 0);  // the broker spawn runs here
+      const patro::ClientStats stats = c.stats();
+      CHECK(stats.direct_replies == 0);
+      CHECK(stats.resends == 0);  // none sent twice: no direct attempt failed first
     }
     // The last proxy went: ssh ended (the far worker's watchdog saw its input end) and was
     // reaped; nothing is left on either side.
@@ -322,7 +336,8 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
   SUBCASE("a user's own patronize() program through the forward, and stop_spawned") {
     // patro-test-server calls patronize() with no broker: under spawn's forward it registers
     // with the forward's end and prints its config itself.
-    auto ps = patro::spawn(far.ssh({program("PATRO_TEST_SERVER"), far.dir().file("server.conf")}));
+    auto ps = patro::spawn(far.ssh({program("PATRO_TEST_SERVER"), far.dir().file("server.conf")}),
+                           spawn_options());
     REQUIRE(ps.size() >= 1);
     const int server_pid = far.far_pid("patro-test-serv");
     CHECK(server_pid > 0);
@@ -335,7 +350,7 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
   }
 
   SUBCASE("the far worker's watchdog: the ssh client killed, the far worker ends") {
-    patro::SpawnOptions o;
+    patro::SpawnOptions o = spawn_options();
     o.watchdog = 2000ms;
     o.stop_timeout = 2000ms;
     auto ps = patro::spawn(far.ssh({program("PATRO_WORKER"), "counter", "n"}), o);
@@ -365,7 +380,7 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
     // Files (the far host shares this file system), as Z85 holds characters a shell reads.
     patro::write_key_file(far.dir().file("server.key"), server_keys);
     std::ofstream(far.dir().file("broker.pub")) << broker_keys.public_key << "\n";
-    patro::SpawnOptions o;
+    patro::SpawnOptions o = spawn_options();
     o.forward_broker.curve = broker_keys;
     o.forward_broker.allow_servers = {server_keys.public_key};
     o.forward_broker.allow_clients = {client_keys.public_key};
@@ -384,7 +399,6 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
     // A far worker whose key the broker here does not allow is refused: a clear error, and
     // nothing is left.
     patro::write_key_file(far.dir().file("stranger.key"), patro::curve_keypair());
-    o.start_timeout = 15000ms;
     CHECK_THROWS_AS(patro::spawn(far.ssh({program("PATRO_WORKER"), "--curve-key",
                                           far.dir().file("stranger.key"), "--broker-key",
                                           far.dir().file("broker.pub"), "counter", "n"}),
@@ -415,7 +429,7 @@ TEST_CASE("spawn through ssh to an sshd that forbids forwarding: a clear error, 
     return;
   }
   try {
-    (void)patro::spawn(far.ssh({program("PATRO_WORKER"), "counter", "n"}));
+    (void)patro::spawn(far.ssh({program("PATRO_WORKER"), "counter", "n"}), spawn_options());
     FAIL("no error");
   } catch (const patro::Error& e) {
     CHECK(e.code() == patro::Errc::server_unavailable);
