@@ -410,15 +410,24 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
 }
 
 TEST_CASE("spawn through ssh: clear errors") {
-  // No remote command: invalid_argument before anything runs.
+  // No remote command (ssh's options before and after the destination, with their arguments in
+  // the next word or the same one, and "--"): invalid_argument before anything runs.
   patro::SpawnOptions on;
   on.ssh_forward = patro::SshForward::on;
-  try {
-    (void)patro::spawn({"ssh", "-o", "BatchMode=yes", "host1"}, on);
-    FAIL("no error");
-  } catch (const patro::Error& e) {
-    CHECK(e.code() == patro::Errc::invalid_argument);
-    CHECK(std::string(e.what()).find("remote command") != std::string::npos);
+  for (const std::vector<std::string>& argv :
+       std::vector<std::vector<std::string>>{{"ssh", "-o", "BatchMode=yes", "host1"},
+                                             {"ssh", "-p", "2222", "-i", "key", "host1"},
+                                             {"ssh", "-vp2222", "host1", "-l", "me"},
+                                             {"ssh", "-4", "--", "host1"},
+                                             {"ssh"}}) {
+    CAPTURE(argv.size());
+    try {
+      (void)patro::spawn(argv, on);
+      FAIL("no error");
+    } catch (const patro::Error& e) {
+      CHECK(e.code() == patro::Errc::invalid_argument);
+      CHECK(std::string(e.what()).find("remote command") != std::string::npos);
+    }
   }
 }
 
