@@ -691,7 +691,7 @@ std::vector<Proxy> spawn(std::vector<std::string> argv, const SpawnOptions& opti
     detail::Started s =
         detail::start_child(*program, ssh_argv, env_strings, options, deadline, watchdog, true);
     if (!s.config && s.errors.forward_failed()) {
-      int status = s.child->stop();
+      const int status = s.child->stop();
       if (attempt < detail::kForwardTries && std::chrono::steady_clock::now() < deadline) {
         PATRO_LOG(debug, "spawn") << "ssh could not listen on 127.0.0.1:" << far_port
                                   << " on the far host; trying another port";
