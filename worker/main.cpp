@@ -353,6 +353,11 @@ int main(int argc, char** argv) {
   // the well-known ones; patronize() prints the config on standard output for the parent.
   const char* spawned_env = std::getenv("PATRO_SPAWNED");
   const bool spawned = spawned_env != nullptr && std::string(spawned_env) == "1";
+  // Through an ssh forward (patro::spawn, README "Remote processes: spawn") the broker is the
+  // forward's end on this host's loopback: no embedded one.
+  if (const char* forward = std::getenv("PATRO_SPAWN_BROKER");
+      spawned && broker_args.empty() && forward != nullptr && *forward != '\0')
+    so.brokers.push_back(forward);
   if (spawned && app.count("--front") == 0) bo.frontend = "tcp://127.0.0.1:*";
   if (spawned && app.count("--back") == 0) bo.backend = "tcp://127.0.0.1:*";
   // One broker as before; several: each registered with (the first stays in so.broker, which

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,19 @@
 
 PATRO_PUBLIC_BEGIN
 namespace patro {
+
+/// Whether a spawn through ssh carries its connection through ssh's own port forwarding
+/// (SpawnOptions::ssh_forward; README "Remote processes: spawn").
+enum class SshForward : uint8_t {
+  /// On when argv[0] is ssh and no argument of its remote command is --broker (or
+  /// --broker=…): the far side then has no broker of its own to name.
+  automatic = 0,
+  /// On: argv is an ssh command line whatever argv[0] is called (a wrapper that takes ssh's
+  /// options and runs it).
+  on,
+  /// Off: the far side reaches a broker over TCP by itself (--broker tcp://hub:7171), as before.
+  off,
+};
 
 struct SpawnOptions {
   /// How long the process may take to print its config line.
@@ -33,16 +47,35 @@ struct SpawnOptions {
   std::chrono::milliseconds watchdog{0};
   /// How the proxies connect (as get_proxies' options).
   ClientOptions client;
+  /// Nothing open between the hosts but ssh: spawn runs a broker of its own on this host's
+  /// loopback (free ports), adds `-o ExitOnForwardFailure=yes -R 127.0.0.1:P:127.0.0.1:BACK` to
+  /// the ssh command (P: a free port on the far host's loopback, chosen at random and tried again
+  /// elsewhere if taken), and runs the remote command through
+  /// `env PATRO_SPAWNED=1 PATRO_SPAWN_BROKER=tcp://127.0.0.1:P PATRO_WATCHDOG_MS=MS`, so that
+  /// patronize() (patro-worker included) registers there, prints its config, leaves its direct
+  /// path off (its loopback is not this host's) and ends with the connection; an argument
+  /// holding `{broker}` gets that endpoint in its place. The proxies go through the broker only
+  /// (client.route automatic becomes Route::broker). The far side always has a watchdog: the
+  /// watchdog option, or forward_watchdog when that is zero. A stop closes ssh's standard input
+  /// and waits (stop_timeout) for the far side to end before it signals ssh.
+  SshForward ssh_forward = SshForward::automatic;
+  /// The far side's watchdog through a forward when watchdog is zero.
+  std::chrono::milliseconds forward_watchdog{10000};
+  /// The broker a forward runs on this host: its CURVE keys and allow lists, heartbeat and
+  /// limits (the far side then gives `--curve-key FILE --broker-key KEY`, and client the
+  /// client's keys). Its frontend and backend are always tcp://127.0.0.1:* (advertise unused).
+  BrokerOptions forward_broker;
 };
 
 /// Starts argv (argv[0] is searched in PATH when it holds no '/') and returns proxies to the
 /// objects of the config it prints, in their order, all on one connection.
 ///
 /// The child runs with PATRO_SPAWNED=1 in its environment, under which patronize() (and so
-/// patro-worker) prints its config as one line on standard output once serving; a program that
-/// does not see the variable (one started through ssh) prints it itself (patro-worker
-/// --config-out -). spawn reads the child's standard output up to the first line that parses as a
-/// config; every other line the child prints there is copied to this process's standard output.
+/// patro-worker) prints its config as one line on standard output once serving; through an ssh
+/// forward (SpawnOptions::ssh_forward) the far side gets it through env; a program that does not
+/// see the variable (ssh to a broker over TCP) prints it itself (patro-worker --config-out -).
+/// spawn reads the child's standard output up to the first line that parses as a config; every
+/// other line the child prints there is copied to this process's standard output.
 /// Its standard input is a pipe that stays open until the child is stopped (patro-worker
 /// --watch-stdin stops at its end: through ssh, the far side then stops with the connection).
 ///
@@ -57,8 +90,13 @@ struct SpawnOptions {
 /// start_timeout; the child is then stopped and reaped. Errors of get_proxies pass through.
 ///
 ///   auto ps = patro::spawn({"patro-worker", "queue", "jobs"});           // connect('-')
+///   auto ps = patro::spawn({"ssh", "host1", "patro-worker", "queue", "jobs"});  // ssh alone
 ///   auto ps = patro::spawn({"ssh", "host1", "patro-worker", "--watch-stdin", "--config-out", "-",
-///                           "--broker", "tcp://hub:7171", "queue", "jobs"}); // connect('host1')
+///                           "--broker", "tcp://hub:7171", "queue", "jobs"}); // a broker over TCP
+///
+/// Through an ssh forward (SpawnOptions::ssh_forward) also Error(invalid_argument) for an ssh
+/// command line with no remote command, and Error(server_unavailable) when ssh could not forward
+/// a port on the far host after several tries (its sshd's AllowTcpForwarding, PermitListen).
 std::vector<Proxy> spawn(std::vector<std::string> argv, const SpawnOptions& options = {});
 
 /// The process id of the child whose proxies p's connection belongs to; 0 if p did not come from

@@ -602,14 +602,27 @@ Config detail::patronize_values(const ServerOptions& options, std::vector<Named>
   // Read before anything starts: a bad PATRO_WATCHDOG_MS is an error, not a server left running.
   const std::chrono::milliseconds watchdog =
       options.watchdog.count() > 0 ? options.watchdog : detail::watchdog_from_environment();
-  auto server = std::make_shared<detail::Server>(options, std::move(objects));
+  // Started by patro::spawn through an ssh forward: the broker is the forward's end on this
+  // host's loopback (unless the program names its own), and the direct path, which would bind
+  // this host's loopback where the client cannot reach it, stays off.
+  ServerOptions effective = options;
+  const char* spawned = std::getenv("PATRO_SPAWNED");
+  const bool under_spawn = spawned != nullptr && std::string_view(spawned) == "1";
+  if (const char* forward = std::getenv("PATRO_SPAWN_BROKER");
+      under_spawn && forward != nullptr && *forward != '\0') {
+    if (effective.broker.empty() && effective.brokers.empty()) effective.broker = forward;
+    const bool only_forward = effective.brokers.empty()
+                                  ? effective.broker == forward
+                                  : effective.brokers == std::vector<std::string>{forward};
+    if (only_forward && effective.direct == "auto") effective.direct = "none";
+  }
+  auto server = std::make_shared<detail::Server>(effective, std::move(objects));
   Config cfg = server->start();
   cfg.attach_server(std::move(server));
   // Started by patro::spawn: the first server of the process tells its parent its config, as
   // one line on standard output, once serving.
   static std::atomic<bool> told{false};
-  const char* spawned = std::getenv("PATRO_SPAWNED");
-  if (spawned != nullptr && std::string_view(spawned) == "1" && !told.exchange(true)) {
+  if (under_spawn && !told.exchange(true)) {
     const std::string line = cfg.to_string() + "\n";
     std::fflush(stdout);  // what the program printed before goes first
     for (size_t done = 0; done < line.size();) {

@@ -25,13 +25,17 @@ using Clock = std::chrono::steady_clock;
 // with a clean stop (patro-worker: its logs and write-ahead logs) the chance to take it; a
 // process whose lanes hang in a method never finishes that stop, and _exit ends it.
 // A parent that stops its child closes its input first: the input's end is news, not an error.
+// Its output may lead nowhere now (through ssh, the connection that carried its standard output
+// and error is gone): a log line must not end it by SIGPIPE before its clean stop, so SIGPIPE is
+// ignored from here on, and the segments go before anything is written.
 [[noreturn]] void end_process(const std::string& why, std::chrono::milliseconds silence,
                               bool ended = false) {
+  ::signal(SIGPIPE, SIG_IGN);
+  LockTable::remove_owned();
   if (ended)
     PATRO_LOG(info, "watchdog") << why << ": ending this process";
   else
     PATRO_LOG(fatal, "watchdog") << why << ": ending this process";
-  LockTable::remove_owned();
   ::kill(::getpid(), SIGTERM);
   const auto grace = std::max<std::chrono::milliseconds>(std::chrono::seconds(1), silence);
   std::this_thread::sleep_for(grace);
