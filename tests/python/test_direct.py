@@ -594,7 +594,8 @@ class FakeCluster:
 
     SERVER = 0x5E
 
-    def __init__(self):
+    def __init__(self, locate_reply=None):
+        self.forged_locate_reply = locate_reply
         self.ctx = zmq.Context()
         self.broker = self.ctx.socket(zmq.ROUTER)
         self.broker.linger = 0
@@ -642,7 +643,8 @@ class FakeCluster:
                 elif cmd == codec.LOCATE:
                     self.locates += 1
                     self.broker.send_multipart([msg[0], codec.header(codec.LOCATE_REPLY),
-                                                msg[2], self._locate_reply()])
+                                                msg[2], self.forged_locate_reply
+                                                or self._locate_reply()])
                 elif cmd == codec.REQUEST:
                     self.brokered.append((codec.parse_u64(msg[3]),
                                           codec.parse_u64(msg[5]) if len(msg) > 5 else None))
@@ -699,4 +701,31 @@ def test_server_down_fails_what_was_sent_directly(procs):
         assert fake.locates == 2 and len(fake.direct) == 3
     finally:
         conn.close()
+        fake.close()
+
+
+@pytest.mark.parametrize("forged", [b"\x00\x00\x00\x00PTCT" + bytes(range(40)),
+                                    b"\x08\x00\x00\x00PTCT\xff\xff\xff\x7f", reply_body([1])],
+                         ids=["garbage", "offset out of range", "a reply"])
+def test_a_forged_locate_reply_leaves_the_calls_to_the_broker(procs, forged):
+    """A LOCATE_REPLY that cannot be read is no direct endpoint: route auto goes on through the
+    broker; route=direct fails the call with a clear ServerUnavailable, in bounded time."""
+    fake = FakeCluster(forged)
+    try:
+        for route in ("auto", "direct"):
+            conn = patro.connect(fake.endpoint, route=route, call_timeout=10, connect_timeout=5)
+            try:
+                p = patro.Proxy(conn, FakeCluster.SERVER, 1)
+                t0 = time.monotonic()
+                if route == "auto":
+                    assert [p.get() for _ in range(3)] == ["from the broker"] * 3
+                else:
+                    with pytest.raises(patro.ServerUnavailable) as e:
+                        p.get()
+                    assert "no direct endpoint" in str(e.value)
+                assert time.monotonic() - t0 < 5
+            finally:
+                conn.close()
+        assert fake.direct == []
+    finally:
         fake.close()
