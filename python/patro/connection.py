@@ -1060,7 +1060,17 @@ class Connection:
                     return
                 if ran:
                     slot.maybe_ran = True
-                if not self.options.retry:
+                if slot.lost_direct and not slot.idempotent():
+                    # Its direct connection closed with a copy in flight, and the broker has no
+                    # route to its server: its process is most likely gone (its lanes have no
+                    # connection), perhaps after running it. Sent on, it would reach a process
+                    # that replaces that one, whose reply cache does not know it: it could run
+                    # twice.
+                    slot.body = None
+                    self._complete(slot, errors.OutcomeUnknown(
+                        "server %016x: its direct connection closed and the broker has no route "
+                        "to it; the call may or may not have run" % slot.server))
+                elif not self.options.retry:
                     slot.body = msg[2]
                     self._complete(slot, None)
                 else:

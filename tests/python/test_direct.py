@@ -34,19 +34,21 @@ wire = codec.wire
 # --- helpers ---
 
 class Worker:
-    """A broker (heartbeat 100 ms, the given liveness) and a patro-worker with 2 lanes registered
-    with it, in tmp; start() (again, after a kill) waits for the worker's config."""
+    """A broker and a patro-worker with 2 lanes registered with it, in tmp, both with the default
+    heartbeat (1 s; the broker's liveness as given, 3 by default: a 3 s window, which is also the
+    clients' for their direct routes); start() (again, after a kill) waits for the worker's
+    config."""
 
     _count = 0
 
-    def __init__(self, procs, tmp, objects, extra=(), liveness=5, broker_extra=()):
+    def __init__(self, procs, tmp, objects, extra=(), liveness=3, broker_extra=()):
         self.procs = procs
         self.tmp = tmp
         self.objects = list(objects)
         self.extra = list(extra)
         Worker._count += 1
         self.name = "pytest-%d-direct-%d" % (os.getpid(), Worker._count)
-        self.broker, self.front, self.back = start_broker(procs, tmp, 100, liveness,
+        self.broker, self.front, self.back = start_broker(procs, tmp, 1000, liveness,
                                                           extra=list(broker_extra))
         self.config = os.path.join(tmp, "worker.conf")
         self.proc = None
@@ -55,7 +57,7 @@ class Worker:
         if os.path.exists(self.config):
             os.remove(self.config)
         self.proc = self.procs.start([program("worker"), "--broker", self.back, "--name",
-                                      self.name, "--heartbeat-ms", "100", "--threads", "2",
+                                      self.name, "--threads", "2",
                                       "--config-out", self.config] + self.extra + self.objects)
         if not wait_for_file(self.config, 30):
             pytest.fail("patro-worker did not write its config")
@@ -79,8 +81,9 @@ class Worker:
             c.close()
 
     def counts(self, pred=lambda s: True, **keys):
-        """The one server's counters, once pred holds for them (bounded: 5 s)."""
-        deadline = time.monotonic() + 5
+        """The one server's counters, once pred holds for them (bounded: 10 s; its heartbeats
+        bring them each second)."""
+        deadline = time.monotonic() + 10
         while True:
             servers = self.info(**keys)["servers"]
             if len(servers) == 1 and pred(servers[0]) or time.monotonic() > deadline:
@@ -448,7 +451,7 @@ def test_an_endpoint_nobody_answers_at_falls_back_to_the_broker(workers):
     try:
         for _ in range(50):
             n.call("add", 1)
-        time.sleep(0.7)  # past the broker's window (100 ms x 5): the route is given up
+        time.sleep(3.2)  # past the broker's window (1 s x 3): the route is given up
         for _ in range(50):
             n.call("add", 1)
         assert n.call("get") == 100
@@ -481,8 +484,8 @@ def test_kill_9_mid_calls_and_a_restart_every_call_runs_once(workers):
     the one in flight at the kill; none is lost. Then, as worker_restart_test's direct case: a
     call made after the kill is never sent to the dead process; it waits for the restart and runs
     there once."""
-    # A 60 s window (100 ms x 600): the broker still holds the dead process when calls are made.
-    w = workers(["counter", "n"], liveness=600)
+    # A 60 s window (1 s x 60): the broker still holds the dead process when calls are made.
+    w = workers(["counter", "n"], liveness=60)
     data = os.path.join(w.tmp, "data")
     w.extra = ["--data", data]
     w.start()
