@@ -597,8 +597,13 @@ class FakeCluster:
 
     SERVER = 0x5E
 
-    def __init__(self, locate_reply=None):
+    def __init__(self, locate_reply=None, no_route_once=False):
         self.forged_locate_reply = locate_reply
+        # Each request resent through the broker (with an attempt frame) is answered NO_ROUTE
+        # once, then as any other.
+        self.no_route_once = no_route_once
+        self.no_routed = set()
+        self.lane_dropped = threading.Event()
         self.ctx = zmq.Context()
         self.broker = self.ctx.socket(zmq.ROUTER)
         self.broker.linger = 0
@@ -649,11 +654,21 @@ class FakeCluster:
                                                 msg[2], self.forged_locate_reply
                                                 or self._locate_reply()])
                 elif cmd == codec.REQUEST:
-                    self.brokered.append((codec.parse_u64(msg[3]),
-                                          codec.parse_u64(msg[5]) if len(msg) > 5 else None))
+                    rid = codec.parse_u64(msg[3])
+                    self.brokered.append((rid, codec.parse_u64(msg[5]) if len(msg) > 5 else None))
+                    if self.no_route_once and len(msg) > 5 and rid not in self.no_routed:
+                        self.no_routed.add(rid)
+                        self.broker.send_multipart([msg[0], codec.header(codec.NO_ROUTE), msg[3],
+                                                    reply_body(error=(3, "server_unavailable: "
+                                                                      "no route", "", 0))])
+                        continue
                     self.broker.send_multipart([msg[0], codec.header(codec.REPLY), msg[3],
                                                 reply_body(["from the broker"])])
-            if self.lane in events:
+            if self.lane_dropped.is_set() and not self.lane.closed:
+                poller.unregister(self.lane)
+                self.lane.close()  # its peers see their connections close
+                continue
+            if not self.lane.closed and self.lane in events:
                 msg = self.lane.recv_multipart()
                 cmd = codec.parse_header(msg[1]) if len(msg) > 1 else None
                 if cmd == codec.HEARTBEAT:
@@ -731,4 +746,43 @@ def test_a_forged_locate_reply_leaves_the_calls_to_the_broker(procs, forged):
                 conn.close()
         assert fake.direct == []
     finally:
+        fake.close()
+
+
+def test_a_request_lost_with_its_direct_connection_then_no_route_is_outcome_unknown(procs):
+    """route auto: the direct connection closes with calls in flight on it; they go again through
+    the broker, which has no route for them (the lanes of a process that died have no connection):
+    the one that is not idempotent fails with OutcomeUnknown at once (it may have run, and sent on
+    to a restarted process it could run twice); the idempotent one is sent again and answered."""
+    fake = FakeCluster(no_route_once=True)
+    conn = patro.connect(fake.endpoint, call_timeout=20, connect_timeout=5)
+    try:
+        p = patro.Proxy(conn, FakeCluster.SERVER, 1)
+        assert p.get() == "from the broker"  # and a LOCATE: the route comes up meanwhile
+        deadline = time.monotonic() + 10
+        call = None
+        while not fake.direct and time.monotonic() < deadline:
+            call = p.call_async("m", 1)  # through the broker until the route is active
+            if not fake.direct and call.wait(1):
+                call = None
+            time.sleep(0.02)
+        assert len(fake.direct) == 1 and call is not None
+        get = p.get_async()
+        while len(fake.direct) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.direct) == 2
+        t0 = time.monotonic()
+        fake.lane_dropped.set()
+        with pytest.raises(patro.OutcomeUnknown) as e:
+            call.result()
+        assert "no route" in str(e.value)
+        assert get.result() == "from the broker"
+        assert time.monotonic() - t0 < 10
+        attempts = {}
+        for rid, attempt in fake.brokered:
+            attempts.setdefault(rid, []).append(attempt)
+        assert attempts[fake.direct[0]] == [2]  # once through the broker: NO_ROUTE ended it
+        assert attempts[fake.direct[1]] == [2, 3]
+    finally:
+        conn.close()
         fake.close()
