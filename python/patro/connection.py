@@ -107,7 +107,7 @@ def random_id():
 
 
 _SCALARS = frozenset([type(None), bool, int, float, str, bytes])
-_DIRECT_HWM = 100000  # a direct socket's high-water marks, as the broker socket's
+_DIRECT_HWM = 100000  # a direct socket's high-water marks, as the broker socket's, at least
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -754,7 +754,7 @@ class Connection:
                                              "(route=direct)" % server)
                     return
                 if way == direct.DIRECT:
-                    if self._send_direct(self._direct_socks[server], frames, server):
+                    if self._send_direct(self._direct_socks[server], frames):
                         slot.sent = slot.sent_direct = True
                         return
                     # The direct connection is closed: the request never left, so it goes as the
@@ -777,27 +777,13 @@ class Connection:
                     return True
         return False
 
-    def _direct_in_flight(self, server):
-        with self._mu:
-            return sum(1 for s in self._slots.values()
-                       if s.server == server and not s.done and s.sent and s.sent_direct)
-
-    def _direct_closed(self, server):
-        # With ZMQ_IMMEDIATE a socket queues nothing while it has no connection; a full queue (a
-        # high-water mark's worth of requests in flight) refuses too, and is waited for.
-        return self._direct_in_flight(server) < _DIRECT_HWM // 2
-
-    def _send_direct(self, sock, frames, server):
+    def _send_direct(self, sock, frames):
+        """Whether the request left. With ZMQ_IMMEDIATE a socket queues nothing while it has no
+        connection; its queue holds twice max_in_flight (at least), so it is never full, and a
+        refusal means that the connection is closed (C++ waits for room where its queue can
+        fill)."""
         try:
             _send(sock, frames)
-            return True
-        except zmq.Again:
-            if self._direct_closed(server):
-                return False
-        except zmq.ZMQError:
-            return False
-        try:
-            sock.send_multipart(frames)  # a full queue: wait for room
             return True
         except zmq.ZMQError:
             return False
@@ -834,8 +820,9 @@ class Connection:
         s = self._ctx.socket(zmq.DEALER)
         try:
             s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.SNDHWM, _DIRECT_HWM)
-            s.setsockopt(zmq.RCVHWM, _DIRECT_HWM)
+            hwm = min(max(_DIRECT_HWM, 2 * self.options.max_in_flight + 64), (1 << 31) - 1)
+            s.setsockopt(zmq.SNDHWM, hwm)
+            s.setsockopt(zmq.RCVHWM, hwm)
             s.setsockopt(zmq.ROUTING_ID, b"p" + secrets.token_bytes(8))
             s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
                                              (1 << 31) - 1))
@@ -888,8 +875,8 @@ class Connection:
             except zmq.ZMQError:
                 sent = False
             # Not connected: a probe (the connection is still being made) goes again soon; a live
-            # route's connection closed.
-            if not sent and routes.beat_unsent(server, now) and self._direct_closed(server):
+            # route's connection closed (its queue is never full: _send_direct).
+            if not sent and routes.beat_unsent(server, now):
                 failed.append((server, "its direct connection is closed"))
         for server, why in failed:
             self._route_failed(server, why)
