@@ -9,13 +9,15 @@ shared machine touches both alike:
           once beforehand ([hdr][object id][request id][body]) through the same broker to the same
           server, and takes the reply frames without decoding them (it skips the broker's
           heartbeats, and checks a sequential reply's request id).
-  patro:  the patro package: p.at("abc").get() (sequential), and get_async() futures.
+  patro:  the patro package: p.at("abc").get() (sequential), and get_async() futures, through
+          the broker as the floor goes (--route broker, the default here; --route auto or direct
+          measures the client's direct path against the same brokered floor).
 
 Cases: sequential get (p50, p99 over every round), and a rate with 64 requests in flight. Every
 loop is bounded in count and in time. Usage:
 
     /usr/bin/python3 tools/py_bench.py [--build build] [--rounds 4] [--seq 2000] [--pipe 20000]
-                                       [--json]
+                                       [--json] [--route broker|auto|direct]
 """
 import argparse
 import collections
@@ -55,6 +57,8 @@ def main():
     ap.add_argument("--in-flight", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=20.0, help="bound on each phase")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--route", default="broker", choices=("broker", "auto", "direct"),
+                    help="the patro client's route (the floor always goes through the broker)")
     a = ap.parse_args()
 
     sys.path[:0] = [os.path.join(ROOT, "python"), os.path.join(a.build, "python")]
@@ -82,7 +86,7 @@ def main():
         if not wait_for_file(conf):
             raise SystemExit("the server did not start")
 
-        h = patro.get_proxies(conf)[0]
+        h = patro.get_proxies(conf, route=a.route)[0]
         p = h.at("abc")
         assert p.get() == 123
         server, obj = h.id

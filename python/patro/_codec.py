@@ -497,7 +497,8 @@ def decode_control(body):
             raise errors.BadMessage("a control message without a body")
         cls = {wire.ControlBody.Welcome: wire.Welcome,
                wire.ControlBody.LookupReply: wire.LookupReply,
-               wire.ControlBody.BrokerInfoReply: wire.BrokerInfoReply}.get(t)
+               wire.ControlBody.BrokerInfoReply: wire.BrokerInfoReply,
+               wire.ControlBody.LocateReply: wire.LocateReply}.get(t)
         if cls is None:
             raise errors.BadMessage("an unexpected control message (type %d)" % t)
         obj = cls()
@@ -541,6 +542,20 @@ class _Checked:
                 raise errors.BadMessage("a control message that cannot be read (%s): %s"
                                         % (name, e)) from None
         return read
+
+
+def decode_locate_reply(body):
+    """(server id, endpoints, server key) of a LOCATE_REPLY's body: the server's lanes' direct
+    endpoints in lane order ("" for a lane without one; none: no direct path) and, under CURVE,
+    the server's public key (Z85; "" in plaintext)."""
+    t, lr = decode_control(body)
+    if t != wire.ControlBody.LocateReply:
+        raise errors.BadMessage("the answer to a locate was not a locate reply")
+    n = lr.EndpointsLength()
+    if n * 4 > len(body):
+        raise errors.BadMessage("a locate reply's endpoints run past the end of the message")
+    endpoints = [_str(lr.Endpoints(i)) for i in range(n)]
+    return lr.Server(), endpoints, _str(lr.ServerKey())
 
 
 def decode_binding(nb):

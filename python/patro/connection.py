@@ -1,5 +1,7 @@
 """A client connection to a Patro broker: one ZeroMQ DEALER socket, many requests in flight,
 replies matched by request id; the same rules as the C++ client (libpatro/src/client/connection.cpp).
+The direct path (README "The direct path"): a DEALER per server whose lane answered, which the
+thread that drives the broker socket drives too; patro.direct decides where each request goes.
 
 There is no I/O thread: the thread that waits for a reply drives the socket itself while it holds
 the I/O lock (leader/follower); others queue their frames in an outbox and wake the holder. A small
@@ -23,6 +25,7 @@ import zmq
 
 from . import _codec as codec
 from . import curve
+from . import direct
 from . import errors
 
 Op = codec.Op
@@ -38,7 +41,14 @@ class ClientOptions:
                  max_in_flight=10000, oneway_window=8192, oneway_batch=256,
                  oneway_batch_bytes=64 << 10, oneway_delay=0.001, retry=True,
                  retry_backoff=0.02, broker_key="", client_public_key="",
-                 client_secret_key="", curve_key=""):
+                 client_secret_key="", curve_key="", route="auto"):
+        # Which way requests go (C++ ClientOptions::route; README "The direct path"): "auto",
+        # straight to their server when it can be reached (it advertised a direct endpoint and
+        # answers there), through the broker otherwise and whenever the direct connection fails;
+        # "direct", straight to the server only (a call to a server that cannot be reached
+        # directly fails with ServerUnavailable); "broker", through the broker only. A config's
+        # route applies when this is "auto".
+        self.route = _check_route(route)
         self.call_timeout = float(call_timeout)
         self.connect_timeout = float(connect_timeout)
         self.max_lock_wait = float(max_lock_wait)
@@ -77,7 +87,15 @@ class ClientOptions:
                 raise TypeError("unknown client option %r" % k)
             setattr(o, k, "" if v is None and isinstance(o.__dict__[k], str)
                     else type(o.__dict__[k])(v))
+        _check_route(o.route)
         return o
+
+
+def _check_route(route):
+    try:
+        return direct.check_route(route)
+    except ValueError as e:
+        raise errors.InvalidArgument(str(e)) from None
 
 
 def random_id():
@@ -89,6 +107,7 @@ def random_id():
 
 
 _SCALARS = frozenset([type(None), bool, int, float, str, bytes])
+_DIRECT_HWM = 100000  # a direct socket's high-water marks, as the broker socket's, at least
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -107,7 +126,7 @@ def _send(sock, frames):
 class _Slot:
     __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway",
                  "frames", "control", "attempts", "maybe_ran", "retry_at", "no_route_since",
-                 "backoff", "callbacks")
+                 "backoff", "callbacks", "sent", "sent_direct", "lost_direct")
 
     def __init__(self, request_id, server, op, deadline, frames=None, control=False):
         self.request_id = request_id
@@ -128,6 +147,9 @@ class _Slot:
         self.no_route_since = None
         self.backoff = 0.0
         self.callbacks = None  # Connection.on_done's, run once answered
+        self.sent = False  # it left (not queued, nor held for its direct route)
+        self.sent_direct = False  # it left by the direct path (its last copy did)
+        self.lost_direct = False  # a copy went directly and its connection died with it
 
     def idempotent(self):
         return not self.oneway and self.op in codec.IDEMPOTENT
@@ -244,6 +266,7 @@ class Connection:
                 raise _bad_endpoint(b, why)
         self.options = options or ClientOptions()
         o = self.options
+        self.route = _check_route(o.route)
         # CURVE (C++ resolve_curve): ("", None) for plaintext; raises before anything is opened.
         self._curve_broker_key, self._curve_keys = curve.resolve(
             o.broker_key, curve.KeyPair(o.client_public_key, o.client_secret_key), o.curve_key)
@@ -297,6 +320,11 @@ class Connection:
         # servers on the heartbeat thread's next turn (libpatro's ReleaseQueue).
         self._released = collections.deque()
         self.released = 0  # Release calls sent so far
+        # The direct path (patro.direct; guarded by _io): each server's route, and the socket to
+        # the lane of each server whose route is probing or live.
+        self._routes = direct.DirectRoutes(self.route) if self.route != "broker" else None
+        self._direct_socks = {}
+        self.direct_replies = 0  # answers that came straight from their server
         _live.add(self)
 
     # --- life ---
@@ -439,6 +467,11 @@ class Connection:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(5)
         with self._io:
+            if self._routes is not None:
+                self._routes.clear()
+            for sock in self._direct_socks.values():
+                sock.close(0)
+            self._direct_socks.clear()
             if self._sock is not None:
                 try:
                     self._sock.send_multipart([codec.header(codec.DISCONNECT)], zmq.NOBLOCK)
@@ -511,7 +544,7 @@ class Connection:
                   codec.u64_frame(rid), body]
         slot = self._new_slot(rid, server, op, deadline, frames)
         self._servers.add(server)
-        self._submit(frames)
+        self._submit(frames, slot)
         return slot
 
     def results(self, slot, make_ref):
@@ -537,7 +570,7 @@ class Connection:
         frames = [codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
                   codec.u64_frame(rid), body]
         slot = self._new_slot(rid, server, None, time.monotonic() + timeout, frames)
-        self._submit(frames)
+        self._submit(frames, slot)
         self._await(slot)
         return self.results(slot, self._plain_ref)
 
@@ -550,7 +583,7 @@ class Connection:
         frames = [codec.header(command), codec.u64_frame(rid), body]
         slot = self._new_slot(rid, 0, None, time.monotonic() + self.options.call_timeout, frames,
                               True)
-        self._submit(frames)
+        self._submit(frames, slot)
         self._await(slot)
         if slot.error is not None:
             raise slot.error
@@ -574,7 +607,9 @@ class Connection:
             "servers": [{"server_id": r.Servers(i).ServerId(), "lanes": r.Servers(i).Lanes(),
                          "clients": r.Servers(i).Clients(),
                          "dedup_hits": r.Servers(i).DedupHits(),
-                         "expired": r.Servers(i).Expired()} for i in range(r.ServersLength())],
+                         "expired": r.Servers(i).Expired(), "direct": r.Servers(i).Direct(),
+                         "brokered": r.Servers(i).Brokered()}
+                        for i in range(r.ServersLength())],
             "routed": r.Routed(), "replies": r.Replies(), "dropped": r.Dropped(),
             "rejected": r.Rejected(), "clients": r.Clients(), "servers_now": r.ServersNow(),
             "retried": r.Retried(), "dedup_hits": r.DedupHits(), "expired": r.Expired(),
@@ -646,12 +681,12 @@ class Connection:
             self._generation += 1
             self._cv.notify_all()
 
-    def _submit(self, frames):
+    def _submit(self, frames, slot=None):
         if self._batch_calls:
             self._seal()  # requests go in the order they were made: the open batch first
-        self._submit_raw(frames)
+        self._submit_raw(frames, slot)
 
-    def _submit_raw(self, frames):
+    def _submit_raw(self, frames, slot=None):
         if self._closed:
             raise errors.Disconnected("the connection is closed")
         if not self._outbox and self._io.acquire(blocking=False):
@@ -659,9 +694,7 @@ class Connection:
             try:
                 if self._sock is None:
                     raise errors.Disconnected("the connection is closed")
-                _send(self._sock, frames)
-            except zmq.ZMQError:
-                pass  # the request times out at its deadline
+                self._send_out(frames, slot)
             finally:
                 self._io.release()
             while self._outbox and self._io.acquire(blocking=False):
@@ -671,7 +704,7 @@ class Connection:
                     self._io.release()
             return
         with self._mu:
-            self._outbox.append(frames)
+            self._outbox.append((frames, slot))
         if self._io.acquire(blocking=False):
             try:
                 self._flush()
@@ -684,18 +717,222 @@ class Connection:
                 pass
 
     def _flush(self):
-        sock = self._sock
         while True:
             with self._mu:
                 if not self._outbox:
                     return
-                frames = self._outbox.popleft()
+                frames, slot = self._outbox.popleft()
+            self._send_out(frames, slot)
+
+    # --- the direct path (C++ Connection::send_out, on_locate_reply, tend_routes, route_failed) ---
+
+    def _send_out(self, frames, slot):
+        """Sends a request (slot: its slot, None for a message of the connection's own) by the way
+        its server's route says now: through the broker, directly, held until the route is live
+        (route "direct"), or refused. Requires _io."""
+        sock = self._sock
+        if sock is None:
+            return
+        if slot is not None:
+            if slot.done:
+                return  # it timed out while it waited to go
+            server = slot.server
+            if self._routes is not None and server and not slot.control:
+                r = self._routes.routes.get(server)
+                if r is not None and r.active:  # what choose() says of an active route, sooner
+                    way = direct.DIRECT
+                else:
+                    way, locate = self._routes.choose(server, time.monotonic(), self._window,
+                                                      lambda: self._brokered_in_flight(server))
+                    if locate:
+                        self._locate(server)
+                if way == direct.HOLD:
+                    self._routes.hold(server, (frames, slot))
+                    return
+                if way == direct.REFUSE:
+                    self._fail_slots([slot], "server %016x cannot be reached directly "
+                                             "(route=direct)" % server)
+                    return
+                if way == direct.DIRECT:
+                    if self._send_direct(self._direct_socks[server], frames):
+                        slot.sent = slot.sent_direct = True
+                        return
+                    # The direct connection is closed: the request never left, so it goes as the
+                    # route now says (through the broker, or held until the server is located
+                    # again), after those in flight on the closed connection.
+                    self._route_failed(server, "its direct connection is closed")
+                    self._send_out(frames, slot)
+                    return
+            slot.sent = True
+            slot.sent_direct = False
+        try:
+            _send(sock, frames)
+        except zmq.ZMQError:
+            pass  # the request times out at its deadline
+
+    def _brokered_in_flight(self, server):
+        with self._mu:
+            for s in self._slots.values():
+                if s.server == server and not s.done and s.sent and not s.sent_direct:
+                    return True
+        return False
+
+    def _send_direct(self, sock, frames):
+        """Whether the request left. With ZMQ_IMMEDIATE a socket queues nothing while it has no
+        connection; its queue holds twice max_in_flight (at least), so it is never full, and a
+        refusal means that the connection is closed (C++ waits for room where its queue can
+        fill)."""
+        try:
+            _send(sock, frames)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def _locate(self, server):
+        """Asks the broker where server takes requests directly (it also tells the broker, and
+        through it the server, that we talk to that server). Requires _io."""
+        try:
+            self._sock.send_multipart([codec.header(codec.LOCATE), codec.u64_frame(server),
+                                       codec.locate_body(server)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # a locating route asks again after the broker's window
+
+    def _on_locate_reply(self, msg):
+        """[server id][Control(LocateReply)]: opens a socket to one of the server's lanes, which
+        the route then probes. Requires _io."""
+        routes = self._routes
+        server = codec.parse_u64(msg[1]) if routes is not None and len(msg) == 3 else None
+        if server is None or not routes.locating(server):
+            return
+        try:
+            _, endpoints, server_key = codec.decode_locate_reply(msg[2])
+        except errors.Error:
+            endpoints, server_key = [], ""
+        endpoint = direct.DirectRoutes.pick_endpoint(endpoints, self.client_id)
+        id_text = "server %016x" % server
+        if not endpoint:
+            return self._route_failed(server, id_text + " has no direct endpoint")
+        secure = self._curve_keys is not None
+        # Under CURVE the broker vouched for our key to the server and hands us the server's.
+        if secure and not curve.is_curve_key(server_key):
+            return self._route_failed(server, id_text + ": the broker gave no key for its direct "
+                                      "path (a broker older than the direct path under CURVE)")
+        s = self._ctx.socket(zmq.DEALER)
+        try:
+            s.setsockopt(zmq.LINGER, 0)
+            hwm = min(max(_DIRECT_HWM, 2 * self.options.max_in_flight + 64), (1 << 31) - 1)
+            s.setsockopt(zmq.SNDHWM, hwm)
+            s.setsockopt(zmq.RCVHWM, hwm)
+            s.setsockopt(zmq.ROUTING_ID, b"p" + secrets.token_bytes(8))
+            s.setsockopt(zmq.MAXMSGSIZE, min(self.options.max_message_size * 2 + 65536,
+                                             (1 << 31) - 1))
+            if secure:
+                s.curve_serverkey = server_key.encode("ascii")  # the peer's key: the server's
+                s.curve_publickey = self._curve_keys.public_key.encode("ascii")
+                s.curve_secretkey = self._curve_keys.secret_key.encode("ascii")
+            # Nothing is queued for a connection not made, or one that closed: a request sent to
+            # a process that died is refused at once (and goes another way) instead of waiting in
+            # the socket, where it could only fail later as outcome_unknown.
+            s.setsockopt(zmq.IMMEDIATE, 1)
+            s.connect(endpoint)
+        except (zmq.ZMQError, UnicodeError) as e:
+            s.close(0)
+            return self._route_failed(server, "cannot connect to %s: %s" % (endpoint, e))
+        self._direct_socks[server] = s
+        self._poller.register(s, zmq.POLLIN)
+        routes.probing(server, time.monotonic())
+
+    def _dispatch_direct(self, server, msg):
+        """A message from server's direct socket: a reply ([hdr][request id][body]) or the
+        answer to a heartbeat ([hdr]). Requires _io."""
+        heard = self._routes.heard(server, time.monotonic())
+        if not heard.known:
+            return
+        if heard.up:
+            # route "direct": nothing went through the broker; the held requests go now, in order.
+            for frames, slot in heard.ready:
+                self._send_out(frames, slot)
+        if len(msg) == 3 and codec.parse_header(msg[0]) == codec.REPLY:
+            self._answer(msg, True)
+
+    def _tend_routes(self, now):
+        """The routes' timers: LOCATEs asked again, heartbeats on the direct sockets, silent
+        routes failed. When to come back. Requires _io."""
+        routes = self._routes
+        if now < routes.next_check():
+            return routes.next_check()
+        locate, beat, failed = routes.tend(now, self._window, self._hb_interval)
+        for server in locate:
+            self._locate(server)
+        for server in beat:
+            sock = self._direct_socks.get(server)
             if sock is None:
                 continue
             try:
-                _send(sock, frames)
+                sock.send_multipart([codec.header(codec.HEARTBEAT),
+                                     codec.u64_frame(self.client_id)], zmq.NOBLOCK)
+                sent = True
             except zmq.ZMQError:
-                pass  # the request times out at its deadline
+                sent = False
+            # Not connected: a probe (the connection is still being made) goes again soon; a live
+            # route's connection closed (its queue is never full: _send_direct).
+            if not sent and routes.beat_unsent(server, now):
+                failed.append((server, "its direct connection is closed"))
+        for server, why in failed:
+            self._route_failed(server, why)
+        return routes.next_check()
+
+    def _close_direct(self, server):
+        sock = self._direct_socks.pop(server, None)
+        if sock is not None:
+            try:
+                self._poller.unregister(sock)
+            except KeyError:
+                pass
+            sock.close(0)
+
+    def _route_failed(self, server, why):
+        """server's direct route failed: its socket closes, and the requests in flight on it go
+        again through the broker, in their order, before anything later (the server's reply
+        cache answers those that ran); route "direct": they fail, and so do those held for it.
+        Requires _io."""
+        failure = self._routes.fail(server, time.monotonic(), self._hb_interval)
+        if not failure.known:
+            return
+        self._close_direct(server)
+        with self._mu:
+            lost = [s for s in self._slots.values()
+                    if s.server == server and not s.done and s.sent and s.sent_direct]
+            for slot in lost:
+                slot.maybe_ran = True
+                slot.lost_direct = True
+                slot.retry_at = None
+        lost.sort(key=lambda s: s.request_id)
+        text = "server %016x: %s" % (server, why)
+        if self.route == "direct":
+            self._fail_slots([slot for _, slot in failure.held if slot is not None],
+                             text + " (route=direct)")
+            self._fail_slots(lost, text + " (route=direct); the call may or may not have run")
+            return
+        self._send_again([slot for slot in lost if slot.frames is not None])
+        self._fail_slots([slot for slot in lost if slot.frames is None],
+                         text + "; the call may or may not have run (retries are off)")
+
+    def _fail_slots(self, slots, why):
+        """Fails the slots: outcome_unknown where a copy may have run and the operation is not
+        idempotent, server_unavailable otherwise."""
+        if not slots:
+            return
+        with self._mu:
+            for slot in slots:
+                if slot.done:
+                    continue
+                slot.body = None
+                if slot.maybe_ran and not slot.idempotent():
+                    self._complete(slot, errors.OutcomeUnknown(why))
+                else:
+                    self._complete(slot, errors.ServerUnavailable(why))
+            self._cv.notify_all()
 
     def _pump(self, done, until, read_first):
         """Socket work by the holder of the I/O lock until done() or until."""
@@ -703,6 +940,15 @@ class Connection:
         if sock is None:
             return
         readable = read_first
+        # The direct sockets to read: all of them on a first pass that reads, then those the poll
+        # saw readable.
+        direct_ready = list(self._direct_socks) if read_first else ()
+        if direct_ready:
+            # Answers come by the direct sockets now: the broker's is read on this first pass
+            # only if it holds something (a receive that finds nothing raises, which costs more
+            # than asking), or to find out whether it went silent.
+            readable = (bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+                        or time.monotonic() - self._last_heard > self._window)
         while True:
             self._flush()
             now = time.monotonic()
@@ -733,6 +979,20 @@ class Connection:
                 with self._mu:
                     if done():
                         return
+            for server in direct_ready:
+                for _ in range(256):
+                    # Looked up each time: a message may change the routes.
+                    dsock = self._direct_socks.get(server)
+                    if dsock is None:
+                        break
+                    try:
+                        msg = dsock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._dispatch_direct(server, msg)
+                    with self._mu:
+                        if done():
+                            return
             if readable and not got and now - self._last_heard > self._window:
                 text = ("the broker at %s has been silent for more than %d ms"
                         % (self.endpoint, self._window * 1000))
@@ -742,6 +1002,9 @@ class Connection:
                     # Requests wait for it until their deadlines, and are resent when it is back.
                     self._broker_silent = True
                 self._last_heard = now  # each call after this gets its own full window
+            route_check = float("inf")
+            if self._routes is not None and len(self._routes):
+                route_check = self._tend_routes(now)
             self._resend_due(now)
             with self._mu:
                 if done():
@@ -749,7 +1012,8 @@ class Connection:
             now = time.monotonic()
             if now >= until:
                 return
-            wait_ms = int((min(until, self._next_hb, self._next_retry) - now) * 1000) + 1
+            limit = min(until, self._next_hb, self._next_retry, route_check)
+            wait_ms = max(0, int((limit - now) * 1000) + 1)
             events = dict(self._poller.poll(wait_ms))
             if self._wake_r in events:
                 try:
@@ -758,7 +1022,10 @@ class Connection:
                     pass
                 self._flush()
                 return  # someone else wants the socket: let them have a turn
-            readable = True  # readable, or the poll timed out (a read says if the broker is silent)
+            direct_ready = [server for server, dsock in self._direct_socks.items()
+                            if dsock in events] if self._direct_socks else ()
+            # Readable, or the poll timed out (a read says if the broker is silent).
+            readable = sock in events or not direct_ready
 
     def _dispatch(self, msg):
         cmd = codec.parse_header(msg[0]) if msg else None
@@ -780,7 +1047,17 @@ class Connection:
                     return
                 if ran:
                     slot.maybe_ran = True
-                if not self.options.retry:
+                if slot.lost_direct and not slot.idempotent():
+                    # Its direct connection closed with a copy in flight, and the broker has no
+                    # route to its server: its process is most likely gone (its lanes have no
+                    # connection), perhaps after running it. Sent on, it would reach a process
+                    # that replaces that one, whose reply cache does not know it: it could run
+                    # twice.
+                    slot.body = None
+                    self._complete(slot, errors.OutcomeUnknown(
+                        "server %016x: its direct connection closed and the broker has no route "
+                        "to it; the call may or may not have run" % slot.server))
+                elif not self.options.retry:
                     slot.body = msg[2]
                     self._complete(slot, None)
                 else:
@@ -790,16 +1067,10 @@ class Connection:
                     self._retry_later(slot, time.monotonic())
                 self._cv.notify_all()
         elif cmd in (codec.REPLY, codec.WELCOME, codec.LOOKUP_REPLY, codec.BROKER_INFO_REPLY):
-            if len(msg) != 3:
-                return
-            rid = codec.parse_u64(msg[1])
-            with self._mu:
-                slot = self._slots.get(rid)
-                if slot is None:
-                    return  # late: its caller gave up
-                slot.body = msg[2]
-                self._complete(slot, None)
-                self._cv.notify_all()
+            if len(msg) == 3:
+                self._answer(msg, False)
+        elif cmd == codec.LOCATE_REPLY:
+            self._on_locate_reply(msg)
         elif cmd == codec.SERVER_DOWN:
             # [server id]([request ids]): the broker names the requests the process that went
             # had (those sent since may be a restarted one's); one that names none fails them all.
@@ -810,8 +1081,13 @@ class Connection:
                     return
                 only = set(struct.unpack(">%dQ" % (len(msg[2]) // 8), msg[2]))
             if server is not None:
+                # Those sent to it directly went to the process that went, whatever the list.
                 self._fail_pending(errors.ServerUnavailable(
                     "server %016x went away while the call was in flight" % server), server, only)
+                # Its direct endpoints went with it: located again on the next request.
+                if self._routes is not None and self._routes.forget(server):
+                    self._close_direct(server)
+                self._servers.discard(server)
         elif cmd == codec.DISCONNECT:
             # The broker does not know us (it restarted): say hello again.
             try:
@@ -829,7 +1105,13 @@ class Connection:
                 if restarted and self.options.retry:
                     self._resend_all("the broker restarted")
                 if restarted:
-                    for server in list(self._servers):
+                    # A new broker learns again which servers we talk to, and each server that we
+                    # are still here (CLIENT_AT): it releases the locks of clients that do not
+                    # come back.
+                    servers = set(self._servers)
+                    if self._routes is not None:
+                        servers.update(self._routes.not_dead())
+                    for server in servers:
                         try:
                             self._sock.send_multipart(
                                 [codec.header(codec.LOCATE), codec.u64_frame(server),
@@ -837,6 +1119,19 @@ class Connection:
                         except zmq.ZMQError:
                             pass
         # Other heartbeats: being heard is all they say.
+
+    def _answer(self, msg, direct_path):
+        """[hdr][request id][body]: the answer of a request, through the broker or directly."""
+        rid = codec.parse_u64(msg[1])
+        with self._mu:
+            slot = self._slots.get(rid)
+            if slot is None:
+                return  # late: its caller gave up
+            slot.body = msg[2]
+            if direct_path and not slot.control:
+                self.direct_replies += 1
+            self._complete(slot, None)
+            self._cv.notify_all()
 
     def _complete(self, slot, error):
         """Marks a slot answered (requires _mu)."""
@@ -977,7 +1272,7 @@ class Connection:
                 return
             self._slots[rid] = slot
             self._oneway_unacked += n
-        self._submit_raw(frames)
+        self._submit_raw(frames, slot)
 
     def _settle_batch(self, slot):
         """A batch's acknowledgement came, or its error (requires _mu)."""
@@ -1008,7 +1303,12 @@ class Connection:
             for slot in list(self._slots.values()):
                 if slot.done or (server is not None and slot.server != server):
                     continue
-                if only is not None and slot.request_id not in only:
+                # Sent directly, it went to the process that went, whatever the list says; so did
+                # a copy lost with its direct connection and resent through the broker, which
+                # has no route for it (the lanes of a process that died have no connection) until
+                # a restart replaces that process: sent there, it would run a second time.
+                if (only is not None and slot.request_id not in only and not slot.sent_direct
+                        and not slot.lost_direct):
                     continue
                 unavailable = isinstance(error, errors.ServerUnavailable)
                 if unavailable and slot.idempotent() and slot.frames is not None:
@@ -1073,7 +1373,10 @@ class Connection:
         """The broker restarted or came back: every request in flight may have been lost; sends
         them all again, in the order they were made. Requires _io."""
         with self._mu:
-            lost = [s for s in self._slots.values() if not s.done and s.frames is not None]
+            # Those sent directly did not pass the broker: its fault lost none of them; nor those
+            # not sent yet (queued, or held for their direct route).
+            lost = [s for s in self._slots.values()
+                    if not s.done and s.frames is not None and s.sent and not s.sent_direct]
             for slot in lost:
                 slot.maybe_ran = True
                 slot.retry_at = None
@@ -1105,6 +1408,11 @@ class Connection:
         """Sends the slots again with the same request ids, after what was queued before them.
         Requires _io."""
         self._flush()
+        self._send_again(slots)
+
+    def _send_again(self, slots):
+        """Sends the slots again through the broker, with the same request ids and their next
+        attempt numbers. Requires _io."""
         sock = self._sock
         for slot in slots:
             with self._mu:
@@ -1112,6 +1420,8 @@ class Connection:
                     continue
                 slot.attempts += 1
                 attempt = slot.attempts
+                slot.sent = True
+                slot.sent_direct = False
             frames = slot.frames if slot.control else slot.frames + [codec.u64_frame(attempt)]
             self.retries += 1
             if sock is None:

@@ -18,13 +18,15 @@ class Config:
     text is one JSON object, as C++ ``patro::Config::to_string()`` / ``to_file()`` write it.
     With CURVE it carries the broker's public key (``broker_key``), and where the operator asked
     for one a client key pair (``client_key``, a patro.curve.KeyPair; the file is then a
-    secret)."""
+    secret). ``route`` ("auto", "direct", "broker"; "" for none) says how its clients send
+    requests (the direct path), unless a client's own options say otherwise."""
 
-    def __init__(self, brokers, objects, broker_key="", client_key=None):
+    def __init__(self, brokers, objects, broker_key="", client_key=None, route=""):
         self.brokers = list(brokers)
         self.objects = list(objects)  # dicts: server, object, type_name, reftype
         self.broker_key = broker_key
         self.client_key = client_key or curve.KeyPair()
+        self.route = route
 
     @classmethod
     def parse(cls, text):
@@ -65,7 +67,11 @@ class Config:
         if not client_key.empty() and not (curve.is_curve_key(client_key.public_key)
                                            and curve.is_curve_key(client_key.secret_key)):
             raise errors.BadConfig("config client key pair is not two Z85 CURVE keys")
-        return cls(brokers, objects, broker_key, client_key)
+        route = c.get("route") or ""
+        if route not in ("", "auto", "direct", "broker"):
+            raise errors.BadConfig("config route '%s' is not one of auto, direct, broker"
+                                   % str(route)[:40])
+        return cls(brokers, objects, broker_key, client_key, route)
 
     @classmethod
     def from_file(cls, path):
@@ -85,11 +91,16 @@ class Config:
         if not self.client_key.empty():
             c["client_public_key"] = self.client_key.public_key
             c["client_secret_key"] = self.client_key.secret_key
+        if self.route:
+            c["route"] = self.route
         return json.dumps(c, separators=(",", ":"))
 
     def options(self, options):
-        """options with this config's CURVE keys where they name none (C++ get_proxies)."""
+        """options with this config's CURVE keys where they name none, and its route where they
+        say "auto" (C++ get_proxies)."""
         changes = {}
+        if options.route == "auto" and self.route:
+            changes["route"] = self.route
         if not options.broker_key and self.broker_key:
             changes["broker_key"] = self.broker_key
         if (not options.client_secret_key and not options.curve_key

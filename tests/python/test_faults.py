@@ -1,6 +1,10 @@
 """Calls that survive faults, by the C++ client's rules (README "When something fails"): a request
 is kept until its answer comes and sent again with the same request id when the answer may have
-been lost; the server's reply cache answers a copy that already ran, so none runs twice."""
+been lost; the server's reply cache answers a copy that already ran, so none runs twice.
+
+The broker's faults are these tests' subject, so their clients keep to the broker (route="broker"),
+as tests/integration/faults_test.cpp's do: on the direct path, calls do not notice the broker's
+restarts at all (test_direct.py covers the direct path's own faults)."""
 import os
 import threading
 import time
@@ -26,7 +30,7 @@ def test_adds_survive_a_broker_killed_and_restarted(procs, tmp):
     broker = c.broker
     per_thread = 150
     try:
-        counter = patro.get_proxies(c.config, call_timeout=20)[4]
+        counter = patro.get_proxies(c.config, call_timeout=20, route="broker")[4]
         n = counter.at("n")
         start = n.get()
         failures = []
@@ -72,7 +76,7 @@ def test_calls_made_while_the_broker_is_down(procs, tmp):
     c = Cluster(procs, tmp, worker=False)
     broker = c.broker
     try:
-        counter = patro.get_proxies(c.config, call_timeout=20)[4]
+        counter = patro.get_proxies(c.config, call_timeout=20, route="broker")[4]
         n = counter.at("n")
         start = n.get()
         broker.kill()
@@ -98,10 +102,10 @@ def test_a_parked_lock_request_survives_a_broker_restart(procs, tmp):
     c = Cluster(procs, tmp, worker=False)
     broker = c.broker
     try:
-        holders = patro.get_proxies(c.config, call_timeout=20)
+        holders = patro.get_proxies(c.config, call_timeout=20, route="broker")
         holder, other = holders[4], holders[0]
-        waiter = patro.get_proxies(c.config, call_timeout=20)[4]
-        plain = patro.get_proxies(c.config, call_timeout=20, retry=False)[0]
+        waiter = patro.get_proxies(c.config, call_timeout=20, route="broker")[4]
+        plain = patro.get_proxies(c.config, call_timeout=20, retry=False, route="broker")[0]
         assert patro.lock(holder, timeout=5) and patro.lock(other, timeout=5)
         results = {}
 
