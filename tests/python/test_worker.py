@@ -171,9 +171,9 @@ def test_queue_ack_take_across_kill(cluster, procs, tmp):
         assert not q.ack(job)  # j1 was acknowledged by the first ack_take
         s = q.stats()
         assert (s["acknowledged"], s["leased"], s["ready"]) == (2, 1, 0)
-        q.proxy.connection.close()
-        w.kill()
+        w.kill()  # (before the connection closes: a closed taker's connection requeues its job)
         w.wait(5)
+        q.proxy.connection.close()
         w, q = _start_data_worker(cluster, procs, data, name)
         s = q.stats()
         assert (s["acknowledged"], s["leased"], s["ready"]) == (2, 1, 0)
