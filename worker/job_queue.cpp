@@ -120,7 +120,7 @@ void JobQueue::replay(std::string_view record) {
                             : (job->second.ttr.count() > 0 ? job->second.ttr : visibility_);
     // Its taker's connection did not survive.
     leases_[id] = Lease{delivery, 0, deadline, 0, length};
-    lease_deadlines_.emplace(deadline, id);
+    add_deadline(deadline, id);
   } else if (op == "requeue") {
     if (leases_.erase(id)) ready_.emplace(job->second.priority, id);
   } else if (op == "bury") {
@@ -219,8 +219,7 @@ Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms, Clock
                                               : visibility_;
   const auto deadline = now + length;
   leases_.insert_or_assign(id, Lease{delivery, terms.detached ? 0 : client, deadline, 0, length});
-  // Deadlines mostly come in order (now + the same length): the end is the usual place.
-  lease_deadlines_.emplace_hint(lease_deadlines_.end(), deadline, id);
+  add_deadline(deadline, id);
   // The record is the same for both kinds: after a restart no lease has a connection.
   if (wal_)
     log(Value::array({"lease", id, delivery, wall_ms() + length.count(), job.deliveries,
@@ -236,6 +235,31 @@ Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms, Clock
   item.push_back(job.body);
   item.emplace_back(delivery);
   return Value(std::move(item));
+}
+
+void JobQueue::add_deadline(Clock::time_point when, int64_t id) {
+  if (deadlines_in_order_.empty() || when >= deadlines_in_order_.back().first)
+    deadlines_in_order_.emplace_back(when, id);  // the usual case: no allocation, no tree
+  else
+    lease_deadlines_.emplace(when, id);
+}
+
+std::optional<std::pair<JobQueue::Clock::time_point, int64_t>> JobQueue::first_deadline() const {
+  const bool in_order = !deadlines_in_order_.empty();
+  const bool other = !lease_deadlines_.empty();
+  if (in_order && (!other || deadlines_in_order_.front().first <= lease_deadlines_.begin()->first))
+    return deadlines_in_order_.front();
+  if (other) return *lease_deadlines_.begin();
+  return std::nullopt;
+}
+
+void JobQueue::pop_deadline() {
+  if (!deadlines_in_order_.empty() &&
+      (lease_deadlines_.empty() ||
+       deadlines_in_order_.front().first <= lease_deadlines_.begin()->first))
+    deadlines_in_order_.pop_front();
+  else if (!lease_deadlines_.empty())
+    lease_deadlines_.erase(lease_deadlines_.begin());
 }
 
 void JobQueue::feed_takers() {
@@ -650,7 +674,7 @@ void JobQueue::touch(int64_t id, int64_t delivery, Deferred reply) {
   if (it == leases_.end() || it->second.delivery != delivery) return reply.resolve(false);
   Lease& lease = it->second;
   lease.deadline = Clock::now() + lease.length;
-  lease_deadlines_.emplace(lease.deadline, id);  // the old entry no longer matches: skipped
+  add_deadline(lease.deadline, id);  // the old entry no longer matches: skipped
   log(Value::array({"lease", id, delivery, wall_ms() + lease.length.count(), jobs_[id].deliveries,
                     static_cast<int64_t>(lease.length.count())}),
       [reply] { reply.resolve(true); });
@@ -770,10 +794,10 @@ void JobQueue::timer_main() {
     }
     const auto now = Clock::now();
     // Leases past their visibility timeout: delivered again.
-    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
-      const int64_t id = lease_deadlines_.begin()->second;
-      const auto when = lease_deadlines_.begin()->first;
-      lease_deadlines_.erase(lease_deadlines_.begin());
+    for (auto soonest = first_deadline(); soonest && soonest->first <= now;
+         soonest = first_deadline()) {
+      const auto [when, id] = *soonest;
+      pop_deadline();
       auto it = leases_.find(id);
       if (it != leases_.end() && it->second.deadline == when) requeue(id);
     }
@@ -795,7 +819,7 @@ void JobQueue::timer_main() {
       }
     }
     feed_takers();
-    if (!lease_deadlines_.empty()) next = std::min(next, lease_deadlines_.begin()->first);
+    if (const auto soonest = first_deadline()) next = std::min(next, soonest->first);
     if (!delayed_.empty()) next = std::min(next, delayed_.begin()->first);
     timer_wake_ = next;
     if (next == Clock::time_point::max())

@@ -185,7 +185,15 @@ class JobQueue {
   void remember_key(const std::string& key, int64_t id, int64_t wall);  // requires mu_
   void forget_old_keys();                                               // requires mu_
   std::unordered_map<int64_t, Lease> leases_;
+  // Each lease's deadline (a touched lease's old one stays, and is skipped when it comes up).
+  // Most come in order (now + the same length) and go at the end of deadlines_in_order_; one
+  // before its end (a shorter lease after a longer one, a replayed one) goes in lease_deadlines_.
+  std::deque<std::pair<Clock::time_point, int64_t>> deadlines_in_order_;
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
+  void add_deadline(Clock::time_point when, int64_t id);  // requires mu_
+  // The soonest of both, and its removal.
+  std::optional<std::pair<Clock::time_point, int64_t>> first_deadline() const;  // requires mu_
+  void pop_deadline();                                                          // requires mu_
   std::deque<Taker> takers_;
   // When the timer thread wakes next (max: when told); a lease due before it wakes it.
   Clock::time_point timer_wake_ = Clock::time_point::min();
