@@ -605,6 +605,8 @@ void JobQueue::ack_take(int64_t id, int64_t delivery, int64_t timeout_ms, Deferr
   }
   // Nothing ready: the take waits only once the ack is on disk, so that no job (pushed while
   // the record is being written) is answered before the ack is durable.
+  // TODO(cleanup): a caller whose connection goes while the record is written still becomes a
+  // taker then; a job it gets stays leased to the gone connection until its time-to-run.
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   log(Value::array({"ack", id}), [alive = alive_, reply, deadline, terms] {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
