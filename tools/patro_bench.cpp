@@ -636,6 +636,8 @@ int role_ice_client(const std::string& proxy, const std::string& mode, int windo
 /// A client of patro-worker's queue (proxy 0) and log (proxy 1), as its users call them:
 /// take_many: take_many(arg, 0) and ack_many of what it took, until the queue is empty;
 /// take_one: take(0) and ack, one job per request each;
+/// ack_take: take(0) once, then ack_take(id, delivery, 0): one call acknowledges a job and takes
+/// the next;
 /// write_oneway: 64-byte lines sent oneway ("write"), then one synchronous write, which the
 /// worker answers only after every line before it (and under --log-sync always, once they are on
 /// disk); its count includes that line.
@@ -647,8 +649,25 @@ int role_worker_client(const std::string& conf, const std::string& route, const 
   Latencies lat;
   const std::string line = "a log line of about sixty bytes from a bench client, number ";
   uint64_t n = 0;
+  patro::Value held;  // ack_take: the job this consumer holds (kept from one chunk to the next)
   return chunk_loop(
       [&]() -> Run {
+        if (mode == "ack_take") {
+          uint64_t acked = 0;
+          Run r = throughput(
+              [&]() -> uint64_t {
+                if (held.is_null()) {
+                  held = queue.call("take", 0);
+                  if (held.is_null()) return prm.count;  // empty: done
+                }
+                held = queue.call("ack_take", held[0], held[2], 0);
+                ++acked;
+                return held.is_null() ? prm.count : 1;  // null: the last one acked, empty
+              },
+              prm.count, prm.time);
+          r.count = acked;
+          return r;
+        }
         if (mode == "take_many" || mode == "take_one") {
           uint64_t acked = 0;
           Run r = throughput(
@@ -830,6 +849,13 @@ struct Bench {
   std::string redis_server = find_in_path("redis-server");
   bool want(const std::string& c) const {
     return ("," + only + ",").find("," + c + ",") != std::string::npos;
+  }
+  // The queue rows to run (their keys: patro1, beanstalk1, redis1, patro1t, patro100, redis100,
+  // patro1d, beanstalk1d, redis1d, patro100d); empty: all.
+  std::string jobs_rows;
+  uint64_t jobs_count = 50000;
+  bool want_row(const std::string& key) const {
+    return jobs_rows.empty() || ("," + jobs_rows + ",").find("," + key + ",") != std::string::npos;
   }
   std::string dir;
   Child floor_broker, floor_server, patro_broker, patro_server, curve_broker, curve_server,
@@ -1281,7 +1307,9 @@ struct Bench {
     std::optional<double> floor4, ice4;
     std::vector<int> ns;
     if (want("multi")) ns = clients;
-    if ((want("jobs") || want("lines")) && std::find(ns.begin(), ns.end(), 4) == ns.end())
+    // (not when only some queue rows run: a profile or an A/B of those rows)
+    if ((want("jobs") || want("lines")) && (jobs_rows.empty() || want("lines")) &&
+        std::find(ns.begin(), ns.end(), 4) == ns.end())
       ns.push_back(4);
     for (int n : ns) {
       Group f = floor_group(n, "seq", 1, multi), p = patro_group(n, "get", 1, multi);
@@ -1315,7 +1343,7 @@ struct Bench {
     // patro-worker's job queue and log, each served by a patro-worker of its own.
     // 50,000 jobs a round, three rounds, as issue 25 measured (fewer rounds than the other
     // cases': every round drains every queue, the durable ones at a few thousand jobs a second).
-    if (want("jobs")) queue_jobs(quick ? 100 : 50000, quick ? 2 : 3, scaled);
+    if (want("jobs")) queue_jobs(quick ? 100 : jobs_count, quick ? 2 : 3, scaled);
     const uint64_t lines = quick ? 2000 : 2000000;
     if (want("lines")) worker_lines(lines, scaled);
     // FileHandle print_async from 4 clients into one file (one write(2) per line).
@@ -1378,6 +1406,7 @@ struct Bench {
     const std::vector<std::string> prm_args = param_args(prm);
     auto patro_row = [&](const std::string& key, const std::string& mode, bool data,
                          const std::string& name) {
+      if (!want_row(key)) return;
       std::vector<std::string> flags;
       if (data) flags = {"--data", dir + "/worker-" + key + "-data"};
       std::string conf;
@@ -1398,6 +1427,7 @@ struct Bench {
     };
     auto beanstalk_row = [&](const std::string& key, bool durable, const std::string& name,
                              const std::string& note) {
+      if (!want_row(key)) return;
       const std::string d = dir + "/beanstalkd-" + key;
       if (durable) std::filesystem::create_directories(d);
       const uint16_t port = start_peer(beanstalkd, [&](uint16_t p) {
@@ -1427,6 +1457,7 @@ struct Bench {
     };
     auto redis_row = [&](const std::string& key, uint16_t port, uint64_t batch,
                          const std::string& name, const std::string& note) {
+      if (!want_row(key)) return;
       auto producer = std::make_shared<patro::bench::RedisClient>(port);
       producer->create_group(key, "bench");
       std::vector<std::string> a{"--role", "redis-client", std::to_string(port), key,
@@ -1444,10 +1475,15 @@ struct Bench {
       cases.push_back({"redis: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
     const std::string per_job = "jobs/s; Redis Streams, XREADGROUP COUNT 1 + XACK";
     try {
-      const uint16_t redis_mem = redis_server.empty() ? 0 : redis_at(false);
-      const uint16_t redis_aof = redis_server.empty() ? 0 : redis_at(true);
-      if (!worker.empty())
+      const uint16_t redis_mem =
+          redis_server.empty() || !(want_row("redis1") || want_row("redis100")) ? 0
+                                                                                : redis_at(false);
+      const uint16_t redis_aof = redis_server.empty() || !want_row("redis1d") ? 0 : redis_at(true);
+      if (!worker.empty()) {
         patro_row("patro1", "take_one", false, "patro-worker queue, 4 consumers, take+ack per job");
+        patro_row("patro1t", "ack_take", false,
+                  "patro-worker queue, 4 consumers, ack_take per job");
+      }
       if (!beanstalkd.empty())
         beanstalk_row("beanstalk1", false, "beanstalkd: 4 consumers, reserve+delete per job",
                       "jobs/s");
@@ -1528,6 +1564,8 @@ struct Bench {
                            "column)"});
     };
     compare("queue per job, 4 consumers: patro-worker / best peer", "patro1",
+            {{"beanstalk1", "beanstalkd"}, {"redis1", "redis streams"}});
+    compare("queue per job by ack_take, 4 consumers: patro-worker / best peer", "patro1t",
             {{"beanstalk1", "beanstalkd"}, {"redis1", "redis streams"}});
     compare("queue batched by 100, 4 consumers: patro-worker / redis streams", "patro100",
             {{"redis100", "redis streams"}});
@@ -1826,6 +1864,13 @@ int main(int argc, char** argv) {
                    "patro-worker for its queue and log rows (default: $PATRO_WORKER, else beside "
                    "patro-bench; none found: those rows say skipped)")
         ->type_name("PATH");
+    app.add_option("--jobs-rows", b.jobs_rows,
+                   "only these queue rows of --cases jobs, by key (patro1, beanstalk1, redis1, "
+                   "patro1t, patro100, redis100, patro1d, beanstalk1d, redis1d, patro100d; "
+                   "comma-separated; default all)");
+    app.add_option("--jobs", b.jobs_count, "jobs a round in the queue rows")
+        ->check(CLI::Range(uint64_t{100}, uint64_t{100000000}))
+        ->capture_default_str();
     bool curve = false;
     app.add_flag("--curve", curve,
                  "also run CURVE against plaintext (get p50, 64 in flight) in the same run");

@@ -120,7 +120,7 @@ void JobQueue::replay(std::string_view record) {
                             : (job->second.ttr.count() > 0 ? job->second.ttr : visibility_);
     // Its taker's connection did not survive.
     leases_[id] = Lease{delivery, 0, deadline, 0, length};
-    lease_deadlines_.emplace(deadline, id);
+    add_deadline(deadline, id);
   } else if (op == "requeue") {
     if (leases_.erase(id)) ready_.emplace(job->second.priority, id);
   } else if (op == "bury") {
@@ -210,22 +210,56 @@ void JobQueue::log(const Value& record, std::string bytes, std::function<void()>
   }
 }
 
-Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms) {
+Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms, Clock::time_point now) {
   const int64_t delivery = next_delivery_++;
   Job& job = jobs_[id];
   ++job.deliveries;
   const auto length = terms.lease.count() > 0 ? terms.lease
                       : job.ttr.count() > 0   ? job.ttr
                                               : visibility_;
-  const auto deadline = Clock::now() + length;
-  leases_[id] = Lease{delivery, terms.detached ? 0 : client, deadline, 0, length};
-  lease_deadlines_.emplace(deadline, id);
+  const auto deadline = now + length;
+  leases_.insert_or_assign(id, Lease{delivery, terms.detached ? 0 : client, deadline, 0, length});
+  add_deadline(deadline, id);
   // The record is the same for both kinds: after a restart no lease has a connection.
   if (wal_)
     log(Value::array({"lease", id, delivery, wall_ms() + length.count(), job.deliveries,
                       static_cast<int64_t>(length.count())}));
-  cv_.notify_all();  // the timer may need to wake earlier
-  return Value::array({id, job.body, delivery});
+  if (deadline < timer_wake_) {  // the timer sleeps past it: wake it (once, not for every job)
+    timer_wake_ = deadline;
+    cv_.notify_all();
+  }
+  // Built in place: Value::array's initializer list would copy the body twice.
+  ValueArray item;
+  item.reserve(3);
+  item.emplace_back(id);
+  item.push_back(job.body);
+  item.emplace_back(delivery);
+  return Value(std::move(item));
+}
+
+void JobQueue::add_deadline(Clock::time_point when, int64_t id) {
+  if (deadlines_in_order_.empty() || when >= deadlines_in_order_.back().first)
+    deadlines_in_order_.emplace_back(when, id);  // the usual case: no allocation, no tree
+  else
+    lease_deadlines_.emplace(when, id);
+}
+
+std::optional<std::pair<JobQueue::Clock::time_point, int64_t>> JobQueue::first_deadline() const {
+  const bool in_order = !deadlines_in_order_.empty();
+  const bool other = !lease_deadlines_.empty();
+  if (in_order && (!other || deadlines_in_order_.front().first <= lease_deadlines_.begin()->first))
+    return deadlines_in_order_.front();
+  if (other) return *lease_deadlines_.begin();
+  return std::nullopt;
+}
+
+void JobQueue::pop_deadline() {
+  if (!deadlines_in_order_.empty() &&
+      (lease_deadlines_.empty() ||
+       deadlines_in_order_.front().first <= lease_deadlines_.begin()->first))
+    deadlines_in_order_.pop_front();
+  else if (!lease_deadlines_.empty())
+    lease_deadlines_.erase(lease_deadlines_.begin());
 }
 
 void JobQueue::feed_takers() {
@@ -235,12 +269,14 @@ void JobQueue::feed_takers() {
     if (t.reply.done()) continue;
     ValueArray got;
     const int64_t n = std::max<int64_t>(t.max, 1);
+    got.reserve(static_cast<size_t>(std::min<int64_t>(n, static_cast<int64_t>(ready_.size()))));
+    const auto now = Clock::now();  // one reading for the batch
     while (static_cast<int64_t>(got.size()) < n && !ready_.empty()) {
       const int64_t id = ready_.begin()->second;
       ready_.erase(ready_.begin());
-      got.push_back(lease_one(id, t.reply.client_id(), t.terms));
+      got.push_back(lease_one(id, t.reply.client_id(), t.terms, now));
     }
-    t.reply.resolve(t.max == 0 ? got.front() : Value(got));
+    t.reply.resolve(t.max == 0 ? std::move(got.front()) : Value(std::move(got)));
   }
   // Then the consumers, one job each in turn, while one has room.
   for (size_t idle = 0; !ready_.empty() && idle < consumers_.size();) {
@@ -253,7 +289,7 @@ void JobQueue::feed_takers() {
     idle = 0;
     const int64_t id = ready_.begin()->second;
     ready_.erase(ready_.begin());
-    Value item = lease_one(id, c.client, Terms{std::chrono::milliseconds(0), false});
+    Value item = lease_one(id, c.client, Terms{std::chrono::milliseconds(0), false}, Clock::now());
     leases_[id].consumer = c.token;
     ++c.leased;
     pushes_.push_back(Push{c.token, c.callback, std::move(item)});
@@ -475,9 +511,11 @@ void JobQueue::push_many(const ValueArray& jobs, const Value& options, Deferred 
     }
   }
   ValueArray ids;
+  ids.reserve(jobs.size());
   for (size_t k = 0; k < jobs.size(); ++k) {
     const int64_t id = add_job(jobs[k], o);
     ids.push_back(id);
+    if (!wal_) continue;  // answered below, with no record built
     std::string bytes = wal_ ? std::move(records[k]) : std::string();
     // One acknowledgment, after the last record is on disk (the log keeps order).
     if (k + 1 == jobs.size())
@@ -486,7 +524,7 @@ void JobQueue::push_many(const ValueArray& jobs, const Value& options, Deferred 
     else
       log(Value::array({"push", id}), std::move(bytes));
   }
-  if (jobs.empty()) reply.resolve(Value(ValueArray{}));
+  if (jobs.empty() || !wal_) reply.resolve(Value(std::move(ids)));
   feed_takers();
 }
 
@@ -506,24 +544,78 @@ void JobQueue::take_leased(int64_t timeout_ms, int64_t lease_ms, bool detached, 
 
 void JobQueue::take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
+  take_locked(n, timeout_ms, terms, reply);
+}
+
+void JobQueue::take_locked(int64_t n, int64_t timeout_ms, Terms terms, const Deferred& reply) {
   if (!ready_.empty() || timeout_ms <= 0) {
     ValueArray got;
     const int64_t want = std::max<int64_t>(n, 1);
+    got.reserve(static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(ready_.size()))));
+    const auto now = Clock::now();  // one reading for the batch
     while (static_cast<int64_t>(got.size()) < want && !ready_.empty()) {
       const int64_t id = ready_.begin()->second;
       ready_.erase(ready_.begin());
-      got.push_back(lease_one(id, reply.client_id(), terms));
+      got.push_back(lease_one(id, reply.client_id(), terms, now));
     }
     if (n == 0)
-      reply.resolve(got.empty() ? Value() : got.front());
+      reply.resolve(got.empty() ? Value() : std::move(got.front()));
     else
-      reply.resolve(Value(got));
+      reply.resolve(Value(std::move(got)));
     return;
   }
   const auto deadline =
       Clock::now() + std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 24LL * 3600 * 1000));
   takers_.push_back(Taker{reply, n, deadline, terms});
   cv_.notify_all();
+}
+
+bool JobQueue::settle(int64_t id, int64_t delivery) {
+  auto it = leases_.find(id);
+  if (it == leases_.end() || it->second.delivery != delivery) return false;
+  lease_ended(it->second);
+  leases_.erase(it);
+  jobs_.erase(id);
+  ++acked_total_;
+  return true;
+}
+
+void JobQueue::ack_take(int64_t id, int64_t delivery, int64_t timeout_ms, Deferred reply) {
+  const Terms terms{std::chrono::milliseconds(0)};
+  std::unique_lock<std::mutex> lock(mu_);
+  const bool acked = settle(id, delivery);
+  if (!acked || !wal_) {
+    // Nothing to wait for: the take as take() does it (a refused ack changed nothing).
+    take_locked(0, timeout_ms, terms, reply);
+    feed_takers();  // a consumer may have room now
+    return;
+  }
+  if (!ready_.empty() || timeout_ms <= 0) {
+    // The job leased now, answered once the ack's record is on disk (after the lease's: the
+    // log keeps order).
+    Value item;
+    if (!ready_.empty()) {
+      const int64_t next = ready_.begin()->second;
+      ready_.erase(ready_.begin());
+      item = lease_one(next, reply.client_id(), terms, Clock::now());
+    }
+    log(Value::array({"ack", id}), [reply, item = std::move(item)] { reply.resolve(item); });
+    feed_takers();
+    return;
+  }
+  // Nothing ready: the take waits only once the ack is on disk, so that no job (pushed while
+  // the record is being written) is answered before the ack is durable.
+  // TODO(cleanup): a caller whose connection goes while the record is written still becomes a
+  // taker then; a job it gets stays leased to the gone connection until its time-to-run.
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  log(Value::array({"ack", id}), [alive = alive_, reply, deadline, terms] {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    alive->with([&](JobQueue& q) {
+      std::lock_guard<std::mutex> relock(q.mu_);
+      q.take_locked(0, std::max<int64_t>(left, 0), terms, reply);
+    });
+  });
+  feed_takers();
 }
 
 void JobQueue::ack(int64_t id, int64_t delivery, Deferred reply) {
@@ -537,13 +629,17 @@ void JobQueue::ack(int64_t id, int64_t delivery, Deferred reply) {
   leases_.erase(it);
   jobs_.erase(id);
   ++acked_total_;
-  log(Value::array({"ack", id}), [reply] { reply.resolve(true); });
-  feed_takers();  // a consumer may have room now
+  if (wal_)
+    log(Value::array({"ack", id}), [reply] { reply.resolve(true); });
+  else
+    reply.resolve(true);  // (no record to build: without a log it would be thrown away)
+  feed_takers();          // a consumer may have room now
 }
 
 void JobQueue::ack_many(const ValueArray& pairs, Deferred reply) {
   std::lock_guard<std::mutex> lock(mu_);
   ValueArray results;
+  results.reserve(pairs.size());
   for (const Value& p : pairs) {
     const int64_t id = p[0].as<int64_t>();
     const int64_t delivery = p[1].as<int64_t>();
@@ -555,9 +651,13 @@ void JobQueue::ack_many(const ValueArray& pairs, Deferred reply) {
     leases_.erase(it);
     jobs_.erase(id);
     ++acked_total_;
-    log(Value::array({"ack", id}));
+    if (wal_) log(Value::array({"ack", id}));
   }
-  log(Value::array({"ack", int64_t{0}}), [reply, results] { reply.resolve(Value(results)); });
+  if (wal_)
+    log(Value::array({"ack", int64_t{0}}),
+        [reply, answer = Value(std::move(results))] { reply.resolve(answer); });
+  else
+    reply.resolve(Value(std::move(results)));
   feed_takers();
 }
 
@@ -576,7 +676,7 @@ void JobQueue::touch(int64_t id, int64_t delivery, Deferred reply) {
   if (it == leases_.end() || it->second.delivery != delivery) return reply.resolve(false);
   Lease& lease = it->second;
   lease.deadline = Clock::now() + lease.length;
-  lease_deadlines_.emplace(lease.deadline, id);  // the old entry no longer matches: skipped
+  add_deadline(lease.deadline, id);  // the old entry no longer matches: skipped
   log(Value::array({"lease", id, delivery, wall_ms() + lease.length.count(), jobs_[id].deliveries,
                     static_cast<int64_t>(lease.length.count())}),
       [reply] { reply.resolve(true); });
@@ -696,10 +796,10 @@ void JobQueue::timer_main() {
     }
     const auto now = Clock::now();
     // Leases past their visibility timeout: delivered again.
-    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
-      const int64_t id = lease_deadlines_.begin()->second;
-      const auto when = lease_deadlines_.begin()->first;
-      lease_deadlines_.erase(lease_deadlines_.begin());
+    for (auto soonest = first_deadline(); soonest && soonest->first <= now;
+         soonest = first_deadline()) {
+      const auto [when, id] = *soonest;
+      pop_deadline();
       auto it = leases_.find(id);
       if (it != leases_.end() && it->second.deadline == when) requeue(id);
     }
@@ -721,8 +821,9 @@ void JobQueue::timer_main() {
       }
     }
     feed_takers();
-    if (!lease_deadlines_.empty()) next = std::min(next, lease_deadlines_.begin()->first);
+    if (const auto soonest = first_deadline()) next = std::min(next, soonest->first);
     if (!delayed_.empty()) next = std::min(next, delayed_.begin()->first);
+    timer_wake_ = next;
     if (next == Clock::time_point::max())
       cv_.wait(lock);
     else
@@ -755,7 +856,18 @@ void JobQueue::register_class() {
                               Deferred d) { q.take_many(std::max<int64_t>(n, 1), timeout_ms, d); })
       .method("ack",
               [](JobQueue& q, int64_t id, int64_t delivery, Deferred d) { q.ack(id, delivery, d); })
-      .method("ack_many", [](JobQueue& q, ValueArray pairs, Deferred d) { q.ack_many(pairs, d); })
+      .method("ack_take", [](JobQueue& q, int64_t id, int64_t delivery, int64_t timeout_ms,
+                             Deferred d) { q.ack_take(id, delivery, timeout_ms, d); })
+      .method("ack_many",
+              [](JobQueue& q, const Value& pairs, Deferred d) {
+                // Read in place (a ValueArray parameter would copy the pairs).
+                const ValueArray* a = pairs.if_array();
+                if (a == nullptr)
+                  throw Error(Errc::type_mismatch,
+                              "ack_many: pairs must be an array of [id, delivery], not " +
+                                  pairs.to_string());
+                q.ack_many(*a, d);
+              })
       .method("consume", [](JobQueue& q, Value callback, int64_t prefetch,
                             Deferred d) { q.consume(callback, prefetch, d); })
       .method("cancel", [](JobQueue& q, int64_t token) { return q.cancel(token); })

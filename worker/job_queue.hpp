@@ -71,6 +71,10 @@ class JobQueue {
   /// True if the delivery was the current lease of the job (so it is acknowledged exactly once).
   void ack(int64_t id, int64_t delivery, Deferred reply);
   void ack_many(const ValueArray& pairs, Deferred reply);
+  /// ack(id, delivery), then take(timeout_ms), in one call: answers the next job as take does.
+  /// With a log, it is answered once the ack is on disk. A refused ack (the delivery no longer
+  /// held the lease) changes nothing and does not stop the take; ack answers whether it was.
+  void ack_take(int64_t id, int64_t delivery, int64_t timeout_ms, Deferred reply);
   bool nack(int64_t id, int64_t delivery);
   /// Restarts the lease's timer at its full length (beanstalkd's touch). Answers false if the
   /// delivery is not the job's current lease, true once the change is on disk (as each below).
@@ -143,12 +147,16 @@ class JobQueue {
   int64_t add_job(const Value& body, const Options& o);  // requires mu_; the id, queued
   void unready(int64_t id);  // requires mu_: out of ready, delayed and buried
   void take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred reply);
-  void lease_ended(const Lease& lease);  // requires mu_
+  void take_locked(int64_t n, int64_t timeout_ms, Terms terms,
+                   const Deferred& reply);    // requires mu_
+  bool settle(int64_t id, int64_t delivery);  // requires mu_: acks, if the lease is delivery's
+  void lease_ended(const Lease& lease);       // requires mu_
   void send_pushes(std::deque<Push> pushes);
   void drop_consumer(int64_t token, const std::string& why);
-  Value lease_one(int64_t id, uint64_t client, const Terms& terms);  // requires mu_
-  void feed_takers();                                                // requires mu_
-  void requeue(int64_t id);                                          // requires mu_
+  Value lease_one(int64_t id, uint64_t client, const Terms& terms,
+                  Clock::time_point now);  // requires mu_
+  void feed_takers();                      // requires mu_
+  void requeue(int64_t id);                // requires mu_
   void timer_main();
   void log(const Value& record, std::function<void()> done = {});  // requires mu_
   void log(const Value& record, std::string bytes,
@@ -177,8 +185,18 @@ class JobQueue {
   void remember_key(const std::string& key, int64_t id, int64_t wall);  // requires mu_
   void forget_old_keys();                                               // requires mu_
   std::unordered_map<int64_t, Lease> leases_;
+  // Each lease's deadline (a touched lease's old one stays, and is skipped when it comes up).
+  // Most come in order (now + the same length) and go at the end of deadlines_in_order_; one
+  // before its end (a shorter lease after a longer one, a replayed one) goes in lease_deadlines_.
+  std::deque<std::pair<Clock::time_point, int64_t>> deadlines_in_order_;
   std::multimap<Clock::time_point, int64_t> lease_deadlines_;
+  void add_deadline(Clock::time_point when, int64_t id);  // requires mu_
+  // The soonest of both, and its removal.
+  std::optional<std::pair<Clock::time_point, int64_t>> first_deadline() const;  // requires mu_
+  void pop_deadline();                                                          // requires mu_
   std::deque<Taker> takers_;
+  // When the timer thread wakes next (max: when told); a lease due before it wakes it.
+  Clock::time_point timer_wake_ = Clock::time_point::min();
   std::vector<Consumer> consumers_;
   size_t next_consumer_ = 0;  // whose turn it is
   int64_t next_token_ = 1;

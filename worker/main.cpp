@@ -34,8 +34,9 @@ namespace {
 
 const char* kObjects = R"(OBJECT is one of:
   queue NAME         a job queue: push, push_many (with priority, delay_ms, ttr_ms, dedup), take
-                     (blocking, with a timeout), take_leased, take_many, ack, ack_many, nack,
-                     touch, bury, buried, kick, stats, size, leased, peek. A taken job is leased
+                     (blocking, with a timeout), take_leased, take_many, ack, ack_many, ack_take
+                     (ack one job and take the next in one call), nack, touch, bury, buried,
+                     kick, stats, size, leased, peek. A taken job is leased
                      until acknowledged; one not acknowledged within its time-to-run (default
                      the visibility timeout), or whose taker died, is delivered again (a
                      detached lease, take_leased(wait, lease_ms, true), survives its taker:

@@ -102,6 +102,22 @@ class Queue:
             job, delivery = job.id, job.delivery
         return bool(self.proxy.call("ack", int(job), int(delivery)))
 
+    def ack_take(self, job, delivery=None, timeout=0.0):
+        """Acknowledges a Job (or an id and its delivery) and takes the next, in one call: a
+        Job, or None if none came within timeout seconds. With the worker's --data the ack is on
+        disk once this returns. A refused ack (see ack) does not stop the take and is not
+        reported: call ack, then take, where it matters."""
+        if delivery is None:
+            job, delivery = job.id, job.delivery
+        deadline = time.monotonic() + max(timeout, 0.0)
+        wait = min(max(timeout, 0.0), _SLICE)
+        r = self.proxy.call("ack_take", int(job), int(delivery), _ms(wait),
+                            timeout=wait + self._grace())
+        if r is not None:
+            return Job(*r)
+        left = deadline - time.monotonic()
+        return self.take(left) if left > 0 and timeout > _SLICE else None
+
     def nack(self, job, delivery=None):
         """Puts a taken job back at once."""
         if delivery is None:

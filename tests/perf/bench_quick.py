@@ -132,6 +132,7 @@ def main():
 
     assert out["worker"] == "found", "PATRO_WORKER is set by the test's environment"
     for name in ["patro-worker queue, 4 consumers, take+ack per job",
+                 "patro-worker queue, 4 consumers, ack_take per job",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many",
                  "patro-worker queue, 4 consumers, take+ack per job, --data",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
@@ -165,6 +166,8 @@ def main():
                 assert name not in rows, rows[name]
     compared = {"queue per job, 4 consumers: patro-worker / best peer": ["beanstalkd",
                                                                          "redis-server"],
+                "queue per job by ack_take, 4 consumers: patro-worker / best peer":
+                    ["beanstalkd", "redis-server"],
                 "queue batched by 100, 4 consumers: patro-worker / redis streams":
                     ["redis-server"],
                 "queue per job, durable, 4 consumers: patro-worker / best peer":

@@ -154,6 +154,55 @@ def test_queue_options_and_dead_letters_across_kill(cluster, procs, tmp):
         procs.stop(w)
 
 
+def test_queue_ack_take_across_kill(cluster, procs, tmp):
+    """ack_take from Python: one call acknowledges a job and takes the next; with --data each
+    answered ack_take's ack survives a kill -9, and the job it answered is still leased."""
+    data = os.path.join(tmp, "data")
+    name = cluster._name("acktake")
+    w, q = _start_data_worker(cluster, procs, data, name)
+    try:
+        assert q.push_many(["j1", "j2", "j3"]) == [1, 2, 3]
+        job = q.take()
+        assert job.job == "j1"
+        nxt = q.ack_take(job)
+        assert nxt.job == "j2" and nxt.delivery > job.delivery
+        nxt = q.ack_take(nxt.id, nxt.delivery)
+        assert nxt.job == "j3"
+        assert not q.ack(job)  # j1 was acknowledged by the first ack_take
+        s = q.stats()
+        assert (s["acknowledged"], s["leased"], s["ready"]) == (2, 1, 0)
+        w.kill()  # (before the connection closes: a closed taker's connection requeues its job)
+        w.wait(5)
+        q.proxy.connection.close()
+        w, q = _start_data_worker(cluster, procs, data, name)
+        s = q.stats()
+        assert (s["acknowledged"], s["leased"], s["ready"]) == (2, 1, 0)
+        assert q.ack_take(nxt) is None  # j3 acknowledged; nothing left to take
+        assert q.stats()["acknowledged"] == 3
+        # A waiting ack_take gets a job pushed while it waits.
+        q.push("j4")
+        job = q.take()
+        got = []
+        t = threading.Thread(target=lambda: got.append(q.ack_take(job, timeout=10)))
+        t.start()
+        other = _queue_named(cluster, "tasks")  # (q's connection is the thread's meanwhile)
+        try:
+            assert _wait_stat(other, "acknowledged", 4)
+            other.push("j5")
+        finally:
+            other.proxy.connection.close()
+        t.join(15)
+        assert got and got[0] is not None and got[0].job == "j5"
+        assert q.ack(got[0])
+    finally:
+        q.proxy.connection.close()
+        procs.stop(w)
+
+
+def _queue_named(cluster, name):
+    return patro.Queue(patro.get_proxy(cluster.front, name, call_timeout=20))
+
+
 def test_log_lines_arrive_whole(cluster):
     """Four Python writers, each on its own connection, write lines of many sizes at once: every
     line lands whole, and each writer's lines in its order."""

@@ -380,3 +380,66 @@ TEST_CASE(
     CHECK(q.size() == 1);
   }
 }
+
+TEST_CASE("ack_take: acknowledges the delivery and answers the next job as take does") {
+  auto replies = std::make_shared<Replies>();
+  JobQueue q("pairs", 600000ms, "");
+  for (const char* j : {"a", "b"}) q.push(j, Value(), replies->make(0));
+  q.take(0, replies->make(1, 7));
+  Value got = replies->wait(1);
+  CHECK(got[1] == "a");
+  q.ack_take(got[0].as<int64_t>(), got[2].as<int64_t>(), 0, replies->make(2, 7));
+  Value next = replies->wait(2);
+  CHECK(next[1] == "b");
+  CHECK(q.stats()["acknowledged"] == 1);
+  CHECK(q.leased() == 1);
+  // The same delivery again: refused (a was acknowledged), and the take still answers (null:
+  // nothing is ready), with b's lease untouched.
+  q.ack_take(got[0].as<int64_t>(), got[2].as<int64_t>(), 0, replies->make(3, 7));
+  CHECK(replies->wait(3).is_null());
+  CHECK(q.stats()["acknowledged"] == 1);
+  CHECK(q.leased() == 1);
+  // Nothing ready: it waits, as take does, for the next push.
+  q.ack_take(next[0].as<int64_t>(), next[2].as<int64_t>(), 5000, replies->make(4, 7));
+  CHECK(q.leased() == 0);
+  CHECK_FALSE(replies->answered(4));
+  q.push("c", Value(), replies->make(5));
+  CHECK(replies->wait(4)[1] == "c");
+  // A waiting ack_take that times out answers null.
+  q.ack_take(0, 0, 50, replies->make(6, 7));
+  CHECK(replies->wait(6).is_null());
+}
+
+TEST_CASE("ack_take with a log: the ack is on disk once answered, the next job's lease too") {
+  TempDir dir;
+  const std::string path = dir.file("queue-ack-take.wal");
+  auto replies = std::make_shared<Replies>();
+  int64_t held = 0, delivery = 0;
+  {
+    JobQueue q("jobs", 600000ms, path);
+    for (int i = 0; i < 3; ++i) q.push("job" + std::to_string(i), Value(), replies->make(i));
+    for (int i = 0; i < 3; ++i) CHECK(replies->wait(i) == i + 1);
+    q.take(0, replies->make(10, 7));
+    Value got = replies->wait(10);
+    q.ack_take(got[0].as<int64_t>(), got[2].as<int64_t>(), 0, replies->make(11, 7));
+    got = replies->wait(11);
+    CHECK(got[1] == "job1");
+    // Nothing else ready after job2: the waiting form acks, then waits for a push.
+    q.ack_take(got[0].as<int64_t>(), got[2].as<int64_t>(), 0, replies->make(12, 7));
+    got = replies->wait(12);
+    CHECK(got[1] == "job2");
+    q.ack_take(got[0].as<int64_t>(), got[2].as<int64_t>(), 5000, replies->make(13, 7));
+    q.push("job3", Value(), replies->make(14));
+    got = replies->wait(13);
+    CHECK(got[1] == "job3");
+    held = got[0].as<int64_t>();
+    delivery = got[2].as<int64_t>();
+    CHECK(q.stats()["acknowledged"] == 3);
+  }
+  JobQueue q("jobs", 600000ms, path);
+  CHECK(q.size() == 0);
+  CHECK(q.leased() == 1);  // job3, leased by the last ack_take
+  CHECK(q.stats()["acknowledged"] == 3);
+  q.ack(held, delivery, replies->make(20));
+  CHECK(replies->wait(20) == true);
+}
