@@ -52,7 +52,8 @@ const LevelInfo& level_info(LogLevel l) {
 // Sets the level and the wire trace's flag with it.
 void store_level(LogLevel level) {
   g_verbosity.store(log_verbosity(level), std::memory_order_relaxed);
-  detail::g_wire_trace.store(level >= LogLevel::trace, std::memory_order_relaxed);
+  detail::g_wire_trace.store(level >= LogLevel::trace || detail::g_tap_verbosity.load() >= 6,
+                             std::memory_order_relaxed);
 }
 
 // Where lines go: stderr, or a file opened by name (reopened on request).
@@ -224,7 +225,8 @@ LogLevel log_level() noexcept {
   }
   int expected = kVerbosityUnread;
   if (g_verbosity.compare_exchange_strong(expected, log_verbosity(from_env)))
-    detail::g_wire_trace.store(from_env >= LogLevel::trace, std::memory_order_relaxed);
+    detail::g_wire_trace.store(from_env >= LogLevel::trace || detail::g_tap_verbosity.load() >= 6,
+                               std::memory_order_relaxed);
   return kLevels[g_verbosity.load(std::memory_order_relaxed)].level;
 }
 
@@ -297,6 +299,11 @@ void refresh_taps(Taps& t) PATRO_REQUIRES(t.mu) {
   int most = -1;
   for (LogTap* tap : t.list) most = std::max(most, tap->tap_verbosity());
   g_tap_verbosity.store(most, std::memory_order_relaxed);
+  // A tap at trace wants the wire trace too (every request and reply: logged only when asked).
+  const int v = g_verbosity.load(std::memory_order_relaxed);
+  g_wire_trace.store(most >= log_verbosity(LogLevel::trace) ||
+                         (v != kVerbosityUnread && v >= log_verbosity(LogLevel::trace)),
+                     std::memory_order_relaxed);
 }
 
 void write_sink(LogLevel level, std::string_view who, std::string_view text) noexcept;

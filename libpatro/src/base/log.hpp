@@ -112,7 +112,8 @@ class PATRO_PRIVATE LogTapPause {
 /// Reads the taps' levels again (a tap calls it when its level changed, holding none of its locks).
 void refresh_log_taps();
 
-/// Whether the level is trace: kept with the level by log_level() and set_log_level().
+/// Whether the level is trace, or a log tap wants trace: kept with the level by log_level() and
+/// set_log_level(), and by the taps' changes.
 extern std::atomic<bool> g_wire_trace;
 /// Whether to log every request and reply (the wire trace): one relaxed load, so that the
 /// request path pays a single branch when it is off. Read log_level() once first (a Connection
