@@ -85,6 +85,10 @@ struct Cluster {
     server = std::make_unique<Process>(argv);
     REQUIRE(wait_for_file(dir.file("config"), 20s));
   }
+  // SIGTERM: the server stops and removes its lock segments from /dev/shm.
+  ~Cluster() { server->stop(); }
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
   patro::Proxy logger(const patro::ClientOptions& o = {}) const {
     return patro::get_proxies(dir.file("config"), o).at(0);
   }
@@ -266,4 +270,20 @@ TEST_CASE("a spawned server forwards its lines to the spawner") {
   CHECK(texts(in.all(), "ten") == want);
   for (const auto& r : in.all()) CHECK(r.pid == pid);
   patro::stop_spawned(p);
+}
+
+TEST_CASE("on the direct path the subscription and the lines go by the lane's own ROUTER") {
+  Cluster c;
+  Records in;
+  patro::ClientOptions o;
+  o.route = patro::Route::direct;  // every request, the subscription with them, goes direct
+  o.forward_logs = LogLevel::warn;
+  o.forward_log_selections = "beta";
+  o.on_log = in.handler();
+  auto p = c.logger(o);
+  CHECK(p.call("emit", "eleven") == 14);
+  const auto want = expected("eleven", LogLevel::warn, {"beta"});
+  REQUIRE(eventually([&] { return texts(in.all(), "eleven").size() >= want.size(); }));
+  CHECK(texts(in.all(), "eleven") == want);
+  CHECK(patro::client(p).stats().direct_replies > 0);
 }
