@@ -13,6 +13,7 @@ import atexit
 import collections
 import errno
 import itertools
+import logging
 import os
 import secrets
 import struct
@@ -32,6 +33,39 @@ Op = codec.Op
 CallContext = codec.CallContext
 
 
+# Object::Remote's seven levels by verbosity, as LOG_SUBSCRIBE and LOG_LINE carry them
+# (docs/WIRE.md "Log forwarding"), and the Python logging level each is written at.
+LOG_VERBOSITY = {"fatal": 0, "error": 1, "warn": 2, "info": 3, "verbose": 4, "debug": 5,
+                 "trace": 6}
+_PY_LEVELS = [logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, 15,
+              logging.DEBUG, 5]
+_REMOTE_LOG = logging.getLogger("patro.remote")
+
+
+def _log_remote(msg):
+    """A LOG_LINE ([hdr][host][pid][level][who][time][text][dropped]) into logger patro.remote:
+    the message tagged "[host:pid who] text", and the record's fields as extra attributes
+    (patro_host, patro_pid, patro_who, patro_time, patro_dropped)."""
+    try:
+        pid = codec.parse_u64(msg[2])
+        verbosity = codec.parse_u64(msg[3])
+        dropped = codec.parse_u64(msg[7])
+        host = bytes(msg[1]).decode("utf-8", "replace")
+        who = bytes(msg[4]).decode("utf-8", "replace")
+        stamp = bytes(msg[5]).decode("utf-8", "replace")
+        text = bytes(msg[6]).decode("utf-8", "replace")
+    except Exception:
+        return
+    if None in (pid, verbosity, dropped) or verbosity > 6:
+        return
+    line = "[%s:%d %s] %s" % (host, pid, who, text)
+    if dropped:
+        line += " (%d lines dropped before this one)" % dropped
+    _REMOTE_LOG.log(_PY_LEVELS[verbosity], "%s", line,
+                    extra={"patro_host": host, "patro_pid": pid, "patro_who": who,
+                           "patro_time": stamp, "patro_dropped": dropped})
+
+
 class ClientOptions:
     """Every limit and default of a client connection (C++ patro::ClientOptions); times in
     seconds."""
@@ -41,7 +75,8 @@ class ClientOptions:
                  max_in_flight=10000, oneway_window=8192, oneway_batch=256,
                  oneway_batch_bytes=64 << 10, oneway_delay=0.001, retry=True,
                  retry_backoff=0.02, broker_key="", client_public_key="",
-                 client_secret_key="", curve_key="", route="auto"):
+                 client_secret_key="", curve_key="", route="auto", forward_logs=None,
+                 forward_log_selections=""):
         # Which way requests go (C++ ClientOptions::route; README "The direct path"): "auto",
         # straight to their server when it can be reached (it advertised a direct endpoint and
         # answers there), through the broker otherwise and whenever the direct connection fails;
@@ -78,6 +113,15 @@ class ClientOptions:
         self.client_public_key = str(client_public_key)
         self.client_secret_key = str(client_secret_key)
         self.curve_key = str(curve_key)
+        # Log forwarding (C++ ClientOptions::forward_logs): a level name ("info", "debug"...):
+        # every server this connection sends a request to sends it its log lines at or above it,
+        # of the components forward_log_selections selects (PATRO_LOG_SELECTIONS's syntax), and
+        # they go to Python's logging, logger "patro.remote". None: none are sent.
+        if forward_logs is not None and str(forward_logs).lower() not in LOG_VERBOSITY:
+            raise errors.InvalidArgument("forward_logs: %r is not a level (%s)"
+                                         % (forward_logs, ", ".join(LOG_VERBOSITY)))
+        self.forward_logs = None if forward_logs is None else str(forward_logs).lower()
+        self.forward_log_selections = str(forward_log_selections)
 
     def replace(self, **changes):
         o = ClientOptions.__new__(ClientOptions)
@@ -85,6 +129,9 @@ class ClientOptions:
         for k, v in changes.items():
             if k not in o.__dict__:
                 raise TypeError("unknown client option %r" % k)
+            if k == "forward_logs":
+                o.forward_logs = ClientOptions(forward_logs=v).forward_logs  # checked
+                continue
             setattr(o, k, "" if v is None and isinstance(o.__dict__[k], str)
                     else type(o.__dict__[k])(v))
         _check_route(o.route)
@@ -283,6 +330,7 @@ class Connection:
         # heartbeats name it): when it restarts, each server hears through it that we are still
         # here (LOCATE), or it releases our locks and leases as a client that died with it.
         self._servers = set()
+        self._log_subscribed = set()  # servers sent a LOG_SUBSCRIBE
         self._broker_instance = 0
         self._templates = {}  # requests encoded once (codec.RequestTemplate), at most 1024
         self._outbox = collections.deque()
@@ -544,6 +592,13 @@ class Connection:
                   codec.u64_frame(rid), body]
         slot = self._new_slot(rid, server, op, deadline, frames)
         self._servers.add(server)
+        if self.options.forward_logs is not None and server not in self._log_subscribed:
+            # Before the server's first request (docs/WIRE.md "Log forwarding").
+            self._log_subscribed.add(server)
+            self._submit([codec.header(codec.LOG_SUBSCRIBE), codec.u64_frame(server),
+                          codec.u64_frame(self.client_id),
+                          codec.u64_frame(LOG_VERBOSITY[self.options.forward_logs]),
+                          self.options.forward_log_selections.encode("utf-8")])
         self._submit(frames, slot)
         return slot
 
@@ -1081,6 +1136,7 @@ class Connection:
                     return
                 only = set(struct.unpack(">%dQ" % (len(msg[2]) // 8), msg[2]))
             if server is not None:
+                self._log_subscribed.discard(server)  # a restarted one is asked again
                 # Those sent to it directly went to the process that went, whatever the list.
                 self._fail_pending(errors.ServerUnavailable(
                     "server %016x went away while the call was in flight" % server), server, only)
@@ -1088,6 +1144,9 @@ class Connection:
                 if self._routes is not None and self._routes.forget(server):
                     self._close_direct(server)
                 self._servers.discard(server)
+        elif cmd == codec.LOG_LINE and len(msg) == 8:
+            if self.options.forward_logs is not None:
+                _log_remote(msg)
         elif cmd == codec.DISCONNECT:
             # The broker does not know us (it restarted): say hello again.
             try:

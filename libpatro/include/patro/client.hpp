@@ -461,6 +461,8 @@ struct ClientStats {
   /// Objects the connection's callback host serves now (0: none runs): each callback object
   /// passed and not yet let go of by the servers it was passed to (README "Callbacks").
   size_t callbacks_served = 0;
+  /// Log lines its servers forwarded to it (Client::forward_logs, README "Logging").
+  uint64_t log_lines = 0;
 };
 
 /// A proxy's connection as a handle (Perl Patro's Patro::client($proxy)): what every proxy that
@@ -487,6 +489,15 @@ class Client {
   /// host would wait for itself).
   void close();
   bool closed() const noexcept;
+  /// Log forwarding (Object::Remote's Log::Remote; as ClientOptions::forward_logs): from now on
+  /// every server the connection talks to sends it its log lines at level or above, of the
+  /// components that selections selects (PATRO_LOG_SELECTIONS's syntax; "" every one), over the
+  /// connection, and they go to this process's log tagged with their origin, or to the
+  /// connection's ClientOptions::on_log. Calling it again changes the level and selections.
+  /// Throws Error(invalid_argument) for bad selections.
+  void forward_logs(LogLevel level, std::string_view selections = {});
+  /// Ends log forwarding: the servers stop sending lines.
+  void stop_forwarding_logs();
 
   const std::shared_ptr<detail::Connection>& connection() const noexcept { return conn_; }
 

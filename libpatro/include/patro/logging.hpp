@@ -6,6 +6,7 @@
 #pragma once
 
 #include <compare>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -97,6 +98,20 @@ std::string log_timestamp();
 /// $JOURNAL_STREAM names it) "<6>who: text", the journal keeping the time (fatal is <2>, error
 /// <3>, warn <4>, info and verbose <6>, debug and trace <7>).
 void write_log(LogLevel level, std::string_view who, std::string_view text) noexcept;
+
+/// One log line another process forwarded over a connection (log forwarding, Object::Remote's
+/// Log::Remote: ClientOptions::forward_logs, patro::Client::forward_logs; README "Logging").
+struct LogRecord {
+  std::string host;  // the far process's host name
+  int64_t pid = 0;   // its process id
+  LogLevel level = LogLevel::info;
+  std::string who;   // the line's component ("server", "worker", a program's own...)
+  std::string time;  // when it was logged there, as log_timestamp() writes it
+  std::string text;
+  /// Lines of this subscription the far side dropped just before this one (its queue for this
+  /// client was full: a slow client), 0 when none.
+  uint64_t dropped = 0;
+};
 
 }  // namespace patro
 PATRO_PUBLIC_END

@@ -5,11 +5,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "patro/curve.hpp"
 #include "patro/export.hpp"
+#include "patro/logging.hpp"
 
 PATRO_PUBLIC_BEGIN
 namespace patro {
@@ -195,6 +197,20 @@ struct ClientOptions {
   /// reference_lease is for its objects): a reference that a server handed on stays good that
   /// long.
   std::chrono::milliseconds callback_lease = 30s;
+  /// Log forwarding (Object::Remote's Log::Remote): when set, every server this connection sends
+  /// a request to sends it its log lines at or above this level (of the components
+  /// forward_log_selections selects), over the connection; they are written to this process's
+  /// log (patro::write_log's sink, under this process's selections but not its level) as
+  /// "[host:pid who] text", or given to on_log. Unset (the default): none are sent.
+  /// patro::Client::forward_logs changes it on a live connection; SpawnOptions::client passes it
+  /// to a spawned child's connection.
+  std::optional<LogLevel> forward_logs;
+  /// Which components' lines are forwarded, as PATRO_LOG_SELECTIONS says it ("" every one).
+  std::string forward_log_selections;
+  /// Where forwarded lines go instead of the log, if set. Called on a thread that drives the
+  /// connection, with the connection's socket held: keep it short, and make no call on this
+  /// connection from it.
+  std::function<void(const LogRecord&)> on_log;
 };
 
 /// Options of a server (patronize).
@@ -291,6 +307,11 @@ struct ServerOptions {
   /// Called (on a worker thread) when a client connection is gone: closed, or dead by missed
   /// heartbeats. Its locks are already released. The argument is Deferred::client_id().
   std::function<void(uint64_t client_id)> on_client_gone;
+  /// Log forwarding: the most lines queued for one subscribed client (ClientOptions::forward_logs)
+  /// before it has been sent them; past it, lines for that client are dropped and counted (the
+  /// next line it gets says how many), so that a slow or gone client never slows the server nor
+  /// grows its memory.
+  size_t log_forward_queue = 1000;
   /// CURVE towards the broker; the config patronize() returns carries curve.broker_key. With no
   /// broker (an embedded one) and a key pair here, the embedded broker uses that pair and accepts
   /// only this server on its server port.

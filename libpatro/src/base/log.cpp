@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -51,7 +52,8 @@ const LevelInfo& level_info(LogLevel l) {
 // Sets the level and the wire trace's flag with it.
 void store_level(LogLevel level) {
   g_verbosity.store(log_verbosity(level), std::memory_order_relaxed);
-  detail::g_wire_trace.store(level >= LogLevel::trace, std::memory_order_relaxed);
+  detail::g_wire_trace.store(level >= LogLevel::trace || detail::g_tap_verbosity.load() >= 6,
+                             std::memory_order_relaxed);
 }
 
 // Where lines go: stderr, or a file opened by name (reopened on request).
@@ -223,7 +225,8 @@ LogLevel log_level() noexcept {
   }
   int expected = kVerbosityUnread;
   if (g_verbosity.compare_exchange_strong(expected, log_verbosity(from_env)))
-    detail::g_wire_trace.store(from_env >= LogLevel::trace, std::memory_order_relaxed);
+    detail::g_wire_trace.store(from_env >= LogLevel::trace || detail::g_tap_verbosity.load() >= 6,
+                               std::memory_order_relaxed);
   return kLevels[g_verbosity.load(std::memory_order_relaxed)].level;
 }
 
@@ -269,7 +272,7 @@ std::string log_timestamp() {
 }
 
 void write_log(LogLevel level, std::string_view who, std::string_view text) noexcept {
-  if (!detail::log_enabled(level) || !detail::log_selected(who)) return;
+  if (!detail::log_wanted(level, who)) return;
   detail::log_line(level, who, text);
 }
 
@@ -277,6 +280,85 @@ namespace detail {
 std::atomic<bool> g_wire_trace{false};
 std::atomic<int> g_verbosity{kVerbosityUnread};
 std::atomic<int> g_selecting{kSelectionsUnread};
+std::atomic<int> g_tap_verbosity{-1};
+
+namespace {
+struct Taps {
+  Mutex mu;
+  std::vector<LogTap*> list PATRO_GUARDED_BY(mu);
+};
+Taps& taps() {
+  static auto* t = new Taps;  // never destroyed: threads may log during exit
+  return *t;
+}
+// Set while this thread gives a line to the taps (or writes a forwarded line): a line logged
+// meanwhile is not tapped, so forwarding never feeds itself.
+thread_local bool t_tapping = false;
+
+void refresh_taps(Taps& t) PATRO_REQUIRES(t.mu) {
+  int most = -1;
+  for (LogTap* tap : t.list) most = std::max(most, tap->tap_verbosity());
+  g_tap_verbosity.store(most, std::memory_order_relaxed);
+  // A tap at trace wants the wire trace too (every request and reply: logged only when asked).
+  const int v = g_verbosity.load(std::memory_order_relaxed);
+  g_wire_trace.store(most >= log_verbosity(LogLevel::trace) ||
+                         (v != kVerbosityUnread && v >= log_verbosity(LogLevel::trace)),
+                     std::memory_order_relaxed);
+}
+
+void write_sink(LogLevel level, std::string_view who, std::string_view text) noexcept;
+}  // namespace
+
+LogTapPause::LogTapPause() noexcept : was_(t_tapping) {
+  t_tapping = true;
+}
+LogTapPause::~LogTapPause() {
+  t_tapping = was_;
+}
+
+void add_log_tap(LogTap* tap) {
+  Taps& t = taps();
+  MutexLock lock(t.mu);
+  t.list.push_back(tap);
+  refresh_taps(t);
+}
+
+void remove_log_tap(LogTap* tap) {
+  Taps& t = taps();
+  MutexLock lock(t.mu);
+  t.list.erase(std::remove(t.list.begin(), t.list.end(), tap), t.list.end());
+  refresh_taps(t);
+}
+
+void refresh_log_taps() {
+  Taps& t = taps();
+  MutexLock lock(t.mu);
+  refresh_taps(t);
+}
+
+LogSelection LogSelection::parse(std::string_view list) {
+  Selections s = parse_selections(list);
+  LogSelection out;
+  out.every_ = s.every;
+  out.in_ = std::move(s.in);
+  out.out_ = std::move(s.out);
+  out.text_ = std::move(s.text);
+  return out;
+}
+
+bool LogSelection::selects(std::string_view who) const noexcept {
+  for (const auto& name : out_)
+    if (name == who) return false;
+  if (every_) return true;
+  for (const auto& name : in_)
+    if (name == who) return true;
+  return false;
+}
+
+void write_forwarded_line(LogLevel level, std::string_view who, std::string_view text) noexcept {
+  if (!log_selected(who)) return;
+  write_sink(level, who, text);
+}
 
 bool log_enabled_unread(LogLevel level) noexcept {
   return level <= ::patro::log_level();
@@ -295,6 +377,20 @@ bool log_selected_slow(std::string_view who) noexcept {
 }
 
 void log_line(LogLevel level, std::string_view who, std::string_view text) noexcept {
+  if (log_enabled(level) && log_selected(who)) write_sink(level, who, text);
+  if (log_verbosity(level) > g_tap_verbosity.load(std::memory_order_relaxed) || t_tapping) return;
+  t_tapping = true;
+  {
+    Taps& t = taps();
+    MutexLock lock(t.mu);
+    for (LogTap* tap : t.list)
+      if (log_verbosity(level) <= tap->tap_verbosity()) tap->on_line(level, who, text);
+  }
+  t_tapping = false;
+}
+
+namespace {
+void write_sink(LogLevel level, std::string_view who, std::string_view text) noexcept {
   try {
     Sink& s = sink();
     std::string line;
@@ -328,6 +424,7 @@ void log_line(LogLevel level, std::string_view who, std::string_view text) noexc
     // Logging never throws.
   }
 }
+}  // namespace
 
 bool LogLimiter::allow(uint64_t& held) {
   const auto now = std::chrono::steady_clock::now();

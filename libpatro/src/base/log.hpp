@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mutex.hpp"
 #include "patro/logging.hpp"
@@ -45,11 +46,74 @@ inline bool log_selected(std::string_view who) noexcept {
   return g_selecting.load(std::memory_order_relaxed) == kSelectEvery || log_selected_slow(who);
 }
 
-/// Writes a line that log_enabled and log_selected let through (PATRO_LOG's, tested before
-/// the line was formatted), without testing them again.
-void log_line(LogLevel level, std::string_view who, std::string_view text) noexcept;
+/// The most verbose level any log tap (below) wants, as its log_verbosity; -1: no tap.
+extern std::atomic<int> g_tap_verbosity;
+/// Whether a line is wanted at all: written here (the level and the selections in force), or
+/// forwarded to a log tap. The line's level test stays one load and a compare when no tap is set.
+inline bool log_wanted(LogLevel level, std::string_view who) noexcept {
+  if (log_enabled(level) && log_selected(who)) return true;
+  return ::patro::log_verbosity(level) <= g_tap_verbosity.load(std::memory_order_relaxed);
+}
 
-/// Whether the level is trace: kept with the level by log_level() and set_log_level().
+/// Writes a line that log_wanted let through (PATRO_LOG's test, before the line was formatted):
+/// to the sink if the level and selections in force let it through, and to the log taps that
+/// want it, unless the line is logged by a tap itself (a tap's own lines are never tapped).
+void log_line(LogLevel level, std::string_view who, std::string_view text) noexcept;
+/// Writes a line that came from another process (log forwarding) to the sink if the selections
+/// in force let who through, whatever the level in force (the subscription chose the level).
+/// Never given to a log tap: a line forwarded here is not forwarded again.
+void write_forwarded_line(LogLevel level, std::string_view who, std::string_view text) noexcept;
+
+/// A list of components as PATRO_LOG_SELECTIONS and set_log_selections take it (logging.hpp).
+class LogSelection {
+ public:
+  /// Every component.
+  LogSelection() = default;
+  /// Throws Error(invalid_argument) as set_log_selections does.
+  static LogSelection parse(std::string_view list);
+  bool selects(std::string_view who) const noexcept;
+  /// The items, separated by one space ("" selects every component).
+  const std::string& text() const noexcept { return text_; }
+  /// Whether it leaves any component out.
+  bool narrows() const noexcept { return !every_ || !out_.empty(); }
+
+ private:
+  bool every_ = true;
+  std::vector<std::string> in_, out_;
+  std::string text_;
+};
+
+/// Something that takes every log line at or under its level, whatever the level and selections
+/// in force (log forwarding: server/log_forward.hpp). Called on the thread that logs, possibly
+/// with that thread's locks held: it must not block, and must not log (its own lines would not
+/// reach it anyway).
+class LogTap {
+ public:
+  virtual ~LogTap() = default;
+  /// The most verbose level it wants now, as its log_verbosity; -1: none.
+  virtual int tap_verbosity() const noexcept = 0;
+  virtual void on_line(LogLevel level, std::string_view who, std::string_view text) noexcept = 0;
+};
+/// Adds a tap, or removes one (waiting for a line it is taking). Thread-safe.
+void add_log_tap(LogTap* tap);
+void remove_log_tap(LogTap* tap);
+/// While one lives, the lines this thread logs go to no tap (a forwarder sending its lines: a
+/// line about a failed send must not feed another send).
+class PATRO_PRIVATE LogTapPause {
+ public:
+  LogTapPause() noexcept;
+  ~LogTapPause();
+  LogTapPause(const LogTapPause&) = delete;
+  LogTapPause& operator=(const LogTapPause&) = delete;
+
+ private:
+  bool was_;
+};
+/// Reads the taps' levels again (a tap calls it when its level changed, holding none of its locks).
+void refresh_log_taps();
+
+/// Whether the level is trace, or a log tap wants trace: kept with the level by log_level() and
+/// set_log_level(), and by the taps' changes.
 extern std::atomic<bool> g_wire_trace;
 /// Whether to log every request and reply (the wire trace): one relaxed load, so that the
 /// request path pays a single branch when it is off. Read log_level() once first (a Connection
@@ -64,10 +128,9 @@ inline bool wire_trace() noexcept {
 // A for statement rather than if/else, so that the macro is safe inside an unbraced if. A line
 // at a level not in force costs one load and compare; the selections are tested only for a line
 // at a level in force, before it is formatted.
-#define PATRO_LOG(level, who)                                                                  \
-  for (bool patro_log_once = ::patro::detail::log_enabled(::patro::detail::LogLevel::level) && \
-                             ::patro::detail::log_selected(who);                               \
-       patro_log_once; patro_log_once = false)                                                 \
+#define PATRO_LOG(level, who)                                                                    \
+  for (bool patro_log_once = ::patro::detail::log_wanted(::patro::detail::LogLevel::level, who); \
+       patro_log_once; patro_log_once = false)                                                   \
   ::patro::detail::LogStream(::patro::detail::LogLevel::level, who).stream()
 
 // PATRO_LOG_LIMITED(warn, "broker", limiter) << "..."; for lines a peer can cause at will: at
@@ -121,6 +184,6 @@ class LogLimiter {
 // counts the event, say) is evaluated whatever the level. A line that the level or the
 // selections leave out does not count against the limiter.
 inline bool log_limited(LogLimiter& limiter, LogLevel level, std::string_view who, uint64_t& held) {
-  return log_enabled(level) && log_selected(who) && limiter.allow(held);
+  return log_wanted(level, who) && limiter.allow(held);
 }
 }  // namespace patro::detail

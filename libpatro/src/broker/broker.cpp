@@ -65,6 +65,8 @@ bool is_loopback(const std::string& endpoint) {
 constexpr const char* kClientDomain = "patro-clients";
 // Most servers one client is remembered to have located before they registered.
 constexpr size_t kMaxServersPerClient = 4096;
+// The longest selections a LOG_SUBSCRIBE may carry.
+constexpr size_t kMaxLogSelections = 4096;
 constexpr const char* kServerDomain = "patro-servers";
 
 // Hashes and compares std::string and std::string_view alike, so a lookup by a view of a frame
@@ -549,6 +551,8 @@ struct PATRO_PRIVATE Broker::Impl {
         return on_request(f, routing, now);
       case Command::cancel:
         return on_cancel(f, routing, now);
+      case Command::log_subscribe:
+        return on_log_subscribe(f, routing, now);
       case Command::heartbeat: {
         auto id = f.size() == 3 ? detail::parse_u64(f[2]) : std::nullopt;
         if (!id) return void(++dropped);
@@ -696,6 +700,53 @@ struct PATRO_PRIVATE Broker::Impl {
     out.push_back(std::move(f[3]));
     out.push_back(std::move(f[4]));
     send_back(out);
+  }
+
+  void on_log_subscribe(Multipart& f, const std::string& routing, Clock::time_point now) {
+    // [routing][hdr][server id][client id]([level][selections]): to the lane the client's
+    // requests go to (as a CANCEL), never answered. The client talks to that server from now on:
+    // it hears CLIENT_GONE when the client goes (ending the subscription), and the server's
+    // LOG_LINEs for it are forwarded.
+    const bool subscribe = f.size() == 6;
+    auto server_id = subscribe || f.size() == 4 ? detail::parse_u64(f[2]) : std::nullopt;
+    if (!server_id || !detail::parse_u64(f[3]) || (subscribe && !detail::parse_u64(f[4])) ||
+        (subscribe && f[5].size() > kMaxLogSelections))
+      return void(++dropped);
+    ClientRec& client = touch_client(routing, 0, now);
+    auto sit = servers.find(*server_id);
+    if (sit == servers.end() || sit->second.lanes.empty()) return;
+    ServerRec& server = sit->second;
+    const size_t lane = std::hash<std::string>{}(routing) % server.lanes.size();
+    if (server.lanes[lane].empty()) return;
+    client.servers.insert(*server_id);
+    server.clients.insert(routing);
+    Multipart out;
+    out.reserve(f.size() + 1);
+    out.push_back(routing_frame(server.lanes[lane]));
+    out.push_back(detail::header_frame(Command::log_subscribe));
+    out.push_back(std::move(f[0]));
+    for (size_t i = 2; i < f.size(); ++i) out.push_back(std::move(f[i]));
+    send_back(out);
+  }
+
+  // A server's LOG_LINE, [routing][hdr][client routing][host][pid][level][who][time][text]
+  // [dropped]: forwarded to a client that talks to that server and reads what it is sent; any
+  // other is dropped (counted), never queued here.
+  void on_log_line(Multipart& f, std::unordered_map<std::string, LaneRec>::iterator lit) {
+    if (f.size() != 10 || lit == lanes.end()) return void(++dropped);
+    size_t bytes = 0;
+    for (const auto& m : f) bytes += m.size();
+    if (bytes > opts.limits.max_message_size) return void(++dropped);
+    auto cit = clients.find(routing_of(f[2]));
+    if (cit == clients.end() || !cit->second.servers.count(lit->second.server) ||
+        cit->second.unread.over(opts.max_client_unread))
+      return void(++dropped);
+    Multipart out;
+    out.reserve(9);
+    out.push_back(std::move(f[2]));
+    out.push_back(std::move(f[1]));
+    for (size_t i = 3; i < f.size(); ++i) out.push_back(std::move(f[i]));
+    send_front(out, &cit->second);
   }
 
   // Whether the client may have one more request of `bytes` unanswered: not if it has as many
@@ -1002,6 +1053,8 @@ struct PATRO_PRIVATE Broker::Impl {
         }
         return;
       }
+      case Command::log_line:
+        return on_log_line(f, lit);
       case Command::disconnect:
         if (lit != lanes.end()) drop_lane(lit, "disconnected");
         return;

@@ -40,6 +40,12 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
   (void)log_level();  // reads the environment now: the wire trace (PATRO_DEBUG) is then known
   curve_ = resolve_curve(options_.curve);
   route_ = options_.route;
+  if (options_.forward_logs) {
+    (void)LogSelection::parse(options_.forward_log_selections);  // refused here, not later
+    MutexLock io(loop_.turn());
+    log_level_ = options_.forward_logs;
+    log_selections_ = options_.forward_log_selections;
+  }
   if (options_.continuations == Continuations::event_loop)
     completions_ = std::make_unique<Completions>();
 }
@@ -173,6 +179,7 @@ void Connection::flush() {
 
 void Connection::send_out(Outgoing& o) {
   if (o.cancel) return send_cancel(o);
+  if (o.log_change) return change_log_forwarding(o);
   zmq::socket_t* direct = nullptr;
   if (o.slot) link_.note_server(o.slot->server);
   if (o.slot && !o.slot->control && o.slot->server != 0 && route_ != Route::broker) {
@@ -198,6 +205,13 @@ void Connection::send_out(Outgoing& o) {
         return;
     }
   }
+  // Log forwarding: a server's first request is preceded by the subscription, the same way.
+  if (o.slot && !o.slot->control && o.slot->server != 0 &&
+      ((log_level_ && log_subscribed_.insert(o.slot->server).second) ||
+       (!log_pending_.empty() && log_pending_.count(o.slot->server)))) {
+    log_pending_.erase(o.slot->server);
+    send_log_subscribe(o.slot->server, direct);
+  }
   // Traced before it leaves (sending moves the frames out); a direct send that finds the
   // connection closed is traced again on the way it then takes.
   if (o.slot && !o.slot->traced.empty()) [[unlikely]]
@@ -214,6 +228,96 @@ void Connection::send_out(Outgoing& o) {
     o.slot->sent_direct = direct != nullptr;
   }
   if (direct == nullptr) link_.send(o.frames, false, "request");
+}
+
+void Connection::send_log_subscribe(uint64_t server, zmq::socket_t* direct) {
+  Multipart m;
+  m.reserve(5);
+  m.push_back(header_frame(Command::log_subscribe));
+  m.push_back(u64_frame(server));
+  m.push_back(u64_frame(client_id_));
+  if (log_level_) {
+    m.push_back(u64_frame(static_cast<uint64_t>(log_verbosity(*log_level_))));
+    m.push_back(zmq::message_t(log_selections_.data(), log_selections_.size()));
+  }
+  if (direct != nullptr)
+    send_logged(*direct, m, false, "log subscription");
+  else
+    link_.send(m, false, "log subscription");
+}
+
+void Connection::forward_logs(std::optional<LogLevel> level, const std::string& selections) {
+  if (level) (void)LogSelection::parse(selections);  // throws Error(invalid_argument)
+  check_open();
+  Outgoing o;
+  o.log_change = true;
+  o.log_level = level;
+  o.log_selections = level ? selections : std::string();
+  {
+    MutexLock out(out_mu_);
+    seal_batch();  // oneway calls made before this go before it
+    outbox_.push_back(std::move(o));
+  }
+  kick();
+}
+
+void Connection::change_log_forwarding(const Outgoing& o) {
+  const bool was = log_level_.has_value();
+  log_level_ = o.log_level;
+  log_selections_ = o.log_selections;
+  if (!log_level_ && !was) return;
+  // Every server subscribed to (changed or ended), and every one talked to (started), the way
+  // requests to it go now, so that the next request finds it in force (the same lane, behind it).
+  std::unordered_set<uint64_t> servers = log_subscribed_;
+  for (uint64_t s : link_.servers_seen()) servers.insert(s);
+  for (uint64_t s : routes_.not_dead()) servers.insert(s);
+  for (uint64_t s : servers) {
+    const DirectRoutes::Entry* e = routes_.find(s);
+    auto sock = direct_socks_.find(s);
+    send_log_subscribe(s, e && e->active && sock != direct_socks_.end() ? &sock->second : nullptr);
+  }
+  // Sent again before the next request to each, the way that request goes: one that takes
+  // another way than the guess above finds the change in force all the same.
+  log_pending_ = servers;
+  if (log_level_)
+    log_subscribed_ = std::move(servers);
+  else
+    log_subscribed_.clear();
+}
+
+void Connection::on_log_line(const Multipart& msg) {
+  // [hdr][host][pid][level][who][time][text][dropped]
+  if (msg.size() != 8 || !log_level_) return;
+  const auto pid = parse_u64(msg[2]);
+  const auto verbosity = parse_u64(msg[3]);
+  const auto dropped = parse_u64(msg[7]);
+  if (!pid || !verbosity || !dropped || *verbosity > 6 || msg[1].size() > 255 ||
+      msg[4].size() > 255 || msg[5].size() > 64)
+    return;
+  LogRecord r;
+  for (int l = 0; l <= 6; ++l)
+    if (log_verbosity(static_cast<LogLevel>(l)) == static_cast<int>(*verbosity))
+      r.level = static_cast<LogLevel>(l);
+  r.host = msg[1].to_string();
+  r.pid = static_cast<int64_t>(*pid);
+  r.who = msg[4].to_string();
+  r.time = msg[5].to_string();
+  r.text = msg[6].to_string();
+  r.dropped = *dropped;
+  log_lines_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.on_log) {
+    try {
+      options_.on_log(r);
+    } catch (const std::exception& e) {
+      PATRO_LOG(warn, "client") << "the on_log handler threw: " << e.what();
+    } catch (...) {
+      PATRO_LOG(warn, "client") << "the on_log handler threw something not a std::exception";
+    }
+    return;
+  }
+  std::string text = "[" + r.host + ":" + std::to_string(r.pid) + " " + r.who + "] " + r.text;
+  if (r.dropped > 0) text += " (" + std::to_string(r.dropped) + " lines dropped before this one)";
+  write_forwarded_line(r.level, r.who, text);
 }
 
 bool Connection::direct_closed(uint64_t server) {
@@ -360,7 +464,8 @@ Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
 void Connection::route_failed(uint64_t server, const std::string& why) {
   DirectRoutes::Failure failure = routes_.fail(server, Clock::now(), timing_.heartbeat());
   if (!failure.known) return;
-  direct_socks_.erase(server);  // closed (linger 0)
+  log_subscribed_.erase(server);  // its lines came that way: subscribed again, the next way
+  direct_socks_.erase(server);    // closed (linger 0)
   const bool was_active = failure.was_active;
   // The requests in flight on it, in the order they were made (each may have run).
   const std::vector<SlotPtr> lost = requests_.lost_direct(server);
@@ -635,6 +740,7 @@ void Connection::switch_broker(const std::string& why, std::optional<size_t> to)
   const std::string from = link_.move(to, next_request_id_++, now);
   PATRO_LOG(warn, "client") << why << "; moving to the broker at " << link_.endpoint();
   failovers_.fetch_add(1, std::memory_order_relaxed);
+  log_subscribed_.clear();  // lines come through the broker they were asked through
   // A LOCATE for each server we talk to: it tells the server we are attached here now.
   locate_known(routes_.locate_again(now));
   if (options_.retry) {
@@ -684,6 +790,9 @@ void Connection::dispatch(Multipart& msg, bool direct) {
     case Command::locate_reply:
       on_locate_reply(msg);
       return;
+    case Command::log_line:
+      on_log_line(msg);
+      return;
     case Command::server_down: {
       // [server id]([request ids]): the broker names the requests the process that went had
       // (those sent since may be a restarted one's); one that names none fails them all.
@@ -698,6 +807,7 @@ void Connection::dispatch(Multipart& msg, bool direct) {
       // Its direct endpoints went with it: located again on the next request.
       if (routes_.forget(*server)) direct_socks_.erase(*server);
       link_.forget_server(*server);
+      log_subscribed_.erase(*server);  // a restarted one is subscribed again
       return;
     }
     default:

@@ -221,6 +221,15 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void close() PATRO_EXCLUDES(callbacks_mu_, loop_.turn(), out_mu_, requests_.mutex());
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
+  /// Log forwarding (patro::Client::forward_logs): from now on, the servers this connection
+  /// talks to send it their log lines at or above level of the components selections selects
+  /// (a LOG_SUBSCRIBE to each it has talked to now, and to each new one before its first
+  /// request); nullopt: they stop. Throws Error(invalid_argument) for bad selections.
+  void forward_logs(std::optional<LogLevel> level, const std::string& selections)
+      PATRO_EXCLUDES(loop_.turn(), out_mu_);
+  /// Forwarded log lines received so far.
+  uint64_t log_lines() const noexcept { return log_lines_.load(std::memory_order_relaxed); }
+
   /// The process patro::spawn started to serve this connection's objects (null: none). Set once,
   /// before the connection is shared; it is stopped when the connection goes, after the
   /// connection closed its sockets (child_ is the first member, so the last destroyed).
@@ -285,6 +294,13 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // Sends a request directly; false if the socket has no connection (nothing left).
   bool send_direct(zmq::socket_t& sock, Outgoing& o) PATRO_REQUIRES(loop_.turn());
   void on_locate_reply(Multipart& msg) PATRO_REQUIRES(loop_.turn());
+  /// A LOG_LINE: to on_log, or into this process's log.
+  void on_log_line(const Multipart& msg) PATRO_REQUIRES(loop_.turn());
+  /// Sends server a LOG_SUBSCRIBE (or, with no level, its end): by direct if given, else
+  /// through the broker.
+  void send_log_subscribe(uint64_t server, zmq::socket_t* direct) PATRO_REQUIRES(loop_.turn());
+  /// Puts a forward_logs change in force (its turn in the outbox).
+  void change_log_forwarding(const Outgoing& o) PATRO_REQUIRES(loop_.turn());
   /// A message from a server's direct socket.
   void dispatch_direct(uint64_t server, Multipart& msg) PATRO_REQUIRES(loop_.turn());
   /// Heartbeats and silence checks of the direct connections; returns the next time to look.
@@ -358,6 +374,14 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(loop_.turn());
   std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(loop_.turn());
   std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(loop_.turn());
+  // Log forwarding: the level and selections asked for (none: off), and the servers sent a
+  // LOG_SUBSCRIBE (again after a server restarts, its direct route fails, or we move brokers).
+  std::optional<LogLevel> log_level_ PATRO_GUARDED_BY(loop_.turn());
+  std::string log_selections_ PATRO_GUARDED_BY(loop_.turn());
+  std::unordered_set<uint64_t> log_subscribed_ PATRO_GUARDED_BY(loop_.turn());
+  // Servers told of a change (forward_logs) and told again before their next request.
+  std::unordered_set<uint64_t> log_pending_ PATRO_GUARDED_BY(loop_.turn());
+  std::atomic<uint64_t> log_lines_{0};
 
   Mutex out_mu_;
   std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);

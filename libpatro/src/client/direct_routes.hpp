@@ -24,6 +24,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -41,6 +42,11 @@ struct Outgoing {
   Multipart frames;
   std::shared_ptr<Slot> slot;
   bool cancel = false;  // a CANCEL of slot's request: it goes the way that request went
+  // Log forwarding changed (Connection::forward_logs): its level (none: off) and selections, put
+  // in force by the holder of the socket, in order with the requests around it.
+  bool log_change = false;
+  std::optional<LogLevel> log_level{};
+  std::string log_selections{};
 };
 
 class PATRO_PRIVATE DirectRoutes {

@@ -303,7 +303,16 @@ ClientStats Client::stats() const {
   s.releases = conn_->released();
   s.in_flight = counts.in_flight;
   s.callbacks_served = conn_->callbacks_served();
+  s.log_lines = conn_->log_lines();
   return s;
+}
+
+void Client::forward_logs(LogLevel level, std::string_view selections) {
+  conn_->forward_logs(level, std::string(selections));
+}
+
+void Client::stop_forwarding_logs() {
+  conn_->forward_logs(std::nullopt, {});
 }
 
 void Client::close() {

@@ -172,6 +172,7 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
 
 void Lane::release_client(uint64_t client_id) {
   const ServerOptions& options = server_.options_;
+  if (server_.logs_) server_.logs_->unsubscribe(client_id);
   server_.locks_->drop_monitor(client_id, owed_);
   server_.replies_.forget(client_id);
   server_.objects_.drop_client(client_id);  // the references it held
@@ -302,6 +303,11 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
                                   << server_.broker_endpoints_[broker];
       }
       break;
+    case Command::log_subscribe:
+      if (m.size() >= 2)
+        handle_log_subscribe(m,
+                             broker_routing(static_cast<unsigned>(broker), m[1].to_string_view()));
+      break;
     case Command::client_gone: {
       // A client died or left: its locks are released and its waits dropped.
       auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt;
@@ -349,12 +355,52 @@ void Lane::handle_direct(Multipart& m) {
     m[0] = zmq::message_t(routing.data(), routing.size());
     std::swap(m[0], m[1]);
     handle_request(m, 0, true, 0);
+  } else if (cmd == Command::log_subscribe) {
+    std::string routing = direct_routing(index_, m[0].to_string_view());
+    std::swap(m[0], m[1]);  // [hdr][ROUTER id]...: as from a broker
+    handle_log_subscribe(m, std::move(routing));
   } else if (cmd == Command::heartbeat) {
     Multipart hb;
     hb.push_back(std::move(m[0]));
     hb.push_back(header_frame(Command::heartbeat));
     send_multipart(direct_, hb, true);
   }
+}
+
+void Lane::handle_log_subscribe(Multipart& m, std::string routing) {
+  // [hdr][client routing][server id][client id]([level][selections])
+  static LogLimiter refused;
+  if (!server_.logs_) return;
+  const LogTapPause pause;  // a line about forwarding is not forwarded
+  const bool subscribe = m.size() == 6;
+  const auto server_id = subscribe || m.size() == 4 ? parse_u64(m[2]) : std::nullopt;
+  const auto client_id = server_id ? parse_u64(m[3]) : std::nullopt;
+  if (!client_id || *client_id == 0 || *server_id != server_.server_id()) return;
+  if (!subscribe) {
+    server_.logs_->unsubscribe(*client_id);
+    return;
+  }
+  const auto verbosity = parse_u64(m[4]);
+  std::optional<LogLevel> level;
+  for (int l = 0; verbosity && l <= 6; ++l)
+    if (log_verbosity(static_cast<LogLevel>(l)) == static_cast<int>(*verbosity))
+      level = static_cast<LogLevel>(l);
+  try {
+    if (!level) throw Error(Errc::invalid_argument, "no such level");
+    server_.logs_->subscribe(*client_id, std::move(routing), index_, *level,
+                             LogSelection::parse(m[5].to_string_view()));
+  } catch (const Error& e) {
+    // Not forwarded: this line's component is the forwarder's own ("server" lines would be).
+    PATRO_LOG_LIMITED(info, "logfwd", refused)
+        << "refused client " << *client_id << "'s log subscription: " << e.what();
+  }
+}
+
+void Lane::send_log_lines() {
+  if (!server_.logs_) return;
+  const LogTapPause pause;  // a line about a send is not forwarded
+  for (auto& o : server_.logs_->take(index_))
+    if (!outbox_->send_log_line(first(), o.routing, o.frames)) server_.logs_->not_sent(o.client_id);
 }
 
 void Lane::handle_cancel(const Multipart& m) {
@@ -458,6 +504,7 @@ bool Lane::turn() {
     uint64_t n;
     (void)!::read(wake_fd_, &n, sizeof n);
     if (outbox_->flush(first(), encoder_)) return false;
+    send_log_lines();
   }
   // Everything waiting is read ahead before the next message is handled, and again after any
   // that took longer than kReadAgain: a CANCEL that reached the lane before its request runs is
@@ -471,6 +518,7 @@ bool Lane::turn() {
       handle_direct(a.msg);
     else
       handle_broker(a.broker, a.msg, Clock::now());
+    if (server_.logs_ && server_.logs_->pending(index_)) send_log_lines();
     if (Clock::now() - read_at_ >= kReadAgain) read_ahead();
   }
   now = Clock::now();

@@ -115,6 +115,11 @@ class Lane {
   void handle_broker(size_t broker, Multipart& m, Clock::time_point now);
   /// The broker's answer to our registration.
   void handle_registered(size_t broker, Multipart& m, Clock::time_point now);
+  /// A LOG_SUBSCRIBE, [hdr][client routing][server id][client id]([level][selections]), its
+  /// lines to leave by routing (a reply routing: routing.hpp).
+  void handle_log_subscribe(Multipart& m, std::string routing);
+  /// Sends the log lines queued for the subscribers this lane sends to.
+  void send_log_lines();
   /// A client is gone: its locks are released, its waits dropped, what it left running forgotten.
   void release_client(uint64_t client_id);
 

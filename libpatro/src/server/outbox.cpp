@@ -117,6 +117,29 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   send_multipart(*via, out, false);
 }
 
+bool Outbox::send_log_line(zmq::socket_t& sock, std::string_view routing, Multipart& frames) {
+  Multipart out;
+  out.reserve(frames.size() + 2);
+  zmq::socket_t* via = &sock;
+  if (const auto lane = direct_lane(routing)) {
+    // The subscription came by this lane's ROUTER (LogForwarder keeps it to this lane).
+    if (*lane != lane_ || direct_ == nullptr) return false;
+    via = direct_;
+    out.push_back(zmq::message_t(routing.data() + 4, routing.size() - 4));
+    out.push_back(header_frame(Command::log_line));
+  } else {
+    if (const unsigned broker = routing_broker(routing).value_or(0); broker != 0) {
+      if (brokers_ == nullptr || broker >= brokers_->size()) return false;
+      via = &(*brokers_)[broker];
+    }
+    routing = broker_peer(routing);
+    out.push_back(header_frame(Command::log_line));
+    out.push_back(zmq::message_t(routing.data(), routing.size()));
+  }
+  for (auto& f : frames) out.push_back(std::move(f));
+  return send_multipart(*via, out, true);
+}
+
 void Outbox::answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,
                     uint64_t request_id, zmq::message_t body) {
   std::optional<std::string> reroute;

@@ -76,6 +76,9 @@ class Outbox final : public ReplySink {
               uint64_t request_id, zmq::message_t body);
   /// Sends the replies owed to parked callers (encoded by encoder), and clears owed.
   void send_owed(zmq::socket_t& sock, Executor& encoder, std::vector<DeferredReply>& owed);
+  /// Sends one LOG_LINE (frames: what follows the header and routing) by routing, as reply()
+  /// does, without waiting: false if the socket refused it (a full queue, a peer gone).
+  bool send_log_line(zmq::socket_t& sock, std::string_view routing, Multipart& frames);
   /// Sends what other threads queued. Returns whether the lane was asked to stop.
   bool flush(zmq::socket_t& sock, Executor& encoder) PATRO_EXCLUDES(mu_);
 

@@ -316,6 +316,10 @@ Config Server::start() {
     lanes_.push_back(std::move(lane));
   }
   for (auto& lane : lanes_) outboxes_.push_back(lane->outbox.get());
+  logs_ = std::make_unique<LogForwarder>(options_.log_forward_queue, [this](unsigned lane) {
+    const uint64_t one = 1;
+    if (lane < lanes_.size()) (void)!::write(lanes_[lane]->wake_fd, &one, sizeof one);
+  });
   for (auto& lane : lanes_) lane->outbox->set_peers(lane->index, &outboxes_);
   for (auto& lane : lanes_)
     lane->thread =
@@ -477,6 +481,7 @@ void Server::stop_server(bool from_fincheck) {
   for (auto& lane : lanes_) lane->outbox->request_stop();
   for (auto& lane : lanes_)
     if (lane->thread.joinable()) lane->thread.join();
+  logs_.reset();  // no line is offered to it after this (remove_log_tap waits for one that is)
   for (auto& lane : lanes_) lane->outbox.reset();  // late replies after this are dropped
   if (remote_refs_) remote_refs_->close();
   if (broker_) {

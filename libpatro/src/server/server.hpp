@@ -17,6 +17,7 @@
 #include "direct_gate.hpp"
 #include "ids.hpp"
 #include "lock_table.hpp"
+#include "log_forward.hpp"
 #include "mutex.hpp"
 #include "object_table.hpp"
 #include "outbox.hpp"
@@ -110,6 +111,9 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   std::unique_ptr<LockTable> locks_;
   ReplyCache replies_;
   std::vector<Outbox*> outboxes_;  // the lanes', by index (for replies by another lane's ROUTER)
+  // Log forwarding: the clients subscribed to our log lines (made in start(), before the lanes;
+  // gone after them, before their wake fds close).
+  std::unique_ptr<LogForwarder> logs_;
   // The direct path: where lanes bind their ROUTERs (empty: off), and what they advertise.
   std::string direct_bind_;
   std::string direct_advertise_;
