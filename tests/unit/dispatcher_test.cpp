@@ -145,8 +145,8 @@ struct TestLane {
                std::chrono::nanoseconds age = 0ns, std::string_view routing = "route") {
     zmq::message_t reply;
     std::optional<std::string> reroute;
-    const Dispatched d = dispatcher.dispatch_body(request_id, body, Taken{routing, age}, scratch,
-                                                  reply, reroute, owed);
+    const Dispatched d = dispatcher.dispatch_body(request_id, body, Taken{routing, age, nullptr},
+                                                  scratch, reply, reroute, owed);
     Outcome o{d, std::nullopt, reroute};
     if (d == Dispatched::reply) o.reply = read(reply);
     return o;
