@@ -3,6 +3,7 @@
 #include "log.hpp"
 #include "op_table.hpp"
 #include "rights.hpp"
+#include "routing.hpp"
 
 namespace patro::detail {
 
@@ -50,11 +51,17 @@ void ClientRights::bind(std::string routing, uint64_t client, std::string key) {
   b.key = std::move(key);
 }
 
-void ClientRights::drop_client(uint64_t client) {
+void ClientRights::drop_client(uint64_t client, unsigned broker) {
   MutexLock lock(mu_);
-  auto [first, last] = routings_.equal_range(client);
-  for (auto it = first; it != last; ++it) bound_.erase(it->second);
-  routings_.erase(first, last);
+  auto [it, last] = routings_.equal_range(client);
+  while (it != last) {
+    if (routing_broker(it->second) == broker) {
+      bound_.erase(it->second);
+      it = routings_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Rights ClientRights::of_key(const std::string& key) const {

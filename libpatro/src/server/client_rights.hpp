@@ -40,8 +40,9 @@ class ClientRights {
   /// A broker says that the requests it forwards from routing (as the lane marks it) come from
   /// client, under key.
   void bind(std::string routing, uint64_t client, std::string key) PATRO_EXCLUDES(mu_);
-  /// A client is gone: what bind() kept for it is dropped.
-  void drop_client(uint64_t client) PATRO_EXCLUDES(mu_);
+  /// A broker says a client is gone: what bind() kept for its connections through that broker is
+  /// dropped (not through another: a client that moved keeps its new broker's binding).
+  void drop_client(uint64_t client, unsigned broker) PATRO_EXCLUDES(mu_);
 
   /// Whether any key is limited: while none is, requests are not looked up at all.
   bool any() const noexcept { return any_.load(std::memory_order_acquire); }

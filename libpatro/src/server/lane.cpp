@@ -337,7 +337,7 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
       auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt;
       if (!client_id) break;
       // What this broker bound for it (its connections here) goes, wherever it went.
-      server_.rights_->drop_client(*client_id);
+      server_.rights_->drop_client(*client_id, static_cast<unsigned>(broker));
       if (!server_.replies_.gone_at(*client_id, static_cast<unsigned>(broker))) {
         // It moved to another broker, which will tell us when it is gone.
         PATRO_LOG(debug, "server") << "client " << *client_id << " left "
