@@ -564,7 +564,11 @@ struct PATRO_PRIVATE Broker::Impl {
     out.push_back(zmq::message_t(rights.data(), rights.size()));
     out.push_back(detail::u64_frame(client.client_id));
     out.push_back(zmq::message_t(routing.data(), routing.size()));
-    send_back(out);
+    // Not sent (the lane's connection is gone): told with the next request that gets through.
+    if (!detail::send_multipart(back, out)) {
+      ++dropped;
+      client.rights_told.erase(server_id);
+    }
   }
 
   ClientRec& touch_client(const std::string& routing, uint64_t client_id, Clock::time_point now) {
