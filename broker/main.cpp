@@ -163,8 +163,9 @@ int main(int argc, char** argv) {
                  "each peer's key against the allow lists")
       ->type_name("FILE");
   app.add_option("--allow-clients", opts.allow_clients_file,
-                 "client public keys allowed on --front: one Z85 key per line, # comments "
-                 "(default with --curve-key: any key)")
+                 "client public keys allowed on --front: one Z85 key per line, optionally "
+                 "limited by names=GLOB,... and read-only after it, # comments (default with "
+                 "--curve-key: any key)")
       ->type_name("FILE");
   app.add_option("--allow-servers", opts.allow_servers_file,
                  "server public keys allowed to register on --back (same format)")

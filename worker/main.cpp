@@ -337,7 +337,8 @@ int main(int argc, char** argv) {
                  "(written mode 0600)")
       ->type_name("FILE");
   app.add_option("--allow-clients", bo.allow_clients_file,
-                 "the embedded broker's allowed client keys (one Z85 key per line)")
+                 "the embedded broker's allowed client keys (one Z85 key per line, optionally "
+                 "limited by names=GLOB,... and read-only after it)")
       ->type_name("FILE");
   app.add_option("--allow-servers", bo.allow_servers_file,
                  "the embedded broker's allowed server keys (this worker's own is always allowed)")

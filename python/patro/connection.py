@@ -649,6 +649,10 @@ class Connection:
         t, lr = self.control(codec.LOOKUP, codec.lookup_body(name))
         if t != codec.wire.ControlBody.LookupReply:
             raise errors.BadMessage("the answer to a lookup was not a lookup reply")
+        refusal = lr.Refusal()
+        if refusal:  # this client's key may not reach the name (rights per key)
+            raise errors.make_error(errors.Errc.not_authorized,
+                                    refusal.decode("utf-8", "replace"))
         if not lr.Found() or lr.Binding() is None:
             return None
         return codec.decode_binding(lr.Binding())

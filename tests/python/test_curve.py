@@ -27,9 +27,12 @@ def secure(procs, tmpdir_session):
     """A patro-broker with CURVE and allow lists, and the py server registered through it."""
     tmp = os.path.join(tmpdir_session, "curve")
     os.mkdir(tmp)
-    keys = {n: keygen(tmp, n) for n in ("broker", "alice", "server", "mallory")}
+    keys = {n: keygen(tmp, n) for n in ("broker", "alice", "server", "mallory", "reader", "honly")}
     with open(os.path.join(tmp, "clients"), "w") as f:
         f.write("# clients\n%s  # alice\n" % keys["alice"][1].public_key)
+        # Rights per key: a read-only key, and a key limited to the name h.
+        f.write("%s read-only\n%s names=h\n" % (keys["reader"][1].public_key,
+                                                keys["honly"][1].public_key))
     with open(os.path.join(tmp, "servers"), "w") as f:
         f.write(keys["server"][1].public_key + "\n")
     broker, front, back = start_broker(procs, tmp,
@@ -149,3 +152,41 @@ def test_refused_clients_fail_at_once(secure, monkeypatch):
     server = keys["server"][1]  # a server's key on the client port
     refusal(secure["front"], broker_key=broker_pub, client_public_key=server.public_key,
             client_secret_key=server.secret_key)
+
+
+def test_rights_per_key(secure):
+    """A read-only key reads and calls read-only methods only; a key limited to the name h cannot
+    look counter up, nor use it by its object id (the config's): not_authorized naming the
+    operation and the name (through the broker: the Python client has no direct path)."""
+    keys = secure["keys"]
+    broker_pub = keys["broker"][1].public_key
+    h = patro.get_proxy(secure["front"], "h", broker_key=broker_pub, curve_key=keys["reader"][0],
+                        connect_timeout=10)
+    assert h["abc"] == 123
+    with pytest.raises(patro.errors.NotAuthorized) as e:
+        h["abc"] = 5
+    assert "set on 'h'" in str(e.value)
+    assert h["abc"] == 123
+    with pytest.raises(patro.errors.NotAuthorized) as e:
+        h.at("def").push(7)
+    assert "push on 'h'" in str(e.value)
+    money = patro.get_proxy(secure["front"], "money", broker_key=broker_pub,
+                            curve_key=keys["reader"][0], connect_timeout=10)
+    cents = money.call("cents")
+    with pytest.raises(patro.errors.NotAuthorized) as e:
+        money.call("scale", 2)
+    assert "scale" in str(e.value) and "'money'" in str(e.value)
+    assert money.call("cents") == cents
+    h.connection.close()
+    money.connection.close()
+
+    with pytest.raises(patro.errors.NotAuthorized) as e:
+        patro.get_proxy(secure["front"], "counter", broker_key=broker_pub,
+                        curve_key=keys["honly"][0], connect_timeout=10)
+    assert "'counter'" in str(e.value)
+    ps = patro.get_proxies(secure["config"], curve_key=keys["honly"][0], connect_timeout=10)
+    assert ps[0]["abc"] == 123
+    with pytest.raises(patro.errors.NotAuthorized) as e:
+        ps[4]["n"]
+    assert "get on 'counter'" in str(e.value)
+    ps[0].connection.close()

@@ -82,7 +82,7 @@ inline void register_example_classes() {
 
   Class<Money>("Money")
       .method("scale", &Money::scale)
-      .method("cents", [](const Money& m) { return m.cents; })
+      .read_only_method("cents", [](const Money& m) { return m.cents; })
       .method("double_it",
               [](Money&, Value& x) {
                 x = x.as<int64_t>() * 2;

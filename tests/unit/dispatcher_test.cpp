@@ -145,8 +145,8 @@ struct TestLane {
                std::chrono::nanoseconds age = 0ns, std::string_view routing = "route") {
     zmq::message_t reply;
     std::optional<std::string> reroute;
-    const Dispatched d = dispatcher.dispatch_body(request_id, body, Taken{routing, age}, scratch,
-                                                  reply, reroute, owed);
+    const Dispatched d = dispatcher.dispatch_body(request_id, body, Taken{routing, age, nullptr},
+                                                  scratch, reply, reroute, owed);
     Outcome o{d, std::nullopt, reroute};
     if (d == Dispatched::reply) o.reply = read(reply);
     return o;
@@ -520,4 +520,55 @@ TEST_CASE("a callback object's passes: released under the table's pass key, free
                    .args = {Value(1), Value(static_cast<int64_t>(key))}})
             .ok);
   CHECK(lane.objects.collect(later(7200)) == 1);
+}
+
+TEST_CASE("rights per key: a limited client is refused before its call runs, naming op and name") {
+  TestLane lane;
+  const ObjectId hidden = lane.objects.pin(std::make_shared<patro::detail::HashNode>());
+  patro::detail::ClientRights rights(
+      {{lane.hash.object, {"kv"}}, {lane.scalar.object, {"jobs"}}, {hidden.object, {"secret"}}},
+      lane.objects);
+  Dispatcher dispatcher{lane.objects, lane.options, lane.locks, lane.cache, {}, {}, &rights};
+  const std::string key = patro::curve_keypair().public_key;
+  REQUIRE(rights.set_key(key, "names=kv,job* read-only"));
+  CHECK_FALSE(rights.set_key(key, "read-write"));  // does not parse: the rights in force stay
+  REQUIRE(rights.any());
+  rights.bind("route", kClient, key);
+  const patro::detail::Rights r = rights.of_routing("route");
+  REQUIRE(r != nullptr);
+  CHECK(rights.of_routing("another") == nullptr);  // not bound: everything
+  CHECK(rights.of_key(key) == r);
+  uint64_t request_id = 100;
+  auto send = [&](Call c) {
+    c.request_id = ++request_id;
+    zmq::message_t reply;
+    std::optional<std::string> reroute;
+    std::vector<DeferredReply> owed;
+    const Dispatched d = dispatcher.dispatch_body(
+        c.request_id, request_body(c), Taken{"route", 0ns, r}, lane.scratch, reply, reroute, owed);
+    REQUIRE(d == Dispatched::reply);
+    return read(reply);
+  };
+  // Read-only: get passes, set is refused and does not run.
+  CHECK(send({.object = lane.hash, .op = wire::Op::Get, .path = {std::string("k")}}).ok);
+  const Reply set = send(
+      {.object = lane.hash, .op = wire::Op::Set, .path = {std::string("k")}, .args = {Value(1)}});
+  CHECK(set.code == Errc::not_authorized);
+  CHECK(set.text.find("set on 'kv'") != std::string::npos);
+  CHECK(send({.object = lane.hash, .op = wire::Op::Get, .path = {std::string("k")}})
+            .results.at(0)
+            .is_null());
+  // Names: jobs matches job*; secret does not, and an unnamed object not sent to the client
+  // neither.
+  CHECK(send({.object = lane.scalar, .op = wire::Op::Get}).ok);
+  const Reply refused = send({.object = hidden, .op = wire::Op::Get});
+  CHECK(refused.code == Errc::not_authorized);
+  CHECK(refused.text.find("get on 'secret'") != std::string::npos);
+  const Reply code = send({.object = lane.code, .op = wire::Op::Get});
+  CHECK(code.code == Errc::not_authorized);
+  CHECK(rights.refused() == 3);
+  // Everything again: the key's restriction is lifted.
+  REQUIRE(rights.set_key(key, ""));
+  CHECK(rights.of_routing("route") == nullptr);
+  rights.drop_client(kClient, 0);
 }

@@ -64,7 +64,7 @@ TEST_CASE("header frames round-trip for every command, and anything else is refu
   CHECK_FALSE(detail::parse_header(frame("PX\x01\x03")));
   CHECK_FALSE(detail::parse_header(frame("PT\x02\x03")));                  // other version
   CHECK_FALSE(detail::parse_header(frame(std::string("PT\x01\x00", 4))));  // command 0
-  CHECK_FALSE(detail::parse_header(frame("PT\x01\x18")));                  // past the last
+  CHECK_FALSE(detail::parse_header(frame("PT\x01\x19")));                  // past the last
   CHECK_FALSE(detail::parse_header(frame("PT\x01\xff")));
 }
 
@@ -376,6 +376,8 @@ TEST_CASE("error codes: names and kinds from schemas/wire.json, os_failure besid
   CHECK(std::string(detail::command_name(Command::client_at)) == "CLIENT_AT");
   CHECK(std::string(detail::command_name(Command::cancel)) == "CANCEL");
   CHECK(static_cast<int>(Command::cancel) == 20);
+  CHECK(std::string(detail::command_name(Command::key_rights)) == "KEY_RIGHTS");
+  CHECK(static_cast<int>(Command::key_rights) == 24);
 }
 
 TEST_CASE("the slice and copy operations are reads") {

@@ -68,6 +68,8 @@ struct BrokerServer {
   uint64_t expired = 0;     ///< requests it did not run: their deadline had passed
   uint64_t direct = 0;      ///< requests that reached it directly (no broker hop)
   uint64_t brokered = 0;    ///< requests the broker forwarded to it
+  /// Requests it refused for their client key's rights (README "Security", rights per key).
+  uint64_t not_authorized = 0;
 };
 
 /// What a broker knows: its registry (sorted by name), its servers (sorted by id), its counters.

@@ -52,6 +52,28 @@ std::string read_public_key(const std::string& z85_or_file);
 /// can be concatenated); `#` at the start of a line or after a blank starts a comment (a key
 /// itself may hold `#`). Throws Error(invalid_argument) naming the line.
 std::vector<std::string> read_allow_list(const std::string& path);
+/// One line of a client allow list: a key and its rights (README "Security"). Written
+/// `KEY [names=GLOB,GLOB...] [read-only]`; a line with the key alone allows everything.
+struct AllowEntry {
+  std::string key;                 ///< Z85 public key
+  std::vector<std::string> names;  ///< globs (fnmatch(3)) of the names it may reach; empty: all
+  /// Only the operations the op table marks as not mutating (get, exists, size, keys, ...), and
+  /// the methods a served class registered with Class::read_only_method.
+  bool read_only = false;
+  /// Whether the key is limited at all.
+  bool restricted() const noexcept { return read_only || !names.empty(); }
+  /// Whether a name matches one of the globs (always, when there are none).
+  bool reaches(std::string_view name) const;
+  /// The rights as an allow-list line writes them after the key ("names=jobs*,kv read-only";
+  /// empty: everything).
+  std::string rights_text() const;
+};
+/// Parses one allow-list line (no comment): `KEY [names=GLOB,...] [read-only]`, or a
+/// `public-key = "KEY"` line. Throws Error(invalid_argument) saying what is wrong.
+AllowEntry parse_allow_entry(std::string_view line);
+/// Reads a client allow list with its rights: as read_allow_list, each line a parse_allow_entry.
+/// Throws Error(invalid_argument) naming the file and the line.
+std::vector<AllowEntry> read_allow_entries(const std::string& path);
 /// The key pair in the file $PATRO_CURVE_KEY names; empty when it is unset.
 CurveKeyPair curve_key_from_environment();
 

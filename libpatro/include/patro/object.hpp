@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -156,6 +157,8 @@ struct ClassInfo {
   };
   std::string name;
   std::map<std::string, Invoker, std::less<>> methods;
+  /// The methods a client whose key is read-only may call (Class::read_only_method).
+  std::set<std::string, std::less<>> read_only_methods;
   /// Operators by Perl's overload names ("+", "+=", "==", "neg", "!") and the conversions
   /// ("\"\"" to a string, "0+" to a number, "bool").
   std::map<std::string, Invoker, std::less<>> ops;
@@ -394,6 +397,17 @@ class Class {
     auto inv = detail::method_invoker<T>(std::move(fn));
     detail::change_class(
         typeid(T), [&](detail::ClassInfo& c) { c.methods[std::move(name)] = std::move(inv); });
+    return *this;
+  }
+
+  /// A method that changes nothing a client can observe, so that a client whose key is
+  /// read-only (an allow-list line with `read-only`, README "Security") may call it: registered
+  /// as method() registers it, and marked read-only. A read-only key may call no other method.
+  template <class F>
+  Class& read_only_method(std::string name, F fn) {
+    method(name, std::move(fn));
+    detail::change_class(
+        typeid(T), [&](detail::ClassInfo& c) { c.read_only_methods.insert(std::move(name)); });
     return *this;
   }
 

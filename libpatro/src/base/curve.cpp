@@ -1,6 +1,7 @@
 #include "patro/curve.hpp"
 
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -11,6 +12,7 @@
 #include <sstream>
 
 #include "patro/error.hpp"
+#include "rights.hpp"
 
 namespace patro {
 
@@ -125,26 +127,111 @@ std::string read_public_key(const std::string& z85_or_file) {
                                           "file holding one");
 }
 
-std::vector<std::string> read_allow_list(const std::string& path) {
+namespace {
+// A line without its comment: `#` starts one at the start of a line or after a blank (Z85 keys
+// may hold `#`).
+std::string uncommented(std::string line) {
+  for (size_t i = 0; i < line.size(); ++i)
+    if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+      line.erase(i);
+      break;
+    }
+  return trim(line);
+}
+
+template <class F>
+void each_allow_line(const std::string& path, F&& f) {
   std::istringstream in(slurp(path, "allow list"));
-  std::vector<std::string> keys;
   unsigned n = 0;
   for (std::string line; std::getline(in, line);) {
     ++n;
-    // `#` starts a comment at the start of a line or after a blank (Z85 keys may hold `#`).
-    for (size_t i = 0; i < line.size(); ++i)
-      if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
-        line.erase(i);
-        break;
-      }
-    std::string t = trim(line);
+    const std::string t = uncommented(std::move(line));
     if (t.empty() || t == "metadata" || t == "curve") continue;
-    if (auto p = keyed_value(t, "public-key"); !p.empty()) t = p;
-    if (!is_curve_key(t))
+    try {
+      f(t);
+    } catch (const Error& e) {
       throw Error(Errc::invalid_argument, "allow list '" + path + "', line " + std::to_string(n) +
-                                              ": not a Z85 public key (40 characters)");
-    keys.push_back(t);
+                                              ": " + std::string(detail::error_message(e)));
+    }
   }
+}
+}  // namespace
+
+bool AllowEntry::reaches(std::string_view name) const {
+  if (names.empty()) return true;
+  const std::string n(name);
+  for (const auto& glob : names)
+    if (::fnmatch(glob.c_str(), n.c_str(), 0) == 0) return true;
+  return false;
+}
+
+std::string AllowEntry::rights_text() const {
+  std::string out;
+  if (!names.empty()) {
+    out = "names=";
+    for (size_t i = 0; i < names.size(); ++i) out += (i ? "," : "") + names[i];
+  }
+  if (read_only) out += out.empty() ? "read-only" : " read-only";
+  return out;
+}
+
+namespace detail {
+AllowEntry rights_from_text(std::string_view text) {
+  AllowEntry e;
+  std::istringstream words{std::string(text)};
+  for (std::string w; words >> w;) {
+    if (w == "read-only") {
+      e.read_only = true;
+    } else if (w.rfind("names=", 0) == 0) {
+      std::string_view globs = std::string_view(w).substr(6);
+      while (!globs.empty()) {
+        const auto comma = globs.find(',');
+        const std::string_view g = globs.substr(0, comma);
+        if (g.empty()) throw Error(Errc::invalid_argument, "an empty name in '" + w + "'");
+        e.names.emplace_back(g);
+        if (comma == std::string_view::npos) break;
+        globs.remove_prefix(comma + 1);
+        if (globs.empty()) throw Error(Errc::invalid_argument, "an empty name in '" + w + "'");
+      }
+      if (e.names.empty())
+        throw Error(Errc::invalid_argument, "'names=' needs at least one name or glob");
+    } else {
+      throw Error(Errc::invalid_argument,
+                  "'" + w + "' is not a right (names=GLOB,GLOB... or read-only)");
+    }
+  }
+  return e;
+}
+}  // namespace detail
+
+AllowEntry parse_allow_entry(std::string_view line) {
+  const std::string t = trim(line);
+  if (auto p = keyed_value(t, "public-key"); !p.empty()) {
+    if (!is_curve_key(p))
+      throw Error(Errc::invalid_argument, "not a Z85 public key (40 characters)");
+    AllowEntry e;
+    e.key = p;
+    return e;
+  }
+  const auto blank = t.find_first_of(" \t");
+  const std::string key = t.substr(0, blank);
+  if (!is_curve_key(key))
+    throw Error(Errc::invalid_argument, "not a Z85 public key (40 characters)");
+  AllowEntry e =
+      detail::rights_from_text(blank == std::string::npos ? std::string_view() : t.substr(blank));
+  e.key = key;
+  return e;
+}
+
+std::vector<AllowEntry> read_allow_entries(const std::string& path) {
+  std::vector<AllowEntry> out;
+  each_allow_line(path, [&](const std::string& t) { out.push_back(parse_allow_entry(t)); });
+  return out;
+}
+
+std::vector<std::string> read_allow_list(const std::string& path) {
+  std::vector<std::string> keys;
+  for (auto& e : read_allow_entries(path)) keys.push_back(std::move(e.key));
   return keys;
 }
 

@@ -29,6 +29,7 @@
 #include "log.hpp"
 #include "mutex.hpp"
 #include "os_failure.hpp"
+#include "rights.hpp"
 #include "socket.hpp"
 #include "unread_bytes.hpp"
 #include "wire.hpp"
@@ -76,6 +77,8 @@ struct TextHash {
   size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
 using KeySet = std::unordered_set<std::string, TextHash, std::equal_to<>>;
+// An allow list: each key with its rights (an allow-list line's; a plain line allows everything).
+using KeyRights = std::unordered_map<std::string, AllowEntry, TextHash, std::equal_to<>>;
 
 std::string_view view(const flatbuffers::String* s) {
   return s ? std::string_view(s->data(), s->size()) : std::string_view();
@@ -141,8 +144,8 @@ class PATRO_PRIVATE ZapHandler {
 
   // Reads the allow lists (the options' keys and files); the old ones stay on an error.
   void load() {
-    auto clients = read(options_.allow_clients, options_.allow_clients_file);
-    auto servers = read(options_.allow_servers, options_.allow_servers_file);
+    auto clients = read(options_.allow_clients, options_.allow_clients_file, true);
+    auto servers = read(options_.allow_servers, options_.allow_servers_file, false);
     detail::MutexLock lock(mu_);
     clients_ = std::move(clients);
     servers_ = std::move(servers);
@@ -152,7 +155,7 @@ class PATRO_PRIVATE ZapHandler {
 
   // The lists in force (null: any key) and how many times they were read: the broker's loop
   // takes a copy whenever the count moves, and checks each message's key against it.
-  using List = std::shared_ptr<const KeySet>;
+  using List = std::shared_ptr<const KeyRights>;
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   std::pair<List, List> lists() {
     detail::MutexLock lock(mu_);
@@ -160,16 +163,31 @@ class PATRO_PRIVATE ZapHandler {
   }
 
  private:
-  static List read(const std::vector<std::string>& keys, const std::string& file) {
+  // Rights belong to client keys: a server list's lines are keys alone.
+  static List read(const std::vector<std::string>& keys, const std::string& file,
+                   bool for_clients) {
     if (keys.empty() && file.empty()) return nullptr;
-    auto out = std::make_shared<KeySet>();
+    auto out = std::make_shared<KeyRights>();
+    auto add = [&](AllowEntry e, const std::string& where) {
+      if (!for_clients && e.restricted())
+        throw Error(Errc::invalid_argument,
+                    where + ": rights (names=, read-only) apply to client keys only");
+      std::string key = e.key;
+      out->insert_or_assign(std::move(key), std::move(e));
+    };
     for (const auto& k : keys) {
-      if (!is_curve_key(k))
-        throw Error(Errc::invalid_argument, "allow list entry '" + k + "' is not a Z85 key");
-      out->insert(k);
+      AllowEntry e;
+      try {
+        e = parse_allow_entry(k);
+      } catch (const Error& err) {
+        throw Error(Errc::invalid_argument,
+                    "allow list entry '" + k + "': " + std::string(detail::error_message(err)));
+      }
+      add(std::move(e), "allow list entry '" + k + "'");
     }
     if (!file.empty())
-      for (auto& k : read_allow_list(file)) out->insert(std::move(k));
+      for (auto& e : read_allow_entries(file))
+        add(std::move(e), "allow list '" + file + "', key " + key_fingerprint(e.key));
     return out;
   }
 
@@ -245,6 +263,7 @@ struct PATRO_PRIVATE Broker::Impl {
     KeySet names;
     uint64_t dedup_hits = 0, expired = 0;  // its counters, from its lanes' heartbeats
     uint64_t direct_requests = 0, brokered_requests = 0;
+    uint64_t not_authorized = 0;  // requests it refused for their key's rights
     // Its process: random, and never shown to anyone, so in plaintext it is what proves that a
     // REGISTER or SERVER_ALIVE comes from the process that registered (docs/SECURITY.md).
     uint64_t incarnation = 0;
@@ -277,6 +296,10 @@ struct PATRO_PRIVATE Broker::Impl {
     Clock::time_point last_sweep;  // when pending was last cleared of servers that are gone
     // What we sent it and its TCP has not acknowledged (BrokerOptions::max_client_unread).
     detail::UnreadBytes unread;
+    // CURVE with a client allow list (rights per key): the key its requests came under, and the
+    // servers (by incarnation) told so with KEY_RIGHTS before the first of them reached it.
+    std::string key;
+    std::unordered_map<uint64_t, uint64_t> rights_told;
   };
   struct Expiry {
     Clock::time_point when;
@@ -324,6 +347,9 @@ struct PATRO_PRIVATE Broker::Impl {
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<>> expiries;
   Clock::time_point next_heartbeat;
 
+  // Requests the servers refused for their key's rights (rights per key), as their heartbeats
+  // report them, summed as they grew.
+  std::atomic<uint64_t> server_refusals{0};
   std::atomic<uint64_t> routed{0}, replies{0}, dropped{0}, rejected{0}, n_servers{0}, n_clients{0},
       retried{0};
   // Metrics: rejections by code; with track_latency, requests in flight by (client routing id,
@@ -352,13 +378,14 @@ struct PATRO_PRIVATE Broker::Impl {
     too_many_pending,
     client_bytes,
     client_unread,
+    not_authorized,
     kRefusals
   };
   static constexpr std::array<const char*, kRefusals> kRefusalNames{
       "register_malformed",   "register_over_limits", "server_id_taken",  "name_taken",
       "name_of_other_server", "registry_full",        "alive_forged",     "reply_unrouted",
       "key_mismatch",         "key_revoked",          "too_many_pending", "client_bytes",
-      "client_unread"};
+      "client_unread",        "not_authorized"};
   std::array<std::atomic<uint64_t>, kRefusals> refusals{};
   std::array<detail::LogLimiter, kRefusals> refusal_logs{};
   detail::LogLimiter& refuse(Refusal kind) {
@@ -497,8 +524,53 @@ struct PATRO_PRIVATE Broker::Impl {
   }
 
   // Whether the key the message's connection authenticated with is on the list (CURVE).
-  static bool allowed(const KeySet& list, const zmq::message_t& m) {
+  static bool allowed(const KeyRights& list, const zmq::message_t& m) {
     return list.find(key_of(m)) != list.end();
+  }
+  // The rights of the key the message's connection authenticated with, where they limit it (a
+  // client allow list names it with rights); null: everything.
+  const AllowEntry* limits_of(const zmq::message_t& m) const {
+    if (!allowed_clients) return nullptr;
+    auto it = allowed_clients->find(key_of(m));
+    return it != allowed_clients->end() && it->second.restricted() ? &it->second : nullptr;
+  }
+  // The rights text of a key ("" when on no list or unrestricted: everything).
+  std::string rights_text_of(const std::string& key) const {
+    if (!allowed_clients) return {};
+    auto it = allowed_clients->find(key);
+    return it == allowed_clients->end() ? std::string() : it->second.rights_text();
+  }
+
+  // Rights per key: before the first request of a client (its routing, under its key) reaches a
+  // server, the server's lane is told the key and its rights (KEY_RIGHTS), on the socket the
+  // request then takes, so the lane knows them when it runs it. Told again when the client's key
+  // changes (another connection took its routing id), the server restarted, or the lists were
+  // read again.
+  void tell_rights(ClientRec& client, const Multipart& f, const std::string& routing,
+                   const std::string& lane, uint64_t server_id, const ServerRec& server) {
+    if (!allowed_clients) return;
+    std::string key = key_of(f[1]);
+    if (key != client.key) {
+      client.key = std::move(key);
+      client.rights_told.clear();
+    }
+    auto [it, fresh] = client.rights_told.try_emplace(server_id, server.incarnation);
+    if (!fresh && it->second == server.incarnation) return;
+    it->second = server.incarnation;
+    const std::string rights = rights_text_of(client.key);
+    Multipart out;
+    out.reserve(6);
+    out.push_back(routing_frame(lane));
+    out.push_back(detail::header_frame(Command::key_rights));
+    out.push_back(zmq::message_t(client.key.data(), client.key.size()));
+    out.push_back(zmq::message_t(rights.data(), rights.size()));
+    out.push_back(detail::u64_frame(client.client_id));
+    out.push_back(zmq::message_t(routing.data(), routing.size()));
+    // Not sent (the lane's connection is gone): told with the next request that gets through.
+    if (!detail::send_multipart(back, out)) {
+      ++dropped;
+      client.rights_told.erase(server_id);
+    }
   }
 
   ClientRec& touch_client(const std::string& routing, uint64_t client_id, Clock::time_point now) {
@@ -652,6 +724,7 @@ struct PATRO_PRIVATE Broker::Impl {
       in_flight[routing + std::string(f[3].to_string_view())] = now;
       n_in_flight = in_flight.size();
     }
+    tell_rights(client, f, routing, server.lanes[lane], oid->server, server);
     // The lane learns the request's age from when we forwarded it (our clock; it knows the
     // offset from our heartbeats), so a deadline that passed while it queued is kept.
     Multipart out;
@@ -828,6 +901,21 @@ struct PATRO_PRIVATE Broker::Impl {
     touch_client(routing, 0, now);
     const std::string name = lookup->name()->str();
     flatbuffers::FlatBufferBuilder fb(256);
+    if (const AllowEntry* rights = limits_of(f[1]); rights && !rights->reaches(name)) {
+      PATRO_LOG_LIMITED(info, "broker", refuse(not_authorized))
+          << "refused a lookup of '" << name << "' by client key " << key_fingerprint(rights->key)
+          << " (" << rights->rights_text() << ")";
+      std::string globs;
+      for (const auto& g : rights->names) globs += (globs.empty() ? "" : ", ") + g;
+      const auto text =
+          fb.CreateString("lookup of '" + name + "' refused: this client's key (" +
+                          key_fingerprint(rights->key) + ") may reach only the names " + globs);
+      wire::LookupReplyBuilder lr(fb);
+      lr.add_found(false);
+      lr.add_refusal(text);
+      return answer_front(f, Command::lookup_reply, fb, wire::ControlBody::LookupReply,
+                          lr.Finish().Union());
+    }
     auto it = names.find(name);
     flatbuffers::Offset<wire::NameBinding> nb;
     if (it != names.end()) {
@@ -848,17 +936,19 @@ struct PATRO_PRIVATE Broker::Impl {
     uint64_t dedup_hits = 0, expired = 0;
     std::vector<flatbuffers::Offset<wire::NameBinding>> nbs;
     nbs.reserve(names.size());
+    const AllowEntry* rights = limits_of(f[1]);  // a key limited to some names sees only those
     for (const auto& [name, b] : names)
-      nbs.push_back(wire::CreateNameBindingDirect(fb, name.c_str(), b.id.server, b.id.object,
-                                                  b.type_name.c_str(), b.reftype.c_str()));
+      if (!rights || rights->reaches(name))
+        nbs.push_back(wire::CreateNameBindingDirect(fb, name.c_str(), b.id.server, b.id.object,
+                                                    b.type_name.c_str(), b.reftype.c_str()));
     std::vector<flatbuffers::Offset<wire::ServerInfo>> sis;
     sis.reserve(servers.size());
     for (const auto& [id, s] : servers) {
       const auto live = std::count_if(s.lanes.begin(), s.lanes.end(),
                                       [](const std::string& l) { return !l.empty(); });
-      sis.push_back(wire::CreateServerInfo(fb, id, static_cast<uint32_t>(live),
-                                           static_cast<uint32_t>(s.clients.size()), s.dedup_hits,
-                                           s.expired, s.direct_requests, s.brokered_requests));
+      sis.push_back(wire::CreateServerInfo(
+          fb, id, static_cast<uint32_t>(live), static_cast<uint32_t>(s.clients.size()),
+          s.dedup_hits, s.expired, s.direct_requests, s.brokered_requests, s.not_authorized));
       dedup_hits += s.dedup_hits;
       expired += s.expired;
     }
@@ -892,7 +982,7 @@ struct PATRO_PRIVATE Broker::Impl {
       if (client.client_id != 0 || !client_key.empty()) {
         for (const auto& l : sit->second.lanes) {
           if (l.empty()) continue;
-          send_client_at(l, client.client_id, client_key);
+          send_client_at(l, client.client_id, client_key, rights_text_of(client_key));
           break;  // one lane tells the whole server
         }
       }
@@ -918,14 +1008,19 @@ struct PATRO_PRIVATE Broker::Impl {
     answer_front(f, Command::locate_reply, fb, wire::ControlBody::LocateReply, lr.Finish().Union());
   }
 
-  // [client id]([client key]): the key (Z85) under CURVE, which the server's direct path admits.
+  // [client id]([client key]([rights])): the key (Z85) under CURVE, which the server's direct
+  // path admits, and its rights there (an allow-list line's text; none: everything), given in the
+  // same message so that the key is never admitted without them.
   void send_client_at(const std::string& lane, uint64_t client_id,
-                      const std::string& client_key = {}) {
+                      const std::string& client_key = {}, const std::string& rights = {}) {
     Multipart at;
     at.push_back(routing_frame(lane));
     at.push_back(detail::header_frame(Command::client_at));
     at.push_back(detail::u64_frame(client_id));
-    if (!client_key.empty()) at.push_back(zmq::message_t(client_key.data(), client_key.size()));
+    if (!client_key.empty()) {
+      at.push_back(zmq::message_t(client_key.data(), client_key.size()));
+      if (!rights.empty()) at.push_back(zmq::message_t(rights.data(), rights.size()));
+    }
     send_back(at);
   }
 
@@ -1009,18 +1104,23 @@ struct PATRO_PRIVATE Broker::Impl {
         lit->second.expiry = now + window();
         // [dedup hits][expired]([direct][brokered]): the server's counters, on each lane's
         // heartbeat (an older server sends the first two only).
-        const bool counters = f.size() == 4 || f.size() == 6;
+        const bool counters = f.size() == 4 || f.size() == 6 || f.size() == 7;
         auto hits = counters ? detail::parse_u64(f[2]) : std::nullopt;
         auto expired = counters ? detail::parse_u64(f[3]) : std::nullopt;
         auto sit = servers.find(lit->second.server);
         if (hits && expired && sit != servers.end()) {
           sit->second.dedup_hits = *hits;
           sit->second.expired = *expired;
-          auto direct = f.size() == 6 ? detail::parse_u64(f[4]) : std::nullopt;
-          auto brokered = f.size() == 6 ? detail::parse_u64(f[5]) : std::nullopt;
+          auto direct = f.size() >= 6 ? detail::parse_u64(f[4]) : std::nullopt;
+          auto brokered = f.size() >= 6 ? detail::parse_u64(f[5]) : std::nullopt;
           if (direct && brokered) {
             sit->second.direct_requests = *direct;
             sit->second.brokered_requests = *brokered;
+          }
+          if (auto refused = f.size() == 7 ? detail::parse_u64(f[6]) : std::nullopt) {
+            if (*refused > sit->second.not_authorized)
+              server_refusals += *refused - sit->second.not_authorized;
+            sit->second.not_authorized = *refused;
           }
         }
         return;
@@ -1533,8 +1633,32 @@ struct PATRO_PRIVATE Broker::Impl {
   // key no longer allowed registered are dropped.
   void revoke() {
     lists_seen = zap->generation();
+    const ZapHandler::List old_clients = allowed_clients;
     std::tie(allowed_clients, allowed_servers) = zap->lists();
     if (allowed_clients) {
+      // Rights per key: every client's next request to each server tells the server its key's
+      // rights again, and the servers' direct paths learn the new rights of the keys vouched
+      // for there whose rights changed.
+      for (auto& [routing, client] : clients) client.rights_told.clear();
+      for (const std::string& key : vouched_keys) {
+        const auto now_it = allowed_clients->find(key);
+        if (now_it == allowed_clients->end()) continue;  // revoked below
+        const std::string rights = now_it->second.rights_text();
+        const auto was = old_clients ? old_clients->find(key) : KeyRights::const_iterator();
+        if (old_clients && was != old_clients->end() && was->second.rights_text() == rights)
+          continue;
+        for (const auto& [id, s] : servers)
+          for (const auto& l : s.lanes) {
+            if (l.empty()) continue;
+            Multipart out;
+            out.push_back(routing_frame(l));
+            out.push_back(detail::header_frame(Command::key_rights));
+            out.push_back(zmq::message_t(key.data(), key.size()));
+            out.push_back(zmq::message_t(rights.data(), rights.size()));
+            send_back(out);
+            break;  // one lane tells the whole server
+          }
+      }
       // Client keys vouched for to servers and no longer allowed: their direct sessions end too.
       for (auto it = vouched_keys.begin(); it != vouched_keys.end();) {
         if (allowed_clients->find(*it) != allowed_clients->end()) {
@@ -1657,6 +1781,9 @@ BrokerStats Broker::stats() const {
     if (const uint64_t n = impl_->refusals[k].load(std::memory_order_relaxed))
       s.refused_by_kind[Impl::kRefusalNames[k]] = n;
   if (const uint64_t n = impl_->connections->refused()) s.refused_by_kind["connection_cap"] = n;
+  // Requests the servers refused for their key's rights, as the servers report them.
+  if (const uint64_t n = impl_->server_refusals.load(std::memory_order_relaxed))
+    s.refused_by_kind["not_authorized_at_servers"] = n;
   for (size_t c = 0; c < Impl::kCodes; ++c)
     if (const uint64_t n = impl_->rejected_codes[c]) s.rejected_by_code[static_cast<Errc>(c)] = n;
   s.in_flight = impl_->n_in_flight;

@@ -30,7 +30,8 @@ BrokerInfo broker_info(const std::string& endpoint, const ClientOptions& options
   if (r->servers()) {
     for (const auto* s : *r->servers())
       info.servers.push_back(BrokerServer{s->server_id(), s->lanes(), s->clients(), s->dedup_hits(),
-                                          s->expired(), s->direct(), s->brokered()});
+                                          s->expired(), s->direct(), s->brokered(),
+                                          s->not_authorized()});
   }
   std::sort(info.names.begin(), info.names.end(),
             [](const BrokerName& a, const BrokerName& b) { return a.name < b.name; });

@@ -1348,6 +1348,8 @@ std::optional<NameInfo> Connection::lookup(const std::string& name) {
     const wire::Control* c = verified_control(body, options_.limits, scratch);
     const wire::LookupReply* lr = c ? c->body_as_LookupReply() : nullptr;
     if (!lr) throw Error(Errc::bad_message, "a lookup reply failed verification");
+    // The broker refused it: this client's key may not reach the name (rights per key).
+    if (lr->refusal()) throw Error(Errc::not_authorized, lr->refusal()->str());
     if (!lr->found() || !lr->binding()) return std::nullopt;
     const auto* b = lr->binding();
     return NameInfo{ObjectId{b->server(), b->object()},

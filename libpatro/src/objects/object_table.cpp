@@ -42,13 +42,15 @@ ObjectId ObjectTable::pin(const std::shared_ptr<Node>& node, uint64_t object) {
   return add(node, object, true);
 }
 
-ObjectId ObjectTable::export_to(const std::shared_ptr<Node>& node, uint64_t client) {
+ObjectId ObjectTable::export_to(const std::shared_ptr<Node>& node, uint64_t client, bool granted) {
   MutexLock lock(mu_);
   const ObjectId id = add(node, 0, client == 0);
   Entry& e = by_id_.at(id.object);
   if (!e.pinned) {
     ++e.held;
     ++by_client_[client][id.object];
+  } else if (granted && client != 0) {
+    granted_[client].insert(id.object);
   }
   return id;
 }
@@ -96,6 +98,7 @@ void ObjectTable::release(uint64_t object, uint64_t client, uint64_t count) {
 void ObjectTable::drop_client(uint64_t client) {
   const auto now = Clock::now();
   MutexLock lock(mu_);
+  granted_.erase(client);
   auto c = by_client_.find(client);
   if (c == by_client_.end()) return;
   for (const auto& [object, n] : c->second)
@@ -128,6 +131,14 @@ std::shared_ptr<Node> ObjectTable::find(const ObjectId& id) const {
   MutexLock lock(mu_);
   auto it = by_id_.find(id.object);
   return it == by_id_.end() ? nullptr : it->second.node;
+}
+
+bool ObjectTable::held_by(uint64_t client, uint64_t object) const {
+  MutexLock lock(mu_);
+  auto it = by_client_.find(client);
+  if (it != by_client_.end() && it->second.count(object) != 0) return true;
+  auto g = granted_.find(client);
+  return g != granted_.end() && g->second.count(object) != 0;
 }
 
 size_t ObjectTable::size() const {

@@ -21,6 +21,7 @@
 #include <deque>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mutex.hpp"
 #include "node.hpp"
@@ -43,7 +44,10 @@ class ObjectTable {
   ObjectId pin(const std::shared_ptr<Node>& node, uint64_t object) PATRO_EXCLUDES(mu_);
   /// The id of node as a reply sends a reference to it to `client`, giving it one if it has none;
   /// counts the reference. Client 0 (a raw peer, which never releases) pins it.
-  ObjectId export_to(const std::shared_ptr<Node>& node, uint64_t client) PATRO_EXCLUDES(mu_);
+  /// granted: the client's key is limited to some names (rights per key), so a pinned object sent
+  /// to it is remembered too (held_by), until the client is gone.
+  ObjectId export_to(const std::shared_ptr<Node>& node, uint64_t client, bool granted = false)
+      PATRO_EXCLUDES(mu_);
   /// `client` dropped `count` of the references to object it was sent (more than it holds: what
   /// it holds). An unknown object or client is ignored: a release may come late or twice.
   void release(uint64_t object, uint64_t client, uint64_t count) PATRO_EXCLUDES(mu_);
@@ -64,6 +68,9 @@ class ObjectTable {
   /// Frees the exported objects nobody has held for the lease; returns how many.
   size_t collect(Clock::time_point now) PATRO_EXCLUDES(mu_);
 
+  /// Whether `client` holds a reference to object that a reply sent it (and it has not released),
+  /// or was sent a pinned one with `granted`.
+  bool held_by(uint64_t client, uint64_t object) const PATRO_EXCLUDES(mu_);
   /// The object with this id, or null.
   std::shared_ptr<Node> find(const ObjectId& id) const PATRO_EXCLUDES(mu_);
   size_t size() const PATRO_EXCLUDES(mu_);
@@ -88,6 +95,8 @@ class ObjectTable {
   // Per client: the references it holds, by object.
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, uint64_t>> by_client_
       PATRO_GUARDED_BY(mu_);
+  // Per client: the pinned objects sent to it with `granted` (export_to).
+  std::unordered_map<uint64_t, std::unordered_set<uint64_t>> granted_ PATRO_GUARDED_BY(mu_);
   // Objects whose last reference went, oldest first (an entry held again since is skipped).
   std::deque<std::pair<uint64_t, Clock::time_point>> idle_ PATRO_GUARDED_BY(mu_);
 };

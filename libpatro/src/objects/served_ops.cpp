@@ -149,6 +149,7 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
       if (!name.empty())
         throw Error(Errc::unknown_method,
                     "cannot call method \"" + name + "\" on a CODE reference, which has none");
+      if (c.read_only) throw Error(Errc::not_authorized, "a CODE reference is never read-only");
       auto& code = node_cast<CodeNode>(*target);
       return shaped(run_invoker(code, code.fn, nullptr, Value(), "CODE", c.args,
                                 context_of(c.context), &c.changed, &c),
@@ -179,6 +180,9 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
                                                                : "serves the methods " + methods) +
                                               ")");
       }
+      if (c.read_only && info->read_only_methods.count(name) == 0)
+        throw Error(Errc::not_authorized, "the class " + info->name + " did not mark " + name +
+                                              " read-only (Class::read_only_method)");
       return shaped(
           run_invoker(obj, it->second, obj.object.get(), reference_to(target),
                       info->name + "::" + name, c.args, context_of(c.context), &c.changed, &c),
@@ -187,6 +191,8 @@ ValueArray call(const std::shared_ptr<Node>& target, ServedCall& c) {
     case NodeKind::file:
     case NodeKind::dir:
       if (!name.empty()) {  // $fh->print(...), as IO::Handle's methods
+        if (c.read_only)
+          throw Error(Errc::not_authorized, "a file handle's methods are never read-only");
         ServedCall f{wire::Op::File, c.name, c.args, c.context, c.options, c.deadline, c.changed};
         return file_operation(target, f);
       }

@@ -30,6 +30,9 @@ struct ServedCall {
   ChangedArgs& changed;
   const ReplyRoute* route = nullptr;  // for methods that take a patro::Deferred
   bool deferred = false;              // set: the method will reply later; send nothing now
+  /// The caller's key is read-only (rights per key): only methods registered read-only
+  /// (Class::read_only_method) run; anything else is Error(not_authorized).
+  bool read_only = false;
 };
 
 /// Runs the call on target; throws Error (RemoteError for what served code threw).

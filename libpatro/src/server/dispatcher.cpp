@@ -11,9 +11,10 @@ using Clock = std::chrono::steady_clock;
 
 Dispatcher::Dispatcher(ObjectTable& objects, const ServerOptions& options, LockTable& locks,
                        ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
-                       std::function<void(uint64_t)> seen)
+                       std::function<void(uint64_t)> seen, const ClientRights* rights)
     : options_(options),
       cache_(cache),
+      rights_(rights),
       executor_(objects, options, &locks),
       seen_(std::move(seen)) {
   executor_.set_reply_sink(std::move(outbox));
@@ -153,7 +154,22 @@ Dispatched Dispatcher::run(const wire::Request& req, const Taken& taken, Clock::
           std::string("invalid_argument: a ") + op_info(req.op()).name + " cannot be a oneway call";
       return Dispatched::reply;
     }
-    // Stage 2.
+    // Stage 2: the rights of the client's key.
+    if (taken.rights && rights_ != nullptr) {
+      if (auto why = rights_->refusal(*taken.rights, req)) {
+        rights_->count_refusal();
+        PATRO_LOG_LIMITED(info, "server", refusals_) << "not_authorized: " << *why;
+        if (oneway)
+          failure = "not_authorized: " + *why;
+        else
+          reply = error_reply(req.request_id(), Errc::not_authorized, *why);
+        return Dispatched::reply;
+      }
+    }
+    // The executor checks what only it can see (a method's mark, references among the
+    // arguments) for the length of this call.
+    const Executor::RightsScope scope(executor_, taken.rights.get(), rights_, req.client_id());
+    // Stage 3.
     const auto deadline = deadline_of(req.timeout_ms(), now, taken.age);
     if (deadline <= now) {
       cache_.count_expired();
@@ -163,7 +179,7 @@ Dispatched Dispatcher::run(const wire::Request& req, const Taken& taken, Clock::
         reply = error_reply(req.request_id(), Errc::timeout, expired_text(taken.age));
       return Dispatched::reply;
     }
-    // Stage 3, each with its own barrier.
+    // Stage 4, each with its own barrier.
     if (oneway) {
       failure = executor_.execute_oneway(req, deadline);
       return Dispatched::reply;

@@ -3,10 +3,12 @@
 //   1. the reply cache: a request (a batch: as one request, under its own id) seen before is
 //      answered from it, or, while its first copy still runs, answered once that finishes
 //      (reply_cache.hpp) — never run twice;
-//   2. the deadline: a call whose budget ran out before a lane took it is not run (an error reply
+//   2. the rights of the client's key (client_rights.hpp), where its broker said they limit it: a
+//      call they do not allow is answered not_authorized (counted) and not run;
+//   3. the deadline: a call whose budget ran out before a lane took it is not run (an error reply
 //      nobody waits for, or a failed call in the batch's acknowledgement; counted), and a parked
 //      one is bounded by what is left of it;
-//   3. the handler the executor's table names for its operation (executor.hpp): against the
+//   4. the handler the executor's table names for its operation (executor.hpp): against the
 //      objects, or the lock table for a lock operation (which may park its caller).
 // A barrier around each call turns whatever it throws (served code's exceptions, our own errors,
 // bad_alloc) into an error reply (a batch's call: its failure's text), so nothing a client sends
@@ -23,8 +25,10 @@
 
 #include <zmq.hpp>
 
+#include "client_rights.hpp"
 #include "executor.hpp"
 #include "lock_table.hpp"
+#include "log.hpp"
 #include "outbox.hpp"
 #include "reply_cache.hpp"
 #include "wire.hpp"
@@ -36,14 +40,16 @@ namespace patro::detail {
 struct Taken {
   std::string_view routing;
   std::chrono::nanoseconds age{0};
+  Rights rights;  // its client's key's, where they limit it (ClientRights); null: everything
 };
 
 class Dispatcher {
  public:
   /// seen (may be empty) learns the client of every request, for ServerOptions::idle_timeout.
+  /// rights: the server's rights per client key, against which a Taken's rights are checked.
   Dispatcher(ObjectTable& objects, const ServerOptions& options, LockTable& locks,
-             ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
-             std::function<void(uint64_t)> seen);
+             ReplyCache& cache, std::weak_ptr<ReplySink> outbox, std::function<void(uint64_t)> seen,
+             const ClientRights* rights = nullptr);
 
   /// Runs a request's body as a lane took it: a request, or a batch of oneway calls (run in
   /// order; its reply is their acknowledgement: [calls run, calls failed, the first failure's
@@ -92,8 +98,10 @@ class Dispatcher {
 
   const ServerOptions& options_;
   ReplyCache& cache_;
+  const ClientRights* rights_;
   Executor executor_;
   std::function<void(uint64_t)> seen_;
+  LogLimiter refusals_;  // not_authorized lines: a few per 10 s
   // The wire trace only: the last request was a copy answered from the reply cache.
   bool answered_copy_ = false;
 };

@@ -4,6 +4,7 @@
 #include "log.hpp"
 #include "object_node.hpp"
 #include "outbox.hpp"
+#include "rights.hpp"
 
 namespace patro::detail {
 
@@ -221,6 +222,13 @@ Value Executor::resolve_ref(const wire::Ref& ref) {
     return Value(
         Reference{nullptr, nullptr, id, {}, std::move(type_name), std::move(reftype), {}, false});
   }
+  // A key limited to some names passes no reference to an object it could not use itself (it
+  // would get it back as one it holds).
+  if (rights_ != nullptr && rights_table_ != nullptr &&
+      !rights_table_->reaches(*rights_, rights_client_, id.object))
+    throw Error(Errc::not_authorized, "an argument names " + rights_table_->name_of(id.object) +
+                                          ", which this client's key (" +
+                                          key_fingerprint(rights_->key) + ") may not reach");
   auto node = objects_.find(id);
   if (!node)
     throw Error(Errc::unknown_object,
@@ -232,7 +240,9 @@ Value Executor::resolve_ref(const wire::Ref& ref) {
 
 flatbuffers::Offset<wire::Ref> Executor::write_ref(flatbuffers::FlatBufferBuilder& fb,
                                                    const Reference& r, uint64_t client) {
-  ObjectId id = r.node ? objects_.export_to(r.node, client) : r.id;
+  ObjectId id =
+      r.node ? objects_.export_to(r.node, client, rights_ != nullptr && !rights_->names.empty())
+             : r.id;
   const std::string type_name = r.node ? r.node->type_name() : r.type_name;
   const std::string reftype = r.node ? r.node->reftype() : r.reftype;
   return wire::CreateRefDirect(fb, id.server, id.object, type_name.c_str(), reftype.c_str());
@@ -737,7 +747,24 @@ ValueArray Executor::served(OpCall& c) {
   const auto deadline = route_.deadline;
   const std::string name = req.name() ? req.name()->str() : std::string();
   ServedCall call{op, name, args, req.context(), options_, deadline, changed_, &route_};
-  ValueArray out = run_served(target, call);
+  call.read_only = rights_ != nullptr && rights_->read_only;
+  if (call.read_only && op_info(op).mutating && op != wire::Op::Call)
+    throw Error(Errc::not_authorized, std::string(op_info(op).name) + " on " +
+                                          (rights_table_ ? rights_table_->name_of(req.object())
+                                                         : std::string("the object")) +
+                                          " refused: this client's key is read-only");
+  ValueArray out;
+  try {
+    out = run_served(target, call);
+  } catch (const Error& e) {
+    // A read-only key's call of a method not marked read-only: the refusal names the object.
+    if (e.code() != Errc::not_authorized || !call.read_only || rights_table_ == nullptr) throw;
+    rights_table_->count_refusal();
+    throw Error(Errc::not_authorized,
+                "call of " + name + " on " + rights_table_->name_of(req.object()) +
+                    " refused: this client's key (" + key_fingerprint(rights_->key) +
+                    ") is read-only, and " + std::string(error_message(e)));
+  }
   deferred_ = call.deferred;
   return out;
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "client_rights.hpp"
 #include "deferred.hpp"
 #include "lock_table.hpp"
 #include "object_table.hpp"
@@ -54,6 +55,25 @@ class Executor {
   Dispatched execute(const wire::Request& req, std::string_view routing,
                      std::chrono::steady_clock::time_point deadline, zmq::message_t& reply,
                      std::vector<DeferredReply>& owed);
+
+  /// The rights of the client of the call being run (client_rights.hpp) for as long as the scope
+  /// lives: a read-only key calls only methods marked read-only, and a key limited to some names
+  /// cannot pass references to objects it cannot reach. null: everything.
+  class RightsScope {
+   public:
+    RightsScope(Executor& e, const AllowEntry* rights, const ClientRights* table, uint64_t client)
+        : e_(e) {
+      e_.rights_ = rights;
+      e_.rights_table_ = table;
+      e_.rights_client_ = client;
+    }
+    ~RightsScope() { e_.rights_ = nullptr; }
+    RightsScope(const RightsScope&) = delete;
+    RightsScope& operator=(const RightsScope&) = delete;
+
+   private:
+    Executor& e_;
+  };
 
   /// How references to other servers' objects are made callable (null: they are not).
   void set_remote_refs(RemoteRefs* refs) noexcept { remote_refs_ = refs; }
@@ -130,6 +150,10 @@ class Executor {
   const Limits& limits_;
   LockTable* locks_;
   RemoteRefs* remote_refs_ = nullptr;
+  // The current call's client's rights (RightsScope; null: everything).
+  const AllowEntry* rights_ = nullptr;
+  const ClientRights* rights_table_ = nullptr;
+  uint64_t rights_client_ = 0;
   ChangedArgs changed_;  // arguments the current request's call changed
   std::weak_ptr<ReplySink> sink_;
   ReplyRoute route_;       // the current request's

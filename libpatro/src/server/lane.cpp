@@ -44,7 +44,8 @@ Lane::Lane(Server& server, unsigned index, int wake_fd, std::shared_ptr<Outbox> 
           server.objects_, server.options_, *server.locks_, server.replies_, outbox_,
           server.options_.idle_timeout.count() > 0
               ? std::function<void(uint64_t)>([&server](uint64_t c) { server.client_seen(c); })
-              : std::function<void(uint64_t)>()),
+              : std::function<void(uint64_t)>(),
+          server.rights_.get()),
       encoder_(dispatcher_.encoder()),
       collect_every_(std::clamp<Clock::duration>(server.options_.reference_lease / 4,
                                                  std::chrono::milliseconds(5),
@@ -138,22 +139,31 @@ void Lane::send_heartbeat(zmq::socket_t& s) {
   m.push_back(u64_frame(server_.replies_.expired()));
   m.push_back(u64_frame(server_.direct_requests_.load(std::memory_order_relaxed)));
   m.push_back(u64_frame(server_.brokered_requests_.load(std::memory_order_relaxed)));
+  // Requests refused for their key's rights, once there are any (a broker older than this reads
+  // only the four above, and only from a heartbeat of four or six frames).
+  if (const uint64_t refused = server_.rights_->refused(); refused != 0)
+    m.push_back(u64_frame(refused));
   send_multipart(s, m, true);
 }
 
-void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker) {
+void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
+                          const std::string& key) {
   if (rq.size() != 5) return;
   auto request_id = parse_u64(rq[3]);
   if (!request_id) return;
   annotate_received(*request_id);
   (is_direct ? server_.direct_requests_ : server_.brokered_requests_)
       .fetch_add(1, std::memory_order_relaxed);
-  Taken taken{rq[1].to_string_view()};
+  Taken taken{rq[1].to_string_view(), {}, nullptr};
   if (!is_direct && needs_marking(static_cast<unsigned>(broker), rq[1].to_string_view())) {
     marked_ = broker_routing(static_cast<unsigned>(broker), rq[1].to_string_view());
     taken.routing = marked_;
   }
   if (stamp != 0) taken.age = links_[broker].clock.age(stamp);
+  // Rights per key: looked up only once some broker said a key is limited.
+  if (server_.rights_->any())
+    taken.rights =
+        is_direct ? server_.rights_->of_key(key) : server_.rights_->of_routing(taken.routing);
   zmq::message_t reply;
   std::optional<std::string> reroute;
   const Dispatched d =
@@ -282,15 +292,35 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
     case Command::client_at: {
       // A client located us at this broker: with several brokers, the one it is attached to.
       // [client id]([client key]): under CURVE the broker vouches for the key (the direct path).
-      auto client_id = m.size() == 2 || m.size() == 3 ? parse_u64(m[1]) : std::nullopt;
+      auto client_id = m.size() >= 2 && m.size() <= 4 ? parse_u64(m[1]) : std::nullopt;
       if (client_id && *client_id != 0) {
         server_.replies_.attach(*client_id, static_cast<unsigned>(broker), now);
         PATRO_LOG(debug, "server") << "client " << *client_id << " attached through the broker at "
                                    << server_.broker_endpoints_[broker];
       }
-      if (client_id && m.size() == 3 && server_.gate_ &&
-          !server_.gate_->vouch(std::string(m[2].to_string_view())))
-        PATRO_LOG(debug, "server") << "a CLIENT_AT with a malformed client key: ignored";
+      // ([rights]): what the key may do (none: everything), kept before the key is admitted.
+      if (client_id && (m.size() == 3 || m.size() == 4) && server_.gate_) {
+        const std::string key(m[2].to_string_view());
+        const bool ok = server_.rights_->set_key(key, m.size() == 4 ? m[3].to_string_view() : "") &&
+                        server_.gate_->vouch(key);
+        if (!ok)
+          PATRO_LOG(debug, "server") << "a CLIENT_AT with a malformed client key or rights: "
+                                        "ignored";
+      }
+      break;
+    }
+    case Command::key_rights: {
+      // [client key][rights]([client id][client routing id]): what the key may do now; with the
+      // last two, the requests this broker forwards from that routing come under the key.
+      if (m.size() != 3 && m.size() != 5) break;
+      const std::string key(m[1].to_string_view());
+      if (!server_.rights_->set_key(key, m[2].to_string_view())) break;
+      if (m.size() == 5) {
+        const auto client_id = parse_u64(m[3]);
+        if (!client_id) break;
+        server_.rights_->bind(broker_routing(static_cast<unsigned>(broker), m[4].to_string_view()),
+                              *client_id, key);
+      }
       break;
     }
     case Command::key_revoked:
@@ -312,6 +342,8 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
       // A client died or left: its locks are released and its waits dropped.
       auto client_id = m.size() == 2 ? parse_u64(m[1]) : std::nullopt;
       if (!client_id) break;
+      // What this broker bound for it (its connections here) goes, wherever it went.
+      server_.rights_->drop_client(*client_id, static_cast<unsigned>(broker));
       if (!server_.replies_.gone_at(*client_id, static_cast<unsigned>(broker))) {
         // It moved to another broker, which will tell us when it is gone.
         PATRO_LOG(debug, "server") << "client " << *client_id << " left "
@@ -353,8 +385,10 @@ void Lane::handle_direct(Multipart& m) {
     m.resize(5);  // the attempt frame, if resent
     const std::string routing = direct_routing(index_, m[0].to_string_view());
     m[0] = zmq::message_t(routing.data(), routing.size());
+    const std::string key =
+        server_.rights_->any() ? message_property(m[1], "User-Id") : std::string();
     std::swap(m[0], m[1]);
-    handle_request(m, 0, true, 0);
+    handle_request(m, 0, true, 0, key);
   } else if (cmd == Command::log_subscribe) {
     std::string routing = direct_routing(index_, m[0].to_string_view());
     std::swap(m[0], m[1]);  // [hdr][ROUTER id]...: as from a broker

@@ -110,7 +110,10 @@ class Lane {
   bool refuse_revoked(Multipart& m);
   /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
   /// [hdr + forwarded at][client routing][object id][request id][body]
-  void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker);
+  /// key: a direct request's client key (its session's User-Id), looked up only while some key is
+  /// limited (ClientRights::any).
+  void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
+                      const std::string& key = {});
   /// A message from broker `broker`.
   void handle_broker(size_t broker, Multipart& m, Clock::time_point now);
   /// The broker's answer to our registration.

@@ -175,6 +175,10 @@ Server::Server(const ServerOptions& options, std::vector<Named> objects)
     const ObjectId id = fixed != 0 ? objects_.pin(node, fixed) : objects_.pin(node);
     entries_.push_back(ObjectEntry{id, node->type_name(), node->reftype()});
   }
+  std::unordered_map<uint64_t, std::vector<std::string>> names;
+  for (size_t i = 0; i < served_.size(); ++i)
+    if (!served_[i].name.empty()) names[entries_[i].id.object].push_back(served_[i].name);
+  rights_ = std::make_unique<ClientRights>(std::move(names), objects_);
 }
 
 Server::~Server() {

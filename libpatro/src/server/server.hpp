@@ -13,6 +13,7 @@
 
 #include <zmq.hpp>
 
+#include "client_rights.hpp"
 #include "deferred.hpp"
 #include "direct_gate.hpp"
 #include "ids.hpp"
@@ -98,6 +99,9 @@ class Server final : public ServingHandle, public std::enable_shared_from_this<S
   ObjectTable objects_;
   std::vector<Named> served_;
   std::vector<ObjectEntry> entries_;
+  // Rights per client key, as brokers vouch for them (made in the constructor: it knows the
+  // names of the served objects).
+  std::unique_ptr<ClientRights> rights_;
   std::unique_ptr<Broker> broker_;
   std::thread broker_thread_;
   std::string broker_endpoint_;                // the first broker's server endpoint
