@@ -960,7 +960,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
 flatbuffers::Offset<wire::Request> Connection::encode_request(
     flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
     const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
-    std::chrono::milliseconds timeout, uint64_t fence) {
+    std::chrono::milliseconds timeout, uint64_t fence, uint64_t pipeline_of) {
   const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
     // local_copies left local scalars only: a null offset sends one as a copy.
     if (r.node) return flatbuffers::Offset<wire::Ref>();
@@ -992,6 +992,7 @@ flatbuffers::Offset<wire::Request> Connection::encode_request(
   if (!n.IsNull()) b.add_name(n);
   b.add_context(context);
   if (fence != 0) b.add_fence_token(fence);
+  if (pipeline_of != 0) b.add_pipeline_of(pipeline_of);
   return b.Finish();
 }
 
@@ -1020,7 +1021,8 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   // One builder per thread, reused: no allocation for it in the steady state.
   thread_local flatbuffers::FlatBufferBuilder fb(1024);
   fb.Clear();
-  fb.Finish(encode_request(fb, rid, id, op, path, args, name, context, timeout, extras.fence),
+  fb.Finish(encode_request(fb, rid, id, op, path, args, name, context, timeout, extras.fence,
+                           extras.pipeline_of),
             wire::RequestIdentifier());
   if (fb.GetSize() > options_.limits.max_message_size)
     throw Error(Errc::message_too_large, "the request of " + std::to_string(fb.GetSize()) +

@@ -100,6 +100,9 @@ struct CallExtras {
   uint64_t fence = 0;
   /// Where to put the arguments the call changed (index, new value), if wanted.
   std::vector<std::pair<uint32_t, Value>>* changed = nullptr;
+  /// Promise pipelining: the request (of this connection) whose result the call runs on, in
+  /// place of the object named (whose server routes it); 0: none.
+  uint64_t pipeline_of = 0;
 };
 
 class Connection;
@@ -242,7 +245,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   flatbuffers::Offset<wire::Request> encode_request(
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
       const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
-      std::chrono::milliseconds timeout, uint64_t fence);
+      std::chrono::milliseconds timeout, uint64_t fence, uint64_t pipeline_of = 0);
   /// CallbackHost::count_pass on the callback host, if one runs.
   uint64_t count_pass(const ObjectId& id) PATRO_EXCLUDES(callbacks_mu_);
   /// Throws Error(disconnected) once the connection was closed.
