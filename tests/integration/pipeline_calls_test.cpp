@@ -121,14 +121,12 @@ struct Served {
   patro::Config cfg;
   Served() {
     register_classes();
-    patro::ServerOptions o;
-    o.heartbeat.interval = 100ms;
+    patro::ServerOptions o;  // default heartbeats: a gate held shut must not look like silence
     o.threads = 2;
     cfg = patro::patronize(o, maker);
   }
   Proxy connect(patro::Route route) const {
     patro::ClientOptions o;
-    o.heartbeat.interval = 100ms;
     o.call_timeout = 30s;
     o.route = route;
     Proxy p = patro::get_proxies(cfg, o).at(0);
@@ -148,7 +146,7 @@ std::optional<patro::Error> error_of(const Future<T>& f) {
   return std::nullopt;
 }
 
-const char* name_of(patro::Route r) {
+std::string name_of(patro::Route r) {
   return r == patro::Route::direct ? "direct" : "broker";
 }
 
@@ -408,4 +406,56 @@ TEST_CASE("a resent copy of a pipelined call is answered once, from the reply ca
   CHECK(again.first == 2);
   CHECK(again.second == "ok 3");
   CHECK(journal.take().empty());
+}
+
+namespace {
+patro::Task<Value> await_within(Future<Value> f, std::chrono::milliseconds limit) {
+  co_return co_await patro::with_deadline(f, limit);
+}
+}  // namespace
+
+TEST_CASE("co_await with_deadline: past it the call is cancelled and the coroutine gets timeout") {
+  Served s;
+  for (const patro::Route route : {patro::Route::broker, patro::Route::direct}) {
+    CAPTURE(name_of(route));
+    Proxy maker = s.connect(route);
+    // In time: the answer as usual.
+    CHECK(patro::run_sync(await_within(maker.async_call("number"), 10s)) == 42);
+    journal.take();
+    // A call held behind another on its lane: the deadline passes while the gate is shut, the
+    // coroutine gets timeout then (the gate still shut), and the call never runs.
+    const int64_t made = maker.call("made").as<int64_t>();
+    journal.set_open(false);
+    Future<Value> blocker = maker.async_call("make", 1);
+    std::optional<Errc> got;
+    try {
+      (void)patro::run_sync(await_within(maker.async_call("make", 2), 200ms));
+    } catch (const patro::Error& e) {
+      got = e.code();
+    }
+    CHECK(got == Errc::timeout);
+    {
+      std::lock_guard<std::mutex> lock(journal.mu);
+      CHECK_FALSE(journal.open);  // it came while the first call still waited for the gate
+    }
+    // The CANCEL left with the timeout; it needs to reach the lane (through the broker: one hop
+    // more) before the gate opens and the lane reads ahead. Not a timing assertion: a bound.
+    std::this_thread::sleep_for(300ms);
+    journal.set_open(true);
+    CHECK(blocker.get().is_reference());
+    CHECK(maker.call("made") == made + 1);  // make 2 never ran
+    CHECK(journal.take() == std::vector<std::string>{"make 1"});
+    // The same without a coroutine: Future::expire_after.
+    journal.set_open(false);
+    Future<Value> blocker2 = maker.async_call("make", 3);
+    Future<Value> late = maker.async_call("make", 4);
+    CHECK(late.expire_after(100ms));
+    CHECK(error_of(late)->code() == Errc::timeout);
+    std::this_thread::sleep_for(300ms);  // as above: the CANCEL reaches the lane
+    journal.set_open(true);
+    CHECK(blocker2.get().is_reference());
+    CHECK(maker.call("made").as<int64_t>() == made + 2);
+    CHECK(journal.take() == std::vector<std::string>{"make 3"});
+    CHECK_FALSE(blocker2.expire_after(1ms));  // answered: nothing changes
+  }
 }

@@ -43,6 +43,7 @@ bool future_wait(const FutureCore& c, std::chrono::milliseconds timeout);
 ValueArray future_results(const FutureCore& c);
 void future_then(const FutureCore& c, std::function<void()> f);
 bool future_cancel(const FutureCore& c);
+bool future_expire_after(const FutureCore& c, std::chrono::milliseconds after);
 /// Promise pipelining: a call (wire operation op) on the result of on's call, sent at once.
 std::shared_ptr<const FutureCore> future_pipeline(const FutureCore& on, uint8_t op,
                                                   std::vector<Value> args, std::string_view name,
@@ -88,6 +89,14 @@ class Future {
   /// its reply is dropped. Cancelling a call already answered (or cancelled) changes nothing.
   /// Oneway calls are not cancelled. See docs/WIRE.md "Cancelling".
   bool cancel() const { return detail::future_cancel(*core_); }
+  /// Makes the call's deadline no later than `after` from now, and says whether the call is still
+  /// unanswered. Past it the call is answered Error(Errc::timeout) (then-callbacks run, an awaiting
+  /// coroutine resumes) and cancelled at the server as cancel() does: one that has not started
+  /// never runs. A later deadline than the call's own changes nothing. patro::with_deadline
+  /// (task.hpp) is this for one co_await.
+  bool expire_after(std::chrono::milliseconds after) const {
+    return detail::future_expire_after(*core_, after);
+  }
   // --- Calls on the result before it is here (promise pipelining, as Cap'n Proto's): each is
   // sent at once, without waiting for this future's answer, and the server runs it on this call's
   // result as soon as that exists, in the order such calls were made. The result must be a

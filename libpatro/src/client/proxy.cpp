@@ -244,6 +244,9 @@ void future_then(const FutureCore& c, std::function<void()> f) {
 bool future_cancel(const FutureCore& c) {
   return c.conn->cancel(c.slot);
 }
+bool future_expire_after(const FutureCore& c, std::chrono::milliseconds after) {
+  return c.conn->expire_after(c.slot, after);
+}
 
 static_assert(static_cast<uint8_t>(Op::Get) == 0 && static_cast<uint8_t>(Op::Set) == 1 &&
                   static_cast<uint8_t>(Op::Call) == 16,
