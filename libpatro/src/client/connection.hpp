@@ -327,8 +327,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// A LOCATE for each server the broker has seen us ask for, and for those with a direct route
   /// (not seen): after a restart (alive) or a move (locate_again).
   void locate_known(const std::vector<uint64_t>& routed) PATRO_REQUIRES(loop_.turn());
-  void expire_slots(Clock::time_point now)
-      PATRO_EXCLUDES(loop_.turn(), out_mu_, requests_.mutex());
+  void expire_slots(Clock::time_point now) PATRO_EXCLUDES(loop_.turn(), out_mu_, requests_.mutex());
   void run_callbacks() PATRO_EXCLUDES(requests_.mutex());
   /// Runs the callbacks of answered slots, or (event_loop) posts them to completions_.
   void deliver(const std::vector<SlotPtr>& ready) PATRO_EXCLUDES(requests_.mutex());
