@@ -403,7 +403,9 @@ struct BenchObject {
 };
 
 void register_classes() {
-  patro::Class<BenchObject>("BenchObject").method("echo", &BenchObject::echo);
+  patro::Class<BenchObject>("BenchObject")
+      .method("echo", &BenchObject::echo)
+      .method("self", [](BenchObject& b) -> BenchObject& { return b; });
 }
 
 // A broker process: prints its endpoints and its public key (empty without CURVE), runs until
@@ -571,6 +573,25 @@ int role_patro_client(const std::string& conf, const std::string& route, const s
         if (mode == "call")
           return sequential([&](uint64_t i) { (void)obj.call("echo", static_cast<int64_t>(i)); },
                             prm.count, prm.time, lat);
+        // chain: self -> self -> echo, each pipelined on the one before (one round trip);
+        // seq3: the same three calls, each waiting for the one before.
+        if (mode == "chain")
+          return sequential(
+              [&](uint64_t i) {
+                (void)obj.async_call("self")
+                    .async_call("self")
+                    .async_call("echo", static_cast<int64_t>(i))
+                    .get();
+              },
+              prm.count, prm.time, lat);
+        if (mode == "seq3")
+          return sequential(
+              [&](uint64_t i) {
+                const patro::Proxy a(obj.call("self"));
+                const patro::Proxy b(a.call("self"));
+                (void)b.call("echo", static_cast<int64_t>(i));
+              },
+              prm.count, prm.time, lat);
         if (mode == "lock")
           return sequential(
               [&](uint64_t) {
@@ -1279,6 +1300,28 @@ struct Bench {
                 ice_group(4, "seq", 1, seq), ice_group(4, "seq", 1, seq, true),
                 "ice-ssl: 4 client processes, sync get");
     }
+    // Calls on results not yet returned (issue 26): a chain of three dependent calls, pipelined,
+    // beside the same three sequential and one get, one client, direct.
+    if (want("chain")) {
+      Group f = floor_group(1, "seq", 1, seq), g = patro_group(1, "get", 1, seq, {}, "direct"),
+            c = patro_group(1, "chain", 1, seq, {}, "direct"),
+            s3 = patro_group(1, "seq3", 1, seq, {}, "direct");
+      std::optional<Group> no_ice;
+      rounds(rounds_n, f, {&g, &c, &s3}, no_ice);
+      auto [fr, frate] = end(f);
+      auto [gr, grate] = end(g);
+      auto [cr, crate] = end(c);
+      auto [sr, srate] = end(s3);
+      cases.push_back({"get, 1 client (direct; beside the chain)", gr.p50_us, gr.p99_us, grate,
+                       fr.p50_us, frate, gr.p50_us / fr.p50_us, "the chain's yardstick"});
+      cases.push_back({"chain of 3 dependent calls, 1 client (direct)", cr.p50_us, cr.p99_us, crate,
+                       fr.p50_us, frate, cr.p50_us / fr.p50_us,
+                       "pipelined (one round trip); p50 over one get's " +
+                           num(cr.p50_us / gr.p50_us) + " (target <= 1.3)"});
+      cases.push_back({"3 sequential dependent calls, 1 client (direct)", sr.p50_us, sr.p99_us,
+                       srate, fr.p50_us, frate, sr.p50_us / fr.p50_us,
+                       "three round trips; p50 over one get's " + num(sr.p50_us / gr.p50_us)});
+    }
     // Pipelined, one client, in rounds (Ice: AMI, as many in flight).
     const Params pipe = params(100000, 400ms);
     for (int w : {1, 8, 64}) {
@@ -1849,7 +1892,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 1024))
         ->capture_default_str();
     app.add_option("--cases", b.only,
-                   "which groups of cases to run (also: curve, CURVE against plaintext)")
+                   "which groups of cases to run (also: curve, CURVE against plaintext; chain, "
+                   "three dependent calls pipelined against sequential)")
         ->capture_default_str();
     app.add_option("--clients", b.clients_list,
                    "the synchronous N-client-processes case for each N in this list (1 to 64)")

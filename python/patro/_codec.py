@@ -218,8 +218,9 @@ def encode_ref(b, server, obj, path):
 
 
 def build_request(b, request_id, client_id, server, obj, op, path=(), args=(), name=None,
-                  context=CallContext.Scalar, timeout_ms=0, fence=0):
-    """Builds a Request table into builder b (unfinished); returns its offset."""
+                  context=CallContext.Scalar, timeout_ms=0, fence=0, pipeline_of=0):
+    """Builds a Request table into builder b (unfinished); returns its offset. pipeline_of: the
+    request id whose result the call runs on (docs/WIRE.md "Pipelined calls"), or 0."""
     p = encode_path(b, path) if path else None
     a = _encode_vector(b, [encode_value(b, v) for v in args]) if args else None
     n = b.CreateString(name) if name else None
@@ -239,15 +240,17 @@ def build_request(b, request_id, client_id, server, obj, op, path=(), args=(), n
     wire.RequestAddContext(b, context)
     if fence:
         wire.RequestAddFenceToken(b, fence)
+    if pipeline_of:
+        wire.RequestAddPipelineOf(b, pipeline_of)
     return wire.RequestEnd(b)
 
 
 def encode_request(request_id, client_id, server, obj, op, path=(), args=(), name=None,
-                   context=CallContext.Scalar, timeout_ms=0, fence=0):
+                   context=CallContext.Scalar, timeout_ms=0, fence=0, pipeline_of=0):
     """A finished Request body (bytes)."""
     b = flatbuffers.Builder(128)
     b.Finish(build_request(b, request_id, client_id, server, obj, op, path, args, name, context,
-                           timeout_ms, fence), file_identifier=REQUEST_ID)
+                           timeout_ms, fence, pipeline_of), file_identifier=REQUEST_ID)
     return bytes(b.Output())
 
 

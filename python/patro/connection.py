@@ -557,8 +557,10 @@ class Connection:
         return slot
 
     def start(self, server, obj, op, path=(), args=(), name=None, context=CallContext.Scalar,
-              timeout=None, fence=0):
-        """Sends one operation and returns its slot at once (see wait / results)."""
+              timeout=None, fence=0, pipeline_of=0):
+        """Sends one operation and returns its slot at once (see wait / results). pipeline_of:
+        the request id (of this connection) whose result it runs on, in place of obj (sent as
+        0; docs/WIRE.md "Pipelined calls")."""
         timeout = self.options.call_timeout if timeout is None else max(0.0, float(timeout))
         deadline = time.monotonic() + timeout
         if not self._slots:
@@ -571,7 +573,11 @@ class Connection:
         # Arguments of plain scalar types are part of the template's key (with their types, as
         # 1, 1.0 and True are equal in Python): lock calls, take(5000)... are built once.
         scalar_args = all(type(a) in _SCALARS for a in args)
-        if not scalar_args:
+        if pipeline_of:
+            obj = 0  # a server too old to pipeline answers unknown_object
+            body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
+                                        context, timeout * 1000, fence, pipeline_of)
+        elif not scalar_args:
             body = codec.encode_request(rid, self.client_id, server, obj, op, path, args, name,
                                         context, timeout * 1000, fence)
         else:
@@ -1211,6 +1217,29 @@ class Connection:
                     callback()
                 except Exception:
                     pass
+
+    def cancel(self, slot):
+        """Cancels the slot's request if it is not answered yet (whether it was not), as the C++
+        Connection::cancel: it is answered Cancelled at once, never resent, its reply dropped
+        if one comes, and a CANCEL follows the request to the broker, which routes it to the
+        server's lane behind it, so that a server that has not started it never runs it
+        (docs/WIRE.md "Cancelling"). A control request or a oneway batch is only answered."""
+        with self._mu:
+            if slot.done:
+                return False
+            self._complete(slot, errors.make_error(
+                errors.Errc.cancelled,
+                "request %d was cancelled by its caller (a server that had not started it never "
+                "runs it)" % slot.request_id))
+            self._cv.notify_all()
+        if not slot.control and not slot.oneway and slot.server:
+            try:
+                self._submit_raw([codec.header(codec.CANCEL), codec.object_id_frame(slot.server, 0),
+                                  codec.u64_frame(slot.request_id),
+                                  codec.u64_frame(self.client_id)])
+            except errors.Disconnected:
+                pass  # nothing runs on a closed connection's behalf
+        return True
 
     def on_done(self, slot, callback):
         """Calls callback() once the slot is answered, in the thread that answers it and with the

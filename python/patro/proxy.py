@@ -4,11 +4,12 @@ import asyncio
 import json
 import os
 import re
+import time
 
 from . import _codec as codec
 from . import curve
 from . import errors
-from .connection import CallContext, ClientOptions, Connection, Op
+from .connection import CallContext, ClientOptions, Connection, Op, _Slot
 
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 
@@ -428,6 +429,60 @@ class Future:
             raise errors.Timeout("no answer within %s s" % timeout)
         r = self._proxy._conn.results(self._slot, self._proxy._make_ref).results
         return r if self._list else _first(r)
+
+    def cancel(self):
+        """Cancels the call if its answer is not here yet, and says whether it did (C++
+        Future::cancel): result() then raises Cancelled, an await wakes with it, and a server
+        that has not started the call never runs it. A call answered already is left alone."""
+        return self._proxy._conn.cancel(self._slot)
+
+    # --- Calls on the result before it is here (promise pipelining; C++ Future::async_call):
+    # each is sent at once, and the server runs it on this call's result when that exists, in
+    # the order they were made. The result must be a reference to an object of the same server;
+    # anything else fails them with TypeMismatch, and an error of this call reaches them all
+    # (and the calls made on theirs). Once the answer is here, they are plain calls on it. ---
+
+    def call(self, method, *args):
+        """A method of the result, in scalar context: a Future, sent at once."""
+        return self._pipeline(Op.Call, args, method)
+
+    def call_list(self, method, *args):
+        """A method of the result, in list context."""
+        return self._pipeline(Op.Call, args, method, CallContext.List)
+
+    def get_async(self):
+        """The result's value (a served scalar's value, a container's reference)."""
+        return self._pipeline(Op.Get, ())
+
+    def _pipeline(self, op, args, name=None, context=CallContext.Scalar):
+        conn = self._proxy._conn
+        list_context = context == CallContext.List
+        made_on = ("request #%d, which this call was made on the result of, "
+                   % self._slot.request_id)
+        if not self._slot.done:
+            slot = conn.start(self._slot.server, 0, op, (), args, name, context, None, 0,
+                              pipeline_of=self._slot.request_id)
+            return Future(self._proxy, slot, list_context)
+        # Answered: a plain call on the result, or the error the server would give.
+        try:
+            r = conn.results(self._slot, self._proxy._make_ref).results
+        except errors.Error as e:
+            message = e.message
+            if "which this call was made on the result of" not in message:
+                message = made_on + "failed: " + message
+            return self._failed(e.code, message, e.remote_type, e.error_number, list_context)
+        first = _first(r)
+        if not isinstance(first, Proxy):
+            return self._failed(errors.Errc.type_mismatch,
+                                made_on + "returned %r, not a reference to an object: a call "
+                                "cannot run on its result" % (first,), "", 0, list_context)
+        return first._start(op, args, name, context)
+
+    def _failed(self, code, message, remote_type, error_number, list_context):
+        slot = _Slot(0, self._slot.server, Op.Call, time.monotonic())
+        slot.done = True
+        slot.error = errors.make_error(code, message, remote_type, error_number)
+        return Future(self._proxy, slot, list_context)
 
     def __await__(self):
         if not self._slot.done:

@@ -13,8 +13,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -41,6 +43,11 @@ bool future_wait(const FutureCore& c, std::chrono::milliseconds timeout);
 ValueArray future_results(const FutureCore& c);
 void future_then(const FutureCore& c, std::function<void()> f);
 bool future_cancel(const FutureCore& c);
+bool future_expire_after(const FutureCore& c, std::chrono::milliseconds after);
+/// Promise pipelining: a call (wire operation op) on the result of on's call, sent at once.
+std::shared_ptr<const FutureCore> future_pipeline(const FutureCore& on, uint8_t op,
+                                                  std::vector<Value> args, std::string_view name,
+                                                  bool list);
 }  // namespace detail
 
 /// The answer to an asynchronous call, to come. T is Value (the call's result; null if none) or
@@ -82,6 +89,48 @@ class Future {
   /// its reply is dropped. Cancelling a call already answered (or cancelled) changes nothing.
   /// Oneway calls are not cancelled. See docs/WIRE.md "Cancelling".
   bool cancel() const { return detail::future_cancel(*core_); }
+  /// Makes the call's deadline no later than `after` from now, and says whether the call is still
+  /// unanswered. Past it the call is answered Error(Errc::timeout) (then-callbacks run, an awaiting
+  /// coroutine resumes) and cancelled at the server as cancel() does: one that has not started
+  /// never runs. A later deadline than the call's own changes nothing. patro::with_deadline
+  /// (task.hpp) is this for one co_await.
+  bool expire_after(std::chrono::milliseconds after) const {
+    return detail::future_expire_after(*core_, after);
+  }
+  // --- Calls on the result before it is here (promise pipelining, as Cap'n Proto's): each is
+  // sent at once, without waiting for this future's answer, and the server runs it on this call's
+  // result as soon as that exists, in the order such calls were made. The result must be a
+  // reference to an object of the same server (a method that returns an object it serves, a
+  // nested container): a call on anything else fails with Errc::type_mismatch, naming what the
+  // result was; if this call fails, every call made on its result fails with its error (and so
+  // on down a chain). `auto g = p.async_call("make").async_call("ping")` costs one round trip.
+  // Once this future's answer is here, they are plain calls on its result. Only for a Future of
+  // a Value (scalar context). See README "Calls on results not yet returned". ---
+
+  /// A method of the result, in scalar context.
+  template <class... A>
+  requires std::is_same_v<T, Value> Future<Value> async_call(std::string_view method, A&&... args)
+  const {
+    return Future<Value>(
+        detail::future_pipeline(*core_, kCall, {Value(std::forward<A>(args))...}, method, false));
+  }
+  /// A method of the result, in list context.
+  template <class... A>
+  requires std::is_same_v<T, Value> Future<std::vector<Value>> async_call_list(
+      std::string_view method, A&&... args)
+  const {
+    return Future<std::vector<Value>>(
+        detail::future_pipeline(*core_, kCall, {Value(std::forward<A>(args))...}, method, true));
+  }
+  /// The result's value (a served scalar's value; a container's own reference).
+  Future<Value> async_get() const requires std::is_same_v<T, Value> {
+    return Future<Value>(detail::future_pipeline(*core_, kGet, {}, {}, false));
+  }
+  /// Sets the result's value (a served scalar, or a container's whole contents).
+  Future<Value> async_set(const Value& v) const requires std::is_same_v<T, Value> {
+    return Future<Value>(detail::future_pipeline(*core_, kSet, {v}, {}, false));
+  }
+
   /// Runs f(future) once the answer is here (see the header comment for the thread). f may call
   /// get(), which then does not block. An exception f throws is logged and dropped.
   template <class F>
@@ -94,6 +143,8 @@ class Future {
   }
 
  private:
+  // The wire's operation codes (schemas/request.fbs) the pipelined calls use.
+  static constexpr uint8_t kGet = 0, kSet = 1, kCall = 16;
   std::shared_ptr<const detail::FutureCore> core_;
 };
 

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <coroutine>
 #include <exception>
 #include <memory>
@@ -45,6 +46,26 @@ auto operator co_await(const Future<T>& future) {
     T await_resume() const { return f.get(); }
   };
   return Awaiter{future};
+}
+
+/// co_await with_deadline(future, 50ms): as co_await future, but the call's deadline becomes at
+/// most `limit` from when it is awaited; past it the call is cancelled at the server (one that has
+/// not started never runs) and co_await throws Error(Errc::timeout). An answer that came in time
+/// is given as usual. Future::expire_after is the same without a coroutine.
+template <class T>
+auto with_deadline(const Future<T>& future, std::chrono::milliseconds limit) {
+  struct Awaiter {
+    Future<T> f;
+    std::chrono::milliseconds limit;
+    bool await_ready() const { return f.ready(); }
+    void await_suspend(std::coroutine_handle<> h) const {
+      const Future<T> f2 = f;  // as operator co_await: this frame may end once resumed
+      (void)f2.expire_after(limit);
+      f2.then([h](const Future<T>&) { h.resume(); });
+    }
+    T await_resume() const { return f.get(); }
+  };
+  return Awaiter{future, limit};
 }
 
 namespace detail {

@@ -751,7 +751,28 @@ void Connection::switch_broker(const std::string& why, std::optional<size_t> to)
 }
 
 void Connection::expire_slots(Clock::time_point now) {
-  if (requests_.expire(now)) loop_.notify();
+  std::vector<SlotPtr> cancel;
+  Clock::time_point next;
+  if (requests_.expire(now, &cancel, &next)) loop_.notify();
+  // A deadline made earlier is looked at when it comes, not at the next usual turn.
+  if (expire_at_.load(std::memory_order_relaxed) != std::numeric_limits<Clock::rep>::max())
+    expire_at_.store(next.time_since_epoch().count(), std::memory_order_relaxed);
+  for (const SlotPtr& slot : cancel) queue_cancel(slot);
+}
+
+bool Connection::expire_after(const SlotPtr& slot, Clock::duration after) {
+  const auto deadline = Clock::now() + after;
+  if (!requests_.shorten(slot, deadline)) return false;
+  const Clock::rep at = deadline.time_since_epoch().count();
+  Clock::rep seen = expire_at_.load(std::memory_order_relaxed);
+  while (at < seen && !expire_at_.compare_exchange_weak(seen, at, std::memory_order_relaxed)) {
+  }
+  {
+    MutexLock lock(requests_.mutex());
+    kicked_ = true;  // the heartbeat thread looks again, and waits no longer than the deadline
+  }
+  heartbeat_cv_.notify_one();
+  return true;
 }
 
 void Connection::dispatch(Multipart& msg, bool direct) {
@@ -951,33 +972,44 @@ bool Connection::drive(Done done, Clock::time_point until) {
 }
 
 bool Connection::await(const SlotPtr& slot, Clock::time_point until) {
-  return drive([&]() PATRO_NO_TSA { return slot->done; }, std::min(until, slot->deadline)) ||
-         ready(slot);
+  {
+    MutexLock lock(requests_.mutex());  // expire_after may move it
+    until = std::min(until, slot->deadline);
+  }
+  return drive([&]() PATRO_NO_TSA { return slot->done; }, until) || ready(slot);
 }
 
 void Connection::await(const SlotPtr& slot) {
-  if (!drive([&]() PATRO_NO_TSA { return slot->done; }, slot->deadline)) {
-    requests_.time_out(slot, Clock::now());
+  Clock::time_point deadline;
+  {
+    MutexLock lock(requests_.mutex());
+    deadline = slot->deadline;
+  }
+  if (!drive([&]() PATRO_NO_TSA { return slot->done; }, deadline)) {
+    if (requests_.time_out(slot, Clock::now())) queue_cancel(slot);
     run_callbacks();
   }
 }
 
+void Connection::queue_cancel(const SlotPtr& slot) {
+  // A control request or a batch of oneway calls is not cancelled on the wire: only answered.
+  if (slot->control || slot->oneway_calls != 0 || slot->server == 0) return;
+  Multipart m;
+  m.reserve(4);
+  m.push_back(header_frame(Command::cancel));
+  m.push_back(object_id_frame(ObjectId{slot->server, 0}));
+  m.push_back(u64_frame(slot->request_id));
+  m.push_back(u64_frame(client_id_));
+  {
+    MutexLock out(out_mu_);
+    outbox_.push_back(Outgoing{std::move(m), slot, true});
+  }
+  kick();
+}
+
 bool Connection::cancel(const SlotPtr& slot) {
   if (!requests_.cancel(slot, Clock::now())) return false;
-  // A control request or a batch of oneway calls is not cancelled on the wire: only answered.
-  if (!slot->control && slot->oneway_calls == 0 && slot->server != 0) {
-    Multipart m;
-    m.reserve(4);
-    m.push_back(header_frame(Command::cancel));
-    m.push_back(object_id_frame(ObjectId{slot->server, 0}));
-    m.push_back(u64_frame(slot->request_id));
-    m.push_back(u64_frame(client_id_));
-    {
-      MutexLock out(out_mu_);
-      outbox_.push_back(Outgoing{std::move(m), slot, true});
-    }
-    kick();
-  }
+  queue_cancel(slot);
   loop_.notify();
   run_callbacks();
   return true;
@@ -1028,10 +1060,14 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
       drive_callbacks = requests_.callbacks_waiting() > 0;
     }
     const auto now = Clock::now();
-    if (now >= next_expiry) {
+    const Clock::time_point soon(Clock::duration(expire_at_.load(std::memory_order_relaxed)));
+    if (now >= next_expiry || now >= soon) {
       expire_slots(now);
       next_expiry = now + timing_.heartbeat() / 2;
     }
+    if (soon > now && soon < next_expiry)
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(soon - now) +
+                                std::chrono::microseconds(100));
     // Then-callbacks wait for answers nobody else may wait for: drive the socket for them,
     // giving it up whenever a caller wants it.
     if (loop_.try_take()) {
@@ -1070,7 +1106,7 @@ void Connection::heartbeat_main(const std::atomic<bool>& gone) {
 flatbuffers::Offset<wire::Request> Connection::encode_request(
     flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
     const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
-    std::chrono::milliseconds timeout, uint64_t fence) {
+    std::chrono::milliseconds timeout, uint64_t fence, uint64_t pipeline_of) {
   const RefWriter refs = [this](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
     // local_copies left local scalars only: a null offset sends one as a copy.
     if (r.node) return flatbuffers::Offset<wire::Ref>();
@@ -1102,6 +1138,7 @@ flatbuffers::Offset<wire::Request> Connection::encode_request(
   if (!n.IsNull()) b.add_name(n);
   b.add_context(context);
   if (fence != 0) b.add_fence_token(fence);
+  if (pipeline_of != 0) b.add_pipeline_of(pipeline_of);
   return b.Finish();
 }
 
@@ -1130,7 +1167,8 @@ SlotPtr Connection::start(const ObjectId& id, wire::Op op, const Path& path, con
   // One builder per thread, reused: no allocation for it in the steady state.
   thread_local flatbuffers::FlatBufferBuilder fb(1024);
   fb.Clear();
-  fb.Finish(encode_request(fb, rid, id, op, path, args, name, context, timeout, extras.fence),
+  fb.Finish(encode_request(fb, rid, id, op, path, args, name, context, timeout, extras.fence,
+                           extras.pipeline_of),
             wire::RequestIdentifier());
   if (fb.GetSize() > options_.limits.max_message_size)
     throw Error(Errc::message_too_large, "the request of " + std::to_string(fb.GetSize()) +

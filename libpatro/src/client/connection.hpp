@@ -100,6 +100,9 @@ struct CallExtras {
   uint64_t fence = 0;
   /// Where to put the arguments the call changed (index, new value), if wanted.
   std::vector<std::pair<uint32_t, Value>>* changed = nullptr;
+  /// Promise pipelining: the request (of this connection) whose result the call runs on, in
+  /// place of the object named (whose server routes it); 0: none.
+  uint64_t pipeline_of = 0;
 };
 
 class Connection;
@@ -152,6 +155,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// Until the slot's own deadline (after which it is answered with Errc::timeout).
   void await(const SlotPtr& slot);
   bool ready(const SlotPtr& slot);
+  /// Makes the slot's deadline no later than now + after (Future::expire_after): past it, it is
+  /// answered Errc::timeout and a CANCEL follows its request, as cancel() sends. Whether the slot
+  /// was still unanswered.
+  bool expire_after(const SlotPtr& slot, Clock::duration after);
   /// Cancels the slot's request if it is not answered yet (whether it was not): it is answered
   /// Errc::cancelled at once, and a CANCEL follows the request the way it went, so that a server
   /// that has not started it never runs it (docs/WIRE.md "Cancelling").
@@ -251,7 +258,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   flatbuffers::Offset<wire::Request> encode_request(
       flatbuffers::FlatBufferBuilder& fb, uint64_t rid, const ObjectId& id, wire::Op op,
       const Path& path, const ValueArray& args, std::string_view name, wire::CallContext context,
-      std::chrono::milliseconds timeout, uint64_t fence);
+      std::chrono::milliseconds timeout, uint64_t fence, uint64_t pipeline_of = 0);
   /// CallbackHost::count_pass on the callback host, if one runs.
   uint64_t count_pass(const ObjectId& id) PATRO_EXCLUDES(callbacks_mu_);
   /// Throws Error(disconnected) once the connection was closed.
@@ -286,6 +293,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void send_out(Outgoing& o) PATRO_REQUIRES(loop_.turn());
   /// Sends a CANCEL the way its request went (held behind it while that is held).
   void send_cancel(Outgoing& o) PATRO_REQUIRES(loop_.turn());
+  /// Queues a CANCEL for the slot's request (none for a control request or a oneway batch).
+  void queue_cancel(const SlotPtr& slot) PATRO_EXCLUDES(loop_.turn(), out_mu_);
   /// Whether a request to server sent through the broker is still in flight (a direct one must
   /// not overtake it).
   bool brokered_in_flight(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
@@ -334,7 +343,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   /// A LOCATE for each server the broker has seen us ask for, and for those with a direct route
   /// (not seen): after a restart (alive) or a move (locate_again).
   void locate_known(const std::vector<uint64_t>& routed) PATRO_REQUIRES(loop_.turn());
-  void expire_slots(Clock::time_point now) PATRO_EXCLUDES(requests_.mutex());
+  void expire_slots(Clock::time_point now) PATRO_EXCLUDES(loop_.turn(), out_mu_, requests_.mutex());
   void run_callbacks() PATRO_EXCLUDES(requests_.mutex());
   /// Runs the callbacks of answered slots, or (event_loop) posts them to completions_.
   void deliver(const std::vector<SlotPtr>& ready) PATRO_EXCLUDES(requests_.mutex());
@@ -355,6 +364,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<uint64_t> retries_{0};
+  // The earliest deadline of a slot in flight once one was made earlier (expire_after), for the
+  // heartbeat thread's next look (its steady_clock count; max: none sooner than usual).
+  std::atomic<Clock::rep> expire_at_{std::numeric_limits<Clock::rep>::max()};
   Route route_ = Route::automatic;  // options_.route, resolved (CURVE: broker)
   LinkTiming timing_{options_.heartbeat};
   // continuations = event_loop: the continuations waiting for the program's loop (else null).

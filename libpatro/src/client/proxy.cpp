@@ -244,6 +244,68 @@ void future_then(const FutureCore& c, std::function<void()> f) {
 bool future_cancel(const FutureCore& c) {
   return c.conn->cancel(c.slot);
 }
+bool future_expire_after(const FutureCore& c, std::chrono::milliseconds after) {
+  return c.conn->expire_after(c.slot, after);
+}
+
+static_assert(static_cast<uint8_t>(Op::Get) == 0 && static_cast<uint8_t>(Op::Set) == 1 &&
+                  static_cast<uint8_t>(Op::Call) == 16,
+              "Future's pipelined calls name these operations by number (future.hpp)");
+
+namespace {
+/// A slot answered at once with an error, sent nowhere (its request could not be made).
+SlotPtr failed_slot(Errc code, std::string text) {
+  auto slot = std::make_shared<Slot>();
+  slot->done = true;
+  slot->error = code;
+  slot->error_text = std::move(text);
+  return slot;
+}
+}  // namespace
+
+std::shared_ptr<const FutureCore> future_pipeline(const FutureCore& on, uint8_t op,
+                                                  std::vector<Value> args, std::string_view name,
+                                                  bool list) {
+  auto core = std::make_shared<FutureCore>();
+  core->conn = on.conn;
+  core->list = list;
+  const auto context = list ? wire::CallContext::List : wire::CallContext::Scalar;
+  const uint64_t on_id = on.slot->request_id;
+  if (!on.conn->ready(on.slot)) {
+    // Not answered yet: sent now, to the server of the call it is made on; the server runs it on
+    // that call's result (object 0: a server too old to pipeline answers unknown_object).
+    if (on.slot->server == 0 || on_id == 0)
+      throw Error(Errc::invalid_argument, "a call on the result of a call that went to no server");
+    core->slot = on.conn->start(ObjectId{on.slot->server, 0}, static_cast<Op>(op), {}, args, name,
+                                context, CallExtras{std::nullopt, 0, nullptr, on_id});
+    return core;
+  }
+  // Answered: a plain call on its result, or the error the server would give.
+  const std::string made_on =
+      "request #" + std::to_string(on_id) + ", which this call was made on the result of, ";
+  ValueArray r;
+  try {
+    r = on.conn->results(on.slot);
+  } catch (const Error& e) {
+    std::string text = e.what();
+    const std::string prefix = std::string(errc_name(e.code())) + ": ";
+    if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+    if (text.find(", which this call was made on the result of, ") == std::string::npos)
+      text = made_on + "failed: " + text;
+    core->slot = failed_slot(e.code(), std::move(text));
+    return core;
+  }
+  const Reference* ref = r.empty() ? nullptr : r.front().if_reference();
+  if (ref == nullptr || ref->conn == nullptr) {
+    core->slot = failed_slot(Errc::type_mismatch,
+                             made_on + "returned " +
+                                 (r.empty() ? std::string("nothing") : r.front().to_string()) +
+                                 ", not a reference to an object: a call cannot run on its result");
+    return core;
+  }
+  core->slot = on.conn->start(ref->id, static_cast<Op>(op), ref->path, args, name, context);
+  return core;
+}
 }  // namespace detail
 
 std::string ref(const Proxy& p) {

@@ -155,23 +155,40 @@ bool RequestTable::no_route(uint64_t request_id, zmq::message_t body, bool ran,
   return true;
 }
 
-bool RequestTable::expire(Clock::time_point now) {
+bool RequestTable::expire(Clock::time_point now, std::vector<SlotPtr>* cancel,
+                          Clock::time_point* next) {
   MutexLock lock(mu_);
   std::vector<SlotPtr> late;
-  for (auto& [id, slot] : slots_)
-    if (!slot->done && slot->deadline <= now) late.push_back(slot);
+  if (next != nullptr) *next = Clock::time_point::max();
+  for (auto& [id, slot] : slots_) {
+    if (slot->done) continue;
+    if (slot->deadline <= now)
+      late.push_back(slot);
+    else if (next != nullptr)
+      *next = std::min(*next, slot->deadline);
+  }
   for (const SlotPtr& slot : late) {
     time_out_slot(*slot);
     complete(slot, now);
+    if (cancel != nullptr && slot->cancel_on_timeout) cancel->push_back(slot);
   }
   return !late.empty();
 }
 
-void RequestTable::time_out(const SlotPtr& slot, Clock::time_point now) {
+bool RequestTable::shorten(const SlotPtr& slot, Clock::time_point deadline) {
   MutexLock lock(mu_);
-  if (slot->done) return;
+  if (slot->done) return false;
+  slot->deadline = std::min(slot->deadline, deadline);
+  slot->cancel_on_timeout = true;
+  return true;
+}
+
+bool RequestTable::time_out(const SlotPtr& slot, Clock::time_point now) {
+  MutexLock lock(mu_);
+  if (slot->done) return false;
   time_out_slot(*slot);
   complete(slot, now);
+  return slot->cancel_on_timeout;
 }
 
 bool RequestTable::cancel(const SlotPtr& slot, Clock::time_point now) {

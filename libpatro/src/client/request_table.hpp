@@ -60,6 +60,8 @@ struct Slot {
   // Which way its latest copy went (set by the holder of the connection's socket turn).
   bool sent = false;
   bool sent_direct = false;
+  // Its deadline was made earlier (Future::expire_after): at it, a CANCEL follows the timeout.
+  bool cancel_on_timeout = false;
   // The wire trace (set before the slot is published, then only read): when the request was
   // made, and what it asks ("OP obj=… path=…"; "calls=N" for a batch; empty: not traced).
   Clock::time_point started;
@@ -125,12 +127,20 @@ class PATRO_PRIVATE RequestTable {
   bool no_route(uint64_t request_id, zmq::message_t body, bool ran, Clock::time_point now,
                 const RetryTiming& timing) PATRO_EXCLUDES(mu_);
   /// Completes the slots whose deadline passed (see time_out); whether there were any.
-  bool expire(Clock::time_point now) PATRO_EXCLUDES(mu_);
+  bool expire(Clock::time_point now) PATRO_EXCLUDES(mu_) { return expire(now, nullptr, nullptr); }
+  /// The same, also giving the slots timed out that want a CANCEL (cancel_on_timeout) and the
+  /// earliest deadline left (time_point::max() if none).
+  bool expire(Clock::time_point now, std::vector<SlotPtr>* cancel, Clock::time_point* next)
+      PATRO_EXCLUDES(mu_);
+  /// Makes the slot's deadline `deadline` if that is earlier, and has a CANCEL follow its timeout;
+  /// whether the slot is still unanswered.
+  bool shorten(const SlotPtr& slot, Clock::time_point deadline) PATRO_EXCLUDES(mu_);
   /// The caller cancelled the slot: completes it with Errc::cancelled, if it is not answered yet
   /// (whether it was not). Its answer, if one comes, is then dropped, and it is never resent.
   bool cancel(const SlotPtr& slot, Clock::time_point now) PATRO_EXCLUDES(mu_);
   /// Completes one slot at its deadline, if it is not answered yet.
-  void time_out(const SlotPtr& slot, Clock::time_point now) PATRO_EXCLUDES(mu_);
+  /// Whether it timed out now and wants a CANCEL (cancel_on_timeout).
+  bool time_out(const SlotPtr& slot, Clock::time_point now) PATRO_EXCLUDES(mu_);
   /// Fails the slots with why (a direct connection that failed): outcome_unknown where a copy may
   /// have run and the op is not idempotent, server_unavailable otherwise.
   void fail(const std::vector<SlotPtr>& slots, const std::string& why, Clock::time_point now)

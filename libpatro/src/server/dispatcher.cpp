@@ -13,6 +13,7 @@ Dispatcher::Dispatcher(ObjectTable& objects, const ServerOptions& options, LockT
                        ReplyCache& cache, std::weak_ptr<ReplySink> outbox,
                        std::function<void(uint64_t)> seen, const ClientRights* rights)
     : options_(options),
+      server_id_(objects.server_id()),
       cache_(cache),
       rights_(rights),
       executor_(objects, options, &locks),
@@ -78,7 +79,12 @@ Dispatched Dispatcher::dispatch_body(uint64_t request_id, const zmq::message_t& 
   const wire::Request* req = batch ? nullptr : verified_request(body, options_.limits, scratch);
   if (b != nullptr && b->requests() != nullptr)
     return dispatch_batch(request_id, *b, taken, reply, reroute);
-  if (req != nullptr) return dispatch(*req, taken, reply, reroute, owed);
+  if (req != nullptr) {
+    body_ = &body;  // a pipelined request that must wait keeps it
+    const Dispatched d = dispatch(*req, taken, reply, reroute, owed);
+    body_ = nullptr;
+    return d;
+  }
   const Errc code =
       body.size() > options_.limits.max_message_size ? Errc::message_too_large : Errc::bad_message;
   if (batch)
@@ -139,9 +145,156 @@ Dispatched Dispatcher::dispatch_request(const wire::Request& req, const Taken& t
   const auto now = Clock::now();
   if (auto seen = seen_before(client, request_id, taken.routing, now, reply)) return *seen;
   std::optional<std::string> no_failure;  // a request's failure is its reply
-  const Dispatched d = run(req, taken, now, false, reply, no_failure, owed);
-  if (d == Dispatched::reply && client != 0) reroute = cache_.finish(client, request_id, reply);
+  const Dispatched d = req.pipeline_of() != 0
+                           ? pipelined(req, taken, now, reply, owed)
+                           : run(req, taken, now, false, reply, no_failure, owed);
+  if (d == Dispatched::reply && client != 0)
+    reroute = cache_.finish(client, request_id, reply, released_);
   return d;
+}
+
+namespace {
+// Each error a pipelined request gets from the request it was made on says so once: a chain's
+// last call names the call that failed first.
+constexpr std::string_view kMadeOn = ", which this call was made on the result of, ";
+
+std::string made_on(uint64_t on, std::string_view what) {
+  return "request #" + std::to_string(on) + std::string(kMadeOn) + std::string(what);
+}
+}  // namespace
+
+Dispatched Dispatcher::pipelined(const wire::Request& req, const Taken& taken,
+                                 Clock::time_point now, zmq::message_t& reply,
+                                 std::vector<DeferredReply>& owed) {
+  const uint64_t on = req.pipeline_of(), request_id = req.request_id();
+  // An earlier id only: a pipelined call can then never wait for itself, nor for a cycle.
+  if (req.client_id() == 0 || on >= request_id || body_ == nullptr) {
+    reply = error_reply(request_id, Errc::invalid_argument,
+                        "a pipelined call (pipeline_of " + std::to_string(on) +
+                            ") needs its client's id and names an earlier request of that client");
+    return Dispatched::reply;
+  }
+  ReplyCache::Dependent d;
+  d.on = on;
+  d.request_id = request_id;
+  d.body.copy(const_cast<zmq::message_t&>(*body_));
+  d.routing.assign(taken.routing.data(), taken.routing.size());
+  d.arrived = now;
+  d.age = taken.age;
+  zmq::message_t on_reply;
+  switch (cache_.await_result(req.client_id(), d, &on_reply)) {
+    case ReplyCache::Target::waiting:
+      return Dispatched::deferred;  // released when `on` finishes (dispatch_dependent)
+    case ReplyCache::Target::full:
+      reply = error_reply(request_id, Errc::overloaded,
+                          "too many pipelined calls wait for their results from this client "
+                          "(Limits::reply_cache_entries); it was not run");
+      return Dispatched::reply;
+    case ReplyCache::Target::cancelled:
+      reply = error_reply(request_id, Errc::cancelled,
+                          made_on(on, "was cancelled before it ran; this call was not run"));
+      return Dispatched::reply;
+    case ReplyCache::Target::dropped:
+      reply = error_reply(request_id, Errc::outcome_unknown,
+                          made_on(on,
+                                  "ran, and its reply left the server's reply cache; this call "
+                                  "was not run"));
+      return Dispatched::reply;
+    case ReplyCache::Target::ready:
+      break;
+  }
+  return run_on(req, taken, now, on_reply, reply, owed);
+}
+
+Dispatched Dispatcher::run_on(const wire::Request& req, const Taken& taken, Clock::time_point now,
+                              const zmq::message_t& on_reply, zmq::message_t& reply,
+                              std::vector<DeferredReply>& owed) {
+  const auto target = pipeline_target(req, on_reply, reply);
+  if (!target) return Dispatched::reply;
+  executor_.set_target(*target);
+  std::optional<std::string> no_failure;
+  const Dispatched d = run(req, taken, now, false, reply, no_failure, owed);  // never throws
+  executor_.set_target(std::nullopt);
+  return d;
+}
+
+std::optional<ObjectId> Dispatcher::pipeline_target(const wire::Request& req,
+                                                    const zmq::message_t& on_reply,
+                                                    zmq::message_t& reply) {
+  const uint64_t on = req.pipeline_of(), request_id = req.request_id();
+  const wire::Reply* r = verified_reply(on_reply, options_.limits, on_scratch_);
+  if (r == nullptr) {
+    reply = error_reply(request_id, Errc::internal,
+                        made_on(on,
+                                "has a reply that failed "
+                                "verification"));
+    return std::nullopt;
+  }
+  if (r->status() != wire::Status::Ok) {
+    // Its error, as it was: a chain of pipelined calls fails with the first one's.
+    const auto code = static_cast<Errc>(r->error_code());
+    std::string text = r->error_text() ? r->error_text()->str() : std::string();
+    if (text.find(kMadeOn) == std::string::npos) {
+      const std::string prefix = std::string(errc_name(code)) + ": ";
+      if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+      text = made_on(on, "failed: " + text);
+    }
+    reply =
+        error_reply(request_id, code, text,
+                    r->error_type() ? r->error_type()->str() : std::string(), r->error_number());
+    return std::nullopt;
+  }
+  const wire::Value* v =
+      r->results() != nullptr && r->results()->size() > 0 ? r->results()->Get(0) : nullptr;
+  if (v == nullptr || v->kind() != wire::Kind::Ref || v->ref() == nullptr) {
+    const char* kind = v == nullptr ? "nothing" : wire::EnumNameKind(v->kind());
+    reply = error_reply(
+        request_id, Errc::type_mismatch,
+        made_on(on, std::string("returned ") + (*kind ? kind : "an unknown kind") +
+                        ", not a reference to an object: a call cannot run on its result"));
+    return std::nullopt;
+  }
+  const ObjectId id{v->ref()->server(), v->ref()->object()};
+  if (id.server != server_id_) {
+    reply = error_reply(request_id, Errc::invalid_argument,
+                        made_on(on, "returned a reference to object " + id.to_hex() +
+                                        " of another server: a pipelined call runs only on the "
+                                        "server that made the result (call it on the result)"));
+    return std::nullopt;
+  }
+  return id;
+}
+
+Dispatched Dispatcher::dispatch_dependent(ReplyCache::Dependent& d, AlignedScratch& scratch,
+                                          zmq::message_t& reply,
+                                          std::optional<std::string>& reroute,
+                                          std::vector<DeferredReply>& owed) {
+  const auto now = Clock::now();
+  const wire::Request* req = verified_request(d.body, options_.limits, scratch);
+  PATRO_ASSERT(req != nullptr, "a pipelined request verified once failed verification again");
+  const Taken taken{d.routing, d.age + (now - d.arrived)};
+  Dispatched out = Dispatched::reply;
+  switch (d.state) {
+    case ReplyCache::Dependent::On::cancelled:
+      reply = error_reply(d.request_id, Errc::cancelled,
+                          made_on(d.on, "was cancelled before it ran; this call was not run"));
+      break;
+    case ReplyCache::Dependent::On::dropped:
+      reply = error_reply(d.request_id, Errc::outcome_unknown,
+                          made_on(d.on, "ran, and its reply is gone; this call was not run"));
+      break;
+    case ReplyCache::Dependent::On::ready:
+      out = run_on(*req, taken, now, d.on_reply, reply, owed);
+      break;
+  }
+  if (wire_trace())
+    PATRO_LOG(trace, "server") << "-> reply #" << d.request_id << " pipelined on #" << d.on << ' '
+                               << (out == Dispatched::reply
+                                       ? trace_outcome(reply, options_.limits, Clock::now() - now)
+                                       : std::string("later"));
+  if (out == Dispatched::reply)
+    reroute = cache_.finish(req->client_id(), d.request_id, reply, released_);
+  return out;
 }
 
 Dispatched Dispatcher::run(const wire::Request& req, const Taken& taken, Clock::time_point now,
@@ -149,6 +302,10 @@ Dispatched Dispatcher::run(const wire::Request& req, const Taken& taken, Clock::
                            std::vector<DeferredReply>& owed) {
   try {
     if (seen_) seen_(req.client_id());
+    if (oneway && req.pipeline_of() != 0) {
+      failure = "invalid_argument: a oneway call cannot be pipelined";
+      return Dispatched::reply;
+    }
     if (oneway && !op_info(req.op()).oneway) {
       failure =
           std::string("invalid_argument: a ") + op_info(req.op()).name + " cannot be a oneway call";
@@ -238,7 +395,7 @@ Dispatched Dispatcher::dispatch_batch(uint64_t request_id, const wire::Batch& ba
   PATRO_ASSERT(owes_none.empty(), "a oneway call owed a reply to a parked caller");
   reply = executor_.results_reply(
       client, request_id, {Value(static_cast<int64_t>(calls.size())), Value(failed), Value(first)});
-  if (client != 0) reroute = cache_.finish(client, request_id, reply);
+  if (client != 0) reroute = cache_.finish(client, request_id, reply, released_);
   if (trace)
     PATRO_LOG(trace, "server") << "-> batch #" << request_id << " calls=" << calls.size() << ' '
                                << trace_outcome(reply, options_.limits, Clock::now() - batch_start,

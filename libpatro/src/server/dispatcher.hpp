@@ -68,6 +68,16 @@ class Dispatcher {
   /// The lane's reply encoder.
   Executor& encoder() noexcept { return executor_; }
 
+  /// Runs a pipelined request the reply cache released (the request it was made on finished or
+  /// was cancelled): stage 2 and 3 on that request's result, or the error that reaches it.
+  /// Like dispatch(): reply to send now (to reroute if set, else d.routing), or later.
+  Dispatched dispatch_dependent(ReplyCache::Dependent& d, AlignedScratch& scratch,
+                                zmq::message_t& reply, std::optional<std::string>& reroute,
+                                std::vector<DeferredReply>& owed);
+  /// The pipelined requests released since the last call (by requests this dispatcher finished),
+  /// in order: the lane runs them with dispatch_dependent().
+  std::vector<ReplyCache::Dependent> take_released() { return std::exchange(released_, {}); }
+
  private:
   /// dispatch(), stage by stage.
   Dispatched dispatch_request(const wire::Request& req, const Taken& taken, zmq::message_t& reply,
@@ -90,6 +100,19 @@ class Dispatcher {
   Dispatched run(const wire::Request& req, const Taken& taken,
                  std::chrono::steady_clock::time_point now, bool oneway, zmq::message_t& reply,
                  std::optional<std::string>& failure, std::vector<DeferredReply>& owed);
+  /// A pipelined request (pipeline_of set), past stage 1: run now on the result of the request
+  /// it names if that is answered, or parked in the reply cache until it is (deferred).
+  Dispatched pipelined(const wire::Request& req, const Taken& taken,
+                       std::chrono::steady_clock::time_point now, zmq::message_t& reply,
+                       std::vector<DeferredReply>& owed);
+  /// Stages 2 and 3 of a pipelined request on on_reply, the reply of the request it was made on.
+  Dispatched run_on(const wire::Request& req, const Taken& taken,
+                    std::chrono::steady_clock::time_point now, const zmq::message_t& on_reply,
+                    zmq::message_t& reply, std::vector<DeferredReply>& owed);
+  /// The object a pipelined request runs on: the reference on_reply carries; else nothing, with
+  /// reply the error that reaches the request (the first request's own, or a type mismatch).
+  std::optional<ObjectId> pipeline_target(const wire::Request& req, const zmq::message_t& on_reply,
+                                          zmq::message_t& reply);
   /// The request's deadline on our clock: its budget (none: default_call_deadline; at most
   /// max_call_deadline) from when the broker forwarded it.
   std::chrono::steady_clock::time_point deadline_of(uint32_t timeout_ms,
@@ -97,8 +120,12 @@ class Dispatcher {
                                                     std::chrono::nanoseconds age) const;
 
   const ServerOptions& options_;
+  const uint64_t server_id_;
   ReplyCache& cache_;
   const ClientRights* rights_;
+  const zmq::message_t* body_ = nullptr;  // the body of the request dispatch_body() runs now
+  std::vector<ReplyCache::Dependent> released_;
+  AlignedScratch on_scratch_;  // for the reply a pipelined request reads its target from
   Executor executor_;
   std::function<void(uint64_t)> seen_;
   LogLimiter refusals_;  // not_authorized lines: a few per 10 s

@@ -321,7 +321,7 @@ std::optional<std::string> Executor::execute_oneway(
 }
 
 uint64_t Executor::lock_object(const wire::Request& req) {
-  const ObjectId id{req.server(), req.object()};
+  const ObjectId id = target_of(req);
   std::shared_ptr<Node> root = objects_.find(id);
   if (!root) throw Error(Errc::unknown_object, "no object " + id.to_hex() + " on this server");
   const Path path = decode_path(req.path());
@@ -335,7 +335,7 @@ uint64_t Executor::lock_object(const wire::Request& req) {
 }
 
 ValueArray Executor::run(const wire::Request& req) {
-  const ObjectId id{req.server(), req.object()};
+  const ObjectId id = target_of(req);
   const wire::Op op = req.op();
   const Handler handler = kHandlerByOp[static_cast<uint8_t>(op)];
   // The op table's group says what the operands are; the handler table, which handler runs.
@@ -825,7 +825,7 @@ ValueArray Executor::outcome_or_park(const std::optional<SyncOutcome>& o) {
 
 ValueArray Executor::release(OpCall& c) {
   const wire::Request& req = c.req;
-  const ObjectId id{req.server(), req.object()};
+  const ObjectId id = target_of(req);
   // [count]: references a reply sent this client; [count, pass]: passes of a callback object
   // (the key its Ref carried).
   const size_t n = req.args() != nullptr ? req.args()->size() : 0;

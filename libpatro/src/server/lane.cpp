@@ -178,6 +178,25 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
       Outbox::reply(socks_[broker], rq, *request_id, std::move(reply));
   }
   outbox_->send_owed(first(), encoder_, owed_);
+  run_dependents();
+}
+
+void Lane::run_dependents() {
+  // Each finished dependent may release others (a chain): taken again until none is left.
+  for (int round = 0; round < 1'000'000; ++round) {
+    auto more = dispatcher_.take_released();
+    for (auto& d : outbox_->take_released()) more.push_back(std::move(d));
+    for (auto& d : std::exchange(released_, {})) more.push_back(std::move(d));
+    if (more.empty()) return;
+    for (ReplyCache::Dependent& d : more) {
+      zmq::message_t reply;
+      std::optional<std::string> reroute;
+      const Dispatched out = dispatcher_.dispatch_dependent(d, scratch_, reply, reroute, owed_);
+      if (out == Dispatched::reply)
+        outbox_->reply(first(), reroute ? *reroute : d.routing, d.request_id, std::move(reply));
+      outbox_->send_owed(first(), encoder_, owed_);
+    }
+  }
 }
 
 void Lane::release_client(uint64_t client_id) {
@@ -443,10 +462,11 @@ void Lane::handle_cancel(const Multipart& m) {
   const auto request_id = m.size() == 5 ? parse_u64(m[3]) : std::nullopt;
   const auto client_id = request_id ? parse_u64(m[4]) : std::nullopt;
   if (!client_id || *client_id == 0) return;  // a raw peer's ids are not deduplicated
-  const bool recorded = server_.replies_.cancel(*client_id, *request_id, Clock::now());
+  const bool recorded = server_.replies_.cancel(*client_id, *request_id, Clock::now(), released_);
   PATRO_LOG(debug, "server") << "lane " << index_ << ": client " << *client_id
                              << " cancelled request " << *request_id
                              << (recorded ? " before it ran" : ", already running or answered");
+  run_dependents();  // those pipelined on it fail
 }
 
 void Lane::read_ahead() {
@@ -538,6 +558,7 @@ bool Lane::turn() {
     uint64_t n;
     (void)!::read(wake_fd_, &n, sizeof n);
     if (outbox_->flush(first(), encoder_)) return false;
+    run_dependents();
     send_log_lines();
   }
   // Everything waiting is read ahead before the next message is handled, and again after any

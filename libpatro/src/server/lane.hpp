@@ -123,6 +123,9 @@ class Lane {
   void handle_log_subscribe(Multipart& m, std::string routing);
   /// Sends the log lines queued for the subscribers this lane sends to.
   void send_log_lines();
+  /// Runs the pipelined requests released since (their first requests finished or were
+  /// cancelled), and those they release in turn, sending their replies.
+  void run_dependents();
   /// A client is gone: its locks are released, its waits dropped, what it left running forgotten.
   void release_client(uint64_t client_id);
 
@@ -149,6 +152,7 @@ class Lane {
   Dispatcher dispatcher_;
   Executor& encoder_;
   std::vector<DeferredReply> owed_;
+  std::vector<ReplyCache::Dependent> released_;  // released by a CANCEL, for run_dependents()
 
   // The direct path: this lane's own ROUTER, where clients send requests straight to it.
   zmq::socket_t direct_;

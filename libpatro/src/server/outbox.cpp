@@ -148,7 +148,7 @@ void Outbox::answer(zmq::socket_t& sock, const std::string& routing, uint64_t cl
   if (wire_trace() && client_id != 0)
     PATRO_LOG(trace, "server") << "-> reply #" << request_id << " late "
                                << trace_outcome(body, Limits{}, std::nullopt);
-  if (client_id != 0) reroute = cache_.finish(client_id, request_id, body);
+  if (client_id != 0) reroute = cache_.finish(client_id, request_id, body, released_);
   reply(sock, reroute ? *reroute : routing, request_id, std::move(body));
 }
 

@@ -81,6 +81,8 @@ class Outbox final : public ReplySink {
   bool send_log_line(zmq::socket_t& sock, std::string_view routing, Multipart& frames);
   /// Sends what other threads queued. Returns whether the lane was asked to stop.
   bool flush(zmq::socket_t& sock, Executor& encoder) PATRO_EXCLUDES(mu_);
+  /// The pipelined requests that replies sent by answer() released, in order (the lane runs them).
+  std::vector<ReplyCache::Dependent> take_released() { return std::exchange(released_, {}); }
 
  private:
   struct Late {
@@ -96,6 +98,7 @@ class Outbox final : public ReplySink {
   unsigned lane_ = 0;
   const std::vector<Outbox*>* peers_ = nullptr;
   zmq::socket_t* direct_ = nullptr;                // the lane's thread only
+  std::vector<ReplyCache::Dependent> released_;    // the lane's thread only
   std::vector<zmq::socket_t>* brokers_ = nullptr;  // the lane's thread only
   Mutex mu_;
   std::deque<Late> queue_ PATRO_GUARDED_BY(mu_);

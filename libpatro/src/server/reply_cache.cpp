@@ -28,8 +28,40 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
   return Seen::answered;
 }
 
+ReplyCache::Target ReplyCache::await_result(uint64_t client, Dependent& d, zmq::message_t* reply) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  PerClient& c = s.clients[client];
+  auto it = c.entries.find(d.on);
+  if (it != c.entries.end() && it->second.done) {
+    if (it->second.cancelled) return Target::cancelled;
+    if (it->second.dropped) return Target::dropped;
+    reply->copy(it->second.body);
+    return Target::ready;
+  }
+  // Running, or not here yet (it may come by another route, or be resent): wait for it.
+  if (c.waiting_count >= max_entries_) return Target::full;
+  c.waiting[d.on].push_back(std::move(d));
+  ++c.waiting_count;
+  return Target::waiting;
+}
+
+void ReplyCache::release_waiting(PerClient& c, uint64_t request_id, Dependent::On state,
+                                 const zmq::message_t* reply, std::vector<Dependent>& released) {
+  auto w = c.waiting.find(request_id);
+  if (w == c.waiting.end()) return;
+  for (Dependent& d : w->second) {
+    d.state = state;
+    if (reply != nullptr) d.on_reply.copy(const_cast<zmq::message_t&>(*reply));
+    released.push_back(std::move(d));
+  }
+  c.waiting_count -= w->second.size();
+  c.waiting.erase(w);
+}
+
 std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_id,
-                                              const zmq::message_t& body) {
+                                              const zmq::message_t& body,
+                                              std::vector<Dependent>& released) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
   auto cit = s.clients.find(client);
@@ -52,6 +84,8 @@ std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_
   }
   std::optional<std::string> reroute;
   if (!e.reroute.empty()) reroute = std::move(e.reroute);
+  if (cit->second.waiting_count > 0)
+    release_waiting(cit->second, request_id, Dependent::On::ready, &body, released);
   if (bytes_.fetch_add(e.body.size(), std::memory_order_relaxed) + e.body.size() > max_bytes_) {
     lock.unlock();
     shed();
@@ -59,7 +93,8 @@ std::optional<std::string> ReplyCache::finish(uint64_t client, uint64_t request_
   return reroute;
 }
 
-bool ReplyCache::cancel(uint64_t client, uint64_t request_id, Clock::time_point now) {
+bool ReplyCache::cancel(uint64_t client, uint64_t request_id, Clock::time_point now,
+                        std::vector<Dependent>& released) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
   PerClient& c = s.clients[client];
@@ -70,6 +105,8 @@ bool ReplyCache::cancel(uint64_t client, uint64_t request_id, Clock::time_point 
   it->second.done = it->second.dropped = it->second.cancelled = true;
   c.order.emplace_back(request_id, now);
   evict(s, c, now);
+  if (c.waiting_count > 0)
+    release_waiting(c, request_id, Dependent::On::cancelled, nullptr, released);
   return true;
 }
 
@@ -78,7 +115,9 @@ void ReplyCache::forget(uint64_t client) {
   MutexLock lock(s.mu);
   auto it = s.clients.find(client);
   if (it == s.clients.end()) return;
-  it->second.via = -1;  // attached nowhere now
+  it->second.via = -1;         // attached nowhere now
+  it->second.waiting.clear();  // nobody waits for their replies now
+  it->second.waiting_count = 0;
   // Finished replies keep their bodies: a broker's word that a client is gone can be wrong (a
   // client that moved to another broker and back, cut off from this one meanwhile; a stall), and
   // such a client resends what it had in flight. They go with age or the byte bound, as others.

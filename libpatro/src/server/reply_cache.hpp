@@ -17,6 +17,13 @@
 // second run. Requests still running are never evicted. Sharded by client id, so lanes serving
 // different clients rarely meet on a mutex; the byte bound is kept across the shards (each one's
 // oldest body, compared by a global sequence number), without holding two shards' mutexes.
+//
+// Promise pipelining: a request made on the result of another of its client's requests (its
+// `pipeline_of`) waits here, beside that request's entry, until that request finishes — on any
+// lane, now or later (a Deferred, a lock wait) — or is cancelled. It holds no lane meanwhile:
+// finish() and cancel() hand the dependents they release to the caller (a lane's thread), which
+// runs them, in the order they arrived, on the result. At most Limits::reply_cache_entries wait
+// per client; they go with their client (forget, the age sweep).
 #pragma once
 
 #include <array>
@@ -46,6 +53,30 @@ class ReplyCache {
         max_age_(limits.reply_cache_age),
         max_bytes_(limits.reply_cache_bytes) {}
 
+  /// A pipelined request, waiting for the request whose result it runs on.
+  struct Dependent {
+    uint64_t on = 0;          // the request whose result it runs on
+    uint64_t request_id = 0;  // its own
+    zmq::message_t body;      // its Request, as it came (the buffer shared, not copied)
+    std::string routing;      // where its reply goes
+    Clock::time_point arrived;
+    std::chrono::nanoseconds age{0};  // how long it had waited when a lane took it
+    // Set when released: what became of `on` (ready: on_reply holds its reply).
+    enum class On { ready, cancelled, dropped } state = On::ready;
+    zmq::message_t on_reply;
+  };
+
+  /// What a pipelined request finds of the request it runs on.
+  enum class Target {
+    ready,      // answered: *reply holds its reply (a copy)
+    waiting,    // not answered yet (or not arrived): the dependent waits here, moved in
+    cancelled,  // cancelled before it ran
+    dropped,    // answered, and its reply is gone (see Seen::dropped)
+    full        // too many dependents wait for this client: refused (overloaded)
+  };
+  /// Finds the reply of request d.on of client, or parks d until it comes.
+  Target await_result(uint64_t client, Dependent& d, zmq::message_t* reply);
+
   /// What to do with a request that arrived.
   enum class Seen {
     fresh,     // never seen: run it (it is now recorded as running)
@@ -61,15 +92,18 @@ class ReplyCache {
 
   /// Records a request's reply (a cheap copy: ZeroMQ shares the buffer). Returns the routing of
   /// the latest copy if one arrived while it ran (send there), or nothing (send to the first).
+  /// The requests pipelined on it that waited are appended to released, in arrival order, to run.
   std::optional<std::string> finish(uint64_t client, uint64_t request_id,
-                                    const zmq::message_t& body);
+                                    const zmq::message_t& body, std::vector<Dependent>& released);
 
   /// The client cancelled request_id (a CANCEL): if it has not arrived yet (or is waiting behind
   /// the request a lane runs now, which is the same to us) it is recorded as cancelled, so that
   /// neither it nor a resent copy ever runs; one running or answered is left alone. Whether it was
   /// recorded. A cancelled entry holds no body and is forgotten by the count and age bounds as
   /// others are.
-  bool cancel(uint64_t client, uint64_t request_id, Clock::time_point now);
+  /// Requests pipelined on a request cancelled here are appended to released (to fail them).
+  bool cancel(uint64_t client, uint64_t request_id, Clock::time_point now,
+              std::vector<Dependent>& released);
 
   /// A client is gone (its broker says so): the requests it left running are forgotten (a lock
   /// wait dropped with it never answers). Its finished replies stay until the age sweep or the
@@ -120,7 +154,13 @@ class ReplyCache {
     Clock::time_point last;                                    // its latest request
     int via = -1;  // the broker its latest brokered request or attachment came by (-1: none)
     bool unconfirmed = false;  // its broker went away, and it has not been heard from since
+    // Pipelined requests waiting, by the request they run on; how many in all.
+    std::unordered_map<uint64_t, std::vector<Dependent>> waiting;
+    size_t waiting_count = 0;
   };
+  /// Moves the dependents waiting for request_id to released, marked state.
+  static void release_waiting(PerClient& c, uint64_t request_id, Dependent::On state,
+                              const zmq::message_t* reply, std::vector<Dependent>& released);
   struct Shard {
     Mutex mu;
     std::unordered_map<uint64_t, PerClient> clients PATRO_GUARDED_BY(mu);
