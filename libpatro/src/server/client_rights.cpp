@@ -94,15 +94,17 @@ bool ClientRights::reaches(const AllowEntry& rights, uint64_t client, uint64_t o
 }
 
 std::optional<std::string> ClientRights::refusal(const AllowEntry& rights,
-                                                 const wire::Request& req) const {
+                                                 const wire::Request& req,
+                                                 const ObjectId& target) const {
   const wire::Op op = req.op();
   const OpInfo& info = op_info(op);
   if (op == wire::Op::Release) return std::nullopt;  // letting go of a reference is always allowed
   auto why = [&](const std::string& because) {
-    return std::string(info.name) + " on " + name_of(req.object()) +
+    return std::string(info.name) + " on " + name_of(target.object) +
            " refused: this client's key (" + key_fingerprint(rights.key) + ") " + because;
   };
-  if (req.server() == objects_.server_id() && !reaches(rights, req.client_id(), req.object())) {
+  if (target.server == objects_.server_id() &&
+      !reaches(rights, req.client_id(), target.object)) {
     std::string globs;
     for (const auto& g : rights.names) globs += (globs.empty() ? "" : ", ") + g;
     return why("may reach only the names " + globs + " and the references their objects returned");

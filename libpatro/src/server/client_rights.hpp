@@ -53,7 +53,9 @@ class ClientRights {
 
   /// Why rights do not let the request run (its text, naming the operation and the object's
   /// name), or nothing. A read-only key's calls pass here: the method decides (served_ops).
-  std::optional<std::string> refusal(const AllowEntry& rights, const wire::Request& req) const;
+  /// target: the object the request runs on (its own, or a pipelined call's result).
+  std::optional<std::string> refusal(const AllowEntry& rights, const wire::Request& req,
+                                     const ObjectId& target) const;
   /// Whether rights reach object (this server's): by a name, or held by client.
   bool reaches(const AllowEntry& rights, uint64_t client, uint64_t object) const;
   /// How a refusal names an object: 'its first name', or object <id> for one without a name.

@@ -181,6 +181,7 @@ Dispatched Dispatcher::pipelined(const wire::Request& req, const Taken& taken,
   d.routing.assign(taken.routing.data(), taken.routing.size());
   d.arrived = now;
   d.age = taken.age;
+  d.rights = taken.rights;
   zmq::message_t on_reply;
   switch (cache_.await_result(req.client_id(), d, &on_reply)) {
     case ReplyCache::Target::waiting:
@@ -272,7 +273,7 @@ Dispatched Dispatcher::dispatch_dependent(ReplyCache::Dependent& d, AlignedScrat
   const auto now = Clock::now();
   const wire::Request* req = verified_request(d.body, options_.limits, scratch);
   PATRO_ASSERT(req != nullptr, "a pipelined request verified once failed verification again");
-  const Taken taken{d.routing, d.age + (now - d.arrived)};
+  const Taken taken{d.routing, d.age + (now - d.arrived), d.rights};
   Dispatched out = Dispatched::reply;
   switch (d.state) {
     case ReplyCache::Dependent::On::cancelled:
@@ -313,7 +314,7 @@ Dispatched Dispatcher::run(const wire::Request& req, const Taken& taken, Clock::
     }
     // Stage 2: the rights of the client's key.
     if (taken.rights && rights_ != nullptr) {
-      if (auto why = rights_->refusal(*taken.rights, req)) {
+      if (auto why = rights_->refusal(*taken.rights, req, executor_.target_of(req))) {
         rights_->count_refusal();
         PATRO_LOG_LIMITED(info, "server", refusals_) << "not_authorized: " << *why;
         if (oneway)

@@ -77,6 +77,10 @@ class Executor {
   /// A pipelined request's object (the result of the request it was made on), used in place of
   /// the request's own server and object until cleared (nullopt). The dispatcher sets it.
   void set_target(std::optional<ObjectId> target) noexcept { target_ = target; }
+  /// The object the request names (its own, or the pipelined target set above).
+  ObjectId target_of(const wire::Request& req) const noexcept {
+    return target_ ? *target_ : ObjectId{req.server(), req.object()};
+  }
 
   /// How references to other servers' objects are made callable (null: they are not).
   void set_remote_refs(RemoteRefs* refs) noexcept { remote_refs_ = refs; }
@@ -119,10 +123,6 @@ class Executor {
   static const std::array<Handler, 256> kHandlerByOp;
 
   ValueArray run(const wire::Request& req);
-  /// The object the request names (its own, or the pipelined target).
-  ObjectId target_of(const wire::Request& req) const noexcept {
-    return target_ ? *target_ : ObjectId{req.server(), req.object()};
-  }
   /// The object whose lock a lock request names: the request's object, or the object stored at
   /// its path. Throws Error (unknown_object, type_mismatch).
   uint64_t lock_object(const wire::Request& req);

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,6 +40,7 @@
 #include <zmq.hpp>
 
 #include "mutex.hpp"
+#include "patro/curve.hpp"
 #include "patro/options.hpp"
 #include "routing.hpp"
 
@@ -61,6 +63,9 @@ class ReplyCache {
     std::string routing;      // where its reply goes
     Clock::time_point arrived;
     std::chrono::nanoseconds age{0};  // how long it had waited when a lane took it
+    // Its client's key's rights as it arrived (client_rights.hpp; null: everything): it runs
+    // under them, checked against the result it runs on.
+    std::shared_ptr<const AllowEntry> rights;
     // Set when released: what became of `on` (ready: on_reply holds its reply).
     enum class On { ready, cancelled, dropped } state = On::ready;
     zmq::message_t on_reply;
