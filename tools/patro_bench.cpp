@@ -1043,8 +1043,8 @@ struct Bench {
       }
     }
     if (want("curve") && patro::bench::ice_ssl_built() && ice_ssl_skipped.empty()) {
-      ice_ssl_server = spawn({"--role", "ice-server", std::to_string(threads), tls_dir},
-                             service_cpu());
+      ice_ssl_server =
+          spawn({"--role", "ice-server", std::to_string(threads), tls_dir}, service_cpu());
       auto proxy = ice_ssl_server.line(20s);
       if (!proxy || proxy->empty()) throw std::runtime_error("the IceSSL server did not start");
       ice_ssl_proxy = *proxy;
@@ -1249,8 +1249,8 @@ struct Bench {
           const std::string note = "floor: plain Ice, same rounds; " + ice_ssl_cipher;
           if (latency)
             cases.push_back({tls_name, tr.p50_us, tr.p99_us, trate, ir.p50_us, irate,
-                             tr.p50_us / ir.p50_us, note + "; p99 ratio " +
-                                 num(tr.p99_us / ir.p99_us)});
+                             tr.p50_us / ir.p50_us,
+                             note + "; p99 ratio " + num(tr.p99_us / ir.p99_us)});
           else
             cases.push_back({tls_name, std::nullopt, std::nullopt, trate, std::nullopt, irate,
                              trate / irate, "calls/s; " + note});
@@ -1260,15 +1260,14 @@ struct Bench {
         }
         const std::string vs = "; ice: Ice over TLS (" + tls_name + ")";
         if (latency)
-          cases.push_back({name, cr.p50_us, cr.p99_us, crate, pr.p50_us, prate,
-                           cr.p50_us / pr.p50_us,
-                           "floor: plaintext, same path; p99 ratio " + num(cr.p99_us / pr.p99_us) +
-                               vs,
-                           tls.p50, tls.rate, over(cr.p50_us, tls.p50)});
+          cases.push_back(
+              {name, cr.p50_us, cr.p99_us, crate, pr.p50_us, prate, cr.p50_us / pr.p50_us,
+               "floor: plaintext, same path; p99 ratio " + num(cr.p99_us / pr.p99_us) + vs, tls.p50,
+               tls.rate, over(cr.p50_us, tls.p50)});
         else
           cases.push_back({name, std::nullopt, std::nullopt, crate, std::nullopt, prate,
-                           crate / prate, "calls/s; floor: plaintext, same path" + vs,
-                           std::nullopt, tls.rate, over(crate, tls.rate)});
+                           crate / prate, "calls/s; floor: plaintext, same path" + vs, std::nullopt,
+                           tls.rate, over(crate, tls.rate)});
         return tls;
       };
       const std::string tls_get = "ice-ssl: twoway get, 1 client";
@@ -1283,10 +1282,9 @@ struct Bench {
           ice_g = ice_group(1, "seq", 1, seq);
           tls_g = ice_group(1, "seq", 1, seq, true);
         }
-        get_tls = curve_row(std::string("curve: get, 1 client (") +
-                                (direct ? "direct" : "brokered") + ")",
-                            plain, curve, true, std::move(ice_g), std::move(tls_g), tls_get,
-                            get_tls);
+        get_tls = curve_row(
+            std::string("curve: get, 1 client (") + (direct ? "direct" : "brokered") + ")", plain,
+            curve, true, std::move(ice_g), std::move(tls_g), tls_get, get_tls);
       }
       const Params cpipe = params(100000, 400ms);
       Group pp = patro_group(1, "async", 64, cpipe, {}, "direct"),

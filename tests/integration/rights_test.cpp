@@ -223,6 +223,12 @@ TEST_CASE("rights per key, through the broker and direct") {
       patro::Proxy nested(p["nested"].get());
       CHECK(nested["deep"].get() == 1);
       check_refused(error_of([&] { nested["deep"] = 2; }), "set", "");
+      // A call pipelined on a result runs under the same rights, checked on that result.
+      check_refused(error_of([&] {
+                      (void)p["nested"].async_get().async_set(patro::Hash{{"deep", 2}}).get();
+                    }),
+                    "set", "");
+      CHECK(nested["deep"].get() == 1);
       check_path(p);
     }
 
@@ -236,6 +242,8 @@ TEST_CASE("rights per key, through the broker and direct") {
       // What jobs returns is the key's to use: the peer hash, a reference.
       patro::Proxy peer(j["peer"].get());
       CHECK(peer["colour"].get() == "green");
+      // And so is a call pipelined on it before it arrives.
+      CHECK_NOTHROW((void)j["peer"].async_get().async_get().get());
       check_path(j);
       // The proxies of a config name objects by id (a guessed id, to this key): the server
       // refuses those the key cannot reach, and serves jobs.

@@ -93,8 +93,7 @@ bool ClientRights::reaches(const AllowEntry& rights, uint64_t client, uint64_t o
   return objects_.held_by(client, object);
 }
 
-std::optional<std::string> ClientRights::refusal(const AllowEntry& rights,
-                                                 const wire::Request& req,
+std::optional<std::string> ClientRights::refusal(const AllowEntry& rights, const wire::Request& req,
                                                  const ObjectId& target) const {
   const wire::Op op = req.op();
   const OpInfo& info = op_info(op);
@@ -103,8 +102,7 @@ std::optional<std::string> ClientRights::refusal(const AllowEntry& rights,
     return std::string(info.name) + " on " + name_of(target.object) +
            " refused: this client's key (" + key_fingerprint(rights.key) + ") " + because;
   };
-  if (target.server == objects_.server_id() &&
-      !reaches(rights, req.client_id(), target.object)) {
+  if (target.server == objects_.server_id() && !reaches(rights, req.client_id(), target.object)) {
     std::string globs;
     for (const auto& g : rights.names) globs += (globs.empty() ? "" : ", ") + g;
     return why("may reach only the names " + globs + " and the references their objects returned");
