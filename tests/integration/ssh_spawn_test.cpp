@@ -4,8 +4,9 @@
 // loopback), with an sshd of the test's own (its config, host key and authorized_keys in a temp
 // dir) in a mount namespace of its own, so the far side's /dev/shm is a tmpfs of its own. Over
 // ssh alone: patro-worker and a patronize() program are spawned, used (their calls go through
-// ssh's port forward to a broker on this host's loopback), stopped with their last proxy, and
-// leave no process and no /dev/shm segment on either side; a killed ssh client ends the far
+// ssh's port forward to a broker on this host's loopback; the far worker's log lines come back
+// over the same connection, with its pid as the far host sees it), stopped with their last proxy,
+// and leave no process and no /dev/shm segment on either side; a killed ssh client ends the far
 // worker (its watchdog sees its input end); a worker under CURVE works through the forward.
 //
 // Skipped (a MESSAGE says why) unless root with ip, nft, unshare, sshd and ssh at hand
@@ -24,11 +25,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -294,10 +297,19 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
 
   SUBCASE("patro-worker: used through the forward, stopped with its last proxy") {
     int ssh_pid = 0, worker_pid = 0;
+    // Its log lines come back over the same connection (Log::Remote): at trace, the far
+    // server's wire trace of each request.
+    std::mutex records_mu;
+    std::vector<patro::LogRecord> records;
+    patro::SpawnOptions o = spawn_options();
+    o.client.forward_logs = patro::LogLevel::trace;
+    o.client.on_log = [&](const patro::LogRecord& r) {
+      const std::lock_guard<std::mutex> lock(records_mu);
+      records.push_back(r);
+    };
     {
       auto ps = patro::spawn(
-          far.ssh({program("PATRO_WORKER"), "counter", "n", "queue", "jobs", "hash", "kv"}),
-          spawn_options());
+          far.ssh({program("PATRO_WORKER"), "counter", "n", "queue", "jobs", "hash", "kv"}), o);
       REQUIRE(ps.size() == 3);
       ssh_pid = patro::spawned_pid(ps[0]);
       REQUIRE(ssh_pid > 0);
@@ -322,6 +334,23 @@ TEST_CASE("spawn through ssh alone: a forward to a broker here, used, stopped, n
       const patro::ClientStats stats = c.stats();
       CHECK(stats.direct_replies == 0);
       CHECK(stats.resends == 0);  // none sent twice: no direct attempt failed first
+      // The far worker's lines, with its pid as the far host sees it (bounded wait).
+      const auto until = std::chrono::steady_clock::now() + 10s;
+      size_t from_worker = 0;
+      while (std::chrono::steady_clock::now() < until) {
+        {
+          const std::lock_guard<std::mutex> lock(records_mu);
+          from_worker = static_cast<size_t>(
+              std::count_if(records.begin(), records.end(), [&](const patro::LogRecord& r) {
+                return r.pid == worker_pid && !r.host.empty() && !r.who.empty();
+              }));
+        }
+        if (from_worker > 0) break;
+        (void)ps[0].call("get");  // a request: one more trace line
+        std::this_thread::sleep_for(50ms);
+      }
+      CHECK(from_worker > 0);
+      CHECK(c.stats().log_lines > 0);
     }
     // The last proxy went: ssh ended (the far worker's watchdog saw its input end) and was
     // reaped; nothing is left on either side.
