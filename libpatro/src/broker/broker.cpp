@@ -1636,6 +1636,21 @@ struct PATRO_PRIVATE Broker::Impl {
     const ZapHandler::List old_clients = allowed_clients;
     std::tie(allowed_clients, allowed_servers) = zap->lists();
     if (allowed_clients) {
+      // One message to each server, by one of its lanes (one lane tells the whole server).
+      auto tell_every_server = [&](Command command,
+                                   std::initializer_list<std::string_view> frames) {
+        for (const auto& [id, s] : servers)
+          for (const auto& l : s.lanes) {
+            if (l.empty()) continue;
+            Multipart out;
+            out.push_back(routing_frame(l));
+            out.push_back(detail::header_frame(command));
+            for (const std::string_view f : frames)
+              out.push_back(zmq::message_t(f.data(), f.size()));
+            send_back(out);
+            break;
+          }
+      };
       // Rights per key: every client's next request to each server tells the server its key's
       // rights again, and the servers' direct paths learn the new rights of the keys vouched
       // for there whose rights changed.
@@ -1647,17 +1662,7 @@ struct PATRO_PRIVATE Broker::Impl {
         const auto was = old_clients ? old_clients->find(key) : KeyRights::const_iterator();
         if (old_clients && was != old_clients->end() && was->second.rights_text() == rights)
           continue;
-        for (const auto& [id, s] : servers)
-          for (const auto& l : s.lanes) {
-            if (l.empty()) continue;
-            Multipart out;
-            out.push_back(routing_frame(l));
-            out.push_back(detail::header_frame(Command::key_rights));
-            out.push_back(zmq::message_t(key.data(), key.size()));
-            out.push_back(zmq::message_t(rights.data(), rights.size()));
-            send_back(out);
-            break;  // one lane tells the whole server
-          }
+        tell_every_server(Command::key_rights, {key, rights});
       }
       // Client keys vouched for to servers and no longer allowed: their direct sessions end too.
       for (auto it = vouched_keys.begin(); it != vouched_keys.end();) {
@@ -1665,16 +1670,7 @@ struct PATRO_PRIVATE Broker::Impl {
           ++it;
           continue;
         }
-        for (const auto& [id, s] : servers)
-          for (const auto& l : s.lanes) {
-            if (l.empty()) continue;
-            Multipart out;
-            out.push_back(routing_frame(l));
-            out.push_back(detail::header_frame(Command::key_revoked));
-            out.push_back(zmq::message_t(it->data(), it->size()));
-            send_back(out);
-            break;  // one lane tells the whole server
-          }
+        tell_every_server(Command::key_revoked, {*it});
         PATRO_LOG(info, "broker") << "client key " << key_fingerprint(*it)
                                   << " left the allow list: revoked at the servers' direct paths";
         it = vouched_keys.erase(it);
