@@ -82,8 +82,9 @@ variant_options() {
     clang) opts=(-Dcpp_args=-gline-tables-only -Doptimization=0 -Dice=disabled)
            setup_env=(CXX=clang++) ;;
   esac
-  # The gcc builds link with gold where it is installed (binutils ships it): some 150 programs
-  # a build, each linked in a third of the time ld.bfd takes.
+  # The gcc builds link with gold where it is installed (binutils ships it): some 90 programs
+  # a build, each linked in about half the time ld.bfd takes (0.3 s against 0.7 s, measured on
+  # one test program).
   if [ "$1" != clang ] && command -v ld.gold >/dev/null; then setup_env+=(CXX_LD=gold); fi
 }
 
