@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdio>
 #include <future>
 #include <sstream>
@@ -298,6 +299,77 @@ TEST_CASE(
   worker = start();
   CHECK(after.get() == 1);  // the restart's counter starts at 0 (no --data): it ran once, there
   CHECK(n.call("get") == 1);
+  CHECK(worker->stop() == 0);
+}
+
+TEST_CASE(
+    "the direct path, --data: kill -9 while a thread adds one by one and a restart: each call is "
+    "answered once or ends outcome_unknown (the one in flight), none runs twice") {
+  TempDir dir;
+  // A 60 s window: the broker still holds the dead process when the lost call goes through it.
+  BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "600");
+  const std::string data = dir.file("data");
+  const std::string cfg = dir.file("worker.conf");
+  auto start = [&] {
+    std::remove(cfg.c_str());
+    auto p = std::make_unique<Process>(std::vector<std::string>{
+        program("PATRO_WORKER"), "--broker", broker.back, "--data", data, "--direct",
+        "tcp://127.0.0.1:*", "--heartbeat-ms", "100", "--config-out", cfg, "counter", "n"});
+    REQUIRE(wait_for_file(cfg, 30s));
+    return p;
+  };
+  auto worker = start();
+  patro::ClientOptions o;  // route=auto
+  o.call_timeout = 30s;
+  patro::Proxy n = patro::get_proxy(broker.front, "n", o);
+  int64_t total = 0;
+  uint64_t direct = 0;
+  for (int i = 0; i < 200 && direct == 0; ++i) {
+    n.call("add", 1);
+    ++total;
+    for (const auto& s : patro::broker_info(broker.front, o).servers) direct += s.direct;
+    if (direct == 0) std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(direct > 0);
+
+  std::atomic<int64_t> answered{0}, unknown{0};
+  std::atomic<bool> stop{false}, failed{false};
+  std::string other;  // the other error that ended the thread, read after the join
+  std::thread adds([&] {
+    while (!stop) {
+      try {
+        n.call("add", 1);
+        ++answered;
+      } catch (const patro::Error& e) {
+        if (e.code() != patro::Errc::outcome_unknown) {
+          other = e.what();
+          failed = true;
+          return;
+        }
+        ++unknown;
+      }
+    }
+  });
+  auto wait_until = [](auto done, std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  };
+  wait_until([&] { return answered >= 50 || failed; }, 10s);
+  REQUIRE(worker->kill());
+  const int64_t at_kill = answered;
+  std::this_thread::sleep_for(200ms);
+  worker = start();
+  wait_until([&] { return answered >= at_kill + 50 || failed; }, 20s);
+  stop = true;
+  adds.join();
+  CHECK(other == "");
+  CHECK(answered >= at_kill + 50);
+  const int64_t value = n.call("get").as<int64_t>();
+  // Each answered add ran once; the one in flight at the kill (sequential calls: at most one) may
+  // have run at the dead process: outcome_unknown says so, and it did not run again.
+  CHECK(value >= total + answered);
+  CHECK(value <= total + answered + unknown);
+  CHECK(unknown <= 1);
   CHECK(worker->stop() == 0);
 }
 

@@ -293,6 +293,40 @@ TEST_CASE("a server that goes away: idempotent resent, not idempotent outcome_un
 }
 
 TEST_CASE(
+    "lost with its direct connection, then no route at the broker: a call fails as "
+    "outcome_unknown at once (a restarted process would run it again); a get waits for one") {
+  RequestTable table(true, 20ms, Limits{});
+  SlotPtr call = add(table, 1, wire::Op::Call);
+  SlotPtr get = add(table, 2, wire::Op::Get);
+  for (const SlotPtr& s : {call, get}) s->sent = s->sent_direct = true;
+  REQUIRE(ids(table.lost_direct(kServer)) == std::vector<uint64_t>{1, 2});
+  for (const SlotPtr& s : {call, get}) s->sent_direct = false;  // resent through the broker
+  REQUIRE(table.no_route(1, no_route_body(1), false, t0, timing));
+  REQUIRE(call->done);
+  CHECK(call->error == Errc::outcome_unknown);
+  CHECK(call->error_text.find("direct connection closed") != std::string::npos);
+  REQUIRE(table.no_route(2, no_route_body(2), false, t0, timing));
+  CHECK_FALSE(get->done);  // idempotent: resent after the backoff
+  CHECK(ids(table.take_due(t0 + 20ms)) == std::vector<uint64_t>{2});
+  REQUIRE(table.answer(2, zmq::message_t(std::string("value")), t0 + 30ms, "broker"));
+
+  // SERVER_DOWN whose list does not name a call lost directly and resent through the broker
+  // (it went to the process that went): it fails all the same, and once.
+  SlotPtr call2 = add(table, 3, wire::Op::Call);
+  SlotPtr brokered = add(table, 4, wire::Op::Call);
+  call2->sent = call2->sent_direct = true;
+  brokered->sent = true;
+  REQUIRE(ids(table.lost_direct(kServer)) == std::vector<uint64_t>{3});
+  call2->sent_direct = false;
+  const std::vector<uint64_t> only{4};
+  table.fail_pending(Errc::server_unavailable, "server went away", kServer, t0, timing, &only);
+  REQUIRE(call2->done);
+  CHECK(call2->error == Errc::outcome_unknown);
+  REQUIRE(brokered->done);
+  CHECK(brokered->error == Errc::outcome_unknown);
+}
+
+TEST_CASE(
     "a reply held back at the broker (NO_ROUTE that ran): resent; given up as outcome_unknown") {
   RequestTable table(true, 20ms, Limits{});
   SlotPtr call = add(table, 1, wire::Op::Call);

@@ -144,6 +144,19 @@ bool RequestTable::no_route(uint64_t request_id, zmq::message_t body, bool ran,
   if (it == slots_.end() || it->second->done) return false;
   SlotPtr slot = it->second;
   if (ran) slot->maybe_ran = true;
+  if (slot->lost_direct && !slot_idempotent(*slot)) {
+    // Its direct connection closed with a copy in flight, and the broker has no route to its
+    // server: its process is most likely gone (its lanes have no connection), perhaps after
+    // running it. Sent on, it would reach a process that replaces that one, whose reply cache
+    // does not know it: it could run twice.
+    slot->body = zmq::message_t();
+    slot->error = Errc::outcome_unknown;
+    slot->error_text = "server " + ObjectId{slot->server, 0}.to_hex().substr(0, 16) +
+                       ": its direct connection closed and the broker has no route to it; the "
+                       "call may or may not have run";
+    complete(slot, now, "broker");
+    return true;
+  }
   if (!retry_) {
     slot->body = std::move(body);
     complete(slot, now, "broker");
@@ -225,12 +238,16 @@ void RequestTable::fail_pending(Errc code, const std::string& text, std::optiona
   if (only != nullptr) {
     for (uint64_t id : *only)
       if (auto it = slots_.find(id); it != slots_.end() && !it->second->done &&
-                                     it->second->server == *server && !it->second->sent_direct)
+                                     it->second->server == *server && !it->second->sent_direct &&
+                                     !it->second->lost_direct)
         failing.push_back(it->second);
   }
+  // Sent directly, it went to the process that went, whatever the list says; so did a copy lost
+  // with its direct connection and resent through the broker, which has no route for it until a
+  // restart replaces that process: sent there, it would run a second time.
   for (auto& [id, slot] : slots_)
     if (!slot->done && (!server || slot->server == *server) &&
-        (only == nullptr || slot->sent_direct))
+        (only == nullptr || slot->sent_direct || slot->lost_direct))
       failing.push_back(slot);
   for (const SlotPtr& slot : failing) {
     const bool idempotent = slot_idempotent(*slot);
@@ -341,7 +358,7 @@ std::vector<SlotPtr> RequestTable::lost_direct(uint64_t server) {
     MutexLock lock(mu_);
     for (auto& [rid, slot] : slots_)
       if (slot->server == server && !slot->done && slot->sent && slot->sent_direct) {
-        slot->maybe_ran = true;
+        slot->maybe_ran = slot->lost_direct = true;
         slot->retry_at = Clock::time_point::max();
         lost.push_back(slot);
       }

@@ -54,6 +54,9 @@ struct Slot {
   // Resending state, guarded by the table's mutex.
   uint32_t attempts = 1;
   bool maybe_ran = false;  // a copy was lost on its way: it may have run
+  // A copy went directly and its connection died with it (lost_direct): the process that may
+  // have run it is most likely gone, and a process that replaces it does not know it.
+  bool lost_direct = false;
   Clock::time_point retry_at = Clock::time_point::max();  // a resend waits for this
   Clock::time_point no_route_since = Clock::time_point::max();
   std::chrono::milliseconds backoff{0};
@@ -123,7 +126,9 @@ class PATRO_PRIVATE RequestTable {
   /// The broker had no route for request_id (body: its error reply): it surely did not run, unless
   /// `ran` (the broker held its reply back: it ran, and a resend gets its answer from the
   /// server's reply cache). It is resent after a backoff (retries on), or answered with body.
-  /// False: no slot waits for it.
+  /// One lost with its direct connection (lost_direct) that is not idempotent fails with
+  /// outcome_unknown instead: its process is most likely gone, and sent on it would reach a
+  /// process that replaces it, whose reply cache does not know it. False: no slot waits for it.
   bool no_route(uint64_t request_id, zmq::message_t body, bool ran, Clock::time_point now,
                 const RetryTiming& timing) PATRO_EXCLUDES(mu_);
   /// Completes the slots whose deadline passed (see time_out); whether there were any.
@@ -148,7 +153,8 @@ class PATRO_PRIVATE RequestTable {
   /// Fails every request in flight (to server, if given) with code; a server that went away
   /// (server_unavailable): an idempotent request is resent after a backoff instead, and one that
   /// is not fails with outcome_unknown. only, if given: of server's requests sent through the
-  /// broker, just these ids (SERVER_DOWN's list); those sent directly all the same.
+  /// broker, just these ids (SERVER_DOWN's list); those sent directly all the same, and so those
+  /// lost with a direct connection and resent through the broker (lost_direct).
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
                     Clock::time_point now, const RetryTiming& timing,
                     const std::vector<uint64_t>* only = nullptr) PATRO_EXCLUDES(mu_);
