@@ -71,6 +71,10 @@ def load(path):
                 raise Bad("op %s: %s is true or false" % (o["op"], flag))
     _unique(ops, "op", "ops")
     _unique(ops, "name", "ops")
+    levels = w["log_levels"]
+    if not levels or not all(isinstance(l, str) and NAME.match(l) for l in levels) or \
+            len(set(levels)) != len(levels):
+        raise Bad("log_levels: distinct snake_case names, in order of verbosity")
     return w
 
 
@@ -114,6 +118,9 @@ def cpp(w):
                                          _c_bool(o["oneway"])) for o in w["ops"]])
     out.append("#define PATRO_OP_COUNT %d" % len(w["ops"]))
     out.append("#define PATRO_OP_LAST %s" % w["ops"][-1]["op"])
+    out.append("")
+    rows("PATRO_LOG_LEVEL_ROWS", "X(name, verbosity): patro::LogLevel::name, log_verbosity's value",
+         ["X(%s, %d)" % (l, v) for v, l in enumerate(w["log_levels"])])
     return "\n".join(out) + "\n"
 
 
@@ -132,7 +139,9 @@ def python(w):
                                for c in w["commands"]),
            "#: (op, name, handler, idempotent, mutating, oneway): op names a wire.Op member",
            "OPS = " + tup((o["op"], o["name"], o["handler"], o["idempotent"], o["mutating"],
-                           o["oneway"]) for o in w["ops"])]
+                           o["oneway"]) for o in w["ops"]),
+           "#: the log levels in order of verbosity: a level's index is the number on the wire",
+           "LOG_LEVELS = " + tup(w["log_levels"])]
     return "\n".join(out)
 
 

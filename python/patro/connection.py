@@ -27,7 +27,7 @@ import zmq
 from . import _codec as codec
 from . import curve
 from . import direct
-from . import errors
+from . import _wire_constants, errors
 
 Op = codec.Op
 CallContext = codec.CallContext
@@ -35,8 +35,7 @@ CallContext = codec.CallContext
 
 # Object::Remote's seven levels by verbosity, as LOG_SUBSCRIBE and LOG_LINE carry them
 # (docs/WIRE.md "Log forwarding"), and the Python logging level each is written at.
-LOG_VERBOSITY = {"fatal": 0, "error": 1, "warn": 2, "info": 3, "verbose": 4, "debug": 5,
-                 "trace": 6}
+LOG_VERBOSITY = {name: v for v, name in enumerate(_wire_constants.LOG_LEVELS)}
 _PY_LEVELS = [logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, 15,
               logging.DEBUG, 5]
 _REMOTE_LOG = logging.getLogger("patro.remote")

@@ -1,5 +1,7 @@
 #include "log.hpp"
 
+#include "wire_constants.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +46,11 @@ constexpr bool levels_in_order() {
   return true;
 }
 static_assert(std::size(kLevels) == 7 && levels_in_order());
+// The numbers LOG_SUBSCRIBE and LOG_LINE carry, as schemas/wire.json gives them to every client.
+#define PATRO_CHECK_LEVEL(name, v) \
+  static_assert(log_verbosity(LogLevel::name) == (v), "wire.json's log_levels: " #name);
+PATRO_LOG_LEVEL_ROWS(PATRO_CHECK_LEVEL)
+#undef PATRO_CHECK_LEVEL
 
 const LevelInfo& level_info(LogLevel l) {
   return kLevels[log_verbosity(l)];
