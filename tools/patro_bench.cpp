@@ -864,6 +864,8 @@ struct Bench {
   std::string route = "auto";
   std::string clients_list = "1,2,4,8,16";
   std::vector<int> clients;
+  // The phase of the N-client-processes rows (and of the CURVE 4-client row); 0: each row's own.
+  int phase_ms = 0;
   std::string worker;  // patro-worker's path; empty: its rows are skipped
   // The queue rows' peers, found in $PATH; empty: their rows are skipped.
   std::string beanstalkd = find_in_path("beanstalkd");
@@ -906,6 +908,12 @@ struct Bench {
     p.count = quick ? std::min<uint64_t>(count, 300) : count;
     p.time = quick ? std::min(time, std::chrono::milliseconds(150)) : time;
     return p;
+  }
+  /// The params of a row of several client processes: its own count and time, or --phase-ms
+  /// (the time alone bounds it then).
+  Params phase(uint64_t count, std::chrono::milliseconds time) const {
+    if (phase_ms <= 0) return params(count, time);
+    return params(uint64_t{1} << 40, std::chrono::milliseconds(phase_ms));
   }
   static std::vector<std::string> param_args(const Params& p) {
     return {std::to_string(p.count), std::to_string(p.time.count())};
@@ -1292,10 +1300,11 @@ struct Bench {
       curve_row("curve: async get, 64 in flight (direct)", pp, cp, false,
                 ice_group(1, "pipe", 64, cpipe), ice_group(1, "pipe", 64, cpipe, true),
                 "ice-ssl: async get, 64 in flight");
-      Group p4 = patro_group(4, "get", 1, seq, {}, "direct"),
-            c4 = patro_group(4, "get", 1, seq, curve_conf, "direct");
+      const Params cmulti = phase(5000, 600ms);
+      Group p4 = patro_group(4, "get", 1, cmulti, {}, "direct"),
+            c4 = patro_group(4, "get", 1, cmulti, curve_conf, "direct");
       curve_row("curve: 4 client processes, sync get (direct)", p4, c4, false,
-                ice_group(4, "seq", 1, seq), ice_group(4, "seq", 1, seq, true),
+                ice_group(4, "seq", 1, cmulti), ice_group(4, "seq", 1, cmulti, true),
                 "ice-ssl: 4 client processes, sync get");
     }
     // Calls on results not yet returned (issue 26): a chain of three dependent calls, pipelined,
@@ -1344,7 +1353,7 @@ struct Bench {
     }
     // Client processes, synchronous get, in rounds: each N of --clients (4 always where the job
     // and log rows need its floor for scale).
-    const Params multi = params(50000, 500ms);
+    const Params multi = phase(50000, 500ms);
     std::optional<double> floor4, ice4;
     std::vector<int> ns;
     if (want("multi")) ns = clients;
@@ -1895,6 +1904,11 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--clients", b.clients_list,
                    "the synchronous N-client-processes case for each N in this list (1 to 64)")
+        ->capture_default_str();
+    app.add_option("--phase-ms", b.phase_ms,
+                   "the phase of the N-client-processes rows and the CURVE 4-client row, in ms "
+                   "(0: 500 and 600)")
+        ->check(CLI::Range(0, 60000))
         ->capture_default_str();
     app.add_option("--route", b.route,
                    "the route of Patro's clients: auto (direct to the server; brokered rows "
