@@ -873,7 +873,7 @@ const std::string kJobBody = "sixteen byte job";
 // and how long before it opens the orchestrator sends it (every process reads it and sleeps until
 // warm) and the processes start calling (the ramp, whose calls are not counted).
 constexpr int kDefaultPhaseMs = 1000;
-constexpr auto kWindowLead = std::chrono::milliseconds(30);
+constexpr auto kWindowLead = std::chrono::milliseconds(100);
 constexpr auto kWindowRamp = std::chrono::milliseconds(50);
 
 struct Case {
