@@ -248,6 +248,57 @@ Run sequential(const std::function<void(uint64_t)>& once, uint64_t count,
   return r;
 }
 
+/// A measured window on the steady clock (CLOCK_MONOTONIC: one clock for every process of the
+/// host), the same for every process of a group: each starts calling at `warm`, so all of them are
+/// calling by `start`, counts the calls that end in [start, end), and stops at the first to end
+/// after it. The start-up of a chunk (reading the command, waking, the first calls after an idle
+/// spell) falls before the window, and no process runs alone at either edge of it.
+struct Window {
+  Clock::time_point warm, start, end;
+};
+
+std::string window_line(const Window& w) {
+  auto ns = [](Clock::time_point t) {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  };
+  return "w " + ns(w.warm) + " " + ns(w.start) + " " + ns(w.end) + "\n";
+}
+std::optional<Window> parse_window(const std::string& l) {
+  int64_t warm = 0, start = 0, end = 0;
+  std::istringstream in(l);
+  if (!(in >> warm >> start >> end) || !(warm <= start && start < end)) return std::nullopt;
+  auto at = [](int64_t ns) { return Clock::time_point(std::chrono::nanoseconds(ns)); };
+  return Window{at(warm), at(start), at(end)};
+}
+
+/// Sequential round trips over a window (Window); each counted one's latency goes to lat. The Run's
+/// seconds are the window's; `late` is set when this process made its first call after the window
+/// had opened (a machine too busy to start it in time: its count covers less than the window).
+Run windowed(const std::function<void(uint64_t)>& once, const Window& w, Latencies& lat,
+             bool& late) {
+  std::this_thread::sleep_until(w.warm);
+  auto t = Clock::now();
+  late = t >= w.start;
+  uint64_t i = 0, counted = 0;
+  while (t < w.end) {
+    once(lat.count + i++);
+    const auto now = Clock::now();
+    if (now >= w.start && now < w.end) {
+      ++counted;
+      lat.ns.push_back(static_cast<uint32_t>(std::min<int64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(now - t).count(), UINT32_MAX)));
+    }
+    t = now;
+  }
+  Run r;
+  r.count = counted;
+  r.seconds = std::chrono::duration<double>(w.end - w.start).count();
+  lat.count += counted;
+  lat.seconds += r.seconds;
+  return r;
+}
+
 /// A throughput loop: step() does some work and returns how many units it finished.
 Run throughput(const std::function<uint64_t()>& step, uint64_t count,
                std::chrono::milliseconds time) {
@@ -466,26 +517,55 @@ int role_patro_server(const std::string& back, const std::string& dir, int threa
 
 // ---------------------------------------------------------------------------------------------
 // Client roles: connect and warm up, say "ready", then for each 'g' on stdin run one chunk of the
-// case and print its Run line; on 'e' print the Run of every chunk together and exit. Chunks of a
-// floor case and of its Patro cases alternate, so both see the same machine.
+// case and print its Run line; for each "w WARM START END" line (steady-clock ns) run the case's
+// one call sequentially over that window (Window) and print its Run line and 1 if it started late,
+// else 0; on 'e' print the Run of every chunk together and exit. Chunks of a floor case and of its
+// Patro cases alternate, so both see the same machine.
 
 struct Params {
   uint64_t count = 20000;  // per chunk
   std::chrono::milliseconds time{2000};
+  // The orchestrator's: each chunk is a window of `time` (Window), not a loop bounded by count and
+  // time from each process's own start.
+  bool windows = false;
 };
 
+/// One line from stdin, read a byte at a time (the rest stays for the next command).
+std::string read_line_from_stdin() {
+  std::string l;
+  char c;
+  while (::read(0, &c, 1) == 1 && c != '\n') l.push_back(c);
+  return l;
+}
+
+/// The role's command loop (above); `once` is its sequential call, for windows (none: the role
+/// cannot run one).
 template <class Chunk>
-int chunk_loop(Chunk chunk, Latencies& lat) {
+int chunk_loop(Chunk chunk, Latencies& lat, const std::function<void(uint64_t)>& once = {}) {
   std::printf("ready\n");
   std::fflush(stdout);
   Run total;
   char c;
   while (::read(0, &c, 1) == 1) {
     if (c == 'e') break;
-    const Run r = chunk();
+    Run r;
+    std::string late;
+    if (c == 'w') {
+      const std::string l = read_line_from_stdin();
+      const auto w = parse_window(l);
+      if (!w) throw std::runtime_error("a bad window: '" + l + "'");
+      if (!once) throw std::runtime_error("this client has no sequential call for a window");
+      bool started_late = false;
+      r = windowed(once, *w, lat, started_late);
+      late = started_late ? " 1" : " 0";
+    } else {
+      r = chunk();
+    }
     total.count += r.count;
     total.seconds += r.seconds;
-    std::fputs(run_line(r).c_str(), stdout);
+    std::string out = run_line(r);
+    out.insert(out.size() - 1, late);
+    std::fputs(out.c_str(), stdout);
     std::fflush(stdout);
   }
   if (!lat.ns.empty()) total = lat.merged();
@@ -502,16 +582,15 @@ int role_floor_client(const std::string& front, const std::string& mode, int win
     c.recv();
   }
   Latencies lat;
+  std::function<void(uint64_t)> once;
+  if (mode == "seq")
+    once = [&](uint64_t) {
+      c.send();
+      c.recv();
+    };
   return chunk_loop(
       [&]() -> Run {
-        if (mode == "seq") {
-          return sequential(
-              [&](uint64_t) {
-                c.send();
-                c.recv();
-              },
-              prm.count, prm.time, lat);
-        }
+        if (once) return sequential(once, prm.count, prm.time, lat);
         for (int i = 0; i < window; ++i) c.send();  // pipelined: window requests in flight
         Run r = throughput(
             [&]() -> uint64_t {
@@ -523,7 +602,7 @@ int role_floor_client(const std::string& front, const std::string& mode, int win
         for (int i = 0; i < window; ++i) c.recv();
         return r;
       },
-      lat);
+      lat, once);
 }
 
 /// The client options of a Patro client for --route (auto, direct or broker).
@@ -560,45 +639,35 @@ int role_patro_client(const std::string& conf, const std::string& route, const s
   Latencies lat;
   const std::string line = "a log line of about sixty bytes from a bench client, number ";
   uint64_t n = 0;
+  // The sequential modes' one call.
+  std::function<void(uint64_t)> once;
+  if (mode == "get") once = [&](uint64_t) { (void)k.get(); };
+  if (mode == "coget") once = [&](uint64_t) { patro::run_sync(coroutine_get(k)); };
+  if (mode == "set") once = [&](uint64_t i) { k = static_cast<int64_t>(i); };
+  if (mode == "call") once = [&](uint64_t i) { (void)obj.call("echo", static_cast<int64_t>(i)); };
+  // chain: self -> self -> echo, each pipelined on the one before (one round trip);
+  // seq3: the same three calls, each waiting for the one before.
+  if (mode == "chain")
+    once = [&](uint64_t i) {
+      (void)obj.async_call("self")
+          .async_call("self")
+          .async_call("echo", static_cast<int64_t>(i))
+          .get();
+    };
+  if (mode == "seq3")
+    once = [&](uint64_t i) {
+      const patro::Proxy a(obj.call("self"));
+      const patro::Proxy b(a.call("self"));
+      (void)b.call("echo", static_cast<int64_t>(i));
+    };
+  if (mode == "lock")
+    once = [&](uint64_t) {
+      patro::lock(h);
+      patro::unlock(h);
+    };
   return chunk_loop(
       [&]() -> Run {
-        if (mode == "get")
-          return sequential([&](uint64_t) { (void)k.get(); }, prm.count, prm.time, lat);
-        if (mode == "coget")
-          return sequential([&](uint64_t) { patro::run_sync(coroutine_get(k)); }, prm.count,
-                            prm.time, lat);
-        if (mode == "set")
-          return sequential([&](uint64_t i) { k = static_cast<int64_t>(i); }, prm.count, prm.time,
-                            lat);
-        if (mode == "call")
-          return sequential([&](uint64_t i) { (void)obj.call("echo", static_cast<int64_t>(i)); },
-                            prm.count, prm.time, lat);
-        // chain: self -> self -> echo, each pipelined on the one before (one round trip);
-        // seq3: the same three calls, each waiting for the one before.
-        if (mode == "chain")
-          return sequential(
-              [&](uint64_t i) {
-                (void)obj.async_call("self")
-                    .async_call("self")
-                    .async_call("echo", static_cast<int64_t>(i))
-                    .get();
-              },
-              prm.count, prm.time, lat);
-        if (mode == "seq3")
-          return sequential(
-              [&](uint64_t i) {
-                const patro::Proxy a(obj.call("self"));
-                const patro::Proxy b(a.call("self"));
-                (void)b.call("echo", static_cast<int64_t>(i));
-              },
-              prm.count, prm.time, lat);
-        if (mode == "lock")
-          return sequential(
-              [&](uint64_t) {
-                patro::lock(h);
-                patro::unlock(h);
-              },
-              prm.count, prm.time, lat);
+        if (once) return sequential(once, prm.count, prm.time, lat);
         if (mode == "async") {
           std::deque<patro::Future<patro::Value>> inflight;
           for (int i = 0; i < window; ++i) inflight.push_back(k.async_get());
@@ -625,7 +694,7 @@ int role_patro_client(const std::string& conf, const std::string& route, const s
         r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
         return r;
       },
-      lat);
+      lat, once);
 }
 
 /// A ZeroC Ice client: the floor's shapes (seq: one twoway get at a time; pipe: window AMI gets in
@@ -635,10 +704,11 @@ int role_ice_client(const std::string& proxy, const std::string& mode, int windo
   patro::bench::IceClient c(proxy, tls_dir);
   for (int i = 0; i < 200; ++i) (void)c.get();  // connect and warm up
   Latencies lat;
+  std::function<void(uint64_t)> once;
+  if (mode == "seq") once = [&](uint64_t) { (void)c.get(); };
   return chunk_loop(
       [&]() -> Run {
-        if (mode == "seq")
-          return sequential([&](uint64_t) { (void)c.get(); }, prm.count, prm.time, lat);
+        if (once) return sequential(once, prm.count, prm.time, lat);
         for (int i = 0; i < window; ++i) c.start_get();
         Run r = throughput(
             [&]() -> uint64_t {
@@ -651,7 +721,7 @@ int role_ice_client(const std::string& proxy, const std::string& mode, int windo
         }
         return r;
       },
-      lat);
+      lat, once);
 }
 
 /// A client of patro-worker's queue (proxy 0) and log (proxy 1), as its users call them:
@@ -799,6 +869,13 @@ const std::string kJobBody = "sixteen byte job";
 // ---------------------------------------------------------------------------------------------
 // The orchestrator
 
+// The rows of several client processes run in windows (Window): the window's length (--phase-ms),
+// and how long before it opens the orchestrator sends it (every process reads it and sleeps until
+// warm) and the processes start calling (the ramp, whose calls are not counted).
+constexpr int kDefaultPhaseMs = 1000;
+constexpr auto kWindowLead = std::chrono::milliseconds(100);
+constexpr auto kWindowRamp = std::chrono::milliseconds(50);
+
 struct Case {
   std::string name;
   std::optional<double> p50, p99, per_s, floor_p50, floor_per_s, ratio;
@@ -864,6 +941,8 @@ struct Bench {
   std::string route = "auto";
   std::string clients_list = "1,2,4,8,16";
   std::vector<int> clients;
+  // The window of the N-client-processes rows and of the CURVE 4-client row (Window).
+  int phase_ms = kDefaultPhaseMs;
   std::string worker;  // patro-worker's path; empty: its rows are skipped
   // The queue rows' peers, found in $PATH; empty: their rows are skipped.
   std::string beanstalkd = find_in_path("beanstalkd");
@@ -907,6 +986,12 @@ struct Bench {
     p.time = quick ? std::min(time, std::chrono::milliseconds(150)) : time;
     return p;
   }
+  /// The params of a row of several client processes: windows of --phase-ms.
+  Params phase() const {
+    Params p = params(uint64_t{1} << 40, std::chrono::milliseconds(phase_ms));
+    p.windows = true;
+    return p;
+  }
   static std::vector<std::string> param_args(const Params& p) {
     return {std::to_string(p.count), std::to_string(p.time.count())};
   }
@@ -916,9 +1001,12 @@ struct Bench {
     double per_s_sum = 0;  // the sum over chunks of the chunk's rate times its time
     double seconds = 0;
     Run last;
+    std::chrono::milliseconds window{0};  // > 0: each chunk is a Window this long
+    int late = 0, started = 0;            // the processes' windows started late, and all
   };
-  Group spawn_group(int n, std::vector<std::string> args) {
+  Group spawn_group(int n, std::vector<std::string> args, const Params& p) {
     Group g;
+    if (p.windows) g.window = p.time;
     for (int i = 0; i < n; ++i) g.procs.push_back(spawn(args, client_cpu()));
     for (auto& c : g.procs)
       if (c.line(30s) != "ready") throw std::runtime_error("a client did not start: " + args[1]);
@@ -927,7 +1015,7 @@ struct Bench {
   Group floor_group(int n, const std::string& mode, int window, const Params& p) {
     std::vector<std::string> a{"--role", "floor-client", floor_front, mode, std::to_string(window)};
     for (auto& x : param_args(p)) a.push_back(x);
-    return spawn_group(n, a);
+    return spawn_group(n, a, p);
   }
   Group patro_group(int n, const std::string& mode, int window, const Params& p,
                     const std::string& conf = {}, const std::string& rt = {}) {
@@ -935,7 +1023,7 @@ struct Bench {
         "--role", "patro-client",        conf.empty() ? patro_conf : conf, rt.empty() ? route : rt,
         mode,     std::to_string(window)};
     for (auto& x : param_args(p)) a.push_back(x);
-    return spawn_group(n, a);
+    return spawn_group(n, a, p);
   }
   /// Ice's clients for a case (seq, or pipe with window in flight); none where Ice is not built.
   /// With tls, over IceSSL against the TLS server; none where IceSSL is not built.
@@ -946,16 +1034,18 @@ struct Bench {
                                std::to_string(window)};
     for (auto& x : param_args(p)) a.push_back(x);
     if (tls) a.push_back(tls_dir);
-    return spawn_group(n, a);
+    return spawn_group(n, a, p);
   }
   Group worker_group(int n, const std::string& conf, const std::string& mode, int64_t arg,
                      const Params& p) {
     std::vector<std::string> a{"--role", "worker-client", conf, route, mode, std::to_string(arg)};
     for (auto& x : param_args(p)) a.push_back(x);
-    return spawn_group(n, a);
+    return spawn_group(n, a, p);
   }
-  /// One chunk on every process of the group at once: their summed count over the longest time.
+  /// One chunk on every process of the group at once: their summed count over the longest time,
+  /// or over the window where the group has one.
   void chunk(Group& g) {
+    if (g.window.count() > 0) return window_chunk(g);
     for (auto& c : g.procs) c.say("g");
     uint64_t total = 0;
     double longest = 0;
@@ -969,6 +1059,42 @@ struct Bench {
     g.per_s_sum += total;
     g.seconds += longest;
   }
+  /// One window (Window) on every process of the group: opens kWindowLead + kWindowRamp from now,
+  /// lasts g.window; the group's count is the calls its processes finished inside it.
+  void window_chunk(Group& g) {
+    const auto warm = Clock::now() + kWindowLead;
+    const Window w{warm, warm + kWindowRamp, warm + kWindowRamp + g.window};
+    const std::string cmd = window_line(w);
+    for (auto& c : g.procs) c.say(cmd);
+    uint64_t total = 0;
+    for (auto& c : g.procs) {
+      auto l = c.line(kWindowLead + kWindowRamp + g.window + 180s);
+      if (!l) throw std::runtime_error("a client did not finish a window");
+      const Run r = parse_run(*l);
+      total += r.count;
+      std::istringstream in(*l);
+      std::string skip;
+      int late = 0;
+      in >> skip >> skip >> skip >> skip >> late;  // after the Run's four fields
+      ++g.started;
+      if (late != 0) ++g.late;
+    }
+    g.per_s_sum += total;
+    g.seconds += std::chrono::duration<double>(w.end - w.start).count();
+  }
+  /// A rate row's note on its windowed groups' late starts (empty where none was late).
+  static std::string late_note(std::initializer_list<const Group*> groups) {
+    int late = 0, started = 0;
+    for (const Group* g : groups) {
+      if (!g) continue;
+      late += g->late;
+      started += g->started;
+    }
+    if (late == 0) return {};
+    return "; " + std::to_string(late) + " of " + std::to_string(started) +
+           " process windows started late (a busy machine)";
+  }
+
   /// Ends the group: its rate over every chunk, and the first process's merged Run.
   std::pair<Run, double> end(Group& g) {
     Run first;
@@ -1239,6 +1365,8 @@ struct Bench {
           if (ice_g) chunk(*ice_g);
           if (tls_g) chunk(*tls_g);
         }
+        const std::string late =
+            late_note({&plain, &curve, ice_g ? &*ice_g : nullptr, tls_g ? &*tls_g : nullptr});
         auto [pr, prate] = end(plain);
         auto [cr, crate] = end(curve);
         TlsPeer tls = shared;
@@ -1253,7 +1381,7 @@ struct Bench {
                              note + "; p99 ratio " + num(tr.p99_us / ir.p99_us)});
           else
             cases.push_back({tls_name, std::nullopt, std::nullopt, trate, std::nullopt, irate,
-                             trate / irate, "calls/s; " + note});
+                             trate / irate, "calls/s; " + note + late});
         } else {
           if (ice_g) (void)end(*ice_g);
           if (tls_g) (void)end(*tls_g);
@@ -1266,8 +1394,8 @@ struct Bench {
                tls.rate, over(cr.p50_us, tls.p50)});
         else
           cases.push_back({name, std::nullopt, std::nullopt, crate, std::nullopt, prate,
-                           crate / prate, "calls/s; floor: plaintext, same path" + vs, std::nullopt,
-                           tls.rate, over(crate, tls.rate)});
+                           crate / prate, "calls/s; floor: plaintext, same path" + vs + late,
+                           std::nullopt, tls.rate, over(crate, tls.rate)});
         return tls;
       };
       const std::string tls_get = "ice-ssl: twoway get, 1 client";
@@ -1292,10 +1420,11 @@ struct Bench {
       curve_row("curve: async get, 64 in flight (direct)", pp, cp, false,
                 ice_group(1, "pipe", 64, cpipe), ice_group(1, "pipe", 64, cpipe, true),
                 "ice-ssl: async get, 64 in flight");
-      Group p4 = patro_group(4, "get", 1, seq, {}, "direct"),
-            c4 = patro_group(4, "get", 1, seq, curve_conf, "direct");
+      const Params cmulti = phase();
+      Group p4 = patro_group(4, "get", 1, cmulti, {}, "direct"),
+            c4 = patro_group(4, "get", 1, cmulti, curve_conf, "direct");
       curve_row("curve: 4 client processes, sync get (direct)", p4, c4, false,
-                ice_group(4, "seq", 1, seq), ice_group(4, "seq", 1, seq, true),
+                ice_group(4, "seq", 1, cmulti), ice_group(4, "seq", 1, cmulti, true),
                 "ice-ssl: 4 client processes, sync get");
     }
     // Calls on results not yet returned (issue 26): a chain of three dependent calls, pipelined,
@@ -1344,7 +1473,7 @@ struct Bench {
     }
     // Client processes, synchronous get, in rounds: each N of --clients (4 always where the job
     // and log rows need its floor for scale).
-    const Params multi = params(50000, 500ms);
+    const Params multi = phase();
     std::optional<double> floor4, ice4;
     std::vector<int> ns;
     if (want("multi")) ns = clients;
@@ -1360,6 +1489,8 @@ struct Bench {
       std::vector<Group*> ps{&p};
       if (b) ps.push_back(&*b);
       rounds(rounds_n, f, ps, i);
+      const std::string note =
+          "calls/s" + late_note({&f, &p, b ? &*b : nullptr, i ? &*i : nullptr});
       const double frate = end(f).second, prate = end(p).second;
       const auto irate = end_rate(i);
       const double brate = b ? end(*b).second : 0.0;
@@ -1368,11 +1499,11 @@ struct Bench {
         ice4 = irate;
       }
       cases.push_back({std::to_string(n) + " client processes, sync get" + sfx, std::nullopt,
-                       std::nullopt, prate, std::nullopt, frate, prate / frate, "calls/s",
-                       std::nullopt, irate, over(prate, irate)});
+                       std::nullopt, prate, std::nullopt, frate, prate / frate, note, std::nullopt,
+                       irate, over(prate, irate)});
       if (b)
         cases.push_back({std::to_string(n) + " client processes, sync get (brokered)", std::nullopt,
-                         std::nullopt, brate, std::nullopt, frate, brate / frate, "calls/s",
+                         std::nullopt, brate, std::nullopt, frate, brate / frate, note,
                          std::nullopt, irate, over(brate, irate)});
     }
     const std::string scale = "; ratios to the 4-client rates, for scale";
@@ -1481,7 +1612,7 @@ struct Bench {
       std::vector<std::string> a{"--role", "beanstalk-client", std::to_string(port), "jobs"};
       a.insert(a.end(), prm_args.begin(), prm_args.end());
       rows.push_back({key, name, note, [producer](uint64_t n) { producer->put_many(kJobBody, n); },
-                      spawn_group(4, a), server});
+                      spawn_group(4, a, {}), server});
     };
     std::map<uint16_t, pid_t> redis_pid;
     auto redis_at = [&](bool durable) {
@@ -1506,7 +1637,7 @@ struct Bench {
       a.insert(a.end(), prm_args.begin(), prm_args.end());
       rows.push_back({key, name, note,
                       [producer, key](uint64_t n) { producer->add_many(key, kJobBody, n); },
-                      spawn_group(4, a), redis_pid.at(port)});
+                      spawn_group(4, a, {}), redis_pid.at(port)});
     };
     if (worker.empty())
       cases.push_back({"patro-worker: skipped (not found)", {}, {}, {}, {}, {}, {}, ""});
@@ -1895,6 +2026,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--clients", b.clients_list,
                    "the synchronous N-client-processes case for each N in this list (1 to 64)")
+        ->capture_default_str();
+    app.add_option("--phase-ms", b.phase_ms,
+                   "the measured window of each round of the N-client-processes rows and the "
+                   "CURVE 4-client row, in ms (every process calling from before it opens to "
+                   "after it closes; the calls that end inside it count)")
+        ->check(CLI::Range(100, 60000))
         ->capture_default_str();
     app.add_option("--route", b.route,
                    "the route of Patro's clients: auto (direct to the server; brokered rows "

@@ -194,7 +194,8 @@ def main():
 
     # Bad options: a clear message and exit status 2, nothing run.
     for bad in (["--clients", "0"], ["--clients", "1,x"], ["--route", "sideways"],
-                ["--worker", "/nonexistent/patro-worker"], ["--failover", "0"]):
+                ["--worker", "/nonexistent/patro-worker"], ["--failover", "0"],
+                ["--phase-ms", "10"], ["--phase-ms", "x"]):
         r = subprocess.run([bench] + bad, capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, (bad, r.returncode, r.stderr)
         assert r.stderr.strip() and r.stdout == "", (bad, r.stdout, r.stderr)
