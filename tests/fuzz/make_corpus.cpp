@@ -242,6 +242,26 @@ void write_broker() {
   write("broker", "expiry",
         reg0 + hello + get + message(5, false, 15, {hdr(Command::heartbeat), u64(8)}) + get +
             message(0, true, 15, {hdr(Command::server_alive), u64(0x1234), u64(77)}) + reply0);
+  // Version 2: a client's get in an envelope, and the server's reply in one (the broker reads both
+  // and answers the client in the version it asked in); then envelopes that are malformed.
+  auto envelope = [](std::vector<Bytes_> fs, bool routed) {
+    detail::Multipart m;
+    for (const Bytes_& f : fs) m.emplace_back(f.data(), f.size());
+    if (!detail::pack_envelope(m, 0, routed)) std::abort();
+    std::vector<Bytes_> out;
+    for (const auto& f : m) out.push_back(frame_bytes(f));
+    return out;
+  };
+  write("broker", "route-v2",
+        reg0 + hello +
+            message(1, false, 0,
+                    envelope({hdr(Command::request), oid, u64(5), request_body(wire::Op::Get)},
+                             false)) +
+            message(0, true, 0,
+                    envelope({hdr(Command::reply), client1, u64(5), reply_body()}, true)) +
+            message(1, false, 0, {Bytes_("PT\x02\x03\x00", 5)}) +
+            message(1, false, 0, {Bytes_("PT\x02\x03\x02\x20", 6) + oid, "b"}) +
+            message(0, true, 0, {Bytes_("PT\x02\x04\x00", 5) + u64(5), reply_body(), "x"}));
   write("broker", "bad-frames",
         message(0, true, 0, {"PT\x02\x03"}) + message(1, false, 0, {}) +
             message(1, false, 0, {hdr(Command::request), "abc", u64(1)}) +
@@ -335,6 +355,22 @@ int main(int argc, char** argv) {
       frames(true, {routing, hdr(Command::register_server), control(wire::ControlBody::Register)}));
   write("frames", "reply",
         frames(true, {routing, hdr(Command::reply), routing, rid, reply_body()}));
+  // Version 2: the envelope and the body.
+  auto packed = [](std::vector<Bytes_> fs, bool routed) {
+    detail::Multipart m;
+    for (const Bytes_& f : fs) m.emplace_back(f.data(), f.size());
+    if (!detail::pack_envelope(m, 1, routed)) std::abort();
+    std::vector<Bytes_> out;
+    for (const auto& f : m) out.push_back(frame_bytes(f));
+    return out;
+  };
+  write("frames", "request-v2",
+        frames(false, packed({routing, hdr(Command::request), oid, rid, request_body(wire::Op::Get),
+                              frame_bytes(detail::u64_frame(2))},
+                             false)));
+  write("frames", "reply-v2",
+        frames(true, packed({routing, hdr(Command::reply), routing, rid, reply_body()}, true)));
+  write("frames", "bad-envelope", frames(false, {routing, Bytes_("PT\x02\x03\x02\x40", 6), rid}));
   write_broker();
   write_wal();
   std::printf("corpus written under %s\n", root.c_str());

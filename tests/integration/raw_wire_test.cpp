@@ -44,6 +44,7 @@ struct Raw {
         (void)s.recv(g);
         m.push_back(std::move(g));
       }
+      if (d::is_envelope(m[0]) && !d::unpack_envelope(m, 0)) continue;  // version 2
       if (d::parse_header(m[0]) != d::Command::reply || m.size() != 3) continue;
       if (d::parse_u64(m[1]) != request_id) continue;
       patro::Limits limits;
@@ -123,6 +124,157 @@ TEST_CASE("bad messages at the broker and at a server") {
     CHECK(raw.reply_error(12) == Errc::unsupported);
   }
   // After each of these, a good client completes a round trip.
+  auto ps = patro::get_proxies(cfg);
+  CHECK(ps.at(0)["abc"].get() == 123);
+}
+
+namespace {
+// The next message that is not a heartbeat, its envelope (version 2) unpacked into the version 1
+// frames; version: the one it came in. Empty if none came within the socket's timeout.
+std::vector<zmq::message_t> next_message(zmq::socket_t& s, int& version) {
+  for (int i = 0; i < 20; ++i) {
+    std::vector<zmq::message_t> m;
+    zmq::message_t f;
+    if (!s.recv(f)) break;
+    m.push_back(std::move(f));
+    while (m.back().more()) {
+      zmq::message_t g;
+      (void)s.recv(g);
+      m.push_back(std::move(g));
+    }
+    version = d::is_envelope(m[0]) ? 2 : 1;
+    const size_t sent = m.size();
+    if (version == 2) REQUIRE(d::unpack_envelope(m, 0));
+    CHECK(sent == (version == 2 ? 2 : m.size()));  // version 2: the envelope and the body
+    if (d::parse_header(m[0]) == d::Command::heartbeat) continue;
+    return m;
+  }
+  FAIL_CHECK("no message came");
+  return {};
+}
+
+std::string get_body(uint64_t request_id, const patro::ObjectId& id) {
+  flatbuffers::FlatBufferBuilder fb;
+  auto path = d::encode_path(fb, patro::Path{std::string("abc")});
+  patro::wire::RequestBuilder b(fb);
+  b.add_request_id(request_id);
+  b.add_server(id.server);
+  b.add_object(id.object);
+  b.add_path(path);
+  fb.Finish(b.Finish(), patro::wire::RequestIdentifier());
+  return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
+}
+
+// Sends a get of h["abc"] in version 1 or 2 and checks its answer: 123, in the same version, in
+// 3 frames (version 1) or 2 (version 2).
+void check_get(zmq::socket_t& s, const patro::ObjectId& id, uint64_t request_id, int version,
+               bool resent = false) {
+  d::Multipart m;
+  m.push_back(d::header_frame(d::Command::request));
+  m.push_back(d::object_id_frame(id));
+  m.push_back(d::u64_frame(request_id));
+  m.push_back(bytes(get_body(request_id, id)));
+  if (resent) m.push_back(d::u64_frame(2));
+  if (version == 2) REQUIRE(d::pack_envelope(m, 0, false));
+  CHECK(m.size() == (version == 2 ? 2u : resent ? 5u : 4u));
+  REQUIRE(d::send_multipart(s, m, false));
+  int came = 0;
+  const auto reply = next_message(s, came);
+  REQUIRE(reply.size() == 3);
+  CHECK(came == version);
+  CHECK(d::parse_header(reply[0]) == d::Command::reply);
+  CHECK(d::parse_u64(reply[1]) == request_id);
+  patro::Limits limits;
+  d::AlignedScratch scratch;
+  const auto* r = d::verified_reply(reply[2], limits, scratch);
+  REQUIRE(r != nullptr);
+  CHECK(r->status() == patro::wire::Status::Ok);
+  REQUIRE(r->results() != nullptr);
+  CHECK(d::decode_values(r->results(), {}).at(0) == patro::Value(123));
+}
+}  // namespace
+
+TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own, on both paths") {
+  patro::ServerOptions so;
+  so.heartbeat.interval = std::chrono::milliseconds(100);
+  so.heartbeat.liveness = 10;
+  patro::Hash h{{"abc", 123}};
+  auto cfg = patro::patronize(so, h);
+  const patro::ObjectId id = cfg.objects().at(0).id;
+  Raw raw(cfg.brokers().at(0));
+  patro::Limits limits;
+  d::AlignedScratch scratch;
+  int version = 0;
+
+  // The broker's Welcome says it reads version 2.
+  {
+    flatbuffers::FlatBufferBuilder fb;
+    fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Hello,
+                                         patro::wire::CreateHello(fb, 0).Union()),
+              patro::wire::ControlIdentifier());
+    raw.send(d::header_frame(d::Command::hello), d::u64_frame(1),
+             zmq::message_t(fb.GetBufferPointer(), fb.GetSize()));
+    const auto w = next_message(raw.s, version);
+    REQUIRE(w.size() == 3);
+    CHECK(d::parse_header(w[0]) == d::Command::welcome);
+    const auto* c = d::verified_control(w[2], limits, scratch);
+    REQUIRE((c && c->body_as_Welcome()));
+    CHECK(c->body_as_Welcome()->wire_version() == 2);
+  }
+  // Through the broker: a version 1 client (as the Python client is) and a version 2 one, and a
+  // client that changes its mind is answered in its latest request's version.
+  check_get(raw.s, id, 2, 1);
+  check_get(raw.s, id, 3, 2);
+  check_get(raw.s, id, 4, 2, true);
+  check_get(raw.s, id, 5, 1);
+  check_get(raw.s, id, 5, 1, true);  // answered from the reply cache
+
+  // The broker's LocateReply passes on the version the server's lanes read.
+  std::string endpoint;
+  {
+    flatbuffers::FlatBufferBuilder fb;
+    fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Locate,
+                                         patro::wire::CreateLocate(fb, id.server).Union()),
+              patro::wire::ControlIdentifier());
+    raw.send(d::header_frame(d::Command::locate), d::u64_frame(id.server),
+             zmq::message_t(fb.GetBufferPointer(), fb.GetSize()));
+    const auto l = next_message(raw.s, version);
+    REQUIRE(l.size() == 3);
+    CHECK(d::parse_header(l[0]) == d::Command::locate_reply);
+    const auto* c = d::verified_control(l[2], limits, scratch);
+    const auto* lr = c ? c->body_as_LocateReply() : nullptr;
+    REQUIRE((lr && lr->endpoints() && lr->endpoints()->size() > 0));
+    CHECK(lr->wire_version() == 2);
+    endpoint = lr->endpoints()->Get(0)->str();
+  }
+  REQUIRE_FALSE(endpoint.empty());
+  // Straight to the lane: each version answered in its own.
+  Raw direct(endpoint);
+  check_get(direct.s, id, 10, 1);
+  check_get(direct.s, id, 11, 2);
+  check_get(direct.s, id, 11, 2, true);  // from the reply cache
+  check_get(direct.s, id, 12, 1, true);
+
+  // Malformed envelopes are dropped; one without its body is answered bad_message.
+  for (Raw* r : {&raw, &direct}) {
+    r->send(bytes(std::string("PT\x02\x03\x00", 5)));  // too short
+    r->send(bytes(std::string("PT\x02\x03\x08", 5) + std::string(24, '\0')), bytes("b"));  // flag
+    r->send(bytes(std::string("PT\x02\x04\x02\xff", 6) + std::string(8, '\0')), bytes("b"));
+    r->send(bytes(std::string("PT\x02\x03\x00", 5) + std::string(24, '\0')), bytes("b"),
+            bytes("extra"));
+  }
+  d::Multipart bare;
+  bare.push_back(d::header_frame(d::Command::request));
+  bare.push_back(d::object_id_frame(id));
+  bare.push_back(d::u64_frame(20));
+  bare.push_back(bytes("body"));
+  REQUIRE(d::pack_envelope(bare, 0, false));
+  bare.pop_back();
+  REQUIRE(d::send_multipart(raw.s, bare, false));
+  CHECK(raw.reply_error(20) == Errc::bad_message);
+  // Everyone is still served, in either version.
+  check_get(raw.s, id, 21, 2);
+  check_get(direct.s, id, 22, 2);
   auto ps = patro::get_proxies(cfg);
   CHECK(ps.at(0)["abc"].get() == 123);
 }

@@ -44,12 +44,13 @@ struct RunningBroker {
 struct Lane {
   zmq::context_t ctx;
   zmq::socket_t s{ctx, zmq::socket_type::dealer};
-  explicit Lane(const std::string& backend) {
+  // wire_version: what its REGISTER says it reads (0: says nothing, as an older server).
+  explicit Lane(const std::string& backend, uint8_t wire_version = 0) {
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::rcvtimeo, 3000);
     s.connect(backend);
     flatbuffers::FlatBufferBuilder fb;
-    auto r = wire::CreateRegister(fb, kServer, 0, 1);
+    auto r = wire::CreateRegister(fb, kServer, 0, 1, 0, 0, 0, 0, wire_version);
     fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, r.Union()),
               wire::ControlIdentifier());
     send(detail::header_frame(Command::register_server), detail::body_frame(fb));
@@ -75,16 +76,23 @@ struct Lane {
     }
     return {};
   }
-  // The next request: [hdr + forwarded at][client routing][object id][request id][body].
+  // The next request: [hdr + forwarded at][client routing][object id][request id][body]; one in
+  // version 2 ([envelope][body]) is unpacked into these, and counted in v2.
   Multipart request() {
     Multipart m = next();
+    if (!m.empty() && detail::is_envelope(m[0])) {
+      CHECK(m.size() == 2);
+      REQUIRE(detail::unpack_envelope(m, 0));
+      ++v2;
+    }
     REQUIRE(m.size() == 5);
     uint64_t stamp = 0;
     REQUIRE(detail::parse_header(m[0], stamp) == Command::request);
     return m;
   }
-  // Answers a request with one result.
-  void answer(Multipart& req, const Value& result) {
+  int v2 = 0;  // requests that came in version 2
+  // Answers a request with one result (in version 2 if it came so).
+  void answer(Multipart& req, const Value& result, bool in_v2 = false) {
     const uint64_t id = *detail::parse_u64(req[3]);
     flatbuffers::FlatBufferBuilder fb;
     const detail::RefWriter no_refs = [](flatbuffers::FlatBufferBuilder&, const Reference&) {
@@ -95,8 +103,13 @@ struct Lane {
     b.add_request_id(id);
     b.add_results(results);
     fb.Finish(b.Finish(), wire::ReplyIdentifier());
-    send(detail::header_frame(Command::reply), std::move(req[1]), detail::u64_frame(id),
-         detail::body_frame(fb));
+    Multipart m;
+    m.push_back(detail::header_frame(Command::reply));
+    m.push_back(std::move(req[1]));
+    m.push_back(detail::u64_frame(id));
+    m.push_back(detail::body_frame(fb));
+    if (in_v2) REQUIRE(detail::pack_envelope(m, 0, true));
+    REQUIRE(detail::send_multipart(s, m, false));
   }
 };
 
@@ -248,4 +261,89 @@ TEST_CASE("an endpoint that cannot be a broker's is invalid_argument at once, sa
   // Well-formed endpoints pass the check (nobody answers there: that is another error).
   for (const std::string good : {"tcp://127.0.0.1:1", "tcp://[::1]:5555", "ipc:///tmp/x.sock"})
     CHECK_FALSE(detail::endpoint_problem(good));
+}
+
+TEST_CASE("wire version 2: a broker forwards it to a server whose REGISTER says it reads it") {
+  // (The test cases above: a server that says nothing gets version 1.)
+  RunningBroker b;
+  Lane lane(b.broker.backend_endpoint(), 2);
+  auto c = std::make_shared<detail::Connection>(
+      std::vector<std::string>{b.broker.frontend_endpoint()}, options());
+  c->connect();
+  const ObjectId id{kServer, 1};
+  auto s1 = c->start(id, wire::Op::Get, Path{std::string("a")}, {});
+  auto s2 = c->start(id, wire::Op::Get, Path{std::string("b")}, {});
+  Multipart r1 = lane.request();
+  Multipart r2 = lane.request();
+  CHECK(lane.v2 == 2);
+  lane.answer(r1, "v2", true);
+  lane.answer(r2, "v1");  // a server may answer in version 1 too
+  c->await(s1);
+  c->await(s2);
+  CHECK(c->results(s1).at(0) == "v2");
+  CHECK(c->results(s2).at(0) == "v1");
+}
+
+TEST_CASE("wire version 2: the client sends it only to a broker whose Welcome says it reads it") {
+  for (const uint8_t says : {uint8_t{0}, uint8_t{2}}) {
+    CAPTURE(int(says));
+    // A fake broker: it welcomes the client, then takes its request as it comes (nothing in its
+    // thread may throw: CHECK only).
+    zmq::context_t ctx;
+    zmq::socket_t router(ctx, zmq::socket_type::router);
+    router.set(zmq::sockopt::linger, 0);
+    router.set(zmq::sockopt::rcvtimeo, 3000);
+    router.bind("tcp://127.0.0.1:*");
+    const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+    std::thread fake([&] {
+      for (int i = 0; i < 50; ++i) {
+        Multipart m;
+        if (!detail::recv_multipart(router, m) || m.size() < 2) return;
+        const bool v2 = detail::is_envelope(m[1]);
+        if (v2) {
+          CHECK(m.size() == 3);  // [routing][envelope][body]
+          if (!detail::unpack_envelope(m, 1)) return;
+        }
+        const auto cmd = detail::parse_header(m[1]);
+        if (cmd == Command::hello) {
+          flatbuffers::FlatBufferBuilder fb;
+          wire::WelcomeBuilder w(fb);
+          w.add_heartbeat_ms(1000);
+          w.add_liveness(3);
+          w.add_instance(7);
+          if (says != 0) w.add_wire_version(says);
+          fb.Finish(wire::CreateControl(fb, wire::ControlBody::Welcome, w.Finish().Union()),
+                    wire::ControlIdentifier());
+          Multipart out;
+          out.push_back(std::move(m[0]));
+          out.push_back(detail::header_frame(Command::welcome));
+          out.push_back(std::move(m[2]));
+          out.push_back(detail::body_frame(fb));
+          CHECK(detail::send_multipart(router, out, false));
+        } else if (cmd == Command::request) {
+          CHECK(v2 == (says == 2));
+          if (m.size() != 5) return;
+          const uint64_t rid = detail::parse_u64(m[3]).value_or(0);
+          Multipart out;
+          out.push_back(std::move(m[0]));
+          out.push_back(detail::header_frame(Command::reply));
+          out.push_back(detail::u64_frame(rid));
+          out.push_back(detail::error_reply(rid, Errc::not_found, "fake"));
+          if (v2) CHECK(detail::pack_envelope(out, 1, false));
+          CHECK(detail::send_multipart(router, out, false));
+          return;
+        }
+      }
+    });
+    {
+      ClientOptions o = options();
+      o.route = Route::broker;  // no LOCATE: this broker has no servers
+      auto c = std::make_shared<detail::Connection>(std::vector<std::string>{endpoint}, o);
+      c->connect();
+      auto slot = c->start(ObjectId{kServer, 1}, wire::Op::Get, Path{std::string("a")}, {});
+      c->await(slot);
+      CHECK(error_of(*c, slot) == Errc::not_found);
+    }
+    fake.join();
+  }
 }

@@ -88,6 +88,121 @@ TEST_CASE("id frames are big-endian and of exact size") {
   CHECK_FALSE(detail::parse_object_id(frame(std::string(17, 'x'))));
 }
 
+namespace {
+detail::Multipart frames(std::initializer_list<std::string> parts) {
+  detail::Multipart m;
+  for (const std::string& p : parts) m.push_back(frame(p));
+  return m;
+}
+std::vector<std::string> texts(const detail::Multipart& m) {
+  std::vector<std::string> out;
+  for (const auto& f : m) out.push_back(bytes(f));
+  return out;
+}
+// Packs a copy of v1 and checks the envelope's bytes and that unpacking gives v1 back.
+void check_round_trip(const detail::Multipart& v1, size_t at, bool routed,
+                      const std::string& envelope) {
+  detail::Multipart m;
+  for (const auto& f : v1) m.emplace_back(f.data(), f.size());
+  REQUIRE(detail::pack_envelope(m, at, routed));
+  REQUIRE(m.size() == at + 2);
+  CHECK(detail::is_envelope(m[at]));
+  CHECK(bytes(m[at]) == envelope);
+  CHECK(bytes(m[at + 1]) == "body");
+  REQUIRE(detail::unpack_envelope(m, at));
+  CHECK(texts(m) == texts(v1));
+}
+}  // namespace
+
+TEST_CASE("version 2 envelopes: each hop's REQUEST and REPLY packs into one frame and back") {
+  const ObjectId id{0x0102030405060708, 0x1112131415161718};
+  const std::string oid = bytes(detail::object_id_frame(id));
+  const std::string rid = bytes(detail::u64_frame(0x2122232425262728));
+  const std::string req = bytes(detail::header_frame(Command::request));
+  const std::string rep = bytes(detail::header_frame(Command::reply));
+  const std::string stamped = bytes(detail::stamped_header_frame(Command::request, 0x31323334));
+  const std::string env_req = std::string("PT\x02\x03", 4);
+  const std::string env_rep = std::string("PT\x02\x04", 4);
+  CHECK(bytes(detail::header_frame(Command::reply)) == std::string("PT\x01\x04", 4));
+  // client -> broker or a lane: 2 frames; a resend adds the attempt to the envelope.
+  check_round_trip(frames({req, oid, rid, "body"}), 0, false,
+                   env_req + std::string("\x00", 1) + oid + rid);
+  check_round_trip(frames({req, oid, rid, "body", bytes(detail::u64_frame(3))}), 0, false,
+                   env_req + std::string("\x04", 1) + oid + rid + bytes(detail::u64_frame(3)));
+  // broker -> server (behind the lane's routing id at the ROUTER): stamp and client routing.
+  check_round_trip(frames({"lane", stamped, "cli", oid, rid, "body"}), 1, true,
+                   env_req + std::string("\x03", 1) + bytes(detail::u64_frame(0x31323334)) +
+                       "\x03"
+                       "cli" +
+                       oid + rid);
+  // server -> broker, and to a client.
+  check_round_trip(frames({rep, "cli", rid, "body"}), 0, true,
+                   env_rep + std::string("\x02\x03", 2) + "cli" + rid);
+  check_round_trip(frames({"client", rep, rid, "body"}), 1, false,
+                   env_rep + std::string("\x00", 1) + rid);
+  // An empty routing id and the longest one.
+  check_round_trip(frames({rep, "", rid, "body"}), 0, true,
+                   env_rep + std::string("\x02\x00", 2) + rid);
+  const std::string longest(255, 'r');
+  check_round_trip(frames({rep, longest, rid, "body"}), 0, true,
+                   env_rep + std::string("\x02\xff", 2) + longest + rid);
+}
+
+TEST_CASE("version 2 envelopes: what does not fit stays version 1, malformed ones are refused") {
+  const std::string oid(16, 'o');
+  const std::string rid(8, 'r');
+  const std::string req = bytes(detail::header_frame(Command::request));
+  const std::string rep = bytes(detail::header_frame(Command::reply));
+  auto packs = [](detail::Multipart m, size_t at, bool routed) {
+    const auto before = texts(m);
+    const bool ok = detail::pack_envelope(m, at, routed);
+    if (!ok) CHECK(texts(m) == before);  // left as it was
+    return ok;
+  };
+  CHECK_FALSE(packs(frames({bytes(detail::header_frame(Command::hello)), rid, "b"}), 0, false));
+  CHECK_FALSE(packs(frames({req, oid, rid}), 0, false));                 // no body
+  CHECK_FALSE(packs(frames({req, oid, rid, "b", "x", "y"}), 0, false));  // too many
+  CHECK_FALSE(packs(frames({req, "short", rid, "b"}), 0, false));
+  CHECK_FALSE(packs(frames({req, oid, "rid", "b"}), 0, false));
+  CHECK_FALSE(packs(frames({req, oid, rid, "b", "attempt"}), 0, false));
+  CHECK_FALSE(packs(frames({rep, std::string(256, 'r'), rid, "b"}), 0, true));  // routing too long
+  CHECK_FALSE(packs(frames({rep, rid, "b", "x"}), 0, false));  // a REPLY has no attempt
+  CHECK_FALSE(packs(frames({}), 0, false));
+
+  auto unpacks = [](detail::Multipart m) {
+    const auto before = texts(m);
+    const bool ok = detail::unpack_envelope(m, 0);
+    if (!ok) CHECK(texts(m) == before);
+    return ok;
+  };
+  const std::string e_req = std::string("PT\x02\x03\x00", 5);
+  const std::string e_rep = std::string("PT\x02\x04\x00", 5);
+  CHECK(unpacks(frames({e_req + oid + rid, "b"})));
+  CHECK(unpacks(frames({e_rep + rid, "b"})));
+  // No body: the version 1 frames lack it too (and are answered bad_message as such).
+  detail::Multipart bare = frames({e_req + oid + rid});
+  REQUIRE(detail::unpack_envelope(bare, 0));
+  CHECK(bare.size() == 3);
+  CHECK_FALSE(unpacks(frames({})));
+  CHECK_FALSE(unpacks(frames({"PT\x02\x03"})));                      // no flags
+  CHECK_FALSE(unpacks(frames({e_req + oid + rid.substr(1), "b"})));  // short
+  CHECK_FALSE(unpacks(frames({e_req + oid + rid + "x", "b"})));      // long
+  CHECK_FALSE(unpacks(frames({e_req + oid + rid, "b", "extra"})));   // two frames follow
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x08", 5) + oid + rid, "b"})));  // flag
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x01", 5) + rid, "b"})));  // stamp, REPLY
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x04", 5) + rid + rid, "b"})));
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x01\x00", 5) + rid, "b"})));  // HELLO
+  CHECK_FALSE(unpacks(frames({std::string("PT\x03\x04\x00", 5) + rid, "b"})));  // version 3
+  // A routing length past the end, or one that leaves no room for the ids.
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x02\x09", 6) + rid, "b"})));
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x02\xff", 6), "b"})));
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x02", 5)})));
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x01", 5) + "1234"})));  // short stamp
+  // The envelope is never a version 1 header.
+  CHECK_FALSE(detail::parse_header(frame(e_rep + rid)));
+  CHECK_FALSE(detail::is_envelope(frame(req)));
+}
+
 TEST_CASE("values round-trip through a verified reply") {
   CHECK(round_trip(Value()).is_null());
   CHECK(round_trip(true) == true);

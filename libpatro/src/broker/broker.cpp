@@ -271,6 +271,8 @@ struct PATRO_PRIVATE Broker::Impl {
     // Plaintext: the restart_proof of the REGISTER that first registered the id (empty: none); a
     // process of another incarnation with it is this server restarted.
     std::string proof;
+    // The highest wire version its lanes read (their REGISTER): requests go to it in that one.
+    uint8_t wire_version = detail::kWireVersion;
   };
   struct LaneRec {
     uint64_t server = 0;
@@ -300,6 +302,8 @@ struct PATRO_PRIVATE Broker::Impl {
     // servers (by incarnation) told so with KEY_RIGHTS before the first of them reached it.
     std::string key;
     std::unordered_map<uint64_t, uint64_t> rights_told;
+    // The wire version of its latest request, which its replies go in.
+    uint8_t wire_version = detail::kWireVersion;
   };
   struct Expiry {
     Clock::time_point when;
@@ -498,6 +502,8 @@ struct PATRO_PRIVATE Broker::Impl {
   // To a client, [routing][frames...]: what goes to a client we know is counted in its unread
   // bytes (`to`, or looked up).
   void send_front(Multipart& m, ClientRec* to) {
+    // A client that sent its requests in version 2 gets its replies so: [envelope][body].
+    if (to && to->wire_version >= detail::kEnvelopeVersion) detail::pack_envelope(m, 1, false);
     if (to) to->unread.sent(m, 1, curve_front);
     if (!detail::send_multipart(front, m)) ++dropped;
   }
@@ -546,10 +552,10 @@ struct PATRO_PRIVATE Broker::Impl {
   // request then takes, so the lane knows them when it runs it. Told again when the client's key
   // changes (another connection took its routing id), the server restarted, or the lists were
   // read again.
-  void tell_rights(ClientRec& client, const Multipart& f, const std::string& routing,
+  void tell_rights(ClientRec& client, const zmq::message_t& props, const std::string& routing,
                    const std::string& lane, uint64_t server_id, const ServerRec& server) {
     if (!allowed_clients) return;
-    std::string key = key_of(f[1]);
+    std::string key = key_of(props);
     if (key != client.key) {
       client.key = std::move(key);
       client.rights_told.clear();
@@ -600,16 +606,28 @@ struct PATRO_PRIVATE Broker::Impl {
 
   void on_front(Multipart& f, Clock::time_point now) {
     if (f.size() < 2) return void(++dropped);
+    // A version 2 REQUEST is read as the version 1 frames it stands for. Its envelope keeps the
+    // connection's properties (the key, the descriptor), which the frames made from it lack.
+    zmq::message_t envelope;
+    const bool v2 = detail::is_envelope(f[1]);
+    if (v2) {
+      envelope.copy(f[1]);
+      if (!detail::unpack_envelope(f, 1)) {
+        PATRO_LOG(debug, "broker") << "dropped a client message with a malformed envelope";
+        return void(++dropped);
+      }
+    }
+    const zmq::message_t& props = v2 ? envelope : f[1];
     const auto cmd = detail::parse_header(f[1]);
     if (!cmd) {
       PATRO_LOG(debug, "broker") << "dropped a client message with a bad header";
       return void(++dropped);
     }
     const std::string routing = routing_of(f[0]);
-    front_fd = zmq_msg_get(f[1].handle(), ZMQ_SRCFD);
-    if (allowed_clients && !allowed(*allowed_clients, f[1])) {
+    front_fd = zmq_msg_get(props.handle(), ZMQ_SRCFD);
+    if (allowed_clients && !allowed(*allowed_clients, props)) {
       PATRO_LOG_LIMITED(warn, "broker", refuse(key_revoked))
-          << "refused a message from client key " << key_fingerprint(key_of(f[1]))
+          << "refused a message from client key " << key_fingerprint(key_of(props))
           << ": no longer on the allow list";
       auto request_id =
           *cmd == Command::request && f.size() >= 4 ? detail::parse_u64(f[3]) : std::nullopt;
@@ -620,7 +638,8 @@ struct PATRO_PRIVATE Broker::Impl {
     }
     switch (*cmd) {
       case Command::request:
-        return on_request(f, routing, now);
+        return on_request(f, routing, now, props,
+                          v2 ? detail::kEnvelopeVersion : detail::kWireVersion);
       case Command::cancel:
         return on_cancel(f, routing, now);
       case Command::log_subscribe:
@@ -651,7 +670,10 @@ struct PATRO_PRIVATE Broker::Impl {
     }
   }
 
-  void on_request(Multipart& f, const std::string& routing, Clock::time_point now) {
+  // props: the frame that carries the connection's properties; version: the one it came in, which
+  // the client's replies go in.
+  void on_request(Multipart& f, const std::string& routing, Clock::time_point now,
+                  const zmq::message_t& props, uint8_t version) {
     // [routing][hdr][object id][request id][body], then [attempt] on a resent request
     std::optional<uint64_t> request_id = f.size() >= 4 ? detail::parse_u64(f[3]) : std::nullopt;
     if (!request_id) return void(++dropped);  // nothing to answer to
@@ -666,6 +688,7 @@ struct PATRO_PRIVATE Broker::Impl {
                         " bytes is over the broker's limit of " +
                         std::to_string(opts.limits.max_message_size));
     ClientRec& client = touch_client(routing, 0, now);
+    client.wire_version = version;
     auto sit = servers.find(oid->server);
     if (sit == servers.end())
       return reject(std::move(f[0]), *request_id, Errc::server_unavailable,
@@ -724,7 +747,7 @@ struct PATRO_PRIVATE Broker::Impl {
       in_flight[routing + std::string(f[3].to_string_view())] = now;
       n_in_flight = in_flight.size();
     }
-    tell_rights(client, f, routing, server.lanes[lane], oid->server, server);
+    tell_rights(client, props, routing, server.lanes[lane], oid->server, server);
     // The lane learns the request's age from when we forwarded it (our clock; it knows the
     // offset from our heartbeats), so a deadline that passed while it queued is kept.
     Multipart out;
@@ -735,6 +758,8 @@ struct PATRO_PRIVATE Broker::Impl {
     out.push_back(std::move(f[2]));
     out.push_back(std::move(f[3]));
     out.push_back(std::move(f[4]));
+    // A server that reads version 2 gets [envelope][body].
+    if (server.wire_version >= detail::kEnvelopeVersion) detail::pack_envelope(out, 1, true);
     if (!detail::send_multipart(back, out)) {
       // The lane's connection is gone (a process that died and that its restart has not yet
       // replaced) or its queue is full: nothing of the request left, so it surely did not run.
@@ -742,9 +767,10 @@ struct PATRO_PRIVATE Broker::Impl {
         client.pending_bytes -= it->second.bytes;
         client.pending.erase(it);
       }
-      if (opts.track_latency && in_flight.erase(routing + std::string(out[4].to_string_view())))
+      if (opts.track_latency &&
+          in_flight.erase(routing + std::string(detail::u64_frame(*request_id).to_string_view())))
         n_in_flight = in_flight.size();
-      return reject(std::move(out[2]), *request_id, Errc::server_unavailable,
+      return reject(routing_frame(routing), *request_id, Errc::server_unavailable,
                     "lane " + std::to_string(lane) + " of server " + short_id(oid->server) +
                         " cannot take it now (its connection is gone, or its queue is full)",
                     Command::no_route);
@@ -889,7 +915,7 @@ struct PATRO_PRIVATE Broker::Impl {
     flatbuffers::FlatBufferBuilder fb(128);
     auto w = wire::CreateWelcomeDirect(fb, static_cast<uint32_t>(opts.heartbeat.interval.count()),
                                        opts.heartbeat.liveness, opts.limits.max_message_size,
-                                       instance, back_endpoint.c_str());
+                                       instance, back_endpoint.c_str(), detail::kEnvelopeVersion);
     answer_front(f, Command::welcome, fb, wire::ControlBody::Welcome, w.Union());
   }
 
@@ -970,7 +996,9 @@ struct PATRO_PRIVATE Broker::Impl {
     flatbuffers::FlatBufferBuilder fb(256);
     std::vector<flatbuffers::Offset<flatbuffers::String>> eps;
     flatbuffers::Offset<flatbuffers::String> server_key;
+    uint8_t wire_version = detail::kWireVersion;  // what its direct ROUTERs read
     if (auto sit = servers.find(*server_id); sit != servers.end()) {
+      wire_version = sit->second.wire_version;
       client.servers.insert(*server_id);
       sit->second.clients.insert(routing);
       // The server learns that the client is attached here now (several brokers: one that moved
@@ -1005,6 +1033,7 @@ struct PATRO_PRIVATE Broker::Impl {
     lr.add_server(*server_id);
     lr.add_endpoints(ev);
     if (!server_key.IsNull()) lr.add_server_key(server_key);
+    if (wire_version > detail::kWireVersion) lr.add_wire_version(wire_version);
     answer_front(f, Command::locate_reply, fb, wire::ControlBody::LocateReply, lr.Finish().Union());
   }
 
@@ -1028,6 +1057,18 @@ struct PATRO_PRIVATE Broker::Impl {
 
   void on_back(Multipart& f, Clock::time_point now) {
     if (f.size() < 2) return void(++dropped);
+    // A version 2 REPLY is read as its version 1 frames (its envelope keeps the key, as in
+    // on_front).
+    zmq::message_t envelope;
+    const bool v2 = detail::is_envelope(f[1]);
+    if (v2) {
+      envelope.copy(f[1]);
+      if (!detail::unpack_envelope(f, 1)) {
+        PATRO_LOG(debug, "broker") << "dropped a server message with a malformed envelope";
+        return void(++dropped);
+      }
+    }
+    const zmq::message_t& props = v2 ? envelope : f[1];
     const auto cmd = detail::parse_header(f[1]);
     if (!cmd) {
       PATRO_LOG(debug, "broker") << "dropped a server message with a bad header";
@@ -1038,7 +1079,7 @@ struct PATRO_PRIVATE Broker::Impl {
     if (zap) {
       // CURVE: a server's sockets all carry the key that registered it. (A peer may pick its
       // routing id, and the routers hand an id over to its newest connection.)
-      const std::string key = key_of(f[1]);
+      const std::string key = key_of(props);
       if (allowed_servers && allowed_servers->find(key) == allowed_servers->end()) {
         PATRO_LOG_LIMITED(warn, "broker", refuse(key_revoked))
             << "refused a message from server key " << key_fingerprint(key)
@@ -1366,6 +1407,8 @@ struct PATRO_PRIVATE Broker::Impl {
     auto [sit, inserted] = servers.try_emplace(server_id);
     ServerRec& server = sit->second;
     server.incarnation = reg->incarnation();
+    server.wire_version =
+        std::clamp<uint8_t>(reg->wire_version(), detail::kWireVersion, detail::kEnvelopeVersion);
     if (inserted) {
       server.key = std::string(key);
       if (!zap) server.proof = std::string(proof_of(*reg));

@@ -86,6 +86,7 @@ void BrokerLink::welcomed(size_t index, const wire::Welcome& welcome) {
   endpoint_ = brokers_.at(index);
   index_ = index;
   instance_ = welcome.instance();
+  heard_version(welcome);
   server_endpoint_ = welcome.server_endpoint() ? welcome.server_endpoint()->str() : std::string();
   if (several()) watch_ = std::make_unique<DisconnectWatch>(ctx_, sock_);
   const uint32_t theirs = welcome.heartbeat_ms();
@@ -104,6 +105,7 @@ std::string BrokerLink::move(std::optional<size_t> to, uint64_t rid, Clock::time
   endpoint_ = brokers_[index_];
   drop_socket();
   new_socket();
+  wire_version_ = kWireVersion;  // until its Welcome says more
   try {
     sock_.connect(endpoint_);
   } catch (const zmq::error_t& e) {
@@ -177,6 +179,10 @@ void BrokerLink::locate(uint64_t server) {
   } catch (const zmq::error_t& e) {
     PATRO_LOG(warn, "client") << "locate failed: " << e.what();
   }
+}
+
+void BrokerLink::heard_version(const wire::Welcome& welcome) noexcept {
+  wire_version_ = welcome.wire_version() >= kEnvelopeVersion ? kEnvelopeVersion : kWireVersion;
 }
 
 BrokerLink::Instance BrokerLink::instance(uint64_t instance) noexcept {

@@ -89,6 +89,12 @@ class BrokerLink {
   Opened open(size_t index, std::chrono::milliseconds budget);
   /// The broker at brokers_[index] answered our hello with this Welcome: it is the one we talk to.
   void welcomed(size_t index, const wire::Welcome& welcome);
+  /// The broker we talk to said which wire version it reads (a Welcome, also one to the hello of
+  /// a move, which finds no slot).
+  void heard_version(const wire::Welcome& welcome) noexcept;
+  /// The wire version our requests to the broker go in: 2 once its Welcome said it reads it, 1
+  /// before (and for an older broker), which every broker reads.
+  uint8_t wire_version() const noexcept { return wire_version_; }
   /// Moves to the next broker in the list (or to brokers_[*to]): a new socket, and our hello
   /// (request id rid; its welcome finds no slot and is dropped: a cluster's brokers share their
   /// settings). The old broker is not told (no DISCONNECT): if it lives, it expires us after its
@@ -157,6 +163,7 @@ class BrokerLink {
   std::string endpoint_;
   std::string server_endpoint_;
   uint64_t instance_ = 0;  // 0: not heard since we attached
+  uint8_t wire_version_ = kWireVersion;
   Heartbeats beats_;
   std::unordered_set<uint64_t> servers_seen_;
   uint64_t last_server_ = 0;  // the last one noted (most requests go to the same server)

@@ -227,7 +227,13 @@ void Connection::send_out(Outgoing& o) {
     o.slot->sent = true;
     o.slot->sent_direct = direct != nullptr;
   }
-  if (direct == nullptr) link_.send(o.frames, false, "request");
+  if (direct == nullptr) send_to_broker(o.frames, "request");
+}
+
+void Connection::send_to_broker(Multipart& m, const char* what) {
+  // A broker that reads version 2 gets a REQUEST as [envelope][body] (anything else as it is).
+  if (link_.wire_version() >= kEnvelopeVersion) pack_envelope(m, 0, false);
+  link_.send(m, false, what);
 }
 
 void Connection::send_log_subscribe(uint64_t server, zmq::socket_t* direct) {
@@ -328,8 +334,13 @@ bool Connection::direct_closed(uint64_t server) {
 }
 
 bool Connection::send_direct(zmq::socket_t& sock, Outgoing& o) {
+  // A lane that reads version 2 gets [envelope][body]; unpacked again if it goes another way.
+  const bool v2 = direct_versions_.count(o.slot->server) != 0 && pack_envelope(o.frames, 0, false);
   if (send_logged(sock, o.frames, true, "request")) return true;
-  if (direct_closed(o.slot->server)) return false;
+  if (direct_closed(o.slot->server)) {
+    if (v2) unpack_envelope(o.frames, 0);
+    return false;
+  }
   (void)send_logged(sock, o.frames, false, "request");  // a full queue: wait for room
   return true;
 }
@@ -417,6 +428,11 @@ void Connection::on_locate_reply(Multipart& msg) {
     sock.set(zmq::sockopt::immediate, 1);
     sock.connect(endpoint);
     direct_socks_[*server] = std::move(sock);
+    // What its direct ROUTERs read (an older broker or server says nothing: version 1).
+    if (lr && lr->wire_version() >= kEnvelopeVersion)
+      direct_versions_.insert(*server);
+    else
+      direct_versions_.erase(*server);
   } catch (const zmq::error_t& e) {
     return route_failed(*server, "cannot connect to " + endpoint + ": " + e.what());
   }
@@ -593,7 +609,7 @@ void Connection::send_again(const std::vector<SlotPtr>& slots) {
                                << ")";
     if (!s->traced.empty()) [[unlikely]]
       trace_sent(m, *s, false, attempt);
-    link_.send(m, false, "resend");
+    send_to_broker(m, "resend");
   }
 }
 
@@ -776,11 +792,20 @@ bool Connection::expire_after(const SlotPtr& slot, Clock::duration after) {
 }
 
 void Connection::dispatch(Multipart& msg, bool direct) {
+  // A version 2 REPLY ([envelope][body]) is read as the version 1 frames it stands for.
+  if (!msg.empty() && is_envelope(msg[0]) && !unpack_envelope(msg, 0)) return;
   const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
   if (!cmd) return;
   switch (*cmd) {
-    case Command::reply:
     case Command::welcome:
+      // The answer to a move's hello finds no slot: the version the broker reads is kept here.
+      if (!direct && msg.size() == 3) {
+        AlignedScratch scratch;
+        const wire::Control* c = verified_control(msg[2], options_.limits, scratch);
+        if (const wire::Welcome* w = c ? c->body_as_Welcome() : nullptr) link_.heard_version(*w);
+      }
+      [[fallthrough]];
+    case Command::reply:
     case Command::lookup_reply:
     case Command::broker_info_reply: {
       if (msg.size() != 3) return;

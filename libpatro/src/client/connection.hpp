@@ -302,6 +302,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   bool direct_closed(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
   // Sends a request directly; false if the socket has no connection (nothing left).
   bool send_direct(zmq::socket_t& sock, Outgoing& o) PATRO_REQUIRES(loop_.turn());
+  // Sends frames to the broker, a REQUEST in the wire version the broker reads.
+  void send_to_broker(Multipart& m, const char* what) PATRO_REQUIRES(loop_.turn());
   void on_locate_reply(Multipart& msg) PATRO_REQUIRES(loop_.turn());
   /// A LOG_LINE: to on_log, or into this process's log.
   void on_log_line(const Multipart& msg) PATRO_REQUIRES(loop_.turn());
@@ -384,6 +386,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // options_.route says what the table needs.
   DirectRoutes routes_ PATRO_GUARDED_BY(loop_.turn()){options_.route};
   std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(loop_.turn());
+  // The servers whose direct ROUTERs read wire version 2 (their LocateReply said so).
+  std::unordered_set<uint64_t> direct_versions_ PATRO_GUARDED_BY(loop_.turn());
   std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(loop_.turn());
   std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(loop_.turn());
   // Log forwarding: the level and selections asked for (none: off), and the servers sent a

@@ -104,7 +104,7 @@ std::string Lane::registration() const {
                                                 secret.size());
   auto reg = wire::CreateRegister(fb, server_.objects_.server_id(), index_,
                                   static_cast<uint32_t>(server_.lanes_.size()), nv,
-                                  server_.incarnation_, ep, proof);
+                                  server_.incarnation_, ep, proof, kEnvelopeVersion);
   fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
             wire::ControlIdentifier());
   return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
@@ -147,7 +147,7 @@ void Lane::send_heartbeat(zmq::socket_t& s) {
 }
 
 void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
-                          const std::string& key) {
+                          const std::string& key, uint8_t version) {
   if (rq.size() != 5) return;
   auto request_id = parse_u64(rq[3]);
   if (!request_id) return;
@@ -173,9 +173,9 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
     if (reroute)
       outbox_->reply(first(), *reroute, *request_id, std::move(reply));
     else if (is_direct)
-      outbox_->reply(first(), taken.routing, *request_id, std::move(reply));
+      outbox_->reply(first(), taken.routing, *request_id, std::move(reply), version);
     else
-      Outbox::reply(socks_[broker], rq, *request_id, std::move(reply));
+      Outbox::reply(socks_[broker], rq, *request_id, std::move(reply), version);
   }
   outbox_->send_owed(first(), encoder_, owed_);
   run_dependents();
@@ -287,12 +287,15 @@ void Lane::handle_registered(size_t broker, Multipart& m, Clock::time_point now)
 
 void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
   Link& link = links_[broker];
+  // A version 2 REQUEST is read as the version 1 frames it stands for, and answered in version 2.
+  const bool v2 = !m.empty() && is_envelope(m[0]);
+  if (v2 && !unpack_envelope(m, 0)) return;
   uint64_t stamp = 0;  // a request's: when the broker forwarded it
   const auto cmd = m.empty() ? std::nullopt : parse_header(m[0], stamp);
   if (!cmd) return;
   switch (*cmd) {
     case Command::request:
-      handle_request(m, stamp, false, broker);
+      handle_request(m, stamp, false, broker, {}, v2 ? kEnvelopeVersion : kWireVersion);
       break;
     case Command::heartbeat:
       if (auto clock = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) link.clock.observe(*clock);
@@ -377,10 +380,10 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
   }
 }
 
-bool Lane::refuse_revoked(Multipart& m) {
+bool Lane::refuse_revoked(Multipart& m, const zmq::message_t& props, uint8_t version) {
   // [client id at the ROUTER][hdr][object id][request id]...: from a session opened before its
   // key was revoked, nothing runs any more; a request is answered not_authorized.
-  if (m.size() < 2 || !server_.gate_->revoked(message_property(m[1], "User-Id"))) return false;
+  if (m.size() < 2 || !server_.gate_->revoked(message_property(props, "User-Id"))) return false;
   const auto cmd = parse_header(m[1]);
   const auto rid =
       cmd && *cmd == Command::request && m.size() >= 4 ? parse_u64(m[3]) : std::nullopt;
@@ -391,6 +394,7 @@ bool Lane::refuse_revoked(Multipart& m) {
   no.push_back(u64_frame(*rid));
   no.push_back(error_reply(*rid, Errc::not_authorized,
                            "this client's key was revoked (it left the broker's allow list)"));
+  if (version == kEnvelopeVersion) pack_envelope(no, 1, false);
   send_multipart(direct_, no, true);
   return true;
 }
@@ -398,16 +402,27 @@ bool Lane::refuse_revoked(Multipart& m) {
 void Lane::handle_direct(Multipart& m) {
   // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]), run
   // as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
-  if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(m)) return;
+  // A version 2 REQUEST ([routing][envelope][body]) is read as its version 1 frames.
+  // Its envelope keeps the session's properties (the client's key), which the frames made from it
+  // lack.
+  zmq::message_t envelope;
+  const bool v2 = m.size() >= 2 && is_envelope(m[1]);
+  if (v2) {
+    envelope.copy(m[1]);
+    if (!unpack_envelope(m, 1)) return;
+  }
+  const zmq::message_t& props = v2 ? envelope : m[1];
+  const uint8_t version = v2 ? kEnvelopeVersion : kWireVersion;
+  if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(m, props, version)) return;
   const auto cmd = m.size() >= 2 ? parse_header(m[1]) : std::nullopt;
   if (cmd == Command::request && (m.size() == 5 || m.size() == 6)) {
     m.resize(5);  // the attempt frame, if resent
     const std::string routing = direct_routing(index_, m[0].to_string_view());
     m[0] = zmq::message_t(routing.data(), routing.size());
     const std::string key =
-        server_.rights_->any() ? message_property(m[1], "User-Id") : std::string();
+        server_.rights_->any() ? message_property(props, "User-Id") : std::string();
     std::swap(m[0], m[1]);
-    handle_request(m, 0, true, 0, key);
+    handle_request(m, 0, true, 0, key, version);
   } else if (cmd == Command::log_subscribe) {
     std::string routing = direct_routing(index_, m[0].to_string_view());
     std::swap(m[0], m[1]);  // [hdr][ROUTER id]...: as from a broker

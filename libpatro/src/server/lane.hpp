@@ -106,14 +106,15 @@ class Lane {
   /// A CANCEL, [hdr][client routing][object id][request id][client id] (brokered; direct ones
   /// come with the ROUTER's routing first and the header second): recorded in the reply cache.
   void handle_cancel(const Multipart& m);
-  // Whether a direct message comes from a session whose key was revoked (answered if a request).
-  bool refuse_revoked(Multipart& m);
+  // Whether a direct message comes from a session whose key was revoked (answered if a request, in
+  // its wire version). props: the frame that carries the session's properties.
+  bool refuse_revoked(Multipart& m, const zmq::message_t& props, uint8_t version);
   /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
   /// [hdr + forwarded at][client routing][object id][request id][body]
   /// key: a direct request's client key (its session's User-Id), looked up only while some key is
-  /// limited (ClientRights::any).
+  /// limited (ClientRights::any). version: the wire version it came in, which its reply goes in.
   void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
-                      const std::string& key = {});
+                      const std::string& key = {}, uint8_t version = kWireVersion);
   /// A message from broker `broker`.
   void handle_broker(size_t broker, Multipart& m, Clock::time_point now);
   /// The broker's answer to our registration.

@@ -61,7 +61,7 @@ void Outbox::request_stop() {
 }
 
 void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
-                   zmq::message_t body) {
+                   zmq::message_t body, uint8_t version) {
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
@@ -74,11 +74,12 @@ void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
   out.push_back(std::move(request[1]));
   out.push_back(std::move(request[3]));
   out.push_back(std::move(body));
+  if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
   send_multipart(sock, out, false);
 }
 
 void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
-                   zmq::message_t body) {
+                   zmq::message_t body, uint8_t version) {
   if (const auto lane = direct_lane(routing)) {
     if (*lane != lane_) {
       // Another lane's client: that lane's ROUTER sends it (already in the reply cache).
@@ -97,6 +98,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
     out.push_back(header_frame(Command::reply));
     out.push_back(u64_frame(request_id));
     out.push_back(std::move(body));
+    if (version >= kEnvelopeVersion) pack_envelope(out, 1, false);
     send_multipart(*direct_, out, false);
     return;
   }
@@ -114,6 +116,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   out.push_back(zmq::message_t(routing.data(), routing.size()));
   out.push_back(u64_frame(request_id));
   out.push_back(std::move(body));
+  if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
   send_multipart(*via, out, false);
 }
 

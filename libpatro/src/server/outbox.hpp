@@ -27,6 +27,7 @@
 #include "reply_cache.hpp"
 #include "routing.hpp"
 #include "socket.hpp"
+#include "wire.hpp"
 
 namespace patro::detail {
 
@@ -63,13 +64,15 @@ class Outbox final : public ReplySink {
 
   // --- The lane's thread ---
   /// Sends body to the caller of request ([hdr][routing][object id][request id][body]), reusing
-  /// the request's frames (no copy): the fast path.
+  /// the request's frames (no copy): the fast path. version: the wire version the request came in
+  /// (2: the reply goes as [envelope][body]).
   static void reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
-                    zmq::message_t body);
+                    zmq::message_t body, uint8_t version = kWireVersion);
   /// Sends body to a caller by its routing id: through the first broker (sock), through another
-  /// one for a routing that names it, or by a lane's direct ROUTER for a direct routing.
+  /// one for a routing that names it, or by a lane's direct ROUTER for a direct routing. version:
+  /// the one the peer reads; a reply made later goes in version 1, which every peer reads.
   void reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
-             zmq::message_t body);
+             zmq::message_t body, uint8_t version = kWireVersion);
   /// Sends a reply made after its request was taken (a grant, a Deferred's answer): records it in
   /// the reply cache, and sends it where the latest copy of the request came from.
   void answer(zmq::socket_t& sock, const std::string& routing, uint64_t client_id,

@@ -65,6 +65,115 @@ uint64_t get_u64(const uint8_t* p) {
 }
 }  // namespace
 
+bool is_envelope(const zmq::message_t& frame) noexcept {
+  const auto* h = static_cast<const uint8_t*>(frame.data());
+  return frame.size() >= 5 && h[0] == 'P' && h[1] == 'T' && h[2] == kEnvelopeVersion;
+}
+
+bool pack_envelope(Multipart& m, size_t at, bool routed) {
+  if (m.size() <= at) return false;
+  uint64_t stamp = 0;
+  const auto cmd = parse_header(m[at], stamp);
+  const bool request = cmd == Command::request;
+  if (!request && cmd != Command::reply) return false;
+  const bool stamped = m[at].size() == 12;
+  // The frames after the header: routing, ids, body, attempt.
+  const size_t ids = request ? 2 : 1;
+  const size_t base = (routed ? 1 : 0) + ids + 1;
+  const size_t n = m.size() - at - 1;
+  const bool attempt = request && n == base + 1;
+  if (n != base && !attempt) return false;
+  if (stamped && !request) return false;
+  size_t i = at + 1;
+  std::string_view routing;
+  if (routed) {
+    routing = m[i++].to_string_view();
+    if (routing.size() > kMaxEnvelopeRouting) return false;
+  }
+  const size_t oid_at = i;
+  if (request && m[i++].size() != 16) return false;
+  const size_t rid_at = i++;
+  if (m[rid_at].size() != 8) return false;
+  const size_t body_at = i++;
+  if (attempt && m[i].size() != 8) return false;
+  const uint8_t flags = (stamped ? envelope_flag::kStamp : 0) |
+                        (routed ? envelope_flag::kRouting : 0) |
+                        (attempt ? envelope_flag::kAttempt : 0);
+  zmq::message_t env(5 + (stamped ? 8 : 0) + (routed ? 1 + routing.size() : 0) +
+                     (request ? 16 : 0) + 8 + (attempt ? 8 : 0));
+  auto* p = static_cast<uint8_t*>(env.data());
+  *p++ = 'P';
+  *p++ = 'T';
+  *p++ = kEnvelopeVersion;
+  *p++ = static_cast<uint8_t>(*cmd);
+  *p++ = flags;
+  if (stamped) {
+    put_u64(p, stamp);
+    p += 8;
+  }
+  if (routed) {
+    *p++ = static_cast<uint8_t>(routing.size());
+    std::memcpy(p, routing.data(), routing.size());
+    p += routing.size();
+  }
+  if (request) {
+    std::memcpy(p, m[oid_at].data(), 16);
+    p += 16;
+  }
+  std::memcpy(p, m[rid_at].data(), 8);
+  p += 8;
+  if (attempt) std::memcpy(p, m[body_at + 1].data(), 8);
+  zmq::message_t body = std::move(m[body_at]);
+  m.resize(at);
+  m.push_back(std::move(env));
+  m.push_back(std::move(body));
+  return true;
+}
+
+bool unpack_envelope(Multipart& m, size_t at) {
+  if (m.size() <= at || m.size() > at + 2 || !is_envelope(m[at])) return false;
+  const auto* p = static_cast<const uint8_t*>(m[at].data());
+  const size_t size = m[at].size();
+  const uint8_t c = p[3];
+  const uint8_t flags = p[4];
+  const bool request = c == static_cast<uint8_t>(Command::request);
+  if (!request && c != static_cast<uint8_t>(Command::reply)) return false;
+  const uint8_t allowed =
+      request ? envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt
+              : envelope_flag::kRouting;
+  if ((flags & ~allowed) != 0) return false;
+  size_t i = 5;
+  uint64_t stamp = 0;
+  if (flags & envelope_flag::kStamp) {
+    if (size < i + 8) return false;
+    stamp = get_u64(p + i);
+    i += 8;
+  }
+  std::string_view routing;
+  if (flags & envelope_flag::kRouting) {
+    if (size < i + 1 || size < i + 1 + p[i]) return false;
+    routing = std::string_view(reinterpret_cast<const char*>(p) + i + 1, p[i]);
+    i += 1 + p[i];
+  }
+  const size_t ids = (request ? 16 : 0) + 8;
+  const bool attempt = (flags & envelope_flag::kAttempt) != 0;
+  if (size != i + ids + (attempt ? 8 : 0)) return false;
+  const Command cmd = static_cast<Command>(c);
+  Multipart out;
+  out.reserve(6);
+  out.push_back((flags & envelope_flag::kStamp) ? stamped_header_frame(cmd, stamp)
+                                                : header_frame(cmd));
+  if (flags & envelope_flag::kRouting) out.emplace_back(routing.data(), routing.size());
+  if (request) out.emplace_back(p + i, 16);
+  out.emplace_back(p + i + ids - 8, 8);
+  const bool body = m.size() == at + 2;
+  if (body) out.push_back(std::move(m[at + 1]));
+  if (attempt && body) out.emplace_back(p + i + ids, 8);
+  m.resize(at);
+  for (zmq::message_t& f : out) m.push_back(std::move(f));
+  return true;
+}
+
 zmq::message_t u64_frame(uint64_t v) {
   zmq::message_t m(8);
   put_u64(static_cast<uint8_t*>(m.data()), v);

@@ -39,6 +39,11 @@
 //                      REPLY     [hdr][request id:8][Reply]
 //                      HEARTBEAT [hdr]
 // hdr is 4 bytes: 'P' 'T' version command. Integers in id frames are big-endian.
+//
+// Version 2 (kEnvelopeVersion) changes REQUEST and REPLY only: the header and the ids before the
+// body travel in one envelope frame, then the body frame (envelope_frame below; docs/WIRE.md).
+// A peer sends it only to one that said it reads it (Welcome, Register, LocateReply carry
+// wire_version), and reads both; a server answers a request in the version it came in.
 #pragma once
 
 #include <flatbuffers/flatbuffers.h>
@@ -65,6 +70,9 @@
 namespace patro::detail {
 
 inline constexpr uint8_t kWireVersion = 1;
+/// The version of REQUEST and REPLY in one envelope frame: what this build sends to a peer that
+/// reads it, and says it reads (wire_version in Welcome, Register and LocateReply).
+inline constexpr uint8_t kEnvelopeVersion = 2;
 // The most bytes of a server's secret (ServerOptions::server_secret), which a REGISTER carries
 // as its restart_proof: a server refuses a longer one, and the broker a REGISTER with one.
 inline constexpr size_t kMaxServerSecret = 256;
@@ -86,6 +94,35 @@ std::optional<Command> parse_header(const zmq::message_t& frame) noexcept;
 zmq::message_t stamped_header_frame(Command c, uint64_t stamp);
 /// The command of a plain or a stamped header frame, and the stamp (0 for a plain one).
 std::optional<Command> parse_header(const zmq::message_t& frame, uint64_t& stamp) noexcept;
+
+// --- Version 2 envelopes (REQUEST and REPLY) ---
+// One frame: 'P' 'T' 2 command flags, then by the flags' bits
+//   REQUEST  [stamp:8 (bit 0)][routing length:1, routing (bit 1)] object id:16 request id:8
+//            [attempt:8 (bit 2)]
+//   REPLY    [routing length:1, routing (bit 1)] request id:8
+// stamp: when the broker forwarded it (broker -> server); routing: the client's routing id at the
+// broker (broker <-> server, at most 255 bytes); attempt: a resent request's. The body follows in
+// the next frame. Any other flag bit, length or command is malformed.
+namespace envelope_flag {
+inline constexpr uint8_t kStamp = 1;
+inline constexpr uint8_t kRouting = 2;
+inline constexpr uint8_t kAttempt = 4;
+}  // namespace envelope_flag
+/// The most bytes of a routing id in an envelope (ZeroMQ's own limit for routing ids).
+inline constexpr size_t kMaxEnvelopeRouting = 255;
+
+/// Whether a frame starts as a version 2 envelope does ('P' 'T' 2); not otherwise checked.
+bool is_envelope(const zmq::message_t& frame) noexcept;
+/// Packs the version 1 frames of a REQUEST or REPLY starting at m[at] into an envelope and the
+/// body: [hdr or stamped hdr]([client routing id])[object id][request id][body]([attempt]) for a
+/// REQUEST, [hdr]([client routing id])[request id][body] for a REPLY; routed: whether the routing
+/// frame is there. Returns false, leaving m as it was, for anything else (it goes as version 1).
+bool pack_envelope(Multipart& m, size_t at, bool routed);
+/// Replaces the envelope at m[at] by the version 1 frames it stands for, the body after its ids
+/// and before the attempt, so that code reading version 1 reads it. At most one frame (the body)
+/// may follow the envelope; with none, the version 1 frames lack the body (and are answered
+/// bad_message as such). Returns false, leaving m as it was, for a malformed envelope.
+bool unpack_envelope(Multipart& m, size_t at);
 
 zmq::message_t u64_frame(uint64_t v);
 std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept;
