@@ -175,7 +175,7 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
     else if (is_direct)
       outbox_->reply(first(), taken.routing, *request_id, std::move(reply));
     else
-      Outbox::reply(socks_[broker], rq, *request_id, std::move(reply));
+      outbox_->reply(socks_[broker], rq, *request_id, std::move(reply));
   }
   outbox_->send_owed(first(), encoder_, owed_);
   run_dependents();
@@ -537,6 +537,8 @@ void Lane::keep_links(Clock::time_point now) {
 
 // How long the lane handles what it read ahead before it reads its sockets again.
 constexpr auto kReadAgain = std::chrono::microseconds(100);
+// How many replies the lane holds to send together (Outbox::hold), at most.
+constexpr size_t kHeldReplies = 16;
 
 bool Lane::turn() {
   auto now = Clock::now();
@@ -566,16 +568,32 @@ bool Lane::turn() {
   // applied first (docs/WIRE.md "Cancelling"). Not after each message: a read that finds nothing
   // costs libzmq a system call per socket, which halved the pipelined rate when paid per request.
   read_ahead();
+  // The replies to requests read together leave together (Outbox::hold): while more is read
+  // ahead, at most kHeldReplies of them and for at most kReadAgain. A chain of pipelined calls
+  // read at once is answered in one burst; a lone request's reply is not delayed.
+  Clock::time_point held_since{};
+  struct SendHeld {  // also when a message's handling throws
+    Outbox& o;
+    ~SendHeld() { o.send_held(); }
+  } send_held{*outbox_};
   for (size_t batch = 0; batch < 64 * (socks_.size() + 1) && !ahead_.empty(); ++batch) {
     Ahead a = std::move(ahead_.front());
     ahead_.pop_front();
+    if (!ahead_.empty() && !outbox_->holding()) {
+      outbox_->hold();
+      held_since = Clock::now();
+    }
     if (a.direct)
       handle_direct(a.msg);
     else
       handle_broker(a.broker, a.msg, Clock::now());
     if (server_.logs_ && server_.logs_->pending(index_)) send_log_lines();
-    if (Clock::now() - read_at_ >= kReadAgain) read_ahead();
+    const auto after = Clock::now();
+    if (after - read_at_ >= kReadAgain) read_ahead();
+    if (ahead_.empty() || outbox_->held() >= kHeldReplies || after - held_since >= kReadAgain)
+      outbox_->send_held();
   }
+  outbox_->send_held();
   now = Clock::now();
   check_lost(now);
   collect(now);
