@@ -501,6 +501,18 @@ void Lane::read_ahead() {
   read_at_ = Clock::now();
 }
 
+bool Lane::pipelined_next() const {
+  // [routing][hdr] (direct) or [hdr][client routing] (brokered), then [object id][request id]
+  // [body]: a pipelined call names object 0 of its server (docs/WIRE.md "Pipelining").
+  if (ahead_.empty()) return false;
+  const Ahead& a = ahead_.front();
+  uint64_t stamp = 0;
+  if (a.msg.size() < 5 || parse_header(a.msg[a.direct ? 1 : 0], stamp) != Command::request)
+    return false;
+  const auto id = parse_object_id(a.msg[2]);
+  return id && id->server != 0 && id->object == 0;
+}
+
 void Lane::collect(Clock::time_point now) {
   if (index_ != 0 || now < next_collect_) return;
   if (const size_t freed = server_.objects_.collect(now); freed > 0)
@@ -568,9 +580,10 @@ bool Lane::turn() {
   // applied first (docs/WIRE.md "Cancelling"). Not after each message: a read that finds nothing
   // costs libzmq a system call per socket, which halved the pipelined rate when paid per request.
   read_ahead();
-  // The replies to requests read together leave together (Outbox::hold): while more is read
-  // ahead, at most kHeldReplies of them and for at most kReadAgain. A chain of pipelined calls
-  // read at once is answered in one burst; a lone request's reply is not delayed.
+  // The replies to a chain of pipelined calls read together leave together (Outbox::hold): while
+  // the next message read ahead is a call pipelined on an earlier one, at most kHeldReplies of
+  // them and for at most kReadAgain. Replies to other requests are not held: a client with a few
+  // independent calls in flight waits for the first.
   Clock::time_point held_since{};
   struct SendHeld {  // also when a message's handling throws
     Outbox& o;
@@ -579,7 +592,7 @@ bool Lane::turn() {
   for (size_t batch = 0; batch < 64 * (socks_.size() + 1) && !ahead_.empty(); ++batch) {
     Ahead a = std::move(ahead_.front());
     ahead_.pop_front();
-    if (!ahead_.empty() && !outbox_->holding()) {
+    if (!outbox_->holding() && pipelined_next()) {
       outbox_->hold();
       held_since = Clock::now();
     }
@@ -590,7 +603,8 @@ bool Lane::turn() {
     if (server_.logs_ && server_.logs_->pending(index_)) send_log_lines();
     const auto after = Clock::now();
     if (after - read_at_ >= kReadAgain) read_ahead();
-    if (ahead_.empty() || outbox_->held() >= kHeldReplies || after - held_since >= kReadAgain)
+    if (outbox_->holding() &&
+        (!pipelined_next() || outbox_->held() >= kHeldReplies || after - held_since >= kReadAgain))
       outbox_->send_held();
   }
   outbox_->send_held();
