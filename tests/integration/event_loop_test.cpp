@@ -188,6 +188,36 @@ TEST_CASE("coroutines: 1,000 sequential co_awaits, nested tasks, errors in and o
   cfg.stop();
 }
 
+TEST_CASE("run_sync resumes a lone awaited call's coroutine on its own thread") {
+  auto h = patro::Hash{{"a", 4}};
+  auto cfg = patro::patronize(h);
+  Proxy p = patro::get_proxies(cfg).at(0);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<int> elsewhere{0};
+  auto sequential = [&](int n) -> patro::Task<int64_t> {
+    int64_t sum = 0;
+    for (int i = 0; i < n; ++i) {
+      sum += (co_await p["a"].async_get()).as<int64_t>();
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+    }
+    co_return sum;
+  };
+  // run_sync waits for each answer itself (as Future::get does): no hand-off to another thread.
+  CHECK(patro::run_sync(sequential(200)) == 800);
+  CHECK(elsewhere.load() == 0);
+  // An error and a deadline, awaited alone under run_sync.
+  auto failing = [&]() -> patro::Task<std::string> {
+    try {
+      co_await patro::with_deadline(p["a"][0].async_get(), 5000ms);
+    } catch (const patro::Error& e) {
+      co_return std::string(patro::errc_name(e.code()));
+    }
+    co_return std::string("no error");
+  };
+  CHECK(patro::run_sync(failing()) == "type_mismatch");
+  cfg.stop();
+}
+
 TEST_CASE("64 concurrent coroutines on the program's loop, each resumed on the loop's thread") {
   auto h = patro::Hash{{"a", 2}};
   auto cfg = patro::patronize(h);

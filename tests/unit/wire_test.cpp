@@ -146,6 +146,17 @@ TEST_CASE("version 2 envelopes: each hop's REQUEST and REPLY packs into one fram
   const std::string longest(255, 'r');
   check_round_trip(frames({rep, longest, rid, "body"}), 0, true,
                    env_rep + std::string("\x02\xff", 2) + longest + rid);
+  // The object id a REQUEST envelope names, read without unpacking it (a lane reading ahead).
+  auto named = [](const std::string& envelope) {
+    return detail::envelope_object_id(zmq::message_t(envelope.data(), envelope.size()));
+  };
+  CHECK(named(env_req + std::string("\x00", 1) + oid + rid) == id);
+  CHECK(named(env_req + std::string("\x07", 1) + bytes(detail::u64_frame(9)) + "\x03" + "cli" +
+              oid + rid + bytes(detail::u64_frame(2))) == id);
+  CHECK_FALSE(named(env_req + std::string("\x00", 1) + oid));            // too short
+  CHECK_FALSE(named(env_req + std::string("\x02\x09", 2) + oid + rid));  // routing past the end
+  CHECK_FALSE(named(env_rep + std::string("\x00", 1) + rid));            // a REPLY
+  CHECK_FALSE(named(req));                                               // version 1
 }
 
 TEST_CASE("version 2 envelopes: what does not fit stays version 1, malformed ones are refused") {

@@ -9,12 +9,16 @@
 //   }
 //   int64_t t = patro::run_sync(total(p));    // or co_await total(p) inside another Task
 //
-// Where a coroutine resumes: where the awaited future's then-continuation runs. On a connection
-// made with ClientOptions::continuations = event_loop that is the program's loop (the thread that
-// calls patro::run_ready), and nowhere else; otherwise the thread that received the answer (a
-// caller waiting on the connection, or its heartbeat thread), or at once if the answer is already
-// there. Each awaited call keeps its own deadline (ClientOptions::call_timeout): past it the
-// coroutine resumes and co_await throws Error(timeout).
+// Where a coroutine resumes: under run_sync, a coroutine that awaits a call alone on run_sync's
+// thread is resumed there: run_sync waits for that answer itself, driving the connection as
+// Future::get does (no then-continuation, no hand-off to another thread). Otherwise (several
+// calls awaited at once on that thread, or a coroutine resumed elsewhere) where the awaited
+// future's then-continuation runs. On a connection made with ClientOptions::continuations =
+// event_loop that is the program's loop (the thread that calls patro::run_ready), and nowhere
+// else; otherwise the thread that received the answer (a caller waiting on the connection, or its
+// heartbeat thread), or at once if the answer is already there. Each awaited call keeps its own
+// deadline (ClientOptions::call_timeout): past it the coroutine resumes and co_await throws
+// Error(timeout).
 #pragma once
 
 #include <atomic>
@@ -25,10 +29,81 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "patro/future.hpp"
 
 namespace patro {
+
+namespace detail {
+// run_sync's thread waits for the calls its coroutines await there itself: each such co_await
+// leaves the future and the coroutine here (in the awaiting frame's own awaiter, alive while it
+// is suspended) instead of a then-continuation; run_sync waits for the answer, driving the
+// connection, and resumes the coroutine on its own thread. One per run_sync, found through a
+// thread_local while it runs (a nested run_sync has its own).
+class SyncDriver {
+ public:
+  struct Wait {
+    const void* future;                                         // the awaiter's Future<T>
+    void (*wait)(const void* future);                           // future.wait()
+    void (*then)(const void* future, std::coroutine_handle<>);  // resume h where it is answered
+    std::coroutine_handle<> h;
+  };
+  /// The driver of run_sync on this thread, if one runs here.
+  static SyncDriver*& current() noexcept {
+    static thread_local SyncDriver* driver = nullptr;
+    return driver;
+  }
+  void add(const Wait& w) { waits_.push_back(w); }
+  /// Until done: a lone awaited call is waited for here and its coroutine resumed here; several
+  /// at once go back to then-continuations (each resumes where its answer arrives, as without
+  /// run_sync, so that none waits behind another's answer); with none, it sleeps until done.
+  void run(const std::atomic<bool>& done) {
+    while (!done.load(std::memory_order_acquire)) {
+      if (waits_.size() == 1) {
+        const Wait w = waits_.front();
+        waits_.clear();
+        try {
+          w.wait(w.future);
+        } catch (...) {
+          w.then(w.future, w.h);  // its answer (an error) will come another way
+          continue;
+        }
+        w.h.resume();
+      } else if (!waits_.empty()) {
+        const std::vector<Wait> all = std::exchange(waits_, {});
+        for (const Wait& w : all) w.then(w.future, w.h);
+      } else {
+        done.wait(false, std::memory_order_acquire);
+      }
+    }
+    // Done, with coroutines it did not wait for still awaiting here (started ones the task did
+    // not await): they resume where their answers arrive.
+    while (!waits_.empty())
+      for (const Wait& w : std::exchange(waits_, {})) w.then(w.future, w.h);
+  }
+
+ private:
+  std::vector<Wait> waits_;
+};
+
+// Suspends h on f: with run_sync's driver on this thread, left for it; otherwise resumed by a
+// then-continuation.
+template <class T>
+void await_future(const Future<T>& f, std::coroutine_handle<> h) {
+  auto then = [](const void* p, std::coroutine_handle<> resume) {
+    // A copy: the continuation may run at once and resume (and end) the coroutine whose frame
+    // holds the awaiter's future.
+    const Future<T> f2 = *static_cast<const Future<T>*>(p);
+    f2.then([resume](const Future<T>&) { resume.resume(); });
+  };
+  if (SyncDriver* d = SyncDriver::current()) {
+    d->add({&f, [](const void* p) { static_cast<const Future<T>*>(p)->wait(); }, then, h});
+    return;
+  }
+  then(&f, h);
+}
+}  // namespace detail
 
 /// co_await future: suspends until the answer is here, resumes as the header says, and gives
 /// future.get() (throwing the call's error).
@@ -37,12 +112,7 @@ auto operator co_await(const Future<T>& future) {
   struct Awaiter {
     Future<T> f;
     bool await_ready() const { return f.ready(); }
-    void await_suspend(std::coroutine_handle<> h) const {
-      // A copy on this frame: the continuation may run at once and resume (and end) the
-      // coroutine whose frame holds this awaiter.
-      const Future<T> f2 = f;
-      f2.then([h](const Future<T>&) { h.resume(); });
-    }
+    void await_suspend(std::coroutine_handle<> h) const { detail::await_future(f, h); }
     T await_resume() const { return f.get(); }
   };
   return Awaiter{future};
@@ -59,9 +129,8 @@ auto with_deadline(const Future<T>& future, std::chrono::milliseconds limit) {
     std::chrono::milliseconds limit;
     bool await_ready() const { return f.ready(); }
     void await_suspend(std::coroutine_handle<> h) const {
-      const Future<T> f2 = f;  // as operator co_await: this frame may end once resumed
-      (void)f2.expire_after(limit);
-      f2.then([h](const Future<T>&) { h.resume(); });
+      (void)f.expire_after(limit);
+      detail::await_future(f, h);
     }
     T await_resume() const { return f.get(); }
   };
@@ -168,14 +237,22 @@ class [[nodiscard]] Task {
 };
 
 /// Runs task to its end, this thread waiting meanwhile, and gives its result (or throws what it
-/// let out). For a program's main and for tests. Not on the loop of a connection made with
-/// continuations = event_loop whose continuations only that loop runs: nothing would resume it.
+/// let out). For a program's main and for tests. While one call is awaited on this thread, this
+/// thread waits for its answer itself (driving the connection as Future::get does) and resumes
+/// the coroutine here; with several awaited at once, or a coroutine resumed on another thread,
+/// they resume where their then-continuations run, so not on the loop of a connection made with
+/// continuations = event_loop whose continuations only that loop runs.
 template <class T>
 T run_sync(Task<T> task) {
   auto signal = std::make_shared<detail::TaskSignal>();
   task.h_.promise().signal = signal;
+  detail::SyncDriver driver;
+  struct Installed {
+    detail::SyncDriver* outer;
+    ~Installed() { detail::SyncDriver::current() = outer; }
+  } installed{std::exchange(detail::SyncDriver::current(), &driver)};
   task.start();
-  while (!signal->done.load(std::memory_order_acquire)) signal->done.wait(false);
+  driver.run(signal->done);
   return task.result();
 }
 

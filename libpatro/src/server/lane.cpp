@@ -175,7 +175,7 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
     else if (is_direct)
       outbox_->reply(first(), taken.routing, *request_id, std::move(reply), version);
     else
-      Outbox::reply(socks_[broker], rq, *request_id, std::move(reply), version);
+      outbox_->reply(socks_[broker], rq, *request_id, std::move(reply), version);
   }
   outbox_->send_owed(first(), encoder_, owed_);
   run_dependents();
@@ -516,6 +516,24 @@ void Lane::read_ahead() {
   read_at_ = Clock::now();
 }
 
+bool Lane::pipelined_next() const {
+  // [routing][hdr] (direct) or [hdr][client routing] (brokered), then [object id][request id]
+  // [body], or in version 2 ([routing])[envelope][body]: a pipelined call names object 0 of its
+  // server (docs/WIRE.md "Pipelining").
+  if (ahead_.empty()) return false;
+  const Ahead& a = ahead_.front();
+  const size_t at = a.direct ? 1 : 0;
+  if (a.msg.size() > at && is_envelope(a.msg[at])) {
+    const auto id = envelope_object_id(a.msg[at]);
+    return id && id->server != 0 && id->object == 0;
+  }
+  uint64_t stamp = 0;
+  if (a.msg.size() < 5 || parse_header(a.msg[a.direct ? 1 : 0], stamp) != Command::request)
+    return false;
+  const auto id = parse_object_id(a.msg[2]);
+  return id && id->server != 0 && id->object == 0;
+}
+
 void Lane::collect(Clock::time_point now) {
   if (index_ != 0 || now < next_collect_) return;
   if (const size_t freed = server_.objects_.collect(now); freed > 0)
@@ -552,6 +570,8 @@ void Lane::keep_links(Clock::time_point now) {
 
 // How long the lane handles what it read ahead before it reads its sockets again.
 constexpr auto kReadAgain = std::chrono::microseconds(100);
+// How many replies the lane holds to send together (Outbox::hold), at most.
+constexpr size_t kHeldReplies = 16;
 
 bool Lane::turn() {
   auto now = Clock::now();
@@ -581,16 +601,34 @@ bool Lane::turn() {
   // applied first (docs/WIRE.md "Cancelling"). Not after each message: a read that finds nothing
   // costs libzmq a system call per socket, which halved the pipelined rate when paid per request.
   read_ahead();
+  // The replies to a chain of pipelined calls read together leave together (Outbox::hold): while
+  // the next message read ahead is a call pipelined on an earlier one, at most kHeldReplies of
+  // them and for at most kReadAgain. Replies to other requests are not held: a client with a few
+  // independent calls in flight waits for the first.
+  Clock::time_point held_since{};
+  struct SendHeld {  // also when a message's handling throws
+    Outbox& o;
+    ~SendHeld() { o.send_held(); }
+  } send_held{*outbox_};
   for (size_t batch = 0; batch < 64 * (socks_.size() + 1) && !ahead_.empty(); ++batch) {
     Ahead a = std::move(ahead_.front());
     ahead_.pop_front();
+    if (!outbox_->holding() && pipelined_next()) {
+      outbox_->hold();
+      held_since = Clock::now();
+    }
     if (a.direct)
       handle_direct(a.msg);
     else
       handle_broker(a.broker, a.msg, Clock::now());
     if (server_.logs_ && server_.logs_->pending(index_)) send_log_lines();
-    if (Clock::now() - read_at_ >= kReadAgain) read_ahead();
+    const auto after = Clock::now();
+    if (after - read_at_ >= kReadAgain) read_ahead();
+    if (outbox_->holding() &&
+        (!pipelined_next() || outbox_->held() >= kHeldReplies || after - held_since >= kReadAgain))
+      outbox_->send_held();
   }
+  outbox_->send_held();
   now = Clock::now();
   check_lost(now);
   collect(now);

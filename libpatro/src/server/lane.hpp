@@ -101,6 +101,9 @@ class Lane {
   /// that a CANCEL queued behind a request is seen before that request runs: CANCELs are applied
   /// as they are read, the rest handled in order by turn().
   void read_ahead();
+  /// Whether the next message read ahead is a call pipelined on an earlier request (the lane
+  /// then holds the replies it makes, to send them with that call's: Outbox::hold).
+  bool pipelined_next() const;
   /// A message that came to the lane's direct ROUTER: a request, run; a heartbeat, answered.
   void handle_direct(Multipart& m);
   /// A CANCEL, [hdr][client routing][object id][request id][client id] (brokered; direct ones

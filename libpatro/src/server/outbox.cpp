@@ -75,7 +75,7 @@ void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
   out.push_back(std::move(request[3]));
   out.push_back(std::move(body));
   if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
-  send_multipart(sock, out, false);
+  emit(sock, out);
 }
 
 void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
@@ -99,7 +99,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
     out.push_back(u64_frame(request_id));
     out.push_back(std::move(body));
     if (version >= kEnvelopeVersion) pack_envelope(out, 1, false);
-    send_multipart(*direct_, out, false);
+    emit(*direct_, out);
     return;
   }
   zmq::socket_t* via = &sock;
@@ -117,7 +117,27 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   out.push_back(u64_frame(request_id));
   out.push_back(std::move(body));
   if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
-  send_multipart(*via, out, false);
+  emit(*via, out);
+}
+
+void Outbox::emit(zmq::socket_t& sock, Multipart& out) {
+  if (holding_)
+    held_.push_back(Held{&sock, std::move(out)});
+  else
+    send_multipart(sock, out, false);
+}
+
+void Outbox::send_held() {
+  holding_ = false;
+  // Each has its own barrier, as flush()'s late replies: one that fails does not lose the rest.
+  for (Held& h : held_) {
+    try {
+      send_multipart(*h.sock, h.out, false);
+    } catch (const std::exception& e) {
+      PATRO_LOG(error, "server") << "lane " << lane_ << ": a reply was not sent: " << e.what();
+    }
+  }
+  held_.clear();
 }
 
 bool Outbox::send_log_line(zmq::socket_t& sock, std::string_view routing, Multipart& frames) {

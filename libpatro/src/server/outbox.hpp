@@ -66,8 +66,8 @@ class Outbox final : public ReplySink {
   /// Sends body to the caller of request ([hdr][routing][object id][request id][body]), reusing
   /// the request's frames (no copy): the fast path. version: the wire version the request came in
   /// (2: the reply goes as [envelope][body]).
-  static void reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
-                    zmq::message_t body, uint8_t version = kWireVersion);
+  void reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id, zmq::message_t body,
+             uint8_t version = kWireVersion);
   /// Sends body to a caller by its routing id: through the first broker (sock), through another
   /// one for a routing that names it, or by a lane's direct ROUTER for a direct routing. version:
   /// the one the peer reads; a reply made later goes in version 1, which every peer reads.
@@ -86,6 +86,15 @@ class Outbox final : public ReplySink {
   bool flush(zmq::socket_t& sock, Executor& encoder) PATRO_EXCLUDES(mu_);
   /// The pipelined requests that replies sent by answer() released, in order (the lane runs them).
   std::vector<ReplyCache::Dependent> take_released() { return std::exchange(released_, {}); }
+  /// From now until send_held(), replies are held (in order) instead of sent: a lane handling
+  /// requests it read together (a chain of pipelined calls, say) sends their replies in one
+  /// burst, which libzmq's I/O thread writes in one go and the client's takes in one wake-up.
+  void hold() { holding_ = true; }
+  bool holding() const { return holding_; }
+  /// Replies held so far.
+  size_t held() const { return held_.size(); }
+  /// Sends the replies held, in the order they were made, and stops holding.
+  void send_held();
 
  private:
   struct Late {
@@ -95,6 +104,8 @@ class Outbox final : public ReplySink {
     std::variant<ValueArray, zmq::message_t> reply;  // results to encode, or a body
   };
   void push(Late late) PATRO_EXCLUDES(mu_);
+  /// Sends a reply now, or holds it (hold()).
+  void emit(zmq::socket_t& sock, Multipart& out);
 
   const int wake_fd_;
   ReplyCache& cache_;
@@ -103,6 +114,12 @@ class Outbox final : public ReplySink {
   zmq::socket_t* direct_ = nullptr;                // the lane's thread only
   std::vector<ReplyCache::Dependent> released_;    // the lane's thread only
   std::vector<zmq::socket_t>* brokers_ = nullptr;  // the lane's thread only
+  struct Held {
+    zmq::socket_t* sock;
+    Multipart out;
+  };
+  std::vector<Held> held_;  // the lane's thread only
+  bool holding_ = false;    // the lane's thread only
   Mutex mu_;
   std::deque<Late> queue_ PATRO_GUARDED_BY(mu_);
   bool stop_ PATRO_GUARDED_BY(mu_) = false;

@@ -174,6 +174,23 @@ bool unpack_envelope(Multipart& m, size_t at) {
   return true;
 }
 
+std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept {
+  if (!is_envelope(frame)) return std::nullopt;
+  const auto* p = static_cast<const uint8_t*>(frame.data());
+  const size_t size = frame.size();
+  if (p[3] != static_cast<uint8_t>(Command::request)) return std::nullopt;
+  const uint8_t flags = p[4];
+  if ((flags & ~(envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt)) != 0)
+    return std::nullopt;
+  size_t i = 5 + ((flags & envelope_flag::kStamp) ? 8 : 0);
+  if (flags & envelope_flag::kRouting) {
+    if (size < i + 1) return std::nullopt;
+    i += 1 + p[i];
+  }
+  if (size != i + 24 + ((flags & envelope_flag::kAttempt) ? 8 : 0)) return std::nullopt;
+  return ObjectId{get_u64(p + i), get_u64(p + i + 8)};
+}
+
 zmq::message_t u64_frame(uint64_t v) {
   zmq::message_t m(8);
   put_u64(static_cast<uint8_t*>(m.data()), v);

@@ -123,6 +123,9 @@ bool pack_envelope(Multipart& m, size_t at, bool routed);
 /// may follow the envelope; with none, the version 1 frames lack the body (and are answered
 /// bad_message as such). Returns false, leaving m as it was, for a malformed envelope.
 bool unpack_envelope(Multipart& m, size_t at);
+/// The object id a version 2 REQUEST envelope names, without unpacking it; nullopt for anything
+/// else (another command, a malformed envelope).
+std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept;
 
 zmq::message_t u64_frame(uint64_t v);
 std::optional<uint64_t> parse_u64(const zmq::message_t& frame) noexcept;
