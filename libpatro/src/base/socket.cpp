@@ -220,16 +220,7 @@ bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait) {
   }
 }
 
-namespace {
-thread_local uint64_t sends = 0;
-}
-
-uint64_t sends_on_this_thread() noexcept {
-  return sends;
-}
-
 bool send_multipart(zmq::socket_t& s, Multipart& frames, bool dontwait) {
-  ++sends;
   const size_t n = frames.size();
   for (size_t i = 0; i < n; ++i) {
     auto flags = i + 1 < n ? zmq::send_flags::sndmore : zmq::send_flags::none;

@@ -99,10 +99,6 @@ bool recv_multipart(zmq::socket_t& s, Multipart& out, bool dontwait = false);
 /// with ZMQ_ROUTER_MANDATORY, or would block with dontwait).
 bool send_multipart(zmq::socket_t& s, Multipart& frames, bool dontwait = true);
 
-/// How many send_multipart calls this thread made (a send may take a socket's pending wake-up:
-/// a lane that polls its sockets' own descriptors asks them again after one).
-uint64_t sends_on_this_thread() noexcept;
-
 /// ThreadSanitizer cannot see that a request runs after the client sent it, nor that its reply
 /// arrives after it ran: the order goes through libzmq and the broker. Where client and server
 /// share a process (tests, an embedded broker) the sender marks the message by its request id

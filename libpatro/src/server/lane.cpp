@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 
 #include "ids.hpp"
 #include "log.hpp"
@@ -470,7 +469,7 @@ void Lane::handle_cancel(const Multipart& m) {
   run_dependents();  // those pipelined on it fail
 }
 
-void Lane::read_ahead(const std::vector<bool>* only) {
+void Lane::read_ahead() {
   const size_t most = std::max<size_t>(server_.options_.limits.lane_read_ahead, 1);
   // One message from each socket in turn, so that one flooding its socket does not keep the
   // others' messages from the lane (as each took at most a batch a turn before).
@@ -486,15 +485,10 @@ void Lane::read_ahead(const std::vector<bool>* only) {
       ahead_.push_back(std::move(a));
     return true;
   };
-  // A socket found empty is not asked again in this pass: each empty read costs a system call
-  // (two, with libzmq's fork check); nor is one wait_for_input found nothing on.
-  const auto wanted = [&](size_t item) { return only == nullptr || (*only)[item]; };
-  bool direct_more = direct_.handle() != nullptr && wanted(1);
-  dry_.resize(socks_.size());
-  for (size_t b = 0; b < socks_.size(); ++b) dry_[b] = !wanted(first_broker_item_ + b);
-  const uint64_t sends_before = sends_on_this_thread();
-  bool more = true;
-  while (more && ahead_.size() < most) {
+  // A socket found empty is not asked again in this pass: each empty read costs a system call.
+  bool direct_more = direct_.handle() != nullptr;
+  dry_.assign(socks_.size(), false);
+  for (bool more = true; more && ahead_.size() < most;) {
     more = direct_more = direct_more && read_one(direct_, true, 0);
     for (size_t b = 0; b < socks_.size(); ++b) {
       if (dry_[b]) continue;
@@ -504,44 +498,7 @@ void Lane::read_ahead(const std::vector<bool>* only) {
         dry_[b] = true;
     }
   }
-  // Every socket read dry (a CANCEL's handling sends nothing; if it did, the count says so).
-  drained_ = !more && ahead_.size() < most && sends_on_this_thread() == sends_before;
-  sends_at_drain_ = sends_before;
   read_at_ = Clock::now();
-}
-
-bool Lane::wait_for_input(std::chrono::milliseconds wait) {
-  const size_t n = items_.size();
-  fds_.resize(n);
-  readable_.assign(n, false);
-  polled_.resize(n);
-  fds_[0] = {wake_fd_, POLLIN, 0};
-  bool asked = !drained_ || sends_on_this_thread() != sends_at_drain_;
-  for (size_t i = 1; i < n; ++i) {
-    zmq::socket_t& s = i < first_broker_item_ ? direct_ : socks_[i - first_broker_item_];
-    if (polled_[i] != s.handle()) asked = true;  // a new socket (a broker went silent)
-    polled_[i] = s.handle();
-    fds_[i] = {static_cast<int>(s.get(zmq::sockopt::fd)), POLLIN, 0};
-  }
-  int timeout = ahead_.empty() ? static_cast<int>(wait.count()) : 0;
-  if (asked) {
-    for (size_t i = 1; i < n; ++i) {
-      zmq::socket_t& s = i < first_broker_item_ ? direct_ : socks_[i - first_broker_item_];
-      if (s.get(zmq::sockopt::events) & ZMQ_POLLIN) {
-        readable_[i] = true;
-        timeout = 0;
-      }
-    }
-  }
-  sends_at_wait_ = sends_on_this_thread();
-  if (::poll(fds_.data(), n, timeout) < 0) {
-    if (errno == EINTR) return true;
-    PATRO_LOG(error, "server") << "lane " << index_ << " poll failed: " << std::strerror(errno);
-    return false;
-  }
-  for (size_t i = 1; i < n; ++i)
-    if (fds_[i].revents != 0) readable_[i] = true;
-  return true;
 }
 
 void Lane::collect(Clock::time_point now) {
@@ -561,9 +518,7 @@ void Lane::keep_links(Clock::time_point now) {
     }
     // Silent past its window, unless what it sent waits unread (we were in a long call): a new
     // socket would drop it.
-    if (!l.beats.overdue(now, l.window)) continue;
-    drained_ = false;  // the events check below may take the socket's wake-up
-    if (!(socks_[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+    if (l.beats.overdue(now, l.window) && !(socks_[b].get(zmq::sockopt::events) & ZMQ_POLLIN)) {
       // The broker went silent: a new socket, and register again (Majordomo's reconnect).
       const bool newly = l.beats.went_silent(now);
       if (newly)
@@ -589,14 +544,17 @@ bool Lane::turn() {
   for (const Link& l : links_) until = std::min({until, l.beats.next_beat(), l.register_again});
   auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
   if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+  for (size_t b = 0; b < socks_.size(); ++b)
+    items_[first_broker_item_ + b].socket = socks_[b].handle();
   try {
-    if (!wait_for_input(wait + std::chrono::milliseconds(1))) return false;
+    zmq::poll(items_.data(), items_.size(),
+              ahead_.empty() ? wait + std::chrono::milliseconds(1) : std::chrono::milliseconds(0));
   } catch (const zmq::error_t& e) {
     if (e.num() == EINTR) return true;
     PATRO_LOG(error, "server") << "lane " << index_ << " poll failed: " << e.what();
     return false;
   }
-  if (fds_[0].revents & POLLIN) {
+  if (items_[0].revents & ZMQ_POLLIN) {
     uint64_t n;
     (void)!::read(wake_fd_, &n, sizeof n);
     if (outbox_->flush(first(), encoder_)) return false;
@@ -607,9 +565,7 @@ bool Lane::turn() {
   // that took longer than kReadAgain: a CANCEL that reached the lane before its request runs is
   // applied first (docs/WIRE.md "Cancelling"). Not after each message: a read that finds nothing
   // costs libzmq a system call per socket, which halved the pipelined rate when paid per request.
-  // Only the sockets wait_for_input found may hold something, unless the wake fd's work above
-  // sent on them since (which may have taken a socket's wake-up): then all are read.
-  read_ahead(sends_on_this_thread() == sends_at_wait_ ? &readable_ : nullptr);
+  read_ahead();
   for (size_t batch = 0; batch < 64 * (socks_.size() + 1) && !ahead_.empty(); ++batch) {
     Ahead a = std::move(ahead_.front());
     ahead_.pop_front();

@@ -8,8 +8,6 @@
 // reply cache), reached through the Server.
 #pragma once
 
-#include <poll.h>
-
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -102,13 +100,7 @@ class Lane {
   /// Reads what waits on the lane's sockets (at most Limits::lane_read_ahead messages held), so
   /// that a CANCEL queued behind a request is seen before that request runs: CANCELs are applied
   /// as they are read, the rest handled in order by turn().
-  /// only: the poll items (lane.cpp's order) to read in the first pass; the rest are known to
-  /// hold nothing (null: read every socket).
-  void read_ahead(const std::vector<bool>* only = nullptr);
-  /// Waits up to wait (or not at all) for the wake fd or a socket, with poll(2) on the sockets'
-  /// own descriptors; marks in readable_ the sockets that may hold a message. False on a failed
-  /// poll.
-  bool wait_for_input(std::chrono::milliseconds wait);
+  void read_ahead();
   /// A message that came to the lane's direct ROUTER: a request, run; a heartbeat, answered.
   void handle_direct(Multipart& m);
   /// A CANCEL, [hdr][client routing][object id][request id][client id] (brokered; direct ones
@@ -179,18 +171,6 @@ class Lane {
   std::deque<Ahead> ahead_;      // read ahead (read_ahead), in the order read
   Clock::time_point read_at_{};  // when read_ahead last drained the sockets
   std::vector<bool> dry_;        // read_ahead: the broker sockets found empty in this pass
-  // wait_for_input: each item's descriptor (the wake fd, then libzmq's ZMQ_FD of each socket)
-  // and whether it may be read. A socket's descriptor signals only commands that came after the
-  // socket last looked at its own, which a send, an events check or a read that found a message
-  // may do: so the descriptors alone say "nothing came" only while every socket was last read
-  // dry (drained_) and nothing was sent or asked since (sends_at_drain_); otherwise each socket
-  // is asked first (ZMQ_EVENTS), as zmq_poll does every time.
-  std::vector<pollfd> fds_;
-  std::vector<bool> readable_;
-  std::vector<void*> polled_;  // the sockets the descriptors belong to (a new one is asked first)
-  bool drained_ = false;
-  uint64_t sends_at_drain_ = 0;
-  uint64_t sends_at_wait_ = 0;  // the send count when wait_for_input looked
   AlignedScratch scratch_;
   std::string marked_;  // a request's routing through a broker other than the first
 };
