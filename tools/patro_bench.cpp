@@ -726,6 +726,8 @@ int role_ice_client(const std::string& proxy, const std::string& mode, int windo
 
 /// A client of patro-worker's queue (proxy 0) and log (proxy 1), as its users call them:
 /// take_many: take_many(arg, 0) and ack_many of what it took, until the queue is empty;
+/// take_flat: the same with take_flat(arg, 0), [id, job, delivery, …] in one flat array, and
+/// ack_many of the flat [id, delivery, …];
 /// take_one: take(0) and ack, one job per request each;
 /// ack_take: take(0) once, then ack_take(id, delivery, 0): one call acknowledges a job and takes
 /// the next;
@@ -754,6 +756,30 @@ int role_worker_client(const std::string& conf, const std::string& route, const 
                 held = queue.call("ack_take", held[0], held[2], 0);
                 ++acked;
                 return held.is_null() ? prm.count : 1;  // null: the last one acked, empty
+              },
+              prm.count, prm.time);
+          r.count = acked;
+          return r;
+        }
+        if (mode == "take_flat") {
+          uint64_t acked = 0;
+          Run r = throughput(
+              [&]() -> uint64_t {
+                const patro::Value got = queue.call("take_flat", arg, 0);
+                const patro::ValueArray* items = got.if_array();
+                const size_t m = items == nullptr ? 0 : items->size() / 3;
+                if (m == 0) return prm.count;
+                patro::ValueArray pairs;
+                pairs.reserve(2 * m);
+                for (size_t i = 0; i < m; ++i) {
+                  pairs.push_back((*items)[3 * i]);
+                  pairs.push_back((*items)[3 * i + 2]);
+                }
+                const patro::Value ok = queue.call("ack_many", patro::Value(std::move(pairs)));
+                for (size_t i = 0; i < ok.size(); ++i)
+                  if (!ok[i].as<bool>()) throw std::runtime_error("an ack was refused");
+                acked += m;
+                return m;
               },
               prm.count, prm.time);
           r.count = acked;
@@ -950,8 +976,8 @@ struct Bench {
   bool want(const std::string& c) const {
     return ("," + only + ",").find("," + c + ",") != std::string::npos;
   }
-  // The queue rows to run (their keys: patro1, beanstalk1, redis1, patro1t, patro100, redis100,
-  // patro1d, beanstalk1d, redis1d, patro100d); empty: all.
+  // The queue rows to run (their keys: patro1, beanstalk1, redis1, patro1t, patro100,
+  // patro100f, redis100, patro1d, beanstalk1d, redis1d, patro100d); empty: all.
   std::string jobs_rows;
   uint64_t jobs_count = 50000;
   bool want_row(const std::string& key) const {
@@ -1663,6 +1689,9 @@ struct Bench {
       if (!worker.empty())
         patro_row("patro100", "take_many", false,
                   "patro-worker queue, 4 consumers, take_many(100)+ack_many");
+      if (!worker.empty())
+        patro_row("patro100f", "take_flat", false,
+                  "patro-worker queue, 4 consumers, take_flat(100)+ack_many flat");
       if (redis_mem)
         redis_row("redis100", redis_mem, 100,
                   "redis streams: 4 consumers, XREADGROUP COUNT 100 + XACK of 100", "jobs/s");
@@ -1741,6 +1770,8 @@ struct Bench {
             {{"beanstalk1", "beanstalkd"}, {"redis1", "redis streams"}});
     compare("queue batched by 100, 4 consumers: patro-worker / redis streams", "patro100",
             {{"redis100", "redis streams"}});
+    compare("queue batched by 100, flat forms, 4 consumers: patro-worker / redis streams",
+            "patro100f", {{"redis100", "redis streams"}});
     compare("queue per job, durable, 4 consumers: patro-worker / best peer", "patro1d",
             {{"beanstalk1d", "beanstalkd -b -f 0"}, {"redis1d", "redis appendfsync always"}});
   }
@@ -2043,10 +2074,11 @@ int main(int argc, char** argv) {
                    "patro-worker for its queue and log rows (default: $PATRO_WORKER, else beside "
                    "patro-bench; none found: those rows say skipped)")
         ->type_name("PATH");
-    app.add_option("--jobs-rows", b.jobs_rows,
-                   "only these queue rows of --cases jobs, by key (patro1, beanstalk1, redis1, "
-                   "patro1t, patro100, redis100, patro1d, beanstalk1d, redis1d, patro100d; "
-                   "comma-separated; default all)");
+    app.add_option(
+        "--jobs-rows", b.jobs_rows,
+        "only these queue rows of --cases jobs, by key (patro1, beanstalk1, redis1, "
+        "patro1t, patro100, patro100f, redis100, patro1d, beanstalk1d, redis1d, patro100d; "
+        "comma-separated; default all)");
     app.add_option("--jobs", b.jobs_count, "jobs a round in the queue rows")
         ->check(CLI::Range(uint64_t{100}, uint64_t{100000000}))
         ->capture_default_str();

@@ -210,7 +210,8 @@ void JobQueue::log(const Value& record, std::string bytes, std::function<void()>
   }
 }
 
-Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms, Clock::time_point now) {
+int64_t JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms,
+                            Clock::time_point now) {
   const int64_t delivery = next_delivery_++;
   Job& job = jobs_[id];
   ++job.deliveries;
@@ -228,13 +229,31 @@ Value JobQueue::lease_one(int64_t id, uint64_t client, const Terms& terms, Clock
     timer_wake_ = deadline;
     cv_.notify_all();
   }
+  return delivery;
+}
+
+Value JobQueue::job_item(int64_t id, int64_t delivery) {
   // Built in place: Value::array's initializer list would copy the body twice.
   ValueArray item;
   item.reserve(3);
   item.emplace_back(id);
-  item.push_back(job.body);
+  item.push_back(jobs_[id].body);
   item.emplace_back(delivery);
   return Value(std::move(item));
+}
+
+void JobQueue::lease_next(ValueArray& out, uint64_t client, const Terms& terms,
+                          Clock::time_point now) {
+  const int64_t id = ready_.begin()->second;
+  ready_.erase(ready_.begin());
+  const int64_t delivery = lease_one(id, client, terms, now);
+  if (!terms.flat) {
+    out.push_back(job_item(id, delivery));
+    return;
+  }
+  out.emplace_back(id);
+  out.push_back(jobs_[id].body);
+  out.emplace_back(delivery);
 }
 
 void JobQueue::add_deadline(Clock::time_point when, int64_t id) {
@@ -262,21 +281,23 @@ void JobQueue::pop_deadline() {
     lease_deadlines_.erase(lease_deadlines_.begin());
 }
 
+Value JobQueue::take_ready(int64_t n, uint64_t client, const Terms& terms) {
+  const size_t want = static_cast<size_t>(std::max<int64_t>(n, 1));
+  const size_t count = std::min(want, ready_.size());
+  ValueArray got;
+  got.reserve(terms.flat ? 3 * count : count);
+  const auto now = Clock::now();  // one reading for the batch
+  for (size_t k = 0; k < count; ++k) lease_next(got, client, terms, now);
+  if (n == 0) return got.empty() ? Value() : std::move(got.front());
+  return Value(std::move(got));
+}
+
 void JobQueue::feed_takers() {
   while (!takers_.empty() && !ready_.empty()) {
     Taker t = std::move(takers_.front());
     takers_.pop_front();
     if (t.reply.done()) continue;
-    ValueArray got;
-    const int64_t n = std::max<int64_t>(t.max, 1);
-    got.reserve(static_cast<size_t>(std::min<int64_t>(n, static_cast<int64_t>(ready_.size()))));
-    const auto now = Clock::now();  // one reading for the batch
-    while (static_cast<int64_t>(got.size()) < n && !ready_.empty()) {
-      const int64_t id = ready_.begin()->second;
-      ready_.erase(ready_.begin());
-      got.push_back(lease_one(id, t.reply.client_id(), t.terms, now));
-    }
-    t.reply.resolve(t.max == 0 ? std::move(got.front()) : Value(std::move(got)));
+    t.reply.resolve(take_ready(t.max, t.reply.client_id(), t.terms));
   }
   // Then the consumers, one job each in turn, while one has room.
   for (size_t idle = 0; !ready_.empty() && idle < consumers_.size();) {
@@ -289,7 +310,9 @@ void JobQueue::feed_takers() {
     idle = 0;
     const int64_t id = ready_.begin()->second;
     ready_.erase(ready_.begin());
-    Value item = lease_one(id, c.client, Terms{std::chrono::milliseconds(0), false}, Clock::now());
+    const int64_t delivery =
+        lease_one(id, c.client, Terms{std::chrono::milliseconds(0), false}, Clock::now());
+    Value item = job_item(id, delivery);
     leases_[id].consumer = c.token;
     ++c.leased;
     pushes_.push_back(Push{c.token, c.callback, std::move(item)});
@@ -536,6 +559,10 @@ void JobQueue::take_many(int64_t n, int64_t timeout_ms, Deferred reply) {
   take_with(n, timeout_ms, Terms{std::chrono::milliseconds(0)}, reply);
 }
 
+void JobQueue::take_flat(int64_t n, int64_t timeout_ms, Deferred reply) {
+  take_with(n, timeout_ms, Terms{std::chrono::milliseconds(0), false, true}, reply);
+}
+
 void JobQueue::take_leased(int64_t timeout_ms, int64_t lease_ms, bool detached, Deferred reply) {
   // lease_ms <= 0: the job's time-to-run (the visibility timeout unless its push gave one).
   const auto lease = std::chrono::milliseconds(lease_ms > 0 ? std::min(lease_ms, kMaxLeaseMs) : 0);
@@ -549,19 +576,7 @@ void JobQueue::take_with(int64_t n, int64_t timeout_ms, Terms terms, Deferred re
 
 void JobQueue::take_locked(int64_t n, int64_t timeout_ms, Terms terms, const Deferred& reply) {
   if (!ready_.empty() || timeout_ms <= 0) {
-    ValueArray got;
-    const int64_t want = std::max<int64_t>(n, 1);
-    got.reserve(static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(ready_.size()))));
-    const auto now = Clock::now();  // one reading for the batch
-    while (static_cast<int64_t>(got.size()) < want && !ready_.empty()) {
-      const int64_t id = ready_.begin()->second;
-      ready_.erase(ready_.begin());
-      got.push_back(lease_one(id, reply.client_id(), terms, now));
-    }
-    if (n == 0)
-      reply.resolve(got.empty() ? Value() : std::move(got.front()));
-    else
-      reply.resolve(Value(std::move(got)));
+    reply.resolve(take_ready(n, reply.client_id(), terms));
     return;
   }
   const auto deadline =
@@ -595,9 +610,7 @@ void JobQueue::ack_take(int64_t id, int64_t delivery, int64_t timeout_ms, Deferr
     // log keeps order).
     Value item;
     if (!ready_.empty()) {
-      const int64_t next = ready_.begin()->second;
-      ready_.erase(ready_.begin());
-      item = lease_one(next, reply.client_id(), terms, Clock::now());
+      item = take_ready(0, reply.client_id(), terms);
     }
     log(Value::array({"ack", id}), [reply, item = std::move(item)] { reply.resolve(item); });
     feed_takers();
@@ -637,12 +650,18 @@ void JobQueue::ack(int64_t id, int64_t delivery, Deferred reply) {
 }
 
 void JobQueue::ack_many(const ValueArray& pairs, Deferred reply) {
+  // Flat ([id, delivery, id, delivery, …]) when the first element is not a pair.
+  const bool flat = !pairs.empty() && pairs.front().if_array() == nullptr;
+  if (flat && pairs.size() % 2 != 0)
+    throw Error(Errc::invalid_argument,
+                "ack_many: a flat list holds an id and a delivery for each job, not " +
+                    std::to_string(pairs.size()) + " values");
   std::lock_guard<std::mutex> lock(mu_);
   ValueArray results;
-  results.reserve(pairs.size());
-  for (const Value& p : pairs) {
-    const int64_t id = p[0].as<int64_t>();
-    const int64_t delivery = p[1].as<int64_t>();
+  results.reserve(flat ? pairs.size() / 2 : pairs.size());
+  for (size_t k = 0; k < pairs.size(); k += flat ? 2 : 1) {
+    const int64_t id = (flat ? pairs[k] : pairs[k][0]).as<int64_t>();
+    const int64_t delivery = (flat ? pairs[k + 1] : pairs[k][1]).as<int64_t>();
     auto it = leases_.find(id);
     const bool ok = it != leases_.end() && it->second.delivery == delivery;
     results.push_back(ok);
@@ -854,6 +873,8 @@ void JobQueue::register_class() {
                                 Deferred d) { q.take_leased(timeout_ms, lease_ms, detached, d); })
       .method("take_many", [](JobQueue& q, int64_t n, int64_t timeout_ms,
                               Deferred d) { q.take_many(std::max<int64_t>(n, 1), timeout_ms, d); })
+      .method("take_flat", [](JobQueue& q, int64_t n, int64_t timeout_ms,
+                              Deferred d) { q.take_flat(std::max<int64_t>(n, 1), timeout_ms, d); })
       .method("ack",
               [](JobQueue& q, int64_t id, int64_t delivery, Deferred d) { q.ack(id, delivery, d); })
       .method("ack_take", [](JobQueue& q, int64_t id, int64_t delivery, int64_t timeout_ms,
@@ -863,9 +884,11 @@ void JobQueue::register_class() {
                 // Read in place (a ValueArray parameter would copy the pairs).
                 const ValueArray* a = pairs.if_array();
                 if (a == nullptr)
-                  throw Error(Errc::type_mismatch,
-                              "ack_many: pairs must be an array of [id, delivery], not " +
-                                  pairs.to_string());
+                  throw Error(
+                      Errc::type_mismatch,
+                      "ack_many: pairs must be an array of [id, delivery] (or flat: id, delivery, "
+                      "…), not " +
+                          pairs.to_string());
                 q.ack_many(*a, d);
               })
       .method("consume", [](JobQueue& q, Value callback, int64_t prefetch,

@@ -34,7 +34,8 @@ namespace {
 
 const char* kObjects = R"(OBJECT is one of:
   queue NAME         a job queue: push, push_many (with priority, delay_ms, ttr_ms, dedup), take
-                     (blocking, with a timeout), take_leased, take_many, ack, ack_many, ack_take
+                     (blocking, with a timeout), take_leased, take_many, take_flat (a batch as
+                     one flat list), ack, ack_many (pairs, or flat), ack_take
                      (ack one job and take the next in one call), nack, touch, bury, buried,
                      kick, stats, size, leased, peek. A taken job is leased
                      until acknowledged; one not acknowledged within its time-to-run (default

@@ -95,6 +95,13 @@ class Queue:
         r = self.proxy.call("take_many", int(n), _ms(wait), timeout=wait + self._grace())
         return [Job(*j) for j in (r or [])]
 
+    def ack_many(self, jobs):
+        """Acknowledges Jobs (or (id, delivery) pairs) in one call; a list of bools, as ack's."""
+        flat = []
+        for j in jobs:
+            flat += [int(j[0]), int(j[2] if isinstance(j, Job) else j[1])]
+        return [bool(ok) for ok in (self.proxy.call("ack_many", flat) or [])]
+
     def ack(self, job, delivery=None):
         """Acknowledges a Job (or an id and its delivery); True if that delivery held the job's
         lease, so a job is acknowledged exactly once."""

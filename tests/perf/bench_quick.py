@@ -134,6 +134,7 @@ def main():
     for name in ["patro-worker queue, 4 consumers, take+ack per job",
                  "patro-worker queue, 4 consumers, ack_take per job",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many",
+                 "patro-worker queue, 4 consumers, take_flat(100)+ack_many flat",
                  "patro-worker queue, 4 consumers, take+ack per job, --data",
                  "patro-worker queue, 4 consumers, take_many(100)+ack_many, --data",
                  "patro-worker log, 4 clients, oneway write, --log-sync never",
@@ -169,6 +170,8 @@ def main():
                 "queue per job by ack_take, 4 consumers: patro-worker / best peer":
                     ["beanstalkd", "redis-server"],
                 "queue batched by 100, 4 consumers: patro-worker / redis streams":
+                    ["redis-server"],
+                "queue batched by 100, flat forms, 4 consumers: patro-worker / redis streams":
                     ["redis-server"],
                 "queue per job, durable, 4 consumers: patro-worker / best peer":
                     ["beanstalkd", "redis-server"]}

@@ -148,7 +148,10 @@ def test_queue_options_and_dead_letters_across_kill(cluster, procs, tmp):
         assert [j.job for j in q.take_many(10)] == ["short", "high1"]  # by priority
         first_id = q.push("once", dedup="order-1")
         assert q.push("twice", dedup="order-1") == first_id
-        assert [j.job for j in q.take_many(10)] == ["once"]
+        once = q.take_many(10)
+        assert [j.job for j in once] == ["once"]
+        assert q.ack_many(once) == [True]  # sent flat: [id, delivery, ...]
+        assert q.ack_many([(once[0].id, once[0].delivery)]) == [False]  # acknowledged once
     finally:
         q.proxy.connection.close()
         procs.stop(w)

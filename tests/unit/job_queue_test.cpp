@@ -443,3 +443,36 @@ TEST_CASE("ack_take with a log: the ack is on disk once answered, the next job's
   q.ack(held, delivery, replies->make(20));
   CHECK(replies->wait(20) == true);
 }
+
+TEST_CASE("take_flat and a flat ack_many: the same jobs and answers as the nested forms") {
+  auto replies = std::make_shared<Replies>();
+  JobQueue q("flat", 600000ms, "");
+  q.push("low", opts({{"priority", 5}}), replies->make(0));
+  for (const char* j : {"a", "b", "c"}) q.push(j, Value(), replies->make(0));
+  q.take_flat(3, 0, replies->make(1, 7));
+  const Value got = replies->wait(1);
+  REQUIRE(got.size() == 9);  // [id, job, delivery] three times, by priority then push order
+  CHECK(got[1] == "a");
+  CHECK(got[4] == "b");
+  CHECK(got[7] == "c");
+  // Flat pairs; the second is a stale delivery (refused, as ack refuses it).
+  const ValueArray pairs{got[0], got[2], got[3], got[5].as<int64_t>() + 1000, got[6], got[8]};
+  q.ack_many(pairs, replies->make(2));
+  CHECK(replies->wait(2) == Value::array({true, false, true}));
+  CHECK(q.stats()["acknowledged"] == 2);
+  CHECK(q.leased() == 1);
+  // The nested form still answers the same way.
+  q.ack_many(ValueArray{Value::array({got[3], got[5]})}, replies->make(3));
+  CHECK(replies->wait(3) == Value::array({true}));
+  // An odd flat list is refused whole, before anything is acknowledged.
+  q.take_flat(10, 0, replies->make(4, 7));
+  const Value last = replies->wait(4);
+  REQUIRE(last.size() == 3);
+  CHECK(last[1] == "low");
+  CHECK_THROWS_AS(q.ack_many(ValueArray{last[0], last[2], last[0]}, replies->make(5)),
+                  patro::Error);
+  CHECK(q.leased() == 1);
+  // Nothing ready: an empty list (take_many's answer too).
+  q.take_flat(10, 0, replies->make(6, 7));
+  CHECK(replies->wait(6).size() == 0);
+}
