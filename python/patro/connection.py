@@ -942,9 +942,23 @@ class Connection:
             # route's connection closed (its queue is never full: _send_direct).
             if not sent and routes.beat_unsent(server, now):
                 failed.append((server, "its direct connection is closed"))
+            elif not sent and routes.reconnect_due(server, now):
+                self._reconnect_direct(sock)
         for server, why in failed:
             self._route_failed(server, why)
         return routes.next_check()
+
+    @staticmethod
+    def _reconnect_direct(sock):
+        """A probing route's socket with no connection yet: disconnect and connect again (see
+        direct.DirectRoutes.reconnect_due). Requires _io."""
+        try:
+            endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            if endpoint:
+                sock.disconnect(endpoint)
+                sock.connect(endpoint)
+        except zmq.ZMQError:
+            pass
 
     def _close_direct(self, server):
         sock = self._direct_socks.pop(server, None)

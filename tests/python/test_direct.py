@@ -233,6 +233,23 @@ def test_routes_direct_hold_until_live_and_refuse_while_dead():
         direct.DirectRoutes("sideways")
 
 
+def test_a_probe_that_finds_no_connection_connects_again_after_100_ms_then_200_400():
+    """A CURVE handshake the server refused (the broker's vouch had not reached it yet) is not
+    tried again by libzmq: the route makes the connection anew, as libpatro's does."""
+    r = direct.DirectRoutes("direct")
+    r.choose(9, 0.0, 3.0, lambda: False)
+    assert not r.reconnect_due(9, 1.0)  # locating: no socket yet
+    r.probing(9, 0.0)
+    assert not r.reconnect_due(9, 0.099)
+    assert r.reconnect_due(9, 0.1)
+    assert not r.reconnect_due(9, 0.299)
+    assert r.reconnect_due(9, 0.301)  # (0.1 + 0.2 in floating point is a hair past 0.3)
+    assert r.reconnect_due(9, 0.71)
+    assert r.heard(9, 0.72).up
+    assert not r.reconnect_due(9, 10.0)  # live: never
+    assert not r.reconnect_due(10, 0.0)  # unknown
+
+
 # --- the routes ---
 
 def test_route_direct_every_call_goes_direct(workers):

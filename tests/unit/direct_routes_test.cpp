@@ -336,3 +336,22 @@ TEST_CASE("a probe that could not leave goes again soon; a live route's unsent b
   CHECK(routes.beat_unsent(kServer, t0 + 4ms));
   CHECK(!routes.beat_unsent(kServer + 1, t0 + 4ms));  // unknown
 }
+
+TEST_CASE("a probe that finds no connection connects again after 100 ms, then 200, 400, ...") {
+  // A CURVE handshake the server refused (the broker's vouch had not reached it yet) is not tried
+  // again by libzmq: the route makes the connection anew.
+  DirectRoutes routes(Route::direct);
+  Brokered none;
+  routes.choose(kServer, t0, kWindow, none.fn());
+  CHECK_FALSE(routes.reconnect_due(kServer, t0 + 1s));  // locating: no socket yet
+  routes.probing(kServer, t0);
+  CHECK_FALSE(routes.reconnect_due(kServer, t0 + 99ms));
+  CHECK(routes.reconnect_due(kServer, t0 + 100ms));
+  CHECK_FALSE(routes.reconnect_due(kServer, t0 + 299ms));
+  CHECK(routes.reconnect_due(kServer, t0 + 300ms));
+  CHECK_FALSE(routes.reconnect_due(kServer, t0 + 699ms));
+  CHECK(routes.reconnect_due(kServer, t0 + 700ms));
+  REQUIRE(routes.heard(kServer, t0 + 710ms).up);
+  CHECK_FALSE(routes.reconnect_due(kServer, t0 + 10s));  // live: never
+  CHECK_FALSE(routes.reconnect_due(kServer + 1, t0));    // unknown
+}

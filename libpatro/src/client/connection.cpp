@@ -441,6 +441,20 @@ void Connection::on_locate_reply(Multipart& msg) {
   routes_.probing(*server, Clock::now());
 }
 
+void Connection::reconnect_direct(uint64_t server, zmq::socket_t& sock) {
+  try {
+    const std::string endpoint = sock.get(zmq::sockopt::last_endpoint);
+    if (endpoint.empty()) return;
+    sock.disconnect(endpoint);
+    sock.connect(endpoint);
+    PATRO_LOG(debug, "client") << "server " << ObjectId{server, 0}.to_hex().substr(0, 16)
+                               << ": no connection to its direct endpoint yet; connecting again";
+  } catch (const zmq::error_t& e) {
+    PATRO_LOG(debug, "client") << "server " << ObjectId{server, 0}.to_hex().substr(0, 16)
+                               << ": connecting to its direct endpoint again failed: " << e.what();
+  }
+}
+
 void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
   DirectRoutes::Heard heard = routes_.heard(server, Clock::now());
   if (!heard.known) return;
@@ -472,6 +486,8 @@ Connection::Clock::time_point Connection::tend_routes(Clock::time_point now) {
     // route's connection closed.
     if (!sent && routes_.beat_unsent(server, now) && direct_closed(server))
       due.failed.emplace_back(server, "its direct connection is closed");
+    else if (!sent && routes_.reconnect_due(server, now))
+      reconnect_direct(server, it->second);
   }
   for (const auto& [server, why] : due.failed) route_failed(server, why);
   return routes_.next_check();

@@ -312,6 +312,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void send_log_subscribe(uint64_t server, zmq::socket_t* direct) PATRO_REQUIRES(loop_.turn());
   /// Puts a forward_logs change in force (its turn in the outbox).
   void change_log_forwarding(const Outgoing& o) PATRO_REQUIRES(loop_.turn());
+  /// A probing route's socket with no connection yet: disconnect and connect again (see
+  /// DirectRoutes::reconnect_due).
+  void reconnect_direct(uint64_t server, zmq::socket_t& sock) PATRO_REQUIRES(loop_.turn());
   /// A message from a server's direct socket.
   void dispatch_direct(uint64_t server, Multipart& msg) PATRO_REQUIRES(loop_.turn());
   /// Heartbeats and silence checks of the direct connections; returns the next time to look.

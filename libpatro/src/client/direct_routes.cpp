@@ -56,7 +56,19 @@ void DirectRoutes::probing(uint64_t server, Clock::time_point now) {
   r.state = State::probing;
   r.since = r.last_heard = now;
   r.next_heartbeat = now;  // the probe goes at once
+  r.reconnect_after = kFirstReconnect;
+  r.reconnect_at = now + kFirstReconnect;
   next_check_ = now;
+}
+
+bool DirectRoutes::reconnect_due(uint64_t server, Clock::time_point now) {
+  auto it = routes_.find(server);
+  if (it == routes_.end() || it->second.state != State::probing) return false;
+  Entry& r = it->second;
+  if (now < r.reconnect_at) return false;
+  r.reconnect_after *= 2;
+  r.reconnect_at = now + r.reconnect_after;
+  return true;
 }
 
 bool DirectRoutes::beat_unsent(uint64_t server, Clock::time_point now) {

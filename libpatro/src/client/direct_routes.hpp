@@ -62,6 +62,9 @@ class PATRO_PRIVATE DirectRoutes {
     Clock::time_point since, last_heard, next_heartbeat, retry_at;
     std::chrono::milliseconds backoff{0};
     std::deque<Outgoing> held;  // route=direct: waiting for the route
+    // Probing with no connection made: when to connect again, and the wait after that.
+    Clock::time_point reconnect_at;
+    std::chrono::milliseconds reconnect_after{0};
   };
 
   /// route: the connection's (route=broker never asks the table).
@@ -93,6 +96,12 @@ class PATRO_PRIVATE DirectRoutes {
   /// server's heartbeat could not be sent (its socket has no connection): a probe goes again
   /// soon, as the connection may still be being made. True if the route was live.
   bool beat_unsent(uint64_t server, Clock::time_point now);
+  /// Whether server's probing route, whose probe still finds no connection, should connect again
+  /// now: a CURVE handshake the server refused (it had not yet heard the broker vouch for our key)
+  /// is not tried again by libzmq, so the connection is made anew kFirstReconnect after the probe
+  /// began, then after twice as long each time, until the route is up or its window ends.
+  bool reconnect_due(uint64_t server, Clock::time_point now);
+  static constexpr std::chrono::milliseconds kFirstReconnect{100};
 
   /// What a message on a direct socket did.
   struct Heard {

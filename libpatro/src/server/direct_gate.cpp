@@ -70,7 +70,7 @@ void DirectGate::answer(std::vector<zmq::message_t>& req) {
         << "refused a direct connection from "
         << (req.size() >= 4 ? std::string(req[3].to_string_view()) : std::string("?"))
         << " with key " << (key.empty() ? std::string("(none)") : key_fingerprint(key))
-        << ": no broker vouched for it (yet: it connects again once one has)";
+        << ": no broker vouched for it (yet: a client connects again after a while)";
   }
   zap_answer(sock_, req, ok, "not vouched for by a broker", key);
 }

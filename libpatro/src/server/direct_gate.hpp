@@ -2,8 +2,9 @@
 // A broker that accepted a client's key (its ZAP handler, its allow list) and answers that client's
 // LOCATE for this server sends the key along with CLIENT_AT; the gate keeps it, and answers
 // libzmq's ZAP requests (RFC 27) on this server's context from a thread of its own: a key is
-// admitted if a broker vouched for it, refused otherwise (the client's libzmq connects again, so
-// a vouch that arrives just after the handshake admits the next attempt). A key a broker revoked
+// admitted if a broker vouched for it, refused otherwise (libzmq does not try a refused handshake
+// again, but a probing client connects anew after 100 ms, then 200, 400…, so a vouch that arrives
+// just after the handshake admits a next attempt). A key a broker revoked
 // (it left the broker's allow list) is refused, and the lanes drop what its live sessions send.
 #pragma once
 
