@@ -91,6 +91,35 @@ std::vector<std::string> lines_of(const std::string& file, size_t n,
   }
 }
 
+// patro-worker serving the counter "n" with its direct path on, registered with the broker at
+// back; identity: how it knows its id (--data DIR, or --server-id and --server-secret). Ready
+// once it wrote cfg.
+std::unique_ptr<Process> start_direct_counter(const std::string& back, const std::string& cfg,
+                                              std::vector<std::string> identity) {
+  std::remove(cfg.c_str());
+  std::vector<std::string> argv{program("PATRO_WORKER"), "--broker", back};
+  argv.insert(argv.end(), identity.begin(), identity.end());
+  for (const char* a : {"--direct", "tcp://127.0.0.1:*", "--heartbeat-ms", "100", "--config-out"})
+    argv.emplace_back(a);
+  for (const std::string& a : {cfg, std::string("counter"), std::string("n")}) argv.push_back(a);
+  auto p = std::make_unique<Process>(argv);
+  REQUIRE(wait_for_file(cfg, 30s));
+  return p;
+}
+
+// Adds one to n until its calls take the direct path (the server counts them); the adds made.
+int64_t add_until_direct(patro::Proxy& n, const std::string& front, const patro::ClientOptions& o) {
+  int64_t total = 0;
+  uint64_t direct = 0;
+  for (int i = 0; i < 200 && direct == 0; ++i) {
+    CHECK(n.call("add", 1) == ++total);
+    for (const auto& s : patro::broker_info(front, o).servers) direct += s.direct;
+    if (direct == 0) std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(direct > 0);
+  return total;
+}
+
 bool exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
@@ -269,27 +298,14 @@ TEST_CASE(
   REQUIRE(::chmod(secret.c_str(), 0600) == 0);
   const std::string cfg = dir.file("worker.conf");
   auto start = [&] {
-    std::remove(cfg.c_str());
-    auto p = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_WORKER"), "--broker", broker.back, "--server-id", "00000000000000c2",
-        "--server-secret", secret, "--direct", "tcp://127.0.0.1:*", "--heartbeat-ms", "100",
-        "--config-out", cfg, "counter", "n"});
-    REQUIRE(wait_for_file(cfg, 30s));
-    return p;
+    return start_direct_counter(broker.back, cfg,
+                                {"--server-id", "00000000000000c2", "--server-secret", secret});
   };
   auto worker = start();
   patro::ClientOptions o;  // route=auto
   o.call_timeout = 30s;
   patro::Proxy n = patro::get_proxy(broker.front, "n", o);
-  // Until the calls take the direct path (the server counts them).
-  int64_t total = 0;
-  uint64_t direct = 0;
-  for (int i = 0; i < 200 && direct == 0; ++i) {
-    CHECK(n.call("add", 1) == ++total);
-    for (const auto& s : patro::broker_info(broker.front, o).servers) direct += s.direct;
-    if (direct == 0) std::this_thread::sleep_for(20ms);
-  }
-  REQUIRE(direct > 0);
+  add_until_direct(n, broker.front, o);
 
   REQUIRE(worker->kill());
   std::this_thread::sleep_for(200ms);  // the client's socket has seen its connection close
@@ -310,27 +326,12 @@ TEST_CASE(
   BrokerProcess broker(dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "600");
   const std::string data = dir.file("data");
   const std::string cfg = dir.file("worker.conf");
-  auto start = [&] {
-    std::remove(cfg.c_str());
-    auto p = std::make_unique<Process>(std::vector<std::string>{
-        program("PATRO_WORKER"), "--broker", broker.back, "--data", data, "--direct",
-        "tcp://127.0.0.1:*", "--heartbeat-ms", "100", "--config-out", cfg, "counter", "n"});
-    REQUIRE(wait_for_file(cfg, 30s));
-    return p;
-  };
+  auto start = [&] { return start_direct_counter(broker.back, cfg, {"--data", data}); };
   auto worker = start();
   patro::ClientOptions o;  // route=auto
   o.call_timeout = 30s;
   patro::Proxy n = patro::get_proxy(broker.front, "n", o);
-  int64_t total = 0;
-  uint64_t direct = 0;
-  for (int i = 0; i < 200 && direct == 0; ++i) {
-    n.call("add", 1);
-    ++total;
-    for (const auto& s : patro::broker_info(broker.front, o).servers) direct += s.direct;
-    if (direct == 0) std::this_thread::sleep_for(20ms);
-  }
-  REQUIRE(direct > 0);
+  const int64_t total = add_until_direct(n, broker.front, o);
 
   std::atomic<int64_t> answered{0}, unknown{0};
   std::atomic<bool> stop{false}, failed{false};
