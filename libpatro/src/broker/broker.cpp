@@ -609,14 +609,11 @@ struct PATRO_PRIVATE Broker::Impl {
     // A version 2 REQUEST is read as the version 1 frames it stands for. Its envelope keeps the
     // connection's properties (the key, the descriptor), which the frames made from it lack.
     zmq::message_t envelope;
-    const bool v2 = detail::is_envelope(f[1]);
-    if (v2) {
-      envelope.copy(f[1]);
-      if (!detail::unpack_envelope(f, 1)) {
-        PATRO_LOG(debug, "broker") << "dropped a client message with a malformed envelope";
-        return void(++dropped);
-      }
+    if (!detail::unpack_envelope_keeping(f, 1, envelope)) {
+      PATRO_LOG(debug, "broker") << "dropped a client message with a malformed envelope";
+      return void(++dropped);
     }
+    const bool v2 = envelope.size() != 0;
     const zmq::message_t& props = v2 ? envelope : f[1];
     const auto cmd = detail::parse_header(f[1]);
     if (!cmd) {
@@ -1060,15 +1057,11 @@ struct PATRO_PRIVATE Broker::Impl {
     // A version 2 REPLY is read as its version 1 frames (its envelope keeps the key, as in
     // on_front).
     zmq::message_t envelope;
-    const bool v2 = detail::is_envelope(f[1]);
-    if (v2) {
-      envelope.copy(f[1]);
-      if (!detail::unpack_envelope(f, 1)) {
-        PATRO_LOG(debug, "broker") << "dropped a server message with a malformed envelope";
-        return void(++dropped);
-      }
+    if (!detail::unpack_envelope_keeping(f, 1, envelope)) {
+      PATRO_LOG(debug, "broker") << "dropped a server message with a malformed envelope";
+      return void(++dropped);
     }
-    const zmq::message_t& props = v2 ? envelope : f[1];
+    const zmq::message_t& props = envelope.size() != 0 ? envelope : f[1];
     const auto cmd = detail::parse_header(f[1]);
     if (!cmd) {
       PATRO_LOG(debug, "broker") << "dropped a server message with a bad header";

@@ -406,11 +406,8 @@ void Lane::handle_direct(Multipart& m) {
   // Its envelope keeps the session's properties (the client's key), which the frames made from it
   // lack.
   zmq::message_t envelope;
-  const bool v2 = m.size() >= 2 && is_envelope(m[1]);
-  if (v2) {
-    envelope.copy(m[1]);
-    if (!unpack_envelope(m, 1)) return;
-  }
+  if (!unpack_envelope_keeping(m, 1, envelope)) return;
+  const bool v2 = envelope.size() != 0;
   const zmq::message_t& props = v2 ? envelope : m[1];
   const uint8_t version = v2 ? kEnvelopeVersion : kWireVersion;
   if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(m, props, version)) return;

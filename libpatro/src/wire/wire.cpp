@@ -174,6 +174,14 @@ bool unpack_envelope(Multipart& m, size_t at) {
   return true;
 }
 
+bool unpack_envelope_keeping(Multipart& m, size_t at, zmq::message_t& kept) {
+  if (m.size() <= at || !is_envelope(m[at])) return true;
+  kept.copy(m[at]);
+  if (unpack_envelope(m, at)) return true;
+  kept.rebuild();
+  return false;
+}
+
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept {
   if (!is_envelope(frame)) return std::nullopt;
   const auto* p = static_cast<const uint8_t*>(frame.data());

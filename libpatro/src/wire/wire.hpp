@@ -123,6 +123,11 @@ bool pack_envelope(Multipart& m, size_t at, bool routed);
 /// may follow the envelope; with none, the version 1 frames lack the body (and are answered
 /// bad_message as such). Returns false, leaving m as it was, for a malformed envelope.
 bool unpack_envelope(Multipart& m, size_t at);
+/// unpack_envelope for a receiver that also needs the connection's properties (its CURVE key, its
+/// descriptor), which the version 1 frames made from an envelope lack: if m[at] is an envelope,
+/// kept gets a copy of it and m is unpacked; otherwise kept stays empty and m as it was. False
+/// only for a malformed envelope (m as it was, kept empty).
+bool unpack_envelope_keeping(Multipart& m, size_t at, zmq::message_t& kept);
 /// The object id a version 2 REQUEST envelope names, without unpacking it; nullopt for anything
 /// else (another command, a malformed envelope).
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept;
