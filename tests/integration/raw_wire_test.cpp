@@ -35,15 +35,8 @@ struct Raw {
   // and a failed check, if none came within the timeout, so a silence never reads as success.
   std::optional<Errc> reply_error(uint64_t request_id) {
     for (int i = 0; i < 20; ++i) {
-      std::vector<zmq::message_t> m;
-      zmq::message_t f;
-      if (!s.recv(f)) break;
-      m.push_back(std::move(f));
-      while (m.back().more()) {
-        zmq::message_t g;
-        (void)s.recv(g);
-        m.push_back(std::move(g));
-      }
+      d::Multipart m;
+      if (!d::recv_multipart(s, m)) break;
       if (d::is_envelope(m[0]) && !d::unpack_envelope(m, 0)) continue;  // version 2
       if (d::parse_header(m[0]) != d::Command::reply || m.size() != 3) continue;
       if (d::parse_u64(m[1]) != request_id) continue;
@@ -133,15 +126,8 @@ namespace {
 // frames; version: the one it came in. Empty if none came within the socket's timeout.
 std::vector<zmq::message_t> next_message(zmq::socket_t& s, int& version) {
   for (int i = 0; i < 20; ++i) {
-    std::vector<zmq::message_t> m;
-    zmq::message_t f;
-    if (!s.recv(f)) break;
-    m.push_back(std::move(f));
-    while (m.back().more()) {
-      zmq::message_t g;
-      (void)s.recv(g);
-      m.push_back(std::move(g));
-    }
+    d::Multipart m;
+    if (!d::recv_multipart(s, m)) break;
     version = d::is_envelope(m[0]) ? 2 : 1;
     const size_t sent = m.size();
     if (version == 2) REQUIRE(d::unpack_envelope(m, 0));
