@@ -761,6 +761,14 @@ int role_worker_client(const std::string& conf, const std::string& route, const 
           r.count = acked;
           return r;
         }
+        // Acknowledges a batch of m jobs with one ack_many (pairs: its argument, nested or flat).
+        auto ack_batch = [&](patro::ValueArray pairs, size_t m, uint64_t& acked) -> uint64_t {
+          const patro::Value ok = queue.call("ack_many", patro::Value(std::move(pairs)));
+          for (size_t i = 0; i < ok.size(); ++i)
+            if (!ok[i].as<bool>()) throw std::runtime_error("an ack was refused");
+          acked += m;
+          return m;
+        };
         if (mode == "take_flat") {
           uint64_t acked = 0;
           Run r = throughput(
@@ -775,11 +783,7 @@ int role_worker_client(const std::string& conf, const std::string& route, const 
                   pairs.push_back((*items)[3 * i]);
                   pairs.push_back((*items)[3 * i + 2]);
                 }
-                const patro::Value ok = queue.call("ack_many", patro::Value(std::move(pairs)));
-                for (size_t i = 0; i < ok.size(); ++i)
-                  if (!ok[i].as<bool>()) throw std::runtime_error("an ack was refused");
-                acked += m;
-                return m;
+                return ack_batch(std::move(pairs), m, acked);
               },
               prm.count, prm.time);
           r.count = acked;
@@ -804,11 +808,7 @@ int role_worker_client(const std::string& conf, const std::string& route, const 
                 pairs.reserve(m);
                 for (size_t i = 0; i < m; ++i)
                   pairs.push_back(patro::Value::array({got[i][0], got[i][2]}));
-                const patro::Value ok = queue.call("ack_many", patro::Value(std::move(pairs)));
-                for (size_t i = 0; i < ok.size(); ++i)
-                  if (!ok[i].as<bool>()) throw std::runtime_error("an ack was refused");
-                acked += m;
-                return m;
+                return ack_batch(std::move(pairs), m, acked);
               },
               prm.count, prm.time);
           r.count = acked;
