@@ -607,7 +607,7 @@ TEST_CASE(
     "connection's does") {
   BrokerOptions o = RunningBroker::options();
   o.heartbeat.interval = std::chrono::milliseconds(100);
-  o.heartbeat.liveness = 10;  // a 1 s window: the live connection beats every 50 ms
+  o.heartbeat.liveness = 15;  // a 1.5 s window; the live connection beats every round (~10 ms)
   RunningBroker b(o);
   zmq::context_t ctx;
   Peer lane(ctx, b.broker.backend_endpoint(), true);
@@ -625,12 +625,16 @@ TEST_CASE(
   Multipart in = lane.next();
   REQUIRE(in.size() == 5);
   beat(new_conn);
-  // Counts the CLIENT_GONEs the lane hears while it heartbeats for `rounds` x 10 ms, or until
-  // `until` holds; the new connection beats too while `beating`.
+  // Counts the CLIENT_GONEs the lane hears while it heartbeats in ~10 ms rounds for `span` of
+  // wall time, or until `until` holds; the new connection beats every round while `beating`.
+  // Bounded by time, not rounds: on a loaded machine a round can take far longer than 10 ms, and
+  // the new connection must never go a window without a beat.
   bool beating = true;
-  auto lane_hears_gone = [&](int rounds, auto until) {
+  auto lane_hears_gone = [&](std::chrono::milliseconds span, auto until) {
     int gone = 0;
-    for (int i = 0; i < rounds && !until(); ++i) {
+    const auto end = std::chrono::steady_clock::now() + span;
+    while (std::chrono::steady_clock::now() < end && !until()) {
+      if (beating) beat(new_conn);
       lane.send(make(detail::header_frame(Command::heartbeat)));
       Multipart m;
       while (detail::recv_multipart(lane.s, m, true)) {
@@ -640,19 +644,22 @@ TEST_CASE(
         }
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      if (beating && i % 5 == 0) beat(new_conn);
     }
     return gone;
   };
   // The old connection expires (2 connections -> 1); then a full window more: nothing said.
-  CHECK(lane_hears_gone(600, [&] { return b.broker.stats().clients == 1; }) == 0);
+  CHECK(lane_hears_gone(std::chrono::seconds(15), [&] { return b.broker.stats().clients < 2; }) ==
+        0);
   REQUIRE(b.broker.stats().clients == 1);
-  CHECK(lane_hears_gone(120, [] { return false; }) == 0);
+  CHECK(lane_hears_gone(o.heartbeat.window() + std::chrono::milliseconds(200),
+                        [] { return false; }) == 0);
   // The new connection goes: the client is gone, and the server is told.
   beating = false;
   new_conn.send(make(detail::header_frame(Command::disconnect)));
   int gone = 0;
-  for (int i = 0; i < 100 && gone == 0; ++i) gone = lane_hears_gone(1, [] { return false; });
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (gone == 0 && std::chrono::steady_clock::now() < end)
+    gone = lane_hears_gone(std::chrono::milliseconds(10), [] { return false; });
   CHECK(gone == 1);
 }
 
