@@ -131,7 +131,7 @@ std::vector<zmq::message_t> next_message(zmq::socket_t& s, int& version) {
     version = d::is_envelope(m[0]) ? 2 : 1;
     const size_t sent = m.size();
     if (version == 2) REQUIRE(d::unpack_envelope(m, 0));
-    CHECK(sent == (version == 2 ? 2 : m.size()));  // version 2: the envelope and the body
+    CHECK(sent == (version == 2 ? 1 : m.size()));  // version 2: the envelope holds the body
     if (d::parse_header(m[0]) == d::Command::heartbeat) continue;
     return m;
   }
@@ -152,7 +152,7 @@ std::string get_body(uint64_t request_id, const patro::ObjectId& id) {
 }
 
 // Sends a get of h["abc"] in version 1 or 2 and checks its answer: 123, in the same version, in
-// 3 frames (version 1) or 2 (version 2).
+// 3 frames (version 1) or 1 (version 2: the envelope holds the small body).
 void check_get(zmq::socket_t& s, const patro::ObjectId& id, uint64_t request_id, int version,
                bool resent = false) {
   d::Multipart m;
@@ -162,7 +162,7 @@ void check_get(zmq::socket_t& s, const patro::ObjectId& id, uint64_t request_id,
   m.push_back(bytes(get_body(request_id, id)));
   if (resent) m.push_back(d::u64_frame(2));
   if (version == 2) REQUIRE(d::pack_envelope(m, 0, false));
-  CHECK(m.size() == (version == 2 ? 2u : resent ? 5u : 4u));
+  CHECK(m.size() == (version == 2 ? 1u : resent ? 5u : 4u));
   REQUIRE(d::send_multipart(s, m, false));
   int came = 0;
   const auto reply = next_message(s, came);
@@ -244,7 +244,9 @@ TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own,
   // Malformed envelopes are dropped; one without its body is answered bad_message.
   for (Raw* r : {&raw, &direct}) {
     r->send(bytes(std::string("PT\x02\x03\x00", 5)));  // too short
-    r->send(bytes(std::string("PT\x02\x03\x08", 5) + std::string(24, '\0')), bytes("b"));  // flag
+    r->send(bytes(std::string("PT\x02\x03\x10", 5) + std::string(24, '\0')), bytes("b"));  // flag
+    // A body inside the envelope and a frame after it.
+    r->send(bytes(std::string("PT\x02\x03\x08", 5) + std::string(24, '\0') + "b"), bytes("b"));
     r->send(bytes(std::string("PT\x02\x04\x02\xff", 6) + std::string(8, '\0')), bytes("b"));
     r->send(bytes(std::string("PT\x02\x03\x00", 5) + std::string(24, '\0')), bytes("b"),
             bytes("extra"));
@@ -253,8 +255,9 @@ TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own,
   bare.push_back(d::header_frame(d::Command::request));
   bare.push_back(d::object_id_frame(id));
   bare.push_back(d::u64_frame(20));
-  bare.push_back(bytes("body"));
+  bare.push_back(bytes(std::string(d::kMaxInlineBody + 1, 'b')));  // too large to go inside
   REQUIRE(d::pack_envelope(bare, 0, false));
+  REQUIRE(bare.size() == 2);
   bare.pop_back();
   REQUIRE(d::send_multipart(raw.s, bare, false));
   CHECK(raw.reply_error(20) == Errc::bad_message);

@@ -99,18 +99,40 @@ std::vector<std::string> texts(const detail::Multipart& m) {
   for (const auto& f : m) out.push_back(bytes(f));
   return out;
 }
-// Packs a copy of v1 and checks the envelope's bytes and that unpacking gives v1 back.
+// Packs a copy of v1, whose body is "body", and checks the envelope's bytes (given without the
+// inline flag and body) and that unpacking gives v1 back; then the same with the body one byte
+// over kMaxInlineBody, which keeps a frame of its own.
 void check_round_trip(const detail::Multipart& v1, size_t at, bool routed,
                       const std::string& envelope) {
-  detail::Multipart m;
-  for (const auto& f : v1) m.emplace_back(f.data(), f.size());
-  REQUIRE(detail::pack_envelope(m, at, routed));
-  REQUIRE(m.size() == at + 2);
-  CHECK(detail::is_envelope(m[at]));
-  CHECK(bytes(m[at]) == envelope);
-  CHECK(bytes(m[at + 1]) == "body");
-  REQUIRE(detail::unpack_envelope(m, at));
-  CHECK(texts(m) == texts(v1));
+  for (const size_t body : {size_t{4}, detail::kMaxInlineBody + 1}) {
+    CAPTURE(body);
+    detail::Multipart m, original;
+    for (const auto& f : v1) {
+      const bool is_body = bytes(f) == "body";
+      const std::string text = is_body ? std::string(body, 'b') : bytes(f);
+      if (is_body && body == 4) {
+        m.emplace_back(f.data(), f.size());
+        original.emplace_back(f.data(), f.size());
+      } else {
+        m.emplace_back(text.data(), text.size());
+        original.emplace_back(text.data(), text.size());
+      }
+    }
+    REQUIRE(detail::pack_envelope(m, at, routed));
+    CHECK(detail::is_envelope(m[at]));
+    if (body == 4) {
+      REQUIRE(m.size() == at + 1);
+      std::string inlined = envelope;
+      inlined[4] = static_cast<char>(inlined[4] | detail::envelope_flag::kInline);
+      CHECK(bytes(m[at]) == inlined + "body");
+    } else {
+      REQUIRE(m.size() == at + 2);
+      CHECK(bytes(m[at]) == envelope);
+      CHECK(bytes(m[at + 1]) == std::string(body, 'b'));
+    }
+    REQUIRE(detail::unpack_envelope(m, at));
+    CHECK(texts(m) == texts(original));
+  }
 }
 }  // namespace
 
@@ -124,7 +146,7 @@ TEST_CASE("version 2 envelopes: each hop's REQUEST and REPLY packs into one fram
   const std::string env_req = std::string("PT\x02\x03", 4);
   const std::string env_rep = std::string("PT\x02\x04", 4);
   CHECK(bytes(detail::header_frame(Command::reply)) == std::string("PT\x01\x04", 4));
-  // client -> broker or a lane: 2 frames; a resend adds the attempt to the envelope.
+  // client -> broker or a lane: 1 frame (2 for a large body); a resend adds the attempt.
   check_round_trip(frames({req, oid, rid, "body"}), 0, false,
                    env_req + std::string("\x00", 1) + oid + rid);
   check_round_trip(frames({req, oid, rid, "body", bytes(detail::u64_frame(3))}), 0, false,
@@ -153,7 +175,11 @@ TEST_CASE("version 2 envelopes: each hop's REQUEST and REPLY packs into one fram
   CHECK(named(env_req + std::string("\x00", 1) + oid + rid) == id);
   CHECK(named(env_req + std::string("\x07", 1) + bytes(detail::u64_frame(9)) + "\x03" + "cli" +
               oid + rid + bytes(detail::u64_frame(2))) == id);
-  CHECK_FALSE(named(env_req + std::string("\x00", 1) + oid));            // too short
+  CHECK(named(env_req + std::string("\x08", 1) + oid + rid + "body") == id);  // inline body
+  CHECK(named(env_req + std::string("\x08", 1) + oid + rid) == id);           // empty, inline
+  CHECK_FALSE(named(env_req + std::string("\x08", 1) + oid));                 // too short
+  CHECK_FALSE(named(env_req + std::string("\x00", 1) + oid + rid + "body"));  // long, not inline
+  CHECK_FALSE(named(env_req + std::string("\x00", 1) + oid));                 // too short
   CHECK_FALSE(named(env_req + std::string("\x02\x09", 2) + oid + rid));  // routing past the end
   CHECK_FALSE(named(env_rep + std::string("\x00", 1) + rid));            // a REPLY
   CHECK_FALSE(named(req));                                               // version 1
@@ -199,7 +225,17 @@ TEST_CASE("version 2 envelopes: what does not fit stays version 1, malformed one
   CHECK_FALSE(unpacks(frames({e_req + oid + rid.substr(1), "b"})));  // short
   CHECK_FALSE(unpacks(frames({e_req + oid + rid + "x", "b"})));      // long
   CHECK_FALSE(unpacks(frames({e_req + oid + rid, "b", "extra"})));   // two frames follow
-  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x08", 5) + oid + rid, "b"})));  // flag
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x10", 5) + oid + rid, "b"})));  // flag
+  // A body inside the envelope: then no frame may follow; an empty one is a body too.
+  const std::string i_req = std::string("PT\x02\x03\x08", 5);
+  detail::Multipart inlined = frames({i_req + oid + rid + "b"});
+  REQUIRE(detail::unpack_envelope(inlined, 0));
+  CHECK(texts(inlined) == std::vector<std::string>{req, oid, rid, "b"});
+  detail::Multipart empty = frames({i_req + oid + rid});
+  REQUIRE(detail::unpack_envelope(empty, 0));
+  CHECK(texts(empty) == std::vector<std::string>{req, oid, rid, ""});
+  CHECK_FALSE(unpacks(frames({i_req + oid + rid + "b", "b"})));  // inline, and a frame after
+  CHECK_FALSE(unpacks(frames({i_req + oid + rid.substr(1)})));   // inline, ids cut short
   CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x01", 5) + rid, "b"})));  // stamp, REPLY
   CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x04", 5) + rid + rid, "b"})));
   CHECK_FALSE(unpacks(frames({std::string("PT\x02\x01\x00", 5) + rid, "b"})));  // HELLO

@@ -96,11 +96,13 @@ bool pack_envelope(Multipart& m, size_t at, bool routed) {
   if (m[rid_at].size() != 8) return false;
   const size_t body_at = i++;
   if (attempt && m[i].size() != 8) return false;
-  const uint8_t flags = (stamped ? envelope_flag::kStamp : 0) |
-                        (routed ? envelope_flag::kRouting : 0) |
-                        (attempt ? envelope_flag::kAttempt : 0);
+  const size_t body_size = m[body_at].size();
+  const bool inline_body = body_size <= kMaxInlineBody;
+  const uint8_t flags =
+      (stamped ? envelope_flag::kStamp : 0) | (routed ? envelope_flag::kRouting : 0) |
+      (attempt ? envelope_flag::kAttempt : 0) | (inline_body ? envelope_flag::kInline : 0);
   zmq::message_t env(5 + (stamped ? 8 : 0) + (routed ? 1 + routing.size() : 0) +
-                     (request ? 16 : 0) + 8 + (attempt ? 8 : 0));
+                     (request ? 16 : 0) + 8 + (attempt ? 8 : 0) + (inline_body ? body_size : 0));
   auto* p = static_cast<uint8_t*>(env.data());
   *p++ = 'P';
   *p++ = 'T';
@@ -122,11 +124,15 @@ bool pack_envelope(Multipart& m, size_t at, bool routed) {
   }
   std::memcpy(p, m[rid_at].data(), 8);
   p += 8;
-  if (attempt) std::memcpy(p, m[body_at + 1].data(), 8);
+  if (attempt) {
+    std::memcpy(p, m[body_at + 1].data(), 8);
+    p += 8;
+  }
+  if (inline_body && body_size != 0) std::memcpy(p, m[body_at].data(), body_size);
   zmq::message_t body = std::move(m[body_at]);
   m.resize(at);
   m.push_back(std::move(env));
-  m.push_back(std::move(body));
+  if (!inline_body) m.push_back(std::move(body));
   return true;
 }
 
@@ -139,9 +145,12 @@ bool unpack_envelope(Multipart& m, size_t at) {
   const bool request = c == static_cast<uint8_t>(Command::request);
   if (!request && c != static_cast<uint8_t>(Command::reply)) return false;
   const uint8_t allowed =
-      request ? envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt
-              : envelope_flag::kRouting;
+      (request ? envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt
+               : envelope_flag::kRouting) |
+      envelope_flag::kInline;
   if ((flags & ~allowed) != 0) return false;
+  const bool inline_body = (flags & envelope_flag::kInline) != 0;
+  if (inline_body && m.size() != at + 1) return false;
   size_t i = 5;
   uint64_t stamp = 0;
   if (flags & envelope_flag::kStamp) {
@@ -157,7 +166,8 @@ bool unpack_envelope(Multipart& m, size_t at) {
   }
   const size_t ids = (request ? 16 : 0) + 8;
   const bool attempt = (flags & envelope_flag::kAttempt) != 0;
-  if (size != i + ids + (attempt ? 8 : 0)) return false;
+  const size_t fields = i + ids + (attempt ? 8 : 0);
+  if (inline_body ? size < fields : size != fields) return false;
   const Command cmd = static_cast<Command>(c);
   Multipart out;
   out.reserve(6);
@@ -166,8 +176,11 @@ bool unpack_envelope(Multipart& m, size_t at) {
   if (flags & envelope_flag::kRouting) out.emplace_back(routing.data(), routing.size());
   if (request) out.emplace_back(p + i, 16);
   out.emplace_back(p + i + ids - 8, 8);
-  const bool body = m.size() == at + 2;
-  if (body) out.push_back(std::move(m[at + 1]));
+  const bool body = inline_body || m.size() == at + 2;
+  if (inline_body)
+    out.emplace_back(p + fields, size - fields);
+  else if (body)
+    out.push_back(std::move(m[at + 1]));
   if (attempt && body) out.emplace_back(p + i + ids, 8);
   m.resize(at);
   for (zmq::message_t& f : out) m.push_back(std::move(f));
@@ -188,14 +201,16 @@ std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept
   const size_t size = frame.size();
   if (p[3] != static_cast<uint8_t>(Command::request)) return std::nullopt;
   const uint8_t flags = p[4];
-  if ((flags & ~(envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt)) != 0)
+  if ((flags & ~(envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt |
+                 envelope_flag::kInline)) != 0)
     return std::nullopt;
   size_t i = 5 + ((flags & envelope_flag::kStamp) ? 8 : 0);
   if (flags & envelope_flag::kRouting) {
     if (size < i + 1) return std::nullopt;
     i += 1 + p[i];
   }
-  if (size != i + 24 + ((flags & envelope_flag::kAttempt) ? 8 : 0)) return std::nullopt;
+  const size_t fields = i + 24 + ((flags & envelope_flag::kAttempt) ? 8 : 0);
+  if ((flags & envelope_flag::kInline) ? size < fields : size != fields) return std::nullopt;
   return ObjectId{get_u64(p + i), get_u64(p + i + 8)};
 }
 

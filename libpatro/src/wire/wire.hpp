@@ -102,26 +102,33 @@ std::optional<Command> parse_header(const zmq::message_t& frame, uint64_t& stamp
 //   REPLY    [routing length:1, routing (bit 1)] request id:8
 // stamp: when the broker forwarded it (broker -> server); routing: the client's routing id at the
 // broker (broker <-> server, at most 255 bytes); attempt: a resent request's. The body follows in
-// the next frame. Any other flag bit, length or command is malformed.
+// the next frame, or (bit 3, inline) in this one, after the fields; then no frame follows. Any
+// other flag bit, length or command is malformed.
 namespace envelope_flag {
 inline constexpr uint8_t kStamp = 1;
 inline constexpr uint8_t kRouting = 2;
 inline constexpr uint8_t kAttempt = 4;
+inline constexpr uint8_t kInline = 8;
 }  // namespace envelope_flag
 /// The most bytes of a routing id in an envelope (ZeroMQ's own limit for routing ids).
 inline constexpr size_t kMaxEnvelopeRouting = 255;
+/// The largest body pack_envelope puts inside the envelope (one frame, one CURVE box, one message
+/// in each queue); a larger one keeps a frame of its own, which is moved, never copied.
+inline constexpr size_t kMaxInlineBody = 4096;
 
 /// Whether a frame starts as a version 2 envelope does ('P' 'T' 2); not otherwise checked.
 bool is_envelope(const zmq::message_t& frame) noexcept;
-/// Packs the version 1 frames of a REQUEST or REPLY starting at m[at] into an envelope and the
-/// body: [hdr or stamped hdr]([client routing id])[object id][request id][body]([attempt]) for a
-/// REQUEST, [hdr]([client routing id])[request id][body] for a REPLY; routed: whether the routing
-/// frame is there. Returns false, leaving m as it was, for anything else (it goes as version 1).
+/// Packs the version 1 frames of a REQUEST or REPLY starting at m[at] into an envelope that holds
+/// the body (one frame) or, for a body over kMaxInlineBody, an envelope and the body: [hdr or
+/// stamped hdr]([client routing id])[object id][request id][body]([attempt]) for a REQUEST,
+/// [hdr]([client routing id])[request id][body] for a REPLY; routed: whether the routing frame is
+/// there. Returns false, leaving m as it was, for anything else (it goes as version 1).
 bool pack_envelope(Multipart& m, size_t at, bool routed);
 /// Replaces the envelope at m[at] by the version 1 frames it stands for, the body after its ids
-/// and before the attempt, so that code reading version 1 reads it. At most one frame (the body)
-/// may follow the envelope; with none, the version 1 frames lack the body (and are answered
-/// bad_message as such). Returns false, leaving m as it was, for a malformed envelope.
+/// and before the attempt, so that code reading version 1 reads it. An envelope that holds its
+/// body is the last frame; otherwise at most one frame (the body) may follow it, and with none
+/// the version 1 frames lack the body (and are answered bad_message as such). Returns false,
+/// leaving m as it was, for a malformed envelope.
 bool unpack_envelope(Multipart& m, size_t at);
 /// unpack_envelope for a receiver that also needs the connection's properties (its CURVE key, its
 /// descriptor), which the version 1 frames made from an envelope lack: if m[at] is an envelope,
