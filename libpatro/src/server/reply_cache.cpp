@@ -1,5 +1,7 @@
 #include "reply_cache.hpp"
 
+#include <algorithm>
+
 namespace patro::detail {
 
 ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::string_view routing,
@@ -169,8 +171,12 @@ std::vector<uint64_t> ReplyCache::unconfirmed(unsigned broker) {
 void ReplyCache::sweep(Shard& s, Clock::time_point now) {
   s.since_sweep = 0;
   for (auto it = s.clients.begin(); it != s.clients.end();) {
-    bool stale = now - it->second.last > max_age_;
-    for (const auto& [rid, e] : it->second.entries) stale = stale && e.done;  // none running
+    // Heard from lately: kept, without a look at its entries (a busy client has thousands, and a
+    // sweep comes every 4,096 stores: scanning them was 2% of a server's time under load).
+    const bool stale =
+        now - it->second.last > max_age_ &&
+        std::all_of(it->second.entries.begin(), it->second.entries.end(),
+                    [](const auto& entry) { return entry.second.done; });  // none running
     if (!stale) {
       ++it;
       continue;
