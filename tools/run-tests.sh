@@ -13,8 +13,8 @@
 # The builds and the tests overlap: one background builder compiles the variants in turn, at a
 # lower priority (nice), while the foreground runs the tests of each variant as soon as its build
 # is done. The tests run one at a time and mostly wait on their processes (half a core on
-# average), so the next variant's compiler takes the rest of the machine; the builds, not the
-# tests, set the pace. A build's output is shown when it fails.
+# average), so the next variant's compiler takes the rest of the machine; the last gcc variant's
+# tests, with only the clang build left beside them, run two at a time. A build's output is shown when it fails.
 #
 # Usage:
 #   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four, in that order)
@@ -155,6 +155,8 @@ built() {
 }
 
 fuzz_targets=$(tests/fuzz/run-fuzzers.sh --list)
+last_gcc=
+for v in "${variants[@]}"; do [ "$v" = clang ] || last_gcc=$v; done
 # In a process group of its own (set -m), so that a stop takes its compilers with it.
 set -m
 (renice -n 10 $BASHPID >/dev/null; build_all) &
@@ -184,7 +186,12 @@ for v in "${variants[@]}"; do
   # CURVE, the worker's queue and log) the integration tests drive there too. Plain build only.
   suites=()
   [ "$v" = plain ] || suites=(--no-suite perf)
-  if ! meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 "${suites[@]}"; then
+  # One test at a time while a gcc build is still to come (it takes the rest of the machine); the
+  # last gcc variant's tests, two at a time: only the clang build and its fuzzing are left beside
+  # them, off the critical path, and these tests were CI's tail (TSan: 710 s one at a time).
+  procs=1
+  [ "$v" = "$last_gcc" ] && procs=2
+  if ! meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes $procs "${suites[@]}"; then
     # One pass over meson's log: the failed tests' names and results for the FAILED line, and
     # what each said went wrong (its assertions, a sanitizer's headline) into the summary too:
     # CI shows only the tail of its output, far below the test's own log.
