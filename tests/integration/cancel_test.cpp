@@ -137,22 +137,11 @@ TEST_CASE("a CANCEL recorded before its request (or a resent copy) arrives keeps
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::rcvtimeo, 5000);
   s.connect(c.broker.front);
-  auto send = [&](std::vector<zmq::message_t> frames) {
-    for (size_t i = 0; i < frames.size(); ++i)
-      (void)s.send(frames[i],
-                   i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-  };
+  auto send = [&](d::Multipart frames) { (void)d::send_multipart(s, frames, false); };
   auto reply_error = [&](uint64_t rid) -> std::optional<Errc> {
     for (int i = 0; i < 50; ++i) {
-      std::vector<zmq::message_t> m;
-      zmq::message_t f;
-      if (!s.recv(f)) break;
-      m.push_back(std::move(f));
-      while (m.back().more()) {
-        zmq::message_t g;
-        (void)s.recv(g);
-        m.push_back(std::move(g));
-      }
+      d::Multipart m;
+      if (!d::recv_multipart(s, m)) break;
       if (m.size() != 3 || d::parse_header(m[0]) != d::Command::reply) continue;
       if (d::parse_u64(m[1]) != rid) continue;
       patro::Limits limits;
@@ -165,7 +154,7 @@ TEST_CASE("a CANCEL recorded before its request (or a resent copy) arrives keeps
     return std::nullopt;
   };
   auto cancel = [&](uint64_t client, uint64_t rid) {
-    std::vector<zmq::message_t> f;
+    d::Multipart f;
     f.push_back(d::header_frame(d::Command::cancel));
     f.push_back(d::object_id_frame(slow_id));
     f.push_back(d::u64_frame(rid));
@@ -173,7 +162,7 @@ TEST_CASE("a CANCEL recorded before its request (or a resent copy) arrives keeps
     send(std::move(f));
   };
   auto request = [&](uint64_t client, uint64_t rid, bool resent) {
-    std::vector<zmq::message_t> f;
+    d::Multipart f;
     f.push_back(d::header_frame(d::Command::request));
     f.push_back(d::object_id_frame(slow_id));
     f.push_back(d::u64_frame(rid));
@@ -195,13 +184,13 @@ TEST_CASE("a CANCEL recorded before its request (or a resent copy) arrives keeps
   CHECK(reply_error(8) == Errc::ok);
   // Malformed CANCELs and one for an unknown server are dropped; nothing else changes.
   send([] {
-    std::vector<zmq::message_t> f;
+    d::Multipart f;
     f.push_back(d::header_frame(d::Command::cancel));
     f.push_back(zmq::message_t("short", 5));
     return f;
   }());
   send([&] {
-    std::vector<zmq::message_t> f;
+    d::Multipart f;
     f.push_back(d::header_frame(d::Command::cancel));
     f.push_back(d::object_id_frame(patro::ObjectId{slow_id.server + 1, 1}));
     f.push_back(d::u64_frame(9));
