@@ -14,7 +14,8 @@
 # lower priority (nice), while the foreground runs the tests of each variant as soon as its build
 # is done. The tests run one at a time and mostly wait on their processes (half a core on
 # average), so the next variant's compiler takes the rest of the machine; the last gcc variant's
-# tests, with only the clang build left beside them, run two at a time. A build's output is shown when it fails.
+# tests, with only the clang build left beside them, run two at a time. A build's output is shown
+# when it fails.
 #
 # Usage:
 #   tools/run-tests.sh [plain|asan|tsan|clang]...      (default: all four, in that order)
@@ -188,7 +189,7 @@ for v in "${variants[@]}"; do
   [ "$v" = plain ] || suites=(--no-suite perf)
   # One test at a time while a gcc build is still to come (it takes the rest of the machine); the
   # last gcc variant's tests, two at a time: only the clang build and its fuzzing are left beside
-  # them, off the critical path, and these tests were CI's tail (TSan: 710 s one at a time).
+  # them, off the critical path, and these tests were CI's tail (TSan: ~700 s one at a time).
   procs=1
   [ "$v" = "$last_gcc" ] && procs=2
   if ! meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes $procs "${suites[@]}"; then
