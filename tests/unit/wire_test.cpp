@@ -107,20 +107,15 @@ void check_round_trip(const detail::Multipart& v1, size_t at, bool routed,
   for (const size_t body : {size_t{4}, detail::kMaxInlineBody + 1}) {
     CAPTURE(body);
     detail::Multipart m, original;
+    const bool small = body == 4;
     for (const auto& f : v1) {
-      const bool is_body = bytes(f) == "body";
-      const std::string text = is_body ? std::string(body, 'b') : bytes(f);
-      if (is_body && body == 4) {
-        m.emplace_back(f.data(), f.size());
-        original.emplace_back(f.data(), f.size());
-      } else {
-        m.emplace_back(text.data(), text.size());
-        original.emplace_back(text.data(), text.size());
-      }
+      const std::string text = bytes(f) == "body" && !small ? std::string(body, 'b') : bytes(f);
+      m.emplace_back(text.data(), text.size());
+      original.emplace_back(text.data(), text.size());
     }
     REQUIRE(detail::pack_envelope(m, at, routed));
     CHECK(detail::is_envelope(m[at]));
-    if (body == 4) {
+    if (small) {
       REQUIRE(m.size() == at + 1);
       std::string inlined = envelope;
       inlined[4] = static_cast<char>(inlined[4] | detail::envelope_flag::kInline);
