@@ -355,7 +355,8 @@ int main(int argc, char** argv) {
       frames(true, {routing, hdr(Command::register_server), control(wire::ControlBody::Register)}));
   write("frames", "reply",
         frames(true, {routing, hdr(Command::reply), routing, rid, reply_body()}));
-  // Version 2: the envelope and the body.
+  // Version 2: the envelope holding the body, and (a body over kMaxInlineBody) the envelope and
+  // the body in a frame of its own.
   auto packed = [](std::vector<Bytes_> fs, bool routed) {
     detail::Multipart m;
     for (const Bytes_& f : fs) m.emplace_back(f.data(), f.size());
@@ -370,6 +371,10 @@ int main(int argc, char** argv) {
                              false)));
   write("frames", "reply-v2",
         frames(true, packed({routing, hdr(Command::reply), routing, rid, reply_body()}, true)));
+  write("frames", "request-v2-large-body",
+        frames(false, packed({routing, hdr(Command::request), oid, rid,
+                              Bytes_(detail::kMaxInlineBody + 1, 'b')},
+                             false)));
   write("frames", "bad-envelope", frames(false, {routing, Bytes_("PT\x02\x03\x02\x40", 6), rid}));
   write_broker();
   write_wal();
