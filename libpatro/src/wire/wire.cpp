@@ -136,52 +136,78 @@ bool pack_envelope(Multipart& m, size_t at, bool routed) {
   return true;
 }
 
-bool unpack_envelope(Multipart& m, size_t at) {
-  if (m.size() <= at || m.size() > at + 2 || !is_envelope(m[at])) return false;
-  const auto* p = static_cast<const uint8_t*>(m[at].data());
-  const size_t size = m[at].size();
-  const uint8_t c = p[3];
-  const uint8_t flags = p[4];
-  const bool request = c == static_cast<uint8_t>(Command::request);
-  if (!request && c != static_cast<uint8_t>(Command::reply)) return false;
+namespace {
+// Where the fields of a well-formed REQUEST or REPLY envelope are; read once, for unpack_envelope
+// and envelope_object_id alike.
+struct EnvelopeLayout {
+  bool request = false;
+  uint8_t flags = 0;
+  size_t stamp_at = 0;       // with kStamp
+  std::string_view routing;  // with kRouting
+  size_t ids_at = 0;         // [object id (REQUEST)] request id
+  size_t attempt_at = 0;     // with kAttempt
+  size_t fields = 0;         // where the fields end (and an inline body begins)
+};
+
+// The layout of frame, or nullopt for anything but a well-formed envelope: another version or
+// command, a flag the command may not carry, a field past the end, or a length other than its
+// fields' (at least that with an inline body).
+std::optional<EnvelopeLayout> envelope_layout(const zmq::message_t& frame) noexcept {
+  if (!is_envelope(frame)) return std::nullopt;
+  const auto* p = static_cast<const uint8_t*>(frame.data());
+  const size_t size = frame.size();
+  EnvelopeLayout l;
+  l.request = p[3] == static_cast<uint8_t>(Command::request);
+  if (!l.request && p[3] != static_cast<uint8_t>(Command::reply)) return std::nullopt;
+  l.flags = p[4];
   const uint8_t allowed =
-      (request ? envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt
-               : envelope_flag::kRouting) |
+      (l.request ? envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt
+                 : envelope_flag::kRouting) |
       envelope_flag::kInline;
-  if ((flags & ~allowed) != 0) return false;
-  const bool inline_body = (flags & envelope_flag::kInline) != 0;
-  if (inline_body && m.size() != at + 1) return false;
+  if ((l.flags & ~allowed) != 0) return std::nullopt;
   size_t i = 5;
-  uint64_t stamp = 0;
-  if (flags & envelope_flag::kStamp) {
-    if (size < i + 8) return false;
-    stamp = get_u64(p + i);
+  if (l.flags & envelope_flag::kStamp) {
+    if (size < i + 8) return std::nullopt;
+    l.stamp_at = i;
     i += 8;
   }
-  std::string_view routing;
-  if (flags & envelope_flag::kRouting) {
-    if (size < i + 1 || size < i + 1 + p[i]) return false;
-    routing = std::string_view(reinterpret_cast<const char*>(p) + i + 1, p[i]);
+  if (l.flags & envelope_flag::kRouting) {
+    if (size < i + 1 || size < i + 1 + p[i]) return std::nullopt;
+    l.routing = std::string_view(reinterpret_cast<const char*>(p) + i + 1, p[i]);
     i += 1 + p[i];
   }
-  const size_t ids = (request ? 16 : 0) + 8;
-  const bool attempt = (flags & envelope_flag::kAttempt) != 0;
-  const size_t fields = i + ids + (attempt ? 8 : 0);
-  if (inline_body ? size < fields : size != fields) return false;
-  const Command cmd = static_cast<Command>(c);
+  l.ids_at = i;
+  i += (l.request ? 16 : 0) + 8;
+  l.attempt_at = i;
+  if (l.flags & envelope_flag::kAttempt) i += 8;
+  l.fields = i;
+  if ((l.flags & envelope_flag::kInline) ? size < l.fields : size != l.fields) return std::nullopt;
+  return l;
+}
+}  // namespace
+
+bool unpack_envelope(Multipart& m, size_t at) {
+  if (m.size() <= at || m.size() > at + 2) return false;
+  const auto l = envelope_layout(m[at]);
+  if (!l) return false;
+  const bool inline_body = (l->flags & envelope_flag::kInline) != 0;
+  if (inline_body && m.size() != at + 1) return false;
+  const auto* p = static_cast<const uint8_t*>(m[at].data());
+  const Command cmd = l->request ? Command::request : Command::reply;
   Multipart out;
   out.reserve(6);
-  out.push_back((flags & envelope_flag::kStamp) ? stamped_header_frame(cmd, stamp)
-                                                : header_frame(cmd));
-  if (flags & envelope_flag::kRouting) out.emplace_back(routing.data(), routing.size());
-  if (request) out.emplace_back(p + i, 16);
-  out.emplace_back(p + i + ids - 8, 8);
+  out.push_back((l->flags & envelope_flag::kStamp)
+                    ? stamped_header_frame(cmd, get_u64(p + l->stamp_at))
+                    : header_frame(cmd));
+  if (l->flags & envelope_flag::kRouting) out.emplace_back(l->routing.data(), l->routing.size());
+  if (l->request) out.emplace_back(p + l->ids_at, 16);
+  out.emplace_back(p + l->attempt_at - 8, 8);  // the request id
   const bool body = inline_body || m.size() == at + 2;
   if (inline_body)
-    out.emplace_back(p + fields, size - fields);
+    out.emplace_back(p + l->fields, m[at].size() - l->fields);
   else if (body)
     out.push_back(std::move(m[at + 1]));
-  if (attempt && body) out.emplace_back(p + i + ids, 8);
+  if ((l->flags & envelope_flag::kAttempt) && body) out.emplace_back(p + l->attempt_at, 8);
   m.resize(at);
   for (zmq::message_t& f : out) m.push_back(std::move(f));
   return true;
@@ -196,22 +222,10 @@ bool unpack_envelope_keeping(Multipart& m, size_t at, zmq::message_t& kept) {
 }
 
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept {
-  if (!is_envelope(frame)) return std::nullopt;
-  const auto* p = static_cast<const uint8_t*>(frame.data());
-  const size_t size = frame.size();
-  if (p[3] != static_cast<uint8_t>(Command::request)) return std::nullopt;
-  const uint8_t flags = p[4];
-  if ((flags & ~(envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt |
-                 envelope_flag::kInline)) != 0)
-    return std::nullopt;
-  size_t i = 5 + ((flags & envelope_flag::kStamp) ? 8 : 0);
-  if (flags & envelope_flag::kRouting) {
-    if (size < i + 1) return std::nullopt;
-    i += 1 + p[i];
-  }
-  const size_t fields = i + 24 + ((flags & envelope_flag::kAttempt) ? 8 : 0);
-  if ((flags & envelope_flag::kInline) ? size < fields : size != fields) return std::nullopt;
-  return ObjectId{get_u64(p + i), get_u64(p + i + 8)};
+  const auto l = envelope_layout(frame);
+  if (!l || !l->request) return std::nullopt;
+  const auto* p = static_cast<const uint8_t*>(frame.data()) + l->ids_at;
+  return ObjectId{get_u64(p), get_u64(p + 8)};
 }
 
 zmq::message_t u64_frame(uint64_t v) {
