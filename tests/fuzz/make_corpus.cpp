@@ -376,6 +376,28 @@ int main(int argc, char** argv) {
                               Bytes_(detail::kMaxInlineBody + 1, 'b')},
                              false)));
   write("frames", "bad-envelope", frames(false, {routing, Bytes_("PT\x02\x03\x02\x40", 6), rid}));
+  // Version 3: bundles of inline envelopes, as a client sends to a lane and a lane answers.
+  auto bundled = [](const std::vector<std::vector<Bytes_>>& each) {
+    std::vector<zmq::message_t> envelopes;
+    for (const auto& fs : each) {
+      detail::Multipart m;
+      for (const Bytes_& f : fs) m.emplace_back(f.data(), f.size());
+      if (!detail::pack_envelope(m, 0, false) || m.size() != 1) std::abort();
+      envelopes.push_back(std::move(m[0]));
+    }
+    std::vector<const zmq::message_t*> ptrs;
+    for (const auto& e : envelopes) ptrs.push_back(&e);
+    return frame_bytes(detail::bundle_frame(ptrs));
+  };
+  auto id = [](uint64_t v) { return frame_bytes(detail::u64_frame(v)); };
+  write("frames", "request-v3-bundle",
+        frames(false,
+               {routing, bundled({{hdr(Command::request), oid, id(7), request_body(wire::Op::Get)},
+                                  {hdr(Command::request), oid, id(8), request_body(wire::Op::Get)},
+                                  {hdr(Command::request), oid, id(9), batch_body()}})}));
+  write("frames", "reply-v3-bundle",
+        frames(true, {routing, bundled({{hdr(Command::reply), id(7), reply_body()},
+                                        {hdr(Command::reply), id(8), reply_body()}})}));
   write_broker();
   write_wal();
   std::printf("corpus written under %s\n", root.c_str());

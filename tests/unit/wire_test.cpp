@@ -220,7 +220,16 @@ TEST_CASE("version 2 envelopes: what does not fit stays version 1, malformed one
   CHECK_FALSE(unpacks(frames({e_req + oid + rid.substr(1), "b"})));  // short
   CHECK_FALSE(unpacks(frames({e_req + oid + rid + "x", "b"})));      // long
   CHECK_FALSE(unpacks(frames({e_req + oid + rid, "b", "extra"})));   // two frames follow
-  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x10", 5) + oid + rid, "b"})));  // flag
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x40", 5) + oid + rid, "b"})));  // flag
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x03\x20", 5) + oid + rid, "b"})));  // bundle
+  // A REQUEST may say its sender reads bundles (version 3); a REPLY may not.
+  detail::Multipart reads = frames({std::string("PT\x02\x03\x18", 5) + oid + rid + "b"});
+  CHECK(detail::envelope_flags(reads[0]) ==
+        (detail::envelope_flag::kReadsBundles | detail::envelope_flag::kInline));
+  REQUIRE(detail::unpack_envelope(reads, 0));
+  CHECK(texts(reads) == std::vector<std::string>{req, oid, rid, "b"});
+  CHECK_FALSE(unpacks(frames({std::string("PT\x02\x04\x18", 5) + rid + "b"})));
+  CHECK(detail::envelope_flags(frame(req)) == 0);
   // A body inside the envelope: then no frame may follow; an empty one is a body too.
   const std::string i_req = std::string("PT\x02\x03\x08", 5);
   detail::Multipart inlined = frames({i_req + oid + rid + "b"});
@@ -243,6 +252,104 @@ TEST_CASE("version 2 envelopes: what does not fit stays version 1, malformed one
   // The envelope is never a version 1 header.
   CHECK_FALSE(detail::parse_header(frame(e_rep + rid)));
   CHECK_FALSE(detail::is_envelope(frame(req)));
+}
+
+namespace {
+// An inline REQUEST envelope for request id rid with body body (flags besides kInline: extra).
+zmq::message_t request_envelope(uint64_t rid, const std::string& body, uint8_t extra = 0) {
+  detail::Multipart m =
+      frames({bytes(detail::header_frame(Command::request)),
+              bytes(detail::object_id_frame(ObjectId{1, 2})), bytes(detail::u64_frame(rid)), body});
+  REQUIRE(detail::pack_envelope(m, 0, false));
+  REQUIRE(m.size() == 1);
+  static_cast<uint8_t*>(m[0].data())[4] |= extra;
+  return std::move(m[0]);
+}
+std::string be32(size_t n) {
+  const char b[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                     static_cast<char>(n >> 8), static_cast<char>(n)};
+  return std::string(b, 4);
+}
+}  // namespace
+
+TEST_CASE("bundles (version 3): several envelopes in one frame and back, in order") {
+  std::vector<zmq::message_t> envelopes;
+  envelopes.push_back(request_envelope(1, "first", detail::envelope_flag::kReadsBundles));
+  envelopes.push_back(request_envelope(2, ""));
+  envelopes.push_back(request_envelope(3, std::string(detail::kMaxInlineBody, 'b')));
+  std::vector<const zmq::message_t*> ptrs;
+  for (const auto& e : envelopes) ptrs.push_back(&e);
+  const zmq::message_t b = detail::bundle_frame(ptrs);
+  // 'P' 'T' 2 REQUEST kBundle, then each envelope after its length.
+  std::string expected = std::string("PT\x02\x03\x20", 5);
+  for (const auto& e : envelopes) expected += be32(e.size()) + bytes(e);
+  CHECK(bytes(b) == expected);
+  CHECK(detail::is_bundle(b));
+  CHECK(detail::is_envelope(b));  // so a version 2 peer refuses it as a malformed envelope
+  detail::Multipart as_v2;
+  as_v2.emplace_back(b.data(), b.size());
+  CHECK_FALSE(detail::unpack_envelope(as_v2, 0));
+  CHECK_FALSE(detail::envelope_object_id(b));
+  std::vector<zmq::message_t> out;
+  out.push_back(frame("kept"));
+  REQUIRE(detail::split_bundle(b, out));
+  REQUIRE(out.size() == 4);
+  CHECK(bytes(out[0]) == "kept");  // appended after what was there
+  for (size_t i = 0; i < 3; ++i) CHECK(bytes(out[i + 1]) == bytes(envelopes[i]));
+  // Replies too, and a bundle of one.
+  detail::Multipart reply =
+      frames({bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(9)), "answer"});
+  REQUIRE(detail::pack_envelope(reply, 0, false));
+  const zmq::message_t one = detail::bundle_frame({&reply[0]});
+  CHECK(detail::is_bundle(one));
+  std::vector<zmq::message_t> replies;
+  REQUIRE(detail::split_bundle(one, replies));
+  REQUIRE(replies.size() == 1);
+  CHECK(bytes(replies[0]) == bytes(reply[0]));
+  // The most a bundle holds.
+  std::vector<zmq::message_t> many;
+  for (uint64_t i = 0; i < detail::kMaxBundle; ++i) many.push_back(request_envelope(i, "x"));
+  std::vector<const zmq::message_t*> most;
+  for (const auto& e : many) most.push_back(&e);
+  std::vector<zmq::message_t> split;
+  REQUIRE(detail::split_bundle(detail::bundle_frame(most), split));
+  CHECK(split.size() == detail::kMaxBundle);
+}
+
+TEST_CASE("bundles: a malformed one is refused whole") {
+  const std::string head = std::string("PT\x02\x03\x20", 5);
+  const std::string a = bytes(request_envelope(1, "a"));
+  const std::string b = bytes(request_envelope(2, "b"));
+  auto splits = [](const std::string& bundle) {
+    std::vector<zmq::message_t> out;
+    out.push_back(frame("kept"));
+    const bool ok = detail::split_bundle(frame(bundle), out);
+    if (!ok) CHECK(out.size() == 1);  // as it was
+    return ok;
+  };
+  CHECK(splits(head + be32(a.size()) + a + be32(b.size()) + b));
+  CHECK_FALSE(splits(head));                                              // none
+  CHECK_FALSE(splits(head + be32(a.size() + 1) + a));                     // a length past the end
+  CHECK_FALSE(splits(head + be32(a.size()) + a + std::string(2, '\0')));  // a length cut short
+  CHECK_FALSE(splits(head + be32(28) + a.substr(0, 28)));                 // ids cut
+  CHECK_FALSE(splits(head + be32(0)));                                    // an empty envelope
+  CHECK_FALSE(splits(std::string("PT\x02\x03\x21", 5) + be32(a.size()) + a));  // more flags
+  CHECK_FALSE(splits(std::string("PT\x02\x01\x20", 5) + be32(a.size()) + a));  // HELLO
+  // A REPLY in a bundle of REQUESTs.
+  detail::Multipart reply =
+      frames({bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(9)), "answer"});
+  REQUIRE(detail::pack_envelope(reply, 0, false));
+  CHECK_FALSE(splits(head + be32(a.size()) + a + be32(reply[0].size()) + bytes(reply[0])));
+  // A bundle inside a bundle.
+  const std::string inner = head + be32(a.size()) + a;
+  CHECK_FALSE(splits(head + be32(inner.size()) + inner));
+  // An envelope whose body is not inside it (it would need a frame of its own).
+  const std::string outside = std::string("PT\x02\x03\x00", 5) + std::string(24, 'i');
+  CHECK_FALSE(splits(head + be32(outside.size()) + outside));
+  // More than kMaxBundle.
+  std::string over = head;
+  for (size_t i = 0; i <= detail::kMaxBundle; ++i) over += be32(a.size()) + a;
+  CHECK_FALSE(splits(over));
 }
 
 TEST_CASE("values round-trip through a verified reply") {

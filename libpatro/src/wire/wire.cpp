@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 
+#include "assert.hpp"
 #include "patro/containers.hpp"
 
 namespace patro::detail {
@@ -160,10 +161,10 @@ std::optional<EnvelopeLayout> envelope_layout(const zmq::message_t& frame) noexc
   l.request = p[3] == static_cast<uint8_t>(Command::request);
   if (!l.request && p[3] != static_cast<uint8_t>(Command::reply)) return std::nullopt;
   l.flags = p[4];
-  const uint8_t allowed =
-      (l.request ? envelope_flag::kStamp | envelope_flag::kRouting | envelope_flag::kAttempt
-                 : envelope_flag::kRouting) |
-      envelope_flag::kInline;
+  const uint8_t allowed = (l.request ? envelope_flag::kStamp | envelope_flag::kRouting |
+                                           envelope_flag::kAttempt | envelope_flag::kReadsBundles
+                                     : envelope_flag::kRouting) |
+                          envelope_flag::kInline;
   if ((l.flags & ~allowed) != 0) return std::nullopt;
   size_t i = 5;
   if (l.flags & envelope_flag::kStamp) {
@@ -219,6 +220,74 @@ bool unpack_envelope_keeping(Multipart& m, size_t at, zmq::message_t& kept) {
   if (unpack_envelope(m, at)) return true;
   kept.rebuild();
   return false;
+}
+
+uint8_t envelope_flags(const zmq::message_t& frame) noexcept {
+  return is_envelope(frame) ? static_cast<const uint8_t*>(frame.data())[4] : 0;
+}
+
+bool is_bundle(const zmq::message_t& frame) noexcept {
+  const auto* p = static_cast<const uint8_t*>(frame.data());
+  return is_envelope(frame) && p[4] == envelope_flag::kBundle &&
+         (p[3] == static_cast<uint8_t>(Command::request) ||
+          p[3] == static_cast<uint8_t>(Command::reply));
+}
+
+zmq::message_t bundle_frame(const std::vector<const zmq::message_t*>& envelopes) {
+  PATRO_ASSERT(!envelopes.empty() && envelopes.size() <= kMaxBundle,
+               "a bundle holds 1 to kMaxBundle envelopes");
+  size_t size = 5;
+  for (const zmq::message_t* e : envelopes) size += bundled_size(*e);
+  zmq::message_t b(size);
+  auto* p = static_cast<uint8_t*>(b.data());
+  const auto* first = static_cast<const uint8_t*>(envelopes[0]->data());
+  *p++ = 'P';
+  *p++ = 'T';
+  *p++ = kEnvelopeVersion;
+  *p++ = first[3];  // the command of them all
+  *p++ = envelope_flag::kBundle;
+  for (const zmq::message_t* each : envelopes) {
+    const zmq::message_t& e = *each;
+    PATRO_ASSERT(e.size() >= 5 && static_cast<const uint8_t*>(e.data())[3] == first[3] &&
+                     (static_cast<const uint8_t*>(e.data())[4] & envelope_flag::kInline) != 0,
+                 "a bundle holds inline envelopes of one command");
+    const auto len = static_cast<uint32_t>(e.size());
+    *p++ = static_cast<uint8_t>(len >> 24);
+    *p++ = static_cast<uint8_t>(len >> 16);
+    *p++ = static_cast<uint8_t>(len >> 8);
+    *p++ = static_cast<uint8_t>(len);
+    std::memcpy(p, e.data(), e.size());
+    p += e.size();
+  }
+  return b;
+}
+
+bool split_bundle(const zmq::message_t& frame, std::vector<zmq::message_t>& out) {
+  if (!is_bundle(frame)) return false;
+  const auto* p = static_cast<const uint8_t*>(frame.data());
+  const size_t size = frame.size();
+  const uint8_t cmd = p[3];
+  const size_t was = out.size();
+  auto refuse = [&] {
+    out.resize(was);
+    return false;
+  };
+  for (size_t i = 5; i < size;) {
+    if (size - i < 4 || out.size() - was >= kMaxBundle) return refuse();
+    const size_t len = (size_t{p[i]} << 24) | (size_t{p[i + 1]} << 16) | (size_t{p[i + 2]} << 8) |
+                       size_t{p[i + 3]};
+    i += 4;
+    if (len > size - i) return refuse();
+    zmq::message_t e(p + i, len);
+    i += len;
+    const auto l = envelope_layout(e);
+    if (!l || static_cast<const uint8_t*>(e.data())[3] != cmd ||
+        (l->flags & envelope_flag::kInline) == 0)
+      return refuse();
+    out.push_back(std::move(e));
+  }
+  if (out.size() == was) return refuse();
+  return true;
 }
 
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept {

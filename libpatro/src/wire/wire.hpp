@@ -109,12 +109,50 @@ inline constexpr uint8_t kStamp = 1;
 inline constexpr uint8_t kRouting = 2;
 inline constexpr uint8_t kAttempt = 4;
 inline constexpr uint8_t kInline = 8;
+/// On a REQUEST: its sender reads its reply in a bundle (version 3). Sent only to a peer that
+/// said it reads version 3; the reply to one without it is never bundled.
+inline constexpr uint8_t kReadsBundles = 16;
+/// The frame is a bundle: no fields follow the flags, but envelopes (bundle_frame below).
+inline constexpr uint8_t kBundle = 32;
 }  // namespace envelope_flag
 /// The most bytes of a routing id in an envelope (ZeroMQ's own limit for routing ids).
 inline constexpr size_t kMaxEnvelopeRouting = 255;
 /// The largest body pack_envelope puts inside the envelope (one frame, one CURVE box, one message
 /// in each queue); a larger one keeps a frame of its own, which is moved, never copied.
 inline constexpr size_t kMaxInlineBody = 4096;
+
+// --- Version 3: bundles (docs/WIRE.md "Bundles") ---
+// A bundle is one frame holding several inline envelopes of one command, each a whole REQUEST
+// (client -> a lane's direct ROUTER) or a whole REPLY (a lane -> its direct client):
+//   'P' 'T' 2 command kBundle, then for each envelope [length:4, big-endian][envelope]
+// Each envelope inside is an inline envelope of the bundle's command, without kBundle; there are
+// 1 to kMaxBundle of them and nothing after the last. A bundle is one CURVE box and one message
+// in each queue it passes, whatever the number of calls it carries. Anything malformed refuses
+// the bundle whole. Sent only to a peer that reads version 3 (a server's Register and the
+// LocateReply say so; a client says so in each request, by kReadsBundles).
+/// The wire version of bundles, in Register and LocateReply.
+inline constexpr uint8_t kBundleVersion = 3;
+/// The most envelopes in one bundle.
+inline constexpr size_t kMaxBundle = 64;
+/// A sender starts a new bundle rather than grow one past this many bytes.
+inline constexpr size_t kMaxBundleBytes = 64 * 1024;
+
+/// Whether a frame is a bundle's ('P' 'T' 2, a REQUEST or REPLY, flags kBundle alone); its
+/// envelopes are checked by split_bundle.
+bool is_bundle(const zmq::message_t& frame) noexcept;
+/// The bytes a frame adds to a bundle (its length field and itself).
+inline size_t bundled_size(const zmq::message_t& envelope) {
+  return 4 + envelope.size();
+}
+/// One bundle of the envelopes: each an inline envelope frame (pack_envelope's, with its body
+/// inside) of the same command, 1 to kMaxBundle of them. They are copied, not moved.
+zmq::message_t bundle_frame(const std::vector<const zmq::message_t*>& envelopes);
+/// The envelopes a bundle holds, each a frame of its own (appended to out, in order); false, out
+/// as it was, for a malformed bundle: not a bundle, a length past the end, an envelope that is
+/// malformed, not inline, of another command or itself a bundle, none, or more than kMaxBundle.
+bool split_bundle(const zmq::message_t& frame, std::vector<zmq::message_t>& out);
+/// The flags byte of an envelope (0 for a frame that is not one).
+uint8_t envelope_flags(const zmq::message_t& frame) noexcept;
 
 /// Whether a frame starts as a version 2 envelope does ('P' 'T' 2); not otherwise checked.
 bool is_envelope(const zmq::message_t& frame) noexcept;
