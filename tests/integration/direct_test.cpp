@@ -282,9 +282,11 @@ TEST_CASE("a config's route applies; a bad one is a clear error") {
   CHECK_THROWS_AS(patro::Config::parse(text), patro::Error);
 }
 
-TEST_CASE(
-    "the direct connection cut mid-stream: paced adds all land exactly once, in order, through "
-    "the broker after the fallback") {
+namespace {
+// Paced adds and pushes on the direct path, whose connection is cut mid-stream: each turn's add
+// and push sent at once, or (bundled) together in one bundle, which the closed connection refuses
+// whole; then it goes again call by call, the way the route then takes.
+void cut_mid_stream(bool bundled) {
   const int bound = TcpForwarder::free_port_pair();
   REQUIRE(bound > 0);
   TcpForwarder forwarder({bound, bound + 1});
@@ -299,8 +301,14 @@ TEST_CASE(
   auto worker = std::async(std::launch::async, [&] {
     std::vector<patro::Future<patro::Value>> pending;
     for (int i = 0; i < kCalls; ++i) {
-      n.add(1);
-      pending.push_back(jobs.async_push(i));
+      if (bundled) {
+        const patro::Bundle together(n);
+        pending.push_back(n.async_add(1));
+        pending.push_back(jobs.async_push(i));
+      } else {
+        n.add(1);
+        pending.push_back(jobs.async_push(i));
+      }
       if (pending.size() >= 8) {
         for (auto& f : pending) (void)f.get();
         pending.clear();
@@ -322,6 +330,7 @@ TEST_CASE(
   CHECK(at_cut < kCalls);
   REQUIRE(worker.wait_for(120s) == std::future_status::ready);
   CHECK_NOTHROW(worker.get());
+  if (bundled) CHECK(patro::client(n).stats().bundles_sent > 0);
   CHECK(n.get() == kCalls);
   REQUIRE(jobs.size() == static_cast<size_t>(kCalls));
   bool in_order = true;
@@ -330,6 +339,16 @@ TEST_CASE(
   const auto counts = c.wait_counts([](const patro::BrokerServer& s) { return s.brokered > 0; });
   CHECK(counts.direct >= 50);
   CHECK(counts.brokered > 0);  // the calls after the cut went through the broker
+}
+}  // namespace
+
+TEST_CASE(
+    "the direct connection cut mid-stream: paced adds all land exactly once, in order, through "
+    "the broker after the fallback") {
+  for (const bool bundled : {false, true}) {
+    CAPTURE(bundled);
+    cut_mid_stream(bundled);
+  }
 }
 
 TEST_CASE("a client that spoke only directly is SIGKILLed holding a lock: the lock is released") {

@@ -210,6 +210,53 @@ TEST_CASE("a chain of three dependent calls is sent at once and runs in order on
   }
 }
 
+TEST_CASE("a chain made in a patro::Bundle leaves in one message and gives the same") {
+  Served s;
+  for (const patro::Route route : {patro::Route::broker, patro::Route::direct}) {
+    CAPTURE(name_of(route));
+    Proxy maker = s.connect(route);
+    journal.set_open(true);
+    const patro::ClientStats before = patro::client(maker).stats();
+    Future<Value> h;
+    {
+      const patro::Bundle together(maker);
+      h = maker.async_call("make", 30).async_call("next").async_call("value");
+      // Nothing left yet: the three calls wait for the Bundle's end.
+      CHECK(patro::client(maker).stats().bundles_sent == before.bundles_sent);
+    }
+    CHECK(h.get() == 31);
+    CHECK(journal.take() == std::vector<std::string>{"make 30", "next 30", "value 31"});
+    const patro::ClientStats after = patro::client(maker).stats();
+    CHECK(after.requests == before.requests + 3);
+    CHECK(after.replies == before.replies + 3);
+    // Direct: one message took all three (a bundle); through the broker, which reads none, each
+    // went alone.
+    CHECK(after.bundles_sent == before.bundles_sent + (route == patro::Route::direct ? 1 : 0));
+
+    // An error in the first reaches the third, bundled or not.
+    Future<Value> failed;
+    {
+      const patro::Bundle together(maker);
+      failed = maker.async_call("fail").async_call("next").async_call("value");
+    }
+    const auto e = error_of(failed);
+    REQUIRE(e);
+    CHECK(std::string(e->what()).find("no link today") != std::string::npos);
+    CHECK(journal.take() == std::vector<std::string>{"fail"});
+
+    // A wait inside the Bundle sends what waits first (no deadlock), and send() sends at once.
+    {
+      patro::Bundle together(maker);
+      Future<Value> f = maker.async_call("make", 40);
+      CHECK(f.async_call("value").get() == 40);
+      Future<Value> g = maker.async_call("number");
+      together.send();
+      CHECK(g.get() == 42);
+    }
+    CHECK(journal.take() == std::vector<std::string>{"make 40", "value 40", "number"});
+  }
+}
+
 TEST_CASE("an error in the first call reaches every call down the chain") {
   Served s;
   for (const patro::Route route : {patro::Route::broker, patro::Route::direct}) {

@@ -463,6 +463,11 @@ struct ClientStats {
   size_t callbacks_served = 0;
   /// Log lines its servers forwarded to it (Client::forward_logs, README "Logging").
   uint64_t log_lines = 0;
+  /// Messages that carried several requests straight to their server (a bundle: patro::Bundle,
+  /// or requests queued together), and those that brought several replies back (docs/WIRE.md
+  /// "Bundles"). Each of its requests and replies is counted in requests and replies too.
+  uint64_t bundles_sent = 0;
+  uint64_t bundles_received = 0;
 };
 
 /// A proxy's connection as a handle (Perl Patro's Patro::client($proxy)): what every proxy that
@@ -514,6 +519,39 @@ Client client(const Proxy& p);
 /// await_oneway (each failure was logged). Throws Error(timeout) if they are not all acknowledged
 /// within timeout.
 uint64_t await_oneway(const Proxy& p, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+/// Calls sent together. While a Bundle lives, the calls made on its proxy's connection (by any
+/// thread) wait instead of leaving at once; they leave together when the last Bundle on the
+/// connection ends, when send() is called, or when a caller waits for an answer on the connection
+/// (Future::get, a synchronous call), whichever comes first. Those that go straight to one server
+/// (the direct path, to a server that reads wire version 3) leave as one message, a bundle
+/// (docs/WIRE.md "Bundles"): one CURVE box and one wake-up of each thread on the way, however
+/// many calls it holds (at most 64 calls, 64 KiB). A chain of calls on results not yet returned
+/// (Future::async_call) made in one Bundle costs one message each way:
+///
+///     patro::Future<patro::Value> f;
+///     {
+///       patro::Bundle together(obj);
+///       f = obj.async_call("make").async_call("next").async_call("ping");
+///     }  // the three calls leave here, in one message
+///     f.get();
+///
+/// Nothing else changes: each call is answered, retried and deduplicated on its own, in the order
+/// made. Without a Bundle every call leaves as soon as it is made (several may still share a
+/// bundle when they queue behind a busy socket).
+class Bundle {
+ public:
+  /// Throws Error(invalid_argument) for a proxy with no connection.
+  explicit Bundle(const Proxy& p);
+  ~Bundle();
+  Bundle(const Bundle&) = delete;
+  Bundle& operator=(const Bundle&) = delete;
+  /// Sends the calls waiting now; those made after it wait again, until the Bundle ends.
+  void send();
+
+ private:
+  std::shared_ptr<detail::Connection> conn_;
+};
 
 /// The event source of p's connection, made with ClientOptions::continuations = event_loop: a
 /// file descriptor that is readable while Future::then continuations wait to run. Add it to the

@@ -1401,7 +1401,7 @@ struct PATRO_PRIVATE Broker::Impl {
     ServerRec& server = sit->second;
     server.incarnation = reg->incarnation();
     server.wire_version =
-        std::clamp<uint8_t>(reg->wire_version(), detail::kWireVersion, detail::kEnvelopeVersion);
+        std::clamp<uint8_t>(reg->wire_version(), detail::kWireVersion, detail::kBundleVersion);
     if (inserted) {
       server.key = std::string(key);
       if (!zap) server.proof = std::string(proof_of(*reg));

@@ -147,12 +147,22 @@ void Connection::submit(Multipart frames, SlotPtr slot) {
 }
 
 void Connection::kick() {
+  // Held by a patro::Bundle: sent when it ends, or by a caller that waits (pump flushes).
+  if (corked_.load(std::memory_order_relaxed) > 0) return;
+  send_queued();
+}
+
+void Connection::send_queued() {
   if (loop_.try_take()) {
     flush();
     release_io();
   } else {
     loop_.wake();  // the holder of the socket flushes it
   }
+}
+
+void Connection::uncork() {
+  if (corked_.fetch_sub(1, std::memory_order_relaxed) == 1) send_queued();
 }
 
 void Connection::flush() {
@@ -169,15 +179,18 @@ void Connection::flush() {
     Outgoing o;
     {
       MutexLock out(out_mu_);
-      if (outbox_.empty()) return;
+      if (outbox_.empty()) break;
       o = std::move(outbox_.front());
       outbox_.pop_front();
     }
-    send_out(o);
+    send_out(o, true);
   }
+  send_bundled();
 }
 
-void Connection::send_out(Outgoing& o) {
+void Connection::send_out(Outgoing& o, bool may_bundle) {
+  // Anything but a request that joins them goes after the requests waiting to leave together.
+  if (!may_bundle || o.cancel || o.log_change) send_bundled();
   if (o.cancel) return send_cancel(o);
   if (o.log_change) return change_log_forwarding(o);
   zmq::socket_t* direct = nullptr;
@@ -210,12 +223,29 @@ void Connection::send_out(Outgoing& o) {
       ((log_level_ && log_subscribed_.insert(o.slot->server).second) ||
        (!log_pending_.empty() && log_pending_.count(o.slot->server)))) {
     log_pending_.erase(o.slot->server);
+    send_bundled();
     send_log_subscribe(o.slot->server, direct);
   }
   // Traced before it leaves (sending moves the frames out); a direct send that finds the
   // connection closed is traced again on the way it then takes.
   if (o.slot && !o.slot->traced.empty()) [[unlikely]]
     trace_sent(o.frames, *o.slot, direct != nullptr, 1);
+  if (direct != nullptr && may_bundle) {
+    const uint64_t server = o.slot->server;
+    pack_direct(o);
+    // One frame, an envelope with its body in it, to a server that reads bundles: it waits for
+    // the next ones to the same server, up to a bundle's worth.
+    if (o.frames.size() == 1 && (envelope_flags(o.frames[0]) & envelope_flag::kReadsBundles)) {
+      if (bundling_.server != server || bundling_.items.size() >= kMaxBundle ||
+          bundling_.bytes + bundled_size(o.frames[0]) > kMaxBundleBytes)
+        send_bundled();
+      bundling_.server = server;
+      bundling_.bytes += bundled_size(o.frames[0]);
+      bundling_.items.push_back(std::move(o));
+      return;
+    }
+  }
+  send_bundled();  // what does not join them leaves after them
   if (direct != nullptr && !send_direct(*direct, o)) {
     // The direct connection is closed: the request never left, so it goes as the route now says
     // (through the broker, or held until the server is located again), after those in flight
@@ -333,16 +363,69 @@ bool Connection::direct_closed(uint64_t server) {
          static_cast<size_t>(std::max(options_.limits.high_water_mark, 2)) / 2;
 }
 
+void Connection::pack_direct(Outgoing& o) {
+  if (!o.frames.empty() && is_envelope(o.frames[0])) return;  // packed already
+  const auto v = direct_versions_.find(o.slot->server);
+  if (v == direct_versions_.end() || !pack_envelope(o.frames, 0, false)) return;
+  if (v->second >= kBundleVersion)
+    static_cast<uint8_t*>(o.frames[0].data())[4] |= envelope_flag::kReadsBundles;
+}
+
 bool Connection::send_direct(zmq::socket_t& sock, Outgoing& o) {
   // A lane that reads version 2 gets [envelope][body]; unpacked again if it goes another way.
-  const bool v2 = direct_versions_.count(o.slot->server) != 0 && pack_envelope(o.frames, 0, false);
+  pack_direct(o);
   if (send_logged(sock, o.frames, true, "request")) return true;
   if (direct_closed(o.slot->server)) {
-    if (v2) unpack_envelope(o.frames, 0);
+    if (is_envelope(o.frames[0])) unpack_envelope(o.frames, 0);
     return false;
   }
   (void)send_logged(sock, o.frames, false, "request");  // a full queue: wait for room
   return true;
+}
+
+void Connection::send_bundled() {
+  if (bundling_.items.empty()) return;
+  // Taken whole (a failure below sends each again, which finds bundling_ empty); the vectors
+  // keep their room, so the usual lone request costs no allocation here.
+  std::vector<Outgoing>& items = bundling_.sending;
+  items.swap(bundling_.items);
+  struct Cleared {
+    std::vector<Outgoing>& v;
+    ~Cleared() { v.clear(); }
+  } cleared{items};
+  const uint64_t server = bundling_.server;
+  bundling_.bytes = 0;
+  auto sock = direct_socks_.find(server);
+  bool sent = false;
+  if (sock != direct_socks_.end()) {
+    if (items.size() == 1) {
+      sent = send_direct(sock->second, items[0]);
+    } else {
+      std::vector<const zmq::message_t*> envelopes;
+      envelopes.reserve(items.size());
+      for (const Outgoing& o : items) envelopes.push_back(&o.frames[0]);
+      Multipart m;
+      m.push_back(bundle_frame(envelopes));
+      sent = send_logged(sock->second, m, true, "bundle of requests");
+      if (!sent && !direct_closed(server))
+        sent = send_logged(sock->second, m, false, "bundle of requests");  // wait for room
+    }
+  }
+  if (sent) {
+    if (items.size() > 1) bundles_sent_.fetch_add(1, std::memory_order_relaxed);
+    for (Outgoing& o : items) {
+      o.slot->sent = true;
+      o.slot->sent_direct = true;
+    }
+    return;
+  }
+  // The direct connection is closed: none of them left, so they go as the route now says (as
+  // version 1 frames, unpacked again), in their order, after those in flight on the closed
+  // connection.
+  for (Outgoing& o : items)
+    if (!o.frames.empty() && is_envelope(o.frames[0])) unpack_envelope(o.frames, 0);
+  if (sock != direct_socks_.end()) route_failed(server, "its direct connection is closed");
+  for (Outgoing& o : items) send_out(o);
 }
 
 void Connection::send_cancel(Outgoing& o) {
@@ -430,7 +513,7 @@ void Connection::on_locate_reply(Multipart& msg) {
     direct_socks_[*server] = std::move(sock);
     // What its direct ROUTERs read (an older broker or server says nothing: version 1).
     if (lr && lr->wire_version() >= kEnvelopeVersion)
-      direct_versions_.insert(*server);
+      direct_versions_[*server] = std::min(lr->wire_version(), kBundleVersion);
     else
       direct_versions_.erase(*server);
   } catch (const zmq::error_t& e) {
@@ -463,6 +546,19 @@ void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
                                << ": direct path up";
     // route=direct: nothing went through the broker; the held requests go now, in their order.
     for (Outgoing& o : heard.ready) send_out(o);
+  }
+  if (msg.size() == 1 && is_bundle(msg[0])) {
+    // Replies in one bundle: each read as if it came alone, in order (a malformed one: dropped
+    // whole, as a malformed envelope is).
+    std::vector<zmq::message_t> envelopes;
+    if (!split_bundle(msg[0], envelopes)) return;
+    bundles_received_.fetch_add(1, std::memory_order_relaxed);
+    for (zmq::message_t& e : envelopes) {
+      Multipart one;
+      one.push_back(std::move(e));
+      dispatch(one, true);
+    }
+    return;
   }
   dispatch(msg, true);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
 }

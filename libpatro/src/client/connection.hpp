@@ -236,6 +236,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
       PATRO_EXCLUDES(loop_.turn(), out_mu_);
   /// Forwarded log lines received so far.
   uint64_t log_lines() const noexcept { return log_lines_.load(std::memory_order_relaxed); }
+  uint64_t bundles_sent() const noexcept { return bundles_sent_.load(std::memory_order_relaxed); }
+  uint64_t bundles_received() const noexcept {
+    return bundles_received_.load(std::memory_order_relaxed);
+  }
 
   /// The process patro::spawn started to serve this connection's objects (null: none). Set once,
   /// before the connection is shared; it is stopped when the connection goes, after the
@@ -276,6 +280,16 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void queue_batch(OnewayBatcher::Sealed batch) PATRO_REQUIRES(out_mu_);
   /// Sends what is in the outbox, now if the socket is free, otherwise by its holder.
   void kick() PATRO_EXCLUDES(loop_.turn(), out_mu_);
+
+ public:
+  /// patro::Bundle: calls wait in the outbox from cork() until the matching uncork(), which
+  /// sends them (nested: the last one).
+  void cork() noexcept { corked_.fetch_add(1, std::memory_order_relaxed); }
+  void uncork() PATRO_EXCLUDES(loop_.turn(), out_mu_);
+  /// Sends what is in the outbox, corked or not (patro::Bundle::send).
+  void send_queued() PATRO_EXCLUDES(loop_.turn(), out_mu_);
+
+ private:
   void release_io() PATRO_RELEASE(loop_.turn());
   /// Reads what the broker sent while nothing was in flight, before a new request goes out: a
   /// SERVER_DOWN still queued (the heartbeat thread reads every half interval) must not fail a
@@ -290,7 +304,14 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void flush() PATRO_REQUIRES(loop_.turn());
   /// Sends one message: straight to its server when its route allows (routes_ decides), else to
   /// the broker; route=direct: held for the direct connection, or failed when it is dead.
-  void send_out(Outgoing& o) PATRO_REQUIRES(loop_.turn());
+  /// may_bundle (flush): a request that goes straight to a server that reads bundles waits in
+  /// bundling_ for the ones after it to that server, and leaves with them (send_bundled).
+  void send_out(Outgoing& o, bool may_bundle = false) PATRO_REQUIRES(loop_.turn());
+  /// Sends the requests waiting in bundling_: one bundle (one message) for more than one.
+  void send_bundled() PATRO_REQUIRES(loop_.turn());
+  /// Packs a direct request as the server's direct ROUTERs read it: version 1 frames, version 2
+  /// [envelope][body], or (version 3) an envelope that says we read bundled replies.
+  void pack_direct(Outgoing& o) PATRO_REQUIRES(loop_.turn());
   /// Sends a CANCEL the way its request went (held behind it while that is held).
   void send_cancel(Outgoing& o) PATRO_REQUIRES(loop_.turn());
   /// Queues a CANCEL for the slot's request (none for a control request or a oneway batch).
@@ -389,8 +410,19 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // options_.route says what the table needs.
   DirectRoutes routes_ PATRO_GUARDED_BY(loop_.turn()){options_.route};
   std::unordered_map<uint64_t, zmq::socket_t> direct_socks_ PATRO_GUARDED_BY(loop_.turn());
-  // The servers whose direct ROUTERs read wire version 2 (their LocateReply said so).
-  std::unordered_set<uint64_t> direct_versions_ PATRO_GUARDED_BY(loop_.turn());
+  // The wire version each server's direct ROUTERs read, where above 1 (its LocateReply said so).
+  std::unordered_map<uint64_t, uint8_t> direct_versions_ PATRO_GUARDED_BY(loop_.turn());
+  // Direct requests to one server packed in one flush, to leave together (send_bundled).
+  struct Bundling {
+    uint64_t server = 0;
+    std::vector<Outgoing> items;
+    size_t bytes = 0;
+    std::vector<Outgoing> sending;  // send_bundled's, reused
+  };
+  Bundling bundling_ PATRO_GUARDED_BY(loop_.turn());
+  // Open patro::Bundle scopes: while any is, a call waits in the outbox instead of leaving (kick),
+  // until the last one ends or a caller waits.
+  std::atomic<int> corked_{0};
   std::vector<zmq::pollitem_t> poll_items_ PATRO_GUARDED_BY(loop_.turn());
   std::vector<uint64_t> poll_servers_ PATRO_GUARDED_BY(loop_.turn());
   // Log forwarding: the level and selections asked for (none: off), and the servers sent a
@@ -401,6 +433,7 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // Servers told of a change (forward_logs) and told again before their next request.
   std::unordered_set<uint64_t> log_pending_ PATRO_GUARDED_BY(loop_.turn());
   std::atomic<uint64_t> log_lines_{0};
+  std::atomic<uint64_t> bundles_sent_{0}, bundles_received_{0};  // ClientStats
 
   Mutex out_mu_;
   std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);

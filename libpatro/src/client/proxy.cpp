@@ -1,6 +1,7 @@
 #include <sys/stat.h>
 
 #include "connection.hpp"
+#include "log.hpp"
 #include "patro/client.hpp"
 
 namespace patro {
@@ -222,6 +223,24 @@ uint64_t await_oneway(const Proxy& p, std::chrono::milliseconds timeout) {
   return p.connection()->await_oneway(timeout);
 }
 
+Bundle::Bundle(const Proxy& p) : conn_(p.connection()) {
+  if (!conn_) throw Error(Errc::invalid_argument, "patro::Bundle: the proxy has no connection");
+  conn_->cork();
+}
+
+Bundle::~Bundle() {
+  try {
+    conn_->uncork();
+  } catch (const std::exception& e) {
+    // Its calls stay queued; the next call or wait on the connection sends them.
+    PATRO_LOG(warn, "client") << "patro::Bundle could not send its calls: " << e.what();
+  }
+}
+
+void Bundle::send() {
+  conn_->send_queued();
+}
+
 namespace detail {
 bool future_ready(const FutureCore& c) {
   return c.conn->ready(c.slot);
@@ -366,6 +385,8 @@ ClientStats Client::stats() const {
   s.in_flight = counts.in_flight;
   s.callbacks_served = conn_->callbacks_served();
   s.log_lines = conn_->log_lines();
+  s.bundles_sent = conn_->bundles_sent();
+  s.bundles_received = conn_->bundles_received();
   return s;
 }
 

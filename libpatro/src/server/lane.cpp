@@ -104,7 +104,7 @@ std::string Lane::registration() const {
                                                 secret.size());
   auto reg = wire::CreateRegister(fb, server_.objects_.server_id(), index_,
                                   static_cast<uint32_t>(server_.lanes_.size()), nv,
-                                  server_.incarnation_, ep, proof, kEnvelopeVersion);
+                                  server_.incarnation_, ep, proof, kBundleVersion);
   fb.Finish(wire::CreateControl(fb, wire::ControlBody::Register, reg.Union()),
             wire::ControlIdentifier());
   return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
@@ -394,22 +394,27 @@ bool Lane::refuse_revoked(Multipart& m, const zmq::message_t& props, uint8_t ver
   no.push_back(u64_frame(*rid));
   no.push_back(error_reply(*rid, Errc::not_authorized,
                            "this client's key was revoked (it left the broker's allow list)"));
-  if (version == kEnvelopeVersion) pack_envelope(no, 1, false);
+  if (version >= kEnvelopeVersion) pack_envelope(no, 1, false);
   send_multipart(direct_, no, true);
   return true;
 }
 
-void Lane::handle_direct(Multipart& m) {
+void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
   // Direct requests: [client id at the ROUTER][hdr][object id][request id][body]([attempt]), run
   // as a brokered one is, their reply leaving by the ROUTER; heartbeats are answered.
   // A version 2 REQUEST ([routing][envelope][body]) is read as its version 1 frames.
   // Its envelope keeps the session's properties (the client's key), which the frames made from it
   // lack.
+  // One that came in a bundle keeps the properties in the bundle's frame (bundle_props); its
+  // reply may go in a bundle when its envelope says the client reads them (version 3).
   zmq::message_t envelope;
   if (!unpack_envelope_keeping(m, 1, envelope)) return;
   const bool v2 = envelope.size() != 0;
-  const zmq::message_t& props = v2 ? envelope : m[1];
-  const uint8_t version = v2 ? kEnvelopeVersion : kWireVersion;
+  const zmq::message_t& props = bundle_props.size() != 0 ? bundle_props : v2 ? envelope : m[1];
+  const uint8_t version = !v2 ? kWireVersion
+                          : envelope_flags(envelope) & envelope_flag::kReadsBundles
+                              ? kBundleVersion
+                              : kEnvelopeVersion;
   if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(m, props, version)) return;
   const auto cmd = m.size() >= 2 ? parse_header(m[1]) : std::nullopt;
   if (cmd == Command::request && (m.size() == 5 || m.size() == 6)) {
@@ -493,6 +498,8 @@ void Lane::read_ahead() {
     const size_t header = direct ? 1 : 0;
     if (a.msg.size() > header && parse_header(a.msg[header]) == Command::cancel)
       handle_cancel(a.msg);
+    else if (direct && a.msg.size() == 2 && is_bundle(a.msg[1]))
+      split_direct_bundle(a);
     else
       ahead_.push_back(std::move(a));
     return true;
@@ -511,6 +518,35 @@ void Lane::read_ahead() {
     }
   }
   read_at_ = Clock::now();
+}
+
+void Lane::split_direct_bundle(Ahead& a) {
+  std::vector<zmq::message_t> envelopes;
+  if (!split_bundle(a.msg[1], envelopes)) {
+    // Dropped as a malformed envelope is (handle_direct): whoever sent it waits for its deadline.
+    PATRO_LOG(debug, "server") << "lane " << index_ << ": a malformed bundle dropped";
+    return;
+  }
+  for (zmq::message_t& e : envelopes) {
+    Ahead one{{}, true, 0};
+    one.msg.reserve(2);
+    one.msg.emplace_back(a.msg[0].data(), a.msg[0].size());
+    one.msg.push_back(std::move(e));
+    one.props.copy(a.msg[1]);  // shares the bundle's buffer: no copy of its bytes
+    ahead_.push_back(std::move(one));
+  }
+}
+
+std::string_view Lane::bundle_reader(const Ahead& a) {
+  if (!a.direct || a.msg.size() != 2 ||
+      (envelope_flags(a.msg[1]) & envelope_flag::kReadsBundles) == 0)
+    return {};
+  return a.msg[0].to_string_view();
+}
+
+bool Lane::from_reader_next(std::string_view reader) const {
+  return !reader.empty() && !ahead_.empty() && ahead_.front().direct &&
+         ahead_.front().msg.size() >= 2 && ahead_.front().msg[0].to_string_view() == reader;
 }
 
 bool Lane::pipelined_next() const {
@@ -567,8 +603,8 @@ void Lane::keep_links(Clock::time_point now) {
 
 // How long the lane handles what it read ahead before it reads its sockets again.
 constexpr auto kReadAgain = std::chrono::microseconds(100);
-// How many replies the lane holds to send together (Outbox::hold), at most.
-constexpr size_t kHeldReplies = 16;
+// How many replies the lane holds to send together (Outbox::hold), at most: a bundle's worth.
+constexpr size_t kHeldReplies = kMaxBundle;
 
 bool Lane::turn() {
   auto now = Clock::now();
@@ -600,8 +636,10 @@ bool Lane::turn() {
   read_ahead();
   // The replies to a chain of pipelined calls read together leave together (Outbox::hold): while
   // the next message read ahead is a call pipelined on an earlier one, at most kHeldReplies of
-  // them and for at most kReadAgain. Replies to other requests are not held: a client with a few
-  // independent calls in flight waits for the first.
+  // them and for at most kReadAgain. So do the replies to a direct client that reads bundles
+  // while the next message is its too (requests it sent together, or that queued while the lane
+  // ran): they leave in one bundle, one message and one CURVE box. Replies to other requests are
+  // not held: a client with a few independent calls in flight waits for the first.
   Clock::time_point held_since{};
   struct SendHeld {  // also when a message's handling throws
     Outbox& o;
@@ -610,19 +648,20 @@ bool Lane::turn() {
   for (size_t batch = 0; batch < 64 * (socks_.size() + 1) && !ahead_.empty(); ++batch) {
     Ahead a = std::move(ahead_.front());
     ahead_.pop_front();
-    if (!outbox_->holding() && pipelined_next()) {
+    const std::string reader(bundle_reader(a));
+    if (!outbox_->holding() && (pipelined_next() || from_reader_next(reader))) {
       outbox_->hold();
       held_since = Clock::now();
     }
     if (a.direct)
-      handle_direct(a.msg);
+      handle_direct(a.msg, a.props);
     else
       handle_broker(a.broker, a.msg, Clock::now());
     if (server_.logs_ && server_.logs_->pending(index_)) send_log_lines();
     const auto after = Clock::now();
     if (after - read_at_ >= kReadAgain) read_ahead();
-    if (outbox_->holding() &&
-        (!pipelined_next() || outbox_->held() >= kHeldReplies || after - held_since >= kReadAgain))
+    if (outbox_->holding() && ((!pipelined_next() && !from_reader_next(reader)) ||
+                               outbox_->held() >= kHeldReplies || after - held_since >= kReadAgain))
       outbox_->send_held();
   }
   outbox_->send_held();

@@ -96,6 +96,9 @@ class Lane {
     Multipart msg;
     bool direct = false;
     size_t broker = 0;
+    // A request that came in a bundle ([routing][envelope] here): the bundle's frame, which
+    // carries the session's properties (its client's key) that the envelope made from it lacks.
+    zmq::message_t props{};
   };
   /// Reads what waits on the lane's sockets (at most Limits::lane_read_ahead messages held), so
   /// that a CANCEL queued behind a request is seen before that request runs: CANCELs are applied
@@ -104,8 +107,17 @@ class Lane {
   /// Whether the next message read ahead is a call pipelined on an earlier request (the lane
   /// then holds the replies it makes, to send them with that call's: Outbox::hold).
   bool pipelined_next() const;
+  /// The direct client whose replies may go in a bundle (its request says it reads them): its id
+  /// at the ROUTER; empty for any other message.
+  static std::string_view bundle_reader(const Ahead& a);
+  /// Whether the next message read ahead comes from reader (bundle_reader), so that the reply
+  /// to the one before it is held to leave in one bundle with the next one's.
+  bool from_reader_next(std::string_view reader) const;
+  /// Splits a bundle that came to the direct ROUTER ([routing][bundle]) into one message read
+  /// ahead per request in it; a malformed bundle is dropped whole.
+  void split_direct_bundle(Ahead& a);
   /// A message that came to the lane's direct ROUTER: a request, run; a heartbeat, answered.
-  void handle_direct(Multipart& m);
+  void handle_direct(Multipart& m, const zmq::message_t& bundle_props);
   /// A CANCEL, [hdr][client routing][object id][request id][client id] (brokered; direct ones
   /// come with the ROUTER's routing first and the header second): recorded in the reply cache.
   void handle_cancel(const Multipart& m);

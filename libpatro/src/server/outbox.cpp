@@ -99,7 +99,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
     out.push_back(u64_frame(request_id));
     out.push_back(std::move(body));
     if (version >= kEnvelopeVersion) pack_envelope(out, 1, false);
-    emit(*direct_, out);
+    emit(*direct_, out, version >= kBundleVersion);
     return;
   }
   zmq::socket_t* via = &sock;
@@ -120,24 +120,55 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   emit(*via, out);
 }
 
-void Outbox::emit(zmq::socket_t& sock, Multipart& out) {
-  if (holding_)
-    held_.push_back(Held{&sock, std::move(out)});
-  else
+void Outbox::emit(zmq::socket_t& sock, Multipart& out, bool bundle) {
+  if (holding_) {
+    const bool joins = bundle && out.size() == 2;  // [routing][envelope with its body]
+    held_.push_back(Held{&sock, std::move(out), joins});
+  } else {
     send_multipart(sock, out, false);
+  }
 }
 
 void Outbox::send_held() {
   holding_ = false;
-  // Each has its own barrier, as flush()'s late replies: one that fails does not lose the rest.
-  for (Held& h : held_) {
-    try {
-      send_multipart(*h.sock, h.out, false);
-    } catch (const std::exception& e) {
-      PATRO_LOG(error, "server") << "lane " << lane_ << ": a reply was not sent: " << e.what();
+  // Each reply, or bundle, has its own barrier, as flush()'s late replies: one that fails does
+  // not lose the rest.
+  for (size_t i = 0; i < held_.size();) {
+    size_t end = i + 1;
+    if (held_[i].bundle) {
+      // [routing][inline envelope]: the ones after it to the same client join it.
+      size_t bytes = bundled_size(held_[i].out[1]);
+      while (end < held_.size() && end - i < kMaxBundle && held_[end].bundle &&
+             held_[end].sock == held_[i].sock &&
+             held_[end].out[0].to_string_view() == held_[i].out[0].to_string_view() &&
+             bytes + bundled_size(held_[end].out[1]) <= kMaxBundleBytes)
+        bytes += bundled_size(held_[end++].out[1]);
     }
+    try {
+      send_bundle(i, end);
+    } catch (const std::exception& e) {
+      PATRO_LOG(error, "server") << "lane " << lane_ << ": " << (end - i)
+                                 << " repl(ies) not sent: " << e.what();
+    }
+    i = end;
   }
   held_.clear();
+}
+
+void Outbox::send_bundle(size_t from, size_t to) {
+  Held& first = held_[from];
+  if (to == from + 1) {
+    send_multipart(*first.sock, first.out, false);
+    return;
+  }
+  std::vector<const zmq::message_t*> envelopes;
+  envelopes.reserve(to - from);
+  for (size_t i = from; i < to; ++i) envelopes.push_back(&held_[i].out[1]);
+  Multipart out;
+  out.reserve(2);
+  out.push_back(bundle_frame(envelopes));
+  out.insert(out.begin(), std::move(first.out[0]));
+  send_multipart(*first.sock, out, false);
 }
 
 bool Outbox::send_log_line(zmq::socket_t& sock, std::string_view routing, Multipart& frames) {

@@ -70,7 +70,8 @@ class Outbox final : public ReplySink {
              uint8_t version = kWireVersion);
   /// Sends body to a caller by its routing id: through the first broker (sock), through another
   /// one for a routing that names it, or by a lane's direct ROUTER for a direct routing. version:
-  /// the one the peer reads; a reply made later goes in version 1, which every peer reads.
+  /// the one the peer reads (3: a direct reply held may leave in a bundle); a reply made later
+  /// goes in version 1, which every peer reads.
   void reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
              zmq::message_t body, uint8_t version = kWireVersion);
   /// Sends a reply made after its request was taken (a grant, a Deferred's answer): records it in
@@ -93,7 +94,8 @@ class Outbox final : public ReplySink {
   bool holding() const { return holding_; }
   /// Replies held so far.
   size_t held() const { return held_.size(); }
-  /// Sends the replies held, in the order they were made, and stops holding.
+  /// Sends the replies held, in the order they were made, and stops holding: those in a row to
+  /// one direct client that reads bundles in one bundle (at most kMaxBundle, kMaxBundleBytes).
   void send_held();
 
  private:
@@ -104,8 +106,11 @@ class Outbox final : public ReplySink {
     std::variant<ValueArray, zmq::message_t> reply;  // results to encode, or a body
   };
   void push(Late late) PATRO_EXCLUDES(mu_);
-  /// Sends a reply now, or holds it (hold()).
-  void emit(zmq::socket_t& sock, Multipart& out);
+  /// Sends a reply now, or holds it (hold()). bundle: a direct reply ([routing][envelope]) to a
+  /// client that reads bundles, which send_held may put in one with the next ones to it.
+  void emit(zmq::socket_t& sock, Multipart& out, bool bundle = false);
+  /// Sends held_[from, to): replies to one direct client, in one bundle if more than one.
+  void send_bundle(size_t from, size_t to);
 
   const int wake_fd_;
   ReplyCache& cache_;
@@ -117,6 +122,7 @@ class Outbox final : public ReplySink {
   struct Held {
     zmq::socket_t* sock;
     Multipart out;
+    bool bundle = false;
   };
   std::vector<Held> held_;  // the lane's thread only
   bool holding_ = false;    // the lane's thread only
