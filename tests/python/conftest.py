@@ -100,6 +100,26 @@ def wait_for_file(path, timeout=10.0):
     return False
 
 
+def stop_process(pid, timeout=10.0):
+    """SIGSTOPs pid and returns once every thread of it is stopped. The kill returns as soon as the
+    signal is queued; a thread busy on another CPU stops a little later, and on a loaded machine
+    could still take a message that was sent after the kill."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass  # a thread that just ended
+        if states and all(s in ("T", "t") for s in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError("process %d did not stop within %.0f s" % (pid, timeout))
+
+
 def start_broker(procs, tmp, heartbeat_ms=100, liveness=5, extra=()):
     """A patro-broker on free loopback ports, as tests/support's BrokerProcess starts one: its
     endpoints read from the file it writes once bound. Returns (process, front, back)."""

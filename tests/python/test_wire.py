@@ -11,7 +11,7 @@ import pytest
 import patro
 from patro import _codec as codec
 from patro.connection import Op
-from conftest import program
+from conftest import program, stop_process
 
 
 def _cpp_view():
@@ -78,7 +78,7 @@ def test_lock_state_is_retried_when_its_server_dies(lone_server):
     try:
         assert patro.lock_state(counter) == "NULL"
 
-        os.kill(server.pid, signal.SIGSTOP)  # it takes no more requests; the broker routes to it
+        stop_process(server.pid)  # it takes no more requests; the broker routes to it
         add = counter.at("n")._start(Op.Add, (5,))
         state = counter._start(Op.LockState, ())
         conn.lookup(s.names[0])  # the broker answers it after it forwarded both (one socket)

@@ -55,15 +55,24 @@ void Process::signal(int sig) const {
   if (pid_ <= 0 || status_) return;
   ::kill(pid_, sig);
   if (sig != SIGSTOP) return;
-  // A signal is delivered asynchronously: return once the process is stopped (bounded), so that
-  // what the test does next meets a frozen process.
-  for (int i = 0; i < 500; ++i) {
-    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T') return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // A signal is delivered asynchronously, and each thread stops on its own: return once every
+  // thread is stopped (bounded), so that what the test does next meets a frozen process (a thread
+  // still running on another CPU could take one more message).
+  const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+  for (int i = 0; i < 5000; ++i) {
+    bool all = true, any = false;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+      std::ifstream stat(t.path() / "stat");
+      std::string line;
+      if (!std::getline(stat, line)) continue;  // a thread that just ended
+      const auto paren = line.rfind(')');
+      any = true;
+      all = all && paren != std::string::npos && paren + 2 < line.size() &&
+            (line[paren + 2] == 'T' || line[paren + 2] == 't');
+    }
+    if (any && all) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 
