@@ -1093,6 +1093,9 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
 
 template <class Done>
 bool Connection::drive(Done done, Clock::time_point until) {
+  // Calls a patro::Bundle holds leave before anyone waits: sent here, or, while another thread
+  // holds the socket (the heartbeat thread in a long poll, say), by that thread, woken for them.
+  if (corked_.load(std::memory_order_relaxed) > 0) send_queued();
   return loop_.drive(
       done, until, [&]() PATRO_NO_TSA { return requests_.in_flight(); },
       [&](size_t in_flight) PATRO_NO_TSA {
