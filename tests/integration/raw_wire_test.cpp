@@ -8,6 +8,7 @@
 
 #include <patro/patro.hpp>
 
+#include "../support/sanitizers.hpp"
 #include "wire.hpp"
 
 using patro::Errc;
@@ -366,8 +367,9 @@ TEST_CASE("bundles (version 3): requests in one message to a lane, answered in o
   const uint8_t reads = d::envelope_flag::kReadsBundles;
 
   // Three requests in one bundle, from a client that reads bundles: answered in order. The lane
-  // holds their replies to send them in one bundle; a slow turn (a sanitizer build on a loaded
-  // machine) may send them sooner, so the one bundle is required of one try in twenty.
+  // holds their replies to send them in one bundle, for at most 100 us: a slow turn sends them
+  // sooner. So the one bundle is required of one try in twenty, and only in a plain build (under
+  // ThreadSanitizer three gets take longer than that every time).
   bool one_bundle = false;
   for (uint64_t round = 0; round < 20 && !one_bundle; ++round) {
     const uint64_t base = 100 + 10 * round;
@@ -378,7 +380,7 @@ TEST_CASE("bundles (version 3): requests in one message to a lane, answered in o
           std::vector<uint64_t>{base, base + 1, base + 2});
     one_bundle = messages == 1 && bundles == 1;
   }
-  CHECK(one_bundle);
+  if (!patro::test::kSanitized) CHECK(one_bundle);
 
   // From a client that does not say it reads bundles: each reply alone, in order.
   {
