@@ -664,6 +664,21 @@ int role_patro_client(const std::string& conf, const std::string& route, const s
       }
       (void)f.get();
     };
+  // get3b: three independent gets made in a patro::Bundle (one message each way, nothing
+  // pipelined): the chain's yardstick for what three calls cost beside one.
+  if (mode == "get3b")
+    once = [&](uint64_t) {
+      patro::Future<patro::Value> a, b, c;
+      {
+        const patro::Bundle together(h);
+        a = k.async_get();
+        b = k.async_get();
+        c = k.async_get();
+      }
+      (void)a.get();
+      (void)b.get();
+      (void)c.get();
+    };
   if (mode == "seq3")
     once = [&](uint64_t i) {
       const patro::Proxy a(obj.call("self"));
@@ -1469,13 +1484,15 @@ struct Bench {
       Group f = floor_group(1, "seq", 1, seq), g = patro_group(1, "get", 1, seq, {}, "direct"),
             c = patro_group(1, "chainb", 1, seq, {}, "direct"),
             u = patro_group(1, "chain", 1, seq, {}, "direct"),
+            g3 = patro_group(1, "get3b", 1, seq, {}, "direct"),
             s3 = patro_group(1, "seq3", 1, seq, {}, "direct");
       std::optional<Group> no_ice;
-      rounds(rounds_n, f, {&g, &c, &u, &s3}, no_ice);
+      rounds(rounds_n, f, {&g, &c, &u, &g3, &s3}, no_ice);
       auto [fr, frate] = end(f);
       auto [gr, grate] = end(g);
       auto [cr, crate] = end(c);
       auto [ur, urate] = end(u);
+      auto [tr, trate] = end(g3);
       auto [sr, srate] = end(s3);
       cases.push_back({"get, 1 client (direct; beside the chain)", gr.p50_us, gr.p99_us, grate,
                        fr.p50_us, frate, gr.p50_us / fr.p50_us, "the chain's yardstick"});
@@ -1487,6 +1504,10 @@ struct Bench {
                        ur.p50_us, ur.p99_us, urate, fr.p50_us, frate, ur.p50_us / fr.p50_us,
                        "three messages each way, one round trip; p50 over one get's " +
                            num(ur.p50_us / gr.p50_us)});
+      cases.push_back({"3 independent gets in a patro::Bundle, 1 client (direct)", tr.p50_us,
+                       tr.p99_us, trate, fr.p50_us, frate, tr.p50_us / fr.p50_us,
+                       "one message each way, nothing pipelined; p50 over one get's " +
+                           num(tr.p50_us / gr.p50_us)});
       cases.push_back({"3 sequential dependent calls, 1 client (direct)", sr.p50_us, sr.p99_us,
                        srate, fr.p50_us, frate, sr.p50_us / fr.p50_us,
                        "three round trips; p50 over one get's " + num(sr.p50_us / gr.p50_us)});
