@@ -152,16 +152,22 @@ std::string get_body(uint64_t request_id, const patro::ObjectId& id) {
   return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()), fb.GetSize());
 }
 
-// Sends a get of h["abc"] in version 1 or 2 and checks its answer: 123, in the same version, in
-// 3 frames (version 1) or 1 (version 2: the envelope holds the small body).
-void check_get(zmq::socket_t& s, const patro::ObjectId& id, uint64_t request_id, int version,
-               bool resent = false) {
+// A get of h["abc"] in version 1's frames (a resent copy: with its attempt).
+d::Multipart get_frames(const patro::ObjectId& id, uint64_t request_id, bool resent) {
   d::Multipart m;
   m.push_back(d::header_frame(d::Command::request));
   m.push_back(d::object_id_frame(id));
   m.push_back(d::u64_frame(request_id));
   m.push_back(bytes(get_body(request_id, id)));
   if (resent) m.push_back(d::u64_frame(2));
+  return m;
+}
+
+// Sends a get of h["abc"] in version 1 or 2 and checks its answer: 123, in the same version, in
+// 3 frames (version 1) or 1 (version 2: the envelope holds the small body).
+void check_get(zmq::socket_t& s, const patro::ObjectId& id, uint64_t request_id, int version,
+               bool resent = false) {
+  d::Multipart m = get_frames(id, request_id, resent);
   if (version == 2) REQUIRE(d::pack_envelope(m, 0, false));
   CHECK(m.size() == (version == 2 ? 1u : resent ? 5u : 4u));
   REQUIRE(d::send_multipart(s, m, false));
@@ -179,15 +185,46 @@ void check_get(zmq::socket_t& s, const patro::ObjectId& id, uint64_t request_id,
   REQUIRE(r->results() != nullptr);
   CHECK(d::decode_values(r->results(), {}).at(0) == patro::Value(123));
 }
+// {abc: 123} served by patronize (its embedded broker; heartbeats every 100 ms), and its id.
+struct OneHash {
+  patro::Hash h{{"abc", 123}};
+  patro::Config cfg;
+  patro::ObjectId id;
+  OneHash() {
+    patro::ServerOptions so;
+    so.heartbeat.interval = std::chrono::milliseconds(100);
+    so.heartbeat.liveness = 10;
+    cfg = patro::patronize(so, h);
+    id = cfg.objects().at(0).id;
+  }
+};
+
+// Where h's server takes requests directly (the broker's LocateReply), and what its lanes read.
+std::string locate(Raw& raw, const patro::ObjectId& id, int& wire_version) {
+  flatbuffers::FlatBufferBuilder fb;
+  fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Locate,
+                                       patro::wire::CreateLocate(fb, id.server).Union()),
+            patro::wire::ControlIdentifier());
+  raw.send(d::header_frame(d::Command::locate), d::u64_frame(id.server),
+           zmq::message_t(fb.GetBufferPointer(), fb.GetSize()));
+  int version = 0;
+  const auto l = next_message(raw.s, version);
+  REQUIRE(l.size() == 3);
+  CHECK(d::parse_header(l[0]) == d::Command::locate_reply);
+  patro::Limits limits;
+  d::AlignedScratch scratch;
+  const auto* c = d::verified_control(l[2], limits, scratch);
+  const auto* lr = c ? c->body_as_LocateReply() : nullptr;
+  REQUIRE((lr && lr->endpoints() && lr->endpoints()->size() > 0));
+  wire_version = lr->wire_version();
+  return lr->endpoints()->Get(0)->str();
+}
 }  // namespace
 
 TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own, on both paths") {
-  patro::ServerOptions so;
-  so.heartbeat.interval = std::chrono::milliseconds(100);
-  so.heartbeat.liveness = 10;
-  patro::Hash h{{"abc", 123}};
-  auto cfg = patro::patronize(so, h);
-  const patro::ObjectId id = cfg.objects().at(0).id;
+  const OneHash served;
+  const patro::Config& cfg = served.cfg;
+  const patro::ObjectId id = served.id;
   Raw raw(cfg.brokers().at(0));
   patro::Limits limits;
   d::AlignedScratch scratch;
@@ -217,23 +254,9 @@ TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own,
   check_get(raw.s, id, 5, 1, true);  // answered from the reply cache
 
   // The broker's LocateReply passes on the version the server's lanes read.
-  std::string endpoint;
-  {
-    flatbuffers::FlatBufferBuilder fb;
-    fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Locate,
-                                         patro::wire::CreateLocate(fb, id.server).Union()),
-              patro::wire::ControlIdentifier());
-    raw.send(d::header_frame(d::Command::locate), d::u64_frame(id.server),
-             zmq::message_t(fb.GetBufferPointer(), fb.GetSize()));
-    const auto l = next_message(raw.s, version);
-    REQUIRE(l.size() == 3);
-    CHECK(d::parse_header(l[0]) == d::Command::locate_reply);
-    const auto* c = d::verified_control(l[2], limits, scratch);
-    const auto* lr = c ? c->body_as_LocateReply() : nullptr;
-    REQUIRE((lr && lr->endpoints() && lr->endpoints()->size() > 0));
-    CHECK(lr->wire_version() == 3);  // the lanes read bundles
-    endpoint = lr->endpoints()->Get(0)->str();
-  }
+  int lanes_read = 0;
+  const std::string endpoint = locate(raw, id, lanes_read);
+  CHECK(lanes_read == 3);  // the lanes read bundles
   REQUIRE_FALSE(endpoint.empty());
   // Straight to the lane: each version answered in its own.
   Raw direct(endpoint);
@@ -270,36 +293,11 @@ TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own,
 }
 
 namespace {
-// Where h's server takes requests directly (the broker's LocateReply), and what its lanes read.
-std::string locate(Raw& raw, const patro::ObjectId& id, int& wire_version) {
-  flatbuffers::FlatBufferBuilder fb;
-  fb.Finish(patro::wire::CreateControl(fb, patro::wire::ControlBody::Locate,
-                                       patro::wire::CreateLocate(fb, id.server).Union()),
-            patro::wire::ControlIdentifier());
-  raw.send(d::header_frame(d::Command::locate), d::u64_frame(id.server),
-           zmq::message_t(fb.GetBufferPointer(), fb.GetSize()));
-  int version = 0;
-  const auto l = next_message(raw.s, version);
-  REQUIRE(l.size() == 3);
-  patro::Limits limits;
-  d::AlignedScratch scratch;
-  const auto* c = d::verified_control(l[2], limits, scratch);
-  const auto* lr = c ? c->body_as_LocateReply() : nullptr;
-  REQUIRE((lr && lr->endpoints() && lr->endpoints()->size() > 0));
-  wire_version = lr->wire_version();
-  return lr->endpoints()->Get(0)->str();
-}
-
 // A get of h["abc"] as one inline version 2 envelope (flags besides kInline: extra; a resent
 // copy carries its attempt).
 zmq::message_t get_envelope(const patro::ObjectId& id, uint64_t request_id, uint8_t extra,
                             bool resent = false) {
-  d::Multipart m;
-  m.push_back(d::header_frame(d::Command::request));
-  m.push_back(d::object_id_frame(id));
-  m.push_back(d::u64_frame(request_id));
-  m.push_back(bytes(get_body(request_id, id)));
-  if (resent) m.push_back(d::u64_frame(2));
+  d::Multipart m = get_frames(id, request_id, resent);
   REQUIRE(d::pack_envelope(m, 0, false));
   REQUIRE(m.size() == 1);
   static_cast<uint8_t*>(m[0].data())[4] |= extra;
@@ -352,12 +350,9 @@ std::vector<uint64_t> replies(zmq::socket_t& s, size_t n, size_t& messages, size
 }  // namespace
 
 TEST_CASE("bundles (version 3): requests in one message to a lane, answered in order") {
-  patro::ServerOptions so;
-  so.heartbeat.interval = std::chrono::milliseconds(100);
-  so.heartbeat.liveness = 10;
-  patro::Hash h{{"abc", 123}};
-  auto cfg = patro::patronize(so, h);
-  const patro::ObjectId id = cfg.objects().at(0).id;
+  const OneHash served;
+  const patro::Config& cfg = served.cfg;
+  const patro::ObjectId id = served.id;
   Raw raw(cfg.brokers().at(0));
   int wire_version = 0;
   const std::string endpoint = locate(raw, id, wire_version);
