@@ -219,6 +219,21 @@ TEST_CASE("rights per key, through the broker and direct") {
       check_refused(error_of([&] { (void)g.call("bump"); }), "bump", "'gauge'");
       CHECK(g.call("peek").as<int64_t>() == before);
       check_refused(error_of([&] { (void)patro::lock(p); }), "lock", "'kv'");
+      // Calls sent together (direct: in one bundle) each run under the key's rights: a bundle
+      // carries the key of the session it came on.
+      {
+        const uint64_t bundles = patro::client(p).stats().bundles_sent;
+        patro::Future<patro::Value> read, write;
+        {
+          const patro::Bundle together(p);
+          read = p["colour"].async_get();
+          write = p["colour"].async_set("red");
+        }
+        CHECK(read.get() == "green");
+        check_refused(error_of([&] { (void)write.get(); }), "set", "'kv'");
+        CHECK(patro::client(p).stats().bundles_sent == bundles + (direct ? 1 : 0));
+      }
+      CHECK(p["colour"].get() == "green");
       // A reference a permitted object returned carries the key's rights: read, not written.
       patro::Proxy nested(p["nested"].get());
       CHECK(nested["deep"].get() == 1);
