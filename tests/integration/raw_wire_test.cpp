@@ -293,14 +293,13 @@ TEST_CASE("wire versions 1 and 2 side by side: each peer is answered in its own,
 }
 
 namespace {
-// A get of h["abc"] as one inline version 2 envelope (flags besides kInline: extra; a resent
-// copy carries its attempt).
-zmq::message_t get_envelope(const patro::ObjectId& id, uint64_t request_id, uint8_t extra,
+// A get of h["abc"] as one inline version 2 envelope (reads: it says the client reads bundled
+// replies; a resent copy carries its attempt).
+zmq::message_t get_envelope(const patro::ObjectId& id, uint64_t request_id, bool reads,
                             bool resent = false) {
   d::Multipart m = get_frames(id, request_id, resent);
-  REQUIRE(d::pack_envelope(m, 0, false));
+  REQUIRE(d::pack_envelope(m, 0, false, reads));
   REQUIRE(m.size() == 1);
-  static_cast<uint8_t*>(m[0].data())[4] |= extra;
   return std::move(m[0]);
 }
 
@@ -359,7 +358,7 @@ TEST_CASE("bundles (version 3): requests in one message to a lane, answered in o
   CHECK(wire_version == 3);
   Raw direct(endpoint);
   size_t messages = 0, bundles = 0;
-  const uint8_t reads = d::envelope_flag::kReadsBundles;
+  const bool reads = true;  // the client reads bundled replies
 
   // Three requests in one bundle, from a client that reads bundles: answered in order. The lane
   // holds their replies to send them in one bundle, for at most 100 us: a slow turn sends them
@@ -380,7 +379,7 @@ TEST_CASE("bundles (version 3): requests in one message to a lane, answered in o
   // From a client that does not say it reads bundles: each reply alone, in order.
   {
     std::vector<zmq::message_t> three;
-    for (uint64_t i = 0; i < 3; ++i) three.push_back(get_envelope(id, 400 + i, 0));
+    for (uint64_t i = 0; i < 3; ++i) three.push_back(get_envelope(id, 400 + i, false));
     send_bundle(direct.s, three);
     CHECK(replies(direct.s, 3, messages, bundles) == std::vector<uint64_t>{400, 401, 402});
     CHECK(bundles == 0);

@@ -255,14 +255,14 @@ TEST_CASE("version 2 envelopes: what does not fit stays version 1, malformed one
 }
 
 namespace {
-// An inline REQUEST envelope for request id rid with body body (flags besides kInline: extra).
-zmq::message_t request_envelope(uint64_t rid, const std::string& body, uint8_t extra = 0) {
+// An inline REQUEST envelope for request id rid with body body (reads: it says its sender reads
+// bundled replies).
+zmq::message_t request_envelope(uint64_t rid, const std::string& body, bool reads = false) {
   detail::Multipart m =
       frames({bytes(detail::header_frame(Command::request)),
               bytes(detail::object_id_frame(ObjectId{1, 2})), bytes(detail::u64_frame(rid)), body});
-  REQUIRE(detail::pack_envelope(m, 0, false));
+  REQUIRE(detail::pack_envelope(m, 0, false, reads));
   REQUIRE(m.size() == 1);
-  static_cast<uint8_t*>(m[0].data())[4] |= extra;
   return std::move(m[0]);
 }
 std::string be32(size_t n) {
@@ -274,7 +274,7 @@ std::string be32(size_t n) {
 
 TEST_CASE("bundles (version 3): several envelopes in one frame and back, in order") {
   std::vector<zmq::message_t> envelopes;
-  envelopes.push_back(request_envelope(1, "first", detail::envelope_flag::kReadsBundles));
+  envelopes.push_back(request_envelope(1, "first", true));
   envelopes.push_back(request_envelope(2, ""));
   envelopes.push_back(request_envelope(3, std::string(detail::kMaxInlineBody, 'b')));
   std::vector<const zmq::message_t*> ptrs;
@@ -284,6 +284,9 @@ TEST_CASE("bundles (version 3): several envelopes in one frame and back, in orde
   std::string expected = std::string("PT\x02\x03\x20", 5);
   for (const auto& e : envelopes) expected += be32(e.size()) + bytes(e);
   CHECK(bytes(b) == expected);
+  CHECK(detail::envelope_flags(envelopes[0]) ==
+        (detail::envelope_flag::kReadsBundles | detail::envelope_flag::kInline));
+  CHECK(detail::envelope_flags(envelopes[1]) == detail::envelope_flag::kInline);
   CHECK(detail::is_bundle(b));
   CHECK(detail::is_envelope(b));  // so a version 2 peer refuses it as a malformed envelope
   detail::Multipart as_v2;
@@ -299,6 +302,10 @@ TEST_CASE("bundles (version 3): several envelopes in one frame and back, in orde
   // Replies too, and a bundle of one.
   detail::Multipart reply =
       frames({bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(9)), "answer"});
+  detail::Multipart reading =
+      frames({bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(9)), "answer"});
+  CHECK_FALSE(detail::pack_envelope(reading, 0, false, true));  // a REPLY reads nothing
+  CHECK(reading.size() == 3);
   REQUIRE(detail::pack_envelope(reply, 0, false));
   const zmq::message_t one = detail::bundle_frame({&reply[0]});
   CHECK(detail::is_bundle(one));

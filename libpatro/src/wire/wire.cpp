@@ -53,16 +53,23 @@ std::optional<Command> parse_header(const zmq::message_t& frame, uint64_t& stamp
 }
 
 namespace {
-void put_u64(uint8_t* p, uint64_t v) {
-  for (int i = 7; i >= 0; --i) {
+// Big-endian integers of n bytes (8: ids and stamps; 4: a bundled envelope's length).
+void put_be(uint8_t* p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) {
     p[i] = static_cast<uint8_t>(v);
     v >>= 8;
   }
 }
-uint64_t get_u64(const uint8_t* p) {
+uint64_t get_be(const uint8_t* p, int n) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
   return v;
+}
+void put_u64(uint8_t* p, uint64_t v) {
+  put_be(p, v, 8);
+}
+uint64_t get_u64(const uint8_t* p) {
+  return get_be(p, 8);
 }
 }  // namespace
 
@@ -71,12 +78,13 @@ bool is_envelope(const zmq::message_t& frame) noexcept {
   return frame.size() >= 5 && h[0] == 'P' && h[1] == 'T' && h[2] == kEnvelopeVersion;
 }
 
-bool pack_envelope(Multipart& m, size_t at, bool routed) {
+bool pack_envelope(Multipart& m, size_t at, bool routed, bool reads_bundles) {
   if (m.size() <= at) return false;
   uint64_t stamp = 0;
   const auto cmd = parse_header(m[at], stamp);
   const bool request = cmd == Command::request;
   if (!request && cmd != Command::reply) return false;
+  if (reads_bundles && !request) return false;
   const bool stamped = m[at].size() == 12;
   // The frames after the header: routing, ids, body, attempt.
   const size_t ids = request ? 2 : 1;
@@ -101,7 +109,8 @@ bool pack_envelope(Multipart& m, size_t at, bool routed) {
   const bool inline_body = body_size <= kMaxInlineBody;
   const uint8_t flags =
       (stamped ? envelope_flag::kStamp : 0) | (routed ? envelope_flag::kRouting : 0) |
-      (attempt ? envelope_flag::kAttempt : 0) | (inline_body ? envelope_flag::kInline : 0);
+      (attempt ? envelope_flag::kAttempt : 0) | (inline_body ? envelope_flag::kInline : 0) |
+      (reads_bundles ? envelope_flag::kReadsBundles : 0);
   zmq::message_t env(5 + (stamped ? 8 : 0) + (routed ? 1 + routing.size() : 0) +
                      (request ? 16 : 0) + 8 + (attempt ? 8 : 0) + (inline_body ? body_size : 0));
   auto* p = static_cast<uint8_t*>(env.data());
@@ -251,11 +260,8 @@ zmq::message_t bundle_frame(const std::vector<const zmq::message_t*>& envelopes)
     PATRO_ASSERT(e.size() >= 5 && static_cast<const uint8_t*>(e.data())[3] == first[3] &&
                      (static_cast<const uint8_t*>(e.data())[4] & envelope_flag::kInline) != 0,
                  "a bundle holds inline envelopes of one command");
-    const auto len = static_cast<uint32_t>(e.size());
-    *p++ = static_cast<uint8_t>(len >> 24);
-    *p++ = static_cast<uint8_t>(len >> 16);
-    *p++ = static_cast<uint8_t>(len >> 8);
-    *p++ = static_cast<uint8_t>(len);
+    put_be(p, e.size(), 4);
+    p += 4;
     std::memcpy(p, e.data(), e.size());
     p += e.size();
   }
@@ -274,8 +280,7 @@ bool split_bundle(const zmq::message_t& frame, std::vector<zmq::message_t>& out)
   };
   for (size_t i = 5; i < size;) {
     if (size - i < 4 || out.size() - was >= kMaxBundle) return refuse();
-    const size_t len = (size_t{p[i]} << 24) | (size_t{p[i + 1]} << 16) | (size_t{p[i + 2]} << 8) |
-                       size_t{p[i + 3]};
+    const auto len = static_cast<size_t>(get_be(p + i, 4));
     i += 4;
     if (len > size - i) return refuse();
     zmq::message_t e(p + i, len);

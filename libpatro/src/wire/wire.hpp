@@ -160,8 +160,10 @@ bool is_envelope(const zmq::message_t& frame) noexcept;
 /// the body (one frame) or, for a body over kMaxInlineBody, an envelope and the body: [hdr or
 /// stamped hdr]([client routing id])[object id][request id][body]([attempt]) for a REQUEST,
 /// [hdr]([client routing id])[request id][body] for a REPLY; routed: whether the routing frame is
-/// there. Returns false, leaving m as it was, for anything else (it goes as version 1).
-bool pack_envelope(Multipart& m, size_t at, bool routed);
+/// there. reads_bundles (a REQUEST only): the sender reads its reply in a bundle
+/// (envelope_flag::kReadsBundles). Returns false, leaving m as it was, for anything else (it goes
+/// as version 1).
+bool pack_envelope(Multipart& m, size_t at, bool routed, bool reads_bundles = false);
 /// Replaces the envelope at m[at] by the version 1 frames it stands for, the body after its ids
 /// and before the attempt, so that code reading version 1 reads it. An envelope that holds its
 /// body is the last frame; otherwise at most one frame (the body) may follow it, and with none
