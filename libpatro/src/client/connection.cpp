@@ -366,20 +366,22 @@ bool Connection::direct_closed(uint64_t server) {
 void Connection::pack_direct(Outgoing& o) {
   if (!o.frames.empty() && is_envelope(o.frames[0])) return;  // packed already
   const auto v = direct_versions_.find(o.slot->server);
-  if (v == direct_versions_.end() || !pack_envelope(o.frames, 0, false)) return;
-  if (v->second >= kBundleVersion)
-    static_cast<uint8_t*>(o.frames[0].data())[4] |= envelope_flag::kReadsBundles;
+  if (v != direct_versions_.end()) pack_envelope(o.frames, 0, false, v->second >= kBundleVersion);
 }
 
 bool Connection::send_direct(zmq::socket_t& sock, Outgoing& o) {
   // A lane that reads version 2 gets [envelope][body]; unpacked again if it goes another way.
   pack_direct(o);
-  if (send_logged(sock, o.frames, true, "request")) return true;
-  if (direct_closed(o.slot->server)) {
-    if (is_envelope(o.frames[0])) unpack_envelope(o.frames, 0);
-    return false;
-  }
-  (void)send_logged(sock, o.frames, false, "request");  // a full queue: wait for room
+  if (send_or_wait(sock, o.slot->server, o.frames, "request")) return true;
+  if (is_envelope(o.frames[0])) unpack_envelope(o.frames, 0);
+  return false;
+}
+
+bool Connection::send_or_wait(zmq::socket_t& sock, uint64_t server, Multipart& m,
+                              const char* what) {
+  if (send_logged(sock, m, true, what)) return true;
+  if (direct_closed(server)) return false;
+  (void)send_logged(sock, m, false, what);  // a full queue: wait for room
   return true;
 }
 
@@ -406,9 +408,7 @@ void Connection::send_bundled() {
       for (const Outgoing& o : items) envelopes.push_back(&o.frames[0]);
       Multipart m;
       m.push_back(bundle_frame(envelopes));
-      sent = send_logged(sock->second, m, true, "bundle of requests");
-      if (!sent && !direct_closed(server))
-        sent = send_logged(sock->second, m, false, "bundle of requests");  // wait for room
+      sent = send_or_wait(sock->second, server, m, "bundle of requests");
     }
   }
   if (sent) {

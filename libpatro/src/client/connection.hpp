@@ -323,6 +323,10 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   bool direct_closed(uint64_t server) PATRO_EXCLUDES(requests_.mutex());
   // Sends a request directly; false if the socket has no connection (nothing left).
   bool send_direct(zmq::socket_t& sock, Outgoing& o) PATRO_REQUIRES(loop_.turn());
+  // Sends m on server's direct socket, waiting for room in a full queue; false, m kept, if the
+  // socket has no connection.
+  bool send_or_wait(zmq::socket_t& sock, uint64_t server, Multipart& m, const char* what)
+      PATRO_REQUIRES(loop_.turn());
   // Sends frames to the broker, a REQUEST in the wire version the broker reads.
   void send_to_broker(Multipart& m, const char* what) PATRO_REQUIRES(loop_.turn());
   void on_locate_reply(Multipart& msg) PATRO_REQUIRES(loop_.turn());
