@@ -172,7 +172,8 @@ def _send(sock, frames):
 class _Slot:
     __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway",
                  "frames", "control", "attempts", "maybe_ran", "retry_at", "no_route_since",
-                 "backoff", "callbacks", "sent", "sent_direct", "lost_direct")
+                 "backoff", "callbacks", "sent", "sent_direct", "lost_direct", "holds",
+                 "releases")
 
     def __init__(self, request_id, server, op, deadline, frames=None, control=False):
         self.request_id = request_id
@@ -196,9 +197,27 @@ class _Slot:
         self.sent = False  # it left (not queued, nor held for its direct route)
         self.sent_direct = False  # it left by the direct path (its last copy did)
         self.lost_direct = False  # a copy went directly and its connection died with it
+        # The references its reply brings, each counted once by the server: held once, at its
+        # first reading, for every reading (Connection.results); let go of as the slot goes if
+        # it was never read (a Future dropped unread). releases: its connection, weakly, for a
+        # request whose reply may bring references.
+        self.holds = None
+        self.releases = None
 
     def idempotent(self):
         return not self.oneway and self.op in codec.IDEMPOTENT
+
+    def __del__(self):
+        if self.holds is not None or self.releases is None or not self.done or self.error:
+            return
+        conn = self.releases()
+        if conn is None or conn._closed or not self.body:
+            return
+        try:
+            codec.decode_reply(self.body, lambda server, obj, type_name, reftype, hold=None:
+                               conn._released.append((server, obj)))
+        except Exception:  # a reply that cannot be read: held until we disconnect
+            pass
 
 
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -367,6 +386,8 @@ class Connection:
         # servers on the heartbeat thread's next turn (libpatro's ReleaseQueue).
         self._released = collections.deque()
         self.released = 0  # Release calls sent so far
+        self._refs_mu = threading.Lock()  # a reading of a reply's references (results)
+        self._weak_self = weakref.ref(self)  # what a request's slot releases through
         # The direct path (patro.direct; guarded by _io): each server's route, and the socket to
         # the lane of each server whose route is probing or live.
         self._routes = direct.DirectRoutes(self.route) if self.route != "broker" else None
@@ -596,6 +617,7 @@ class Connection:
         frames = [codec.header(codec.REQUEST), codec.object_id_frame(server, obj),
                   codec.u64_frame(rid), body]
         slot = self._new_slot(rid, server, op, deadline, frames)
+        slot.releases = self._weak_self
         self._servers.add(server)
         if self.options.forward_logs is not None and server not in self._log_subscribed:
             # Before the server's first request (docs/WIRE.md "Log forwarding").
@@ -608,10 +630,25 @@ class Connection:
         return slot
 
     def results(self, slot, make_ref):
-        """The decoded Reply of an answered slot; raises the call's error."""
+        """The decoded Reply of an answered slot; raises the call's error. make_ref(server, obj,
+        type_name, reftype, hold) makes each reference: its hold is made at the slot's first
+        reading and shared by every later one (the server counted the reference once)."""
         if slot.error is not None:
             raise slot.error
-        reply = codec.decode_reply(slot.body, make_ref)
+        with self._refs_mu:
+            if slot.holds is None:
+                slot.holds = []
+            holds = slot.holds
+            n = 0
+
+            def held(server, obj, type_name, reftype):
+                nonlocal n
+                if n == len(holds):
+                    holds.append(self.hold(server, obj))
+                n += 1
+                return make_ref(server, obj, type_name, reftype, holds[n - 1])
+
+            reply = codec.decode_reply(slot.body, held)
         if reply.error is not None:
             raise reply.error
         return reply
@@ -634,7 +671,7 @@ class Connection:
         self._await(slot)
         return self.results(slot, self._plain_ref)
 
-    def _plain_ref(self, server, obj, type_name, reftype):
+    def _plain_ref(self, server, obj, type_name, reftype, hold=None):
         return (server, obj, type_name, reftype)
 
     def control(self, command, body):

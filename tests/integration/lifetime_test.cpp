@@ -144,6 +144,35 @@ TEST_CASE_FIXTURE(
   stop();
 }
 
+TEST_CASE_FIXTURE(Served,
+                  "a Future read many times holds its reference once; one never read lets it go") {
+  const patro::Proxy factory = ps.at(kFactory);
+  {
+    // Read twice, and called on once its answer is here: one reference (the server counted one),
+    // so dropping one copy frees nothing while another lives.
+    patro::Future<patro::Value> f = factory.async_call("make");
+    std::optional<patro::Value> first(f.get());
+    const patro::Value second = f.get();
+    CHECK(f.async_call("get").get() == 1);
+    first.reset();
+    std::this_thread::sleep_for(kLease * 4);  // the release, had one gone, and the lease
+    CHECK(patro::Proxy(second).call("get") == 1);
+    CHECK(live(factory) == 1);
+  }
+  CHECK(live_at_most(factory, 0, 10s) == 0);
+  {
+    // Never read: one dropped before its answer came, one after.
+    patro::Future<patro::Value> answered = factory.async_call("make");
+    (void)factory.async_call("make");
+    answered.wait();
+  }
+  CHECK(live_at_most(factory, 0, 10s) == 0);
+  // A call made on a result not yet here, which itself is never read.
+  CHECK(factory.async_call("make").async_call("get").get() == 4);
+  CHECK(live_at_most(factory, 0, 10s) == 0);
+  stop();
+}
+
 TEST_CASE_FIXTURE(Served, "a client that dies drops the references it held") {
   const patro::Proxy factory = ps.at(kFactory);
   const std::string held = dir.file("held");

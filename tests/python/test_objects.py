@@ -192,6 +192,38 @@ def test_a_dropped_reference_is_released_and_freed(objs):
     assert not _freed(conn, *kept.id, limit=0.5)
 
 
+def test_a_future_read_twice_holds_its_reference_once(objs):
+    # The server counted the reference once: two readings share one hold, so dropping one
+    # copy frees nothing while the other lives (libpatro's lifetime_test does the same).
+    h = objs["h"]
+    conn = h.connection
+    f = h.at("def").get_async()
+    first, second = f.result(), f.result()
+    sid, oid = second.id
+    del first
+    gc.collect()
+    time.sleep(0.8)  # past the lease, and past a release had one gone
+    assert second.at(0).get() == 456
+    del second, f
+    gc.collect()
+    assert _freed(conn, sid, oid)
+
+
+def test_a_future_never_read_lets_its_reference_go(objs):
+    h = objs["h"]
+    conn = h.connection
+    known = h.at("def").get_async()
+    sid, oid = known.result().id  # one read, to learn the object's id
+    answered = h.at("def").get_async()
+    answered.wait()
+    gone = h.at("def").get_async()
+    del known, answered, gone  # the last one dropped before its answer came
+    gc.collect()
+    # Freed only once all three references are let go of (asking drives the socket, so the
+    # last answer comes too).
+    assert _freed(conn, sid, oid)
+
+
 def test_operators_and_conversions(objs):
     m = objs["money"]
     start = m.call("cents")

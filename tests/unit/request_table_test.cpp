@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "oneway_batcher.hpp"
 #include "request_table.hpp"
 
 using namespace patro;
@@ -446,4 +447,61 @@ TEST_CASE("callbacks: collected once when their slot is answered, run once, a th
   CHECK_FALSE(table.add_callback(s, late));
   REQUIRE(late);
   CHECK(table.take_ready().empty());
+}
+
+TEST_CASE("a reply's references: let go of as its slot ends if never read, kept if read") {
+  auto queue = std::make_shared<detail::ReleaseQueue>();
+  const auto release = detail::reply_release(queue, Limits{});
+  // An OK reply whose results are references to objects 7 and 8 of server 0x5e (the same one twice
+  // for 8: the server counted each).
+  auto reply = [](uint64_t rid) {
+    flatbuffers::FlatBufferBuilder fb;
+    const detail::RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
+      return wire::CreateRef(b, r.id.server, r.id.object);
+    };
+    ValueArray vs;
+    for (uint64_t o : {7, 8, 8}) {
+      Reference r;
+      r.id = ObjectId{0x5e, o};
+      vs.emplace_back(std::move(r));
+    }
+    auto results = detail::encode_values(fb, vs, refs);
+    wire::ReplyBuilder b(fb);
+    b.add_request_id(rid);
+    b.add_status(wire::Status::Ok);
+    b.add_results(results);
+    fb.Finish(b.Finish(), wire::ReplyIdentifier());
+    return detail::body_frame(fb);
+  };
+  RequestTable table(true, 50ms, Limits{});
+  const auto t0 = Clock::now();
+  Multipart frames;
+  frames.push_back(detail::header_frame(Command::request));
+  // Answered and dropped unread: each reference it brought is released.
+  {
+    SlotPtr s = table.add(1, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+    REQUIRE(table.answer(1, reply(1), t0, "direct"));
+  }
+  using R = detail::ReleaseQueue::Released;
+  CHECK(queue->take() == std::vector<R>{{ObjectId{0x5e, 7}, 0, 1}, {ObjectId{0x5e, 8}, 0, 2}});
+  // Read (its holds made): nothing more at its end; what was read lets go as its values go.
+  {
+    SlotPtr s = table.add(2, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+    REQUIRE(table.answer(2, reply(2), t0, "direct"));
+    detail::MutexLock lock(s->refs_mu);
+    s->result_holds.start();
+    for (int i = 0; i < 3; ++i) (void)s->result_holds.next([] { return std::make_shared<int>(); });
+    s->result_holds.read();
+  }
+  CHECK(queue->take().empty());
+  // A cancelled call's slot (its answer, if one comes, is dropped), and one that brings no
+  // references (a control request's): nothing.
+  {
+    SlotPtr s = table.add(3, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+    CHECK(table.cancel(s, t0));
+    CHECK_FALSE(table.answer(3, reply(3), t0, "direct"));
+    SlotPtr c = table.add(4, 0, wire::Op::Get, t0, t0 + 1s, &frames, true);
+    REQUIRE(table.answer(4, reply(4), t0, "broker"));
+  }
+  CHECK(queue->take().empty());
 }

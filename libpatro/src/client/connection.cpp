@@ -134,7 +134,9 @@ void Connection::connect() {
 SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
                              Clock::time_point started, Clock::time_point deadline,
                              const Multipart* frames, bool control, uint32_t oneway_calls) {
-  return requests_.add(request_id, server, op, started, deadline, frames, control, oneway_calls);
+  // A request's reply may bring references; a control request's or a batch's acknowledgement not.
+  return requests_.add(request_id, server, op, started, deadline, frames, control, oneway_calls,
+                       control || oneway_calls > 0 ? nullptr : reply_release_);
 }
 
 void Connection::submit(Multipart frames, SlotPtr slot) {
@@ -1348,7 +1350,10 @@ ValueArray Connection::results(const SlotPtr& slot,
     throw Error(errc, text);
   }
   auto self = shared_from_this();
-  const RefReader read_ref = [&self](const wire::Ref& r) {
+  // Each reference is held once however often the reply is read: the server counted it once.
+  MutexLock lock(slot->refs_mu);
+  ReplyHolds* holds = nullptr;
+  const RefReader read_ref = [&self, &holds](const wire::Ref& r) {
     const ObjectId id{r.server(), r.object()};
     return Value(Reference{nullptr,
                            self,
@@ -1356,14 +1361,30 @@ ValueArray Connection::results(const SlotPtr& slot,
                            {},
                            r.type_name() ? r.type_name()->str() : std::string(),
                            r.reftype() ? r.reftype()->str() : std::string(),
-                           self->hold(id),
+                           holds->next([&] { return self->hold(id); }),
                            false});
   };
+  // A reading that fails part way still counts as read: what it held stays held.
+  auto read = [&](ReplyHolds& part, auto decode) PATRO_NO_TSA {
+    holds = &part;
+    part.start();
+    try {
+      decode();
+    } catch (...) {
+      part.read();
+      throw;
+    }
+    part.read();
+  };
   if (changed && reply->changed_args()) {
-    for (const auto* c : *reply->changed_args())
-      changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
+    read(slot->changed_holds, [&] {
+      for (const auto* c : *reply->changed_args())
+        changed->emplace_back(c->index(), decode_value(c->value(), read_ref));
+    });
   }
-  return decode_values(reply->results(), read_ref);
+  ValueArray out;
+  read(slot->result_holds, [&] { out = decode_values(reply->results(), read_ref); });
+  return out;
 }
 
 ValueArray Connection::call(const ObjectId& id, wire::Op op, const Path& path,

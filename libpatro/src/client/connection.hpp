@@ -461,6 +461,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
                         std::string_view name, uint64_t fence) PATRO_REQUIRES(out_mu_);
   static constexpr size_t kReleaseEarly = 256;  // queued releases that a new request sends first
   const std::shared_ptr<ReleaseQueue> releases_ = std::make_shared<ReleaseQueue>();
+  // What a request's slot lets go of if its reply is never read (reply_refs.hpp).
+  const std::shared_ptr<const ReplyRelease> reply_release_ =
+      reply_release(releases_, options_.limits);
   std::atomic<uint64_t> released_{0};
   /// Puts the dropped references into oneway batches (the heartbeat thread).
   void send_releases() PATRO_EXCLUDES(out_mu_);

@@ -36,10 +36,19 @@ void by_request_id(std::vector<SlotPtr>& slots) {
 
 }  // namespace
 
+Slot::~Slot() {
+  // The last owner is going (no reading can be under way): no lock needed.
+  if (reply_release == nullptr || !done || error != Errc::ok || body.size() == 0) return;
+  const bool results = !result_holds.was_read(), changed = !changed_holds.was_read();
+  if (results || changed) reply_release->release_unread(body, results, changed);
+}
+
 SlotPtr RequestTable::add(uint64_t request_id, uint64_t server, wire::Op op,
                           Clock::time_point started, Clock::time_point deadline,
-                          const Multipart* frames, bool control, uint32_t oneway_calls) {
+                          const Multipart* frames, bool control, uint32_t oneway_calls,
+                          std::shared_ptr<const ReplyRelease> reply_release) {
   auto slot = std::make_shared<Slot>();
+  slot->reply_release = std::move(reply_release);
   slot->request_id = request_id;
   slot->server = server;
   slot->op = op;

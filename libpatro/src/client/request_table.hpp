@@ -29,6 +29,7 @@
 
 #include "mutex.hpp"
 #include "patro/options.hpp"
+#include "reply_refs.hpp"
 #include "socket.hpp"
 #include "wire.hpp"
 
@@ -69,6 +70,17 @@ struct Slot {
   // made, and what it asks ("OP obj=… path=…"; "calls=N" for a batch; empty: not traced).
   Clock::time_point started;
   std::string traced;
+  // The references its reply brings (reply_refs.hpp): held once, however often it is read; let go
+  // of as the slot ends if it was never read. Null for a reply that brings none (a control
+  // request's, a oneway batch's acknowledgement).
+  std::shared_ptr<const ReplyRelease> reply_release;
+  Mutex refs_mu;  // a reading of the reply (any thread that reads the Future)
+  ReplyHolds result_holds PATRO_GUARDED_BY(refs_mu), changed_holds PATRO_GUARDED_BY(refs_mu);
+
+  Slot() = default;
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  ~Slot() PATRO_NO_TSA;
 };
 using SlotPtr = std::shared_ptr<Slot>;
 
@@ -96,10 +108,12 @@ class PATRO_PRIVATE RequestTable {
   Mutex& mutex() PATRO_TSA(lock_returned(mu_)) { return mu_; }
 
   /// Registers a slot for request_id. frames: the request as it goes out, kept (sharing the
-  /// bodies' buffers) to resend it when retries are on (null: never resent).
+  /// bodies' buffers) to resend it when retries are on (null: never resent). reply_release: where
+  /// the references of a reply nobody reads go (null: its reply brings none).
   SlotPtr add(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point started,
               Clock::time_point deadline, const Multipart* frames, bool control,
-              uint32_t oneway_calls = 0) PATRO_EXCLUDES(mu_);
+              uint32_t oneway_calls = 0,
+              std::shared_ptr<const ReplyRelease> reply_release = nullptr) PATRO_EXCLUDES(mu_);
 
   // Queries for waiters, under the mutex.
   size_t in_flight() const PATRO_REQUIRES(mu_) { return slots_.size(); }
