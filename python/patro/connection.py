@@ -169,6 +169,10 @@ def _send(sock, frames):
     send(frames[-1], 0, copy=len(frames[-1]) < 65536)
 
 
+_GIVEN_UP = (errors.Errc.timeout, errors.Errc.cancelled)  # a slot's errors after which its
+# answer may still come
+
+
 class _Slot:
     __slots__ = ("request_id", "server", "op", "deadline", "done", "error", "body", "oneway",
                  "frames", "control", "attempts", "maybe_ran", "retry_at", "no_route_since",
@@ -214,8 +218,7 @@ class _Slot:
         if conn is None or conn._closed or not self.body:
             return
         try:
-            codec.decode_reply(self.body, lambda server, obj, type_name, reftype, hold=None:
-                               conn._released.append((server, obj)))
+            codec.decode_reply(self.body, conn._let_go)
         except Exception:  # a reply that cannot be read: held until we disconnect
             pass
 
@@ -387,6 +390,9 @@ class Connection:
         self._released = collections.deque()
         self.released = 0  # Release calls sent so far
         self._refs_mu = threading.Lock()  # a reading of a reply's references (results)
+        # Requests given up on (timed out, cancelled) whose answer may bring references, oldest
+        # first: a late answer lets go of them (_answer).
+        self._given_up = collections.OrderedDict()
         self._weak_self = weakref.ref(self)  # what a request's slot releases through
         # The direct path (patro.direct; guarded by _io): each server's route, and the socket to
         # the lane of each server whose route is probing or live.
@@ -670,6 +676,10 @@ class Connection:
         self._submit(frames, slot)
         self._await(slot)
         return self.results(slot, self._plain_ref)
+
+    def _let_go(self, server, obj, type_name, reftype, hold=None):
+        """make_ref for an answer nobody reads: each reference it brings is released."""
+        self._released.append((server, obj))
 
     def _plain_ref(self, server, obj, type_name, reftype, hold=None):
         return (server, obj, type_name, reftype)
@@ -1245,7 +1255,14 @@ class Connection:
         with self._mu:
             slot = self._slots.get(rid)
             if slot is None:
-                return  # late: its caller gave up
+                # Late: its caller gave up. What it brings was counted for us: let go of it,
+                # once (a second copy of the answer, from the reply cache, brings nothing new).
+                if self._given_up.pop(rid, None) is not None:
+                    try:
+                        codec.decode_reply(msg[2], self._let_go)
+                    except errors.Error:
+                        pass
+                return
             slot.body = msg[2]
             if direct_path and not slot.control:
                 self.direct_replies += 1
@@ -1257,6 +1274,11 @@ class Connection:
         slot.done = True
         slot.error = error
         self._slots.pop(slot.request_id, None)
+        if slot.releases is not None and getattr(error, "code", None) in _GIVEN_UP:
+            # Given up on: its answer may still come (_answer). The newest 1,024 are kept.
+            self._given_up[slot.request_id] = True
+            if len(self._given_up) > 1024:
+                self._given_up.popitem(last=False)
         if slot.oneway:
             self._settle_batch(slot)
         if slot.callbacks:

@@ -170,6 +170,17 @@ TEST_CASE_FIXTURE(Served,
   // A call made on a result not yet here, which itself is never read.
   CHECK(factory.async_call("make").async_call("get").get() == 4);
   CHECK(live_at_most(factory, 0, 10s) == 0);
+  // Given up on (timed out: its server runs it all the same) and answered late: what the answer
+  // brings is let go of as it comes (the connection's heartbeat thread reads it).
+  {
+    patro::ClientOptions o = client();
+    o.call_timeout = 50ms;
+    const patro::Proxy impatient = patro::get_proxies(dir.file("server.conf"), o).at(kFactory);
+    CHECK_THROWS_AS(impatient.call("make_slowly", 300), patro::Error);
+    for (int i = 0; i < 200 && factory.call("made") != 5; ++i) std::this_thread::sleep_for(50ms);
+    REQUIRE(factory.call("made") == 5);
+    CHECK(live_at_most(factory, 0, 10s) == 0);
+  }
   stop();
 }
 

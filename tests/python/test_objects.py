@@ -140,7 +140,7 @@ def test_threads_share_a_connection(objs):
 
 def test_config_and_names(cluster):
     cfg = patro.Config.from_file(cluster.config)
-    assert cfg.brokers == [cluster.front] and len(cfg.objects) == 7
+    assert cfg.brokers == [cluster.front] and len(cfg.objects) == 8
     assert patro.Config.parse(cfg.to_string()).objects == cfg.objects
     ps = patro.get_proxies(cfg)
     conn = ps[0].connection
@@ -222,6 +222,27 @@ def test_a_future_never_read_lets_its_reference_go(objs):
     # Freed only once all three references are let go of (asking drives the socket, so the
     # last answer comes too).
     assert _freed(conn, sid, oid)
+
+
+def test_an_answer_after_its_timeout_lets_its_reference_go(cluster):
+    # The server runs the call all the same, and counts the hash it returns for us: the answer
+    # that comes late is dropped, and its reference released.
+    ps = patro.get_proxies(cluster.config, call_timeout=20)
+    conn = ps[0].connection
+    try:
+        slow = patro.proxy_for(conn, "slow_hash")
+        try:
+            slow(300, timeout=0.05)
+            raise AssertionError("no timeout")
+        except patro.Timeout:
+            pass
+        deadline = time.monotonic() + 10
+        while conn.released == 0 and time.monotonic() < deadline:
+            assert ps[0].at("abc").get() == 123  # reads what comes meanwhile
+            time.sleep(0.05)
+        assert conn.released == 1
+    finally:
+        conn.close()
 
 
 def test_operators_and_conversions(objs):

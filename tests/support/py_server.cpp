@@ -6,6 +6,7 @@
 //   4 counter a hash {"n": 0}, for lock tests
 //   5 money   Money(1000 cents): withdraw(c) throws Overdrawn past the balance
 //   6 fh      with --file PATH: PATH opened "+<" (read and write), as a served file handle
+//   last      slow_hash(ms): sleeps ms, then returns a new hash {"slept": ms} (a reference)
 // writes its config to CONFIG and runs until SIGTERM/SIGINT.
 //
 //   patro-test-py-server CONFIG [--broker ENDPOINT] [--heartbeat-ms N] [--threads N] [--name NAME]
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <patro/patro.hpp>
@@ -77,6 +79,12 @@ int main(int argc, char** argv) {
                                       patro::named("counter", counter),
                                       patro::named("money", money)};
     if (!file.empty()) objects.push_back(patro::named("fh", patro::FileHandle::open(file, "+<")));
+    // Last: a callable that sleeps ms, then returns a new hash (a reference).
+    patro::Code slow_hash = [](int64_t ms) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      return patro::Hash{{"slept", ms}};
+    };
+    objects.push_back(patro::named("slow_hash", slow_hash));
     auto cfg = patro::patronize(opts, std::move(objects));
     cfg.to_file(argv[1]);
     signals.wait();

@@ -1,7 +1,8 @@
 // A server for multi-process tests. Serves, in this order:
 //   0: the README's hash, 1: an empty array (also named "jobs"), 2: a hash {"n": 0},
 //   3: a Slow object: add(ms) sleeps ms, then counts one and returns the count; count()
-//   4: a Factory: make() returns a new Thing (a served object: get() -> its number), live() the
+//   4: a Factory: make() returns a new Thing (a served object: get() -> its number),
+//      make_slowly(ms) the same after sleeping ms, made() how many it made, live() the
 //      Things alive, rss_kb() this process's resident set (after malloc_trim), heap_kb() what
 //      the allocator has handed out; 5: a hash {"nested": {"x": 1}} ("tree")
 //   6: a Notifier, which calls back what clients pass it: call_code(cb, x) -> cb(x);
@@ -120,6 +121,12 @@ int main(int argc, char** argv) {
     patro::Class<Thing>("Thing").method("get", [](Thing& t) { return t.number; });
     patro::Class<Factory>("Factory")
         .method("make", [](Factory& f) { return std::make_shared<Thing>(++f.made); })
+        .method("make_slowly",
+                [](Factory& f, int64_t ms) {
+                  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+                  return std::make_shared<Thing>(++f.made);
+                })
+        .method("made", [](Factory& f) { return f.made.load(); })
         .method("live", [](Factory&) { return things_alive.load(); })
         .method("rss_kb", [](Factory&) { return rss_kb(); })
         .method("heap_kb", [](Factory&) { return heap_kb(); });

@@ -494,14 +494,28 @@ TEST_CASE("a reply's references: let go of as its slot ends if never read, kept 
     s->result_holds.read();
   }
   CHECK(queue->take().empty());
-  // A cancelled call's slot (its answer, if one comes, is dropped), and one that brings no
-  // references (a control request's): nothing.
+  // A control request's slot brings no references: nothing.
   {
-    SlotPtr s = table.add(3, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
-    CHECK(table.cancel(s, t0));
-    CHECK_FALSE(table.answer(3, reply(3), t0, "direct"));
     SlotPtr c = table.add(4, 0, wire::Op::Get, t0, t0 + 1s, &frames, true);
     REQUIRE(table.answer(4, reply(4), t0, "broker"));
   }
+  CHECK(queue->take().empty());
+  // Cancelled, and timed out: an answer that comes after is dropped, and what it brings let go
+  // of, once (a second copy of it brings nothing new).
+  SlotPtr cancelled = table.add(3, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+  SlotPtr late = table.add(5, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+  CHECK(table.cancel(cancelled, t0));
+  CHECK(table.expire(t0 + 2s));
+  CHECK(late->error == Errc::timeout);
+  CHECK(queue->take().empty());  // nothing came: nothing to let go of
+  const std::vector<R> brought{{ObjectId{0x5e, 7}, 0, 1}, {ObjectId{0x5e, 8}, 0, 2}};
+  CHECK_FALSE(table.answer(3, reply(3), t0, "direct"));
+  CHECK(queue->take() == brought);
+  CHECK_FALSE(table.answer(3, reply(3), t0, "broker"));
+  CHECK(queue->take().empty());
+  CHECK_FALSE(table.answer(5, reply(5), t0, "direct"));
+  CHECK(queue->take() == brought);
+  // An answer nobody asked for: nothing.
+  CHECK_FALSE(table.answer(99, reply(99), t0, "direct"));
   CHECK(queue->take().empty());
 }

@@ -137,13 +137,33 @@ void RequestTable::complete(const SlotPtr& s, Clock::time_point now, const char*
 
 bool RequestTable::answer(uint64_t request_id, zmq::message_t body, Clock::time_point now,
                           const char* via) {
-  MutexLock lock(mu_);
-  auto it = slots_.find(request_id);
-  if (it == slots_.end()) return false;
-  SlotPtr slot = it->second;
-  slot->body = std::move(body);
-  complete(slot, now, via);
-  return true;
+  std::shared_ptr<const ReplyRelease> late;
+  {
+    MutexLock lock(mu_);
+    auto it = slots_.find(request_id);
+    if (it != slots_.end()) {
+      SlotPtr slot = it->second;
+      slot->body = std::move(body);
+      complete(slot, now, via);
+      return true;
+    }
+    // Late: the server counted what it brings for us, and nobody will read it. (A second copy
+    // of the same answer, from the reply cache, brings nothing new: forgotten at the first.)
+    for (auto g = given_up_.begin(); g != given_up_.end(); ++g) {
+      if (g->request_id != request_id) continue;
+      late = std::move(g->reply_release);
+      given_up_.erase(g);
+      break;
+    }
+  }
+  if (late) late->release_unread(body, true, true);
+  return false;
+}
+
+void RequestTable::given_up(const Slot& slot) {
+  if (slot.reply_release == nullptr) return;
+  if (given_up_.size() >= kGivenUp) given_up_.pop_front();
+  given_up_.push_back(GivenUp{slot.request_id, slot.reply_release});
 }
 
 bool RequestTable::no_route(uint64_t request_id, zmq::message_t body, bool ran,
@@ -191,6 +211,7 @@ bool RequestTable::expire(Clock::time_point now, std::vector<SlotPtr>* cancel,
   }
   for (const SlotPtr& slot : late) {
     time_out_slot(*slot);
+    given_up(*slot);
     complete(slot, now);
     if (cancel != nullptr && slot->cancel_on_timeout) cancel->push_back(slot);
   }
@@ -209,6 +230,7 @@ bool RequestTable::time_out(const SlotPtr& slot, Clock::time_point now) {
   MutexLock lock(mu_);
   if (slot->done) return false;
   time_out_slot(*slot);
+  given_up(*slot);
   complete(slot, now);
   return slot->cancel_on_timeout;
 }
@@ -221,6 +243,7 @@ bool RequestTable::cancel(const SlotPtr& slot, Clock::time_point now) {
   slot->error_text =
       "request " + std::to_string(slot->request_id) +
       " was cancelled by its caller (a server that had not started it never runs it)";
+  given_up(*slot);
   complete(slot, now);
   return true;
 }

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -134,7 +135,8 @@ class PATRO_PRIVATE RequestTable {
   Counts counts() PATRO_EXCLUDES(mu_);
 
   /// An answer from the broker (via "broker") or a direct connection ("direct") for request_id:
-  /// completes its slot. False: no such slot (late: its caller gave up).
+  /// completes its slot. False: no such slot (late: its caller gave up; the references it brings
+  /// are let go of).
   bool answer(uint64_t request_id, zmq::message_t body, Clock::time_point now, const char* via)
       PATRO_EXCLUDES(mu_);
   /// The broker had no route for request_id (body: its error reply): it surely did not run, unless
@@ -212,6 +214,8 @@ class PATRO_PRIVATE RequestTable {
   /// its answer came from, for the wire trace ("local": made here, a timeout or a failure).
   void complete(const SlotPtr& slot, Clock::time_point now, const char* via = "local")
       PATRO_REQUIRES(mu_);
+  /// Its caller stopped waiting for the slot (a timeout, a cancel), and its answer may still come.
+  void given_up(const Slot& slot) PATRO_REQUIRES(mu_);
 
   const bool retry_;
   const std::chrono::milliseconds retry_backoff_;
@@ -223,6 +227,15 @@ class PATRO_PRIVATE RequestTable {
   size_t oneway_unacked_ PATRO_GUARDED_BY(mu_) = 0;
   uint64_t oneway_failed_ PATRO_GUARDED_BY(mu_) = 0;
   Counts counts_ PATRO_GUARDED_BY(mu_);  // in_flight aside
+  // The requests given up on whose answer may bring references (given_up): such an answer, when
+  // it comes late, lets go of them. The newest kGivenUp; older ones are forgotten (what their
+  // answers bring stays with the server until the client is gone).
+  struct GivenUp {
+    uint64_t request_id;
+    std::shared_ptr<const ReplyRelease> reply_release;
+  };
+  static constexpr size_t kGivenUp = 1024;
+  std::deque<GivenUp> given_up_ PATRO_GUARDED_BY(mu_);  // oldest first
   // The earliest resend waiting for its backoff (ticks of Clock; max: none), read without a lock.
   std::atomic<Clock::rep> next_retry_{std::numeric_limits<Clock::rep>::max()};
 };
