@@ -61,16 +61,21 @@ Errc reply_code(const zmq::message_t& body) {
   return r && r->status() != wire::Status::Ok ? static_cast<Errc>(r->error_code()) : Errc::ok;
 }
 
-// A server's acknowledgement of a oneway batch: [calls, failed, first failure's text].
-zmq::message_t batch_ack(uint64_t rid, int64_t calls, int64_t failed, const std::string& first) {
+// An OK reply to rid whose results are vs (references written by refs).
+zmq::message_t ok_reply(uint64_t rid, const ValueArray& vs, const detail::RefWriter& refs = {}) {
   flatbuffers::FlatBufferBuilder fb;
-  auto results = detail::encode_values(fb, {Value(calls), Value(failed), Value(first)}, {});
+  auto results = detail::encode_values(fb, vs, refs);
   wire::ReplyBuilder b(fb);
   b.add_request_id(rid);
   b.add_status(wire::Status::Ok);
   b.add_results(results);
   fb.Finish(b.Finish(), wire::ReplyIdentifier());
   return detail::body_frame(fb);
+}
+
+// A server's acknowledgement of a oneway batch: [calls, failed, first failure's text].
+zmq::message_t batch_ack(uint64_t rid, int64_t calls, int64_t failed, const std::string& first) {
+  return ok_reply(rid, {Value(calls), Value(failed), Value(first)});
 }
 
 bool contains(const std::string& text, const std::string& part) {
@@ -455,7 +460,6 @@ TEST_CASE("a reply's references: let go of as its slot ends if never read, kept 
   // An OK reply whose results are references to objects 7 and 8 of server 0x5e (the same one twice
   // for 8: the server counted each).
   auto reply = [](uint64_t rid) {
-    flatbuffers::FlatBufferBuilder fb;
     const detail::RefWriter refs = [](flatbuffers::FlatBufferBuilder& b, const Reference& r) {
       return wire::CreateRef(b, r.id.server, r.id.object);
     };
@@ -465,13 +469,7 @@ TEST_CASE("a reply's references: let go of as its slot ends if never read, kept 
       r.id = ObjectId{0x5e, o};
       vs.emplace_back(std::move(r));
     }
-    auto results = detail::encode_values(fb, vs, refs);
-    wire::ReplyBuilder b(fb);
-    b.add_request_id(rid);
-    b.add_status(wire::Status::Ok);
-    b.add_results(results);
-    fb.Finish(b.Finish(), wire::ReplyIdentifier());
-    return detail::body_frame(fb);
+    return ok_reply(rid, vs, refs);
   };
   RequestTable table(true, 50ms, Limits{});
   const auto t0 = Clock::now();
