@@ -677,7 +677,7 @@ class Connection:
         self._await(slot)
         return self.results(slot, self._plain_ref)
 
-    def _let_go(self, server, obj, type_name, reftype, hold=None):
+    def _let_go(self, server, obj, type_name, reftype):
         """make_ref for an answer nobody reads: each reference it brings is released."""
         self._released.append((server, obj))
 
@@ -1254,20 +1254,20 @@ class Connection:
         rid = codec.parse_u64(msg[1])
         with self._mu:
             slot = self._slots.get(rid)
-            if slot is None:
-                # Late: its caller gave up. What it brings was counted for us: let go of it,
-                # once (a second copy of the answer, from the reply cache, brings nothing new).
-                if self._given_up.pop(rid, None) is not None:
-                    try:
-                        codec.decode_reply(msg[2], self._let_go)
-                    except errors.Error:
-                        pass
-                return
-            slot.body = msg[2]
-            if direct_path and not slot.control:
-                self.direct_replies += 1
-            self._complete(slot, None)
-            self._cv.notify_all()
+            # Late: its caller gave up. What it brings was counted for us: let go of it, once
+            # (a second copy of the answer, from the reply cache, brings nothing new).
+            late = slot is None and self._given_up.pop(rid, None) is not None
+            if slot is not None:
+                slot.body = msg[2]
+                if direct_path and not slot.control:
+                    self.direct_replies += 1
+                self._complete(slot, None)
+                self._cv.notify_all()
+        if late:  # read with no lock held
+            try:
+                codec.decode_reply(msg[2], self._let_go)
+            except errors.Error:
+                pass
 
     def _complete(self, slot, error):
         """Marks a slot answered (requires _mu)."""

@@ -177,9 +177,8 @@ class Proxy:
         kind = self._reftype or "?" if not self._path else "element"
         return "<patro.Proxy %s %016x%016x%s>" % (kind, self._server, self._object, path)
 
-    def _make_ref(self, server, obj, type_name, reftype, hold=None):
-        return Proxy(self._conn, server, obj, (), type_name, reftype,
-                     hold=hold or self._conn.hold(server, obj))
+    def _make_ref(self, server, obj, type_name, reftype, hold):
+        return Proxy(self._conn, server, obj, (), type_name, reftype, hold=hold)
 
     def _run(self, op, args=(), name=None, context=CallContext.Scalar, timeout=None, path=None):
         return self._conn.call(self._server, self._object, op,

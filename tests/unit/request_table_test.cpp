@@ -456,7 +456,6 @@ TEST_CASE("callbacks: collected once when their slot is answered, run once, a th
 
 TEST_CASE("a reply's references: let go of as its slot ends if never read, kept if read") {
   auto queue = std::make_shared<detail::ReleaseQueue>();
-  const auto release = detail::reply_release(queue, Limits{});
   // An OK reply whose results are references to objects 7 and 8 of server 0x5e (the same one twice
   // for 8: the server counted each).
   auto reply = [](uint64_t rid) {
@@ -471,20 +470,20 @@ TEST_CASE("a reply's references: let go of as its slot ends if never read, kept 
     }
     return ok_reply(rid, vs, refs);
   };
-  RequestTable table(true, 50ms, Limits{});
+  RequestTable table(true, 50ms, Limits{}, detail::reply_release(queue, Limits{}));
   const auto t0 = Clock::now();
   Multipart frames;
   frames.push_back(detail::header_frame(Command::request));
   // Answered and dropped unread: each reference it brought is released.
   {
-    SlotPtr s = table.add(1, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+    SlotPtr s = table.add(1, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false);
     REQUIRE(table.answer(1, reply(1), t0, "direct"));
   }
   using R = detail::ReleaseQueue::Released;
   CHECK(queue->take() == std::vector<R>{{ObjectId{0x5e, 7}, 0, 1}, {ObjectId{0x5e, 8}, 0, 2}});
   // Read (its holds made): nothing more at its end; what was read lets go as its values go.
   {
-    SlotPtr s = table.add(2, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+    SlotPtr s = table.add(2, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false);
     REQUIRE(table.answer(2, reply(2), t0, "direct"));
     detail::MutexLock lock(s->refs_mu);
     s->result_holds.start();
@@ -500,8 +499,8 @@ TEST_CASE("a reply's references: let go of as its slot ends if never read, kept 
   CHECK(queue->take().empty());
   // Cancelled, and timed out: an answer that comes after is dropped, and what it brings let go
   // of, once (a second copy of it brings nothing new).
-  SlotPtr cancelled = table.add(3, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
-  SlotPtr late = table.add(5, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false, 0, release);
+  SlotPtr cancelled = table.add(3, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false);
+  SlotPtr late = table.add(5, 0x5e, wire::Op::Call, t0, t0 + 1s, &frames, false);
   CHECK(table.cancel(cancelled, t0));
   CHECK(table.expire(t0 + 2s));
   CHECK(late->error == Errc::timeout);

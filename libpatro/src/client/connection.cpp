@@ -32,7 +32,8 @@ Connection::Connection(std::vector<std::string> brokers, const ClientOptions& op
     : brokers_(std::move(brokers)),
       options_(options),
       client_id_(random_id()),
-      requests_(options.retry, options.retry_backoff, options.limits),
+      requests_(options.retry, options.retry_backoff, options.limits,
+                reply_release(releases_, options.limits)),
       link_(ctx_, brokers_, options_, curve_, client_id_, timing_) {
   if (brokers_.empty()) throw Error(Errc::bad_config, "no broker address to connect to");
   for (const std::string& b : brokers_)
@@ -134,9 +135,7 @@ void Connection::connect() {
 SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
                              Clock::time_point started, Clock::time_point deadline,
                              const Multipart* frames, bool control, uint32_t oneway_calls) {
-  // A request's reply may bring references; a control request's or a batch's acknowledgement not.
-  return requests_.add(request_id, server, op, started, deadline, frames, control, oneway_calls,
-                       control || oneway_calls > 0 ? nullptr : reply_release_);
+  return requests_.add(request_id, server, op, started, deadline, frames, control, oneway_calls);
 }
 
 void Connection::submit(Multipart frames, SlotPtr slot) {

@@ -402,6 +402,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   // continuations = event_loop: the continuations waiting for the program's loop (else null).
   std::unique_ptr<Completions> completions_;
 
+  // The references dropped, to release (before the table: its slots release into it too).
+  const std::shared_ptr<ReleaseQueue> releases_ = std::make_shared<ReleaseQueue>();
   // The requests in flight. Its mutex, last in the lock order, also guards what waiters of the
   // table look at with it: the io loop's generation and the heartbeat thread's wake-ups.
   RequestTable requests_;
@@ -460,10 +462,6 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   Batched append_oneway(const ObjectId& id, wire::Op op, const Path& path, const ValueArray& args,
                         std::string_view name, uint64_t fence) PATRO_REQUIRES(out_mu_);
   static constexpr size_t kReleaseEarly = 256;  // queued releases that a new request sends first
-  const std::shared_ptr<ReleaseQueue> releases_ = std::make_shared<ReleaseQueue>();
-  // What a request's slot lets go of if its reply is never read (reply_refs.hpp).
-  const std::shared_ptr<const ReplyRelease> reply_release_ =
-      reply_release(releases_, options_.limits);
   std::atomic<uint64_t> released_{0};
   /// Puts the dropped references into oneway batches (the heartbeat thread).
   void send_releases() PATRO_EXCLUDES(out_mu_);

@@ -45,10 +45,10 @@ Slot::~Slot() {
 
 SlotPtr RequestTable::add(uint64_t request_id, uint64_t server, wire::Op op,
                           Clock::time_point started, Clock::time_point deadline,
-                          const Multipart* frames, bool control, uint32_t oneway_calls,
-                          std::shared_ptr<const ReplyRelease> reply_release) {
+                          const Multipart* frames, bool control, uint32_t oneway_calls) {
   auto slot = std::make_shared<Slot>();
-  slot->reply_release = std::move(reply_release);
+  // A request's reply may bring references; a control request's or a batch's acknowledgement not.
+  if (!control && oneway_calls == 0) slot->reply_release = reply_release_;
   slot->request_id = request_id;
   slot->server = server;
   slot->op = op;
@@ -137,33 +137,33 @@ void RequestTable::complete(const SlotPtr& s, Clock::time_point now, const char*
 
 bool RequestTable::answer(uint64_t request_id, zmq::message_t body, Clock::time_point now,
                           const char* via) {
-  std::shared_ptr<const ReplyRelease> late;
+  // Outlives the lock: a slot whose Future is gone ends here, and lets go of what its answer
+  // brings (reading it) without holding up the table.
+  SlotPtr slot;
+  bool late = false;
   {
     MutexLock lock(mu_);
     auto it = slots_.find(request_id);
     if (it != slots_.end()) {
-      SlotPtr slot = it->second;
+      slot = it->second;
       slot->body = std::move(body);
       complete(slot, now, via);
       return true;
     }
     // Late: the server counted what it brings for us, and nobody will read it. (A second copy
     // of the same answer, from the reply cache, brings nothing new: forgotten at the first.)
-    for (auto g = given_up_.begin(); g != given_up_.end(); ++g) {
-      if (g->request_id != request_id) continue;
-      late = std::move(g->reply_release);
-      given_up_.erase(g);
-      break;
-    }
+    const auto g = std::find(given_up_.begin(), given_up_.end(), request_id);
+    late = g != given_up_.end();
+    if (late) given_up_.erase(g);
   }
-  if (late) late->release_unread(body, true, true);
+  if (late) reply_release_->release_unread(body, true, true);
   return false;
 }
 
 void RequestTable::given_up(const Slot& slot) {
   if (slot.reply_release == nullptr) return;
   if (given_up_.size() >= kGivenUp) given_up_.pop_front();
-  given_up_.push_back(GivenUp{slot.request_id, slot.reply_release});
+  given_up_.push_back(slot.request_id);
 }
 
 bool RequestTable::no_route(uint64_t request_id, zmq::message_t body, bool ran,

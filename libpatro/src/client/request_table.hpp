@@ -73,7 +73,7 @@ struct Slot {
   std::string traced;
   // The references its reply brings (reply_refs.hpp): held once, however often it is read; let go
   // of as the slot ends if it was never read. Null for a reply that brings none (a control
-  // request's, a oneway batch's acknowledgement).
+  // request's, a oneway batch's acknowledgement) or a table that releases nothing.
   std::shared_ptr<const ReplyRelease> reply_release;
   Mutex refs_mu;  // a reading of the reply (any thread that reads the Future)
   ReplyHolds result_holds PATRO_GUARDED_BY(refs_mu), changed_holds PATRO_GUARDED_BY(refs_mu);
@@ -98,9 +98,15 @@ class PATRO_PRIVATE RequestTable {
   using Clock = std::chrono::steady_clock;
 
   /// retry: ClientOptions::retry (requests keep their frames to be resent); retry_backoff: the
-  /// first backoff; limits: for reading a oneway batch's acknowledgement.
-  RequestTable(bool retry, std::chrono::milliseconds retry_backoff, const Limits& limits)
-      : retry_(retry), retry_backoff_(retry_backoff), limits_(limits) {}
+  /// first backoff; limits: for reading a oneway batch's acknowledgement; reply_release: where the
+  /// references of a reply nobody reads go (null: nowhere, they stay held until the client is
+  /// gone).
+  RequestTable(bool retry, std::chrono::milliseconds retry_backoff, const Limits& limits,
+               std::shared_ptr<const ReplyRelease> reply_release = nullptr)
+      : retry_(retry),
+        retry_backoff_(retry_backoff),
+        limits_(limits),
+        reply_release_(std::move(reply_release)) {}
   RequestTable(const RequestTable&) = delete;
   RequestTable& operator=(const RequestTable&) = delete;
 
@@ -109,12 +115,10 @@ class PATRO_PRIVATE RequestTable {
   Mutex& mutex() PATRO_TSA(lock_returned(mu_)) { return mu_; }
 
   /// Registers a slot for request_id. frames: the request as it goes out, kept (sharing the
-  /// bodies' buffers) to resend it when retries are on (null: never resent). reply_release: where
-  /// the references of a reply nobody reads go (null: its reply brings none).
+  /// bodies' buffers) to resend it when retries are on (null: never resent).
   SlotPtr add(uint64_t request_id, uint64_t server, wire::Op op, Clock::time_point started,
               Clock::time_point deadline, const Multipart* frames, bool control,
-              uint32_t oneway_calls = 0,
-              std::shared_ptr<const ReplyRelease> reply_release = nullptr) PATRO_EXCLUDES(mu_);
+              uint32_t oneway_calls = 0) PATRO_EXCLUDES(mu_);
 
   // Queries for waiters, under the mutex.
   size_t in_flight() const PATRO_REQUIRES(mu_) { return slots_.size(); }
@@ -226,16 +230,13 @@ class PATRO_PRIVATE RequestTable {
   size_t callbacks_waiting_ PATRO_GUARDED_BY(mu_) = 0;  // slots with callbacks, unanswered
   size_t oneway_unacked_ PATRO_GUARDED_BY(mu_) = 0;
   uint64_t oneway_failed_ PATRO_GUARDED_BY(mu_) = 0;
-  Counts counts_ PATRO_GUARDED_BY(mu_);  // in_flight aside
+  Counts counts_ PATRO_GUARDED_BY(mu_);                      // in_flight aside
+  const std::shared_ptr<const ReplyRelease> reply_release_;  // the slots' (see Slot)
   // The requests given up on whose answer may bring references (given_up): such an answer, when
   // it comes late, lets go of them. The newest kGivenUp; older ones are forgotten (what their
   // answers bring stays with the server until the client is gone).
-  struct GivenUp {
-    uint64_t request_id;
-    std::shared_ptr<const ReplyRelease> reply_release;
-  };
   static constexpr size_t kGivenUp = 1024;
-  std::deque<GivenUp> given_up_ PATRO_GUARDED_BY(mu_);  // oldest first
+  std::deque<uint64_t> given_up_ PATRO_GUARDED_BY(mu_);  // oldest first
   // The earliest resend waiting for its backoff (ticks of Clock; max: none), read without a lock.
   std::atomic<Clock::rep> next_retry_{std::numeric_limits<Clock::rep>::max()};
 };
