@@ -293,6 +293,26 @@ TEST_CASE("Object::Remote's ways in: factories and functions by name") {
   CHECK(error_of([&] { patro::function(conn, "nope"); }).code() == Errc::not_found);
 }
 
+TEST_CASE("a class changed while its object is served: the next call and reference see it") {
+  // A served object keeps its class's entry between calls; registering more must not leave it
+  // with the old one (a method added, a class renamed).
+  struct Late {
+    int64_t v = 4;
+  };
+  patro::Class<Late>("Late").method("v", [](Late& l) { return l.v; });
+  auto cfg = patro::patronize(fast_options(), std::make_shared<Late>());
+  Proxy p = patro::get_proxies(cfg).at(0);
+  CHECK(p.call("v") == 4);
+  CHECK(error_of([&] { p.call("twice"); }).code() == Errc::unknown_method);
+  patro::Class<Late>("Later")
+      .method("twice", [](Late& l) { return 2 * l.v; })
+      .method("self", [](Late& l) -> Late& { return l; });
+  CHECK(p.call("twice") == 8);
+  const Proxy self(p.call("self"));
+  CHECK(patro::ref(self) == "Later");
+  CHECK(self.call("twice") == 8);
+}
+
 TEST_CASE("serving an object of an unregistered class is refused") {
   struct Unregistered {
     int x;

@@ -24,6 +24,7 @@ void ClassRegistry::change(std::type_index type, const std::function<void(ClassI
                                     : std::make_shared<ClassInfo>(*it->second);
   change(*fresh);
   classes_.insert_or_assign(type, std::move(fresh));
+  generation_.fetch_add(1, std::memory_order_release);
 }
 
 std::shared_ptr<const ClassInfo> ClassRegistry::find(std::type_index type) const {

@@ -7,6 +7,8 @@
 // each change (copy on write), so a lookup never holds the lock while a method runs.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <typeindex>
 #include <unordered_map>
@@ -27,6 +29,9 @@ class ClassRegistry {
       PATRO_EXCLUDES(mu_);
   /// The class's entry, or null if it is not registered.
   std::shared_ptr<const ClassInfo> find(std::type_index type) const PATRO_EXCLUDES(mu_);
+  /// Counts the changes made: an entry found at generation g is current while this is still g
+  /// (what a served node's cached entry is checked against, instead of hashing its type's name).
+  uint64_t generation() const noexcept { return generation_.load(std::memory_order_acquire); }
   /// Whether a class is the one registered as name or has it among its bases, through the
   /// bases' own (each name looked at once: a cycle of bases ends).
   bool derives(const ClassInfo& info, std::string_view name) const PATRO_EXCLUDES(mu_);
@@ -40,6 +45,7 @@ class ClassRegistry {
 
  private:
   mutable Mutex mu_;
+  std::atomic<uint64_t> generation_{1};  // bumped, after each change, under mu_
   std::unordered_map<std::type_index, std::shared_ptr<const ClassInfo>> classes_
       PATRO_GUARDED_BY(mu_);
   std::unordered_map<const void*, std::weak_ptr<Node>> nodes_ PATRO_GUARDED_BY(mu_);

@@ -5,14 +5,30 @@
 
 namespace patro::detail {
 
+std::shared_ptr<const ClassInfo> ObjectNode::registered() const {
+  const ClassRegistry& registry = ClassRegistry::instance();
+  // Read before the lookup: an entry found after it is at least as new, so the pair never
+  // claims a generation newer than its entry.
+  const uint64_t generation = registry.generation();
+  {
+    MutexLock lock(info_mu_);
+    if (info_generation_ == generation) return info_;
+  }
+  auto c = registry.find(type);
+  MutexLock lock(info_mu_);
+  info_ = c;
+  info_generation_ = generation;
+  return c;
+}
+
 std::shared_ptr<const ClassInfo> ObjectNode::info() const {
-  auto c = ClassRegistry::instance().find(type);
+  auto c = registered();
   if (!c) throw Error(Errc::internal, "a served object's class is not registered");
   return c;
 }
 
 std::string ObjectNode::type_name() const {
-  auto c = ClassRegistry::instance().find(type);
+  auto c = registered();
   return c ? c->name : std::string("OBJECT");
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <typeindex>
 
+#include "mutex.hpp"
 #include "node.hpp"
 #include "patro/object.hpp"
 
@@ -23,6 +24,15 @@ class ObjectNode final : public Node {
 
   const std::shared_ptr<void> object;  // used only with mu held
   const std::type_index type;
+
+ private:
+  /// The registry's entry for type, or null: kept from the last lookup while the registry has
+  /// not changed since (each call and each reference to the object reads it).
+  std::shared_ptr<const ClassInfo> registered() const PATRO_EXCLUDES(info_mu_);
+
+  mutable Mutex info_mu_;
+  mutable uint64_t info_generation_ PATRO_GUARDED_BY(info_mu_) = 0;  // 0: not looked up
+  mutable std::shared_ptr<const ClassInfo> info_ PATRO_GUARDED_BY(info_mu_);
 };
 
 /// A property of an object, for a path step (p["x"]).
