@@ -30,17 +30,31 @@ ReplyCache::Seen ReplyCache::begin(uint64_t client, uint64_t request_id, std::st
   return Seen::answered;
 }
 
+namespace {
+// An answered entry's target (done: ready, cancelled or dropped), or waiting.
+template <class Entries>
+ReplyCache::Target answer_of(Entries& entries, uint64_t on, zmq::message_t* reply) {
+  auto it = entries.find(on);
+  if (it == entries.end() || !it->second.done) return ReplyCache::Target::waiting;
+  if (it->second.cancelled) return ReplyCache::Target::cancelled;
+  if (it->second.dropped) return ReplyCache::Target::dropped;
+  reply->copy(it->second.body);
+  return ReplyCache::Target::ready;
+}
+}  // namespace
+
+ReplyCache::Target ReplyCache::answered(uint64_t client, uint64_t on, zmq::message_t* reply) {
+  Shard& s = shard(client);
+  MutexLock lock(s.mu);
+  auto c = s.clients.find(client);
+  return c == s.clients.end() ? Target::waiting : answer_of(c->second.entries, on, reply);
+}
+
 ReplyCache::Target ReplyCache::await_result(uint64_t client, Dependent& d, zmq::message_t* reply) {
   Shard& s = shard(client);
   MutexLock lock(s.mu);
   PerClient& c = s.clients[client];
-  auto it = c.entries.find(d.on);
-  if (it != c.entries.end() && it->second.done) {
-    if (it->second.cancelled) return Target::cancelled;
-    if (it->second.dropped) return Target::dropped;
-    reply->copy(it->second.body);
-    return Target::ready;
-  }
+  if (const Target t = answer_of(c.entries, d.on, reply); t != Target::waiting) return t;
   // Running, or not here yet (it may come by another route, or be resent): wait for it.
   if (c.waiting_count >= max_entries_) return Target::full;
   c.waiting[d.on].push_back(std::move(d));

@@ -81,6 +81,10 @@ class ReplyCache {
   };
   /// Finds the reply of request d.on of client, or parks d until it comes.
   Target await_result(uint64_t client, Dependent& d, zmq::message_t* reply);
+  /// The reply of request `on` of client where it has one (ready, cancelled or dropped, as
+  /// await_result), else waiting, with nothing parked: a pipelined call looks first, and makes
+  /// its Dependent (a copy of its request) only to wait.
+  Target answered(uint64_t client, uint64_t on, zmq::message_t* reply);
 
   /// What to do with a request that arrived.
   enum class Seen {

@@ -366,6 +366,12 @@ const wire::Control* verified_control(const zmq::message_t& f, const Limits& l, 
 const wire::Batch* verified_batch(const zmq::message_t& f, const Limits& l, AlignedScratch& s) {
   return verified_root<wire::Batch>(f, wire::BatchIdentifier(), l, s);
 }
+const wire::Reply* own_reply(const zmq::message_t& f, AlignedScratch& s) {
+  if (f.size() < 8 ||
+      std::memcmp(static_cast<const char*>(f.data()) + 4, wire::ReplyIdentifier(), 4) != 0)
+    return nullptr;
+  return flatbuffers::GetRoot<wire::Reply>(aligned_bytes(f, s));
+}
 bool is_batch(const zmq::message_t& f) noexcept {
   return f.size() >= 8 &&
          std::memcmp(static_cast<const char*>(f.data()) + 4, wire::BatchIdentifier(), 4) == 0;

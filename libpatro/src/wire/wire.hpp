@@ -235,6 +235,9 @@ const wire::Request* verified_request(const zmq::message_t& f, const Limits& l, 
 const wire::Reply* verified_reply(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
 const wire::Control* verified_control(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
 const wire::Batch* verified_batch(const zmq::message_t& f, const Limits& l, AlignedScratch& s);
+/// A reply this process built (one its reply cache kept), read without the verifier, which only
+/// a peer's bytes need; nullptr if it is not a Reply at all.
+const wire::Reply* own_reply(const zmq::message_t& f, AlignedScratch& s);
 /// Whether a REQUEST body is a Batch of oneway calls (by its file identifier; not verified).
 bool is_batch(const zmq::message_t& f) noexcept;
 
