@@ -9,11 +9,11 @@ operation of that side (user space: libpatro, libzmq, libc; the kernel is not co
 is one client process, started fresh.
 
     tools/bench/instructions.py --bench build-dev/tools/patro-bench \\
-        --modes get,get3b,call3b,self3b,chainb --count 2000
+        --modes get,get3b,call3b,chainb --count 2000
 
 With --b, a second build's patro-bench runs the same, and B's count over A's is printed beside.
 Modes are patro-bench's client modes (tools/patro_bench.cpp, role_patro_client): get, call,
-get3b, call3b, self3b, chainb, chain, seq3. Needs valgrind (Debian's `valgrind` package).
+get3b, call3b, chainb, chain, seq3. Needs valgrind (Debian's `valgrind` package).
 """
 import argparse
 import os
@@ -93,7 +93,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bench", required=True, help="patro-bench (A)")
     ap.add_argument("--b", help="a second build's patro-bench (B), counted the same")
-    ap.add_argument("--modes", default="get,get3b,call3b,self3b,chainb")
+    ap.add_argument("--modes", default="get,get3b,call3b,chainb")
     ap.add_argument("--count", type=int, default=2000, help="operations counted per mode")
     ap.add_argument("--sides", default="server,client")
     args = ap.parse_args()
