@@ -674,12 +674,21 @@ int role_patro_client(const std::string& conf, const std::string& route, const s
     for (auto& each : f) (void)each.get();
   };
   // get3b: three independent gets in a Bundle, nothing pipelined: the chain's yardstick for what
-  // three calls cost beside one. call3b: three independent method calls likewise
+  // three calls cost beside one. call3b and self3b: three independent method calls likewise
   // (tools/bench/instructions.py).
   if (mode == "get3b") once = [&](uint64_t) { three_bundled(h, [&] { return k.async_get(); }); };
   if (mode == "call3b")
     once = [&](uint64_t i) {
       three_bundled(obj, [&] { return obj.async_call("echo", static_cast<int64_t>(i)); });
+    };
+  // self3b: the chain's three calls (self, self, echo), each on obj and none pipelined.
+  if (mode == "self3b")
+    once = [&](uint64_t i) {
+      int made = 0;
+      three_bundled(obj, [&] {
+        return ++made < 3 ? obj.async_call("self")
+                          : obj.async_call("echo", static_cast<int64_t>(i));
+      });
     };
   if (mode == "seq3")
     once = [&](uint64_t i) {

@@ -30,7 +30,7 @@ def spawn(cmd, cpu):
 
 
 def count(bench, mode, ops, side, work):
-    """Instructions per operation of side ('server' or 'client') for one mode."""
+    """Instructions per operation of side ('server' or 'client') for one mode, and the dump."""
     out = os.path.join(work, f"callgrind.{side}.{mode}")
     grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     data = tempfile.mkdtemp(dir=work)
@@ -70,7 +70,7 @@ def count(bench, mode, ops, side, work):
         total = re.search(r"^\s*([0-9,]+)\s.*PROGRAM TOTALS", text, re.M)
         if not total:
             sys.exit(f"no totals in the callgrind dump of {side} ({mode})")
-        return int(total.group(1).replace(",", "")) / ops
+        return int(total.group(1).replace(",", "")) / ops, os.path.join(work, dumps[0])
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -96,6 +96,9 @@ def main():
     ap.add_argument("--modes", default="get,get3b,call3b,chainb")
     ap.add_argument("--count", type=int, default=2000, help="operations counted per mode")
     ap.add_argument("--sides", default="server,client")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep each callgrind dump in DIR (for callgrind_annotate), named "
+                    "SIDE.MODE.BUILD")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate", "taskset"):
         if shutil.which(tool) is None:
@@ -107,10 +110,16 @@ def main():
               ("      B/A" if args.b else ""))
         for side in args.sides.split(","):
             for mode in args.modes.split(","):
-                per = [count(bench, mode, args.count, side, work) for _, bench in builds]
-                for f in os.listdir(work):
-                    if f.startswith("callgrind."):
-                        os.unlink(os.path.join(work, f))
+                per = []
+                for name, bench in builds:
+                    n, dump = count(bench, mode, args.count, side, work)
+                    per.append(n)
+                    if args.keep:
+                        os.makedirs(args.keep, exist_ok=True)
+                        shutil.move(dump, os.path.join(args.keep, f"{side}.{mode}.{name}"))
+                    for f in os.listdir(work):
+                        if f.startswith("callgrind."):
+                            os.unlink(os.path.join(work, f))
                 print(f"{side:7} {mode:8}  " + "  ".join(f"{p:9,.0f}" for p in per) +
                       (f"  {per[1] / per[0]:7.3f}" if args.b else ""), flush=True)
     finally:
