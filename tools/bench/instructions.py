@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+import roles
+
 
 def spawn(cmd, cpu):
     return subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdin=subprocess.PIPE,
@@ -72,20 +74,7 @@ def count(bench, mode, ops, side, work):
             sys.exit(f"no totals in the callgrind dump of {side} ({mode})")
         return int(total.group(1).replace(",", "")) / ops, os.path.join(work, dumps[0])
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                if p.stdin and not p.stdin.closed:
-                    try:
-                        p.stdin.write("e")
-                        p.stdin.close()
-                    except OSError:
-                        pass
-                p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        roles.stop(reversed(procs), timeout=60)  # under callgrind, a process ends slowly
         shutil.rmtree(data, ignore_errors=True)
 
 

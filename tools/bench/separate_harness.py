@@ -18,6 +18,8 @@ import statistics
 import subprocess
 import tempfile
 
+import roles
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,15 +86,7 @@ def main():
               f"patro/ice {mp / mi:.2f}; threads {a.threads}, clients {a.clients}, "
               f"phases {a.phase_ms} ms, pin {a.pin}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        roles.stop(procs, timeout=10)
         shutil.rmtree(d, ignore_errors=True)
 
 
