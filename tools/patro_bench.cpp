@@ -1496,9 +1496,11 @@ struct Bench {
             c = patro_group(1, "chainb", 1, seq, {}, "direct"),
             u = patro_group(1, "chain", 1, seq, {}, "direct"),
             g3 = patro_group(1, "get3b", 1, seq, {}, "direct"),
-            s3 = patro_group(1, "seq3", 1, seq, {}, "direct");
+            s3 = patro_group(1, "seq3", 1, seq, {}, "direct"),
+            x3 = patro_group(1, "call3b", 1, seq, {}, "direct"),
+            y3 = patro_group(1, "self3b", 1, seq, {}, "direct");
       std::optional<Group> no_ice;
-      rounds(rounds_n, f, {&g, &c, &u, &g3, &s3}, no_ice);
+      rounds(rounds_n, f, {&g, &c, &u, &g3, &s3, &x3, &y3}, no_ice);
       auto [fr, frate] = end(f);
       auto [gr, grate] = end(g);
       auto [cr, crate] = end(c);
@@ -1522,6 +1524,17 @@ struct Bench {
       cases.push_back({"3 sequential dependent calls, 1 client (direct)", sr.p50_us, sr.p99_us,
                        srate, fr.p50_us, frate, sr.p50_us / fr.p50_us,
                        "three round trips; p50 over one get's " + num(sr.p50_us / gr.p50_us)});
+      // The chain taken apart: three method calls in one Bundle, then the chain's own three.
+      auto [xr, xrate] = end(x3);
+      auto [yr, yrate] = end(y3);
+      cases.push_back({"3 independent calls in a patro::Bundle, 1 client (direct)", xr.p50_us,
+                       xr.p99_us, xrate, fr.p50_us, frate, xr.p50_us / fr.p50_us,
+                       "three echo calls, nothing pipelined; p50 over one get's " +
+                           num(xr.p50_us / gr.p50_us)});
+      cases.push_back({"the chain's 3 calls in a patro::Bundle, none pipelined, 1 client (direct)",
+                       yr.p50_us, yr.p99_us, yrate, fr.p50_us, frate, yr.p50_us / fr.p50_us,
+                       "self, self, echo, each on the object; p50 over one get's " +
+                           num(yr.p50_us / gr.p50_us)});
     }
     // Pipelined, one client, in rounds (Ice: AMI, as many in flight).
     const Params pipe = params(100000, 400ms);

@@ -1,7 +1,9 @@
 // Fuzz target: a multipart message as the broker receives it, parsed with the wire's frame
 // parsers the way the broker's front (clients) and back (servers) ends parse it (a version 2
 // envelope unpacked first); a version 3 bundle split as a lane's direct ROUTER splits it, each
-// envelope in it read alone (and each must unpack: split_bundle checked them).
+// envelope in it read alone (and each must unpack: split_bundle checked them). An envelope that
+// read_inline_envelope reads where it lies (as a lane and a client read the usual call and reply)
+// must read as unpack_envelope's frames say.
 //
 // Input: one byte (bit 0: from a server), then frames, each a 2-byte little-endian length and
 // that many bytes (at most 8 frames; a short last frame takes what is left).
@@ -39,6 +41,26 @@ void body(const zmq::message_t& f) {
   }
 }
 
+// read_inline_envelope agrees with unpack_envelope: whatever it reads, unpack_envelope reads too,
+// with the same ids and body.
+void same_reading(std::string_view bytes) {
+  const auto e = patro::detail::read_inline_envelope(bytes);
+  if (!e) return;
+  patro::detail::Multipart m;
+  m.emplace_back(bytes.data(), bytes.size());
+  if (!patro::detail::unpack_envelope(m, 0)) __builtin_trap();
+  // [hdr]([routing])([object id])[request id][body]([attempt])
+  size_t i = 1;
+  if (e->flags & patro::detail::envelope_flag::kRouting) {
+    if (m[i++].to_string_view() != e->routing) __builtin_trap();
+  }
+  if (e->request && patro::detail::parse_object_id(m[i++]) != e->object) __builtin_trap();
+  if (patro::detail::parse_u64(m[i++]) != e->request_id) __builtin_trap();
+  if (m[i++].to_string_view() != e->body) __builtin_trap();
+  if (e->attempt && patro::detail::parse_u64(m[i++]) != e->attempt) __builtin_trap();
+  if (i != m.size()) __builtin_trap();
+}
+
 void control(const zmq::message_t& f) {
   patro::detail::AlignedScratch scratch;
   const auto* c = patro::detail::verified_control(f, patro::Limits{}, scratch);
@@ -58,8 +80,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (f.size() < 2) return 0;
   // A bundle: its envelopes, each with the routing id, as a lane reads them.
   if (f.size() == 2 && patro::detail::is_bundle(f[1])) {
+    std::vector<std::string_view> views;
+    const bool ok = patro::detail::bundled_envelopes(f[1], views);
     std::vector<zmq::message_t> envelopes;
-    if (!patro::detail::split_bundle(f[1], envelopes)) return 0;
+    if (patro::detail::split_bundle(f[1], envelopes) != ok) __builtin_trap();
+    if (!ok) return 0;
+    for (std::string_view v : views) {
+      // Each is an inline envelope, read where it lies as it unpacks.
+      if (!patro::detail::read_inline_envelope(v)) __builtin_trap();
+      same_reading(v);
+    }
     for (zmq::message_t& e : envelopes) {
       patro::detail::Multipart one;
       one.emplace_back(f[0].data(), f[0].size());
@@ -71,6 +101,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   // A version 2 REQUEST or REPLY: read as the version 1 frames it stands for, as the broker does.
+  same_reading(f[1].to_string_view());
   if (patro::detail::is_envelope(f[1]) && !patro::detail::unpack_envelope(f, 1)) return 0;
   const auto cmd = patro::detail::parse_header(f[1]);
   if (!cmd) return 0;

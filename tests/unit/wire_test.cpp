@@ -323,6 +323,70 @@ TEST_CASE("bundles (version 3): several envelopes in one frame and back, in orde
   CHECK(split.size() == detail::kMaxBundle);
 }
 
+TEST_CASE("an inline envelope is read where it lies, as unpack_envelope reads it") {
+  // A request as a client sends it direct, with a resend's attempt.
+  detail::Multipart m =
+      frames({bytes(detail::header_frame(Command::request)),
+              bytes(detail::object_id_frame(ObjectId{7, 8})), bytes(detail::u64_frame(42)),
+              "the body", bytes(detail::u64_frame(3))});
+  REQUIRE(detail::pack_envelope(m, 0, false, true));
+  REQUIRE(m.size() == 1);
+  const auto rq = detail::read_inline_envelope(m[0]);
+  REQUIRE(rq);
+  CHECK(rq->request);
+  CHECK(rq->object == ObjectId{7, 8});
+  CHECK(rq->request_id == 42);
+  CHECK(rq->attempt == 3);
+  CHECK(rq->body == "the body");
+  CHECK(rq->routing.empty());
+  CHECK(rq->flags == (detail::envelope_flag::kReadsBundles | detail::envelope_flag::kInline |
+                      detail::envelope_flag::kAttempt));
+  // A stamped one with the client's routing, as a broker forwards it.
+  detail::Multipart routed =
+      frames({bytes(detail::stamped_header_frame(Command::request, 99)), "client-routing",
+              bytes(detail::object_id_frame(ObjectId{1, 2})), bytes(detail::u64_frame(5)), ""});
+  REQUIRE(detail::pack_envelope(routed, 0, true));
+  const auto fw = detail::read_inline_envelope(routed[0]);
+  REQUIRE(fw);
+  CHECK(fw->stamp == 99);
+  CHECK(fw->routing == "client-routing");
+  CHECK(fw->request_id == 5);
+  CHECK(fw->body.empty());
+  CHECK_FALSE(fw->attempt);
+  // A reply made without frames is what pack_envelope makes of the frames, and reads back.
+  const zmq::message_t body = frame("an answer");
+  detail::Multipart reply = frames(
+      {bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(77)), bytes(body)});
+  REQUIRE(detail::pack_envelope(reply, 0, false));
+  CHECK(bytes(detail::reply_envelope(77, body)) == bytes(reply[0]));
+  const auto rp = detail::read_inline_envelope(reply[0]);
+  REQUIRE(rp);
+  CHECK_FALSE(rp->request);
+  CHECK(rp->request_id == 77);
+  CHECK(rp->body == "an answer");
+  // Not read: a body in a frame of its own, a malformed envelope, something else.
+  detail::Multipart large =
+      frames({bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(1)),
+              std::string(detail::kMaxInlineBody + 1, 'x')});
+  REQUIRE(detail::pack_envelope(large, 0, false));
+  REQUIRE(large.size() == 2);
+  CHECK_FALSE(detail::read_inline_envelope(large[0]));
+  CHECK_FALSE(detail::read_inline_envelope(bytes(reply[0]).substr(0, 12)));  // its id cut
+  CHECK_FALSE(detail::read_inline_envelope(detail::header_frame(Command::reply)));
+  CHECK_FALSE(detail::read_inline_envelope(std::string_view()));
+  // A bundle's envelopes, as views into it.
+  const zmq::message_t a = request_envelope(1, "a"), b = request_envelope(2, "bb");
+  const zmq::message_t bundle = detail::bundle_frame({&a, &b});
+  std::vector<std::string_view> views{"stale"};
+  REQUIRE(detail::bundled_envelopes(bundle, views));
+  REQUIRE(views.size() == 2);
+  CHECK(views[0] == bytes(a));
+  CHECK(views[1] == bytes(b));
+  CHECK(detail::read_inline_envelope(views[1])->body == "bb");
+  CHECK_FALSE(detail::bundled_envelopes(a, views));  // not a bundle
+  CHECK(views.empty());
+}
+
 TEST_CASE("bundles: a malformed one is refused whole") {
   const std::string head = std::string("PT\x02\x03\x20", 5);
   const std::string a = bytes(request_envelope(1, "a"));

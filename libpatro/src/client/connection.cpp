@@ -549,16 +549,14 @@ void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
     for (Outgoing& o : heard.ready) send_out(o);
   }
   if (msg.size() == 1 && is_bundle(msg[0])) {
-    // Replies in one bundle: each read as if it came alone, in order (a malformed one: dropped
-    // whole, as a malformed envelope is).
-    std::vector<zmq::message_t> envelopes;
-    if (!split_bundle(msg[0], envelopes)) return;
+    // Replies in one bundle: each read as if it came alone, in order, where it lies in the bundle
+    // (a malformed bundle: dropped whole, as a malformed envelope is; anything in it but a REPLY
+    // of no routing is ignored, as it is alone).
+    if (!bundled_envelopes(msg[0], bundled_)) return;
     bundles_received_.fetch_add(1, std::memory_order_relaxed);
-    for (zmq::message_t& e : envelopes) {
-      Multipart one;
-      one.push_back(std::move(e));
-      dispatch(one, true);
-    }
+    for (std::string_view e : bundled_)
+      if (const auto reply = read_inline_envelope(e); reply && plain_reply(*reply))
+        answer(reply->request_id, zmq::message_t(reply->body.data(), reply->body.size()), true);
     return;
   }
   dispatch(msg, true);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
@@ -904,8 +902,24 @@ bool Connection::expire_after(const SlotPtr& slot, Clock::duration after) {
   return true;
 }
 
+void Connection::answer(uint64_t request_id, zmq::message_t body, bool direct) {
+  annotate_received(request_id);
+  // None found: late, its caller gave up.
+  if (requests_.answer(request_id, std::move(body), Clock::now(), direct ? "direct" : "broker"))
+    loop_.notify();
+}
+
+bool Connection::plain_reply(const InlineEnvelope& e) {
+  return !e.request && (e.flags & envelope_flag::kRouting) == 0;
+}
+
 void Connection::dispatch(Multipart& msg, bool direct) {
-  // A version 2 REPLY ([envelope][body]) is read as the version 1 frames it stands for.
+  // A version 2 REPLY that holds its body is read where it lies; any other envelope ([envelope]
+  // [body]) as the version 1 frames it stands for.
+  if (msg.size() == 1 && is_envelope(msg[0]))
+    if (const auto reply = read_inline_envelope(msg[0]); reply && plain_reply(*reply))
+      return answer(reply->request_id, zmq::message_t(reply->body.data(), reply->body.size()),
+                    direct);
   if (!msg.empty() && is_envelope(msg[0]) && !unpack_envelope(msg, 0)) return;
   const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
   if (!cmd) return;
@@ -924,10 +938,7 @@ void Connection::dispatch(Multipart& msg, bool direct) {
       if (msg.size() != 3) return;
       auto rid = parse_u64(msg[1]);
       if (!rid) return;
-      annotate_received(*rid);
-      // None found: late, its caller gave up.
-      if (requests_.answer(*rid, std::move(msg[2]), Clock::now(), direct ? "direct" : "broker"))
-        loop_.notify();
+      answer(*rid, std::move(msg[2]), direct);
       return;
     }
     case Command::no_route: {

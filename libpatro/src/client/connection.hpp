@@ -352,6 +352,11 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
       PATRO_EXCLUDES(requests_.mutex());
   /// A message from the broker, or (direct) from a server's direct socket.
   void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(loop_.turn());
+  /// The reply to request_id came (direct: from a server's direct socket): its slot is answered.
+  void answer(uint64_t request_id, zmq::message_t body, bool direct) PATRO_REQUIRES(loop_.turn());
+  /// Whether an inline envelope is a REPLY as a server sends it to a client (no routing), which
+  /// dispatch reads where it lies.
+  static bool plain_reply(const InlineEnvelope& e);
   /// Fails the requests in flight (to server, if given): RequestTable::fail_pending.
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
                     const std::vector<uint64_t>* only = nullptr) PATRO_EXCLUDES(requests_.mutex());
@@ -426,6 +431,8 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
     std::vector<Outgoing> sending;  // send_bundled's, reused
   };
   Bundling bundling_ PATRO_GUARDED_BY(loop_.turn());
+  // dispatch_direct's envelopes of a bundle (kept for its room).
+  std::vector<std::string_view> bundled_ PATRO_GUARDED_BY(loop_.turn());
   // Open patro::Bundle scopes: while any is, a call waits in the outbox instead of leaving (kick),
   // until the last one ends or a caller waits.
   std::atomic<int> corked_{0};

@@ -151,12 +151,19 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
   if (rq.size() != 5) return;
   auto request_id = parse_u64(rq[3]);
   if (!request_id) return;
-  annotate_received(*request_id);
+  serve_request(rq[1].to_string_view(), *request_id, rq[4], stamp, is_direct, broker, key, version,
+                is_direct ? nullptr : &rq);
+}
+
+void Lane::serve_request(std::string_view routing, uint64_t request_id, const zmq::message_t& body,
+                         uint64_t stamp, bool is_direct, size_t broker, const std::string& key,
+                         uint8_t version, Multipart* rq) {
+  annotate_received(request_id);
   (is_direct ? server_.direct_requests_ : server_.brokered_requests_)
       .fetch_add(1, std::memory_order_relaxed);
-  Taken taken{rq[1].to_string_view(), {}, nullptr};
-  if (!is_direct && needs_marking(static_cast<unsigned>(broker), rq[1].to_string_view())) {
-    marked_ = broker_routing(static_cast<unsigned>(broker), rq[1].to_string_view());
+  Taken taken{routing, {}, nullptr};
+  if (!is_direct && needs_marking(static_cast<unsigned>(broker), routing)) {
+    marked_ = broker_routing(static_cast<unsigned>(broker), routing);
     taken.routing = marked_;
   }
   if (stamp != 0) taken.age = links_[broker].clock.age(stamp);
@@ -167,15 +174,15 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
   zmq::message_t reply;
   std::optional<std::string> reroute;
   const Dispatched d =
-      dispatcher_.dispatch_body(*request_id, rq[4], taken, scratch_, reply, reroute, owed_);
+      dispatcher_.dispatch_body(request_id, body, taken, scratch_, reply, reroute, owed_);
   // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
   if (d == Dispatched::reply) {
     if (reroute)
-      outbox_->reply(first(), *reroute, *request_id, std::move(reply));
+      outbox_->reply(first(), *reroute, request_id, std::move(reply));
     else if (is_direct)
-      outbox_->reply(first(), taken.routing, *request_id, std::move(reply), version);
+      outbox_->reply(first(), taken.routing, request_id, std::move(reply), version);
     else
-      outbox_->reply(socks_[broker], rq, *request_id, std::move(reply), version);
+      outbox_->reply(socks_[broker], *rq, request_id, std::move(reply), version);
   }
   outbox_->send_owed(first(), encoder_, owed_);
   run_dependents();
@@ -380,23 +387,35 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
   }
 }
 
-bool Lane::refuse_revoked(Multipart& m, const zmq::message_t& props, uint8_t version) {
-  // [client id at the ROUTER][hdr][object id][request id]...: from a session opened before its
-  // key was revoked, nothing runs any more; a request is answered not_authorized.
-  if (m.size() < 2 || !server_.gate_->revoked(message_property(props, "User-Id"))) return false;
-  const auto cmd = parse_header(m[1]);
-  const auto rid =
-      cmd && *cmd == Command::request && m.size() >= 4 ? parse_u64(m[3]) : std::nullopt;
-  if (!rid) return true;
+bool Lane::refuse_revoked(zmq::message_t& router_id, std::optional<uint64_t> request_id,
+                          const zmq::message_t& props, uint8_t version) {
+  // From a session opened before its key was revoked, nothing runs any more; a request is
+  // answered not_authorized.
+  if (!server_.gate_->revoked(message_property(props, "User-Id"))) return false;
+  if (!request_id) return true;
   Multipart no;
-  no.push_back(std::move(m[0]));
+  no.push_back(std::move(router_id));
   no.push_back(header_frame(Command::reply));
-  no.push_back(u64_frame(*rid));
-  no.push_back(error_reply(*rid, Errc::not_authorized,
+  no.push_back(u64_frame(*request_id));
+  no.push_back(error_reply(*request_id, Errc::not_authorized,
                            "this client's key was revoked (it left the broker's allow list)"));
   if (version >= kEnvelopeVersion) pack_envelope(no, 1, false);
   send_multipart(direct_, no, true);
   return true;
+}
+
+void Lane::handle_direct_request(Multipart& m, const InlineEnvelope& e,
+                                 const zmq::message_t& props) {
+  const uint8_t version =
+      e.flags & envelope_flag::kReadsBundles ? kBundleVersion : kEnvelopeVersion;
+  if (server_.gate_ && server_.gate_->any_revoked() &&
+      refuse_revoked(m[0], e.request_id, props, version))
+    return;
+  const std::string routing = direct_routing(index_, m[0].to_string_view());
+  const std::string key =
+      server_.rights_->any() ? message_property(props, "User-Id") : std::string();
+  const zmq::message_t body(e.body.data(), e.body.size());
+  serve_request(routing, e.request_id, body, 0, true, 0, key, version, nullptr);
 }
 
 void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
@@ -407,6 +426,12 @@ void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
   // lack.
   // One that came in a bundle keeps the properties in the bundle's frame (bundle_props); its
   // reply may go in a bundle when its envelope says the client reads them (version 3).
+  // The usual one, an inline envelope as a client sends it (no broker's stamp or routing), is
+  // read where it lies.
+  if (m.size() == 2)
+    if (const auto e = read_inline_envelope(m[1]);
+        e && e->request && (e->flags & (envelope_flag::kRouting | envelope_flag::kStamp)) == 0)
+      return handle_direct_request(m, *e, bundle_props.size() != 0 ? bundle_props : m[1]);
   zmq::message_t envelope;
   if (!unpack_envelope_keeping(m, 1, envelope)) return;
   const bool v2 = envelope.size() != 0;
@@ -415,7 +440,11 @@ void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
                           : envelope_flags(envelope) & envelope_flag::kReadsBundles
                               ? kBundleVersion
                               : kEnvelopeVersion;
-  if (server_.gate_ && server_.gate_->any_revoked() && refuse_revoked(m, props, version)) return;
+  if (server_.gate_ && server_.gate_->any_revoked() && m.size() >= 2) {
+    // [client id at the ROUTER][hdr][object id][request id]...
+    const bool request = m.size() >= 4 && parse_header(m[1]) == Command::request;
+    if (refuse_revoked(m[0], request ? parse_u64(m[3]) : std::nullopt, props, version)) return;
+  }
   const auto cmd = m.size() >= 2 ? parse_header(m[1]) : std::nullopt;
   if (cmd == Command::request && (m.size() == 5 || m.size() == 6)) {
     m.resize(5);  // the attempt frame, if resent
@@ -521,18 +550,22 @@ void Lane::read_ahead() {
 }
 
 void Lane::split_direct_bundle(Ahead& a) {
-  std::vector<zmq::message_t> envelopes;
-  if (!split_bundle(a.msg[1], envelopes)) {
+  if (!bundled_envelopes(a.msg[1], bundled_)) {
     // Dropped as a malformed envelope is (handle_direct): whoever sent it waits for its deadline.
     PATRO_LOG(debug, "server") << "lane " << index_ << ": a malformed bundle dropped";
     return;
   }
-  for (zmq::message_t& e : envelopes) {
+  for (std::string_view e : bundled_) {
     Ahead one{{}, true, 0};
     one.msg.reserve(2);
     one.msg.emplace_back(a.msg[0].data(), a.msg[0].size());
-    one.msg.push_back(std::move(e));
     one.props.copy(a.msg[1]);  // shares the bundle's buffer: no copy of its bytes
+    if (one.props.data() == a.msg[1].data())
+      // A view into that buffer, which one.props keeps alive (a constant message: libzmq neither
+      // copies nor frees its bytes).
+      one.msg.emplace_back(const_cast<char*>(e.data()), e.size(), nullptr);
+    else
+      one.msg.emplace_back(e.data(), e.size());  // a bundle small enough to be copied whole
     ahead_.push_back(std::move(one));
   }
 }

@@ -97,7 +97,8 @@ class Lane {
     bool direct = false;
     size_t broker = 0;
     // A request that came in a bundle ([routing][envelope] here): the bundle's frame, which
-    // carries the session's properties (its client's key) that the envelope made from it lacks.
+    // carries the session's properties (its client's key) that the envelope lacks, and holds the
+    // envelope's bytes (msg[1] is a view into it, made without a copy: split_direct_bundle).
     zmq::message_t props{};
   };
   /// Reads what waits on the lane's sockets (at most Limits::lane_read_ahead messages held), so
@@ -121,15 +122,27 @@ class Lane {
   /// A CANCEL, [hdr][client routing][object id][request id][client id] (brokered; direct ones
   /// come with the ROUTER's routing first and the header second): recorded in the reply cache.
   void handle_cancel(const Multipart& m);
-  // Whether a direct message comes from a session whose key was revoked (answered if a request, in
-  // its wire version). props: the frame that carries the session's properties.
-  bool refuse_revoked(Multipart& m, const zmq::message_t& props, uint8_t version);
+  /// A direct REQUEST in an inline envelope ([routing][envelope]), read where it lies: no version
+  /// 1 frames are made for it (handle_direct's path for the usual direct call). props: the frame
+  /// that carries the session's properties.
+  void handle_direct_request(Multipart& m, const InlineEnvelope& e, const zmq::message_t& props);
+  // Whether a direct message comes from a session whose key was revoked (answered, if a request
+  // (request_id), in its wire version). router_id: the client's id at the ROUTER; props: the frame
+  // that carries the session's properties.
+  bool refuse_revoked(zmq::message_t& router_id, std::optional<uint64_t> request_id,
+                      const zmq::message_t& props, uint8_t version);
   /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
   /// [hdr + forwarded at][client routing][object id][request id][body]
   /// key: a direct request's client key (its session's User-Id), looked up only while some key is
   /// limited (ClientRights::any). version: the wire version it came in, which its reply goes in.
   void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
                       const std::string& key = {}, uint8_t version = kWireVersion);
+  /// What handle_request runs, from the request's parts: its routing (a direct one's, or the
+  /// client's at broker `broker`), its id and body. rq: a brokered request's frames, which its
+  /// reply reuses (null for a direct one).
+  void serve_request(std::string_view routing, uint64_t request_id, const zmq::message_t& body,
+                     uint64_t stamp, bool is_direct, size_t broker, const std::string& key,
+                     uint8_t version, Multipart* rq);
   /// A message from broker `broker`.
   void handle_broker(size_t broker, Multipart& m, Clock::time_point now);
   /// The broker's answer to our registration.
@@ -187,6 +200,7 @@ class Lane {
   std::deque<Ahead> ahead_;      // read ahead (read_ahead), in the order read
   Clock::time_point read_at_{};  // when read_ahead last drained the sockets
   std::vector<bool> dry_;        // read_ahead: the broker sockets found empty in this pass
+  std::vector<std::string_view> bundled_;  // split_direct_bundle's envelopes (kept for its room)
   AlignedScratch scratch_;
   std::string marked_;  // a request's routing through a broker other than the first
 };

@@ -95,10 +95,14 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
     Multipart out;
     out.reserve(4);
     out.push_back(zmq::message_t(routing.data() + 4, routing.size() - 4));
-    out.push_back(header_frame(Command::reply));
-    out.push_back(u64_frame(request_id));
-    out.push_back(std::move(body));
-    if (version >= kEnvelopeVersion) pack_envelope(out, 1, false);
+    if (version >= kEnvelopeVersion && body.size() <= kMaxInlineBody) {
+      out.push_back(reply_envelope(request_id, body));  // the usual reply, made in one frame
+    } else {
+      out.push_back(header_frame(Command::reply));
+      out.push_back(u64_frame(request_id));
+      out.push_back(std::move(body));
+      if (version >= kEnvelopeVersion) pack_envelope(out, 1, false);
+    }
     emit(*direct_, out, version >= kBundleVersion);
     return;
   }

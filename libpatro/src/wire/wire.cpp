@@ -73,9 +73,14 @@ uint64_t get_u64(const uint8_t* p) {
 }
 }  // namespace
 
+namespace {
+bool starts_envelope(const uint8_t* p, size_t size) noexcept {
+  return size >= 5 && p[0] == 'P' && p[1] == 'T' && p[2] == kEnvelopeVersion;
+}
+}  // namespace
+
 bool is_envelope(const zmq::message_t& frame) noexcept {
-  const auto* h = static_cast<const uint8_t*>(frame.data());
-  return frame.size() >= 5 && h[0] == 'P' && h[1] == 'T' && h[2] == kEnvelopeVersion;
+  return starts_envelope(static_cast<const uint8_t*>(frame.data()), frame.size());
 }
 
 bool pack_envelope(Multipart& m, size_t at, bool routed, bool reads_bundles) {
@@ -147,8 +152,8 @@ bool pack_envelope(Multipart& m, size_t at, bool routed, bool reads_bundles) {
 }
 
 namespace {
-// Where the fields of a well-formed REQUEST or REPLY envelope are; read once, for unpack_envelope
-// and envelope_object_id alike.
+// Where the fields of a well-formed REQUEST or REPLY envelope are; read once, for unpack_envelope,
+// read_inline_envelope and envelope_object_id alike.
 struct EnvelopeLayout {
   bool request = false;
   uint8_t flags = 0;
@@ -159,13 +164,11 @@ struct EnvelopeLayout {
   size_t fields = 0;         // where the fields end (and an inline body begins)
 };
 
-// The layout of frame, or nullopt for anything but a well-formed envelope: another version or
-// command, a flag the command may not carry, a field past the end, or a length other than its
-// fields' (at least that with an inline body).
-std::optional<EnvelopeLayout> envelope_layout(const zmq::message_t& frame) noexcept {
-  if (!is_envelope(frame)) return std::nullopt;
-  const auto* p = static_cast<const uint8_t*>(frame.data());
-  const size_t size = frame.size();
+// The layout of the envelope in [p, p + size), or nullopt for anything but a well-formed one:
+// another version or command, a flag the command may not carry, a field past the end, or a length
+// other than its fields' (at least that with an inline body).
+std::optional<EnvelopeLayout> envelope_layout(const uint8_t* p, size_t size) noexcept {
+  if (!starts_envelope(p, size)) return std::nullopt;
   EnvelopeLayout l;
   l.request = p[3] == static_cast<uint8_t>(Command::request);
   if (!l.request && p[3] != static_cast<uint8_t>(Command::reply)) return std::nullopt;
@@ -193,6 +196,10 @@ std::optional<EnvelopeLayout> envelope_layout(const zmq::message_t& frame) noexc
   l.fields = i;
   if ((l.flags & envelope_flag::kInline) ? size < l.fields : size != l.fields) return std::nullopt;
   return l;
+}
+
+std::optional<EnvelopeLayout> envelope_layout(const zmq::message_t& frame) noexcept {
+  return envelope_layout(static_cast<const uint8_t*>(frame.data()), frame.size());
 }
 }  // namespace
 
@@ -229,6 +236,44 @@ bool unpack_envelope_keeping(Multipart& m, size_t at, zmq::message_t& kept) {
   if (unpack_envelope(m, at)) return true;
   kept.rebuild();
   return false;
+}
+
+std::optional<InlineEnvelope> read_inline_envelope(std::string_view bytes) noexcept {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const auto l = envelope_layout(p, bytes.size());
+  if (!l || (l->flags & envelope_flag::kInline) == 0) return std::nullopt;
+  InlineEnvelope e;
+  e.request = l->request;
+  e.flags = l->flags;
+  if (l->flags & envelope_flag::kStamp) e.stamp = get_u64(p + l->stamp_at);
+  e.routing = l->routing;
+  size_t at = l->ids_at;
+  if (l->request) {
+    e.object = ObjectId{get_u64(p + at), get_u64(p + at + 8)};
+    at += 16;
+  }
+  e.request_id = get_u64(p + at);
+  if (l->flags & envelope_flag::kAttempt) e.attempt = get_u64(p + l->attempt_at);
+  e.body = bytes.substr(l->fields);
+  return e;
+}
+
+std::optional<InlineEnvelope> read_inline_envelope(const zmq::message_t& frame) noexcept {
+  return read_inline_envelope(frame.to_string_view());
+}
+
+zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body) {
+  PATRO_ASSERT(body.size() <= kMaxInlineBody, "an inline reply's body fits in its envelope");
+  zmq::message_t env(5 + 8 + body.size());
+  auto* p = static_cast<uint8_t*>(env.data());
+  *p++ = 'P';
+  *p++ = 'T';
+  *p++ = kEnvelopeVersion;
+  *p++ = static_cast<uint8_t>(Command::reply);
+  *p++ = envelope_flag::kInline;
+  put_u64(p, request_id);
+  if (body.size() != 0) std::memcpy(p + 8, body.data(), body.size());
+  return env;
 }
 
 uint8_t envelope_flags(const zmq::message_t& frame) noexcept {
@@ -268,30 +313,31 @@ zmq::message_t bundle_frame(const std::vector<const zmq::message_t*>& envelopes)
   return b;
 }
 
-bool split_bundle(const zmq::message_t& frame, std::vector<zmq::message_t>& out) {
+bool bundled_envelopes(const zmq::message_t& frame, std::vector<std::string_view>& out) {
+  out.clear();
   if (!is_bundle(frame)) return false;
   const auto* p = static_cast<const uint8_t*>(frame.data());
   const size_t size = frame.size();
   const uint8_t cmd = p[3];
-  const size_t was = out.size();
-  auto refuse = [&] {
-    out.resize(was);
-    return false;
-  };
   for (size_t i = 5; i < size;) {
-    if (size - i < 4 || out.size() - was >= kMaxBundle) return refuse();
+    if (size - i < 4 || out.size() >= kMaxBundle) break;
     const auto len = static_cast<size_t>(get_be(p + i, 4));
     i += 4;
-    if (len > size - i) return refuse();
-    zmq::message_t e(p + i, len);
+    if (len > size - i) break;
+    const auto l = envelope_layout(p + i, len);
+    if (!l || p[i + 3] != cmd || (l->flags & envelope_flag::kInline) == 0) break;
+    out.emplace_back(reinterpret_cast<const char*>(p) + i, len);
     i += len;
-    const auto l = envelope_layout(e);
-    if (!l || static_cast<const uint8_t*>(e.data())[3] != cmd ||
-        (l->flags & envelope_flag::kInline) == 0)
-      return refuse();
-    out.push_back(std::move(e));
+    if (i == size) return true;  // none after the last
   }
-  if (out.size() == was) return refuse();
+  out.clear();
+  return false;
+}
+
+bool split_bundle(const zmq::message_t& frame, std::vector<zmq::message_t>& out) {
+  std::vector<std::string_view> views;
+  if (!bundled_envelopes(frame, views)) return false;
+  for (std::string_view v : views) out.emplace_back(v.data(), v.size());
   return true;
 }
 

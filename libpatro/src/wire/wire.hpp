@@ -147,9 +147,12 @@ inline size_t bundled_size(const zmq::message_t& envelope) {
 /// One bundle of the envelopes: each an inline envelope frame (pack_envelope's, with its body
 /// inside) of the same command, 1 to kMaxBundle of them. They are copied, not moved.
 zmq::message_t bundle_frame(const std::vector<const zmq::message_t*>& envelopes);
-/// The envelopes a bundle holds, each a frame of its own (appended to out, in order); false, out
-/// as it was, for a malformed bundle: not a bundle, a length past the end, an envelope that is
+/// The envelopes a bundle holds, in order, as views into frame (valid while it is); false, out
+/// empty, for a malformed bundle: not a bundle, a length past the end, an envelope that is
 /// malformed, not inline, of another command or itself a bundle, none, or more than kMaxBundle.
+bool bundled_envelopes(const zmq::message_t& frame, std::vector<std::string_view>& out);
+/// bundled_envelopes, each copied into a frame of its own (appended to out); false, out as it
+/// was, for a malformed bundle.
 bool split_bundle(const zmq::message_t& frame, std::vector<zmq::message_t>& out);
 /// The flags byte of an envelope (0 for a frame that is not one).
 uint8_t envelope_flags(const zmq::message_t& frame) noexcept;
@@ -175,6 +178,24 @@ bool unpack_envelope(Multipart& m, size_t at);
 /// kept gets a copy of it and m is unpacked; otherwise kept stays empty and m as it was. False
 /// only for a malformed envelope (m as it was, kept empty).
 bool unpack_envelope_keeping(Multipart& m, size_t at, zmq::message_t& kept);
+/// An envelope that holds its body (envelope_flag::kInline), read where it lies: no frame is made.
+struct InlineEnvelope {
+  bool request = false;  // else a REPLY
+  uint8_t flags = 0;
+  uint64_t stamp = 0;        // with kStamp
+  std::string_view routing;  // with kRouting
+  ObjectId object;           // a REQUEST's
+  uint64_t request_id = 0;
+  std::optional<uint64_t> attempt;  // with kAttempt
+  std::string_view body;            // after the fields
+};
+/// The fields and body of a well-formed inline REQUEST or REPLY envelope, as views into bytes;
+/// nullopt for anything else (malformed, or its body in a frame of its own: unpack_envelope).
+std::optional<InlineEnvelope> read_inline_envelope(std::string_view bytes) noexcept;
+std::optional<InlineEnvelope> read_inline_envelope(const zmq::message_t& frame) noexcept;
+/// A REPLY's inline envelope (no routing): what pack_envelope makes of [hdr][request id][body]
+/// for a body of at most kMaxInlineBody bytes, made without those frames.
+zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body);
 /// The object id a version 2 REQUEST envelope names, without unpacking it; nullopt for anything
 /// else (another command, a malformed envelope).
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept;
