@@ -1386,6 +1386,9 @@ ValueArray Connection::results(const SlotPtr& slot,
     }
     part.read();
   };
+  // A reply with no changed arguments has no references there to release when the slot goes
+  // (Slot::~Slot would verify it again to find none).
+  if (!reply->changed_args() || reply->changed_args()->size() == 0) slot->changed_holds.read();
   if (changed && reply->changed_args()) {
     read(slot->changed_holds, [&] {
       for (const auto* c : *reply->changed_args())
