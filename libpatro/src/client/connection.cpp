@@ -135,6 +135,7 @@ void Connection::connect() {
 SlotPtr Connection::new_slot(uint64_t request_id, uint64_t server, wire::Op op,
                              Clock::time_point started, Clock::time_point deadline,
                              const Multipart* frames, bool control, uint32_t oneway_calls) {
+  made_since_poll_.fetch_add(1, std::memory_order_relaxed);
   return requests_.add(request_id, server, op, started, deadline, frames, control, oneway_calls);
 }
 
@@ -1077,6 +1078,7 @@ void Connection::pump(Done done, Clock::time_point until, bool read_first) {
     }
     void* const watch = link_.watch_handle();
     if (watch != nullptr) poll_items_.push_back(zmq::pollitem_t{watch, 0, ZMQ_POLLIN, 0});
+    made_since_poll_.store(0, std::memory_order_relaxed);
     try {
       zmq::poll(poll_items_.data(), poll_items_.size(), wait);
     } catch (const zmq::error_t& e) {
@@ -1112,9 +1114,12 @@ bool Connection::drive(Done done, Clock::time_point until) {
       done, until, [&]() PATRO_NO_TSA { return requests_.in_flight(); },
       [&](size_t in_flight) PATRO_NO_TSA {
         try {
-          // With other requests in flight their answers, and maybe ours, may be queued already:
-          // read before polling. A lone request's answer cannot be there yet.
-          pump(done, until, in_flight > 1);
+          // With requests in flight that were made before the sockets were last polled, their
+          // answers, and maybe ours, may be queued already: read before polling. The answers to
+          // those made since (a lone call, or the calls of a Bundle) cannot be there yet, and a
+          // read that finds nothing costs libzmq system calls; the poll sees an answer already
+          // queued at once.
+          pump(done, until, in_flight > made_since_poll_.load(std::memory_order_relaxed));
         } catch (...) {
           release_io();
           throw;

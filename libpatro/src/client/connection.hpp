@@ -447,6 +447,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   std::unordered_set<uint64_t> log_pending_ PATRO_GUARDED_BY(loop_.turn());
   std::atomic<uint64_t> log_lines_{0};
   std::atomic<uint64_t> bundles_sent_{0}, bundles_received_{0};  // ClientStats
+  // Requests made since pump last polled the sockets: drive reads before polling only while more
+  // are in flight (an answer to one made before that poll may be queued).
+  std::atomic<size_t> made_since_poll_{0};
 
   Mutex out_mu_;
   std::deque<Outgoing> outbox_ PATRO_GUARDED_BY(out_mu_);
