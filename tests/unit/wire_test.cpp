@@ -359,6 +359,13 @@ TEST_CASE("an inline envelope is read where it lies, as unpack_envelope reads it
       {bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(77)), bytes(body)});
   REQUIRE(detail::pack_envelope(reply, 0, false));
   CHECK(bytes(detail::reply_envelope(77, body)) == bytes(reply[0]));
+  // With the client's routing at the broker, as a lane answers a brokered request.
+  detail::Multipart routed_reply =
+      frames({bytes(detail::header_frame(Command::reply)), "client-routing",
+              bytes(detail::u64_frame(78)), bytes(body)});
+  REQUIRE(detail::pack_envelope(routed_reply, 0, true));
+  CHECK(bytes(detail::reply_envelope(78, body, "client-routing")) == bytes(routed_reply[0]));
+  CHECK(detail::read_inline_envelope(routed_reply[0])->routing == "client-routing");
   const auto rp = detail::read_inline_envelope(reply[0]);
   REQUIRE(rp);
   CHECK_FALSE(rp->request);

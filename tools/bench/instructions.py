@@ -3,10 +3,10 @@
 
 Latency on a shared 2-CPU VM moves by a few per cent between runs; the instructions a call costs
 do not. This starts patro-bench's own roles (a broker, a server with 4 lanes, one client calling
-direct, as `patro-bench --cases chain` does) with one side under callgrind, counts only while
-the client runs its COUNT operations (after its warm-up), and prints the instructions per
-operation of that side (user space: libpatro, libzmq, libc; the kernel is not counted). Each mode
-is one client process, started fresh.
+direct, as `patro-bench --cases chain` does, or through the broker with --route broker) with one
+side under callgrind, counts only while the client runs its COUNT operations (after its warm-up),
+and prints the instructions per operation of that side (user space: libpatro, libzmq, libc; the
+kernel is not counted). Each mode is one client process, started fresh.
 
     tools/bench/instructions.py --bench build-dev/tools/patro-bench \\
         --modes get,get3b,call3b,chainb --count 2000
@@ -31,7 +31,7 @@ def spawn(cmd, cpu):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def count(bench, mode, ops, side, work):
+def count(bench, mode, ops, side, work, route="direct"):
     """Instructions per operation of side ('server' or 'client') for one mode, and the dump."""
     out = os.path.join(work, f"callgrind.{side}.{mode}")
     grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
@@ -48,7 +48,7 @@ def count(bench, mode, ops, side, work):
             sys.exit("the server did not start")
         client = spawn((grind if side == "client" else []) +
                        [bench, "--role", "patro-client", os.path.join(data, "patro.conf"),
-                        "direct", mode, "1", str(ops), "600000"], 0)
+                        route, mode, "1", str(ops), "600000"], 0)
         procs.append(client)
         if client.stdout.readline().strip() != "ready":
             sys.exit(f"the client ({mode}) did not start")
@@ -85,6 +85,8 @@ def main():
     ap.add_argument("--modes", default="get,get3b,call3b,chainb")
     ap.add_argument("--count", type=int, default=2000, help="operations counted per mode")
     ap.add_argument("--sides", default="server,client")
+    ap.add_argument("--route", default="direct", choices=["direct", "broker"],
+                    help="how the client calls (broker: through the bench's broker)")
     ap.add_argument("--keep", metavar="DIR",
                     help="keep each callgrind dump in DIR (for callgrind_annotate), named "
                     "SIDE.MODE.BUILD")
@@ -101,7 +103,7 @@ def main():
             for mode in args.modes.split(","):
                 per = []
                 for name, bench in builds:
-                    n, dump = count(bench, mode, args.count, side, work)
+                    n, dump = count(bench, mode, args.count, side, work, args.route)
                     per.append(n)
                     if args.keep:
                         os.makedirs(args.keep, exist_ok=True)

@@ -151,13 +151,12 @@ void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t 
   if (rq.size() != 5) return;
   auto request_id = parse_u64(rq[3]);
   if (!request_id) return;
-  serve_request(rq[1].to_string_view(), *request_id, rq[4], stamp, is_direct, broker, key, version,
-                is_direct ? nullptr : &rq);
+  serve_request(rq[1].to_string_view(), *request_id, rq[4], stamp, is_direct, broker, key, version);
 }
 
 void Lane::serve_request(std::string_view routing, uint64_t request_id, const zmq::message_t& body,
                          uint64_t stamp, bool is_direct, size_t broker, const std::string& key,
-                         uint8_t version, Multipart* rq) {
+                         uint8_t version) {
   annotate_received(request_id);
   (is_direct ? server_.direct_requests_ : server_.brokered_requests_)
       .fetch_add(1, std::memory_order_relaxed);
@@ -176,13 +175,12 @@ void Lane::serve_request(std::string_view routing, uint64_t request_id, const zm
   const Dispatched d =
       dispatcher_.dispatch_body(request_id, body, taken, scratch_, reply, reroute, owed_);
   // Parked, deferred or a copy of one running: its reply leaves later, by the outbox.
+  // A brokered one's routing names its broker (marked, past the first): it leaves by that one.
   if (d == Dispatched::reply) {
     if (reroute)
       outbox_->reply(first(), *reroute, request_id, std::move(reply));
-    else if (is_direct)
-      outbox_->reply(first(), taken.routing, request_id, std::move(reply), version);
     else
-      outbox_->reply(socks_[broker], *rq, request_id, std::move(reply), version);
+      outbox_->reply(first(), taken.routing, request_id, std::move(reply), version);
   }
   outbox_->send_owed(first(), encoder_, owed_);
   run_dependents();
@@ -294,6 +292,16 @@ void Lane::handle_registered(size_t broker, Multipart& m, Clock::time_point now)
 
 void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
   Link& link = links_[broker];
+  // The usual REQUEST, an inline envelope as the broker forwards it (its stamp and the client's
+  // routing, no attempt), is read where it lies.
+  if (m.size() == 1)
+    if (const auto e = read_inline_envelope(m[0]); e && e->request &&
+                                                   (e->flags & envelope_flag::kRouting) &&
+                                                   (e->flags & envelope_flag::kAttempt) == 0) {
+      const zmq::message_t body(e->body.data(), e->body.size());
+      return serve_request(e->routing, e->request_id, body, e->stamp, false, broker, {},
+                           kEnvelopeVersion);
+    }
   // A version 2 REQUEST is read as the version 1 frames it stands for, and answered in version 2.
   const bool v2 = !m.empty() && is_envelope(m[0]);
   if (v2 && !unpack_envelope(m, 0)) return;
@@ -415,7 +423,7 @@ void Lane::handle_direct_request(Multipart& m, const InlineEnvelope& e,
   const std::string key =
       server_.rights_->any() ? message_property(props, "User-Id") : std::string();
   const zmq::message_t body(e.body.data(), e.body.size());
-  serve_request(routing, e.request_id, body, 0, true, 0, key, version, nullptr);
+  serve_request(routing, e.request_id, body, 0, true, 0, key, version);
 }
 
 void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {

@@ -138,11 +138,10 @@ class Lane {
   void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
                       const std::string& key = {}, uint8_t version = kWireVersion);
   /// What handle_request runs, from the request's parts: its routing (a direct one's, or the
-  /// client's at broker `broker`), its id and body. rq: a brokered request's frames, which its
-  /// reply reuses (null for a direct one).
+  /// client's at broker `broker`), its id and body.
   void serve_request(std::string_view routing, uint64_t request_id, const zmq::message_t& body,
                      uint64_t stamp, bool is_direct, size_t broker, const std::string& key,
-                     uint8_t version, Multipart* rq);
+                     uint8_t version);
   /// A message from broker `broker`.
   void handle_broker(size_t broker, Multipart& m, Clock::time_point now);
   /// The broker's answer to our registration.

@@ -60,24 +60,6 @@ void Outbox::request_stop() {
   (void)!::write(wake_fd_, &one, sizeof one);
 }
 
-void Outbox::reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id,
-                   zmq::message_t body, uint8_t version) {
-  annotate_sent(request_id);
-  Multipart out;
-  out.reserve(4);
-  if (request[0].size() == 4) {
-    out.push_back(std::move(request[0]));  // the REQUEST header becomes a REPLY header
-    static_cast<uint8_t*>(out.back().data())[3] = static_cast<uint8_t>(Command::reply);
-  } else {
-    out.push_back(header_frame(Command::reply));  // it was stamped
-  }
-  out.push_back(std::move(request[1]));
-  out.push_back(std::move(request[3]));
-  out.push_back(std::move(body));
-  if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
-  emit(sock, out);
-}
-
 void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t request_id,
                    zmq::message_t body, uint8_t version) {
   if (const auto lane = direct_lane(routing)) {
@@ -116,11 +98,16 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
-  out.push_back(header_frame(Command::reply));
-  out.push_back(zmq::message_t(routing.data(), routing.size()));
-  out.push_back(u64_frame(request_id));
-  out.push_back(std::move(body));
-  if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
+  if (version >= kEnvelopeVersion && body.size() <= kMaxInlineBody && !routing.empty() &&
+      routing.size() <= kMaxEnvelopeRouting) {
+    out.push_back(reply_envelope(request_id, body, routing));  // the usual one, in one frame
+  } else {
+    out.push_back(header_frame(Command::reply));
+    out.push_back(zmq::message_t(routing.data(), routing.size()));
+    out.push_back(u64_frame(request_id));
+    out.push_back(std::move(body));
+    if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
+  }
   emit(*via, out);
 }
 

@@ -63,11 +63,6 @@ class Outbox final : public ReplySink {
   void set_brokers(std::vector<zmq::socket_t>* brokers) { brokers_ = brokers; }
 
   // --- The lane's thread ---
-  /// Sends body to the caller of request ([hdr][routing][object id][request id][body]), reusing
-  /// the request's frames (no copy): the fast path. version: the wire version the request came in
-  /// (2: the reply goes as [envelope][body]).
-  void reply(zmq::socket_t& sock, Multipart& request, uint64_t request_id, zmq::message_t body,
-             uint8_t version = kWireVersion);
   /// Sends body to a caller by its routing id: through the first broker (sock), through another
   /// one for a routing that names it, or by a lane's direct ROUTER for a direct routing. version:
   /// the one the peer reads (3: a direct reply held may leave in a bundle); a reply made later

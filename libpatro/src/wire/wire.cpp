@@ -262,15 +262,23 @@ std::optional<InlineEnvelope> read_inline_envelope(const zmq::message_t& frame) 
   return read_inline_envelope(frame.to_string_view());
 }
 
-zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body) {
-  PATRO_ASSERT(body.size() <= kMaxInlineBody, "an inline reply's body fits in its envelope");
-  zmq::message_t env(5 + 8 + body.size());
+zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body,
+                              std::string_view routing) {
+  PATRO_ASSERT(body.size() <= kMaxInlineBody && routing.size() <= kMaxEnvelopeRouting,
+               "an inline reply's body and routing fit in its envelope");
+  const bool routed = !routing.empty();
+  zmq::message_t env(5 + (routed ? 1 + routing.size() : 0) + 8 + body.size());
   auto* p = static_cast<uint8_t*>(env.data());
   *p++ = 'P';
   *p++ = 'T';
   *p++ = kEnvelopeVersion;
   *p++ = static_cast<uint8_t>(Command::reply);
-  *p++ = envelope_flag::kInline;
+  *p++ = envelope_flag::kInline | (routed ? envelope_flag::kRouting : 0);
+  if (routed) {
+    *p++ = static_cast<uint8_t>(routing.size());
+    std::memcpy(p, routing.data(), routing.size());
+    p += routing.size();
+  }
   put_u64(p, request_id);
   if (body.size() != 0) std::memcpy(p + 8, body.data(), body.size());
   return env;

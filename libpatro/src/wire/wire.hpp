@@ -193,9 +193,11 @@ struct InlineEnvelope {
 /// nullopt for anything else (malformed, or its body in a frame of its own: unpack_envelope).
 std::optional<InlineEnvelope> read_inline_envelope(std::string_view bytes) noexcept;
 std::optional<InlineEnvelope> read_inline_envelope(const zmq::message_t& frame) noexcept;
-/// A REPLY's inline envelope (no routing): what pack_envelope makes of [hdr][request id][body]
-/// for a body of at most kMaxInlineBody bytes, made without those frames.
-zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body);
+/// A REPLY's inline envelope: what pack_envelope makes of [hdr]([routing])[request id][body] for
+/// a body of at most kMaxInlineBody bytes, made without those frames. routing: the client's
+/// routing id at the broker (at most kMaxEnvelopeRouting bytes; empty: none, a direct reply).
+zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body,
+                              std::string_view routing = {});
 /// The object id a version 2 REQUEST envelope names, without unpacking it; nullopt for anything
 /// else (another command, a malformed envelope).
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept;
