@@ -366,6 +366,27 @@ TEST_CASE("an inline envelope is read where it lies, as unpack_envelope reads it
   REQUIRE(detail::pack_envelope(routed_reply, 0, true));
   CHECK(bytes(detail::reply_envelope(78, body, "client-routing")) == bytes(routed_reply[0]));
   CHECK(detail::read_inline_envelope(routed_reply[0])->routing == "client-routing");
+  // append_reply: the reply in the version its peer reads.
+  detail::Multipart v2;
+  detail::append_reply(v2, true, "client-routing", 78, frame("an answer"),
+                       detail::kEnvelopeVersion);
+  REQUIRE(v2.size() == 1);
+  CHECK(bytes(v2[0]) == bytes(routed_reply[0]));
+  detail::Multipart v1;
+  detail::append_reply(v1, true, "client-routing", 78, frame("an answer"), detail::kWireVersion);
+  REQUIRE(v1.size() == 4);
+  CHECK(bytes(v1[1]) == "client-routing");
+  CHECK(detail::parse_u64(v1[2]) == 78);
+  CHECK(bytes(v1[3]) == "an answer");
+  const std::string big(detail::kMaxInlineBody + 1, 'y');
+  detail::Multipart outside,
+      packed =
+          frames({bytes(detail::header_frame(Command::reply)), bytes(detail::u64_frame(79)), big});
+  detail::append_reply(outside, false, {}, 79, frame(big), detail::kBundleVersion);
+  REQUIRE(detail::pack_envelope(packed, 0, false));
+  REQUIRE(outside.size() == 2);
+  CHECK(bytes(outside[0]) == bytes(packed[0]));
+  CHECK(bytes(outside[1]) == big);
   const auto rp = detail::read_inline_envelope(reply[0]);
   REQUIRE(rp);
   CHECK_FALSE(rp->request);

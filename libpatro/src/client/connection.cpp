@@ -555,9 +555,7 @@ void Connection::dispatch_direct(uint64_t server, Multipart& msg) {
     // of no routing is ignored, as it is alone).
     if (!bundled_envelopes(msg[0], bundled_)) return;
     bundles_received_.fetch_add(1, std::memory_order_relaxed);
-    for (std::string_view e : bundled_)
-      if (const auto reply = read_inline_envelope(e); reply && plain_reply(*reply))
-        answer(reply->request_id, zmq::message_t(reply->body.data(), reply->body.size()), true);
+    for (std::string_view e : bundled_) (void)answer_inline(e, true);
     return;
   }
   dispatch(msg, true);  // a reply ([hdr][rid][body]); a heartbeat ([hdr]) needs nothing more
@@ -910,17 +908,17 @@ void Connection::answer(uint64_t request_id, zmq::message_t body, bool direct) {
     loop_.notify();
 }
 
-bool Connection::plain_reply(const InlineEnvelope& e) {
-  return !e.request && (e.flags & envelope_flag::kRouting) == 0;
+bool Connection::answer_inline(std::string_view envelope, bool direct) {
+  const auto reply = read_inline_envelope(envelope);
+  if (!reply || reply->request || (reply->flags & envelope_flag::kRouting) != 0) return false;
+  answer(reply->request_id, zmq::message_t(reply->body.data(), reply->body.size()), direct);
+  return true;
 }
 
 void Connection::dispatch(Multipart& msg, bool direct) {
   // A version 2 REPLY that holds its body is read where it lies; any other envelope ([envelope]
   // [body]) as the version 1 frames it stands for.
-  if (msg.size() == 1 && is_envelope(msg[0]))
-    if (const auto reply = read_inline_envelope(msg[0]); reply && plain_reply(*reply))
-      return answer(reply->request_id, zmq::message_t(reply->body.data(), reply->body.size()),
-                    direct);
+  if (msg.size() == 1 && answer_inline(msg[0].to_string_view(), direct)) return;
   if (!msg.empty() && is_envelope(msg[0]) && !unpack_envelope(msg, 0)) return;
   const auto cmd = msg.empty() ? std::nullopt : parse_header(msg[0]);
   if (!cmd) return;

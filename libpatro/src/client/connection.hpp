@@ -354,9 +354,9 @@ class PATRO_PRIVATE Connection : public std::enable_shared_from_this<Connection>
   void dispatch(Multipart& msg, bool direct = false) PATRO_REQUIRES(loop_.turn());
   /// The reply to request_id came (direct: from a server's direct socket): its slot is answered.
   void answer(uint64_t request_id, zmq::message_t body, bool direct) PATRO_REQUIRES(loop_.turn());
-  /// Whether an inline envelope is a REPLY as a server sends it to a client (no routing), which
-  /// dispatch reads where it lies.
-  static bool plain_reply(const InlineEnvelope& e);
+  /// An inline REPLY envelope as a server sends it to a client (no routing), read where it lies
+  /// and answered; false, nothing done, for anything else (dispatch reads it as frames).
+  bool answer_inline(std::string_view envelope, bool direct) PATRO_REQUIRES(loop_.turn());
   /// Fails the requests in flight (to server, if given): RequestTable::fail_pending.
   void fail_pending(Errc code, const std::string& text, std::optional<uint64_t> server,
                     const std::vector<uint64_t>* only = nullptr) PATRO_EXCLUDES(requests_.mutex());

@@ -146,12 +146,11 @@ void Lane::send_heartbeat(zmq::socket_t& s) {
   send_multipart(s, m, true);
 }
 
-void Lane::handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
-                          const std::string& key, uint8_t version) {
+void Lane::handle_request(Multipart& rq, uint64_t stamp, size_t broker, uint8_t version) {
   if (rq.size() != 5) return;
   auto request_id = parse_u64(rq[3]);
   if (!request_id) return;
-  serve_request(rq[1].to_string_view(), *request_id, rq[4], stamp, is_direct, broker, key, version);
+  serve_request(rq[1].to_string_view(), *request_id, rq[4], stamp, false, broker, {}, version);
 }
 
 void Lane::serve_request(std::string_view routing, uint64_t request_id, const zmq::message_t& body,
@@ -310,7 +309,7 @@ void Lane::handle_broker(size_t broker, Multipart& m, Clock::time_point now) {
   if (!cmd) return;
   switch (*cmd) {
     case Command::request:
-      handle_request(m, stamp, false, broker, {}, v2 ? kEnvelopeVersion : kWireVersion);
+      handle_request(m, stamp, broker, v2 ? kEnvelopeVersion : kWireVersion);
       break;
     case Command::heartbeat:
       if (auto clock = m.size() == 2 ? parse_u64(m[1]) : std::nullopt) link.clock.observe(*clock);
@@ -403,27 +402,36 @@ bool Lane::refuse_revoked(zmq::message_t& router_id, std::optional<uint64_t> req
   if (!request_id) return true;
   Multipart no;
   no.push_back(std::move(router_id));
-  no.push_back(header_frame(Command::reply));
-  no.push_back(u64_frame(*request_id));
-  no.push_back(error_reply(*request_id, Errc::not_authorized,
-                           "this client's key was revoked (it left the broker's allow list)"));
-  if (version >= kEnvelopeVersion) pack_envelope(no, 1, false);
+  append_reply(no, false, {}, *request_id,
+               error_reply(*request_id, Errc::not_authorized,
+                           "this client's key was revoked (it left the broker's allow list)"),
+               version);
   send_multipart(direct_, no, true);
   return true;
 }
 
+namespace {
+// The wire version a direct client reads its reply in, by its request's envelope flags.
+uint8_t direct_version(uint8_t envelope_flags) {
+  return envelope_flags & envelope_flag::kReadsBundles ? kBundleVersion : kEnvelopeVersion;
+}
+}  // namespace
+
+void Lane::serve_direct(const zmq::message_t& router_id, uint64_t request_id,
+                        const zmq::message_t& body, const zmq::message_t& props, uint8_t version) {
+  const std::string routing = direct_routing(index_, router_id.to_string_view());
+  const std::string key =
+      server_.rights_->any() ? message_property(props, "User-Id") : std::string();
+  serve_request(routing, request_id, body, 0, true, 0, key, version);
+}
+
 void Lane::handle_direct_request(Multipart& m, const InlineEnvelope& e,
                                  const zmq::message_t& props) {
-  const uint8_t version =
-      e.flags & envelope_flag::kReadsBundles ? kBundleVersion : kEnvelopeVersion;
+  const uint8_t version = direct_version(e.flags);
   if (server_.gate_ && server_.gate_->any_revoked() &&
       refuse_revoked(m[0], e.request_id, props, version))
     return;
-  const std::string routing = direct_routing(index_, m[0].to_string_view());
-  const std::string key =
-      server_.rights_->any() ? message_property(props, "User-Id") : std::string();
-  const zmq::message_t body(e.body.data(), e.body.size());
-  serve_request(routing, e.request_id, body, 0, true, 0, key, version);
+  serve_direct(m[0], e.request_id, zmq::message_t(e.body.data(), e.body.size()), props, version);
 }
 
 void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
@@ -444,10 +452,7 @@ void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
   if (!unpack_envelope_keeping(m, 1, envelope)) return;
   const bool v2 = envelope.size() != 0;
   const zmq::message_t& props = bundle_props.size() != 0 ? bundle_props : v2 ? envelope : m[1];
-  const uint8_t version = !v2 ? kWireVersion
-                          : envelope_flags(envelope) & envelope_flag::kReadsBundles
-                              ? kBundleVersion
-                              : kEnvelopeVersion;
+  const uint8_t version = v2 ? direct_version(envelope_flags(envelope)) : kWireVersion;
   if (server_.gate_ && server_.gate_->any_revoked() && m.size() >= 2) {
     // [client id at the ROUTER][hdr][object id][request id]...
     const bool request = m.size() >= 4 && parse_header(m[1]) == Command::request;
@@ -455,13 +460,9 @@ void Lane::handle_direct(Multipart& m, const zmq::message_t& bundle_props) {
   }
   const auto cmd = m.size() >= 2 ? parse_header(m[1]) : std::nullopt;
   if (cmd == Command::request && (m.size() == 5 || m.size() == 6)) {
-    m.resize(5);  // the attempt frame, if resent
-    const std::string routing = direct_routing(index_, m[0].to_string_view());
-    m[0] = zmq::message_t(routing.data(), routing.size());
-    const std::string key =
-        server_.rights_->any() ? message_property(props, "User-Id") : std::string();
-    std::swap(m[0], m[1]);
-    handle_request(m, 0, true, 0, key, version);
+    // [client id at the ROUTER][hdr][object id][request id][body]([attempt, if resent])
+    if (const auto request_id = parse_u64(m[3]))
+      serve_direct(m[0], *request_id, m[4], props, version);
   } else if (cmd == Command::log_subscribe) {
     std::string routing = direct_routing(index_, m[0].to_string_view());
     std::swap(m[0], m[1]);  // [hdr][ROUTER id]...: as from a broker

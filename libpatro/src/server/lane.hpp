@@ -131,14 +131,18 @@ class Lane {
   // that carries the session's properties.
   bool refuse_revoked(zmq::message_t& router_id, std::optional<uint64_t> request_id,
                       const zmq::message_t& props, uint8_t version);
-  /// A request, through broker `broker` or direct (then rq[1] is its direct routing):
-  /// [hdr + forwarded at][client routing][object id][request id][body]
-  /// key: a direct request's client key (its session's User-Id), looked up only while some key is
-  /// limited (ClientRights::any). version: the wire version it came in, which its reply goes in.
-  void handle_request(Multipart& rq, uint64_t stamp, bool is_direct, size_t broker,
-                      const std::string& key = {}, uint8_t version = kWireVersion);
-  /// What handle_request runs, from the request's parts: its routing (a direct one's, or the
-  /// client's at broker `broker`), its id and body.
+  /// A request through broker `broker`, as version 1 frames:
+  /// [hdr + forwarded at][client routing][object id][request id][body]. version: the wire version
+  /// it came in, which its reply goes in.
+  void handle_request(Multipart& rq, uint64_t stamp, size_t broker, uint8_t version);
+  /// A direct request from the client router_id at the lane's ROUTER: served under the key its
+  /// session's properties (props) carry, its reply in wire version `version`.
+  void serve_direct(const zmq::message_t& router_id, uint64_t request_id,
+                    const zmq::message_t& body, const zmq::message_t& props, uint8_t version);
+  /// What a request runs, from its parts: its routing (a direct one's, or the client's at broker
+  /// `broker`), its id and body. key: a direct request's client key (its session's User-Id),
+  /// looked up only while some key is limited (ClientRights::any). version: the wire version it
+  /// came in, which its reply goes in.
   void serve_request(std::string_view routing, uint64_t request_id, const zmq::message_t& body,
                      uint64_t stamp, bool is_direct, size_t broker, const std::string& key,
                      uint8_t version);

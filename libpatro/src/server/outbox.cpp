@@ -77,14 +77,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
     Multipart out;
     out.reserve(4);
     out.push_back(zmq::message_t(routing.data() + 4, routing.size() - 4));
-    if (version >= kEnvelopeVersion && body.size() <= kMaxInlineBody) {
-      out.push_back(reply_envelope(request_id, body));  // the usual reply, made in one frame
-    } else {
-      out.push_back(header_frame(Command::reply));
-      out.push_back(u64_frame(request_id));
-      out.push_back(std::move(body));
-      if (version >= kEnvelopeVersion) pack_envelope(out, 1, false);
-    }
+    append_reply(out, false, {}, request_id, std::move(body), version);
     emit(*direct_, out, version >= kBundleVersion);
     return;
   }
@@ -98,16 +91,7 @@ void Outbox::reply(zmq::socket_t& sock, std::string_view routing, uint64_t reque
   annotate_sent(request_id);
   Multipart out;
   out.reserve(4);
-  if (version >= kEnvelopeVersion && body.size() <= kMaxInlineBody && !routing.empty() &&
-      routing.size() <= kMaxEnvelopeRouting) {
-    out.push_back(reply_envelope(request_id, body, routing));  // the usual one, in one frame
-  } else {
-    out.push_back(header_frame(Command::reply));
-    out.push_back(zmq::message_t(routing.data(), routing.size()));
-    out.push_back(u64_frame(request_id));
-    out.push_back(std::move(body));
-    if (version >= kEnvelopeVersion) pack_envelope(out, 0, true);
-  }
+  append_reply(out, true, routing, request_id, std::move(body), version);
   emit(*via, out);
 }
 

@@ -71,9 +71,7 @@ void put_u64(uint8_t* p, uint64_t v) {
 uint64_t get_u64(const uint8_t* p) {
   return get_be(p, 8);
 }
-}  // namespace
 
-namespace {
 bool starts_envelope(const uint8_t* p, size_t size) noexcept {
   return size >= 5 && p[0] == 'P' && p[1] == 'T' && p[2] == kEnvelopeVersion;
 }
@@ -282,6 +280,21 @@ zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body,
   put_u64(p, request_id);
   if (body.size() != 0) std::memcpy(p + 8, body.data(), body.size());
   return env;
+}
+
+void append_reply(Multipart& out, bool routed, std::string_view routing, uint64_t request_id,
+                  zmq::message_t body, uint8_t version) {
+  if (version >= kEnvelopeVersion && body.size() <= kMaxInlineBody &&
+      (!routed || (!routing.empty() && routing.size() <= kMaxEnvelopeRouting))) {
+    out.push_back(reply_envelope(request_id, body, routed ? routing : std::string_view()));
+    return;
+  }
+  const size_t at = out.size();
+  out.push_back(header_frame(Command::reply));
+  if (routed) out.emplace_back(routing.data(), routing.size());
+  out.push_back(u64_frame(request_id));
+  out.push_back(std::move(body));
+  if (version >= kEnvelopeVersion) pack_envelope(out, at, routed);
 }
 
 uint8_t envelope_flags(const zmq::message_t& frame) noexcept {

@@ -198,6 +198,12 @@ std::optional<InlineEnvelope> read_inline_envelope(const zmq::message_t& frame) 
 /// routing id at the broker (at most kMaxEnvelopeRouting bytes; empty: none, a direct reply).
 zmq::message_t reply_envelope(uint64_t request_id, const zmq::message_t& body,
                               std::string_view routing = {});
+/// Appends a REPLY to out as a peer that reads wire version `version` reads it: from version 2
+/// its envelope (reply_envelope's one frame for a body of at most kMaxInlineBody, else
+/// pack_envelope's envelope and body), in version 1 [hdr]([routing])[request id][body]. routed:
+/// with the client's routing at the broker (a lane's reply through a broker).
+void append_reply(Multipart& out, bool routed, std::string_view routing, uint64_t request_id,
+                  zmq::message_t body, uint8_t version);
 /// The object id a version 2 REQUEST envelope names, without unpacking it; nullopt for anything
 /// else (another command, a malformed envelope).
 std::optional<ObjectId> envelope_object_id(const zmq::message_t& frame) noexcept;
